@@ -1,0 +1,14 @@
+"""softclass: multi-class classification with PyTorch.
+
+Exact softmax / cross-entropy (``softclass.functional``), drop-in modules (``softclass.nn``),
+fused kernels (``softclass.kernels``) and the four classic output/loss designs, compared.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("softclass")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+src"
+
+__all__ = ["__version__"]
