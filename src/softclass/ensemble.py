@@ -1,0 +1,571 @@
+"""Many MLPs trained at once: the four designs × K seeds as one batched computation.
+
+Every member ``m`` of an ensemble is an independent copy of the same network shape with its own
+design (output activation and loss), its own seed (initial weights exactly as
+``build_mlp(config, seed)``) and its own batch order (``epoch_permutation(n_rows, seed, epoch)``).
+Parameters are stacked along a leading member axis — weights ``(M, out, in)``, biases ``(M, out)``
+— and one training step is a handful of batched matmuls over an ``(M, B, F)`` batch gathered per
+member. The loss of member ``m`` is its own (weighted) mean over its own batch; the step minimises
+the sum of the members' losses, whose gradient with respect to member ``m``'s parameters is exactly
+member ``m``'s own gradient, so nothing mixes between members.
+
+The backward pass is written by hand (autograd's per-op bookkeeping dominates at these sizes):
+
+* designs A, B, D — d loss / d logits = (softmax(z) - onehot) / B (cross entropy through softmax;
+  D's clamp of the probability at the dtype's smallest normal only matters below 1.2e-38 in
+  float32 and is not reproduced in the gradient);
+* design C — with p = softmax(z) and g = 2 (p - onehot) / B: d loss / d z = p ⊙ (g - ⟨g, p⟩);
+* hidden layers — the activation's derivative, written in terms of its output where possible.
+
+Optimizers (SGD with optional momentum, Adam) update all members with the same arithmetic as
+``torch.optim.SGD`` / ``torch.optim.Adam`` on one model alone, on the stacked tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from softclass.batching import batch_bounds, epoch_permutation
+from softclass.designs import get_design
+from softclass.errors import ConfigError, DataError
+from softclass.model import MLP, MLPConfig, build_mlp
+
+OPTIMIZERS = ("sgd", "adam")
+
+# Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
+_EVAL_CHUNK_ROWS = 16384
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of an ensemble: a design name ("A"–"D") and a seed."""
+
+    design: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class EnsembleSettings:
+    """How every member is trained (the same for all; members differ by design and seed)."""
+
+    epochs: int = 100  # passes over the training rows
+    batch_size: int = 10  # rows per optimizer step (the last batch of an epoch may be shorter)
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    learning_rate: float = 0.01  # step size of either optimizer
+    momentum: float = 0.0  # SGD momentum (torch.optim.SGD's, dampening 0, not Nesterov)
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # Adam's moving-average rates
+    adam_eps: float = 1e-8  # Adam's denominator guard
+    shuffle: bool = True  # visit rows in each epoch's seeded permutation (False: table order)
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
+            )
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not all(0.0 <= beta < 1.0 for beta in self.adam_betas):
+            raise ConfigError(f"adam_betas must lie in [0, 1), got {self.adam_betas}")
+
+
+def _activation_forward(name: str, pre: torch.Tensor) -> torch.Tensor:
+    if name == "tanh":
+        return pre.tanh()
+    if name == "relu":
+        return pre.relu()
+    if name == "sigmoid":
+        return pre.sigmoid()
+    if name == "gelu":
+        return torch.nn.functional.gelu(pre)
+    return pre
+
+
+def _activation_backward(
+    name: str, grad: torch.Tensor, pre: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """d loss / d pre-activation from d loss / d activation ``grad`` (all ``(M, B, width)``)."""
+    if name == "tanh":
+        return grad * (1.0 - out * out)
+    if name == "relu":
+        return grad * (pre > 0)
+    if name == "sigmoid":
+        return grad * (out * (1.0 - out))
+    if name == "gelu":
+        cdf = 0.5 * (1.0 + torch.erf(pre * (1.0 / math.sqrt(2.0))))
+        pdf = torch.exp(-0.5 * pre * pre) * (1.0 / math.sqrt(2.0 * math.pi))
+        return grad * (cdf + pre * pdf)
+    return grad
+
+
+class StackedMLP:
+    """M MLPs of one shape with parameters stacked on a leading member axis.
+
+    ``weights[k]`` is ``(M, out_k, in_k)`` and ``biases[k]`` ``(M, out_k)`` for layer ``k``, laid out
+    as ``torch.nn.Linear`` stores them, so member ``m``'s slices are a normal :class:`MLP`'s.
+    """
+
+    def __init__(self, config: MLPConfig, weights: list[torch.Tensor], biases: list[torch.Tensor]):
+        self.config = config
+        self.weights = weights
+        self.biases = biases
+
+    @classmethod
+    def from_seeds(
+        cls,
+        config: MLPConfig,
+        seeds: Sequence[int],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> StackedMLP:
+        """Member ``m`` starts from exactly ``build_mlp(config, seeds[m])``'s weights."""
+        layers = [_linear_layers(build_mlp(config, seed)) for seed in seeds]
+        weights = [
+            torch.stack([member[k].weight.detach() for member in layers]).to(device, dtype)
+            for k in range(len(layers[0]))
+        ]
+        biases = [
+            torch.stack([member[k].bias.detach() for member in layers]).to(device, dtype)
+            for k in range(len(layers[0]))
+        ]
+        return cls(config, weights, biases)
+
+    @property
+    def n_members(self) -> int:
+        return self.weights[0].shape[0]
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Weights and biases in layer order: ``[W0, b0, W1, b1, ...]``."""
+        return [tensor for pair in zip(self.weights, self.biases, strict=True) for tensor in pair]
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, N, C)`` of every member for shared features ``(N, F)``.
+
+        Evaluated in chunks of rows; each row's logits depend only on that row.
+        """
+        chunks = [
+            self._forward_shared(features[start:stop])
+            for start, stop in batch_bounds(features.shape[0], _EVAL_CHUNK_ROWS)
+        ]
+        if not chunks:
+            return features.new_zeros(self.n_members, 0, self.config.n_classes)
+        return torch.cat(chunks, dim=1)
+
+    def _forward_shared(self, features: torch.Tensor) -> torch.Tensor:
+        hidden = features.to(self.weights[0].dtype)
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            hidden = torch.matmul(hidden, weight.transpose(1, 2)) + bias.unsqueeze(1)
+            if index < last:
+                hidden = _activation_forward(self.config.activation, hidden)
+        return hidden
+
+    def to_mlp(self, member: int) -> MLP:
+        """Member ``member`` as a normal :class:`MLP` (float32 or the stack's dtype, on CPU)."""
+        mlp = MLP(self.config).to(self.weights[0].dtype)
+        with torch.no_grad():
+            for layer, weight, bias in zip(
+                _linear_layers(mlp), self.weights, self.biases, strict=True
+            ):
+                layer.weight.copy_(weight[member].cpu())
+                layer.bias.copy_(bias[member].cpu())
+        return mlp
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Plain numpy copies of every parameter (for pickling without torch objects)."""
+        return {
+            f"{kind}{index}": tensor.detach().cpu().numpy().copy()
+            for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True))
+            for kind, tensor in (("weight", weight), ("bias", bias))
+        }
+
+    @classmethod
+    def from_state_arrays(
+        cls, config: MLPConfig, arrays: dict[str, np.ndarray], device: torch.device | str = "cpu"
+    ) -> StackedMLP:
+        """Inverse of :meth:`state_arrays`."""
+        n_layers = len(config.hidden) + 1
+        weights = [torch.from_numpy(arrays[f"weight{k}"]).to(device) for k in range(n_layers)]
+        biases = [torch.from_numpy(arrays[f"bias{k}"]).to(device) for k in range(n_layers)]
+        return cls(config, weights, biases)
+
+
+def _linear_layers(mlp: MLP) -> list[torch.nn.Linear]:
+    return [layer for layer in mlp.layers if isinstance(layer, torch.nn.Linear)]
+
+
+class _BatchedOptimizer:
+    """SGD (momentum) or Adam over lists of stacked tensors, as torch.optim does per model."""
+
+    def __init__(self, settings: EnsembleSettings, parameters: list[torch.Tensor]) -> None:
+        self.settings = settings
+        self.parameters = parameters
+        self.step_count = 0
+        zeros = [torch.zeros_like(tensor) for tensor in parameters]
+        self.first_moments = zeros
+        self.second_moments = (
+            [torch.zeros_like(tensor) for tensor in parameters]
+            if settings.optimizer == "adam"
+            else []
+        )
+
+    def step(self, gradients: list[torch.Tensor]) -> None:
+        settings = self.settings
+        self.step_count += 1
+        if settings.optimizer == "sgd":
+            if settings.momentum == 0.0:
+                torch._foreach_add_(self.parameters, gradients, alpha=-settings.learning_rate)
+                return
+            # torch.optim.SGD: buf = grad on the first step, then buf·μ + grad (zeros·μ + grad).
+            torch._foreach_mul_(self.first_moments, settings.momentum)
+            torch._foreach_add_(self.first_moments, gradients)
+            torch._foreach_add_(self.parameters, self.first_moments, alpha=-settings.learning_rate)
+            return
+        beta1, beta2 = settings.adam_betas
+        torch._foreach_lerp_(self.first_moments, gradients, 1.0 - beta1)
+        torch._foreach_mul_(self.second_moments, beta2)
+        torch._foreach_addcmul_(self.second_moments, gradients, gradients, value=1.0 - beta2)
+        step_size = settings.learning_rate / (1.0 - beta1**self.step_count)
+        correction2_sqrt = math.sqrt(1.0 - beta2**self.step_count)
+        denominators = torch._foreach_sqrt(self.second_moments)
+        torch._foreach_div_(denominators, correction2_sqrt)
+        torch._foreach_add_(denominators, settings.adam_eps)
+        torch._foreach_addcdiv_(self.parameters, self.first_moments, denominators, -step_size)
+
+
+class BatchedTrainer:
+    """Trains the members of a :class:`StackedMLP` together, one epoch at a time.
+
+    Args:
+        config: the network shape shared by all members.
+        members: design and seed of each member (M of them).
+        settings: batch size, optimizer and the rest, shared by all members.
+        dtype: parameter dtype (float32 like ``build_mlp``; float64 for exact comparisons).
+        device: where the tensors live.
+    """
+
+    def __init__(
+        self,
+        config: MLPConfig,
+        members: Sequence[Member],
+        settings: EnsembleSettings,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not members:
+            raise ConfigError("an ensemble needs at least one member (design, seed)")
+        self.config = config
+        self.members = [Member(get_design(member.design).name, int(member.seed)) for member in members]
+        self.settings = settings
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.network = StackedMLP.from_seeds(
+            config, [member.seed for member in self.members], dtype, self.device
+        )
+        self.optimizer = _BatchedOptimizer(settings, self.network.parameters())
+        self._unique_seeds = sorted({member.seed for member in self.members})
+        self._seed_rows = torch.tensor(
+            [self._unique_seeds.index(member.seed) for member in self.members], device=self.device
+        )
+        is_mse = [member.design == "C" for member in self.members]
+        is_mcee = [member.design == "D" for member in self.members]
+        self._has_mse = any(is_mse)
+        self._has_ce = not all(is_mse)
+        self._has_mcee = any(is_mcee)
+        self._is_mse = torch.tensor(is_mse, device=self.device).view(-1, 1)
+        self._is_mcee = torch.tensor(is_mcee, device=self.device).view(-1, 1)
+        self._mcee_cap = -math.log(torch.finfo(dtype).tiny)
+
+    # -- one epoch -----------------------------------------------------------------------------
+
+    def epoch_order(self, n_rows: int, epoch: int) -> torch.Tensor:
+        """Row indices ``(M, n_rows)`` int64: member m's order for ``epoch`` (from its seed)."""
+        orders = torch.stack(
+            [
+                epoch_permutation(n_rows, seed, epoch, self.settings.shuffle)
+                for seed in self._unique_seeds
+            ]
+        ).to(self.device)
+        return orders[self._seed_rows]
+
+    def train_epoch(
+        self,
+        features: torch.Tensor,
+        targets_one_hot: torch.Tensor,
+        epoch: int,
+        row_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One pass over the training rows for every member; returns the epoch's training loss.
+
+        Args:
+            features: ``(N, F)`` in the trainer's dtype and device.
+            targets_one_hot: ``(N, C)`` one-hot rows of the class indices, same dtype.
+            epoch: epoch number (0-based) — selects each member's permutation.
+            row_weights: optional ``(N,)`` non-negative row weights; a batch's loss is then
+                Σ w·loss / Σ w (torch's weighted mean).
+
+        Returns:
+            ``(M,)`` the training loss of each member over the epoch: the mean of its batch losses
+            weighted by batch size (the rows' mean when unweighted). No host synchronisation.
+        """
+        n_rows = features.shape[0]
+        order = self.epoch_order(n_rows, epoch)
+        epoch_features = features[order]
+        epoch_targets = targets_one_hot[order]
+        epoch_weights = None if row_weights is None else row_weights[order]
+        epoch_loss = torch.zeros(self.network.n_members, dtype=self.dtype, device=self.device)
+        for start, stop in batch_bounds(n_rows, self.settings.batch_size):
+            if epoch_weights is None:
+                row_scale: torch.Tensor | float = 1.0 / (stop - start)
+            else:
+                weights = epoch_weights[:, start:stop]
+                row_scale = weights / weights.sum(1, keepdim=True).clamp_min(
+                    torch.finfo(self.dtype).tiny
+                )
+            batch_loss = self._step(
+                epoch_features[:, start:stop], epoch_targets[:, start:stop], row_scale
+            )
+            epoch_loss.add_(batch_loss, alpha=(stop - start) / n_rows)
+        return epoch_loss
+
+    def _step(
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        row_scale: torch.Tensor | float,
+    ) -> torch.Tensor:
+        """Forward, hand-written backward and optimizer update on an ``(M, B, F)`` batch.
+
+        ``row_scale`` is 1/B or the ``(M, B)`` normalised row weights. Returns the ``(M,)``
+        batch losses (before the update).
+        """
+        network = self.network
+        activation = self.config.activation
+        inputs = [features]
+        pre_activations = []
+        hidden = features
+        last = len(network.weights) - 1
+        for index in range(last):
+            pre = torch.baddbmm(
+                network.biases[index].unsqueeze(1), hidden, network.weights[index].transpose(1, 2)
+            )
+            pre_activations.append(pre)
+            hidden = _activation_forward(activation, pre)
+            inputs.append(hidden)
+        logits = torch.baddbmm(
+            network.biases[last].unsqueeze(1), hidden, network.weights[last].transpose(1, 2)
+        )
+        shifted = logits - logits.amax(2, keepdim=True)
+        exps = shifted.exp()
+        sums = exps.sum(2, keepdim=True)
+        probs = exps / sums
+        residual = probs - targets  # d CE / d logits, per row
+        grad_logits, row_loss = residual, None
+        if self._has_ce:
+            row_loss = sums.squeeze(2).log() - (shifted * targets).sum(2)
+            if self._has_mcee:
+                row_loss = torch.where(self._is_mcee, row_loss.clamp_max(self._mcee_cap), row_loss)
+        if self._has_mse:
+            squared = (residual * residual).sum(2)
+            grad_probs = 2.0 * residual
+            grad_mse = probs * (grad_probs - (grad_probs * probs).sum(2, keepdim=True))
+            if self._has_ce:
+                grad_logits = torch.where(self._is_mse.unsqueeze(2), grad_mse, residual)
+                row_loss = torch.where(self._is_mse, squared, row_loss)
+            else:
+                grad_logits, row_loss = grad_mse, squared
+        if isinstance(row_scale, float):
+            grad_logits = grad_logits * row_scale
+            batch_loss = row_loss.sum(1) * row_scale
+        else:
+            grad_logits = grad_logits * row_scale.unsqueeze(2)
+            batch_loss = (row_loss * row_scale).sum(1)
+        gradients: list[torch.Tensor] = [None] * (2 * len(network.weights))  # type: ignore[list-item]
+        grad = grad_logits
+        for index in range(last, -1, -1):
+            gradients[2 * index] = torch.bmm(grad.transpose(1, 2), inputs[index])
+            gradients[2 * index + 1] = grad.sum(1)
+            if index > 0:
+                grad = _activation_backward(
+                    activation,
+                    torch.bmm(grad, network.weights[index]),
+                    pre_activations[index - 1],
+                    inputs[index],
+                )
+        self.optimizer.step(gradients)
+        return batch_loss
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(
+        self, features: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's own design loss and accuracy on shared rows.
+
+        Args:
+            features: ``(N, F)``; targets: ``(N,)`` int64 class indices.
+
+        Returns:
+            ``(loss, accuracy)``, each ``(M,)`` in the trainer's dtype (no host synchronisation).
+        """
+        logits = self.network.logits(features)
+        return member_losses(logits, targets, self.members), member_accuracy(logits, targets)
+
+
+def member_losses(logits: torch.Tensor, targets: torch.Tensor, members: Sequence[Member]) -> torch.Tensor:
+    """Each member's design loss ``(M,)`` (mean over rows) from logits ``(M, N, C)``.
+
+    A and B: cross entropy; D: mean of -log of the clamped softmax probability; C: squared error
+    summed over classes. Computed from log_softmax (A, B), so large logits stay finite.
+    """
+    n_classes = logits.shape[2]
+    log_probs = logits - torch.logsumexp(logits, 2, keepdim=True)
+    index = targets.view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    cross_entropy = -log_probs.gather(2, index).squeeze(2)
+    cap = -math.log(torch.finfo(logits.dtype).tiny)
+    rows = cross_entropy
+    designs = [member.design for member in members]
+    if "D" in designs:
+        is_mcee = torch.tensor([name == "D" for name in designs], device=logits.device).view(-1, 1)
+        rows = torch.where(is_mcee, cross_entropy.clamp_max(cap), rows)
+    if "C" in designs:
+        one_hot = torch.nn.functional.one_hot(targets, n_classes).to(logits.dtype)
+        squared = (log_probs.exp() - one_hot).square().sum(2)
+        is_mse = torch.tensor([name == "C" for name in designs], device=logits.device).view(-1, 1)
+        rows = torch.where(is_mse, squared, rows)
+    return rows.mean(1)
+
+
+def member_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction ``(M,)`` of rows whose arg-max class is the target (same for every design)."""
+    return (logits.argmax(2) == targets.view(1, -1)).to(logits.dtype).mean(1)
+
+
+@dataclass
+class EnsembleResult:
+    """What :func:`train_ensemble` returns.
+
+    Attributes:
+        members: design and seed of each member, in the order of the arrays' first axis.
+        train_loss, val_loss, val_accuracy: ``(M, epochs)`` float64 histories (the validation ones
+            are NaN when no validation rows were given).
+        network: the trained stacked parameters.
+    """
+
+    members: list[Member]
+    train_loss: np.ndarray
+    val_loss: np.ndarray
+    val_accuracy: np.ndarray
+    network: StackedMLP = field(repr=False)
+
+    def model(self, member: int) -> MLP:
+        """Member ``member``'s trained weights as a normal :class:`MLP`."""
+        return self.network.to_mlp(member)
+
+    def indices(self, design: str) -> list[int]:
+        """Positions of the members with design ``design``, in seed order."""
+        name = get_design(design).name
+        return sorted(
+            (m for m, member in enumerate(self.members) if member.design == name),
+            key=lambda m: self.members[m].seed,
+        )
+
+
+def train_ensemble(
+    config: MLPConfig,
+    members: Sequence[Member],
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    settings: EnsembleSettings,
+    val_features: torch.Tensor | None = None,
+    val_targets: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> EnsembleResult:
+    """Train every member for ``settings.epochs`` epochs as one batched computation.
+
+    Args:
+        config: network shape; ``config.n_features`` must equal ``features.shape[1]``.
+        members: ``(design, seed)`` of each model.
+        features: ``(N, F)`` float training rows; targets: ``(N,)`` int64 class indices.
+        settings: batch size, optimizer, epochs.
+        val_features, val_targets: optional validation rows, scored after every epoch.
+        dtype, device: of the parameters and the computation.
+
+    Returns:
+        :class:`EnsembleResult` with per-member, per-epoch histories and the trained weights.
+    """
+    features, targets = _check_rows(features, targets, config, "training")
+    has_val = val_features is not None and val_targets is not None
+    if has_val:
+        val_features, val_targets = _check_rows(val_features, val_targets, config, "validation")
+        val_features = val_features.to(device, dtype)
+        val_targets = val_targets.to(device)
+    trainer = BatchedTrainer(config, members, settings, dtype, device)
+    features = features.to(device, dtype)
+    one_hot = torch.nn.functional.one_hot(targets, config.n_classes).to(device, dtype)
+    n_members, epochs = len(trainer.members), settings.epochs
+    train_loss = torch.full((epochs, n_members), math.nan, dtype=dtype, device=device)
+    val_loss = torch.full_like(train_loss, math.nan)
+    val_accuracy = torch.full_like(train_loss, math.nan)
+    for epoch in range(epochs):
+        train_loss[epoch] = trainer.train_epoch(features, one_hot, epoch)
+        if has_val:
+            val_loss[epoch], val_accuracy[epoch] = trainer.evaluate(val_features, val_targets)
+    return EnsembleResult(
+        members=trainer.members,
+        train_loss=train_loss.T.double().cpu().numpy(),
+        val_loss=val_loss.T.double().cpu().numpy(),
+        val_accuracy=val_accuracy.T.double().cpu().numpy(),
+        network=trainer.network,
+    )
+
+
+def design_seed_grid(designs: Sequence[str], seeds: Sequence[int]) -> list[Member]:
+    """Every design with every seed, design-major: ``[(A, s0), (A, s1), ..., (D, sK)]``."""
+    return [Member(get_design(name).name, int(seed)) for name in designs for seed in seeds]
+
+
+def _check_rows(
+    features: torch.Tensor, targets: torch.Tensor, config: MLPConfig, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    features = torch.as_tensor(features)
+    targets = torch.as_tensor(targets)
+    if features.dim() != 2 or features.shape[1] != config.n_features:
+        raise DataError(
+            f"{where} features must be (rows, {config.n_features}), got shape {tuple(features.shape)}"
+        )
+    if targets.shape != (features.shape[0],) or targets.dtype != torch.int64:
+        raise DataError(
+            f"{where} targets must be int64 class indices of shape ({features.shape[0]},), got "
+            f"{targets.dtype} {tuple(targets.shape)}"
+        )
+    if features.shape[0] and (int(targets.min()) < 0 or int(targets.max()) >= config.n_classes):
+        raise DataError(
+            f"{where} targets must lie in [0, {config.n_classes - 1}], got values in "
+            f"[{int(targets.min())}, {int(targets.max())}]"
+        )
+    return features, targets
+
+
+__all__ = [
+    "BatchedTrainer",
+    "EnsembleResult",
+    "EnsembleSettings",
+    "Member",
+    "StackedMLP",
+    "design_seed_grid",
+    "member_accuracy",
+    "member_losses",
+    "train_ensemble",
+]
