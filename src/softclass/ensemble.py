@@ -96,7 +96,7 @@ def _activation_backward(
 ) -> torch.Tensor:
     """d loss / d pre-activation from d loss / d activation ``grad`` (all ``(M, B, width)``)."""
     if name == "tanh":
-        return grad * (1.0 - out * out)
+        return torch.addcmul(grad, grad, out * out, value=-1.0)
     if name == "relu":
         return grad * (pre > 0)
     if name == "sigmoid":
@@ -285,6 +285,10 @@ class BatchedTrainer:
         self._is_mse = torch.tensor(is_mse, device=self.device).view(-1, 1)
         self._is_mcee = torch.tensor(is_mcee, device=self.device).view(-1, 1)
         self._mcee_cap = -math.log(torch.finfo(dtype).tiny)
+        self._constants: dict[float, torch.Tensor] = {}
+        # Views of the parameters, updated in place by the optimizer: W^T (M, in, out), b (M, 1, out).
+        self._weights_t = [weight.transpose(1, 2) for weight in self.network.weights]
+        self._biases_3d = [bias.unsqueeze(1) for bias in self.network.biases]
 
     # -- one epoch -----------------------------------------------------------------------------
 
@@ -318,58 +322,66 @@ class BatchedTrainer:
             ``(M,)`` the training loss of each member over the epoch: the mean of its batch losses
             weighted by batch size (the rows' mean when unweighted). No host synchronisation.
         """
-        n_rows = features.shape[0]
-        order = self.epoch_order(n_rows, epoch)
-        epoch_features = features[order]
-        epoch_targets = targets_one_hot[order]
-        epoch_weights = None if row_weights is None else row_weights[order]
-        epoch_loss = torch.zeros(self.network.n_members, dtype=self.dtype, device=self.device)
+        n_rows, n_features = features.shape
+        n_members = self.network.n_members
+        columns = [features, targets_one_hot]
+        if row_weights is not None:
+            columns.append(row_weights.view(-1, 1))
+        # One gather per epoch: every member's rows in its own order, as (M, N, columns).
+        table = torch.cat(columns, dim=1)
+        order = self.epoch_order(n_rows, epoch).view(-1)
+        epoch_table = table.index_select(0, order).view(n_members, n_rows, table.shape[1])
+        n_classes = targets_one_hot.shape[1]
+        epoch_loss = torch.zeros(n_members, dtype=self.dtype, device=self.device)
+        tiny = torch.finfo(self.dtype).tiny
         for start, stop in batch_bounds(n_rows, self.settings.batch_size):
-            if epoch_weights is None:
-                row_scale: torch.Tensor | float = 1.0 / (stop - start)
+            batch = epoch_table[:, start:stop]
+            if row_weights is None:
+                row_scale = self._constant(1.0 / (stop - start))
             else:
-                weights = epoch_weights[:, start:stop]
-                row_scale = weights / weights.sum(1, keepdim=True).clamp_min(
-                    torch.finfo(self.dtype).tiny
-                )
-            batch_loss = self._step(
-                epoch_features[:, start:stop], epoch_targets[:, start:stop], row_scale
+                weights = batch[:, :, n_features + n_classes]
+                row_scale = (weights / weights.sum(1, keepdim=True).clamp_min(tiny)).unsqueeze(2)
+            row_loss = self._step(
+                batch[:, :, :n_features], batch[:, :, n_features : n_features + n_classes], row_scale
             )
-            epoch_loss.add_(batch_loss, alpha=(stop - start) / n_rows)
+            if row_weights is None:
+                epoch_loss.add_(row_loss.sum(1), alpha=1.0 / n_rows)
+            else:
+                epoch_loss.add_((row_loss * row_scale.squeeze(2)).sum(1), alpha=(stop - start) / n_rows)
         return epoch_loss
 
+    def _constant(self, value: float) -> torch.Tensor:
+        """A 0-dim tensor (cheaper in elementwise ops than a Python float, which gets wrapped)."""
+        cached = self._constants.get(value)
+        if cached is None:
+            cached = self._constants[value] = torch.tensor(value, dtype=self.dtype, device=self.device)
+        return cached
+
     def _step(
-        self,
-        features: torch.Tensor,
-        targets: torch.Tensor,
-        row_scale: torch.Tensor | float,
+        self, features: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor
     ) -> torch.Tensor:
         """Forward, hand-written backward and optimizer update on an ``(M, B, F)`` batch.
 
-        ``row_scale`` is 1/B or the ``(M, B)`` normalised row weights. Returns the ``(M,)``
-        batch losses (before the update).
+        ``row_scale`` is 1/B (0-dim) or the ``(M, B, 1)`` normalised row weights; the gradient of
+        member m is that of Σ_rows scale·loss_row. Returns the ``(M, B)`` row losses (before the
+        update).
         """
-        network = self.network
         activation = self.config.activation
-        inputs = [features]
-        pre_activations = []
+        weights_t, biases = self._weights_t, self._biases_3d
+        last = len(weights_t) - 1
+        inputs, pre_activations = [features], []
         hidden = features
-        last = len(network.weights) - 1
         for index in range(last):
-            pre = torch.baddbmm(
-                network.biases[index].unsqueeze(1), hidden, network.weights[index].transpose(1, 2)
-            )
+            pre = torch.baddbmm(biases[index], hidden, weights_t[index])
             pre_activations.append(pre)
             hidden = _activation_forward(activation, pre)
             inputs.append(hidden)
-        logits = torch.baddbmm(
-            network.biases[last].unsqueeze(1), hidden, network.weights[last].transpose(1, 2)
-        )
+        logits = torch.baddbmm(biases[last], hidden, weights_t[last])
         shifted = logits - logits.amax(2, keepdim=True)
         exps = shifted.exp()
         sums = exps.sum(2, keepdim=True)
         probs = exps / sums
-        residual = probs - targets  # d CE / d logits, per row
+        residual = probs - targets  # d CE / d logits of each row
         grad_logits, row_loss = residual, None
         if self._has_ce:
             row_loss = sums.squeeze(2).log() - (shifted * targets).sum(2)
@@ -377,33 +389,27 @@ class BatchedTrainer:
                 row_loss = torch.where(self._is_mcee, row_loss.clamp_max(self._mcee_cap), row_loss)
         if self._has_mse:
             squared = (residual * residual).sum(2)
-            grad_probs = 2.0 * residual
+            grad_probs = residual + residual
             grad_mse = probs * (grad_probs - (grad_probs * probs).sum(2, keepdim=True))
             if self._has_ce:
                 grad_logits = torch.where(self._is_mse.unsqueeze(2), grad_mse, residual)
                 row_loss = torch.where(self._is_mse, squared, row_loss)
             else:
                 grad_logits, row_loss = grad_mse, squared
-        if isinstance(row_scale, float):
-            grad_logits = grad_logits * row_scale
-            batch_loss = row_loss.sum(1) * row_scale
-        else:
-            grad_logits = grad_logits * row_scale.unsqueeze(2)
-            batch_loss = (row_loss * row_scale).sum(1)
-        gradients: list[torch.Tensor] = [None] * (2 * len(network.weights))  # type: ignore[list-item]
-        grad = grad_logits
+        grad = grad_logits * row_scale
+        gradients: list[torch.Tensor] = [grad] * (2 * len(weights_t))
         for index in range(last, -1, -1):
             gradients[2 * index] = torch.bmm(grad.transpose(1, 2), inputs[index])
             gradients[2 * index + 1] = grad.sum(1)
             if index > 0:
                 grad = _activation_backward(
                     activation,
-                    torch.bmm(grad, network.weights[index]),
+                    torch.bmm(grad, self.network.weights[index]),
                     pre_activations[index - 1],
                     inputs[index],
                 )
         self.optimizer.step(gradients)
-        return batch_loss
+        return row_loss
 
     # -- evaluation ----------------------------------------------------------------------------
 
