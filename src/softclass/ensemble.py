@@ -34,6 +34,13 @@ from softclass.batching import batch_bounds, epoch_permutation
 from softclass.designs import get_design
 from softclass.errors import ConfigError, DataError
 from softclass.model import MLP, MLPConfig, build_mlp
+from softclass.stats import (
+    MeanInterval,
+    PairedComparison,
+    mean_interval,
+    paired_comparison,
+    t_quantile,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -111,8 +118,8 @@ def _activation_backward(
 class StackedMLP:
     """M MLPs of one shape with parameters stacked on a leading member axis.
 
-    ``weights[k]`` is ``(M, out_k, in_k)`` and ``biases[k]`` ``(M, out_k)`` for layer ``k``, laid out
-    as ``torch.nn.Linear`` stores them, so member ``m``'s slices are a normal :class:`MLP`'s.
+    ``weights[k]`` is ``(M, out_k, in_k)`` and ``biases[k]`` ``(M, out_k)`` for layer ``k``, laid
+    out as ``torch.nn.Linear`` stores them, so member ``m``'s slices are a normal :class:`MLP`'s.
     """
 
     def __init__(self, config: MLPConfig, weights: list[torch.Tensor], biases: list[torch.Tensor]):
@@ -265,7 +272,9 @@ class BatchedTrainer:
         if not members:
             raise ConfigError("an ensemble needs at least one member (design, seed)")
         self.config = config
-        self.members = [Member(get_design(member.design).name, int(member.seed)) for member in members]
+        self.members = [
+            Member(get_design(member.design).name, int(member.seed)) for member in members
+        ]
         self.settings = settings
         self.device = torch.device(device)
         self.dtype = dtype
@@ -286,7 +295,7 @@ class BatchedTrainer:
         self._is_mcee = torch.tensor(is_mcee, device=self.device).view(-1, 1)
         self._mcee_cap = -math.log(torch.finfo(dtype).tiny)
         self._constants: dict[float, torch.Tensor] = {}
-        # Views of the parameters, updated in place by the optimizer: W^T (M, in, out), b (M, 1, out).
+        # Parameter views (the optimizer updates in place): W^T (M, in, out), b (M, 1, out).
         self._weights_t = [weight.transpose(1, 2) for weight in self.network.weights]
         self._biases_3d = [bias.unsqueeze(1) for bias in self.network.biases]
 
@@ -342,19 +351,25 @@ class BatchedTrainer:
                 weights = batch[:, :, n_features + n_classes]
                 row_scale = (weights / weights.sum(1, keepdim=True).clamp_min(tiny)).unsqueeze(2)
             row_loss = self._step(
-                batch[:, :, :n_features], batch[:, :, n_features : n_features + n_classes], row_scale
+                batch[:, :, :n_features],
+                batch[:, :, n_features : n_features + n_classes],
+                row_scale,
             )
             if row_weights is None:
                 epoch_loss.add_(row_loss.sum(1), alpha=1.0 / n_rows)
             else:
-                epoch_loss.add_((row_loss * row_scale.squeeze(2)).sum(1), alpha=(stop - start) / n_rows)
+                epoch_loss.add_(
+                    (row_loss * row_scale.squeeze(2)).sum(1), alpha=(stop - start) / n_rows
+                )
         return epoch_loss
 
     def _constant(self, value: float) -> torch.Tensor:
         """A 0-dim tensor (cheaper in elementwise ops than a Python float, which gets wrapped)."""
         cached = self._constants.get(value)
         if cached is None:
-            cached = self._constants[value] = torch.tensor(value, dtype=self.dtype, device=self.device)
+            cached = self._constants[value] = torch.tensor(
+                value, dtype=self.dtype, device=self.device
+            )
         return cached
 
     def _step(
@@ -428,7 +443,9 @@ class BatchedTrainer:
         return member_losses(logits, targets, self.members), member_accuracy(logits, targets)
 
 
-def member_losses(logits: torch.Tensor, targets: torch.Tensor, members: Sequence[Member]) -> torch.Tensor:
+def member_losses(
+    logits: torch.Tensor, targets: torch.Tensor, members: Sequence[Member]
+) -> torch.Tensor:
     """Each member's design loss ``(M,)`` (mean over rows) from logits ``(M, N, C)``.
 
     A and B: cross entropy; D: mean of -log of the clamped softmax probability; C: squared error
@@ -542,6 +559,124 @@ def design_seed_grid(designs: Sequence[str], seeds: Sequence[int]) -> list[Membe
     return [Member(get_design(name).name, int(seed)) for name in designs for seed in seeds]
 
 
+METRICS = ("val_loss", "val_accuracy")
+
+
+@dataclass
+class SeedComparison:
+    """Designs compared over the same seeds: per-design intervals and paired tests.
+
+    Attributes:
+        result: the trained ensemble (histories ``(M, epochs)`` and weights).
+        designs, seeds: what was trained (every design with every seed).
+        summary: ``summary[metric][design]`` — mean and 95 % interval over seeds of the metric at
+            the last epoch (metric: "val_loss" or "val_accuracy").
+        pairs: ``pairs[metric]`` — every pair of designs, paired over seeds.
+    """
+
+    result: EnsembleResult
+    designs: list[str]
+    seeds: list[int]
+    summary: dict[str, dict[str, MeanInterval]]
+    pairs: dict[str, list[PairedComparison]]
+
+    def history(self, metric: str, design: str) -> np.ndarray:
+        """``(K, epochs)`` history of ``metric`` for ``design``, one row per seed in seed order."""
+        return getattr(self.result, metric)[self.result.indices(design)]
+
+    def bands(self, metric: str, confidence: float = 0.95) -> dict[str, dict[str, np.ndarray]]:
+        """Per design, per epoch: ``{"mean", "low", "high"}`` arrays ``(epochs,)`` (Student t)."""
+        bands = {}
+        for design in self.designs:
+            history = self.history(metric, design)
+            n = history.shape[0]
+            mean = history.mean(0)
+            half = t_quantile(confidence, n - 1) * history.std(0, ddof=1) / math.sqrt(n)
+            bands[design] = {"mean": mean, "low": mean - half, "high": mean + half}
+        return bands
+
+    def to_dict(self) -> dict:
+        """JSON-safe summary (no histories)."""
+        return {
+            "designs": self.designs,
+            "seeds": self.seeds,
+            "summary": {
+                metric: {design: interval.to_dict() for design, interval in per_design.items()}
+                for metric, per_design in self.summary.items()
+            },
+            "pairs": {
+                metric: [pair.to_dict() for pair in pairs] for metric, pairs in self.pairs.items()
+            },
+        }
+
+
+def compare_seeds(
+    config: MLPConfig,
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    val_features: torch.Tensor,
+    val_targets: torch.Tensor,
+    settings: EnsembleSettings,
+    designs: Sequence[str] = ("A", "B", "C", "D"),
+    seeds: Sequence[int] = tuple(range(10)),
+    confidence: float = 0.95,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> SeedComparison:
+    """Train every design with every seed in one batched run and compare the designs.
+
+    Args:
+        config, features, targets, settings, dtype, device: as :func:`train_ensemble`.
+        val_features, val_targets: the validation rows the designs are judged on.
+        designs: design names; seeds: K ≥ 2 distinct seeds shared by every design.
+        confidence: level of the intervals and of the "significant" verdict.
+
+    Returns:
+        :class:`SeedComparison` over the last epoch's validation loss and accuracy.
+    """
+    names = [get_design(name).name for name in designs]
+    seed_list = [int(seed) for seed in seeds]
+    if len(set(seed_list)) < 2 or len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"compare_seeds needs at least 2 distinct seeds, got {seed_list}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"each design may appear once, got {names}")
+    if settings.epochs < 1:
+        raise ConfigError("compare_seeds needs at least 1 epoch")
+    result = train_ensemble(
+        config,
+        design_seed_grid(names, seed_list),
+        features,
+        targets,
+        settings,
+        val_features,
+        val_targets,
+        dtype,
+        device,
+    )
+    summary = {
+        metric: {
+            name: mean_interval(getattr(result, metric)[result.indices(name), -1], confidence)
+            for name in names
+        }
+        for metric in METRICS
+    }
+    pairs = {
+        metric: [
+            paired_comparison(
+                getattr(result, metric)[result.indices(first), -1],
+                getattr(result, metric)[result.indices(second), -1],
+                first,
+                second,
+                confidence,
+            )
+            for position, first in enumerate(names)
+            for second in names[position + 1 :]
+        ]
+        for metric in METRICS
+    }
+    return SeedComparison(result, names, seed_list, summary, pairs)
+
+
 def _check_rows(
     features: torch.Tensor, targets: torch.Tensor, config: MLPConfig, where: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -549,7 +684,8 @@ def _check_rows(
     targets = torch.as_tensor(targets)
     if features.dim() != 2 or features.shape[1] != config.n_features:
         raise DataError(
-            f"{where} features must be (rows, {config.n_features}), got shape {tuple(features.shape)}"
+            f"{where} features must be (rows, {config.n_features}), got shape "
+            f"{tuple(features.shape)}"
         )
     if targets.shape != (features.shape[0],) or targets.dtype != torch.int64:
         raise DataError(
@@ -569,7 +705,9 @@ __all__ = [
     "EnsembleResult",
     "EnsembleSettings",
     "Member",
+    "SeedComparison",
     "StackedMLP",
+    "compare_seeds",
     "design_seed_grid",
     "member_accuracy",
     "member_losses",

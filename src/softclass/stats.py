@@ -1,0 +1,136 @@
+"""Is a difference between two designs real or noise? Means, Student-t intervals, paired tests.
+
+Each design is trained with the same K seeds; a metric (final validation loss, accuracy) then has
+K values per design. :func:`mean_interval` gives a design's mean with its 95 % confidence interval
+(Student t with K-1 degrees of freedom); :func:`paired_comparison` compares two designs seed by
+seed (the differences d_k = a_k - b_k share each seed's initial weights and batch order, which
+removes most of the seed-to-seed spread): mean difference, its interval and the two-sided paired
+t-test p-value. When every difference is exactly zero the designs are reported as "identical"
+(difference 0, interval [0, 0], p = 1), never as NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from softclass.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """Mean of K values with its two-sided confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+    std: float  # sample standard deviation (ddof=1)
+    n: int
+    confidence: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "half_width": self.half_width}
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Design ``a`` minus design ``b`` over the same seeds.
+
+    ``verdict`` is "identical" (every paired difference exactly 0), "significant"
+    (p < 1 - confidence) or "not significant".
+    """
+
+    a: str
+    b: str
+    mean_difference: float
+    low: float
+    high: float
+    t_statistic: float
+    p_value: float
+    n: int
+    confidence: float
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _as_values(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size < 2:
+        raise ConfigError(
+            f"{what} needs at least 2 values (one per seed) for a confidence interval, got "
+            f"{array.size}; train with --seeds 2 or more"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ConfigError(f"{what} contains non-finite values: {array.tolist()}")
+    return array
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+
+
+def t_quantile(confidence: float, degrees_of_freedom: int) -> float:
+    """The two-sided Student-t critical value: P(|T| <= q) = confidence."""
+    _check_confidence(confidence)
+    return float(scipy_stats.t.ppf(0.5 + confidence / 2.0, degrees_of_freedom))
+
+
+def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> MeanInterval:
+    """Mean ± t·s/√K of ``values`` (K ≥ 2 finite numbers, e.g. one per seed)."""
+    _check_confidence(confidence)
+    array = _as_values(values, "mean_interval")
+    n = array.size
+    mean = float(array.mean())
+    std = float(array.std(ddof=1))
+    half = t_quantile(confidence, n - 1) * std / math.sqrt(n)
+    return MeanInterval(mean, mean - half, mean + half, std, n, confidence)
+
+
+def paired_comparison(
+    values_a: Sequence[float] | np.ndarray,
+    values_b: Sequence[float] | np.ndarray,
+    a: str = "a",
+    b: str = "b",
+    confidence: float = 0.95,
+) -> PairedComparison:
+    """Paired t-test of ``values_a - values_b`` (value k of each comes from seed k).
+
+    Exactly equal pairs give difference 0, interval [0, 0], t = 0, p = 1 and verdict "identical".
+    A constant non-zero difference (zero spread) gives the interval [d, d], t = ±inf, p = 0.
+    """
+    _check_confidence(confidence)
+    array_a = _as_values(values_a, f"design {a}")
+    array_b = _as_values(values_b, f"design {b}")
+    if array_a.shape != array_b.shape:
+        raise ConfigError(
+            f"paired comparison needs one value per seed for both designs, got {array_a.size} "
+            f"values for {a} and {array_b.size} for {b}"
+        )
+    differences = array_a - array_b
+    n = differences.size
+    if np.all(differences == 0.0):
+        return PairedComparison(a, b, 0.0, 0.0, 0.0, 0.0, 1.0, n, confidence, "identical")
+    mean = float(differences.mean())
+    std = float(differences.std(ddof=1))
+    if std == 0.0:
+        t_statistic, p_value, half = math.copysign(math.inf, mean), 0.0, 0.0
+    else:
+        standard_error = std / math.sqrt(n)
+        t_statistic = mean / standard_error
+        p_value = float(2.0 * scipy_stats.t.sf(abs(t_statistic), n - 1))
+        half = t_quantile(confidence, n - 1) * standard_error
+    verdict = "significant" if p_value < 1.0 - confidence else "not significant"
+    return PairedComparison(
+        a, b, mean, mean - half, mean + half, t_statistic, p_value, n, confidence, verdict
+    )
