@@ -1,0 +1,253 @@
+"""The batched ensemble: every member equals the same model trained alone, in a plain loop."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from softclass.batching import batch_bounds, epoch_permutation
+from softclass.designs import get_design
+from softclass.ensemble import (
+    BatchedTrainer,
+    EnsembleSettings,
+    Member,
+    StackedMLP,
+    compare_seeds,
+    design_seed_grid,
+    train_ensemble,
+)
+from softclass.errors import ConfigError, DataError
+from softclass.model import MLPConfig, build_mlp
+
+
+def _table(n_rows=37, n_features=4, n_classes=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(n_rows, n_features, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, n_classes, (n_rows,), generator=generator)
+    return features, targets
+
+
+def _train_alone(config, design_name, seed, features, targets, settings, row_weights=None):
+    """Reference: one model, torch.optim, autograd, the design's own loss, the shared batch order."""
+    design = get_design(design_name)
+    model = build_mlp(config, seed).double()
+    if settings.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=settings.learning_rate, momentum=settings.momentum
+        )
+    else:
+        optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=settings.learning_rate,
+            betas=settings.adam_betas,
+            eps=settings.adam_eps,
+        )
+    n_rows = features.shape[0]
+    losses = []
+    for epoch in range(settings.epochs):
+        order = epoch_permutation(n_rows, seed, epoch)
+        epoch_loss = 0.0
+        for start, stop in batch_bounds(n_rows, settings.batch_size):
+            rows = order[start:stop]
+            output = design.output(model(features[rows]))
+            encoded = design.encode_targets(targets[rows], config.n_classes)
+            if row_weights is None:
+                loss = design.loss(output, encoded)
+            else:
+                per_row = design.loss(output, encoded, reduction="none")
+                loss = (per_row * row_weights[rows]).sum() / row_weights[rows].sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            epoch_loss += float(loss.detach()) * (stop - start) / n_rows
+        losses.append(epoch_loss)
+    return model, losses
+
+
+def _assert_same_parameters(actual, expected, **tolerance):
+    for got, want in zip(actual.parameters(), expected.parameters(), strict=True):
+        assert_close(got, want, **tolerance)
+
+
+SETTINGS = {
+    "sgd": EnsembleSettings(epochs=4, batch_size=8, learning_rate=0.1),
+    "sgd_momentum": EnsembleSettings(epochs=4, batch_size=8, learning_rate=0.05, momentum=0.9),
+    "adam": EnsembleSettings(epochs=4, batch_size=8, optimizer="adam", learning_rate=0.01),
+}
+
+
+@pytest.mark.parametrize("optimizer", list(SETTINGS))
+def test_every_member_equals_training_it_alone(optimizer):
+    settings = SETTINGS[optimizer]
+    features, targets = _table()
+    val_features, val_targets = _table(11, seed=1)
+    config = MLPConfig(4, 3)
+    members = design_seed_grid("ABCD", [3, 8])
+    result = train_ensemble(
+        config, members, features, targets, settings, val_features, val_targets, torch.float64
+    )
+    assert result.train_loss.shape == (8, settings.epochs)
+    for position, member in enumerate(members):
+        alone, losses = _train_alone(
+            config, member.design, member.seed, features, targets, settings
+        )
+        _assert_same_parameters(result.model(position), alone, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(result.train_loss[position], losses, rtol=1e-10)
+        design = get_design(member.design)
+        with torch.no_grad():
+            logits = alone(val_features)
+            val_loss = design.loss_from_logits(logits, design.encode_targets(val_targets, 3))
+            accuracy = (logits.argmax(1) == val_targets).double().mean()
+        np.testing.assert_allclose(result.val_loss[position, -1], float(val_loss), rtol=1e-10)
+        np.testing.assert_allclose(result.val_accuracy[position, -1], float(accuracy))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "gelu", "identity"])
+def test_hand_written_backward_matches_autograd_for_deeper_networks(activation):
+    settings = EnsembleSettings(epochs=2, batch_size=5, learning_rate=0.2)
+    features, targets = _table(17, n_features=3, n_classes=4, seed=2)
+    config = MLPConfig(3, 4, hidden=(6, 5), activation=activation)
+    members = [Member("A", 1), Member("C", 2), Member("D", 1)]
+    result = train_ensemble(config, members, features, targets, settings, dtype=torch.float64)
+    for position, member in enumerate(members):
+        alone, _ = _train_alone(config, member.design, member.seed, features, targets, settings)
+        _assert_same_parameters(result.model(position), alone, rtol=1e-10, atol=1e-12)
+
+
+def test_row_weights_give_the_weighted_mean_loss_of_each_batch():
+    settings = EnsembleSettings(epochs=3, batch_size=6, learning_rate=0.1)
+    features, targets = _table(20)
+    row_weights = torch.rand(20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    config = MLPConfig(4, 3)
+    members = [Member("B", 4), Member("C", 4)]
+    trainer = BatchedTrainer(config, members, settings, torch.float64)
+    one_hot = torch.nn.functional.one_hot(targets, 3).double()
+    epoch_losses = [
+        trainer.train_epoch(features, one_hot, epoch, row_weights) for epoch in range(3)
+    ]
+    for position, member in enumerate(members):
+        alone, losses = _train_alone(
+            config, member.design, member.seed, features, targets, settings, row_weights
+        )
+        _assert_same_parameters(trainer.network.to_mlp(position), alone, rtol=1e-10, atol=1e-12)
+        got = [float(epoch_loss[position]) for epoch_loss in epoch_losses]
+        np.testing.assert_allclose(got, losses, rtol=1e-10)
+
+
+def test_designs_a_and_b_train_to_bitwise_identical_weights_and_histories():
+    features, targets = _table()
+    members = design_seed_grid("AB", [0, 1, 2])
+    result = train_ensemble(
+        MLPConfig(4, 3), members, features.float(), targets, SETTINGS["sgd"], features, targets
+    )
+    for seed_position in range(3):
+        a, b = result.indices("A")[seed_position], result.indices("B")[seed_position]
+        assert np.array_equal(result.train_loss[a], result.train_loss[b])
+        assert np.array_equal(result.val_loss[a], result.val_loss[b])
+        for weight_a, weight_b in zip(
+            result.model(a).parameters(), result.model(b).parameters(), strict=True
+        ):
+            assert torch.equal(weight_a, weight_b)
+
+
+def test_members_start_from_build_mlp_and_visit_rows_in_their_own_seed_order():
+    config = MLPConfig(4, 3, hidden=(5,))
+    network = StackedMLP.from_seeds(config, [7, 9])
+    _assert_same_parameters(network.to_mlp(1), build_mlp(config, 9), rtol=0, atol=0)
+    trainer = BatchedTrainer(config, [Member("A", 7), Member("D", 9)], SETTINGS["sgd"])
+    order = trainer.epoch_order(30, epoch=2)
+    assert torch.equal(order[0], epoch_permutation(30, 7, 2))
+    assert torch.equal(order[1], epoch_permutation(30, 9, 2))
+    assert not torch.equal(order[0], order[1])
+
+
+def test_stacked_logits_and_extracted_model_agree_and_state_round_trips():
+    config = MLPConfig(4, 3, hidden=(6, 2), activation="relu")
+    network = StackedMLP.from_seeds(config, [1, 2, 3], dtype=torch.float64)
+    features, _ = _table(9)
+    logits = network.logits(features)
+    assert logits.shape == (3, 9, 3)
+    with torch.no_grad():
+        assert_close(logits[2], network.to_mlp(2)(features))
+    restored = StackedMLP.from_state_arrays(config, network.state_arrays())
+    assert_close(restored.logits(features), logits, rtol=0, atol=0)
+
+
+def test_compare_seeds_reports_a_b_identical_and_intervals_for_each_design():
+    features, targets = _table(40, seed=3)
+    val_features, val_targets = _table(15, seed=4)
+    settings = EnsembleSettings(epochs=5, batch_size=10, learning_rate=0.1)
+    comparison = compare_seeds(
+        MLPConfig(4, 3),
+        features,
+        targets,
+        val_features,
+        val_targets,
+        settings,
+        seeds=[0, 1, 2, 3],
+    )
+    pairs = {(pair.a, pair.b): pair for pair in comparison.pairs["val_loss"]}
+    assert len(pairs) == 6
+    identical = pairs[("A", "B")]
+    assert identical.verdict == "identical"
+    assert identical.mean_difference == 0.0 and identical.p_value == 1.0
+    assert pairs[("A", "C")].verdict != "identical"
+    assert np.isfinite(pairs[("A", "C")].p_value)
+    interval = comparison.summary["val_accuracy"]["C"]
+    final = comparison.history("val_accuracy", "C")[:, -1]
+    assert interval.low <= final.mean() <= interval.high
+    assert interval.mean == pytest.approx(final.mean())
+    bands = comparison.bands("val_loss")
+    assert bands["D"]["mean"].shape == (5,)
+    assert np.all(bands["D"]["low"] <= bands["D"]["high"])
+    json.dumps(comparison.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": -1}, "epochs must be >= 0"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"momentum": 1.0}, r"momentum must lie in \[0, 1\)"),
+        ({"adam_betas": (0.9, 1.0)}, r"adam_betas must lie in \[0, 1\)"),
+    ],
+)
+def test_settings_refuse_values_out_of_range(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        EnsembleSettings(**kwargs)
+
+
+def test_bad_members_and_rows_are_refused_with_what_was_expected():
+    config = MLPConfig(4, 3)
+    features, targets = _table(10)
+    with pytest.raises(ConfigError, match="at least one member"):
+        BatchedTrainer(config, [], SETTINGS["sgd"])
+    with pytest.raises(ConfigError, match="unknown design 'E'"):
+        BatchedTrainer(config, [Member("E", 0)], SETTINGS["sgd"])
+    members = [Member("A", 0)]
+    with pytest.raises(DataError, match=r"training features must be \(rows, 4\)"):
+        train_ensemble(config, members, features[:, :3], targets, SETTINGS["sgd"])
+    with pytest.raises(DataError, match="training targets must be int64"):
+        train_ensemble(config, members, features, targets.float(), SETTINGS["sgd"])
+    with pytest.raises(DataError, match=r"validation targets must lie in \[0, 2\]"):
+        train_ensemble(config, members, features, targets, SETTINGS["sgd"], features, targets + 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"seeds": [1]}, "at least 2 distinct seeds"),
+        ({"seeds": [1, 1, 2]}, "at least 2 distinct seeds"),
+        ({"designs": ["A", "a"]}, "each design may appear once"),
+        ({"settings": EnsembleSettings(epochs=0)}, "at least 1 epoch"),
+    ],
+)
+def test_compare_seeds_refuses_what_it_cannot_compare(kwargs, match):
+    features, targets = _table(10)
+    arguments = {"settings": SETTINGS["sgd"], "seeds": [0, 1], **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        compare_seeds(MLPConfig(4, 3), features, targets, features, targets, **arguments)

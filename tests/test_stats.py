@@ -1,0 +1,72 @@
+"""Student-t intervals and paired comparisons against scipy's own routines."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from softclass.errors import ConfigError
+from softclass.stats import mean_interval, paired_comparison, t_quantile
+
+LOSSES_A = [0.41, 0.38, 0.45, 0.40, 0.39, 0.43]
+LOSSES_C = [0.52, 0.47, 0.55, 0.49, 0.50, 0.58]
+
+
+def test_t_quantile_of_two_sided_95_percent():
+    assert t_quantile(0.95, 9) == pytest.approx(2.2621571627, rel=1e-9)
+    assert t_quantile(0.95, 10**6) == pytest.approx(1.959966, rel=1e-5)
+
+
+def test_mean_interval_equals_scipy_t_interval():
+    interval = mean_interval(LOSSES_A)
+    low, high = scipy_stats.t.interval(
+        0.95, len(LOSSES_A) - 1, loc=np.mean(LOSSES_A), scale=scipy_stats.sem(LOSSES_A)
+    )
+    assert interval.mean == pytest.approx(np.mean(LOSSES_A))
+    assert (interval.low, interval.high) == pytest.approx((low, high))
+    assert interval.half_width == pytest.approx((high - low) / 2)
+    assert interval.to_dict()["n"] == 6
+
+
+def test_paired_comparison_equals_scipy_ttest_rel():
+    pair = paired_comparison(LOSSES_A, LOSSES_C, "A", "C")
+    reference = scipy_stats.ttest_rel(LOSSES_A, LOSSES_C)
+    assert pair.t_statistic == pytest.approx(reference.statistic)
+    assert pair.p_value == pytest.approx(reference.pvalue)
+    differences = np.subtract(LOSSES_A, LOSSES_C)
+    low, high = scipy_stats.t.interval(
+        0.95, 5, loc=differences.mean(), scale=scipy_stats.sem(differences)
+    )
+    assert (pair.low, pair.high) == pytest.approx((low, high))
+    assert pair.verdict == "significant"
+
+
+def test_identical_designs_are_reported_as_identical_not_nan():
+    pair = paired_comparison(LOSSES_A, list(LOSSES_A), "A", "B")
+    assert pair.verdict == "identical"
+    assert (pair.mean_difference, pair.low, pair.high, pair.t_statistic) == (0.0, 0.0, 0.0, 0.0)
+    assert pair.p_value == 1.0
+    assert not any(math.isnan(value) for value in (pair.p_value, pair.low, pair.high))
+
+
+def test_constant_nonzero_difference_is_certain_and_noise_is_not_significant():
+    shifted = paired_comparison(np.add(LOSSES_A, 0.1), LOSSES_A)
+    assert shifted.p_value == 0.0 and shifted.t_statistic == math.inf
+    assert shifted.low == shifted.high == pytest.approx(0.1)
+    noise = paired_comparison([0.40, 0.41, 0.39], [0.41, 0.40, 0.39])
+    assert noise.verdict == "not significant"
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: mean_interval([0.5]), "at least 2 values"),
+        (lambda: mean_interval([0.5, float("nan")]), "non-finite values"),
+        (lambda: mean_interval([0.5, 0.6], confidence=1.0), "strictly between 0 and 1"),
+        (lambda: paired_comparison([1, 2, 3], [1, 2], "A", "C"), "3 values for A and 2 for C"),
+    ],
+)
+def test_errors_say_what_was_expected(call, match):
+    with pytest.raises(ConfigError, match=match):
+        call()
