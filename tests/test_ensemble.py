@@ -30,7 +30,7 @@ def _table(n_rows=37, n_features=4, n_classes=3, seed=0):
 
 
 def _train_alone(config, design_name, seed, features, targets, settings, row_weights=None):
-    """Reference: one model, torch.optim, autograd, the design's own loss, the shared batch order."""
+    """Reference: one model, torch.optim, autograd, the design's loss, the shared batch order."""
     design = get_design(design_name)
     model = build_mlp(config, seed).double()
     if settings.optimizer == "sgd":
