@@ -1,0 +1,172 @@
+"""Many Iris models at once, against scikit-learn's MLPClassifier measured in the same run.
+
+Run from the repository root: ``PYTHONPATH=src python -m benchmarks.ensemble [--epochs 1000]``.
+
+* Ensemble: the four designs × 10 seeds of the seed's 4-7-3 tanh network, plain SGD (lr 0.01,
+  batch 10) on standardized Iris (150 rows → 15 steps per epoch), validation loss and accuracy
+  recorded every epoch — one batched computation.
+* Reference: ``MLPClassifier(hidden_layer_sizes=(7,), activation="tanh", solver="sgd",
+  batch_size=10, momentum=0, alpha=0, tol=0, n_iter_no_change > max_iter)``, so it runs every
+  epoch. A few fits are timed and the time per model-epoch is scaled to 40 models × epochs.
+* Single model: per-epoch time of one model through the batched engine (M = 1) against the
+  per-epoch time of one MLPClassifier fit.
+
+torch runs on one thread: at these sizes threads only add synchronisation. Appends a row to
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from softclass.ensemble import EnsembleSettings, Member, design_seed_grid, train_ensemble
+from softclass.io import atomic_write_text
+from softclass.model import MLPConfig
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## Ensemble: 4 designs x 10 seeds, Iris 4-7-3 tanh SGD (benchmarks/ensemble.py)"
+
+
+def load_iris_standardized() -> tuple[np.ndarray, np.ndarray]:
+    """Iris features ``(150, 4)`` float64 standardized per column, targets ``(150,)`` int64."""
+    from sklearn.datasets import load_iris
+
+    features, targets = load_iris(return_X_y=True)
+    features = (features - features.mean(0)) / features.std(0)
+    return features, targets.astype(np.int64)
+
+
+def time_sklearn(features, targets, epochs: int, seeds: list[int]) -> float:
+    """Seconds per model-epoch of MLPClassifier (mean over ``seeds`` fits of ``epochs`` epochs)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    total = 0.0
+    for seed in seeds:
+        classifier = MLPClassifier(
+            hidden_layer_sizes=(7,),
+            activation="tanh",
+            solver="sgd",
+            batch_size=10,
+            learning_rate_init=0.01,
+            momentum=0.0,
+            alpha=0.0,
+            max_iter=epochs,
+            tol=0.0,
+            n_iter_no_change=epochs + 1,
+            random_state=seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            start = time.perf_counter()
+            classifier.fit(features, targets)
+            total += time.perf_counter() - start
+        assert classifier.n_iter_ == epochs, "MLPClassifier stopped early; the timing is invalid"
+    return total / (len(seeds) * epochs)
+
+
+def time_ensemble(features, targets, members, epochs: int) -> tuple[float, np.ndarray]:
+    """Seconds for training ``members`` for ``epochs`` epochs; final validation accuracies."""
+    settings = EnsembleSettings(epochs=epochs, batch_size=10, learning_rate=0.01)
+    features_t = torch.as_tensor(features, dtype=torch.float32)
+    targets_t = torch.as_tensor(targets)
+    start = time.perf_counter()
+    result = train_ensemble(
+        MLPConfig(4, 3), members, features_t, targets_t, settings, features_t, targets_t
+    )
+    return time.perf_counter() - start, result.val_accuracy[:, -1]
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} "
+        f"(1 thread), load avg {load:.1f}"
+    )
+
+
+def append_result(row: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if SECTION not in text:
+        text = text.rstrip("\n") + (
+            f"\n\n{SECTION}\n\n"
+            "| date | commit | machine | epochs | ensemble s (40 models) | sklearn s (40 models, "
+            "scaled) | speed-up | single model ms/epoch | sklearn ms/epoch | single speed-up |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n"
+        )
+    lines = text.rstrip("\n").split("\n")
+    header = lines.index(SECTION)
+    end = header + 1
+    while end < len(lines) and not lines[end].startswith("## "):
+        end += 1
+    while lines[end - 1] == "":
+        end -= 1
+    lines.insert(end, row)
+    atomic_write_text(RESULTS, "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--sklearn-epochs", type=int, default=200, help="epochs per timed fit")
+    parser.add_argument("--sklearn-fits", type=int, default=3, help="timed MLPClassifier fits")
+    parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    arguments = parser.parse_args()
+    torch.set_num_threads(1)
+    features, targets = load_iris_standardized()
+    members = design_seed_grid("ABCD", range(10))
+
+    per_model_epoch = time_sklearn(
+        features, targets, arguments.sklearn_epochs, list(range(arguments.sklearn_fits))
+    )
+    ensemble_seconds, accuracies = time_ensemble(features, targets, members, arguments.epochs)
+    sklearn_seconds = per_model_epoch * len(members) * arguments.epochs
+    single_epochs = max(arguments.epochs // 5, 20)
+    single_seconds, _ = time_ensemble(features, targets, [Member("A", 0)], single_epochs)
+    single_ms = 1e3 * single_seconds / single_epochs
+
+    print(f"machine: {_machine()}")
+    print(
+        f"ensemble, {len(members)} models x {arguments.epochs} epochs: {ensemble_seconds:.2f} s "
+        f"(final accuracy {accuracies.min():.3f}-{accuracies.max():.3f})"
+    )
+    print(
+        f"MLPClassifier: {1e3 * per_model_epoch:.3f} ms per model-epoch ({arguments.sklearn_fits} "
+        f"fits x {arguments.sklearn_epochs} epochs), scaled to {len(members)} x "
+        f"{arguments.epochs}: {sklearn_seconds:.1f} s -> ensemble speed-up "
+        f"{sklearn_seconds / ensemble_seconds:.1f}x"
+    )
+    print(
+        f"single model (M=1): {single_ms:.3f} ms/epoch vs MLPClassifier "
+        f"{1e3 * per_model_epoch:.3f} ms/epoch -> {1e3 * per_model_epoch / single_ms:.1f}x"
+    )
+    if not arguments.no_record:
+        append_result(
+            f"| {datetime.date.today()} | {_commit()} | {_machine()} | {arguments.epochs} | "
+            f"{ensemble_seconds:.2f} | {sklearn_seconds:.1f} | "
+            f"{sklearn_seconds / ensemble_seconds:.1f}x | {single_ms:.3f} | "
+            f"{1e3 * per_model_epoch:.3f} | {1e3 * per_model_epoch / single_ms:.1f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
