@@ -11,4 +11,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+src"
 
-__all__ = ["__version__"]
+__all__ = ["Classifier", "__version__"]
+
+
+def __getattr__(name: str):
+    """``softclass.Classifier`` is imported on first use (scikit-learn loads only then)."""
+    if name == "Classifier":
+        from softclass.estimator import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'softclass' has no attribute {name!r}")

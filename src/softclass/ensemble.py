@@ -155,23 +155,29 @@ class StackedMLP:
         """Weights and biases in layer order: ``[W0, b0, W1, b1, ...]``."""
         return [tensor for pair in zip(self.weights, self.biases, strict=True) for tensor in pair]
 
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
+    def logits(self, features: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Logits ``(M, N, C)`` of every member for shared features ``(N, F)``.
 
-        Evaluated in chunks of rows; each row's logits depend only on that row.
+        Computed in ``dtype`` (default: the parameters' dtype), in chunks of rows; each row's
+        logits depend only on that row.
         """
+        dtype = self.weights[0].dtype if dtype is None else dtype
+        weights = [weight.to(dtype) for weight in self.weights]
+        biases = [bias.to(dtype) for bias in self.biases]
         chunks = [
-            self._forward_shared(features[start:stop])
+            self._forward_shared(features[start:stop].to(dtype), weights, biases)
             for start, stop in batch_bounds(features.shape[0], _EVAL_CHUNK_ROWS)
         ]
         if not chunks:
-            return features.new_zeros(self.n_members, 0, self.config.n_classes)
+            return features.new_zeros(self.n_members, 0, self.config.n_classes, dtype=dtype)
         return torch.cat(chunks, dim=1)
 
-    def _forward_shared(self, features: torch.Tensor) -> torch.Tensor:
-        hidden = features.to(self.weights[0].dtype)
-        last = len(self.weights) - 1
-        for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+    def _forward_shared(
+        self, features: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]
+    ) -> torch.Tensor:
+        hidden = features
+        last = len(weights) - 1
+        for index, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
             hidden = torch.matmul(hidden, weight.transpose(1, 2)) + bias.unsqueeze(1)
             if index < last:
                 hidden = _activation_forward(self.config.activation, hidden)
@@ -470,8 +476,8 @@ def member_losses(
 
 
 def member_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Fraction ``(M,)`` of rows whose arg-max class is the target (same for every design)."""
-    return (logits.argmax(2) == targets.view(1, -1)).to(logits.dtype).mean(1)
+    """Fraction ``(M,)`` float64 of rows whose arg-max class is the target (any design)."""
+    return (logits.argmax(2) == targets.view(1, -1)).double().mean(1)
 
 
 @dataclass
@@ -538,7 +544,7 @@ def train_ensemble(
     features = features.to(device, dtype)
     one_hot = torch.nn.functional.one_hot(targets, config.n_classes).to(device, dtype)
     n_members, epochs = len(trainer.members), settings.epochs
-    train_loss = torch.full((epochs, n_members), math.nan, dtype=dtype, device=device)
+    train_loss = torch.full((epochs, n_members), math.nan, dtype=torch.float64, device=device)
     val_loss = torch.full_like(train_loss, math.nan)
     val_accuracy = torch.full_like(train_loss, math.nan)
     for epoch in range(epochs):
