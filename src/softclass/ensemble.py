@@ -443,7 +443,7 @@ class BatchedTrainer:
             features: ``(N, F)``; targets: ``(N,)`` int64 class indices.
 
         Returns:
-            ``(loss, accuracy)``, each ``(M,)`` in the trainer's dtype (no host synchronisation).
+            ``(loss, accuracy)``, each ``(M,)``: loss in the trainer's dtype, accuracy float64.
         """
         logits = self.network.logits(features)
         return member_losses(logits, targets, self.members), member_accuracy(logits, targets)

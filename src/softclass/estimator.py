@@ -135,24 +135,15 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.n_outputs_ = 1
         row_weights = self._row_weights(X, targets, sample_weight)
         seed = self._seed()
+        validation = None
         if self.early_stopping:
-            split = train_test_split(
-                X,
-                targets,
-                row_weights,
-                test_size=self.validation_fraction,
-                random_state=seed,
-                stratify=targets,
+            train_rows, val_rows = self._validation_split(targets, seed)
+            validation = (
+                self._tensor(X[val_rows]),
+                torch.as_tensor(targets[val_rows], device=self._device()),
             )
-            X, X_val, targets, targets_val, row_weights, _ = split
-            if X_val.shape[0] < 2:
-                raise ValueError(
-                    f"The validation set is too small ({X_val.shape[0]} rows): raise "
-                    f"validation_fraction (now {self.validation_fraction}) or give more rows"
-                )
-            validation = (self._tensor(X_val), torch.as_tensor(targets_val, device=self._device()))
-        else:
-            validation = None
+            X, targets = X[train_rows], targets[train_rows]
+            row_weights = None if row_weights is None else row_weights[train_rows]
         self._start(hidden, X.shape[1], seed)
         self._run_epochs(X, targets, row_weights, self.max_iter, validation)
         return self
@@ -173,17 +164,37 @@ class Classifier(ClassifierMixin, BaseEstimator):
             self._start(self._checked_hidden_sizes(), X.shape[1], self._seed())
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(
-                f"classes={list(np.unique(classes))} differs from the classes of the first "
-                f"partial_fit call {list(self.classes_)}"
+                f"classes={np.unique(classes).tolist()} differs from the classes of the first "
+                f"partial_fit call {self.classes_.tolist()}"
             )
         unknown = np.setdiff1d(y, self.classes_)
         if unknown.size:
             raise ValueError(
-                f"y contains labels {list(unknown)} that are not in classes_ {list(self.classes_)}"
+                f"y contains labels {unknown.tolist()} that are not in classes_ "
+                f"{self.classes_.tolist()}"
             )
         targets = np.searchsorted(self.classes_, y)
         self._run_epochs(X, targets, self._row_weights(X, targets, sample_weight), 1, None)
         return self
+
+    def _validation_split(self, targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices (train, validation); stratified by class when every class can be split."""
+        n_rows = targets.shape[0]
+        n_val = int(np.ceil(self.validation_fraction * n_rows))
+        if n_val < 2 or n_rows - n_val < 1:
+            raise ValueError(
+                f"The validation set is too small: validation_fraction={self.validation_fraction} "
+                f"of {n_rows} rows gives {n_val} validation rows (need at least 2 and at least 1 "
+                "training row); raise validation_fraction or give more rows"
+            )
+        counts = np.bincount(targets)
+        can_stratify = n_val >= np.count_nonzero(counts) and counts[counts > 0].min() >= 2
+        return train_test_split(
+            np.arange(n_rows),
+            test_size=n_val,
+            random_state=seed,
+            stratify=targets if can_stratify else None,
+        )
 
     def _checked_hidden_sizes(self) -> tuple[int, ...]:
         sizes = self.hidden_layer_sizes
@@ -208,7 +219,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         return int(check_random_state(self.random_state).randint(_SEED_BOUND))
 
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(X), dtype=torch.float32, device=self._device())
+        return torch.tensor(np.asarray(X), dtype=torch.float32, device=self._device())
 
     def _row_weights(self, X, targets: np.ndarray, sample_weight) -> np.ndarray | None:
         """Per-row weights: sample_weight × class_weight[target]; None when all are 1."""
@@ -225,7 +236,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
                 if unknown:
                     raise ValueError(
                         f"class_weight names labels {unknown} that are not among the classes "
-                        f"{list(self.classes_)}"
+                        f"{self.classes_.tolist()}"
                     )
                 per_class = np.array(
                     [float(self.class_weight.get(label, 1.0)) for label in self.classes_]
@@ -313,19 +324,21 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X) -> torch.Tensor:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
-        features = torch.as_tensor(np.asarray(X), dtype=torch.float64, device=self._device())
+        features = torch.tensor(np.asarray(X), dtype=torch.float64, device=self._device())
         return self._trainer.network.logits(features, torch.float64)[0]
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities ``(n, n_classes)`` float64, columns in ``classes_`` order (design rule)."""
         with torch.no_grad():
-            return get_design(self.design_).predict_proba(self._logits(X)).cpu().numpy()
+            logits = self._logits(X)
+            return get_design(self.design_).predict_proba(logits).cpu().numpy()
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Log-probabilities ``(n, n_classes)``: log_softmax of the logits (A, B); the clamped
         log of the softmax output for C, D (their network's own output is a probability)."""
         with torch.no_grad():
-            return get_design(self.design_).predict_log_proba(self._logits(X)).cpu().numpy()
+            logits = self._logits(X)
+            return get_design(self.design_).predict_log_proba(logits).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
         """The most probable label of each row ``(n,)``, from ``classes_``."""
