@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
-import subprocess
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
+from benchmarks._results import append_row, commit, machine
 
 from softclass.ensemble import EnsembleSettings, Member, design_seed_grid, train_ensemble
-from softclass.io import atomic_write_text
 from softclass.model import MLPConfig
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Ensemble: 4 designs x 10 seeds, Iris 4-7-3 tanh SGD (benchmarks/ensemble.py)"
+HEADER = (
+    "| date | commit | machine | epochs | ensemble s (40 models) | sklearn s (40 models, scaled) "
+    "| speed-up | single model ms/epoch | sklearn ms/epoch | single speed-up |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def load_iris_standardized() -> tuple[np.ndarray, np.ndarray]:
@@ -87,43 +87,6 @@ def time_ensemble(features, targets, members, epochs: int) -> tuple[float, np.nd
     return time.perf_counter() - start, result.val_accuracy[:, -1]
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _machine() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__} "
-        f"(1 thread), load avg {load:.1f}"
-    )
-
-
-def append_result(row: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{SECTION}\n\n"
-            "| date | commit | machine | epochs | ensemble s (40 models) | sklearn s (40 models, "
-            "scaled) | speed-up | single model ms/epoch | sklearn ms/epoch | single speed-up |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n"
-        )
-    lines = text.rstrip("\n").split("\n")
-    header = lines.index(SECTION)
-    end = header + 1
-    while end < len(lines) and not lines[end].startswith("## "):
-        end += 1
-    while lines[end - 1] == "":
-        end -= 1
-    lines.insert(end, row)
-    atomic_write_text(RESULTS, "\n".join(lines) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=1000)
@@ -144,7 +107,7 @@ def main() -> None:
     single_seconds, _ = time_ensemble(features, targets, [Member("A", 0)], single_epochs)
     single_ms = 1e3 * single_seconds / single_epochs
 
-    print(f"machine: {_machine()}")
+    print(f"machine: {machine()}")
     print(
         f"ensemble, {len(members)} models x {arguments.epochs} epochs: {ensemble_seconds:.2f} s "
         f"(final accuracy {accuracies.min():.3f}-{accuracies.max():.3f})"
@@ -160,11 +123,13 @@ def main() -> None:
         f"{1e3 * per_model_epoch:.3f} ms/epoch -> {1e3 * per_model_epoch / single_ms:.1f}x"
     )
     if not arguments.no_record:
-        append_result(
-            f"| {datetime.date.today()} | {_commit()} | {_machine()} | {arguments.epochs} | "
+        append_row(
+            SECTION,
+            HEADER,
+            f"| {datetime.date.today()} | {commit()} | {machine()} | {arguments.epochs} | "
             f"{ensemble_seconds:.2f} | {sklearn_seconds:.1f} | "
             f"{sklearn_seconds / ensemble_seconds:.1f}x | {single_ms:.3f} | "
-            f"{1e3 * per_model_epoch:.3f} | {1e3 * per_model_epoch / single_ms:.1f}x |"
+            f"{1e3 * per_model_epoch:.3f} | {1e3 * per_model_epoch / single_ms:.1f}x |",
         )
 
 
