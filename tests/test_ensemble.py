@@ -124,9 +124,8 @@ def test_row_weights_give_the_weighted_mean_loss_of_each_batch():
     members = [Member("B", 4), Member("C", 4)]
     trainer = BatchedTrainer(config, members, settings, torch.float64)
     one_hot = torch.nn.functional.one_hot(targets, 3).double()
-    epoch_losses = [
-        trainer.train_epoch(features, one_hot, epoch, row_weights) for epoch in range(3)
-    ]
+    rows = trainer.training_rows(features, one_hot, row_weights)
+    epoch_losses = [trainer.train_epoch(rows, epoch) for epoch in range(3)]
     for position, member in enumerate(members):
         alone, losses = _train_alone(
             config, member.design, member.seed, features, targets, settings, row_weights

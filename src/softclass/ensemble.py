@@ -217,6 +217,31 @@ def _linear_layers(mlp: MLP) -> list[torch.nn.Linear]:
     return [layer for layer in mlp.layers if isinstance(layer, torch.nn.Linear)]
 
 
+def _affine(biases: torch.Tensor, inputs: torch.Tensor, weights_t: torch.Tensor) -> torch.Tensor:
+    """``inputs (M, B, in) @ weights_t (M, in, out) + biases (M, 1, out)``; plain addmm when M = 1
+    (BLAS's single-matrix path is faster than its batched one)."""
+    if inputs.shape[0] == 1:
+        return torch.addmm(biases[0], inputs[0], weights_t[0]).unsqueeze(0)
+    return torch.baddbmm(biases, inputs, weights_t)
+
+
+def _matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Batched ``left (M, a, b) @ right (M, b, c)``; plain mm when M = 1."""
+    if left.shape[0] == 1:
+        return torch.mm(left[0], right[0]).unsqueeze(0)
+    return torch.bmm(left, right)
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """Training rows as one table ``(N, F + C [+ 1])``: features, one-hot targets, row weights."""
+
+    table: torch.Tensor
+    n_features: int
+    n_classes: int
+    weighted: bool
+
+
 class _BatchedOptimizer:
     """SGD (momentum) or Adam over lists of stacked tensors, as torch.optim does per model."""
 
@@ -315,43 +340,56 @@ class BatchedTrainer:
                 for seed in self._unique_seeds
             ]
         ).to(self.device)
+        if len(self._unique_seeds) == 1:
+            return orders.expand(self.network.n_members, n_rows)
         return orders[self._seed_rows]
 
-    def train_epoch(
+    def training_rows(
         self,
         features: torch.Tensor,
         targets_one_hot: torch.Tensor,
-        epoch: int,
         row_weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """One pass over the training rows for every member; returns the epoch's training loss.
+    ) -> TrainingRows:
+        """The training table, built once and reused by every epoch.
 
         Args:
             features: ``(N, F)`` in the trainer's dtype and device.
             targets_one_hot: ``(N, C)`` one-hot rows of the class indices, same dtype.
-            epoch: epoch number (0-based) — selects each member's permutation.
             row_weights: optional ``(N,)`` non-negative row weights; a batch's loss is then
                 Σ w·loss / Σ w (torch's weighted mean).
+        """
+        columns = [features, targets_one_hot]
+        if row_weights is not None:
+            columns.append(row_weights.view(-1, 1).to(features.dtype))
+        return TrainingRows(
+            torch.cat(columns, dim=1),
+            features.shape[1],
+            targets_one_hot.shape[1],
+            row_weights is not None,
+        )
+
+    def train_epoch(self, rows: TrainingRows, epoch: int) -> torch.Tensor:
+        """One pass over the training rows for every member; returns the epoch's training loss.
+
+        Args:
+            rows: from :meth:`training_rows`.
+            epoch: epoch number (0-based) — selects each member's permutation.
 
         Returns:
             ``(M,)`` the training loss of each member over the epoch: the mean of its batch losses
             weighted by batch size (the rows' mean when unweighted). No host synchronisation.
         """
-        n_rows, n_features = features.shape
+        n_rows = rows.table.shape[0]
         n_members = self.network.n_members
-        columns = [features, targets_one_hot]
-        if row_weights is not None:
-            columns.append(row_weights.view(-1, 1))
+        n_features, n_classes = rows.n_features, rows.n_classes
         # One gather per epoch: every member's rows in its own order, as (M, N, columns).
-        table = torch.cat(columns, dim=1)
-        order = self.epoch_order(n_rows, epoch).view(-1)
-        epoch_table = table.index_select(0, order).view(n_members, n_rows, table.shape[1])
-        n_classes = targets_one_hot.shape[1]
+        order = self.epoch_order(n_rows, epoch).reshape(-1)
+        epoch_table = rows.table.index_select(0, order).view(n_members, n_rows, -1)
         epoch_loss = torch.zeros(n_members, dtype=self.dtype, device=self.device)
         tiny = torch.finfo(self.dtype).tiny
         for start, stop in batch_bounds(n_rows, self.settings.batch_size):
             batch = epoch_table[:, start:stop]
-            if row_weights is None:
+            if not rows.weighted:
                 row_scale = self._constant(1.0 / (stop - start))
             else:
                 weights = batch[:, :, n_features + n_classes]
@@ -361,7 +399,7 @@ class BatchedTrainer:
                 batch[:, :, n_features : n_features + n_classes],
                 row_scale,
             )
-            if row_weights is None:
+            if not rows.weighted:
                 epoch_loss.add_(row_loss.sum(1), alpha=1.0 / n_rows)
             else:
                 epoch_loss.add_(
@@ -393,11 +431,11 @@ class BatchedTrainer:
         inputs, pre_activations = [features], []
         hidden = features
         for index in range(last):
-            pre = torch.baddbmm(biases[index], hidden, weights_t[index])
+            pre = _affine(biases[index], hidden, weights_t[index])
             pre_activations.append(pre)
             hidden = _activation_forward(activation, pre)
             inputs.append(hidden)
-        logits = torch.baddbmm(biases[last], hidden, weights_t[last])
+        logits = _affine(biases[last], hidden, weights_t[last])
         shifted = logits - logits.amax(2, keepdim=True)
         exps = shifted.exp()
         sums = exps.sum(2, keepdim=True)
@@ -420,12 +458,12 @@ class BatchedTrainer:
         grad = grad_logits * row_scale
         gradients: list[torch.Tensor] = [grad] * (2 * len(weights_t))
         for index in range(last, -1, -1):
-            gradients[2 * index] = torch.bmm(grad.transpose(1, 2), inputs[index])
+            gradients[2 * index] = _matmul(grad.transpose(1, 2), inputs[index])
             gradients[2 * index + 1] = grad.sum(1)
             if index > 0:
                 grad = _activation_backward(
                     activation,
-                    torch.bmm(grad, self.network.weights[index]),
+                    _matmul(grad, self.network.weights[index]),
                     pre_activations[index - 1],
                     inputs[index],
                 )
@@ -543,12 +581,13 @@ def train_ensemble(
     trainer = BatchedTrainer(config, members, settings, dtype, device)
     features = features.to(device, dtype)
     one_hot = torch.nn.functional.one_hot(targets, config.n_classes).to(device, dtype)
+    rows = trainer.training_rows(features, one_hot)
     n_members, epochs = len(trainer.members), settings.epochs
     train_loss = torch.full((epochs, n_members), math.nan, dtype=torch.float64, device=device)
     val_loss = torch.full_like(train_loss, math.nan)
     val_accuracy = torch.full_like(train_loss, math.nan)
     for epoch in range(epochs):
-        train_loss[epoch] = trainer.train_epoch(features, one_hot, epoch)
+        train_loss[epoch] = trainer.train_epoch(rows, epoch)
         if has_val:
             val_loss[epoch], val_accuracy[epoch] = trainer.evaluate(val_features, val_targets)
     return EnsembleResult(
@@ -713,6 +752,7 @@ __all__ = [
     "Member",
     "SeedComparison",
     "StackedMLP",
+    "TrainingRows",
     "compare_seeds",
     "design_seed_grid",
     "member_accuracy",

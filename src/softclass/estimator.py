@@ -285,10 +285,11 @@ class Classifier(ClassifierMixin, BaseEstimator):
             if row_weights is None
             else torch.as_tensor(row_weights, dtype=torch.float32, device=device)
         )
+        rows = trainer.training_rows(features, one_hot, weights)
         best_state = None
         stopped = False
         for _ in range(max_epochs):
-            loss = float(trainer.train_epoch(features, one_hot, self._epochs_done, weights)[0])
+            loss = float(trainer.train_epoch(rows, self._epochs_done)[0])
             self._epochs_done += 1
             self.n_iter_ += 1
             self.loss_curve_.append(loss)
