@@ -263,10 +263,9 @@ def _check_outputs(
     rows = work.movedim(1, -1).reshape(-1, n_classes)
     tol = pairing_tolerance(outputs.dtype, n_classes)
 
-    n_nan, n_pos_inf, n_neg_inf = (
-        torch.stack([rows.isnan().sum(), rows.isposinf().sum(), rows.isneginf().sum()])
-        .tolist()
-    )
+    n_nan, n_pos_inf, n_neg_inf = torch.stack(
+        [rows.isnan().sum(), rows.isposinf().sum(), rows.isneginf().sum()]
+    ).tolist()
     if n_nan or n_pos_inf:
         return [_non_finite_finding(n_nan, n_pos_inf, rows.numel())]
 
