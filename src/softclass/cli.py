@@ -74,7 +74,9 @@ def check(
     demo: Annotated[
         bool, typer.Option("--demo", help="Make each of the nine classic mistakes and check it.")
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the findings as JSON.")
+    ] = False,
 ) -> None:
     """Check how model outputs, targets and the loss are paired (today: --demo)."""
     import dataclasses
