@@ -8,7 +8,7 @@ the full traceback instead.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -38,8 +38,10 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        Optional[bool],
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version."),
+        bool | None,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
@@ -60,7 +62,7 @@ def main() -> None:
             raise
         err_console.print(f"[bold red]error:[/] {error}", highlight=False)
         sys.exit(2)
-    except Exception as error:  # noqa: BLE001 - click usage errors arrive here
+    except Exception as error:
         import click
 
         if isinstance(error, click.ClickException):
