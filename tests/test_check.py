@@ -11,6 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from softclass import designs
+from softclass import functional as sc_functional
+from softclass import nn as sc_nn
 from softclass.check import (
     LOSS_NAMES,
     Finding,
@@ -117,12 +120,20 @@ def test_log_of_softmax_seen_in_the_graph_is_a_warning_while_finite():
     assert check_pairing(F.log_softmax(logits, dim=1), labels, "nll") == []
 
 
-def test_masked_log_softmax_with_graph_is_not_log_of_softmax():
+def test_log_of_softclass_softmax_is_seen_in_the_graph():
+    logits, labels = random_batch()
+    logits.requires_grad_(True)
+    log_of_softmax = torch.log(sc_functional.softmax(logits, dim=1))
+    assert codes(check_pairing(log_of_softmax, labels, sc_nn.NLLLoss())) == ["log-of-softmax"]
+
+
+@pytest.mark.parametrize("log_softmax", [F.log_softmax, sc_functional.log_softmax])
+def test_masked_log_softmax_with_graph_is_not_log_of_softmax(log_softmax):
     logits, labels = random_batch()
     logits.requires_grad_(True)
     masked = logits.masked_fill(torch.arange(5) == 4, -math.inf)
     labels = labels.clamp(max=3)
-    assert check_pairing(F.log_softmax(masked, dim=1), labels, "nll") == []
+    assert check_pairing(log_softmax(masked, dim=1), labels, "nll") == []
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
@@ -155,6 +166,16 @@ def test_index_targets_for_textbook_mcee():
     findings = check_pairing(F.softmax(logits, dim=1), labels, "mcee")
     assert codes(findings) == ["index-targets"]
     assert "F.one_hot(targets, num_classes=5)" in findings[0].fix
+
+
+@pytest.mark.parametrize(
+    "loss", [sc_functional.mcee, sc_nn.MCEELoss(), sc_functional.mse_onehot, sc_nn.OneHotMSELoss()]
+)
+def test_softclass_probability_losses_take_indices(loss):
+    logits, labels = random_batch()
+    probs = F.softmax(logits, dim=1)
+    assert check_pairing(probs, labels, loss) == []
+    assert codes(check_pairing(probs, labels + 5, loss)) == ["labels-out-of-range"]
 
 
 def test_softclass_mcee_and_mse_onehot_take_indices():
@@ -367,6 +388,10 @@ class MCEELoss(torch.nn.Module):
         (F.nll_loss, "probs-into-nll"),
         (torch.nn.NLLLoss(), "probs-into-nll"),
         (NLLLoss(), "probs-into-nll"),
+        (sc_functional.cross_entropy, "double-softmax"),
+        (sc_nn.CrossEntropyLoss(), "double-softmax"),
+        (sc_functional.nll_loss, "probs-into-nll"),
+        (sc_nn.NLLLoss(), "probs-into-nll"),
     ],
 )
 def test_loss_is_recognised_by_name(loss, expected):
@@ -374,7 +399,20 @@ def test_loss_is_recognised_by_name(loss, expected):
     assert codes(check_pairing(F.softmax(logits, dim=1), labels, loss)) == [expected]
 
 
-@pytest.mark.parametrize("loss", ["mse", F.mse_loss, torch.nn.MSELoss(), "mcee", MCEELoss()])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "mse",
+        F.mse_loss,
+        torch.nn.MSELoss(),
+        "mcee",
+        MCEELoss(),
+        sc_functional.mse_onehot,
+        sc_nn.OneHotMSELoss(),
+        sc_functional.mcee,
+        sc_nn.MCEELoss(),
+    ],
+)
 def test_probability_losses_are_recognised_by_name(loss):
     logits, labels = random_batch()
     assert codes(check_pairing(logits, F.one_hot(labels, 5).float(), loss)) == ["not-probabilities"]
@@ -445,6 +483,16 @@ def make_design(design, n_items, n_classes, extra_dim, scale, seed, dtype):
     if design == "B":
         return F.log_softmax(logits, dim=1), labels, "nll"
     return F.softmax(logits, dim=1), one_hot, "mse" if design == "C" else "mcee"
+
+
+@pytest.mark.parametrize("design", sorted(designs.DESIGNS.values(), key=lambda d: d.name))
+@pytest.mark.parametrize("by_name", [True, False])
+def test_project_designs_pass(design, by_name):
+    logits, labels = iris_logits()
+    outputs = design.output(logits)
+    targets = design.encode_targets(labels, 3)
+    loss = design.loss_name if by_name else design.loss
+    assert check_pairing(outputs, targets, loss) == []
 
 
 @settings(max_examples=400, deadline=None)

@@ -49,6 +49,8 @@ from typing import Literal
 
 import torch
 
+from softclass import functional
+
 Severity = Literal["error", "warning"]
 
 LOSS_NAMES = ("cross_entropy", "nll", "mse", "mcee")
@@ -61,9 +63,13 @@ _LOSS_BY_KEY = {
     "nll": "nll",
     "mse": "mse",
     "mseonehot": "mse",
+    "onehotmse": "mse",
     "mcee": "mcee",
 }
 _TORCH_DEFAULT_IGNORE_INDEX = -100
+# grad_fn class names of torch's and softclass.functional's softmax / log_softmax
+_SOFTMAX_GRAD_FNS = frozenset({"SoftmaxBackward0", "_SoftmaxBackward"})
+_LOG_SOFTMAX_GRAD_FNS = frozenset({"LogSoftmaxBackward0", "_LogSoftmaxBackward"})
 # A log-softmax row whose logsumexp is off by less than this shifts the NLL by less than this
 # many nats: not worth a warning (hand-rounded log-probabilities are off by about 1e-5).
 _LOG_NORMALIZATION_FLOOR = 1e-3
@@ -167,7 +173,7 @@ def check_pairing(
             f"{outputs.dtype}"
         )
     log_of_softmax_in_graph = _is_log_of_softmax(outputs.grad_fn)
-    mask_from_log_softmax = _grad_fn_name(outputs.grad_fn) == "LogSoftmaxBackward0"
+    mask_from_log_softmax = _grad_fn_name(outputs.grad_fn) in _LOG_SOFTMAX_GRAD_FNS
     single_item = outputs.ndim == 1
     batched_outputs = outputs.detach().unsqueeze(0) if single_item else outputs.detach()
     batched_targets = targets.detach().unsqueeze(0) if single_item else targets.detach()
@@ -231,7 +237,7 @@ def _resolve_loss(
     if name in ("cross_entropy", "nll"):
         chosen_ignore = ignore_default if ignore_index is None else ignore_index
         return _LossSpec(name, index_targets_ok=True, ignore_index=chosen_ignore)
-    index_ok = key == "mseonehot" or module_name.startswith("softclass")
+    index_ok = key in ("mseonehot", "onehotmse") or module_name.startswith("softclass")
     return _LossSpec(name, index_targets_ok=index_ok, ignore_index=None)
 
 
@@ -240,10 +246,10 @@ def _grad_fn_name(grad_fn: object) -> str:
 
 
 def _is_log_of_softmax(grad_fn: object) -> bool:
-    """True when the graph shows ``log(softmax(x))``: a LogBackward0 fed by a SoftmaxBackward0."""
+    """True when the graph shows ``log(softmax(x))``: a LogBackward0 fed by a softmax."""
     if _grad_fn_name(grad_fn) != "LogBackward0":
         return False
-    return any(_grad_fn_name(parent) == "SoftmaxBackward0" for parent, _ in grad_fn.next_functions)
+    return any(_grad_fn_name(parent) in _SOFTMAX_GRAD_FNS for parent, _ in grad_fn.next_functions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +277,7 @@ def _check_outputs(
         return [_non_finite_finding(n_nan, n_pos_inf, rows.numel())]
 
     row_sums = rows.sum(dim=1)
-    log_norms = torch.logsumexp(rows, dim=1)
+    log_norms = functional.logsumexp(rows, dim=1)
     low, high, row_sum_min, row_sum_max, norm_min, norm_max, n_positive = torch.stack(
         [
             rows.min(),
