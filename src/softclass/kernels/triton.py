@@ -469,3 +469,180 @@ def fused_cross_entropy(
         float(label_smoothing),
         inplace_backward,
     )
+
+
+def _linear_chunk_rows(n_rows: int, n_classes: int, hidden_size: int) -> int:
+    """Rows per chunk so that a chunk of logits holds about as many elements as ``hidden``
+    (N·H): next power of two of N / ⌈C/H⌉ (Liger-Kernel's rule), at least 1, at most N."""
+    n_chunks = triton.cdiv(n_classes, hidden_size)
+    return max(1, min(n_rows, triton.next_power_of_2(triton.cdiv(n_rows, n_chunks))))
+
+
+def _linear_cross_entropy_pass(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    class_weight: torch.Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    grad_scale: torch.Tensor | None,
+    needs_grad: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """One sweep over row chunks: per-row fp32 losses and, when ``grad_scale`` is given, the
+    gradients (d hidden in ``hidden.dtype``, d weight and d bias in fp32) for the flags
+    ``needs_grad`` = (hidden, weight, bias).
+
+    Per chunk: logits = hidden_chunk @ weight.T (+ bias) by torch matmul, the forward kernel, then
+    the backward kernel overwrites that chunk buffer with g·d loss/d logits, which feeds
+    d hidden[chunk] = G @ W, d weight += Gᵀ @ h, d bias += Σ_rows G. Only one chunk of logits
+    exists at a time. Gᵀ @ h is computed by matmul in the input dtype (fp32 accumulation inside
+    the chunk, one rounding per chunk for bf16/fp16) and summed over chunks in fp32.
+    """
+    n_rows, hidden_size = hidden.shape
+    n_classes = weight.shape[0]
+    device = hidden.device
+    loss_rows, lse, mass_sum = (
+        torch.empty(n_rows, dtype=torch.float32, device=device) for _ in range(3)
+    )
+    need_hidden, need_weight, need_bias = needs_grad if grad_scale is not None else (False,) * 3
+    grad_hidden = (
+        torch.empty(hidden.shape, dtype=hidden.dtype, device=device) if need_hidden else None
+    )
+    grad_weight = (
+        torch.zeros(weight.shape, dtype=torch.float32, device=device) if need_weight else None
+    )
+    grad_bias = torch.zeros(n_classes, dtype=torch.float32, device=device) if need_bias else None
+    chunk_rows = _linear_chunk_rows(n_rows, n_classes, hidden_size)
+    for start in range(0, n_rows, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, n_rows))
+        hidden_chunk = hidden[rows]
+        target_chunk = target[rows]
+        logits_chunk = F.linear(hidden_chunk, weight, bias)
+        _forward_rows(
+            logits_chunk, target_chunk, class_weight, ignore_index, label_smoothing,
+            loss_rows[rows], lse[rows], mass_sum[rows],
+        )  # fmt: skip
+        if grad_scale is None:
+            continue
+        chunk_scale = grad_scale[rows] if grad_scale.dim() == 1 else grad_scale
+        _backward_rows(
+            logits_chunk, target_chunk, class_weight, ignore_index, label_smoothing,
+            lse[rows], mass_sum[rows], chunk_scale, logits_chunk, None,
+        )  # fmt: skip
+        grad_logits_chunk = logits_chunk
+        if grad_hidden is not None:
+            torch.mm(grad_logits_chunk, weight, out=grad_hidden[rows])
+        if grad_weight is not None:
+            if grad_logits_chunk.dtype == torch.float32:
+                grad_weight.addmm_(grad_logits_chunk.t(), hidden_chunk)
+            else:  # one (C, H) product in the input dtype per chunk, summed in fp32
+                grad_weight += torch.mm(grad_logits_chunk.t(), hidden_chunk)
+        if grad_bias is not None:
+            grad_bias += grad_logits_chunk.sum(0, dtype=torch.float32)
+    return loss_rows, grad_hidden, grad_weight, grad_bias
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """``reduction`` mean/sum: gradients computed in the forward with g = 1 (or 1/denominator)
+    and multiplied by the incoming scalar gradient in the backward (≈ 6·N·H·C FLOPs in all).
+    ``none``: the per-row incoming gradient is only known in the backward, which recomputes the
+    chunked logits (≈ 8·N·H·C FLOPs); nothing N×C is kept between forward and backward."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        target: torch.Tensor,
+        bias: torch.Tensor | None,
+        class_weight: torch.Tensor | None,
+        ignore_index: int,
+        reduction: str,
+        label_smoothing: float,
+    ) -> torch.Tensor:
+        denominator = _mean_denominator(target, class_weight, ignore_index)
+        needs_grad = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[3])
+        grads_now = reduction != "none" and any(needs_grad)
+        unit_scale = (
+            _grad_scale(torch.ones((), device=hidden.device), reduction, denominator)
+            if grads_now
+            else None
+        )
+        loss_rows, grad_hidden, grad_weight, grad_bias = _linear_cross_entropy_pass(
+            hidden, weight, bias, target, class_weight, ignore_index, label_smoothing,
+            unit_scale, needs_grad,
+        )  # fmt: skip
+        if grads_now:
+            ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        else:
+            ctx.save_for_backward(hidden, weight, bias, target, class_weight)
+        ctx.grads_now = grads_now
+        ctx.needs_grad = needs_grad
+        ctx.ignore_index = ignore_index
+        ctx.label_smoothing = label_smoothing
+        ctx.param_dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        logits_dtype = torch.promote_types(hidden.dtype, weight.dtype)
+        return _reduce_loss(loss_rows, reduction, denominator, logits_dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):
+        if ctx.grads_now:
+            grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+            grad_scale = grad_loss.float()
+        else:
+            hidden, weight, bias, target, class_weight = ctx.saved_tensors
+            _, grad_hidden, grad_weight, grad_bias = _linear_cross_entropy_pass(
+                hidden, weight, bias, target, class_weight, ctx.ignore_index,
+                ctx.label_smoothing, grad_loss, ctx.needs_grad,
+            )  # fmt: skip
+            grad_scale = None
+        grads = []
+        for grad, dtype in zip((grad_hidden, grad_weight, grad_bias), ctx.param_dtypes):
+            if grad is not None and grad_scale is not None:
+                grad = grad * grad_scale
+            grads.append(grad.to(dtype) if grad is not None else None)
+        grad_hidden, grad_weight, grad_bias = grads
+        return grad_hidden, grad_weight, None, grad_bias, None, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Cross entropy of ``hidden @ weight.T + bias`` without ever holding the N×C logits.
+
+    Inputs are trusted: ``hidden`` (N, H), ``weight`` (C, H), ``bias`` optional (C,), same float
+    dtype; ``target`` int64 (N,) or float probabilities (N, C) (constants: no gradient flows to
+    them); ``class_weight`` optional (C,); other options as in :func:`fused_cross_entropy`.
+
+    Returns the loss ((N,) for ``none``, else 0-d) in the logits dtype; backward gives d hidden,
+    d weight (accumulated in fp32 over row chunks) and d bias. Peak extra memory: one chunk of
+    logits (about N·H elements) plus the fp32 d weight. Equal to
+    ``cross_entropy(hidden @ weight.T + bias, target, ...)``. Falls back to exactly that (full
+    logits, warning once) where the kernels cannot run.
+    """
+    reason = _why_kernels_cannot_run(hidden)
+    if reason is not None:
+        _warn_fallback_once(reason)
+        return F.cross_entropy(
+            F.linear(hidden, weight, bias), target, weight=class_weight,
+            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+        )  # fmt: skip
+    return _LinearCrossEntropy.apply(
+        hidden,
+        weight,
+        _unit_stride_columns(target),
+        bias,
+        class_weight.contiguous() if class_weight is not None else None,
+        ignore_index,
+        reduction,
+        float(label_smoothing),
+    )
