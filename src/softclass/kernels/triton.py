@@ -21,7 +21,8 @@ Kernels (one Triton program per row in the forward, per row × column block in t
 
 * forward: one read of the logits. Online softmax over BLOCK-sized chunks of the row (running
   max and rescaled sum), carrying U_n and Σ_c u_nc·(x_nc - running max) in the same pass;
-  writes loss_n, lse_n and U_n (fp32, N floats each).
+  writes loss_n, U_n and lse_n as (m_n, log Σ_c exp(x_nc - m_n)) with m_n the row max (fp32, 4
+  floats per row; the split keeps x - lse exact for logits far from 0).
 * backward: one read of the logits, one write of the gradient
   ``g_n · (U_n · exp(x_nc - lse_n) - u_nc)`` computed in fp32 and rounded once to the logits
   dtype (so the true-class term never cancels in bf16). ``g_n`` is the incoming gradient, divided
@@ -130,7 +131,8 @@ if triton is not None:
         target_row_stride,
         class_weight_ptr,
         loss_ptr,
-        lse_ptr,
+        row_max_ptr,
+        log_norm_ptr,
         mass_sum_ptr,
         n_classes,
         ignore_index,
@@ -140,7 +142,8 @@ if triton is not None:
         PROB_TARGET: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
-        """One program per row: loss_n, lse_n, U_n in one read of the row (fp32)."""
+        """One program per row, one read: loss_n, U_n and lse_n as (row max m_n, log Σ exp(x - m_n))
+        (fp32; lse is kept in two parts so that x - lse stays exact for large logits)."""
         log2e: tl.constexpr = 1.4426950408889634
         row = tl.program_id(0).to(tl.int64)
         logits_row_ptr = logits_ptr + row * logits_row_stride
@@ -180,7 +183,8 @@ if triton is not None:
         if not PROB_TARGET:
             loss = tl.where(target_class != ignore_index, loss, 0.0)
         tl.store(loss_ptr + row, loss)
-        tl.store(lse_ptr + row, shift + log_norm)
+        tl.store(row_max_ptr + row, shift)
+        tl.store(log_norm_ptr + row, log_norm)
         tl.store(mass_sum_ptr + row, mass_sum)
 
     @triton.jit
@@ -192,7 +196,8 @@ if triton is not None:
         target_ptr,
         target_row_stride,
         class_weight_ptr,
-        lse_ptr,
+        row_max_ptr,
+        log_norm_ptr,
         mass_sum_ptr,
         grad_scale_ptr,
         grad_scale_stride,
@@ -209,7 +214,7 @@ if triton is not None:
     ):
         """Program (row, column block): grad = g·(U·softmax - u), fp32, rounded once at the store.
 
-        With TARGET_GRAD (probability targets requiring grad) also d loss/d t = g·(1-ε)·w·(lse-x).
+        With TARGET_GRAD (probability targets requiring grad) also d loss/d t = -g·(1-ε)·w·log p.
         """
         log2e: tl.constexpr = 1.4426950408889634
         row = tl.program_id(0).to(tl.int64)
@@ -223,15 +228,17 @@ if triton is not None:
         logits = tl.load(logits_ptr + row * logits_row_stride + cols, mask=col_mask, other=0.0).to(
             tl.float32
         )
-        lse = tl.load(lse_ptr + row)
+        log_probs = (logits - tl.load(row_max_ptr + row)) - tl.load(log_norm_ptr + row)
         mass_sum = tl.load(mass_sum_ptr + row)
         grad_scale = tl.load(grad_scale_ptr + row * grad_scale_stride).to(tl.float32)
         mass = _target_mass(
             target_row_ptr, class_weight_ptr, cols, col_mask, target_class, ignore_index,
             true_class_share, smooth_per_class, HAS_WEIGHT, PROB_TARGET,
         )  # fmt: skip
-        probs = tl.exp2((logits - lse) * log2e)
-        grad = grad_scale * (mass_sum * probs - mass)
+        # Rows without target mass (ignored) get 0, even when grad_scale is 1/0 (mean over an
+        # all-ignored batch), as in torch.
+        grad_scale = tl.where(mass_sum != 0.0, grad_scale, 0.0)
+        grad = grad_scale * (mass_sum * tl.exp2(log_probs * log2e) - mass)
         grad_row_ptr = grad_logits_ptr + row * grad_logits_row_stride
         tl.store(grad_row_ptr + cols, grad.to(grad_logits_ptr.dtype.element_ty), mask=col_mask)
         if TARGET_GRAD:
@@ -241,7 +248,7 @@ if triton is not None:
                 )
             else:
                 class_weights = 1.0
-            grad_target = grad_scale * true_class_share * class_weights * (lse - logits)
+            grad_target = -grad_scale * true_class_share * class_weights * log_probs
             tl.store(
                 grad_target_ptr + row * grad_target_row_stride + cols,
                 grad_target.to(grad_target_ptr.dtype.element_ty),
@@ -281,10 +288,10 @@ def _forward_rows(
     ignore_index: int,
     label_smoothing: float,
     loss_rows: torch.Tensor,
-    lse: torch.Tensor,
-    mass_sum: torch.Tensor,
+    row_stats: torch.Tensor,
 ) -> None:
-    """Launch the forward kernel; fills ``loss_rows``, ``lse``, ``mass_sum`` (fp32, (N,))."""
+    """Launch the forward kernel; fills ``loss_rows`` (N,) and ``row_stats`` (3, N): row max,
+    log-normaliser log Σ exp(x - max), target mass U (all fp32)."""
     n_rows, n_classes = logits.shape
     if n_rows == 0:
         return
@@ -294,7 +301,7 @@ def _forward_rows(
     block = _column_block(n_classes, FORWARD_BLOCK_MAX)
     _cross_entropy_forward_kernel[(n_rows,)](
         logits, logits.stride(0), target, target.stride(0), weight_arg,
-        loss_rows, lse, mass_sum,
+        loss_rows, row_stats[0], row_stats[1], row_stats[2],
         n_classes, ignore_index, true_share, smooth,
         HAS_WEIGHT=has_weight, PROB_TARGET=prob_target, BLOCK=block, num_warps=_num_warps(block),
     )  # fmt: skip
@@ -306,8 +313,7 @@ def _backward_rows(
     class_weight: torch.Tensor | None,
     ignore_index: int,
     label_smoothing: float,
-    lse: torch.Tensor,
-    mass_sum: torch.Tensor,
+    row_stats: torch.Tensor,
     grad_scale: torch.Tensor,
     grad_logits: torch.Tensor,
     grad_target: torch.Tensor | None,
@@ -327,7 +333,8 @@ def _backward_rows(
     grid = (n_rows, triton.cdiv(n_classes, block))
     _cross_entropy_backward_kernel[grid](
         logits, logits.stride(0), grad_logits, grad_logits.stride(0),
-        target, target.stride(0), weight_arg, lse, mass_sum, grad_scale, scale_stride,
+        target, target.stride(0), weight_arg, row_stats[0], row_stats[1], row_stats[2],
+        grad_scale, scale_stride,
         target_grad_arg, target_grad_arg.stride(0),
         n_classes, ignore_index, true_share, smooth,
         HAS_WEIGHT=has_weight, PROB_TARGET=prob_target, TARGET_GRAD=grad_target is not None,
@@ -389,14 +396,13 @@ class _FusedCrossEntropy(torch.autograd.Function):
         inplace_backward: bool,
     ) -> torch.Tensor:
         n_rows = logits.shape[0]
-        loss_rows, lse, mass_sum = (
-            torch.empty(n_rows, dtype=torch.float32, device=logits.device) for _ in range(3)
-        )
+        loss_rows = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+        row_stats = torch.empty(3, n_rows, dtype=torch.float32, device=logits.device)
         _forward_rows(
-            logits, target, class_weight, ignore_index, label_smoothing, loss_rows, lse, mass_sum
+            logits, target, class_weight, ignore_index, label_smoothing, loss_rows, row_stats
         )
         denominator = _mean_denominator(target, class_weight, ignore_index)
-        ctx.save_for_backward(logits, target, class_weight, lse, mass_sum, denominator)
+        ctx.save_for_backward(logits, target, class_weight, row_stats, denominator)
         ctx.ignore_index = ignore_index
         ctx.reduction = reduction
         ctx.label_smoothing = label_smoothing
@@ -406,14 +412,14 @@ class _FusedCrossEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
-        logits, target, class_weight, lse, mass_sum, denominator = ctx.saved_tensors
+        logits, target, class_weight, row_stats, denominator = ctx.saved_tensors
         need_logits_grad, need_target_grad = ctx.needs_input_grad[:2]
         grad_scale = _grad_scale(grad_loss, ctx.reduction, denominator)
         grad_logits = logits if ctx.inplace_backward else torch.empty_like(logits)
         grad_target = torch.empty_like(target) if need_target_grad else None
         _backward_rows(
             logits, target, class_weight, ctx.ignore_index, ctx.label_smoothing,
-            lse, mass_sum, grad_scale, grad_logits, grad_target,
+            row_stats, grad_scale, grad_logits, grad_target,
         )  # fmt: skip
         if ctx.inplace_backward:
             # Triton stores do not bump the version counter: do it, so that any other autograd
@@ -502,9 +508,8 @@ def _linear_cross_entropy_pass(
     n_rows, hidden_size = hidden.shape
     n_classes = weight.shape[0]
     device = hidden.device
-    loss_rows, lse, mass_sum = (
-        torch.empty(n_rows, dtype=torch.float32, device=device) for _ in range(3)
-    )
+    loss_rows = torch.empty(n_rows, dtype=torch.float32, device=device)
+    row_stats = torch.empty(3, n_rows, dtype=torch.float32, device=device)
     need_hidden, need_weight, need_bias = needs_grad if grad_scale is not None else (False,) * 3
     grad_hidden = (
         torch.empty(hidden.shape, dtype=hidden.dtype, device=device) if need_hidden else None
@@ -521,14 +526,14 @@ def _linear_cross_entropy_pass(
         logits_chunk = F.linear(hidden_chunk, weight, bias)
         _forward_rows(
             logits_chunk, target_chunk, class_weight, ignore_index, label_smoothing,
-            loss_rows[rows], lse[rows], mass_sum[rows],
+            loss_rows[rows], row_stats[:, rows],
         )  # fmt: skip
         if grad_scale is None:
             continue
         chunk_scale = grad_scale[rows] if grad_scale.dim() == 1 else grad_scale
         _backward_rows(
             logits_chunk, target_chunk, class_weight, ignore_index, label_smoothing,
-            lse[rows], mass_sum[rows], chunk_scale, logits_chunk, None,
+            row_stats[:, rows], chunk_scale, logits_chunk, None,
         )  # fmt: skip
         grad_logits_chunk = logits_chunk
         if grad_hidden is not None:
