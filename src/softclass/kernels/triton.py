@@ -4,7 +4,7 @@ Same semantics as ``torch.nn.functional.cross_entropy`` on 2-D logits (classes l
 weights, ``ignore_index``, label smoothing, reductions ``none``/``mean``/``sum``, class-index or
 probability targets, fp32/bf16/fp16 logits with fp32 arithmetic inside the kernels.
 
-Both targets kinds are one formula. Each row n has a per-class *target mass* u_nc:
+Both target kinds are one formula. Each row n has a per-class *target mass* u_nc:
 
 * class index y_n:     u_nc = [y_n != ignore_index] · w_c · ((1-ε)·[c = y_n] + ε/C)
 * probabilities t_nc:  u_nc = w_c · ((1-ε)·t_nc + ε/C)
