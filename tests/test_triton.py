@@ -25,7 +25,7 @@ pytest.importorskip(
     "triton", reason="triton is not installed (Linux-only wheels; install the '.[test]' extra)"
 )
 
-from softclass.kernels import triton as kernels
+from softclass.kernels import triton as kernels  # noqa: E402 (after TRITON_INTERPRET)
 
 if not HAS_CUDA and not kernels._INTERPRETER:
     kernels = importlib.reload(kernels)

@@ -604,7 +604,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             )  # fmt: skip
             grad_scale = None
         grads = []
-        for grad, dtype in zip((grad_hidden, grad_weight, grad_bias), ctx.param_dtypes):
+        for grad, dtype in zip(
+            (grad_hidden, grad_weight, grad_bias), ctx.param_dtypes, strict=True
+        ):
             if grad is not None and grad_scale is not None:
                 grad = grad * grad_scale
             grads.append(grad.to(dtype) if grad is not None else None)
