@@ -155,10 +155,19 @@ def _describe_ragged_row(text: str, first_invalid: pa_csv.InvalidRow) -> str:
                 header_seen = True
                 expected = len(fields)
             elif len(fields) != expected:
+                blank_before_quote = any(
+                    field[:1].isspace() and field.lstrip().startswith('"') for field in fields
+                )
+                hint = (
+                    "a quote only starts a quoted value right after the comma: remove the blank "
+                    "between the comma and the quote"
+                    if blank_before_quote
+                    else "every row needs one value per column (leave a field empty for a "
+                    "missing value, quote values that contain commas)"
+                )
                 return (
                     f"row {first_line} has {_fields(len(fields))} but the header has {expected}; "
-                    "every row needs one value per column (leave a field empty for a missing "
-                    "value, quote values that contain commas)"
+                    + hint
                 )
     except csv.Error:
         pass
