@@ -101,7 +101,9 @@ def test_non_finite_texts_stay_numbers(tmp_path):
 def test_mixed_column_names_row_column_and_value(tmp_path):
     rows = "".join(f"{value},x\n" for value in range(15)) + "abc,x\n"
     path = write(tmp_path, "mixed.csv", "income,city\n" + rows)
-    with pytest.raises(DataError, match=r"mixed\.csv: row 17, column 'income': 'abc' is not a number"):
+    with pytest.raises(
+        DataError, match=r"mixed\.csv: row 17, column 'income': 'abc' is not a number"
+    ):
         read_table(path)
 
 
@@ -131,7 +133,9 @@ def test_parquet_reads_like_csv(tmp_path, people):
 
 def test_parquet_with_integer_boolean_and_text_money_columns(tmp_path):
     path = tmp_path / "t.parquet"
-    pl.DataFrame({"n": [1, 2], "flag": [True, False], "money": ["$1,000", "$2"]}).write_parquet(path)
+    pl.DataFrame({"n": [1, 2], "flag": [True, False], "money": ["$1,000", "$2"]}).write_parquet(
+        path
+    )
     table = read_table(path)
     assert table.schema == pl.Schema({"n": pl.Float64, "flag": pl.String, "money": pl.Float64})
     assert table["flag"].to_list() == ["true", "false"]
@@ -144,9 +148,20 @@ def test_parquet_with_integer_boolean_and_text_money_columns(tmp_path):
         ("absent.csv", None, r"absent\.csv: no such file"),
         ("empty.csv", "", r"empty\.csv: the file is empty"),
         ("blank.csv", "\n \n", r"blank\.csv: the file is empty"),
-        ("header.csv", "a,b\n", r"header\.csv: the table has a header \('a', 'b'\) but no data rows"),
+        (
+            "header.csv",
+            "a,b\n",
+            r"header\.csv: the table has a header \('a', 'b'\) but no data rows",
+        ),
+        ("nonl.csv", "a,b", r"nonl\.csv: the table has a header but no data rows"),
         ("long.csv", "a,b\n1,2\n3,4,5\n", r"long\.csv: row 3 has 3 fields but the header has 2"),
-        ("short.csv", "a,b,c\n1,2,3\n4,5\n", r"short\.csv: row 3 has 2 fields but the header has 3"),
+        ("open.csv", 'a,b\n1,"x\n2,y\n', r"open\.csv: row 2: a quoted value in this row is never"),
+        ("after.csv", 'a,b\n1,2\n"x"y",3\n', r"after\.csv: row 3: .*must end at a comma"),
+        (
+            "short.csv",
+            "a,b,c\n1,2,3\n4,5\n",
+            r"short\.csv: row 3 has 2 fields but the header has 3",
+        ),
         ("table.txt", "a,b\n1,2\n", r"table\.txt: unsupported file type '\.txt'; expected one of"),
         ("noext", "a,b\n1,2\n", r"noext: unsupported file type '\(no extension\)'"),
         ("dup.csv", "a,b,a\n1,2,3\n", r"dup\.csv: the header repeats the column name\(s\) 'a'"),
@@ -168,7 +183,9 @@ def test_ragged_row_number_counts_blank_and_multiline_rows_as_the_file_shows(tmp
 
 def test_blank_before_a_quote_gets_its_own_hint(tmp_path):
     path = write(tmp_path, "blank.csv", 'age, income\n23, "$72,000"\n')
-    with pytest.raises(DataError, match=r"row 2 has 3 fields .* remove the blank between the comma"):
+    with pytest.raises(
+        DataError, match=r"row 2 has 3 fields .* remove the blank between the comma"
+    ):
         read_table(path)
 
 
@@ -230,7 +247,9 @@ def test_constant_column_becomes_zeros_without_dividing_by_zero(normalization):
 
 
 def test_categorical_inputs_are_one_hot_over_sorted_training_categories():
-    table = pl.DataFrame({"size": [1.0, 2.0, 3.0], "color": ["red", "blue", "red"], "y": list("aba")})
+    table = pl.DataFrame(
+        {"size": [1.0, 2.0, 3.0], "color": ["red", "blue", "red"], "y": list("aba")}
+    )
     recipe = Recipe.fit(table, normalization="minmax")
     assert recipe.feature_names == ("size", "color=blue", "color=red")
     assert recipe.n_features == 3
@@ -304,6 +323,13 @@ def test_missing_target_is_never_imputed(missing):
 def test_missing_target_rows_are_dropped_under_drop():
     table = pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": ["a", None, "b", "b"]})
     assert Recipe.fit(table, missing="drop").class_counts == (1, 2)
+
+
+def test_column_without_values_is_named():
+    table = pl.DataFrame({"x": [1.0, 2.0], "empty": ["", "NA"], "y": ["a", "b"]})
+    assert type_columns(table).schema["empty"] == pl.Float64
+    with pytest.raises(DataError, match=r"the column\(s\) 'empty' have no values"):
+        Recipe.fit(table, missing="impute")
 
 
 def test_no_rows_left_after_dropping():
@@ -558,11 +584,15 @@ def test_stratified_split_is_deterministic_disjoint_and_covers_every_class():
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, True])
 def test_stratified_split_fraction_must_be_inside_zero_one(fraction):
-    with pytest.raises(ConfigError, match=r"validation_fraction=.* must be strictly between 0 and 1"):
+    with pytest.raises(
+        ConfigError, match=r"validation_fraction=.* must be strictly between 0 and 1"
+    ):
         stratified_split(torch.tensor([0, 1]), fraction, seed=0)
 
 
-@pytest.mark.parametrize("targets", [torch.zeros(2, 2, dtype=torch.int64), torch.tensor([0.0, 1.0])])
+@pytest.mark.parametrize(
+    "targets", [torch.zeros(2, 2, dtype=torch.int64), torch.tensor([0.0, 1.0])]
+)
 def test_stratified_split_needs_1d_integer_targets(targets):
     with pytest.raises(DataError, match=r"targets must be a 1-D tensor of class indices"):
         stratified_split(targets, 0.5, seed=0)
@@ -612,38 +642,53 @@ CELL = st.one_of(
     st.sampled_from(["", "1", "-2.5", "$72,000", "1,234", "NA", "nan", "inf", "abc", "x y", "?"]),
     st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6),
 )
-SEPARATOR = st.sampled_from([",", ",", ",", ";", "\t", '"', "\n", "\r\n", ""])
+NUMBER_CELL = st.sampled_from(["", "1", "-2.5", "$72,000", "1,234", " 7 ", "1e3", "NA", "0"])
+TEXT_CELL = st.sampled_from(["", "red", "blue", "x y", "?", "ü", '"', "a,b", "two\nlines"])
+SEPARATOR = st.sampled_from([",", ",", ";", "\t", '"', "\n", "\r\n", "", ", "])
 
 
 @st.composite
 def csv_bytes(draw) -> bytes:
-    n_columns = draw(st.integers(1, 4))
-    rows = draw(st.lists(st.lists(CELL, min_size=0, max_size=5), min_size=0, max_size=6))
-    header = [draw(st.sampled_from(["a", "b", "c", "", "a b", '"q"'])) for _ in range(n_columns)]
+    """CSV-like bytes: mostly well-formed tables, with odd cells, quotes, separators and bytes."""
+    well_formed = draw(st.booleans())
+    if well_formed:  # distinct names, a class column last: reaches Recipe.fit and transform
+        n_columns = draw(st.integers(2, 4))
+        header = [*(f"c{position}" for position in range(n_columns - 1)), "class"]
+        kinds = [draw(st.sampled_from([NUMBER_CELL, TEXT_CELL, CELL])) for _ in header[:-1]]
+        row = st.tuples(*kinds, st.sampled_from(["x", "y", "z", ""]))
+        rows = draw(st.lists(row.map(list), min_size=1, max_size=8))
+    else:
+        n_columns = draw(st.integers(1, 4))
+        names = st.sampled_from(["a", "b", "c", "", "a b", '"q"', "$1"])
+        header = [draw(names) for _ in range(n_columns)]
+        width = st.integers(0, 5)
+        rows = draw(st.lists(width.flatmap(lambda n: st.lists(CELL, min_size=n, max_size=n))))
     lines = []
     for row in [header, *rows]:
         pieces = []
         for cell in row:
-            quoted = draw(st.booleans())
-            cell = '"' + cell.replace('"', '""') + '"' if quoted else cell
-            pieces.append(cell + draw(SEPARATOR))
-        lines.append("".join(pieces))
+            if draw(st.booleans()):
+                cell = '"' + cell.replace('"', '""') + '"'
+            pieces.append(cell + ("," if well_formed else draw(SEPARATOR)))
+        lines.append("".join(pieces)[:-1] if well_formed else "".join(pieces))
     data = "\n".join(lines).encode("utf-8")
-    if draw(st.booleans()):
+    if not well_formed and draw(st.booleans()):
         position = draw(st.integers(0, len(data)))
         data = data[:position] + draw(st.binary(max_size=3)) + data[position:]
     return data
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=csv_bytes())
-def test_fuzz_read_and_fit_raise_only_data_errors(tmp_path, data):
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=csv_bytes(), missing=st.sampled_from(["impute", "drop"]))
+def test_fuzz_read_and_fit_raise_only_data_errors(tmp_path, data, missing):
     path = tmp_path / "fuzz.csv"
     path.write_bytes(data)
     try:
         table = read_table(path)
-        recipe = Recipe.fit(table, missing="impute")
-        features = recipe.transform(table)
-        assert features.shape == (table.height, recipe.n_features)
+        recipe = Recipe.fit(table, missing=missing)
+        prepared = recipe.prepare(table)
+        assert prepared.features.shape == (prepared.rows.numel(), recipe.n_features)
     except DataError:
         pass

@@ -108,10 +108,10 @@ def _typed_text_column(column: pl.Series, source: str) -> pl.Series:
     present = text.is_not_null()
     n_present = int(present.sum())
     n_numbers = int((present & is_number).sum())
-    if n_numbers == 0:
-        return text
     if n_numbers == n_present:
         return _number_values(text)
+    if n_numbers == 0:
+        return text
     if n_numbers * 2 >= n_present:
         index = int((present & ~is_number).arg_true()[0])
         problem = "is not a number (the column's other values are numbers)"

@@ -66,8 +66,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
 
 def _read_csv(path: Path) -> pa.Table:
     raw = _read_bytes(path)
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -78,6 +77,10 @@ def _read_csv(path: Path) -> pa.Table:
         ) from None
     if not text.strip():
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
+    if raw.count(b'"') % 2:
+        problem = _structure_problem(text)
+        if problem:
+            raise DataError(f"{path}: {problem}")
     invalid_rows: list[pa_csv.InvalidRow] = []
 
     def record_invalid_row(row: pa_csv.InvalidRow) -> str:
@@ -98,9 +101,15 @@ def _read_csv(path: Path) -> pa.Table:
             ),
         )
     except (pa.ArrowException, ValueError) as error:
-        raise DataError(f"{path}: cannot be parsed as CSV: {error}") from None
+        problem = _structure_problem(text) or f"cannot be parsed as CSV: {error}"
+        raise DataError(f"{path}: {problem}") from None
     if invalid_rows:
-        raise DataError(f"{path}: {_describe_ragged_row(text, invalid_rows[0])}")
+        first = invalid_rows[0]
+        problem = _structure_problem(text) or (
+            f"a row has {_fields(first.actual_columns)} but the header has "
+            f"{first.expected_columns}: {first.text[:80]!r}"
+        )
+        raise DataError(f"{path}: {problem}")
     table = table.cast(pa.schema([(field.name, pa.string()) for field in table.schema]))
     header = [str(name).strip() for name in table.slice(0, 1).to_pylist()[0].values()]
     return table.slice(1).rename_columns(header)
@@ -135,46 +144,50 @@ def _all_text(width: int) -> dict[str, pa.DataType]:
     return {f"f{position}": pa.string() for position in range(width)}
 
 
-def _describe_ragged_row(text: str, first_invalid: pa_csv.InvalidRow) -> str:
-    """Name the first row whose field count differs from the header's, with its row number.
+def _structure_problem(text: str) -> str | None:
+    """Describe the first structural problem of a CSV text, with its row number, or None.
 
-    pyarrow reports the row but not reliably its line, so the file is scanned once more with the
-    standard library's CSV reader, which counts physical lines.
+    Used once pyarrow has found something wrong (it reports rows but not reliably their line):
+    the text is scanned again with the standard library's CSV reader, which counts physical
+    lines. Problems: a row with more or fewer fields than the header, a quote never closed, a
+    quoted value followed by more text, no data rows.
     """
-    expected = first_invalid.expected_columns
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     lines_read = 0
-    header_seen = False
+    records: list[int] = []
     try:
         for fields in reader:
             first_line = lines_read + 1
             lines_read = reader.line_num
             if not fields:
                 continue
-            if not header_seen:
-                header_seen = True
-                expected = len(fields)
-            elif len(fields) != expected:
-                blank_before_quote = any(
-                    field[:1].isspace() and field.lstrip().startswith('"') for field in fields
-                )
-                hint = (
-                    "a quote only starts a quoted value right after the comma: remove the blank "
-                    "between the comma and the quote"
-                    if blank_before_quote
-                    else "every row needs one value per column (leave a field empty for a "
-                    "missing value, quote values that contain commas)"
-                )
-                return (
-                    f"row {first_line} has {_fields(len(fields))} but the header has {expected}; "
-                    + hint
-                )
-    except csv.Error:
-        pass
-    return (
-        f"a row has {_fields(first_invalid.actual_columns)} but the header has "
-        f"{first_invalid.expected_columns}: {first_invalid.text[:80]!r}"
+            records.append(len(fields))
+            if len(fields) != records[0]:
+                return _ragged_row_message(first_line, fields, records[0])
+    except csv.Error as error:
+        if "unexpected end of data" in str(error):
+            return (
+                f"row {lines_read + 1}: a quoted value in this row is never closed (its closing "
+                "quote is missing)"
+            )
+        return f"row {lines_read + 1}: {error} (a quoted value must end at a comma or line end)"
+    if len(records) == 1:
+        return "the table has a header but no data rows"
+    return None
+
+
+def _ragged_row_message(row: int, fields: list[str], expected: int) -> str:
+    blank_before_quote = any(
+        field[:1].isspace() and field.lstrip().startswith('"') for field in fields
     )
+    hint = (
+        "a quote only starts a quoted value right after the comma: remove the blank between the "
+        "comma and the quote"
+        if blank_before_quote
+        else "every row needs one value per column (leave a field empty for a missing value, "
+        "quote values that contain commas)"
+    )
+    return f"row {row} has {_fields(len(fields))} but the header has {expected}; {hint}"
 
 
 def _fields(count: int) -> str:

@@ -188,6 +188,12 @@ class Recipe:
         if labels.len() == 0:
             raise DataError("no rows are left after dropping the rows with missing values")
         _check_finite(columns, keep)
+        empty = [name for name, column in columns.items() if column.null_count() == column.len()]
+        if empty:
+            raise DataError(
+                f"the column(s) {quoted_names(empty)} have no values (every cell is missing); "
+                "remove them or choose them out of the table"
+            )
 
         classes, class_counts = _sorted_classes(table.get_column(target), labels)
         if len(classes) < 2:
@@ -439,7 +445,9 @@ def _dropped_rows_warning(dropped: pl.Series) -> str:
 
 def _check_choice(option: str, value: object, allowed: Sequence[str]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{option}={value!r} is not allowed; expected one of {quoted_names(allowed)}")
+        raise ConfigError(
+            f"{option}={value!r} is not allowed; expected one of {quoted_names(allowed)}"
+        )
 
 
 def _check_has_columns(table: pl.DataFrame, names: Sequence[object], role: str) -> None:
@@ -476,7 +484,9 @@ def _number_label(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _sorted_classes(target: pl.Series, labels: pl.Series) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def _sorted_classes(
+    target: pl.Series, labels: pl.Series
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
     counts = dict(zip(*labels.value_counts().to_dict(as_series=False).values(), strict=True))
     if target.dtype.is_numeric():
         classes = tuple(sorted(counts, key=float))
@@ -676,7 +686,11 @@ class _RecipeReader:
 
     def number(self, data: dict[str, Any], key: str, where: str = "") -> float:
         value = self.field(data, key, where)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise self.fail(where + key, "a finite number", value)
         return float(value)
 
@@ -697,7 +711,9 @@ class _RecipeReader:
             raise self.fail(where + key, "a non-empty list of distinct strings", value)
         return tuple(value)
 
-    def counts(self, data: dict[str, Any], key: str, length: int, where: str = "") -> tuple[int, ...]:
+    def counts(
+        self, data: dict[str, Any], key: str, length: int, where: str = ""
+    ) -> tuple[int, ...]:
         value = self.field(data, key, where)
         if (
             not isinstance(value, list)
@@ -725,7 +741,9 @@ class _RecipeReader:
             )
         normalization = self.text(data, "normalization")
         if normalization not in NORMALIZATIONS:
-            raise self.fail("normalization", f"one of {quoted_names(NORMALIZATIONS)}", normalization)
+            raise self.fail(
+                "normalization", f"one of {quoted_names(NORMALIZATIONS)}", normalization
+            )
         missing = self.text(data, "missing")
         if missing not in MISSING_POLICIES:
             raise self.fail("missing", f"one of {quoted_names(MISSING_POLICIES)}", missing)
