@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -192,6 +194,25 @@ def test_blank_before_a_quote_gets_its_own_hint(tmp_path):
 def test_non_utf8_names_row_and_byte(tmp_path):
     path = write(tmp_path, "latin.csv", "city,n\nBoulder,1\nZürich,2\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin\.csv: row 3: byte 0xfc .* is not valid UTF-8"):
+        read_table(path)
+
+
+def test_unreadable_file_and_parser_failure_are_data_errors(tmp_path, monkeypatch):
+    path = write(tmp_path, "t.csv", "a,b\n1,x\n")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(path), "read_bytes", refuse)
+    with pytest.raises(DataError, match=r"t\.csv: cannot be read: Permission denied"):
+        read_table(path)
+    monkeypatch.undo()
+
+    def fail(*args, **kwargs):
+        raise pa.ArrowInvalid("CSV parse error: something")
+
+    monkeypatch.setattr(pa_csv, "read_csv", fail)
+    with pytest.raises(DataError, match=r"t\.csv: cannot be parsed as CSV: CSV parse error"):
         read_table(path)
 
 
