@@ -3,10 +3,10 @@
 * ``"iris"``: Fisher's Iris, 150 rows; numeric ``sepal_length``, ``sepal_width``,
   ``petal_length``, ``petal_width`` (cm) and the class ``species`` (setosa, versicolor,
   virginica), written from scikit-learn's bundled copy by ``scripts/make_iris.py``.
-* ``"people"``: the seed's example, 200 rows (the seed's own row first, 199 generated) of ``age``, ``income`` (written like
-  ``$72,000``), ``weight`` and the class ``city`` (Anaheim, Boulder, Chicago), made by
-  ``scripts/make_people.py`` with a fixed seed. The seed normalizes it by dividing by constants:
-  :data:`PEOPLE_DIVISORS`.
+* ``"people"``: the seed's example, 200 rows (the seed's own row first, 199 generated) of
+  ``age``, ``income`` (written like ``$72,000``), ``weight`` and the class ``city`` (Anaheim,
+  Boulder, Chicago), made by ``scripts/make_people.py`` with a fixed seed. The seed normalizes it
+  by dividing by constants: :data:`PEOPLE_DIVISORS`.
 """
 
 from __future__ import annotations
