@@ -42,5 +42,5 @@ def bundled_path(name: str) -> Path:
 
 
 def load_bundled(name: str) -> pl.DataFrame:
-    """The bundled data set ``name`` read by :func:`softclass.data.read_table` (class column last)."""
+    """The bundled data set ``name`` read by :func:`~softclass.data.read_table` (class last)."""
     return read_table(bundled_path(name))
