@@ -11,9 +11,9 @@ Run from the repository root: ``PYTHONPATH=src python -m benchmarks.ensemble [--
 * Single model: per-epoch time of one model through the batched engine (M = 1) against the
   per-epoch time of one MLPClassifier fit.
 
-torch runs on one thread: at these sizes threads only add synchronisation. The machine is shared,
-so every case is timed several times and the fastest run counts (the least disturbed one), for
-softclass and scikit-learn alike. Appends a row to benchmarks/RESULTS.md.
+Every library runs on one thread: at these sizes threads only add synchronisation. The machine
+is shared, so every case is timed several times and the fastest run counts (the least disturbed
+one), for softclass and scikit-learn alike. Appends a row to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 import torch
 from benchmarks._results import append_row, commit, machine
+from threadpoolctl import threadpool_limits
 
 from softclass.data import Recipe, load_bundled
 from softclass.ensemble import EnsembleSettings, Member, design_seed_grid, train_ensemble
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     arguments = parser.parse_args()
     torch.set_num_threads(1)
+    threadpool_limits(1)  # numpy's BLAS under scikit-learn too (it does not thread such sizes)
     features, targets = load_iris_standardized()
     members = design_seed_grid("ABCD", range(10))
 

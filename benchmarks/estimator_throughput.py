@@ -4,11 +4,13 @@ Run from the repository root: ``PYTHONPATH=src python -m benchmarks.estimator_th
 
 Synthetic table: 200,000 rows × 50 features, 10 classes (``make_classification``, seed 0).
 Network 50-128-128-10 relu, Adam (lr 1e-3), batch 256, a fixed number of epochs with no early
-stopping and no L2 term (``alpha=0``), on the default torch thread count. Samples/s = rows × epochs
-/ fit seconds. MLPClassifier is timed on float64 input (what most numpy users pass; it computes in
-float64) and on float32 input (it then computes in float32); softclass always trains in float32.
-The machine is shared: the cases are timed in turn, ``--repeats`` times, and the fastest fit of
-each counts. Appends a row to benchmarks/RESULTS.md.
+stopping and no L2 term (``alpha=0``), every library on ``--threads`` threads (default 1: on
+this shared 2-core machine two OpenMP threads collapse to a few thousand samples/s whenever
+another job holds a core). Samples/s = rows × epochs / fit seconds. MLPClassifier is timed on
+float64 input (what most numpy users pass; it computes in float64) and on float32 input (it then
+computes in float32); softclass always trains in float32. The machine is shared: the cases are
+timed in turn, ``--repeats`` times, and the fastest fit of each counts. Appends a row to
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import time
 import warnings
 
 import numpy as np
+import torch
 from benchmarks._results import append_row, commit, machine
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_limits
 
 from softclass.estimator import Classifier
 
@@ -47,6 +51,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed fits per case")
+    parser.add_argument("--threads", type=int, default=1, help="threads for every library")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     arguments = parser.parse_args()
     features, labels = make_classification(
@@ -72,9 +77,11 @@ def main() -> None:
         ),
     }
     best = dict.fromkeys(cases, float("inf"))
-    for _ in range(arguments.repeats):  # interleaved, so a busy spell hits every case alike
-        for name, run in cases.items():
-            best[name] = min(best[name], run())
+    torch.set_num_threads(arguments.threads)
+    with threadpool_limits(arguments.threads):  # numpy's BLAS under scikit-learn, torch's OpenMP
+        for _ in range(arguments.repeats):  # interleaved: a busy spell hits every case alike
+            for name, run in cases.items():
+                best[name] = min(best[name], run())
     sklearn64, sklearn32, ours = (n_samples / best[name] for name in cases)
     print(f"machine: {machine()}")
     print(f"MLPClassifier float64: {sklearn64:,.0f} samples/s")
