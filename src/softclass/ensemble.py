@@ -104,8 +104,8 @@ def _activation_backward(
     """d loss / d pre-activation from d loss / d activation ``grad`` (all ``(M, B, width)``)."""
     if name == "tanh":
         return torch.addcmul(grad, grad, out * out, value=-1.0)
-    if name == "relu":
-        return grad * (pre > 0)
+    if name == "relu":  # grad where the unit was active (output > 0), else 0, in one op
+        return torch.ops.aten.threshold_backward(grad, out, 0)
     if name == "sigmoid":
         return grad * (out * (1.0 - out))
     if name == "gelu":
