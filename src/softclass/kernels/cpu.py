@@ -36,6 +36,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from softclass.kernels import native
+
 __all__ = [
     "cross_entropy",
     "linear_cross_entropy",
@@ -279,12 +281,27 @@ def _reduce(per_row_loss: Tensor, reduction: str, denominator: Tensor) -> Tensor
     return total if reduction == "sum" else total / denominator
 
 
+def _native_library(logits: Tensor, targets: _RowTargets):
+    """The compiled kernels when they apply (class indices, fp32/bf16, class stride 1), else None."""
+    if targets.is_probability or logits.dtype not in native.SUPPORTED_DTYPES:
+        return None
+    if logits.shape[1] > 1 and logits.stride(1) != 1:
+        return None
+    return native.library()
+
+
 def _statistics_pass(
     logits: Tensor, targets: _RowTargets, block_rows: int
 ) -> tuple[Tensor, Tensor]:
     """Stream over the logits (M, C) once: return (L (M,), loss_n (M,)) in the compute dtype."""
     n_rows, n_classes = logits.shape
     dtype = targets.compute_dtype
+    library = _native_library(logits, targets)
+    if library is not None:
+        logsumexp, weighted_logit_sum = _native_statistics(library, logits, targets)
+        target_index = targets.safe_target.unsqueeze(1)
+        target_logit = logits.gather(1, target_index).squeeze(1).to(dtype)
+        return logsumexp, targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
     logsumexp = torch.empty(n_rows, dtype=dtype)
     target_logit = torch.empty(n_rows, dtype=dtype)
     weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
@@ -295,6 +312,55 @@ def _statistics_pass(
             logits_block, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
         )
     return logsumexp, targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
+
+
+def _native_statistics(library, logits: Tensor, targets: _RowTargets) -> tuple[Tensor, Tensor]:
+    """L (M,) fp32 and Σ_c w_c x_c (M,) fp32 (zeros when unused) from the compiled row loop."""
+    n_rows, n_classes = logits.shape
+    row_max = torch.empty(n_rows, dtype=torch.float32)
+    exp_sum = torch.empty(n_rows, dtype=torch.float64)
+    weighted_logit_sum = torch.zeros(n_rows, dtype=torch.float64)
+    wants_weighted_sum = targets.label_smoothing > 0.0
+    class_weight = None if targets.class_weight is None else targets.class_weight.contiguous()
+    row_statistics = getattr(
+        library, f"ce_row_statistics_{native.SUPPORTED_DTYPES[logits.dtype]}"
+    )
+    arguments = (
+        native.pointer(logits), logits.stride(0), n_classes,
+    )
+    pointers = (
+        native.pointer(class_weight), native.pointer(row_max), native.pointer(exp_sum),
+        native.pointer(weighted_logit_sum) if wants_weighted_sum else None,
+    )
+    native.run_row_ranges(
+        lambda begin, end: row_statistics(*arguments, begin, end, *pointers), n_rows, n_classes
+    )
+    logsumexp = (exp_sum.log() + row_max).to(torch.float32)
+    return logsumexp, weighted_logit_sum.to(torch.float32)
+
+
+def _native_gradient(
+    library,
+    logits: Tensor,
+    logsumexp: Tensor,
+    targets: _RowTargets,
+    coefficients: _GradientCoefficients,
+    grad_logits: Tensor,
+) -> None:
+    """Write ∂output/∂logits into ``grad_logits`` (M, C, class stride 1) with the compiled loop."""
+    n_rows, n_classes = logits.shape
+    class_weight = None if targets.class_weight is None else targets.class_weight.contiguous()
+    smoothing = None if coefficients.smoothing is None else coefficients.smoothing.contiguous()
+    keep_alive = (
+        logsumexp.contiguous(), coefficients.softmax.contiguous(), smoothing, class_weight,
+        targets.safe_target.contiguous(), coefficients.true_class.contiguous(),
+    )
+    row_gradient = getattr(library, f"ce_row_gradient_{native.SUPPORTED_DTYPES[logits.dtype]}")
+    head = (native.pointer(logits), logits.stride(0), n_classes)
+    tail = (*(native.pointer(tensor) for tensor in keep_alive), native.pointer(grad_logits),
+            grad_logits.stride(0))
+    native.run_row_ranges(lambda begin, end: row_gradient(*head, begin, end, *tail), n_rows,
+                          n_classes)
 
 
 class FusedCrossEntropyFunction(torch.autograd.Function):
@@ -346,6 +412,10 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
                 grad_logits = logits
             else:
                 grad_logits = _empty_gradient((n_rows, n_classes), logits.dtype)
+            library = _native_library(logits, targets)
+            if library is not None:
+                _native_gradient(library, logits, logsumexp, targets, coefficients, grad_logits)
+                return grad_logits, grad_target, None, None, None, None, None, None
             same_dtype = logits.dtype == logsumexp.dtype
             for start, stop in _row_blocks(n_rows, block_rows):
                 grad_block = grad_logits[start:stop]
