@@ -22,9 +22,8 @@ def test_atomic_write_json_round_trips(tmp_path):
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
     target = tmp_path / "model.bin"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="interrupted"):
-        with atomic_path(target) as temp_path:
-            temp_path.write_bytes(b"half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError, match="interrupted"), atomic_path(target) as temp_path:
+        temp_path.write_bytes(b"half")
+        raise RuntimeError("interrupted")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]

@@ -1,0 +1,456 @@
+"""The softmax family and the classification losses, written here and exact to torch.
+
+Every function takes the same arguments as its ``torch.nn.functional`` namesake, with the same
+defaults, shapes, dtypes and error types, and returns the same numbers (to floating-point rounding).
+
+Shapes: ``C`` classes; ``N`` items; losses accept ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``
+inputs with the class dimension at 1 (0 when unbatched). Half-precision inputs (float16, bfloat16)
+are computed with float32 accumulation and the result is cast back to the input dtype.
+
+The stable formulas (the max is subtracted so that nothing overflows)::
+
+    softmax(x)     = exp(x - max x) / sum exp(x - max x)
+    log_softmax(x) = x - max x - log sum exp(x - max x)
+    logsumexp(x)   = max x + log sum exp(x - max x)
+    nll(logp, t)   = -w[t] * logp[t]                         (mean divides by sum of w[t])
+    ce(x, t)       = nll(log_softmax(x), t)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from softclass import validation
+
+__all__ = [
+    "cross_entropy",
+    "log_softmax",
+    "logsumexp",
+    "mcee",
+    "mse_onehot",
+    "nll_loss",
+    "one_hot",
+    "softmax",
+]
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision dtypes, the dtype itself otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _Softmax(torch.autograd.Function):
+    """softmax along ``dim``; saves only its output. Backward: p * (g - sum(g * p))."""
+
+    @staticmethod
+    def forward(ctx, input: torch.Tensor, dim: int) -> torch.Tensor:
+        logits = input.to(_accumulation_dtype(input.dtype))
+        shifted = logits - logits.amax(dim, keepdim=True)
+        exps = shifted.exp_()
+        probs = exps.div_(exps.sum(dim, keepdim=True)).to(input.dtype)
+        ctx.save_for_backward(probs)
+        ctx.dim = dim
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (probs,) = ctx.saved_tensors
+        accumulate = _accumulation_dtype(probs.dtype)
+        probs_acc, grad_acc = probs.to(accumulate), grad_output.to(accumulate)
+        dot = (grad_acc * probs_acc).sum(ctx.dim, keepdim=True)
+        return (probs_acc * (grad_acc - dot)).to(probs.dtype), None
+
+
+class _LogSoftmax(torch.autograd.Function):
+    """log_softmax along ``dim``; saves only its output. Backward: g - exp(out) * sum(g)."""
+
+    @staticmethod
+    def forward(ctx, input: torch.Tensor, dim: int) -> torch.Tensor:
+        logits = input.to(_accumulation_dtype(input.dtype))
+        shifted = logits - logits.amax(dim, keepdim=True)
+        log_sum = shifted.exp().sum(dim, keepdim=True).log_()
+        log_probs = shifted.sub_(log_sum).to(input.dtype)
+        ctx.save_for_backward(log_probs)
+        ctx.dim = dim
+        return log_probs
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (log_probs,) = ctx.saved_tensors
+        accumulate = _accumulation_dtype(log_probs.dtype)
+        grad_acc = grad_output.to(accumulate)
+        total = grad_acc.sum(ctx.dim, keepdim=True)
+        return (grad_acc - log_probs.to(accumulate).exp() * total).to(log_probs.dtype), None
+
+
+def _softmax_family(
+    function: type[torch.autograd.Function],
+    op: str,
+    input: torch.Tensor,
+    dim: int | None,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """Shared argument handling of softmax and log_softmax."""
+    validation.check_tensor(input, "input", op)
+    if dtype is not None:
+        input = input.to(dtype)
+    validation.check_floating(input, "input", op)
+    if dim is None:
+        dim = validation.implicit_softmax_dim(input.dim(), op)
+    dim = validation.normalize_dim(dim, input.dim(), op)
+    if input.numel() == 0:
+        return input.clone()
+    if input.dim() == 0:
+        return function.apply(input.reshape(1), 0).reshape(())
+    return function.apply(input, dim)
+
+
+def softmax(
+    input: torch.Tensor,
+    dim: int | None = None,
+    _stacklevel: int = 3,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Softmax along ``dim``: ``exp(x - max x) / sum exp(x - max x)``.
+
+    Args:
+        input: floating tensor of any shape.
+        dim: the dimension whose entries sum to 1. ``None`` uses torch's deprecated implicit
+            choice (0 for 0-, 1- and 3-D inputs, else 1) and warns.
+        _stacklevel: accepted for signature compatibility with torch; unused.
+        dtype: if given, the input is cast to it first (and the result has it).
+
+    Returns:
+        A tensor of ``input``'s shape and dtype (or ``dtype``). Rows that are all ``-inf`` or that
+        contain ``+inf`` give NaN, as in torch.
+    """
+    return _softmax_family(_Softmax, "softmax", input, dim, dtype)
+
+
+def log_softmax(
+    input: torch.Tensor,
+    dim: int | None = None,
+    _stacklevel: int = 3,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Log-softmax along ``dim``: ``x - max x - log sum exp(x - max x)``.
+
+    Stable for large logits where ``log(softmax(x))`` underflows to ``-inf``. Arguments and
+    return shape as :func:`softmax`; every value is ``<= 0``.
+    """
+    return _softmax_family(_LogSoftmax, "log_softmax", input, dim, dtype)
+
+
+def logsumexp(
+    input: torch.Tensor, dim: int | tuple[int, ...] | list[int], keepdim: bool = False
+) -> torch.Tensor:
+    """``log(sum(exp(input)))`` over ``dim``, computed as ``m + log sum exp(input - m)``.
+
+    Args:
+        input: tensor of any shape; integer inputs are computed in the default float dtype.
+        dim: one dimension or several.
+        keepdim: keep the reduced dimensions with size 1.
+
+    Returns:
+        ``input``'s shape without ``dim`` (or with size 1 there when ``keepdim``). An infinite
+        maximum is not subtracted, so all ``-inf`` gives ``-inf`` and any ``+inf`` gives ``+inf``.
+    """
+    op = "logsumexp"
+    validation.check_tensor(input, "input", op)
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if not dims:
+        raise RuntimeError(f"{op}: dim must name at least one dimension, got {dim!r}")
+    dims = tuple(validation.normalize_dim(d, input.dim(), op) for d in dims)
+    if not input.is_floating_point():
+        input = input.to(torch.get_default_dtype())
+    values = input.to(_accumulation_dtype(input.dtype))
+    maxes = (
+        values.detach().amax(dims, keepdim=True)
+        if values.numel()
+        else values.sum(dims, keepdim=True).detach()
+    )
+    maxes = maxes.masked_fill(maxes.isinf(), 0.0)
+    result = (values - maxes).exp().sum(dims, keepdim=True).log() + maxes
+    if not keepdim:
+        result = result.squeeze(dims)
+    return result.to(input.dtype)
+
+
+def _flatten_classes(
+    input: torch.Tensor, target: torch.Tensor, probability_target: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+    """Move the class dimension last and flatten the rest: (M, C) input, (M,) or (M, C) target.
+
+    Returns the flattened pair and the shape of the per-item loss (``reduction='none'``).
+    """
+    if input.dim() == 1:
+        rows = input.unsqueeze(0)
+        flat_target = target.reshape(1, -1) if probability_target else target.reshape(1)
+        return rows, flat_target, (torch.Size([]) if probability_target else target.shape)
+    if input.dim() == 2:
+        return input, target, input.shape[:1]
+    n_classes = input.shape[1]
+    item_shape = torch.Size([input.shape[0], *input.shape[2:]])
+    rows = input.movedim(1, -1).reshape(-1, n_classes)
+    flat_target = (
+        target.movedim(1, -1).reshape(-1, n_classes) if probability_target else target.reshape(-1)
+    )
+    return rows, flat_target, item_shape
+
+
+def _reduce(
+    losses: torch.Tensor, row_weights: torch.Tensor | None, reduction: str, item_shape: torch.Size
+) -> torch.Tensor:
+    """Apply the reduction to per-row losses. ``mean`` divides by the row weights' sum (or by M)."""
+    if reduction == "none":
+        return losses.reshape(item_shape)
+    total = losses.sum()
+    if reduction == "sum":
+        return total
+    denominator = losses.new_tensor(losses.shape[0]) if row_weights is None else row_weights.sum()
+    return total / denominator
+
+
+def _nll_rows(
+    log_probs: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row ``-w[t] * logp[t]`` by a gather (one value per row, O(M) memory).
+
+    Returns the row losses, the row weights (``w[t]``, 0 where ignored) and the mask of rows
+    that are not ignored. Ignored rows give exactly 0 and no gradient.
+    """
+    not_ignored = target != ignore_index
+    safe_target = torch.where(not_ignored, target, 0).long()
+    picked = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+    if weight is None:
+        row_weights = not_ignored.to(log_probs.dtype)
+    else:
+        row_weights = weight.to(log_probs.dtype)[safe_target] * not_ignored
+    losses = torch.where(not_ignored, -picked * row_weights, 0.0)
+    return losses, row_weights, not_ignored
+
+
+def nll_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Negative log-likelihood: ``-weight[t] * input[t]`` per item, for log-probability inputs.
+
+    Args:
+        input: log-probabilities ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``, floating.
+        target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dK)``, int64 or uint8, in
+            ``[0, C)`` or equal to ``ignore_index``.
+        weight: optional ``(C,)`` class weights, same dtype as ``input``.
+        size_average, reduce: torch's deprecated reduction flags (override ``reduction``).
+        ignore_index: target value whose items contribute 0 and are left out of the mean.
+        reduction: ``"none"`` (target's shape), ``"sum"`` or ``"mean"`` (sum divided by the sum
+            of ``weight[t]`` over non-ignored items; NaN when every item is ignored).
+
+    Returns:
+        The loss in ``input``'s dtype.
+    """
+    op = "nll_loss"
+    reduction = validation.resolve_reduction(reduction, size_average, reduce)
+    validation.check_class_input(input, op)
+    validation.check_index_target(input, target, op)
+    n_classes = input.shape[1] if input.dim() >= 2 else input.shape[0]
+    validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
+    validation.check_target_range(target, n_classes, ignore_index, op)
+    log_probs, flat_target, item_shape = _flatten_classes(input, target, probability_target=False)
+    log_probs = log_probs.to(_accumulation_dtype(input.dtype))
+    losses, row_weights, _ = _nll_rows(log_probs, flat_target, weight, ignore_index)
+    return _reduce(losses, row_weights, reduction, item_shape).to(input.dtype)
+
+
+def _cross_entropy_rows(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """Cross entropy of validated 2-D logits ``(M, C)`` with targets ``(M,)`` or ``(M, C)``.
+
+    The plain-ops reference path; returns the reduced loss (``(M,)`` for ``"none"``) in the
+    accumulation dtype. Index targets with smoothing ε use ``(1-ε)·nll + ε/C·smooth`` where
+    ``smooth = -sum_c w_c·logp_c``, both normalised by the same sum of row weights.
+    """
+    n_classes = logits.shape[1]
+    log_probs = log_softmax(logits, 1, dtype=_accumulation_dtype(logits.dtype))
+    item_shape = logits.shape[:1]
+    class_weights = None if weight is None else weight.to(log_probs.dtype)
+    if target.dtype == torch.int64 or target.dtype == torch.uint8:
+        losses, row_weights, not_ignored = _nll_rows(log_probs, target, weight, ignore_index)
+        if label_smoothing > 0.0:
+            weighted = log_probs if class_weights is None else log_probs * class_weights
+            smooth = torch.where(not_ignored, -weighted.sum(1), 0.0)
+            losses = (1.0 - label_smoothing) * losses + (label_smoothing / n_classes) * smooth
+        return _reduce(losses, row_weights, reduction, item_shape)
+    target_probs = target.to(log_probs.dtype)
+    if label_smoothing > 0.0:
+        target_probs = target_probs * (1.0 - label_smoothing) + label_smoothing / n_classes
+    weighted = log_probs * target_probs
+    if class_weights is not None:
+        weighted = weighted * class_weights
+    return _reduce(-weighted.sum(1), None, reduction, item_shape)
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Cross entropy of unnormalised logits: ``nll_loss(log_softmax(input, class_dim), target)``.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``, floating.
+        target: class indices (int64/uint8, ``input``'s shape without the class dimension) or
+            class probabilities (floating, exactly ``input``'s shape).
+        weight: optional ``(C,)`` class weights.
+        size_average, reduce: torch's deprecated reduction flags (override ``reduction``).
+        ignore_index: class-index targets equal to it contribute 0 and leave the mean; must stay
+            negative with probability targets.
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``. With index targets ``mean`` divides by
+            the sum of ``weight[t]`` over non-ignored items (NaN if all are ignored); with
+            probability targets it divides by the number of items.
+        label_smoothing: ε in [0, 1]; the target becomes ``(1-ε)·target + ε/C``.
+
+    Returns:
+        The loss: in ``input``'s dtype for index targets, in the promoted dtype of input and
+        target for probability targets.
+
+    >>> import torch
+    >>> logits = torch.tensor([[1.0, 2.0, 0.5, 0.1], [0.1, 0.2, 0.3, 0.4], [2.0, 1.0, 0.1, 0.5]])
+    >>> round(cross_entropy(logits, torch.tensor([1, 3, 0])).item(), 4)
+    0.7837
+    """
+    op = "cross_entropy"
+    reduction = validation.resolve_reduction(reduction, size_average, reduce)
+    validation.check_label_smoothing(label_smoothing)
+    validation.check_class_input(input, op)
+    validation.check_tensor(target, "target", op)
+    n_classes = input.shape[1] if input.dim() >= 2 else input.shape[0]
+    probability_target = target.shape == input.shape
+    if probability_target:
+        validation.check_probability_target(input, target, ignore_index)
+        validation.check_weight(weight, input, n_classes, op, strict_dtype=False)
+        out_dtype = torch.promote_types(input.dtype, target.dtype)
+    else:
+        validation.check_index_target(input, target, op)
+        validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
+        validation.check_target_range(target, n_classes, ignore_index, op)
+        out_dtype = input.dtype
+    logits, flat_target, item_shape = _flatten_classes(input, target, probability_target)
+    loss = _cross_entropy_rows(
+        logits, flat_target, weight, ignore_index, reduction, float(label_smoothing)
+    )
+    if reduction == "none":
+        loss = loss.reshape(item_shape)
+    return loss.to(out_dtype)
+
+
+def one_hot(
+    targets: torch.Tensor, n_classes: int = -1, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """One-hot encode class indices: ``(*,)`` int → ``(*, n_classes)`` with a 1 at each index.
+
+    Unlike ``torch.nn.functional.one_hot`` the result is float32 by default, since one-hot
+    targets feed losses (designs C and D). ``n_classes=-1`` uses ``targets.max() + 1``.
+    """
+    op = "one_hot"
+    validation.check_tensor(targets, "targets", op)
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise RuntimeError(
+            f"{op}: targets must hold integer class indices, got dtype {targets.dtype}"
+        )
+    if n_classes == -1:
+        if targets.numel() == 0:
+            raise RuntimeError(f"{op}: cannot infer n_classes from empty targets; pass n_classes")
+        n_classes = int(targets.max()) + 1
+    if n_classes < 1:
+        raise ValueError(f"{op}: n_classes must be -1 or at least 1, got {n_classes}")
+    validation.check_target_range(targets, n_classes, ignore_index=-100, op=op)
+    encoded = torch.zeros(*targets.shape, n_classes, dtype=dtype, device=targets.device)
+    return encoded.scatter_(-1, targets.long().unsqueeze(-1), 1)
+
+
+def _probability_targets(probs: torch.Tensor, targets: torch.Tensor, op: str) -> torch.Tensor:
+    """Validate ``(N, C)``/``(C,)`` probabilities and return one-hot (or soft) float targets."""
+    validation.check_tensor(probs, "probs", op)
+    validation.check_tensor(targets, "targets", op)
+    validation.check_floating(probs, "probs", op)
+    validation.check_same_device(probs, targets, "probs and targets", op)
+    if probs.dim() not in (1, 2):
+        raise ValueError(f"{op}: probs must have shape (N, C) or (C,), got {list(probs.shape)}")
+    n_classes = probs.shape[-1]
+    if targets.is_floating_point():
+        if targets.shape != probs.shape:
+            raise ValueError(
+                f"{op}: one-hot targets must have the shape of probs {list(probs.shape)}, got "
+                f"{list(targets.shape)}; class indices must have shape {list(probs.shape[:-1])}"
+            )
+        return targets.to(_accumulation_dtype(probs.dtype))
+    if targets.dtype == torch.bool or targets.shape != probs.shape[:-1]:
+        raise ValueError(
+            f"{op}: targets must be class indices of shape {list(probs.shape[:-1])} (integer) or "
+            f"one-hot rows of shape {list(probs.shape)} (float), got {targets.dtype} of shape "
+            f"{list(targets.shape)}"
+        )
+    return one_hot(targets, n_classes, dtype=_accumulation_dtype(probs.dtype))
+
+
+def mse_onehot(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Squared error against one-hot targets, summed over classes: the seed's MSE (Brier score).
+
+    ``loss_n = sum_c (p[n, c] - y[n, c])^2``; ``mean`` averages over the N items (not over N·C
+    elements as ``torch.nn.functional.mse_loss`` does). Example: p = (0.2, 0.7, 0.1), y = (0, 1, 0)
+    gives 0.04 + 0.09 + 0.01 = 0.14.
+
+    Args:
+        probs: probabilities ``(N, C)`` or ``(C,)``, floating.
+        targets: one-hot (or soft) float targets of ``probs``' shape, or int class indices of
+            shape ``(N,)`` / ``()``.
+        reduction: ``"none"`` (per item), ``"sum"`` or ``"mean"``.
+
+    Returns:
+        The loss in ``probs``' dtype.
+    """
+    op = "mse_onehot"
+    reduction = validation.resolve_reduction(reduction)
+    encoded = _probability_targets(probs, targets, op)
+    squared = (probs.to(encoded.dtype) - encoded).square().sum(-1)
+    return _reduce(squared.reshape(-1), None, reduction, squared.shape).to(probs.dtype)
+
+
+def mcee(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Mean cross-entropy error of probabilities: ``-sum_c y[n, c] * log p[n, c]`` per item.
+
+    With one-hot targets this is ``-log p[n, target]``: e.g. ``-log(0.70) = 0.36``. It equals
+    cross entropy of the logits the probabilities came from. Probabilities are clamped below at
+    the dtype's smallest normal number (about 1.2e-38 for float32) so the loss stays finite
+    (at most about 87.3 per item in float32) where a probability underflowed to 0; the clamp
+    passes no gradient there.
+
+    Args and return: as :func:`mse_onehot`.
+    """
+    op = "mcee"
+    reduction = validation.resolve_reduction(reduction)
+    encoded = _probability_targets(probs, targets, op)
+    floor = torch.finfo(encoded.dtype).tiny
+    log_probs = probs.to(encoded.dtype).clamp_min(floor).log()
+    losses = -(encoded * log_probs).sum(-1)
+    return _reduce(losses.reshape(-1), None, reduction, losses.shape).to(probs.dtype)

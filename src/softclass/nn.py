@@ -1,0 +1,142 @@
+"""Drop-in ``torch.nn`` modules over :mod:`softclass.functional` (no math of their own).
+
+Constructor arguments are torch's where torch has the module. Options are checked when the module
+is built (so a typo fails early) and again by the functional call, with the same rules.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from softclass import functional, validation
+
+__all__ = [
+    "CrossEntropyLoss",
+    "LogSoftmax",
+    "MCEELoss",
+    "NLLLoss",
+    "OneHotMSELoss",
+    "Softmax",
+]
+
+
+class Softmax(nn.Module):
+    """Softmax along ``dim`` (see :func:`softclass.functional.softmax`)."""
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return functional.softmax(input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(nn.Module):
+    """Log-softmax along ``dim`` (see :func:`softclass.functional.log_softmax`)."""
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return functional.log_softmax(input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class _WeightedLoss(nn.Module):
+    """A loss with an optional class-weight buffer (moves with ``.to()``, saved in state_dict)."""
+
+    weight: torch.Tensor | None
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None,
+        size_average: bool | None,
+        reduce: bool | None,
+        reduction: str,
+    ) -> None:
+        super().__init__()
+        self.reduction = validation.resolve_reduction(reduction, size_average, reduce)
+        if weight is not None:
+            validation.check_tensor(weight, "weight", type(self).__name__)
+        self.register_buffer("weight", weight)
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    """Cross entropy of logits (see :func:`softclass.functional.cross_entropy`)."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        validation.check_label_smoothing(label_smoothing)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return functional.cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+class NLLLoss(_WeightedLoss):
+    """Negative log-likelihood of log-probabilities (see :func:`softclass.functional.nll_loss`)."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return functional.nll_loss(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+        )
+
+
+class OneHotMSELoss(nn.Module):
+    """Squared error of probabilities against one-hot targets, summed over classes (design C)."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = validation.resolve_reduction(reduction)
+
+    def forward(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return functional.mse_onehot(probs, targets, reduction=self.reduction)
+
+
+class MCEELoss(nn.Module):
+    """Mean cross-entropy error of probabilities against one-hot targets (design D)."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = validation.resolve_reduction(reduction)
+
+    def forward(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return functional.mcee(probs, targets, reduction=self.reduction)

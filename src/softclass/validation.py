@@ -1,0 +1,225 @@
+"""Rules and messages for the tensor arguments of ``softclass.functional`` and ``softclass.nn``.
+
+One module so that the function and the module forms run the same checks. Exception types follow
+``torch.nn.functional`` (ValueError, RuntimeError, IndexError, NotImplementedError) so code that
+catches torch's errors keeps working; the messages carry torch's information (which value, which
+bound, which shapes) and add what was expected and how to fix it.
+
+Checks that need a tensor's values (out-of-range targets) run on the host for CPU tensors, where
+there is no device to synchronise with; on accelerators they become an asynchronous device-side
+assertion so the loss path never waits for the host.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+REDUCTIONS = ("none", "mean", "sum")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def resolve_reduction(
+    reduction: str, size_average: bool | None = None, reduce: bool | None = None
+) -> str:
+    """Return the reduction string, honouring torch's deprecated ``size_average``/``reduce``."""
+    if size_average is not None or reduce is not None:
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        if not reduce:
+            reduction = "none"
+        else:
+            reduction = "mean" if size_average else "sum"
+        warnings.warn(
+            f"size_average and reduce args will be deprecated, please use reduction='{reduction}'"
+            " instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"{reduction} is not a valid value for reduction: expected one of "
+            f"{', '.join(REDUCTIONS)}"
+        )
+    return reduction
+
+
+def check_label_smoothing(label_smoothing: float) -> None:
+    """Label smoothing ε must lie in [0, 1] (torch checks only ε ≤ 1; negative ε is refused too)."""
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+
+
+def check_tensor(value: object, name: str, op: str) -> None:
+    """The argument must be a tensor."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def check_floating(tensor: torch.Tensor, name: str, op: str) -> None:
+    """The tensor must have a floating dtype (torch raises NotImplementedError for integers)."""
+    if tensor.dtype not in FLOAT_DTYPES:
+        raise NotImplementedError(
+            f"{op}: {name} must be a floating point tensor (float16, bfloat16, float32 or "
+            f"float64), got {tensor.dtype}; convert it with {name}.float()"
+        )
+
+
+def normalize_dim(dim: int, ndim: int, op: str) -> int:
+    """Return ``dim`` as a non-negative index, with torch's IndexError for an out-of-range dim."""
+    low, high = (-1, 0) if ndim == 0 else (-ndim, ndim - 1)
+    if not low <= dim <= high:
+        raise IndexError(
+            f"{op}: Dimension out of range (expected to be in range of [{low}, {high}], but got "
+            f"{dim})"
+        )
+    return dim % max(ndim, 1)
+
+
+def implicit_softmax_dim(ndim: int, op: str) -> int:
+    """torch's legacy choice of dimension when ``dim`` is not given (with its warning)."""
+    warnings.warn(
+        f"Implicit dimension choice for {op} has been deprecated. Change the call to include "
+        "dim=X as an argument.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def check_same_device(tensor: torch.Tensor, other: torch.Tensor, names: str, op: str) -> None:
+    """Both tensors must live on the same device."""
+    if tensor.device != other.device:
+        raise RuntimeError(
+            f"{op}: {names} must be on the same device, got {tensor.device} and {other.device}"
+        )
+
+
+def check_class_input(input: torch.Tensor, op: str) -> None:
+    """A loss input needs at least one dimension and a floating dtype."""
+    check_tensor(input, "input", op)
+    if input.dim() == 0:
+        raise ValueError(f"{op}: Expected 1 or more dimensions (got 0) for input")
+    check_floating(input, "input", op)
+
+
+def check_index_target(input: torch.Tensor, target: torch.Tensor, op: str) -> None:
+    """Class-index target: dtype Long or Byte, and a shape that matches the input's."""
+    check_tensor(target, "target", op)
+    check_same_device(input, target, "input and target", op)
+    if target.dtype not in (torch.int64, torch.uint8):
+        hint = (
+            " (use target.long())"
+            if not target.is_floating_point()
+            else (
+                " (class-index targets are integers; probability targets must have the input's "
+                f"shape {list(input.shape)})"
+            )
+        )
+        raise RuntimeError(
+            f"{op}: expected target dtype to be Long or Byte, but got {_dtype_name(target)}{hint}"
+        )
+    if input.dim() == 1:
+        if target.dim() == 0 or (target.dim() == 1 and target.shape[0] == 1):
+            return
+        raise RuntimeError(
+            f"{op}: Expected target to be 0D when input is 1D (C,), but got target of shape "
+            f"{list(target.shape)}"
+        )
+    if target.dim() == 0 or target.shape[0] != input.shape[0]:
+        target_batch = 0 if target.dim() == 0 else target.shape[0]
+        raise ValueError(
+            f"{op}: Expected input batch_size ({input.shape[0]}) to match target batch_size "
+            f"({target_batch}); input has shape {list(input.shape)}, target {list(target.shape)}"
+        )
+    if input.dim() == 2 and target.dim() != 1:
+        raise RuntimeError(
+            f"{op}: 0D or 1D target tensor expected, multi-target not supported (input "
+            f"{list(input.shape)}, target {list(target.shape)}); one-hot targets? use "
+            "target.argmax(dim=1)"
+        )
+    expected = [input.shape[0], *input.shape[2:]]
+    if input.dim() > 2 and list(target.shape) != expected:
+        raise RuntimeError(
+            f"{op}: Expected target size {expected}, got {list(target.shape)} (input shape "
+            f"{list(input.shape)})"
+        )
+
+
+def check_probability_target(input: torch.Tensor, target: torch.Tensor, ignore_index: int) -> None:
+    """Probability target (same shape as input): floating dtype, no non-negative ignore_index."""
+    if not target.is_floating_point():
+        raise RuntimeError(
+            "cross_entropy: Expected floating point type for target with class probabilities, "
+            f"got {_dtype_name(target)} (a target with the input's shape {list(input.shape)} is "
+            "read as class probabilities; class indices have the shape of the input without its "
+            "class dimension)"
+        )
+    check_same_device(input, target, "input and target", "cross_entropy")
+    if ignore_index >= 0:
+        raise RuntimeError(
+            f"cross_entropy: ignore_index is not supported for floating point target (got "
+            f"ignore_index={ignore_index}; leave it at the default -100)"
+        )
+
+
+def check_weight(
+    weight: torch.Tensor | None, input: torch.Tensor, n_classes: int, op: str, strict_dtype: bool
+) -> None:
+    """Class weights: a 1-D tensor of C values on the input's device (and dtype, when strict)."""
+    if weight is None:
+        return
+    check_tensor(weight, "weight", op)
+    if weight.dim() != 1 or weight.numel() != n_classes:
+        raise RuntimeError(
+            f"{op}: weight tensor should be defined either for all {n_classes} classes or no "
+            f"classes but got weight tensor of shape: {list(weight.shape)}"
+        )
+    check_same_device(input, weight, "input and weight", op)
+    if strict_dtype and weight.dtype != input.dtype:
+        raise RuntimeError(
+            f"{op}: expected scalar type {_dtype_name(input)} but found {_dtype_name(weight)} for "
+            f"weight; use weight.to({input.dtype})"
+        )
+
+
+def check_target_range(target: torch.Tensor, n_classes: int, ignore_index: int, op: str) -> None:
+    """Every non-ignored class index must lie in [0, n_classes).
+
+    CPU: checked here, raising IndexError that names the first bad target, its position and the
+    bound. Other devices: an asynchronous device-side assertion (no host synchronisation).
+    """
+    valid = target != ignore_index
+    bad = valid & ((target < 0) | (target >= n_classes))
+    if target.device.type != "cpu":
+        torch._assert_async(~bad.any(), f"{op}: target out of bounds [0, {n_classes})")
+        return
+    if bool(bad.any()):
+        position = tuple(int(i) for i in bad.nonzero()[0])
+        value = int(target[position])
+        where = (
+            f" at position {position[0] if len(position) == 1 else position}" if position else ""
+        )
+        raise IndexError(
+            f"{op}: Target {value} is out of bounds{where}: expected class indices in "
+            f"[0, {n_classes - 1}] for {n_classes} classes"
+            + (f" or ignore_index={ignore_index}" if ignore_index != -100 else "")
+        )
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    """torch's scalar-type name of a tensor's dtype (Float, Double, Long, ...)."""
+    names = {
+        torch.float32: "Float",
+        torch.float64: "Double",
+        torch.float16: "Half",
+        torch.bfloat16: "BFloat16",
+        torch.int64: "Long",
+        torch.int32: "Int",
+        torch.int16: "Short",
+        torch.int8: "Char",
+        torch.uint8: "Byte",
+        torch.bool: "Bool",
+    }
+    return names.get(tensor.dtype, str(tensor.dtype))
