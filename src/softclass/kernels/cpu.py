@@ -493,3 +493,174 @@ def cross_entropy(
         logits, target, weight, ignore_index, reduction, label_smoothing, block_rows,
         inplace_backward,
     )
+
+
+class _LinearGradients:
+    """Accumulators of ∂output/∂hidden (N, H), ∂/∂weight (C, H) and ∂/∂bias (C,), each None when
+    not wanted; weight and bias accumulate in the compute dtype."""
+
+    def __init__(
+        self, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], wants: tuple[bool, bool, bool],
+        compute_dtype: torch.dtype,
+    ) -> None:
+        self.hidden = torch.empty_like(hidden) if wants[0] else None
+        self.weight = torch.zeros(weight.shape, dtype=compute_dtype) if wants[1] else None
+        self.bias = (
+            torch.zeros(weight.shape[0], dtype=compute_dtype)
+            if wants[2] and bias is not None
+            else None
+        )
+
+    def add_block(self, grad_logits: Tensor, hidden_block: Tensor, weight: Tensor, start: int,
+                  stop: int) -> None:
+        """Fold one block's ∂output/∂logits (B, C), compute dtype, into the three gradients."""
+        grad_in_dtype = grad_logits.to(hidden_block.dtype)
+        if self.hidden is not None:
+            torch.mm(grad_in_dtype, weight, out=self.hidden[start:stop])
+        if self.weight is not None:
+            if grad_in_dtype.dtype == self.weight.dtype:
+                self.weight.addmm_(grad_in_dtype.t(), hidden_block)
+            else:
+                self.weight.add_(grad_in_dtype.t() @ hidden_block)
+        if self.bias is not None:
+            self.bias.add_(grad_logits.sum(0))
+
+    def scaled(self, grad_output: Tensor, weight: Tensor, bias: Optional[Tensor]):
+        """(∂hidden, ∂weight, ∂bias) multiplied by a 0-d grad_output, in the inputs' dtypes."""
+        results = []
+        for gradient, like in ((self.hidden, self.hidden), (self.weight, weight), (self.bias, bias)):
+            if gradient is None:
+                results.append(None)
+            else:
+                results.append((gradient * grad_output.to(gradient.dtype)).to(like.dtype))
+        return tuple(results)
+
+
+def _block_logits(hidden_block: Tensor, weight: Tensor, bias: Optional[Tensor],
+                  compute_dtype: torch.dtype) -> Tensor:
+    """hidden_block (B, H) @ weight (C, H)ᵀ + bias, in the inputs' dtype, then the compute dtype."""
+    if bias is None:
+        logits = hidden_block @ weight.t()
+    else:
+        logits = torch.addmm(bias, hidden_block, weight.t())
+    return logits.to(compute_dtype)
+
+
+class FusedLinearCrossEntropyFunction(torch.autograd.Function):
+    """Cross entropy of ``hidden @ weight.T + bias`` without ever holding the N×C logits.
+
+    With a scalar loss ('mean'/'sum') the gradients are accumulated during the forward, one block
+    of logits at a time (3 matrix products per block, like torch's linear forward and backward),
+    and the backward only scales them by grad_output. With 'none' (a per-row grad_output) the
+    backward recomputes each block's logits instead (4 products). See
+    :func:`linear_cross_entropy`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Optional[Tensor],
+        target: Tensor,
+        class_weight: Optional[Tensor],
+        ignore_index: int,
+        reduction: str,
+        label_smoothing: float,
+        block_rows: int,
+        gradients_in_forward: tuple[bool, bool, bool],
+    ) -> Tensor:
+        n_rows = hidden.shape[0]
+        n_classes = weight.shape[0]
+        dtype = _compute_dtype(hidden.dtype)
+        targets = _RowTargets(
+            target, class_weight, ignore_index, label_smoothing, n_classes, dtype, block_rows
+        )
+        denominator = targets.mean_denominator()
+        accumulate = any(gradients_in_forward)
+        if accumulate:
+            unit_scale = torch.ones((), dtype=dtype)
+            row_scale = unit_scale / denominator if reduction == "mean" else unit_scale
+            coefficients = targets.gradient_coefficients(row_scale)
+            gradients = _LinearGradients(hidden, weight, bias, gradients_in_forward, dtype)
+        logsumexp = torch.empty(n_rows, dtype=dtype)
+        target_logit = torch.empty(n_rows, dtype=dtype)
+        weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
+        scratch = torch.empty(min(block_rows, n_rows), n_classes, dtype=dtype)
+        for start, stop in _row_blocks(n_rows, block_rows):
+            hidden_block = hidden[start:stop]
+            logits = _block_logits(hidden_block, weight, bias, dtype)
+            targets.block_statistics(
+                logits, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
+            )
+            if accumulate:
+                targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+                gradients.add_block(logits, hidden_block, weight, start, stop)
+        per_row_loss = targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
+        ctx.save_for_backward(hidden, weight, bias, target, class_weight, logsumexp, denominator)
+        ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
+        ctx.gradients = gradients if accumulate else None
+        return _reduce(per_row_loss, reduction, denominator).to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        hidden, weight, bias, target, class_weight, logsumexp, denominator = ctx.saved_tensors
+        ignore_index, reduction, label_smoothing, block_rows = ctx.options
+        unused = (None,) * 7
+        if ctx.gradients is not None:
+            return (*ctx.gradients.scaled(grad_output, weight, bias), *unused)
+        dtype = logsumexp.dtype
+        targets = _RowTargets(
+            target, class_weight, ignore_index, label_smoothing, weight.shape[0], dtype, block_rows
+        )
+        coefficients = targets.gradient_coefficients(
+            _row_scale(grad_output, reduction, denominator)
+        )
+        wants = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        gradients = _LinearGradients(hidden, weight, bias, wants, dtype)
+        for start, stop in _row_blocks(hidden.shape[0], block_rows):
+            hidden_block = hidden[start:stop]
+            logits = _block_logits(hidden_block, weight, bias, dtype)
+            targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+            gradients.add_block(logits, hidden_block, weight, start, stop)
+        return (*gradients.scaled(torch.ones((), dtype=dtype), weight, bias), *unused)
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Optional[Tensor] = None,
+    class_weight: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    block_rows: Optional[int] = None,
+) -> Tensor:
+    """``cross_entropy(hidden @ weight.T + bias, target, ...)`` without the N×C logits in memory.
+
+    Args:
+        hidden: (N, H) float features (fp32, fp64, bf16), already validated.
+        weight: (C, H) linear weight, ``hidden``'s dtype.
+        target: (N,) int64 class indices or (N, C) float probabilities.
+        bias: (C,) or None.
+        class_weight, ignore_index, reduction, label_smoothing: as in :func:`cross_entropy`.
+        block_rows: rows of logits made at a time; default :func:`default_linear_block_rows`.
+
+    Returns:
+        The loss in ``hidden``'s dtype: (N,) for "none", else 0-d. Gradients flow to ``hidden``,
+        ``weight`` and ``bias`` (accumulated in fp32 for bf16 inputs); peak extra memory is one
+        block of logits plus the gradients themselves.
+    """
+    if block_rows is None:
+        block_rows = default_linear_block_rows(hidden.shape[0], weight.shape[0])
+    wants = tuple(
+        tensor is not None and tensor.requires_grad for tensor in (hidden, weight, bias)
+    )
+    grad_enabled = torch.is_grad_enabled() and any(wants)
+    in_forward = wants if grad_enabled and reduction != "none" else (False, False, False)
+    return FusedLinearCrossEntropyFunction.apply(
+        hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing,
+        block_rows, in_forward,
+    )
