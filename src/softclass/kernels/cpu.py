@@ -42,6 +42,7 @@ __all__ = [
     "cross_entropy",
     "linear_cross_entropy",
     "default_block_rows",
+    "prefers_fused",
     "default_linear_block_rows",
     "FusedCrossEntropyFunction",
     "FusedLinearCrossEntropyFunction",
@@ -55,9 +56,22 @@ _BLOCK_ELEMENTS = 1 << 20
 # Logit elements of one block of the fused linear + cross entropy: big enough that the three
 # matrix products per block run at full BLAS speed, small enough to stay far below N×C.
 _LINEAR_BLOCK_ELEMENTS = 1 << 23
+# Smallest logits (elements) for which functional.cross_entropy dispatches to the fused kernel.
+_FUSED_MIN_ELEMENTS = 1 << 14
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 # Gradients at least this large are allocated on transparent huge pages (see module docstring).
 _HUGE_PAGE_MIN_BYTES = 16 << 20
 _HUGE_PAGE_BYTES = 2 << 20
+
+
+def prefers_fused(n_rows: int, n_classes: int, dtype: torch.dtype) -> bool:
+    """Whether :func:`cross_entropy` beats the plain log_softmax + gather path for this shape.
+
+    Measured with ``softclass bench`` (benchmarks/RESULTS.md): the fused path wins from
+    ``_FUSED_MIN_ELEMENTS`` logits on; below, both take tens of microseconds and the plain path's
+    fewer Python-level steps win.
+    """
+    return n_rows * n_classes >= _FUSED_MIN_ELEMENTS and dtype in _FUSED_DTYPES
 
 
 def default_block_rows(n_rows: int, n_classes: int) -> int:
