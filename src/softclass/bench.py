@@ -134,8 +134,14 @@ def _peak_extra_bytes_in_subprocess(case: Case, implementation: str) -> Optional
             "_memory_child(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3])"
         )
         subprocess.run(
-            [sys.executable, "-c", code, json.dumps(dataclasses.asdict(case)), implementation,
-             str(result_path)],
+            [
+                sys.executable,
+                "-c",
+                code,
+                json.dumps(dataclasses.asdict(case)),
+                implementation,
+                str(result_path),
+            ],
             check=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
@@ -175,7 +181,9 @@ def _time_interleaved(case: Case, repeats: int) -> dict[str, tuple[float, float]
         for name, step in steps.items():
             wall_start, cpu_start = time.perf_counter(), time.process_time()
             step()
-            samples[name].append((time.perf_counter() - wall_start, time.process_time() - cpu_start))
+            samples[name].append(
+                (time.perf_counter() - wall_start, time.process_time() - cpu_start)
+            )
     return {
         name: (statistics.median(s[0] for s in runs), statistics.median(s[1] for s in runs))
         for name, runs in samples.items()
@@ -201,8 +209,13 @@ def run_benchmarks(
             for name in ("torch", "softclass")
         }
         result = CaseResult(
-            case, timings["torch"][0], timings["softclass"][0], timings["torch"][1],
-            timings["softclass"][1], peaks["torch"], peaks["softclass"],
+            case,
+            timings["torch"][0],
+            timings["softclass"][0],
+            timings["torch"][1],
+            timings["softclass"][1],
+            peaks["torch"],
+            peaks["softclass"],
         )
         results.append(result)
         if on_result is not None:

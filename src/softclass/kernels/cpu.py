@@ -336,14 +336,16 @@ def _native_statistics(library, logits: Tensor, targets: _RowTargets) -> tuple[T
     weighted_logit_sum = torch.zeros(n_rows, dtype=torch.float64)
     wants_weighted_sum = targets.label_smoothing > 0.0
     class_weight = None if targets.class_weight is None else targets.class_weight.contiguous()
-    row_statistics = getattr(
-        library, f"ce_row_statistics_{native.SUPPORTED_DTYPES[logits.dtype]}"
-    )
+    row_statistics = getattr(library, f"ce_row_statistics_{native.SUPPORTED_DTYPES[logits.dtype]}")
     arguments = (
-        native.pointer(logits), logits.stride(0), n_classes,
+        native.pointer(logits),
+        logits.stride(0),
+        n_classes,
     )
     pointers = (
-        native.pointer(class_weight), native.pointer(row_max), native.pointer(exp_sum),
+        native.pointer(class_weight),
+        native.pointer(row_max),
+        native.pointer(exp_sum),
         native.pointer(weighted_logit_sum) if wants_weighted_sum else None,
     )
     native.run_row_ranges(
@@ -366,15 +368,23 @@ def _native_gradient(
     class_weight = None if targets.class_weight is None else targets.class_weight.contiguous()
     smoothing = None if coefficients.smoothing is None else coefficients.smoothing.contiguous()
     keep_alive = (
-        logsumexp.contiguous(), coefficients.softmax.contiguous(), smoothing, class_weight,
-        targets.safe_target.contiguous(), coefficients.true_class.contiguous(),
+        logsumexp.contiguous(),
+        coefficients.softmax.contiguous(),
+        smoothing,
+        class_weight,
+        targets.safe_target.contiguous(),
+        coefficients.true_class.contiguous(),
     )
     row_gradient = getattr(library, f"ce_row_gradient_{native.SUPPORTED_DTYPES[logits.dtype]}")
     head = (native.pointer(logits), logits.stride(0), n_classes)
-    tail = (*(native.pointer(tensor) for tensor in keep_alive), native.pointer(grad_logits),
-            grad_logits.stride(0))
-    native.run_row_ranges(lambda begin, end: row_gradient(*head, begin, end, *tail), n_rows,
-                          n_classes)
+    tail = (
+        *(native.pointer(tensor) for tensor in keep_alive),
+        native.pointer(grad_logits),
+        grad_logits.stride(0),
+    )
+    native.run_row_ranges(
+        lambda begin, end: row_gradient(*head, begin, end, *tail), n_rows, n_classes
+    )
 
 
 class FusedCrossEntropyFunction(torch.autograd.Function):
@@ -398,7 +408,12 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
     ) -> Tensor:
         compute_dtype = _compute_dtype(logits.dtype)
         targets = _RowTargets(
-            target, weight, ignore_index, label_smoothing, logits.shape[1], compute_dtype,
+            target,
+            weight,
+            ignore_index,
+            label_smoothing,
+            logits.shape[1],
+            compute_dtype,
             block_rows,
         )
         logsumexp, per_row_loss = _statistics_pass(logits, targets, block_rows)
@@ -429,12 +444,18 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
             library = _native_library(logits, targets)
             if library is not None:
                 _native_gradient(library, logits, logsumexp, targets, coefficients, grad_logits)
+                if inplace_backward:
+                    # Written behind autograd's back: bump the version counter as torch's own
+                    # in-place ops do, so nodes that saved the logits refuse to use them.
+                    torch.autograd.graph.increment_version(logits)
                 return grad_logits, grad_target, None, None, None, None, None, None
             same_dtype = logits.dtype == logsumexp.dtype
             for start, stop in _row_blocks(n_rows, block_rows):
                 grad_block = grad_logits[start:stop]
-                work = grad_block if same_dtype else torch.empty(
-                    grad_block.shape, dtype=logsumexp.dtype
+                work = (
+                    grad_block
+                    if same_dtype
+                    else torch.empty(grad_block.shape, dtype=logsumexp.dtype)
                 )
                 targets.write_block_gradient(
                     logits[start:stop], logsumexp, coefficients, start, stop, work
@@ -504,7 +525,13 @@ def cross_entropy(
     if block_rows is None:
         block_rows = default_block_rows(logits.shape[0], logits.shape[1])
     return FusedCrossEntropyFunction.apply(
-        logits, target, weight, ignore_index, reduction, label_smoothing, block_rows,
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
         inplace_backward,
     )
 
@@ -514,7 +541,11 @@ class _LinearGradients:
     not wanted; weight and bias accumulate in the compute dtype."""
 
     def __init__(
-        self, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], wants: tuple[bool, bool, bool],
+        self,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Optional[Tensor],
+        wants: tuple[bool, bool, bool],
         compute_dtype: torch.dtype,
     ) -> None:
         self.hidden = torch.empty_like(hidden) if wants[0] else None
@@ -525,8 +556,9 @@ class _LinearGradients:
             else None
         )
 
-    def add_block(self, grad_logits: Tensor, hidden_block: Tensor, weight: Tensor, start: int,
-                  stop: int) -> None:
+    def add_block(
+        self, grad_logits: Tensor, hidden_block: Tensor, weight: Tensor, start: int, stop: int
+    ) -> None:
         """Fold one block's ∂output/∂logits (B, C), compute dtype, into the three gradients."""
         grad_in_dtype = grad_logits.to(hidden_block.dtype)
         if self.hidden is not None:
@@ -542,7 +574,11 @@ class _LinearGradients:
     def scaled(self, grad_output: Tensor, weight: Tensor, bias: Optional[Tensor]):
         """(∂hidden, ∂weight, ∂bias) multiplied by a 0-d grad_output, in the inputs' dtypes."""
         results = []
-        for gradient, like in ((self.hidden, self.hidden), (self.weight, weight), (self.bias, bias)):
+        for gradient, like in (
+            (self.hidden, self.hidden),
+            (self.weight, weight),
+            (self.bias, bias),
+        ):
             if gradient is None:
                 results.append(None)
             else:
@@ -550,8 +586,9 @@ class _LinearGradients:
         return tuple(results)
 
 
-def _block_logits(hidden_block: Tensor, weight: Tensor, bias: Optional[Tensor],
-                  compute_dtype: torch.dtype) -> Tensor:
+def _block_logits(
+    hidden_block: Tensor, weight: Tensor, bias: Optional[Tensor], compute_dtype: torch.dtype
+) -> Tensor:
     """hidden_block (B, H) @ weight (C, H)ᵀ + bias, in the inputs' dtype, then the compute dtype."""
     if bias is None:
         logits = hidden_block @ weight.t()
@@ -669,12 +706,18 @@ def linear_cross_entropy(
     """
     if block_rows is None:
         block_rows = default_linear_block_rows(hidden.shape[0], weight.shape[0])
-    wants = tuple(
-        tensor is not None and tensor.requires_grad for tensor in (hidden, weight, bias)
-    )
+    wants = tuple(tensor is not None and tensor.requires_grad for tensor in (hidden, weight, bias))
     grad_enabled = torch.is_grad_enabled() and any(wants)
     in_forward = wants if grad_enabled and reduction != "none" else (False, False, False)
     return FusedLinearCrossEntropyFunction.apply(
-        hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing,
-        block_rows, in_forward,
+        hidden,
+        weight,
+        bias,
+        target,
+        class_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        in_forward,
     )

@@ -37,8 +37,13 @@ __all__ = ["library", "unavailable_reason", "run_row_ranges", "pointer", "SUPPOR
 SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
 _SOURCE = Path(__file__).with_name("cpu_native.c")
 _FLAGS = (
-    "-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
-    "-fPIC", "-shared",
+    "-O3",
+    "-march=native",
+    "-fopenmp-simd",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fPIC",
+    "-shared",
 )
 # Below this many logit elements a pass runs on the calling thread (pool hand-off costs ~50 µs).
 _PARALLEL_MIN_ELEMENTS = 1 << 16
@@ -139,7 +144,9 @@ def run_row_ranges(call: Callable[[int, int], object], n_rows: int, n_classes: i
     n_ranges = min(n_rows, n_workers * _RANGES_PER_WORKER)
     bounds = [n_rows * index // n_ranges for index in range(n_ranges + 1)]
     futures = [
-        _pool().submit(call, begin, end) for begin, end in zip(bounds[:-1], bounds[1:]) if end > begin
+        _pool().submit(call, begin, end)
+        for begin, end in zip(bounds[:-1], bounds[1:])
+        if end > begin
     ]
     for future in futures:
         future.result()
