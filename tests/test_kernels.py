@@ -110,7 +110,7 @@ def test_probability_target_gradient_matches_torch(backend):
     expected = F.cross_entropy(logits, target, weight, label_smoothing=0.2)
     expected_grads = torch.autograd.grad(expected, (logits, target))
     torch.testing.assert_close(loss, expected)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=False):
         torch.testing.assert_close(got, want)
 
 
@@ -206,7 +206,7 @@ def test_inplace_backward_matches_and_reuses_logits_memory(backend, dtype):
         loss = cpu.cross_entropy(logits, target, inplace_backward=inplace, block_rows=5)
         grads.append(torch.autograd.grad(loss, (hidden, projection)))
     assert grads[0] == (False, False) and grads[2] == (True, True)
-    for got, want in zip(grads[3], grads[1]):
+    for got, want in zip(grads[3], grads[1], strict=False):
         torch.testing.assert_close(got, want)
 
 
@@ -268,7 +268,7 @@ def test_linear_cross_entropy_matches_torch(reduction, weighted, smoothing, prob
     grads = torch.autograd.grad(loss, inputs, grad_output)
     expected_grads = torch.autograd.grad(expected, inputs, grad_output)
     torch.testing.assert_close(loss, expected)
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=False):
         torch.testing.assert_close(got, want)
 
 
@@ -285,7 +285,7 @@ def test_linear_cross_entropy_bf16_and_blocks(block_rows):
     expected_grads = torch.autograd.grad(expected, reference)
     assert loss.dtype == torch.bfloat16 and grads[1].dtype == torch.bfloat16
     torch.testing.assert_close(loss.float(), expected, **TOLERANCES[torch.bfloat16])
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=False):
         torch.testing.assert_close(got.float(), want, **TOLERANCES[torch.bfloat16])
 
 

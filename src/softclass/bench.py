@@ -19,8 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as torch_functional
@@ -28,7 +28,7 @@ import torch.nn.functional as torch_functional
 from softclass import functional
 from softclass.io import atomic_write_json
 
-__all__ = ["Case", "CaseResult", "DEFAULT_CASES", "run_benchmarks", "machine_description"]
+__all__ = ["DEFAULT_CASES", "Case", "CaseResult", "machine_description", "run_benchmarks"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +71,8 @@ class CaseResult:
     softclass_seconds: float
     torch_cpu_seconds: float
     softclass_cpu_seconds: float
-    torch_peak_bytes: Optional[int]
-    softclass_peak_bytes: Optional[int]
+    torch_peak_bytes: int | None
+    softclass_peak_bytes: int | None
 
     @property
     def speedup(self) -> float:
@@ -123,7 +123,7 @@ def _step(case: Case, implementation: str, inputs: dict[str, torch.Tensor]) -> C
     return step
 
 
-def _peak_extra_bytes_in_subprocess(case: Case, implementation: str) -> Optional[int]:
+def _peak_extra_bytes_in_subprocess(case: Case, implementation: str) -> int | None:
     """Peak RSS growth of one forward+backward in a fresh interpreter (None if not measurable)."""
     if not Path("/proc/self/clear_refs").exists():
         return None
@@ -194,7 +194,7 @@ def run_benchmarks(
     cases: tuple[Case, ...] = DEFAULT_CASES,
     repeats: int = 5,
     measure_memory: bool = True,
-    on_result: Optional[Callable[[CaseResult], None]] = None,
+    on_result: Callable[[CaseResult], None] | None = None,
 ) -> list[CaseResult]:
     """Benchmark each case (time interleaved in this process, memory in subprocesses).
 
@@ -241,7 +241,7 @@ def machine_description() -> str:
 def format_markdown(results: list[CaseResult]) -> str:
     """A markdown table of the results: times, ratios, peak extra memory relative to logits."""
 
-    def mib(value: Optional[int]) -> str:
+    def mib(value: int | None) -> str:
         return "n/a" if value is None else f"{value / 2**20:.0f}"
 
     def memory_ratio(result: CaseResult) -> str:

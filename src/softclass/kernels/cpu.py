@@ -31,7 +31,6 @@ strided indexing.
 from __future__ import annotations
 
 import mmap
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -39,13 +38,13 @@ from torch import Tensor
 from softclass.kernels import native
 
 __all__ = [
-    "cross_entropy",
-    "linear_cross_entropy",
-    "default_block_rows",
-    "prefers_fused",
-    "default_linear_block_rows",
     "FusedCrossEntropyFunction",
     "FusedLinearCrossEntropyFunction",
+    "cross_entropy",
+    "default_block_rows",
+    "default_linear_block_rows",
+    "linear_cross_entropy",
+    "prefers_fused",
 ]
 
 # Elements of one row block. Tuned on the reference machine (2-core AMD EPYC Zen 5, 1 MiB L2 per
@@ -121,8 +120,8 @@ class _GradientCoefficients:
     def __init__(
         self,
         softmax: Tensor,
-        true_class: Optional[Tensor],
-        smoothing: Optional[Tensor],
+        true_class: Tensor | None,
+        smoothing: Tensor | None,
         row: Tensor,
     ) -> None:
         self.softmax = softmax
@@ -142,7 +141,7 @@ class _RowTargets:
     def __init__(
         self,
         target: Tensor,
-        weight: Optional[Tensor],
+        weight: Tensor | None,
         ignore_index: int,
         label_smoothing: float,
         n_classes: int,
@@ -282,7 +281,7 @@ class _RowTargets:
 
 
 def _row_scale(grad_output: Tensor, reduction: str, denominator: Tensor) -> Tensor:
-    """∂output/∂loss_n: grad_output (M,) for 'none', grad_output for 'sum', / denominator for 'mean'."""
+    """∂output/∂loss_n: grad_output ((M,) for 'none'), divided by the denominator for 'mean'."""
     if reduction == "mean":
         return grad_output.to(denominator.dtype) / denominator
     return grad_output
@@ -296,7 +295,7 @@ def _reduce(per_row_loss: Tensor, reduction: str, denominator: Tensor) -> Tensor
 
 
 def _native_library(logits: Tensor, targets: _RowTargets):
-    """The compiled kernels when they apply (class indices, fp32/bf16, class stride 1), else None."""
+    """The compiled kernels where they apply (class indices, fp32/bf16, class stride 1)."""
     if targets.is_probability or logits.dtype not in native.SUPPORTED_DTYPES:
         return None
     if logits.shape[1] > 1 and logits.stride(1) != 1:
@@ -399,7 +398,7 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         ctx,
         logits: Tensor,
         target: Tensor,
-        weight: Optional[Tensor],
+        weight: Tensor | None,
         ignore_index: int,
         reduction: str,
         label_smoothing: float,
@@ -484,12 +483,12 @@ def _probability_target_gradient(
 def cross_entropy(
     logits: Tensor,
     target: Tensor,
-    weight: Optional[Tensor] = None,
+    weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     *,
-    block_rows: Optional[int] = None,
+    block_rows: int | None = None,
     inplace_backward: bool = False,
 ) -> Tensor:
     """Fused cross entropy of 2-D logits; same value and gradients as ``F.cross_entropy``.
@@ -544,7 +543,7 @@ class _LinearGradients:
         self,
         hidden: Tensor,
         weight: Tensor,
-        bias: Optional[Tensor],
+        bias: Tensor | None,
         wants: tuple[bool, bool, bool],
         compute_dtype: torch.dtype,
     ) -> None:
@@ -571,7 +570,7 @@ class _LinearGradients:
         if self.bias is not None:
             self.bias.add_(grad_logits.sum(0))
 
-    def scaled(self, grad_output: Tensor, weight: Tensor, bias: Optional[Tensor]):
+    def scaled(self, grad_output: Tensor, weight: Tensor, bias: Tensor | None):
         """(∂hidden, ∂weight, ∂bias) multiplied by a 0-d grad_output, in the inputs' dtypes."""
         results = []
         for gradient, like in (
@@ -587,7 +586,7 @@ class _LinearGradients:
 
 
 def _block_logits(
-    hidden_block: Tensor, weight: Tensor, bias: Optional[Tensor], compute_dtype: torch.dtype
+    hidden_block: Tensor, weight: Tensor, bias: Tensor | None, compute_dtype: torch.dtype
 ) -> Tensor:
     """hidden_block (B, H) @ weight (C, H)ᵀ + bias, in the inputs' dtype, then the compute dtype."""
     if bias is None:
@@ -612,9 +611,9 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         ctx,
         hidden: Tensor,
         weight: Tensor,
-        bias: Optional[Tensor],
+        bias: Tensor | None,
         target: Tensor,
-        class_weight: Optional[Tensor],
+        class_weight: Tensor | None,
         ignore_index: int,
         reduction: str,
         label_smoothing: float,
@@ -681,13 +680,13 @@ def linear_cross_entropy(
     hidden: Tensor,
     weight: Tensor,
     target: Tensor,
-    bias: Optional[Tensor] = None,
-    class_weight: Optional[Tensor] = None,
+    bias: Tensor | None = None,
+    class_weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     *,
-    block_rows: Optional[int] = None,
+    block_rows: int | None = None,
 ) -> Tensor:
     """``cross_entropy(hidden @ weight.T + bias, target, ...)`` without the N×C logits in memory.
 

@@ -19,20 +19,21 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import itertools
 import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
 from softclass.io import atomic_path
 
-__all__ = ["library", "unavailable_reason", "run_row_ranges", "pointer", "SUPPORTED_DTYPES"]
+__all__ = ["SUPPORTED_DTYPES", "library", "pointer", "run_row_ranges", "unavailable_reason"]
 
 SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
 _SOURCE = Path(__file__).with_name("cpu_native.c")
@@ -96,7 +97,7 @@ def _build(compiler: str) -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def library() -> Optional[ctypes.CDLL]:
+def library() -> ctypes.CDLL | None:
     """The compiled kernels (built on first call, then cached on disk), or None if unavailable."""
     if os.environ.get("SOFTCLASS_NATIVE", "1") == "0":
         _failure.append("disabled by SOFTCLASS_NATIVE=0")
@@ -120,7 +121,7 @@ def library() -> Optional[ctypes.CDLL]:
     return loaded
 
 
-def unavailable_reason() -> Optional[str]:
+def unavailable_reason() -> str | None:
     """Why :func:`library` returned None (None when it is available or was not tried yet)."""
     return _failure[-1] if _failure else None
 
@@ -130,7 +131,7 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="softclass")
 
 
-def pointer(tensor: Optional[Tensor]) -> Optional[int]:
+def pointer(tensor: Tensor | None) -> int | None:
     """The address of a tensor's first element (None for None)."""
     return None if tensor is None else tensor.data_ptr()
 
@@ -145,7 +146,7 @@ def run_row_ranges(call: Callable[[int, int], object], n_rows: int, n_classes: i
     bounds = [n_rows * index // n_ranges for index in range(n_ranges + 1)]
     futures = [
         _pool().submit(call, begin, end)
-        for begin, end in zip(bounds[:-1], bounds[1:])
+        for begin, end in itertools.pairwise(bounds)
         if end > begin
     ]
     for future in futures:
