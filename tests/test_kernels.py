@@ -393,13 +393,6 @@ def test_native_library_missing_compiler_falls_back(monkeypatch, tmp_path):
         native.library.cache_clear()
 
 
-def test_large_gradient_buffer_on_huge_pages_is_a_normal_tensor():
-    gradient = cpu._empty_gradient((1024, 8192), torch.float32)
-    gradient.fill_(2.0)
-    assert gradient.shape == (1024, 8192) and gradient.is_contiguous()
-    assert float(gradient.sum()) == 2.0 * 1024 * 8192
-
-
 def test_bench_measures_a_small_case():
     case = bench.Case(64, 500)
     (result,) = bench.run_benchmarks((case,), repeats=1)

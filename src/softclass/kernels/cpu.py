@@ -8,9 +8,11 @@ Why it is faster than ``torch.nn.functional.cross_entropy`` on large inputs:
   in cache, and keeps only the per-row log-sum-exp (N floats). The backward walks the logits again
   and writes ``scale · (softmax − target)`` straight into the gradient: one read of the logits in
   the forward, one read and one write in the backward.
-* The gradient of a large input is allocated with transparent huge pages where the OS offers them
-  (Linux ``madvise(MADV_HUGEPAGE)``): first-touching 512 MiB of 4 KiB pages costs ~170 ms of page
-  faults on the reference machine, 2 MiB pages ~20 ms. Elsewhere it is a plain ``torch.empty``.
+* The row loops themselves (fp32/bf16, class-index targets) are compiled C (see
+  :mod:`softclass.kernels.native`): one pass per row range, exp evaluated in SIMD registers.
+  First-touching the fresh 512 MiB gradient still costs ~130 ms of page faults at 4096×32768.
+  (Transparent huge pages cut that to ~20 ms when the machine is quiet, but measured 0.2–2 s
+  stalls under memory pressure from other processes, so the gradient is a plain ``torch.empty``.)
 
 Math, per row n with logits x, log-sum-exp L = log Σ_c exp(x_c), softmax p = exp(x − L), class
 weights w (1 when absent), smoothing ε and C classes:
@@ -29,8 +31,6 @@ strided indexing.
 """
 
 from __future__ import annotations
-
-import mmap
 
 import torch
 from torch import Tensor
@@ -58,9 +58,6 @@ _LINEAR_BLOCK_ELEMENTS = 1 << 23
 # Smallest logits (elements) for which functional.cross_entropy dispatches to the fused kernel.
 _FUSED_MIN_ELEMENTS = 1 << 14
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
-# Gradients at least this large are allocated on transparent huge pages (see module docstring).
-_HUGE_PAGE_MIN_BYTES = 16 << 20
-_HUGE_PAGE_BYTES = 2 << 20
 
 
 def prefers_fused(n_rows: int, n_classes: int, dtype: torch.dtype) -> bool:
@@ -86,23 +83,6 @@ def default_linear_block_rows(n_rows: int, n_classes: int) -> int:
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp64 stays fp64; every other float dtype is accumulated in fp32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _empty_gradient(shape: tuple[int, int], dtype: torch.dtype) -> Tensor:
-    """An uninitialised contiguous CPU tensor, on transparent huge pages when large and offered."""
-    n_bytes = shape[0] * shape[1] * torch.empty((), dtype=dtype).element_size()
-    can_madvise = hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap, "MAP_ANONYMOUS")
-    if n_bytes < _HUGE_PAGE_MIN_BYTES or not can_madvise:
-        return torch.empty(shape, dtype=dtype)
-    mapped_bytes = -(-n_bytes // _HUGE_PAGE_BYTES) * _HUGE_PAGE_BYTES
-    try:
-        buffer = mmap.mmap(-1, mapped_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        buffer.madvise(mmap.MADV_HUGEPAGE)
-    except OSError:
-        return torch.empty(shape, dtype=dtype)
-    # The tensor keeps the mapping alive; it is unmapped when the last view is freed.
-    flat = torch.frombuffer(buffer, dtype=dtype, count=shape[0] * shape[1])
-    return flat.view(shape)
 
 
 def _row_blocks(n_rows: int, block_rows: int):
@@ -439,7 +419,7 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
             if inplace_backward:
                 grad_logits = logits
             else:
-                grad_logits = _empty_gradient((n_rows, n_classes), logits.dtype)
+                grad_logits = torch.empty((n_rows, n_classes), dtype=logits.dtype)
             library = _native_library(logits, targets)
             if library is not None:
                 _native_gradient(library, logits, logsumexp, targets, coefficients, grad_logits)
