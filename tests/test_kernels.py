@@ -400,3 +400,27 @@ def test_bench_measures_a_small_case():
     assert result.softclass_peak_bytes is not None and result.softclass_peak_bytes >= 0
     table = bench.format_markdown([result])
     assert "CE 64x500 float32" in table
+
+
+def test_cuda_tensors_dispatch_to_triton_or_warn_once(monkeypatch):
+    """CUDA inputs take the Triton kernel when it can run, else the plain path with one warning."""
+    import warnings
+
+    from softclass import functional
+    from softclass.kernels import triton as triton_kernels
+
+    class FakeCuda:
+        is_cuda = True
+
+    monkeypatch.setattr(triton_kernels, "triton_available", lambda: True)
+    assert (
+        functional._fused_cross_entropy_kernel(FakeCuda(), None, False)
+        is triton_kernels.fused_cross_entropy
+    )
+    monkeypatch.setattr(triton_kernels, "triton_available", lambda: False)
+    monkeypatch.setattr(functional, "_warned_no_triton", False)
+    with pytest.warns(RuntimeWarning, match=r"Triton is not importable"):
+        assert functional._fused_cross_entropy_kernel(FakeCuda(), None, False) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert functional._fused_cross_entropy_kernel(FakeCuda(), None, False) is None

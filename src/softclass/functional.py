@@ -18,6 +18,8 @@ The stable formulas (the max is subtracted so that nothing overflows)::
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from softclass import validation
@@ -306,13 +308,48 @@ def _cross_entropy_rows(
     return _reduce(-weighted.sum(1), None, reduction, item_shape)
 
 
-def _takes_fused_path(
+def _cuda_kernels():
+    """The Triton kernel module when it can run on CUDA here, else None (warned once)."""
+    from softclass.kernels import triton as triton_kernels
+
+    if triton_kernels.triton_available():
+        return triton_kernels
+    _warn_no_triton_once()
+    return None
+
+
+_warned_no_triton = False
+
+
+def _warn_no_triton_once() -> None:
+    global _warned_no_triton
+    if not _warned_no_triton:
+        _warned_no_triton = True
+        warnings.warn(
+            "softclass: Triton is not importable, so CUDA cross entropy runs the plain "
+            "(unfused) path; install the 'gpu' extra (pip install 'softclass[gpu]') for the "
+            "fused kernels",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _fused_cross_entropy_kernel(
     logits: torch.Tensor, flat_target: torch.Tensor, probability_target: bool
-) -> bool:
-    """Whether the fused CPU kernel runs this (M, C) cross entropy (where it measured faster)."""
+):
+    """The fused kernel for this validated (M, C) cross entropy, or None for the plain path.
+
+    CUDA tensors go to the Triton kernels (when importable); CPU tensors to the fused CPU kernel
+    where it measured faster (``cpu_kernels.prefers_fused``).
+    """
+    if logits.is_cuda:
+        kernels = _cuda_kernels()
+        return None if kernels is None else kernels.fused_cross_entropy
     if logits.device.type != "cpu" or (probability_target and flat_target.dtype != logits.dtype):
-        return False
-    return cpu_kernels.prefers_fused(logits.shape[0], logits.shape[1], logits.dtype)
+        return None
+    if cpu_kernels.prefers_fused(logits.shape[0], logits.shape[1], logits.dtype):
+        return cpu_kernels.cross_entropy
+    return None
 
 
 def cross_entropy(
@@ -366,8 +403,9 @@ def cross_entropy(
         validation.check_target_range(target, n_classes, ignore_index, op)
         out_dtype = input.dtype
     logits, flat_target, item_shape = _flatten_classes(input, target, probability_target)
-    if _takes_fused_path(logits, flat_target, probability_target):
-        loss = cpu_kernels.cross_entropy(
+    fused_kernel = _fused_cross_entropy_kernel(logits, flat_target, probability_target)
+    if fused_kernel is not None:
+        loss = fused_kernel(
             logits,
             flat_target if probability_target else flat_target.long(),
             weight,
@@ -526,6 +564,9 @@ def linear_cross_entropy(
         validation.check_weight(class_weight, hidden, n_classes, op, strict_dtype=True)
         validation.check_target_range(target, n_classes, ignore_index, op)
         target = target.long()
-    return cpu_kernels.linear_cross_entropy(
+    kernels = _cuda_kernels() if hidden.is_cuda else cpu_kernels
+    if kernels is None:
+        kernels = cpu_kernels  # its block loop runs in plain torch ops on any device
+    return kernels.linear_cross_entropy(
         hidden, weight, target, bias, class_weight, ignore_index, reduction, float(label_smoothing)
     )

@@ -278,6 +278,8 @@ def _native_library(logits: Tensor, targets: _RowTargets):
     """The compiled kernels where they apply (class indices, fp32/bf16, class stride 1)."""
     if targets.is_probability or logits.dtype not in native.SUPPORTED_DTYPES:
         return None
+    if logits.device.type != "cpu":
+        return None
     if logits.shape[1] > 1 and logits.stride(1) != 1:
         return None
     return native.library()

@@ -146,9 +146,7 @@ def run_row_ranges(call: Callable[[int, int], object], n_rows: int, n_classes: i
     n_ranges = min(n_rows, n_workers * _RANGES_PER_WORKER)
     bounds = [n_rows * index // n_ranges for index in range(n_ranges + 1)]
     futures = [
-        _pool().submit(call, begin, end)
-        for begin, end in itertools.pairwise(bounds)
-        if end > begin
+        _pool().submit(call, begin, end) for begin, end in itertools.pairwise(bounds) if end > begin
     ]
     for future in futures:
         future.result()
