@@ -151,6 +151,23 @@ def test_designs_a_and_b_train_to_bitwise_identical_weights_and_histories():
             assert torch.equal(weight_a, weight_b)
 
 
+def test_design_d_drifts_from_a_by_rounding_only():
+    features, targets = _table()
+    members = design_seed_grid("AD", [0, 1])
+    result = train_ensemble(
+        MLPConfig(4, 3), members, features.float(), targets, SETTINGS["sgd"], features, targets
+    )
+    differences = []
+    for seed_position in range(2):
+        a, d = result.indices("A")[seed_position], result.indices("D")[seed_position]
+        for weight_a, weight_d in zip(
+            result.model(a).parameters(), result.model(d).parameters(), strict=True
+        ):
+            assert_close(weight_d, weight_a, rtol=1e-5, atol=1e-6)
+            differences.append(float((weight_a - weight_d).detach().abs().max()))
+    assert max(differences) > 0  # D takes the log of a rounded probability: not bitwise A
+
+
 def test_members_start_from_build_mlp_and_visit_rows_in_their_own_seed_order():
     config = MLPConfig(4, 3, hidden=(5,))
     network = StackedMLP.from_seeds(config, [7, 9])

@@ -11,9 +11,10 @@ member ``m``'s own gradient, so nothing mixes between members.
 
 The backward pass is written by hand (autograd's per-op bookkeeping dominates at these sizes):
 
-* designs A, B, D — d loss / d logits = (softmax(z) - onehot) / B (cross entropy through softmax;
-  D's clamp of the probability at the dtype's smallest normal only matters below 1.2e-38 in
-  float32 and is not reproduced in the gradient);
+* designs A, B — d loss / d logits = (softmax(z) - onehot) / B (cross entropy through softmax);
+* design D — the same, times p_t·(1/p_t): 1 up to rounding (D takes the log of a rounded
+  probability, so it drifts from A by rounding, as when trained alone), 0 where D's clamp of the
+  probability at the dtype's smallest normal holds;
 * design C — with p = softmax(z) and g = 2 (p - onehot) / B: d loss / d z = p ⊙ (g - ⟨g, p⟩);
 * hidden layers — the activation's derivative, written in terms of its output where possible.
 
@@ -346,7 +347,7 @@ class BatchedTrainer:
         self._has_mcee = any(is_mcee)
         self._is_mse = torch.tensor(is_mse, device=self.device).view(-1, 1)
         self._is_mcee = torch.tensor(is_mcee, device=self.device).view(-1, 1)
-        self._mcee_cap = -math.log(torch.finfo(dtype).tiny)
+        self._tiny = torch.finfo(dtype).tiny
         self._constants: dict[float, torch.Tensor] = {}
         # Parameter views (the optimizer updates in place): W^T (M, in, out), b (M, 1, out).
         self._weights_t = [weight.transpose(1, 2) for weight in self.network.weights]
@@ -466,14 +467,21 @@ class BatchedTrainer:
         grad_logits, row_loss = residual, None
         if self._has_ce:
             row_loss = sums.squeeze(2).log() - (shifted * targets).sum(2)
-            if self._has_mcee:
-                row_loss = torch.where(self._is_mcee, row_loss.clamp_max(self._mcee_cap), row_loss)
+        if self._has_mcee:
+            # D differentiates -log(clamp(p_t)) through the softmax: (p - onehot)·p_t·(1/p_t).
+            # p_t·(1/p_t) rounds off 1 now and then — the log of a rounded probability — and is 0
+            # where the clamp holds (p_t below the dtype's smallest normal), as in autograd.
+            picked = (probs * targets).sum(2, keepdim=True)
+            clamped = picked.clamp_min(self._tiny)
+            ratio = (picked * clamped.reciprocal()).masked_fill_(picked < self._tiny, 0.0)
+            grad_logits = torch.where(self._is_mcee.unsqueeze(2), residual * ratio, residual)
+            row_loss = torch.where(self._is_mcee, clamped.squeeze(2).log().neg_(), row_loss)
         if self._has_mse:
             squared = (residual * residual).sum(2)
             grad_probs = residual + residual
             grad_mse = probs * (grad_probs - (grad_probs * probs).sum(2, keepdim=True))
             if self._has_ce:
-                grad_logits = torch.where(self._is_mse.unsqueeze(2), grad_mse, residual)
+                grad_logits = torch.where(self._is_mse.unsqueeze(2), grad_mse, grad_logits)
                 row_loss = torch.where(self._is_mse, squared, row_loss)
             else:
                 grad_logits, row_loss = grad_mse, squared
@@ -514,19 +522,20 @@ def member_losses(
 ) -> torch.Tensor:
     """Each member's design loss ``(M,)`` (mean over rows) from logits ``(M, N, C)``.
 
-    A and B: cross entropy; D: mean of -log of the clamped softmax probability; C: squared error
-    summed over classes. Computed from log_softmax (A, B), so large logits stay finite.
+    A and B: cross entropy from log_softmax (finite for large logits); D: -log of the softmax
+    probability clamped at the dtype's smallest normal; C: squared error summed over classes.
     """
     n_classes = logits.shape[2]
     log_probs = logits - torch.logsumexp(logits, 2, keepdim=True)
     index = targets.view(1, -1, 1).expand(logits.shape[0], -1, 1)
     cross_entropy = -log_probs.gather(2, index).squeeze(2)
-    cap = -math.log(torch.finfo(logits.dtype).tiny)
     rows = cross_entropy
     designs = [member.design for member in members]
     if "D" in designs:
+        picked = torch.softmax(logits, 2).gather(2, index).squeeze(2)
+        mcee = picked.clamp_min(torch.finfo(logits.dtype).tiny).log().neg_()
         is_mcee = torch.tensor([name == "D" for name in designs], device=logits.device).view(-1, 1)
-        rows = torch.where(is_mcee, cross_entropy.clamp_max(cap), rows)
+        rows = torch.where(is_mcee, mcee, rows)
     if "C" in designs:
         one_hot = torch.nn.functional.one_hot(targets, n_classes).to(logits.dtype)
         squared = (log_probs.exp() - one_hot).square().sum(2)
