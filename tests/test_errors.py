@@ -1,4 +1,4 @@
-"""Every bad argument to softclass.functional / softclass.nn raises torch's type, a clear message."""
+"""Bad arguments to softclass.functional / softclass.nn: torch's error type, a clear message."""
 
 from __future__ import annotations
 

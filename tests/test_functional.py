@@ -152,7 +152,7 @@ def test_nll_loss_matches_torch(
     "shape,dim",
     [((7,), 0), ((4, 7), 1), ((4, 7), 0), ((3, 5, 6), -1), ((2, 3, 4, 5), 1), ((), 0), ((0, 3), 1)],
 )
-@pytest.mark.parametrize("dtype", DTYPES + [torch.float16])
+@pytest.mark.parametrize("dtype", [*DTYPES, torch.float16])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_family_matches_torch(shape, dim, dtype, name):
     values = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 4
@@ -241,7 +241,7 @@ def test_cross_entropy_extreme_logits_and_nan():
 
 @pytest.mark.parametrize("dim", [0, 1, (0, 1), [1], -1])
 @pytest.mark.parametrize("keepdim", [False, True])
-@pytest.mark.parametrize("dtype", DTYPES + [torch.int64])
+@pytest.mark.parametrize("dtype", [*DTYPES, torch.int64])
 def test_logsumexp_matches_torch(dim, keepdim, dtype):
     generator = torch.Generator().manual_seed(13)
     values = torch.randn(4, 6, dtype=torch.float64, generator=generator) * 10

@@ -24,5 +24,5 @@ def epoch_permutation(n_rows: int, seed: int, epoch: int, shuffle: bool = True) 
 
 
 def batch_bounds(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` covering ``range(n_rows)`` in slices of ``batch_size`` (last shorter)."""
+    """``[(start, stop), ...]`` covering ``range(n_rows)`` in ``batch_size`` slices."""
     return [(start, min(start + batch_size, n_rows)) for start in range(0, n_rows, batch_size)]

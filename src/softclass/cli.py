@@ -51,21 +51,52 @@ def _root(
 def main() -> None:
     """Entry point of the console script: run the app, turning known errors into one line."""
     try:
-        app(standalone_mode=False)
-    except typer.Exit as stop:
-        sys.exit(stop.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except (SoftclassError, ValueError, RuntimeError, IndexError, FileNotFoundError) as error:
+        app()
+    except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
         sys.exit(2)
-    except Exception as error:
-        import click
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+
+def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers like 2.5,3.5,1.5, got {text!r}", param_hint=option
+        ) from None
+
+
+@app.command()
+def explain(
+    logits: Annotated[
+        str | None,
+        typer.Option(help="Explain this logit vector instead, e.g. 2.5,3.5,1.5."),
+    ] = None,
+    target: Annotated[int, typer.Option(help="True class of --logits (0-based).")] = 0,
+) -> None:
+    """Print the worked numbers step by step: exact values beside the published ones."""
+    from rich.table import Table
+
+    from softclass import explain as worked
+
+    if logits is None:
+        examples = worked.worked_examples()
+    else:
+        examples = [worked.explain_vector(_parse_floats(logits, "--logits"), target)]
+    for example in examples:
+        table = Table(title=example.title, title_justify="left", show_lines=False)
+        table.add_column("step")
+        table.add_column("exact (float64)", justify="right")
+        table.add_column("published", justify="right")
+        table.add_column("note")
+        for step in example.steps:
+            exact = ", ".join(f"{value:.4f}" for value in step.exact)
+            published = "" if step.published is None else ", ".join(step.published)
+            if step.differs:
+                published = f"[yellow]{published} ≠[/]"
+            table.add_row(step.label, exact, published, step.note)
+        console.print(table)
+        if example.remark:
+            console.print(f"  {example.remark}\n", highlight=False)

@@ -16,7 +16,7 @@ class DataError(SoftclassError, ValueError):
 
 
 class ModelFileError(SoftclassError, ValueError):
-    """A saved model or checkpoint is missing, incomplete, unsafe or from an incompatible version."""
+    """A saved model or checkpoint is missing, incomplete, unsafe or of an incompatible version."""
 
 
 class ConfigError(SoftclassError, ValueError):

@@ -39,13 +39,14 @@ def resolve_reduction(
         )
     if reduction not in REDUCTIONS:
         raise ValueError(
-            f"{reduction} is not a valid value for reduction: expected one of {', '.join(REDUCTIONS)}"
+            f"{reduction} is not a valid value for reduction: expected one of "
+            f"{', '.join(REDUCTIONS)}"
         )
     return reduction
 
 
 def check_label_smoothing(label_smoothing: float) -> None:
-    """Label smoothing ε must lie in [0, 1] (torch checks only ε ≤ 1; a negative ε is refused too)."""
+    """Label smoothing ε must lie in [0, 1] (torch checks only ε ≤ 1; negative ε is refused too)."""
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
 
@@ -112,8 +113,8 @@ def check_index_target(input: torch.Tensor, target: torch.Tensor, op: str) -> No
             " (use target.long())"
             if not target.is_floating_point()
             else (
-                " (class-index targets are integers; probability targets must have the input's shape"
-                f" {list(input.shape)})"
+                " (class-index targets are integers; probability targets must have the input's "
+                f"shape {list(input.shape)})"
             )
         )
         raise RuntimeError(
@@ -150,10 +151,10 @@ def check_probability_target(input: torch.Tensor, target: torch.Tensor, ignore_i
     """Probability target (same shape as input): floating dtype, no non-negative ignore_index."""
     if not target.is_floating_point():
         raise RuntimeError(
-            "cross_entropy: Expected floating point type for target with class probabilities, got "
-            f"{_dtype_name(target)} (a target with the input's shape {list(input.shape)} is read as "
-            "class probabilities; class indices have the shape of the input without its class "
-            "dimension)"
+            "cross_entropy: Expected floating point type for target with class probabilities, "
+            f"got {_dtype_name(target)} (a target with the input's shape {list(input.shape)} is "
+            "read as class probabilities; class indices have the shape of the input without its "
+            "class dimension)"
         )
     check_same_device(input, target, "input and target", "cross_entropy")
     if ignore_index >= 0:
