@@ -347,7 +347,7 @@ class Trainer:
         )
 
     def run_epoch(self) -> EpochRecord:
-        """One pass over the training rows in this epoch's order, then validation and bookkeeping."""
+        """One pass over the training rows in this epoch's order, then validation and records."""
         started = time.perf_counter()
         epoch_index = self.history_.epochs  # 0-based index of the epoch being run
         n_rows = self.train_.features.shape[0]
