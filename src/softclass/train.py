@@ -498,7 +498,7 @@ class Trainer:
         self.best_loss_ = float(state["best_loss"])
         self.best_state_ = state["best_state"]
         self.epochs_without_improvement_ = int(state["epochs_without_improvement"])
-        self.finished_ = bool(state["finished"]) or self.history_.epochs >= self.config.epochs
+        self.finished_ = self.history_.stopped_early or self.history_.epochs >= self.config.epochs
 
     # -- helpers ---------------------------------------------------------------------------------
 
