@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from softclass import __version__
 from softclass.errors import SoftclassError
@@ -55,7 +56,7 @@ def main() -> None:
     except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        err_console.print("[bold red]error:[/]", escape(str(error)), highlight=False)
         sys.exit(2)
 
 
@@ -100,3 +101,57 @@ def explain(
         console.print(table)
         if example.remark:
             console.print(f"  {example.remark}\n", highlight=False)
+
+
+@app.command()
+def check(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Make each of the nine classic mistakes and check it.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the findings as JSON.")
+    ] = False,
+) -> None:
+    """Check how model outputs, targets and the loss are paired (today: --demo)."""
+    import dataclasses
+    import json
+
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    from softclass.check_demo import run_demo
+    from softclass.errors import ConfigError
+
+    if not demo:
+        raise ConfigError(
+            "softclass check: pass --demo; checking a saved model on a data table is not "
+            "available yet"
+        )
+    results = run_demo()
+    if json_output:
+        records = [
+            {
+                "mistake": mistake.code,
+                "title": mistake.title,
+                "snippet": mistake.snippet,
+                "findings": [dataclasses.asdict(finding) for finding in findings],
+            }
+            for mistake, findings in results
+        ]
+        console.print_json(json.dumps(records))
+        return
+    for number, (mistake, findings) in enumerate(results, start=1):
+        body = Table.grid(padding=(0, 1))
+        body.add_column(style="bold", no_wrap=True)
+        body.add_column()
+        body.add_row("code", Syntax(mistake.snippet, "python", word_wrap=True))
+        for finding in findings:
+            colour = "red" if finding.severity == "error" else "yellow"
+            body.add_row("checker", f"[{colour}]{finding.severity}[/] [bold]{finding.code}[/]")
+            body.add_row("seen", escape(finding.seen))
+            body.add_row("fix", escape(finding.fix))
+        if not findings:
+            body.add_row("checker", "[red]nothing found[/]")
+        console.print(Panel(body, title=f"{number}. {mistake.title}", title_align="left"))
