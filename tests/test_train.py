@@ -374,3 +374,18 @@ def test_early_stopping_needs_validation_rows_and_validation_needs_both_parts():
         trainer = Trainer(get_design("A"), CONFIG)
         trainer.initialize(features, targets)
         trainer.save_checkpoint()
+
+
+def test_pairing_checker_warns_once_on_a_wrong_pairing_and_never_on_the_designs(recwarn):
+    from dataclasses import replace
+
+    from softclass.check import PairingWarning
+
+    features, targets = _blobs()
+    for name in "ABCD":
+        fit(get_design(name), CONFIG, features, targets, config=TrainConfig(epochs=2))
+    assert not [w for w in recwarn.list if issubclass(w.category, PairingWarning)]
+    double_softmax = replace(get_design("A"), output=get_design("C").output)
+    with pytest.warns(PairingWarning, match="double-softmax") as caught:
+        fit(double_softmax, CONFIG, features, targets, config=TrainConfig(epochs=3))
+    assert len([w for w in caught if issubclass(w.category, PairingWarning)]) == 1

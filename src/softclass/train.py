@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from softclass.batching import batch_bounds, epoch_permutation
+from softclass.check import check_pairing, warn_findings
 from softclass.designs import Design
 from softclass.errors import ConfigError, ModelFileError
 from softclass.io import atomic_path
@@ -332,6 +333,7 @@ class Trainer:
         self.best_state_: dict[str, torch.Tensor] | None = None
         self.epochs_without_improvement_ = 0
         self.finished_ = False
+        self.pairing_checked_ = False
 
     def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         """SGD with momentum or Adam, from the config."""
@@ -397,10 +399,18 @@ class Trainer:
         self.optimizer_.zero_grad(set_to_none=True)
         with self._autocast():
             logits = self.model_(features)
-            loss = self.design.loss_from_logits(logits, encoded_targets)
+            outputs = self.design.output(logits)
+            if not self.pairing_checked_:
+                self.check_first_batch(outputs, encoded_targets)
+            loss = self.design.loss(outputs, encoded_targets)
         loss.backward()
         self.optimizer_.step()
         return loss, (logits.detach().argmax(dim=1) == targets).sum()
+
+    def check_first_batch(self, outputs: torch.Tensor, encoded_targets: torch.Tensor) -> None:
+        """Run the pairing checker on the first batch; its findings become one PairingWarning."""
+        self.pairing_checked_ = True
+        warn_findings(check_pairing(outputs, encoded_targets, self.design.loss_name), stacklevel=4)
 
     @torch.no_grad()
     def evaluate(self, split: _Split) -> tuple[float, float]:
