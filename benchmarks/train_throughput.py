@@ -32,7 +32,7 @@ import torch
 from softclass.designs import get_design
 from softclass.io import atomic_write_text
 from softclass.model import MLPConfig
-from softclass.train import Trainer, TrainConfig
+from softclass.train import TrainConfig, Trainer
 
 RESULTS_PATH = Path(__file__).parent / "results" / "train_throughput.csv"
 N_ROWS, N_FEATURES, N_CLASSES, HIDDEN = 200_000, 50, 10, (128, 128)
@@ -95,8 +95,9 @@ def sklearn_samples_per_second(features: np.ndarray, targets: np.ndarray) -> flo
 
 
 def iris_compare_seconds(epochs: int) -> tuple[float, dict[str, float]]:
-    from softclass.compare import compare, prepare_table
     from softclass.data import load_bundled
+
+    from softclass.compare import compare, prepare_table
 
     config = TrainConfig(epochs=epochs)
     started = time.perf_counter()
