@@ -374,6 +374,7 @@ def compare(
 
 
 def _print_comparison(result: ComparisonResult) -> None:
+    from rich import box
     from rich.table import Table
 
     from softclass.designs import get_design
@@ -386,25 +387,23 @@ def _print_comparison(result: ComparisonResult) -> None:
         f" {result.model_config.activation}, {result.config.optimizer}"
         + (f", mean of {seeds} seeds" if seeds > 1 else f", seed {result.seeds[0]}")
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in (
         "design",
-        "loss",
-        "train loss",
-        "val loss",
-        "train acc",
-        "val acc",
-        "val log loss",
-        "val Brier",
+        "train\nloss",
+        "val\nloss",
+        "train\nacc",
+        "val\nacc",
+        "val log\nloss",
+        "val\nBrier",
         "epochs",
         "time",
     ):
-        table.add_column(column, justify="left" if column in ("design", "loss") else "right")
+        table.add_column(column, justify="left" if column == "design" else "right", no_wrap=True)
     for name in result.designs:
         numbers = result.summary(name)
         table.add_row(
-            f"{name}  {get_design(name).title}",
-            get_design(name).loss_name,
+            name,
             f"{numbers['train_loss']:.4f}",
             f"{numbers['validation_loss']:.4f}",
             f"{numbers['train_accuracy']:.3f}",
@@ -415,6 +414,11 @@ def _print_comparison(result: ComparisonResult) -> None:
             f"{numbers['seconds']:.1f}s",
         )
     console.print(table)
+    for name in result.designs:
+        console.print(
+            f"  {name}: {get_design(name).title} (loss: {get_design(name).loss_name})",
+            highlight=False,
+        )
     notes = {
         ("A", "B"): "same computation",
         ("A", "D"): "same loss mathematically, log of a rounded softmax",
