@@ -49,7 +49,7 @@ class TrainConfig:
     epochs: int = 100  # passes over the training rows (an upper bound with early stopping)
     batch_size: int = 16  # rows per optimizer step; the last batch of an epoch may be shorter
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
-    learning_rate: float = 0.05  # step size; 0.05 with momentum 0.9 fits z-scored Iris quickly
+    learning_rate: float = 0.01  # step size; with momentum 0.9 fits z-scored Iris in 100 epochs
     momentum: float = 0.9  # SGD momentum (Adam ignores it)
     weight_decay: float = 0.0  # L2 penalty applied by the optimizer
     seed: int = 0  # initial weights, batch order and the validation split
