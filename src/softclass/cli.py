@@ -61,7 +61,9 @@ def main() -> None:
     except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:
         if _state["debug"]:
             raise
-        err_console.print("[bold red]error:[/]", escape(str(error)), highlight=False)
+        err_console.print(
+            "[bold red]error:[/]", escape(str(error)), highlight=False, soft_wrap=True
+        )
         sys.exit(2)
 
 
