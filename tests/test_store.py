@@ -24,7 +24,11 @@ def iris_recipe():
 def saved_dir(tmp_path, iris_recipe):
     model = build_mlp(MLPConfig(4, 3), seed=5)
     save_model(
-        tmp_path / "model", model, get_design("B"), iris_recipe, TrainConfig(epochs=3),
+        tmp_path / "model",
+        model,
+        get_design("B"),
+        iris_recipe,
+        TrainConfig(epochs=3),
         {"epochs": 3},
     )
     return tmp_path / "model", model
@@ -48,8 +52,9 @@ def test_round_trip_keeps_weights_design_recipe_and_options(saved_dir, iris_reci
 
 def test_save_refuses_a_recipe_that_does_not_fit_the_network(tmp_path, iris_recipe):
     with pytest.raises(ConfigError, match="the network takes 5 and predicts 3"):
-        save_model(tmp_path, build_mlp(MLPConfig(5, 3), 0), get_design("A"), iris_recipe,
-                   TrainConfig(), {})
+        save_model(
+            tmp_path, build_mlp(MLPConfig(5, 3), 0), get_design("A"), iris_recipe, TrainConfig(), {}
+        )
 
 
 def _edit_metadata(directory, change):
@@ -99,8 +104,9 @@ def test_missing_directory_and_files_are_named(saved_dir, tmp_path):
 def test_weights_of_another_shape_are_refused(saved_dir, iris_recipe, tmp_path):
     directory, _ = saved_dir
     other = tmp_path / "other"
-    save_model(other, build_mlp(MLPConfig(4, 3, (9,)), 0), get_design("B"), iris_recipe,
-               TrainConfig(), {})
+    save_model(
+        other, build_mlp(MLPConfig(4, 3, (9,)), 0), get_design("B"), iris_recipe, TrainConfig(), {}
+    )
     (directory / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
     with pytest.raises(ModelFileError, match=r"do not fit the network .* wrong shape"):
         load_model(directory)

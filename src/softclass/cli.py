@@ -253,7 +253,7 @@ def _prepared_data(
         seed=seed,
     )
     for warning in prepared.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     return prepared
 
 
@@ -420,6 +420,7 @@ def _print_comparison(result: ComparisonResult) -> None:
         console.print(
             f"  {name}: {get_design(name).title} (loss: {get_design(name).loss_name})",
             highlight=False,
+            soft_wrap=True,
         )
     notes = {
         ("A", "B"): "same computation",
@@ -443,11 +444,13 @@ def _print_comparison(result: ComparisonResult) -> None:
             f"(max |ΔW| {agreement.max_weight_diff:.2e}{loss_part} over "
             f"{len(agreement.weight_diff)} epochs; {notes[pair]})",
             highlight=False,
+            soft_wrap=True,
         )
     if result.out_dir is not None:
         console.print(
             f"models, history.json, report.json and plots written to {result.out_dir}",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -522,6 +525,7 @@ def train(
         f"design {chosen.name} ({chosen.title}): {result.history.epochs} epochs, training loss "
         f"{last.train_loss:.4f}{validation_part}; model saved to {out}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -548,7 +552,7 @@ def predict(
     saved = load_model(model_dir)
     prediction = predict_table(saved, read_table(data))
     for warning in prediction.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if output_format == "csv":
         text = prediction.table.write_csv()
     else:
@@ -562,4 +566,5 @@ def predict(
             f"accuracy {prediction.accuracy:.3f} on {prediction.table.height} rows with a "
             f"{saved.recipe.target!r} column",
             highlight=False,
+            soft_wrap=True,
         )
