@@ -40,6 +40,11 @@ OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 CHECKPOINT_FORMAT = 1
+# From this many weights on, the optimizer updates all tensors in one fused kernel. Measured on
+# one CPU thread (torch 2.13): a fused Adam step takes 50 us against 245 us for the per-tensor
+# loop on the 50-128-128-10 benchmark network, but on the 59-weight Iris network a fused SGD step
+# (53 us) is slower than the loop (35 us), and far slower when the threads are contended.
+FUSED_OPTIMIZER_MIN_WEIGHTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -336,16 +341,22 @@ class Trainer:
         self.pairing_checked_ = False
 
     def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """SGD with momentum or Adam, from the config."""
+        """SGD with momentum or Adam, from the config; fused for networks that are not tiny."""
+        n_weights = sum(parameter.numel() for parameter in model.parameters())
+        fused = n_weights >= FUSED_OPTIMIZER_MIN_WEIGHTS
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(
                 model.parameters(),
                 lr=self.config.learning_rate,
                 momentum=self.config.momentum,
                 weight_decay=self.config.weight_decay,
+                fused=fused,
             )
         return torch.optim.Adam(
-            model.parameters(), lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+            model.parameters(),
+            lr=self.config.learning_rate,
+            weight_decay=self.config.weight_decay,
+            fused=fused,
         )
 
     def run_epoch(self) -> EpochRecord:
