@@ -187,6 +187,8 @@ def test_bad_options_are_one_line(run, tmp_path):
     assert code == 2 and "expected COLUMN=VALUE" in err
     code, _, err = run("compare", "--hidden", "7,x", "--out", tmp_path / "o")
     assert code == 2 and "comma-separated integers" in err
+    code, _, err = run("compare", "--threads", "-1", "--out", tmp_path / "o")
+    assert code == 2 and "expected 0 or more" in err
     code, _, err = run("predict", tmp_path / "nowhere", bundled_path("iris"))
     assert code == 2 and "no such model directory" in err
     code, _, err = run("predict", tmp_path, bundled_path("iris"), "--format", "xml")

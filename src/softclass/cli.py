@@ -197,9 +197,22 @@ _Patience = Annotated[
     int | None, typer.Option("--patience", help="Early stopping patience in epochs (off if unset).")
 ]
 _Threads = Annotated[
-    int | None,
-    typer.Option("--threads", help="CPU threads for torch (1 is fastest for tiny networks)."),
+    int,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch; 0 = torch's default. One is fastest for small networks: "
+        "on a shared 2-core machine two threads made Iris training 7x slower (see benchmarks).",
+    ),
 ]
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads < 0:
+        raise typer.BadParameter(f"expected 0 or more, got {threads}", param_hint="--threads")
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def _parse_hidden(text: str) -> tuple[int, ...]:
@@ -329,7 +342,7 @@ def compare(
     missing: _Missing = "error",
     validation: _Validation = 0.2,
     patience: _Patience = None,
-    threads: _Threads = None,
+    threads: _Threads = 1,
 ) -> None:
     """Train the same network with designs A-D on the same data, split and seed; compare them."""
     import datetime
@@ -337,10 +350,7 @@ def compare(
 
     from softclass.compare import compare as run_comparison
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     config = _train_config(
         epochs=epochs,
         batch_size=batch_size,
@@ -478,16 +488,13 @@ def train(
     missing: _Missing = "error",
     validation: _Validation = 0.2,
     patience: _Patience = None,
-    threads: _Threads = None,
+    threads: _Threads = 1,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable)."""
     from softclass.designs import get_design
     from softclass.jobs import train_to_directory
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     chosen = get_design(design)
     config = _train_config(
         epochs=epochs,
