@@ -164,6 +164,25 @@ def check(
         console.print(Panel(body, title=f"{number}. {mistake.title}", title_align="left"))
 
 
+@app.command()
+def bench(
+    repeats: Annotated[int, typer.Option(help="Timed runs per implementation and case.")] = 5,
+    memory: Annotated[
+        bool, typer.Option(help="Also measure peak extra memory (one subprocess per case).")
+    ] = True,
+) -> None:
+    """Benchmark softclass's cross entropy against torch's: time and peak extra memory."""
+    from softclass import bench as benchmarks
+
+    results = benchmarks.run_benchmarks(
+        repeats=repeats,
+        measure_memory=memory,
+        on_result=lambda result: err_console.print(f"done: {result.case.name}"),
+    )
+    console.print(benchmarks.format_markdown(results), highlight=False)
+    console.print(benchmarks.machine_description(), highlight=False)
+
+
 # -- compare / train / predict ---------------------------------------------------------------------
 
 _DataArgument = Annotated[

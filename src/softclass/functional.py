@@ -18,12 +18,16 @@ The stable formulas (the max is subtracted so that nothing overflows)::
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from softclass import validation
+from softclass.kernels import cpu as cpu_kernels
 
 __all__ = [
     "cross_entropy",
+    "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
     "mcee",
@@ -304,6 +308,50 @@ def _cross_entropy_rows(
     return _reduce(-weighted.sum(1), None, reduction, item_shape)
 
 
+def _cuda_kernels():
+    """The Triton kernel module when it can run on CUDA here, else None (warned once)."""
+    from softclass.kernels import triton as triton_kernels
+
+    if triton_kernels.triton_available():
+        return triton_kernels
+    _warn_no_triton_once()
+    return None
+
+
+_warned_no_triton = False
+
+
+def _warn_no_triton_once() -> None:
+    global _warned_no_triton
+    if not _warned_no_triton:
+        _warned_no_triton = True
+        warnings.warn(
+            "softclass: Triton is not importable, so CUDA cross entropy runs the plain "
+            "(unfused) path; install the 'gpu' extra (pip install 'softclass[gpu]') for the "
+            "fused kernels",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _fused_cross_entropy_kernel(
+    logits: torch.Tensor, flat_target: torch.Tensor, probability_target: bool
+):
+    """The fused kernel for this validated (M, C) cross entropy, or None for the plain path.
+
+    CUDA tensors go to the Triton kernels (when importable); CPU tensors to the fused CPU kernel
+    where it measured faster (``cpu_kernels.prefers_fused``).
+    """
+    if logits.is_cuda:
+        kernels = _cuda_kernels()
+        return None if kernels is None else kernels.fused_cross_entropy
+    if logits.device.type != "cpu" or (probability_target and flat_target.dtype != logits.dtype):
+        return None
+    if cpu_kernels.prefers_fused(logits.shape[0], logits.shape[1], logits.dtype):
+        return cpu_kernels.cross_entropy
+    return None
+
+
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -355,9 +403,20 @@ def cross_entropy(
         validation.check_target_range(target, n_classes, ignore_index, op)
         out_dtype = input.dtype
     logits, flat_target, item_shape = _flatten_classes(input, target, probability_target)
-    loss = _cross_entropy_rows(
-        logits, flat_target, weight, ignore_index, reduction, float(label_smoothing)
-    )
+    fused_kernel = _fused_cross_entropy_kernel(logits, flat_target, probability_target)
+    if fused_kernel is not None:
+        loss = fused_kernel(
+            logits,
+            flat_target if probability_target else flat_target.long(),
+            weight,
+            ignore_index,
+            reduction,
+            float(label_smoothing),
+        )
+    else:
+        loss = _cross_entropy_rows(
+            logits, flat_target, weight, ignore_index, reduction, float(label_smoothing)
+        )
     if reduction == "none":
         loss = loss.reshape(item_shape)
     return loss.to(out_dtype)
@@ -454,3 +513,60 @@ def mcee(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
     log_probs = probs.to(encoded.dtype).clamp_min(floor).log()
     losses = -(encoded * log_probs).sum(-1)
     return _reduce(losses.reshape(-1), None, reduction, losses.shape).to(probs.dtype)
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """``cross_entropy(hidden @ weight.T + bias, target)`` without holding the N×C logits.
+
+    Logits are made one block of rows at a time, used for the loss and the gradients, and
+    dropped: peak extra memory is one block of logits plus the gradients of hidden, weight and
+    bias (see :func:`softclass.kernels.cpu.linear_cross_entropy`). Gradients flow to ``hidden``,
+    ``weight`` and ``bias`` (and not to ``target`` or ``class_weight``).
+
+    Args:
+        hidden: ``(N, H)`` floating features (N items, H features).
+        weight: ``(C, H)`` linear weight, ``hidden``'s dtype.
+        target: class indices ``(N,)`` (int64/uint8, in ``[0, C)`` or ``ignore_index``) or
+            class probabilities ``(N, C)`` (floating).
+        bias: optional ``(C,)``, ``hidden``'s dtype.
+        class_weight, ignore_index, reduction, label_smoothing: ``cross_entropy``'s ``weight``,
+            ``ignore_index``, ``reduction`` and ``label_smoothing``.
+
+    Returns:
+        The loss in ``hidden``'s dtype: ``(N,)`` for ``"none"``, else 0-d.
+    """
+    op = "linear_cross_entropy"
+    reduction = validation.resolve_reduction(reduction)
+    validation.check_label_smoothing(label_smoothing)
+    n_classes = validation.check_linear_inputs(hidden, weight, bias, op)
+    validation.check_tensor(target, "target", op)
+    probability_target = target.dim() == 2
+    class_input = hidden.new_zeros(()).expand(hidden.shape[0], n_classes)  # shape only, no memory
+    if probability_target:
+        if target.shape != class_input.shape:
+            raise ValueError(
+                f"{op}: a 2-D target holds class probabilities and must have shape (N, C) = "
+                f"{list(class_input.shape)}, got {list(target.shape)}"
+            )
+        validation.check_probability_target(class_input, target, ignore_index)
+        validation.check_weight(class_weight, hidden, n_classes, op, strict_dtype=False)
+    else:
+        validation.check_index_target(class_input, target, op)
+        validation.check_weight(class_weight, hidden, n_classes, op, strict_dtype=True)
+        validation.check_target_range(target, n_classes, ignore_index, op)
+        target = target.long()
+    kernels = _cuda_kernels() if hidden.is_cuda else cpu_kernels
+    if kernels is None:
+        kernels = cpu_kernels  # its block loop runs in plain torch ops on any device
+    return kernels.linear_cross_entropy(
+        hidden, weight, target, bias, class_weight, ignore_index, reduction, float(label_smoothing)
+    )

@@ -13,6 +13,7 @@ from softclass import functional, validation
 
 __all__ = [
     "CrossEntropyLoss",
+    "LinearCrossEntropyLoss",
     "LogSoftmax",
     "MCEELoss",
     "NLLLoss",
@@ -140,3 +141,55 @@ class MCEELoss(nn.Module):
 
     def forward(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return functional.mcee(probs, targets, reduction=self.reduction)
+
+
+class LinearCrossEntropyLoss(nn.Module):
+    """Linear layer + cross entropy fused, without the N×C logits in memory.
+
+    ``forward(hidden, weight, target, bias=None)``: the linear layer's parameters are passed in,
+    so the module can sit after any model's last hidden layer (see
+    :func:`softclass.functional.linear_cross_entropy`). ``class_weight`` is a buffer.
+    """
+
+    class_weight: torch.Tensor | None
+
+    def __init__(
+        self,
+        class_weight: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        validation.resolve_reduction(reduction)
+        validation.check_label_smoothing(label_smoothing)
+        if class_weight is not None:
+            validation.check_tensor(class_weight, "class_weight", "LinearCrossEntropyLoss")
+        self.register_buffer("class_weight", class_weight)
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.label_smoothing = label_smoothing
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        target: torch.Tensor,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return functional.linear_cross_entropy(
+            hidden,
+            weight,
+            target,
+            bias,
+            class_weight=self.class_weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing}"
+        )

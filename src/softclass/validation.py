@@ -208,6 +208,49 @@ def check_target_range(target: torch.Tensor, n_classes: int, ignore_index: int, 
         )
 
 
+def check_linear_inputs(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, op: str
+) -> int:
+    """hidden (N, H) floating, weight (C, H) and bias (C,) of hidden's dtype and device, on CPU.
+
+    Returns C, the number of classes.
+    """
+    check_tensor(hidden, "hidden", op)
+    check_tensor(weight, "weight", op)
+    if hidden.dim() != 2:
+        raise ValueError(
+            f"{op}: hidden must be 2-D (N items, H features), got shape {list(hidden.shape)}; "
+            "flatten leading dimensions with hidden.reshape(-1, H)"
+        )
+    check_floating(hidden, "hidden", op)
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"{op}: weight must have shape (C, H) = (C, {hidden.shape[1]}) to match hidden "
+            f"{list(hidden.shape)}, got {list(weight.shape)}"
+        )
+    tensors = [("weight", weight)] + ([("bias", bias)] if bias is not None else [])
+    if bias is not None:
+        check_tensor(bias, "bias", op)
+        if list(bias.shape) != [weight.shape[0]]:
+            raise ValueError(
+                f"{op}: bias must have shape (C,) = ({weight.shape[0]},) to match weight "
+                f"{list(weight.shape)}, got {list(bias.shape)}"
+            )
+    for name, tensor in tensors:
+        check_same_device(hidden, tensor, f"hidden and {name}", op)
+        if tensor.dtype != hidden.dtype:
+            raise RuntimeError(
+                f"{op}: {name} has dtype {_dtype_name(tensor)} but hidden has "
+                f"{_dtype_name(hidden)}; use {name}.to({hidden.dtype})"
+            )
+    if hidden.device.type != "cpu":
+        raise NotImplementedError(
+            f"{op}: the fused linear + cross entropy runs on CPU only, got hidden on "
+            f"{hidden.device}; use cross_entropy(linear(hidden, weight, bias), target) there"
+        )
+    return weight.shape[0]
+
+
 def _dtype_name(tensor: torch.Tensor) -> str:
     """torch's scalar-type name of a tensor's dtype (Float, Double, Long, ...)."""
     names = {

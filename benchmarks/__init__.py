@@ -1,0 +1,1 @@
+"""Benchmark scripts: ``python -m benchmarks.NAME`` prints ratios against a reference."""

@@ -1,0 +1,152 @@
+"""Build, cache and call the compiled row loops of ``cpu_native.c`` (fused cross entropy on CPU).
+
+The C file is compiled at first use with the system C compiler (``$CC``, else ``cc``) into
+``$SOFTCLASS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/softclass`` or ``~/.cache/softclass``), under a
+name that hashes the source, the flags, the compiler and the CPU's feature flags, so a cached
+library is never loaded on a machine it was not built for; the file is written atomically, so
+concurrent first uses are safe. It is loaded with ctypes (no torch headers, no Python.h: the build
+takes about a second). If anything fails — no compiler, a read-only cache, a non-Linux platform —
+:func:`library` returns None, :func:`unavailable_reason` says why, and callers use the plain torch
+path, which computes the same numbers. ``SOFTCLASS_NATIVE=0`` turns the compiled path off.
+
+Rows are split into ranges run by a pool of ``torch.get_num_threads()`` worker threads; ctypes
+releases the GIL during each call. One pass over the logits is one call per range, so the loops
+stay fast when other processes compete for the cores (unlike hundreds of small OpenMP regions).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import itertools
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from softclass.io import atomic_path
+
+__all__ = ["SUPPORTED_DTYPES", "library", "pointer", "run_row_ranges", "unavailable_reason"]
+
+SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+_SOURCE = Path(__file__).with_name("cpu_native.c")
+_FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fopenmp-simd",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fPIC",
+    "-shared",
+)
+# Below this many logit elements (~4 ms of work) a pass runs on the calling thread: handing off
+# to the pool while torch's OpenMP threads still spin measured up to 10x slower at 65536x10.
+_PARALLEL_MIN_ELEMENTS = 1 << 22
+# Row ranges per worker: several, so a worker slowed by another process does not hold up the rest.
+_RANGES_PER_WORKER = 8
+
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+_STATISTICS_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR]
+_GRADIENT_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64]
+
+_failure: list[str] = []
+
+
+def _cache_directory() -> Path:
+    configured = os.environ.get("SOFTCLASS_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "softclass"
+
+
+def _cpu_features() -> str:
+    """The CPU's feature flags (Linux), so that -march=native builds are keyed by machine."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build(compiler: str) -> Path:
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([source, " ".join(_FLAGS).encode(), compiler.encode(), _cpu_features().encode()])
+    ).hexdigest()[:16]
+    target = _cache_directory() / f"cpu_native-{key}.so"
+    if not target.exists():
+        with atomic_path(target) as temp_path:
+            subprocess.run(
+                [compiler, *_FLAGS, "-o", str(temp_path), str(_SOURCE)],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (built on first call, then cached on disk), or None if unavailable."""
+    if os.environ.get("SOFTCLASS_NATIVE", "1") == "0":
+        _failure.append("disabled by SOFTCLASS_NATIVE=0")
+        return None
+    if platform.system() != "Linux":
+        _failure.append(f"compiled kernels are built on Linux only, not {platform.system()}")
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        _failure.append(f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r})")
+        return None
+    try:
+        loaded = ctypes.CDLL(str(_build(compiler)))
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", b"") or b""
+        _failure.append(f"building {_SOURCE.name} failed: {error} {detail.decode()[-500:]}")
+        return None
+    for suffix in SUPPORTED_DTYPES.values():
+        getattr(loaded, f"ce_row_statistics_{suffix}").argtypes = _STATISTICS_ARGS
+        getattr(loaded, f"ce_row_gradient_{suffix}").argtypes = _GRADIENT_ARGS
+    return loaded
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`library` returned None (None when it is available or was not tried yet)."""
+    return _failure[-1] if _failure else None
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="softclass")
+
+
+def pointer(tensor: Tensor | None) -> int | None:
+    """The address of a tensor's first element (None for None)."""
+    return None if tensor is None else tensor.data_ptr()
+
+
+def run_row_ranges(call: Callable[[int, int], object], n_rows: int, n_classes: int) -> None:
+    """Run ``call(row_begin, row_end)`` over [0, n_rows) in ranges spread over worker threads."""
+    n_workers = torch.get_num_threads()
+    if n_workers == 1 or n_rows * n_classes < _PARALLEL_MIN_ELEMENTS or n_rows == 1:
+        call(0, n_rows)
+        return
+    n_ranges = min(n_rows, n_workers * _RANGES_PER_WORKER)
+    bounds = [n_rows * index // n_ranges for index in range(n_ranges + 1)]
+    futures = [
+        _pool().submit(call, begin, end) for begin, end in itertools.pairwise(bounds) if end > begin
+    ]
+    for future in futures:
+        future.result()

@@ -1,0 +1,426 @@
+"""softclass.kernels: fused cross entropy and fused linear + cross entropy against torch."""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softclass import bench, functional, nn
+from softclass.kernels import cpu, native
+
+REDUCTIONS = ("none", "mean", "sum")
+TOLERANCES = {
+    torch.float32: {},
+    torch.float64: {},
+    torch.bfloat16: {"atol": 2e-2, "rtol": 2e-2},
+}
+
+
+@pytest.fixture(params=["compiled", "torch-ops"])
+def backend(request, monkeypatch):
+    """Run a test on the compiled row loops and on the plain torch-ops path."""
+    if request.param == "torch-ops":
+        monkeypatch.setattr(cpu, "_native_library", lambda logits, targets: None)
+    elif native.library() is None:
+        pytest.fail(f"compiled kernels unavailable: {native.unavailable_reason()}")
+    return request.param
+
+
+def _grid():
+    for reduction, weighted, ignore_index, smoothing, probability, dtype in itertools.product(
+        REDUCTIONS,
+        (False, True),
+        (-100, 2),
+        (0.0, 0.3),
+        (False, True),
+        (torch.float32, torch.float64, torch.bfloat16),
+    ):
+        if probability and ignore_index >= 0:
+            continue
+        yield reduction, weighted, ignore_index, smoothing, probability, dtype
+
+
+def _problem(n_rows, n_classes, probability, ignore_index, weighted, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(n_rows, n_classes, generator=generator, dtype=torch.float64)
+    if probability:
+        target = torch.softmax(torch.randn(n_rows, n_classes, generator=generator), 1).double()
+    else:
+        target = torch.randint(0, n_classes, (n_rows,), generator=generator)
+        target[::3] = ignore_index
+    weight = torch.rand(n_classes, generator=generator, dtype=torch.float64) + 0.5
+    return logits, target, (weight if weighted else None)
+
+
+def _reference(logits64, target, weight, options, grad_output):
+    """torch's loss and gradient, computed in fp64."""
+    logits64 = logits64.detach().requires_grad_()
+    loss = F.cross_entropy(logits64, target, weight=weight, **options)
+    (grad,) = torch.autograd.grad(loss, logits64, grad_output.double())
+    return loss, grad
+
+
+@pytest.mark.parametrize(
+    "reduction,weighted,ignore_index,smoothing,probability,dtype", list(_grid())
+)
+def test_fused_matches_torch(
+    backend, reduction, weighted, ignore_index, smoothing, probability, dtype
+):
+    logits64, target, weight = _problem(23, 13, probability, ignore_index, weighted)
+    options = dict(ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing)
+    logits = logits64.to(dtype).requires_grad_()
+    target_in = target.to(dtype) if probability else target
+    weight_in = None if weight is None else weight.to(dtype)
+    loss = cpu.cross_entropy(logits, target_in, weight_in, block_rows=5, **options)
+    grad_output = torch.rand(loss.shape, dtype=torch.float64) + 0.5  # per item for 'none'
+    (grad,) = torch.autograd.grad(loss, logits, grad_output.to(dtype))
+    # bf16 is compared with the reference on the same (rounded) values, computed in fp64.
+    expected_loss, expected_grad = _reference(
+        logits.detach().double(),
+        target_in.double() if probability else target,
+        None if weight_in is None else weight_in.double(),
+        options,
+        grad_output,
+    )
+    assert loss.dtype == dtype and grad.dtype == dtype
+    torch.testing.assert_close(loss.double(), expected_loss, **_tol(dtype))
+    torch.testing.assert_close(grad.double(), expected_grad, **_tol(dtype))
+
+
+def _tol(dtype):
+    return (
+        TOLERANCES[dtype]
+        if dtype == torch.bfloat16
+        else {"atol": 1e-5, "rtol": 1.3e-5}
+        if (dtype == torch.float32)
+        else {}
+    )
+
+
+def test_probability_target_gradient_matches_torch(backend):
+    logits64, target, weight = _problem(9, 6, True, -100, True)
+    target = target.requires_grad_()
+    logits = logits64.clone().requires_grad_()
+    loss = cpu.cross_entropy(logits, target, weight, label_smoothing=0.2, block_rows=4)
+    grads = torch.autograd.grad(loss, (logits, target))
+    expected = F.cross_entropy(logits, target, weight, label_smoothing=0.2)
+    expected_grads = torch.autograd.grad(expected, (logits, target))
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, expected_grads, strict=False):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(
+    "n_rows,n_classes",
+    [
+        (1, 1),
+        (1, 9),
+        (7, 8),
+        (8, 8),
+        (9, 8),
+        (17, 7),
+        (16, 13),
+        (15, 9),
+        (8, 1),
+    ],
+)
+def test_block_boundaries_and_chunked_equals_unchunked(backend, n_rows, n_classes):
+    logits64, target, weight = _problem(n_rows, n_classes, False, -100, True, seed=n_rows)
+    target[::3] = 0
+    results = []
+    for block_rows in (1, 8, n_rows):
+        logits = logits64.float().requires_grad_()
+        loss = cpu.cross_entropy(
+            logits, target, weight.float(), label_smoothing=0.1, block_rows=block_rows
+        )
+        loss.backward()
+        results.append((loss.detach(), logits.grad))
+    expected_loss, expected_grad = _reference(
+        logits64, target, weight, {"label_smoothing": 0.1}, torch.tensor(1.0)
+    )
+    for loss, grad in results:
+        torch.testing.assert_close(loss.double(), expected_loss, atol=1e-5, rtol=1.3e-5)
+        torch.testing.assert_close(grad.double(), expected_grad, atol=1e-6, rtol=1.3e-5)
+    torch.testing.assert_close(results[0][1], results[-1][1], atol=1e-7, rtol=1e-6)
+
+
+def test_extreme_logits(backend):
+    logits = torch.tensor(
+        [
+            [1e4, -1e4, 0.0, 3.0],
+            [-float("inf"), 2.0, -float("inf"), 1.0],
+            [-1e4, -1e4, -1e4, -1e4],
+            [5.0, -float("inf"), 1e4, 1e4],
+        ]
+    )
+    target = torch.tensor([0, 1, 2, 3])
+    for smoothing in (0.0, 0.1):
+        ours = logits.clone().requires_grad_()
+        theirs = logits.double().requires_grad_()
+        options = dict(reduction="none") if smoothing else {}
+        loss = cpu.cross_entropy(ours, target, label_smoothing=smoothing, **options)
+        expected = F.cross_entropy(theirs, target, label_smoothing=smoothing, **options)
+        loss.sum().backward()
+        expected.sum().backward()
+        # with smoothing, -inf logits make the loss +inf (torch's too). Logits of 1e4 in fp32
+        # carry an ulp of ~1e-3, which bounds any fp32 kernel's accuracy here.
+        torch.testing.assert_close(loss.double(), expected, atol=2e-3, rtol=1e-5)
+        torch.testing.assert_close(ours.grad.double(), theirs.grad, atol=2e-3, rtol=1e-5)
+
+
+def test_all_ignored_mean_is_nan_with_zero_gradient(backend):
+    logits = torch.randn(6, 5, requires_grad=True)
+    target = torch.full((6,), -100)
+    for smoothing, weight in ((0.0, None), (0.2, torch.rand(5))):
+        loss = cpu.cross_entropy(logits, target, weight, label_smoothing=smoothing)
+        expected = F.cross_entropy(logits, target, weight, label_smoothing=smoothing)
+        assert torch.isnan(loss) and torch.isnan(expected)
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_default_backward_leaves_logits_unchanged(backend):
+    logits = torch.randn(10, 300, requires_grad=True)
+    before = logits.detach().clone()
+    cpu.cross_entropy(logits, torch.randint(0, 300, (10,))).backward()
+    assert torch.equal(logits.detach(), before)
+    assert logits.grad.data_ptr() != logits.data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_inplace_backward_matches_and_reuses_logits_memory(backend, dtype):
+    hidden = torch.randn(12, 4, dtype=dtype, requires_grad=True)
+    projection = torch.randn(4, 37, dtype=dtype, requires_grad=True)
+    target = torch.randint(0, 37, (12,))
+    grads = []
+    for inplace in (False, True):
+        logits = hidden @ projection  # mm saves its inputs, not its output
+        address = logits.data_ptr()
+        logits.register_hook(
+            lambda grad, a=address, i=inplace: grads.append((i, grad.data_ptr() == a))
+        )
+        loss = cpu.cross_entropy(logits, target, inplace_backward=inplace, block_rows=5)
+        grads.append(torch.autograd.grad(loss, (hidden, projection)))
+    assert grads[0] == (False, False) and grads[2] == (True, True)
+    for got, want in zip(grads[3], grads[1], strict=False):
+        torch.testing.assert_close(got, want)
+
+
+def test_inplace_backward_raises_when_another_node_saved_the_logits(backend):
+    scores = torch.randn(5, 7, requires_grad=True)
+    logits = scores.exp()  # exp saves its output for its own backward
+    loss = cpu.cross_entropy(logits, torch.randint(0, 7, (5,)), inplace_backward=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_inplace_backward_refuses_a_leaf():
+    with pytest.raises(ValueError, match="leaf tensor that requires grad"):
+        cpu.cross_entropy(
+            torch.randn(3, 4, requires_grad=True), torch.tensor([0, 1, 2]), inplace_backward=True
+        )
+
+
+def test_rows_past_two_to_the_31_elements(backend):
+    """Row 1 starts at element 2³¹ of a lazily mapped buffer: only the touched pages are real."""
+    n_classes = 1000
+    row_stride = 1 << 31
+    buffer = mmap.mmap(
+        -1, (row_stride + n_classes) * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    )
+    storage = torch.frombuffer(buffer, dtype=torch.float32)
+    logits = storage.as_strided((2, n_classes), (row_stride, 1))
+    values = torch.randn(2, n_classes)
+    logits.copy_(values)
+    target = torch.tensor([3, n_classes - 1])
+    leaf = logits.requires_grad_()
+    loss = cpu.cross_entropy(leaf, target, reduction="none")
+    loss.sum().backward()
+    reference = values.double().requires_grad_()
+    expected = F.cross_entropy(reference, target, reduction="none")
+    expected.sum().backward()
+    torch.testing.assert_close(loss.double(), expected)
+    torch.testing.assert_close(leaf.grad.double(), reference.grad)
+
+
+@pytest.mark.parametrize(
+    "reduction,weighted,smoothing,probability,with_bias",
+    list(itertools.product(REDUCTIONS, (False, True), (0.0, 0.2), (False, True), (False, True))),
+)
+def test_linear_cross_entropy_matches_torch(reduction, weighted, smoothing, probability, with_bias):
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(19, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(11, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(11, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = bias if with_bias else None
+    _, target, class_weight = _problem(19, 11, probability, 4, weighted)
+    options = dict(
+        reduction=reduction, label_smoothing=smoothing, ignore_index=-100 if probability else 4
+    )
+    inputs = [hidden, weight] + ([bias] if with_bias else [])
+    loss = functional.linear_cross_entropy(hidden, weight, target, bias, class_weight, **options)
+    expected = F.cross_entropy(F.linear(hidden, weight, bias), target, class_weight, **options)
+    grad_output = torch.rand(loss.shape, dtype=torch.float64) + 0.5
+    grads = torch.autograd.grad(loss, inputs, grad_output)
+    expected_grads = torch.autograd.grad(expected, inputs, grad_output)
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, expected_grads, strict=False):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("block_rows", [1, 4, 7, 64])
+def test_linear_cross_entropy_bf16_and_blocks(block_rows):
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(15, 8, generator=generator).bfloat16().requires_grad_()
+    weight = torch.randn(9, 8, generator=generator).bfloat16().requires_grad_()
+    target = torch.randint(0, 9, (15,), generator=generator)
+    loss = cpu.linear_cross_entropy(hidden, weight, target, block_rows=block_rows)
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    reference = [hidden.detach().float().requires_grad_(), weight.detach().float().requires_grad_()]
+    expected = F.cross_entropy(F.linear(*reference), target)
+    expected_grads = torch.autograd.grad(expected, reference)
+    assert loss.dtype == torch.bfloat16 and grads[1].dtype == torch.bfloat16
+    torch.testing.assert_close(loss.float(), expected, **TOLERANCES[torch.bfloat16])
+    for got, want in zip(grads, expected_grads, strict=False):
+        torch.testing.assert_close(got.float(), want, **TOLERANCES[torch.bfloat16])
+
+
+def test_linear_cross_entropy_module_and_no_grad():
+    module = nn.LinearCrossEntropyLoss(class_weight=torch.rand(5), label_smoothing=0.1)
+    hidden, weight = torch.randn(4, 3), torch.randn(5, 3)
+    target = torch.tensor([0, 4, 2, 1])
+    with torch.no_grad():
+        loss = module(hidden, weight, target)
+    expected = F.cross_entropy(hidden @ weight.T, target, module.class_weight, label_smoothing=0.1)
+    torch.testing.assert_close(loss, expected)
+    assert "class_weight" in dict(module.named_buffers())
+
+
+@pytest.mark.parametrize(
+    "args,error,match",
+    [
+        (
+            (torch.randn(2, 3, 4), torch.randn(5, 4), torch.tensor([0, 1])),
+            ValueError,
+            "hidden must be 2-D",
+        ),
+        (
+            (torch.randn(2, 4), torch.randn(5, 3), torch.tensor([0, 1])),
+            ValueError,
+            r"weight must have shape \(C, H\)",
+        ),
+        (
+            (torch.randn(2, 4), torch.randn(5, 4).double(), torch.tensor([0, 1])),
+            RuntimeError,
+            "weight has dtype Double but hidden has Float",
+        ),
+        (
+            (torch.randn(2, 4), torch.randn(5, 4), torch.rand(2, 3)),
+            ValueError,
+            r"must have shape \(N, C\)",
+        ),
+        ((torch.randn(2, 4), torch.randn(5, 4), torch.tensor([0, 7])), IndexError, "out of bounds"),
+    ],
+)
+def test_linear_cross_entropy_validation(args, error, match):
+    with pytest.raises(error, match=match):
+        functional.linear_cross_entropy(*args)
+
+
+@pytest.mark.parametrize(
+    "bias,error,match",
+    [
+        (torch.randn(4), ValueError, r"bias must have shape \(C,\) = \(5,\)"),
+        (torch.randn(5).double(), RuntimeError, "bias has dtype Double"),
+    ],
+)
+def test_linear_cross_entropy_bias_validation(bias, error, match):
+    with pytest.raises(error, match=match):
+        functional.linear_cross_entropy(
+            torch.randn(2, 4), torch.randn(5, 4), torch.tensor([0, 1]), bias
+        )
+
+
+def test_linear_cross_entropy_refuses_other_devices():
+    hidden = torch.randn(2, 4, device="meta")
+    with pytest.raises(NotImplementedError, match="runs on CPU only"):
+        functional.linear_cross_entropy(
+            hidden, torch.randn(5, 4, device="meta"), torch.tensor([0, 1], device="meta")
+        )
+
+
+def test_functional_cross_entropy_dispatches_by_size(monkeypatch):
+    calls = []
+    original = cpu.cross_entropy
+    monkeypatch.setattr(
+        cpu, "cross_entropy", lambda *a, **k: calls.append(a[0].shape) or original(*a, **k)
+    )
+    big = torch.randn(64, 1024, requires_grad=True)
+    target = torch.randint(0, 1024, (64,))
+    loss = functional.cross_entropy(big, target)
+    torch.testing.assert_close(loss, F.cross_entropy(big, target))
+    functional.cross_entropy(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    assert calls == [torch.Size([64, 1024])]
+    assert cpu.prefers_fused(64, 1024, torch.float32) and not cpu.prefers_fused(4, 3, torch.float32)
+
+
+def test_native_library_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("SOFTCLASS_NATIVE", "0")
+    native.library.cache_clear()
+    try:
+        assert native.library() is None
+        assert "SOFTCLASS_NATIVE=0" in native.unavailable_reason()
+    finally:
+        native.library.cache_clear()
+
+
+def test_native_library_missing_compiler_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    native.library.cache_clear()
+    try:
+        assert native.library() is None
+        assert "no C compiler" in native.unavailable_reason()
+        logits = torch.randn(40, 600, requires_grad=True)
+        target = torch.randint(0, 600, (40,))
+        torch.testing.assert_close(
+            cpu.cross_entropy(logits, target), F.cross_entropy(logits, target)
+        )
+    finally:
+        native.library.cache_clear()
+
+
+def test_bench_measures_a_small_case():
+    case = bench.Case(64, 500)
+    (result,) = bench.run_benchmarks((case,), repeats=1)
+    assert result.torch_seconds > 0 and result.softclass_seconds > 0
+    assert result.softclass_peak_bytes is not None and result.softclass_peak_bytes >= 0
+    table = bench.format_markdown([result])
+    assert "CE 64x500 float32" in table
+
+
+def test_cuda_tensors_dispatch_to_triton_or_warn_once(monkeypatch):
+    """CUDA inputs take the Triton kernel when it can run, else the plain path with one warning."""
+    import warnings
+
+    from softclass import functional
+    from softclass.kernels import triton as triton_kernels
+
+    class FakeCuda:
+        is_cuda = True
+
+    monkeypatch.setattr(triton_kernels, "triton_available", lambda: True)
+    assert (
+        functional._fused_cross_entropy_kernel(FakeCuda(), None, False)
+        is triton_kernels.fused_cross_entropy
+    )
+    monkeypatch.setattr(triton_kernels, "triton_available", lambda: False)
+    monkeypatch.setattr(functional, "_warned_no_triton", False)
+    with pytest.warns(RuntimeWarning, match=r"Triton is not importable"):
+        assert functional._fused_cross_entropy_kernel(FakeCuda(), None, False) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert functional._fused_cross_entropy_kernel(FakeCuda(), None, False) is None
