@@ -1,6 +1,7 @@
 """The comparison of designs A–D: agreement numbers, measurements, outputs."""
 
 import json
+import math
 
 import matplotlib.image
 import polars as pl
@@ -70,6 +71,14 @@ def test_short_comparison_reports_agreement_and_metrics(iris):
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["agreement"][0]["pair"] == "A-B"
     assert len(data["designs"]["C"]["per_seed"]) == 2
+
+
+def test_a_diverged_run_still_gives_valid_json(iris):
+    result = compare(iris, "AB", TrainConfig(epochs=2, learning_rate=1e38))
+    assert math.isnan(result.summary("A")["validation_loss"])
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["designs"]["A"]["mean_over_seeds"]["validation_loss"] is None
+    assert data["designs"]["A"]["per_seed"][0]["calibration"]["ece"] is None
 
 
 def test_compare_refuses_bad_arguments(iris):

@@ -28,7 +28,14 @@ from softclass.errors import ConfigError, DataError
 from softclass.io import atomic_write_json
 from softclass.model import MLPConfig
 from softclass.store import save_model
-from softclass.train import History, ProgressCallback, TrainConfig, Trainer, TrainResult
+from softclass.train import (
+    History,
+    ProgressCallback,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    json_number,
+)
 
 # Pairs whose agreement the report shows: A vs B must be identical, D equals A up to rounding,
 # C is another loss. Loss differences are only meaningful between the same loss quantity.
@@ -168,10 +175,12 @@ class Agreement:
             "pair": f"{self.first}-{self.second}",
             "seed": self.seed,
             "verdict": self.verdict,
-            "max_weight_diff": self.max_weight_diff,
-            "max_loss_diff": self.max_loss_diff,
-            "weight_diff_per_epoch": self.weight_diff,
-            "loss_diff_per_epoch": self.loss_diff,
+            "max_weight_diff": json_number(self.max_weight_diff),
+            "max_loss_diff": json_number(self.max_loss_diff),
+            "weight_diff_per_epoch": [json_number(value) for value in self.weight_diff],
+            "loss_diff_per_epoch": (
+                None if self.loss_diff is None else [json_number(v) for v in self.loss_diff]
+            ),
         }
 
 
@@ -237,11 +246,11 @@ class ComparisonResult:
                 name: {
                     "title": get_design(name).title,
                     "loss": get_design(name).loss_name,
-                    "mean_over_seeds": self.summary(name),
+                    "mean_over_seeds": _json_numbers(self.summary(name)),
                     "per_seed": [
                         {
                             "seed": run.seed,
-                            **run.metrics,
+                            **_json_numbers(run.metrics),
                             "history": run.history.to_dict(),
                             "confusion_matrix": run.confusion.tolist(),
                             "calibration": run.calibration.to_dict(),
@@ -259,6 +268,11 @@ class ComparisonResult:
             "train_config": self.config.to_dict(),
             "out_dir": None if self.out_dir is None else str(self.out_dir),
         }
+
+
+def _json_numbers(numbers: dict[str, float]) -> dict[str, float | None]:
+    """NaN or infinite numbers (a diverged run) become None, which JSON can hold."""
+    return {name: json_number(value) for name, value in numbers.items()}
 
 
 def parse_designs(designs: str | Sequence[str]) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ checked once here and errors say which argument is wrong and what was expected.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,17 +130,17 @@ class Calibration:
     ece: torch.Tensor
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (empty bins give null)."""
+        """JSON-safe form (empty bins, and NaN from a diverged model, give null)."""
 
         def listed(values: torch.Tensor) -> list[float | None]:
-            return [None if value != value else value for value in values.tolist()]
+            return [value if math.isfinite(value) else None for value in values.tolist()]
 
         return {
             "bin_edges": self.bin_edges.tolist(),
             "confidence": listed(self.confidence),
             "accuracy": listed(self.accuracy),
             "counts": self.counts.tolist(),
-            "ece": float(self.ece),
+            "ece": None if not math.isfinite(float(self.ece)) else float(self.ece),
         }
 
 

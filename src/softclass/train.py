@@ -122,7 +122,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _json_number(value: float | None) -> float | None:
+def json_number(value: float | None) -> float | None:
     """A float JSON can hold: NaN and infinities (a diverged loss) become None."""
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -140,7 +140,7 @@ class EpochRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            key: _json_number(value) if key != "epoch" else value
+            key: json_number(value) if key != "epoch" else value
             for key, value in asdict(self).items()
         }
 
