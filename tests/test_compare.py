@@ -123,3 +123,13 @@ def test_iris_comparison_reaches_the_goal_and_writes_everything(iris, tmp_path):
         probabilities = saved.predict_proba(iris.validation_features)
         accuracy = (probabilities.argmax(1) == iris.validation_targets).double().mean()
         assert float(accuracy) == pytest.approx(result.summary(name)["validation_accuracy"])
+
+
+def test_a_single_design_plots_on_one_panel(tmp_path):
+    from softclass.plots import plot_confusion_matrices
+
+    path = plot_confusion_matrices(
+        {"A": torch.tensor([[3, 1], [0, 4]])}, ["no", "yes"], tmp_path / "one.png"
+    )
+    _assert_png(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["one.png"]  # no temporary file left

@@ -67,8 +67,8 @@ def plot_confusion_matrices(
     matrices: Mapping[str, torch.Tensor], class_names: Sequence[str], path: str | Path
 ) -> Path:
     """One panel per design: counts of true class (rows) against predicted class (columns)."""
-    figure = Figure(figsize=(3.4 * len(matrices) + 0.6, 3.6))
-    panels = np.atleast_1d(figure.subplots(1, len(matrices)))
+    figure = Figure(figsize=(3.4 * len(matrices) + 0.8, 3.8), layout="constrained")
+    panels = np.atleast_1d(figure.subplots(1, len(matrices), sharey=True))
     ticks = range(len(class_names))
     for panel, (name, matrix) in zip(panels, matrices.items(), strict=True):
         counts = matrix.cpu().numpy()
@@ -86,8 +86,8 @@ def plot_confusion_matrices(
                 )
         panel.set_title(f"design {name}")
         panel.set_xticks(list(ticks), list(class_names), rotation=45, ha="right")
-        panel.set_yticks(list(ticks), list(class_names))
         panel.set_xlabel("predicted")
+    panels[0].set_yticks(list(ticks), list(class_names))  # shared: inner panels hide them
     panels[0].set_ylabel("true")
     return _save(figure, path)
 
