@@ -194,3 +194,14 @@ def test_bad_options_are_one_line(run, tmp_path):
     code, _, err = run("predict", tmp_path, bundled_path("iris"), "--format", "xml")
     assert code == 2 and "expected csv or json" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_training_to_a_directory_needs_a_recipe(tmp_path):
+    from softclass.compare import PreparedData
+    from softclass.designs import get_design
+    from softclass.errors import ConfigError
+    from softclass.jobs import train_to_directory
+
+    data = PreparedData(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]), None, None, ("a", "b"))
+    with pytest.raises(ConfigError, match="needs data prepared from a table"):
+        train_to_directory(data, get_design("A"), tmp_path / "model")

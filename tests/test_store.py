@@ -130,3 +130,16 @@ def test_a_pickle_in_place_of_the_weights_is_refused_not_executed(saved_dir, tmp
     with pytest.raises(ModelFileError, match="not a readable safetensors file"):
         load_model(directory)
     assert not marker.exists()
+
+
+def test_integer_weights_are_refused(saved_dir):
+    from safetensors.torch import save_file
+
+    directory, model = saved_dir
+    integers = {
+        name: torch.zeros(tensor.shape, dtype=torch.int32)
+        for name, tensor in model.state_dict().items()
+    }
+    save_file(integers, str(directory / WEIGHTS_FILE))
+    with pytest.raises(ModelFileError, match="are not floating point"):
+        load_model(directory)

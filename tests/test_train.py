@@ -397,3 +397,29 @@ def test_pairing_checker_warns_once_on_a_wrong_pairing_and_never_on_the_designs(
     with pytest.warns(PairingWarning, match="double-softmax") as caught:
         fit(double_softmax, CONFIG, features, targets, config=TrainConfig(epochs=3))
     assert len([w for w in caught if issubclass(w.category, PairingWarning)]) == 1
+
+
+def test_a_checkpoint_with_weights_of_the_wrong_shape_is_damaged(tmp_path):
+    features, targets = _blobs()
+    path = tmp_path / "checkpoint.pt"
+    fit(
+        get_design("A"),
+        CONFIG,
+        features,
+        targets,
+        config=TrainConfig(epochs=1),
+        checkpoint_path=path,
+    )
+    state = load_checkpoint_file(path)
+    state["model"]["layers.0.weight"] = torch.zeros(2, 2)
+    torch.save(state, path)
+    with pytest.raises(ModelFileError, match="damaged checkpoint"):
+        fit(
+            get_design("A"),
+            CONFIG,
+            features,
+            targets,
+            config=TrainConfig(epochs=2),
+            checkpoint_path=path,
+            resume=True,
+        )
