@@ -27,3 +27,14 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
+
+
+def test_written_files_get_the_umask_mode_not_a_private_temp_mode(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        target = atomic_write_text(tmp_path / "public.txt", "x")
+    finally:
+        os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o644

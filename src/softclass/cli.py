@@ -8,7 +8,8 @@ the full traceback instead.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +17,10 @@ from rich.markup import escape
 
 from softclass import __version__
 from softclass.errors import SoftclassError
+
+if TYPE_CHECKING:
+    from softclass.compare import ComparisonResult, PreparedData
+    from softclass.train import ProgressEvent, TrainConfig
 
 app = typer.Typer(
     name="softclass",
@@ -56,7 +61,9 @@ def main() -> None:
     except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:
         if _state["debug"]:
             raise
-        err_console.print("[bold red]error:[/]", escape(str(error)), highlight=False)
+        err_console.print(
+            "[bold red]error:[/]", escape(str(error)), highlight=False, soft_wrap=True
+        )
         sys.exit(2)
 
 
@@ -174,3 +181,416 @@ def bench(
     )
     console.print(benchmarks.format_markdown(results), highlight=False)
     console.print(benchmarks.machine_description(), highlight=False)
+
+
+# -- compare / train / predict ---------------------------------------------------------------------
+
+_DataArgument = Annotated[
+    Path | None, typer.Argument(help="CSV or Parquet table (default: the bundled Iris).")
+]
+_Target = Annotated[
+    str | None, typer.Option("--target", help="Class column (default: the last column).")
+]
+_Epochs = Annotated[int, typer.Option("--epochs", help="Passes over the training rows.")]
+_Hidden = Annotated[
+    str, typer.Option("--hidden", help="Hidden layer widths, comma-separated, e.g. 128,128.")
+]
+_Activation = Annotated[str, typer.Option("--activation", help="tanh, relu, sigmoid, gelu.")]
+_Optimizer = Annotated[str, typer.Option("--optimizer", help="sgd (with momentum) or adam.")]
+_LearningRate = Annotated[float, typer.Option("--lr", help="Learning rate.")]
+_Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
+_BatchSize = Annotated[int, typer.Option("--batch-size", help="Rows per optimizer step.")]
+_Seed = Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")]
+_Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+_Precision = Annotated[str, typer.Option("--precision", help="fp32 or bf16 (autocast).")]
+_Normalize = Annotated[str, typer.Option("--normalize", help="zscore, minmax or divide.")]
+_Divide = Annotated[
+    list[str] | None,
+    typer.Option("--divide", help="COLUMN=VALUE divisor for --normalize divide (repeat it)."),
+]
+_Missing = Annotated[str, typer.Option("--missing", help="error, drop or impute.")]
+_Validation = Annotated[
+    float, typer.Option("--validation", help="Share of each class held out for validation.")
+]
+_Patience = Annotated[
+    int | None, typer.Option("--patience", help="Early stopping patience in epochs (off if unset).")
+]
+_Threads = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        help="CPU threads for torch; 0 = torch's default. One is fastest for small networks: "
+        "on a shared 2-core machine two threads made Iris training 7x slower (see benchmarks).",
+    ),
+]
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads < 0:
+        raise typer.BadParameter(f"expected 0 or more, got {threads}", param_hint="--threads")
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated integers like 7 or 128,128, got {text!r}",
+            param_hint="--hidden",
+        ) from None
+    return widths
+
+
+def _parse_divisors(items: list[str] | None) -> dict[str, float] | None:
+    if not items:
+        return None
+    divisors = {}
+    for item in items:
+        column, separator, value = item.rpartition("=")
+        try:
+            divisors[column] = float(value)
+        except ValueError:
+            separator = ""
+        if not separator or not column:
+            raise typer.BadParameter(
+                f"expected COLUMN=VALUE like income=100000, got {item!r}", param_hint="--divide"
+            )
+    return divisors
+
+
+def _prepared_data(
+    data: Path | None,
+    target: str | None,
+    normalize: str,
+    divide: list[str] | None,
+    missing: str,
+    validation: float,
+    seed: int,
+) -> PreparedData:
+    from softclass.compare import prepare_table
+    from softclass.data import load_bundled, read_table
+
+    table = load_bundled("iris") if data is None else read_table(data)
+    prepared = prepare_table(
+        table,
+        target,
+        normalization=normalize,
+        divisors=_parse_divisors(divide),
+        missing=missing,
+        validation_fraction=validation,
+        seed=seed,
+    )
+    for warning in prepared.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    return prepared
+
+
+class _ProgressBars:
+    """A rich progress bar per training run, on stderr; the library only sends events."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            "{task.fields[loss]}",
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not enabled,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _ProgressBars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.__exit__(*exc_info)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.label not in self.tasks:
+            self.tasks[event.label] = self.progress.add_task(
+                f"design {event.label}", total=event.epochs, loss=""
+            )
+        loss = event.record.validation_loss
+        self.progress.update(
+            self.tasks[event.label],
+            completed=event.epochs if event.finished else event.epoch,
+            loss="" if loss is None else f"val loss {loss:.4f}",
+        )
+
+
+def _train_config(**options: object) -> TrainConfig:
+    from softclass.train import TrainConfig
+
+    return TrainConfig(**options)
+
+
+@app.command()
+def compare(
+    data: _DataArgument = None,
+    target: _Target = None,
+    epochs: _Epochs = 100,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds to run (seed, seed+1, ...).")] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output directory (default runs/compare-<date>-<time>)."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    design: Annotated[str, typer.Option("--design", help="Designs to train, e.g. ABCD or AB.")] = (
+        "ABCD"
+    ),
+    hidden: _Hidden = "7",
+    activation: _Activation = "tanh",
+    optimizer: _Optimizer = "sgd",
+    lr: _LearningRate = 0.01,
+    momentum: _Momentum = 0.9,
+    batch_size: _BatchSize = 16,
+    seed: _Seed = 0,
+    device: _Device = "auto",
+    precision: _Precision = "fp32",
+    normalize: _Normalize = "zscore",
+    divide: _Divide = None,
+    missing: _Missing = "error",
+    validation: _Validation = 0.2,
+    patience: _Patience = None,
+    threads: _Threads = 1,
+) -> None:
+    """Train the same network with designs A-D on the same data, split and seed; compare them."""
+    import datetime
+    import json
+
+    from softclass.compare import compare as run_comparison
+
+    _set_threads(threads)
+    config = _train_config(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        learning_rate=lr,
+        momentum=momentum,
+        seed=seed,
+        validation_fraction=validation,
+        patience=patience,
+        device=device,
+        precision=precision,
+    )
+    hidden_widths = _parse_hidden(hidden)
+    prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"compare-{stamp}"
+    with _ProgressBars(enabled=not json_output) as bars:
+        result = run_comparison(
+            prepared,
+            design,
+            config,
+            hidden=hidden_widths,
+            activation=activation,
+            seeds=seeds,
+            out_dir=out,
+            progress=bars,
+        )
+    if json_output:
+        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+        return
+    _print_comparison(result)
+
+
+def _print_comparison(result: ComparisonResult) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from softclass.designs import get_design
+
+    seeds = len(result.seeds)
+    title = (
+        f"{' vs '.join(result.designs)}: {result.n_train} training rows, {result.n_validation} "
+        f"validation rows, MLP {result.model_config.n_features}-"
+        f"{'-'.join(str(w) for w in result.model_config.hidden)}-{result.model_config.n_classes}"
+        f" {result.model_config.activation}, {result.config.optimizer}"
+        + (f", mean of {seeds} seeds" if seeds > 1 else f", seed {result.seeds[0]}")
+    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in (
+        "design",
+        "train\nloss",
+        "val\nloss",
+        "train\nacc",
+        "val\nacc",
+        "val log\nloss",
+        "val\nBrier",
+        "epochs",
+        "time",
+    ):
+        table.add_column(column, justify="left" if column == "design" else "right", no_wrap=True)
+    for name in result.designs:
+        numbers = result.summary(name)
+        table.add_row(
+            name,
+            f"{numbers['train_loss']:.4f}",
+            f"{numbers['validation_loss']:.4f}",
+            f"{numbers['train_accuracy']:.3f}",
+            f"{numbers['validation_accuracy']:.3f}",
+            f"{numbers['validation_log_loss']:.4f}",
+            f"{numbers['validation_brier']:.4f}",
+            f"{numbers['epochs']:.0f}",
+            f"{numbers['seconds']:.1f}s",
+        )
+    console.print(table)
+    for name in result.designs:
+        console.print(
+            f"  {name}: {get_design(name).title} (loss: {get_design(name).loss_name})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    notes = {
+        ("A", "B"): "same computation",
+        ("A", "D"): "same loss mathematically, log of a rounded softmax",
+        ("A", "C"): "a different loss",
+    }
+    for agreement in result.agreements:
+        if agreement.seed != result.seeds[0] and seeds > 1:
+            continue
+        pair = (agreement.first, agreement.second)
+        loss_part = (
+            ""
+            if agreement.max_loss_diff is None
+            else f", max |Δloss| {agreement.max_loss_diff:.2e}"
+        )
+        colour = {"identical": "green", "equal to float tolerance": "green"}.get(
+            agreement.verdict, "yellow"
+        )
+        console.print(
+            f"{agreement.first} vs {agreement.second}: [{colour}]{agreement.verdict}[/] "
+            f"(max |ΔW| {agreement.max_weight_diff:.2e}{loss_part} over "
+            f"{len(agreement.weight_diff)} epochs; {notes[pair]})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.out_dir is not None:
+        console.print(
+            f"models, history.json, report.json and plots written to {result.out_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.")],
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    design: Annotated[str, typer.Option("--design", help="A, B, C or D.")] = "A",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
+    ] = False,
+    target: _Target = None,
+    epochs: _Epochs = 100,
+    hidden: _Hidden = "7",
+    activation: _Activation = "tanh",
+    optimizer: _Optimizer = "sgd",
+    lr: _LearningRate = 0.01,
+    momentum: _Momentum = 0.9,
+    batch_size: _BatchSize = 16,
+    seed: _Seed = 0,
+    device: _Device = "auto",
+    precision: _Precision = "fp32",
+    normalize: _Normalize = "zscore",
+    divide: _Divide = None,
+    missing: _Missing = "error",
+    validation: _Validation = 0.2,
+    patience: _Patience = None,
+    threads: _Threads = 1,
+) -> None:
+    """Train one design on a table and save the model (with checkpoints, resumable)."""
+    from softclass.designs import get_design
+    from softclass.jobs import train_to_directory
+
+    _set_threads(threads)
+    chosen = get_design(design)
+    config = _train_config(
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        learning_rate=lr,
+        momentum=momentum,
+        seed=seed,
+        validation_fraction=validation,
+        patience=patience,
+        device=device,
+        precision=precision,
+    )
+    hidden_widths = _parse_hidden(hidden)
+    prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+    with _ProgressBars(enabled=True) as bars:
+        result = train_to_directory(
+            prepared,
+            chosen,
+            out,
+            config,
+            hidden=hidden_widths,
+            activation=activation,
+            resume=resume,
+            progress=bars,
+        )
+    last = result.history.records[-1]
+    validation_part = (
+        ""
+        if last.validation_loss is None
+        else f", validation loss {last.validation_loss:.4f}, accuracy "
+        f"{last.validation_accuracy:.3f}"
+    )
+    console.print(
+        f"design {chosen.name} ({chosen.title}): {result.history.epochs} epochs, training loss "
+        f"{last.train_loss:.4f}{validation_part}; model saved to {out}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="Model directory written by train/compare.")],
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table of raw rows.")],
+    output_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Class probabilities and the predicted class name for each row of a table."""
+    import json
+
+    from softclass.data import read_table
+    from softclass.errors import ConfigError
+    from softclass.io import atomic_write_text
+    from softclass.jobs import predict_table
+    from softclass.store import load_model
+
+    if output_format not in ("csv", "json"):
+        raise ConfigError(f"--format {output_format!r}: expected csv or json")
+    saved = load_model(model_dir)
+    prediction = predict_table(saved, read_table(data))
+    for warning in prediction.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if output_format == "csv":
+        text = prediction.table.write_csv()
+    else:
+        text = json.dumps(prediction.table.to_dicts(), indent=1) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(output, text)
+    if prediction.accuracy is not None:
+        err_console.print(
+            f"accuracy {prediction.accuracy:.3f} on {prediction.table.height} rows with a "
+            f"{saved.recipe.target!r} column",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -34,6 +34,7 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
         yield temp_path
         with open(temp_path, "rb+") as written:
             os.fsync(written.fileno())
+        os.chmod(temp_path, _default_file_mode())
         os.replace(temp_path, destination)
     finally:
         temp_path.unlink(missing_ok=True)
@@ -55,6 +56,13 @@ def atomic_write_text(destination: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(destination: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``destination`` atomically."""
     return atomic_write_text(destination, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _default_file_mode() -> int:
+    """The mode a plainly created file gets (0o666 less the umask); mkstemp would leave 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_directory(directory: Path) -> None:

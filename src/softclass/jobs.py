@@ -1,0 +1,112 @@
+"""The ``train`` and ``predict`` jobs behind the command line, as library functions.
+
+:func:`train_to_directory` trains one design on prepared data, checkpointing into the model
+directory so that an interrupted run can be resumed, and saves the model there.
+:func:`predict_table` applies a saved model (its recipe unchanged) to the raw rows of a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from softclass import metrics
+from softclass.compare import PreparedData
+from softclass.designs import Design
+from softclass.errors import ConfigError
+from softclass.model import MLPConfig
+from softclass.store import METADATA_FILE, SavedModel, save_model
+from softclass.train import ProgressCallback, TrainConfig, Trainer, TrainResult
+
+CHECKPOINT_FILE = "checkpoint.pt"
+PREDICTED_COLUMN = "predicted"
+
+
+def train_to_directory(
+    data: PreparedData,
+    design: Design,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    hidden: Sequence[int] = (7,),
+    activation: str = "tanh",
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train ``design`` and save it in ``out_dir`` (model.safetensors, model.json).
+
+    A checkpoint (``out_dir/checkpoint.pt``) is written every ``config.checkpoint_every`` epochs
+    and kept; ``resume=True`` continues from it with the same final weights as an uninterrupted
+    run.
+
+    Raises:
+        ConfigError: ``out_dir`` already holds a model or checkpoint and ``resume`` is False, or
+            the data has no recipe.
+        ModelFileError: resuming from a missing, unsafe or mismatched checkpoint.
+    """
+    if data.recipe is None:
+        raise ConfigError("train_to_directory needs data prepared from a table (with a recipe)")
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / CHECKPOINT_FILE
+    if not resume and (checkpoint.exists() or (out_dir / METADATA_FILE).exists()):
+        raise ConfigError(
+            f"{out_dir} already holds a model or checkpoint: pass --resume (resume=True) to "
+            "continue it, or choose another output directory"
+        )
+    config = TrainConfig() if config is None else config
+    model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
+    trainer = Trainer(design, model_config, config, checkpoint_path=checkpoint, progress=progress)
+    result = trainer.fit(
+        data.train_features,
+        data.train_targets,
+        data.validation_features,
+        data.validation_targets,
+        resume=resume,
+    )
+    save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
+    return result
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What :func:`predict_table` returns.
+
+    Attributes:
+        table: one row per kept input row: ``row`` (0-based input position), one probability
+            column per class (named by the class; ``proba_<name>`` for a class called "row"
+            or "predicted") and ``predicted`` (the class name).
+        accuracy: share of right predictions when the table had the target column, else None.
+        warnings: what the user should hear (ignored columns, dropped rows).
+    """
+
+    table: pl.DataFrame
+    accuracy: float | None
+    warnings: tuple[str, ...]
+
+
+@torch.no_grad()
+def predict_table(saved: SavedModel, table: pl.DataFrame) -> Prediction:
+    """Probabilities and predicted class names for the raw rows of ``table``.
+
+    Raises:
+        DataError: as :meth:`softclass.data.Recipe.prepare` (a missing feature column, a bad
+            value, a class in the target column that the model never saw...).
+    """
+    prepared = saved.recipe.prepare(table)
+    probabilities = saved.predict_proba(prepared.features)
+    predicted = probabilities.argmax(dim=1)
+    columns: dict[str, object] = {"row": prepared.rows.numpy()}
+    for index, name in enumerate(saved.classes):
+        column = f"proba_{name}" if name in ("row", PREDICTED_COLUMN) else name
+        columns[column] = probabilities[:, index].double().numpy()
+    columns[PREDICTED_COLUMN] = saved.recipe.decode(predicted)
+    accuracy = (
+        None
+        if prepared.targets is None or prepared.targets.numel() == 0
+        else float(metrics.accuracy(probabilities, prepared.targets))
+    )
+    return Prediction(pl.DataFrame(columns), accuracy, prepared.warnings)

@@ -1,0 +1,145 @@
+"""Saved model directories: round trip, and every missing or bad part named."""
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+from softclass.data import Recipe, load_bundled
+from softclass.designs import get_design
+from softclass.errors import ConfigError, ModelFileError
+from softclass.model import MLPConfig, build_mlp
+from softclass.store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
+from softclass.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def iris_recipe():
+    return Recipe.fit(load_bundled("iris"))
+
+
+@pytest.fixture
+def saved_dir(tmp_path, iris_recipe):
+    model = build_mlp(MLPConfig(4, 3), seed=5)
+    save_model(
+        tmp_path / "model",
+        model,
+        get_design("B"),
+        iris_recipe,
+        TrainConfig(epochs=3),
+        {"epochs": 3},
+    )
+    return tmp_path / "model", model
+
+
+def test_round_trip_keeps_weights_design_recipe_and_options(saved_dir, iris_recipe):
+    directory, model = saved_dir
+    saved = load_model(directory)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(saved.model.state_dict()[name], tensor)
+    assert saved.design.name == "B"
+    assert saved.classes == iris_recipe.classes == ("setosa", "versicolor", "virginica")
+    assert saved.train_config == TrainConfig(epochs=3)
+    assert saved.history_summary == {"epochs": 3}
+    features = iris_recipe.transform(load_bundled("iris"))[:5]
+    expected = torch.softmax(model(features), dim=1)
+    torch.testing.assert_close(saved.predict_proba(features), expected)
+    metadata = json.loads((directory / METADATA_FILE).read_text())
+    assert metadata["format_version"] == 1 and metadata["design"] == "B"
+
+
+def test_save_refuses_a_recipe_that_does_not_fit_the_network(tmp_path, iris_recipe):
+    with pytest.raises(ConfigError, match="the network takes 5 and predicts 3"):
+        save_model(
+            tmp_path, build_mlp(MLPConfig(5, 3), 0), get_design("A"), iris_recipe, TrainConfig(), {}
+        )
+
+
+def _edit_metadata(directory, change):
+    path = directory / METADATA_FILE
+    metadata = json.loads(path.read_text())
+    change(metadata)
+    path.write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.pop("design"), r"model.json: missing field 'design'"),
+        (lambda m: m.update(design="E"), r"bad field 'design': unknown design 'E'"),
+        (lambda m: m.update(format_version=7), r"'format_version' is 7; this softclass reads"),
+        (lambda m: m.update(model_config=[4, 3]), r"field 'model_config' should be a dict"),
+        (lambda m: m["model_config"].pop("hidden"), r"bad field 'model_config'"),
+        (lambda m: m["train_config"].update(epochs=0), r"bad field 'train_config': epochs=0"),
+        (lambda m: m.update(classes=["a", "b", "c"]), r"field 'classes' \['a', 'b', 'c'\]"),
+        (lambda m: m.update(recipe={"nonsense": 1}), r"bad field 'recipe'|field 'recipe'"),
+        (lambda m: m["model_config"].update(n_features=5), r"describes 5 and 3"),
+    ],
+)
+def test_bad_metadata_fields_are_named(saved_dir, change, message):
+    directory, _ = saved_dir
+    _edit_metadata(directory, change)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(directory)
+
+
+def test_missing_directory_and_files_are_named(saved_dir, tmp_path):
+    directory, _ = saved_dir
+    with pytest.raises(ModelFileError, match="no such model directory"):
+        load_model(tmp_path / "nowhere")
+    (directory / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelFileError, match=r"model.safetensors: missing file"):
+        load_model(directory)
+    (directory / METADATA_FILE).write_text("{not json")
+    (directory / WEIGHTS_FILE).write_bytes(b"")
+    with pytest.raises(ModelFileError, match=r"model.json: not readable JSON"):
+        load_model(directory)
+    (directory / METADATA_FILE).write_text("[1]")
+    with pytest.raises(ModelFileError, match="expected a JSON object, found list"):
+        load_model(directory)
+
+
+def test_weights_of_another_shape_are_refused(saved_dir, iris_recipe, tmp_path):
+    directory, _ = saved_dir
+    other = tmp_path / "other"
+    save_model(
+        other, build_mlp(MLPConfig(4, 3, (9,)), 0), get_design("B"), iris_recipe, TrainConfig(), {}
+    )
+    (directory / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
+    with pytest.raises(ModelFileError, match=r"do not fit the network .* wrong shape"):
+        load_model(directory)
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_in_place_of_the_weights_is_refused_not_executed(saved_dir, tmp_path):
+    directory, _ = saved_dir
+    marker = tmp_path / "pwned"
+    (directory / WEIGHTS_FILE).write_bytes(pickle.dumps(_Exploit(marker)))
+    with pytest.raises(ModelFileError, match="not a readable safetensors file"):
+        load_model(directory)
+    torch.save({"weights": _Exploit(marker)}, directory / WEIGHTS_FILE)
+    with pytest.raises(ModelFileError, match="not a readable safetensors file"):
+        load_model(directory)
+    assert not marker.exists()
+
+
+def test_integer_weights_are_refused(saved_dir):
+    from safetensors.torch import save_file
+
+    directory, model = saved_dir
+    integers = {
+        name: torch.zeros(tensor.shape, dtype=torch.int32)
+        for name, tensor in model.state_dict().items()
+    }
+    save_file(integers, str(directory / WEIGHTS_FILE))
+    with pytest.raises(ModelFileError, match="are not floating point"):
+        load_model(directory)
