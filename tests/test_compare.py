@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import matplotlib.image
 import polars as pl
@@ -11,9 +12,10 @@ from PIL import Image
 
 from softclass.compare import PreparedData, compare, parse_designs, prepare_table
 from softclass.data import load_bundled
+from softclass.designs import get_design
 from softclass.errors import ConfigError, DataError
 from softclass.store import load_model
-from softclass.train import TrainConfig
+from softclass.train import TrainConfig, fit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -52,9 +54,8 @@ def test_short_comparison_reports_agreement_and_metrics(iris):
     result = compare(iris, "DCBA", TrainConfig(epochs=4), seeds=2)
     assert result.designs == ("A", "B", "C", "D") and result.seeds == (0, 1)
     pairs = {(a.first, a.second, a.seed): a for a in result.agreements}
-    assert set(pairs) == {
-        (x, y, s) for x, y in (("A", "B"), ("A", "D"), ("A", "C")) for s in (0, 1)
-    }
+    # Several seeds: every model from the batched engine; the lockstep agreement for the first.
+    assert set(pairs) == {(x, y, 0) for x, y in (("A", "B"), ("A", "D"), ("A", "C"))}
     a_b = pairs[("A", "B", 0)]
     assert len(a_b.weight_diff) == 4 and a_b.max_weight_diff <= 1e-6
     assert a_b.verdict in ("identical", "equal to float tolerance")
@@ -71,6 +72,41 @@ def test_short_comparison_reports_agreement_and_metrics(iris):
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["agreement"][0]["pair"] == "A-B"
     assert len(data["designs"]["C"]["per_seed"]) == 2
+
+
+def test_several_seeds_train_in_one_batch_and_compare_designs_paired(iris, tmp_path):
+    config = TrainConfig(epochs=5, seed=3)
+    result = compare(iris, "ABCD", config, seeds=3, out_dir=tmp_path / "run")
+    assert result.seeds == (3, 4, 5) and len(result.runs) == 12
+    alone = fit(
+        get_design("C"),
+        result.model_config,
+        iris.train_features,
+        iris.train_targets,
+        iris.validation_features,
+        iris.validation_targets,
+        replace(config, seed=4),
+    )
+    batched = next(run for run in result.runs if run.design == "C" and run.seed == 4)
+    for got, want in zip(batched.result.model.parameters(), alone.model.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert batched.history.column("validation_loss") == pytest.approx(
+        alone.history.column("validation_loss"), rel=1e-4
+    )
+    statistics = result.seed_statistics()
+    pairs = {(pair["a"], pair["b"]): pair for pair in statistics["pairs"]["validation_loss"]}
+    assert pairs[("A", "B")]["verdict"] == "identical" and pairs[("A", "B")]["p_value"] == 1.0
+    losses_c = [run.metrics["validation_loss"] for run in result.runs_of("C")]
+    assert statistics["summary"]["validation_loss"]["C"]["mean"] == pytest.approx(sum(losses_c) / 3)
+    assert (tmp_path / "run" / "seed_bands.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["seed_statistics"]["pairs"]["validation_loss"][0]["verdict"] == "identical"
+
+
+def test_options_the_batched_engine_lacks_run_the_seeds_one_by_one(iris):
+    result = compare(iris, "AB", TrainConfig(epochs=3, patience=2), seeds=2)
+    assert {agreement.seed for agreement in result.agreements} == {0, 1}
+    assert result.bands is None and result.seed_statistics() is not None
 
 
 def test_a_diverged_run_still_gives_valid_json(iris):

@@ -20,6 +20,7 @@ from softclass.ensemble import (
 )
 from softclass.errors import ConfigError, DataError
 from softclass.model import MLPConfig, build_mlp
+from softclass.train import TrainConfig, fit
 
 
 def _table(n_rows=37, n_features=4, n_classes=3, seed=0):
@@ -267,3 +268,47 @@ def test_compare_seeds_refuses_what_it_cannot_compare(kwargs, match):
     arguments = {"settings": SETTINGS["sgd"], "seeds": [0, 1], **kwargs}
     with pytest.raises(ConfigError, match=match):
         compare_seeds(MLPConfig(4, 3), features, targets, features, targets, **arguments)
+
+
+@pytest.mark.parametrize(("optimizer", "momentum"), [("sgd", 0.9), ("sgd", 0.0), ("adam", 0.0)])
+def test_members_equal_softclass_train_fit_with_matching_settings(optimizer, momentum):
+    features, targets = (
+        tensor.float() if tensor.is_floating_point() else tensor for tensor in _table(37)
+    )
+    val_features, val_targets = _table(11, seed=1)
+    val_features = val_features.float()
+    config = MLPConfig(4, 3)
+    settings = EnsembleSettings(
+        epochs=5, batch_size=8, optimizer=optimizer, learning_rate=0.05, momentum=momentum
+    )
+    members = design_seed_grid("ABCD", [3])
+    result = train_ensemble(config, members, features, targets, settings, val_features, val_targets)
+    train_config = TrainConfig(
+        epochs=5,
+        batch_size=8,
+        optimizer=optimizer,
+        learning_rate=0.05,
+        momentum=momentum,
+        seed=3,
+        device="cpu",
+    )
+    for position, member in enumerate(members):
+        alone = fit(
+            get_design(member.design),
+            config,
+            features,
+            targets,
+            val_features,
+            val_targets,
+            train_config,
+        )
+        _assert_same_parameters(result.model(position), alone.model, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            result.train_loss[position], alone.history.column("train_loss"), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            result.val_loss[position], alone.history.column("validation_loss"), rtol=1e-5
+        )
+        np.testing.assert_array_equal(
+            result.val_accuracy[position], alone.history.column("validation_accuracy")
+        )

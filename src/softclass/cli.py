@@ -475,12 +475,64 @@ def _print_comparison(result: ComparisonResult) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    statistics = result.seed_statistics()
+    if statistics is not None:
+        _print_seed_statistics(statistics, len(result.seeds))
     if result.out_dir is not None:
         console.print(
             f"models, history.json, report.json and plots written to {result.out_dir}",
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
+    """Per design mean ± 95 % interval over the seeds, then the paired comparisons."""
+    from rich import box
+    from rich.table import Table
+
+    names = {"validation_loss": "val loss", "validation_accuracy": "val acc"}
+    summary, pairs = statistics["summary"], statistics["pairs"]
+    table = Table(
+        title=f"{n_seeds} seeds: mean ± 95 % interval",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("design", no_wrap=True)
+    for metric in summary:
+        table.add_column(names[metric], justify="right", no_wrap=True)
+    designs = next(iter(summary.values())).keys() if summary else []
+    for name in designs:
+        table.add_row(
+            name,
+            *(
+                f"{summary[metric][name]['mean']:.4f} ± {summary[metric][name]['half_width']:.4f}"
+                for metric in summary
+            ),
+        )
+    console.print(table)
+    paired = Table(
+        title="paired over the same seeds (a - b)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("pair", "metric", "mean diff", "95 % interval", "p", "verdict"):
+        paired.add_column(
+            column, justify="left" if column in ("pair", "metric") else "right", no_wrap=True
+        )
+    for metric, comparisons in pairs.items():
+        for pair in comparisons:
+            paired.add_row(
+                f"{pair['a']} vs {pair['b']}",
+                names[metric],
+                f"{pair['mean_difference']:+.1e}",
+                f"[{pair['low']:+.1e}, {pair['high']:+.1e}]",
+                f"{pair['p_value']:.3g}",
+                pair["verdict"],
+            )
+    console.print(paired)
 
 
 @app.command()

@@ -7,12 +7,18 @@ every epoch the weights and losses of A and B (and D, and C) can be compared dir
 measures each design on the validation rows and, when asked, writes models, history, report and
 plots to a directory.
 
-Several seeds are run one after the other (seed, seed + 1, ...), each with its own batch order
-and initial weights; the split stays the one of the configured seed.
+Several seeds (seed, seed + 1, ...) each have their own batch order and initial weights; the
+split stays the one of the configured seed. With more than one seed every design × seed model is
+trained in one batched run (:mod:`softclass.ensemble`, the same models to float tolerance), the
+first seed is also run in lockstep for the weight agreement, and the report adds each design's
+mean ± 95 % interval over the seeds and paired comparisons (:mod:`softclass.stats`). Options the
+batched engine lacks (early stopping, bf16, weight decay) fall back to one seed after the other.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,17 +30,21 @@ import torch
 from softclass import metrics, plots
 from softclass.data import Recipe, stratified_split
 from softclass.designs import DESIGNS, get_design
+from softclass.ensemble import EnsembleSettings, design_seed_grid, train_ensemble
 from softclass.errors import ConfigError, DataError
 from softclass.io import atomic_write_json
 from softclass.model import MLPConfig
+from softclass.stats import mean_interval, paired_comparison
 from softclass.store import save_model
 from softclass.train import (
+    EpochRecord,
     History,
     ProgressCallback,
     TrainConfig,
     Trainer,
     TrainResult,
     json_number,
+    resolve_device,
 )
 
 # Pairs whose agreement the report shows: A vs B must be identical, D equals A up to rounding,
@@ -203,6 +213,9 @@ class DesignRun:
         return self.result.history
 
 
+# Final metrics compared over seeds (mean ± interval, paired differences).
+SEED_METRICS = ("validation_loss", "validation_accuracy")
+
 METRIC_NAMES = (
     "train_loss",
     "validation_loss",
@@ -230,6 +243,9 @@ class ComparisonResult:
     n_train: int
     n_validation: int
     out_dir: Path | None = None
+    # With several seeds from the batched engine: per metric, per design, the per-epoch mean and
+    # 95 % band ({"mean", "low", "high"} arrays); None otherwise.
+    bands: dict[str, dict[str, dict[str, Any]]] | None = None
 
     def runs_of(self, design: str) -> list[DesignRun]:
         return [run for run in self.runs if run.design == design]
@@ -239,9 +255,42 @@ class ComparisonResult:
         runs = self.runs_of(design)
         return {name: sum(run.metrics[name] for run in runs) / len(runs) for name in METRIC_NAMES}
 
+    def seed_statistics(self, confidence: float = 0.95) -> dict[str, Any] | None:
+        """Over the seeds (2 or more): per design mean and interval of the validation loss and
+        accuracy, and every pair of designs compared seed by seed; None with one seed.
+
+        A metric with a non-finite value (a diverged run) is left out.
+        """
+        if len(self.seeds) < 2:
+            return None
+        summary: dict[str, dict[str, Any]] = {}
+        pairs: dict[str, list[dict[str, Any]]] = {}
+        for metric in SEED_METRICS:
+            values = {
+                name: [run.metrics[metric] for run in sorted(self.runs_of(name), key=_seed_of)]
+                for name in self.designs
+            }
+            if not all(math.isfinite(value) for row in values.values() for value in row):
+                continue
+            summary[metric] = {
+                name: _json_floats(mean_interval(row, confidence).to_dict())
+                for name, row in values.items()
+            }
+            pairs[metric] = [
+                _json_floats(
+                    paired_comparison(
+                        values[first], values[second], first, second, confidence
+                    ).to_dict()
+                )
+                for position, first in enumerate(self.designs)
+                for second in self.designs[position + 1 :]
+            ]
+        return {"confidence": confidence, "summary": summary, "pairs": pairs}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (``softclass compare --json`` prints it)."""
         return {
+            "seed_statistics": self.seed_statistics(),
             "designs": {
                 name: {
                     "title": get_design(name).title,
@@ -273,6 +322,14 @@ class ComparisonResult:
 def _json_numbers(numbers: dict[str, float]) -> dict[str, float | None]:
     """NaN or infinite numbers (a diverged run) become None, which JSON can hold."""
     return {name: json_number(value) for name, value in numbers.items()}
+
+
+def _json_floats(record: dict[str, Any]) -> dict[str, Any]:
+    """The floats of ``record`` made JSON-safe (infinite t statistic, NaN → None); the rest kept."""
+    return {
+        key: json_number(value) if isinstance(value, float) else value
+        for key, value in record.items()
+    }
 
 
 def parse_designs(designs: str | Sequence[str]) -> tuple[str, ...]:
@@ -319,12 +376,19 @@ def compare(
     seed_values = tuple(config.seed + offset for offset in range(seeds))
     runs: list[DesignRun] = []
     agreements: list[Agreement] = []
-    for seed in seed_values:
-        seed_runs, seed_agreements = _compare_one_seed(
-            data, names, model_config, replace(config, seed=seed), progress, seeds > 1
+    bands = None
+    if seeds > 1 and _batched_engine_fits(config):
+        _, agreements = _compare_one_seed(
+            data, names, model_config, replace(config, seed=seed_values[0]), progress, True
         )
-        runs.extend(seed_runs)
-        agreements.extend(seed_agreements)
+        runs, bands = _batched_runs(data, names, model_config, config, seed_values)
+    else:
+        for seed in seed_values:
+            seed_runs, seed_agreements = _compare_one_seed(
+                data, names, model_config, replace(config, seed=seed), progress, seeds > 1
+            )
+            runs.extend(seed_runs)
+            agreements.extend(seed_agreements)
     result = ComparisonResult(
         designs=names,
         seeds=seed_values,
@@ -336,10 +400,78 @@ def compare(
         n_train=int(data.train_features.shape[0]),
         n_validation=int(data.validation_features.shape[0]),
         out_dir=None if out_dir is None else Path(out_dir),
+        bands=bands,
     )
     if out_dir is not None:
         write_outputs(result, data.recipe, Path(out_dir))
     return result
+
+
+def _seed_of(run: DesignRun) -> int:
+    return run.seed
+
+
+def _batched_engine_fits(config: TrainConfig) -> bool:
+    """The batched engine trains fp32 models for every epoch, without weight decay."""
+    return config.patience is None and config.precision == "fp32" and config.weight_decay == 0
+
+
+def _batched_runs(
+    data: PreparedData,
+    names: tuple[str, ...],
+    model_config: MLPConfig,
+    config: TrainConfig,
+    seed_values: tuple[int, ...],
+) -> tuple[list[DesignRun], dict[str, dict[str, dict[str, Any]]]]:
+    """Every design × seed in one :func:`softclass.ensemble.train_ensemble` run, measured like a
+    :class:`Trainer` run (the training accuracy per epoch is not tracked there: NaN), and the
+    per-epoch bands of the validation loss and accuracy."""
+    settings = EnsembleSettings(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optimizer=config.optimizer,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum if config.optimizer == "sgd" else 0.0,
+    )
+    start = time.perf_counter()
+    result = train_ensemble(
+        model_config,
+        design_seed_grid(names, seed_values),
+        data.train_features,
+        data.train_targets,
+        settings,
+        data.validation_features,
+        data.validation_targets,
+        device=resolve_device(config.device),
+    )
+    # Wall time per epoch, shared out over the models trained together.
+    seconds = (time.perf_counter() - start) / (config.epochs * len(result.members))
+    runs = []
+    for position, member in enumerate(result.members):
+        history = History(
+            [
+                EpochRecord(
+                    epoch + 1,
+                    float(result.train_loss[position, epoch]),
+                    math.nan,
+                    float(result.val_loss[position, epoch]),
+                    float(result.val_accuracy[position, epoch]),
+                    seconds,
+                )
+                for epoch in range(config.epochs)
+            ]
+        )
+        model = result.model(position).eval().requires_grad_(False)
+        trained = TrainResult(
+            model,
+            get_design(member.design),
+            model_config,
+            replace(config, seed=member.seed),
+            history,
+        )
+        runs.append(measure(trained, data))
+    bands = {metric: result.bands(metric, names) for metric in ("val_loss", "val_accuracy")}
+    return runs, bands
 
 
 def _compare_one_seed(
@@ -460,6 +592,8 @@ def write_outputs(result: ComparisonResult, recipe: Recipe | None, out_dir: Path
         },
     )
     atomic_write_json(out_dir / "report.json", result.to_dict())
+    if result.bands is not None:
+        plots.plot_seed_bands(result.bands, out_dir / "seed_bands.png")
     plots.plot_loss_curves(
         {name: run.history for name, run in first_runs.items()},
         {name: get_design(name).loss_name for name in first_runs},

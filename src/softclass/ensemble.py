@@ -570,6 +570,25 @@ class EnsembleResult:
         """Member ``member``'s trained weights as a normal :class:`MLP`."""
         return self.network.to_mlp(member)
 
+    def bands(
+        self, metric: str, designs: Sequence[str], confidence: float = 0.95
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Per design, per epoch over its seeds: ``{"mean", "low", "high"}`` arrays ``(epochs,)``.
+
+        ``metric``: "train_loss", "val_loss" or "val_accuracy"; the band is the Student-t
+        interval of the mean (each design needs at least 2 seeds).
+        """
+        bands = {}
+        for design in designs:
+            history = getattr(self, metric)[self.indices(design)]
+            n = history.shape[0]
+            if n < 2:
+                raise ConfigError(f"bands need at least 2 seeds per design, {design} has {n}")
+            mean = history.mean(0)
+            half = t_quantile(confidence, n - 1) * history.std(0, ddof=1) / math.sqrt(n)
+            bands[design] = {"mean": mean, "low": mean - half, "high": mean + half}
+        return bands
+
     def indices(self, design: str) -> list[int]:
         """Positions of the members with design ``design``, in seed order."""
         name = get_design(design).name
@@ -662,14 +681,7 @@ class SeedComparison:
 
     def bands(self, metric: str, confidence: float = 0.95) -> dict[str, dict[str, np.ndarray]]:
         """Per design, per epoch: ``{"mean", "low", "high"}`` arrays ``(epochs,)`` (Student t)."""
-        bands = {}
-        for design in self.designs:
-            history = self.history(metric, design)
-            n = history.shape[0]
-            mean = history.mean(0)
-            half = t_quantile(confidence, n - 1) * history.std(0, ddof=1) / math.sqrt(n)
-            bands[design] = {"mean": mean, "low": mean - half, "high": mean + half}
-        return bands
+        return self.result.bands(metric, self.designs, confidence)
 
     def to_dict(self) -> dict:
         """JSON-safe summary (no histories)."""

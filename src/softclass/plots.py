@@ -115,3 +115,37 @@ def plot_calibration(calibrations: Mapping[str, Calibration], path: str | Path) 
     panel.grid(True, alpha=0.3)
     panel.legend(loc="upper left", fontsize="small")
     return _save(figure, path)
+
+
+def plot_seed_bands(
+    bands: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], path: str | Path
+) -> Path:
+    """Validation loss and accuracy per epoch over seeds: each design's mean and 95 % band.
+
+    ``bands[metric][design]`` holds ``mean``, ``low`` and ``high`` arrays ``(epochs,)``, as
+    :meth:`softclass.ensemble.SeedComparison.bands` returns them ("val_loss", "val_accuracy").
+    """
+    figure = Figure(figsize=(11, 4.2))
+    panels = figure.subplots(1, 2, sharey=False)
+    for panel, (metric, title) in zip(
+        panels,
+        (("val_loss", "validation loss"), ("val_accuracy", "validation accuracy")),
+        strict=True,
+    ):
+        for name, band in bands[metric].items():
+            epochs = np.arange(1, len(band["mean"]) + 1)
+            color = DESIGN_COLORS.get(name)
+            panel.plot(
+                epochs,
+                band["mean"],
+                label=name,
+                color=color,
+                linestyle=DESIGN_LINESTYLES.get(name, "-"),
+            )
+            panel.fill_between(epochs, band["low"], band["high"], color=color, alpha=0.2)
+        panel.set_title(f"{title} (mean and 95 % band over seeds)")
+        panel.set_xlabel("epoch")
+        panel.grid(True, alpha=0.3)
+    panels[0].set_yscale("log")
+    panels[1].legend(loc="lower right", fontsize="small")
+    return _save(figure, path)
