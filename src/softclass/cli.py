@@ -7,7 +7,9 @@ the full traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +22,7 @@ from softclass.errors import SoftclassError
 
 if TYPE_CHECKING:
     from softclass.compare import ComparisonResult, PreparedData
+    from softclass.distributed import DistContext
     from softclass.train import ProgressEvent, TrainConfig
 
 app = typer.Typer(
@@ -289,6 +292,18 @@ def _prepared_data(
     return prepared
 
 
+@contextlib.contextmanager
+def _distributed_context(device: str) -> Iterator[DistContext]:
+    """Join the torchrun process group if there is one (else a single-process context)."""
+    from softclass import distributed
+
+    context = distributed.setup(device)
+    try:
+        yield context
+    finally:
+        distributed.teardown(context)
+
+
 class _ProgressBars:
     """A rich progress bar per training run, on stderr; the library only sends events."""
 
@@ -509,50 +524,60 @@ def train(
     patience: _Patience = None,
     threads: _Threads = 1,
 ) -> None:
-    """Train one design on a table and save the model (with checkpoints, resumable)."""
+    """Train one design on a table and save the model (with checkpoints, resumable).
+
+    Under ``torchrun --nproc-per-node N -m softclass train ...`` the N processes train together
+    (DistributedDataParallel; gloo on CPU, nccl on CUDA) and rank 0 alone writes and prints.
+    """
     from softclass.designs import get_design
     from softclass.jobs import train_to_directory
 
     _set_threads(threads)
     chosen = get_design(design)
-    config = _train_config(
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        learning_rate=lr,
-        momentum=momentum,
-        seed=seed,
-        validation_fraction=validation,
-        patience=patience,
-        device=device,
-        precision=precision,
-    )
-    hidden_widths = _parse_hidden(hidden)
-    prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
-    with _ProgressBars(enabled=True) as bars:
-        result = train_to_directory(
-            prepared,
-            chosen,
-            out,
-            config,
-            hidden=hidden_widths,
-            activation=activation,
-            resume=resume,
-            progress=bars,
+    with _distributed_context(device) as context:
+        config = _train_config(
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=lr,
+            momentum=momentum,
+            seed=seed,
+            validation_fraction=validation,
+            patience=patience,
+            device=device,
+            precision=precision,
         )
-    last = result.history.records[-1]
-    validation_part = (
-        ""
-        if last.validation_loss is None
-        else f", validation loss {last.validation_loss:.4f}, accuracy "
-        f"{last.validation_accuracy:.3f}"
-    )
-    console.print(
-        f"design {chosen.name} ({chosen.title}): {result.history.epochs} epochs, training loss "
-        f"{last.train_loss:.4f}{validation_part}; model saved to {out}",
-        highlight=False,
-        soft_wrap=True,
-    )
+        hidden_widths = _parse_hidden(hidden)
+        prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+        with _ProgressBars(enabled=context.is_main) as bars:
+            result = train_to_directory(
+                prepared,
+                chosen,
+                out,
+                config,
+                hidden=hidden_widths,
+                activation=activation,
+                resume=resume,
+                progress=bars,
+                distributed=context,
+            )
+        if not context.is_main:
+            return
+        ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
+        last = result.history.records[-1]
+        validation_part = (
+            ""
+            if last.validation_loss is None
+            else f", validation loss {last.validation_loss:.4f}, accuracy "
+            f"{last.validation_accuracy:.3f}"
+        )
+        console.print(
+            f"design {chosen.name} ({chosen.title}): {result.history.epochs} epochs{ranks}, "
+            "training loss "
+            f"{last.train_loss:.4f}{validation_part}; model saved to {out}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

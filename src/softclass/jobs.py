@@ -17,6 +17,7 @@ import torch
 from softclass import metrics
 from softclass.compare import PreparedData
 from softclass.designs import Design
+from softclass.distributed import DistContext, barrier
 from softclass.errors import ConfigError
 from softclass.model import MLPConfig
 from softclass.store import METADATA_FILE, SavedModel, save_model
@@ -36,12 +37,14 @@ def train_to_directory(
     activation: str = "tanh",
     resume: bool = False,
     progress: ProgressCallback | None = None,
+    distributed: DistContext | None = None,
 ) -> TrainResult:
     """Train ``design`` and save it in ``out_dir`` (model.safetensors, model.json).
 
     A checkpoint (``out_dir/checkpoint.pt``) is written every ``config.checkpoint_every`` epochs
     and kept; ``resume=True`` continues from it with the same final weights as an uninterrupted
-    run.
+    run. Under torchrun (``distributed``), every rank trains and rank 0 alone writes the
+    checkpoint and the model; the other ranks wait for it.
 
     Raises:
         ConfigError: ``out_dir`` already holds a model or checkpoint and ``resume`` is False, or
@@ -57,9 +60,18 @@ def train_to_directory(
             f"{out_dir} already holds a model or checkpoint: pass --resume (resume=True) to "
             "continue it, or choose another output directory"
         )
+    distributed = DistContext() if distributed is None else distributed
+    barrier(distributed)  # every rank has looked before rank 0 writes a checkpoint
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
-    trainer = Trainer(design, model_config, config, checkpoint_path=checkpoint, progress=progress)
+    trainer = Trainer(
+        design,
+        model_config,
+        config,
+        checkpoint_path=checkpoint,
+        progress=progress,
+        distributed=distributed,
+    )
     result = trainer.fit(
         data.train_features,
         data.train_targets,
@@ -67,7 +79,9 @@ def train_to_directory(
         data.validation_targets,
         resume=resume,
     )
-    save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
+    if distributed.is_main:
+        save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
+    barrier(distributed)
     return result
 
 
