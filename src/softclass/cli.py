@@ -115,6 +115,11 @@ def explain(
 
 @app.command()
 def check(
+    model_dir: Annotated[
+        Path | None, typer.Argument(help="Model directory written by train/compare.")
+    ] = None,
+    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet table with targets.")] = None,
+    rows: Annotated[int, typer.Option("--rows", help="Rows of DATA to check.", min=1)] = 256,
     demo: Annotated[
         bool, typer.Option("--demo", help="Make each of the nine classic mistakes and check it.")
     ] = False,
@@ -122,49 +127,78 @@ def check(
         bool, typer.Option("--json", help="Print the findings as JSON.")
     ] = False,
 ) -> None:
-    """Check how model outputs, targets and the loss are paired (today: --demo)."""
+    """Check how outputs, targets and the loss are paired: a saved model on a table, or --demo."""
     import dataclasses
     import json
 
-    from rich.markup import escape
     from rich.panel import Panel
-    from rich.syntax import Syntax
-    from rich.table import Table
 
     from softclass.check_demo import run_demo
     from softclass.errors import ConfigError
 
-    if not demo:
-        raise ConfigError(
-            "softclass check: pass --demo; checking a saved model on a data table is not "
-            "available yet"
+    if demo:
+        results = [
+            (mistake.title, mistake.code, mistake.snippet, found) for mistake, found in run_demo()
+        ]
+    elif model_dir is not None and data is not None:
+        from softclass.data import read_table
+        from softclass.jobs import check_saved_model
+        from softclass.store import load_model
+
+        saved = load_model(model_dir)
+        findings = check_saved_model(saved, read_table(data), rows)
+        snippet = (
+            f"outputs = design_{saved.design.name}.output(model(first {rows} rows))\n"
+            f"loss = {saved.design.loss_name}(outputs, targets)"
         )
-    results = run_demo()
+        results = [
+            (
+                f"model {model_dir} (design {saved.design.name}: {saved.design.title}) on {data}",
+                "saved-model",
+                snippet,
+                findings,
+            )
+        ]
+    else:
+        raise ConfigError(
+            "softclass check needs MODEL_DIR and DATA (a saved model and a table with its "
+            "target column), or --demo"
+        )
     if json_output:
         records = [
             {
-                "mistake": mistake.code,
-                "title": mistake.title,
-                "snippet": mistake.snippet,
-                "findings": [dataclasses.asdict(finding) for finding in findings],
+                "title": title,
+                "mistake": code,
+                "snippet": snippet,
+                "findings": [dataclasses.asdict(finding) for finding in found],
             }
-            for mistake, findings in results
+            for title, code, snippet, found in results
         ]
         console.print_json(json.dumps(records))
         return
-    for number, (mistake, findings) in enumerate(results, start=1):
-        body = Table.grid(padding=(0, 1))
-        body.add_column(style="bold", no_wrap=True)
-        body.add_column()
-        body.add_row("code", Syntax(mistake.snippet, "python", word_wrap=True))
-        for finding in findings:
-            colour = "red" if finding.severity == "error" else "yellow"
-            body.add_row("checker", f"[{colour}]{finding.severity}[/] [bold]{finding.code}[/]")
-            body.add_row("seen", escape(finding.seen))
-            body.add_row("fix", escape(finding.fix))
-        if not findings:
-            body.add_row("checker", "[red]nothing found[/]")
-        console.print(Panel(body, title=f"{number}. {mistake.title}", title_align="left"))
+    for number, (title, _code, snippet, found) in enumerate(results, start=1):
+        empty = "[red]nothing found[/]" if demo else "[green]no pairing problem found[/]"
+        body = _findings_table(snippet, found, empty)
+        console.print(Panel(body, title=f"{number}. {title}", title_align="left"))
+
+
+def _findings_table(snippet: str, findings, empty: str):
+    """A two-column grid: the checked code, then each finding (severity, what was seen, fix)."""
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    body = Table.grid(padding=(0, 1))
+    body.add_column(style="bold", no_wrap=True)
+    body.add_column()
+    body.add_row("code", Syntax(snippet, "python", word_wrap=True))
+    for finding in findings:
+        colour = "red" if finding.severity == "error" else "yellow"
+        body.add_row("checker", f"[{colour}]{finding.severity}[/] [bold]{finding.code}[/]")
+        body.add_row("seen", escape(finding.seen))
+        body.add_row("fix", escape(finding.fix))
+    if not findings:
+        body.add_row("checker", empty)
+    return body
 
 
 @app.command()

@@ -15,10 +15,11 @@ import polars as pl
 import torch
 
 from softclass import metrics
+from softclass.check import Finding, check_pairing
 from softclass.compare import PreparedData
 from softclass.designs import Design
 from softclass.distributed import DistContext, barrier
-from softclass.errors import ConfigError
+from softclass.errors import ConfigError, DataError
 from softclass.model import MLPConfig
 from softclass.store import METADATA_FILE, SavedModel, save_model
 from softclass.train import ProgressCallback, TrainConfig, Trainer, TrainResult
@@ -124,3 +125,23 @@ def predict_table(saved: SavedModel, table: pl.DataFrame) -> Prediction:
         else float(metrics.accuracy(probabilities, prepared.targets))
     )
     return Prediction(pl.DataFrame(columns), accuracy, prepared.warnings)
+
+
+def check_saved_model(saved: SavedModel, table: pl.DataFrame, rows: int = 256) -> list[Finding]:
+    """Run the pairing checker on a saved model's outputs for the first ``rows`` rows of a table.
+
+    The table needs the model's feature columns and its target column (the checker compares
+    outputs with targets, encoded as the model's design encodes them).
+
+    Raises:
+        DataError: as :meth:`softclass.data.Recipe.prepare`, or when the target column is absent.
+    """
+    prepared = saved.recipe.prepare(table.head(rows))
+    if prepared.targets is None:
+        raise DataError(
+            f"checking a model needs the target column {saved.recipe.target!r} in the table"
+        )
+    with torch.no_grad():
+        outputs = saved.design.output(saved.model(prepared.features))
+    encoded = saved.design.encode_targets(prepared.targets, saved.model_config.n_classes)
+    return check_pairing(outputs, encoded, saved.design.loss_name)
