@@ -576,5 +576,5 @@ def test_cli_check_demo_json():
 def test_cli_check_without_demo_explains_what_is_missing():
     result = CliRunner().invoke(app, ["check"])
     assert isinstance(result.exception, ConfigError)
-    with pytest.raises(ConfigError, match="pass --demo; checking a saved model"):
-        check_command(demo=False, json_output=False)
+    with pytest.raises(ConfigError, match=r"needs MODEL_DIR and DATA .* or --demo"):
+        check_command(model_dir=None, data=None, demo=False, json_output=False)

@@ -205,3 +205,18 @@ def test_training_to_a_directory_needs_a_recipe(tmp_path):
     data = PreparedData(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]), None, None, ("a", "b"))
     with pytest.raises(ConfigError, match="needs data prepared from a table"):
         train_to_directory(data, get_design("A"), tmp_path / "model")
+
+
+def test_check_a_saved_model_on_its_table(run, tmp_path):
+    model_dir = tmp_path / "model"
+    code, _, err = run("train", bundled_path("iris"), "--out", model_dir, "--epochs", "3")
+    assert code == 0, err
+    code, out, err = run("check", model_dir, bundled_path("iris"), "--json")
+    assert code == 0, err
+    records = json.loads(out)
+    assert records[0]["mistake"] == "saved-model" and records[0]["findings"] == []
+    code, out, err = run("check", model_dir, bundled_path("iris"))
+    assert code == 0 and "no pairing problem found" in out
+    code, _, err = run("check", model_dir)
+    assert code == 2
+    assert "needs MODEL_DIR and DATA" in err

@@ -1,8 +1,17 @@
 """torch.distributed helpers: the single-process context and the sharding arithmetic."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from softclass.data import bundled_path
 from softclass.distributed import DistContext, loss_scale, setup, shard_rows
 from softclass.errors import ConfigError
 
@@ -46,3 +55,101 @@ def test_cuda_without_a_device_is_refused(monkeypatch):
         pytest.skip("a CUDA device is present: nothing to refuse")
     with pytest.raises(ConfigError, match=r"no CUDA device is available"):
         setup(device="cuda")
+
+
+# -- multi-process runs under torchrun (gloo on this CPU) -----------------------------------------
+
+
+def _train_command(out_dir, n_processes, epochs):
+    train = [
+        "-m",
+        "softclass",
+        "train",
+        str(bundled_path("iris")),
+        "--out",
+        str(out_dir),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+    ]
+    if n_processes == 1:
+        return [sys.executable, *train]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={n_processes}",
+        *train,
+    ]
+
+
+def _environment():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_give_the_weights_of_one(tmp_path):
+    results = {}
+    for n_processes in (1, 2):
+        out_dir = tmp_path / f"ranks{n_processes}"
+        run = subprocess.run(
+            _train_command(out_dir, n_processes, epochs=12),
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[n_processes] = load_file(out_dir / "model.safetensors")
+        assert not list(out_dir.glob(".*.tmp")), "a temporary file was left behind"
+    assert "on 2 ranks (gloo)" in run.stdout
+    for name, weights in results[1].items():
+        torch.testing.assert_close(results[2][name], weights, rtol=1e-5, atol=1e-6)
+
+
+def _children(pid):
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_a_dead_rank_ends_the_whole_run_with_an_error(tmp_path):
+    out_dir = tmp_path / "model"
+    launcher = subprocess.Popen(
+        _train_command(out_dir, 2, epochs=100000),
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (out_dir / "checkpoint.pt").exists():
+            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "training never wrote its first checkpoint"
+            time.sleep(0.2)
+        workers = _children(launcher.pid)
+        assert len(workers) == 2, workers
+        os.kill(max(workers), signal.SIGKILL)
+        _, stderr = launcher.communicate(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+    assert launcher.returncode != 0
+    assert "FAILED" in stderr and "SIGKILL" in stderr
+    assert not (out_dir / "model.safetensors").exists()

@@ -7,7 +7,9 @@ the full traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +22,7 @@ from softclass.errors import SoftclassError
 
 if TYPE_CHECKING:
     from softclass.compare import ComparisonResult, PreparedData
+    from softclass.distributed import DistContext
     from softclass.train import ProgressEvent, TrainConfig
 
 app = typer.Typer(
@@ -112,6 +115,11 @@ def explain(
 
 @app.command()
 def check(
+    model_dir: Annotated[
+        Path | None, typer.Argument(help="Model directory written by train/compare.")
+    ] = None,
+    data: Annotated[Path | None, typer.Argument(help="CSV or Parquet table with targets.")] = None,
+    rows: Annotated[int, typer.Option("--rows", help="Rows of DATA to check.", min=1)] = 256,
     demo: Annotated[
         bool, typer.Option("--demo", help="Make each of the nine classic mistakes and check it.")
     ] = False,
@@ -119,49 +127,78 @@ def check(
         bool, typer.Option("--json", help="Print the findings as JSON.")
     ] = False,
 ) -> None:
-    """Check how model outputs, targets and the loss are paired (today: --demo)."""
+    """Check how outputs, targets and the loss are paired: a saved model on a table, or --demo."""
     import dataclasses
     import json
 
-    from rich.markup import escape
     from rich.panel import Panel
-    from rich.syntax import Syntax
-    from rich.table import Table
 
     from softclass.check_demo import run_demo
     from softclass.errors import ConfigError
 
-    if not demo:
-        raise ConfigError(
-            "softclass check: pass --demo; checking a saved model on a data table is not "
-            "available yet"
+    if demo:
+        results = [
+            (mistake.title, mistake.code, mistake.snippet, found) for mistake, found in run_demo()
+        ]
+    elif model_dir is not None and data is not None:
+        from softclass.data import read_table
+        from softclass.jobs import check_saved_model
+        from softclass.store import load_model
+
+        saved = load_model(model_dir)
+        findings = check_saved_model(saved, read_table(data), rows)
+        snippet = (
+            f"outputs = design_{saved.design.name}.output(model(first {rows} rows))\n"
+            f"loss = {saved.design.loss_name}(outputs, targets)"
         )
-    results = run_demo()
+        results = [
+            (
+                f"model {model_dir} (design {saved.design.name}: {saved.design.title}) on {data}",
+                "saved-model",
+                snippet,
+                findings,
+            )
+        ]
+    else:
+        raise ConfigError(
+            "softclass check needs MODEL_DIR and DATA (a saved model and a table with its "
+            "target column), or --demo"
+        )
     if json_output:
         records = [
             {
-                "mistake": mistake.code,
-                "title": mistake.title,
-                "snippet": mistake.snippet,
-                "findings": [dataclasses.asdict(finding) for finding in findings],
+                "title": title,
+                "mistake": code,
+                "snippet": snippet,
+                "findings": [dataclasses.asdict(finding) for finding in found],
             }
-            for mistake, findings in results
+            for title, code, snippet, found in results
         ]
         console.print_json(json.dumps(records))
         return
-    for number, (mistake, findings) in enumerate(results, start=1):
-        body = Table.grid(padding=(0, 1))
-        body.add_column(style="bold", no_wrap=True)
-        body.add_column()
-        body.add_row("code", Syntax(mistake.snippet, "python", word_wrap=True))
-        for finding in findings:
-            colour = "red" if finding.severity == "error" else "yellow"
-            body.add_row("checker", f"[{colour}]{finding.severity}[/] [bold]{finding.code}[/]")
-            body.add_row("seen", escape(finding.seen))
-            body.add_row("fix", escape(finding.fix))
-        if not findings:
-            body.add_row("checker", "[red]nothing found[/]")
-        console.print(Panel(body, title=f"{number}. {mistake.title}", title_align="left"))
+    for number, (title, _code, snippet, found) in enumerate(results, start=1):
+        empty = "[red]nothing found[/]" if demo else "[green]no pairing problem found[/]"
+        body = _findings_table(snippet, found, empty)
+        console.print(Panel(body, title=f"{number}. {title}", title_align="left"))
+
+
+def _findings_table(snippet: str, findings, empty: str):
+    """A two-column grid: the checked code, then each finding (severity, what was seen, fix)."""
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    body = Table.grid(padding=(0, 1))
+    body.add_column(style="bold", no_wrap=True)
+    body.add_column()
+    body.add_row("code", Syntax(snippet, "python", word_wrap=True))
+    for finding in findings:
+        colour = "red" if finding.severity == "error" else "yellow"
+        body.add_row("checker", f"[{colour}]{finding.severity}[/] [bold]{finding.code}[/]")
+        body.add_row("seen", escape(finding.seen))
+        body.add_row("fix", escape(finding.fix))
+    if not findings:
+        body.add_row("checker", empty)
+    return body
 
 
 @app.command()
@@ -287,6 +324,18 @@ def _prepared_data(
     for warning in prepared.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     return prepared
+
+
+@contextlib.contextmanager
+def _distributed_context(device: str) -> Iterator[DistContext]:
+    """Join the torchrun process group if there is one (else a single-process context)."""
+    from softclass import distributed
+
+    context = distributed.setup(device)
+    try:
+        yield context
+    finally:
+        distributed.teardown(context)
 
 
 class _ProgressBars:
@@ -561,50 +610,60 @@ def train(
     patience: _Patience = None,
     threads: _Threads = 1,
 ) -> None:
-    """Train one design on a table and save the model (with checkpoints, resumable)."""
+    """Train one design on a table and save the model (with checkpoints, resumable).
+
+    Under ``torchrun --nproc-per-node N -m softclass train ...`` the N processes train together
+    (DistributedDataParallel; gloo on CPU, nccl on CUDA) and rank 0 alone writes and prints.
+    """
     from softclass.designs import get_design
     from softclass.jobs import train_to_directory
 
     _set_threads(threads)
     chosen = get_design(design)
-    config = _train_config(
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        learning_rate=lr,
-        momentum=momentum,
-        seed=seed,
-        validation_fraction=validation,
-        patience=patience,
-        device=device,
-        precision=precision,
-    )
-    hidden_widths = _parse_hidden(hidden)
-    prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
-    with _ProgressBars(enabled=True) as bars:
-        result = train_to_directory(
-            prepared,
-            chosen,
-            out,
-            config,
-            hidden=hidden_widths,
-            activation=activation,
-            resume=resume,
-            progress=bars,
+    with _distributed_context(device) as context:
+        config = _train_config(
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=lr,
+            momentum=momentum,
+            seed=seed,
+            validation_fraction=validation,
+            patience=patience,
+            device=device,
+            precision=precision,
         )
-    last = result.history.records[-1]
-    validation_part = (
-        ""
-        if last.validation_loss is None
-        else f", validation loss {last.validation_loss:.4f}, accuracy "
-        f"{last.validation_accuracy:.3f}"
-    )
-    console.print(
-        f"design {chosen.name} ({chosen.title}): {result.history.epochs} epochs, training loss "
-        f"{last.train_loss:.4f}{validation_part}; model saved to {out}",
-        highlight=False,
-        soft_wrap=True,
-    )
+        hidden_widths = _parse_hidden(hidden)
+        prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+        with _ProgressBars(enabled=context.is_main) as bars:
+            result = train_to_directory(
+                prepared,
+                chosen,
+                out,
+                config,
+                hidden=hidden_widths,
+                activation=activation,
+                resume=resume,
+                progress=bars,
+                distributed=context,
+            )
+        if not context.is_main:
+            return
+        ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
+        last = result.history.records[-1]
+        validation_part = (
+            ""
+            if last.validation_loss is None
+            else f", validation loss {last.validation_loss:.4f}, accuracy "
+            f"{last.validation_accuracy:.3f}"
+        )
+        console.print(
+            f"design {chosen.name} ({chosen.title}): {result.history.epochs} epochs{ranks}, "
+            "training loss "
+            f"{last.train_loss:.4f}{validation_part}; model saved to {out}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

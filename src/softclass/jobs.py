@@ -15,9 +15,11 @@ import polars as pl
 import torch
 
 from softclass import metrics
+from softclass.check import Finding, check_pairing
 from softclass.compare import PreparedData
 from softclass.designs import Design
-from softclass.errors import ConfigError
+from softclass.distributed import DistContext, barrier
+from softclass.errors import ConfigError, DataError
 from softclass.model import MLPConfig
 from softclass.store import METADATA_FILE, SavedModel, save_model
 from softclass.train import ProgressCallback, TrainConfig, Trainer, TrainResult
@@ -36,12 +38,14 @@ def train_to_directory(
     activation: str = "tanh",
     resume: bool = False,
     progress: ProgressCallback | None = None,
+    distributed: DistContext | None = None,
 ) -> TrainResult:
     """Train ``design`` and save it in ``out_dir`` (model.safetensors, model.json).
 
     A checkpoint (``out_dir/checkpoint.pt``) is written every ``config.checkpoint_every`` epochs
     and kept; ``resume=True`` continues from it with the same final weights as an uninterrupted
-    run.
+    run. Under torchrun (``distributed``), every rank trains and rank 0 alone writes the
+    checkpoint and the model; the other ranks wait for it.
 
     Raises:
         ConfigError: ``out_dir`` already holds a model or checkpoint and ``resume`` is False, or
@@ -57,9 +61,18 @@ def train_to_directory(
             f"{out_dir} already holds a model or checkpoint: pass --resume (resume=True) to "
             "continue it, or choose another output directory"
         )
+    distributed = DistContext() if distributed is None else distributed
+    barrier(distributed)  # every rank has looked before rank 0 writes a checkpoint
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
-    trainer = Trainer(design, model_config, config, checkpoint_path=checkpoint, progress=progress)
+    trainer = Trainer(
+        design,
+        model_config,
+        config,
+        checkpoint_path=checkpoint,
+        progress=progress,
+        distributed=distributed,
+    )
     result = trainer.fit(
         data.train_features,
         data.train_targets,
@@ -67,7 +80,9 @@ def train_to_directory(
         data.validation_targets,
         resume=resume,
     )
-    save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
+    if distributed.is_main:
+        save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
+    barrier(distributed)
     return result
 
 
@@ -110,3 +125,23 @@ def predict_table(saved: SavedModel, table: pl.DataFrame) -> Prediction:
         else float(metrics.accuracy(probabilities, prepared.targets))
     )
     return Prediction(pl.DataFrame(columns), accuracy, prepared.warnings)
+
+
+def check_saved_model(saved: SavedModel, table: pl.DataFrame, rows: int = 256) -> list[Finding]:
+    """Run the pairing checker on a saved model's outputs for the first ``rows`` rows of a table.
+
+    The table needs the model's feature columns and its target column (the checker compares
+    outputs with targets, encoded as the model's design encodes them).
+
+    Raises:
+        DataError: as :meth:`softclass.data.Recipe.prepare`, or when the target column is absent.
+    """
+    prepared = saved.recipe.prepare(table.head(rows))
+    if prepared.targets is None:
+        raise DataError(
+            f"checking a model needs the target column {saved.recipe.target!r} in the table"
+        )
+    with torch.no_grad():
+        outputs = saved.design.output(saved.model(prepared.features))
+    encoded = saved.design.encode_targets(prepared.targets, saved.model_config.n_classes)
+    return check_pairing(outputs, encoded, saved.design.loss_name)

@@ -32,6 +32,7 @@ import torch
 from softclass.batching import batch_bounds, epoch_permutation
 from softclass.check import check_pairing, warn_findings
 from softclass.designs import Design
+from softclass.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
 from softclass.errors import ConfigError, ModelFileError
 from softclass.io import atomic_path
 from softclass.model import MLP, MLPConfig, build_mlp
@@ -262,6 +263,11 @@ class Trainer:
             (and after the last one); None for no checkpoints.
         progress: called after every epoch with a :class:`ProgressEvent`.
         label: names this run in progress events (default: the design's name).
+        distributed: this process's place in a torchrun data-parallel run (from
+            :func:`softclass.distributed.setup`); None trains in one process. Every rank passes
+            the same tensors; each trains on its share of every global batch under
+            DistributedDataParallel, so the weights equal a one-process run's with the same
+            ``batch_size`` (the global batch). Rank 0 alone writes checkpoints.
     """
 
     def __init__(
@@ -273,6 +279,7 @@ class Trainer:
         checkpoint_path: str | Path | None = None,
         progress: ProgressCallback | None = None,
         label: str | None = None,
+        distributed: DistContext | None = None,
     ) -> None:
         self.design = design
         self.model_config = model_config
@@ -280,6 +287,7 @@ class Trainer:
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.progress = progress
         self.label = design.name if label is None else label
+        self.distributed = DistContext() if distributed is None else distributed
 
     # -- the steps -------------------------------------------------------------------------------
 
@@ -321,7 +329,11 @@ class Trainer:
     ) -> None:
         """Check the tensors, build the seeded model and the optimizer, move data to the device."""
         self._check_data(train_features, train_targets, validation_features, validation_targets)
-        self.device_ = resolve_device(self.config.device)
+        self.device_ = (
+            self.distributed.device
+            if self.distributed.enabled
+            else resolve_device(self.config.device)
+        )
         self.fingerprint_ = _fingerprint(
             train_features, train_targets, validation_features, validation_targets
         )
@@ -332,6 +344,7 @@ class Trainer:
             else self._split(validation_features, validation_targets)
         )
         self.model_ = build_mlp(self.model_config, self.config.seed).to(self.device_)
+        self.network_ = self.wrap_network(self.model_)
         self.optimizer_ = self.make_optimizer(self.model_)
         self.history_ = History()
         self.best_loss_ = math.inf
@@ -339,6 +352,15 @@ class Trainer:
         self.epochs_without_improvement_ = 0
         self.finished_ = False
         self.pairing_checked_ = False
+
+    def wrap_network(self, model: MLP) -> torch.nn.Module:
+        """The module that trains: ``model`` itself, or DistributedDataParallel over it."""
+        if not self.distributed.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device_.index] if self.device_.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
 
     def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         """SGD with momentum or Adam, from the config; fused for networks that are not tiny."""
@@ -370,13 +392,20 @@ class Trainer:
         encoded = self.train_.encoded[order]
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device_)
         correct = torch.zeros((), dtype=torch.int64, device=self.device_)
-        self.model_.train()
+        self.network_.train()
         for start, stop in batch_bounds(n_rows, self.config.batch_size):
+            rows = (
+                shard_rows(torch.arange(start, stop, device=self.device_), self.distributed)
+                if self.distributed.enabled
+                else slice(start, stop)
+            )
             batch_loss, batch_correct = self.train_step(
-                features[start:stop], targets[start:stop], encoded[start:stop]
+                features[rows], targets[rows], encoded[rows], global_rows=stop - start
             )
             loss_sum += batch_loss.detach().double() * (stop - start)
             correct += batch_correct
+        all_reduce_sum(loss_sum, self.distributed)
+        all_reduce_sum(correct, self.distributed)
         train_loss = float(loss_sum) / n_rows  # the epoch's one host synchronisation
         train_accuracy = float(correct) / n_rows
         validation_loss = validation_accuracy = None
@@ -393,8 +422,10 @@ class Trainer:
         self.history_.records.append(record)
         self.update_early_stopping(record)
         self.finished_ = self.finished_ or record.epoch >= self.config.epochs
-        if self.checkpoint_path is not None and (
-            record.epoch % self.config.checkpoint_every == 0 or self.finished_
+        if (
+            self.checkpoint_path is not None
+            and self.distributed.is_main
+            and (record.epoch % self.config.checkpoint_every == 0 or self.finished_)
         ):
             self.save_checkpoint()
         if self.progress is not None:
@@ -404,23 +435,40 @@ class Trainer:
         return record
 
     def train_step(
-        self, features: torch.Tensor, targets: torch.Tensor, encoded_targets: torch.Tensor
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        encoded_targets: torch.Tensor,
+        global_rows: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a batch; returns (mean loss, number of correct rows) as tensors."""
+        """One optimizer step on a batch; returns (loss, number of correct rows) as tensors.
+
+        In one process the loss is the design's mean over the batch. Under torchrun the rows are
+        this rank's share of a global batch of ``global_rows``: the rank's summed loss is scaled
+        so that DDP's gradient average equals the one-process gradient of the global mean, and
+        the returned loss is this rank's part of that mean (the parts add up across ranks).
+        """
         self.optimizer_.zero_grad(set_to_none=True)
         with self._autocast():
-            logits = self.model_(features)
+            logits = self.network_(features)
             outputs = self.design.output(logits)
             if not self.pairing_checked_:
                 self.check_first_batch(outputs, encoded_targets)
-            loss = self.design.loss(outputs, encoded_targets)
+            if self.distributed.enabled:
+                total = self.design.loss(outputs, encoded_targets, reduction="sum")
+                loss = total * loss_scale(global_rows, self.distributed)
+                batch_loss = total.detach() / global_rows
+            else:
+                loss = batch_loss = self.design.loss(outputs, encoded_targets)
         loss.backward()
         self.optimizer_.step()
-        return loss, (logits.detach().argmax(dim=1) == targets).sum()
+        return batch_loss, (logits.detach().argmax(dim=1) == targets).sum()
 
     def check_first_batch(self, outputs: torch.Tensor, encoded_targets: torch.Tensor) -> None:
         """Run the pairing checker on the first batch; its findings become one PairingWarning."""
         self.pairing_checked_ = True
+        if not self.distributed.is_main:
+            return
         warn_findings(check_pairing(outputs, encoded_targets, self.design.loss_name), stacklevel=4)
 
     @torch.no_grad()
