@@ -25,9 +25,9 @@ import warnings
 
 import numpy as np
 import torch
-from benchmarks._results import append_row, commit, machine
 from threadpoolctl import threadpool_limits
 
+from benchmarks._results import append_row, commit, machine
 from softclass.data import Recipe, load_bundled
 from softclass.ensemble import EnsembleSettings, Member, design_seed_grid, train_ensemble
 from softclass.model import MLPConfig

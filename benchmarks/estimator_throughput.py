@@ -22,12 +22,12 @@ import warnings
 
 import numpy as np
 import torch
-from benchmarks._results import append_row, commit, machine
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
+from benchmarks._results import append_row, commit, machine
 from softclass.estimator import Classifier
 
 SECTION = "## Estimator throughput: 200,000x50, 10 classes, 50-128-128-10 Adam, batch 256"
