@@ -1,5 +1,6 @@
 """torch.distributed helpers: the single-process context and the sharding arithmetic."""
 
+import json
 import os
 import signal
 import subprocess
@@ -153,3 +154,43 @@ def test_a_dead_rank_ends_the_whole_run_with_an_error(tmp_path):
     assert launcher.returncode != 0
     assert "FAILED" in stderr and "SIGKILL" in stderr
     assert not (out_dir / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_compare_under_torchrun_matches_one_process(tmp_path):
+    reports = {}
+    for n_processes in (1, 2):
+        command = [
+            sys.executable,
+            "-m",
+            "softclass",
+            "compare",
+            "--design",
+            "AB",
+            "--epochs",
+            "6",
+            "--json",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / f"ranks{n_processes}"),
+        ]
+        if n_processes == 2:
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node=2",
+                *command[1:],
+            ]
+        run = subprocess.run(
+            command, env=_environment(), capture_output=True, text=True, timeout=300, check=False
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        reports[n_processes] = json.loads(run.stdout)
+    for design in ("A", "B"):
+        one, two = (reports[n]["designs"][design]["mean_over_seeds"] for n in (1, 2))
+        assert two["validation_loss"] == pytest.approx(one["validation_loss"], rel=1e-5)
+        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert (tmp_path / "ranks2" / "loss_curves.png").exists()

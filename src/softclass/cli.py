@@ -412,7 +412,11 @@ def compare(
     patience: _Patience = None,
     threads: _Threads = 1,
 ) -> None:
-    """Train the same network with designs A-D on the same data, split and seed; compare them."""
+    """Train the same network with designs A-D on the same data, split and seed; compare them.
+
+    Under ``torchrun --nproc-per-node N -m softclass compare ...`` every design trains data
+    parallel on the N processes; rank 0 alone writes and prints.
+    """
     import datetime
     import json
 
@@ -431,26 +435,30 @@ def compare(
         device=device,
         precision=precision,
     )
-    hidden_widths = _parse_hidden(hidden)
-    prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
-    if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"compare-{stamp}"
-    with _ProgressBars(enabled=not json_output) as bars:
-        result = run_comparison(
-            prepared,
-            design,
-            config,
-            hidden=hidden_widths,
-            activation=activation,
-            seeds=seeds,
-            out_dir=out,
-            progress=bars,
-        )
-    if json_output:
-        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
-        return
-    _print_comparison(result)
+    with _distributed_context(device) as context:
+        hidden_widths = _parse_hidden(hidden)
+        prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+        if out is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path("runs") / f"compare-{stamp}"
+        with _ProgressBars(enabled=context.is_main and not json_output) as bars:
+            result = run_comparison(
+                prepared,
+                design,
+                config,
+                hidden=hidden_widths,
+                activation=activation,
+                seeds=seeds,
+                out_dir=out,
+                progress=bars,
+                distributed=context,
+            )
+        if not context.is_main:
+            return
+        if json_output:
+            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+            return
+        _print_comparison(result)
 
 
 def _print_comparison(result: ComparisonResult) -> None:

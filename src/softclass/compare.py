@@ -30,6 +30,7 @@ import torch
 from softclass import metrics, plots
 from softclass.data import Recipe, stratified_split
 from softclass.designs import DESIGNS, get_design
+from softclass.distributed import DistContext, barrier
 from softclass.ensemble import EnsembleSettings, design_seed_grid, train_ensemble
 from softclass.errors import ConfigError, DataError
 from softclass.io import atomic_write_json
@@ -351,6 +352,7 @@ def compare(
     seeds: int = 1,
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    distributed: DistContext | None = None,
 ) -> ComparisonResult:
     """Train ``designs`` on ``data`` with the same network, split and seed(s); measure; save.
 
@@ -362,6 +364,9 @@ def compare(
         seeds: how many seeds to run (``config.seed``, ``config.seed + 1``, ...).
         out_dir: where to write models, history.json, report.json and PNG plots; None: nothing.
         progress: called after every epoch of every run.
+        distributed: this process's place in a torchrun run; every design then trains data
+            parallel (one seed after another: the batched seed engine is single-process) and
+            rank 0 alone writes ``out_dir``.
 
     Raises:
         ConfigError: bad designs, seeds, or data without validation rows.
@@ -377,15 +382,28 @@ def compare(
     runs: list[DesignRun] = []
     agreements: list[Agreement] = []
     bands = None
-    if seeds > 1 and _batched_engine_fits(config):
+    distributed = DistContext() if distributed is None else distributed
+    if seeds > 1 and _batched_engine_fits(config) and not distributed.enabled:
         _, agreements = _compare_one_seed(
-            data, names, model_config, replace(config, seed=seed_values[0]), progress, True
+            data,
+            names,
+            model_config,
+            replace(config, seed=seed_values[0]),
+            progress,
+            True,
+            distributed,
         )
         runs, bands = _batched_runs(data, names, model_config, config, seed_values)
     else:
         for seed in seed_values:
             seed_runs, seed_agreements = _compare_one_seed(
-                data, names, model_config, replace(config, seed=seed), progress, seeds > 1
+                data,
+                names,
+                model_config,
+                replace(config, seed=seed),
+                progress,
+                seeds > 1,
+                distributed,
             )
             runs.extend(seed_runs)
             agreements.extend(seed_agreements)
@@ -402,8 +420,9 @@ def compare(
         out_dir=None if out_dir is None else Path(out_dir),
         bands=bands,
     )
-    if out_dir is not None:
+    if out_dir is not None and distributed.is_main:
         write_outputs(result, data.recipe, Path(out_dir))
+    barrier(distributed)
     return result
 
 
@@ -481,6 +500,7 @@ def _compare_one_seed(
     config: TrainConfig,
     progress: ProgressCallback | None,
     label_seed: bool,
+    distributed: DistContext,
 ) -> tuple[list[DesignRun], list[Agreement]]:
     """Train every design with one seed in lockstep, comparing weights after every epoch."""
     trainers = {
@@ -490,6 +510,7 @@ def _compare_one_seed(
             config,
             progress=progress,
             label=f"{name} seed {config.seed}" if label_seed else name,
+            distributed=distributed,
         )
         for name in names
     }
