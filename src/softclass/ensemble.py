@@ -431,14 +431,14 @@ class BatchedTrainer:
                 parameters=self.network.parameters(),
                 first_moments=optimizer.first_moments,
                 second_moments=optimizer.second_moments or None,
-                table=rows.table.contiguous(),
+                table=rows.table.to(self.dtype).contiguous(),
                 orders=orders,
                 order_of_member=self._seed_rows,
                 loss_of_member=torch.tensor(
                     [mlp_native.LOSS_CODES[member.design] for member in self.members]
                 ),
-                val_features=val_features.contiguous() if has_val else None,
-                val_targets=val_targets.contiguous() if has_val else None,
+                val_features=val_features.to(self.dtype).contiguous() if has_val else None,
+                val_targets=val_targets.to(torch.int64).contiguous() if has_val else None,
                 train_loss=outputs[0],
                 val_loss=outputs[1],
                 val_accuracy=outputs[2],
