@@ -58,7 +58,7 @@ typedef struct {
     double *val_accuracy;        /* (M, n_epochs) out */
 } RunBuffers;
 
-/* tanh in float, inlined (glibc's tanhf is an out-of-line call that dominated the run time):
+/* tanh in float, inlined and branch-free (glibc's tanhf is an out-of-line call per unit):
  * tanh|x| = e / (e + 2) with e = expm1(2|x|) = 2^k·expm1(r) + (2^k − 1), 2|x| = k·ln2 + r,
  * |r| <= ln2/2, expm1(r) by its degree-8 Taylor polynomial (relative error < 3e-9). Measured
  * against double-precision tanh on 2^24 points of [-10, 10]: at most 3 ulp. |x| >= 9 gives ±1
