@@ -11,6 +11,9 @@ Run from the repository root: ``PYTHONPATH=src python -m benchmarks.ensemble [--
 * Single model: per-epoch time of one model through the batched engine (M = 1) against the
   per-epoch time of one MLPClassifier fit.
 
+Both softclass cases take the compiled training loops (softclass.kernels.mlp_native) when they are
+available; ``SOFTCLASS_NATIVE=0`` measures the torch path. The path taken is printed.
+
 Every library runs on one thread: at these sizes threads only add synchronisation. The machine
 is shared, so every case is timed several times and the fastest run counts (the least disturbed
 one), for softclass and scikit-learn alike. Appends a row to benchmarks/RESULTS.md.
@@ -29,7 +32,14 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks._results import append_row, commit, machine
 from softclass.data import Recipe, load_bundled
-from softclass.ensemble import EnsembleSettings, Member, design_seed_grid, train_ensemble
+from softclass.ensemble import (
+    BatchedTrainer,
+    EnsembleSettings,
+    Member,
+    design_seed_grid,
+    train_ensemble,
+)
+from softclass.kernels import mlp_native
 from softclass.model import MLPConfig
 
 SECTION = "## Ensemble: 4 designs x 10 seeds, Iris 4-7-3 tanh SGD (benchmarks/ensemble.py)"
@@ -118,7 +128,11 @@ def main() -> None:
     )
     single_ms = 1e3 * single_seconds / single_epochs
 
+    compiled = BatchedTrainer(MLPConfig(4, 3), members, EnsembleSettings()).uses_compiled
     print(f"machine: {machine()}")
+    print(
+        "path: " + ("compiled loops" if compiled else f"torch ({mlp_native.unavailable_reason()})")
+    )
     print(
         f"ensemble, {len(members)} models x {arguments.epochs} epochs: {ensemble_seconds:.2f} s "
         f"(final accuracy {accuracies.min():.3f}-{accuracies.max():.3f})"

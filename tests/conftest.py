@@ -3,8 +3,21 @@
 import pytest
 import torch
 
+from softclass.kernels import mlp_native
+
 
 @pytest.fixture(autouse=True)
 def _seed_global_rng():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def training_path(request, monkeypatch):
+    """Run a test on the compiled training loops (softclass.kernels.mlp_native) and on the torch
+    path of softclass.ensemble.BatchedTrainer."""
+    if request.param == "torch":
+        monkeypatch.setattr(mlp_native, "library", lambda: None)
+    elif mlp_native.library() is None:
+        pytest.fail(f"compiled training loops unavailable: {mlp_native.unavailable_reason()}")
+    return request.param

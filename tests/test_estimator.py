@@ -18,6 +18,7 @@ from torch.testing import assert_close
 import softclass
 from softclass.batching import batch_bounds, epoch_permutation
 from softclass.designs import get_design
+from softclass.ensemble import BatchedTrainer
 from softclass.estimator import Classifier, expected_failed_checks
 from softclass.model import MLPConfig, build_mlp
 
@@ -57,7 +58,7 @@ def test_string_labels_round_trip_and_probabilities_follow_classes():
 
 
 @pytest.mark.parametrize("design", ["A", "B", "C", "D"])
-def test_training_equals_the_single_model_loop_with_the_same_seed(design):
+def test_training_equals_the_single_model_loop_with_the_same_seed(design, training_path):
     features, labels = _iris()
     targets = np.unique(labels, return_inverse=True)[1]
     model = Classifier(
@@ -196,3 +197,20 @@ def test_partial_fit_refuses_unknown_labels_and_changed_classes():
         model.partial_fit(features[:2], np.array(["rose", "setosa"]))
     with pytest.raises(ValueError, match="differs from the classes of the first"):
         model.partial_fit(features, labels, classes=["a", "b"])
+
+
+def test_fit_takes_the_compiled_path_for_small_networks_only(monkeypatch):
+    taken = []
+    torch_step = BatchedTrainer._step
+
+    def recording_step(self, *args):
+        taken.append(self.config.hidden)
+        return torch_step(self, *args)
+
+    monkeypatch.setattr(BatchedTrainer, "_step", recording_step)
+    features, labels = _iris()
+    Classifier(hidden_layer_sizes=(7,), max_iter=2, random_state=0).fit(features, labels)
+    assert taken == []
+    wide = Classifier(hidden_layer_sizes=(300,), max_iter=1, batch_size=75, random_state=0)
+    wide.fit(features, labels)
+    assert taken == [(300,), (300,)]

@@ -20,10 +20,16 @@ The backward pass is written by hand (autograd's per-op bookkeeping dominates at
 
 Optimizers (SGD with optional momentum, Adam) update all members with the same arithmetic as
 ``torch.optim.SGD`` / ``torch.optim.Adam`` on one model alone, on the stacked tensors.
+
+Small networks on CPU train through compiled loops instead (:mod:`softclass.kernels.mlp_native`:
+the same formulas, row by row in C, whole epochs per call), since there the cost of a step is
+torch's per-op dispatch, not arithmetic; ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the
+torch path. The two paths agree to rounding (the order of the sums differs).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +40,7 @@ import torch
 from softclass.batching import batch_bounds, epoch_permutation
 from softclass.designs import get_design
 from softclass.errors import ConfigError, DataError
+from softclass.kernels import mlp_native
 from softclass.model import MLP, MLPConfig, build_mlp
 from softclass.stats import (
     MeanInterval,
@@ -47,6 +54,11 @@ OPTIMIZERS = ("sgd", "adam")
 
 # Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
 _EVAL_CHUNK_ROWS = 16384
+# The compiled loops train networks whose largest layer has at most this many weights; above it
+# torch's BLAS matmuls win (see _COMPILED_MAX_LAYER_WEIGHTS's measurement in benchmarks/RESULTS.md).
+_COMPILED_MAX_LAYER_WEIGHTS = 1024
+# Row indices per compiled call: (seeds, epochs, rows) int64 orders are built a chunk at a time.
+_COMPILED_ORDER_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -353,6 +365,100 @@ class BatchedTrainer:
         self._weights_t = [weight.transpose(1, 2) for weight in self.network.weights]
         self._biases_3d = [bias.unsqueeze(1) for bias in self.network.biases]
 
+    # -- the compiled path ---------------------------------------------------------------------
+
+    @property
+    def uses_compiled(self) -> bool:
+        """Whether epochs run through the compiled loops of :mod:`softclass.kernels.mlp_native`:
+        CPU, float32/float64, contiguous parameters, every layer at most
+        ``_COMPILED_MAX_LAYER_WEIGHTS`` weights, and the library available."""
+        widths = [self.config.n_features, *self.config.hidden, self.config.n_classes]
+        return (
+            self.device.type == "cpu"
+            and self.dtype in mlp_native.SUPPORTED_DTYPES
+            and max(a * b for a, b in itertools.pairwise(widths)) <= _COMPILED_MAX_LAYER_WEIGHTS
+            and all(tensor.is_contiguous() for tensor in self.network.parameters())
+            and mlp_native.library() is not None
+        )
+
+    def compiled_epochs_per_call(self, n_rows: int) -> int:
+        """Epochs per :meth:`run_compiled_epochs` call that keep its row orders bounded."""
+        return max(1, _COMPILED_ORDER_ELEMENTS // max(1, n_rows * len(self._unique_seeds)))
+
+    def run_compiled_epochs(
+        self,
+        rows: TrainingRows,
+        first_epoch: int,
+        n_epochs: int,
+        val_features: torch.Tensor | None = None,
+        val_targets: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Epochs ``first_epoch .. first_epoch + n_epochs - 1`` through the compiled loops
+        (only when :attr:`uses_compiled`); the same updates as :meth:`train_epoch` to rounding.
+
+        Args:
+            rows: from :meth:`training_rows`.
+            val_features ``(V, F)`` in the trainer's dtype, val_targets ``(V,)`` int64: optional
+                rows scored after every epoch (:func:`member_losses`, :func:`member_accuracy`).
+
+        Returns:
+            ``(train_loss, val_loss, val_accuracy)``, each ``(M, n_epochs)`` float64 (the
+            validation ones NaN without validation rows).
+        """
+        n_rows = rows.table.shape[0]
+        orders = torch.stack(
+            [
+                torch.stack(
+                    [
+                        epoch_permutation(n_rows, seed, epoch, self.settings.shuffle)
+                        for epoch in range(first_epoch, first_epoch + n_epochs)
+                    ]
+                )
+                if n_epochs
+                else torch.zeros(0, n_rows, dtype=torch.int64)
+                for seed in self._unique_seeds
+            ]
+        )
+        outputs = [
+            torch.full((self.network.n_members, n_epochs), math.nan, dtype=torch.float64)
+            for _ in range(3)
+        ]
+        optimizer = self.optimizer
+        has_val = val_features is not None and val_targets is not None
+        mlp_native.train(
+            mlp_native.library(),
+            mlp_native.RunTensors(
+                parameters=self.network.parameters(),
+                first_moments=optimizer.first_moments,
+                second_moments=optimizer.second_moments or None,
+                table=rows.table.to(self.dtype).contiguous(),
+                orders=orders,
+                order_of_member=self._seed_rows,
+                loss_of_member=torch.tensor(
+                    [mlp_native.LOSS_CODES[member.design] for member in self.members]
+                ),
+                val_features=val_features.to(self.dtype).contiguous() if has_val else None,
+                val_targets=val_targets.to(torch.int64).contiguous() if has_val else None,
+                train_loss=outputs[0],
+                val_loss=outputs[1],
+                val_accuracy=outputs[2],
+            ),
+            [self.config.n_features, *self.config.hidden, self.config.n_classes],
+            self.config.activation,
+            self.settings.optimizer,
+            self.settings.learning_rate,
+            self.settings.momentum,
+            self.settings.adam_betas,
+            self.settings.adam_eps,
+            self.settings.batch_size,
+            rows.weighted,
+            optimizer.step_count,
+        )
+        steps = n_epochs * len(batch_bounds(n_rows, self.settings.batch_size))
+        optimizer.step_count += steps
+        torch._foreach_add_(optimizer.step_counts, float(steps))
+        return outputs[0], outputs[1], outputs[2]
+
     # -- one epoch -----------------------------------------------------------------------------
 
     def epoch_order(self, n_rows: int, epoch: int) -> torch.Tensor:
@@ -402,6 +508,8 @@ class BatchedTrainer:
             ``(M,)`` the training loss of each member over the epoch: the mean of its batch losses
             weighted by batch size (the rows' mean when unweighted). No host synchronisation.
         """
+        if self.uses_compiled:
+            return self.run_compiled_epochs(rows, epoch, 1)[0][:, 0].to(self.dtype)
         n_rows = rows.table.shape[0]
         n_members = self.network.n_members
         n_features, n_classes = rows.n_features, rows.n_classes
@@ -636,10 +744,22 @@ def train_ensemble(
     train_loss = torch.full((epochs, n_members), math.nan, dtype=torch.float64, device=device)
     val_loss = torch.full_like(train_loss, math.nan)
     val_accuracy = torch.full_like(train_loss, math.nan)
-    for epoch in range(epochs):
-        train_loss[epoch] = trainer.train_epoch(rows, epoch)
-        if has_val:
-            val_loss[epoch], val_accuracy[epoch] = trainer.evaluate(val_features, val_targets)
+    if trainer.uses_compiled:
+        chunk = trainer.compiled_epochs_per_call(features.shape[0])
+        for first in range(0, epochs, chunk):
+            stop = min(first + chunk, epochs)
+            histories = trainer.run_compiled_epochs(
+                rows, first, stop - first, val_features, val_targets
+            )
+            for history, chunk_history in zip(
+                (train_loss, val_loss, val_accuracy), histories, strict=True
+            ):
+                history[first:stop] = chunk_history.T
+    else:
+        for epoch in range(epochs):
+            train_loss[epoch] = trainer.train_epoch(rows, epoch)
+            if has_val:
+                val_loss[epoch], val_accuracy[epoch] = trainer.evaluate(val_features, val_targets)
     return EnsembleResult(
         members=trainer.members,
         train_loss=train_loss.T.double().cpu().numpy(),

@@ -1,0 +1,442 @@
+/* Whole training runs of small MLPs: softclass.ensemble's compiled path (see mlp_native.py).
+ *
+ * One call trains members [member_begin, member_end) of a stacked ensemble for n_epochs epochs:
+ * every batch of every epoch (forward, the design's loss and hand-written gradient, backward,
+ * optimizer update), then, when validation rows are given, each member's design loss and accuracy
+ * on them after every epoch. Members are independent, so each is trained from start to finish
+ * before the next (its parameters stay in cache). The arithmetic is that of
+ * softclass.ensemble.BatchedTrainer._step and torch.optim.SGD / Adam, row by row; only the order
+ * of the sums differs from torch's matmuls.
+ *
+ * Built at first use with the system C compiler and loaded with ctypes. The body below is compiled
+ * twice, for float (suffix f32) and double (f64): the file includes itself with REAL defined, and
+ * <tgmath.h> picks expf/exp, tanhf/tanh, ... from the argument's type.
+ */
+#ifndef REAL
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tgmath.h>
+
+enum { ACTIVATION_TANH, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_GELU, ACTIVATION_IDENTITY };
+enum { LOSS_CROSS_ENTROPY, LOSS_SQUARED_ERROR, LOSS_MCEE };
+enum { OPTIMIZER_SGD, OPTIMIZER_ADAM };
+
+/* Shapes and hyper-parameters of one call (mirrored by mlp_native.py's RunSettings). */
+typedef struct {
+    int64_t n_layers;        /* linear layers: hidden layers + 1 */
+    const int64_t *widths;   /* n_layers + 1 widths: features, hidden..., classes */
+    int64_t activation;      /* ACTIVATION_* of the hidden layers */
+    int64_t optimizer;       /* OPTIMIZER_* */
+    double learning_rate;
+    double momentum;         /* SGD (dampening 0, not Nesterov) */
+    double beta1, beta2, eps; /* Adam */
+    double tiny;             /* smallest normal of the element type: design D's clamp */
+    int64_t batch_size;
+    int64_t n_rows;          /* training rows */
+    int64_t n_columns;       /* table columns: features, one-hot targets, [row weight] */
+    int64_t weighted;        /* 1 when the last table column holds row weights */
+    int64_t n_epochs;        /* epochs run by this call */
+    int64_t step_count;      /* optimizer steps every member took before this call */
+    int64_t n_val_rows;      /* 0: no validation */
+} RunSettings;
+
+/* Tensors of one call (mirrored by mlp_native.py's RunBuffers); all contiguous. */
+typedef struct {
+    void *const *parameters;     /* 2·n_layers stacked tensors: W_k (M, out, in), b_k (M, out) */
+    void *const *first_moments;  /* same shapes: SGD momentum buffers / Adam first moments */
+    void *const *second_moments; /* same shapes: Adam second moments (unused by SGD) */
+    const void *table;           /* (n_rows, n_columns) training rows */
+    const int64_t *orders;       /* (n_orders, n_epochs, n_rows): row indices, batch by batch */
+    const int64_t *order_of_member; /* (M,): which of the orders each member follows */
+    const int64_t *loss_of_member;  /* (M,): LOSS_* */
+    const void *val_features;    /* (n_val_rows, n_features) */
+    const int64_t *val_targets;  /* (n_val_rows,) class indices */
+    double *train_loss;          /* (M, n_epochs) out: batch losses averaged over the epoch */
+    double *val_loss;            /* (M, n_epochs) out: design loss on the validation rows */
+    double *val_accuracy;        /* (M, n_epochs) out */
+} RunBuffers;
+
+/* tanh in float, inlined and branch-free (glibc's tanhf is an out-of-line call per unit):
+ * tanh|x| = e / (e + 2) with e = expm1(2|x|) = 2^k·expm1(r) + (2^k − 1), 2|x| = k·ln2 + r,
+ * |r| <= ln2/2, expm1(r) by its degree-8 Taylor polynomial (relative error < 3e-9). Measured
+ * against double-precision tanh on 2^24 points of [-10, 10]: at most 3 ulp. |x| >= 9 gives ±1
+ * (float's tanh rounds to ±1 from 9.01); NaN stays NaN. */
+static inline float tanh_float(float x) {
+    const float magnitude = __builtin_fabsf(x) < 9.0f ? __builtin_fabsf(x) : 9.0f;
+    const float y = magnitude + magnitude;
+    const float k = __builtin_floorf(y * 1.44269504088896341f + 0.5f);
+    const float r = (y - k * 0.693359375f) + k * 2.12194440e-4f;
+    float p = 1.0f / 40320.0f;
+    p = p * r + 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r;
+    const int32_t exponent_bits = ((int32_t)k + 127) << 23;
+    float scale;
+    memcpy(&scale, &exponent_bits, sizeof scale);
+    const float e = scale * p + (scale - 1.0f);
+    const float t = __builtin_copysignf(e / (e + 2.0f), x);
+    return x != x ? x : t;
+}
+
+#define REAL float
+#define SUFFIX f32
+#define TANH tanh_float
+#include __FILE__
+#undef REAL
+#undef SUFFIX
+#undef TANH
+
+#define REAL double
+#define SUFFIX f64
+#define TANH tanh
+#include __FILE__
+#undef REAL
+#undef SUFFIX
+#undef TANH
+
+#else /* the body, once per element type */
+
+#define CONCAT_(a, b) a##_##b
+#define CONCAT(a, b) CONCAT_(a, b)
+#define NAME(base) CONCAT(base, SUFFIX)
+
+/* Hidden activation of a pre-activation value. */
+static inline REAL NAME(activate)(int64_t activation, REAL pre) {
+    switch (activation) {
+    case ACTIVATION_TANH:
+        return TANH(pre);
+    case ACTIVATION_RELU:
+        return pre > (REAL)0 ? pre : (REAL)0;
+    case ACTIVATION_SIGMOID:
+        return (REAL)1 / ((REAL)1 + exp(-pre));
+    case ACTIVATION_GELU:
+        return (REAL)0.5 * pre * ((REAL)1 + erf(pre * (REAL)0.70710678118654752440));
+    default:
+        return pre;
+    }
+}
+
+/* d loss / d pre-activation from d loss / d output, in terms of the output where possible (as
+ * ensemble._activation_backward). */
+static inline REAL NAME(activation_backward)(int64_t activation, REAL grad, REAL pre, REAL out) {
+    switch (activation) {
+    case ACTIVATION_TANH:
+        return grad - grad * (out * out);
+    case ACTIVATION_RELU:
+        return out > (REAL)0 ? grad : (REAL)0;
+    case ACTIVATION_SIGMOID:
+        return grad * (out * ((REAL)1 - out));
+    case ACTIVATION_GELU: {
+        const REAL cdf = (REAL)0.5 * ((REAL)1 + erf(pre * (REAL)0.70710678118654752440));
+        const REAL pdf = exp((REAL)-0.5 * pre * pre) * (REAL)0.39894228040143267794;
+        return grad * (cdf + pre * pdf);
+    }
+    default:
+        return grad;
+    }
+}
+
+/* Forward pass of one row: level l of the row lives at act[l] (level 0: the input, copied there
+ * by the caller) and, for l >= 1, its pre-activation at pre[l]; the logits land at act[n_layers]
+ * (equal to pre[n_layers]). weights[k], biases[k] are this member's layer k. */
+static void NAME(forward_row)(const RunSettings *settings, REAL *const *weights,
+                              REAL *const *biases, REAL *const *act, REAL *const *pre) {
+    const int64_t n_layers = settings->n_layers;
+    for (int64_t k = 0; k < n_layers; ++k) {
+        const int64_t n_in = settings->widths[k], n_out = settings->widths[k + 1];
+        const REAL *input = act[k];
+        for (int64_t j = 0; j < n_out; ++j) {
+            const REAL *row = weights[k] + j * n_in;
+            REAL sum = (REAL)0;
+            for (int64_t i = 0; i < n_in; ++i) sum += row[i] * input[i];
+            pre[k + 1][j] = sum + biases[k][j];
+        }
+        for (int64_t j = 0; j < n_out; ++j)
+            act[k + 1][j] = k + 1 < n_layers ? NAME(activate)(settings->activation, pre[k + 1][j])
+                                             : pre[k + 1][j];
+    }
+}
+
+/* The design's loss of one row from its logits z (C), and d loss / d z (unscaled) into grad;
+ * probs: scratch for the softmax (C values). one_hot: the row's target as a one-hot row. Same
+ * formulas as BatchedTrainer._step. */
+static REAL NAME(row_loss_and_gradient)(int64_t loss_kind, REAL tiny, int64_t n_classes,
+                                        const REAL *logits, const REAL *one_hot, REAL *probs,
+                                        REAL *grad) {
+    REAL max = logits[0];
+    for (int64_t c = 1; c < n_classes; ++c) max = logits[c] > max ? logits[c] : max;
+    REAL sum = (REAL)0, shifted_target = (REAL)0;
+    for (int64_t c = 0; c < n_classes; ++c) {
+        const REAL shifted = logits[c] - max;
+        probs[c] = exp(shifted);
+        sum += probs[c];
+        shifted_target += shifted * one_hot[c];
+    }
+    REAL picked = (REAL)0;
+    for (int64_t c = 0; c < n_classes; ++c) {
+        probs[c] /= sum;
+        picked += probs[c] * one_hot[c];
+        grad[c] = probs[c] - one_hot[c]; /* the residual p - y */
+    }
+    if (loss_kind == LOSS_CROSS_ENTROPY) return log(sum) - shifted_target;
+    if (loss_kind == LOSS_MCEE) {
+        /* -log(clamp(p_t)) through the softmax: (p - y)·p_t·(1/clamp(p_t)); 0 under the clamp */
+        const REAL clamped = picked > tiny ? picked : tiny;
+        const REAL ratio = picked < tiny ? (REAL)0 : picked * ((REAL)1 / clamped);
+        for (int64_t c = 0; c < n_classes; ++c) grad[c] *= ratio;
+        return -log(clamped);
+    }
+    /* squared error Σ (p - y)²: with g = 2 (p - y), d / d z = p ⊙ (g - <g, p>) */
+    REAL squared = (REAL)0, dot = (REAL)0;
+    for (int64_t c = 0; c < n_classes; ++c) {
+        const REAL residual = grad[c];
+        squared += residual * residual;
+        dot += (residual + residual) * probs[c];
+    }
+    for (int64_t c = 0; c < n_classes; ++c) grad[c] = probs[c] * ((grad[c] + grad[c]) - dot);
+    return squared;
+}
+
+/* One optimizer update of n values (torch.optim.SGD / Adam on one tensor); step is 1-based. */
+static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, REAL *param,
+                         const REAL *grad, REAL *first, REAL *second) {
+    const REAL learning_rate = (REAL)settings->learning_rate;
+    if (settings->optimizer == OPTIMIZER_SGD && settings->momentum == 0.0) {
+        for (int64_t i = 0; i < n; ++i) param[i] -= learning_rate * grad[i];
+    } else if (settings->optimizer == OPTIMIZER_SGD) {
+        const REAL momentum = (REAL)settings->momentum;
+        for (int64_t i = 0; i < n; ++i) {
+            first[i] = step == 1 ? grad[i] : momentum * first[i] + grad[i];
+            param[i] -= learning_rate * first[i];
+        }
+    } else {
+        const double correction1 = 1.0 - pow(settings->beta1, (double)step);
+        const double correction2 = 1.0 - pow(settings->beta2, (double)step);
+        const REAL step_size = (REAL)(settings->learning_rate / correction1);
+        const REAL correction2_sqrt = (REAL)sqrt(correction2);
+        const REAL one_minus_beta1 = (REAL)(1.0 - settings->beta1);
+        const REAL beta2 = (REAL)settings->beta2, one_minus_beta2 = (REAL)(1.0 - settings->beta2);
+        const REAL eps = (REAL)settings->eps;
+        for (int64_t i = 0; i < n; ++i) {
+            first[i] += one_minus_beta1 * (grad[i] - first[i]);
+            second[i] = beta2 * second[i] + one_minus_beta2 * grad[i] * grad[i];
+            const REAL denominator = sqrt(second[i]) / correction2_sqrt + eps;
+            param[i] -= step_size * first[i] / denominator;
+        }
+    }
+}
+
+/* Design loss and correctness of every validation row for one member (as
+ * ensemble.member_losses: A/B log-softmax cross entropy, D clamped -log p_t, C squared error). */
+static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffers,
+                           int64_t loss_kind, REAL *const *weights, REAL *const *biases,
+                           REAL *const *act, REAL *const *pre, double *loss_out,
+                           double *accuracy_out) {
+    const int64_t n_features = settings->widths[0];
+    const int64_t n_classes = settings->widths[settings->n_layers];
+    const REAL *features = (const REAL *)buffers->val_features;
+    double loss_total = 0.0;
+    int64_t correct = 0;
+    for (int64_t r = 0; r < settings->n_val_rows; ++r) {
+        memcpy(act[0], features + r * n_features, (size_t)n_features * sizeof(REAL));
+        NAME(forward_row)(settings, weights, biases, act, pre);
+        const REAL *logits = act[settings->n_layers];
+        const int64_t target = buffers->val_targets[r];
+        int64_t best = 0;
+        for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
+        correct += best == target;
+        REAL max = logits[best], sum = (REAL)0;
+        for (int64_t c = 0; c < n_classes; ++c) sum += exp(logits[c] - max);
+        const REAL log_sum_exp = max + log(sum);
+        REAL row_loss;
+        if (loss_kind == LOSS_CROSS_ENTROPY) {
+            row_loss = log_sum_exp - logits[target];
+        } else if (loss_kind == LOSS_MCEE) {
+            const REAL picked = exp(logits[target] - max) / sum;
+            row_loss = -log(picked > (REAL)settings->tiny ? picked : (REAL)settings->tiny);
+        } else {
+            row_loss = (REAL)0;
+            for (int64_t c = 0; c < n_classes; ++c) {
+                const REAL residual = exp(logits[c] - log_sum_exp) - (REAL)(c == target);
+                row_loss += residual * residual;
+            }
+        }
+        loss_total += (double)row_loss;
+    }
+    *loss_out = loss_total / (double)settings->n_val_rows;
+    *accuracy_out = (double)correct / (double)settings->n_val_rows;
+}
+
+/* Train members [member_begin, member_end) for settings->n_epochs epochs. Returns 0, or -1 when
+ * the work space could not be allocated (nothing was changed then). */
+int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
+                        int64_t member_begin, int64_t member_end) {
+    const int64_t n_layers = settings->n_layers, batch_size = settings->batch_size;
+    const int64_t n_rows = settings->n_rows, n_columns = settings->n_columns;
+    const int64_t n_features = settings->widths[0], n_classes = settings->widths[n_layers];
+    const REAL tiny = (REAL)settings->tiny;
+    /* Work space: per level l, activations and pre-activations of a whole batch (B, width_l);
+     * two gradient rows of the widest level; per parameter tensor, its gradient. */
+    int64_t level_total = 0, widest = 0, parameter_total = 0;
+    for (int64_t l = 0; l <= n_layers; ++l) {
+        level_total += settings->widths[l];
+        widest = settings->widths[l] > widest ? settings->widths[l] : widest;
+    }
+    for (int64_t k = 0; k < n_layers; ++k)
+        parameter_total += settings->widths[k + 1] * (settings->widths[k] + 1);
+    const size_t n_reals = (size_t)(2 * batch_size * level_total + 2 * batch_size * widest +
+                                    parameter_total + batch_size);
+    REAL *space = malloc(n_reals * sizeof(REAL));
+    REAL **pointers = malloc((size_t)(2 * (n_layers + 1) + 6 * n_layers + 4) * sizeof(REAL *));
+    if (space == NULL || pointers == NULL) {
+        free(space);
+        free(pointers);
+        return -1;
+    }
+    REAL **act = pointers, **pre = act + (n_layers + 1);          /* batch bases per level */
+    REAL **weights = pre + (n_layers + 1), **biases = weights + n_layers;
+    REAL **weight_grads = biases + n_layers, **bias_grads = weight_grads + n_layers;
+    REAL **row_act = bias_grads + n_layers, **row_pre = row_act + (n_layers + 1);
+    REAL *cursor = space;
+    for (int64_t l = 0; l <= n_layers; ++l) {
+        act[l] = cursor;
+        cursor += batch_size * settings->widths[l];
+        pre[l] = cursor;
+        cursor += batch_size * settings->widths[l];
+    }
+    REAL *delta = cursor, *delta_next = delta + batch_size * widest;
+    cursor = delta_next + batch_size * widest;
+    for (int64_t k = 0; k < n_layers; ++k) {
+        weight_grads[k] = cursor;
+        cursor += settings->widths[k + 1] * settings->widths[k];
+        bias_grads[k] = cursor;
+        cursor += settings->widths[k + 1];
+    }
+    REAL *row_scale = cursor;
+    const REAL *table = (const REAL *)buffers->table;
+
+    for (int64_t member = member_begin; member < member_end; ++member) {
+        const int64_t loss_kind = buffers->loss_of_member[member];
+        for (int64_t k = 0; k < n_layers; ++k) {
+            const int64_t n_weights = settings->widths[k + 1] * settings->widths[k];
+            weights[k] = (REAL *)buffers->parameters[2 * k] + member * n_weights;
+            biases[k] = (REAL *)buffers->parameters[2 * k + 1] + member * settings->widths[k + 1];
+        }
+        int64_t step = settings->step_count;
+        for (int64_t epoch = 0; epoch < settings->n_epochs; ++epoch) {
+            const int64_t *order =
+                buffers->orders +
+                (buffers->order_of_member[member] * settings->n_epochs + epoch) * n_rows;
+            double epoch_loss = 0.0;
+            for (int64_t start = 0; start < n_rows; start += batch_size) {
+                const int64_t rows = start + batch_size <= n_rows ? batch_size : n_rows - start;
+                /* Row scales: 1/B, or the batch's weights over their sum (clamped at tiny). */
+                if (settings->weighted) {
+                    REAL weight_sum = (REAL)0;
+                    for (int64_t r = 0; r < rows; ++r)
+                        weight_sum += table[order[start + r] * n_columns + n_columns - 1];
+                    weight_sum = weight_sum > tiny ? weight_sum : tiny;
+                    for (int64_t r = 0; r < rows; ++r)
+                        row_scale[r] =
+                            table[order[start + r] * n_columns + n_columns - 1] / weight_sum;
+                } else {
+                    for (int64_t r = 0; r < rows; ++r) row_scale[r] = (REAL)(1.0 / (double)rows);
+                }
+                /* Forward, loss and output gradient, row by row. */
+                double batch_loss = 0.0;
+                for (int64_t r = 0; r < rows; ++r) {
+                    const REAL *source = table + order[start + r] * n_columns;
+                    for (int64_t l = 0; l <= n_layers; ++l) {
+                        row_act[l] = act[l] + r * settings->widths[l];
+                        row_pre[l] = pre[l] + r * settings->widths[l];
+                    }
+                    memcpy(row_act[0], source, (size_t)n_features * sizeof(REAL));
+                    NAME(forward_row)(settings, weights, biases, row_act, row_pre);
+                    REAL *row_delta = delta + r * n_classes;
+                    const REAL loss = NAME(row_loss_and_gradient)(
+                        loss_kind, tiny, n_classes, row_act[n_layers], source + n_features,
+                        row_pre[n_layers], row_delta);
+                    for (int64_t c = 0; c < n_classes; ++c) row_delta[c] *= row_scale[r];
+                    batch_loss += settings->weighted ? (double)(loss * row_scale[r]) : loss;
+                }
+                epoch_loss += settings->weighted ? batch_loss * (double)rows / (double)n_rows
+                                                 : batch_loss / (double)n_rows;
+                /* Backward: delta holds d loss / d (level k+1 pre-activation), (rows, width). */
+                for (int64_t k = n_layers - 1; k >= 0; --k) {
+                    const int64_t n_in = settings->widths[k], n_out = settings->widths[k + 1];
+                    REAL *weight_grad = weight_grads[k], *bias_grad = bias_grads[k];
+                    memset(weight_grad, 0, (size_t)(n_in * n_out) * sizeof(REAL));
+                    memset(bias_grad, 0, (size_t)n_out * sizeof(REAL));
+                    for (int64_t r = 0; r < rows; ++r) {
+                        const REAL *row_delta = delta + r * n_out, *input = act[k] + r * n_in;
+                        for (int64_t j = 0; j < n_out; ++j) {
+                            REAL *grad_row = weight_grad + j * n_in;
+                            const REAL d = row_delta[j];
+                            for (int64_t i = 0; i < n_in; ++i) grad_row[i] += d * input[i];
+                            bias_grad[j] += d;
+                        }
+                    }
+                    if (k == 0) break;
+                    for (int64_t r = 0; r < rows; ++r) {
+                        const REAL *row_delta = delta + r * n_out;
+                        REAL *below = delta_next + r * n_in;
+                        for (int64_t i = 0; i < n_in; ++i) below[i] = (REAL)0;
+                        for (int64_t j = 0; j < n_out; ++j) {
+                            const REAL *weight_row = weights[k] + j * n_in;
+                            const REAL d = row_delta[j];
+                            for (int64_t i = 0; i < n_in; ++i) below[i] += weight_row[i] * d;
+                        }
+                        const REAL *out = act[k] + r * n_in, *pre_row = pre[k] + r * n_in;
+                        for (int64_t i = 0; i < n_in; ++i)
+                            below[i] = NAME(activation_backward)(settings->activation, below[i],
+                                                                 pre_row[i], out[i]);
+                    }
+                    REAL *swap = delta;
+                    delta = delta_next;
+                    delta_next = swap;
+                }
+                /* Optimizer update of every tensor of this member. */
+                ++step;
+                for (int64_t k = 0; k < n_layers; ++k) {
+                    const int64_t n_out = settings->widths[k + 1];
+                    const int64_t n_weights = n_out * settings->widths[k];
+                    const int64_t weight_offset = member * n_weights, bias_offset = member * n_out;
+                    REAL *const *first = (REAL *const *)buffers->first_moments;
+                    REAL *const *second = (REAL *const *)buffers->second_moments;
+                    NAME(update)(settings, step, n_weights, weights[k], weight_grads[k],
+                                 first[2 * k] + weight_offset,
+                                 second == NULL ? NULL : second[2 * k] + weight_offset);
+                    NAME(update)(settings, step, n_out, biases[k], bias_grads[k],
+                                 first[2 * k + 1] + bias_offset,
+                                 second == NULL ? NULL : second[2 * k + 1] + bias_offset);
+                }
+            }
+            const int64_t at = member * settings->n_epochs + epoch;
+            buffers->train_loss[at] = epoch_loss;
+            if (settings->n_val_rows > 0) {
+                for (int64_t l = 0; l <= n_layers; ++l) {
+                    row_act[l] = act[l];
+                    row_pre[l] = pre[l];
+                }
+                NAME(evaluate)(settings, buffers, loss_kind, weights, biases, row_act, row_pre,
+                               buffers->val_loss + at, buffers->val_accuracy + at);
+            }
+        }
+    }
+    free(space);
+    free(pointers);
+    return 0;
+}
+
+#undef NAME
+#undef CONCAT
+#undef CONCAT_
+
+#endif
