@@ -189,6 +189,8 @@ def check_target_range(target: torch.Tensor, n_classes: int, ignore_index: int, 
 
     CPU: checked here, raising IndexError that names the first bad target, its position and the
     bound. Other devices: an asynchronous device-side assertion (no host synchronisation).
+    (``functional.cross_entropy`` leaves this out where its compiled CPU loops check each target
+    as they read it; they report the first bad one through :func:`target_out_of_bounds`.)
     """
     valid = target != ignore_index
     bad = valid & ((target < 0) | (target >= n_classes))
@@ -196,16 +198,27 @@ def check_target_range(target: torch.Tensor, n_classes: int, ignore_index: int, 
         torch._assert_async(~bad.any(), f"{op}: target out of bounds [0, {n_classes})")
         return
     if bool(bad.any()):
-        position = tuple(int(i) for i in bad.nonzero()[0])
-        value = int(target[position])
-        where = (
-            f" at position {position[0] if len(position) == 1 else position}" if position else ""
-        )
-        raise IndexError(
-            f"{op}: Target {value} is out of bounds{where}: expected class indices in "
-            f"[0, {n_classes - 1}] for {n_classes} classes"
-            + (f" or ignore_index={ignore_index}" if ignore_index != -100 else "")
-        )
+        flat_index = int(bad.reshape(-1).nonzero()[0, 0])
+        raise target_out_of_bounds(target, flat_index, n_classes, ignore_index, op)
+
+
+def target_out_of_bounds(
+    target: torch.Tensor, flat_index: int, n_classes: int, ignore_index: int, op: str
+) -> IndexError:
+    """The error for the out-of-range class index at ``flat_index`` of ``target`` (row-major)."""
+    position = []
+    remainder = flat_index
+    for size in reversed(target.shape):
+        position.append(remainder % size)
+        remainder //= size
+    position = tuple(reversed(position))
+    value = int(target[position])
+    where = f" at position {position[0] if len(position) == 1 else position}" if position else ""
+    return IndexError(
+        f"{op}: Target {value} is out of bounds{where}: expected class indices in "
+        f"[0, {n_classes - 1}] for {n_classes} classes"
+        + (f" or ignore_index={ignore_index}" if ignore_index != -100 else "")
+    )
 
 
 def check_linear_inputs(
