@@ -504,7 +504,9 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
                 None if per_row else loss,
                 reduction == "mean",
             )
-            ctx.save_for_backward(logits, target, real_weight, logsumexp, state)
+            ctx.save_for_backward(logits, target)
+            # Made here, not inputs: kept as attributes (cheaper than saved tensors).
+            ctx.native_state = (real_weight, logsumexp, state)
             return loss
         compute_dtype = _compute_dtype(logits.dtype)
         targets = _RowTargets(
@@ -523,9 +525,13 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        logits, target, weight, logsumexp, denominator = ctx.saved_tensors
         ignore_index, reduction, label_smoothing, block_rows, inplace_backward = ctx.options
         unused = (None,) * 6
+        if ctx.library is not None:
+            logits, target = ctx.saved_tensors
+            weight, logsumexp, state = ctx.native_state
+        else:
+            logits, target, weight, logsumexp, denominator = ctx.saved_tensors
         if torch.is_grad_enabled():
             # create_graph=True: the gradient must itself be differentiable.
             return (
@@ -557,7 +563,7 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
                     label_smoothing,
                     logsumexp,
                     grad_output.to(logsumexp.dtype),
-                    denominator if reduction == "mean" else None,  # the reduction state
+                    state if reduction == "mean" else None,
                     grad_logits,
                 )
                 if inplace_backward:
