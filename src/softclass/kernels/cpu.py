@@ -52,23 +52,35 @@ __all__ = [
     "prefers_fused",
 ]
 
-# Elements of one row block. Tuned on the reference machine (2-core AMD EPYC Zen 5, 1 MiB L2 per
-# core, 32 MiB L3) with `python -m benchmarks.cross_entropy --tune`: at 4096×32768 fp32 the
-# forward+backward time is flat from 2^19 to 2^21 elements per block (2–8 MiB, L3-resident) and
-# rises on both sides (Python overhead per block below, cache misses above).
+# How the constants below were chosen: by hand, from one-off timings on the reference machine
+# (2-core AMD EPYC, shared with other jobs, so every figure carries ±30% noise); the scripts are
+# not part of the repository, the numbers are quoted here. Re-check them with `softclass bench`
+# (or `python -m benchmarks.cross_entropy`) after changing a path.
+#
+# Elements of one row block of the torch-ops path (the compiled path needs no blocks: it streams
+# whole rows per call). Fallback path, 1024×32768 fp32, forward+backward: 2^16 elements 136 ms,
+# 2^18 110 ms, 2^20 102 ms, 2^22 108 ms, 2^24 130 ms (Python overhead per block below, cache
+# misses above).
 _BLOCK_ELEMENTS = 1 << 20
-# Logit elements of one block of the fused linear + cross entropy: big enough that the three
-# matrix products per block run at full BLAS speed, small enough to stay far below N×C.
-_LINEAR_BLOCK_ELEMENTS = 1 << 23
-# Smallest logits (elements) for which functional.cross_entropy dispatches to the fused kernel.
+# Logit elements of one block of the fused linear + cross entropy (1024 rows at C = 32768: a
+# 128 MiB block, so that the peak, with the 64 MiB weight gradient, stays under 1/8 of torch's
+# ~3 GiB). N=2048, H=512, C=32768 fp32: 256-row blocks 3.1–4.1 s, 1024-row 1.37–1.39 s, 2048-row
+# 1.36–2.05 s, torch 1.64–2.16 s (the weight-gradient product's inner size is the block's rows).
+_LINEAR_BLOCK_ELEMENTS = 1 << 25
+# Smallest logits (elements) for which functional.cross_entropy takes the fused torch-ops path
+# (probability targets, fp16, non-unit class stride, no compiler). Probability targets, fp32:
+# 128×128 plain 168 µs / fused 172 µs, 64×100 133 / 249, 1024×100 1218 / 637.
 _FUSED_MIN_ELEMENTS = 1 << 14
+# The same for the compiled path (class indices, fp32/bf16/fp64): it beat the plain path at every
+# measured size, from 256×3 (fp32 84 vs 223 µs, bf16 90 vs 217, fp64 45 vs 131) up.
 _NATIVE_FUSED_MIN_ELEMENTS = 0
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 
 
 def prefers_fused(logits: Tensor, target: Tensor) -> bool:
     """Whether :func:`cross_entropy` beats the plain log_softmax + gather path for these validated
-    (M, C) logits and (M,) or (M, C) target (see ``_FUSED_MIN_ELEMENTS``)."""
+    (M, C) logits and (M,) or (M, C) target: always where the compiled loops apply, else from
+    ``_FUSED_MIN_ELEMENTS`` logits on (measurements beside the constants)."""
     if _native_library(logits, target) is not None:
         return logits.numel() >= _NATIVE_FUSED_MIN_ELEMENTS
     return logits.numel() >= _FUSED_MIN_ELEMENTS and logits.dtype in _FUSED_DTYPES
