@@ -345,7 +345,7 @@ def _fused_cross_entropy_kernel(
     if logits.is_cuda:
         kernels = _cuda_kernels()
         return None if kernels is None else kernels.fused_cross_entropy
-    if logits.device.type != "cpu" or (probability_target and flat_target.dtype != logits.dtype):
+    if not logits.is_cpu or (probability_target and flat_target.dtype != logits.dtype):
         return None
     if cpu_kernels.prefers_fused(logits, flat_target):
         return cpu_kernels.cross_entropy
@@ -429,7 +429,7 @@ def cross_entropy(
         )
     if reduction == "none":
         loss = loss.reshape(item_shape)
-    return loss.to(out_dtype)
+    return loss if loss.dtype == out_dtype else loss.to(out_dtype)
 
 
 def one_hot(

@@ -90,6 +90,8 @@ def implicit_softmax_dim(ndim: int, op: str) -> int:
 
 def check_same_device(tensor: torch.Tensor, other: torch.Tensor, names: str, op: str) -> None:
     """Both tensors must live on the same device."""
+    if tensor.is_cpu and other.is_cpu:  # the common case, without building device objects
+        return
     if tensor.device != other.device:
         raise RuntimeError(
             f"{op}: {names} must be on the same device, got {tensor.device} and {other.device}"
@@ -120,27 +122,30 @@ def check_index_target(input: torch.Tensor, target: torch.Tensor, op: str) -> No
         raise RuntimeError(
             f"{op}: expected target dtype to be Long or Byte, but got {_dtype_name(target)}{hint}"
         )
-    if input.dim() == 1:
-        if target.dim() == 0 or (target.dim() == 1 and target.shape[0] == 1):
+    input_dims, target_dims = input.dim(), target.dim()
+    if input_dims == 1:
+        if target_dims == 0 or (target_dims == 1 and target.shape[0] == 1):
             return
         raise RuntimeError(
             f"{op}: Expected target to be 0D when input is 1D (C,), but got target of shape "
             f"{list(target.shape)}"
         )
-    if target.dim() == 0 or target.shape[0] != input.shape[0]:
-        target_batch = 0 if target.dim() == 0 else target.shape[0]
+    if target_dims == 0 or target.shape[0] != input.shape[0]:
+        target_batch = 0 if target_dims == 0 else target.shape[0]
         raise ValueError(
             f"{op}: Expected input batch_size ({input.shape[0]}) to match target batch_size "
             f"({target_batch}); input has shape {list(input.shape)}, target {list(target.shape)}"
         )
-    if input.dim() == 2 and target.dim() != 1:
-        raise RuntimeError(
-            f"{op}: 0D or 1D target tensor expected, multi-target not supported (input "
-            f"{list(input.shape)}, target {list(target.shape)}); one-hot targets? use "
-            "target.argmax(dim=1)"
-        )
+    if input_dims == 2:
+        if target_dims != 1:
+            raise RuntimeError(
+                f"{op}: 0D or 1D target tensor expected, multi-target not supported (input "
+                f"{list(input.shape)}, target {list(target.shape)}); one-hot targets? use "
+                "target.argmax(dim=1)"
+            )
+        return
     expected = [input.shape[0], *input.shape[2:]]
-    if input.dim() > 2 and list(target.shape) != expected:
+    if list(target.shape) != expected:
         raise RuntimeError(
             f"{op}: Expected target size {expected}, got {list(target.shape)} (input shape "
             f"{list(input.shape)})"

@@ -574,7 +574,9 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
                     ignore_index,
                     label_smoothing,
                     logsumexp,
-                    grad_output.to(logsumexp.dtype),
+                    grad_output
+                    if grad_output.dtype == logsumexp.dtype
+                    else grad_output.to(logsumexp.dtype),
                     state if reduction == "mean" else None,
                     grad_logits,
                 )
