@@ -778,11 +778,21 @@ class _LinearGradients:
         return tuple(results)
 
 
-def _block_logits(hidden_block: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """hidden_block (B, H) @ weight (C, H)ᵀ + bias: (B, C) contiguous, in the inputs' dtype."""
+def _block_logits(
+    hidden_block: Tensor, weight: Tensor, bias: Tensor | None, buffer: Tensor
+) -> Tensor:
+    """hidden_block (B, H) @ weight (C, H)ᵀ + bias, written into the first B rows of ``buffer``
+    (≥ B, C) in the inputs' dtype (one block buffer for all blocks: no second block is ever
+    allocated while the previous one is alive). Returns that (B, C) slice."""
+    out = buffer[: hidden_block.shape[0]]
     if bias is None:
-        return hidden_block @ weight.t()
-    return torch.addmm(bias, hidden_block, weight.t())
+        return torch.mm(hidden_block, weight.t(), out=out)
+    return torch.addmm(bias, hidden_block, weight.t(), out=out)
+
+
+def _block_buffer(hidden: Tensor, n_classes: int, block_rows: int) -> Tensor:
+    """The (min(block_rows, N), C) logits buffer of :func:`_block_logits`, ``hidden``'s dtype."""
+    return torch.empty((min(block_rows, hidden.shape[0]), n_classes), dtype=hidden.dtype)
 
 
 def _kept_weight_sum(target: Tensor, class_weight: Tensor | None, ignore_index: int) -> Tensor:
@@ -927,9 +937,10 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
                     if reduction == "mean"
                     else None
                 )
+            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
             for start, stop in _row_blocks(n_rows, block_rows):
                 hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias)
+                logits = _block_logits(hidden_block, weight, bias, buffer)
                 blocks.forward(logits, start, stop, row_loss)
                 if accumulate:
                     blocks.gradient(logits, start, stop, unit, denominator)
@@ -948,9 +959,10 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         target_logit = torch.empty(n_rows, dtype=dtype)
         weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
         scratch = torch.empty(min(block_rows, n_rows), n_classes, dtype=dtype)
+        buffer = _block_buffer(hidden, weight.shape[0], block_rows)
         for start, stop in _row_blocks(n_rows, block_rows):
             hidden_block = hidden[start:stop]
-            logits = _block_logits(hidden_block, weight, bias).to(dtype)
+            logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
             targets.block_statistics(
                 logits, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
             )
@@ -984,9 +996,10 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
                 label_smoothing,
                 hidden.dtype,
             )
+            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
             for start, stop in _row_blocks(hidden.shape[0], block_rows):
                 hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias)
+                logits = _block_logits(hidden_block, weight, bias, buffer)
                 blocks.gradient(logits, start, stop, row_grad_output, None)
                 gradients.add_block(logits, hidden_block, weight, start, stop)
         else:
@@ -1000,9 +1013,10 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
                 block_rows,
             )
             coefficients = targets.gradient_coefficients(row_grad_output)
+            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
             for start, stop in _row_blocks(hidden.shape[0], block_rows):
                 hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias).to(dtype)
+                logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
                 targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
                 gradients.add_block(logits, hidden_block, weight, start, stop)
         return (*gradients.scaled(torch.ones((), dtype=dtype), weight, bias), *unused)
