@@ -543,3 +543,24 @@ def test_double_backward_through_the_fused_function(backend, probability):
         second = torch.autograd.grad((grad**2).sum(), logits)
         expected_second = torch.autograd.grad((expected**2).sum(), logits)
         torch.testing.assert_close(second, expected_second)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradient_made_in_forward_survives_retain_graph(backend, reduction):
+    """A scalar loss's gradient is made in the forward and scaled in the backward; a second
+    backward (retain_graph) must give the same gradient again, for grad_output 1 and not."""
+    logits = torch.randn(33, 70, requires_grad=True)
+    target = torch.randint(0, 70, (33,))
+    target[::5] = -100
+    weight = torch.rand(70) + 0.5
+    loss = cpu.cross_entropy(logits, target, weight, reduction=reduction, label_smoothing=0.1)
+    expected_logits = logits.detach().clone().requires_grad_()
+    expected = F.cross_entropy(
+        expected_logits, target, weight, reduction=reduction, label_smoothing=0.1
+    )
+    for factor in (1.0, 2.5, 1.0):
+        (grad,) = torch.autograd.grad(factor * loss, logits, retain_graph=True)
+        (expected_grad,) = torch.autograd.grad(
+            factor * expected, expected_logits, retain_graph=True
+        )
+        torch.testing.assert_close(grad, expected_grad)

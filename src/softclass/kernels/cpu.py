@@ -316,9 +316,9 @@ def _native_library(logits: Tensor, target: Tensor):
     return native.library()
 
 
-_FORWARD_NAMES, _FINISH_NAMES, _BACKWARD_NAMES = (
+_FORWARD_NAMES, _FINISH_NAMES, _BACKWARD_NAMES, _SCALE_NAMES, _KEPT_WEIGHT_SUM_NAMES = (
     {dtype: f"ce_{step}_{suffix}" for dtype, suffix in native.SUPPORTED_DTYPES.items()}
-    for step in ("forward", "finish", "backward")
+    for step in ("forward", "finish", "backward", "scale", "kept_weight_sum")
 )
 
 
@@ -345,10 +345,14 @@ def _native_forward(
     row_loss: Tensor | None,
     loss: Tensor | None,
     mean: bool,
+    grad: Tensor | None = None,
+    grad_denominator: Tensor | None = None,
 ) -> Tensor:
     """One compiled pass over the logits (M, C): L into ``logsumexp`` (M,) (compute dtype), loss_n
     into ``row_loss`` (M,) (logits' dtype) when given, and the reduced loss (Σ loss_n, divided by
-    Σ w_y when ``mean``) into the 0-d ``loss`` when given.
+    Σ w_y when ``mean``) into the 0-d ``loss`` when given. With ``grad`` (M, C), class stride 1,
+    also writes the gradient of the reduced loss for a unit grad_output (divided by
+    ``grad_denominator[0]`` when given), each row while it is still in cache.
 
     Returns the reduction state, (1 + 2R,) fp64 for R row ranges: [0] = Σ w_y over kept rows
     (written only with ``loss``; the 'mean' denominator of the backward), then per range
@@ -375,6 +379,11 @@ def _native_forward(
         None if row_loss is None else row_loss.data_ptr(),
         0 if row_loss is None else row_loss.stride(0),
     )
+    gradient_arguments = (
+        None if grad is None else grad.data_ptr(),
+        0 if grad is None else grad.stride(0),
+        None if grad_denominator is None else grad_denominator.data_ptr(),
+    )
     if len(ranges) == 1:
         first_bad = forward(
             *arguments[:3],
@@ -385,6 +394,7 @@ def _native_forward(
             mean,
             None if loss is None else loss.data_ptr(),
             state_address,
+            *gradient_arguments,
         )
     else:
         bad_rows = native.run_ranges(
@@ -397,6 +407,7 @@ def _native_forward(
                 mean,
                 None,
                 None,
+                *gradient_arguments,
             ),
             ranges,
         )
@@ -457,6 +468,35 @@ def _native_gradient(
     native.run_ranges(lambda index, begin, end: backward(*head, begin, end, *tail), ranges)
 
 
+def _native_kept_weight_sum(
+    library, target: Tensor, real_weight: Tensor | None, ignore_index: int, n_classes: int, dtype
+) -> Tensor:
+    """Σ w_y over kept rows, (1,) fp64, from the compiled loop (the 'mean' denominator)."""
+    total = torch.empty(1, dtype=torch.float64)
+    getattr(library, _KEPT_WEIGHT_SUM_NAMES[dtype])(
+        target.data_ptr(),
+        target.stride(0),
+        target.shape[0],
+        ignore_index,
+        n_classes,
+        None if real_weight is None else real_weight.data_ptr(),
+        total.data_ptr(),
+    )
+    return total
+
+
+def _native_scale(library, grad: Tensor, factor: Tensor) -> None:
+    """Multiply ``grad`` (M, C), class stride 1, in place by the 0-d ``factor`` (compute dtype);
+    the compiled loop returns at once when it is 1."""
+    n_rows, n_classes = grad.shape
+    scale = getattr(library, _SCALE_NAMES[grad.dtype])
+    arguments = (grad.data_ptr(), grad.stride(0), n_classes)
+    native.run_ranges(
+        lambda index, begin, end: scale(*arguments, begin, end, factor.data_ptr()),
+        native.row_ranges(n_rows, n_classes),
+    )
+
+
 def _statistics_pass(
     logits: Tensor, targets: _RowTargets, block_rows: int
 ) -> tuple[Tensor, Tensor]:
@@ -502,8 +542,19 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         if library is not None:
             real_weight = None if weight is None else _real_weight(weight, logits.dtype)
             per_row = reduction == "none"
-            logsumexp = torch.empty(logits.shape[0], dtype=_compute_dtype(logits.dtype))
+            compute_dtype = _compute_dtype(logits.dtype)
+            logsumexp = torch.empty(logits.shape[0], dtype=compute_dtype)
             loss = torch.empty(logits.shape[:1] if per_row else (), dtype=logits.dtype)
+            # A scalar loss gets its gradient (for grad_output 1) in this same pass over the
+            # logits; the backward then only scales it. Not for 'none' (per-row grad_output)
+            # nor in-place backward (the logits must survive the forward).
+            grad = grad_denominator = None
+            if ctx.needs_input_grad[0] and not per_row and not inplace_backward:
+                grad = torch.empty(logits.shape, dtype=logits.dtype)
+                if reduction == "mean":
+                    grad_denominator = _native_kept_weight_sum(
+                        library, target, real_weight, ignore_index, logits.shape[1], logits.dtype
+                    )
             state = _native_forward(
                 library,
                 logits,
@@ -515,10 +566,13 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
                 loss if per_row else None,
                 None if per_row else loss,
                 reduction == "mean",
+                grad,
+                grad_denominator,
             )
             ctx.save_for_backward(logits, target)
             # Made here, not inputs: kept as attributes (cheaper than saved tensors).
             ctx.native_state = (real_weight, logsumexp, state)
+            ctx.gradient = grad
             return loss
         compute_dtype = _compute_dtype(logits.dtype)
         targets = _RowTargets(
@@ -562,6 +616,13 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         n_rows, n_classes = logits.shape
         grad_logits = None
         if ctx.library is not None:
+            if ctx.gradient is not None:
+                # Made by the forward for grad_output 1: scale it in place and hand it over
+                # once; a second backward (retain_graph) recomputes it below.
+                grad_logits, ctx.gradient = ctx.gradient, None
+                factor = grad_output.to(logsumexp.dtype)
+                _native_scale(ctx.library, grad_logits, factor)
+                return grad_logits, None, *unused
             if ctx.needs_input_grad[0]:
                 grad_logits = (
                     logits if inplace_backward else torch.empty(logits.shape, dtype=logits.dtype)

@@ -347,7 +347,9 @@ static inline double log_f64(double x) {
 /* Forward over rows [row_begin, row_end): logsumexp[n] = L_n; row_loss[n·row_loss_stride] =
  * loss_n in the logits' type (when row_loss is not NULL); sums[0] = Σ loss_n and
  * sums[1] = Σ w_y over kept rows of the range, in double. When loss is not NULL (a call that
- * covers every row), also reduces the sums as ce_finish_* does. Returns −1, or the first row whose
+ * covers every row), also reduces the sums as ce_finish_* does. When grad is not NULL, also writes
+ * the gradient of the reduced loss for a unit grad_output (divided by *grad_denominator when that
+ * is not NULL: 'mean'), row by row while each row is in cache. Returns −1, or the first row whose
  * kept target lies outside [0, C) (nothing is read through it; the outputs are then incomplete). */
 #define DEFINE_FORWARD(SUFFIX, TYPE, REAL)                                                       \
     int64_t ce_forward_##SUFFIX(const TYPE *logits, int64_t row_stride, int64_t n_classes,      \
@@ -355,7 +357,10 @@ static inline double log_f64(double x) {
                                 int64_t target_stride, int64_t ignore_index,                    \
                                 const REAL *class_weight, double label_smoothing,               \
                                 REAL *logsumexp, TYPE *row_loss, int64_t row_loss_stride,       \
-                                double *sums, int64_t mean, TYPE *loss, double *denominator) {  \
+                                double *sums, int64_t mean, TYPE *loss, double *denominator,    \
+                                TYPE *grad, int64_t grad_row_stride,                            \
+                                const double *grad_denominator) {                               \
+        const REAL unit = 1;                                                                    \
         const int smoothing = label_smoothing > 0.0;                                            \
         const double weight_total =                                                             \
             smoothing ? weight_total_##SUFFIX(class_weight, n_classes) : 0.0;                   \
@@ -370,14 +375,26 @@ static inline double log_f64(double x) {
                     ignore_index, class_weight, label_smoothing, weight_total, logsumexp,       \
                     row_loss, row_loss_stride, &loss_sum, &weight_sum);                         \
                 if (bad >= 0) return bad;                                                       \
+                if (grad)                                                                       \
+                    backward_rows_##SUFFIX(logits, row_stride, n_classes, row0, row0 + rows,    \
+                                           target, target_stride, ignore_index, class_weight,   \
+                                           label_smoothing, weight_total, logsumexp, &unit, 0,  \
+                                           grad_denominator, grad, grad_row_stride);            \
             }                                                                                   \
         } else {                                                                                \
-            for (int64_t n = row_begin; n < row_end; ++n)                                       \
+            for (int64_t n = row_begin; n < row_end; ++n) {                                     \
                 if (forward_row_##SUFFIX(logits, row_stride, n_classes, n, target, target_stride, \
                                          ignore_index, class_weight, label_smoothing,           \
                                          weight_total, logsumexp, row_loss, row_loss_stride,    \
                                          &loss_sum, &weight_sum))                               \
                     return n;                                                                   \
+                /* the row is still in cache: its gradient costs one write, not a re-read */    \
+                if (grad)                                                                       \
+                    backward_rows_##SUFFIX(logits, row_stride, n_classes, n, n + 1, target,     \
+                                           target_stride, ignore_index, class_weight,           \
+                                           label_smoothing, weight_total, logsumexp, &unit, 0,  \
+                                           grad_denominator, grad, grad_row_stride);            \
+            }                                                                                   \
         }                                                                                       \
         sums[0] = loss_sum;                                                                     \
         sums[1] = weight_sum;                                                                   \
@@ -405,17 +422,14 @@ static inline double log_f64(double x) {
  * by *denominator when it is not NULL ('mean'). grad may be the logits buffer itself (each element
  * is read before it is written). The true-class element is recomputed and rounded once. */
 #define DEFINE_BACKWARD(SUFFIX, TYPE, REAL)                                                      \
-    void ce_backward_##SUFFIX(const TYPE *logits, int64_t row_stride, int64_t n_classes,        \
-                              int64_t row_begin, int64_t row_end, const int64_t *target,        \
-                              int64_t target_stride, int64_t ignore_index,                      \
-                              const REAL *class_weight, double label_smoothing,                 \
-                              const REAL *logsumexp, const REAL *grad_output,                   \
-                              int64_t grad_output_stride, const double *denominator,            \
-                              TYPE *grad, int64_t grad_row_stride) {                            \
+    static void backward_rows_##SUFFIX(                                                         \
+        const TYPE *logits, int64_t row_stride, int64_t n_classes, int64_t row_begin,           \
+        int64_t row_end, const int64_t *target, int64_t target_stride, int64_t ignore_index,    \
+        const REAL *class_weight, double label_smoothing, double weight_total,                  \
+        const REAL *logsumexp, const REAL *grad_output, int64_t grad_output_stride,             \
+        const double *denominator, TYPE *grad, int64_t grad_row_stride) {                       \
         const int smoothing = label_smoothing > 0.0;                                            \
-        const double weight_total =                                                             \
-            smoothing ? weight_total_##SUFFIX(class_weight, n_classes) : 0.0;                   \
-        if (n_classes <= BACKWARD_TILE_MAX_CLASSES) {                                                    \
+        if (n_classes <= BACKWARD_TILE_MAX_CLASSES) {                                           \
             for (int64_t row0 = row_begin; row0 < row_end; row0 += TILE_ROWS)                   \
                 backward_tile_##SUFFIX(                                                         \
                     logits, row_stride, n_classes, row0,                                        \
@@ -466,6 +480,47 @@ static inline double log_f64(double x) {
             }                                                                                   \
             store_##SUFFIX(grad_row, y, true_value);                                            \
         }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    void ce_backward_##SUFFIX(const TYPE *logits, int64_t row_stride, int64_t n_classes,        \
+                              int64_t row_begin, int64_t row_end, const int64_t *target,        \
+                              int64_t target_stride, int64_t ignore_index,                      \
+                              const REAL *class_weight, double label_smoothing,                 \
+                              const REAL *logsumexp, const REAL *grad_output,                   \
+                              int64_t grad_output_stride, const double *denominator,            \
+                              TYPE *grad, int64_t grad_row_stride) {                            \
+        const double weight_total = label_smoothing > 0.0                                       \
+            ? weight_total_##SUFFIX(class_weight, n_classes) : 0.0;                             \
+        backward_rows_##SUFFIX(logits, row_stride, n_classes, row_begin, row_end, target,       \
+                               target_stride, ignore_index, class_weight, label_smoothing,      \
+                               weight_total, logsumexp, grad_output, grad_output_stride,        \
+                               denominator, grad, grad_row_stride);                             \
+    }                                                                                           \
+                                                                                                \
+    /* grad[n, c] *= *factor for rows [row_begin, row_end) (nothing to do when it is 1). */     \
+    void ce_scale_##SUFFIX(TYPE *grad, int64_t grad_row_stride, int64_t n_classes,              \
+                           int64_t row_begin, int64_t row_end, const REAL *factor) {            \
+        const REAL value = *factor;                                                             \
+        if (value == (REAL)1) return;                                                           \
+        for (int64_t n = row_begin; n < row_end; ++n) {                                         \
+            TYPE *grad_row = grad + n * grad_row_stride;                                        \
+            _Pragma("omp simd")                                                                 \
+            for (int64_t c = 0; c < n_classes; ++c)                                             \
+                store_##SUFFIX(grad_row, c, load_##SUFFIX(grad_row, c) * value);                \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    /* *out = Σ w_y over rows whose target is kept and in [0, C) (the 'mean' denominator). */   \
+    void ce_kept_weight_sum_##SUFFIX(const int64_t *target, int64_t target_stride,              \
+                                     int64_t n_rows, int64_t ignore_index, int64_t n_classes,   \
+                                     const REAL *class_weight, double *out) {                   \
+        double total = 0.0;                                                                     \
+        for (int64_t n = 0; n < n_rows; ++n) {                                                  \
+            const int64_t y = target[n * target_stride];                                        \
+            if (y != ignore_index && y >= 0 && y < n_classes)                                   \
+                total += class_weight ? (double)class_weight[y] : 1.0;                          \
+        }                                                                                       \
+        *out = total;                                                                           \
     }
 
 #define DEFINE_KERNELS(SUFFIX, TYPE, REAL)                                                       \
@@ -475,8 +530,8 @@ static inline double log_f64(double x) {
     DEFINE_FORWARD_TILE(SUFFIX, TYPE, REAL)                                                      \
     DEFINE_FORWARD_ROW(SUFFIX, TYPE, REAL)                                                       \
     DEFINE_FINISH(SUFFIX, TYPE, REAL)                                                            \
-    DEFINE_FORWARD(SUFFIX, TYPE, REAL)                                                           \
-    DEFINE_BACKWARD(SUFFIX, TYPE, REAL)
+    DEFINE_BACKWARD(SUFFIX, TYPE, REAL)                                                          \
+    DEFINE_FORWARD(SUFFIX, TYPE, REAL)
 
 DEFINE_KERNELS(f32, float, float)
 DEFINE_KERNELS(bf16, uint16_t, float)

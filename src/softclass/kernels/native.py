@@ -66,11 +66,15 @@ _F64 = ctypes.c_double
 _PTR = ctypes.c_void_p
 # ce_forward_*(logits, row_stride, n_classes, row_begin, row_end, target, target_stride,
 #   ignore_index, class_weight, label_smoothing, logsumexp, row_loss, row_loss_stride, sums,
-#   mean, loss, denominator)
+#   mean, loss, denominator, grad, grad_row_stride, grad_denominator)
 _FORWARD_ARGS = [
     *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
-    *(_PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR),
+    *(_PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _PTR),
 ]
+# ce_scale_*(grad, grad_row_stride, n_classes, row_begin, row_end, factor)
+_SCALE_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR]
+# ce_kept_weight_sum_*(target, target_stride, n_rows, ignore_index, n_classes, class_weight, out)
+_KEPT_WEIGHT_SUM_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR]
 # ce_finish_*(sums, n_parts, mean, loss, denominator)
 _FINISH_ARGS = [_PTR, _I64, _I64, _PTR, _PTR]
 # ce_backward_*(logits, row_stride, n_classes, row_begin, row_end, target, target_stride,
@@ -156,9 +160,14 @@ def library() -> ctypes.CDLL | None:
         finish = getattr(loaded, f"ce_finish_{suffix}")
         finish.argtypes = _FINISH_ARGS
         finish.restype = None
-        backward = getattr(loaded, f"ce_backward_{suffix}")
-        backward.argtypes = _BACKWARD_ARGS
-        backward.restype = None
+        for name, argtypes in (
+            ("backward", _BACKWARD_ARGS),
+            ("scale", _SCALE_ARGS),
+            ("kept_weight_sum", _KEPT_WEIGHT_SUM_ARGS),
+        ):
+            function = getattr(loaded, f"ce_{name}_{suffix}")
+            function.argtypes = argtypes
+            function.restype = None
     return loaded
 
 
