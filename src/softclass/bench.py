@@ -259,8 +259,8 @@ def format_markdown(results: list[CaseResult]) -> str:
     ]
     for result in results:
         lines.append(
-            f"| {result.case.name} | {result.torch_seconds * 1e3:.1f} | "
-            f"{result.softclass_seconds * 1e3:.1f} | {result.speedup:.2f}× | "
+            f"| {result.case.name} | {result.torch_seconds * 1e3:.3g} | "
+            f"{result.softclass_seconds * 1e3:.3g} | {result.speedup:.2f}× | "
             f"{result.cpu_speedup:.2f}× | {mib(result.torch_peak_bytes)} / "
             f"{mib(result.softclass_peak_bytes)} | {memory_ratio(result)} |"
         )
