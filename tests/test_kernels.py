@@ -21,13 +21,16 @@ TOLERANCES = {
 }
 
 
-@pytest.fixture(params=["compiled", "torch-ops"])
+@pytest.fixture(params=["compiled", "compiled-gradient-in-forward", "torch-ops"])
 def backend(request, monkeypatch):
-    """Run a test on the compiled row loops and on the plain torch-ops path."""
+    """Run a test on the compiled row loops (with a scalar loss's gradient made in the backward,
+    and made in the forward as large inputs do) and on the plain torch-ops path."""
     if request.param == "torch-ops":
         monkeypatch.setattr(cpu, "_native_library", lambda logits, target: None)
     elif native.library() is None:
         pytest.fail(f"compiled kernels unavailable: {native.unavailable_reason()}")
+    if request.param == "compiled-gradient-in-forward":
+        monkeypatch.setattr(cpu, "_GRADIENT_IN_FORWARD_MIN_ELEMENTS", 0)
     return request.param
 
 
@@ -564,3 +567,22 @@ def test_gradient_made_in_forward_survives_retain_graph(backend, reduction):
             factor * expected, expected_logits, retain_graph=True
         )
         torch.testing.assert_close(grad, expected_grad)
+
+
+def test_gradient_in_forward_from_the_threshold_on(monkeypatch):
+    """From _GRADIENT_IN_FORWARD_MIN_ELEMENTS logits on, a scalar loss's backward only scales the
+    gradient made by the forward (no second pass over the logits); below, it makes it."""
+    backward_passes = []
+    original = cpu._native_gradient
+    monkeypatch.setattr(
+        cpu, "_native_gradient", lambda *a: backward_passes.append(1) or original(*a)
+    )
+    logits = torch.randn(40, 70, requires_grad=True)
+    target = torch.randint(0, 70, (40,))
+    for threshold, passes in ((40 * 70 + 1, 1), (40 * 70, 0)):
+        backward_passes.clear()
+        monkeypatch.setattr(cpu, "_GRADIENT_IN_FORWARD_MIN_ELEMENTS", threshold)
+        (grad,) = torch.autograd.grad(cpu.cross_entropy(logits, target), logits)
+        (expected,) = torch.autograd.grad(F.cross_entropy(logits, target), logits)
+        torch.testing.assert_close(grad, expected)
+        assert len(backward_passes) == passes
