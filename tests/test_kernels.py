@@ -586,3 +586,20 @@ def test_gradient_in_forward_from_the_threshold_on(monkeypatch):
         (expected,) = torch.autograd.grad(F.cross_entropy(logits, target), logits)
         torch.testing.assert_close(grad, expected)
         assert len(backward_passes) == passes
+
+
+def test_no_gradient_is_made_under_no_grad(monkeypatch):
+    """Under torch.no_grad() no backward can follow: the forward must not write a gradient, even
+    for logits that require grad (ctx.needs_input_grad says True there)."""
+    monkeypatch.setattr(cpu, "_GRADIENT_IN_FORWARD_MIN_ELEMENTS", 0)
+    made = []
+    original = cpu._native_forward
+    monkeypatch.setattr(
+        cpu, "_native_forward", lambda *a: made.append(a[-2] is not None) or original(*a)
+    )
+    logits = torch.randn(20, 9, requires_grad=True)
+    target = torch.randint(0, 9, (20,))
+    with torch.no_grad():
+        cpu.cross_entropy(logits, target)
+    cpu.cross_entropy(logits, target)
+    assert made == [False, True]

@@ -530,7 +530,9 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
     gradient for grad_output 1); the backward writes (or scales) the gradient once.
 
     ``apply(logits, target, weight, ignore_index, reduction, label_smoothing, block_rows,
-    inplace_backward)``; see :func:`cross_entropy`. Runs the compiled loops where they apply
+    inplace_backward, records_graph)``; see :func:`cross_entropy`. ``records_graph``: grad mode
+    was on at the call (inside ``forward`` it is always off, and ``ctx.needs_input_grad`` does not
+    say it), so a backward can follow. Runs the compiled loops where they apply
     (``_native_library``), else torch ops over blocks of ``block_rows`` rows.
     """
 
@@ -545,6 +547,7 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         label_smoothing: float,
         block_rows: int,
         inplace_backward: bool,
+        records_graph: bool,
     ) -> Tensor:
         ctx.options = (ignore_index, reduction, label_smoothing, block_rows, inplace_backward)
         library = _native_library(logits, target)
@@ -560,7 +563,8 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
             # grad_output) nor in-place backward (the logits must survive the forward).
             grad = grad_denominator = None
             if (
-                ctx.needs_input_grad[0]
+                records_graph
+                and ctx.needs_input_grad[0]
                 and not per_row
                 and not inplace_backward
                 and logits.numel() >= _GRADIENT_IN_FORWARD_MIN_ELEMENTS
@@ -607,7 +611,7 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         ignore_index, reduction, label_smoothing, block_rows, inplace_backward = ctx.options
-        unused = (None,) * 6
+        unused = (None,) * 7
         if ctx.library is not None:
             logits, target = ctx.saved_tensors
             weight, logsumexp, state = ctx.native_state
@@ -801,6 +805,7 @@ def cross_entropy(
         label_smoothing,
         block_rows,
         inplace_backward,
+        torch.is_grad_enabled(),
     )
 
 
