@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import mmap
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from softclass import bench, functional, nn
+from softclass import bench, functional, nn, validation
 from softclass.kernels import cpu, native
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -20,13 +21,16 @@ TOLERANCES = {
 }
 
 
-@pytest.fixture(params=["compiled", "torch-ops"])
+@pytest.fixture(params=["compiled", "compiled-gradient-in-forward", "torch-ops"])
 def backend(request, monkeypatch):
-    """Run a test on the compiled row loops and on the plain torch-ops path."""
+    """Run a test on the compiled row loops (with a scalar loss's gradient made in the backward,
+    and made in the forward as large inputs do) and on the plain torch-ops path."""
     if request.param == "torch-ops":
-        monkeypatch.setattr(cpu, "_native_library", lambda logits, targets: None)
+        monkeypatch.setattr(cpu, "_native_library", lambda logits, target: None)
     elif native.library() is None:
         pytest.fail(f"compiled kernels unavailable: {native.unavailable_reason()}")
+    if request.param == "compiled-gradient-in-forward":
+        monkeypatch.setattr(cpu, "_GRADIENT_IN_FORWARD_MIN_ELEMENTS", 0)
     return request.param
 
 
@@ -251,7 +255,9 @@ def test_rows_past_two_to_the_31_elements(backend):
     "reduction,weighted,smoothing,probability,with_bias",
     list(itertools.product(REDUCTIONS, (False, True), (0.0, 0.2), (False, True), (False, True))),
 )
-def test_linear_cross_entropy_matches_torch(reduction, weighted, smoothing, probability, with_bias):
+def test_linear_cross_entropy_matches_torch(
+    backend, reduction, weighted, smoothing, probability, with_bias
+):
     generator = torch.Generator().manual_seed(1)
     hidden = torch.randn(19, 6, generator=generator, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(11, 6, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -273,7 +279,7 @@ def test_linear_cross_entropy_matches_torch(reduction, weighted, smoothing, prob
 
 
 @pytest.mark.parametrize("block_rows", [1, 4, 7, 64])
-def test_linear_cross_entropy_bf16_and_blocks(block_rows):
+def test_linear_cross_entropy_bf16_and_blocks(backend, block_rows):
     generator = torch.Generator().manual_seed(2)
     hidden = torch.randn(15, 8, generator=generator).bfloat16().requires_grad_()
     weight = torch.randn(9, 8, generator=generator).bfloat16().requires_grad_()
@@ -353,19 +359,31 @@ def test_linear_cross_entropy_refuses_other_devices():
         )
 
 
-def test_functional_cross_entropy_dispatches_by_size(monkeypatch):
+def test_functional_cross_entropy_dispatches_by_the_rule(monkeypatch):
+    """Compiled loops (class indices, fp32/bf16/fp64): fused at every size; otherwise (probability
+    targets, fp16, no compiler) fused from 2^14 logits on."""
     calls = []
     original = cpu.cross_entropy
     monkeypatch.setattr(
         cpu, "cross_entropy", lambda *a, **k: calls.append(a[0].shape) or original(*a, **k)
     )
-    big = torch.randn(64, 1024, requires_grad=True)
-    target = torch.randint(0, 1024, (64,))
-    loss = functional.cross_entropy(big, target)
-    torch.testing.assert_close(loss, F.cross_entropy(big, target))
-    functional.cross_entropy(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
-    assert calls == [torch.Size([64, 1024])]
-    assert cpu.prefers_fused(64, 1024, torch.float32) and not cpu.prefers_fused(4, 3, torch.float32)
+    cases = [
+        (torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), True),
+        (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0]), True),
+        (torch.randn(4, 3), torch.softmax(torch.randn(4, 3), 1), False),
+        (torch.randn(64, 256), torch.softmax(torch.randn(64, 256), 1), True),
+        (torch.randn(4, 3).half(), torch.tensor([0, 1, 2, 0]), False),
+        (torch.randn(64, 256).half(), torch.randint(0, 256, (64,)), True),
+        (torch.randn(3, 8).t(), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), False),  # class stride 3
+    ]
+    for logits, target, fused in cases:
+        calls.clear()
+        loss = functional.cross_entropy(logits, target)
+        reference_target = target.double() if target.is_floating_point() else target
+        expected = F.cross_entropy(logits.double(), reference_target)
+        torch.testing.assert_close(loss.double(), expected, atol=1e-2, rtol=1e-2)
+        assert (calls == [logits.shape]) == fused, (logits.shape, logits.dtype, calls)
+        assert cpu.prefers_fused(logits, target) == fused
 
 
 def test_native_library_can_be_disabled(monkeypatch):
@@ -424,3 +442,164 @@ def test_cuda_tensors_dispatch_to_triton_or_warn_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert functional._fused_cross_entropy_kernel(FakeCuda(), None, False) is None
+
+
+def _validation_error(target, n_classes, ignore_index):
+    """The IndexError validation.check_target_range raises for this target."""
+    with pytest.raises(IndexError) as caught:
+        validation.check_target_range(target, n_classes, ignore_index, "cross_entropy")
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "logits_shape,target,ignore_index",
+    [
+        ((5, 4), torch.tensor([0, 3, -100, 4, 9]), -100),  # first bad: 4 at position 3
+        ((5, 4), torch.tensor([0, -1, 2, 1, 0]), -100),
+        ((3, 40), torch.tensor([39, 2, 40]), 2),  # row path (C > 32), non-default ignore_index
+        ((2, 3, 2, 2), torch.tensor([[[0, 1], [2, 3]], [[0, 1], [2, 0]]]), -100),  # (N, C, d1, d2)
+        ((3,), torch.tensor(7), -100),  # unbatched: 0-d target
+    ],
+)
+def test_range_error_from_compiled_loops_matches_validation(
+    backend, monkeypatch, logits_shape, target, ignore_index
+):
+    """Where the compiled loops check the range, validation's check is skipped and the error
+    (type and message) is the one validation would have raised; the fallback runs validation."""
+    n_classes = logits_shape[1] if len(logits_shape) > 1 else logits_shape[0]
+    expected = _validation_error(target, n_classes, ignore_index)
+    checked = []
+    original = validation.check_target_range
+    monkeypatch.setattr(
+        validation, "check_target_range", lambda *a: checked.append(a) or original(*a)
+    )
+    logits = torch.randn(logits_shape, requires_grad=True)
+    with pytest.raises(IndexError, match=re.escape(str(expected))) as caught:
+        functional.cross_entropy(logits, target, ignore_index=ignore_index)
+    assert type(caught.value) is IndexError and str(caught.value) == str(expected)
+    assert bool(checked) == (backend == "torch-ops")
+
+
+def test_kernel_called_directly_raises_on_out_of_range_target():
+    """The compiled loops never read through a bad target, even without validation in front."""
+    with pytest.raises(cpu.TargetOutOfBoundsError, match="Target 6 is out of bounds at row 2"):
+        cpu.cross_entropy(torch.randn(40, 5), torch.tensor([0, 1, 6] + [0] * 37))
+    with pytest.raises(IndexError, match="Target -3 is out of bounds at row 0"):
+        cpu.linear_cross_entropy(torch.randn(3, 2), torch.randn(50, 2), torch.tensor([-3, 0, 1]))
+
+
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 7, 8, 10, 31, 32, 33, 100])
+@pytest.mark.parametrize("n_rows", [1, 15, 16, 17, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_tiled_and_row_loops_with_strides(backend, n_classes, n_rows, dtype):
+    """Small C runs in 16-row tiles, larger C row by row: both, partial tiles, a row stride wider
+    than C and a strided target, against torch in fp64 (weights, smoothing, ignore_index)."""
+    generator = torch.Generator().manual_seed(n_rows * 100 + n_classes)
+    wide = 4 * torch.randn(n_rows, n_classes + 5, generator=generator, dtype=torch.float64)
+    logits = wide.to(dtype)[:, 2 : 2 + n_classes].requires_grad_()
+    target = torch.randint(0, n_classes, (2 * n_rows,), generator=generator)[::2]
+    target[::4] = 0 if n_classes == 1 else -100
+    weight = (torch.rand(n_classes, generator=generator, dtype=torch.float64) + 0.5).to(dtype)
+    for reduction, smoothing in (("mean", 0.0), ("none", 0.25), ("sum", 0.1)):
+        options = dict(reduction=reduction, label_smoothing=smoothing)
+        loss = functional.cross_entropy(logits, target, weight, **options)
+        grad_output = torch.rand(loss.shape, generator=generator, dtype=torch.float64) + 0.5
+        (grad,) = torch.autograd.grad(loss, logits, grad_output.to(dtype))
+        expected_loss, expected_grad = _reference(
+            logits.detach().double(), target, weight.double(), options, grad_output
+        )
+        # one row with an ignored target: the mean is NaN (0/0) for both
+        torch.testing.assert_close(loss.double(), expected_loss, equal_nan=True, **_tol(dtype))
+        torch.testing.assert_close(grad.double(), expected_grad, **_tol(dtype))
+
+
+def test_per_row_loss_with_expanded_grad_output(backend):
+    """loss.sum().backward() hands the 'none' backward a stride-0 grad_output."""
+    logits = torch.randn(37, 5, requires_grad=True)
+    target = torch.randint(0, 5, (37,))
+    cpu.cross_entropy(logits, target, reduction="none").sum().backward()
+    expected = logits.detach().clone().requires_grad_()
+    F.cross_entropy(expected, target, reduction="none").sum().backward()
+    torch.testing.assert_close(logits.grad, expected.grad)
+
+
+@pytest.mark.parametrize("probability", [False, True])
+def test_double_backward_through_the_fused_function(backend, probability):
+    """create_graph=True takes a differentiable backward, so second derivatives match torch's."""
+    logits64, target, weight = _problem(5, 4, probability, 1 if not probability else -100, True)
+    logits = logits64.clone().requires_grad_()
+    options = dict(label_smoothing=0.2, ignore_index=-100 if probability else 1)
+    assert torch.autograd.gradgradcheck(
+        lambda x: cpu.cross_entropy(x, target, weight, **options), (logits,)
+    )
+    for reduction in REDUCTIONS:
+        (grad,) = torch.autograd.grad(
+            cpu.cross_entropy(logits, target, weight, reduction=reduction, **options).sum(),
+            logits,
+            create_graph=True,
+        )
+        (expected,) = torch.autograd.grad(
+            F.cross_entropy(logits, target, weight, reduction=reduction, **options).sum(),
+            logits,
+            create_graph=True,
+        )
+        second = torch.autograd.grad((grad**2).sum(), logits)
+        expected_second = torch.autograd.grad((expected**2).sum(), logits)
+        torch.testing.assert_close(second, expected_second)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradient_made_in_forward_survives_retain_graph(backend, reduction):
+    """A scalar loss's gradient is made in the forward and scaled in the backward; a second
+    backward (retain_graph) must give the same gradient again, for grad_output 1 and not."""
+    logits = torch.randn(33, 70, requires_grad=True)
+    target = torch.randint(0, 70, (33,))
+    target[::5] = -100
+    weight = torch.rand(70) + 0.5
+    loss = cpu.cross_entropy(logits, target, weight, reduction=reduction, label_smoothing=0.1)
+    expected_logits = logits.detach().clone().requires_grad_()
+    expected = F.cross_entropy(
+        expected_logits, target, weight, reduction=reduction, label_smoothing=0.1
+    )
+    for factor in (1.0, 2.5, 1.0):
+        (grad,) = torch.autograd.grad(factor * loss, logits, retain_graph=True)
+        (expected_grad,) = torch.autograd.grad(
+            factor * expected, expected_logits, retain_graph=True
+        )
+        torch.testing.assert_close(grad, expected_grad)
+
+
+def test_gradient_in_forward_from_the_threshold_on(monkeypatch):
+    """From _GRADIENT_IN_FORWARD_MIN_ELEMENTS logits on, a scalar loss's backward only scales the
+    gradient made by the forward (no second pass over the logits); below, it makes it."""
+    backward_passes = []
+    original = cpu._native_gradient
+    monkeypatch.setattr(
+        cpu, "_native_gradient", lambda *a: backward_passes.append(1) or original(*a)
+    )
+    logits = torch.randn(40, 70, requires_grad=True)
+    target = torch.randint(0, 70, (40,))
+    for threshold, passes in ((40 * 70 + 1, 1), (40 * 70, 0)):
+        backward_passes.clear()
+        monkeypatch.setattr(cpu, "_GRADIENT_IN_FORWARD_MIN_ELEMENTS", threshold)
+        (grad,) = torch.autograd.grad(cpu.cross_entropy(logits, target), logits)
+        (expected,) = torch.autograd.grad(F.cross_entropy(logits, target), logits)
+        torch.testing.assert_close(grad, expected)
+        assert len(backward_passes) == passes
+
+
+def test_no_gradient_is_made_under_no_grad(monkeypatch):
+    """Under torch.no_grad() no backward can follow: the forward must not write a gradient, even
+    for logits that require grad (ctx.needs_input_grad says True there)."""
+    monkeypatch.setattr(cpu, "_GRADIENT_IN_FORWARD_MIN_ELEMENTS", 0)
+    made = []
+    original = cpu._native_forward
+    monkeypatch.setattr(
+        cpu, "_native_forward", lambda *a: made.append(a[-2] is not None) or original(*a)
+    )
+    logits = torch.randn(20, 9, requires_grad=True)
+    target = torch.randint(0, 9, (20,))
+    with torch.no_grad():
+        cpu.cross_entropy(logits, target)
+    cpu.cross_entropy(logits, target)
+    assert made == [False, True]

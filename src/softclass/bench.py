@@ -241,6 +241,11 @@ def machine_description() -> str:
 def format_markdown(results: list[CaseResult]) -> str:
     """A markdown table of the results: times, ratios, peak extra memory relative to logits."""
 
+    def milliseconds(seconds: float) -> str:
+        """3 significant digits below 100 ms (sub-millisecond cases), whole ms above."""
+        value = seconds * 1e3
+        return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
     def mib(value: int | None) -> str:
         return "n/a" if value is None else f"{value / 2**20:.0f}"
 
@@ -259,8 +264,8 @@ def format_markdown(results: list[CaseResult]) -> str:
     ]
     for result in results:
         lines.append(
-            f"| {result.case.name} | {result.torch_seconds * 1e3:.1f} | "
-            f"{result.softclass_seconds * 1e3:.1f} | {result.speedup:.2f}× | "
+            f"| {result.case.name} | {milliseconds(result.torch_seconds)} | "
+            f"{milliseconds(result.softclass_seconds)} | {result.speedup:.2f}× | "
             f"{result.cpu_speedup:.2f}× | {mib(result.torch_peak_bytes)} / "
             f"{mib(result.softclass_peak_bytes)} | {memory_ratio(result)} |"
         )

@@ -345,9 +345,9 @@ def _fused_cross_entropy_kernel(
     if logits.is_cuda:
         kernels = _cuda_kernels()
         return None if kernels is None else kernels.fused_cross_entropy
-    if logits.device.type != "cpu" or (probability_target and flat_target.dtype != logits.dtype):
+    if not logits.is_cpu or (probability_target and flat_target.dtype != logits.dtype):
         return None
-    if cpu_kernels.prefers_fused(logits.shape[0], logits.shape[1], logits.dtype):
+    if cpu_kernels.prefers_fused(logits, flat_target):
         return cpu_kernels.cross_entropy
     return None
 
@@ -400,26 +400,36 @@ def cross_entropy(
     else:
         validation.check_index_target(input, target, op)
         validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
-        validation.check_target_range(target, n_classes, ignore_index, op)
         out_dtype = input.dtype
     logits, flat_target, item_shape = _flatten_classes(input, target, probability_target)
     fused_kernel = _fused_cross_entropy_kernel(logits, flat_target, probability_target)
+    if not probability_target and not (
+        fused_kernel is cpu_kernels.cross_entropy
+        and cpu_kernels.checks_target_range(logits, flat_target)
+    ):
+        validation.check_target_range(target, n_classes, ignore_index, op)
     if fused_kernel is not None:
-        loss = fused_kernel(
-            logits,
-            flat_target if probability_target else flat_target.long(),
-            weight,
-            ignore_index,
-            reduction,
-            float(label_smoothing),
-        )
+        try:
+            loss = fused_kernel(
+                logits,
+                flat_target if probability_target else flat_target.long(),
+                weight,
+                ignore_index,
+                reduction,
+                float(label_smoothing),
+            )
+        except cpu_kernels.TargetOutOfBoundsError as error:
+            # The compiled loops found it (their range check replaces validation's here).
+            raise validation.target_out_of_bounds(
+                target, error.row, n_classes, ignore_index, op
+            ) from None
     else:
         loss = _cross_entropy_rows(
             logits, flat_target, weight, ignore_index, reduction, float(label_smoothing)
         )
     if reduction == "none":
         loss = loss.reshape(item_shape)
-    return loss.to(out_dtype)
+    return loss if loss.dtype == out_dtype else loss.to(out_dtype)
 
 
 def one_hot(

@@ -90,6 +90,8 @@ def implicit_softmax_dim(ndim: int, op: str) -> int:
 
 def check_same_device(tensor: torch.Tensor, other: torch.Tensor, names: str, op: str) -> None:
     """Both tensors must live on the same device."""
+    if tensor.is_cpu and other.is_cpu:  # the common case, without building device objects
+        return
     if tensor.device != other.device:
         raise RuntimeError(
             f"{op}: {names} must be on the same device, got {tensor.device} and {other.device}"
@@ -120,27 +122,30 @@ def check_index_target(input: torch.Tensor, target: torch.Tensor, op: str) -> No
         raise RuntimeError(
             f"{op}: expected target dtype to be Long or Byte, but got {_dtype_name(target)}{hint}"
         )
-    if input.dim() == 1:
-        if target.dim() == 0 or (target.dim() == 1 and target.shape[0] == 1):
+    input_dims, target_dims = input.dim(), target.dim()
+    if input_dims == 1:
+        if target_dims == 0 or (target_dims == 1 and target.shape[0] == 1):
             return
         raise RuntimeError(
             f"{op}: Expected target to be 0D when input is 1D (C,), but got target of shape "
             f"{list(target.shape)}"
         )
-    if target.dim() == 0 or target.shape[0] != input.shape[0]:
-        target_batch = 0 if target.dim() == 0 else target.shape[0]
+    if target_dims == 0 or target.shape[0] != input.shape[0]:
+        target_batch = 0 if target_dims == 0 else target.shape[0]
         raise ValueError(
             f"{op}: Expected input batch_size ({input.shape[0]}) to match target batch_size "
             f"({target_batch}); input has shape {list(input.shape)}, target {list(target.shape)}"
         )
-    if input.dim() == 2 and target.dim() != 1:
-        raise RuntimeError(
-            f"{op}: 0D or 1D target tensor expected, multi-target not supported (input "
-            f"{list(input.shape)}, target {list(target.shape)}); one-hot targets? use "
-            "target.argmax(dim=1)"
-        )
+    if input_dims == 2:
+        if target_dims != 1:
+            raise RuntimeError(
+                f"{op}: 0D or 1D target tensor expected, multi-target not supported (input "
+                f"{list(input.shape)}, target {list(target.shape)}); one-hot targets? use "
+                "target.argmax(dim=1)"
+            )
+        return
     expected = [input.shape[0], *input.shape[2:]]
-    if input.dim() > 2 and list(target.shape) != expected:
+    if list(target.shape) != expected:
         raise RuntimeError(
             f"{op}: Expected target size {expected}, got {list(target.shape)} (input shape "
             f"{list(input.shape)})"
@@ -189,6 +194,8 @@ def check_target_range(target: torch.Tensor, n_classes: int, ignore_index: int, 
 
     CPU: checked here, raising IndexError that names the first bad target, its position and the
     bound. Other devices: an asynchronous device-side assertion (no host synchronisation).
+    (``functional.cross_entropy`` leaves this out where its compiled CPU loops check each target
+    as they read it; they report the first bad one through :func:`target_out_of_bounds`.)
     """
     valid = target != ignore_index
     bad = valid & ((target < 0) | (target >= n_classes))
@@ -196,16 +203,27 @@ def check_target_range(target: torch.Tensor, n_classes: int, ignore_index: int, 
         torch._assert_async(~bad.any(), f"{op}: target out of bounds [0, {n_classes})")
         return
     if bool(bad.any()):
-        position = tuple(int(i) for i in bad.nonzero()[0])
-        value = int(target[position])
-        where = (
-            f" at position {position[0] if len(position) == 1 else position}" if position else ""
-        )
-        raise IndexError(
-            f"{op}: Target {value} is out of bounds{where}: expected class indices in "
-            f"[0, {n_classes - 1}] for {n_classes} classes"
-            + (f" or ignore_index={ignore_index}" if ignore_index != -100 else "")
-        )
+        flat_index = int(bad.reshape(-1).nonzero()[0, 0])
+        raise target_out_of_bounds(target, flat_index, n_classes, ignore_index, op)
+
+
+def target_out_of_bounds(
+    target: torch.Tensor, flat_index: int, n_classes: int, ignore_index: int, op: str
+) -> IndexError:
+    """The error for the out-of-range class index at ``flat_index`` of ``target`` (row-major)."""
+    position = []
+    remainder = flat_index
+    for size in reversed(target.shape):
+        position.append(remainder % size)
+        remainder //= size
+    position = tuple(reversed(position))
+    value = int(target[position])
+    where = f" at position {position[0] if len(position) == 1 else position}" if position else ""
+    return IndexError(
+        f"{op}: Target {value} is out of bounds{where}: expected class indices in "
+        f"[0, {n_classes - 1}] for {n_classes} classes"
+        + (f" or ignore_index={ignore_index}" if ignore_index != -100 else "")
+    )
 
 
 def check_linear_inputs(

@@ -10,6 +10,8 @@ path computing the same numbers where no compiler is available.
 from softclass.kernels.cpu import (
     FusedCrossEntropyFunction,
     FusedLinearCrossEntropyFunction,
+    TargetOutOfBoundsError,
+    checks_target_range,
     cross_entropy,
     default_block_rows,
     default_linear_block_rows,
@@ -20,6 +22,8 @@ from softclass.kernels.cpu import (
 __all__ = [
     "FusedCrossEntropyFunction",
     "FusedLinearCrossEntropyFunction",
+    "TargetOutOfBoundsError",
+    "checks_target_range",
     "cross_entropy",
     "default_block_rows",
     "default_linear_block_rows",

@@ -1,4 +1,4 @@
-"""Fused, row-blocked cross entropy (and linear + cross entropy) on CPU, in plain torch ops.
+"""Fused cross entropy (and linear + cross entropy) on CPU: compiled row loops, torch-ops fallback.
 
 Why it is faster than ``torch.nn.functional.cross_entropy`` on large inputs:
 
@@ -8,8 +8,14 @@ Why it is faster than ``torch.nn.functional.cross_entropy`` on large inputs:
   in cache, and keeps only the per-row log-sum-exp (N floats). The backward walks the logits again
   and writes ``scale · (softmax − target)`` straight into the gradient: one read of the logits in
   the forward, one read and one write in the backward.
-* The row loops themselves (fp32/bf16, class-index targets) are compiled C (see
-  :mod:`softclass.kernels.native`): one pass per row range, exp evaluated in SIMD registers.
+* With class-index targets and fp32/bf16/fp64 logits everything runs in compiled C (see
+  :mod:`softclass.kernels.native`): the forward is one call per row range computing L, the
+  per-row loss (weights, ignore_index, smoothing), the reduction sums and the target range check;
+  the backward is one call per row range writing the gradient. No per-row torch ops remain, so
+  small inputs do not pay torch's per-op (thread-pool) overhead either; up to 32 classes, rows
+  are processed 16 at a time across SIMD lanes. For a large scalar loss the forward also writes
+  the gradient (for grad_output 1) while each row is still in cache, and the backward only scales
+  it: one read of the logits in all.
   First-touching the fresh 512 MiB gradient still costs ~130 ms of page faults at 4096×32768.
   (Transparent huge pages cut that to ~20 ms when the machine is quiet, but measured 0.2–2 s
   stalls under memory pressure from other processes, so the gradient is a plain ``torch.empty``.)
@@ -40,6 +46,8 @@ from softclass.kernels import native
 __all__ = [
     "FusedCrossEntropyFunction",
     "FusedLinearCrossEntropyFunction",
+    "TargetOutOfBoundsError",
+    "checks_target_range",
     "cross_entropy",
     "default_block_rows",
     "default_linear_block_rows",
@@ -47,27 +55,44 @@ __all__ = [
     "prefers_fused",
 ]
 
-# Elements of one row block. Tuned on the reference machine (2-core AMD EPYC Zen 5, 1 MiB L2 per
-# core, 32 MiB L3) with `python -m benchmarks.cross_entropy --tune`: at 4096×32768 fp32 the
-# forward+backward time is flat from 2^19 to 2^21 elements per block (2–8 MiB, L3-resident) and
-# rises on both sides (Python overhead per block below, cache misses above).
+# How the constants below were chosen: by hand, from one-off timings on the reference machine
+# (2-core AMD EPYC, shared with other jobs, so every figure carries ±30% noise); the scripts are
+# not part of the repository, the numbers are quoted here. Re-check them with `softclass bench`
+# (or `python -m benchmarks.cross_entropy`) after changing a path.
+#
+# Elements of one row block of the torch-ops path (the compiled path needs no blocks: it streams
+# whole rows per call). Fallback path, 1024×32768 fp32, forward+backward: 2^16 elements 136 ms,
+# 2^18 110 ms, 2^20 102 ms, 2^22 108 ms, 2^24 130 ms (Python overhead per block below, cache
+# misses above).
 _BLOCK_ELEMENTS = 1 << 20
-# Logit elements of one block of the fused linear + cross entropy: big enough that the three
-# matrix products per block run at full BLAS speed, small enough to stay far below N×C.
-_LINEAR_BLOCK_ELEMENTS = 1 << 23
-# Smallest logits (elements) for which functional.cross_entropy dispatches to the fused kernel.
+# Logit elements of one block of the fused linear + cross entropy (1024 rows at C = 32768: a
+# 128 MiB block, so that the peak, with the 64 MiB weight gradient, stays under 1/8 of torch's
+# ~3 GiB). N=2048, H=512, C=32768 fp32: 256-row blocks 3.1–4.1 s, 1024-row 1.37–1.39 s, 2048-row
+# 1.36–2.05 s, torch 1.64–2.16 s (the weight-gradient product's inner size is the block's rows).
+_LINEAR_BLOCK_ELEMENTS = 1 << 25
+# Smallest logits (elements) for which functional.cross_entropy takes the fused torch-ops path
+# (probability targets, fp16, non-unit class stride, no compiler). Probability targets, fp32:
+# 128×128 plain 168 µs / fused 172 µs, 64×100 133 / 249, 1024×100 1218 / 637.
 _FUSED_MIN_ELEMENTS = 1 << 14
+# The same for the compiled path (class indices, fp32/bf16/fp64): it beat the plain path at every
+# measured size, from 256×3 (fp32 84 vs 223 µs, bf16 90 vs 217, fp64 45 vs 131) up.
+_NATIVE_FUSED_MIN_ELEMENTS = 0
+# Smallest logits (elements) whose scalar-loss gradient the compiled forward writes while each row
+# is in cache (one read of the logits instead of two). Forward+backward, fp32: 4096×32768 197 ms
+# against 237–322 ms in two passes; 16384×1000 28.0 / 29.6 ms; below, where the logits stay in
+# cache between the passes, no gain or a loss: 1024×1000 563 / 542 µs, 4096×100 607 / 551 µs,
+# 256×3 64 / 58 µs.
+_GRADIENT_IN_FORWARD_MIN_ELEMENTS = 1 << 24
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 
 
-def prefers_fused(n_rows: int, n_classes: int, dtype: torch.dtype) -> bool:
-    """Whether :func:`cross_entropy` beats the plain log_softmax + gather path for this shape.
-
-    Measured with ``softclass bench`` (benchmarks/RESULTS.md): the fused path wins from
-    ``_FUSED_MIN_ELEMENTS`` logits on; below, both take tens of microseconds and the plain path's
-    fewer Python-level steps win.
-    """
-    return n_rows * n_classes >= _FUSED_MIN_ELEMENTS and dtype in _FUSED_DTYPES
+def prefers_fused(logits: Tensor, target: Tensor) -> bool:
+    """Whether :func:`cross_entropy` beats the plain log_softmax + gather path for these validated
+    (M, C) logits and (M,) or (M, C) target: always where the compiled loops apply, else from
+    ``_FUSED_MIN_ELEMENTS`` logits on (measurements beside the constants)."""
+    if _native_library(logits, target) is not None:
+        return logits.numel() >= _NATIVE_FUSED_MIN_ELEMENTS
+    return logits.numel() >= _FUSED_MIN_ELEMENTS and logits.dtype in _FUSED_DTYPES
 
 
 def default_block_rows(n_rows: int, n_classes: int) -> int:
@@ -274,29 +299,220 @@ def _reduce(per_row_loss: Tensor, reduction: str, denominator: Tensor) -> Tensor
     return total if reduction == "sum" else total / denominator
 
 
-def _native_library(logits: Tensor, targets: _RowTargets):
-    """The compiled kernels where they apply (class indices, fp32/bf16, class stride 1)."""
-    if targets.is_probability or logits.dtype not in native.SUPPORTED_DTYPES:
+class TargetOutOfBoundsError(IndexError):
+    """A kept class-index target outside [0, C), met by the compiled forward (which checks every
+    row it reads). ``row`` is its row in the (M,) target and ``value`` the target there;
+    :func:`softclass.functional.cross_entropy` re-raises it with validation's message."""
+
+    def __init__(self, row: int, value: int, n_classes: int) -> None:
+        super().__init__(
+            f"Target {value} is out of bounds at row {row}: expected class indices in "
+            f"[0, {n_classes - 1}] for {n_classes} classes"
+        )
+        self.row = row
+        self.value = value
+
+
+def _native_library(logits: Tensor, target: Tensor):
+    """The compiled kernels where they apply, else None: CPU logits (M, C) of fp32/bf16/fp64 with
+    class stride 1, class-index targets, and a library that could be built."""
+    if target.is_floating_point() or logits.dtype not in native.SUPPORTED_DTYPES:
         return None
-    if logits.device.type != "cpu":
+    if not logits.is_cpu:
         return None
     if logits.shape[1] > 1 and logits.stride(1) != 1:
         return None
     return native.library()
 
 
+_FORWARD_NAMES, _FINISH_NAMES, _BACKWARD_NAMES, _SCALE_NAMES, _KEPT_WEIGHT_SUM_NAMES = (
+    {dtype: f"ce_{step}_{suffix}" for dtype, suffix in native.SUPPORTED_DTYPES.items()}
+    for step in ("forward", "finish", "backward", "scale", "kept_weight_sum")
+)
+
+
+def checks_target_range(logits: Tensor, target: Tensor) -> bool:
+    """Whether :func:`cross_entropy` on these (M, C) logits and (M,) target runs the compiled
+    loops, which check every kept target against [0, C) and raise
+    :class:`TargetOutOfBoundsError` (so the caller may leave out its own range check)."""
+    return _native_library(logits, target) is not None
+
+
+def _real_weight(weight: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """Class weights as the compiled loops read them: contiguous, in the compute dtype."""
+    return None if weight is None else weight.to(_compute_dtype(dtype)).contiguous()
+
+
+def _native_forward(
+    library,
+    logits: Tensor,
+    target: Tensor,
+    real_weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    logsumexp: Tensor,
+    row_loss: Tensor | None,
+    loss: Tensor | None,
+    mean: bool,
+    grad: Tensor | None = None,
+    grad_denominator: Tensor | None = None,
+) -> Tensor:
+    """One compiled pass over the logits (M, C): L into ``logsumexp`` (M,) (compute dtype), loss_n
+    into ``row_loss`` (M,) (logits' dtype) when given, and the reduced loss (Σ loss_n, divided by
+    Σ w_y when ``mean``) into the 0-d ``loss`` when given. With ``grad`` (M, C), class stride 1,
+    also writes the gradient of the reduced loss for a unit grad_output (divided by
+    ``grad_denominator[0]`` when given), each row while it is still in cache.
+
+    Returns the reduction state, (1 + 2R,) fp64 for R row ranges: [0] = Σ w_y over kept rows
+    (written only with ``loss``; the 'mean' denominator of the backward), then per range
+    (Σ loss_n, Σ w_y) for :func:`_native_finish`.
+
+    Raises:
+        TargetOutOfBoundsError: a kept target outside [0, C) (the first one in row order).
+    """
+    n_rows, n_classes = logits.shape
+    ranges = native.row_ranges(n_rows, n_classes)
+    state = torch.empty(1 + 2 * len(ranges), dtype=torch.float64)
+    forward = getattr(library, _FORWARD_NAMES[logits.dtype])
+    state_address = state.data_ptr()
+    arguments = (
+        logits.data_ptr(),
+        logits.stride(0),
+        n_classes,
+        target.data_ptr(),
+        target.stride(0),
+        ignore_index,
+        None if real_weight is None else real_weight.data_ptr(),
+        label_smoothing,
+        logsumexp.data_ptr(),
+        None if row_loss is None else row_loss.data_ptr(),
+        0 if row_loss is None else row_loss.stride(0),
+    )
+    gradient_arguments = (
+        None if grad is None else grad.data_ptr(),
+        0 if grad is None else grad.stride(0),
+        None if grad_denominator is None else grad_denominator.data_ptr(),
+    )
+    if len(ranges) == 1:
+        first_bad = forward(
+            *arguments[:3],
+            0,
+            n_rows,
+            *arguments[3:],
+            state_address + 8,
+            mean,
+            None if loss is None else loss.data_ptr(),
+            state_address,
+            *gradient_arguments,
+        )
+    else:
+        bad_rows = native.run_ranges(
+            lambda index, begin, end: forward(
+                *arguments[:3],
+                begin,
+                end,
+                *arguments[3:],
+                state_address + 8 + 16 * index,
+                mean,
+                None,
+                None,
+                *gradient_arguments,
+            ),
+            ranges,
+        )
+        first_bad = min((row for row in bad_rows if row >= 0), default=-1)
+        if first_bad < 0 and loss is not None:
+            _native_finish(library, state, mean, loss)
+    if first_bad >= 0:
+        raise TargetOutOfBoundsError(first_bad, int(target[first_bad]), n_classes)
+    return state
+
+
+def _native_finish(library, state: Tensor, mean: bool, loss: Tensor) -> None:
+    """Reduce the per-range sums of a reduction state (``_native_forward``'s, or several
+    concatenated after one leading slot): write the 0-d ``loss`` in its dtype and Σ w_y into
+    ``state[0]``."""
+    finish = getattr(library, _FINISH_NAMES[loss.dtype])
+    address = state.data_ptr()
+    finish(address + 8, (state.numel() - 1) // 2, mean, loss.data_ptr(), address)
+
+
+def _native_gradient(
+    library,
+    logits: Tensor,
+    target: Tensor,
+    real_weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    logsumexp: Tensor,
+    grad_output: Tensor,
+    denominator: Tensor | None,
+    grad_logits: Tensor,
+) -> None:
+    """Write ∂output/∂logits (M, C) into ``grad_logits`` (class stride 1; may be ``logits``).
+
+    ``grad_output``: 0-d or (M,) ∂output/∂loss_n in the compute dtype; ``denominator``: fp64
+    tensor whose first element Σ w_y divides it ('mean'), or None.
+    """
+    n_rows, n_classes = logits.shape
+    backward = getattr(library, _BACKWARD_NAMES[logits.dtype])
+    head = (logits.data_ptr(), logits.stride(0), n_classes)
+    tail = (
+        target.data_ptr(),
+        target.stride(0),
+        ignore_index,
+        None if real_weight is None else real_weight.data_ptr(),
+        label_smoothing,
+        logsumexp.data_ptr(),
+        grad_output.data_ptr(),
+        grad_output.stride(0) if grad_output.dim() else 0,
+        None if denominator is None else denominator.data_ptr(),
+        grad_logits.data_ptr(),
+        grad_logits.stride(0),
+    )
+    ranges = native.row_ranges(n_rows, n_classes)
+    if len(ranges) == 1:
+        backward(*head, 0, n_rows, *tail)
+        return
+    native.run_ranges(lambda index, begin, end: backward(*head, begin, end, *tail), ranges)
+
+
+def _native_kept_weight_sum(
+    library, target: Tensor, real_weight: Tensor | None, ignore_index: int, n_classes: int, dtype
+) -> Tensor:
+    """Σ w_y over kept rows, (1,) fp64, from the compiled loop (the 'mean' denominator)."""
+    total = torch.empty(1, dtype=torch.float64)
+    getattr(library, _KEPT_WEIGHT_SUM_NAMES[dtype])(
+        target.data_ptr(),
+        target.stride(0),
+        target.shape[0],
+        ignore_index,
+        n_classes,
+        None if real_weight is None else real_weight.data_ptr(),
+        total.data_ptr(),
+    )
+    return total
+
+
+def _native_scale(library, grad: Tensor, factor: Tensor) -> None:
+    """Multiply ``grad`` (M, C), class stride 1, in place by the 0-d ``factor`` (compute dtype);
+    the compiled loop returns at once when it is 1."""
+    n_rows, n_classes = grad.shape
+    scale = getattr(library, _SCALE_NAMES[grad.dtype])
+    arguments = (grad.data_ptr(), grad.stride(0), n_classes)
+    native.run_ranges(
+        lambda index, begin, end: scale(*arguments, begin, end, factor.data_ptr()),
+        native.row_ranges(n_rows, n_classes),
+    )
+
+
 def _statistics_pass(
     logits: Tensor, targets: _RowTargets, block_rows: int
 ) -> tuple[Tensor, Tensor]:
-    """Stream over the logits (M, C) once: return (L (M,), loss_n (M,)) in the compute dtype."""
+    """Stream over the logits (M, C) once in torch ops: return (L (M,), loss_n (M,)) in the
+    compute dtype."""
     n_rows, n_classes = logits.shape
     dtype = targets.compute_dtype
-    library = _native_library(logits, targets)
-    if library is not None:
-        logsumexp, weighted_logit_sum = _native_statistics(library, logits, targets)
-        target_index = targets.safe_target.unsqueeze(1)
-        target_logit = logits.gather(1, target_index).squeeze(1).to(dtype)
-        return logsumexp, targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
     logsumexp = torch.empty(n_rows, dtype=dtype)
     target_logit = torch.empty(n_rows, dtype=dtype)
     weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
@@ -309,70 +525,15 @@ def _statistics_pass(
     return logsumexp, targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
 
 
-def _native_statistics(library, logits: Tensor, targets: _RowTargets) -> tuple[Tensor, Tensor]:
-    """L (M,) fp32 and Σ_c w_c x_c (M,) fp32 (zeros when unused) from the compiled row loop."""
-    n_rows, n_classes = logits.shape
-    row_max = torch.empty(n_rows, dtype=torch.float32)
-    exp_sum = torch.empty(n_rows, dtype=torch.float64)
-    weighted_logit_sum = torch.zeros(n_rows, dtype=torch.float64)
-    wants_weighted_sum = targets.label_smoothing > 0.0
-    class_weight = None if targets.class_weight is None else targets.class_weight.contiguous()
-    row_statistics = getattr(library, f"ce_row_statistics_{native.SUPPORTED_DTYPES[logits.dtype]}")
-    arguments = (
-        native.pointer(logits),
-        logits.stride(0),
-        n_classes,
-    )
-    pointers = (
-        native.pointer(class_weight),
-        native.pointer(row_max),
-        native.pointer(exp_sum),
-        native.pointer(weighted_logit_sum) if wants_weighted_sum else None,
-    )
-    native.run_row_ranges(
-        lambda begin, end: row_statistics(*arguments, begin, end, *pointers), n_rows, n_classes
-    )
-    logsumexp = (exp_sum.log() + row_max).to(torch.float32)
-    return logsumexp, weighted_logit_sum.to(torch.float32)
-
-
-def _native_gradient(
-    library,
-    logits: Tensor,
-    logsumexp: Tensor,
-    targets: _RowTargets,
-    coefficients: _GradientCoefficients,
-    grad_logits: Tensor,
-) -> None:
-    """Write ∂output/∂logits into ``grad_logits`` (M, C, class stride 1) with the compiled loop."""
-    n_rows, n_classes = logits.shape
-    class_weight = None if targets.class_weight is None else targets.class_weight.contiguous()
-    smoothing = None if coefficients.smoothing is None else coefficients.smoothing.contiguous()
-    keep_alive = (
-        logsumexp.contiguous(),
-        coefficients.softmax.contiguous(),
-        smoothing,
-        class_weight,
-        targets.safe_target.contiguous(),
-        coefficients.true_class.contiguous(),
-    )
-    row_gradient = getattr(library, f"ce_row_gradient_{native.SUPPORTED_DTYPES[logits.dtype]}")
-    head = (native.pointer(logits), logits.stride(0), n_classes)
-    tail = (
-        *(native.pointer(tensor) for tensor in keep_alive),
-        native.pointer(grad_logits),
-        grad_logits.stride(0),
-    )
-    native.run_row_ranges(
-        lambda begin, end: row_gradient(*head, begin, end, *tail), n_rows, n_classes
-    )
-
-
 class FusedCrossEntropyFunction(torch.autograd.Function):
-    """Row-blocked cross entropy: forward saves L (M,) only; backward writes the gradient once.
+    """Fused cross entropy: the forward keeps L (M,) (and, compiled, for a large scalar loss, the
+    gradient for grad_output 1); the backward writes (or scales) the gradient once.
 
     ``apply(logits, target, weight, ignore_index, reduction, label_smoothing, block_rows,
-    inplace_backward)``; see :func:`cross_entropy`.
+    inplace_backward, records_graph)``; see :func:`cross_entropy`. ``records_graph``: grad mode
+    was on at the call (inside ``forward`` it is always off, and ``ctx.needs_input_grad`` does not
+    say it), so a backward can follow. Runs the compiled loops where they apply
+    (``_native_library``), else torch ops over blocks of ``block_rows`` rows.
     """
 
     @staticmethod
@@ -386,7 +547,52 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         label_smoothing: float,
         block_rows: int,
         inplace_backward: bool,
+        records_graph: bool,
     ) -> Tensor:
+        ctx.options = (ignore_index, reduction, label_smoothing, block_rows, inplace_backward)
+        library = _native_library(logits, target)
+        ctx.library = library
+        if library is not None:
+            real_weight = None if weight is None else _real_weight(weight, logits.dtype)
+            per_row = reduction == "none"
+            compute_dtype = _compute_dtype(logits.dtype)
+            logsumexp = torch.empty(logits.shape[0], dtype=compute_dtype)
+            loss = torch.empty(logits.shape[:1] if per_row else (), dtype=logits.dtype)
+            # A large scalar loss gets its gradient (for grad_output 1) in this same pass over
+            # the logits; the backward then only scales it. Not for 'none' (per-row
+            # grad_output) nor in-place backward (the logits must survive the forward).
+            grad = grad_denominator = None
+            if (
+                records_graph
+                and ctx.needs_input_grad[0]
+                and not per_row
+                and not inplace_backward
+                and logits.numel() >= _GRADIENT_IN_FORWARD_MIN_ELEMENTS
+            ):
+                grad = torch.empty(logits.shape, dtype=logits.dtype)
+                if reduction == "mean":
+                    grad_denominator = _native_kept_weight_sum(
+                        library, target, real_weight, ignore_index, logits.shape[1], logits.dtype
+                    )
+            state = _native_forward(
+                library,
+                logits,
+                target,
+                real_weight,
+                ignore_index,
+                label_smoothing,
+                logsumexp,
+                loss if per_row else None,
+                None if per_row else loss,
+                reduction == "mean",
+                grad,
+                grad_denominator,
+            )
+            ctx.save_for_backward(logits, target)
+            # Made here, not inputs: kept as attributes (cheaper than saved tensors).
+            ctx.native_state = (real_weight, logsumexp, state)
+            ctx.gradient = grad
+            return loss
         compute_dtype = _compute_dtype(logits.dtype)
         targets = _RowTargets(
             target,
@@ -400,14 +606,65 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         logsumexp, per_row_loss = _statistics_pass(logits, targets, block_rows)
         denominator = targets.mean_denominator()
         ctx.save_for_backward(logits, target, weight, logsumexp, denominator)
-        ctx.options = (ignore_index, reduction, label_smoothing, block_rows, inplace_backward)
         return _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        logits, target, weight, logsumexp, denominator = ctx.saved_tensors
         ignore_index, reduction, label_smoothing, block_rows, inplace_backward = ctx.options
+        unused = (None,) * 7
+        if ctx.library is not None:
+            logits, target = ctx.saved_tensors
+            weight, logsumexp, state = ctx.native_state
+        else:
+            logits, target, weight, logsumexp, denominator = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: the gradient must itself be differentiable.
+            return (
+                *_differentiable_gradients(
+                    ctx.needs_input_grad[:2],
+                    logits,
+                    target,
+                    weight,
+                    ignore_index,
+                    reduction,
+                    label_smoothing,
+                    grad_output,
+                ),
+                *unused,
+            )
         n_rows, n_classes = logits.shape
+        grad_logits = None
+        if ctx.library is not None:
+            if ctx.gradient is not None:
+                # Made by the forward for grad_output 1: scale it in place and hand it over
+                # once; a second backward (retain_graph) recomputes it below.
+                grad_logits, ctx.gradient = ctx.gradient, None
+                factor = grad_output.to(logsumexp.dtype)
+                _native_scale(ctx.library, grad_logits, factor)
+                return grad_logits, None, *unused
+            if ctx.needs_input_grad[0]:
+                grad_logits = (
+                    logits if inplace_backward else torch.empty(logits.shape, dtype=logits.dtype)
+                )
+                _native_gradient(
+                    ctx.library,
+                    logits,
+                    target,
+                    weight,
+                    ignore_index,
+                    label_smoothing,
+                    logsumexp,
+                    grad_output
+                    if grad_output.dtype == logsumexp.dtype
+                    else grad_output.to(logsumexp.dtype),
+                    state if reduction == "mean" else None,
+                    grad_logits,
+                )
+                if inplace_backward:
+                    # Written behind autograd's back: bump the version counter as torch's own
+                    # in-place ops do, so nodes that saved the logits refuse to use them.
+                    torch.autograd.graph.increment_version(logits)
+            return grad_logits, None, *unused
         targets = _RowTargets(
             target, weight, ignore_index, label_smoothing, n_classes, logsumexp.dtype, block_rows
         )
@@ -415,21 +672,11 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         grad_target = None
         if ctx.needs_input_grad[1]:
             grad_target = _probability_target_gradient(logits, logsumexp, targets, row_scale)
-        grad_logits = None
         if ctx.needs_input_grad[0]:
             coefficients = targets.gradient_coefficients(row_scale)
-            if inplace_backward:
-                grad_logits = logits
-            else:
-                grad_logits = torch.empty((n_rows, n_classes), dtype=logits.dtype)
-            library = _native_library(logits, targets)
-            if library is not None:
-                _native_gradient(library, logits, logsumexp, targets, coefficients, grad_logits)
-                if inplace_backward:
-                    # Written behind autograd's back: bump the version counter as torch's own
-                    # in-place ops do, so nodes that saved the logits refuse to use them.
-                    torch.autograd.graph.increment_version(logits)
-                return grad_logits, grad_target, None, None, None, None, None, None
+            grad_logits = (
+                logits if inplace_backward else torch.empty(logits.shape, dtype=logits.dtype)
+            )
             same_dtype = logits.dtype == logsumexp.dtype
             for start, stop in _row_blocks(n_rows, block_rows):
                 grad_block = grad_logits[start:stop]
@@ -443,7 +690,51 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
                 )
                 if not same_dtype:
                     grad_block.copy_(work)
-        return grad_logits, grad_target, None, None, None, None, None, None
+        return grad_logits, grad_target, *unused
+
+
+def _differentiable_gradients(
+    needs_grad: tuple[bool, bool],
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    grad_output: Tensor,
+) -> tuple[Tensor | None, Tensor | None]:
+    """(∂/∂logits, ∂/∂target) of the loss as a graph of differentiable torch ops (the backward
+    under ``create_graph=True``, so that double backward works): the loss is recomputed
+    unfused and differentiated by autograd."""
+    with torch.enable_grad():
+        compute_dtype = _compute_dtype(logits.dtype)
+        log_probs = torch.log_softmax(logits.to(compute_dtype), 1)
+        n_rows, n_classes = logits.shape
+        class_weight = None if weight is None else weight.to(compute_dtype)
+        if target.is_floating_point():
+            mass = target.to(compute_dtype) * (1.0 - label_smoothing) + label_smoothing / n_classes
+            if class_weight is not None:
+                mass = mass * class_weight
+            per_row_loss = -(mass * log_probs).sum(1)
+            denominator = torch.tensor(float(n_rows), dtype=compute_dtype)
+        else:
+            kept = target != ignore_index
+            safe_target = torch.where(kept, target, 0)
+            ones = torch.ones(n_rows, dtype=compute_dtype)
+            target_weight = ones if class_weight is None else class_weight[safe_target]
+            target_weight = torch.where(kept, target_weight, 0.0)
+            picked = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+            per_row_loss = -(1.0 - label_smoothing) * target_weight * picked
+            if label_smoothing > 0.0:
+                weighted = log_probs if class_weight is None else log_probs * class_weight
+                smooth = torch.where(kept, -weighted.sum(1), 0.0)
+                per_row_loss = per_row_loss + (label_smoothing / n_classes) * smooth
+            denominator = target_weight.sum()
+        loss = _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
+        pairs = zip((logits, target), needs_grad, strict=True)
+        inputs = [tensor for tensor, needs in pairs if needs]
+        grads = iter(torch.autograd.grad(loss, inputs, grad_output, create_graph=True))
+    return tuple(next(grads) if needs else None for needs in needs_grad)
 
 
 def _probability_target_gradient(
@@ -514,6 +805,7 @@ def cross_entropy(
         label_smoothing,
         block_rows,
         inplace_backward,
+        torch.is_grad_enabled(),
     )
 
 
@@ -550,7 +842,7 @@ class _LinearGradients:
             else:
                 self.weight.add_(grad_in_dtype.t() @ hidden_block)
         if self.bias is not None:
-            self.bias.add_(grad_logits.sum(0))
+            self.bias.add_(grad_logits.sum(0, dtype=self.bias.dtype))
 
     def scaled(self, grad_output: Tensor, weight: Tensor, bias: Tensor | None):
         """(∂hidden, ∂weight, ∂bias) multiplied by a 0-d grad_output, in the inputs' dtypes."""
@@ -568,14 +860,105 @@ class _LinearGradients:
 
 
 def _block_logits(
-    hidden_block: Tensor, weight: Tensor, bias: Tensor | None, compute_dtype: torch.dtype
+    hidden_block: Tensor, weight: Tensor, bias: Tensor | None, buffer: Tensor
 ) -> Tensor:
-    """hidden_block (B, H) @ weight (C, H)ᵀ + bias, in the inputs' dtype, then the compute dtype."""
+    """hidden_block (B, H) @ weight (C, H)ᵀ + bias, written into the first B rows of ``buffer``
+    (≥ B, C) in the inputs' dtype (one block buffer for all blocks: no second block is ever
+    allocated while the previous one is alive). Returns that (B, C) slice."""
+    out = buffer[: hidden_block.shape[0]]
     if bias is None:
-        logits = hidden_block @ weight.t()
-    else:
-        logits = torch.addmm(bias, hidden_block, weight.t())
-    return logits.to(compute_dtype)
+        return torch.mm(hidden_block, weight.t(), out=out)
+    return torch.addmm(bias, hidden_block, weight.t(), out=out)
+
+
+def _block_buffer(hidden: Tensor, n_classes: int, block_rows: int) -> Tensor:
+    """The (min(block_rows, N), C) logits buffer of :func:`_block_logits`, ``hidden``'s dtype."""
+    return torch.empty((min(block_rows, hidden.shape[0]), n_classes), dtype=hidden.dtype)
+
+
+def _kept_weight_sum(target: Tensor, class_weight: Tensor | None, ignore_index: int) -> Tensor:
+    """Σ w_y over rows whose class-index target is kept: (1,) fp64 (the 'mean' denominator)."""
+    kept = target != ignore_index
+    if class_weight is None:
+        return kept.sum(dtype=torch.float64).reshape(1)
+    safe_target = torch.where(kept, target, 0)
+    return (class_weight.double()[safe_target] * kept).sum().reshape(1)
+
+
+class _NativeLinearBlocks:
+    """The compiled row loops over blocks of logits of a linear + cross entropy (class indices).
+
+    Holds what every block shares: the loops, the class weights as they read them, the options,
+    L (N,) in the compute dtype (filled by :meth:`forward`, read by :meth:`gradient`) and the
+    per-block reduction sums.
+    """
+
+    def __init__(
+        self,
+        library,
+        logsumexp: Tensor,
+        target: Tensor,
+        class_weight: Tensor | None,
+        ignore_index: int,
+        label_smoothing: float,
+        dtype: torch.dtype,
+    ) -> None:
+        self.library = library
+        self.logsumexp = logsumexp
+        self.target = target
+        self.real_weight = _real_weight(class_weight, dtype)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.sums: list[Tensor] = []
+
+    def forward(self, logits: Tensor, start: int, stop: int, row_loss: Tensor | None) -> None:
+        """L and (when ``row_loss`` (N,) is given) loss_n of rows [start, stop) from their
+        logits (B, C); the block's sums are kept for :meth:`finish`."""
+        block_loss = None if row_loss is None else row_loss[start:stop]
+        state = _native_forward(
+            self.library,
+            logits,
+            self.target[start:stop],
+            self.real_weight,
+            self.ignore_index,
+            self.label_smoothing,
+            self.logsumexp[start:stop],
+            block_loss,
+            None,
+            False,
+        )
+        self.sums.append(state[1:])
+
+    def gradient(
+        self,
+        logits: Tensor,
+        start: int,
+        stop: int,
+        grad_output: Tensor,
+        denominator: Tensor | None,
+    ) -> None:
+        """Overwrite the block's logits (B, C) with ∂output/∂logits; ``grad_output`` is 0-d or
+        (N,) in the compute dtype, ``denominator`` (1,) fp64 for 'mean' else None."""
+        block_grad_output = grad_output[start:stop] if grad_output.dim() else grad_output
+        _native_gradient(
+            self.library,
+            logits,
+            self.target[start:stop],
+            self.real_weight,
+            self.ignore_index,
+            self.label_smoothing,
+            self.logsumexp[start:stop],
+            block_grad_output,
+            denominator,
+            logits,
+        )
+
+    def finish(self, reduction: str, dtype: torch.dtype) -> Tensor:
+        """The 0-d reduced loss in ``dtype`` from the blocks' sums."""
+        loss = torch.empty((), dtype=dtype)
+        state = torch.cat([torch.zeros(1, dtype=torch.float64), *self.sums])
+        _native_finish(self.library, state, reduction == "mean", loss)
+        return loss
 
 
 class FusedLinearCrossEntropyFunction(torch.autograd.Function):
@@ -584,7 +967,8 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
     With a scalar loss ('mean'/'sum') the gradients are accumulated during the forward, one block
     of logits at a time (3 matrix products per block, like torch's linear forward and backward),
     and the backward only scales them by grad_output. With 'none' (a per-row grad_output) the
-    backward recomputes each block's logits instead (4 products). See
+    backward recomputes each block's logits instead (4 products). Each block's softmax runs in the
+    compiled loops where they apply (class indices, fp32/bf16/fp64), else in torch ops. See
     :func:`linear_cross_entropy`.
     """
 
@@ -605,23 +989,61 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
         n_rows = hidden.shape[0]
         n_classes = weight.shape[0]
         dtype = _compute_dtype(hidden.dtype)
+        accumulate = any(gradients_in_forward)
+        gradients = (
+            _LinearGradients(hidden, weight, bias, gradients_in_forward, dtype)
+            if accumulate
+            else None
+        )
+        ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
+        ctx.gradients = gradients
+        # An empty (0, C) tensor stands for every block of logits: same dtype, device, layout.
+        library = _native_library(hidden.new_empty((0, n_classes)), target)
+        ctx.library = library
+        if library is not None:
+            blocks = _NativeLinearBlocks(
+                library,
+                torch.empty(n_rows, dtype=dtype),
+                target,
+                class_weight,
+                ignore_index,
+                label_smoothing,
+                hidden.dtype,
+            )
+            row_loss = torch.empty(n_rows, dtype=hidden.dtype) if reduction == "none" else None
+            if accumulate:
+                unit = torch.ones((), dtype=dtype)
+                denominator = (
+                    _kept_weight_sum(target, class_weight, ignore_index)
+                    if reduction == "mean"
+                    else None
+                )
+            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
+            for start, stop in _row_blocks(n_rows, block_rows):
+                hidden_block = hidden[start:stop]
+                logits = _block_logits(hidden_block, weight, bias, buffer)
+                blocks.forward(logits, start, stop, row_loss)
+                if accumulate:
+                    blocks.gradient(logits, start, stop, unit, denominator)
+                    gradients.add_block(logits, hidden_block, weight, start, stop)
+            ctx.save_for_backward(hidden, weight, bias, target, class_weight, blocks.logsumexp)
+            return row_loss if row_loss is not None else blocks.finish(reduction, hidden.dtype)
         targets = _RowTargets(
             target, class_weight, ignore_index, label_smoothing, n_classes, dtype, block_rows
         )
         denominator = targets.mean_denominator()
-        accumulate = any(gradients_in_forward)
         if accumulate:
             unit_scale = torch.ones((), dtype=dtype)
             row_scale = unit_scale / denominator if reduction == "mean" else unit_scale
             coefficients = targets.gradient_coefficients(row_scale)
-            gradients = _LinearGradients(hidden, weight, bias, gradients_in_forward, dtype)
         logsumexp = torch.empty(n_rows, dtype=dtype)
         target_logit = torch.empty(n_rows, dtype=dtype)
         weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
         scratch = torch.empty(min(block_rows, n_rows), n_classes, dtype=dtype)
+        buffer = _block_buffer(hidden, weight.shape[0], block_rows)
         for start, stop in _row_blocks(n_rows, block_rows):
             hidden_block = hidden[start:stop]
-            logits = _block_logits(hidden_block, weight, bias, dtype)
+            logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
             targets.block_statistics(
                 logits, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
             )
@@ -629,32 +1051,55 @@ class FusedLinearCrossEntropyFunction(torch.autograd.Function):
                 targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
                 gradients.add_block(logits, hidden_block, weight, start, stop)
         per_row_loss = targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
-        ctx.save_for_backward(hidden, weight, bias, target, class_weight, logsumexp, denominator)
-        ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
-        ctx.gradients = gradients if accumulate else None
+        ctx.save_for_backward(hidden, weight, bias, target, class_weight, logsumexp)
         return _reduce(per_row_loss, reduction, denominator).to(hidden.dtype)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        hidden, weight, bias, target, class_weight, logsumexp, denominator = ctx.saved_tensors
-        ignore_index, reduction, label_smoothing, block_rows = ctx.options
+        hidden, weight, bias, target, class_weight, logsumexp = ctx.saved_tensors
+        ignore_index, _, label_smoothing, block_rows = ctx.options
         unused = (None,) * 7
         if ctx.gradients is not None:
             return (*ctx.gradients.scaled(grad_output, weight, bias), *unused)
+        # Only 'none' gets here (a scalar loss accumulates its gradients in the forward): the
+        # per-row grad_output is the row scale itself, no denominator.
         dtype = logsumexp.dtype
-        targets = _RowTargets(
-            target, class_weight, ignore_index, label_smoothing, weight.shape[0], dtype, block_rows
-        )
-        coefficients = targets.gradient_coefficients(
-            _row_scale(grad_output, reduction, denominator)
-        )
         wants = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         gradients = _LinearGradients(hidden, weight, bias, wants, dtype)
-        for start, stop in _row_blocks(hidden.shape[0], block_rows):
-            hidden_block = hidden[start:stop]
-            logits = _block_logits(hidden_block, weight, bias, dtype)
-            targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
-            gradients.add_block(logits, hidden_block, weight, start, stop)
+        row_grad_output = grad_output.to(dtype)
+        if ctx.library is not None:
+            blocks = _NativeLinearBlocks(
+                ctx.library,
+                logsumexp,
+                target,
+                class_weight,
+                ignore_index,
+                label_smoothing,
+                hidden.dtype,
+            )
+            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
+            for start, stop in _row_blocks(hidden.shape[0], block_rows):
+                hidden_block = hidden[start:stop]
+                logits = _block_logits(hidden_block, weight, bias, buffer)
+                blocks.gradient(logits, start, stop, row_grad_output, None)
+                gradients.add_block(logits, hidden_block, weight, start, stop)
+        else:
+            targets = _RowTargets(
+                target,
+                class_weight,
+                ignore_index,
+                label_smoothing,
+                weight.shape[0],
+                dtype,
+                block_rows,
+            )
+            coefficients = targets.gradient_coefficients(row_grad_output)
+            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
+            for start, stop in _row_blocks(hidden.shape[0], block_rows):
+                hidden_block = hidden[start:stop]
+                logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
+                targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+                gradients.add_block(logits, hidden_block, weight, start, stop)
         return (*gradients.scaled(torch.ones((), dtype=dtype), weight, bias), *unused)
 
 

@@ -3,13 +3,31 @@
  * Built at first use with the system C compiler (-O3 -march=native -fopenmp-simd) and loaded with
  * ctypes; Python splits the rows among worker threads and calls these functions on row ranges.
  * Logits rows have any int64 row stride and class stride 1; every offset is int64.
- * Element types: f32 (float) and bf16 (uint16_t holding the top half of a float).
+ * Element types: f32 (float), bf16 (uint16_t holding the top half of a float), f64 (double).
+ * f32 and bf16 are computed in float ("real") with double row sums, f64 in double.
+ *
+ * Targets are class indices (int64, any stride). Per row n with logits x, L = log Σ_c exp(x_c),
+ * class weights w (1 when class_weight is NULL), W = Σ_c w_c, smoothing ε, C classes and target y:
+ *   kept rows (y ≠ ignore_index): loss_n = (1−ε)·w_y·(L − x_y) + (ε/C)·(W·L − Σ_c w_c x_c)
+ *   ∂loss_n/∂x_c = p_c·((1−ε)·w_y + ε·W/C) − (1−ε)·w_y·[c = y] − (ε/C)·w_c,  p = exp(x − L);
+ *   ignored rows: loss 0, row weight 0, gradient 0 (computed as the formula with scale 0).
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-/* Elements summed in fp32 lanes before the partial sum is added to a double. */
+/* Elements summed in "real" lanes before the partial sum is added to a double. */
 #define SUM_CHUNK 512
+/* Up to TILE_MAX_CLASSES classes, rows are processed TILE_ROWS at a time, transposed into a
+ * [class][row] tile so that every step (max, exp, sum, log) runs in SIMD lanes across rows: a
+ * row-at-a-time loop over 3 or 10 classes is bound by the latency of its exp/log chain (~55 ns
+ * per row at 256x3 against ~5 ns tiled). */
+#define TILE_ROWS 16
+#define TILE_MAX_CLASSES 32
+/* The backward's per-class loop vectorises by itself from ~8 classes on; below, tiles win
+ * (measured 8192 rows: 2–5 classes 8–12 ns/row tiled against 13–22 per row; 16 and 32 classes
+ * 16 and 31 tiled against 6 and 9 per row). */
+#define BACKWARD_TILE_MAX_CLASSES 7
 
 static inline float bf16_to_float(uint16_t value) {
     uint32_t bits = (uint32_t)value << 16;
@@ -27,14 +45,16 @@ static inline uint16_t float_to_bf16(float value) {
 
 static inline float load_f32(const float *row, int64_t c) { return row[c]; }
 static inline float load_bf16(const uint16_t *row, int64_t c) { return bf16_to_float(row[c]); }
+static inline double load_f64(const double *row, int64_t c) { return row[c]; }
 static inline void store_f32(float *row, int64_t c, float value) { row[c] = value; }
 static inline void store_bf16(uint16_t *row, int64_t c, float value) { row[c] = float_to_bf16(value); }
+static inline void store_f64(double *row, int64_t c, double value) { row[c] = value; }
 
 /* exp(x) for x <= ~0 (arguments here are logit − max or logit − logsumexp): Cody–Waite reduction
  * x = k·ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial (relative error < 1e-8 before rounding),
  * 2^k built in the exponent bits. Below −87 (and for −inf) the result is exactly 0. Written so that
  * the compiler vectorises it; NaN propagates. */
-static inline float exp_nonpositive(float x) {
+static inline float exp_f32(float x) {
     const float clamped = x < -87.0f ? -87.0f : x;
     const float k = __builtin_floorf(clamped * 1.44269504088896341f + 0.5f);
     const float r = (clamped - k * 0.693359375f) + k * 2.12194440e-4f;
@@ -53,100 +73,466 @@ static inline float exp_nonpositive(float x) {
     return x < -87.0f ? 0.0f : result;
 }
 
-/* For rows [row_begin, row_end): logsumexp[n] = log Σ_c exp(x[n,c]) (as its two parts: the row
- * max and Σ_c exp(x − max), so the caller takes the log in torch), and, when weighted_sum is not
- * NULL, weighted_sum[n] = Σ_c w_c·x[n,c] (w_c = 1 when class_weight is NULL). */
-#define DEFINE_STATISTICS(SUFFIX, TYPE)                                                          \
-    void ce_row_statistics_##SUFFIX(const TYPE *logits, int64_t row_stride, int64_t n_classes,  \
-                                    int64_t row_begin, int64_t row_end,                         \
-                                    const float *class_weight, float *row_max,                  \
-                                    double *exp_sum, double *weighted_sum) {                    \
-        for (int64_t n = row_begin; n < row_end; ++n) {                                         \
-            const TYPE *row = logits + n * row_stride;                                          \
-            float max_value = -__builtin_inff();                                                \
-            _Pragma("omp simd reduction(max : max_value)")                                      \
-            for (int64_t c = 0; c < n_classes; ++c) {                                           \
-                const float value = load_##SUFFIX(row, c);                                      \
-                max_value = value > max_value ? value : max_value;                              \
+static inline float exp_bf16(float x) { return exp_f32(x); }
+
+/* The same in double: ln2 split in two parts (fdlibm's), degree-13 Taylor polynomial (truncation
+ * < 1e-17 relative on |r| <= ln2/2). Below −708 (subnormal results) the result is exactly 0. */
+static inline double exp_f64(double x) {
+    const double clamped = x < -708.0 ? -708.0 : x;
+    const double k = __builtin_floor(clamped * 1.44269504088896338700 + 0.5);
+    const double r = (clamped - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    const int64_t exponent_bits = ((int64_t)k + 1023) << 52;
+    double scale;
+    memcpy(&scale, &exponent_bits, sizeof scale);
+    const double result = p * scale;
+    return x < -708.0 ? 0.0 : result;
+}
+
+/* log(x) for x >= 0 (a sum of exps, >= 1 unless 0): x = 2^e·m with m in [√½, √2), f = m − 1,
+ * u = f/(2 + f), log m = 2·atanh(u) = 2u·(1 + u²/3 + ... + u²⁰/21) (|u| < 0.172: truncation
+ * < 1e-17 relative). log 0 = −inf; +inf and NaN are returned as they are. Vectorisable, unlike a
+ * call to libm's log. */
+static inline double log_f64(double x) {
+    int64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int64_t exponent = ((bits >> 52) & 0x7FF) - 1023;
+    int64_t mantissa_bits = (bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL;
+    double mantissa;
+    memcpy(&mantissa, &mantissa_bits, sizeof mantissa);
+    const int high = mantissa > 1.41421356237309504880;
+    mantissa = high ? 0.5 * mantissa : mantissa;
+    exponent += high;
+    const double f = mantissa - 1.0;
+    const double u = f / (2.0 + f);
+    const double u2 = u * u;
+    double p = 1.0 / 21.0;
+    p = p * u2 + 1.0 / 19.0;
+    p = p * u2 + 1.0 / 17.0;
+    p = p * u2 + 1.0 / 15.0;
+    p = p * u2 + 1.0 / 13.0;
+    p = p * u2 + 1.0 / 11.0;
+    p = p * u2 + 1.0 / 9.0;
+    p = p * u2 + 1.0 / 7.0;
+    p = p * u2 + 1.0 / 5.0;
+    p = p * u2 + 1.0 / 3.0;
+    p = p * u2 + 1.0;
+    const double k = (double)exponent;
+    const double result = (k * 6.93147180369123816490e-01 + 2.0 * u * p)
+                          + k * 1.90821492927058770002e-10;
+    const int finite_positive = x > 0.0 && x < __builtin_inf();
+    return finite_positive ? result : (x == 0.0 ? -__builtin_inf() : x);
+}
+
+/* W = Σ_c w_c (C when class_weight is NULL), in double. */
+#define DEFINE_WEIGHT_TOTAL(SUFFIX, REAL)                                                        \
+    static double weight_total_##SUFFIX(const REAL *class_weight, int64_t n_classes) {          \
+        if (!class_weight) return (double)n_classes;                                            \
+        double total = 0.0;                                                                     \
+        for (int64_t c = 0; c < n_classes; ++c) total += class_weight[c];                       \
+        return total;                                                                           \
+    }
+
+/* values[c][r] = x[row0 + r, c] for r < rows, 0 for the padding rows up to TILE_ROWS. */
+#define DEFINE_LOAD_TILE(SUFFIX, TYPE, REAL)                                                     \
+    static inline void load_tile_##SUFFIX(const TYPE *logits, int64_t row_stride,               \
+                                          int64_t n_classes, int64_t row0, int64_t rows,        \
+                                          REAL values[TILE_MAX_CLASSES][TILE_ROWS]) {           \
+        for (int64_t r = 0; r < rows; ++r) {                                                    \
+            const TYPE *row = logits + (row0 + r) * row_stride;                                 \
+            for (int64_t c = 0; c < n_classes; ++c) values[c][r] = load_##SUFFIX(row, c);       \
+        }                                                                                       \
+        for (int64_t r = rows; r < TILE_ROWS; ++r)                                              \
+            for (int64_t c = 0; c < n_classes; ++c) values[c][r] = 0;                           \
+    }
+
+/* The tiled backward of rows [row0, row0 + rows): as ce_backward_* below (n_classes <=
+ * BACKWARD_TILE_MAX_CLASSES <= TILE_MAX_CLASSES). The whole tile is read before any of it is written (grad may be logits). */
+#define DEFINE_BACKWARD_TILE(SUFFIX, TYPE, REAL)                                                 \
+    static void backward_tile_##SUFFIX(                                                         \
+        const TYPE *logits, int64_t row_stride, int64_t n_classes, int64_t row0, int64_t rows,  \
+        const int64_t *target, int64_t target_stride, int64_t ignore_index,                     \
+        const REAL *class_weight, double label_smoothing, double weight_total,                  \
+        const REAL *logsumexp, const REAL *grad_output, int64_t grad_output_stride,             \
+        const double *denominator, TYPE *grad, int64_t grad_row_stride) {                       \
+        REAL values[TILE_MAX_CLASSES][TILE_ROWS];                                               \
+        REAL lse[TILE_ROWS], scale[TILE_ROWS], smoothing_scale[TILE_ROWS];                      \
+        REAL true_class[TILE_ROWS];                                                             \
+        int64_t safe_target[TILE_ROWS];                                                         \
+        load_tile_##SUFFIX(logits, row_stride, n_classes, row0, rows, values);                  \
+        for (int64_t r = 0; r < TILE_ROWS; ++r) {                                               \
+            lse[r] = 0;                                                                         \
+            scale[r] = 0;                                                                       \
+            smoothing_scale[r] = 0;                                                             \
+            true_class[r] = 0;                                                                  \
+            safe_target[r] = 0;                                                                 \
+        }                                                                                       \
+        for (int64_t r = 0; r < rows; ++r) {                                                    \
+            const int64_t n = row0 + r;                                                         \
+            const int64_t target_value = target[n * target_stride];                             \
+            const int kept = target_value != ignore_index;                                      \
+            const int64_t y = kept ? target_value : 0;                                          \
+            double row_scale = 0.0;                                                             \
+            if (kept) {                                                                         \
+                row_scale = (double)grad_output[n * grad_output_stride];                        \
+                if (denominator) row_scale /= *denominator;                                     \
             }                                                                                   \
-            const float shift = (max_value == -__builtin_inff() ||                              \
-                                 max_value == __builtin_inff()) ? 0.0f : max_value;             \
-            double total = 0.0;                                                                 \
-            double weighted_total = 0.0;                                                        \
-            for (int64_t chunk = 0; chunk < n_classes; chunk += SUM_CHUNK) {                    \
-                const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK     \
-                                                                        : n_classes;            \
-                float partial = 0.0f;                                                           \
-                _Pragma("omp simd reduction(+ : partial)")                                      \
-                for (int64_t c = chunk; c < chunk_end; ++c)                                     \
-                    partial += exp_nonpositive(load_##SUFFIX(row, c) - shift);                  \
-                total += partial;                                                               \
-                if (weighted_sum) {                                                             \
-                    float weighted_partial = 0.0f;                                              \
-                    if (class_weight) {                                                         \
-                        _Pragma("omp simd reduction(+ : weighted_partial)")                     \
-                        for (int64_t c = chunk; c < chunk_end; ++c)                             \
-                            weighted_partial += class_weight[c] * load_##SUFFIX(row, c);        \
-                    } else {                                                                    \
-                        _Pragma("omp simd reduction(+ : weighted_partial)")                     \
-                        for (int64_t c = chunk; c < chunk_end; ++c)                             \
-                            weighted_partial += load_##SUFFIX(row, c);                          \
-                    }                                                                           \
-                    weighted_total += weighted_partial;                                         \
-                }                                                                               \
-            }                                                                                   \
-            row_max[n] = shift;                                                                 \
-            exp_sum[n] = total;                                                                 \
-            if (weighted_sum) weighted_sum[n] = weighted_total;                                 \
+            const double target_weight = kept && class_weight ? (double)class_weight[y] : 1.0;  \
+            lse[r] = logsumexp[n];                                                              \
+            safe_target[r] = y;                                                                 \
+            true_class[r] = (REAL)(row_scale * (1.0 - label_smoothing) * target_weight);        \
+            smoothing_scale[r] = (REAL)(row_scale * label_smoothing / (double)n_classes);       \
+            scale[r] = (REAL)(row_scale * ((1.0 - label_smoothing) * target_weight              \
+                                           + label_smoothing * weight_total / (double)n_classes)); \
+        }                                                                                       \
+        for (int64_t c = 0; c < n_classes; ++c) {                                               \
+            const REAL w = class_weight ? class_weight[c] : (REAL)1;                            \
+            _Pragma("omp simd")                                                                 \
+            for (int64_t r = 0; r < TILE_ROWS; ++r)                                             \
+                values[c][r] = exp_##SUFFIX(values[c][r] - lse[r]) * scale[r]                   \
+                               - smoothing_scale[r] * w;                                        \
+        }                                                                                       \
+        for (int64_t r = 0; r < rows; ++r) {                                                    \
+            values[safe_target[r]][r] -= true_class[r];                                         \
+            TYPE *grad_row = grad + (row0 + r) * grad_row_stride;                               \
+            for (int64_t c = 0; c < n_classes; ++c) store_##SUFFIX(grad_row, c, values[c][r]);  \
         }                                                                                       \
     }
 
-/* For rows [row_begin, row_end): grad[n,c] = exp(x[n,c] − L_n)·softmax_scale[n]
- *   − smoothing_scale[n]·w_c (when smoothing_scale is not NULL) − true_class_scale[n]·[c = y_n].
- * grad may be the logits buffer itself (each element is read before it is written). The true-class
- * element is recomputed in fp32 and rounded once. */
-#define DEFINE_GRADIENT(SUFFIX, TYPE)                                                            \
-    void ce_row_gradient_##SUFFIX(const TYPE *logits, int64_t row_stride, int64_t n_classes,    \
-                                  int64_t row_begin, int64_t row_end, const float *logsumexp,   \
-                                  const float *softmax_scale, const float *smoothing_scale,     \
-                                  const float *class_weight, const int64_t *target,             \
-                                  const float *true_class_scale, TYPE *grad,                    \
-                                  int64_t grad_row_stride) {                                    \
+/* The tiled forward of rows [row0, row0 + rows), rows <= TILE_ROWS, n_classes <=
+ * TILE_MAX_CLASSES: as ce_forward_* below, adding into *loss_sum and *weight_sum. */
+#define DEFINE_FORWARD_TILE(SUFFIX, TYPE, REAL)                                                  \
+    static int64_t forward_tile_##SUFFIX(                                                       \
+        const TYPE *logits, int64_t row_stride, int64_t n_classes, int64_t row0, int64_t rows,  \
+        const int64_t *target, int64_t target_stride, int64_t ignore_index,                     \
+        const REAL *class_weight, double label_smoothing, double weight_total,                  \
+        REAL *logsumexp, TYPE *row_loss, int64_t row_loss_stride, double *loss_sum,             \
+        double *weight_sum) {                                                                   \
+        REAL values[TILE_MAX_CLASSES][TILE_ROWS];                                               \
+        REAL row_max[TILE_ROWS], shift[TILE_ROWS], total[TILE_ROWS], weighted[TILE_ROWS];       \
+        double tile_logsumexp[TILE_ROWS];                                                       \
+        int64_t targets[TILE_ROWS];                                                             \
+        for (int64_t r = 0; r < rows; ++r) {                                                    \
+            const int64_t y = target[(row0 + r) * target_stride];                               \
+            if (y != ignore_index && (y < 0 || y >= n_classes)) return row0 + r;                \
+            targets[r] = y;                                                                     \
+        }                                                                                       \
+        load_tile_##SUFFIX(logits, row_stride, n_classes, row0, rows, values);                  \
+        for (int64_t r = 0; r < TILE_ROWS; ++r) {                                               \
+            row_max[r] = -(REAL)__builtin_inf();                                                \
+            total[r] = 0;                                                                       \
+            weighted[r] = 0;                                                                    \
+        }                                                                                       \
+        for (int64_t c = 0; c < n_classes; ++c) {                                               \
+            _Pragma("omp simd")                                                                 \
+            for (int64_t r = 0; r < TILE_ROWS; ++r)                                             \
+                row_max[r] = values[c][r] > row_max[r] ? values[c][r] : row_max[r];             \
+        }                                                                                       \
+        _Pragma("omp simd")                                                                     \
+        for (int64_t r = 0; r < TILE_ROWS; ++r)                                                 \
+            shift[r] = (row_max[r] == -(REAL)__builtin_inf() ||                                 \
+                        row_max[r] == (REAL)__builtin_inf()) ? (REAL)0 : row_max[r];            \
+        for (int64_t c = 0; c < n_classes; ++c) {                                               \
+            _Pragma("omp simd")                                                                 \
+            for (int64_t r = 0; r < TILE_ROWS; ++r)                                             \
+                total[r] += exp_##SUFFIX(values[c][r] - shift[r]);                              \
+        }                                                                                       \
+        _Pragma("omp simd")                                                                     \
+        for (int64_t r = 0; r < TILE_ROWS; ++r)                                                 \
+            tile_logsumexp[r] = (double)shift[r] + log_f64((double)total[r]);                   \
+        if (label_smoothing > 0.0) {                                                            \
+            for (int64_t c = 0; c < n_classes; ++c) {                                           \
+                const REAL w = class_weight ? class_weight[c] : (REAL)1;                        \
+                _Pragma("omp simd")                                                             \
+                for (int64_t r = 0; r < TILE_ROWS; ++r) weighted[r] += w * values[c][r];        \
+            }                                                                                   \
+        }                                                                                       \
+        for (int64_t r = 0; r < rows; ++r) {                                                    \
+            const int64_t n = row0 + r;                                                         \
+            const double row_logsumexp = tile_logsumexp[r];                                     \
+            logsumexp[n] = (REAL)row_logsumexp;                                                 \
+            const int64_t y = targets[r];                                                       \
+            double loss = 0.0;                                                                  \
+            if (y != ignore_index) {                                                            \
+                const double target_weight = class_weight ? (double)class_weight[y] : 1.0;      \
+                loss = (1.0 - label_smoothing) * target_weight                                  \
+                       * (row_logsumexp - (double)values[y][r]);                                \
+                if (label_smoothing > 0.0)                                                      \
+                    loss += label_smoothing / (double)n_classes                                 \
+                            * (weight_total * row_logsumexp - (double)weighted[r]);             \
+                *weight_sum += target_weight;                                                   \
+            }                                                                                   \
+            if (row_loss) store_##SUFFIX(row_loss, n * row_loss_stride, (REAL)loss);            \
+            *loss_sum += loss;                                                                  \
+        }                                                                                       \
+        return -1;                                                                              \
+    }
+
+/* One row n of the forward (any number of classes): returns 1 if its kept target is out of
+ * range (nothing else done), else 0 after writing its outputs and adding to the sums. */
+#define DEFINE_FORWARD_ROW(SUFFIX, TYPE, REAL)                                                   \
+    static int forward_row_##SUFFIX(                                                             \
+        const TYPE *logits, int64_t row_stride, int64_t n_classes, int64_t n,                    \
+        const int64_t *target, int64_t target_stride, int64_t ignore_index,                      \
+        const REAL *class_weight, double label_smoothing, double weight_total,                   \
+        REAL *logsumexp, TYPE *row_loss, int64_t row_loss_stride, double *loss_sum,              \
+        double *weight_sum) {                                                                    \
+        const int smoothing = label_smoothing > 0.0;                                             \
+        const int64_t y = target[n * target_stride];                                             \
+        const int kept = y != ignore_index;                                                      \
+        if (kept && (y < 0 || y >= n_classes)) return 1;                                         \
+        const TYPE *row = logits + n * row_stride;                                               \
+        REAL max_value = -(REAL)__builtin_inf();                                                 \
+        _Pragma("omp simd reduction(max : max_value)")                                           \
+        for (int64_t c = 0; c < n_classes; ++c) {                                                \
+            const REAL value = load_##SUFFIX(row, c);                                            \
+            max_value = value > max_value ? value : max_value;                                   \
+        }                                                                                        \
+        const REAL shift = (max_value == -(REAL)__builtin_inf() ||                               \
+                            max_value == (REAL)__builtin_inf()) ? (REAL)0 : max_value;           \
+        double total = 0.0;                                                                      \
+        double weighted_total = 0.0;                                                             \
+        for (int64_t chunk = 0; chunk < n_classes; chunk += SUM_CHUNK) {                         \
+            const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK          \
+                                                                    : n_classes;                 \
+            REAL partial = 0;                                                                    \
+            _Pragma("omp simd reduction(+ : partial)")                                           \
+            for (int64_t c = chunk; c < chunk_end; ++c)                                          \
+                partial += exp_##SUFFIX(load_##SUFFIX(row, c) - shift);                          \
+            total += partial;                                                                    \
+            if (smoothing) {                                                                     \
+                REAL weighted_partial = 0;                                                       \
+                if (class_weight) {                                                              \
+                    _Pragma("omp simd reduction(+ : weighted_partial)")                          \
+                    for (int64_t c = chunk; c < chunk_end; ++c)                                  \
+                        weighted_partial += class_weight[c] * load_##SUFFIX(row, c);             \
+                } else {                                                                         \
+                    _Pragma("omp simd reduction(+ : weighted_partial)")                          \
+                    for (int64_t c = chunk; c < chunk_end; ++c)                                  \
+                        weighted_partial += load_##SUFFIX(row, c);                               \
+                }                                                                                \
+                weighted_total += weighted_partial;                                              \
+            }                                                                                    \
+        }                                                                                        \
+        const double row_logsumexp = (double)shift + log(total);                                 \
+        logsumexp[n] = (REAL)row_logsumexp;                                                      \
+        double loss = 0.0;                                                                       \
+        if (kept) {                                                                              \
+            const double target_weight = class_weight ? (double)class_weight[y] : 1.0;           \
+            loss = (1.0 - label_smoothing) * target_weight                                       \
+                   * (row_logsumexp - (double)load_##SUFFIX(row, y));                            \
+            if (smoothing)                                                                       \
+                loss += label_smoothing / (double)n_classes                                      \
+                        * (weight_total * row_logsumexp - weighted_total);                       \
+            *weight_sum += target_weight;                                                        \
+        }                                                                                        \
+        if (row_loss) store_##SUFFIX(row_loss, n * row_loss_stride, (REAL)loss);                 \
+        *loss_sum += loss;                                                                       \
+        return 0;                                                                                \
+    }
+
+/* Forward over rows [row_begin, row_end): logsumexp[n] = L_n; row_loss[n·row_loss_stride] =
+ * loss_n in the logits' type (when row_loss is not NULL); sums[0] = Σ loss_n and
+ * sums[1] = Σ w_y over kept rows of the range, in double. When loss is not NULL (a call that
+ * covers every row), also reduces the sums as ce_finish_* does. When grad is not NULL, also writes
+ * the gradient of the reduced loss for a unit grad_output (divided by *grad_denominator when that
+ * is not NULL: 'mean'), row by row while each row is in cache. Returns −1, or the first row whose
+ * kept target lies outside [0, C) (nothing is read through it; the outputs are then incomplete). */
+#define DEFINE_FORWARD(SUFFIX, TYPE, REAL)                                                       \
+    int64_t ce_forward_##SUFFIX(const TYPE *logits, int64_t row_stride, int64_t n_classes,      \
+                                int64_t row_begin, int64_t row_end, const int64_t *target,      \
+                                int64_t target_stride, int64_t ignore_index,                    \
+                                const REAL *class_weight, double label_smoothing,               \
+                                REAL *logsumexp, TYPE *row_loss, int64_t row_loss_stride,       \
+                                double *sums, int64_t mean, TYPE *loss, double *denominator,    \
+                                TYPE *grad, int64_t grad_row_stride,                            \
+                                const double *grad_denominator) {                               \
+        const REAL unit = 1;                                                                    \
+        const int smoothing = label_smoothing > 0.0;                                            \
+        const double weight_total =                                                             \
+            smoothing ? weight_total_##SUFFIX(class_weight, n_classes) : 0.0;                   \
+        double loss_sum = 0.0;                                                                  \
+        double weight_sum = 0.0;                                                                \
+        if (n_classes <= TILE_MAX_CLASSES) {                                                    \
+            for (int64_t row0 = row_begin; row0 < row_end; row0 += TILE_ROWS) {                 \
+                const int64_t rows =                                                            \
+                    row_end - row0 < TILE_ROWS ? row_end - row0 : TILE_ROWS;                    \
+                const int64_t bad = forward_tile_##SUFFIX(                                      \
+                    logits, row_stride, n_classes, row0, rows, target, target_stride,           \
+                    ignore_index, class_weight, label_smoothing, weight_total, logsumexp,       \
+                    row_loss, row_loss_stride, &loss_sum, &weight_sum);                         \
+                if (bad >= 0) return bad;                                                       \
+                if (grad)                                                                       \
+                    backward_rows_##SUFFIX(logits, row_stride, n_classes, row0, row0 + rows,    \
+                                           target, target_stride, ignore_index, class_weight,   \
+                                           label_smoothing, weight_total, logsumexp, &unit, 0,  \
+                                           grad_denominator, grad, grad_row_stride);            \
+            }                                                                                   \
+        } else {                                                                                \
+            for (int64_t n = row_begin; n < row_end; ++n) {                                     \
+                if (forward_row_##SUFFIX(logits, row_stride, n_classes, n, target, target_stride, \
+                                         ignore_index, class_weight, label_smoothing,           \
+                                         weight_total, logsumexp, row_loss, row_loss_stride,    \
+                                         &loss_sum, &weight_sum))                               \
+                    return n;                                                                   \
+                /* the row is still in cache: its gradient costs one write, not a re-read */    \
+                if (grad)                                                                       \
+                    backward_rows_##SUFFIX(logits, row_stride, n_classes, n, n + 1, target,     \
+                                           target_stride, ignore_index, class_weight,           \
+                                           label_smoothing, weight_total, logsumexp, &unit, 0,  \
+                                           grad_denominator, grad, grad_row_stride);            \
+            }                                                                                   \
+        }                                                                                       \
+        sums[0] = loss_sum;                                                                     \
+        sums[1] = weight_sum;                                                                   \
+        if (loss) ce_finish_##SUFFIX(sums, 1, mean, loss, denominator);                         \
+        return -1;                                                                              \
+    }
+
+/* Reduce the per-range sums (n_parts pairs) of the forward: *loss = Σ loss (mean != 0: divided
+ * by Σ w_y, NaN when no row is kept) in the logits' type; *denominator = Σ w_y. */
+#define DEFINE_FINISH(SUFFIX, TYPE, REAL)                                                        \
+    void ce_finish_##SUFFIX(const double *sums, int64_t n_parts, int64_t mean, TYPE *loss,      \
+                            double *denominator) {                                              \
+        double loss_sum = 0.0;                                                                  \
+        double weight_sum = 0.0;                                                                \
+        for (int64_t part = 0; part < n_parts; ++part) {                                        \
+            loss_sum += sums[2 * part];                                                         \
+            weight_sum += sums[2 * part + 1];                                                   \
+        }                                                                                       \
+        store_##SUFFIX(loss, 0, (REAL)(mean ? loss_sum / weight_sum : loss_sum));               \
+        *denominator = weight_sum;                                                              \
+    }
+
+/* Backward over rows [row_begin, row_end): grad[n, c] = ∂output/∂x[n, c] with
+ * ∂output/∂loss_n = grad_output[n·grad_output_stride] (stride 0 for a 0-d grad_output), divided
+ * by *denominator when it is not NULL ('mean'). grad may be the logits buffer itself (each element
+ * is read before it is written). The true-class element is recomputed and rounded once. */
+#define DEFINE_BACKWARD(SUFFIX, TYPE, REAL)                                                      \
+    static void backward_rows_##SUFFIX(                                                         \
+        const TYPE *logits, int64_t row_stride, int64_t n_classes, int64_t row_begin,           \
+        int64_t row_end, const int64_t *target, int64_t target_stride, int64_t ignore_index,    \
+        const REAL *class_weight, double label_smoothing, double weight_total,                  \
+        const REAL *logsumexp, const REAL *grad_output, int64_t grad_output_stride,             \
+        const double *denominator, TYPE *grad, int64_t grad_row_stride) {                       \
+        const int smoothing = label_smoothing > 0.0;                                            \
+        if (n_classes <= BACKWARD_TILE_MAX_CLASSES) {                                           \
+            for (int64_t row0 = row_begin; row0 < row_end; row0 += TILE_ROWS)                   \
+                backward_tile_##SUFFIX(                                                         \
+                    logits, row_stride, n_classes, row0,                                        \
+                    row_end - row0 < TILE_ROWS ? row_end - row0 : TILE_ROWS, target,            \
+                    target_stride, ignore_index, class_weight, label_smoothing, weight_total,   \
+                    logsumexp, grad_output, grad_output_stride, denominator, grad,              \
+                    grad_row_stride);                                                           \
+            return;                                                                             \
+        }                                                                                       \
         for (int64_t n = row_begin; n < row_end; ++n) {                                         \
             const TYPE *row = logits + n * row_stride;                                          \
             TYPE *grad_row = grad + n * grad_row_stride;                                        \
-            const float lse = logsumexp[n];                                                     \
-            const float scale = softmax_scale[n];                                               \
-            const int64_t y = target[n];                                                        \
-            const float x_y = load_##SUFFIX(row, y);                                            \
-            float true_value = exp_nonpositive(x_y - lse) * scale - true_class_scale[n];        \
-            if (smoothing_scale && class_weight) {                                              \
-                const float smoothing = smoothing_scale[n];                                     \
-                true_value -= smoothing * class_weight[y];                                      \
+            const int64_t target_value = target[n * target_stride];                             \
+            const int kept = target_value != ignore_index;                                      \
+            const int64_t y = kept ? target_value : 0;                                          \
+            double row_scale = 0.0;                                                             \
+            if (kept) {                                                                         \
+                row_scale = (double)grad_output[n * grad_output_stride];                        \
+                if (denominator) row_scale /= *denominator;                                     \
+            }                                                                                   \
+            const double target_weight = kept && class_weight ? (double)class_weight[y] : 1.0;  \
+            const REAL true_class = (REAL)(row_scale * (1.0 - label_smoothing) * target_weight); \
+            const REAL smoothing_scale = (REAL)(row_scale * label_smoothing / (double)n_classes); \
+            const REAL scale = (REAL)(row_scale * ((1.0 - label_smoothing) * target_weight      \
+                                      + label_smoothing * weight_total / (double)n_classes));   \
+            const REAL lse = logsumexp[n];                                                      \
+            const REAL x_y = load_##SUFFIX(row, y);                                             \
+            REAL true_value = exp_##SUFFIX(x_y - lse) * scale - true_class;                     \
+            if (smoothing && class_weight) {                                                    \
+                true_value -= smoothing_scale * class_weight[y];                                \
                 _Pragma("omp simd")                                                             \
                 for (int64_t c = 0; c < n_classes; ++c)                                         \
                     store_##SUFFIX(grad_row, c,                                                 \
-                                   exp_nonpositive(load_##SUFFIX(row, c) - lse) * scale         \
-                                       - smoothing * class_weight[c]);                          \
-            } else if (smoothing_scale) {                                                       \
-                const float smoothing = smoothing_scale[n];                                     \
-                true_value -= smoothing;                                                        \
+                                   exp_##SUFFIX(load_##SUFFIX(row, c) - lse) * scale            \
+                                       - smoothing_scale * class_weight[c]);                    \
+            } else if (smoothing) {                                                             \
+                true_value -= smoothing_scale;                                                  \
                 _Pragma("omp simd")                                                             \
                 for (int64_t c = 0; c < n_classes; ++c)                                         \
                     store_##SUFFIX(grad_row, c,                                                 \
-                                   exp_nonpositive(load_##SUFFIX(row, c) - lse) * scale         \
-                                       - smoothing);                                            \
+                                   exp_##SUFFIX(load_##SUFFIX(row, c) - lse) * scale            \
+                                       - smoothing_scale);                                      \
             } else {                                                                            \
                 _Pragma("omp simd")                                                             \
                 for (int64_t c = 0; c < n_classes; ++c)                                         \
                     store_##SUFFIX(grad_row, c,                                                 \
-                                   exp_nonpositive(load_##SUFFIX(row, c) - lse) * scale);       \
+                                   exp_##SUFFIX(load_##SUFFIX(row, c) - lse) * scale);          \
             }                                                                                   \
             store_##SUFFIX(grad_row, y, true_value);                                            \
         }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    void ce_backward_##SUFFIX(const TYPE *logits, int64_t row_stride, int64_t n_classes,        \
+                              int64_t row_begin, int64_t row_end, const int64_t *target,        \
+                              int64_t target_stride, int64_t ignore_index,                      \
+                              const REAL *class_weight, double label_smoothing,                 \
+                              const REAL *logsumexp, const REAL *grad_output,                   \
+                              int64_t grad_output_stride, const double *denominator,            \
+                              TYPE *grad, int64_t grad_row_stride) {                            \
+        const double weight_total = label_smoothing > 0.0                                       \
+            ? weight_total_##SUFFIX(class_weight, n_classes) : 0.0;                             \
+        backward_rows_##SUFFIX(logits, row_stride, n_classes, row_begin, row_end, target,       \
+                               target_stride, ignore_index, class_weight, label_smoothing,      \
+                               weight_total, logsumexp, grad_output, grad_output_stride,        \
+                               denominator, grad, grad_row_stride);                             \
+    }                                                                                           \
+                                                                                                \
+    /* grad[n, c] *= *factor for rows [row_begin, row_end) (nothing to do when it is 1). */     \
+    void ce_scale_##SUFFIX(TYPE *grad, int64_t grad_row_stride, int64_t n_classes,              \
+                           int64_t row_begin, int64_t row_end, const REAL *factor) {            \
+        const REAL value = *factor;                                                             \
+        if (value == (REAL)1) return;                                                           \
+        for (int64_t n = row_begin; n < row_end; ++n) {                                         \
+            TYPE *grad_row = grad + n * grad_row_stride;                                        \
+            _Pragma("omp simd")                                                                 \
+            for (int64_t c = 0; c < n_classes; ++c)                                             \
+                store_##SUFFIX(grad_row, c, load_##SUFFIX(grad_row, c) * value);                \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    /* *out = Σ w_y over rows whose target is kept and in [0, C) (the 'mean' denominator). */   \
+    void ce_kept_weight_sum_##SUFFIX(const int64_t *target, int64_t target_stride,              \
+                                     int64_t n_rows, int64_t ignore_index, int64_t n_classes,   \
+                                     const REAL *class_weight, double *out) {                   \
+        double total = 0.0;                                                                     \
+        for (int64_t n = 0; n < n_rows; ++n) {                                                  \
+            const int64_t y = target[n * target_stride];                                        \
+            if (y != ignore_index && y >= 0 && y < n_classes)                                   \
+                total += class_weight ? (double)class_weight[y] : 1.0;                          \
+        }                                                                                       \
+        *out = total;                                                                           \
     }
 
-DEFINE_STATISTICS(f32, float)
-DEFINE_STATISTICS(bf16, uint16_t)
-DEFINE_GRADIENT(f32, float)
-DEFINE_GRADIENT(bf16, uint16_t)
+#define DEFINE_KERNELS(SUFFIX, TYPE, REAL)                                                       \
+    DEFINE_WEIGHT_TOTAL(SUFFIX, REAL)                                                            \
+    DEFINE_LOAD_TILE(SUFFIX, TYPE, REAL)                                                         \
+    DEFINE_BACKWARD_TILE(SUFFIX, TYPE, REAL)                                                     \
+    DEFINE_FORWARD_TILE(SUFFIX, TYPE, REAL)                                                      \
+    DEFINE_FORWARD_ROW(SUFFIX, TYPE, REAL)                                                       \
+    DEFINE_FINISH(SUFFIX, TYPE, REAL)                                                            \
+    DEFINE_BACKWARD(SUFFIX, TYPE, REAL)                                                          \
+    DEFINE_FORWARD(SUFFIX, TYPE, REAL)
+
+DEFINE_KERNELS(f32, float, float)
+DEFINE_KERNELS(bf16, uint16_t, float)
+DEFINE_KERNELS(f64, double, double)

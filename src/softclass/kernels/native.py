@@ -27,15 +27,23 @@ import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from softclass.io import atomic_path
 
-__all__ = ["SUPPORTED_DTYPES", "library", "pointer", "run_row_ranges", "unavailable_reason"]
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "library",
+    "pointer",
+    "row_ranges",
+    "run_ranges",
+    "unavailable_reason",
+]
 
-SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
+SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}
 _SOURCE = Path(__file__).with_name("cpu_native.c")
 _FLAGS = (
     "-O3",
@@ -46,6 +54,7 @@ _FLAGS = (
     "-fPIC",
     "-shared",
 )
+_LIBRARIES = ("-lm",)
 # Below this many logit elements (~4 ms of work) a pass runs on the calling thread: handing off
 # to the pool while torch's OpenMP threads still spin measured up to 10x slower at 65536x10.
 _PARALLEL_MIN_ELEMENTS = 1 << 22
@@ -53,9 +62,30 @@ _PARALLEL_MIN_ELEMENTS = 1 << 22
 _RANGES_PER_WORKER = 8
 
 _I64 = ctypes.c_int64
+_F64 = ctypes.c_double
 _PTR = ctypes.c_void_p
-_STATISTICS_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR]
-_GRADIENT_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64]
+# ce_forward_*(logits, row_stride, n_classes, row_begin, row_end, target, target_stride,
+#   ignore_index, class_weight, label_smoothing, logsumexp, row_loss, row_loss_stride, sums,
+#   mean, loss, denominator, grad, grad_row_stride, grad_denominator)
+_FORWARD_ARGS = [
+    *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
+    *(_PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _PTR),
+]
+# ce_scale_*(grad, grad_row_stride, n_classes, row_begin, row_end, factor)
+_SCALE_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR]
+# ce_kept_weight_sum_*(target, target_stride, n_rows, ignore_index, n_classes, class_weight, out)
+_KEPT_WEIGHT_SUM_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR]
+# ce_finish_*(sums, n_parts, mean, loss, denominator)
+_FINISH_ARGS = [_PTR, _I64, _I64, _PTR, _PTR]
+# ce_backward_*(logits, row_stride, n_classes, row_begin, row_end, target, target_stride,
+#   ignore_index, class_weight, label_smoothing, logsumexp, grad_output, grad_output_stride,
+#   denominator, grad, grad_row_stride)
+_BACKWARD_ARGS = [
+    *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
+    *(_PTR, _PTR, _I64, _PTR, _PTR, _I64),
+]
+
+T = TypeVar("T")
 
 _failure: list[str] = []
 
@@ -83,13 +113,20 @@ def _cpu_features() -> str:
 def _build(compiler: str) -> Path:
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(
-        b"\0".join([source, " ".join(_FLAGS).encode(), compiler.encode(), _cpu_features().encode()])
+        b"\0".join(
+            [
+                source,
+                " ".join(_FLAGS + _LIBRARIES).encode(),
+                compiler.encode(),
+                _cpu_features().encode(),
+            ]
+        )
     ).hexdigest()[:16]
     target = _cache_directory() / f"cpu_native-{key}.so"
     if not target.exists():
         with atomic_path(target) as temp_path:
             subprocess.run(
-                [compiler, *_FLAGS, "-o", str(temp_path), str(_SOURCE)],
+                [compiler, *_FLAGS, "-o", str(temp_path), str(_SOURCE), *_LIBRARIES],
                 check=True,
                 capture_output=True,
                 timeout=120,
@@ -117,8 +154,20 @@ def library() -> ctypes.CDLL | None:
         _failure.append(f"building {_SOURCE.name} failed: {error} {detail.decode()[-500:]}")
         return None
     for suffix in SUPPORTED_DTYPES.values():
-        getattr(loaded, f"ce_row_statistics_{suffix}").argtypes = _STATISTICS_ARGS
-        getattr(loaded, f"ce_row_gradient_{suffix}").argtypes = _GRADIENT_ARGS
+        forward = getattr(loaded, f"ce_forward_{suffix}")
+        forward.argtypes = _FORWARD_ARGS
+        forward.restype = _I64
+        finish = getattr(loaded, f"ce_finish_{suffix}")
+        finish.argtypes = _FINISH_ARGS
+        finish.restype = None
+        for name, argtypes in (
+            ("backward", _BACKWARD_ARGS),
+            ("scale", _SCALE_ARGS),
+            ("kept_weight_sum", _KEPT_WEIGHT_SUM_ARGS),
+        ):
+            function = getattr(loaded, f"ce_{name}_{suffix}")
+            function.argtypes = argtypes
+            function.restype = None
     return loaded
 
 
@@ -137,16 +186,21 @@ def pointer(tensor: Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
-def run_row_ranges(call: Callable[[int, int], object], n_rows: int, n_classes: int) -> None:
-    """Run ``call(row_begin, row_end)`` over [0, n_rows) in ranges spread over worker threads."""
+def row_ranges(n_rows: int, n_classes: int) -> list[tuple[int, int]]:
+    """Split [0, n_rows) into the (begin, end) ranges one pass runs: one range (the calling
+    thread) below ``_PARALLEL_MIN_ELEMENTS`` logits, else several per worker thread."""
     n_workers = torch.get_num_threads()
-    if n_workers == 1 or n_rows * n_classes < _PARALLEL_MIN_ELEMENTS or n_rows == 1:
-        call(0, n_rows)
-        return
+    if n_workers == 1 or n_rows * n_classes < _PARALLEL_MIN_ELEMENTS or n_rows <= 1:
+        return [(0, n_rows)]
     n_ranges = min(n_rows, n_workers * _RANGES_PER_WORKER)
     bounds = [n_rows * index // n_ranges for index in range(n_ranges + 1)]
-    futures = [
-        _pool().submit(call, begin, end) for begin, end in itertools.pairwise(bounds) if end > begin
-    ]
-    for future in futures:
-        future.result()
+    return list(itertools.pairwise(bounds))
+
+
+def run_ranges(call: Callable[[int, int, int], T], ranges: list[tuple[int, int]]) -> list[T]:
+    """``[call(index, begin, end) for each range]``, on the calling thread for a single range,
+    else spread over the worker threads; results in range order."""
+    if len(ranges) == 1:
+        return [call(0, *ranges[0])]
+    futures = [_pool().submit(call, index, begin, end) for index, (begin, end) in enumerate(ranges)]
+    return [future.result() for future in futures]
