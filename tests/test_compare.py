@@ -95,12 +95,17 @@ def test_several_seeds_train_in_one_batch_and_compare_designs_paired(iris, tmp_p
     )
     statistics = result.seed_statistics()
     pairs = {(pair["a"], pair["b"]): pair for pair in statistics["pairs"]["validation_loss"]}
-    assert pairs[("A", "B")]["verdict"] == "identical" and pairs[("A", "B")]["p_value"] == 1.0
+    # A's loss runs the fused kernel, B's log_softmax + NLL: equal up to float32 rounding.
+    assert pairs[("A", "B")]["verdict"] in ("identical", "equal to float tolerance")
+    assert abs(pairs[("A", "B")]["mean_difference"]) < 1e-6
     losses_c = [run.metrics["validation_loss"] for run in result.runs_of("C")]
     assert statistics["summary"]["validation_loss"]["C"]["mean"] == pytest.approx(sum(losses_c) / 3)
     assert (tmp_path / "run" / "seed_bands.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["seed_statistics"]["pairs"]["validation_loss"][0]["verdict"] == "identical"
+    assert report["seed_statistics"]["pairs"]["validation_loss"][0]["verdict"] in (
+        "identical",
+        "equal to float tolerance",
+    )
 
 
 def test_options_the_batched_engine_lacks_run_the_seeds_one_by_one(iris):

@@ -70,3 +70,12 @@ def test_constant_nonzero_difference_is_certain_and_noise_is_not_significant():
 def test_errors_say_what_was_expected(call, match):
     with pytest.raises(ConfigError, match=match):
         call()
+
+
+def test_rounding_sized_differences_are_equal_to_float_tolerance():
+    base = np.array([0.0687, 0.0712, 0.0655, 0.0701])
+    pair = paired_comparison(base + 3e-8, base, "A", "B")
+    assert pair.verdict == "equal to float tolerance"
+    assert pair.mean_difference == pytest.approx(3e-8)
+    real = paired_comparison(base + 3e-3, base, "A", "C")
+    assert real.verdict == "significant"

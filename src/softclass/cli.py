@@ -543,6 +543,10 @@ def _print_comparison(result: ComparisonResult) -> None:
         )
 
 
+# Verdicts of softclass.stats, shortened so the paired table fits 80 columns.
+_SHORT_VERDICTS = {"equal to float tolerance": "rounding only", "not significant": "not signif."}
+
+
 def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
     """Per design mean ± 95 % interval over the seeds, then the paired comparisons."""
     from rich import box
@@ -586,10 +590,11 @@ def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
                 names[metric],
                 f"{pair['mean_difference']:+.1e}",
                 f"[{pair['low']:+.1e}, {pair['high']:+.1e}]",
-                f"{pair['p_value']:.3g}",
-                pair["verdict"],
+                f"{pair['p_value']:.2g}",
+                _SHORT_VERDICTS.get(pair["verdict"], pair["verdict"]),
             )
     console.print(paired)
+    console.print("  rounding only: every paired difference is within float tolerance (1e-5)")
 
 
 @app.command()

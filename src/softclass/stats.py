@@ -44,8 +44,9 @@ class MeanInterval:
 class PairedComparison:
     """Design ``a`` minus design ``b`` over the same seeds.
 
-    ``verdict`` is "identical" (every paired difference exactly 0), "significant"
-    (p < 1 - confidence) or "not significant".
+    ``verdict`` is "identical" (every paired difference exactly 0), "equal to float tolerance"
+    (every difference within ``FLOAT_TOLERANCE`` of the values' size: rounding, not a real
+    effect, whatever the t-test says), "significant" (p < 1 - confidence) or "not significant".
     """
 
     a: str
@@ -97,6 +98,11 @@ def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95
     return MeanInterval(mean, mean - half, mean + half, std, n, confidence)
 
 
+# Relative size of a paired difference that is rounding, not an effect: float32 losses of the same
+# computation done in another order (a fused kernel against log_softmax + NLL) differ by ~1e-7.
+FLOAT_TOLERANCE = 1e-5
+
+
 def paired_comparison(
     values_a: Sequence[float] | np.ndarray,
     values_b: Sequence[float] | np.ndarray,
@@ -108,6 +114,8 @@ def paired_comparison(
 
     Exactly equal pairs give difference 0, interval [0, 0], t = 0, p = 1 and verdict "identical".
     A constant non-zero difference (zero spread) gives the interval [d, d], t = ±inf, p = 0.
+    Differences all within ``FLOAT_TOLERANCE`` (relative to max(1, |a|, |b|)) keep their
+    statistics but get the verdict "equal to float tolerance".
     """
     _check_confidence(confidence)
     array_a = _as_values(values_a, f"design {a}")
@@ -130,7 +138,11 @@ def paired_comparison(
         t_statistic = mean / standard_error
         p_value = float(2.0 * scipy_stats.t.sf(abs(t_statistic), n - 1))
         half = t_quantile(confidence, n - 1) * standard_error
-    verdict = "significant" if p_value < 1.0 - confidence else "not significant"
+    scale = np.maximum(1.0, np.maximum(np.abs(array_a), np.abs(array_b)))
+    if np.all(np.abs(differences) <= FLOAT_TOLERANCE * scale):
+        verdict = "equal to float tolerance"
+    else:
+        verdict = "significant" if p_value < 1.0 - confidence else "not significant"
     return PairedComparison(
         a, b, mean, mean - half, mean + half, t_statistic, p_value, n, confidence, verdict
     )
