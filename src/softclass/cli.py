@@ -509,7 +509,7 @@ def _print_comparison(result: ComparisonResult) -> None:
             soft_wrap=True,
         )
     notes = {
-        ("A", "B"): "same computation",
+        ("A", "B"): "same computation; the fused CE kernel may round differently",
         ("A", "D"): "same loss mathematically, log of a rounded softmax",
         ("A", "C"): "a different loss",
     }
