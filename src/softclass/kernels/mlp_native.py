@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from softclass.io import atomic_path
-from softclass.kernels.native import pointer
+from softclass.kernels.native import load_compiled, pointer
 
 __all__ = [
     "ACTIVATION_CODES",
@@ -97,69 +91,11 @@ class _RunBuffers(ctypes.Structure):
 _failure: list[str] = []
 
 
-def _cache_directory() -> Path:
-    # The rule of softclass.kernels.native's private helper, repeated here (kept in step by hand).
-    configured = os.environ.get("SOFTCLASS_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "softclass"
-
-
-def _cpu_features() -> str:
-    # As softclass.kernels.native: -march=native builds are keyed by the CPU's flags.
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _build(compiler: str) -> Path:
-    key = hashlib.sha256(
-        b"\0".join(
-            [
-                _SOURCE.read_bytes(),
-                " ".join(_FLAGS).encode(),
-                compiler.encode(),
-                _cpu_features().encode(),
-            ]
-        )
-    ).hexdigest()[:16]
-    target = _cache_directory() / f"mlp_native-{key}.so"
-    if not target.exists():
-        with atomic_path(target) as temp_path:
-            # Absolute source path: the file includes itself through __FILE__.
-            subprocess.run(
-                [compiler, *_FLAGS, "-o", str(temp_path), str(_SOURCE.resolve())],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-    return target
-
-
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The compiled training loops (built on first call, then cached on disk), or None."""
-    if os.environ.get("SOFTCLASS_NATIVE", "1") == "0":
-        _failure.append("disabled by SOFTCLASS_NATIVE=0")
-        return None
-    if platform.system() != "Linux":
-        _failure.append(f"compiled kernels are built on Linux only, not {platform.system()}")
-        return None
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        _failure.append(f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r})")
-        return None
-    try:
-        loaded = ctypes.CDLL(str(_build(compiler)))
-    except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", b"") or b""
-        _failure.append(f"building {_SOURCE.name} failed: {error} {detail.decode()[-500:]}")
+    loaded = load_compiled(_SOURCE, _FLAGS, (), _failure)
+    if loaded is None:
         return None
     for suffix in SUPPORTED_DTYPES.values():
         function = getattr(loaded, f"mlp_train_{suffix}")

@@ -24,7 +24,7 @@ import os
 import platform
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -37,6 +37,7 @@ from softclass.io import atomic_path
 __all__ = [
     "SUPPORTED_DTYPES",
     "library",
+    "load_compiled",
     "pointer",
     "row_ranges",
     "run_ranges",
@@ -110,23 +111,23 @@ def _cpu_features() -> str:
     return platform.processor()
 
 
-def _build(compiler: str) -> Path:
-    source = _SOURCE.read_bytes()
+def _build(compiler: str, source: Path, flags: Sequence[str], libraries: Sequence[str]) -> Path:
     key = hashlib.sha256(
         b"\0".join(
             [
-                source,
-                " ".join(_FLAGS + _LIBRARIES).encode(),
+                source.read_bytes(),
+                " ".join([*flags, *libraries]).encode(),
                 compiler.encode(),
                 _cpu_features().encode(),
             ]
         )
     ).hexdigest()[:16]
-    target = _cache_directory() / f"cpu_native-{key}.so"
+    target = _cache_directory() / f"{source.stem}-{key}.so"
     if not target.exists():
         with atomic_path(target) as temp_path:
+            # Absolute source path: a file may include itself through __FILE__.
             subprocess.run(
-                [compiler, *_FLAGS, "-o", str(temp_path), str(_SOURCE), *_LIBRARIES],
+                [compiler, *flags, "-o", str(temp_path), str(source.resolve()), *libraries],
                 check=True,
                 capture_output=True,
                 timeout=120,
@@ -134,24 +135,37 @@ def _build(compiler: str) -> Path:
     return target
 
 
-@functools.lru_cache(maxsize=1)
-def library() -> ctypes.CDLL | None:
-    """The compiled kernels (built on first call, then cached on disk), or None if unavailable."""
+def load_compiled(
+    source: Path, flags: Sequence[str], libraries: Sequence[str], failures: list[str]
+) -> ctypes.CDLL | None:
+    """Compile ``source`` (once per source, flags, compiler and CPU; cached on disk) and load it.
+
+    Returns None, with the reason appended to ``failures``, when compiled code is turned off
+    (``SOFTCLASS_NATIVE=0``), the platform is not Linux, no compiler is found or the build fails.
+    """
     if os.environ.get("SOFTCLASS_NATIVE", "1") == "0":
-        _failure.append("disabled by SOFTCLASS_NATIVE=0")
+        failures.append("disabled by SOFTCLASS_NATIVE=0")
         return None
     if platform.system() != "Linux":
-        _failure.append(f"compiled kernels are built on Linux only, not {platform.system()}")
+        failures.append(f"compiled kernels are built on Linux only, not {platform.system()}")
         return None
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
-        _failure.append(f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r})")
+        failures.append(f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r})")
         return None
     try:
-        loaded = ctypes.CDLL(str(_build(compiler)))
+        return ctypes.CDLL(str(_build(compiler, source, flags, libraries)))
     except (OSError, subprocess.SubprocessError) as error:
         detail = getattr(error, "stderr", b"") or b""
-        _failure.append(f"building {_SOURCE.name} failed: {error} {detail.decode()[-500:]}")
+        failures.append(f"building {source.name} failed: {error} {detail.decode()[-500:]}")
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (built on first call, then cached on disk), or None if unavailable."""
+    loaded = load_compiled(_SOURCE, _FLAGS, _LIBRARIES, _failure)
+    if loaded is None:
         return None
     for suffix in SUPPORTED_DTYPES.values():
         forward = getattr(loaded, f"ce_forward_{suffix}")
