@@ -22,32 +22,29 @@ __all__ = [
 ]
 
 
-class Softmax(nn.Module):
-    """Softmax along ``dim`` (see :func:`softclass.functional.softmax`)."""
+class _AlongDim(nn.Module):
+    """A function of the softmax family applied along ``dim`` (None: torch's implicit choice)."""
 
     def __init__(self, dim: int | None = None) -> None:
         super().__init__()
         self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Softmax(_AlongDim):
+    """Softmax along ``dim`` (see :func:`softclass.functional.softmax`)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return functional.softmax(input, self.dim)
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
 
-
-class LogSoftmax(nn.Module):
+class LogSoftmax(_AlongDim):
     """Log-softmax along ``dim`` (see :func:`softclass.functional.log_softmax`)."""
-
-    def __init__(self, dim: int | None = None) -> None:
-        super().__init__()
-        self.dim = dim
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return functional.log_softmax(input, self.dim)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
 
 
 class _WeightedLoss(nn.Module):
