@@ -23,7 +23,6 @@ import csv
 import datetime
 import io
 import platform
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._results import commit
 from softclass.designs import get_design
 from softclass.io import atomic_write_text
 from softclass.model import MLPConfig
@@ -108,15 +108,6 @@ def iris_compare_seconds(epochs: int) -> tuple[float, dict[str, float]]:
     return seconds, {name: result.summary(name)["validation_accuracy"] for name in "ABCD"}
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _load_average() -> str:
     try:
         return Path("/proc/loadavg").read_text().split()[0]
@@ -154,7 +145,7 @@ def main() -> None:
     print(f"machine: {machine}; load average before: {load_before}, after: {_load_average()}")
     row = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
+        "commit": commit(),
         "machine": machine,
         "torch": torch.__version__,
         "load_average": load_before,

@@ -21,3 +21,12 @@ def training_path(request, monkeypatch):
     elif mlp_native.library() is None:
         pytest.fail(f"compiled training loops unavailable: {mlp_native.unavailable_reason()}")
     return request.param
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest (and reproducibly) on one thread of a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,12 +17,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CITIES = {"Anaheim", "Boulder", "Chicago"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -31,13 +31,19 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 CONFIG = MLPConfig(4, 3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest (and reproducibly) on one thread of a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _one_epoch_checkpoint(path, features, targets):
+    """Train design A for one epoch, leaving its checkpoint at ``path``."""
+    fit(
+        get_design("A"),
+        CONFIG,
+        features,
+        targets,
+        config=TrainConfig(epochs=1),
+        checkpoint_path=path,
+    )
 
 
 def _blobs(n_rows=60, seed=0):
@@ -164,14 +170,7 @@ def test_checkpoint_resume_gives_the_uninterrupted_weights(tmp_path, hidden):
 def test_resume_refuses_another_design_or_other_data(tmp_path):
     features, targets = _blobs()
     path = tmp_path / "checkpoint.pt"
-    fit(
-        get_design("A"),
-        CONFIG,
-        features,
-        targets,
-        config=TrainConfig(epochs=1),
-        checkpoint_path=path,
-    )
+    _one_epoch_checkpoint(path, features, targets)
     with pytest.raises(ModelFileError, match=r"design 'A' differs from this run's 'C'"):
         fit(get_design("C"), CONFIG, features, targets, checkpoint_path=path, resume=True)
     with pytest.raises(ModelFileError, match="written for other training data"):
@@ -221,14 +220,7 @@ def test_checkpoint_without_fields_or_of_another_format_is_refused(tmp_path):
     with pytest.raises(ModelFileError, match="found list"):
         load_checkpoint_file(path)
     features, targets = _blobs()
-    fit(
-        get_design("A"),
-        CONFIG,
-        features,
-        targets,
-        config=TrainConfig(epochs=1),
-        checkpoint_path=path,
-    )
+    _one_epoch_checkpoint(path, features, targets)
     state = load_checkpoint_file(path)
     torch.save({**state, "format": 99}, path)
     with pytest.raises(ModelFileError, match="checkpoint format 99"):
@@ -402,14 +394,7 @@ def test_pairing_checker_warns_once_on_a_wrong_pairing_and_never_on_the_designs(
 def test_a_checkpoint_with_weights_of_the_wrong_shape_is_damaged(tmp_path):
     features, targets = _blobs()
     path = tmp_path / "checkpoint.pt"
-    fit(
-        get_design("A"),
-        CONFIG,
-        features,
-        targets,
-        config=TrainConfig(epochs=1),
-        checkpoint_path=path,
-    )
+    _one_epoch_checkpoint(path, features, targets)
     state = load_checkpoint_file(path)
     state["model"]["layers.0.weight"] = torch.zeros(2, 2)
     torch.save(state, path)

@@ -118,23 +118,23 @@ class NLLLoss(_WeightedLoss):
         )
 
 
-class OneHotMSELoss(nn.Module):
-    """Squared error of probabilities against one-hot targets, summed over classes (design C)."""
+class _ProbabilityLoss(nn.Module):
+    """A loss of probabilities against one-hot (or index) targets, with a reduction."""
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         self.reduction = validation.resolve_reduction(reduction)
+
+
+class OneHotMSELoss(_ProbabilityLoss):
+    """Squared error of probabilities against one-hot targets, summed over classes (design C)."""
 
     def forward(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return functional.mse_onehot(probs, targets, reduction=self.reduction)
 
 
-class MCEELoss(nn.Module):
+class MCEELoss(_ProbabilityLoss):
     """Mean cross-entropy error of probabilities against one-hot targets (design D)."""
-
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        self.reduction = validation.resolve_reduction(reduction)
 
     def forward(self, probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return functional.mcee(probs, targets, reduction=self.reduction)
