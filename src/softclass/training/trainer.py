@@ -20,6 +20,7 @@ pickled object (a malicious checkpoint is rejected, never executed).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import pickle
 import time
@@ -31,8 +32,8 @@ from typing import Any
 import torch
 
 from softclass.diagnostics.check import check_pairing, warn_findings
-from softclass.errors import ConfigError, ModelFileError
-from softclass.io import atomic_path
+from softclass.errors import ConfigError, ModelFileError, TrainingDiverged
+from softclass.io import atomic_write_bytes
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
 from softclass.training.batching import batch_bounds, epoch_permutation
@@ -314,6 +315,7 @@ class Trainer:
             ConfigError: inconsistent tensors or options (early stopping without validation
                 rows, resume without a checkpoint path).
             ModelFileError: the checkpoint to resume from is missing, unsafe or from another run.
+            TrainingDiverged: the loss or the weights became NaN or infinite.
         """
         self.initialize(train_features, train_targets, validation_features, validation_targets)
         if resume:
@@ -421,6 +423,7 @@ class Trainer:
             validation_accuracy=validation_accuracy,
             seconds=time.perf_counter() - started,
         )
+        self.check_divergence(record)
         self.history_.records.append(record)
         self.update_early_stopping(record)
         self.finished_ = self.finished_ or record.epoch >= self.config.epochs
@@ -435,6 +438,32 @@ class Trainer:
                 ProgressEvent(self.label, record.epoch, self.config.epochs, record, self.finished_)
             )
         return record
+
+    def check_divergence(self, record: EpochRecord) -> None:
+        """Stop when the epoch's losses or the weights are NaN or infinite (one host sync).
+
+        Raised before the epoch enters the history or a checkpoint, so the last checkpoint is
+        the last finite epoch.
+
+        Raises:
+            TrainingDiverged: naming the epoch, the loss and the learning rate to lower.
+        """
+        losses = [record.train_loss]
+        if record.validation_loss is not None:
+            losses.append(record.validation_loss)
+        finite_weights = bool(
+            torch.stack(
+                [torch.isfinite(weights).all() for weights in self.model_.parameters()]
+            ).all()
+        )
+        if finite_weights and all(math.isfinite(loss) for loss in losses):
+            return
+        weights_part = "" if finite_weights else " and the weights hold NaN or infinite values"
+        raise TrainingDiverged(
+            f"training diverged at epoch {record.epoch} (design {self.label}): the training loss "
+            f"is {record.train_loss:g}{weights_part}; lower the learning rate (now "
+            f"{self.config.learning_rate:g}, --lr) or scale the features (--normalize zscore)"
+        )
 
     def train_step(
         self,
@@ -526,8 +555,9 @@ class Trainer:
             "best_state": self.best_state_,
             "epochs_without_improvement": self.epochs_without_improvement_,
         }
-        with atomic_path(self.checkpoint_path) as temporary:
-            torch.save(state, temporary)
+        serialized = io.BytesIO()  # serialize first: a full disk is then an OSError, not a
+        torch.save(state, serialized)  # C++ "basic_ios::clear: iostream error"
+        atomic_write_bytes(self.checkpoint_path, serialized.getvalue())
         return self.checkpoint_path
 
     def load_checkpoint(self) -> None:
