@@ -8,13 +8,14 @@ the full traceback instead.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -127,26 +128,32 @@ def _write_stdout(text: str) -> None:
         SystemExit: code 141, quietly, when the reader closed the pipe (``| head``).
         OutputError: any other failure (``> file`` on a full disk): the output is incomplete.
     """
-    sys.stdout.write(text)
+    try:
+        sys.stdout.write(text)
+    except OSError as error:
+        _stdout_failed(error)
     _flush_stdout()
 
 
 def _flush_stdout() -> None:
     try:
         sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-        sys.exit(_EXIT_BROKEN_PIPE)
     except OSError as error:
-        _silence_stdout()
-        from softclass.errors import OutputError
-        from softclass.io import describe_write_error
+        _stdout_failed(error)
 
-        raise OutputError(
-            describe_write_error(error, Path("<standard output>")).replace(
-                "nothing was replaced", "the output is incomplete"
-            )
-        ) from None
+
+def _stdout_failed(error: OSError) -> NoReturn:
+    _silence_stdout()
+    if isinstance(error, BrokenPipeError):
+        sys.exit(_EXIT_BROKEN_PIPE)
+    from softclass.errors import OutputError
+
+    problem = (
+        "no space left on the device behind standard output"
+        if error.errno == errno.ENOSPC
+        else f"writing to standard output failed ({error.strerror or error})"
+    )
+    raise OutputError(f"{problem}: the output is incomplete") from None
 
 
 def _silence_stdout() -> None:

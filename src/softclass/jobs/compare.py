@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import torch
 
@@ -54,6 +53,7 @@ from softclass.training.trainer import (
     TrainConfig,
     Trainer,
     TrainResult,
+    divergence,
     json_number,
     resolve_device,
 )
@@ -501,7 +501,7 @@ def _batched_runs(
         data.validation_targets,
         device=resolve_device(config.device),
     )
-    _check_batched_divergence(result, config)
+    _check_batched_divergence(result, model_config, config)
     # Wall time per epoch, shared out over the models trained together.
     seconds = (time.perf_counter() - start) / (config.epochs * len(result.members))
     runs = []
@@ -532,23 +532,31 @@ def _batched_runs(
     return runs, bands
 
 
-def _check_batched_divergence(result: EnsembleResult, config: TrainConfig) -> None:
-    """The batched engine runs every epoch: report the first one whose loss left the reals.
+def _check_batched_divergence(
+    result: EnsembleResult, model_config: MLPConfig, config: TrainConfig
+) -> None:
+    """The batched engine runs every epoch: report the first epoch where a member diverged
+    (:func:`softclass.training.trainer.divergence`: the same rule as the one-model trainer, on
+    the training loss; non-finite weights make it NaN).
 
     Raises:
         TrainingDiverged: naming the member (design, seed) and the epoch.
     """
-    bad = ~np.isfinite(result.train_loss)
-    if not bad.any():
-        return
-    epoch = int(bad.any(axis=0).argmax())
-    member = int(bad[:, epoch].argmax())
-    found = result.members[member]
-    raise TrainingDiverged(
-        f"training diverged at epoch {int(epoch) + 1} (design {found.design} seed {found.seed}): "
-        f"the training loss is {result.train_loss[member, epoch]:g}; lower the learning rate "
-        f"(now {config.learning_rate:g}, --lr) or scale the features (--normalize zscore)"
-    )
+    for epoch in range(result.train_loss.shape[1]):
+        for member, found in enumerate(result.members):
+            problem = divergence(
+                float(result.train_loss[member, epoch]),
+                None,
+                True,
+                get_design(found.design),
+                model_config,
+                config.learning_rate,
+            )
+            if problem is not None:
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch + 1} (design {found.design} seed "
+                    f"{found.seed}): {problem}"
+                )
 
 
 def _compare_one_seed(
