@@ -4,6 +4,7 @@ a half-written model, a temporary file or a stale lock."""
 
 import errno
 import json
+import math
 import os
 import re
 import signal
@@ -89,14 +90,14 @@ _KILLER = textwrap.dedent(
     from softclass.training.trainer import TrainConfig
     import softclass.jobs.train_predict, softclass.jobs.compare, softclass.data.reading
 
-    recipe = Recipe.fit(load_bundled("iris"))
     models = {hidden: build_mlp(MLPConfig(4, 3, (hidden,)), seed=hidden) for hidden in (7, 9)}
 
-    def child(job):
+    def child(job):  # polars only after the fork: its thread pool does not survive one
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         if job["kind"] == "save":  # a hidden-7 and a hidden-9 model in turn, as fast as it can
+            recipe = Recipe.fit(load_bundled("iris"))
             for saves in range(10**9):
                 hidden = (7, 9)[saves % 2]
                 save_model(job["out"], models[hidden], get_design("A"), recipe, TrainConfig(),
@@ -112,9 +113,14 @@ _KILLER = textwrap.dedent(
                 child(job)
             finally:
                 os._exit(0)
-        time.sleep(job["delay"])
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+        deadline = time.monotonic() + job["delay"]
+        done, status = os.waitpid(pid, os.WNOHANG)
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.002)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
         print(json.dumps({"killed": os.WIFSIGNALED(status)}), flush=True)
     """
 )
@@ -147,7 +153,7 @@ def test_sigkill_while_saving_never_leaves_a_mixed_or_unreadable_model(tmp_path,
     directory = tmp_path / "model"
     killer({"kind": "save", "out": str(directory), "delay": 1.0})
     landed_inside_a_save = 0
-    for delay in [0.003 * step for step in range(1, 30)]:
+    for delay in [0.05 * step for step in range(2, 18)]:  # the child saves every ~20-50 ms
         assert killer({"kind": "save", "out": str(directory), "delay": delay})
         saved = load_model(directory)  # weights and metadata always of the same save
         assert saved.history_summary["epochs"] == saved.model_config.hidden[0]
@@ -167,23 +173,27 @@ def _train_job(out, epochs, delay, *extra):
 def test_sigkill_during_training_never_leaves_an_unreadable_model(tmp_path, killer):
     """Killed at varied moments, a fresh run leaves nothing, a resumable checkpoint, or a complete
     model; a run continuing a saved model leaves that model or the complete new one."""
-    started = time.monotonic()
-    assert not killer(_train_job(tmp_path / "timed", 30, 600.0))  # finishes
-    duration = time.monotonic() - started  # kill at fractions of it: the machine may be busy
+    durations = []
+    for number in range(2):  # the first run may compile the kernels: time the second
+        started = time.monotonic()
+        assert not killer(_train_job(tmp_path / f"timed{number}", 30, 600.0))  # finishes
+        durations.append(time.monotonic() - started)
+    duration = min(durations)  # kill at fractions of it: the machine may be busy
     outcomes = set()
     for number, fraction in enumerate([0.05, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]):
         out = tmp_path / f"fresh{number}"
         killer(_train_job(out, 30, fraction * duration))
-        if not out.exists():
-            outcomes.add("absent")
-        elif (out / "model.json").exists():
+        if (out / "model.json").exists():
             assert load_model(out).history_summary["epochs"] == 30
             outcomes.add("complete")
-        else:
+        elif (out / CHECKPOINT_FILE).exists():  # resumable
             assert load_checkpoint_file(out / CHECKPOINT_FILE)["epoch"] >= 1
             with pytest.raises(ModelFileError, match="missing file"):
                 load_model(out)
             outcomes.add("checkpoint")
+        else:  # absent, or empty but for temporaries: a new run starts there afresh
+            assert not out.exists() or [p for p in out.iterdir() if p.name[0] != "."] == []
+            outcomes.add("nothing")
     assert "checkpoint" in outcomes, outcomes  # some kills landed during the training
 
     out = tmp_path / "continued"
@@ -480,7 +490,7 @@ def test_a_loss_that_explodes_after_sound_epochs_keeps_their_checkpoint(tmp_path
     def explode_at_epoch_4(trainer):
         if trainer.history_.epochs == 3:
             with torch.no_grad():
-                next(trainer.model_.parameters()).mul_(1e30)
+                list(trainer.model_.parameters())[-1].fill_(math.nan)
         return real_run_epoch(trainer)
 
     monkeypatch.setattr(Trainer, "run_epoch", explode_at_epoch_4)
@@ -493,17 +503,20 @@ def test_a_loss_that_explodes_after_sound_epochs_keeps_their_checkpoint(tmp_path
 
 
 def test_values_of_1e30_diverge_with_a_hint_to_scale(tmp_path):
+    """Unscaled values of 1e30 through a relu layer give logits near 1e30: the loss explodes."""
     rows = 40
     table = pl.DataFrame(
         {
-            "big": [1e30 * (index % 7 + 1) for index in range(rows)],
+            "big": [1e30 * (index % 7 - 3) for index in range(rows)],
             "small": [float(index % 5) for index in range(rows)],
             "class": ["a", "b"] * (rows // 2),
         }
     )
     prepared = prepare_table(table, normalization="divide", divisors={"big": 1.0, "small": 1.0})
     with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1 .*scale the features"):
-        train_to_directory(prepared, get_design("A"), tmp_path / "m", TrainConfig(epochs=3))
+        train_to_directory(
+            prepared, get_design("A"), tmp_path / "m", TrainConfig(epochs=3), activation="relu"
+        )
     assert not (tmp_path / "m").exists()
 
 

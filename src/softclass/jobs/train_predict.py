@@ -137,7 +137,15 @@ def describe_kept(out_dir: str | Path) -> str:
                 f"kept the checkpoint of epoch {int(state['epoch'])} of {epochs} in {checkpoint} "
                 "(train again with --resume to continue it)"
             )
-        except (ModelFileError, KeyError, TypeError, ValueError, AttributeError):
+        except (
+            ModelFileError,
+            OSError,
+            RuntimeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+        ):
             parts.append(f"kept {checkpoint} (unreadable: {checkpoint.name} may be damaged)")
     if (out_dir / METADATA_FILE).is_file():
         parts.append(f"the model saved in {out_dir} before this run is untouched")
