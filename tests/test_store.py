@@ -5,11 +5,6 @@ import json
 import math
 import os
 import pickle
-import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -221,49 +216,3 @@ def test_non_finite_recipe_statistics_are_refused_at_save_time(tmp_path):
     ):
         save_model(tmp_path / "m", model, get_design("A"), recipe, TrainConfig(), {})
     assert list(tmp_path.iterdir()) == []
-
-
-_SAVE_FOREVER = """
-import sys
-from softclass.data import Recipe, load_bundled
-from softclass.jobs.store import save_model
-from softclass.mlp.designs import get_design
-from softclass.mlp.model import MLPConfig, build_mlp
-from softclass.training.trainer import TrainConfig
-
-recipe = Recipe.fit(load_bundled("iris"))
-models = {hidden: build_mlp(MLPConfig(4, 3, (hidden,)), seed=hidden) for hidden in (7, 9)}
-saves = 0
-while True:
-    hidden = (7, 9)[saves % 2]
-    save_model(sys.argv[1], models[hidden], get_design("A"), recipe, TrainConfig(),
-               {"epochs": hidden})
-    saves += 1
-    if saves == 1:
-        print("saved", flush=True)
-"""
-
-
-@pytest.mark.slow
-def test_sigkill_while_saving_never_leaves_a_mixed_or_unreadable_model(tmp_path):
-    """A process saving a hidden-7 and a hidden-9 model in turn, as fast as it can, is killed at
-    varied moments: the directory always loads, with weights and metadata of the same save."""
-    directory = tmp_path / "model"
-    delays = random.Random(14).sample([i / 1000 for i in range(5, 400)], 12)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for delay in delays:
-        saver = subprocess.Popen(
-            [sys.executable, "-c", _SAVE_FOREVER, str(directory)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=environment,
-        )
-        assert saver.stdout.readline().strip() == "saved"
-        time.sleep(delay)
-        saver.send_signal(signal.SIGKILL)
-        saver.wait()
-        saved = load_model(directory)
-        assert saved.history_summary["epochs"] == saved.model_config.hidden[0]
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model"]
-    _save(directory, load_model(directory).recipe, 7, 7)  # the next save clears the leftovers
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], leftovers
