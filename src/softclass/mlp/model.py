@@ -67,9 +67,9 @@ class MLPConfig:
         object.__setattr__(self, "n_classes", int(self.n_classes))
         object.__setattr__(self, "hidden", tuple(int(width) for width in self.hidden))
         if self.n_parameters > MAX_PARAMETERS:
-            widths = "-".join(str(width) for width in self.widths)
+            widths = "-".join(_count(width, "") for width in self.widths)
             raise ConfigError(
-                f"a {widths} network has {self.n_parameters:,} parameters: at most "
+                f"a {widths} network has {_count(self.n_parameters)} parameters: at most "
                 f"{MAX_PARAMETERS:,} are allowed"
             )
 
@@ -109,6 +109,13 @@ class MLPConfig:
             hidden=tuple(data["hidden"]),
             activation=str(data["activation"]),
         )
+
+
+def _count(number: int, separator: str = ",") -> str:
+    """``number`` with thousands separators, or its order of magnitude when it is huge."""
+    if number < 10**18:
+        return f"{number:,}" if separator else str(number)
+    return f"about 10^{int(number.bit_length() * 0.30103)}"
 
 
 class MLP(nn.Module):

@@ -212,15 +212,15 @@ def model_config_field(path: Path, name: str, value: object) -> MLPConfig:
     No tensor is allocated: the layer count and parameter count are bounded from the shape.
     """
     data = _mapping(path, name, value, ("n_features", "n_classes", "hidden", "activation"))
-    n_features = _integer(path, f"{name}.n_features", data["n_features"], 1, MAX_PARAMETERS)
-    n_classes = _integer(path, f"{name}.n_classes", data["n_classes"], 1, MAX_PARAMETERS)
+    n_features = _integer(path, f"{name}.n_features", data["n_features"], 1)
+    n_classes = _integer(path, f"{name}.n_classes", data["n_classes"], 1)
     hidden = _kind(path, f"{name}.hidden", data["hidden"], list, "a list of layer widths")
     if len(hidden) > MAX_HIDDEN_LAYERS:
         raise bad_field(
             path, f"{name}.hidden", hidden, f"at most {MAX_HIDDEN_LAYERS} hidden layer widths"
         )
     for index, width in enumerate(hidden):
-        _integer(path, f"{name}.hidden[{index}]", width, 1, MAX_PARAMETERS)
+        _integer(path, f"{name}.hidden[{index}]", width, 1)
     activation = _string(path, f"{name}.activation", data["activation"])
     try:
         return MLPConfig(n_features, n_classes, tuple(hidden), activation)
@@ -352,7 +352,7 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
         field = f"header[{_key(name)}]"
         entry = _mapping(path, field, entry, ("dtype", "shape", "data_offsets"))
         dtype = entry["dtype"]
-        if dtype not in _SAFETENSORS_DTYPES:
+        if not isinstance(dtype, str) or dtype not in _SAFETENSORS_DTYPES:
             raise bad_field(
                 path, f"{field}.dtype", dtype, f"a float dtype, one of {list(_SAFETENSORS_DTYPES)}"
             )
