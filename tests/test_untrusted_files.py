@@ -360,6 +360,26 @@ def test_text_and_garbage_as_checkpoint_are_refused(tmp_path, content, message):
         load_checkpoint_file(path)
 
 
+@pytest.mark.parametrize(
+    ("pickle_bytes", "message"),
+    [
+        (b"\x80\x02h\x05.", r"\(KeyError: 5\)"),  # fetch of a memo slot never stored
+        (b"0.", r"\(UnpicklingError: Unsupported operand 48"),  # POP: refused opcode
+        (b"\x80\x02(", r"\(UnpicklingError|\(EOFError|\(ValueError"),  # cut short
+    ],
+)
+def test_a_damaged_pickle_inside_the_archive_is_one_error(tmp_path, pickle_bytes, message):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"a": 1}, path)
+    with zipfile.ZipFile(path) as archive:
+        records = {name: archive.read(name) for name in archive.namelist()}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in records.items():
+            archive.writestr(name, pickle_bytes if name.endswith("data.pkl") else content)
+    with pytest.raises(ModelFileError, match=rf"refused to load the checkpoint: .*{message}"):
+        load_checkpoint_file(path)
+
+
 def test_a_truncated_checkpoint_is_refused(tmp_path, good_checkpoint):
     path = tmp_path / "checkpoint.pt"
     for size in (len(good_checkpoint) // 2, len(good_checkpoint) - 30):

@@ -27,8 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import struct
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,6 +70,8 @@ _CHECKPOINT_OVERHEAD_BYTES = 64 << 20
 _CHECKPOINT_COPIES = 4
 _MAX_NAME_CHARS = 1000
 _MAX_EPOCHS = 100_000_000
+# Lines of torch.load's weights-only errors that say what to do, not what was refused.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 _SAFETENSORS_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
 
 CHECKPOINT_FIELDS = (
@@ -467,18 +469,20 @@ def load_checkpoint_file(path: str | Path, config: MLPConfig | None = None) -> d
         raise ModelFileError(f"{path}: no checkpoint to resume from (the file does not exist)")
     _check_archive(path, checkpoint_byte_limit(config))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        text = str(error).strip()
-        first_line = text.splitlines()[0][:200] if text else type(error).__name__
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged pickle fails as KeyError, IndexError, ValueError...
+        # torch's weights-only refusals wrap the one telling line in advice to load unsafely.
+        lines = [
+            line.strip()
+            for line in str(error).splitlines()
+            if line.strip() and not line.startswith(_TORCH_ADVICE)
+        ]
+        reason = lines[0][:200] if lines else "no detail"
         raise ModelFileError(
             f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
-            f"({first_line})"
-        ) from None
-    except Exception as error:  # torch's loader fails in many ways on hostile archives
-        raise ModelFileError(
-            f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
-            f"({type(error).__name__})"
+            f"({type(error).__name__}: {reason})"
         ) from None
     if not isinstance(state, dict):
         raise ModelFileError(f"{path}: not a softclass checkpoint (found {type(state).__name__})")
