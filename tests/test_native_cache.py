@@ -214,3 +214,15 @@ def test_a_build_failure_is_reported_not_raised(cache, tmp_path):
     failures = []
     assert native.load_compiled(broken, FLAGS, (), failures, SYMBOLS) is None
     assert failures[-1].startswith("building broken.c failed")
+
+
+def test_the_command_line_shows_a_cache_warning_as_one_line(capsys, monkeypatch):
+    from softclass import cli
+
+    monkeypatch.setattr(warnings, "showwarning", cli._show_warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        message = "cache \x1b[2Jdirectory is writable by others"
+        warnings.warn(message, native.NativeCacheWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err == "warning: cache directory is writable by others\n"

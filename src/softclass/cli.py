@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from softclass.errors import SoftclassError
+from softclass.errors import SoftclassError, SoftclassWarning
 from softclass.version import __version__
 
 if TYPE_CHECKING:
@@ -71,8 +72,24 @@ def _root(
     _state["debug"] = debug
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    """softclass's own warnings as one ``warning:`` line; others as Python shows them."""
+    if issubclass(category, SoftclassWarning):
+        err_console.print(
+            "[yellow]warning:[/]", escape(str(message)), highlight=False, soft_wrap=True
+        )
+    else:
+        _python_show_warning(message, category, *args, **kwargs)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
     """Entry point of the console script: run the app, turning known errors into one line."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:

@@ -38,6 +38,8 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
+from softclass.errors import NativeCacheWarning
+
 __all__ = [
     "SUPPORTED_DTYPES",
     "NativeCacheWarning",
@@ -106,10 +108,6 @@ _SYMBOLS = tuple(
 T = TypeVar("T")
 
 _failure: list[str] = []
-
-
-class NativeCacheWarning(UserWarning):
-    """The compiled-code cache held something that was not loaded (and was rebuilt instead)."""
 
 
 def _cache_directory() -> Path:
