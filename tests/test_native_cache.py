@@ -6,6 +6,7 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
 import warnings
 
 import pytest
@@ -226,3 +227,50 @@ def test_the_command_line_shows_a_cache_warning_as_one_line(capsys, monkeypatch)
         warnings.warn(message, native.NativeCacheWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert err == "warning: cache directory is writable by others\n"
+
+
+@pytest.mark.slow
+def test_softclass_train_never_runs_a_planted_library(tmp_path):
+    """The issue's attack end to end: ``softclass train --design A`` under umask 000, then the
+    cache made other-writable and its library and record replaced by a planted pair."""
+    from softclass.data import bundled_path
+
+    cache = tmp_path / "cache"
+    environment = {**os.environ, "SOFTCLASS_CACHE_DIR": str(cache)}
+    environment.pop("SOFTCLASS_NATIVE", None)
+    command = [
+        sys.executable, "-m", "softclass", "train", str(bundled_path("iris")),
+        "--epochs", "1", "--design", "A", "--out",
+    ]  # fmt: skip
+
+    def train(out):
+        return subprocess.run(
+            [*command, str(tmp_path / out)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            preexec_fn=lambda: os.umask(0),
+        )
+
+    first = train("first")
+    assert first.returncode == 0, first.stderr
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    (record,) = cache.glob("cpu_native-*.sha256")
+    libraries = list(cache.glob("cpu_native-*.so"))
+    assert [stat.S_IMODE(path.stat().st_mode) for path in [record, *libraries]] == [0o600] * 2
+
+    marker = tmp_path / "constructor-ran"
+    planted = _compile(tmp_path, PLANTED_SOURCE, tmp_path / "planted.so", marker).read_bytes()
+    digest = hashlib.sha256(planted).hexdigest()
+    for library in libraries:
+        library.write_bytes(planted)  # the old name, too
+    (cache / f"{record.stem}-{digest[:16]}.so").write_bytes(planted)
+    record.write_text(digest + "\n")
+    os.chmod(cache, 0o777)
+
+    second = train("second")
+    assert second.returncode == 0, second.stderr
+    assert not marker.exists()
+    warning_lines = [line for line in second.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning_lines) == 1 and "is writable by others (mode 0777)" in warning_lines[0]
