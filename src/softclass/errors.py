@@ -56,3 +56,12 @@ class Interrupted(BaseException):
         super().__init__(signal_number)
         self.signal_number = signal_number
         self.kept: str | None = None
+
+
+class SoftclassWarning(UserWarning):
+    """Base class of the warnings softclass gives about its own files (the CLI prints each as one
+    ``warning:`` line)."""
+
+
+class NativeCacheWarning(SoftclassWarning):
+    """The compiled-code cache held something that was not loaded (and was rebuilt instead)."""
