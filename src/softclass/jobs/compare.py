@@ -24,11 +24,11 @@ more: the epoch is chosen on *stopping* rows, and the reported numbers come from
 that neither trained the weights nor chose the epoch (three-way split).
 
 Are A and B (and A and D) the same computation? Trained in float32, their weights drift apart by
-rounding, and over many steps that drift can grow large. :class:`Agreement` therefore checks two
-things after every epoch: the two designs' loss gradients at the *same* weights in float64 (equal
-to ~1e-16 for the same loss, far apart for another one), and the float32 weight drift against
-the rounding noise floor measured in the same run (design A trained twice, once with its initial
-weights and inputs one float32 ulp away), measured when the drift exceeds 1e-3.
+rounding, and over many steps that drift can grow large. :class:`Agreement` therefore decides on
+the two designs' loss gradients at the *same* weights in float64, after a sample of the epochs
+(equal to ~1e-15 for the same loss, far apart for another one), and shows the float32 drift
+beside the rounding noise floor of the same run (design A trained again with its initial weights
+and inputs one float32 ulp away), measured when the drift exceeds 1e-3.
 """
 
 from __future__ import annotations
@@ -69,15 +69,11 @@ from softclass.training.trainer import (
 # C is another loss. Loss differences are only meaningful between the same loss quantity.
 AGREEMENT_PAIRS = (("A", "B"), ("A", "D"), ("A", "C"))
 _SAME_LOSS_QUANTITY = {("A", "B"), ("A", "D")}
-# Weight drift at or below this is rounding whatever the noise floor says: float32 training of D
-# and A differs by rounding (log of a rounded softmax), which grows slowly.
+# Above this float32 weight drift, the rounding noise floor is measured to give it a scale.
 FLOAT_TOLERANCE = 1e-3
 # Two losses are the same computation when their float64 gradients at the same weights agree to
-# this relative size (the same loss computed in another order: ~1e-16; A against C: ~1).
+# this relative size (the same loss computed in another order: ~1e-15; A against C: ~1).
 GRADIENT_TOLERANCE = 1e-9
-# Weight drift up to this multiple of the noise floor (A against A with weights and inputs one
-# ulp away) is rounding: a margin for two kernels rounding differently in other places.
-NOISE_FLOOR_FACTOR = 10.0
 # Rows of the float64 gradient probe: the first training rows, at most this many.
 PROBE_ROWS = 512
 # Epochs the gradient probe runs after: the first and about this many more, evenly spaced (the
@@ -179,7 +175,14 @@ def prepare_table(
 
 @dataclass
 class Agreement:
-    """How far two designs trained with the same seed are apart, epoch by epoch.
+    """Are two designs the same computation? Their gradients at the same weights, and how far
+    their float32 trainings with the same seed drift apart, epoch by epoch.
+
+    The verdict rests on the float64 gradients: two designs whose losses have the same gradient
+    at the same weights make the same update at every step, so whatever their float32 weights
+    drift apart by is rounding, however large it grows over many steps (a ReLU unit or Adam's
+    small second moments can turn a one-ulp difference into a visible one). The drift and, when
+    it exceeds FLOAT_TOLERANCE, the noise floor of the same run give it a scale.
 
     Attributes:
         first, second: design names, e.g. "A" and "B".
@@ -192,10 +195,10 @@ class Agreement:
             weight, computed in float64 at the *same* weights (``first``'s after that epoch) on
             the probe rows.
         gradient_epochs: the 1-based epochs the gradient probe ran after.
-        noise_floor: per epoch, max |W_A - W_A'| where A and A' are design A trained twice, A'
-            with initial weights and training features one float32 ulp away: how far rounding
-            alone moves the weights. Measured (None otherwise) only when the pair's drift exceeds
-            FLOAT_TOLERANCE.
+        noise_floor: max |W_A - W_A'| after the last epoch, where A' is design A trained again
+            with its initial weights and training features moved by one float32 ulp: how far
+            rounding alone moves the weights on this problem. Measured only when this pair is
+            the same loss quantity and drifts beyond FLOAT_TOLERANCE; None otherwise.
         probe_rows: how many training rows the gradient probe used.
     """
 
@@ -206,7 +209,7 @@ class Agreement:
     loss_diff: list[float] | None = None
     gradient_diff: list[float] = field(default_factory=list)
     gradient_epochs: list[int] = field(default_factory=list)
-    noise_floor: list[float] | None = None
+    noise_floor: float | None = None
     probe_rows: int = 0
 
     @property
@@ -222,53 +225,45 @@ class Agreement:
         return max(self.gradient_diff, default=0.0)
 
     @property
-    def max_noise_floor(self) -> float | None:
-        return None if self.noise_floor is None else max(self.noise_floor, default=0.0)
-
-    @property
     def same_gradients(self) -> bool:
-        """The two losses have the same float64 gradient at the same weights, every epoch."""
+        """The two losses have the same float64 gradient at the same weights, every time."""
         return self.max_gradient_diff <= GRADIENT_TOLERANCE
 
     @property
-    def allowed_drift(self) -> float:
-        """The float32 weight drift that rounding explains: FLOAT_TOLERANCE, or more when the
-        noise floor measured in the same run is higher (NOISE_FLOOR_FACTOR times it)."""
-        floor = self.max_noise_floor
-        return max(FLOAT_TOLERANCE, 0.0 if floor is None else NOISE_FLOOR_FACTOR * floor)
+    def needs_noise_floor(self) -> bool:
+        """Same computation, but drifting visibly: the noise floor gives the drift a scale."""
+        return (
+            self.loss_diff is not None
+            and self.same_gradients
+            and self.max_weight_diff > FLOAT_TOLERANCE
+        )
 
     @property
     def verdict(self) -> str:
-        """ "identical" (bit for bit), "equal up to rounding" (same float64 gradients and a
-        weight drift rounding explains) or "different"."""
+        """ "identical" (bit for bit), "equal up to rounding" (the same float64 gradients at the
+        same weights: any float32 drift is rounding) or "different" (other gradients)."""
         if self.max_weight_diff == 0.0 and not self.max_loss_diff:
             return "identical"
-        if self.same_gradients and self.max_weight_diff <= self.allowed_drift:
-            return "equal up to rounding"
-        return "different"
+        return "equal up to rounding" if self.same_gradients else "different"
 
     @property
     def method(self) -> str:
         """How the verdict was reached, in one sentence."""
         floor = (
-            "; float32 weight drift set against the noise floor measured in the same run (design "
-            "A trained twice, once with weights and inputs one float32 ulp away)"
+            "; the float32 drift set against the noise floor of the same run (design A trained "
+            "again with weights and inputs one float32 ulp away)"
             if self.noise_floor is not None
-            else f"; float32 weight drift within {FLOAT_TOLERANCE:.0e} (no noise floor needed)"
+            else ""
         )
         return (
-            f"both losses' float64 gradients at the same weights on {self.probe_rows} training "
-            f"rows after {len(self.gradient_epochs)} epochs (same computation if they agree to "
-            f"{GRADIENT_TOLERANCE:.0e}){floor}"
+            f"both losses' gradients in float64 at the same weights, on {self.probe_rows} "
+            f"training rows after {len(self.gradient_epochs)} of the epochs: the same "
+            f"computation if they agree to {GRADIENT_TOLERANCE:.0e}{floor}"
         )
 
     def explanation(self) -> str:
         """What the numbers say, in one line (the terminal prints it after the verdict)."""
         epochs = len(self.weight_diff)
-        gradients = f"float64 gradients at the same weights agree to {self.max_gradient_diff:.0e}"
-        drift = f"float32 weights drift apart by up to {self.max_weight_diff:.2e}"
-        floor = self.max_noise_floor
-        floor_text = "" if floor is None else f", noise floor {floor:.2e}"
         if self.verdict == "identical":
             return f"bit for bit the same weights over {epochs} epochs"
         if not self.same_gradients:
@@ -276,11 +271,15 @@ class Agreement:
                 f"float64 gradients at the same weights differ by {self.max_gradient_diff:.1e} "
                 f"(relative): another loss; weights apart by up to {self.max_weight_diff:.2e}"
             )
-        if self.verdict == "equal up to rounding":
-            return f"{gradients}; {drift}{floor_text}: rounding, over {epochs} epochs"
+        floor = (
+            ""
+            if self.noise_floor is None
+            else f"; A against itself nudged by one ulp: {self.noise_floor:.2e}"
+        )
         return (
-            f"{gradients}, but {drift}, beyond what rounding explains "
-            f"({self.allowed_drift:.2e}{floor_text}): the two training paths differ"
+            f"float64 gradients at the same weights agree to {self.max_gradient_diff:.0e}, so "
+            f"every step makes the same update; float32 rounding moves the weights apart by up "
+            f"to {self.max_weight_diff:.2e} over {epochs} epochs{floor}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -293,8 +292,7 @@ class Agreement:
             "max_weight_diff": json_number(self.max_weight_diff),
             "max_loss_diff": json_number(self.max_loss_diff),
             "max_gradient_diff": json_number(self.max_gradient_diff),
-            "max_noise_floor": json_number(self.max_noise_floor),
-            "allowed_drift": json_number(self.allowed_drift),
+            "noise_floor": json_number(self.noise_floor),
             "probe_rows": self.probe_rows,
             "weight_diff_per_epoch": [json_number(value) for value in self.weight_diff],
             "loss_diff_per_epoch": (
@@ -302,9 +300,6 @@ class Agreement:
             ),
             "gradient_diff": [json_number(value) for value in self.gradient_diff],
             "gradient_epochs": list(self.gradient_epochs),
-            "noise_floor_per_epoch": (
-                None if self.noise_floor is None else [json_number(v) for v in self.noise_floor]
-            ),
         }
 
 
@@ -707,9 +702,9 @@ def _compare_one_seed(
     """Train every design with one seed in lockstep, comparing them after every epoch.
 
     The trainers watch ``stopping`` rows when early stopping, else the validation rows. When a
-    pair with the same loss quantity drifts beyond FLOAT_TOLERANCE although its gradients agree,
-    the rounding noise floor is measured: design A trained twice more in lockstep, once with
-    weights and inputs one float32 ulp away (no progress events).
+    pair with the same gradients drifts beyond FLOAT_TOLERANCE, the rounding noise floor is
+    measured: design A trained once more with weights and inputs one float32 ulp away (no
+    progress events).
     """
     watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
     trainers = {
@@ -753,15 +748,10 @@ def _compare_one_seed(
                 epoch = first.history_.epochs
                 if epoch == 1 or epoch % probe_every == 0 or first.finished_ or second.finished_:
                     _record_gradients(agreement, first, second, probe, gradients)
-    if any(
-        agreement.loss_diff is not None
-        and agreement.same_gradients
-        and agreement.max_weight_diff > FLOAT_TOLERANCE
-        for agreement in agreements
-    ):
-        floor = _noise_floor(data, model_config, config, watched, distributed)
+    if "A" in trainers and any(agreement.needs_noise_floor for agreement in agreements):
+        floor = _noise_floor(trainers["A"].model_, data, model_config, config, watched, distributed)
         for agreement in agreements:
-            if agreement.loss_diff is not None:
+            if agreement.needs_noise_floor:
                 agreement.noise_floor = floor
     runs = []
     for trainer in trainers.values():
@@ -780,31 +770,26 @@ class _Probe:
 
 
 def _noise_floor(
+    trained: torch.nn.Module,
     data: PreparedData,
     model_config: MLPConfig,
     config: TrainConfig,
     watched: tuple[torch.Tensor | None, torch.Tensor | None],
     distributed: DistContext,
-) -> list[float]:
-    """Per epoch, max |W_A - W_A'| of design A trained twice in lockstep, A' with its initial
-    weights and its training features moved by one float32 ulp: the weight drift that rounding
-    alone causes on this problem (the features differ at every step, as two kernels' rounding
-    does)."""
-    pair = [
-        Trainer(get_design("A"), model_config, config, label=label, distributed=distributed)
-        for label in ("A noise floor", "A' noise floor")
-    ]
-    nudged = data.train_features.clone()
-    _perturb_one_ulp([nudged], config.seed)
-    for trainer, features in zip(pair, (data.train_features, nudged), strict=True):
-        trainer.initialize(features, data.train_targets, *watched)
-    _perturb_one_ulp(list(pair[1].model_.parameters()), config.seed + 1)
-    floor = []
-    while not any(trainer.finished_ for trainer in pair):
-        for trainer in pair:
-            trainer.run_epoch()
-        floor.append(_max_weight_diff(pair[0].model_, pair[1].model_))
-    return floor
+) -> float:
+    """max |W_A - W_A'| after the last epoch: ``trained`` is design A as the lockstep run left
+    it; A' is design A trained again with its initial weights and its training features moved
+    by one float32 ulp (the features differ at every step, as two kernels' rounding does)."""
+    nudged_features = data.train_features.clone()
+    _perturb_one_ulp([nudged_features], config.seed)
+    nudged = Trainer(
+        get_design("A"), model_config, config, label="A noise floor", distributed=distributed
+    )
+    nudged.initialize(nudged_features, data.train_targets, *watched)
+    _perturb_one_ulp(list(nudged.model_.parameters()), config.seed + 1)
+    while not nudged.finished_:
+        nudged.run_epoch()
+    return _max_weight_diff(trained, nudged.model_)
 
 
 def _perturb_one_ulp(tensors: list[torch.Tensor], seed: int) -> None:
