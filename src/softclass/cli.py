@@ -573,25 +573,26 @@ def _resolve(
 ) -> _Network:
     """Fill each option not typed from the defaults of the bundled Iris or of a user's table."""
     defaults = defaults_for(bundled)
-
-    def chosen(value, default):
-        return default if value is None else value
-
     if patience is not None and patience < 0:
         raise typer.BadParameter(
             f"expected 0 (off) or more, got {patience}", param_hint="--patience"
         )
-    config = _train_config(
-        epochs=chosen(epochs, defaults.epochs),
-        batch_size=chosen(batch_size, defaults.batch_size),
-        optimizer=chosen(optimizer, defaults.optimizer),
-        learning_rate=chosen(lr, defaults.learning_rate),
-        momentum=chosen(momentum, defaults.momentum),
-        patience=defaults.patience if patience is None else (patience or None),
-        **options,
-    )
+    typed = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "learning_rate": lr,
+        "momentum": momentum,
+        "patience": patience,
+    }
+    chosen = {
+        name: default if typed[name] is None else typed[name]
+        for name, default in defaults.train_options().items()
+    }
+    chosen["patience"] = chosen["patience"] or None  # --patience 0: no early stopping
+    config = _train_config(**chosen, **options)
     widths = defaults.hidden if hidden is None else _parse_hidden(hidden)
-    return _Network(defaults, widths, chosen(activation, defaults.activation), config)
+    return _Network(defaults, widths, activation or defaults.activation, config)
 
 
 def _train_config(**options: object) -> TrainConfig:

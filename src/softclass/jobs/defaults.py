@@ -47,6 +47,18 @@ class Defaults:
         """JSON-safe form (report.json's ``defaults``)."""
         return {**asdict(self), "hidden": list(self.hidden)}
 
+    def train_options(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`softclass.training.trainer.TrainConfig` these
+        defaults set (the network's shape, ``hidden`` and ``activation``, goes to the MLP)."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "learning_rate": self.learning_rate,
+            "momentum": self.momentum,
+            "patience": self.patience,
+        }
+
 
 DEMONSTRATION = Defaults(
     name="demonstration",
