@@ -31,7 +31,7 @@ import torch
 
 from benchmarks._results import append_row, commit, machine
 from softclass.jobs.compare import compare, prepare_table
-from softclass.jobs.defaults import TABLE
+from softclass.jobs.defaults import TABLE, Defaults
 from softclass.training.trainer import TrainConfig
 
 TABLES = ("wine", "breast_cancer", "digits")
@@ -65,19 +65,19 @@ def scikit_learn_models(seed: int) -> dict:
     }
 
 
-def measure(name: str, seed: int) -> dict[str, tuple[float, float]]:
+def measure(name: str, seed: int, defaults: Defaults = TABLE) -> dict[str, tuple[float, float]]:
     """Per model, (validation accuracy, validation log loss) on one split of one table."""
     from sklearn.metrics import log_loss
 
     data = prepare_table(load_table(name), "target", seed=seed)
-    config = TrainConfig(**TABLE.train_options(), seed=seed, device="cpu")
+    config = TrainConfig(**defaults.train_options(), seed=seed, device="cpu")
     result = compare(
         data,
         "A",
         config,
-        hidden=TABLE.hidden,
-        activation=TABLE.activation,
-        stopping_fraction=TABLE.stopping_fraction,
+        hidden=defaults.hidden,
+        activation=defaults.activation,
+        stopping_fraction=defaults.stopping_fraction,
     )
     run = result.runs[0]
     numbers = {

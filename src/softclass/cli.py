@@ -924,17 +924,22 @@ def train(
         if not context.is_main:
             return
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
-        last = result.history.records[-1]
-        validation_part = (
-            ""
-            if last.validation_loss is None
-            else f", validation loss {last.validation_loss:.4f}, accuracy "
-            f"{last.validation_accuracy:.3f}"
-        )
+        history = result.history
+        kept = history.records[(history.best_epoch or history.epochs) - 1]
+        validation_part = ""
+        if kept.validation_loss is not None:
+            validation_part = (
+                f", validation loss {kept.validation_loss:.4f}, accuracy "
+                f"{kept.validation_accuracy:.3f}"
+            )
+        if history.best_epoch is not None:
+            validation_part += (
+                f" (epoch {history.best_epoch} kept: chosen on these validation rows, so their "
+                "numbers are optimistic; softclass compare keeps separate rows for that)"
+            )
         console.print(
-            f"design {chosen.name} ({chosen.title}): {result.history.epochs} epochs{ranks}, "
-            "training loss "
-            f"{last.train_loss:.4f}{validation_part}; model saved to {out}",
+            f"design {chosen.name} ({chosen.title}): {history.epochs} epochs{ranks}, "
+            f"training loss {kept.train_loss:.4f}{validation_part}; model saved to {out}",
             highlight=False,
             soft_wrap=True,
         )

@@ -703,8 +703,7 @@ def _compare_one_seed(
 
     The trainers watch ``stopping`` rows when early stopping, else the validation rows. When a
     pair with the same gradients drifts beyond FLOAT_TOLERANCE, the rounding noise floor is
-    measured: design A trained once more with weights and inputs one float32 ulp away (no
-    progress events).
+    measured: design A trained once more with weights and inputs one float32 ulp away.
     """
     watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
     trainers = {
@@ -749,7 +748,9 @@ def _compare_one_seed(
                 if epoch == 1 or epoch % probe_every == 0 or first.finished_ or second.finished_:
                     _record_gradients(agreement, first, second, probe, gradients)
     if "A" in trainers and any(agreement.needs_noise_floor for agreement in agreements):
-        floor = _noise_floor(trainers["A"].model_, data, model_config, config, watched, distributed)
+        floor = _noise_floor(
+            trainers["A"].model_, data, model_config, config, watched, distributed, progress
+        )
         for agreement in agreements:
             if agreement.needs_noise_floor:
                 agreement.noise_floor = floor
@@ -776,6 +777,7 @@ def _noise_floor(
     config: TrainConfig,
     watched: tuple[torch.Tensor | None, torch.Tensor | None],
     distributed: DistContext,
+    progress: ProgressCallback | None = None,
 ) -> float:
     """max |W_A - W_A'| after the last epoch: ``trained`` is design A as the lockstep run left
     it; A' is design A trained again with its initial weights and its training features moved
@@ -783,7 +785,12 @@ def _noise_floor(
     nudged_features = data.train_features.clone()
     _perturb_one_ulp([nudged_features], config.seed)
     nudged = Trainer(
-        get_design("A"), model_config, config, label="A noise floor", distributed=distributed
+        get_design("A"),
+        model_config,
+        config,
+        progress=progress,
+        label=f"A (noise floor, seed {config.seed})",
+        distributed=distributed,
     )
     nudged.initialize(nudged_features, data.train_targets, *watched)
     _perturb_one_ulp(list(nudged.model_.parameters()), config.seed + 1)
