@@ -390,18 +390,9 @@ class ComparisonResult:
             return None
         summary: dict[str, dict[str, Any]] = {}
         pairs: dict[str, list[dict[str, Any]]] = {}
-        own_loss: dict[str, dict[str, Any]] = {}
-        for metric in (*COMMON_METRICS, "validation_loss"):
+        for metric in COMMON_METRICS:
             values = {name: self._per_seed(name, metric) for name in self.designs}
-            for name, row in values.items():
-                if metric == "validation_loss" and all(math.isfinite(v) for v in row):
-                    own_loss[name] = {
-                        "loss": get_design(name).loss_name,
-                        **_json_floats(mean_interval(row, confidence).to_dict()),
-                    }
-            if metric == "validation_loss" or not all(
-                math.isfinite(value) for row in values.values() for value in row
-            ):
+            if not all(math.isfinite(value) for row in values.values() for value in row):
                 continue
             summary[metric] = {
                 name: _json_floats(mean_interval(row, confidence).to_dict())
@@ -412,6 +403,15 @@ class ComparisonResult:
                     _json_floats(pair.to_dict())
                     for pair in compare_designs(values, metric, confidence)
                 ]
+        own_losses = {name: self._per_seed(name, "validation_loss") for name in self.designs}
+        own_loss = {
+            name: {
+                "loss": get_design(name).loss_name,
+                **_json_floats(mean_interval(row, confidence).to_dict()),
+            }
+            for name, row in own_losses.items()
+            if all(math.isfinite(value) for value in row)
+        }
         return {
             "confidence": confidence,
             "rows": "validation",
