@@ -426,9 +426,9 @@ _Patience = Annotated[
     typer.Option(
         "--patience",
         metavar="EPOCHS",
-        help="Early stopping: stop after this many epochs without a better loss on the "
-        "stopping rows (see --stopping) and keep the best weights; 0 turns it off. "
-        + _both("patience", _patience_text),
+        help="Early stopping: stop after this many epochs without a better loss on held-out rows "
+        "and keep the best weights (compare: the --stopping rows, apart from the validation "
+        "rows; train: the validation rows); 0 turns it off. " + _both("patience", _patience_text),
         show_default=False,
     ),
 ]

@@ -340,7 +340,8 @@ METRIC_NAMES = tuple(METRICS)
 
 # What each set of rows is used for, as report.json states it.
 ROW_ROLES = {
-    "train": "fit the weights; the recipe (normalisation) is fitted on them",
+    "train": "fit the weights; the normalisation recipe was fitted on them (and on the stopping "
+    "rows, which are held out of the training rows afterwards)",
     "stopping": "choose the epoch when early stopping (--patience); never reported as a result",
     "validation": "every reported validation number; never trained on, never chose the epoch",
 }
