@@ -328,3 +328,21 @@ def test_check_a_saved_model_on_its_table(run, tmp_path):
     code, _, err = run("check", model_dir)
     assert code == 2
     assert "needs MODEL_DIR and DATA" in err
+
+
+@pytest.mark.parametrize(
+    ("message", "typed"),
+    [
+        ("epochs=0 must be an integer ≥ 1", "--epochs 0 must be an integer ≥ 1"),
+        ("learning_rate=0.0 must be > 0", "--lr 0.0 must be > 0"),
+        ("validation_fraction=1.5 must be in [0, 1)", "--validation 1.5 must be in [0, 1)"),
+        (
+            "compare needs validation rows: set validation_fraction > 0",
+            "compare needs validation rows: set --validation > 0",
+        ),
+        ("batch_size must be ≥ 1", "--batch-size must be ≥ 1"),
+        ("the seed's table has no column 'epochs'", "the seed's table has no column 'epochs'"),
+    ],
+)
+def test_errors_name_options_as_typed(message, typed):
+    assert cli._as_typed(message) == typed
