@@ -346,3 +346,11 @@ def test_check_a_saved_model_on_its_table(run, tmp_path):
 )
 def test_errors_name_options_as_typed(message, typed):
     assert cli._as_typed(message) == typed
+
+
+def test_the_bundled_iris_file_is_the_demonstration_wherever_it_is_named(tmp_path):
+    assert cli._is_bundled_iris(None) and cli._is_bundled_iris(bundled_path("iris"))
+    assert not cli._is_bundled_iris(bundled_path("people"))
+    copy = tmp_path / "iris.csv"
+    copy.write_bytes(bundled_path("iris").read_bytes())
+    assert not cli._is_bundled_iris(copy)  # a user's copy is a user's table

@@ -589,6 +589,13 @@ class _Network:
     config: TrainConfig
 
 
+def _is_bundled_iris(data: Path | None) -> bool:
+    """No table given, or the bundled Iris file itself: the demonstration defaults apply."""
+    from softclass.data import bundled_path
+
+    return data is None or Path(data).resolve() == bundled_path("iris").resolve()
+
+
 def _resolve(
     bundled: bool,
     *,
@@ -686,7 +693,7 @@ def compare(
 
     _set_threads(threads)
     network = _resolve(
-        data is None,
+        _is_bundled_iris(data),
         epochs=epochs,
         hidden=hidden,
         activation=activation,
@@ -917,14 +924,13 @@ def train(
     threads: _Threads = 1,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable)."""
-    from softclass.data import bundled_path
     from softclass.jobs.train_predict import train_to_directory
     from softclass.mlp.designs import get_design
 
     _set_threads(threads)
     chosen = get_design(design)
     network = _resolve(
-        Path(data).resolve() == bundled_path("iris").resolve(),
+        _is_bundled_iris(data),
         epochs=epochs,
         hidden=hidden,
         activation=activation,
