@@ -18,7 +18,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from softclass.errors import SoftclassError
-from softclass.version import __version__
 
 if TYPE_CHECKING:
     from softclass.jobs.compare import ComparisonResult, PreparedData
@@ -40,6 +39,8 @@ _state = {"debug": False}
 
 def _version_callback(value: bool) -> None:
     if value:
+        from softclass.version import __version__
+
         console.print(f"softclass {__version__}")
         raise typer.Exit()
 
@@ -256,19 +257,27 @@ _Threads = Annotated[
     int,
     typer.Option(
         "--threads",
-        help="CPU threads for torch; 0 = torch's default. One is fastest for small networks: "
-        "on a shared 2-core machine two threads made Iris training 7x slower (see benchmarks).",
+        help="CPU threads for torch; 0 (default) = chosen by the size of a training step: one "
+        "for small networks (a second thread only adds synchronisation there), every idle core "
+        "for large ones.",
     ),
 ]
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
+def _check_threads(threads: int) -> None:
     if threads < 0:
         raise typer.BadParameter(f"expected 0 or more, got {threads}", param_hint="--threads")
-    if threads > 0:
-        torch.set_num_threads(threads)
+
+
+def _torch_threads(
+    threads: int, batch_size: int, prepared: PreparedData, hidden: tuple[int, ...]
+) -> contextlib.AbstractContextManager[int]:
+    """``--threads`` torch threads for the training run (0: chosen by the size of a step)."""
+    from softclass.training.threads import choose_threads, torch_threads
+
+    if threads == 0:
+        threads = choose_threads(batch_size, (prepared.n_features, *hidden, prepared.n_classes))
+    return torch_threads(threads)
 
 
 def _parse_hidden(text: str) -> tuple[int, ...]:
@@ -410,7 +419,7 @@ def compare(
     missing: _Missing = "error",
     validation: _Validation = 0.2,
     patience: _Patience = None,
-    threads: _Threads = 1,
+    threads: _Threads = 0,
 ) -> None:
     """Train the same network with designs A-D on the same data, split and seed; compare them.
 
@@ -422,7 +431,7 @@ def compare(
 
     from softclass.jobs.compare import compare as run_comparison
 
-    _set_threads(threads)
+    _check_threads(threads)
     config = _train_config(
         epochs=epochs,
         batch_size=batch_size,
@@ -441,7 +450,10 @@ def compare(
         if out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"compare-{stamp}"
-        with _ProgressBars(enabled=context.is_main and not json_output) as bars:
+        with (
+            _torch_threads(threads, batch_size, prepared, hidden_widths),
+            _ProgressBars(enabled=context.is_main and not json_output) as bars,
+        ):
             result = run_comparison(
                 prepared,
                 design,
@@ -621,7 +633,7 @@ def train(
     missing: _Missing = "error",
     validation: _Validation = 0.2,
     patience: _Patience = None,
-    threads: _Threads = 1,
+    threads: _Threads = 0,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable).
 
@@ -631,7 +643,7 @@ def train(
     from softclass.jobs.train_predict import train_to_directory
     from softclass.mlp.designs import get_design
 
-    _set_threads(threads)
+    _check_threads(threads)
     chosen = get_design(design)
     with _distributed_context(device) as context:
         config = _train_config(
@@ -648,7 +660,10 @@ def train(
         )
         hidden_widths = _parse_hidden(hidden)
         prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
-        with _ProgressBars(enabled=context.is_main) as bars:
+        with (
+            _torch_threads(threads, batch_size, prepared, hidden_widths),
+            _ProgressBars(enabled=context.is_main) as bars,
+        ):
             result = train_to_directory(
                 prepared,
                 chosen,
