@@ -2,10 +2,11 @@
 
 torch's default (one thread per core) loses badly on small matrices: every op of a step opens a
 parallel region whose fork/join costs more than the arithmetic it splits, and when another process
-holds a core one thread waits at each barrier for its time slice. Measured on the 2-core machine
-(AMD EPYC, torch 2.13, ``python -m benchmarks.threads``, 1 and 2 threads side by side, medians):
-see ``STEP_FLOPS_FOR_TWO_THREADS`` below. Above the crossover a second thread is used only when
-the load average leaves a core idle.
+holds a core one thread waits at each barrier for its time slice. Measurements on the shared
+2-core machine (AMD EPYC, torch 2.13; ``python -m benchmarks.threads`` and
+``benchmarks.estimator_throughput``, 1 and 2 threads side by side, medians) are quoted at
+``STEP_FLOPS_FOR_TWO_THREADS``; the rule: one thread below it, and above it a second thread only
+when the load average leaves a core idle.
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-# Matmul work of one step (forward + backward: 6 · rows · Σ in·out FLOP) from which 2 threads
-# beat 1 on the shared 2-core machine. PLACEHOLDER until measured.
-STEP_FLOPS_FOR_TWO_THREADS = 1e9
+# Matmul work of one step (forward + backward: 6 · rows · Σ in·out FLOP) from which a second
+# thread is worth trying. Measured on the 2-core machine, 2 threads against 1, side by side:
+# - machine idle (load 1.4), 50-128-128-10 Adam, batch 256 (37 MFLOP/step): Classifier.fit 1.20x
+#   faster (511k vs 426k samples/s), the step's matmuls alone 1.75x (1.08M vs 620k rows/s); the
+#   elementwise ops and the optimizer (a third of a step) gain nothing at this size.
+# - machine busy (load 8, other jobs on both cores): 2 threads 5-20x SLOWER at every size of the
+#   grid, 0.7 to 1,800 MFLOP/step (0.09x at 0.7, 0.22x at 37, 0.15x at 1,800; RESULTS.md).
+# So the size where 2 threads start to win is below 37 MFLOP on an idle machine, but the gain
+# there (1.2x) is small against the loss when a neighbour starts a job mid-fit (the issue saw
+# 3.5-4 s per epoch against 0.7 s). The threshold is set 4x higher (batch 1024 of the network
+# above: every op 4x larger, its fork/join 4x cheaper in proportion), and the load check (a
+# second thread only when a core is idle) guards against the busy case.
+STEP_FLOPS_FOR_TWO_THREADS = 150e6
 
 
 def step_flops(rows_per_step: int, widths: Sequence[int]) -> float:
