@@ -62,6 +62,18 @@ def test_large_steps_take_the_idle_cores_only(machine):
     assert choose_threads(rows, BENCHMARK_WIDTHS) == 1
 
 
+def test_larger_steps_take_more_of_the_idle_cores(machine, monkeypatch):
+    machine(0.0)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    threshold = threads.STEP_FLOPS_FOR_TWO_THREADS
+    per_row = step_flops(1, BENCHMARK_WIDTHS)
+    assert choose_threads(int(threshold / per_row) + 1, BENCHMARK_WIDTHS) == 2
+    assert choose_threads(int(2 * threshold / per_row) + 1, BENCHMARK_WIDTHS) == 4
+    assert choose_threads(int(100 * threshold / per_row), BENCHMARK_WIDTHS) == 8
+    machine(3.0)  # two other jobs
+    assert choose_threads(int(100 * threshold / per_row), BENCHMARK_WIDTHS) == 6
+
+
 def test_torchrun_ranks_share_the_cores(machine, monkeypatch):
     machine(0.0)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")

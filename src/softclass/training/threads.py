@@ -58,12 +58,14 @@ def idle_cores(cores: int) -> int:
 def choose_threads(rows_per_step: int, widths: Sequence[int]) -> int:
     """Threads for training an MLP of layer ``widths`` on batches of ``rows_per_step`` rows.
 
-    1 below ``STEP_FLOPS_FOR_TWO_THREADS`` of matmul work per step; above it, every core this
-    process may use that the load average leaves idle (at least 1).
+    1 below ``STEP_FLOPS_FOR_TWO_THREADS`` of matmul work per step; above it, one thread per half
+    of that work (2 at the threshold, 4 at twice it, ...), at most the cores this process may use
+    that the load average leaves idle (at least 1).
     """
-    if step_flops(rows_per_step, widths) < STEP_FLOPS_FOR_TWO_THREADS:
+    by_size = int(2 * step_flops(rows_per_step, widths) // STEP_FLOPS_FOR_TWO_THREADS)
+    if by_size < 2:
         return 1
-    return idle_cores(available_cores())
+    return min(by_size, idle_cores(available_cores()))
 
 
 @contextlib.contextmanager
