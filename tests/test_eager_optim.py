@@ -83,6 +83,16 @@ def test_state_moves_between_torch_optim_and_ours(kind, options, fused):
             torch.testing.assert_close(restored[index][name], value, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize(("kind", "options"), OPTIONS)
+def test_state_dict_options_are_torch_optims(kind, options, fused):
+    """The same option keys and values: a checkpoint of either passes the same schema check."""
+    network = _network(torch.float32)
+    ours = TensorOptimizer(network.parameters(), kind, **options, fused=fused)
+    reference = _torch_optimizer(kind, network.parameters(), options, fused)
+    assert ours.state_dict()["param_groups"] == reference.state_dict()["param_groups"]
+
+
 def test_parameters_without_gradient_are_left_alone():
     network = _network(torch.float32)
     frozen = network[2].weight.detach().clone()

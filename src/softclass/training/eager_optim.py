@@ -61,6 +61,11 @@ class TensorOptimizer:
         }
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.parameters]
 
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One group, as torch.optim's: ``{"params": [the tensors], "lr": ..., ...}``."""
+        return [{"params": self.parameters, **self.hyper}]
+
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (``set_to_none``, as torch's default)."""
         for parameter in self.parameters:
@@ -162,14 +167,28 @@ class TensorOptimizer:
             parameter.addcdiv_(state["exp_avg"], denominator, value=-step_size)
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"state": {index: {name: tensor}}, "param_groups": [options]}`` as torch.optim's."""
-        beta_names = ("betas", "eps") if self.kind == "adam" else ("momentum",)
+        """``{"state": {index: {name: tensor}}, "param_groups": [options]}`` as torch.optim's,
+        with the same option keys (the ones this class does not vary at their fixed values), so
+        checkpoints written by either pass the same checks and load in the other."""
+        hyper = self.hyper
+        fixed = {"maximize": False, "foreach": None, "differentiable": False}
+        if self.kind == "sgd":
+            options = {"momentum": hyper["momentum"], "dampening": 0, "nesterov": False}
+        else:
+            options = {
+                "betas": hyper["betas"],
+                "eps": hyper["eps"],
+                "amsgrad": False,
+                "capturable": False,
+                "decoupled_weight_decay": False,
+            }
         group = {
+            "lr": hyper["lr"],
+            "weight_decay": hyper["weight_decay"],
+            **options,
+            **fixed,
+            "fused": hyper["fused"],
             "params": list(range(len(self.parameters))),
-            "lr": self.hyper["lr"],
-            "weight_decay": self.hyper["weight_decay"],
-            "fused": self.hyper["fused"],
-            **{name: self.hyper[name] for name in beta_names},
         }
         return {
             "state": {
