@@ -24,8 +24,9 @@ import torch
 # - machine idle (load 1.4), 50-128-128-10 Adam, batch 256 (37 MFLOP/step): Classifier.fit 1.20x
 #   faster (511k vs 426k samples/s), the step's matmuls alone 1.75x (1.08M vs 620k rows/s); the
 #   elementwise ops and the optimizer (a third of a step) gain nothing at this size.
-# - machine busy (load 8, other jobs on both cores): 2 threads 5-20x SLOWER at every size of the
-#   grid, 0.7 to 1,800 MFLOP/step (0.09x at 0.7, 0.22x at 37, 0.15x at 1,800; RESULTS.md).
+# - machine busy (load 13, other jobs on both cores): 2 threads 2.5-570x SLOWER at every size
+#   of the grid, 0.7 to 6,800 MFLOP/step (0.10x at 37, 0.24x at 148, 0.39x at 6,800; RESULTS.md,
+#   benchmarks/threads.py; an earlier run at load 8 gave 0.09-0.22x).
 # So the size where 2 threads start to win is below 37 MFLOP on an idle machine, but the gain
 # there (1.2x) is small against the loss when a neighbour starts a job mid-fit (the issue saw
 # 3.5-4 s per epoch against 0.7 s). The threshold is set 4x higher (batch 1024 of the network
