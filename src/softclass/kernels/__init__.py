@@ -9,7 +9,6 @@ path computing the same numbers where no compiler is available.
 
 from softclass.kernels.cpu import (
     FusedCrossEntropyFunction,
-    FusedLinearCrossEntropyFunction,
     TargetOutOfBoundsError,
     checks_target_range,
     cross_entropy,
@@ -21,7 +20,6 @@ from softclass.kernels.cpu import (
 
 __all__ = [
     "FusedCrossEntropyFunction",
-    "FusedLinearCrossEntropyFunction",
     "TargetOutOfBoundsError",
     "checks_target_range",
     "cross_entropy",

@@ -45,7 +45,6 @@ from softclass.kernels import native
 
 __all__ = [
     "FusedCrossEntropyFunction",
-    "FusedLinearCrossEntropyFunction",
     "TargetOutOfBoundsError",
     "checks_target_range",
     "cross_entropy",
@@ -525,20 +524,360 @@ def _statistics_pass(
     return logsumexp, targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
 
 
-class FusedCrossEntropyFunction(torch.autograd.Function):
-    """Fused cross entropy: the forward keeps L (M,) (and, compiled, for a large scalar loss, the
-    gradient for grad_output 1); the backward writes (or scales) the gradient once.
+def _first_bad_target(target: Tensor, n_classes: int, ignore_index: int) -> None:
+    """Raise :class:`TargetOutOfBoundsError` for the first kept target outside [0, C) of the
+    (M,) class indices (the torch-ops path's counterpart of the compiled loops' check)."""
+    bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise TargetOutOfBoundsError(row, int(target[row]), n_classes)
 
-    ``apply(logits, target, weight, ignore_index, reduction, label_smoothing, block_rows,
-    inplace_backward, records_graph)``; see :func:`cross_entropy`. ``records_graph``: grad mode
-    was on at the call (inside ``forward`` it is always off, and ``ctx.needs_input_grad`` does not
-    say it), so a backward can follow. Runs the compiled loops where they apply
-    (``_native_library``), else torch ops over blocks of ``block_rows`` rows.
+
+def _cross_entropy_forward_impl(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    gradient_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The real forward of ``softclass::cross_entropy`` (see :func:`cross_entropy`).
+
+    Returns (loss, L (M,) in the compute dtype, the 'mean' denominator (1,) fp64 (Σ w_y of kept
+    rows, or M for probabilities; 0 for 'none'), the gradient of the loss for grad_output 1
+    (M, C) in the logits' dtype when ``gradient_in_forward``, else an empty (0,)).
+    """
+    n_rows, n_classes = logits.shape
+    compute_dtype = _compute_dtype(logits.dtype)
+    library = _native_library(logits, target)
+    no_gradient = logits.new_empty((0,))
+    if library is not None:
+        real_weight = _real_weight(weight, logits.dtype)
+        per_row = reduction == "none"
+        logsumexp = torch.empty(n_rows, dtype=compute_dtype)
+        loss = torch.empty((n_rows,) if per_row else (), dtype=logits.dtype)
+        # A large scalar loss gets its gradient (for grad_output 1) in this same pass over the
+        # logits; the backward then only scales it (one read of the logits in all).
+        grad = grad_denominator = None
+        if gradient_in_forward:
+            grad = torch.empty(logits.shape, dtype=logits.dtype)
+            if reduction == "mean":
+                grad_denominator = _native_kept_weight_sum(
+                    library, target, real_weight, ignore_index, n_classes, logits.dtype
+                )
+        state = _native_forward(
+            library,
+            logits,
+            target,
+            real_weight,
+            ignore_index,
+            label_smoothing,
+            logsumexp,
+            loss if per_row else None,
+            None if per_row else loss,
+            reduction == "mean",
+            grad,
+            grad_denominator,
+        )
+        denominator = torch.zeros(1, dtype=torch.float64) if per_row else state[:1].clone()
+        return loss, logsumexp, denominator, no_gradient if grad is None else grad
+    targets = _RowTargets(
+        target, weight, ignore_index, label_smoothing, n_classes, compute_dtype, block_rows
+    )
+    if not targets.is_probability:
+        _first_bad_target(target, n_classes, ignore_index)
+    logsumexp, per_row_loss = _statistics_pass(logits, targets, block_rows)
+    denominator = targets.mean_denominator()
+    loss = _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
+    denominator = denominator.to(torch.float64).reshape(1)
+    if not gradient_in_forward:
+        return loss, logsumexp, denominator, no_gradient
+    unit = torch.ones((), dtype=compute_dtype)
+    grad, _ = _cross_entropy_backward_impl(
+        unit, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
+        label_smoothing, block_rows, True, False,
+    )
+    return loss, logsumexp, denominator, grad
+
+
+def _cross_entropy_backward_impl(
+    grad_output: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    logsumexp: Tensor,
+    denominator: Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    wants_logits: bool,
+    wants_target: bool,
+    out: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None]:
+    """(∂output/∂logits (M, C) or None, ∂output/∂target (M, C) or None) for ``grad_output``
+    (0-d, or (M,) for 'none'); written into ``out`` (may be ``logits``) when given."""
+    n_rows, n_classes = logits.shape
+    compute_dtype = logsumexp.dtype
+    library = _native_library(logits, target)
+    grad_logits = None
+    if library is not None:
+        if wants_logits:
+            grad_logits = torch.empty(logits.shape, dtype=logits.dtype) if out is None else out
+            _native_gradient(
+                library,
+                logits,
+                target,
+                _real_weight(weight, logits.dtype),
+                ignore_index,
+                label_smoothing,
+                logsumexp,
+                grad_output.to(compute_dtype),
+                denominator if reduction == "mean" else None,
+                grad_logits,
+            )
+        return grad_logits, None
+    targets = _RowTargets(
+        target, weight, ignore_index, label_smoothing, n_classes, compute_dtype, block_rows
+    )
+    row_scale = _row_scale(grad_output, reduction, denominator.to(compute_dtype).reshape(()))
+    grad_target = None
+    if wants_target:
+        grad_target = _probability_target_gradient(logits, logsumexp, targets, row_scale)
+    if wants_logits:
+        coefficients = targets.gradient_coefficients(row_scale)
+        grad_logits = torch.empty(logits.shape, dtype=logits.dtype) if out is None else out
+        same_dtype = logits.dtype == compute_dtype
+        for start, stop in _row_blocks(n_rows, block_rows):
+            grad_block = grad_logits[start:stop]
+            work = grad_block if same_dtype else torch.empty(grad_block.shape, dtype=compute_dtype)
+            targets.write_block_gradient(
+                logits[start:stop], logsumexp, coefficients, start, stop, work
+            )
+            if not same_dtype:
+                grad_block.copy_(work)
+    return grad_logits, grad_target
+
+
+def _unfused_loss(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    """The cross entropy of (M, C) logits as a graph of differentiable torch ops (for double
+    backward: the first backward under ``create_graph=True`` differentiates this)."""
+    compute_dtype = _compute_dtype(logits.dtype)
+    log_probs = torch.log_softmax(logits.to(compute_dtype), 1)
+    n_rows, n_classes = logits.shape
+    class_weight = None if weight is None else weight.to(compute_dtype)
+    if target.is_floating_point():
+        mass = target.to(compute_dtype) * (1.0 - label_smoothing) + label_smoothing / n_classes
+        if class_weight is not None:
+            mass = mass * class_weight
+        per_row_loss = -(mass * log_probs).sum(1)
+        denominator = log_probs.new_tensor(float(n_rows))
+    else:
+        kept = target != ignore_index
+        safe_target = torch.where(kept, target, 0)
+        ones = log_probs.new_ones(n_rows)
+        target_weight = ones if class_weight is None else class_weight[safe_target]
+        target_weight = torch.where(kept, target_weight, 0.0)
+        picked = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+        per_row_loss = -(1.0 - label_smoothing) * target_weight * picked
+        if label_smoothing > 0.0:
+            weighted = log_probs if class_weight is None else log_probs * class_weight
+            smooth = torch.where(kept, -weighted.sum(1), 0.0)
+            per_row_loss = per_row_loss + (label_smoothing / n_classes) * smooth
+        denominator = target_weight.sum()
+    return _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
+
+
+def _differentiable_gradients(
+    needs_grad: tuple[bool, ...],
+    inputs: tuple[Tensor | None, ...],
+    loss_of_inputs,
+    grad_output: Tensor,
+) -> tuple[Tensor | None, ...]:
+    """The gradients of ``loss_of_inputs(*inputs)`` for the inputs flagged in ``needs_grad``, as
+    a differentiable graph (the backward under ``create_graph=True``, so double backward works):
+    the loss is recomputed unfused and differentiated by autograd."""
+    with torch.enable_grad():
+        loss = loss_of_inputs(*inputs)
+        wanted = [tensor for tensor, needs in zip(inputs, needs_grad, strict=True) if needs]
+        grads = iter(
+            torch.autograd.grad(loss, wanted, grad_output, create_graph=True, allow_unused=True)
+        )
+    return tuple(next(grads) if needs else None for needs in needs_grad)
+
+
+def _vmap_by_loop(op):
+    """A vmap rule for ``op`` that calls it once per batch entry and stacks the results (the
+    documented fallback: the kernels work on one (M, C) problem; functional routes torch.func
+    transforms to differentiable torch ops instead, so this runs only when an op is vmapped
+    directly)."""
+
+    def rule(info, in_dims, *args):
+        def entry(arg, dim, index):
+            return arg if dim is None or arg is None else arg.select(dim, index)
+
+        results = [
+            op(*(entry(arg, dim, index) for arg, dim in zip(args, in_dims, strict=True)))
+            for index in range(info.batch_size)
+        ]
+        outputs = tuple(torch.stack(parts) for parts in zip(*results, strict=True))
+        return outputs, (0,) * len(outputs)
+
+    return rule
+
+
+@torch.library.custom_op("softclass::cross_entropy", mutates_args=(), device_types="cpu")
+def _cross_entropy_op(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    gradient_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(loss, L, denominator, gradient): see :func:`_cross_entropy_forward_impl`."""
+    return _cross_entropy_forward_impl(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        gradient_in_forward,
+    )
+
+
+@_cross_entropy_op.register_fake
+def _cross_entropy_fake(
+    logits, target, weight, ignore_index, reduction, label_smoothing, block_rows, gradient_in_forward
+):
+    n_rows = logits.shape[0]
+    return (
+        logits.new_empty((n_rows,) if reduction == "none" else ()),
+        logits.new_empty((n_rows,), dtype=_compute_dtype(logits.dtype)),
+        logits.new_empty((1,), dtype=torch.float64),
+        logits.new_empty(logits.shape if gradient_in_forward else (0,)),
+    )
+
+
+@torch.library.custom_op(
+    "softclass::cross_entropy_backward", mutates_args=(), device_types="cpu"
+)
+def _cross_entropy_backward_op(
+    grad_output: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    logsumexp: Tensor,
+    denominator: Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    wants_target: bool,
+) -> tuple[Tensor, Tensor]:
+    """(∂output/∂logits, ∂output/∂target or an empty (0,) when not ``wants_target``)."""
+    grad_logits, grad_target = _cross_entropy_backward_impl(
+        grad_output, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
+        label_smoothing, block_rows, True, wants_target,
+    )
+    return grad_logits, target.new_empty((0,)) if grad_target is None else grad_target
+
+
+@_cross_entropy_backward_op.register_fake
+def _cross_entropy_backward_fake(
+    grad_output, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
+    label_smoothing, block_rows, wants_target,
+):
+    return torch.empty_like(logits), target.new_empty(target.shape if wants_target else (0,))
+
+
+@torch.library.custom_op("softclass::scale_", mutates_args=("gradient",), device_types="cpu")
+def _scale_op(gradient: Tensor, factor: Tensor) -> None:
+    """Multiply ``gradient`` (M, C) in place by the 0-d ``factor`` (no-op for 1, compiled)."""
+    compute_factor = factor.to(_compute_dtype(gradient.dtype))
+    library = native.library() if gradient.dtype in native.SUPPORTED_DTYPES else None
+    if library is not None and gradient.dim() == 2 and gradient.is_contiguous():
+        _native_scale(library, gradient, compute_factor)
+    else:
+        gradient.mul_(compute_factor)
+
+
+@_scale_op.register_fake
+def _scale_fake(gradient, factor) -> None:
+    return None
+
+
+def _cross_entropy_setup_context(ctx, inputs, output) -> None:
+    logits, target, weight, ignore_index, reduction, label_smoothing, block_rows, in_forward = (
+        inputs
+    )
+    _, logsumexp, denominator, gradient = output
+    ctx.mark_non_differentiable(logsumexp, denominator, gradient)
+    ctx.save_for_backward(logits, target, weight, logsumexp, denominator)
+    ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
+    # Non-differentiable output: no grad_fn, so holding it here makes no reference cycle.
+    ctx.gradient = gradient if in_forward else None
+
+
+def _cross_entropy_backward(ctx, grad_loss, *unused_grads):
+    logits, target, weight, logsumexp, denominator = ctx.saved_tensors
+    ignore_index, reduction, label_smoothing, block_rows = ctx.options
+    wants_logits, wants_target = ctx.needs_input_grad[:2]
+    nothing = (None,) * 6
+    if torch.is_grad_enabled():
+        # create_graph=True: the gradient must itself be differentiable.
+        grads = _differentiable_gradients(
+            (wants_logits, wants_target),
+            (logits, target),
+            lambda logits, target: _unfused_loss(
+                logits, target, weight, ignore_index, reduction, label_smoothing
+            ),
+            grad_loss,
+        )
+        return (*grads, *nothing)
+    if ctx.gradient is not None and not wants_target:
+        # Made by the forward for grad_output 1: scaled in place and handed over once; a second
+        # backward (retain_graph) recomputes it below.
+        gradient, ctx.gradient = ctx.gradient, None
+        torch.ops.softclass.scale_(gradient, grad_loss)
+        return gradient, None, *nothing
+    grad_logits, grad_target = torch.ops.softclass.cross_entropy_backward(
+        grad_loss, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
+        label_smoothing, block_rows, wants_target,
+    )
+    return (grad_logits if wants_logits else None, grad_target if wants_target else None, *nothing)
+
+
+_cross_entropy_op.register_autograd(
+    _cross_entropy_backward, setup_context=_cross_entropy_setup_context
+)
+_cross_entropy_op.register_vmap(_vmap_by_loop(_cross_entropy_op))
+_cross_entropy_backward_op.register_vmap(_vmap_by_loop(_cross_entropy_backward_op))
+
+
+class FusedCrossEntropyFunction(torch.autograd.Function):
+    """The fused cross entropy with ``inplace_backward``: the backward writes the gradient over
+    the logits' own memory. Eager only (a backward that overwrites an input is no operator for
+    compile or export); every other call goes through the registered ``softclass::cross_entropy``.
+
+    ``apply(logits, target, weight, ignore_index, reduction, label_smoothing, block_rows)``.
     """
 
     @staticmethod
     def forward(
-        ctx,
         logits: Tensor,
         target: Tensor,
         weight: Tensor | None,
@@ -546,195 +885,60 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         reduction: str,
         label_smoothing: float,
         block_rows: int,
-        inplace_backward: bool,
-        records_graph: bool,
-    ) -> Tensor:
-        ctx.options = (ignore_index, reduction, label_smoothing, block_rows, inplace_backward)
-        library = _native_library(logits, target)
-        ctx.library = library
-        if library is not None:
-            real_weight = None if weight is None else _real_weight(weight, logits.dtype)
-            per_row = reduction == "none"
-            compute_dtype = _compute_dtype(logits.dtype)
-            logsumexp = torch.empty(logits.shape[0], dtype=compute_dtype)
-            loss = torch.empty(logits.shape[:1] if per_row else (), dtype=logits.dtype)
-            # A large scalar loss gets its gradient (for grad_output 1) in this same pass over
-            # the logits; the backward then only scales it. Not for 'none' (per-row
-            # grad_output) nor in-place backward (the logits must survive the forward).
-            grad = grad_denominator = None
-            if (
-                records_graph
-                and ctx.needs_input_grad[0]
-                and not per_row
-                and not inplace_backward
-                and logits.numel() >= _GRADIENT_IN_FORWARD_MIN_ELEMENTS
-            ):
-                grad = torch.empty(logits.shape, dtype=logits.dtype)
-                if reduction == "mean":
-                    grad_denominator = _native_kept_weight_sum(
-                        library, target, real_weight, ignore_index, logits.shape[1], logits.dtype
-                    )
-            state = _native_forward(
-                library,
-                logits,
-                target,
-                real_weight,
-                ignore_index,
-                label_smoothing,
-                logsumexp,
-                loss if per_row else None,
-                None if per_row else loss,
-                reduction == "mean",
-                grad,
-                grad_denominator,
-            )
-            ctx.save_for_backward(logits, target)
-            # Made here, not inputs: kept as attributes (cheaper than saved tensors).
-            ctx.native_state = (real_weight, logsumexp, state)
-            ctx.gradient = grad
-            return loss
-        compute_dtype = _compute_dtype(logits.dtype)
-        targets = _RowTargets(
-            target,
-            weight,
-            ignore_index,
-            label_smoothing,
-            logits.shape[1],
-            compute_dtype,
-            block_rows,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        loss, logsumexp, denominator, _ = _cross_entropy_forward_impl(
+            logits, target, weight, ignore_index, reduction, label_smoothing, block_rows, False
         )
-        logsumexp, per_row_loss = _statistics_pass(logits, targets, block_rows)
-        denominator = targets.mean_denominator()
-        ctx.save_for_backward(logits, target, weight, logsumexp, denominator)
-        return _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
+        return loss, logsumexp, denominator
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        ignore_index, reduction, label_smoothing, block_rows, inplace_backward = ctx.options
-        unused = (None,) * 7
-        if ctx.library is not None:
-            logits, target = ctx.saved_tensors
-            weight, logsumexp, state = ctx.native_state
-        else:
-            logits, target, weight, logsumexp, denominator = ctx.saved_tensors
+    def setup_context(ctx, inputs, output) -> None:
+        logits, target, weight, ignore_index, reduction, label_smoothing, block_rows = inputs
+        _, logsumexp, denominator = output
+        ctx.mark_non_differentiable(logsumexp, denominator)
+        ctx.save_for_backward(logits, target, weight, logsumexp, denominator)
+        ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, *unused_grads):
+        logits, target, weight, logsumexp, denominator = ctx.saved_tensors
+        ignore_index, reduction, label_smoothing, block_rows = ctx.options
+        nothing = (None,) * 5
         if torch.is_grad_enabled():
-            # create_graph=True: the gradient must itself be differentiable.
-            return (
-                *_differentiable_gradients(
-                    ctx.needs_input_grad[:2],
-                    logits,
-                    target,
-                    weight,
-                    ignore_index,
-                    reduction,
-                    label_smoothing,
-                    grad_output,
+            grads = _differentiable_gradients(
+                ctx.needs_input_grad[:2],
+                (logits, target),
+                lambda logits, target: _unfused_loss(
+                    logits, target, weight, ignore_index, reduction, label_smoothing
                 ),
-                *unused,
+                grad_loss,
             )
-        n_rows, n_classes = logits.shape
-        grad_logits = None
-        if ctx.library is not None:
-            if ctx.gradient is not None:
-                # Made by the forward for grad_output 1: scale it in place and hand it over
-                # once; a second backward (retain_graph) recomputes it below.
-                grad_logits, ctx.gradient = ctx.gradient, None
-                factor = grad_output.to(logsumexp.dtype)
-                _native_scale(ctx.library, grad_logits, factor)
-                return grad_logits, None, *unused
-            if ctx.needs_input_grad[0]:
-                grad_logits = (
-                    logits if inplace_backward else torch.empty(logits.shape, dtype=logits.dtype)
-                )
-                _native_gradient(
-                    ctx.library,
-                    logits,
-                    target,
-                    weight,
-                    ignore_index,
-                    label_smoothing,
-                    logsumexp,
-                    grad_output
-                    if grad_output.dtype == logsumexp.dtype
-                    else grad_output.to(logsumexp.dtype),
-                    state if reduction == "mean" else None,
-                    grad_logits,
-                )
-                if inplace_backward:
-                    # Written behind autograd's back: bump the version counter as torch's own
-                    # in-place ops do, so nodes that saved the logits refuse to use them.
-                    torch.autograd.graph.increment_version(logits)
-            return grad_logits, None, *unused
-        targets = _RowTargets(
-            target, weight, ignore_index, label_smoothing, n_classes, logsumexp.dtype, block_rows
+            return (*grads, *nothing)
+        grad_logits, grad_target = _cross_entropy_backward_impl(
+            grad_loss, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
+            label_smoothing, block_rows, ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+            out=logits,
         )
-        row_scale = _row_scale(grad_output, reduction, denominator)
-        grad_target = None
-        if ctx.needs_input_grad[1]:
-            grad_target = _probability_target_gradient(logits, logsumexp, targets, row_scale)
-        if ctx.needs_input_grad[0]:
-            coefficients = targets.gradient_coefficients(row_scale)
-            grad_logits = (
-                logits if inplace_backward else torch.empty(logits.shape, dtype=logits.dtype)
-            )
-            same_dtype = logits.dtype == logsumexp.dtype
-            for start, stop in _row_blocks(n_rows, block_rows):
-                grad_block = grad_logits[start:stop]
-                work = (
-                    grad_block
-                    if same_dtype
-                    else torch.empty(grad_block.shape, dtype=logsumexp.dtype)
-                )
-                targets.write_block_gradient(
-                    logits[start:stop], logsumexp, coefficients, start, stop, work
-                )
-                if not same_dtype:
-                    grad_block.copy_(work)
-        return grad_logits, grad_target, *unused
+        # Written behind autograd's back: bump the version counter as torch's own in-place ops
+        # do, so nodes that saved the logits refuse to use them.
+        torch.autograd.graph.increment_version(logits)
+        return grad_logits, grad_target, *nothing
 
 
-def _differentiable_gradients(
-    needs_grad: tuple[bool, bool],
-    logits: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    grad_output: Tensor,
-) -> tuple[Tensor | None, Tensor | None]:
-    """(∂/∂logits, ∂/∂target) of the loss as a graph of differentiable torch ops (the backward
-    under ``create_graph=True``, so that double backward works): the loss is recomputed
-    unfused and differentiated by autograd."""
-    with torch.enable_grad():
-        compute_dtype = _compute_dtype(logits.dtype)
-        log_probs = torch.log_softmax(logits.to(compute_dtype), 1)
-        n_rows, n_classes = logits.shape
-        class_weight = None if weight is None else weight.to(compute_dtype)
-        if target.is_floating_point():
-            mass = target.to(compute_dtype) * (1.0 - label_smoothing) + label_smoothing / n_classes
-            if class_weight is not None:
-                mass = mass * class_weight
-            per_row_loss = -(mass * log_probs).sum(1)
-            denominator = torch.tensor(float(n_rows), dtype=compute_dtype)
-        else:
-            kept = target != ignore_index
-            safe_target = torch.where(kept, target, 0)
-            ones = torch.ones(n_rows, dtype=compute_dtype)
-            target_weight = ones if class_weight is None else class_weight[safe_target]
-            target_weight = torch.where(kept, target_weight, 0.0)
-            picked = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-            per_row_loss = -(1.0 - label_smoothing) * target_weight * picked
-            if label_smoothing > 0.0:
-                weighted = log_probs if class_weight is None else log_probs * class_weight
-                smooth = torch.where(kept, -weighted.sum(1), 0.0)
-                per_row_loss = per_row_loss + (label_smoothing / n_classes) * smooth
-            denominator = target_weight.sum()
-        loss = _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
-        pairs = zip((logits, target), needs_grad, strict=True)
-        inputs = [tensor for tensor, needs in pairs if needs]
-        grads = iter(torch.autograd.grad(loss, inputs, grad_output, create_graph=True))
-    return tuple(next(grads) if needs else None for needs in needs_grad)
+def _gradient_in_forward(logits: Tensor, target: Tensor, reduction: str) -> bool:
+    """Whether the forward should also write a scalar loss's gradient: an eager call (under
+    tracing the backward is a separate op in the graph) that will be differentiated, on logits
+    the compiled loops take, from ``_GRADIENT_IN_FORWARD_MIN_ELEMENTS`` on."""
+    return (
+        reduction != "none"
+        and not torch.compiler.is_compiling()
+        and torch.is_grad_enabled()
+        and logits.requires_grad
+        and logits.numel() >= _GRADIENT_IN_FORWARD_MIN_ELEMENTS
+        and logits.dtype in native.SUPPORTED_DTYPES
+        and not target.is_floating_point()
+        and logits.stride(1) == 1
+    )
 
 
 def _probability_target_gradient(
@@ -766,6 +970,10 @@ def cross_entropy(
 ) -> Tensor:
     """Fused cross entropy of 2-D logits; same value and gradients as ``F.cross_entropy``.
 
+    Runs the registered operator ``torch.ops.softclass.cross_entropy`` (with its fake
+    implementation for FakeTensor/meta, its backward ``softclass::cross_entropy_backward`` and a
+    vmap rule), so torch.compile and torch.export see one opaque op.
+
     Args:
         logits: (M, C) float (fp32, fp64, bf16 or fp16; accumulated in fp32, fp64 in fp64), any
             strides, classes last. Already validated.
@@ -780,23 +988,29 @@ def cross_entropy(
             tensor: no extra N×C memory, but **the logits are destroyed** by the backward. The
             write bumps their version counter, so any other autograd node that saved them raises
             "modified by an inplace operation" instead of computing with the gradient. Refused
-            for a leaf tensor (the gradient would overwrite the parameter itself).
+            for a leaf tensor (the gradient would overwrite the parameter itself). Eager only.
 
     Returns:
         The loss in ``logits``' dtype: (M,) for "none", else 0-d.
 
     Raises:
         ValueError: ``inplace_backward`` with ``logits`` a leaf that requires grad.
+        TargetOutOfBoundsError: a kept class index outside [0, C) (checked inside the op, at
+            run time, also when compiled).
     """
-    if inplace_backward and logits.is_leaf and logits.requires_grad:
-        raise ValueError(
-            "inplace_backward=True needs logits computed by an operation (e.g. a Linear layer): "
-            "for a leaf tensor that requires grad the gradient would overwrite the tensor itself; "
-            "pass inplace_backward=False"
-        )
     if block_rows is None:
         block_rows = default_block_rows(logits.shape[0], logits.shape[1])
-    return FusedCrossEntropyFunction.apply(
+    if inplace_backward:
+        if logits.is_leaf and logits.requires_grad:
+            raise ValueError(
+                "inplace_backward=True needs logits computed by an operation (e.g. a Linear "
+                "layer): for a leaf tensor that requires grad the gradient would overwrite the "
+                "tensor itself; pass inplace_backward=False"
+            )
+        return FusedCrossEntropyFunction.apply(
+            logits, target, weight, ignore_index, reduction, label_smoothing, block_rows
+        )[0]
+    return torch.ops.softclass.cross_entropy(
         logits,
         target,
         weight,
@@ -804,9 +1018,8 @@ def cross_entropy(
         reduction,
         label_smoothing,
         block_rows,
-        inplace_backward,
-        torch.is_grad_enabled(),
-    )
+        _gradient_in_forward(logits, target, reduction),
+    )[0]
 
 
 class _LinearGradients:
@@ -843,6 +1056,13 @@ class _LinearGradients:
                 self.weight.add_(grad_in_dtype.t() @ hidden_block)
         if self.bias is not None:
             self.bias.add_(grad_logits.sum(0, dtype=self.bias.dtype))
+
+    def as_outputs(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The three accumulators as op outputs: an empty (0,) for each one not wanted."""
+        return tuple(
+            hidden.new_empty((0,)) if gradient is None else gradient
+            for gradient in (self.hidden, self.weight, self.bias)
+        )
 
     def scaled(self, grad_output: Tensor, weight: Tensor, bias: Tensor | None):
         """(∂hidden, ∂weight, ∂bias) multiplied by a 0-d grad_output, in the inputs' dtypes."""
@@ -961,146 +1181,259 @@ class _NativeLinearBlocks:
         return loss
 
 
-class FusedLinearCrossEntropyFunction(torch.autograd.Function):
-    """Cross entropy of ``hidden @ weight.T + bias`` without ever holding the N×C logits.
+def _linear_forward_impl(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    gradients_in_forward: tuple[bool, bool, bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The real forward of ``softclass::linear_cross_entropy``.
 
-    With a scalar loss ('mean'/'sum') the gradients are accumulated during the forward, one block
-    of logits at a time (3 matrix products per block, like torch's linear forward and backward),
-    and the backward only scales them by grad_output. With 'none' (a per-row grad_output) the
-    backward recomputes each block's logits instead (4 products). Each block's softmax runs in the
-    compiled loops where they apply (class indices, fp32/bf16/fp64), else in torch ops. See
-    :func:`linear_cross_entropy`.
+    Returns (loss, L (N,) compute dtype, ∂/∂hidden (N, H) hidden's dtype, ∂/∂weight (C, H) and
+    ∂/∂bias (C,) in the compute dtype), each gradient for grad_output 1 when asked for in
+    ``gradients_in_forward`` (a scalar loss), else an empty (0,).
     """
-
-    @staticmethod
-    def forward(
-        ctx,
-        hidden: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        target: Tensor,
-        class_weight: Tensor | None,
-        ignore_index: int,
-        reduction: str,
-        label_smoothing: float,
-        block_rows: int,
-        gradients_in_forward: tuple[bool, bool, bool],
-    ) -> Tensor:
-        n_rows = hidden.shape[0]
-        n_classes = weight.shape[0]
-        dtype = _compute_dtype(hidden.dtype)
-        accumulate = any(gradients_in_forward)
-        gradients = (
-            _LinearGradients(hidden, weight, bias, gradients_in_forward, dtype)
-            if accumulate
-            else None
+    n_rows = hidden.shape[0]
+    n_classes = weight.shape[0]
+    dtype = _compute_dtype(hidden.dtype)
+    accumulate = any(gradients_in_forward)
+    gradients = _LinearGradients(hidden, weight, bias, gradients_in_forward, dtype)
+    # An empty (0, C) tensor stands for every block of logits: same dtype, device, layout.
+    library = _native_library(hidden.new_empty((0, n_classes)), target)
+    buffer = _block_buffer(hidden, n_classes, block_rows)
+    if library is not None:
+        blocks = _NativeLinearBlocks(
+            library,
+            torch.empty(n_rows, dtype=dtype),
+            target,
+            class_weight,
+            ignore_index,
+            label_smoothing,
+            hidden.dtype,
         )
-        ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
-        ctx.gradients = gradients
-        # An empty (0, C) tensor stands for every block of logits: same dtype, device, layout.
-        library = _native_library(hidden.new_empty((0, n_classes)), target)
-        ctx.library = library
-        if library is not None:
-            blocks = _NativeLinearBlocks(
-                library,
-                torch.empty(n_rows, dtype=dtype),
-                target,
-                class_weight,
-                ignore_index,
-                label_smoothing,
-                hidden.dtype,
-            )
-            row_loss = torch.empty(n_rows, dtype=hidden.dtype) if reduction == "none" else None
-            if accumulate:
-                unit = torch.ones((), dtype=dtype)
-                denominator = (
-                    _kept_weight_sum(target, class_weight, ignore_index)
-                    if reduction == "mean"
-                    else None
-                )
-            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
-            for start, stop in _row_blocks(n_rows, block_rows):
-                hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias, buffer)
-                blocks.forward(logits, start, stop, row_loss)
-                if accumulate:
-                    blocks.gradient(logits, start, stop, unit, denominator)
-                    gradients.add_block(logits, hidden_block, weight, start, stop)
-            ctx.save_for_backward(hidden, weight, bias, target, class_weight, blocks.logsumexp)
-            return row_loss if row_loss is not None else blocks.finish(reduction, hidden.dtype)
-        targets = _RowTargets(
-            target, class_weight, ignore_index, label_smoothing, n_classes, dtype, block_rows
-        )
-        denominator = targets.mean_denominator()
+        row_loss = torch.empty(n_rows, dtype=hidden.dtype) if reduction == "none" else None
         if accumulate:
-            unit_scale = torch.ones((), dtype=dtype)
-            row_scale = unit_scale / denominator if reduction == "mean" else unit_scale
-            coefficients = targets.gradient_coefficients(row_scale)
-        logsumexp = torch.empty(n_rows, dtype=dtype)
-        target_logit = torch.empty(n_rows, dtype=dtype)
-        weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
-        scratch = torch.empty(min(block_rows, n_rows), n_classes, dtype=dtype)
-        buffer = _block_buffer(hidden, weight.shape[0], block_rows)
+            unit = torch.ones((), dtype=dtype)
+            denominator = (
+                _kept_weight_sum(target, class_weight, ignore_index)
+                if reduction == "mean"
+                else None
+            )
         for start, stop in _row_blocks(n_rows, block_rows):
             hidden_block = hidden[start:stop]
-            logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
-            targets.block_statistics(
-                logits, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
-            )
+            logits = _block_logits(hidden_block, weight, bias, buffer)
+            blocks.forward(logits, start, stop, row_loss)
             if accumulate:
-                targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+                blocks.gradient(logits, start, stop, unit, denominator)
                 gradients.add_block(logits, hidden_block, weight, start, stop)
-        per_row_loss = targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
-        ctx.save_for_backward(hidden, weight, bias, target, class_weight, logsumexp)
-        return _reduce(per_row_loss, reduction, denominator).to(hidden.dtype)
+        loss = row_loss if row_loss is not None else blocks.finish(reduction, hidden.dtype)
+        return loss, blocks.logsumexp, *gradients.as_outputs(hidden)
+    targets = _RowTargets(
+        target, class_weight, ignore_index, label_smoothing, n_classes, dtype, block_rows
+    )
+    if not targets.is_probability:
+        _first_bad_target(target, n_classes, ignore_index)
+    denominator = targets.mean_denominator()
+    if accumulate:
+        unit_scale = torch.ones((), dtype=dtype)
+        row_scale = unit_scale / denominator if reduction == "mean" else unit_scale
+        coefficients = targets.gradient_coefficients(row_scale)
+    logsumexp = torch.empty(n_rows, dtype=dtype)
+    target_logit = torch.empty(n_rows, dtype=dtype)
+    weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
+    scratch = torch.empty(min(block_rows, n_rows), n_classes, dtype=dtype)
+    for start, stop in _row_blocks(n_rows, block_rows):
+        hidden_block = hidden[start:stop]
+        logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
+        targets.block_statistics(
+            logits, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
+        )
+        if accumulate:
+            targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+            gradients.add_block(logits, hidden_block, weight, start, stop)
+    per_row_loss = targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
+    loss = _reduce(per_row_loss, reduction, denominator).to(hidden.dtype)
+    return loss, logsumexp, *gradients.as_outputs(hidden)
 
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        hidden, weight, bias, target, class_weight, logsumexp = ctx.saved_tensors
-        ignore_index, _, label_smoothing, block_rows = ctx.options
-        unused = (None,) * 7
-        if ctx.gradients is not None:
-            return (*ctx.gradients.scaled(grad_output, weight, bias), *unused)
-        # Only 'none' gets here (a scalar loss accumulates its gradients in the forward): the
-        # per-row grad_output is the row scale itself, no denominator.
-        dtype = logsumexp.dtype
-        wants = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
-        gradients = _LinearGradients(hidden, weight, bias, wants, dtype)
-        row_grad_output = grad_output.to(dtype)
-        if ctx.library is not None:
-            blocks = _NativeLinearBlocks(
-                ctx.library,
-                logsumexp,
-                target,
-                class_weight,
-                ignore_index,
+
+def _linear_backward_impl(
+    grad_output: Tensor,
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    logsumexp: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    block_rows: int,
+    wants: tuple[bool, bool, bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """(∂hidden, ∂weight, ∂bias) in the inputs' dtypes for a per-row ``grad_output`` (N,) (the
+    'none' loss; a scalar loss accumulates its gradients in the forward): each block's logits
+    are made again."""
+    dtype = logsumexp.dtype
+    gradients = _LinearGradients(hidden, weight, bias, wants, dtype)
+    row_grad_output = grad_output.to(dtype)
+    library = _native_library(hidden.new_empty((0, weight.shape[0])), target)
+    buffer = _block_buffer(hidden, weight.shape[0], block_rows)
+    if library is not None:
+        blocks = _NativeLinearBlocks(
+            library, logsumexp, target, class_weight, ignore_index, label_smoothing, hidden.dtype
+        )
+        for start, stop in _row_blocks(hidden.shape[0], block_rows):
+            hidden_block = hidden[start:stop]
+            logits = _block_logits(hidden_block, weight, bias, buffer)
+            blocks.gradient(logits, start, stop, row_grad_output, None)
+            gradients.add_block(logits, hidden_block, weight, start, stop)
+    else:
+        targets = _RowTargets(
+            target, class_weight, ignore_index, label_smoothing, weight.shape[0], dtype, block_rows
+        )
+        coefficients = targets.gradient_coefficients(row_grad_output)
+        for start, stop in _row_blocks(hidden.shape[0], block_rows):
+            hidden_block = hidden[start:stop]
+            logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
+            targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+            gradients.add_block(logits, hidden_block, weight, start, stop)
+    return gradients.scaled(torch.ones((), dtype=dtype), weight, bias)
+
+
+@torch.library.custom_op(
+    "softclass::linear_cross_entropy", mutates_args=(), device_types="cpu"
+)
+def _linear_cross_entropy_op(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    hidden_grad_in_forward: bool,
+    weight_grad_in_forward: bool,
+    bias_grad_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(loss, L, ∂hidden, ∂weight, ∂bias): see :func:`_linear_forward_impl`."""
+    return _linear_forward_impl(
+        hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing,
+        block_rows, (hidden_grad_in_forward, weight_grad_in_forward, bias_grad_in_forward),
+    )
+
+
+@_linear_cross_entropy_op.register_fake
+def _linear_cross_entropy_fake(
+    hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing,
+    block_rows, hidden_grad_in_forward, weight_grad_in_forward, bias_grad_in_forward,
+):
+    dtype = _compute_dtype(hidden.dtype)
+    n_rows = hidden.shape[0]
+    empty = (0,)
+    return (
+        hidden.new_empty((n_rows,) if reduction == "none" else ()),
+        hidden.new_empty((n_rows,), dtype=dtype),
+        hidden.new_empty(hidden.shape if hidden_grad_in_forward else empty),
+        hidden.new_empty(weight.shape if weight_grad_in_forward else empty, dtype=dtype),
+        hidden.new_empty(
+            weight.shape[:1] if bias_grad_in_forward and bias is not None else empty, dtype=dtype
+        ),
+    )
+
+
+@torch.library.custom_op(
+    "softclass::linear_cross_entropy_backward", mutates_args=(), device_types="cpu"
+)
+def _linear_cross_entropy_backward_op(
+    grad_output: Tensor,
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    logsumexp: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    block_rows: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(∂hidden, ∂weight, ∂bias, the last empty (0,) without a bias) of a 'none' loss."""
+    grads = _linear_backward_impl(
+        grad_output, hidden, weight, bias, target, class_weight, logsumexp, ignore_index,
+        label_smoothing, block_rows, (True, True, bias is not None),
+    )
+    return grads[0], grads[1], hidden.new_empty((0,)) if grads[2] is None else grads[2]
+
+
+@_linear_cross_entropy_backward_op.register_fake
+def _linear_cross_entropy_backward_fake(
+    grad_output, hidden, weight, bias, target, class_weight, logsumexp, ignore_index,
+    label_smoothing, block_rows,
+):
+    return (
+        torch.empty_like(hidden),
+        torch.empty_like(weight),
+        hidden.new_empty((0,)) if bias is None else torch.empty_like(bias),
+    )
+
+
+def _linear_setup_context(ctx, inputs, output) -> None:
+    hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing = inputs[
+        :8
+    ]
+    block_rows, *in_forward = inputs[8:]
+    _, logsumexp, *gradients = output
+    ctx.mark_non_differentiable(logsumexp, *gradients)
+    ctx.save_for_backward(hidden, weight, bias, target, class_weight, logsumexp, *gradients)
+    ctx.options = (ignore_index, reduction, label_smoothing, block_rows, any(in_forward))
+
+
+def _linear_unfused_loss(
+    hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing
+):
+    """The loss as differentiable torch ops (double backward)."""
+    logits = hidden @ weight.t() if bias is None else torch.addmm(bias, hidden, weight.t())
+    return _unfused_loss(logits, target, class_weight, ignore_index, reduction, label_smoothing)
+
+
+def _linear_backward(ctx, grad_loss, *unused_grads):
+    hidden, weight, bias, target, class_weight, logsumexp, *in_forward = ctx.saved_tensors
+    ignore_index, reduction, label_smoothing, block_rows, accumulated = ctx.options
+    wants = tuple(ctx.needs_input_grad[:3])
+    nothing = (None,) * 9
+    if torch.is_grad_enabled():
+        grads = _differentiable_gradients(
+            wants,
+            (hidden, weight, bias),
+            lambda hidden, weight, bias: _linear_unfused_loss(
+                hidden, weight, bias, target, class_weight, ignore_index, reduction,
                 label_smoothing,
-                hidden.dtype,
-            )
-            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
-            for start, stop in _row_blocks(hidden.shape[0], block_rows):
-                hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias, buffer)
-                blocks.gradient(logits, start, stop, row_grad_output, None)
-                gradients.add_block(logits, hidden_block, weight, start, stop)
-        else:
-            targets = _RowTargets(
-                target,
-                class_weight,
-                ignore_index,
-                label_smoothing,
-                weight.shape[0],
-                dtype,
-                block_rows,
-            )
-            coefficients = targets.gradient_coefficients(row_grad_output)
-            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
-            for start, stop in _row_blocks(hidden.shape[0], block_rows):
-                hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
-                targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
-                gradients.add_block(logits, hidden_block, weight, start, stop)
-        return (*gradients.scaled(torch.ones((), dtype=dtype), weight, bias), *unused)
+            ),
+            grad_loss,
+        )
+        return (*grads, *nothing)
+    if accumulated:
+        grads = tuple(
+            (gradient * grad_loss.to(gradient.dtype)).to(like.dtype) if needs else None
+            for gradient, like, needs in zip(in_forward, (hidden, weight, bias), wants, strict=True)
+        )
+        return (*grads, *nothing)
+    grads = torch.ops.softclass.linear_cross_entropy_backward(
+        grad_loss, hidden, weight, bias, target, class_weight, logsumexp, ignore_index,
+        label_smoothing, block_rows,
+    )
+    return (*(grad if needs else None for grad, needs in zip(grads, wants, strict=True)), *nothing)
+
+
+_linear_cross_entropy_op.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+_linear_cross_entropy_op.register_vmap(_vmap_by_loop(_linear_cross_entropy_op))
+_linear_cross_entropy_backward_op.register_vmap(_vmap_by_loop(_linear_cross_entropy_backward_op))
 
 
 def linear_cross_entropy(
@@ -1116,6 +1449,14 @@ def linear_cross_entropy(
     block_rows: int | None = None,
 ) -> Tensor:
     """``cross_entropy(hidden @ weight.T + bias, target, ...)`` without the N×C logits in memory.
+
+    Runs the registered operator ``torch.ops.softclass.linear_cross_entropy`` (fake
+    implementation, backward op, vmap rule). With a scalar loss ('mean'/'sum') the gradients are
+    accumulated during the forward, one block of logits at a time (3 matrix products per block,
+    like torch's linear forward and backward), and the backward only scales them by grad_output.
+    With 'none' (a per-row grad_output) the backward makes each block's logits again (4
+    products). Each block's softmax runs in the compiled loops where they apply (class indices,
+    fp32/bf16/fp64), else in torch ops.
 
     Args:
         hidden: (N, H) float features (fp32, fp64, bf16), already validated.
@@ -1135,7 +1476,7 @@ def linear_cross_entropy(
     wants = tuple(tensor is not None and tensor.requires_grad for tensor in (hidden, weight, bias))
     grad_enabled = torch.is_grad_enabled() and any(wants)
     in_forward = wants if grad_enabled and reduction != "none" else (False, False, False)
-    return FusedLinearCrossEntropyFunction.apply(
+    return torch.ops.softclass.linear_cross_entropy(
         hidden,
         weight,
         bias,
@@ -1145,5 +1486,5 @@ def linear_cross_entropy(
         reduction,
         label_smoothing,
         block_rows,
-        in_forward,
-    )
+        *in_forward,
+    )[0]
