@@ -1,8 +1,11 @@
 """Fused kernels chosen by :mod:`softclass.functional`.
 
-``cpu``: row-blocked cross entropy and fused linear + cross entropy; the row loops are compiled
-from ``cpu_native.c`` at first use (see :mod:`softclass.kernels.native`), with a plain torch-ops
-path computing the same numbers where no compiler is available.
+``cpu``: row-blocked cross entropy and fused linear + cross entropy, registered as torch.library
+operators (``torch.ops.softclass.cross_entropy``, ``softclass::linear_cross_entropy`` and their
+backward ops, each with a fake implementation for FakeTensor/meta/compile/export, an autograd
+formula and a vmap rule); the row loops are compiled from ``cpu_native.c`` at first use (see
+:mod:`softclass.kernels.native`), with a plain torch-ops path computing the same numbers where no
+compiler is available.
 
 ``mlp_native``: whole training runs of small stacked MLPs in C, for :mod:`softclass.ensemble`.
 """
@@ -10,7 +13,6 @@ path computing the same numbers where no compiler is available.
 from softclass.kernels.cpu import (
     FusedCrossEntropyFunction,
     TargetOutOfBoundsError,
-    checks_target_range,
     cross_entropy,
     default_block_rows,
     default_linear_block_rows,
@@ -21,7 +23,6 @@ from softclass.kernels.cpu import (
 __all__ = [
     "FusedCrossEntropyFunction",
     "TargetOutOfBoundsError",
-    "checks_target_range",
     "cross_entropy",
     "default_block_rows",
     "default_linear_block_rows",

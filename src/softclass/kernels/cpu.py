@@ -46,7 +46,6 @@ from softclass.kernels import native
 __all__ = [
     "FusedCrossEntropyFunction",
     "TargetOutOfBoundsError",
-    "checks_target_range",
     "cross_entropy",
     "default_block_rows",
     "default_linear_block_rows",
@@ -88,8 +87,12 @@ _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 def prefers_fused(logits: Tensor, target: Tensor) -> bool:
     """Whether :func:`cross_entropy` beats the plain log_softmax + gather path for these validated
     (M, C) logits and (M,) or (M, C) target: always where the compiled loops apply, else from
-    ``_FUSED_MIN_ELEMENTS`` logits on (measurements beside the constants)."""
-    if _native_library(logits, target) is not None:
+    ``_FUSED_MIN_ELEMENTS`` logits on (measurements beside the constants). Decided from shapes
+    and dtypes only (under torch.compile the compiled loops are assumed available: the operator
+    falls back to torch ops by itself where they are not)."""
+    if _native_applicable(logits, target) and (
+        torch.compiler.is_compiling() or native.library() is not None
+    ):
         return logits.numel() >= _NATIVE_FUSED_MIN_ELEMENTS
     return logits.numel() >= _FUSED_MIN_ELEMENTS and logits.dtype in _FUSED_DTYPES
 
@@ -312,12 +315,18 @@ class TargetOutOfBoundsError(IndexError):
         self.value = value
 
 
+def _native_applicable(logits: Tensor, target: Tensor) -> bool:
+    """Whether the compiled loops compute this (M, C) problem: class-index targets and
+    fp32/bf16/fp64 logits (any class stride: :func:`cross_entropy` makes other strides
+    contiguous first)."""
+    return not target.is_floating_point() and logits.dtype in native.SUPPORTED_DTYPES
+
+
 def _native_library(logits: Tensor, target: Tensor):
     """The compiled kernels where they apply, else None: CPU logits (M, C) of fp32/bf16/fp64 with
-    class stride 1, class-index targets, and a library that could be built."""
-    if target.is_floating_point() or logits.dtype not in native.SUPPORTED_DTYPES:
-        return None
-    if not logits.is_cpu:
+    class stride 1, class-index targets, and a library that could be built. Called by the
+    operators' real implementations only (real tensors, never during tracing)."""
+    if not _native_applicable(logits, target) or not logits.is_cpu:
         return None
     if logits.shape[1] > 1 and logits.stride(1) != 1:
         return None
@@ -328,13 +337,6 @@ _FORWARD_NAMES, _FINISH_NAMES, _BACKWARD_NAMES, _SCALE_NAMES, _KEPT_WEIGHT_SUM_N
     {dtype: f"ce_{step}_{suffix}" for dtype, suffix in native.SUPPORTED_DTYPES.items()}
     for step in ("forward", "finish", "backward", "scale", "kept_weight_sum")
 )
-
-
-def checks_target_range(logits: Tensor, target: Tensor) -> bool:
-    """Whether :func:`cross_entropy` on these (M, C) logits and (M,) target runs the compiled
-    loops, which check every kept target against [0, C) and raise
-    :class:`TargetOutOfBoundsError` (so the caller may leave out its own range check)."""
-    return _native_library(logits, target) is not None
 
 
 def _real_weight(weight: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -1000,6 +1002,10 @@ def cross_entropy(
     """
     if block_rows is None:
         block_rows = default_block_rows(logits.shape[0], logits.shape[1])
+    if logits.shape[1] > 1 and logits.stride(1) != 1 and _native_applicable(logits, target):
+        # Classes not adjacent (e.g. transposed logits): one copy, then the compiled loops
+        # (measured faster than the torch-ops blocks over the strided rows).
+        logits = logits.contiguous()
     if inplace_backward:
         if logits.is_leaf and logits.requires_grad:
             raise ValueError(
