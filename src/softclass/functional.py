@@ -59,90 +59,43 @@ def _autocast_float32(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | Non
     )
 
 
-def _class_maxes(logits: torch.Tensor, dim: int) -> torch.Tensor:
-    """The max along ``dim`` (kept), or zeros when that dimension is empty (nothing to shift)."""
-    if logits.shape[dim] == 0:
-        return logits.sum(dim, keepdim=True)
-    return logits.amax(dim, keepdim=True)
-
-
-class _Softmax(torch.autograd.Function):
-    """softmax along ``dim``; saves only its output. Backward: p * (g - sum(g * p)); forward-mode
-    derivative (jvp) the same formula on the tangent. Works under torch.func (setup_context, a
-    generated vmap rule) and double backward (the backward is differentiable torch ops)."""
+class _SoftmaxFunction(torch.autograd.Function):
+    """softmax (``log``: log_softmax) along ``dim`` for torch.func transforms and forward-mode AD
+    (setup_context, a generated vmap rule, jvp): the same formulas as the registered operator
+    ``softclass::softmax`` in torch ops (Dynamo cannot trace a Function with ``jvp``, so
+    everything else goes through the operator). Saves only its output; the backward is
+    differentiable (double backward)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(input: torch.Tensor, dim: int) -> torch.Tensor:
-        logits = input.to(_accumulation_dtype(input.dtype)).contiguous()
-        shifted = logits - _class_maxes(logits, dim)
-        exps = shifted.exp_()
-        return exps.div_(exps.sum(dim, keepdim=True)).to(input.dtype)
+    def forward(input: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+        return cpu_kernels.softmax_reference(input, dim, log)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(output)
         ctx.save_for_forward(output)
-        ctx.dim = inputs[1]
+        ctx.dim, ctx.log = inputs[1], inputs[2]
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (probs,) = ctx.saved_tensors
-        return _Softmax._derivative(probs, grad_output, ctx.dim), None
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (output,) = ctx.saved_tensors
+        return cpu_kernels.softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
 
     @staticmethod
-    def jvp(ctx, input_tangent: torch.Tensor, _dim_tangent) -> torch.Tensor:
-        (probs,) = ctx.saved_tensors
-        return _Softmax._derivative(probs, input_tangent, ctx.dim)
-
-    @staticmethod
-    def _derivative(probs: torch.Tensor, vector: torch.Tensor, dim: int) -> torch.Tensor:
-        """p * (v - sum(v * p)): the (symmetric) Jacobian of softmax applied to ``vector``."""
-        accumulate = _accumulation_dtype(probs.dtype)
-        probs_acc, vector_acc = probs.to(accumulate), vector.to(accumulate)
-        dot = (vector_acc * probs_acc).sum(dim, keepdim=True)
-        return (probs_acc * (vector_acc - dot)).to(probs.dtype)
-
-
-class _LogSoftmax(torch.autograd.Function):
-    """log_softmax along ``dim``; saves only its output. Backward: g - exp(out) * sum(g); jvp:
-    t - sum(exp(out) * t). torch.func and double backward as :class:`_Softmax`."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(input: torch.Tensor, dim: int) -> torch.Tensor:
-        logits = input.to(_accumulation_dtype(input.dtype)).contiguous()
-        shifted = logits - _class_maxes(logits, dim)
-        log_sum = shifted.exp().sum(dim, keepdim=True).log_()
-        return shifted.sub_(log_sum).to(input.dtype)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
-        ctx.dim = inputs[1]
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (log_probs,) = ctx.saved_tensors
-        accumulate = _accumulation_dtype(log_probs.dtype)
-        grad_acc = grad_output.to(accumulate)
-        total = grad_acc.sum(ctx.dim, keepdim=True)
-        return (grad_acc - log_probs.to(accumulate).exp() * total).to(log_probs.dtype), None
-
-    @staticmethod
-    def jvp(ctx, input_tangent: torch.Tensor, _dim_tangent) -> torch.Tensor:
-        (log_probs,) = ctx.saved_tensors
-        accumulate = _accumulation_dtype(log_probs.dtype)
+    def jvp(ctx, input_tangent: torch.Tensor, *unused_tangents) -> torch.Tensor:
+        """softmax: p·(t − Σ p·t) (its Jacobian is symmetric); log_softmax: t − Σ p·t."""
+        (output,) = ctx.saved_tensors
+        accumulate = _accumulation_dtype(output.dtype)
         tangent = input_tangent.to(accumulate)
-        mean = (log_probs.to(accumulate).exp() * tangent).sum(ctx.dim, keepdim=True)
-        return (tangent - mean).to(log_probs.dtype)
+        probs = output.to(accumulate).exp() if ctx.log else output.to(accumulate)
+        centred = tangent - (probs * tangent).sum(ctx.dim, keepdim=True)
+        return (centred if ctx.log else probs * centred).to(output.dtype)
 
 
 def _softmax_family(
-    function: type[torch.autograd.Function],
+    log: bool,
     op: str,
     input: torch.Tensor,
     dim: int | None,
@@ -156,9 +109,12 @@ def _softmax_family(
     if dim is None:
         dim = validation.implicit_softmax_dim(input.dim(), op)
     dim = validation.normalize_dim(dim, input.dim(), op)
-    if input.dim() == 0:
-        return function.apply(input.reshape(1), 0).reshape(())
-    return function.apply(input, dim)
+    rows = input.reshape(1) if input.dim() == 0 else input
+    if validation.is_transformed(rows):
+        result = _SoftmaxFunction.apply(rows, dim, log)
+    else:
+        result = cpu_kernels.softmax(rows, dim, log)
+    return result.reshape(()) if input.dim() == 0 else result
 
 
 def softmax(
@@ -180,7 +136,7 @@ def softmax(
         A tensor of ``input``'s shape and dtype (or ``dtype``). Rows that are all ``-inf`` or that
         contain ``+inf`` give NaN, as in torch.
     """
-    return _softmax_family(_Softmax, "softmax", input, dim, dtype)
+    return _softmax_family(False, "softmax", input, dim, dtype)
 
 
 def log_softmax(
@@ -194,7 +150,7 @@ def log_softmax(
     Stable for large logits where ``log(softmax(x))`` underflows to ``-inf``. Arguments and
     return shape as :func:`softmax`; every value is ``<= 0``.
     """
-    return _softmax_family(_LogSoftmax, "log_softmax", input, dim, dtype)
+    return _softmax_family(True, "log_softmax", input, dim, dtype)
 
 
 def logsumexp(
