@@ -599,6 +599,19 @@ def linear_cross_entropy(
         validation.check_index_target(class_input, target, op)
         validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
         target = target.long()
+    if validation.is_transformed(input, linear_weight, linear_bias, target):
+        # torch.func transforms and forward-mode AD: differentiable torch ops (the op has no jvp).
+        logits = input @ linear_weight.t()
+        if linear_bias is not None:
+            logits = logits + linear_bias
+        return cross_entropy(
+            logits,
+            target,
+            weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
     kernels = _cuda_kernels() if input.is_cuda else cpu_kernels
     if kernels is None:
         kernels = cpu_kernels  # its block loop runs in plain torch ops on any device
