@@ -304,9 +304,7 @@ def test_linear_cross_entropy_module_and_no_grad():
     target = torch.tensor([0, 4, 2, 1])
     with torch.no_grad():
         loss = module(hidden, target)
-        expected = F.cross_entropy(
-            module.linear(hidden), target, class_weight, label_smoothing=0.1
-        )
+        expected = F.cross_entropy(module.linear(hidden), target, class_weight, label_smoothing=0.1)
     torch.testing.assert_close(loss, expected)
     assert "weight" in dict(module.named_buffers())
     assert set(dict(module.named_parameters())) == {"linear.weight", "linear.bias"}

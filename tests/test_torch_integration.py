@@ -82,10 +82,7 @@ def _softmax_cases():
 
 
 def _loss_options():
-    for reduction, weighted, ignore_index in itertools.product(
-        ("mean", "sum", "none"), (False, True), (-100, 2)
-    ):
-        yield reduction, weighted, ignore_index
+    return itertools.product(("mean", "sum", "none"), (False, True), (-100, 2))
 
 
 def _nll_cases():
@@ -307,12 +304,8 @@ def test_torch_func_grad_jacrev_and_jacfwd_match_torch(case):
 
     ours, theirs = on(case.ours), on(case.theirs)
     point = inputs[index]
-    torch.testing.assert_close(
-        torch.func.jacrev(ours)(point), torch.func.jacrev(theirs)(point)
-    )
-    torch.testing.assert_close(
-        torch.func.jacfwd(ours)(point), torch.func.jacrev(theirs)(point)
-    )
+    torch.testing.assert_close(torch.func.jacrev(ours)(point), torch.func.jacrev(theirs)(point))
+    torch.testing.assert_close(torch.func.jacfwd(ours)(point), torch.func.jacrev(theirs)(point))
     torch.testing.assert_close(
         torch.func.grad(lambda value: ours(value).sum())(point),
         torch.func.grad(lambda value: theirs(value).sum())(point),
@@ -360,7 +353,10 @@ def _linear_per_sample(case, inputs, params, features):
     def loss_of(function):
         def loss(params, feature, target):
             return function(
-                feature.unsqueeze(0), params["weight"], target.unsqueeze(0), params["bias"],
+                feature.unsqueeze(0),
+                params["weight"],
+                target.unsqueeze(0),
+                params["bias"],
                 class_weight,
             )
 
@@ -378,7 +374,9 @@ def test_vmap_of_the_forward_matches_torch(case):
     stacked_logits = torch.stack([logits, logits.flip(0)])
     stacked_target = torch.stack([target, target.flip(0)])
     ours = torch.func.vmap(lambda x, t: case.ours(x, t, weight))(stacked_logits, stacked_target)
-    theirs = torch.stack([case.theirs(x, t, weight) for x, t in zip(stacked_logits, stacked_target)])
+    theirs = torch.stack(
+        [case.theirs(x, t, weight) for x, t in zip(stacked_logits, stacked_target, strict=True)]
+    )
     torch.testing.assert_close(ours, theirs)
 
 
@@ -608,7 +606,7 @@ def test_elementwise_mean_is_mean_with_torchs_warning():
 
 def test_label_smoothing_is_checked_when_the_module_is_called():
     module = snn.CrossEntropyLoss(label_smoothing=1.2)  # constructs, as torch's does
-    with pytest.raises(RuntimeError, match="label_smoothing must be between 0.0 and 1.0"):
+    with pytest.raises(RuntimeError, match=r"label_smoothing must be between 0\.0 and 1\.0"):
         module(torch.randn(3, 5), torch.tensor([0, 1, 2]))
 
 

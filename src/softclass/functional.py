@@ -418,7 +418,9 @@ def cross_entropy(
     # torch.func transforms (and forward-mode AD) take the differentiable torch-ops path.
     transformed = validation.is_transformed(logits, flat_target, weight)
     fused_kernel = (
-        None if transformed else _fused_cross_entropy_kernel(logits, flat_target, probability_target)
+        None
+        if transformed
+        else _fused_cross_entropy_kernel(logits, flat_target, probability_target)
     )
     if not probability_target and fused_kernel is not cpu_kernels.cross_entropy:
         checked = validation.check_target_range(target, n_classes, ignore_index, op)

@@ -604,8 +604,18 @@ def _cross_entropy_forward_impl(
         return loss, logsumexp, denominator, no_gradient
     unit = torch.ones((), dtype=compute_dtype)
     grad, _ = _cross_entropy_backward_impl(
-        unit, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
-        label_smoothing, block_rows, True, False,
+        unit,
+        logits,
+        target,
+        weight,
+        logsumexp,
+        denominator,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        True,
+        False,
     )
     return loss, logsumexp, denominator, grad
 
@@ -769,7 +779,14 @@ def _cross_entropy_op(
 
 @_cross_entropy_op.register_fake
 def _cross_entropy_fake(
-    logits, target, weight, ignore_index, reduction, label_smoothing, block_rows, gradient_in_forward
+    logits,
+    target,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    block_rows,
+    gradient_in_forward,
 ):
     n_rows = logits.shape[0]
     return (
@@ -780,9 +797,7 @@ def _cross_entropy_fake(
     )
 
 
-@torch.library.custom_op(
-    "softclass::cross_entropy_backward", mutates_args=(), device_types="cpu"
-)
+@torch.library.custom_op("softclass::cross_entropy_backward", mutates_args=(), device_types="cpu")
 def _cross_entropy_backward_op(
     grad_output: Tensor,
     logits: Tensor,
@@ -798,16 +813,35 @@ def _cross_entropy_backward_op(
 ) -> tuple[Tensor, Tensor]:
     """(∂output/∂logits, ∂output/∂target or an empty (0,) when not ``wants_target``)."""
     grad_logits, grad_target = _cross_entropy_backward_impl(
-        grad_output, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
-        label_smoothing, block_rows, True, wants_target,
+        grad_output,
+        logits,
+        target,
+        weight,
+        logsumexp,
+        denominator,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        True,
+        wants_target,
     )
     return grad_logits, target.new_empty((0,)) if grad_target is None else grad_target
 
 
 @_cross_entropy_backward_op.register_fake
 def _cross_entropy_backward_fake(
-    grad_output, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
-    label_smoothing, block_rows, wants_target,
+    grad_output,
+    logits,
+    target,
+    weight,
+    logsumexp,
+    denominator,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    block_rows,
+    wants_target,
 ):
     return torch.empty_like(logits), target.new_empty(target.shape if wants_target else (0,))
 
@@ -863,8 +897,17 @@ def _cross_entropy_backward(ctx, grad_loss, *unused_grads):
         torch.ops.softclass.scale_(gradient, grad_loss)
         return gradient, None, *nothing
     grad_logits, grad_target = torch.ops.softclass.cross_entropy_backward(
-        grad_loss, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
-        label_smoothing, block_rows, wants_target,
+        grad_loss,
+        logits,
+        target,
+        weight,
+        logsumexp,
+        denominator,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        wants_target,
     )
     return (grad_logits if wants_logits else None, grad_target if wants_target else None, *nothing)
 
@@ -923,8 +966,18 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
             )
             return (*grads, *nothing)
         grad_logits, grad_target = _cross_entropy_backward_impl(
-            grad_loss, logits, target, weight, logsumexp, denominator, ignore_index, reduction,
-            label_smoothing, block_rows, ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+            grad_loss,
+            logits,
+            target,
+            weight,
+            logsumexp,
+            denominator,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            block_rows,
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
             out=logits,
         )
         # Written behind autograd's back: bump the version counter as torch's own in-place ops
@@ -1317,9 +1370,7 @@ def _linear_backward_impl(
     return gradients.scaled(torch.ones((), dtype=dtype), weight, bias)
 
 
-@torch.library.custom_op(
-    "softclass::linear_cross_entropy", mutates_args=(), device_types="cpu"
-)
+@torch.library.custom_op("softclass::linear_cross_entropy", mutates_args=(), device_types="cpu")
 def _linear_cross_entropy_op(
     hidden: Tensor,
     weight: Tensor,
@@ -1336,15 +1387,33 @@ def _linear_cross_entropy_op(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(loss, L, ∂hidden, ∂weight, ∂bias): see :func:`_linear_forward_impl`."""
     return _linear_forward_impl(
-        hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing,
-        block_rows, (hidden_grad_in_forward, weight_grad_in_forward, bias_grad_in_forward),
+        hidden,
+        weight,
+        bias,
+        target,
+        class_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        (hidden_grad_in_forward, weight_grad_in_forward, bias_grad_in_forward),
     )
 
 
 @_linear_cross_entropy_op.register_fake
 def _linear_cross_entropy_fake(
-    hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing,
-    block_rows, hidden_grad_in_forward, weight_grad_in_forward, bias_grad_in_forward,
+    hidden,
+    weight,
+    bias,
+    target,
+    class_weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    block_rows,
+    hidden_grad_in_forward,
+    weight_grad_in_forward,
+    bias_grad_in_forward,
 ):
     dtype = _compute_dtype(hidden.dtype)
     n_rows = hidden.shape[0]
@@ -1377,16 +1446,33 @@ def _linear_cross_entropy_backward_op(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(∂hidden, ∂weight, ∂bias, the last empty (0,) without a bias) of a 'none' loss."""
     grads = _linear_backward_impl(
-        grad_output, hidden, weight, bias, target, class_weight, logsumexp, ignore_index,
-        label_smoothing, block_rows, (True, True, bias is not None),
+        grad_output,
+        hidden,
+        weight,
+        bias,
+        target,
+        class_weight,
+        logsumexp,
+        ignore_index,
+        label_smoothing,
+        block_rows,
+        (True, True, bias is not None),
     )
     return grads[0], grads[1], hidden.new_empty((0,)) if grads[2] is None else grads[2]
 
 
 @_linear_cross_entropy_backward_op.register_fake
 def _linear_cross_entropy_backward_fake(
-    grad_output, hidden, weight, bias, target, class_weight, logsumexp, ignore_index,
-    label_smoothing, block_rows,
+    grad_output,
+    hidden,
+    weight,
+    bias,
+    target,
+    class_weight,
+    logsumexp,
+    ignore_index,
+    label_smoothing,
+    block_rows,
 ):
     return (
         torch.empty_like(hidden),
@@ -1424,7 +1510,13 @@ def _linear_backward(ctx, grad_loss, *unused_grads):
             wants,
             (hidden, weight, bias),
             lambda hidden, weight, bias: _linear_unfused_loss(
-                hidden, weight, bias, target, class_weight, ignore_index, reduction,
+                hidden,
+                weight,
+                bias,
+                target,
+                class_weight,
+                ignore_index,
+                reduction,
                 label_smoothing,
             ),
             grad_loss,
@@ -1437,8 +1529,16 @@ def _linear_backward(ctx, grad_loss, *unused_grads):
         )
         return (*grads, *nothing)
     grads = torch.ops.softclass.linear_cross_entropy_backward(
-        grad_loss, hidden, weight, bias, target, class_weight, logsumexp, ignore_index,
-        label_smoothing, block_rows,
+        grad_loss,
+        hidden,
+        weight,
+        bias,
+        target,
+        class_weight,
+        logsumexp,
+        ignore_index,
+        label_smoothing,
+        block_rows,
     )
     return (*(grad if needs else None for grad, needs in zip(grads, wants, strict=True)), *nothing)
 
@@ -1507,12 +1607,26 @@ def linear_cross_entropy(
 # grad_row_stride, output, output_row_stride, n_classes, row_begin, row_end, result,
 # result_row_stride, log_output).
 _SOFTMAX_FORWARD_ARGS = [
-    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
 ]
 _SOFTMAX_BACKWARD_ARGS = [
-    ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-    ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
 ]
 
 
@@ -1555,9 +1669,7 @@ def softmax_reference(input: Tensor, dim: int, log: bool) -> Tensor:
     """softmax (``log``: log_softmax) along ``dim`` in torch ops, accumulated in fp32 for
     half-precision inputs; a contiguous result in ``input``'s dtype."""
     logits = input.to(_compute_dtype(input.dtype)).contiguous()
-    maxes = (
-        logits.amax(dim, keepdim=True) if logits.shape[dim] else logits.sum(dim, keepdim=True)
-    )
+    maxes = logits.amax(dim, keepdim=True) if logits.shape[dim] else logits.sum(dim, keepdim=True)
     shifted = logits - maxes
     if log:
         log_sum = shifted.exp().sum(dim, keepdim=True).log_()
@@ -1615,7 +1727,10 @@ def _softmax_backward_op(grad_output: Tensor, output: Tensor, dim: int, log: boo
     result_rows = result.view(-1, output.shape[-1])
     backward = getattr(library, f"softmax_backward_{native.SUPPORTED_DTYPES[output.dtype]}")
     head = (
-        grad_rows.data_ptr(), grad_rows.stride(0), output_rows.data_ptr(), output_rows.stride(0),
+        grad_rows.data_ptr(),
+        grad_rows.stride(0),
+        output_rows.data_ptr(),
+        output_rows.stride(0),
         output_rows.shape[1],
     )
     tail = (result_rows.data_ptr(), result_rows.stride(0), int(log))
