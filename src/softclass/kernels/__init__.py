@@ -6,8 +6,6 @@ backward ops, each with a fake implementation for FakeTensor/meta/compile/export
 formula and a vmap rule); the row loops are compiled from ``cpu_native.c`` at first use (see
 :mod:`softclass.kernels.native`), with a plain torch-ops path computing the same numbers where no
 compiler is available.
-
-``mlp_native``: whole training runs of small stacked MLPs in C, for :mod:`softclass.ensemble`.
 """
 
 from softclass.kernels.cpu import (
