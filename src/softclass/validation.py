@@ -20,6 +20,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from softclass.kernels.cpu import is_eager
+
 REDUCTIONS = ("none", "mean", "sum")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -60,18 +62,6 @@ def check_label_smoothing(label_smoothing: float) -> None:
     """Label smoothing ε must lie in [0, 1] (torch checks only ε ≤ 1; negative ε is refused too)."""
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-
-
-def is_eager(tensor: Tensor) -> bool:
-    """Whether ``tensor`` holds real values that Python may read now: not under torch.compile or
-    torch.export, not a FakeTensor, FunctionalTensor or other subclass, not on the meta device,
-    not wrapped by a torch.func transform."""
-    return (
-        not torch.compiler.is_compiling()
-        and type(tensor) in (torch.Tensor, torch.nn.Parameter)
-        and tensor.device.type != "meta"
-        and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
-    )
 
 
 def is_transformed(*tensors: Tensor | None) -> bool:

@@ -52,6 +52,7 @@ __all__ = [
     "cross_entropy",
     "default_block_rows",
     "default_linear_block_rows",
+    "is_eager",
     "linear_cross_entropy",
     "prefers_fused",
     "softmax",
@@ -980,10 +981,11 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
 
 
 def is_eager(*tensors: Tensor | None) -> bool:
-    """Whether these tensors are real CPU tensors in plain eager mode: not under torch.compile
-    or export, no FakeTensor/FunctionalTensor or other subclass, no torch.func transform or
-    forward-mode AD, no dispatch mode (FakeTensorMode, FlopCounterMode, ...) active. Only then
-    do the wrappers call the implementations directly instead of the registered ops."""
+    """Whether these tensors hold real values in plain eager mode: not under torch.compile or
+    export, no FakeTensor/FunctionalTensor or other subclass, not on the meta device, no
+    torch.func transform or forward-mode AD, no dispatch mode (FakeTensorMode,
+    FlopCounterMode, ...) active. Only then do the wrappers call the implementations directly
+    instead of the registered ops (and validation read target values on the host)."""
     if (
         torch.compiler.is_compiling()
         or torch._C._len_torch_dispatch_stack() > 0
@@ -994,7 +996,7 @@ def is_eager(*tensors: Tensor | None) -> bool:
         tensor is None
         or (
             type(tensor) in (Tensor, torch.nn.Parameter)
-            and tensor.is_cpu
+            and tensor.device.type != "meta"
             and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
         )
         for tensor in tensors
@@ -1770,7 +1772,7 @@ def softmax(input: Tensor, dim: int, log: bool = False) -> Tensor:
     compiled rows for CPU fp32/bf16/fp64 along the last dimension, torch ops otherwise (called
     directly, through an autograd Function, for real tensors in plain eager mode)."""
     if is_eager(input):
-        return _EagerSoftmax.apply(input, dim, log)
+        return (_LogSoftmax if log else _Softmax).apply(input, dim)
     return torch.ops.softclass.softmax(input, dim, log)
 
 
@@ -1817,20 +1819,36 @@ def _softmax_backward_impl(grad_output: Tensor, output: Tensor, dim: int, log: b
     return result
 
 
-class _EagerSoftmax(torch.autograd.Function):
+def _eager_softmax_backward(ctx, grad_output: Tensor):
+    (output,) = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None
+    return _softmax_backward_impl(grad_output, output, ctx.dim, ctx.log), None
+
+
+class _Softmax(torch.autograd.Function):
     """The eager entry of ``softclass::softmax`` (see :class:`FusedCrossEntropyFunction` for
-    why): same implementation and backward, without the dispatcher's per-call cost."""
+    why): same implementation and backward, without the dispatcher's per-call cost. Its
+    grad_fn name (``_SoftmaxBackward``) is what ``softclass.diagnostics.check`` recognises."""
 
     @staticmethod
-    def forward(ctx, input: Tensor, dim: int, log: bool) -> Tensor:
-        output = _softmax_impl(input, dim, log)
+    def forward(ctx, input: Tensor, dim: int) -> Tensor:
+        output = _softmax_impl(input, dim, False)
         ctx.save_for_backward(output)
-        ctx.dim, ctx.log = dim, log
+        ctx.dim, ctx.log = dim, False
         return output
 
+    backward = staticmethod(_eager_softmax_backward)
+
+
+class _LogSoftmax(torch.autograd.Function):
+    """:class:`_Softmax` for log_softmax (grad_fn ``_LogSoftmaxBackward``)."""
+
     @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        (output,) = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
-        return _softmax_backward_impl(grad_output, output, ctx.dim, ctx.log), None, None
+    def forward(ctx, input: Tensor, dim: int) -> Tensor:
+        output = _softmax_impl(input, dim, True)
+        ctx.save_for_backward(output)
+        ctx.dim, ctx.log = dim, True
+        return output
+
+    backward = staticmethod(_eager_softmax_backward)
