@@ -618,3 +618,45 @@ def test_label_smoothing_is_checked_when_the_module_is_called():
 def test_double_backward_on_empty_inputs(function, shape):
     logits = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x: function(x, 1), (logits,))
+
+
+def test_vmap_rules_of_the_registered_ops_match_a_loop():
+    """torch.func routes softclass.functional to torch ops; the operators themselves (reached
+    e.g. through softclass.kernels) carry their own vmap rules: per batch entry, or the batch
+    folded into the rows for softmax."""
+    from softclass.kernels import cpu
+
+    logits = torch.randn(3, 6, 5, dtype=torch.float64)
+    target = torch.randint(0, 5, (3, 6))
+    batched = torch.func.vmap(lambda x, t: cpu.cross_entropy(x, t, label_smoothing=0.1))
+    expected = torch.stack(
+        [F.cross_entropy(x, t, label_smoothing=0.1) for x, t in zip(logits, target, strict=True)]
+    )
+    torch.testing.assert_close(batched(logits, target), expected)
+    hidden, weight = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(5, 4).double()
+    linear = torch.func.vmap(lambda h, t: cpu.linear_cross_entropy(h, weight, t))
+    expected = torch.stack(
+        [F.cross_entropy(h @ weight.t(), t) for h, t in zip(hidden, target, strict=True)]
+    )
+    torch.testing.assert_close(linear(hidden, target), expected)
+    softmax = torch.func.vmap(lambda x: cpu.softmax(x, 1, log=True), in_dims=1)
+    torch.testing.assert_close(softmax(logits), F.log_softmax(logits, 2).transpose(0, 1))
+
+
+@pytest.mark.parametrize("case", REPRESENTATIVE, ids=repr)
+def test_hessian_matches_torch(case):
+    inputs = case.inputs(torch.float64)
+    index = case.grads[0]
+
+    def on(function):
+        def of_one(value):
+            values = list(inputs)
+            values[index] = value
+            return function(*values).sum()
+
+        return of_one
+
+    point = inputs[index]
+    torch.testing.assert_close(
+        torch.func.hessian(on(case.ours))(point), torch.func.hessian(on(case.theirs))(point)
+    )

@@ -14,6 +14,19 @@ The stable formulas (the max is subtracted so that nothing overflows)::
     logsumexp(x)   = max x + log sum exp(x - max x)
     nll(logp, t)   = -w[t] * logp[t]                         (mean divides by sum of w[t])
     ce(x, t)       = nll(log_softmax(x), t)
+
+Inside the rest of PyTorch: the fused kernels are ``torch.library`` operators
+(``torch.ops.softclass.softmax``, ``.cross_entropy``, ``.linear_cross_entropy``, their backward
+ops and ``.check_target_range``), each with a fake implementation, so torch.compile
+(``fullgraph=True``, no graph break), torch.export, FakeTensor and the meta device see one opaque
+op of the right shape and dtype and never run compiled code on a tensor without storage. In
+plain eager mode the same implementations are called directly (through autograd Functions:
+the dispatcher's per-call cost is ~0.1 ms). Under torch.func transforms (grad, vmap, jacrev,
+jacfwd, hessian) and forward-mode AD the functions run on differentiable torch ops instead
+(the operators have vmap rules but no forward-mode derivative). Out-of-range class indices
+raise the same IndexError in every mode: read on the host in eager mode, inside the operator
+(at run time, no data-dependent guard) when traced. Under ``torch.autocast`` the losses compute
+in float32 as torch's do (its float32 list), the softmax family keeps the input dtype.
 """
 
 from __future__ import annotations
