@@ -30,6 +30,16 @@ weights w (1 when absent), smoothing ε and C classes:
 * probability target t, smoothed to t' = (1−ε)·t + ε/C, and u = w ⊙ t':
   ``loss_n = L·Σ_c u_c − Σ_c u_c x_c``; ``∂loss_n/∂x_c = p_c·Σ_j u_j − u_c``; ``mean`` divides by N.
 
+Operators: ``softclass::cross_entropy``, ``softclass::linear_cross_entropy``, ``softclass::softmax``
+(each with a ``_backward`` op), ``softclass::scale_``, registered with ``torch.library.custom_op``:
+a fake implementation (shapes and dtypes for FakeTensor, meta, torch.compile and torch.export), an
+autograd formula (the backward op; differentiable torch ops under ``create_graph`` for double
+backward) and a vmap rule (softmax folds the batch into its rows; the losses run per batch entry,
+the documented fallback — ``softclass.functional`` sends torch.func transforms to torch ops
+anyway). Only the real implementations touch data pointers. Plain eager calls on real tensors
+(:func:`is_eager`) enter the same implementations through autograd Functions, without the
+dispatcher's per-call cost.
+
 Every kernel function takes already-validated 2-D inputs (classes last, any strides) and returns
 exactly what ``torch.nn.functional.cross_entropy`` returns for that 2-D call. Row blocks are slices,
 so no flat index is ever computed: tensors past 2³¹ elements are addressed by torch's own 64-bit
