@@ -1661,7 +1661,7 @@ _SOFTMAX_BACKWARD_ARGS = [
 def _softmax_library():
     """The compiled library with the softmax rows' argument types declared, or None."""
     library = native.library()
-    if library is None:
+    if library is None or not hasattr(library, "softmax_forward_f32"):
         return None
     for suffix in native.SUPPORTED_DTYPES.values():
         forward = getattr(library, f"softmax_forward_{suffix}")
