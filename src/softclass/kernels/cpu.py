@@ -884,6 +884,8 @@ def _cross_entropy_setup_context(ctx, inputs, output) -> None:
     )
     _, logsumexp, denominator, gradient = output
     ctx.mark_non_differentiable(logsumexp, denominator, gradient)
+    # No zero-filled gradients for the non-differentiable outputs (an N×C one for ``gradient``).
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(logits, target, weight, logsumexp, denominator)
     ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
     # Non-differentiable output: no grad_fn, so holding it here makes no reference cycle.
@@ -1515,6 +1517,7 @@ def _linear_setup_context(ctx, inputs, output) -> None:
     block_rows, *in_forward = inputs[8:]
     _, logsumexp, *gradients = output
     ctx.mark_non_differentiable(logsumexp, *gradients)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(hidden, weight, bias, target, class_weight, logsumexp, *gradients)
     ctx.options = (ignore_index, reduction, label_smoothing, block_rows, any(in_forward))
 
