@@ -897,6 +897,8 @@ def _cross_entropy_gradients(ctx, grad_loss: Tensor, direct: bool):
     """(∂/∂logits, ∂/∂target) for the op's registered backward (``direct=False``: through the
     backward ops, so a trace records them) and for the eager Function (``direct=True``: the
     implementations themselves, without the dispatcher's per-call cost)."""
+    if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
+        return None, None
     logits, target, weight, logsumexp, denominator = ctx.saved_tensors
     ignore_index, reduction, label_smoothing, block_rows = ctx.options
     wants_logits, wants_target = ctx.needs_input_grad[:2]
@@ -1535,6 +1537,8 @@ def _linear_backward(ctx, grad_loss, *unused_grads):
     ignore_index, reduction, label_smoothing, block_rows, accumulated = ctx.options
     wants = tuple(ctx.needs_input_grad[:3])
     nothing = (None,) * 9
+    if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
+        return (None, None, None, *nothing)
     if torch.is_grad_enabled():
         grads = _differentiable_gradients(
             wants,
