@@ -11,7 +11,8 @@ Cases:
   softclass inside ``torch.compile`` (its registered op in an inductor graph).
 * nll(log_softmax): ``nll_loss(log_softmax(x, 1), t)`` with torch's functions and with softclass's.
 * transposed: cross entropy of ``(C, N)`` memory viewed as ``(N, C)`` logits (class stride N).
-* small: 256×3 cross entropy (per-call overhead), 200 calls per timing.
+* small: 256×3 cross entropy (per-call overhead), 200 calls per timing, with torch's threads
+  and with one thread.
 """
 
 from __future__ import annotations
@@ -114,6 +115,19 @@ def run(repeats: int, rows: int, classes: int) -> list[tuple[str, str, str, dict
         max(repeats, 5),
     )
     results.append(("CE 256x3 (200 calls)", "torch", "softclass", small))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torch's per-op thread-pool cost out of the comparison
+    try:
+        one_thread = _interleaved(
+            {
+                "torch": _step(F.cross_entropy, small_logits, small_target, calls=200),
+                "softclass": _step(S.cross_entropy, small_logits, small_target, calls=200),
+            },
+            max(repeats, 5),
+        )
+    finally:
+        torch.set_num_threads(threads)
+    results.append(("CE 256x3 (200 calls, 1 thread)", "torch", "softclass", one_thread))
     return results, compile_seconds
 
 
