@@ -14,14 +14,7 @@ import torch
 from torch import nn
 
 from softclass.errors import ConfigError
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-    "identity": nn.Identity,
-}
+from softclass.mlp.activations import get_activation
 
 
 @dataclass(frozen=True)
@@ -31,7 +24,7 @@ class MLPConfig:
     n_features: int  # width of the input layer (columns after preprocessing)
     n_classes: int  # width of the output layer (logits)
     hidden: tuple[int, ...] = (7,)  # widths of the hidden layers, in order; () for a linear model
-    activation: str = "tanh"  # hidden-layer activation, a key of ACTIVATIONS
+    activation: str = "tanh"  # hidden-layer activation, a key of mlp.activations.ACTIVATIONS
 
     def __post_init__(self) -> None:
         if self.n_features < 1 or self.n_classes < 1:
@@ -41,10 +34,7 @@ class MLPConfig:
             )
         if any(int(width) < 1 for width in self.hidden):
             raise ConfigError(f"hidden layer widths must be positive integers, got {self.hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
-            )
+        get_activation(self.activation)
         object.__setattr__(self, "hidden", tuple(int(width) for width in self.hidden))
 
     def to_dict(self) -> dict:
@@ -73,7 +63,7 @@ class MLP(nn.Module):
         for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
             layers.append(nn.Linear(width_in, width_out))
             if index < len(widths) - 2:
-                layers.append(ACTIVATIONS[config.activation]())
+                layers.append(get_activation(config.activation).module())
         self.layers = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
