@@ -150,45 +150,61 @@ def _sgd_step(
     )
 
 
-def _adam_family_step(kernel: Callable[..., None]) -> Callable[..., None]:
-    def step(
-        parameters: list[torch.Tensor],
-        gradients: list[torch.Tensor],
-        state: BatchedState,
-        params: OptimizerParams,
-    ) -> None:
-        state.step_count += 1
-        torch._foreach_add_(state.step_counts, 1.0)
-        kernel(
-            parameters,
-            gradients,
-            state.first_moments,
-            state.second_moments,
-            [],
-            state.step_counts,
-            lr=params.learning_rate,
-            beta1=params.betas[0],
-            beta2=params.betas[1],
-            weight_decay=params.weight_decay,
-            eps=params.eps,
-            amsgrad=False,
-            maximize=False,
-        )
+def _adam_family_update(
+    kernel: Callable[..., None],
+    parameters: list[torch.Tensor],
+    gradients: list[torch.Tensor],
+    state: BatchedState,
+    params: OptimizerParams,
+) -> None:
+    state.step_count += 1
+    torch._foreach_add_(state.step_counts, 1.0)
+    kernel(
+        parameters,
+        gradients,
+        state.first_moments,
+        state.second_moments,
+        [],
+        state.step_counts,
+        lr=params.learning_rate,
+        beta1=params.betas[0],
+        beta2=params.betas[1],
+        weight_decay=params.weight_decay,
+        eps=params.eps,
+        amsgrad=False,
+        maximize=False,
+    )
 
-    return step
+
+def _adam_step(
+    parameters: list[torch.Tensor],
+    gradients: list[torch.Tensor],
+    state: BatchedState,
+    params: OptimizerParams,
+) -> None:
+    _adam_family_update(torch._fused_adam_, parameters, gradients, state, params)
+
+
+def _adamw_step(
+    parameters: list[torch.Tensor],
+    gradients: list[torch.Tensor],
+    state: BatchedState,
+    params: OptimizerParams,
+) -> None:
+    _adam_family_update(torch._fused_adamw_, parameters, gradients, state, params)
 
 
 OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": Optimizer("sgd", "SGD with momentum (Nesterov optional)", 1, _sgd_torch, _sgd_step, 0),
     "adam": Optimizer(
-        "adam", "Adam (L2 weight decay)", 2, _adam_torch, _adam_family_step(torch._fused_adam_), 1
+        "adam", "Adam (L2 weight decay)", 2, _adam_torch, _adam_step, 1
     ),
     "adamw": Optimizer(
         "adamw",
         "AdamW (decoupled weight decay)",
         2,
         _adamw_torch,
-        _adam_family_step(torch._fused_adamw_),
+        _adamw_step,
         2,
     ),
 }
