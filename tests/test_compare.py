@@ -103,10 +103,35 @@ def test_several_seeds_train_in_one_batch_and_compare_designs_paired(iris, tmp_p
     )
 
 
-def test_options_the_batched_engine_lacks_run_the_seeds_one_by_one(iris):
-    result = compare(iris, "AB", TrainConfig(epochs=3, patience=2), seeds=2)
+@pytest.mark.parametrize(
+    "options", [{"precision": "bf16"}, {"backend": "autograd"}], ids=["bf16", "autograd"]
+)
+def test_options_the_batched_engine_lacks_run_the_seeds_one_by_one(iris, options):
+    result = compare(iris, "AB", TrainConfig(epochs=3, **options), seeds=2)
     assert {agreement.seed for agreement in result.agreements} == {0, 1}
     assert result.bands is None and result.seed_statistics() is not None
+
+
+def test_early_stopping_and_weight_decay_run_in_the_batched_engine_once_per_model(
+    iris, monkeypatch
+):
+    from softclass.jobs import compare as compare_module
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("a lockstep Trainer ran although the batched engine fits")
+
+    monkeypatch.setattr(compare_module, "Trainer", no_trainer)
+    config = TrainConfig(epochs=60, patience=2, learning_rate=0.2, weight_decay=1e-3)
+    result = compare(iris, "ABCD", config, seeds=2)
+    assert result.bands is not None and {a.seed for a in result.agreements} == {0}
+    epochs = [run.history.epochs for run in result.runs]
+    assert min(epochs) < 60 and all(run.history.stopped_early for run in result.runs
+                                    if run.history.epochs < 60)
+    for run in result.runs:
+        records = run.history.records
+        assert all(math.isfinite(record.train_accuracy) for record in records)
+        if run.history.stopped_early:
+            assert run.history.best_epoch == len(records) - 2
 
 
 def test_a_diverged_run_still_gives_valid_json(iris):

@@ -2,20 +2,17 @@
 
 :func:`prepare_table` turns a table into training and validation tensors (the recipe is fitted on
 the training rows only, so validation rows never leak into the normalisation); :func:`compare`
-trains one :class:`~softclass.training.trainer.Trainer` per design in lockstep, epoch by epoch, so
-that after
-every epoch the weights and losses of A and B (and D, and C) can be compared directly; then it
-measures each design on the validation rows and, when asked, writes models, history, report and
-plots to a directory.
+trains every design × seed model at once in the batched engine
+(:func:`softclass.training.ensemble.train_ensemble`: compiled loops for small layers, batched torch
+above), each model once, comparing the first seed's designs' weights and losses after every
+epoch; then it measures each design on the validation rows and, when asked, writes models,
+history, report and plots to a directory.
 
 Several seeds (seed, seed + 1, ...) each have their own batch order and initial weights; the
-split stays the one of the configured seed. With more than one seed every design × seed model is
-trained in one batched run (:mod:`softclass.training.ensemble`, the same models to float
-tolerance), the
-first seed is also run in lockstep for the weight agreement, and the report adds each design's
-mean ± 95 % interval over the seeds and paired comparisons (:mod:`softclass.evaluation.stats`).
-Options the
-batched engine lacks (early stopping, bf16, weight decay) fall back to one seed after the other.
+split stays the one of the configured seed; the report then adds each design's mean ± 95 %
+interval over the seeds and paired comparisons (:mod:`softclass.evaluation.stats`). What the
+batched engine refuses — bf16, torchrun data parallelism, ``backend="autograd"`` — trains one
+:class:`~softclass.training.trainer.Trainer` per design in lockstep, one seed after the other.
 """
 
 from __future__ import annotations
@@ -39,11 +36,12 @@ from softclass.jobs.store import save_model
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.distributed import DistContext, barrier
-from softclass.training.ensemble import EnsembleSettings, design_seed_grid, train_ensemble
+from softclass.training.ensemble import design_seed_grid, train_ensemble
 from softclass.training.trainer import (
     EpochRecord,
     History,
     ProgressCallback,
+    ProgressEvent,
     TrainConfig,
     Trainer,
     TrainResult,
@@ -386,17 +384,10 @@ def compare(
     agreements: list[Agreement] = []
     bands = None
     distributed = DistContext() if distributed is None else distributed
-    if seeds > 1 and _batched_engine_fits(config) and not distributed.enabled:
-        _, agreements = _compare_one_seed(
-            data,
-            names,
-            model_config,
-            replace(config, seed=seed_values[0]),
-            progress,
-            True,
-            distributed,
+    if _engine_fits(config, distributed):
+        runs, agreements, bands = _engine_runs(
+            data, names, model_config, config, seed_values, progress
         )
-        runs, bands = _batched_runs(data, names, model_config, config, seed_values)
     else:
         for seed in seed_values:
             seed_runs, seed_agreements = _compare_one_seed(
@@ -433,58 +424,99 @@ def _seed_of(run: DesignRun) -> int:
     return run.seed
 
 
-def _batched_engine_fits(config: TrainConfig) -> bool:
-    """The batched engine trains fp32 models for every epoch, without weight decay."""
-    return config.patience is None and config.precision == "fp32" and config.weight_decay == 0
+def _engine_fits(config: TrainConfig, distributed: DistContext) -> bool:
+    """Whether the batched engine (compiled or torch backend) trains this comparison: one
+    process, fp32, and no backend forced to "autograd" (the lockstep Trainers)."""
+    return not distributed.enabled and config.precision == "fp32" and config.backend != "autograd"
 
 
-def _batched_runs(
+def _engine_runs(
     data: PreparedData,
     names: tuple[str, ...],
     model_config: MLPConfig,
     config: TrainConfig,
     seed_values: tuple[int, ...],
-) -> tuple[list[DesignRun], dict[str, dict[str, dict[str, Any]]]]:
-    """Every design × seed in one :func:`softclass.training.ensemble.train_ensemble` run, measured
-    like a
-    :class:`Trainer` run (the training accuracy per epoch is not tracked there: NaN), and the
-    per-epoch bands of the validation loss and accuracy."""
-    settings = EnsembleSettings(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        momentum=config.momentum if config.optimizer == "sgd" else 0.0,
-    )
-    start = time.perf_counter()
+    progress: ProgressCallback | None,
+) -> tuple[list[DesignRun], list[Agreement], dict[str, dict[str, dict[str, Any]]] | None]:
+    """Every design × seed in one :func:`softclass.training.ensemble.train_ensemble` run (each
+    model trained once), measured like a :class:`Trainer` run; the first seed's designs compared
+    epoch by epoch; with several seeds the per-epoch bands of the validation loss and accuracy."""
+    members = design_seed_grid(names, seed_values)
+    position = {(member.design, member.seed): m for m, member in enumerate(members)}
+    first_seed = seed_values[0]
+    agreements = [
+        Agreement(
+            first,
+            second,
+            first_seed,
+            loss_diff=[] if (first, second) in _SAME_LOSS_QUANTITY else None,
+        )
+        for first, second in AGREEMENT_PAIRS
+        if first in names and second in names
+    ]
+    label_seed = len(seed_values) > 1
+    started = time.perf_counter()
+
+    def on_epoch(
+        epoch: int, trainer: Any, histories: dict[str, torch.Tensor], epochs_run: list[int]
+    ) -> None:
+        parameters = trainer.network.parameters()
+        for agreement in agreements:
+            a = position[(agreement.first, first_seed)]
+            b = position[(agreement.second, first_seed)]
+            if epoch <= min(epochs_run[a], epochs_run[b]):
+                agreement.weight_diff.append(
+                    max(float((tensor[a] - tensor[b]).abs().max()) for tensor in parameters)
+                )
+        if progress is None:
+            return
+        seconds = (time.perf_counter() - started) / (epoch * len(members))
+        for m, member in enumerate(members):
+            if epoch <= epochs_run[m]:
+                record = _record(histories, m, epoch, seconds)
+                label = f"{member.design} seed {member.seed}" if label_seed else member.design
+                progress(
+                    ProgressEvent(label, epoch, config.epochs, record, epoch == epochs_run[m])
+                )
+
     result = train_ensemble(
         model_config,
-        design_seed_grid(names, seed_values),
+        members,
         data.train_features,
         data.train_targets,
-        settings,
+        config,
         data.validation_features,
         data.validation_targets,
         device=resolve_device(config.device),
+        on_epoch=on_epoch,
     )
+    histories = {
+        "train_loss": torch.from_numpy(result.train_loss),
+        "train_accuracy": torch.from_numpy(result.train_accuracy),
+        "val_loss": torch.from_numpy(result.val_loss),
+        "val_accuracy": torch.from_numpy(result.val_accuracy),
+    }
     # Wall time per epoch, shared out over the models trained together.
-    seconds = (time.perf_counter() - start) / (config.epochs * len(result.members))
-    runs = []
-    for position, member in enumerate(result.members):
-        history = History(
-            [
-                EpochRecord(
-                    epoch + 1,
-                    float(result.train_loss[position, epoch]),
-                    math.nan,
-                    float(result.val_loss[position, epoch]),
-                    float(result.val_accuracy[position, epoch]),
-                    seconds,
+    seconds = (time.perf_counter() - started) / (max(result.epochs_run) * len(members))
+    for agreement in agreements:
+        if agreement.loss_diff is not None:
+            a = position[(agreement.first, first_seed)]
+            b = position[(agreement.second, first_seed)]
+            agreement.loss_diff.extend(
+                max(
+                    abs(float(histories["train_loss"][a, e] - histories["train_loss"][b, e])),
+                    abs(float(histories["val_loss"][a, e] - histories["val_loss"][b, e])),
                 )
-                for epoch in range(config.epochs)
-            ]
+                for e in range(len(agreement.weight_diff))
+            )
+    runs = []
+    for m, member in enumerate(result.members):
+        history = History(
+            [_record(histories, m, epoch, seconds) for epoch in range(1, result.epochs_run[m] + 1)],
+            None if result.best_epoch is None else result.best_epoch[m],
+            result.epochs_run[m] < config.epochs,
         )
-        model = result.model(position).eval().requires_grad_(False)
+        model = result.model(m).float().eval().requires_grad_(False)
         trained = TrainResult(
             model,
             get_design(member.design),
@@ -493,8 +525,26 @@ def _batched_runs(
             history,
         )
         runs.append(measure(trained, data))
-    bands = {metric: result.bands(metric, names) for metric in ("val_loss", "val_accuracy")}
-    return runs, bands
+    bands = (
+        {metric: result.bands(metric, names) for metric in ("val_loss", "val_accuracy")}
+        if label_seed
+        else None
+    )
+    return runs, agreements, bands
+
+
+def _record(
+    histories: dict[str, torch.Tensor], member: int, epoch: int, seconds: float
+) -> EpochRecord:
+    """Epoch ``epoch`` (1-based) of member ``member`` as an :class:`EpochRecord`."""
+    return EpochRecord(
+        epoch,
+        float(histories["train_loss"][member, epoch - 1]),
+        float(histories["train_accuracy"][member, epoch - 1]),
+        float(histories["val_loss"][member, epoch - 1]),
+        float(histories["val_accuracy"][member, epoch - 1]),
+        seconds,
+    )
 
 
 def _compare_one_seed(

@@ -645,7 +645,9 @@ class EnsembleResult:
         )
 
 
-EpochCallback = Callable[[int, "BatchedTrainer"], None]
+# Called after every epoch: (1-based epoch, the trainer, the histories so far: name → (M, epochs),
+# each member's epoch count: its last epoch once it stopped early, else the configured total).
+EpochCallback = Callable[[int, "BatchedTrainer", dict[str, torch.Tensor], list[int]], None]
 
 
 def train_ensemble(
@@ -678,8 +680,11 @@ def train_ensemble(
         val_features, val_targets: optional validation rows, scored after every epoch.
         dtype, device: of the parameters and the computation.
         row_weights: optional ``(N,)`` non-negative weights (class weights as ``w[target]``).
-        on_epoch: called after every epoch with its 1-based number and the trainer (whose
-            ``network`` holds the weights after that epoch).
+        on_epoch: called after every epoch with its 1-based number, the trainer (whose
+            ``network`` holds the weights after that epoch) and the histories so far
+            (``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``: ``(M, epochs)``
+            float64, NaN where not yet run) and each member's epoch count (member m ran this
+            epoch while it is ≤ the count; it was m's last when equal).
 
     Returns:
         :class:`EnsembleResult` with per-member, per-epoch histories and the trained weights.
@@ -738,7 +743,7 @@ def train_ensemble(
         if early is not None:
             _early_stopping_epoch(early, trainer, histories, best, epochs_run, stop)
         if on_epoch is not None:
-            on_epoch(stop, trainer)
+            on_epoch(stop, trainer, histories, epochs_run)
         if early is not None and early.all_stopped:
             break
     if best is not None:
