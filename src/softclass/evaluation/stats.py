@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from softclass.errors import ConfigError
 
@@ -84,6 +83,8 @@ def _check_confidence(confidence: float) -> None:
 def t_quantile(confidence: float, degrees_of_freedom: int) -> float:
     """The two-sided Student-t critical value: P(|T| <= q) = confidence."""
     _check_confidence(confidence)
+    from scipy import stats as scipy_stats  # ~1 s to import: only when a comparison needs it
+
     return float(scipy_stats.t.ppf(0.5 + confidence / 2.0, degrees_of_freedom))
 
 
@@ -136,6 +137,8 @@ def paired_comparison(
     else:
         standard_error = std / math.sqrt(n)
         t_statistic = mean / standard_error
+        from scipy import stats as scipy_stats
+
         p_value = float(2.0 * scipy_stats.t.sf(abs(t_statistic), n - 1))
         half = t_quantile(confidence, n - 1) * standard_error
     scale = np.maximum(1.0, np.maximum(np.abs(array_a), np.abs(array_b)))

@@ -465,15 +465,15 @@ def _engine_runs(
             a = position[(agreement.first, first_seed)]
             b = position[(agreement.second, first_seed)]
             if epoch <= min(epochs_run[a], epochs_run[b]):
-                agreement.weight_diff.append(
-                    max(float((tensor[a] - tensor[b]).abs().max()) for tensor in parameters)
-                )
+                largest = torch.stack([(tensor[a] - tensor[b]).abs().max() for tensor in parameters])
+                agreement.weight_diff.append(float(largest.max()))
         if progress is None:
             return
         seconds = (time.perf_counter() - started) / (epoch * len(members))
+        columns = [histories[name][:, epoch - 1].tolist() for name in _HISTORY_NAMES]
         for m, member in enumerate(members):
             if epoch <= epochs_run[m]:
-                record = _record(histories, m, epoch, seconds)
+                record = EpochRecord(epoch, *(column[m] for column in columns), seconds)
                 label = f"{member.design} seed {member.seed}" if label_seed else member.design
                 progress(
                     ProgressEvent(label, epoch, config.epochs, record, epoch == epochs_run[m])
@@ -490,29 +490,28 @@ def _engine_runs(
         device=resolve_device(config.device),
         on_epoch=on_epoch,
     )
-    histories = {
-        "train_loss": torch.from_numpy(result.train_loss),
-        "train_accuracy": torch.from_numpy(result.train_accuracy),
-        "val_loss": torch.from_numpy(result.val_loss),
-        "val_accuracy": torch.from_numpy(result.val_accuracy),
-    }
+    # Per member, per epoch: (train loss, train accuracy, val loss, val accuracy) as floats.
+    histories = [
+        list(zip(*(getattr(result, name)[m].tolist() for name in _HISTORY_NAMES), strict=True))
+        for m in range(len(members))
+    ]
     # Wall time per epoch, shared out over the models trained together.
     seconds = (time.perf_counter() - started) / (max(result.epochs_run) * len(members))
     for agreement in agreements:
         if agreement.loss_diff is not None:
-            a = position[(agreement.first, first_seed)]
-            b = position[(agreement.second, first_seed)]
+            first = histories[position[(agreement.first, first_seed)]]
+            second = histories[position[(agreement.second, first_seed)]]
             agreement.loss_diff.extend(
-                max(
-                    abs(float(histories["train_loss"][a, e] - histories["train_loss"][b, e])),
-                    abs(float(histories["val_loss"][a, e] - histories["val_loss"][b, e])),
-                )
+                max(abs(first[e][0] - second[e][0]), abs(first[e][2] - second[e][2]))
                 for e in range(len(agreement.weight_diff))
             )
     runs = []
     for m, member in enumerate(result.members):
         history = History(
-            [_record(histories, m, epoch, seconds) for epoch in range(1, result.epochs_run[m] + 1)],
+            [
+                EpochRecord(epoch, *values, seconds)
+                for epoch, values in enumerate(histories[m][: result.epochs_run[m]], start=1)
+            ],
             None if result.best_epoch is None else result.best_epoch[m],
             result.epochs_run[m] < config.epochs,
         )
@@ -533,18 +532,8 @@ def _engine_runs(
     return runs, agreements, bands
 
 
-def _record(
-    histories: dict[str, torch.Tensor], member: int, epoch: int, seconds: float
-) -> EpochRecord:
-    """Epoch ``epoch`` (1-based) of member ``member`` as an :class:`EpochRecord`."""
-    return EpochRecord(
-        epoch,
-        float(histories["train_loss"][member, epoch - 1]),
-        float(histories["train_accuracy"][member, epoch - 1]),
-        float(histories["val_loss"][member, epoch - 1]),
-        float(histories["val_accuracy"][member, epoch - 1]),
-        seconds,
-    )
+# The engine's history names, in EpochRecord's order (train loss and accuracy, validation ones).
+_HISTORY_NAMES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
 def _compare_one_seed(
