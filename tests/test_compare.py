@@ -125,8 +125,9 @@ def test_early_stopping_and_weight_decay_run_in_the_batched_engine_once_per_mode
     result = compare(iris, "ABCD", config, seeds=2)
     assert result.bands is not None and {a.seed for a in result.agreements} == {0}
     epochs = [run.history.epochs for run in result.runs]
-    assert min(epochs) < 60 and all(run.history.stopped_early for run in result.runs
-                                    if run.history.epochs < 60)
+    assert min(epochs) < 60 and all(
+        run.history.stopped_early for run in result.runs if run.history.epochs < 60
+    )
     for run in result.runs:
         records = run.history.records
         assert all(math.isfinite(record.train_accuracy) for record in records)

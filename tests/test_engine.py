@@ -84,7 +84,11 @@ def test_every_backend_matches_autograd_over_the_registries(
     features, targets = _table()
     model_config = MLPConfig(N_FEATURES, N_CLASSES, hidden=(5, 4), activation=activation)
     config = TrainConfig(
-        epochs=2, batch_size=6, optimizer=optimizer, backend=backend, **_optimizer_options(optimizer)
+        epochs=2,
+        batch_size=6,
+        optimizer=optimizer,
+        backend=backend,
+        **_optimizer_options(optimizer),
     )
     members = [Member(name, seed) for seed in (1, 2) for name in DESIGNS]
     row_weights = _weights(weights, targets)
@@ -160,9 +164,7 @@ def test_mlp_native_refuses_entries_without_native_code(monkeypatch):
         mlp_native.train(None, None, [3, 4], SILU, get_optimizer("sgd"), None, 1, False, 0)
     no_code = dataclasses.replace(get_optimizer("adam"), name="adam2", native_code=None)
     with pytest.raises(ConfigError, match="optimizer 'adam2' has no compiled implementation"):
-        mlp_native.train(
-            None, None, [3, 4], get_activation("tanh"), no_code, None, 1, False, 0
-        )
+        mlp_native.train(None, None, [3, 4], get_activation("tanh"), no_code, None, 1, False, 0)
 
 
 def test_a_new_design_or_optimizer_without_native_code_is_refused_by_name(monkeypatch):
@@ -206,9 +208,7 @@ def test_batched_backends_refuse_what_they_cannot_train():
         BatchedTrainer(model_config, [Member("A", 0)], TrainConfig(backend="autograd"))
     features, targets = _table()
     with pytest.raises(ConfigError, match=r"early stopping \(patience=2\) needs validation rows"):
-        train_ensemble(
-            model_config, [Member("A", 0)], features, targets, TrainConfig(patience=2)
-        )
+        train_ensemble(model_config, [Member("A", 0)], features, targets, TrainConfig(patience=2))
 
 
 @pytest.mark.parametrize("backend", ["compiled", "torch"])

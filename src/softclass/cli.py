@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,8 +22,9 @@ from softclass.version import __version__
 
 if TYPE_CHECKING:
     from softclass.jobs.compare import ComparisonResult, PreparedData
+    from softclass.training.config import TrainConfig
     from softclass.training.distributed import DistContext
-    from softclass.training.trainer import ProgressEvent, TrainConfig
+    from softclass.training.trainer import ProgressEvent
 
 app = typer.Typer(
     name="softclass",
@@ -225,41 +226,124 @@ def bench(
 _DataArgument = Annotated[
     Path | None, typer.Argument(help="CSV or Parquet table (default: the bundled Iris).")
 ]
-_Target = Annotated[
-    str | None, typer.Option("--target", help="Class column (default: the last column).")
-]
-_Epochs = Annotated[int, typer.Option("--epochs", help="Passes over the training rows.")]
-_Hidden = Annotated[
-    str, typer.Option("--hidden", help="Hidden layer widths, comma-separated, e.g. 128,128.")
-]
-_Activation = Annotated[str, typer.Option("--activation", help="tanh, relu, sigmoid, gelu.")]
-_Optimizer = Annotated[str, typer.Option("--optimizer", help="sgd (with momentum) or adam.")]
-_LearningRate = Annotated[float, typer.Option("--lr", help="Learning rate.")]
-_Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
-_BatchSize = Annotated[int, typer.Option("--batch-size", help="Rows per optimizer step.")]
-_Seed = Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")]
-_Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-_Precision = Annotated[str, typer.Option("--precision", help="fp32 or bf16 (autocast).")]
-_Normalize = Annotated[str, typer.Option("--normalize", help="zscore, minmax or divide.")]
-_Divide = Annotated[
-    list[str] | None,
-    typer.Option("--divide", help="COLUMN=VALUE divisor for --normalize divide (repeat it)."),
-]
-_Missing = Annotated[str, typer.Option("--missing", help="error, drop or impute.")]
-_Validation = Annotated[
-    float, typer.Option("--validation", help="Share of each class held out for validation.")
-]
-_Patience = Annotated[
-    int | None, typer.Option("--patience", help="Early stopping patience in epochs (off if unset).")
-]
-_Threads = Annotated[
-    int,
-    typer.Option(
-        "--threads",
-        help="CPU threads for torch; 0 = torch's default. One is fastest for small networks: "
-        "on a shared 2-core machine two threads made Iris training 7x slower (see benchmarks).",
+
+# The options `compare` and `train` share, declared once: (parameter, type, flag, help). Those
+# named like a TrainConfig field (or mapped in _CONFIG_FIELDS) take its default and fill it.
+_SHARED_OPTIONS: tuple[tuple[str, Any, str, str], ...] = (
+    ("target", str | None, "--target", "Class column (default: the last column)."),
+    ("epochs", int, "--epochs", "Passes over the training rows (at most, with --patience)."),
+    ("hidden", str, "--hidden", "Hidden layer widths, comma-separated, e.g. 128,128."),
+    ("activation", str, "--activation", "tanh, relu, sigmoid, gelu or identity."),
+    ("optimizer", str, "--optimizer", "sgd (with --momentum, --nesterov), adam or adamw."),
+    ("lr", float, "--lr", "Learning rate."),
+    ("momentum", float, "--momentum", "SGD momentum."),
+    ("nesterov", bool, "--nesterov", "SGD: Nesterov momentum."),
+    ("weight_decay", float, "--weight-decay", "L2 penalty (sgd, adam); decoupled (adamw)."),
+    ("batch_size", int, "--batch-size", "Rows per optimizer step."),
+    ("seed", int, "--seed", "Seed of weights, batch order and split."),
+    ("device", str, "--device", "auto, cpu or cuda."),
+    ("precision", str, "--precision", "fp32 or bf16 (autocast; trains on the autograd engine)."),
+    (
+        "backend",
+        str,
+        "--backend",
+        "auto (fastest that supports the run), compiled, torch or autograd.",
     ),
-]
+    ("normalize", str, "--normalize", "zscore, minmax or divide."),
+    (
+        "divide",
+        list[str] | None,
+        "--divide",
+        "COLUMN=VALUE divisor for --normalize divide (repeat it).",
+    ),
+    ("missing", str, "--missing", "error, drop or impute."),
+    ("validation", float, "--validation", "Share of each class held out for validation."),
+    (
+        "patience",
+        int | None,
+        "--patience",
+        "Early stopping: epochs without improvement of "
+        "--monitor (off if unset); the best epoch's weights are kept.",
+    ),
+    (
+        "monitor",
+        str,
+        "--monitor",
+        "What early stopping watches: validation_loss, validation_accuracy or train_loss.",
+    ),
+    (
+        "threads",
+        int,
+        "--threads",
+        "CPU threads for torch; 0 = torch's default. One is fastest "
+        "for small networks: on a shared 2-core machine two threads made Iris training 7x slower "
+        "(see benchmarks).",
+    ),
+)
+# Shared options whose TrainConfig field has another name.
+_CONFIG_FIELDS = {"lr": "learning_rate", "validation": "validation_fraction"}
+# Shared options that are not TrainConfig fields, with their defaults.
+_OTHER_DEFAULTS = {
+    "target": None,
+    "hidden": "7",
+    "activation": "tanh",
+    "normalize": "zscore",
+    "divide": None,
+    "missing": "error",
+}
+
+
+def _with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the options of :data:`_SHARED_OPTIONS` (declared once for compare and
+    train); it receives them as one dict, ``options``, keyed by parameter name."""
+    import dataclasses
+    import functools
+    import inspect
+
+    from softclass.training.config import TrainConfig
+
+    defaults = {
+        **{item.name: item.default for item in dataclasses.fields(TrainConfig)},
+        **{option: getattr(TrainConfig, field) for option, field in _CONFIG_FIELDS.items()},
+        **_OTHER_DEFAULTS,
+    }
+    defaults["threads"] = 1  # the command line's own default (see --threads)
+    signature = inspect.signature(command, eval_str=True)
+    own = [parameter for parameter in signature.parameters.values() if parameter.name != "options"]
+    shared = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=defaults[name],
+            annotation=Annotated[kind, typer.Option(flag, help=text)],
+        )
+        for name, kind, flag, text in _SHARED_OPTIONS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        options = {name: kwargs.pop(name) for name, *_ in _SHARED_OPTIONS}
+        return command(**kwargs, options=options)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *shared])
+    wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in own + shared}
+    return wrapper
+
+
+def _train_config(options: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of the shared options (``--threads`` applied to torch here)."""
+    import dataclasses
+
+    from softclass.training.config import TrainConfig
+
+    names = {item.name for item in dataclasses.fields(TrainConfig)}
+    values = {
+        _CONFIG_FIELDS.get(option, option): value
+        for option, value in options.items()
+        if _CONFIG_FIELDS.get(option, option) in names
+    }
+    _set_threads(values["threads"])
+    return TrainConfig(**values)
 
 
 def _set_threads(threads: int) -> None:
@@ -299,27 +383,19 @@ def _parse_divisors(items: list[str] | None) -> dict[str, float] | None:
     return divisors
 
 
-def _prepared_data(
-    data: Path | None,
-    target: str | None,
-    normalize: str,
-    divide: list[str] | None,
-    missing: str,
-    validation: float,
-    seed: int,
-) -> PreparedData:
+def _prepared_data(data: Path | None, options: dict[str, Any]) -> PreparedData:
     from softclass.data import load_bundled, read_table
     from softclass.jobs.compare import prepare_table
 
     table = load_bundled("iris") if data is None else read_table(data)
     prepared = prepare_table(
         table,
-        target,
-        normalization=normalize,
-        divisors=_parse_divisors(divide),
-        missing=missing,
-        validation_fraction=validation,
-        seed=seed,
+        options["target"],
+        normalization=options["normalize"],
+        divisors=_parse_divisors(options["divide"]),
+        missing=options["missing"],
+        validation_fraction=options["validation"],
+        seed=options["seed"],
     )
     for warning in prepared.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -376,17 +452,10 @@ class _ProgressBars:
         )
 
 
-def _train_config(**options: object) -> TrainConfig:
-    from softclass.training.trainer import TrainConfig
-
-    return TrainConfig(**options)
-
-
 @app.command()
+@_with_shared_options
 def compare(
     data: _DataArgument = None,
-    target: _Target = None,
-    epochs: _Epochs = 100,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds to run (seed, seed+1, ...).")] = 1,
     out: Annotated[
         Path | None,
@@ -396,21 +465,7 @@ def compare(
     design: Annotated[str, typer.Option("--design", help="Designs to train, e.g. ABCD or AB.")] = (
         "ABCD"
     ),
-    hidden: _Hidden = "7",
-    activation: _Activation = "tanh",
-    optimizer: _Optimizer = "sgd",
-    lr: _LearningRate = 0.01,
-    momentum: _Momentum = 0.9,
-    batch_size: _BatchSize = 16,
-    seed: _Seed = 0,
-    device: _Device = "auto",
-    precision: _Precision = "fp32",
-    normalize: _Normalize = "zscore",
-    divide: _Divide = None,
-    missing: _Missing = "error",
-    validation: _Validation = 0.2,
-    patience: _Patience = None,
-    threads: _Threads = 1,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Train the same network with designs A-D on the same data, split and seed; compare them.
 
@@ -422,22 +477,10 @@ def compare(
 
     from softclass.jobs.compare import compare as run_comparison
 
-    _set_threads(threads)
-    config = _train_config(
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        learning_rate=lr,
-        momentum=momentum,
-        seed=seed,
-        validation_fraction=validation,
-        patience=patience,
-        device=device,
-        precision=precision,
-    )
-    with _distributed_context(device) as context:
-        hidden_widths = _parse_hidden(hidden)
-        prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+    config = _train_config(options)
+    with _distributed_context(config.device) as context:
+        hidden_widths = _parse_hidden(options["hidden"])
+        prepared = _prepared_data(data, options)
         if out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"compare-{stamp}"
@@ -447,7 +490,7 @@ def compare(
                 design,
                 config,
                 hidden=hidden_widths,
-                activation=activation,
+                activation=options["activation"],
                 seeds=seeds,
                 out_dir=out,
                 progress=bars,
@@ -598,6 +641,7 @@ def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
 
 
 @app.command()
+@_with_shared_options
 def train(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
@@ -605,23 +649,7 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
     ] = False,
-    target: _Target = None,
-    epochs: _Epochs = 100,
-    hidden: _Hidden = "7",
-    activation: _Activation = "tanh",
-    optimizer: _Optimizer = "sgd",
-    lr: _LearningRate = 0.01,
-    momentum: _Momentum = 0.9,
-    batch_size: _BatchSize = 16,
-    seed: _Seed = 0,
-    device: _Device = "auto",
-    precision: _Precision = "fp32",
-    normalize: _Normalize = "zscore",
-    divide: _Divide = None,
-    missing: _Missing = "error",
-    validation: _Validation = 0.2,
-    patience: _Patience = None,
-    threads: _Threads = 1,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable).
 
@@ -631,23 +659,11 @@ def train(
     from softclass.jobs.train_predict import train_to_directory
     from softclass.mlp.designs import get_design
 
-    _set_threads(threads)
     chosen = get_design(design)
-    with _distributed_context(device) as context:
-        config = _train_config(
-            epochs=epochs,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            learning_rate=lr,
-            momentum=momentum,
-            seed=seed,
-            validation_fraction=validation,
-            patience=patience,
-            device=device,
-            precision=precision,
-        )
-        hidden_widths = _parse_hidden(hidden)
-        prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+    config = _train_config(options)
+    with _distributed_context(config.device) as context:
+        hidden_widths = _parse_hidden(options["hidden"])
+        prepared = _prepared_data(data, options)
         with _ProgressBars(enabled=context.is_main) as bars:
             result = train_to_directory(
                 prepared,
@@ -655,7 +671,7 @@ def train(
                 out,
                 config,
                 hidden=hidden_widths,
-                activation=activation,
+                activation=options["activation"],
                 resume=resume,
                 progress=bars,
                 distributed=context,

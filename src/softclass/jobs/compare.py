@@ -465,7 +465,9 @@ def _engine_runs(
             a = position[(agreement.first, first_seed)]
             b = position[(agreement.second, first_seed)]
             if epoch <= min(epochs_run[a], epochs_run[b]):
-                largest = torch.stack([(tensor[a] - tensor[b]).abs().max() for tensor in parameters])
+                largest = torch.stack(
+                    [(tensor[a] - tensor[b]).abs().max() for tensor in parameters]
+                )
                 agreement.weight_diff.append(float(largest.max()))
         if progress is None:
             return
@@ -475,9 +477,7 @@ def _engine_runs(
             if epoch <= epochs_run[m]:
                 record = EpochRecord(epoch, *(column[m] for column in columns), seconds)
                 label = f"{member.design} seed {member.seed}" if label_seed else member.design
-                progress(
-                    ProgressEvent(label, epoch, config.epochs, record, epoch == epochs_run[m])
-                )
+                progress(ProgressEvent(label, epoch, config.epochs, record, epoch == epochs_run[m]))
 
     result = train_ensemble(
         model_config,

@@ -93,7 +93,5 @@ ACTIVATIONS: dict[str, Activation] = {
 def get_activation(name: str) -> Activation:
     """The activation called ``name``; ConfigError listing the accepted names otherwise."""
     if name not in ACTIVATIONS:
-        raise ConfigError(
-            f"unknown activation {name!r}: expected one of {', '.join(ACTIVATIONS)}"
-        )
+        raise ConfigError(f"unknown activation {name!r}: expected one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]

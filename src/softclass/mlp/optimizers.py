@@ -28,21 +28,16 @@ from dataclasses import dataclass, field
 import torch
 
 from softclass.errors import ConfigError
+from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
 
-
-@dataclass(frozen=True)
-class OptimizerParams:
-    """Every optimizer hyper-parameter, with its one default (each optimizer reads its own)."""
-
-    learning_rate: float = 0.01  # step size; with momentum 0.9 fits z-scored Iris in 100 epochs
-    momentum: float = 0.9  # SGD momentum μ (dampening 0); 0 = plain SGD; Adam/AdamW ignore it
-    nesterov: bool = False  # SGD: Nesterov momentum (needs momentum > 0)
-    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW moving-average rates
-    eps: float = 1e-8  # Adam/AdamW denominator guard
-    weight_decay: float = 0.0  # λ: L2 penalty (sgd, adam) or decoupled decay (adamw)
-
-
-DEFAULTS = OptimizerParams()
+__all__ = [
+    "DEFAULTS",
+    "OPTIMIZERS",
+    "BatchedState",
+    "Optimizer",
+    "OptimizerParams",
+    "get_optimizer",
+]
 
 
 @dataclass
@@ -196,9 +191,7 @@ def _adamw_step(
 
 OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": Optimizer("sgd", "SGD with momentum (Nesterov optional)", 1, _sgd_torch, _sgd_step, 0),
-    "adam": Optimizer(
-        "adam", "Adam (L2 weight decay)", 2, _adam_torch, _adam_step, 1
-    ),
+    "adam": Optimizer("adam", "Adam (L2 weight decay)", 2, _adam_torch, _adam_step, 1),
     "adamw": Optimizer(
         "adamw",
         "AdamW (decoupled weight decay)",

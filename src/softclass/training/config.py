@@ -1,7 +1,7 @@
 """The one training configuration, shared by ``softclass train``, ``softclass compare``,
 ``softclass.Classifier`` and every engine and backend.
 
-Optimizer hyper-parameters take their defaults from :data:`softclass.mlp.optimizers.DEFAULTS`
+Optimizer hyper-parameters take their defaults from :data:`softclass.mlp.optimizer_params.DEFAULTS`
 (one set of defaults); the allowed optimizer names come from the optimizer registry; the early
 stopping rule is :class:`softclass.training.early_stopping.EarlyStopping` (a monitored metric,
 patience, a minimum improvement and restoring the best weights).
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from softclass.errors import ConfigError
-from softclass.mlp.optimizers import DEFAULTS, OPTIMIZERS, OptimizerParams
+from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -59,6 +60,8 @@ class TrainConfig:
         _check_int("threads", self.threads, minimum=0)
         if self.patience is not None:
             _check_int("patience", self.patience, minimum=1)
+        from softclass.mlp.optimizers import OPTIMIZERS  # the registry (imports torch)
+
         _check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
         _check_choice("device", self.device, DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
@@ -136,6 +139,8 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 def resolve_device(name: str) -> torch.device:
     """The torch device for a :class:`TrainConfig` device name ("auto" picks cuda if present)."""
+    import torch
+
     _check_choice("device", name, DEVICES)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -546,7 +546,10 @@ class BatchedTrainer:
                     inputs[index],
                 )
         self.optimizer.batched_step(
-            self.network.parameters(), gradients, self.optimizer_state, self.settings.optimizer_params
+            self.network.parameters(),
+            gradients,
+            self.optimizer_state,
+            self.settings.optimizer_params,
         )
         return row_loss, correct
 

@@ -38,8 +38,8 @@ from softclass.mlp.model import MLP, MLPConfig, build_mlp
 from softclass.mlp.optimizers import get_optimizer
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig, json_number, resolve_device
-from softclass.training.early_stopping import EarlyStopping
 from softclass.training.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
+from softclass.training.early_stopping import EarlyStopping
 
 CHECKPOINT_FORMAT = 1
 # From this many weights on, the optimizer updates all tensors in one fused kernel. Measured on
