@@ -648,14 +648,18 @@ def write_outputs(result: ComparisonResult, recipe: Recipe | None, out_dir: Path
                 run.result.config,
                 run.history.summary(),
             )
+    report = result.to_dict()  # holds every run's history: history.json reuses them
     atomic_write_json(
         out_dir / "history.json",
         {
-            name: [{"seed": run.seed, **run.history.to_dict()} for run in result.runs_of(name)]
+            name: [
+                {"seed": run["seed"], **run["history"]}
+                for run in report["designs"][name]["per_seed"]
+            ]
             for name in result.designs
         },
     )
-    atomic_write_json(out_dir / "report.json", result.to_dict())
+    atomic_write_json(out_dir / "report.json", report)
     if result.bands is not None:
         plots.plot_seed_bands(result.bands, out_dir / "seed_bands.png")
     plots.plot_loss_curves(

@@ -24,7 +24,7 @@ import math
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,14 @@ class EpochRecord:
     seconds: float  # wall time of the epoch, validation included
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form: non-finite numbers become None."""
         return {
-            key: json_number(value) if key != "epoch" else value
-            for key, value in asdict(self).items()
+            "epoch": self.epoch,
+            "train_loss": json_number(self.train_loss),
+            "train_accuracy": json_number(self.train_accuracy),
+            "validation_loss": json_number(self.validation_loss),
+            "validation_accuracy": json_number(self.validation_accuracy),
+            "seconds": json_number(self.seconds),
         }
 
 
