@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from softclass.errors import ConfigError, DataError
+from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.evaluation.stats import (
     MeanInterval,
     PairedComparison,
@@ -44,6 +46,7 @@ from softclass.evaluation.stats import (
     paired_comparison,
     t_quantile,
 )
+from softclass.io import atomic_path
 from softclass.mlp.activations import get_activation
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
@@ -52,6 +55,7 @@ from softclass.training import mlp_native
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
+from softclass.training.trainer import CHECKPOINT_FORMAT, data_fingerprint, resumable_options
 
 # Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
 _EVAL_CHUNK_ROWS = 16384
@@ -666,6 +670,8 @@ def train_ensemble(
     *,
     row_weights: torch.Tensor | None = None,
     on_epoch: EpochCallback | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
 ) -> EnsembleResult:
     """Train every member for up to ``settings.epochs`` epochs as one batched computation.
 
@@ -683,6 +689,10 @@ def train_ensemble(
         val_features, val_targets: optional validation rows, scored after every epoch.
         dtype, device: of the parameters and the computation.
         row_weights: optional ``(N,)`` non-negative weights (class weights as ``w[target]``).
+        checkpoint_path: where to write the run's state every ``settings.checkpoint_every``
+            epochs and after the last (parameters, optimizer state, histories, early stopping;
+            :func:`save_checkpoint`); None for none.
+        resume: continue from ``checkpoint_path``: the same weights as an uninterrupted run.
         on_epoch: called after every epoch with its 1-based number, the trainer (whose
             ``network`` holds the weights after that epoch) and the histories so far
             (``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``: ``(M, epochs)``
@@ -693,9 +703,22 @@ def train_ensemble(
         :class:`EnsembleResult` with per-member, per-epoch histories and the trained weights.
 
     Raises:
-        ConfigError: early stopping on a validation metric without validation rows; the
-            trainer's errors (:class:`BatchedTrainer`).
+        ConfigError: early stopping on a validation metric without validation rows; resume
+            without a checkpoint path; the trainer's errors (:class:`BatchedTrainer`).
+        ModelFileError: the checkpoint to resume from is missing, unsafe or from another run.
     """
+    if resume and checkpoint_path is None:
+        raise ConfigError("resume needs a checkpoint_path to resume from")
+    fingerprint = (
+        ""
+        if checkpoint_path is None
+        else data_fingerprint(
+            *(
+                None if tensor is None else torch.as_tensor(tensor)
+                for tensor in (features, targets, val_features, val_targets, row_weights)
+            )
+        )
+    )
     features, targets = _check_rows(features, targets, config, "training")
     has_val = val_features is not None and val_targets is not None
     if has_val:
@@ -724,11 +747,12 @@ def train_ensemble(
         else None
     )
     epochs_run = [epochs] * n_members
-    per_epoch = on_epoch is not None or early is not None
+    run = _RunState(trainer, histories, early, best, epochs_run, fingerprint)
+    first = run.load(Path(checkpoint_path)) if resume else 0
+    per_epoch = on_epoch is not None or early is not None or checkpoint_path is not None
     uses_compiled = trainer.uses_compiled
     chunk = trainer.compiled_epochs_per_call(features.shape[0]) if uses_compiled else 1
-    first = 0
-    while first < epochs:
+    while first < epochs and not (early is not None and early.all_stopped):
         stop = min(first + (1 if per_epoch else chunk), epochs)
         if uses_compiled:
             results = trainer.run_compiled_epochs(
@@ -747,8 +771,9 @@ def train_ensemble(
             _early_stopping_epoch(early, trainer, histories, best, epochs_run, stop)
         if on_epoch is not None:
             on_epoch(stop, trainer, histories, epochs_run)
-        if early is not None and early.all_stopped:
-            break
+        finished = stop == epochs or (early is not None and early.all_stopped)
+        if checkpoint_path is not None and (stop % settings.checkpoint_every == 0 or finished):
+            run.save(Path(checkpoint_path), stop)
     if best is not None:
         for tensor, kept in zip(trainer.network.parameters(), best, strict=True):
             tensor.copy_(kept)
@@ -766,6 +791,125 @@ def train_ensemble(
         best_epoch=None if early is None else list(early.best_epoch),
         backend="compiled" if uses_compiled else "torch",
     )
+
+
+CHECKPOINT_ENGINE = "batched"  # marks checkpoints of this engine (the Trainer's lack it)
+
+
+@dataclass
+class _RunState:
+    """Everything a batched run needs to continue where it stopped (saved in checkpoints)."""
+
+    trainer: BatchedTrainer
+    histories: dict[str, torch.Tensor]
+    early: EarlyStopping | None
+    best: list[torch.Tensor] | None
+    epochs_run: list[int]
+    fingerprint: str
+
+    def save(self, path: Path, epoch: int) -> None:
+        """Write the state after ``epoch`` epochs to ``path`` (atomically, torch.save)."""
+        trainer, state = self.trainer, self.trainer.optimizer_state
+        data = {
+            "format": CHECKPOINT_FORMAT,
+            "engine": CHECKPOINT_ENGINE,
+            "members": [[member.design, member.seed] for member in trainer.members],
+            "model_config": trainer.config.to_dict(),
+            "train_config": trainer.settings.to_dict(),
+            "data_fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "parameters": [tensor.cpu().clone() for tensor in trainer.network.parameters()],
+            "first_moments": [tensor.cpu().clone() for tensor in state.first_moments],
+            "second_moments": [tensor.cpu().clone() for tensor in state.second_moments],
+            "step_count": state.step_count,
+            "histories": {name: tensor.clone() for name, tensor in self.histories.items()},
+            "early_stopping": None if self.early is None else self.early.to_dict(),
+            "best": None if self.best is None else [tensor.cpu().clone() for tensor in self.best],
+            "epochs_run": list(self.epochs_run),
+        }
+        with atomic_path(path) as temporary:
+            torch.save(data, temporary)
+
+    def load(self, path: Path) -> int:
+        """Restore the state saved by :meth:`save`; returns the epochs already run.
+
+        Raises:
+            ModelFileError: missing or unsafe file, another engine's checkpoint, or one written
+                by a run with other members, network, options or data.
+        """
+        data = _read_checkpoint(path)
+        trainer = self.trainer
+        expected = {
+            "members": [[member.design, member.seed] for member in trainer.members],
+            "model_config": trainer.config.to_dict(),
+            "train_config": resumable_options(trainer.settings.to_dict()),
+            "data_fingerprint": self.fingerprint,
+        }
+        found = {
+            **{key: data[key] for key in expected},
+            "train_config": resumable_options(
+                TrainConfig.from_dict(dict(data["train_config"])).to_dict()
+            ),
+        }
+        for key, value in expected.items():
+            if found[key] != value:
+                raise ModelFileError(
+                    f"{path}: cannot resume, the checkpoint's {key} {found[key]!r} differs from "
+                    f"this run's {value!r}"
+                    if key != "data_fingerprint"
+                    else f"{path}: cannot resume, the checkpoint was written for other training "
+                    "data (or another split)"
+                )
+        state = trainer.optimizer_state
+        with torch.no_grad():
+            for targets, saved in (
+                (trainer.network.parameters(), data["parameters"]),
+                (state.first_moments, data["first_moments"]),
+                (state.second_moments, data["second_moments"]),
+            ):
+                for tensor, value in zip(targets, saved, strict=True):
+                    tensor.copy_(value)
+        state.step_count = int(data["step_count"])
+        for counter in state.step_counts:
+            counter.fill_(float(state.step_count))
+        epoch = min(int(data["epoch"]), next(iter(self.histories.values())).shape[1])
+        for name, history in self.histories.items():
+            history[:, :epoch] = data["histories"][name][:, :epoch]
+        if self.early is not None and data["early_stopping"] is not None:
+            self.early.load_dict(data["early_stopping"])
+        if self.best is not None and data["best"] is not None:
+            for tensor, value in zip(self.best, data["best"], strict=True):
+                tensor.copy_(value)
+        if self.early is not None:  # a stopped member's count is its last epoch
+            for member, stopped in enumerate(self.early.stopped):
+                if stopped:
+                    self.epochs_run[member] = int(data["epochs_run"][member])
+        return epoch
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """A batched-engine checkpoint read with ``torch.load(weights_only=True)``."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no checkpoint to resume from (the file does not exist)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise ModelFileError(
+            f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
+            f"({first_line})"
+        ) from error
+    if not isinstance(data, dict) or data.get("engine") != CHECKPOINT_ENGINE:
+        raise ModelFileError(
+            f"{path}: not a checkpoint of the batched engine (written by the autograd Trainer?); "
+            "resume it with backend='autograd'"
+        )
+    if data.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(
+            f"{path}: checkpoint format {data.get('format')!r}, this softclass reads "
+            f"{CHECKPOINT_FORMAT}"
+        )
+    return data
 
 
 _MONITORED_HISTORY = {

@@ -275,7 +275,7 @@ class Trainer:
             if self.distributed.enabled
             else resolve_device(self.config.device)
         )
-        self.fingerprint_ = _fingerprint(
+        self.fingerprint_ = data_fingerprint(
             train_features, train_targets, validation_features, validation_targets
         )
         self.train_ = self._split(train_features, train_targets)
@@ -472,12 +472,14 @@ class Trainer:
         expected = {
             "design": self.design.name,
             "model_config": self.model_config.to_dict(),
-            "train_config": _resumable(self.config.to_dict()),
+            "train_config": resumable_options(self.config.to_dict()),
             "data_fingerprint": self.fingerprint_,
         }
         found = {
             **{key: state[key] for key in expected},
-            "train_config": _resumable(_config_dict(state["train_config"], self.checkpoint_path)),
+            "train_config": resumable_options(
+                _config_dict(state["train_config"], self.checkpoint_path)
+            ),
         }
         for key, value in expected.items():
             if found[key] != value:
@@ -616,7 +618,7 @@ def _config_dict(saved: Any, path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: damaged checkpoint ({error})") from error
 
 
-def _resumable(train_config: dict[str, Any]) -> dict[str, Any]:
+def resumable_options(train_config: dict[str, Any]) -> dict[str, Any]:
     """The options that must match to resume (more epochs, another device, early-stopping
     patience or thread count are allowed)."""
     return {
@@ -658,7 +660,7 @@ def _check_part(
         raise ConfigError(f"{part} features contain NaN or infinite values")
 
 
-def _fingerprint(*tensors: torch.Tensor | None) -> str:
+def data_fingerprint(*tensors: torch.Tensor | None) -> str:
     """SHA-256 of the training tensors' bytes: a resumed run must see the same data."""
     digest = hashlib.sha256()
     for tensor in tensors:
