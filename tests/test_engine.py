@@ -259,3 +259,108 @@ def test_early_stopping_rule_min_delta_and_monitor_direction():
     loss_rule = EarlyStopping("validation_loss", patience=None, min_delta=0.0)
     assert loss_rule.update(0, 1, 1.0) and loss_rule.update(0, 2, 0.9)
     assert not loss_rule.update(0, 3, float("nan")) and not loss_rule.stopped[0]
+
+
+def _resume_config(backend, optimizer, **options):
+    return TrainConfig(
+        batch_size=7,
+        optimizer=optimizer,
+        learning_rate=0.05,
+        weight_decay=1e-3,
+        backend=backend,
+        device="cpu",
+        **options,
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("backend", ["compiled", "torch", "autograd"])
+def test_resume_gives_the_weights_of_an_uninterrupted_run_on_every_backend(
+    backend, optimizer, tmp_path
+):
+    from softclass.training.engine import train_model
+
+    features, targets = (_table(40)[0].float(), _table(40)[1])
+    val_features, val_targets = _table(12, seed=5)
+    data = (features, targets, val_features.float(), val_targets)
+    design, model_config = get_design("C"), MLPConfig(N_FEATURES, N_CLASSES)
+    patience = {"patience": 50}  # early-stopping state crosses the checkpoint too
+    whole = train_model(
+        design, model_config, _resume_config(backend, optimizer, epochs=9, **patience), *data
+    )
+    path = tmp_path / "checkpoint.pt"
+    train_model(
+        design,
+        model_config,
+        _resume_config(backend, optimizer, epochs=4, **patience),
+        *data,
+        checkpoint_path=path,
+    )
+    resumed = train_model(
+        design,
+        model_config,
+        _resume_config(backend, optimizer, epochs=9, **patience),
+        *data,
+        checkpoint_path=path,
+        resume=True,
+    )
+    for got, want in zip(resumed.model.parameters(), whole.model.parameters(), strict=True):
+        assert torch.equal(got, want)
+    assert resumed.history.column("validation_loss") == whole.history.column("validation_loss")
+    assert resumed.history.best_epoch == whole.history.best_epoch
+    assert all(value is not None for value in resumed.history.column("train_accuracy"))
+
+
+def test_batched_resume_refuses_what_it_cannot_continue(tmp_path):
+    from softclass.errors import ModelFileError
+    from softclass.training.engine import train_model
+    from softclass.training.trainer import fit
+
+    features, targets = (_table(30)[0].float(), _table(30)[1])
+    design, model_config = get_design("A"), MLPConfig(N_FEATURES, N_CLASSES)
+    config = TrainConfig(epochs=2, device="cpu")
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(ConfigError, match="resume needs a checkpoint_path"):
+        train_model(design, model_config, config, features, targets, resume=True)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        train_model(
+            design, model_config, config, features, targets, checkpoint_path=path, resume=True
+        )
+    train_model(design, model_config, config, features, targets, checkpoint_path=path)
+    with pytest.raises(ModelFileError, match="written for other training data"):
+        train_model(
+            design, model_config, config, features + 1, targets, checkpoint_path=path, resume=True
+        )
+    with pytest.raises(ModelFileError, match=r"members \[\['A', 0\]\] differs"):
+        train_model(
+            get_design("B"),
+            model_config,
+            config,
+            features,
+            targets,
+            checkpoint_path=path,
+            resume=True,
+        )
+    fit(design, model_config, features, targets, config=config, checkpoint_path=path)
+    with pytest.raises(ModelFileError, match="not a checkpoint of the batched engine"):
+        train_model(
+            design, model_config, config, features, targets, checkpoint_path=path, resume=True
+        )
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelFileError, match="refused to load the checkpoint"):
+        train_model(
+            design, model_config, config, features, targets, checkpoint_path=path, resume=True
+        )
+
+
+def test_backend_choice_names_what_forces_the_autograd_engine():
+    from softclass.training.distributed import DistContext
+    from softclass.training.engine import choose_backend
+
+    assert choose_backend(TrainConfig()) == "batched"
+    assert choose_backend(TrainConfig(precision="bf16")) == "autograd"
+    assert choose_backend(TrainConfig(), DistContext(world_size=2)) == "autograd"
+    with pytest.raises(ConfigError, match="backend='torch' cannot train with precision='bf16'"):
+        choose_backend(TrainConfig(backend="torch", precision="bf16"))
+    with pytest.raises(ConfigError, match="cannot train with torchrun data parallelism"):
+        choose_backend(TrainConfig(backend="compiled"), DistContext(world_size=2))
