@@ -378,7 +378,8 @@ class BatchedTrainer:
                 orders=orders,
                 order_of_member=self._seed_rows,
                 loss_of_member=torch.tensor(
-                    [get_design(member.design).native_code for member in self.members]
+                    [get_design(member.design).native_code for member in self.members],
+                    dtype=torch.int64,
                 ),
                 val_features=val_features.to(self.dtype).contiguous() if has_val else None,
                 val_targets=val_targets.to(torch.int64).contiguous() if has_val else None,
