@@ -49,6 +49,65 @@ def test_cli_defaults_are_the_library_defaults():
         assert parameters["validation"].default == defaults.validation_fraction
 
 
+def test_compare_and_train_share_one_declaration_of_the_training_options():
+    compare_options = inspect.signature(cli.compare).parameters
+    train_options = inspect.signature(cli.train).parameters
+    for name, _, flag, text in cli._SHARED_OPTIONS:
+        for parameters in (compare_options, train_options):
+            (option,) = parameters[name].annotation.__metadata__
+            assert (option.default, option.help) == (flag, text)
+        assert compare_options[name].default == train_options[name].default
+    assert train_options["weight_decay"].default == TrainConfig().weight_decay
+
+
+def test_help_lists_every_registry_entry(run):
+    from softclass.mlp.activations import ACTIVATIONS
+    from softclass.mlp.optimizers import OPTIMIZERS
+    from softclass.training.config import BACKENDS, MONITORS
+
+    code, out, _ = run("compare", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for name in (*ACTIVATIONS, *OPTIMIZERS, *BACKENDS, *MONITORS):
+        assert name in text, name
+
+
+def test_shared_options_reach_the_training_config(run, tmp_path, monkeypatch):
+    from softclass.jobs import compare as compare_module
+
+    seen = {}
+    original = compare_module.compare
+
+    def recording(data, designs, config, **kwargs):
+        seen["config"] = config
+        return original(data, designs, config, **kwargs)
+
+    monkeypatch.setattr(compare_module, "compare", recording)
+    code, _, err = run(
+        "compare",
+        "--epochs",
+        "2",
+        "--optimizer",
+        "adamw",
+        "--weight-decay",
+        "0.01",
+        "--patience",
+        "5",
+        "--monitor",
+        "validation_accuracy",
+        "--backend",
+        "torch",
+        "--out",
+        tmp_path / "r",
+    )
+    assert code == 0, err
+    config = seen["config"]
+    assert (config.optimizer, config.weight_decay, config.patience) == ("adamw", 0.01, 5)
+    assert (config.monitor, config.backend, config.epochs) == ("validation_accuracy", "torch", 2)
+    code, _, err = run("compare", "--backend", "gpu", "--out", tmp_path / "bad")
+    assert code == 2 and "backend='gpu': expected one of auto, compiled, torch, autograd" in err
+
+
 def test_short_compare_prints_the_table_and_the_agreement(run, tmp_path):
     code, out, err = run("compare", "--epochs", "3", "--design", "AB", "--out", tmp_path / "r")
     assert code == 0, err
