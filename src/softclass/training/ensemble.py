@@ -748,8 +748,8 @@ def train_ensemble(
         else None
     )
     epochs_run = [epochs] * n_members
-    run = _RunState(trainer, histories, early, best, epochs_run, fingerprint)
-    first = run.load(Path(checkpoint_path)) if resume else 0
+    state = _RunState(trainer, histories, early, best, epochs_run, fingerprint)
+    first = state.load(Path(checkpoint_path)) if resume else 0
     per_epoch = on_epoch is not None or early is not None or checkpoint_path is not None
     uses_compiled = trainer.uses_compiled
     chunk = trainer.compiled_epochs_per_call(features.shape[0]) if uses_compiled else 1
@@ -774,13 +774,13 @@ def train_ensemble(
             on_epoch(stop, trainer, histories, epochs_run)
         finished = stop == epochs or (early is not None and early.all_stopped)
         if checkpoint_path is not None and (stop % settings.checkpoint_every == 0 or finished):
-            run.save(Path(checkpoint_path), stop)
+            state.save(Path(checkpoint_path), stop)
     if best is not None:
         for tensor, kept in zip(trainer.network.parameters(), best, strict=True):
             tensor.copy_(kept)
-    for member, run in enumerate(epochs_run):
+    for member, count in enumerate(epochs_run):
         for history in histories.values():
-            history[member, run:] = math.nan
+            history[member, count:] = math.nan
     return EnsembleResult(
         members=trainer.members,
         train_loss=histories["train_loss"].numpy(),

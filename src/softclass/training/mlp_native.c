@@ -1,12 +1,15 @@
-/* Whole training runs of small MLPs: softclass.ensemble's compiled path (see mlp_native.py).
+/* Whole training runs of small MLPs: the compiled backend of softclass.training.ensemble (see
+ * mlp_native.py).
  *
  * One call trains members [member_begin, member_end) of a stacked ensemble for n_epochs epochs:
  * every batch of every epoch (forward, the design's loss and hand-written gradient, backward,
  * optimizer update), then, when validation rows are given, each member's design loss and accuracy
  * on them after every epoch. Members are independent, so each is trained from start to finish
  * before the next (its parameters stay in cache). The arithmetic is that of
- * softclass.ensemble.BatchedTrainer._step and torch.optim.SGD / Adam, row by row; only the order
- * of the sums differs from torch's matmuls.
+ * the registries (softclass.mlp.activations, designs, optimizers: torch.optim's SGD, Adam,
+ * AdamW), row by row; only the order of the sums differs from torch's matmuls. The design losses
+ * here are C transcriptions of softclass.functional's (the float64 parity tests of
+ * tests/test_engine.py hold every branch to autograd through softclass.functional).
  *
  * Built at first use with the system C compiler and loaded with ctypes. The body below is compiled
  * twice, for float (suffix f32) and double (f64): the file includes itself with REAL defined, and
@@ -131,7 +134,7 @@ static inline REAL NAME(activate)(int64_t activation, REAL pre) {
 }
 
 /* d loss / d pre-activation from d loss / d output, in terms of the output where possible (as
- * ensemble._activation_backward). */
+ * the backward of softclass.mlp.activations). */
 static inline REAL NAME(activation_backward)(int64_t activation, REAL grad, REAL pre, REAL out) {
     switch (activation) {
     case ACTIVATION_TANH:
@@ -174,8 +177,10 @@ static void NAME(forward_row)(const RunSettings *settings, REAL *const *weights,
 }
 
 /* The design's loss of one row from its logits z (C), and d loss / d z (unscaled) into grad;
- * probs: scratch for the softmax (C values). one_hot: the row's target as a one-hot row. Same
- * formulas as BatchedTrainer._step. */
+ * probs: scratch for the softmax (C values). one_hot: the row's target as a one-hot row. The
+ * gradients autograd takes through softclass.functional's losses (Design.output_gradient):
+ * cross entropy (p - y); MCEE the same times p_t·(1/clamp(p_t)); squared error p ⊙ (g - <g, p>)
+ * with g = 2 (p - y). */
 static REAL NAME(row_loss_and_gradient)(int64_t loss_kind, REAL tiny, int64_t n_classes,
                                         const REAL *logits, const REAL *one_hot, REAL *probs,
                                         REAL *grad) {
@@ -256,7 +261,7 @@ static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, R
 }
 
 /* Design loss and correctness of every validation row for one member (as
- * ensemble.member_losses: A/B log-softmax cross entropy, D clamped -log p_t, C squared error). */
+ * softclass.functional: A/B log-softmax cross entropy, D clamped -log p_t, C squared error). */
 static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffers,
                            int64_t loss_kind, REAL *const *weights, REAL *const *biases,
                            REAL *const *act, REAL *const *pre, double *loss_out,
