@@ -130,6 +130,9 @@ def test_design_output_gradient_is_autograd_through_functional(name):
     design.loss_from_logits(logits, encoded).backward()
     assert_close(grad, logits.grad)
     assert_close(rows.mean(), design.loss_from_logits(logits.detach(), encoded))
+    mean, mean_grad = design.mean_loss_gradient(logits.detach(), encoded)
+    assert_close(mean, rows.mean())
+    assert_close(mean_grad, grad)
 
 
 def _silu_backward(grad, pre, out):

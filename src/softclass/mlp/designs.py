@@ -114,6 +114,17 @@ class Design:
             (grad,) = torch.autograd.grad(rows, leaf, row_scale)
         return rows.detach(), grad
 
+    def mean_loss_gradient(
+        self, logits: torch.Tensor, encoded_targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean loss (0-dim) and its gradient w.r.t. the logits ``(N, C)``: as
+        :meth:`output_gradient` with ``row_scale = 1/N`` (the cheaper scalar path of the loss)."""
+        with torch.enable_grad():
+            leaf = logits.detach().requires_grad_()
+            loss = self.loss(self.output(leaf), encoded_targets)
+            (grad,) = torch.autograd.grad(loss, leaf)
+        return loss.detach(), grad
+
     def predict_proba(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, C)`` by this design's own rule."""
         return self.output_to_proba(self.output(logits))

@@ -465,20 +465,17 @@ class BatchedTrainer:
         for start, stop in batch_bounds(n_rows, self.settings.batch_size):
             batch = epoch_table[:, start:stop]
             if not rows.weighted:
-                row_scale = self._constant(1.0 / (stop - start)).expand(n_members, stop - start)
+                row_scale = None
             else:
                 weights = batch[:, :, n_features + n_classes]
                 row_scale = weights / weights.sum(1, keepdim=True).clamp_min(tiny)
-            row_loss, batch_correct = self._step(
+            batch_loss, batch_correct = self._step(
                 batch[:, :, :n_features],
                 batch[:, :, n_features : n_features + n_classes].argmax(2),
                 row_scale,
             )
             correct += batch_correct
-            if not rows.weighted:
-                epoch_loss.add_(row_loss.sum(1), alpha=1.0 / n_rows)
-            else:
-                epoch_loss.add_((row_loss * row_scale).sum(1), alpha=(stop - start) / n_rows)
+            epoch_loss.add_(batch_loss, alpha=(stop - start) / n_rows)
         return epoch_loss, correct.double() / n_rows
 
     def _constant(self, value: float) -> torch.Tensor:
@@ -491,41 +488,46 @@ class BatchedTrainer:
         return cached
 
     def _output_gradient(
-        self, logits: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor
+        self, logits: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row losses ``(M, B)`` and d loss / d logits ``(M, B, C)`` of every member, each from
-        its design's :meth:`~softclass.mlp.designs.Design.output_gradient`."""
-        n_classes = logits.shape[2]
-        if len(self._design_groups) == 1:
+        """Each member's batch loss ``(M,)`` (Σ_rows scale·loss_row) and d batch loss / d logits
+        ``(M, B, C)``, from its design's :mod:`softclass.functional` loss
+        (:meth:`~softclass.mlp.designs.Design.output_gradient`); ``row_scale`` None: the plain
+        mean over the batch."""
+        n_members, n_rows, n_classes = logits.shape
+        if n_members == 1 and row_scale is None:  # one model: the loss's scalar (mean) path
             design = self._design_groups[0][0]
-            encoded = design.encode_targets(targets.reshape(-1), n_classes)
-            rows, grad = design.output_gradient(
-                logits.reshape(-1, n_classes), encoded, row_scale.reshape(-1)
+            loss, grad = design.mean_loss_gradient(
+                logits[0], design.encode_targets(targets[0], n_classes)
             )
-            return rows.view(targets.shape), grad.view(logits.shape)
-        row_loss = logits.new_empty(targets.shape)
+            return loss.view(1), grad.unsqueeze(0)
+        if row_scale is None:
+            row_scale = self._constant(1.0 / n_rows).expand(n_members, n_rows)
+        batch_loss = logits.new_empty(n_members)
         grad_logits = torch.empty_like(logits)
         for design, positions in self._design_groups:
-            group_targets = targets.index_select(0, positions)
-            encoded = design.encode_targets(group_targets.reshape(-1), n_classes)
+            if positions is None:  # every member has this design
+                positions = slice(None)
+            group_targets = targets[positions]
+            group_scale = row_scale[positions]
             rows, grad = design.output_gradient(
-                logits.index_select(0, positions).reshape(-1, n_classes),
-                encoded,
-                row_scale.index_select(0, positions).reshape(-1),
+                logits[positions].reshape(-1, n_classes),
+                design.encode_targets(group_targets.reshape(-1), n_classes),
+                group_scale.reshape(-1),
             )
-            row_loss.index_copy_(0, positions, rows.view(group_targets.shape))
-            grad_logits.index_copy_(0, positions, grad.view(-1, *logits.shape[1:]))
-        return row_loss, grad_logits
+            batch_loss[positions] = (rows.view(group_targets.shape) * group_scale).sum(1)
+            grad_logits[positions] = grad.view(-1, n_rows, n_classes)
+        return batch_loss, grad_logits
 
     def _step(
-        self, features: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor
+        self, features: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, hand-written backward and optimizer update on an ``(M, B, F)`` batch with
         targets ``(M, B)`` int64.
 
-        ``row_scale`` ``(M, B)`` weighs each row (1/B, or the normalised row weights); the
-        gradient of member m is that of Σ_rows scale·loss_row. Returns the ``(M, B)`` row losses
-        (before the update) and the ``(M,)`` count of rows classified right.
+        ``row_scale`` ``(M, B)`` weighs each row (the normalised row weights; None: 1/B); the
+        gradient of member m is that of its batch loss Σ_rows scale·loss_row. Returns the ``(M,)``
+        batch losses (before the update) and the ``(M,)`` count of rows classified right.
         """
         activation = self.activation
         weights_t, biases = self._weights_t, self._biases_3d
@@ -539,7 +541,7 @@ class BatchedTrainer:
             inputs.append(hidden)
         logits = _affine(biases[last], hidden, weights_t[last])
         correct = (logits.argmax(2) == targets).sum(1)
-        row_loss, grad = self._output_gradient(logits, targets, row_scale)
+        batch_loss, grad = self._output_gradient(logits, targets, row_scale)
         gradients: list[torch.Tensor] = [grad] * (2 * len(weights_t))
         for index in range(last, -1, -1):
             gradients[2 * index] = _matmul(grad.transpose(1, 2), inputs[index])
@@ -556,7 +558,7 @@ class BatchedTrainer:
             self.optimizer_state,
             self.settings.optimizer_params,
         )
-        return row_loss, correct
+        return batch_loss, correct
 
     # -- evaluation ----------------------------------------------------------------------------
 
