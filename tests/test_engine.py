@@ -350,7 +350,7 @@ def test_batched_resume_refuses_what_it_cannot_continue(tmp_path):
             design, model_config, config, features, targets, checkpoint_path=path, resume=True
         )
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelFileError, match="refused to load the checkpoint"):
+    with pytest.raises(ModelFileError, match="not a softclass checkpoint"):
         train_model(
             design, model_config, config, features, targets, checkpoint_path=path, resume=True
         )
@@ -367,3 +367,27 @@ def test_backend_choice_names_what_forces_the_autograd_engine():
         choose_backend(TrainConfig(backend="torch", precision="bf16"))
     with pytest.raises(ConfigError, match="cannot train with torchrun data parallelism"):
         choose_backend(TrainConfig(backend="compiled"), DistContext(world_size=2))
+
+
+def test_a_checkpoint_with_malformed_betas_is_refused_naming_the_field(tmp_path):
+    from softclass.errors import ModelFileError
+    from softclass.training.trainer import fit
+
+    features, targets = (_table(20)[0].float(), _table(20)[1])
+    design, model_config = get_design("A"), MLPConfig(N_FEATURES, N_CLASSES)
+    config = TrainConfig(epochs=1, device="cpu", optimizer="adam")
+    path = tmp_path / "checkpoint.pt"
+    fit(design, model_config, features, targets, config=config, checkpoint_path=path)
+    state = torch.load(path, weights_only=True)
+    state["train_config"]["betas"] = [0.9]
+    torch.save(state, path)
+    with pytest.raises(ModelFileError, match=r"train_config\.betas' is a list of 1 items"):
+        fit(
+            design,
+            model_config,
+            features,
+            targets,
+            config=config,
+            checkpoint_path=path,
+            resume=True,
+        )

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import pickle
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +51,12 @@ from softclass.mlp.activations import get_activation
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
 from softclass.mlp.optimizers import get_optimizer
-from softclass.training import mlp_native
+from softclass.training import mlp_native, schema
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.trainer import CHECKPOINT_FORMAT, data_fingerprint, resumable_options
+from softclass.training.schema import CHECKPOINT_FORMAT
+from softclass.training.trainer import data_fingerprint, resumable_options
 
 # Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
 _EVAL_CHUNK_ROWS = 16384
@@ -840,8 +841,8 @@ class _RunState:
             ModelFileError: missing or unsafe file, another engine's checkpoint, or one written
                 by a run with other members, network, options or data.
         """
-        data = _read_checkpoint(path)
         trainer = self.trainer
+        data = _read_checkpoint(path, trainer.config)
         expected = {
             "members": [[member.design, member.seed] for member in trainer.members],
             "model_config": trainer.config.to_dict(),
@@ -864,25 +865,32 @@ class _RunState:
                     "data (or another split)"
                 )
         state = trainer.optimizer_state
-        with torch.no_grad():
-            for targets, saved in (
-                (trainer.network.parameters(), data["parameters"]),
-                (state.first_moments, data["first_moments"]),
-                (state.second_moments, data["second_moments"]),
-            ):
-                for tensor, value in zip(targets, saved, strict=True):
+        try:
+            with torch.no_grad():
+                for targets, saved in (
+                    (trainer.network.parameters(), data["parameters"]),
+                    (state.first_moments, data["first_moments"]),
+                    (state.second_moments, data["second_moments"]),
+                ):
+                    for tensor, value in zip(targets, saved, strict=True):
+                        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+                            raise ValueError(f"a tensor of shape {tuple(tensor.shape)} expected")
+                        tensor.copy_(value)
+            state.step_count = int(data["step_count"])
+            for counter in state.step_counts:
+                counter.fill_(float(state.step_count))
+            epoch = min(int(data["epoch"]), next(iter(self.histories.values())).shape[1])
+            for name, history in self.histories.items():
+                history[:, :epoch] = data["histories"][name][:, :epoch]
+            if self.early is not None and data["early_stopping"] is not None:
+                self.early.load_dict(data["early_stopping"])
+            if self.best is not None and data["best"] is not None:
+                for tensor, value in zip(self.best, data["best"], strict=True):
                     tensor.copy_(value)
-        state.step_count = int(data["step_count"])
-        for counter in state.step_counts:
-            counter.fill_(float(state.step_count))
-        epoch = min(int(data["epoch"]), next(iter(self.histories.values())).shape[1])
-        for name, history in self.histories.items():
-            history[:, :epoch] = data["histories"][name][:, :epoch]
-        if self.early is not None and data["early_stopping"] is not None:
-            self.early.load_dict(data["early_stopping"])
-        if self.best is not None and data["best"] is not None:
-            for tensor, value in zip(self.best, data["best"], strict=True):
-                tensor.copy_(value)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            raise ModelFileError(
+                f"{path}: damaged checkpoint ({type(error).__name__}: {str(error)[:200]})"
+            ) from None
         if self.early is not None:  # a stopped member's count is its last epoch
             for member, stopped in enumerate(self.early.stopped):
                 if stopped:
@@ -890,18 +898,22 @@ class _RunState:
         return epoch
 
 
-def _read_checkpoint(path: Path) -> dict:
-    """A batched-engine checkpoint read with ``torch.load(weights_only=True)``."""
+def _read_checkpoint(path: Path, config: MLPConfig) -> dict:
+    """A batched-engine checkpoint: its archive bounded and inspected as the Trainer's are
+    (:mod:`softclass.training.schema`), then read with ``torch.load(weights_only=True)``."""
     if not path.is_file():
         raise ModelFileError(f"{path}: no checkpoint to resume from (the file does not exist)")
+    schema._check_archive(path, schema.checkpoint_byte_limit(config))
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged pickle fails as KeyError, IndexError, ValueError...
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else "no detail"
         raise ModelFileError(
             f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
-            f"({first_line})"
-        ) from error
+            f"({type(error).__name__}: {reason})"
+        ) from None
     if not isinstance(data, dict) or data.get("engine") != CHECKPOINT_ENGINE:
         raise ModelFileError(
             f"{path}: not a checkpoint of the batched engine (written by the autograd Trainer?); "
