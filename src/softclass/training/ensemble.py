@@ -272,6 +272,8 @@ class BatchedTrainer:
             for name in dict.fromkeys(names)
         ]
         self._constants: dict[float, torch.Tensor] = {}
+        self._params_of: TrainConfig | None = None  # the settings self._params was read from
+        self._params = settings.optimizer_params
         # Parameter views (the optimizer updates in place): W^T (M, in, out), b (M, 1, out).
         self._weights_t = [weight.transpose(1, 2) for weight in self.network.weights]
         self._biases_3d = [bias.unsqueeze(1) for bias in self.network.biases]
@@ -553,11 +555,10 @@ class BatchedTrainer:
                     pre_activations[index - 1],
                     inputs[index],
                 )
+        if self._params_of is not self.settings:  # settings may be replaced between epochs
+            self._params_of, self._params = self.settings, self.settings.optimizer_params
         self.optimizer.batched_step(
-            self.network.parameters(),
-            gradients,
-            self.optimizer_state,
-            self.settings.optimizer_params,
+            self.network.parameters(), gradients, self.optimizer_state, self._params
         )
         return batch_loss, correct
 
