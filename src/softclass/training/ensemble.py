@@ -195,12 +195,15 @@ def _matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TrainingRows:
-    """Training rows as one table ``(N, F + C [+ 1])``: features, one-hot targets, row weights."""
+    """Training rows as one table ``(N, F + C [+ 1])``: features, one-hot targets, row weights;
+    and the class indices ``(N,)`` int64 of the targets (the torch backend gathers them per epoch
+    instead of taking an arg-max of the one-hot columns per batch)."""
 
     table: torch.Tensor
     n_features: int
     n_classes: int
     weighted: bool
+    targets: torch.Tensor
 
 
 class BatchedTrainer:
@@ -438,6 +441,7 @@ class BatchedTrainer:
             features.shape[1],
             targets_one_hot.shape[1],
             row_weights is not None,
+            targets_one_hot.argmax(1),
         )
 
     def train_epoch(self, rows: TrainingRows, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -462,6 +466,7 @@ class BatchedTrainer:
         # One gather per epoch: every member's rows in its own order, as (M, N, columns).
         order = self.epoch_order(n_rows, epoch).reshape(-1)
         epoch_table = rows.table.index_select(0, order).view(n_members, n_rows, -1)
+        epoch_targets = rows.targets.index_select(0, order).view(n_members, n_rows)
         epoch_loss = torch.zeros(n_members, dtype=self.dtype, device=self.device)
         correct = torch.zeros(n_members, dtype=torch.int64, device=self.device)
         tiny = torch.finfo(self.dtype).tiny
@@ -473,9 +478,7 @@ class BatchedTrainer:
                 weights = batch[:, :, n_features + n_classes]
                 row_scale = weights / weights.sum(1, keepdim=True).clamp_min(tiny)
             batch_loss, batch_correct = self._step(
-                batch[:, :, :n_features],
-                batch[:, :, n_features : n_features + n_classes].argmax(2),
-                row_scale,
+                batch[:, :, :n_features], epoch_targets[:, start:stop], row_scale
             )
             correct += batch_correct
             epoch_loss.add_(batch_loss, alpha=(stop - start) / n_rows)
