@@ -39,6 +39,8 @@ from softclass.mlp.optimizers import get_optimizer
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig, json_number, resolve_device
 from softclass.training.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
+from softclass.training.eager_optim import KINDS as EAGER_KINDS
+from softclass.training.eager_optim import TensorOptimizer
 from softclass.training.early_stopping import EarlyStopping
 from softclass.training.schema import (
     CHECKPOINT_FORMAT,
@@ -306,13 +308,28 @@ class Trainer:
         device_ids = [self.device_.index] if self.device_.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """The configured optimizer from the registry; fused for networks that are not tiny."""
+    def make_optimizer(self, model: torch.nn.Module) -> TensorOptimizer | torch.optim.Optimizer:
+        """The configured optimizer; fused for networks that are not tiny.
+
+        SGD (not Nesterov) and Adam run through :class:`TensorOptimizer` (torch.optim's updates
+        without importing ``torch._dynamo``); the other registry entries (Nesterov, AdamW) build
+        their ``torch.optim`` optimizer from :mod:`softclass.mlp.optimizers`.
+        """
         n_weights = sum(parameter.numel() for parameter in model.parameters())
         fused = n_weights >= FUSED_OPTIMIZER_MIN_WEIGHTS
-        return get_optimizer(self.config.optimizer).build_torch(
-            model.parameters(), self.config.optimizer_params, fused
-        )
+        params = self.config.optimizer_params
+        if self.config.optimizer in EAGER_KINDS and not params.nesterov:
+            return TensorOptimizer(
+                model.parameters(),
+                self.config.optimizer,
+                params.learning_rate,
+                momentum=params.momentum if self.config.optimizer == "sgd" else 0.0,
+                weight_decay=params.weight_decay,
+                betas=params.betas,
+                eps=params.eps,
+                fused=fused,
+            )
+        return get_optimizer(self.config.optimizer).build_torch(model.parameters(), params, fused)
 
     def run_epoch(self) -> EpochRecord:
         """One pass over the training rows in this epoch's order, then validation and records."""
@@ -381,7 +398,7 @@ class Trainer:
         so that DDP's gradient average equals the one-process gradient of the global mean, and
         the returned loss is this rank's part of that mean (the parts add up across ranks).
         """
-        self.optimizer_.zero_grad(set_to_none=True)
+        self.optimizer_.zero_grad()
         with self._autocast():
             logits = self.network_(features)
             outputs = self.design.output(logits)
