@@ -522,7 +522,10 @@ class Trainer:
         )
         # The schema checked every tensor's name, dtype and shape: these loads cannot fail.
         self.model_.load_state_dict(state["model"])
-        self.optimizer_.load_state_dict(state["optimizer"])
+        try:  # the optimizer checks its own state's keys (a damaged file names another)
+            self.optimizer_.load_state_dict(state["optimizer"])
+        except ValueError as error:
+            raise ModelFileError(f"{self.checkpoint_path}: damaged checkpoint ({error})") from None
         self.history_ = History.from_dict(state["history"])
         self.early_stopping_.load_dict(
             {
