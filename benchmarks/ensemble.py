@@ -34,9 +34,9 @@ from benchmarks._results import append_row, commit, machine
 from softclass.data import Recipe, load_bundled
 from softclass.mlp.model import MLPConfig
 from softclass.training import mlp_native
+from softclass.training.config import TrainConfig
 from softclass.training.ensemble import (
     BatchedTrainer,
-    EnsembleSettings,
     Member,
     design_seed_grid,
     train_ensemble,
@@ -89,7 +89,7 @@ def time_sklearn(features, targets, epochs: int, seeds: list[int]) -> float:
 
 def time_ensemble(features, targets, members, epochs: int) -> tuple[float, np.ndarray]:
     """Seconds for training ``members`` for ``epochs`` epochs; final validation accuracies."""
-    settings = EnsembleSettings(epochs=epochs, batch_size=10, learning_rate=0.01)
+    settings = TrainConfig(epochs=epochs, batch_size=10, learning_rate=0.01, momentum=0.0)
     features_t = torch.as_tensor(features, dtype=torch.float32)
     targets_t = torch.as_tensor(targets)
     start = time.perf_counter()
@@ -128,7 +128,7 @@ def main() -> None:
     )
     single_ms = 1e3 * single_seconds / single_epochs
 
-    compiled = BatchedTrainer(MLPConfig(4, 3), members, EnsembleSettings()).uses_compiled
+    compiled = BatchedTrainer(MLPConfig(4, 3), members, TrainConfig()).uses_compiled
     print(f"machine: {machine()}")
     print(
         "path: " + ("compiled loops" if compiled else f"torch ({mlp_native.unavailable_reason()})")

@@ -6,8 +6,9 @@ e.g. ``PYTHONPATH=src``). Two measurements:
 1. Throughput: a synthetic 200,000 × 50 table with 10 classes (labels from a random linear
    teacher), an MLP 50-128-128-10 with ReLU, Adam (lr 1e-3), batch 256, one epoch after a short
    warm-up, measured ``--repeats`` times alternating the two (best of each is kept: the machine
-   may be shared, and the best run is the least disturbed one), softclass (design A,
-   :class:`softclass.training.trainer.Trainer`) and
+   may be shared, and the best run is the least disturbed one), softclass (design A through
+   :func:`softclass.training.engine.train_model`, the path of ``softclass train``: the backend
+   "auto" picks — the batched torch engine at this size) and
    ``sklearn.neural_network.MLPClassifier`` with the same shape and options; prints samples/s of
    each and the ratio. Both use the process's default thread count; ``--threads N`` limits both
    (torch.set_num_threads and, for numpy's BLAS, threadpoolctl).
@@ -34,7 +35,8 @@ from benchmarks._results import commit
 from softclass.io import atomic_write_text
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
-from softclass.training.trainer import TrainConfig, Trainer
+from softclass.training.config import TrainConfig
+from softclass.training.engine import train_model
 
 RESULTS_PATH = Path(__file__).parent / "results" / "train_throughput.csv"
 N_ROWS, N_FEATURES, N_CLASSES, HIDDEN = 200_000, 50, 10, (128, 128)
@@ -60,11 +62,11 @@ def softclass_samples_per_second(features: torch.Tensor, targets: torch.Tensor) 
         device="cpu",
     )
     model_config = MLPConfig(N_FEATURES, N_CLASSES, HIDDEN, "relu")
-    Trainer(get_design("A"), model_config, config).fit(
-        features[:WARMUP_ROWS], targets[:WARMUP_ROWS]
+    train_model(
+        get_design("A"), model_config, config, features[:WARMUP_ROWS], targets[:WARMUP_ROWS]
     )
     started = time.perf_counter()
-    Trainer(get_design("A"), model_config, config).fit(features, targets)
+    train_model(get_design("A"), model_config, config, features, targets)
     return features.shape[0] / (time.perf_counter() - started)
 
 

@@ -262,8 +262,13 @@ def test_agreement_verdicts_in_words():
     )
 
 
-def test_options_the_batched_engine_lacks_run_the_seeds_one_by_one(iris):
-    result = compare(iris, "AB", TrainConfig(epochs=3, patience=2), seeds=2)
+@pytest.mark.parametrize(
+    "options",
+    [{"patience": 2}, {"precision": "bf16"}, {"backend": "autograd"}],
+    ids=["patience", "bf16", "autograd"],
+)
+def test_options_the_batched_engine_lacks_run_the_seeds_one_by_one(iris, options):
+    result = compare(iris, "AB", TrainConfig(epochs=3, **options), seeds=2)
     assert {agreement.seed for agreement in result.agreements} == {0, 1}
     assert result.bands is None and result.seed_statistics() is not None
 

@@ -12,16 +12,16 @@ from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
 from softclass.training import mlp_native
 from softclass.training.batching import batch_bounds, epoch_permutation
+from softclass.training.config import TrainConfig
 from softclass.training.ensemble import (
     BatchedTrainer,
-    EnsembleSettings,
     Member,
     StackedMLP,
     compare_seeds,
     design_seed_grid,
     train_ensemble,
 )
-from softclass.training.trainer import TrainConfig, fit
+from softclass.training.trainer import fit
 
 
 def _table(n_rows=37, n_features=4, n_classes=3, seed=0):
@@ -43,8 +43,8 @@ def _train_alone(config, design_name, seed, features, targets, settings, row_wei
         optimizer = torch.optim.Adam(
             model.parameters(),
             lr=settings.learning_rate,
-            betas=settings.adam_betas,
-            eps=settings.adam_eps,
+            betas=settings.betas,
+            eps=settings.eps,
         )
     n_rows = features.shape[0]
     losses = []
@@ -74,9 +74,9 @@ def _assert_same_parameters(actual, expected, **tolerance):
 
 
 SETTINGS = {
-    "sgd": EnsembleSettings(epochs=4, batch_size=8, learning_rate=0.1),
-    "sgd_momentum": EnsembleSettings(epochs=4, batch_size=8, learning_rate=0.05, momentum=0.9),
-    "adam": EnsembleSettings(epochs=4, batch_size=8, optimizer="adam", learning_rate=0.01),
+    "sgd": TrainConfig(epochs=4, batch_size=8, learning_rate=0.1, momentum=0.0),
+    "sgd_momentum": TrainConfig(epochs=4, batch_size=8, learning_rate=0.05, momentum=0.9),
+    "adam": TrainConfig(epochs=4, batch_size=8, optimizer="adam", learning_rate=0.01),
 }
 
 
@@ -108,7 +108,7 @@ def test_every_member_equals_training_it_alone(optimizer, training_path):
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "gelu", "identity"])
 def test_hand_written_backward_matches_autograd_for_deeper_networks(activation, training_path):
-    settings = EnsembleSettings(epochs=2, batch_size=5, learning_rate=0.2)
+    settings = TrainConfig(epochs=2, batch_size=5, learning_rate=0.2, momentum=0.0)
     features, targets = _table(17, n_features=3, n_classes=4, seed=2)
     config = MLPConfig(3, 4, hidden=(6, 5), activation=activation)
     members = [Member("A", 1), Member("C", 2), Member("D", 1)]
@@ -119,7 +119,7 @@ def test_hand_written_backward_matches_autograd_for_deeper_networks(activation, 
 
 
 def test_row_weights_give_the_weighted_mean_loss_of_each_batch(training_path):
-    settings = EnsembleSettings(epochs=3, batch_size=6, learning_rate=0.1)
+    settings = TrainConfig(epochs=3, batch_size=6, learning_rate=0.1, momentum=0.0)
     features, targets = _table(20)
     row_weights = torch.rand(20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     config = MLPConfig(4, 3)
@@ -127,7 +127,7 @@ def test_row_weights_give_the_weighted_mean_loss_of_each_batch(training_path):
     trainer = BatchedTrainer(config, members, settings, torch.float64)
     one_hot = torch.nn.functional.one_hot(targets, 3).double()
     rows = trainer.training_rows(features, one_hot, row_weights)
-    epoch_losses = [trainer.train_epoch(rows, epoch) for epoch in range(3)]
+    epoch_losses = [trainer.train_epoch(rows, epoch)[0] for epoch in range(3)]
     for position, member in enumerate(members):
         alone, losses = _train_alone(
             config, member.design, member.seed, features, targets, settings, row_weights
@@ -137,20 +137,44 @@ def test_row_weights_give_the_weighted_mean_loss_of_each_batch(training_path):
         np.testing.assert_allclose(got, losses, rtol=1e-10)
 
 
-def test_designs_a_and_b_train_to_bitwise_identical_weights_and_histories(training_path):
+def test_designs_a_and_b_train_to_identical_weights_and_histories(training_path):
+    # The compiled loops run one cross-entropy branch for A and B: bitwise equal. The torch
+    # backend takes A's gradient from functional.cross_entropy (its fused kernel) and B's from
+    # log_softmax + nll_loss, as the issue asks: equal up to float32 rounding there, and to
+    # 1e-12 in float64.
     features, targets = _table()
     members = design_seed_grid("AB", [0, 1, 2])
-    result = train_ensemble(
-        MLPConfig(4, 3), members, features.float(), targets, SETTINGS["sgd"], features, targets
-    )
-    for seed_position in range(3):
-        a, b = result.indices("A")[seed_position], result.indices("B")[seed_position]
-        assert np.array_equal(result.train_loss[a], result.train_loss[b])
-        assert np.array_equal(result.val_loss[a], result.val_loss[b])
-        for weight_a, weight_b in zip(
-            result.model(a).parameters(), result.model(b).parameters(), strict=True
-        ):
-            assert torch.equal(weight_a, weight_b)
+    for dtype in (torch.float32, torch.float64):
+        result = train_ensemble(
+            MLPConfig(4, 3),
+            members,
+            features.to(dtype),
+            targets,
+            SETTINGS["sgd"],
+            features,
+            targets,
+            dtype,
+        )
+        exact = training_path == "compiled"
+        tolerance = (
+            {"rtol": 1e-5, "atol": 1e-6}
+            if dtype == torch.float32
+            else {"rtol": 1e-12, "atol": 1e-14}
+        )
+        for seed_position in range(3):
+            a, b = result.indices("A")[seed_position], result.indices("B")[seed_position]
+            for history in (result.train_loss, result.val_loss):
+                if exact:
+                    assert np.array_equal(history[a], history[b])
+                else:
+                    np.testing.assert_allclose(history[a], history[b], **tolerance)
+            for weight_a, weight_b in zip(
+                result.model(a).parameters(), result.model(b).parameters(), strict=True
+            ):
+                if exact:
+                    assert torch.equal(weight_a, weight_b)
+                else:
+                    assert_close(weight_a, weight_b, **tolerance)
 
 
 def test_design_d_drifts_from_a_by_rounding_only(training_path):
@@ -196,7 +220,7 @@ def test_stacked_logits_and_extracted_model_agree_and_state_round_trips():
 def test_compare_seeds_reports_a_b_identical_and_intervals_for_each_design(training_path):
     features, targets = _table(40, seed=3)
     val_features, val_targets = _table(15, seed=4)
-    settings = EnsembleSettings(epochs=5, batch_size=10, learning_rate=0.1)
+    settings = TrainConfig(epochs=5, batch_size=10, learning_rate=0.1, momentum=0.0)
     comparison = compare_seeds(
         MLPConfig(4, 3),
         features,
@@ -228,17 +252,20 @@ def test_compare_seeds_reports_a_b_identical_and_intervals_for_each_design(train
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"epochs": -1}, "epochs must be >= 0"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
-        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
-        ({"momentum": 1.0}, r"momentum must lie in \[0, 1\)"),
-        ({"adam_betas": (0.9, 1.0)}, r"adam_betas must lie in \[0, 1\)"),
+        ({"epochs": 0}, "epochs=0 must be an integer ≥ 1"),
+        ({"batch_size": 0}, "batch_size=0 must be an integer ≥ 1"),
+        ({"optimizer": "lbfgs"}, "optimizer='lbfgs': expected one of sgd, adam, adamw"),
+        ({"learning_rate": 0.0}, "learning_rate=0.0 must be > 0"),
+        ({"momentum": 1.0}, r"momentum=1.0 must lie in \[0, 1\)"),
+        ({"betas": (0.9, 1.0)}, r"betas=\(0.9, 1.0\) must be two numbers in \[0, 1\)"),
+        ({"nesterov": True, "momentum": 0.0}, "nesterov=True needs optimizer='sgd' with momentum"),
+        ({"monitor": "val_f1"}, "monitor='val_f1': expected one of validation_loss"),
+        ({"backend": "gpu"}, "backend='gpu': expected one of auto, compiled, torch, autograd"),
     ],
 )
 def test_settings_refuse_values_out_of_range(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        EnsembleSettings(**kwargs)
+        TrainConfig(**kwargs)
 
 
 def test_bad_members_and_rows_are_refused_with_what_was_expected():
@@ -263,7 +290,6 @@ def test_bad_members_and_rows_are_refused_with_what_was_expected():
         ({"seeds": [1]}, "at least 2 distinct seeds"),
         ({"seeds": [1, 1, 2]}, "at least 2 distinct seeds"),
         ({"designs": ["A", "a"]}, "each design may appear once"),
-        ({"settings": EnsembleSettings(epochs=0)}, "at least 1 epoch"),
     ],
 )
 def test_compare_seeds_refuses_what_it_cannot_compare(kwargs, match):
@@ -283,7 +309,7 @@ def test_members_equal_softclass_train_fit_with_matching_settings(
     val_features, val_targets = _table(11, seed=1)
     val_features = val_features.float()
     config = MLPConfig(4, 3)
-    settings = EnsembleSettings(
+    settings = TrainConfig(
         epochs=5, batch_size=8, optimizer=optimizer, learning_rate=0.05, momentum=momentum
     )
     members = design_seed_grid("ABCD", [3])
@@ -326,7 +352,7 @@ def test_compiled_path_is_taken_when_supported(monkeypatch):
     monkeypatch.setattr(BatchedTrainer, "_step", torch_step)
     features, targets = _table()
     config = MLPConfig(4, 3, hidden=(6, 5), activation="relu")
-    settings = EnsembleSettings(epochs=3, batch_size=8, optimizer="adam", learning_rate=0.01)
+    settings = TrainConfig(epochs=3, batch_size=8, optimizer="adam", learning_rate=0.01)
     members = design_seed_grid("ABCD", [0, 1])
     assert BatchedTrainer(config, members, settings).uses_compiled
     result = train_ensemble(config, members, features.float(), targets, settings)
@@ -387,7 +413,7 @@ def test_paths_alternate_between_epochs_sharing_the_optimizer_state(optimizer, m
 def test_compiled_run_reports_a_work_space_it_cannot_allocate():
     features, targets = _table(4)
     trainer = BatchedTrainer(MLPConfig(4, 3), [Member("A", 0)], SETTINGS["sgd"])
-    trainer.settings = EnsembleSettings(batch_size=2**45)
+    trainer.settings = TrainConfig(batch_size=2**45, momentum=0.0)
     rows = trainer.training_rows(features.float(), torch.nn.functional.one_hot(targets, 3).float())
     with pytest.raises(MemoryError, match="could not allocate the work space"):
         trainer.run_compiled_epochs(rows, 0, 1)
@@ -400,7 +426,7 @@ def test_compiled_and_torch_paths_agree_in_float32_after_many_steps(monkeypatch)
     features, targets = (_table(37)[0].float(), _table(37)[1])
     config = MLPConfig(4, 3)
     members = design_seed_grid("ABCD", [0, 1])
-    settings = EnsembleSettings(epochs=100, batch_size=8, optimizer="adam", learning_rate=0.01)
+    settings = TrainConfig(epochs=100, batch_size=8, optimizer="adam", learning_rate=0.01)
     compiled = train_ensemble(config, members, features, targets, settings, features, targets)
     monkeypatch.setattr(mlp_native, "library", lambda: None)
     reference = train_ensemble(config, members, features, targets, settings, features, targets)

@@ -214,3 +214,43 @@ def test_fit_takes_the_compiled_path_for_small_networks_only(monkeypatch):
     wide = Classifier(hidden_layer_sizes=(300,), max_iter=1, batch_size=75, random_state=0)
     wide.fit(features, labels)
     assert taken == [(300,), (300,)]
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adamw"])
+def test_alpha_is_the_registry_optimizers_weight_decay(solver):
+    features, labels = _iris()
+    targets = torch.as_tensor(np.unique(labels, return_inverse=True)[1])
+    options = {"solver": solver, "alpha": 0.05, "momentum": 0.9, "learning_rate_init": 0.01}
+    model = Classifier(
+        hidden_layer_sizes=(5,),
+        activation="tanh",
+        batch_size=32,
+        max_iter=2,
+        random_state=3,
+        **options,
+    ).fit(features, labels)
+    reference = build_mlp(MLPConfig(4, 3, hidden=(5,), activation="tanh"), 3)
+    from softclass.mlp.optimizers import get_optimizer
+    from softclass.training.config import TrainConfig
+
+    config = TrainConfig(
+        optimizer=solver,
+        learning_rate=0.01,
+        momentum=0.9 if solver == "sgd" else 0.0,
+        weight_decay=0.05,
+    )
+    optimizer = get_optimizer(solver).build_torch(
+        reference.parameters(), config.optimizer_params, False
+    )
+    table = torch.as_tensor(features, dtype=torch.float32)
+    rule = get_design("A")
+    for epoch in range(2):
+        order = epoch_permutation(150, 3, epoch)
+        for start, stop in batch_bounds(150, 32):
+            rows = order[start:stop]
+            loss = rule.loss_from_logits(reference(table[rows]), targets[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    for got, want in zip(model.to_mlp().parameters(), reference.parameters(), strict=True):
+        assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -25,7 +25,8 @@ from softclass.jobs.compare import prepare_table
 from softclass.jobs.store import load_model, save_model
 from softclass.jobs.train_predict import CHECKPOINT_FILE, describe_kept, train_to_directory
 from softclass.mlp.designs import get_design
-from softclass.training.trainer import TrainConfig, Trainer, load_checkpoint_file
+from softclass.training.engine import checkpoint_progress
+from softclass.training.trainer import TrainConfig, Trainer
 
 IRIS = bundled_path("iris")
 ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -187,7 +188,7 @@ def test_sigkill_during_training_never_leaves_an_unreadable_model(tmp_path, kill
             assert load_model(out).history_summary["epochs"] == 30
             outcomes.add("complete")
         elif (out / CHECKPOINT_FILE).exists():  # resumable
-            assert load_checkpoint_file(out / CHECKPOINT_FILE)["epoch"] >= 1
+            assert checkpoint_progress(out / CHECKPOINT_FILE)[0] >= 1
             with pytest.raises(ModelFileError, match="missing file"):
                 load_model(out)
             outcomes.add("checkpoint")
@@ -200,14 +201,14 @@ def test_sigkill_during_training_never_leaves_an_unreadable_model(tmp_path, kill
     assert not killer(_train_job(out, 5, 600.0))  # finishes: a good 5-epoch model
     model_epochs = 5
     for fraction in [0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]:
-        checkpoint_epoch = load_checkpoint_file(out / CHECKPOINT_FILE)["epoch"]
+        checkpoint_epoch = checkpoint_progress(out / CHECKPOINT_FILE)[0]
         epochs = checkpoint_epoch + 10
         killer(_train_job(out, epochs, fraction * duration, "--resume"))
         found = load_model(out).history_summary["epochs"]
         assert found in (model_epochs, epochs)  # the earlier model, or the complete new one
-        assert checkpoint_epoch <= load_checkpoint_file(out / CHECKPOINT_FILE)["epoch"] <= epochs
+        assert checkpoint_epoch <= checkpoint_progress(out / CHECKPOINT_FILE)[0] <= epochs
         model_epochs = found
-    epochs = load_checkpoint_file(out / CHECKPOINT_FILE)["epoch"] + 1
+    epochs = checkpoint_progress(out / CHECKPOINT_FILE)[0] + 1
     assert not killer(_train_job(out, epochs, 600.0, "--resume"))  # a run that finishes...
     assert load_model(out).history_summary["epochs"] == epochs
     assert [name for name in _leftovers(tmp_path) if "continued" in name] == []  # ...cleans up
@@ -237,7 +238,7 @@ def test_an_interrupted_train_names_the_kept_checkpoint(tmp_path, interrupt):
         last,
     )
     assert match, err
-    assert load_checkpoint_file(out / CHECKPOINT_FILE)["epoch"] == int(match[1])
+    assert checkpoint_progress(out / CHECKPOINT_FILE)[0] == int(match[1])
     assert "Traceback" not in err
     assert _leftovers(tmp_path) == []
 
@@ -476,7 +477,7 @@ def test_a_diverging_train_stops_naming_the_epoch_and_saves_no_model(run, tmp_pa
     assert not (out / "model.json").exists()
     epoch = int(match[1])
     if epoch > 1:  # the last sound epoch's checkpoint is kept, and said so
-        assert load_checkpoint_file(out / CHECKPOINT_FILE)["epoch"] == epoch - 1
+        assert checkpoint_progress(out / CHECKPOINT_FILE)[0] == epoch - 1
         assert match[2].startswith(f"kept the checkpoint of epoch {epoch - 1} of 50")
     else:
         assert match[2] == "nothing was kept (no epoch finished, no checkpoint written)"
@@ -496,8 +497,10 @@ def test_a_loss_that_explodes_after_sound_epochs_keeps_their_checkpoint(tmp_path
     monkeypatch.setattr(Trainer, "run_epoch", explode_at_epoch_4)
     out = tmp_path / "m"
     with pytest.raises(TrainingDiverged, match=r"diverged at epoch 4 \(design A\)"):
-        train_to_directory(prepared, get_design("A"), out, TrainConfig(epochs=10))
-    assert load_checkpoint_file(out / CHECKPOINT_FILE)["epoch"] == 3
+        train_to_directory(
+            prepared, get_design("A"), out, TrainConfig(epochs=10, backend="autograd")
+        )
+    assert checkpoint_progress(out / CHECKPOINT_FILE)[0] == 3
     assert describe_kept(out).startswith(f"kept the checkpoint of epoch 3 of 10 in {out}")
     assert not (out / "model.json").exists()
 

@@ -30,8 +30,9 @@ from softclass.jobs.defaults import DEMONSTRATION, TABLE, Defaults, defaults_for
 
 if TYPE_CHECKING:
     from softclass.jobs.compare import ComparisonResult, PreparedData
+    from softclass.training.config import TrainConfig
     from softclass.training.distributed import DistContext
-    from softclass.training.trainer import ProgressEvent, TrainConfig
+    from softclass.training.trainer import ProgressEvent
 
 
 def _flags_without_placeholder(params: list) -> list:

@@ -16,6 +16,7 @@ depend on the other rows it is predicted with.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from numbers import Integral, Real
 from typing import ClassVar
@@ -35,9 +36,13 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import DESIGNS, get_design
-from softclass.mlp.model import ACTIVATIONS, MLP, MLPConfig
-from softclass.training.ensemble import BatchedTrainer, EnsembleSettings, Member
+from softclass.mlp.model import MLP, MLPConfig
+from softclass.mlp.optimizers import DEFAULTS, OPTIMIZERS
+from softclass.training.config import TrainConfig
+from softclass.training.early_stopping import EarlyStopping
+from softclass.training.ensemble import BatchedTrainer, Member
 from softclass.training.threads import available_cores, choose_threads, torch_threads
 
 _SEED_BOUND = 2**31 - 1
@@ -48,18 +53,21 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     Parameters:
         hidden_layer_sizes: widths of the hidden layers, e.g. ``(7,)`` for the Iris 4-7-3 net.
-        activation: hidden activation, one of ``softclass.mlp.model.ACTIVATIONS``.
+        activation: hidden activation, one of ``softclass.mlp.activations.ACTIVATIONS``.
         design: "A" (logits + cross entropy), "B" (log_softmax + NLL), "C" (softmax + squared
             error on one-hot) or "D" (softmax + mean cross-entropy error).
-        solver: "sgd" (with ``momentum``) or "adam" (torch's defaults for betas and eps).
+        solver: an optimizer of ``softclass.mlp.optimizers.OPTIMIZERS``: "sgd" (with
+            ``momentum``), "adam" or "adamw" (their betas and eps: the registry's defaults).
         learning_rate_init: step size.
         batch_size: rows per step, or "auto" = min(200, n_samples).
         max_iter: maximum number of epochs (one epoch per ``partial_fit`` call).
         momentum: SGD momentum in [0, 1).
+        alpha: weight decay (L2 for sgd/adam, decoupled for adamw).
         tol: improvement below which an epoch counts as "no change".
         early_stopping: hold out ``validation_fraction`` of the rows (stratified), stop when the
-            validation accuracy has not improved by ``tol`` for ``n_iter_no_change`` epochs, and
-            keep the best weights.
+            validation accuracy has not improved by ``tol`` for more than ``n_iter_no_change``
+            epochs, and keep the best weights (softclass's one early-stopping rule,
+            :mod:`softclass.training.early_stopping`, monitoring validation accuracy).
         validation_fraction: share of rows held out when ``early_stopping``.
         n_iter_no_change: patience, in epochs (on the training loss without early stopping).
         random_state: int seed (same weights as ``build_mlp(config, seed)``), RandomState or None.
@@ -81,11 +89,12 @@ class Classifier(ClassifierMixin, BaseEstimator):
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "design": [StrOptions(set(DESIGNS) | {name.lower() for name in DESIGNS})],
-        "solver": [StrOptions({"sgd", "adam"})],
+        "solver": [StrOptions(set(OPTIMIZERS))],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "momentum": [Interval(Real, 0, 1, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -109,7 +118,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         learning_rate_init=0.001,
         batch_size="auto",
         max_iter=200,
-        momentum=0.9,
+        momentum=DEFAULTS.momentum,
+        alpha=DEFAULTS.weight_decay,
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
@@ -127,6 +137,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.momentum = momentum
+        self.alpha = alpha
         self.tol = tol
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -272,14 +283,23 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self._trainer = BatchedTrainer(
             config,
             [Member(self.design_, seed)],
-            EnsembleSettings(
+            TrainConfig(
                 epochs=self.max_iter,
                 batch_size=200 if self.batch_size == "auto" else self.batch_size,
                 optimizer=self.solver,
-                learning_rate=self.learning_rate_init,
-                momentum=self.momentum if self.solver == "sgd" else 0.0,
+                learning_rate=float(self.learning_rate_init),
+                momentum=float(self.momentum) if self.solver == "sgd" else 0.0,
+                weight_decay=float(self.alpha),
+                seed=seed,
             ),
             device=self._device(),
+        )
+        # scikit-learn's rule: stop after more than n_iter_no_change epochs without improving by
+        # tol (validation accuracy with early_stopping, else the training loss).
+        self._stopping = EarlyStopping(
+            "validation_accuracy" if self.early_stopping else "train_loss",
+            self.n_iter_no_change + 1,
+            float(self.tol),
         )
         self._epochs_done = 0
         self.n_iter_ = 0
@@ -288,7 +308,6 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.validation_scores_ = [] if self.early_stopping else None
         self.validation_loss_curve_ = [] if self.early_stopping else None
         self.best_validation_score_ = -np.inf if self.early_stopping else None
-        self._no_improvement_count = 0
 
     def _run_epochs(self, X, targets, row_weights, max_epochs: int, validation) -> None:
         n_rows = X.shape[0]
@@ -311,32 +330,28 @@ class Classifier(ClassifierMixin, BaseEstimator):
         )
         rows = trainer.training_rows(features, one_hot, weights)
         best_state = None
-        stopped = False
+        stopping = self._stopping
         for _ in range(max_epochs):
-            loss = float(trainer.train_epoch(rows, self._epochs_done)[0])
+            loss = float(trainer.train_epoch(rows, self._epochs_done)[0][0])
             self._epochs_done += 1
             self.n_iter_ += 1
             self.loss_curve_.append(loss)
-            if validation is None:
-                improved = loss < self.best_loss_ - self.tol
-                self.best_loss_ = min(self.best_loss_, loss)
-            else:
+            self.best_loss_ = min(self.best_loss_, loss) if not math.isnan(loss) else loss
+            value = loss
+            if validation is not None:
                 val_loss, val_accuracy = trainer.evaluate(*validation)
-                score = float(val_accuracy[0])
+                value = float(val_accuracy[0])
                 self.validation_loss_curve_.append(float(val_loss[0]))
-                self.validation_scores_.append(score)
-                improved = score > self.best_validation_score_ + self.tol
-                if score > self.best_validation_score_:
-                    self.best_validation_score_ = score
-                    best_state = [tensor.clone() for tensor in trainer.network.parameters()]
-            self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
-            if max_epochs > 1 and self._no_improvement_count > self.n_iter_no_change:
-                stopped = True
+                self.validation_scores_.append(value)
+                self.best_validation_score_ = max(self.best_validation_score_, value)
+            if stopping.update(0, self.n_iter_, value) and validation is not None:
+                best_state = [tensor.clone() for tensor in trainer.network.parameters()]
+            if max_epochs > 1 and stopping.stopped[0]:
                 break
         if best_state is not None:
             for tensor, best in zip(trainer.network.parameters(), best_state, strict=True):
                 tensor.copy_(best)
-        if max_epochs > 1 and not stopped:
+        if max_epochs > 1 and not stopping.stopped[0]:
             warnings.warn(
                 f"softclass.Classifier: reached max_iter={self.max_iter} epochs without "
                 f"converging (tol={self.tol}, n_iter_no_change={self.n_iter_no_change})",

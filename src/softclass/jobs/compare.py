@@ -2,11 +2,11 @@
 
 :func:`prepare_table` turns a table into training and validation tensors (the recipe is fitted on
 the training rows only, so validation rows never leak into the normalisation); :func:`compare`
-trains one :class:`~softclass.training.trainer.Trainer` per design in lockstep, epoch by epoch, so
-that after
-every epoch the weights and losses of A and B (and D, and C) can be compared directly; then it
-measures each design on the validation rows and, when asked, writes models, history, report and
-plots to a directory.
+trains every design × seed model at once in the batched engine
+(:func:`softclass.training.ensemble.train_ensemble`: compiled loops for small layers, batched torch
+above), each model once, comparing the first seed's designs' weights and losses after every
+epoch; then it measures each design on the validation rows and, when asked, writes models,
+history, report and plots to a directory.
 
 Several seeds (seed, seed + 1, ...) each have their own batch order and initial weights; the
 split stays the one of the configured seed. With more than one seed every design × seed model is
@@ -45,7 +45,7 @@ import polars as pl
 import torch
 
 from softclass.data import Recipe, stratified_split
-from softclass.errors import ConfigError, DataError, TrainingDiverged
+from softclass.errors import ConfigError, DataError
 from softclass.evaluation import metrics, plots
 from softclass.evaluation.stats import COMMON_METRICS, compare_designs, mean_interval
 from softclass.io import atomic_write_json, claim_output_directory
@@ -54,12 +54,8 @@ from softclass.jobs.store import check_finite_recipe, save_model
 from softclass.mlp.designs import DESIGNS, Design, get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.distributed import DistContext, barrier
-from softclass.training.ensemble import (
-    EnsembleResult,
-    EnsembleSettings,
-    design_seed_grid,
-    train_ensemble,
-)
+from softclass.training.engine import check_batched_divergence
+from softclass.training.ensemble import design_seed_grid, train_ensemble
 from softclass.training.trainer import (
     EpochRecord,
     History,
@@ -67,7 +63,6 @@ from softclass.training.trainer import (
     TrainConfig,
     Trainer,
     TrainResult,
-    divergence,
     json_number,
     resolve_device,
 )
@@ -587,7 +582,10 @@ def _compare(
     runs: list[DesignRun] = []
     agreements: list[Agreement] = []
     bands = None
-    if seeds > 1 and _batched_engine_fits(config) and not distributed.enabled:
+    distributed = DistContext() if distributed is None else distributed
+    if seeds > 1 and _engine_fits(config, distributed) and stopping is None:
+        # The agreement (gradients at the same weights, noise floor) needs the first seed's
+        # lockstep Trainers; every design × seed model is then trained once in the engine.
         _, agreements = _compare_one_seed(
             data,
             names,
@@ -598,7 +596,7 @@ def _compare(
             distributed,
             stopping,
         )
-        runs, bands = _batched_runs(data, names, model_config, config, seed_values)
+        runs, bands = _engine_runs(data, names, model_config, config, seed_values)
     else:
         for seed in seed_values:
             seed_runs, seed_agreements = _compare_one_seed(
@@ -673,59 +671,53 @@ def _seed_of(run: DesignRun) -> int:
     return run.seed
 
 
-def _batched_engine_fits(config: TrainConfig) -> bool:
-    """The batched engine trains fp32 models for every epoch, without weight decay."""
-    return config.patience is None and config.precision == "fp32" and config.weight_decay == 0
+def _engine_fits(config: TrainConfig, distributed: DistContext) -> bool:
+    """Whether the batched engine (compiled or torch backend) trains this comparison: one
+    process, fp32, and no backend forced to "autograd" (the lockstep Trainers)."""
+    return not distributed.enabled and config.precision == "fp32" and config.backend != "autograd"
 
 
-def _batched_runs(
+def _engine_runs(
     data: PreparedData,
     names: tuple[str, ...],
     model_config: MLPConfig,
     config: TrainConfig,
     seed_values: tuple[int, ...],
 ) -> tuple[list[DesignRun], dict[str, dict[str, dict[str, Any]]]]:
-    """Every design × seed in one :func:`softclass.training.ensemble.train_ensemble` run, measured
-    like a
-    :class:`Trainer` run (the training accuracy per epoch is not tracked there: NaN), and the
-    per-epoch bands of the validation loss and accuracy."""
-    settings = EnsembleSettings(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        optimizer=config.optimizer,
-        learning_rate=config.learning_rate,
-        momentum=config.momentum if config.optimizer == "sgd" else 0.0,
-    )
-    start = time.perf_counter()
+    """Every design × seed in one :func:`softclass.training.ensemble.train_ensemble` run (each
+    model trained once), measured like a :class:`Trainer` run, and the per-epoch bands of the
+    validation loss and accuracy."""
+    members = design_seed_grid(names, seed_values)
+    started = time.perf_counter()
     result = train_ensemble(
         model_config,
-        design_seed_grid(names, seed_values),
+        members,
         data.train_features,
         data.train_targets,
-        settings,
+        config,
         data.validation_features,
         data.validation_targets,
         device=resolve_device(config.device),
     )
-    _check_batched_divergence(result, model_config, config)
+    check_batched_divergence(result, model_config, config)
+    # Per member, per epoch: (train loss, train accuracy, val loss, val accuracy) as floats.
+    histories = [
+        list(zip(*(getattr(result, name)[m].tolist() for name in _HISTORY_NAMES), strict=True))
+        for m in range(len(members))
+    ]
     # Wall time per epoch, shared out over the models trained together.
-    seconds = (time.perf_counter() - start) / (config.epochs * len(result.members))
+    seconds = (time.perf_counter() - started) / (max(result.epochs_run) * len(members))
     runs = []
-    for position, member in enumerate(result.members):
+    for m, member in enumerate(result.members):
         history = History(
             [
-                EpochRecord(
-                    epoch + 1,
-                    float(result.train_loss[position, epoch]),
-                    math.nan,
-                    float(result.val_loss[position, epoch]),
-                    float(result.val_accuracy[position, epoch]),
-                    seconds,
-                )
-                for epoch in range(config.epochs)
-            ]
+                EpochRecord(epoch, *values, seconds)
+                for epoch, values in enumerate(histories[m][: result.epochs_run[m]], start=1)
+            ],
+            None if result.best_epoch is None else result.best_epoch[m],
+            result.epochs_run[m] < config.epochs,
         )
-        model = result.model(position).eval().requires_grad_(False)
+        model = result.model(m).float().eval().requires_grad_(False)
         trained = TrainResult(
             model,
             get_design(member.design),
@@ -738,31 +730,8 @@ def _batched_runs(
     return runs, bands
 
 
-def _check_batched_divergence(
-    result: EnsembleResult, model_config: MLPConfig, config: TrainConfig
-) -> None:
-    """The batched engine runs every epoch: report the first epoch where a member diverged
-    (:func:`softclass.training.trainer.divergence`: the same rule as the one-model trainer, on
-    the training loss; non-finite weights make it NaN).
-
-    Raises:
-        TrainingDiverged: naming the member (design, seed) and the epoch.
-    """
-    for epoch in range(result.train_loss.shape[1]):
-        for member, found in enumerate(result.members):
-            problem = divergence(
-                float(result.train_loss[member, epoch]),
-                None,
-                True,
-                get_design(found.design),
-                model_config,
-                config.learning_rate,
-            )
-            if problem is not None:
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch + 1} (design {found.design} seed "
-                    f"{found.seed}): {problem}"
-                )
+# The engine's history names, in EpochRecord's order (train loss and accuracy, validation ones).
+_HISTORY_NAMES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
 def _compare_one_seed(
@@ -1008,14 +977,18 @@ def write_outputs(result: ComparisonResult, recipe: Recipe | None, out_dir: Path
                 run.result.config,
                 run.history.summary(),
             )
+    report = result.to_dict()  # holds every run's history: history.json reuses them
     atomic_write_json(
         out_dir / "history.json",
         {
-            name: [{"seed": run.seed, **run.history.to_dict()} for run in result.runs_of(name)]
+            name: [
+                {"seed": run["seed"], **run["history"]}
+                for run in report["designs"][name]["per_seed"]
+            ]
             for name in result.designs
         },
     )
-    atomic_write_json(out_dir / "report.json", result.to_dict())
+    atomic_write_json(out_dir / "report.json", report)
     if result.bands is not None:
         plots.plot_seed_bands(result.bands, out_dir / "seed_bands.png")
     plots.plot_loss_curves(

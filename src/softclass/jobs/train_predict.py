@@ -1,7 +1,9 @@
 """The ``train`` and ``predict`` jobs behind the command line, as library functions.
 
-:func:`train_to_directory` trains one design on prepared data, checkpointing into the model
-directory so that an interrupted run can be resumed, and saves the model there.
+:func:`train_to_directory` trains one design on prepared data (through
+:func:`softclass.training.engine.train_model`: the fastest backend that supports the options),
+checkpointing into the model directory so that an interrupted run can be resumed, and saves the
+model there.
 :func:`predict_table` applies a saved model (its recipe unchanged) to the raw rows of a table.
 """
 
@@ -25,13 +27,8 @@ from softclass.jobs.store import METADATA_FILE, SavedModel, check_finite_recipe,
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
 from softclass.training.distributed import DistContext, barrier
-from softclass.training.trainer import (
-    ProgressCallback,
-    TrainConfig,
-    Trainer,
-    TrainResult,
-    load_checkpoint_file,
-)
+from softclass.training.engine import checkpoint_progress, train_model
+from softclass.training.trainer import ProgressCallback, TrainConfig, TrainResult
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -100,20 +97,18 @@ def _train_into(
     barrier(distributed)  # every rank has looked before rank 0 writes a checkpoint
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
-    trainer = Trainer(
+    result = train_model(
         design,
         model_config,
         config,
-        checkpoint_path=checkpoint,
-        progress=progress,
-        distributed=distributed,
-    )
-    result = trainer.fit(
         data.train_features,
         data.train_targets,
         data.validation_features,
         data.validation_targets,
+        checkpoint_path=checkpoint,
         resume=resume,
+        progress=progress,
+        distributed=distributed,
     )
     if distributed.is_main:
         save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
@@ -131,10 +126,9 @@ def describe_kept(out_dir: str | Path) -> str:
     parts = []
     if checkpoint.is_file():
         try:
-            state = load_checkpoint_file(checkpoint)
-            epochs = state["train_config"].get("epochs", "?")
+            epoch, epochs = checkpoint_progress(checkpoint)
             parts.append(
-                f"kept the checkpoint of epoch {int(state['epoch'])} of {epochs} in {checkpoint} "
+                f"kept the checkpoint of epoch {epoch} of {epochs or '?'} in {checkpoint} "
                 "(train again with --resume to continue it)"
             )
         except (

@@ -13,7 +13,11 @@ D      softmax(logits)        mean CE error        one-hot    output
 ====== ====================== ==================== ========== ====================
 
 A and B are the same computation; D equals them mathematically (but takes the log of a rounded
-probability); C is a different loss. All losses come from :mod:`softclass.functional`.
+probability); C is a different loss. All losses come from :mod:`softclass.functional`, and so does
+the gradient of the loss with respect to the logits that the batched engine uses
+(:meth:`Design.output_gradient`: autograd through the design's output and loss only). Each design
+also names its branch of the compiled training loops (``training/mlp_native.c``), or None when
+they lack it.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class Design:
         loss: (output, encoded targets) → scalar mean loss.
         output_to_proba: output → probabilities ``(N, C)``.
         output_to_log_proba: output → log-probabilities ``(N, C)``, as stable as the design allows.
+        native_code: the loss branch of ``mlp_native.c`` that computes this design (0 cross
+            entropy, 1 squared error, 2 MCEE), or None (the compiled backend then refuses it).
     """
 
     name: str
@@ -70,6 +76,7 @@ class Design:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     output_to_proba: Callable[[torch.Tensor], torch.Tensor]
     output_to_log_proba: Callable[[torch.Tensor], torch.Tensor]
+    native_code: int | None = None
 
     def encode_targets(self, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
         """Class indices ``(N,)`` → what this design's loss takes (indices or one-hot floats)."""
@@ -80,6 +87,43 @@ class Design:
     def loss_from_logits(self, logits: torch.Tensor, encoded_targets: torch.Tensor) -> torch.Tensor:
         """The training loss of a batch of logits ``(N, C)``."""
         return self.loss(self.output(logits), encoded_targets)
+
+    def row_losses(self, logits: torch.Tensor, encoded_targets: torch.Tensor) -> torch.Tensor:
+        """Per-row losses ``(N,)`` of logits ``(N, C)`` (the loss with ``reduction="none"``)."""
+        return self.loss(self.output(logits), encoded_targets, reduction="none")
+
+    def output_gradient(
+        self, logits: torch.Tensor, encoded_targets: torch.Tensor, row_scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row losses and the gradient of ``Σ_rows row_scale·loss_row`` w.r.t. the logits.
+
+        The loss is this design's :mod:`softclass.functional` loss (for A the cross entropy and
+        its fused kernel); autograd runs through the design's output and loss only, so a fast
+        backend that writes the network's backward by hand gets the project's own loss gradient.
+
+        Args:
+            logits: ``(N, C)`` float, detached; encoded_targets: from :meth:`encode_targets`.
+            row_scale: ``(N,)`` weight of each row (1/N for a plain mean).
+
+        Returns:
+            ``(row_losses (N,), grad_logits (N, C))``, both detached, in the logits' dtype.
+        """
+        with torch.enable_grad():
+            leaf = logits.detach().requires_grad_()
+            rows = self.row_losses(leaf, encoded_targets)
+            (grad,) = torch.autograd.grad(rows, leaf, row_scale)
+        return rows.detach(), grad
+
+    def mean_loss_gradient(
+        self, logits: torch.Tensor, encoded_targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean loss (0-dim) and its gradient w.r.t. the logits ``(N, C)``: as
+        :meth:`output_gradient` with ``row_scale = 1/N`` (the cheaper scalar path of the loss)."""
+        with torch.enable_grad():
+            leaf = logits.detach().requires_grad_()
+            loss = self.loss(self.output(leaf), encoded_targets)
+            (grad,) = torch.autograd.grad(loss, leaf)
+        return loss.detach(), grad
 
     def predict_proba(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, C)`` by this design's own rule."""
@@ -100,6 +144,7 @@ DESIGNS: dict[str, Design] = {
         functional.cross_entropy,
         _softmax_rows,
         _log_softmax_rows,
+        0,
     ),
     "B": Design(
         "B",
@@ -110,6 +155,7 @@ DESIGNS: dict[str, Design] = {
         functional.nll_loss,
         _exp,
         _identity,
+        0,
     ),
     "C": Design(
         "C",
@@ -120,6 +166,7 @@ DESIGNS: dict[str, Design] = {
         functional.mse_onehot,
         _identity,
         _clamped_log,
+        1,
     ),
     "D": Design(
         "D",
@@ -130,6 +177,7 @@ DESIGNS: dict[str, Design] = {
         functional.mcee,
         _identity,
         _clamped_log,
+        2,
     ),
 }
 

@@ -15,14 +15,8 @@ import torch
 from torch import nn
 
 from softclass.errors import ConfigError
+from softclass.mlp.activations import get_activation
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-    "identity": nn.Identity,
-}
 # Bounds on a network's size, checked from its shape before any weight is allocated (a model file
 # is input like any other: a hand-edited width of 2e8 must not take minutes and gigabytes).
 MAX_HIDDEN_LAYERS = 100
@@ -36,7 +30,7 @@ class MLPConfig:
     n_features: int  # width of the input layer (columns after preprocessing)
     n_classes: int  # width of the output layer (logits)
     hidden: tuple[int, ...] = (7,)  # widths of the hidden layers, in order; () for a linear model
-    activation: str = "tanh"  # hidden-layer activation, a key of ACTIVATIONS
+    activation: str = "tanh"  # hidden-layer activation, a key of mlp.activations.ACTIVATIONS
 
     def __post_init__(self) -> None:
         for name in ("n_features", "n_classes"):
@@ -59,10 +53,7 @@ class MLPConfig:
             for width in self.hidden
         ):
             raise ConfigError(f"hidden layer widths must be positive integers, got {self.hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
-            )
+        get_activation(self.activation)
         object.__setattr__(self, "n_features", int(self.n_features))
         object.__setattr__(self, "n_classes", int(self.n_classes))
         object.__setattr__(self, "hidden", tuple(int(width) for width in self.hidden))
@@ -129,7 +120,7 @@ class MLP(nn.Module):
         for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
             layers.append(nn.Linear(width_in, width_out))
             if index < len(widths) - 2:
-                layers.append(ACTIVATIONS[config.activation]())
+                layers.append(get_activation(config.activation).module())
         self.layers = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

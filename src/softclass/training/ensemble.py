@@ -9,35 +9,37 @@ member. The loss of member ``m`` is its own (weighted) mean over its own batch; 
 the sum of the members' losses, whose gradient with respect to member ``m``'s parameters is exactly
 member ``m``'s own gradient, so nothing mixes between members.
 
-The backward pass is written by hand (autograd's per-op bookkeeping dominates at these sizes):
+The network's backward pass is written by hand (autograd's per-op bookkeeping dominates at these
+sizes); everything with a name comes from a registry:
 
-* designs A, B — d loss / d logits = (softmax(z) - onehot) / B (cross entropy through softmax);
-* design D — the same, times p_t·(1/p_t): 1 up to rounding (D takes the log of a rounded
-  probability, so it drifts from A by rounding, as when trained alone), 0 where D's clamp of the
-  probability at the dtype's smallest normal holds;
-* design C — with p = softmax(z) and g = 2 (p - onehot) / B: d loss / d z = p ⊙ (g - ⟨g, p⟩);
-* hidden layers — the activation's derivative, written in terms of its output where possible.
-
-Optimizers (SGD with optional momentum, Adam) update all members with the same arithmetic as
-``torch.optim.SGD`` / ``torch.optim.Adam`` on one model alone, on the stacked tensors.
+* the loss and its gradient with respect to the logits — the design's
+  :meth:`~softclass.mlp.designs.Design.output_gradient`, i.e. :mod:`softclass.functional` (A's
+  cross entropy and its fused kernel, B's log_softmax + nll_loss, C's mse_onehot, D's mcee);
+* hidden layers — :mod:`softclass.mlp.activations` (forward and derivative);
+* the update — :mod:`softclass.mlp.optimizers` (torch.optim's arithmetic on the stacked tensors).
 
 Small networks on CPU train through compiled loops instead (:mod:`softclass.training.mlp_native`:
 the same formulas, row by row in C, whole epochs per call), since there the cost of a step is
 torch's per-op dispatch, not arithmetic; ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the
-torch path. The two paths agree to rounding (the order of the sums differs).
+torch path. The two paths agree to rounding (the order of the sums differs). The compiled loops
+implement the registries' entries that carry a ``native_code``; ``backend="compiled"`` on a run
+they lack (an activation, design or optimizer without one) is refused naming it.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from softclass.errors import ConfigError, DataError
+from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.evaluation.stats import (
     MeanInterval,
     PairedComparison,
@@ -45,12 +47,17 @@ from softclass.evaluation.stats import (
     paired_comparison,
     t_quantile,
 )
+from softclass.io import atomic_write_bytes
+from softclass.mlp.activations import get_activation
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
-from softclass.training import mlp_native
+from softclass.mlp.optimizers import get_optimizer
+from softclass.training import mlp_native, schema
 from softclass.training.batching import batch_bounds, epoch_permutation
-
-OPTIMIZERS = ("sgd", "adam")
+from softclass.training.config import TrainConfig
+from softclass.training.early_stopping import EarlyStopping
+from softclass.training.schema import CHECKPOINT_FORMAT
+from softclass.training.trainer import data_fingerprint, resumable_options
 
 # Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
 _EVAL_CHUNK_ROWS = 16384
@@ -67,65 +74,6 @@ class Member:
 
     design: str
     seed: int
-
-
-@dataclass(frozen=True)
-class EnsembleSettings:
-    """How every member is trained (the same for all; members differ by design and seed)."""
-
-    epochs: int = 100  # passes over the training rows
-    batch_size: int = 10  # rows per optimizer step (the last batch of an epoch may be shorter)
-    optimizer: str = "sgd"  # "sgd" or "adam"
-    learning_rate: float = 0.01  # step size of either optimizer
-    momentum: float = 0.0  # SGD momentum (torch.optim.SGD's, dampening 0, not Nesterov)
-    adam_betas: tuple[float, float] = (0.9, 0.999)  # Adam's moving-average rates
-    adam_eps: float = 1e-8  # Adam's denominator guard
-    shuffle: bool = True  # visit rows in each epoch's seeded permutation (False: table order)
-
-    def __post_init__(self) -> None:
-        if int(self.epochs) < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
-        if int(self.batch_size) < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
-            )
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if not all(0.0 <= beta < 1.0 for beta in self.adam_betas):
-            raise ConfigError(f"adam_betas must lie in [0, 1), got {self.adam_betas}")
-
-
-def _activation_forward(name: str, pre: torch.Tensor) -> torch.Tensor:
-    if name == "tanh":
-        return pre.tanh()
-    if name == "relu":
-        return pre.relu()
-    if name == "sigmoid":
-        return pre.sigmoid()
-    if name == "gelu":
-        return torch.nn.functional.gelu(pre)
-    return pre
-
-
-def _activation_backward(
-    name: str, grad: torch.Tensor, pre: torch.Tensor, out: torch.Tensor
-) -> torch.Tensor:
-    """d loss / d pre-activation from d loss / d activation ``grad`` (all ``(M, B, width)``)."""
-    if name == "tanh":
-        return torch.addcmul(grad, grad, out * out, value=-1.0)
-    if name == "relu":  # grad where the unit was active (output > 0), else 0, in one op
-        return torch.ops.aten.threshold_backward(grad, out, 0)
-    if name == "sigmoid":
-        return grad * (out * (1.0 - out))
-    if name == "gelu":
-        cdf = 0.5 * (1.0 + torch.erf(pre * (1.0 / math.sqrt(2.0))))
-        pdf = torch.exp(-0.5 * pre * pre) * (1.0 / math.sqrt(2.0 * math.pi))
-        return grad * (cdf + pre * pdf)
-    return grad
 
 
 class StackedMLP:
@@ -190,10 +138,11 @@ class StackedMLP:
     ) -> torch.Tensor:
         hidden = features
         last = len(weights) - 1
+        activation = get_activation(self.config.activation)
         for index, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
             hidden = torch.matmul(hidden, weight.transpose(1, 2)) + bias.unsqueeze(1)
             if index < last:
-                hidden = _activation_forward(self.config.activation, hidden)
+                hidden = activation.forward(hidden)
         return hidden
 
     def to_mlp(self, member: int) -> MLP:
@@ -247,7 +196,9 @@ def _matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TrainingRows:
-    """Training rows as one table ``(N, F + C [+ 1])``: features, one-hot targets, row weights.
+    """Training rows as one table ``(N, F + C [+ 1])``: features, one-hot targets, row weights;
+    and the class indices ``(N,)`` int64 of the targets (the torch backend gathers them per epoch
+    instead of taking an arg-max of the one-hot columns per batch).
 
     ``epoch_table`` ``(M·N, F + C [+ 1])`` receives every epoch's rows in the members' orders: one
     buffer for all epochs, since a fresh tensor each epoch costs its page faults (measured, one
@@ -259,71 +210,8 @@ class TrainingRows:
     n_features: int
     n_classes: int
     weighted: bool
+    targets: torch.Tensor
     epoch_table: torch.Tensor
-
-
-class _BatchedOptimizer:
-    """SGD (momentum) or Adam over lists of stacked tensors, as torch.optim does per model.
-
-    Momentum SGD and Adam call torch's fused multi-tensor kernels (the ones behind
-    ``torch.optim.SGD/Adam(fused=True)``): one call per step instead of one op per tensor and
-    formula term. Measured on one CPU thread, six tensors of the 50-128-128-10 network: fused Adam
-    12 µs against 82 µs for the equivalent ``torch._foreach_*`` sequence; Adam's result is bitwise
-    that of ``torch.optim.Adam``, momentum SGD's equal to rounding.
-    """
-
-    def __init__(self, settings: EnsembleSettings, parameters: list[torch.Tensor]) -> None:
-        self.settings = settings
-        self.parameters = parameters
-        self.first_moments = [torch.zeros_like(tensor) for tensor in parameters]
-        self.second_moments = (
-            [torch.zeros_like(tensor) for tensor in parameters]
-            if settings.optimizer == "adam"
-            else []
-        )
-        # Adam's step counts, one per tensor as the fused kernel takes them (float32 scalars),
-        # views of one vector: one add per step (_foreach_add_ on 0-dim CPU tensors takes its
-        # slow per-tensor path, ~15 µs of a ~600 µs step of the 50-128-128-10 network).
-        self._steps = torch.zeros(len(parameters), device=parameters[0].device)
-        self.step_counts = list(self._steps.unbind())
-        self.step_count = 0
-
-    def step(self, gradients: list[torch.Tensor]) -> None:
-        settings = self.settings
-        self.step_count += 1
-        if settings.optimizer == "sgd" and settings.momentum == 0.0:
-            torch._foreach_add_(self.parameters, gradients, alpha=-settings.learning_rate)
-        elif settings.optimizer == "sgd":
-            torch._fused_sgd_(
-                self.parameters,
-                gradients,
-                self.first_moments,
-                weight_decay=0.0,
-                momentum=settings.momentum,
-                lr=settings.learning_rate,
-                dampening=0.0,
-                nesterov=False,
-                maximize=False,
-                is_first_step=self.step_count == 1,
-            )
-        else:
-            self._steps.add_(1.0)
-            beta1, beta2 = settings.adam_betas
-            torch._fused_adam_(
-                self.parameters,
-                gradients,
-                self.first_moments,
-                self.second_moments,
-                [],
-                self.step_counts,
-                lr=settings.learning_rate,
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=0.0,
-                eps=settings.adam_eps,
-                amsgrad=False,
-                maximize=False,
-            )
 
 
 class BatchedTrainer:
@@ -332,21 +220,38 @@ class BatchedTrainer:
     Args:
         config: the network shape shared by all members.
         members: design and seed of each member (M of them).
-        settings: batch size, optimizer and the rest, shared by all members.
+        settings: the training configuration shared by all members (batch size, optimizer and
+            its parameters, ``backend``: "auto", "compiled" or "torch").
         dtype: parameter dtype (float32 like ``build_mlp``; float64 for exact comparisons).
         device: where the tensors live.
+
+    Raises:
+        ConfigError: no members, an unknown design, ``settings.backend`` is "autograd" (that is
+            :class:`softclass.training.trainer.Trainer`), bf16 precision (the batched backends
+            train in the parameters' dtype), or ``backend="compiled"`` for a run the compiled
+            loops cannot train (the message says why).
     """
 
     def __init__(
         self,
         config: MLPConfig,
         members: Sequence[Member],
-        settings: EnsembleSettings,
+        settings: TrainConfig,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
         if not members:
             raise ConfigError("an ensemble needs at least one member (design, seed)")
+        if settings.backend == "autograd":
+            raise ConfigError(
+                "backend='autograd' is the Trainer (softclass.training.trainer), not the batched "
+                "engine: use backend='auto', 'compiled' or 'torch' here"
+            )
+        if settings.precision != "fp32":
+            raise ConfigError(
+                f"precision={settings.precision!r} is not supported by the batched backends "
+                "(compiled, torch): they train in the parameters' dtype; use backend='autograd'"
+            )
         self.config = config
         self.members = [
             Member(get_design(member.design).name, int(member.seed)) for member in members
@@ -354,41 +259,80 @@ class BatchedTrainer:
         self.settings = settings
         self.device = torch.device(device)
         self.dtype = dtype
+        self.activation = get_activation(config.activation)
+        self.optimizer = get_optimizer(settings.optimizer)
         self.network = StackedMLP.from_seeds(
             config, [member.seed for member in self.members], dtype, self.device
         )
-        self.optimizer = _BatchedOptimizer(settings, self.network.parameters())
+        self.optimizer_state = self.optimizer.new_state(self.network.parameters())
         self._unique_seeds = sorted({member.seed for member in self.members})
         self._seed_rows = torch.tensor(
             [self._unique_seeds.index(member.seed) for member in self.members], device=self.device
         )
-        is_mse = [member.design == "C" for member in self.members]
-        is_mcee = [member.design == "D" for member in self.members]
-        self._has_mse = any(is_mse)
-        self._has_ce = not all(is_mse)
-        self._has_mcee = any(is_mcee)
-        self._is_mse = torch.tensor(is_mse, device=self.device).view(-1, 1)
-        self._is_mcee = torch.tensor(is_mcee, device=self.device).view(-1, 1)
-        self._tiny = torch.finfo(dtype).tiny
+        # Members grouped by design: (design, member positions or None when all share it).
+        names = [member.design for member in self.members]
+        self._design_groups = [
+            (
+                get_design(name),
+                None
+                if len(set(names)) == 1
+                else torch.tensor(
+                    [m for m, other in enumerate(names) if other == name], device=self.device
+                ),
+            )
+            for name in dict.fromkeys(names)
+        ]
         self._constants: dict[float, torch.Tensor] = {}
+        self._params_of: TrainConfig | None = None  # the settings self._params was read from
+        self._params = settings.optimizer_params
         # Parameter views (the optimizer updates in place): W^T (M, in, out), b (M, 1, out).
         self._weights_t = [weight.transpose(1, 2) for weight in self.network.weights]
         self._biases_3d = [bias.unsqueeze(1) for bias in self.network.biases]
+        if settings.backend == "compiled":
+            reason = self.compiled_unsupported_reason()
+            if reason is not None:
+                raise ConfigError(f"backend='compiled' cannot train this run: {reason}")
 
     # -- the compiled path ---------------------------------------------------------------------
+
+    def compiled_unsupported_reason(self) -> str | None:
+        """Why the compiled loops cannot train this run (None when they can): the device or
+        dtype, a registry entry without a ``native_code``, or no compiled library."""
+        if self.device.type != "cpu":
+            return f"device {self.device} (the compiled loops run on the CPU)"
+        if self.dtype not in mlp_native.SUPPORTED_DTYPES:
+            return f"dtype {self.dtype} (float32 or float64)"
+        lacking = [
+            f"{kind} {name!r}"
+            for kind, name, code in (
+                ("activation", self.activation.name, self.activation.native_code),
+                ("optimizer", self.optimizer.name, self.optimizer.native_code),
+                *(("design", design.name, design.native_code) for design, _ in self._design_groups),
+            )
+            if code is None
+        ]
+        if lacking:
+            return f"{', '.join(lacking)} has no compiled implementation (no native_code)"
+        if not all(tensor.is_contiguous() for tensor in self.network.parameters()):
+            return "non-contiguous parameters"
+        if mlp_native.library() is None:
+            return f"the compiled library is unavailable ({mlp_native.unavailable_reason()})"
+        return None
 
     @property
     def uses_compiled(self) -> bool:
         """Whether epochs run through the compiled loops of :mod:`softclass.training.mlp_native`:
-        CPU, float32/float64, contiguous parameters, every layer at most
-        ``_COMPILED_MAX_LAYER_WEIGHTS`` weights, and the library available."""
+        forced by ``backend="compiled"``; with "auto" when they can train the run
+        (:meth:`compiled_unsupported_reason`) and every layer has at most
+        ``_COMPILED_MAX_LAYER_WEIGHTS`` weights (above, torch's BLAS matmuls measured faster)."""
+        if self.settings.backend == "torch":
+            return False
+        if self.settings.backend == "compiled":
+            return True
         widths = [self.config.n_features, *self.config.hidden, self.config.n_classes]
         return (
-            self.device.type == "cpu"
-            and self.dtype in mlp_native.SUPPORTED_DTYPES
-            and max(a * b for a, b in itertools.pairwise(widths)) <= _COMPILED_MAX_LAYER_WEIGHTS
-            and all(tensor.is_contiguous() for tensor in self.network.parameters())
-            and mlp_native.library() is not None
+            max(a * b for a, b in itertools.pairwise(widths)) <= _COMPILED_MAX_LAYER_WEIGHTS
+            and self.compiled_unsupported_reason() is None
         )
 
     def compiled_epochs_per_call(self, n_rows: int) -> int:
@@ -402,7 +346,7 @@ class BatchedTrainer:
         n_epochs: int,
         val_features: torch.Tensor | None = None,
         val_targets: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Epochs ``first_epoch .. first_epoch + n_epochs - 1`` through the compiled loops
         (only when :attr:`uses_compiled`); the same updates as :meth:`train_epoch` to rounding.
 
@@ -412,15 +356,18 @@ class BatchedTrainer:
                 rows scored after every epoch (:func:`member_losses`, :func:`member_accuracy`).
 
         Returns:
-            ``(train_loss, val_loss, val_accuracy)``, each ``(M, n_epochs)`` float64 (the
-            validation ones NaN without validation rows).
+            ``(train_loss, train_accuracy, val_loss, val_accuracy)``, each ``(M, n_epochs)``
+            float64 (the validation ones NaN without validation rows).
         """
+        reason = self.compiled_unsupported_reason()
+        if reason is not None:
+            raise ConfigError(f"backend='compiled' cannot train this run: {reason}")
         n_rows = rows.table.shape[0]
         orders = torch.stack(
             [
                 torch.stack(
                     [
-                        epoch_permutation(n_rows, seed, epoch, self.settings.shuffle)
+                        epoch_permutation(n_rows, seed, epoch)
                         for epoch in range(first_epoch, first_epoch + n_epochs)
                     ]
                 )
@@ -431,53 +378,49 @@ class BatchedTrainer:
         )
         outputs = [
             torch.full((self.network.n_members, n_epochs), math.nan, dtype=torch.float64)
-            for _ in range(3)
+            for _ in range(4)
         ]
-        optimizer = self.optimizer
+        state = self.optimizer_state
         has_val = val_features is not None and val_targets is not None
         mlp_native.train(
             mlp_native.library(),
             mlp_native.RunTensors(
                 parameters=self.network.parameters(),
-                first_moments=optimizer.first_moments,
-                second_moments=optimizer.second_moments or None,
+                first_moments=state.first_moments,
+                second_moments=state.second_moments or None,
                 table=rows.table.to(self.dtype).contiguous(),
                 orders=orders,
                 order_of_member=self._seed_rows,
                 loss_of_member=torch.tensor(
-                    [mlp_native.LOSS_CODES[member.design] for member in self.members]
+                    [get_design(member.design).native_code for member in self.members],
+                    dtype=torch.int64,
                 ),
                 val_features=val_features.to(self.dtype).contiguous() if has_val else None,
                 val_targets=val_targets.to(torch.int64).contiguous() if has_val else None,
                 train_loss=outputs[0],
-                val_loss=outputs[1],
-                val_accuracy=outputs[2],
+                train_accuracy=outputs[1],
+                val_loss=outputs[2],
+                val_accuracy=outputs[3],
             ),
             [self.config.n_features, *self.config.hidden, self.config.n_classes],
-            self.config.activation,
-            self.settings.optimizer,
-            self.settings.learning_rate,
-            self.settings.momentum,
-            self.settings.adam_betas,
-            self.settings.adam_eps,
+            self.activation,
+            self.optimizer,
+            self.settings.optimizer_params,
             self.settings.batch_size,
             rows.weighted,
-            optimizer.step_count,
+            state.step_count,
         )
         steps = n_epochs * len(batch_bounds(n_rows, self.settings.batch_size))
-        optimizer.step_count += steps
-        optimizer._steps.add_(float(steps))
-        return outputs[0], outputs[1], outputs[2]
+        state.step_count += steps
+        torch._foreach_add_(state.step_counts, float(steps))
+        return outputs[0], outputs[1], outputs[2], outputs[3]
 
     # -- one epoch -----------------------------------------------------------------------------
 
     def epoch_order(self, n_rows: int, epoch: int) -> torch.Tensor:
         """Row indices ``(M, n_rows)`` int64: member m's order for ``epoch`` (from its seed)."""
         orders = torch.stack(
-            [
-                epoch_permutation(n_rows, seed, epoch, self.settings.shuffle)
-                for seed in self._unique_seeds
-            ]
+            [epoch_permutation(n_rows, seed, epoch) for seed in self._unique_seeds]
         ).to(self.device)
         if len(self._unique_seeds) == 1:
             return orders.expand(self.network.n_members, n_rows)
@@ -494,8 +437,9 @@ class BatchedTrainer:
         Args:
             features: ``(N, F)`` in the trainer's dtype and device.
             targets_one_hot: ``(N, C)`` one-hot rows of the class indices, same dtype.
-            row_weights: optional ``(N,)`` non-negative row weights; a batch's loss is then
-                Σ w·loss / Σ w (torch's weighted mean).
+            row_weights: optional ``(N,)`` non-negative row weights (class weights are row
+                weights ``w[target]``); a batch's loss is then Σ w·loss / Σ w (torch's weighted
+                mean).
         """
         columns = [features, targets_one_hot]
         if row_weights is not None:
@@ -506,22 +450,26 @@ class BatchedTrainer:
             features.shape[1],
             targets_one_hot.shape[1],
             row_weights is not None,
+            targets_one_hot.argmax(1),
             table.new_empty(self.network.n_members * table.shape[0], table.shape[1]),
         )
 
-    def train_epoch(self, rows: TrainingRows, epoch: int) -> torch.Tensor:
-        """One pass over the training rows for every member; returns the epoch's training loss.
+    def train_epoch(self, rows: TrainingRows, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over the training rows for every member.
 
         Args:
             rows: from :meth:`training_rows`.
             epoch: epoch number (0-based) — selects each member's permutation.
 
         Returns:
-            ``(M,)`` the training loss of each member over the epoch: the mean of its batch losses
-            weighted by batch size (the rows' mean when unweighted). No host synchronisation.
+            ``(loss, accuracy)``, each ``(M,)``: the training loss of each member over the epoch
+            (the mean of its batch losses weighted by batch size; the rows' mean when
+            unweighted) and the share of rows it classified right while training (float64).
+            No host synchronisation.
         """
         if self.uses_compiled:
-            return self.run_compiled_epochs(rows, epoch, 1)[0][:, 0].to(self.dtype)
+            loss, accuracy, _, _ = self.run_compiled_epochs(rows, epoch, 1)
+            return loss[:, 0].to(self.dtype), accuracy[:, 0]
         n_rows = rows.table.shape[0]
         n_members = self.network.n_members
         n_features, n_classes = rows.n_features, rows.n_classes
@@ -529,27 +477,23 @@ class BatchedTrainer:
         order = self.epoch_order(n_rows, epoch).reshape(-1)
         epoch_table = torch.index_select(rows.table, 0, order, out=rows.epoch_table)
         epoch_table = epoch_table.view(n_members, n_rows, -1)
+        epoch_targets = rows.targets.index_select(0, order).view(n_members, n_rows)
         epoch_loss = torch.zeros(n_members, dtype=self.dtype, device=self.device)
+        correct = torch.zeros(n_members, dtype=torch.int64, device=self.device)
         tiny = torch.finfo(self.dtype).tiny
         for start, stop in batch_bounds(n_rows, self.settings.batch_size):
             batch = epoch_table[:, start:stop]
             if not rows.weighted:
-                row_scale = self._constant(1.0 / (stop - start))
+                row_scale = None
             else:
                 weights = batch[:, :, n_features + n_classes]
-                row_scale = (weights / weights.sum(1, keepdim=True).clamp_min(tiny)).unsqueeze(2)
-            row_loss = self._step(
-                batch[:, :, :n_features],
-                batch[:, :, n_features : n_features + n_classes],
-                row_scale,
+                row_scale = weights / weights.sum(1, keepdim=True).clamp_min(tiny)
+            batch_loss, batch_correct = self._step(
+                batch[:, :, :n_features], epoch_targets[:, start:stop], row_scale
             )
-            if not rows.weighted:
-                epoch_loss.add_(row_loss.sum(1), alpha=1.0 / n_rows)
-            else:
-                epoch_loss.add_(
-                    (row_loss * row_scale.squeeze(2)).sum(1), alpha=(stop - start) / n_rows
-                )
-        return epoch_loss
+            correct += batch_correct
+            epoch_loss.add_(batch_loss, alpha=(stop - start) / n_rows)
+        return epoch_loss, correct.double() / n_rows
 
     def _constant(self, value: float) -> torch.Tensor:
         """A 0-dim tensor (cheaper in elementwise ops than a Python float, which gets wrapped)."""
@@ -560,16 +504,49 @@ class BatchedTrainer:
             )
         return cached
 
-    def _step(
-        self, features: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor
-    ) -> torch.Tensor:
-        """Forward, hand-written backward and optimizer update on an ``(M, B, F)`` batch.
+    def _output_gradient(
+        self, logits: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's batch loss ``(M,)`` (Σ_rows scale·loss_row) and d batch loss / d logits
+        ``(M, B, C)``, from its design's :mod:`softclass.functional` loss
+        (:meth:`~softclass.mlp.designs.Design.output_gradient`); ``row_scale`` None: the plain
+        mean over the batch."""
+        n_members, n_rows, n_classes = logits.shape
+        if n_members == 1 and row_scale is None:  # one model: the loss's scalar (mean) path
+            design = self._design_groups[0][0]
+            loss, grad = design.mean_loss_gradient(
+                logits[0], design.encode_targets(targets[0], n_classes)
+            )
+            return loss.view(1), grad.unsqueeze(0)
+        if row_scale is None:
+            row_scale = self._constant(1.0 / n_rows).expand(n_members, n_rows)
+        batch_loss = logits.new_empty(n_members)
+        grad_logits = torch.empty_like(logits)
+        for design, positions in self._design_groups:
+            if positions is None:  # every member has this design
+                positions = slice(None)
+            group_targets = targets[positions]
+            group_scale = row_scale[positions]
+            rows, grad = design.output_gradient(
+                logits[positions].reshape(-1, n_classes),
+                design.encode_targets(group_targets.reshape(-1), n_classes),
+                group_scale.reshape(-1),
+            )
+            batch_loss[positions] = (rows.view(group_targets.shape) * group_scale).sum(1)
+            grad_logits[positions] = grad.view(-1, n_rows, n_classes)
+        return batch_loss, grad_logits
 
-        ``row_scale`` is 1/B (0-dim) or the ``(M, B, 1)`` normalised row weights; the gradient of
-        member m is that of Σ_rows scale·loss_row. Returns the ``(M, B)`` row losses (before the
-        update).
+    def _step(
+        self, features: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, hand-written backward and optimizer update on an ``(M, B, F)`` batch with
+        targets ``(M, B)`` int64.
+
+        ``row_scale`` ``(M, B)`` weighs each row (the normalised row weights; None: 1/B); the
+        gradient of member m is that of its batch loss Σ_rows scale·loss_row. Returns the ``(M,)``
+        batch losses (before the update) and the ``(M,)`` count of rows classified right.
         """
-        activation = self.config.activation
+        activation = self.activation
         weights_t, biases = self._weights_t, self._biases_3d
         last = len(weights_t) - 1
         inputs, pre_activations = [features], []
@@ -577,49 +554,27 @@ class BatchedTrainer:
         for index in range(last):
             pre = _affine(biases[index], hidden, weights_t[index])
             pre_activations.append(pre)
-            hidden = _activation_forward(activation, pre)
+            hidden = activation.forward(pre)
             inputs.append(hidden)
         logits = _affine(biases[last], hidden, weights_t[last])
-        shifted = logits - logits.amax(2, keepdim=True)
-        exps = shifted.exp()
-        sums = exps.sum(2, keepdim=True)
-        probs = exps / sums
-        residual = probs - targets  # d CE / d logits of each row
-        grad_logits, row_loss = residual, None
-        if self._has_ce:
-            row_loss = sums.squeeze(2).log() - (shifted * targets).sum(2)
-        if self._has_mcee:
-            # D differentiates -log(clamp(p_t)) through the softmax: (p - onehot)·p_t·(1/p_t).
-            # p_t·(1/p_t) rounds off 1 now and then — the log of a rounded probability — and is 0
-            # where the clamp holds (p_t below the dtype's smallest normal), as in autograd.
-            picked = (probs * targets).sum(2, keepdim=True)
-            clamped = picked.clamp_min(self._tiny)
-            ratio = (picked * clamped.reciprocal()).masked_fill_(picked < self._tiny, 0.0)
-            grad_logits = torch.where(self._is_mcee.unsqueeze(2), residual * ratio, residual)
-            row_loss = torch.where(self._is_mcee, clamped.squeeze(2).log().neg_(), row_loss)
-        if self._has_mse:
-            squared = (residual * residual).sum(2)
-            grad_probs = residual + residual
-            grad_mse = probs * (grad_probs - (grad_probs * probs).sum(2, keepdim=True))
-            if self._has_ce:
-                grad_logits = torch.where(self._is_mse.unsqueeze(2), grad_mse, grad_logits)
-                row_loss = torch.where(self._is_mse, squared, row_loss)
-            else:
-                grad_logits, row_loss = grad_mse, squared
-        grad = grad_logits * row_scale
+        correct = (logits.argmax(2) == targets).sum(1)
+        batch_loss, grad = self._output_gradient(logits, targets, row_scale)
         gradients: list[torch.Tensor] = [grad] * (2 * len(weights_t))
         for index in range(last, -1, -1):
             gradients[2 * index] = _matmul(grad.transpose(1, 2), inputs[index])
             gradients[2 * index + 1] = grad.sum(1)
             if index > 0:
-                grad = _activation_backward(
-                    activation,
+                grad = activation.backward(
                     _matmul(grad, self.network.weights[index]),
                     pre_activations[index - 1],
                     inputs[index],
                 )
-        self.optimizer.step(gradients)
-        return row_loss
+        if self._params_of is not self.settings:  # settings may be replaced between epochs
+            self._params_of, self._params = self.settings, self.settings.optimizer_params
+        self.optimizer.batched_step(
+            self.network.parameters(), gradients, self.optimizer_state, self._params
+        )
+        return batch_loss, correct
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -641,28 +596,15 @@ class BatchedTrainer:
 def member_losses(
     logits: torch.Tensor, targets: torch.Tensor, members: Sequence[Member]
 ) -> torch.Tensor:
-    """Each member's design loss ``(M,)`` (mean over rows) from logits ``(M, N, C)``.
-
-    A and B: cross entropy from log_softmax (finite for large logits); D: -log of the softmax
-    probability clamped at the dtype's smallest normal; C: squared error summed over classes.
-    """
+    """Each member's design loss ``(M,)`` (mean over rows) from logits ``(M, N, C)`` and class
+    indices ``(N,)``: the design's own :mod:`softclass.functional` loss."""
     n_classes = logits.shape[2]
-    log_probs = logits - torch.logsumexp(logits, 2, keepdim=True)
-    index = targets.view(1, -1, 1).expand(logits.shape[0], -1, 1)
-    cross_entropy = -log_probs.gather(2, index).squeeze(2)
-    rows = cross_entropy
-    designs = [member.design for member in members]
-    if "D" in designs:
-        picked = torch.softmax(logits, 2).gather(2, index).squeeze(2)
-        mcee = picked.clamp_min(torch.finfo(logits.dtype).tiny).log().neg_()
-        is_mcee = torch.tensor([name == "D" for name in designs], device=logits.device).view(-1, 1)
-        rows = torch.where(is_mcee, mcee, rows)
-    if "C" in designs:
-        one_hot = torch.nn.functional.one_hot(targets, n_classes).to(logits.dtype)
-        squared = (log_probs.exp() - one_hot).square().sum(2)
-        is_mse = torch.tensor([name == "C" for name in designs], device=logits.device).view(-1, 1)
-        rows = torch.where(is_mse, squared, rows)
-    return rows.mean(1)
+    losses = []
+    for position, member in enumerate(members):
+        design = get_design(member.design)
+        encoded = design.encode_targets(targets, n_classes)
+        losses.append(design.row_losses(logits[position], encoded).mean())
+    return torch.stack(losses)
 
 
 def member_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -676,9 +618,15 @@ class EnsembleResult:
 
     Attributes:
         members: design and seed of each member, in the order of the arrays' first axis.
-        train_loss, val_loss, val_accuracy: ``(M, epochs)`` float64 histories (the validation ones
-            are NaN when no validation rows were given).
-        network: the trained stacked parameters.
+        train_loss, train_accuracy, val_loss, val_accuracy: ``(M, epochs)`` float64 histories
+            (validation ones NaN without validation rows; every one NaN after the epoch a
+            member stopped early).
+        network: the trained stacked parameters (each member's best epoch's when early
+            stopping restored them).
+        epochs_run: ``(M,)`` epochs each member trained (fewer than asked when it stopped early).
+        best_epoch: ``(M,)`` 1-based epoch whose weights each member ended on under early
+            stopping; None without early stopping.
+        backend: "compiled" or "torch": which backend trained the run.
     """
 
     members: list[Member]
@@ -686,6 +634,10 @@ class EnsembleResult:
     val_loss: np.ndarray
     val_accuracy: np.ndarray
     network: StackedMLP = field(repr=False)
+    train_accuracy: np.ndarray | None = None
+    epochs_run: list[int] = field(default_factory=list)
+    best_epoch: list[int | None] | None = None
+    backend: str = "torch"
 
     def model(self, member: int) -> MLP:
         """Member ``member``'s trained weights as a normal :class:`MLP`."""
@@ -719,67 +671,303 @@ class EnsembleResult:
         )
 
 
+# Called after every epoch: (1-based epoch, the trainer, the histories so far: name → (M, epochs),
+# each member's epoch count: its last epoch once it stopped early, else the configured total).
+EpochCallback = Callable[[int, "BatchedTrainer", dict[str, torch.Tensor], list[int]], None]
+
+
 def train_ensemble(
     config: MLPConfig,
     members: Sequence[Member],
     features: torch.Tensor,
     targets: torch.Tensor,
-    settings: EnsembleSettings,
+    settings: TrainConfig,
     val_features: torch.Tensor | None = None,
     val_targets: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    *,
+    row_weights: torch.Tensor | None = None,
+    on_epoch: EpochCallback | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
 ) -> EnsembleResult:
-    """Train every member for ``settings.epochs`` epochs as one batched computation.
+    """Train every member for up to ``settings.epochs`` epochs as one batched computation.
+
+    Early stopping (``settings.patience``) is the shared rule of
+    :mod:`softclass.training.early_stopping`, per member: a member that stops keeps training
+    with the others (members are independent) but its history ends there and, with
+    ``restore_best``, it ends on its best epoch's weights; the run ends when every member stopped.
 
     Args:
         config: network shape; ``config.n_features`` must equal ``features.shape[1]``.
         members: ``(design, seed)`` of each model.
         features: ``(N, F)`` float training rows; targets: ``(N,)`` int64 class indices.
-        settings: batch size, optimizer, epochs.
+        settings: the training configuration (batch size, optimizer, epochs, early stopping,
+            backend).
         val_features, val_targets: optional validation rows, scored after every epoch.
         dtype, device: of the parameters and the computation.
+        row_weights: optional ``(N,)`` non-negative weights (class weights as ``w[target]``).
+        checkpoint_path: where to write the run's state every ``settings.checkpoint_every``
+            epochs and after the last (parameters, optimizer state, histories, early stopping;
+            :func:`save_checkpoint`); None for none.
+        resume: continue from ``checkpoint_path``: the same weights as an uninterrupted run.
+        on_epoch: called after every epoch with its 1-based number, the trainer (whose
+            ``network`` holds the weights after that epoch) and the histories so far
+            (``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``: ``(M, epochs)``
+            float64, NaN where not yet run) and each member's epoch count (member m ran this
+            epoch while it is ≤ the count; it was m's last when equal).
 
     Returns:
         :class:`EnsembleResult` with per-member, per-epoch histories and the trained weights.
+
+    Raises:
+        ConfigError: early stopping on a validation metric without validation rows; resume
+            without a checkpoint path; the trainer's errors (:class:`BatchedTrainer`).
+        ModelFileError: the checkpoint to resume from is missing, unsafe or from another run.
     """
+    if resume and checkpoint_path is None:
+        raise ConfigError("resume needs a checkpoint_path to resume from")
+    fingerprint = (
+        ""
+        if checkpoint_path is None
+        else data_fingerprint(
+            *(
+                None if tensor is None else torch.as_tensor(tensor)
+                for tensor in (features, targets, val_features, val_targets, row_weights)
+            )
+        )
+    )
     features, targets = _check_rows(features, targets, config, "training")
     has_val = val_features is not None and val_targets is not None
     if has_val:
         val_features, val_targets = _check_rows(val_features, val_targets, config, "validation")
         val_features = val_features.to(device, dtype)
         val_targets = val_targets.to(device)
+    elif settings.patience is not None and settings.monitor != "train_loss":
+        raise ConfigError(
+            f"early stopping (patience={settings.patience}) needs validation rows: set "
+            "validation_fraction > 0, monitor='train_loss' or patience=None"
+        )
     trainer = BatchedTrainer(config, members, settings, dtype, device)
     features = features.to(device, dtype)
     one_hot = torch.nn.functional.one_hot(targets, config.n_classes).to(device, dtype)
-    rows = trainer.training_rows(features, one_hot)
+    weights = None if row_weights is None else torch.as_tensor(row_weights).to(device, dtype)
+    rows = trainer.training_rows(features, one_hot, weights)
     n_members, epochs = len(trainer.members), settings.epochs
-    train_loss = torch.full((epochs, n_members), math.nan, dtype=torch.float64, device=device)
-    val_loss = torch.full_like(train_loss, math.nan)
-    val_accuracy = torch.full_like(train_loss, math.nan)
-    if trainer.uses_compiled:
-        chunk = trainer.compiled_epochs_per_call(features.shape[0])
-        for first in range(0, epochs, chunk):
-            stop = min(first + chunk, epochs)
-            histories = trainer.run_compiled_epochs(
+    histories = {
+        name: torch.full((n_members, epochs), math.nan, dtype=torch.float64)
+        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    }
+    early = EarlyStopping.from_config(settings, n_members) if settings.patience else None
+    best = (
+        [tensor.clone() for tensor in trainer.network.parameters()]
+        if early is not None and settings.restore_best
+        else None
+    )
+    epochs_run = [epochs] * n_members
+    state = _RunState(trainer, histories, early, best, epochs_run, fingerprint)
+    first = state.load(Path(checkpoint_path)) if resume else 0
+    per_epoch = on_epoch is not None or early is not None or checkpoint_path is not None
+    uses_compiled = trainer.uses_compiled
+    chunk = trainer.compiled_epochs_per_call(features.shape[0]) if uses_compiled else 1
+    while first < epochs and not (early is not None and early.all_stopped):
+        stop = min(first + (1 if per_epoch else chunk), epochs)
+        if uses_compiled:
+            results = trainer.run_compiled_epochs(
                 rows, first, stop - first, val_features, val_targets
             )
-            for history, chunk_history in zip(
-                (train_loss, val_loss, val_accuracy), histories, strict=True
-            ):
-                history[first:stop] = chunk_history.T
-    else:
-        for epoch in range(epochs):
-            train_loss[epoch] = trainer.train_epoch(rows, epoch)
+        else:
+            loss, accuracy = trainer.train_epoch(rows, first)
+            results = [loss.double().view(-1, 1).cpu(), accuracy.view(-1, 1).cpu()]
             if has_val:
-                val_loss[epoch], val_accuracy[epoch] = trainer.evaluate(val_features, val_targets)
+                val_loss, val_accuracy = trainer.evaluate(val_features, val_targets)
+                results += [val_loss.double().view(-1, 1).cpu(), val_accuracy.view(-1, 1).cpu()]
+        for name, values in zip(histories, results, strict=False):
+            histories[name][:, first:stop] = values
+        first = stop
+        if early is not None:
+            _early_stopping_epoch(early, trainer, histories, best, epochs_run, stop)
+        if on_epoch is not None:
+            on_epoch(stop, trainer, histories, epochs_run)
+        finished = stop == epochs or (early is not None and early.all_stopped)
+        if checkpoint_path is not None and (stop % settings.checkpoint_every == 0 or finished):
+            state.save(Path(checkpoint_path), stop)
+    if best is not None:
+        for tensor, kept in zip(trainer.network.parameters(), best, strict=True):
+            tensor.copy_(kept)
+    for member, count in enumerate(epochs_run):
+        for history in histories.values():
+            history[member, count:] = math.nan
     return EnsembleResult(
         members=trainer.members,
-        train_loss=train_loss.T.double().cpu().numpy(),
-        val_loss=val_loss.T.double().cpu().numpy(),
-        val_accuracy=val_accuracy.T.double().cpu().numpy(),
+        train_loss=histories["train_loss"].numpy(),
+        val_loss=histories["val_loss"].numpy(),
+        val_accuracy=histories["val_accuracy"].numpy(),
         network=trainer.network,
+        train_accuracy=histories["train_accuracy"].numpy(),
+        epochs_run=epochs_run,
+        best_epoch=None if early is None else list(early.best_epoch),
+        backend="compiled" if uses_compiled else "torch",
     )
+
+
+CHECKPOINT_ENGINE = "batched"  # marks checkpoints of this engine (the Trainer's lack it)
+
+
+@dataclass
+class _RunState:
+    """Everything a batched run needs to continue where it stopped (saved in checkpoints)."""
+
+    trainer: BatchedTrainer
+    histories: dict[str, torch.Tensor]
+    early: EarlyStopping | None
+    best: list[torch.Tensor] | None
+    epochs_run: list[int]
+    fingerprint: str
+
+    def save(self, path: Path, epoch: int) -> None:
+        """Write the state after ``epoch`` epochs to ``path`` (atomically, torch.save)."""
+        trainer, state = self.trainer, self.trainer.optimizer_state
+        data = {
+            "format": CHECKPOINT_FORMAT,
+            "engine": CHECKPOINT_ENGINE,
+            "members": [[member.design, member.seed] for member in trainer.members],
+            "model_config": trainer.config.to_dict(),
+            "train_config": trainer.settings.to_dict(),
+            "data_fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "parameters": [tensor.cpu().clone() for tensor in trainer.network.parameters()],
+            "first_moments": [tensor.cpu().clone() for tensor in state.first_moments],
+            "second_moments": [tensor.cpu().clone() for tensor in state.second_moments],
+            "step_count": state.step_count,
+            "histories": {name: tensor.clone() for name, tensor in self.histories.items()},
+            "early_stopping": None if self.early is None else self.early.to_dict(),
+            "best": None if self.best is None else [tensor.cpu().clone() for tensor in self.best],
+            "epochs_run": list(self.epochs_run),
+        }
+        serialized = io.BytesIO()  # serialized first: a full disk is then an OSError (as the
+        torch.save(data, serialized)  # Trainer's), not a C++ "basic_ios::clear: iostream error"
+        atomic_write_bytes(path, serialized.getvalue())
+
+    def load(self, path: Path) -> int:
+        """Restore the state saved by :meth:`save`; returns the epochs already run.
+
+        Raises:
+            ModelFileError: missing or unsafe file, another engine's checkpoint, or one written
+                by a run with other members, network, options or data.
+        """
+        trainer = self.trainer
+        data = read_checkpoint(path, trainer.config)
+        expected = {
+            "members": [[member.design, member.seed] for member in trainer.members],
+            "model_config": trainer.config.to_dict(),
+            "train_config": resumable_options(trainer.settings.to_dict()),
+            "data_fingerprint": self.fingerprint,
+        }
+        found = {
+            **{key: data[key] for key in expected},
+            "train_config": resumable_options(
+                TrainConfig.from_dict(dict(data["train_config"])).to_dict()
+            ),
+        }
+        for key, value in expected.items():
+            if found[key] != value:
+                raise ModelFileError(
+                    f"{path}: cannot resume, the checkpoint's {key} {found[key]!r} differs from "
+                    f"this run's {value!r}"
+                    if key != "data_fingerprint"
+                    else f"{path}: cannot resume, the checkpoint was written for other training "
+                    "data (or another split)"
+                )
+        state = trainer.optimizer_state
+        try:
+            with torch.no_grad():
+                for targets, saved in (
+                    (trainer.network.parameters(), data["parameters"]),
+                    (state.first_moments, data["first_moments"]),
+                    (state.second_moments, data["second_moments"]),
+                ):
+                    for tensor, value in zip(targets, saved, strict=True):
+                        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+                            raise ValueError(f"a tensor of shape {tuple(tensor.shape)} expected")
+                        tensor.copy_(value)
+            state.step_count = int(data["step_count"])
+            for counter in state.step_counts:
+                counter.fill_(float(state.step_count))
+            epoch = min(int(data["epoch"]), next(iter(self.histories.values())).shape[1])
+            for name, history in self.histories.items():
+                history[:, :epoch] = data["histories"][name][:, :epoch]
+            if self.early is not None and data["early_stopping"] is not None:
+                self.early.load_dict(data["early_stopping"])
+            if self.best is not None and data["best"] is not None:
+                for tensor, value in zip(self.best, data["best"], strict=True):
+                    tensor.copy_(value)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+            raise ModelFileError(
+                f"{path}: damaged checkpoint ({type(error).__name__}: {str(error)[:200]})"
+            ) from None
+        if self.early is not None:  # a stopped member's count is its last epoch
+            for member, stopped in enumerate(self.early.stopped):
+                if stopped:
+                    self.epochs_run[member] = int(data["epochs_run"][member])
+        return epoch
+
+
+def read_checkpoint(path: Path, config: MLPConfig | None) -> dict:
+    """A batched-engine checkpoint: its archive bounded and inspected as the Trainer's are
+    (:mod:`softclass.training.schema`), then read with ``torch.load(weights_only=True)``."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no checkpoint to resume from (the file does not exist)")
+    schema._check_archive(path, schema.checkpoint_byte_limit(config))
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged pickle fails as KeyError, IndexError, ValueError...
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else "no detail"
+        raise ModelFileError(
+            f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
+            f"({type(error).__name__}: {reason})"
+        ) from None
+    if not isinstance(data, dict) or data.get("engine") != CHECKPOINT_ENGINE:
+        raise ModelFileError(
+            f"{path}: not a checkpoint of the batched engine (written by the autograd Trainer?); "
+            "resume it with backend='autograd'"
+        )
+    if data.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(
+            f"{path}: checkpoint format {data.get('format')!r}, this softclass reads "
+            f"{CHECKPOINT_FORMAT}"
+        )
+    return data
+
+
+_MONITORED_HISTORY = {
+    "validation_loss": "val_loss",
+    "validation_accuracy": "val_accuracy",
+    "train_loss": "train_loss",
+}
+
+
+def _early_stopping_epoch(
+    early: EarlyStopping,
+    trainer: BatchedTrainer,
+    histories: dict[str, torch.Tensor],
+    best: list[torch.Tensor] | None,
+    epochs_run: list[int],
+    epoch: int,
+) -> None:
+    """Apply the rule to epoch ``epoch`` (1-based) of every member still running."""
+    values = histories[_MONITORED_HISTORY[early.monitor]][:, epoch - 1].tolist()
+    for member, value in enumerate(values):
+        if early.stopped[member]:
+            continue
+        if early.update(member, epoch, value) and best is not None:
+            for kept, tensor in zip(best, trainer.network.parameters(), strict=True):
+                kept[member].copy_(tensor[member])
+        if early.stopped[member]:
+            epochs_run[member] = epoch
 
 
 def design_seed_grid(designs: Sequence[str], seeds: Sequence[int]) -> list[Member]:
@@ -841,7 +1029,7 @@ def compare_seeds(
     targets: torch.Tensor,
     val_features: torch.Tensor,
     val_targets: torch.Tensor,
-    settings: EnsembleSettings,
+    settings: TrainConfig,
     designs: Sequence[str] = ("A", "B", "C", "D"),
     seeds: Sequence[int] = tuple(range(10)),
     confidence: float = 0.95,
@@ -865,8 +1053,6 @@ def compare_seeds(
         raise ConfigError(f"compare_seeds needs at least 2 distinct seeds, got {seed_list}")
     if len(set(names)) != len(names):
         raise ConfigError(f"each design may appear once, got {names}")
-    if settings.epochs < 1:
-        raise ConfigError("compare_seeds needs at least 1 epoch")
     result = train_ensemble(
         config,
         design_seed_grid(names, seed_list),
@@ -929,7 +1115,6 @@ def _check_rows(
 __all__ = [
     "BatchedTrainer",
     "EnsembleResult",
-    "EnsembleSettings",
     "Member",
     "SeedComparison",
     "StackedMLP",

@@ -1,12 +1,15 @@
-/* Whole training runs of small MLPs: softclass.ensemble's compiled path (see mlp_native.py).
+/* Whole training runs of small MLPs: the compiled backend of softclass.training.ensemble (see
+ * mlp_native.py).
  *
  * One call trains members [member_begin, member_end) of a stacked ensemble for n_epochs epochs:
  * every batch of every epoch (forward, the design's loss and hand-written gradient, backward,
  * optimizer update), then, when validation rows are given, each member's design loss and accuracy
  * on them after every epoch. Members are independent, so each is trained from start to finish
  * before the next (its parameters stay in cache). The arithmetic is that of
- * softclass.ensemble.BatchedTrainer._step and torch.optim.SGD / Adam, row by row; only the order
- * of the sums differs from torch's matmuls.
+ * the registries (softclass.mlp.activations, designs, optimizers: torch.optim's SGD, Adam,
+ * AdamW), row by row; only the order of the sums differs from torch's matmuls. The design losses
+ * here are C transcriptions of softclass.functional's (the float64 parity tests of
+ * tests/test_engine.py hold every branch to autograd through softclass.functional).
  *
  * Built at first use with the system C compiler and loaded with ctypes. The body below is compiled
  * twice, for float (suffix f32) and double (f64): the file includes itself with REAL defined, and
@@ -21,7 +24,9 @@
 
 enum { ACTIVATION_TANH, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_GELU, ACTIVATION_IDENTITY };
 enum { LOSS_CROSS_ENTROPY, LOSS_SQUARED_ERROR, LOSS_MCEE };
-enum { OPTIMIZER_SGD, OPTIMIZER_ADAM };
+enum { OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW };
+/* The enums' values are the registries' native_code fields (softclass.mlp.activations, designs,
+ * optimizers): a new entry gets its branch here and its code there. */
 
 /* Shapes and hyper-parameters of one call (mirrored by mlp_native.py's RunSettings). */
 typedef struct {
@@ -30,7 +35,9 @@ typedef struct {
     int64_t activation;      /* ACTIVATION_* of the hidden layers */
     int64_t optimizer;       /* OPTIMIZER_* */
     double learning_rate;
-    double momentum;         /* SGD (dampening 0, not Nesterov) */
+    double momentum;         /* SGD (dampening 0) */
+    int64_t nesterov;        /* SGD: 1 for Nesterov momentum */
+    double weight_decay;     /* L2 term added to the gradient (SGD, Adam); decoupled (AdamW) */
     double beta1, beta2, eps; /* Adam */
     double tiny;             /* smallest normal of the element type: design D's clamp */
     int64_t batch_size;
@@ -54,6 +61,7 @@ typedef struct {
     const void *val_features;    /* (n_val_rows, n_features) */
     const int64_t *val_targets;  /* (n_val_rows,) class indices */
     double *train_loss;          /* (M, n_epochs) out: batch losses averaged over the epoch */
+    double *train_accuracy;      /* (M, n_epochs) out: share of rows classified right in training */
     double *val_loss;            /* (M, n_epochs) out: design loss on the validation rows */
     double *val_accuracy;        /* (M, n_epochs) out */
 } RunBuffers;
@@ -118,13 +126,15 @@ static inline REAL NAME(activate)(int64_t activation, REAL pre) {
         return (REAL)1 / ((REAL)1 + exp(-pre));
     case ACTIVATION_GELU:
         return (REAL)0.5 * pre * ((REAL)1 + erf(pre * (REAL)0.70710678118654752440));
-    default:
+    case ACTIVATION_IDENTITY:
         return pre;
+    default: /* unreachable: mlp_native.py refuses activations without a code */
+        return (REAL)NAN;
     }
 }
 
 /* d loss / d pre-activation from d loss / d output, in terms of the output where possible (as
- * ensemble._activation_backward). */
+ * the backward of softclass.mlp.activations). */
 static inline REAL NAME(activation_backward)(int64_t activation, REAL grad, REAL pre, REAL out) {
     switch (activation) {
     case ACTIVATION_TANH:
@@ -138,8 +148,10 @@ static inline REAL NAME(activation_backward)(int64_t activation, REAL grad, REAL
         const REAL pdf = exp((REAL)-0.5 * pre * pre) * (REAL)0.39894228040143267794;
         return grad * (cdf + pre * pdf);
     }
-    default:
+    case ACTIVATION_IDENTITY:
         return grad;
+    default:
+        return (REAL)NAN;
     }
 }
 
@@ -165,8 +177,10 @@ static void NAME(forward_row)(const RunSettings *settings, REAL *const *weights,
 }
 
 /* The design's loss of one row from its logits z (C), and d loss / d z (unscaled) into grad;
- * probs: scratch for the softmax (C values). one_hot: the row's target as a one-hot row. Same
- * formulas as BatchedTrainer._step. */
+ * probs: scratch for the softmax (C values). one_hot: the row's target as a one-hot row. The
+ * gradients autograd takes through softclass.functional's losses (Design.output_gradient):
+ * cross entropy (p - y); MCEE the same times p_t·(1/clamp(p_t)); squared error p ⊙ (g - <g, p>)
+ * with g = 2 (p - y). */
 static REAL NAME(row_loss_and_gradient)(int64_t loss_kind, REAL tiny, int64_t n_classes,
                                         const REAL *logits, const REAL *one_hot, REAL *probs,
                                         REAL *grad) {
@@ -204,19 +218,26 @@ static REAL NAME(row_loss_and_gradient)(int64_t loss_kind, REAL tiny, int64_t n_
     return squared;
 }
 
-/* One optimizer update of n values (torch.optim.SGD / Adam on one tensor); step is 1-based. */
+/* One optimizer update of n values (torch.optim.SGD / Adam / AdamW on one tensor); step is
+ * 1-based. */
 static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, REAL *param,
                          const REAL *grad, REAL *first, REAL *second) {
     const REAL learning_rate = (REAL)settings->learning_rate;
+    const REAL weight_decay = (REAL)settings->weight_decay;
     if (settings->optimizer == OPTIMIZER_SGD && settings->momentum == 0.0) {
-        for (int64_t i = 0; i < n; ++i) param[i] -= learning_rate * grad[i];
+        for (int64_t i = 0; i < n; ++i) {
+            const REAL g = weight_decay != (REAL)0 ? grad[i] + weight_decay * param[i] : grad[i];
+            param[i] -= learning_rate * g;
+        }
     } else if (settings->optimizer == OPTIMIZER_SGD) {
         const REAL momentum = (REAL)settings->momentum;
         for (int64_t i = 0; i < n; ++i) {
-            first[i] = step == 1 ? grad[i] : momentum * first[i] + grad[i];
-            param[i] -= learning_rate * first[i];
+            const REAL g = weight_decay != (REAL)0 ? grad[i] + weight_decay * param[i] : grad[i];
+            first[i] = step == 1 ? g : momentum * first[i] + g;
+            param[i] -= learning_rate * (settings->nesterov ? g + momentum * first[i] : first[i]);
         }
     } else {
+        const int decoupled = settings->optimizer == OPTIMIZER_ADAMW;
         const double correction1 = 1.0 - pow(settings->beta1, (double)step);
         const double correction2 = 1.0 - pow(settings->beta2, (double)step);
         const REAL step_size = (REAL)(settings->learning_rate / correction1);
@@ -224,9 +245,15 @@ static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, R
         const REAL one_minus_beta1 = (REAL)(1.0 - settings->beta1);
         const REAL beta2 = (REAL)settings->beta2, one_minus_beta2 = (REAL)(1.0 - settings->beta2);
         const REAL eps = (REAL)settings->eps;
+        const REAL decay = (REAL)1 - learning_rate * weight_decay;
         for (int64_t i = 0; i < n; ++i) {
-            first[i] += one_minus_beta1 * (grad[i] - first[i]);
-            second[i] = beta2 * second[i] + one_minus_beta2 * grad[i] * grad[i];
+            REAL g = grad[i];
+            if (decoupled)
+                param[i] *= decay;
+            else if (weight_decay != (REAL)0)
+                g += weight_decay * param[i];
+            first[i] += one_minus_beta1 * (g - first[i]);
+            second[i] = beta2 * second[i] + one_minus_beta2 * g * g;
             const REAL denominator = sqrt(second[i]) / correction2_sqrt + eps;
             param[i] -= step_size * first[i] / denominator;
         }
@@ -234,7 +261,7 @@ static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, R
 }
 
 /* Design loss and correctness of every validation row for one member (as
- * ensemble.member_losses: A/B log-softmax cross entropy, D clamped -log p_t, C squared error). */
+ * softclass.functional: A/B log-softmax cross entropy, D clamped -log p_t, C squared error). */
 static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffers,
                            int64_t loss_kind, REAL *const *weights, REAL *const *biases,
                            REAL *const *act, REAL *const *pre, double *loss_out,
@@ -335,6 +362,7 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                 buffers->orders +
                 (buffers->order_of_member[member] * settings->n_epochs + epoch) * n_rows;
             double epoch_loss = 0.0;
+            int64_t epoch_correct = 0;
             for (int64_t start = 0; start < n_rows; start += batch_size) {
                 const int64_t rows = start + batch_size <= n_rows ? batch_size : n_rows - start;
                 /* Row scales: 1/B, or the batch's weights over their sum (clamped at tiny). */
@@ -359,6 +387,10 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                     }
                     memcpy(row_act[0], source, (size_t)n_features * sizeof(REAL));
                     NAME(forward_row)(settings, weights, biases, row_act, row_pre);
+                    const REAL *logits = row_act[n_layers];
+                    int64_t best = 0;
+                    for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
+                    epoch_correct += source[n_features + best] == (REAL)1;
                     REAL *row_delta = delta + r * n_classes;
                     const REAL loss = NAME(row_loss_and_gradient)(
                         loss_kind, tiny, n_classes, row_act[n_layers], source + n_features,
@@ -420,6 +452,7 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
             }
             const int64_t at = member * settings->n_epochs + epoch;
             buffers->train_loss[at] = epoch_loss;
+            buffers->train_accuracy[at] = (double)epoch_correct / (double)n_rows;
             if (settings->n_val_rows > 0) {
                 for (int64_t l = 0; l <= n_layers; ++l) {
                     row_act[l] = act[l];

@@ -7,6 +7,10 @@ compiler at first use, a cache file keyed by source, flags, compiler and CPU, ct
 headers); ``SOFTCLASS_NATIVE=0`` turns it off, and :func:`library` returns None — with
 :func:`unavailable_reason` saying why — whenever it cannot be had, so that callers keep their
 torch path. Used by :class:`softclass.training.ensemble.BatchedTrainer`.
+
+The C code implements the registry entries that carry a ``native_code``
+(:mod:`softclass.mlp.activations`, :mod:`softclass.mlp.designs`, :mod:`softclass.mlp.optimizers`);
+its branches are numbered by those codes, and :func:`train` refuses an entry without one.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from softclass.errors import ConfigError
 from softclass.kernels.native import load_compiled, pointer
+from softclass.mlp.activations import Activation
+from softclass.mlp.optimizers import Optimizer, OptimizerParams
 
 __all__ = [
-    "ACTIVATION_CODES",
-    "LOSS_CODES",
     "SUPPORTED_DTYPES",
     "RunTensors",
     "library",
@@ -32,10 +37,6 @@ __all__ = [
 ]
 
 SUPPORTED_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
-# Codes of mlp_native.c's enums.
-ACTIVATION_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2, "gelu": 3, "identity": 4}
-LOSS_CODES = {"A": 0, "B": 0, "C": 1, "D": 2}  # cross entropy, squared error, MCEE
-_OPTIMIZER_CODES = {"sgd": 0, "adam": 1}
 _SOURCE = Path(__file__).with_name("mlp_native.c")
 # No -ffast-math: the loops must round like torch's elementwise ops (design D's p·(1/p) included).
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared")
@@ -55,6 +56,8 @@ class _RunSettings(ctypes.Structure):
         ("optimizer", _I64),
         ("learning_rate", _F64),
         ("momentum", _F64),
+        ("nesterov", _I64),
+        ("weight_decay", _F64),
         ("beta1", _F64),
         ("beta2", _F64),
         ("eps", _F64),
@@ -83,6 +86,7 @@ class _RunBuffers(ctypes.Structure):
         ("val_features", _PTR),
         ("val_targets", _PTR),
         ("train_loss", _PTR),
+        ("train_accuracy", _PTR),
         ("val_loss", _PTR),
         ("val_accuracy", _PTR),
     ]
@@ -120,9 +124,9 @@ class RunTensors:
         first_moments, second_moments: optimizer state of the same shapes (second: Adam only).
         table: ``(N, F + C [+ 1])`` features, one-hot targets, optional row weights.
         orders: ``(S, epochs, N)`` int64 row orders; ``order_of_member (M,)`` int64 picks one.
-        loss_of_member: ``(M,)`` int64 :data:`LOSS_CODES` of each member's design.
+        loss_of_member: ``(M,)`` int64 ``native_code`` of each member's design.
         val_features ``(V, F)``, val_targets ``(V,)`` int64: validation rows, or None.
-        train_loss, val_loss, val_accuracy: ``(M, epochs)`` float64 outputs.
+        train_loss, train_accuracy, val_loss, val_accuracy: ``(M, epochs)`` float64 outputs.
     """
 
     parameters: list[Tensor]
@@ -135,6 +139,7 @@ class RunTensors:
     val_features: Tensor | None
     val_targets: Tensor | None
     train_loss: Tensor
+    train_accuracy: Tensor
     val_loss: Tensor
     val_accuracy: Tensor
 
@@ -143,21 +148,29 @@ def train(
     compiled: ctypes.CDLL,
     tensors: RunTensors,
     widths: list[int],
-    activation: str,
-    optimizer: str,
-    learning_rate: float,
-    momentum: float,
-    adam_betas: tuple[float, float],
-    adam_eps: float,
+    activation: Activation,
+    optimizer: Optimizer,
+    params: OptimizerParams,
     batch_size: int,
     weighted: bool,
     step_count: int,
 ) -> None:
     """Run ``tensors.orders.shape[1]`` epochs of every member in one C call (one thread).
 
-    ``widths``: features, hidden widths, classes. ``step_count``: optimizer steps already taken
+    ``widths``: features, hidden widths, classes. ``activation``, ``optimizer``: registry entries
+    (their ``native_code`` picks the C branch). ``step_count``: optimizer steps already taken
     (SGD momentum starts its buffer on step 1, Adam's bias corrections count from it).
+
+    Raises:
+        ConfigError: the activation or optimizer has no ``native_code`` (the compiled loops do
+            not implement it).
     """
+    for kind, entry in (("activation", activation), ("optimizer", optimizer)):
+        if entry.native_code is None:
+            raise ConfigError(
+                f"{kind} {entry.name!r} has no compiled implementation (no native_code in its "
+                "registry): the compiled backend cannot train it; use backend='torch'"
+            )
     dtype = tensors.table.dtype
     widths_array = (ctypes.c_int64 * len(widths))(*widths)
     parameter_pointers = (ctypes.c_void_p * len(tensors.parameters))(
@@ -177,13 +190,15 @@ def train(
     settings = _RunSettings(
         n_layers=len(widths) - 1,
         widths=ctypes.cast(widths_array, _PTR),
-        activation=ACTIVATION_CODES[activation],
-        optimizer=_OPTIMIZER_CODES[optimizer],
-        learning_rate=learning_rate,
-        momentum=momentum,
-        beta1=adam_betas[0],
-        beta2=adam_betas[1],
-        eps=adam_eps,
+        activation=activation.native_code,
+        optimizer=optimizer.native_code,
+        learning_rate=params.learning_rate,
+        momentum=params.momentum,
+        nesterov=int(params.nesterov),
+        weight_decay=params.weight_decay,
+        beta1=params.betas[0],
+        beta2=params.betas[1],
+        eps=params.eps,
         tiny=torch.finfo(dtype).tiny,
         batch_size=batch_size,
         n_rows=tensors.table.shape[0],
@@ -204,6 +219,7 @@ def train(
         val_features=pointer(tensors.val_features),
         val_targets=pointer(tensors.val_targets),
         train_loss=pointer(tensors.train_loss),
+        train_accuracy=pointer(tensors.train_accuracy),
         val_loss=pointer(tensors.val_loss),
         val_accuracy=pointer(tensors.val_accuracy),
     )

@@ -70,6 +70,7 @@ _CHECKPOINT_OVERHEAD_BYTES = 64 << 20
 _CHECKPOINT_COPIES = 4
 _MAX_NAME_CHARS = 1000
 _MAX_EPOCHS = 100_000_000
+_NUMBER_PAIR_OPTIONS = ("betas",)  # training options saved as two numbers (Adam's betas)
 # Lines of torch.load's weights-only errors that say what to do, not what was refused.
 _TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
 _SAFETENSORS_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
@@ -503,7 +504,14 @@ def _check_checkpoint(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     train_config = _kind(path, "train_config", state["train_config"], dict, "a mapping of options")
     for key, value in train_config.items():
         _string(path, "train_config", key)
-        if value is not None and not isinstance(value, bool | int | float | str):
+        if key in _NUMBER_PAIR_OPTIONS:
+            if not (
+                isinstance(value, list)
+                and len(value) == 2
+                and all(isinstance(item, int | float) for item in value)
+            ):
+                raise bad_field(path, f"train_config.{key}", value, "a list of two numbers")
+        elif value is not None and not isinstance(value, bool | int | float | str):
             raise bad_field(path, f"train_config.{key}", value, "a number, string or null")
     fingerprint = state["data_fingerprint"]
     if not isinstance(fingerprint, str) or len(fingerprint) != 64:

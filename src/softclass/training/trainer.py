@@ -25,7 +25,7 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,103 +36,38 @@ from softclass.errors import ConfigError, ModelFileError, TrainingDiverged
 from softclass.io import atomic_write_bytes
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
+from softclass.mlp.optimizers import get_optimizer
 from softclass.training.batching import batch_bounds, epoch_permutation
+from softclass.training.config import TrainConfig, json_number, resolve_device
 from softclass.training.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
+from softclass.training.eager_optim import KINDS as EAGER_KINDS
 from softclass.training.eager_optim import TensorOptimizer
+from softclass.training.early_stopping import EarlyStopping
 from softclass.training.schema import (
     CHECKPOINT_FORMAT,
     check_optimizer_state,
     load_checkpoint_file,
 )
 
-OPTIMIZERS = ("sgd", "adam")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
 # From this many weights on, the optimizer updates all tensors in one fused kernel. Measured on
 # one CPU thread (torch 2.13): a fused Adam step takes 50 us against 245 us for the per-tensor
 # loop on the 50-128-128-10 benchmark network, but on the 59-weight Iris network a fused SGD step
 # (53 us) is slower than the loop (35 us), and far slower when the threads are contended.
 FUSED_OPTIMIZER_MIN_WEIGHTS = 10_000
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. The defaults train the seed's Iris network (4-7-3 tanh, SGD) in seconds."""
-
-    epochs: int = 100  # passes over the training rows (an upper bound with early stopping)
-    batch_size: int = 16  # rows per optimizer step; the last batch of an epoch may be shorter
-    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
-    learning_rate: float = 0.01  # step size; with momentum 0.9 fits z-scored Iris in 100 epochs
-    momentum: float = 0.9  # SGD momentum (Adam ignores it)
-    weight_decay: float = 0.0  # L2 penalty applied by the optimizer
-    seed: int = 0  # initial weights, batch order and the validation split
-    validation_fraction: float = 0.2  # share of each class held out for validation; 0 = none
-    patience: int | None = (
-        None  # early stopping: epochs without a better validation loss; None = off
-    )
-    device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
-    precision: str = "fp32"  # "fp32", or "bf16" autocast of the network (losses accumulate in fp32)
-    checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint path is given)
-
-    def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("seed", self.seed, minimum=0)
-        _check_int("checkpoint_every", self.checkpoint_every, minimum=1)
-        if self.patience is not None:
-            _check_int("patience", self.patience, minimum=1)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        for name in ("learning_rate", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigError(f"{name}={value!r} must be a number ≥ 0")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate={self.learning_rate!r} must be > 0")
-        fraction = self.validation_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-            raise ConfigError(f"validation_fraction={fraction!r} must be a number in [0, 1)")
-        if not 0.0 <= fraction < 1.0:
-            raise ConfigError(f"validation_fraction={fraction!r} must be in [0, 1) (0 = none)")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (saved in model.json and checkpoints)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError naming them."""
-        known = {item.name for item in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {unknown}; expected {sorted(known)}")
-        return cls(**data)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r} must be an integer ≥ {minimum}")
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device for a :class:`TrainConfig` device name ("auto" picks cuda if present)."""
-    _check_choice("device", name, DEVICES)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was asked for but no CUDA device is available; use cpu")
-    return torch.device(name)
-
-
-def json_number(value: float | None) -> float | None:
-    """A float JSON can hold: NaN and infinities (a diverged loss) become None."""
-    return None if value is None or not math.isfinite(value) else float(value)
+__all__ = [
+    "EpochRecord",
+    "History",
+    "ProgressCallback",
+    "ProgressEvent",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "fit",
+    "json_number",
+    "load_checkpoint_file",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -147,9 +82,14 @@ class EpochRecord:
     seconds: float  # wall time of the epoch, validation included
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form: non-finite numbers become None."""
         return {
-            key: json_number(value) if key != "epoch" else value
-            for key, value in asdict(self).items()
+            "epoch": self.epoch,
+            "train_loss": json_number(self.train_loss),
+            "train_accuracy": json_number(self.train_accuracy),
+            "validation_loss": json_number(self.validation_loss),
+            "validation_accuracy": json_number(self.validation_accuracy),
+            "seconds": json_number(self.seconds),
         }
 
 
@@ -343,7 +283,7 @@ class Trainer:
             if self.distributed.enabled
             else resolve_device(self.config.device)
         )
-        self.fingerprint_ = _fingerprint(
+        self.fingerprint_ = data_fingerprint(
             train_features, train_targets, validation_features, validation_targets
         )
         self.train_ = self._split(train_features, train_targets)
@@ -356,9 +296,8 @@ class Trainer:
         self.network_ = self.wrap_network(self.model_)
         self.optimizer_ = self.make_optimizer(self.model_)
         self.history_ = History()
-        self.best_loss_ = math.inf
+        self.early_stopping_ = EarlyStopping.from_config(self.config)
         self.best_state_: dict[str, torch.Tensor] | None = None
-        self.epochs_without_improvement_ = 0
         self.finished_ = False
         self.pairing_checked_ = False
 
@@ -371,21 +310,28 @@ class Trainer:
         device_ids = [self.device_.index] if self.device_.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def make_optimizer(self, model: torch.nn.Module) -> TensorOptimizer:
-        """SGD with momentum or Adam, from the config; fused for networks that are not tiny.
+    def make_optimizer(self, model: torch.nn.Module) -> TensorOptimizer | torch.optim.Optimizer:
+        """The configured optimizer; fused for networks that are not tiny.
 
-        Not ``torch.optim``: building one imports ``torch._dynamo`` (seconds of start-up);
-        :class:`TensorOptimizer` makes torch.optim's updates with the same kernels.
+        SGD (not Nesterov) and Adam run through :class:`TensorOptimizer` (torch.optim's updates
+        without importing ``torch._dynamo``); the other registry entries (Nesterov, AdamW) build
+        their ``torch.optim`` optimizer from :mod:`softclass.mlp.optimizers`.
         """
         n_weights = sum(parameter.numel() for parameter in model.parameters())
-        return TensorOptimizer(
-            model.parameters(),
-            self.config.optimizer,
-            self.config.learning_rate,
-            momentum=self.config.momentum if self.config.optimizer == "sgd" else 0.0,
-            weight_decay=self.config.weight_decay,
-            fused=n_weights >= FUSED_OPTIMIZER_MIN_WEIGHTS,
-        )
+        fused = n_weights >= FUSED_OPTIMIZER_MIN_WEIGHTS
+        params = self.config.optimizer_params
+        if self.config.optimizer in EAGER_KINDS and not params.nesterov:
+            return TensorOptimizer(
+                model.parameters(),
+                self.config.optimizer,
+                params.learning_rate,
+                momentum=params.momentum if self.config.optimizer == "sgd" else 0.0,
+                weight_decay=params.weight_decay,
+                betas=params.betas,
+                eps=params.eps,
+                fused=fused,
+            )
+        return get_optimizer(self.config.optimizer).build_torch(model.parameters(), params, fused)
 
     def run_epoch(self) -> EpochRecord:
         """One pass over the training rows in this epoch's order, then validation and records."""
@@ -516,17 +462,18 @@ class Trainer:
         return float(loss), float(accuracy)
 
     def update_early_stopping(self, record: EpochRecord) -> None:
-        """Keep the best weights by validation loss; stop after ``patience`` epochs without gain."""
-        if self.config.patience is None or record.validation_loss is None:
+        """The shared rule (:mod:`softclass.training.early_stopping`) on ``config.monitor``: keep
+        the best weights (``restore_best``), stop after ``patience`` epochs without gain."""
+        if self.config.patience is None:
             return
-        if record.validation_loss < self.best_loss_:
-            self.best_loss_ = record.validation_loss
-            self.best_state_ = _cpu_copy(self.model_.state_dict())
+        value = getattr(record, self.config.monitor)
+        if value is None:
+            return
+        if self.early_stopping_.update(0, record.epoch, value):
             self.history_.best_epoch = record.epoch
-            self.epochs_without_improvement_ = 0
-            return
-        self.epochs_without_improvement_ += 1
-        if self.epochs_without_improvement_ >= self.config.patience:
+            if self.config.restore_best:
+                self.best_state_ = _cpu_copy(self.model_.state_dict())
+        if self.early_stopping_.stopped[0]:
             self.history_.stopped_early = True
             self.finished_ = True
 
@@ -554,9 +501,9 @@ class Trainer:
             "model": _cpu_copy(self.model_.state_dict()),
             "optimizer": self.optimizer_.state_dict(),
             "history": self.history_.to_dict(),
-            "best_loss": self.best_loss_,
+            "best_loss": self.early_stopping_.best[0],
             "best_state": self.best_state_,
-            "epochs_without_improvement": self.epochs_without_improvement_,
+            "epochs_without_improvement": self.early_stopping_.bad_epochs[0],
         }
         serialized = io.BytesIO()  # serialize first: a full disk is then an OSError, not a
         torch.save(state, serialized)  # C++ "basic_ios::clear: iostream error"
@@ -577,12 +524,14 @@ class Trainer:
         expected = {
             "design": self.design.name,
             "model_config": self.model_config.to_dict(),
-            "train_config": _resumable(self.config.to_dict()),
+            "train_config": resumable_options(self.config.to_dict()),
             "data_fingerprint": self.fingerprint_,
         }
         found = {
             **{key: state[key] for key in expected},
-            "train_config": _resumable(state["train_config"]),
+            "train_config": resumable_options(
+                _config_dict(state["train_config"], self.checkpoint_path)
+            ),
         }
         for key, value in expected.items():
             if found[key] != value:
@@ -604,11 +553,20 @@ class Trainer:
         )
         # The schema checked every tensor's name, dtype and shape: these loads cannot fail.
         self.model_.load_state_dict(state["model"])
-        self.optimizer_.load_state_dict(state["optimizer"])
+        try:  # the optimizer checks its own state's keys (a damaged file names another)
+            self.optimizer_.load_state_dict(state["optimizer"])
+        except ValueError as error:
+            raise ModelFileError(f"{self.checkpoint_path}: damaged checkpoint ({error})") from None
         self.history_ = History.from_dict(state["history"])
-        self.best_loss_ = state["best_loss"]
+        self.early_stopping_.load_dict(
+            {
+                "best": [float(state["best_loss"])],
+                "best_epoch": [self.history_.best_epoch],
+                "bad_epochs": [int(state["epochs_without_improvement"])],
+                "stopped": [self.history_.stopped_early],
+            }
+        )
         self.best_state_ = state["best_state"]
-        self.epochs_without_improvement_ = state["epochs_without_improvement"]
         self.finished_ = self.history_.stopped_early or self.history_.epochs >= self.config.epochs
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -638,10 +596,10 @@ class Trainer:
             raise ConfigError("give both validation_features and validation_targets, or neither")
         if validation_features is not None:
             _check_part("validation", validation_features, validation_targets, self.model_config)
-        elif self.config.patience is not None:
+        elif self.config.patience is not None and self.config.monitor != "train_loss":
             raise ConfigError(
                 f"early stopping (patience={self.config.patience}) needs validation rows: set "
-                "validation_fraction > 0 or patience=None"
+                "validation_fraction > 0, monitor='train_loss' or patience=None"
             )
 
 
@@ -713,12 +671,22 @@ def fit(
     )
 
 
-def _resumable(train_config: dict[str, Any]) -> dict[str, Any]:
-    """The options that must match to resume (more epochs, or another device, are allowed)."""
+def _config_dict(saved: Any, path: Path) -> dict[str, Any]:
+    """A checkpoint's training options read back through :class:`TrainConfig` (an older file
+    lacks newer options: they take their defaults)."""
+    try:
+        return TrainConfig.from_dict(dict(saved)).to_dict()
+    except (ConfigError, TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}: damaged checkpoint ({error})") from error
+
+
+def resumable_options(train_config: dict[str, Any]) -> dict[str, Any]:
+    """The options that must match to resume (more epochs, another device, early-stopping
+    patience or thread count are allowed)."""
     return {
         key: value
         for key, value in train_config.items()
-        if key not in ("epochs", "device", "checkpoint_every", "patience")
+        if key not in ("epochs", "device", "checkpoint_every", "patience", "threads")
     }
 
 
@@ -754,7 +722,7 @@ def _check_part(
         raise ConfigError(f"{part} features contain NaN or infinite values")
 
 
-def _fingerprint(*tensors: torch.Tensor | None) -> str:
+def data_fingerprint(*tensors: torch.Tensor | None) -> str:
     """SHA-256 of the training tensors' bytes: a resumed run must see the same data."""
     digest = hashlib.sha256()
     for tensor in tensors:
