@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python -m benchmarks.cross_entropy [--repeats N]``. Prints a
 markdown table and appends it, with date, commit and machine, to benchmarks/RESULTS.md. The
-measuring code lives in :mod:`softclass.bench` (also behind ``softclass bench``).
+measuring code lives in :mod:`softclass.jobs.bench` (also behind ``softclass bench``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import datetime
 import subprocess
 from pathlib import Path
 
-from softclass import bench
 from softclass.io import atomic_write_text
+from softclass.jobs import bench
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

@@ -11,7 +11,7 @@ Run from the repository root: ``PYTHONPATH=src python -m benchmarks.ensemble [--
 * Single model: per-epoch time of one model through the batched engine (M = 1) against the
   per-epoch time of one MLPClassifier fit.
 
-Both softclass cases take the compiled training loops (softclass.kernels.mlp_native) when they are
+Both softclass cases take the compiled training loops (softclass.training.mlp_native) when they are
 available; ``SOFTCLASS_NATIVE=0`` measures the torch path. The path taken is printed.
 
 Every library runs on one thread: at these sizes threads only add synchronisation. The machine
@@ -32,15 +32,15 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks._results import append_row, commit, machine
 from softclass.data import Recipe, load_bundled
-from softclass.ensemble import (
+from softclass.mlp.model import MLPConfig
+from softclass.training import mlp_native
+from softclass.training.ensemble import (
     BatchedTrainer,
     EnsembleSettings,
     Member,
     design_seed_grid,
     train_ensemble,
 )
-from softclass.kernels import mlp_native
-from softclass.model import MLPConfig
 
 SECTION = "## Ensemble: 4 designs x 10 seeds, Iris 4-7-3 tanh SGD (benchmarks/ensemble.py)"
 HEADER = (

@@ -7,11 +7,11 @@ e.g. ``PYTHONPATH=src``). Two measurements:
    teacher), an MLP 50-128-128-10 with ReLU, Adam (lr 1e-3), batch 256, one epoch after a short
    warm-up, measured ``--repeats`` times alternating the two (best of each is kept: the machine
    may be shared, and the best run is the least disturbed one), softclass (design A,
-   :class:`softclass.train.Trainer`) and
+   :class:`softclass.training.trainer.Trainer`) and
    ``sklearn.neural_network.MLPClassifier`` with the same shape and options; prints samples/s of
    each and the ratio. Both use the process's default thread count; ``--threads N`` limits both
    (torch.set_num_threads and, for numpy's BLAS, threadpoolctl).
-2. The main job's time: ``softclass.compare`` on the bundled Iris, designs A–D, 1000 epochs.
+2. The main job's time: ``softclass.jobs.compare`` on the bundled Iris, designs A–D, 1000 epochs.
 
 Appends one row per run to ``benchmarks/results/train_throughput.csv``.
 """
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from benchmarks._results import commit
-from softclass.designs import get_design
 from softclass.io import atomic_write_text
-from softclass.model import MLPConfig
-from softclass.train import TrainConfig, Trainer
+from softclass.mlp.designs import get_design
+from softclass.mlp.model import MLPConfig
+from softclass.training.trainer import TrainConfig, Trainer
 
 RESULTS_PATH = Path(__file__).parent / "results" / "train_throughput.csv"
 N_ROWS, N_FEATURES, N_CLASSES, HIDDEN = 200_000, 50, 10, (128, 128)
@@ -97,8 +97,8 @@ def sklearn_samples_per_second(features: np.ndarray, targets: np.ndarray) -> flo
 
 
 def iris_compare_seconds(epochs: int) -> tuple[float, dict[str, float]]:
-    from softclass.compare import compare, prepare_table
     from softclass.data import load_bundled
+    from softclass.jobs.compare import compare, prepare_table
 
     config = TrainConfig(epochs=epochs)
     started = time.perf_counter()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from softclass.kernels import mlp_native
+from softclass.training import mlp_native
 
 
 @pytest.fixture(autouse=True)
@@ -14,8 +14,8 @@ def _seed_global_rng():
 
 @pytest.fixture(params=["compiled", "torch"])
 def training_path(request, monkeypatch):
-    """Run a test on the compiled training loops (softclass.kernels.mlp_native) and on the torch
-    path of softclass.ensemble.BatchedTrainer."""
+    """Run a test on the compiled training loops (softclass.training.mlp_native) and on the torch
+    path of softclass.training.ensemble.BatchedTrainer."""
     if request.param == "torch":
         monkeypatch.setattr(mlp_native, "library", lambda: None)
     elif mlp_native.library() is None:

@@ -1,6 +1,6 @@
 import torch
 
-from softclass.batching import batch_bounds, epoch_permutation
+from softclass.training.batching import batch_bounds, epoch_permutation
 
 
 def test_permutation_depends_only_on_seed_and_epoch():

@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from softclass import designs
 from softclass import functional as sc_functional
 from softclass import nn as sc_nn
-from softclass.check import (
+from softclass.cli import app
+from softclass.cli import check as check_command
+from softclass.diagnostics.check import (
     LOSS_NAMES,
     Finding,
     PairingWarning,
@@ -23,10 +24,9 @@ from softclass.check import (
     pairing_tolerance,
     warn_findings,
 )
-from softclass.check_demo import DEMO_MISTAKES, run_demo
-from softclass.cli import app
-from softclass.cli import check as check_command
+from softclass.diagnostics.check_demo import DEMO_MISTAKES, run_demo
 from softclass.errors import ConfigError
+from softclass.mlp import designs
 
 NINE_CODES = (
     "double-softmax",

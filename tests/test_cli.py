@@ -10,8 +10,8 @@ import torch
 
 from softclass import cli
 from softclass.data import bundled_path
-from softclass.store import load_model
-from softclass.train import TrainConfig
+from softclass.jobs.store import load_model
+from softclass.training.trainer import TrainConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CITIES = {"Anaheim", "Boulder", "Chicago"}
@@ -192,10 +192,10 @@ def test_bad_options_are_one_line(run, tmp_path):
 
 
 def test_training_to_a_directory_needs_a_recipe(tmp_path):
-    from softclass.compare import PreparedData
-    from softclass.designs import get_design
     from softclass.errors import ConfigError
-    from softclass.jobs import train_to_directory
+    from softclass.jobs.compare import PreparedData
+    from softclass.jobs.train_predict import train_to_directory
+    from softclass.mlp.designs import get_design
 
     data = PreparedData(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]), None, None, ("a", "b"))
     with pytest.raises(ConfigError, match="needs data prepared from a table"):

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from softclass.compare import PreparedData, compare, parse_designs, prepare_table
 from softclass.data import load_bundled
-from softclass.designs import get_design
 from softclass.errors import ConfigError, DataError
-from softclass.store import load_model
-from softclass.train import TrainConfig, fit
+from softclass.jobs.compare import PreparedData, compare, parse_designs, prepare_table
+from softclass.jobs.store import load_model
+from softclass.mlp.designs import get_design
+from softclass.training.trainer import TrainConfig, fit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -162,7 +162,7 @@ def test_iris_comparison_reaches_the_goal_and_writes_everything(iris, tmp_path):
 
 
 def test_a_single_design_plots_on_one_panel(tmp_path):
-    from softclass.plots import plot_confusion_matrices
+    from softclass.evaluation.plots import plot_confusion_matrices
 
     path = plot_confusion_matrices(
         {"A": torch.tensor([[3, 1], [0, 4]])}, ["no", "yes"], tmp_path / "one.png"

@@ -5,9 +5,9 @@ import torch
 from torch.testing import assert_close
 
 from softclass import functional as S
-from softclass.designs import DESIGNS, get_design
 from softclass.errors import ConfigError
-from softclass.model import MLPConfig, build_mlp
+from softclass.mlp.designs import DESIGNS, get_design
+from softclass.mlp.model import MLPConfig, build_mlp
 
 
 def _batch(seed=0):

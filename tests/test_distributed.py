@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from softclass.data import bundled_path
-from softclass.distributed import DistContext, loss_scale, setup, shard_rows
 from softclass.errors import ConfigError
+from softclass.training.distributed import DistContext, loss_scale, setup, shard_rows
 
 
 def test_single_process_without_torchrun(monkeypatch):

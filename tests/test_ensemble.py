@@ -7,9 +7,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from softclass.batching import batch_bounds, epoch_permutation
-from softclass.designs import get_design
-from softclass.ensemble import (
+from softclass.errors import ConfigError, DataError
+from softclass.mlp.designs import get_design
+from softclass.mlp.model import MLPConfig, build_mlp
+from softclass.training import mlp_native
+from softclass.training.batching import batch_bounds, epoch_permutation
+from softclass.training.ensemble import (
     BatchedTrainer,
     EnsembleSettings,
     Member,
@@ -18,10 +21,7 @@ from softclass.ensemble import (
     design_seed_grid,
     train_ensemble,
 )
-from softclass.errors import ConfigError, DataError
-from softclass.kernels import mlp_native
-from softclass.model import MLPConfig, build_mlp
-from softclass.train import TrainConfig, fit
+from softclass.training.trainer import TrainConfig, fit
 
 
 def _table(n_rows=37, n_features=4, n_classes=3, seed=0):

@@ -16,11 +16,11 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch.testing import assert_close
 
 import softclass
-from softclass.batching import batch_bounds, epoch_permutation
-from softclass.designs import get_design
-from softclass.ensemble import BatchedTrainer
 from softclass.estimator import Classifier, expected_failed_checks
-from softclass.model import MLPConfig, build_mlp
+from softclass.mlp.designs import get_design
+from softclass.mlp.model import MLPConfig, build_mlp
+from softclass.training.batching import batch_bounds, epoch_permutation
+from softclass.training.ensemble import BatchedTrainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from softclass.diagnostics.explain import explain_vector, worked_examples
 from softclass.errors import ConfigError
-from softclass.explain import explain_vector, worked_examples
 
 
 def _steps():

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softclass import bench, functional, nn, validation
+from softclass import functional, nn, validation
+from softclass.jobs import bench
 from softclass.kernels import cpu, native
 
 REDUCTIONS = ("none", "mean", "sum")

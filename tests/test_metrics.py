@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import log_loss as sk_log_loss
 
-from softclass import metrics
+from softclass.evaluation import metrics
 
 SEED_PROBS = torch.tensor([[0.20, 0.70, 0.10]], dtype=torch.float64)
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from softclass.errors import ConfigError
-from softclass.stats import mean_interval, paired_comparison, t_quantile
+from softclass.evaluation.stats import mean_interval, paired_comparison, t_quantile
 
 LOSSES_A = [0.41, 0.38, 0.45, 0.40, 0.39, 0.43]
 LOSSES_C = [0.52, 0.47, 0.55, 0.49, 0.50, 0.58]

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from softclass.data import Recipe, load_bundled
-from softclass.designs import get_design
 from softclass.errors import ConfigError, ModelFileError
-from softclass.model import MLPConfig, build_mlp
-from softclass.store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
-from softclass.train import TrainConfig
+from softclass.jobs.store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
+from softclass.mlp.designs import get_design
+from softclass.mlp.model import MLPConfig, build_mlp
+from softclass.training.trainer import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from softclass.designs import get_design
 from softclass.errors import ConfigError, ModelFileError
-from softclass.model import MLPConfig
-from softclass.train import (
+from softclass.mlp.designs import get_design
+from softclass.mlp.model import MLPConfig
+from softclass.training.trainer import (
     EpochRecord,
     History,
     TrainConfig,
@@ -235,9 +235,9 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
         import sys, time, torch
         sys.path.insert(0, {str(tmp_path)!r})
         torch.set_num_threads(1)
-        from softclass.designs import get_design
-        from softclass.model import MLPConfig
-        from softclass.train import TrainConfig, fit
+        from softclass.mlp.designs import get_design
+        from softclass.mlp.model import MLPConfig
+        from softclass.training.trainer import TrainConfig, fit
         from test_data_blobs import blobs
         features, targets = blobs()
         def progress(event):
@@ -379,7 +379,7 @@ def test_early_stopping_needs_validation_rows_and_validation_needs_both_parts():
 def test_pairing_checker_warns_once_on_a_wrong_pairing_and_never_on_the_designs(recwarn):
     from dataclasses import replace
 
-    from softclass.check import PairingWarning
+    from softclass.diagnostics.check import PairingWarning
 
     features, targets = _blobs()
     for name in "ABCD":

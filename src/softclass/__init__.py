@@ -4,12 +4,7 @@ Exact softmax / cross-entropy (``softclass.functional``), drop-in modules (``sof
 fused kernels (``softclass.kernels``) and the four classic output/loss designs, compared.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("softclass")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+src"
+from softclass.version import __version__
 
 __all__ = ["Classifier", "__version__"]
 

@@ -17,13 +17,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from softclass import __version__
 from softclass.errors import SoftclassError
+from softclass.version import __version__
 
 if TYPE_CHECKING:
-    from softclass.compare import ComparisonResult, PreparedData
-    from softclass.distributed import DistContext
-    from softclass.train import ProgressEvent, TrainConfig
+    from softclass.jobs.compare import ComparisonResult, PreparedData
+    from softclass.training.distributed import DistContext
+    from softclass.training.trainer import ProgressEvent, TrainConfig
 
 app = typer.Typer(
     name="softclass",
@@ -90,7 +90,7 @@ def explain(
     """Print the worked numbers step by step: exact values beside the published ones."""
     from rich.table import Table
 
-    from softclass import explain as worked
+    from softclass.diagnostics import explain as worked
 
     if logits is None:
         examples = worked.worked_examples()
@@ -133,7 +133,7 @@ def check(
 
     from rich.panel import Panel
 
-    from softclass.check_demo import run_demo
+    from softclass.diagnostics.check_demo import run_demo
     from softclass.errors import ConfigError
 
     if demo:
@@ -142,8 +142,8 @@ def check(
         ]
     elif model_dir is not None and data is not None:
         from softclass.data import read_table
-        from softclass.jobs import check_saved_model
-        from softclass.store import load_model
+        from softclass.jobs.store import load_model
+        from softclass.jobs.train_predict import check_saved_model
 
         saved = load_model(model_dir)
         findings = check_saved_model(saved, read_table(data), rows)
@@ -209,7 +209,7 @@ def bench(
     ] = True,
 ) -> None:
     """Benchmark softclass's cross entropy against torch's: time and peak extra memory."""
-    from softclass import bench as benchmarks
+    from softclass.jobs import bench as benchmarks
 
     results = benchmarks.run_benchmarks(
         repeats=repeats,
@@ -308,8 +308,8 @@ def _prepared_data(
     validation: float,
     seed: int,
 ) -> PreparedData:
-    from softclass.compare import prepare_table
     from softclass.data import load_bundled, read_table
+    from softclass.jobs.compare import prepare_table
 
     table = load_bundled("iris") if data is None else read_table(data)
     prepared = prepare_table(
@@ -329,7 +329,7 @@ def _prepared_data(
 @contextlib.contextmanager
 def _distributed_context(device: str) -> Iterator[DistContext]:
     """Join the torchrun process group if there is one (else a single-process context)."""
-    from softclass import distributed
+    from softclass.training import distributed
 
     context = distributed.setup(device)
     try:
@@ -377,7 +377,7 @@ class _ProgressBars:
 
 
 def _train_config(**options: object) -> TrainConfig:
-    from softclass.train import TrainConfig
+    from softclass.training.trainer import TrainConfig
 
     return TrainConfig(**options)
 
@@ -420,7 +420,7 @@ def compare(
     import datetime
     import json
 
-    from softclass.compare import compare as run_comparison
+    from softclass.jobs.compare import compare as run_comparison
 
     _set_threads(threads)
     config = _train_config(
@@ -465,7 +465,7 @@ def _print_comparison(result: ComparisonResult) -> None:
     from rich import box
     from rich.table import Table
 
-    from softclass.designs import get_design
+    from softclass.mlp.designs import get_design
 
     seeds = len(result.seeds)
     title = (
@@ -543,7 +543,7 @@ def _print_comparison(result: ComparisonResult) -> None:
         )
 
 
-# Verdicts of softclass.stats, shortened so the paired table fits 80 columns.
+# Verdicts of softclass.evaluation.stats, shortened so the paired table fits 80 columns.
 _SHORT_VERDICTS = {"equal to float tolerance": "rounding only", "not significant": "not signif."}
 
 
@@ -628,8 +628,8 @@ def train(
     Under ``torchrun --nproc-per-node N -m softclass train ...`` the N processes train together
     (DistributedDataParallel; gloo on CPU, nccl on CUDA) and rank 0 alone writes and prints.
     """
-    from softclass.designs import get_design
-    from softclass.jobs import train_to_directory
+    from softclass.jobs.train_predict import train_to_directory
+    from softclass.mlp.designs import get_design
 
     _set_threads(threads)
     chosen = get_design(design)
@@ -694,8 +694,8 @@ def predict(
     from softclass.data import read_table
     from softclass.errors import ConfigError
     from softclass.io import atomic_write_text
-    from softclass.jobs import predict_table
-    from softclass.store import load_model
+    from softclass.jobs.store import load_model
+    from softclass.jobs.train_predict import predict_table
 
     if output_format not in ("csv", "json"):
         raise ConfigError(f"--format {output_format!r}: expected csv or json")

@@ -5,7 +5,8 @@ that estimator lacks: the output/loss design (A–D), class weights, a validatio
 ``device``. Labels may be any type (strings too): ``classes_`` holds them sorted, ``predict``
 returns them, ``predict_proba`` columns follow ``classes_``.
 
-Training runs through the batched engine of :mod:`softclass.ensemble` with one member (hand-written
+Training runs through the batched engine of :mod:`softclass.training.ensemble` with one member
+(hand-written
 backward, batched optimizer), seeded by ``random_state``: an integer ``random_state`` s gives
 exactly the weights of ``build_mlp(config, s)`` and the batch order ``epoch_permutation(n, s, e)``.
 Probabilities are computed in float64 from the float32 weights, so a row's prediction does not
@@ -34,9 +35,9 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from softclass.designs import DESIGNS, get_design
-from softclass.ensemble import BatchedTrainer, EnsembleSettings, Member
-from softclass.model import ACTIVATIONS, MLP, MLPConfig
+from softclass.mlp.designs import DESIGNS, get_design
+from softclass.mlp.model import ACTIVATIONS, MLP, MLPConfig
+from softclass.training.ensemble import BatchedTrainer, EnsembleSettings, Member
 
 _SEED_BOUND = 2**31 - 1
 
@@ -46,7 +47,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     Parameters:
         hidden_layer_sizes: widths of the hidden layers, e.g. ``(7,)`` for the Iris 4-7-3 net.
-        activation: hidden activation, one of ``softclass.model.ACTIVATIONS``.
+        activation: hidden activation, one of ``softclass.mlp.model.ACTIVATIONS``.
         design: "A" (logits + cross entropy), "B" (log_softmax + NLL), "C" (softmax + squared
             error on one-hot) or "D" (softmax + mean cross-entropy error).
         solver: "sgd" (with ``momentum``) or "adam" (torch's defaults for betas and eps).
@@ -348,7 +349,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         return self.classes_[indices]
 
     def to_mlp(self) -> MLP:
-        """The trained network as a :class:`softclass.model.MLP` (float32, CPU, logits out)."""
+        """The trained network as a :class:`softclass.mlp.model.MLP` (float32, CPU, logits out)."""
         check_is_fitted(self)
         return self._trainer.network.to_mlp(0)
 

@@ -3,8 +3,6 @@
 ``cpu``: row-blocked cross entropy and fused linear + cross entropy; the row loops are compiled
 from ``cpu_native.c`` at first use (see :mod:`softclass.kernels.native`), with a plain torch-ops
 path computing the same numbers where no compiler is available.
-
-``mlp_native``: whole training runs of small stacked MLPs in C, for :mod:`softclass.ensemble`.
 """
 
 from softclass.kernels.cpu import (

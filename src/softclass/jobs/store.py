@@ -21,13 +21,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from softclass import __version__
 from softclass.data import Recipe
-from softclass.designs import Design, get_design
 from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.io import atomic_path, atomic_write_json
-from softclass.model import MLP, MLPConfig
-from softclass.train import TrainConfig
+from softclass.mlp.designs import Design, get_design
+from softclass.mlp.model import MLP, MLPConfig
+from softclass.training.trainer import TrainConfig
+from softclass.version import __version__
 
 MODEL_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -2,7 +2,7 @@
 
 Each :class:`DemoMistake` holds the line of code that makes the mistake and builds, from a seeded
 generator, the outputs / targets / loss name that line would hand to the loss;
-:func:`run_demo` passes them to :func:`softclass.check.check_pairing`.
+:func:`run_demo` passes them to :func:`softclass.diagnostics.check.check_pairing`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from softclass.check import Finding, check_pairing
+from softclass.diagnostics.check import Finding, check_pairing
 
 DemoInputs = tuple[torch.Tensor, torch.Tensor, str]
 
@@ -23,7 +23,7 @@ class DemoMistake:
     """One mistake of the demo.
 
     Attributes:
-        code: the :class:`~softclass.check.Finding` code the checker should report.
+        code: the :class:`~softclass.diagnostics.check.Finding` code the checker should report.
         title: the mistake in a few words.
         snippet: the code that makes it (``logits`` are raw model outputs ``(N, C)``, ``labels``
             class indices ``(N,)``).

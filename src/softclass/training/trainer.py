@@ -6,7 +6,8 @@ The loop is split into small steps that a subclass can override (as skorch does)
                                                      └ train_step (per batch), evaluate
 
 Batches are contiguous slices of tensors built once (no per-item Dataset); the row order of each
-epoch comes from :func:`softclass.batching.epoch_permutation` with the 0-based epoch index, so it
+epoch comes from :func:`softclass.training.batching.epoch_permutation` with the 0-based epoch
+index, so it
 depends only on ``(seed, epoch)``. That is why a run resumed from a checkpoint needs no random
 state and ends with the same weights as an uninterrupted one, and why a model trained alone equals
 the same model trained inside a batched ensemble.
@@ -29,13 +30,13 @@ from typing import Any
 
 import torch
 
-from softclass.batching import batch_bounds, epoch_permutation
-from softclass.check import check_pairing, warn_findings
-from softclass.designs import Design
-from softclass.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
+from softclass.diagnostics.check import check_pairing, warn_findings
 from softclass.errors import ConfigError, ModelFileError
 from softclass.io import atomic_path
-from softclass.model import MLP, MLPConfig, build_mlp
+from softclass.mlp.designs import Design
+from softclass.mlp.model import MLP, MLPConfig, build_mlp
+from softclass.training.batching import batch_bounds, epoch_permutation
+from softclass.training.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -256,7 +257,7 @@ class Trainer:
     ``__init__`` only stores; attributes set by :meth:`initialize` and later end in ``_``.
 
     Args:
-        design: the output/loss design (from :func:`softclass.designs.get_design`).
+        design: the output/loss design (from :func:`softclass.mlp.designs.get_design`).
         model_config: the network's shape.
         config: the training options.
         checkpoint_path: where to write a checkpoint every ``config.checkpoint_every`` epochs
@@ -264,7 +265,8 @@ class Trainer:
         progress: called after every epoch with a :class:`ProgressEvent`.
         label: names this run in progress events (default: the design's name).
         distributed: this process's place in a torchrun data-parallel run (from
-            :func:`softclass.distributed.setup`); None trains in one process. Every rank passes
+            :func:`softclass.training.distributed.setup`); None trains in one process. Every rank
+            passes
             the same tensors; each trains on its share of every global batch under
             DistributedDataParallel, so the weights equal a one-process run's with the same
             ``batch_size`` (the global batch). Rank 0 alone writes checkpoints.

@@ -14,15 +14,15 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from softclass import metrics
-from softclass.check import Finding, check_pairing
-from softclass.compare import PreparedData
-from softclass.designs import Design
-from softclass.distributed import DistContext, barrier
+from softclass.diagnostics.check import Finding, check_pairing
 from softclass.errors import ConfigError, DataError
-from softclass.model import MLPConfig
-from softclass.store import METADATA_FILE, SavedModel, save_model
-from softclass.train import ProgressCallback, TrainConfig, Trainer, TrainResult
+from softclass.evaluation import metrics
+from softclass.jobs.compare import PreparedData
+from softclass.jobs.store import METADATA_FILE, SavedModel, save_model
+from softclass.mlp.designs import Design
+from softclass.mlp.model import MLPConfig
+from softclass.training.distributed import DistContext, barrier
+from softclass.training.trainer import ProgressCallback, TrainConfig, Trainer, TrainResult
 
 CHECKPOINT_FILE = "checkpoint.pt"
 PREDICTED_COLUMN = "predicted"

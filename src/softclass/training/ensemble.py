@@ -21,7 +21,7 @@ The backward pass is written by hand (autograd's per-op bookkeeping dominates at
 Optimizers (SGD with optional momentum, Adam) update all members with the same arithmetic as
 ``torch.optim.SGD`` / ``torch.optim.Adam`` on one model alone, on the stacked tensors.
 
-Small networks on CPU train through compiled loops instead (:mod:`softclass.kernels.mlp_native`:
+Small networks on CPU train through compiled loops instead (:mod:`softclass.training.mlp_native`:
 the same formulas, row by row in C, whole epochs per call), since there the cost of a step is
 torch's per-op dispatch, not arithmetic; ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the
 torch path. The two paths agree to rounding (the order of the sums differs).
@@ -37,18 +37,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from softclass.batching import batch_bounds, epoch_permutation
-from softclass.designs import get_design
 from softclass.errors import ConfigError, DataError
-from softclass.kernels import mlp_native
-from softclass.model import MLP, MLPConfig, build_mlp
-from softclass.stats import (
+from softclass.evaluation.stats import (
     MeanInterval,
     PairedComparison,
     mean_interval,
     paired_comparison,
     t_quantile,
 )
+from softclass.mlp.designs import get_design
+from softclass.mlp.model import MLP, MLPConfig, build_mlp
+from softclass.training import mlp_native
+from softclass.training.batching import batch_bounds, epoch_permutation
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -369,7 +369,7 @@ class BatchedTrainer:
 
     @property
     def uses_compiled(self) -> bool:
-        """Whether epochs run through the compiled loops of :mod:`softclass.kernels.mlp_native`:
+        """Whether epochs run through the compiled loops of :mod:`softclass.training.mlp_native`:
         CPU, float32/float64, contiguous parameters, every layer at most
         ``_COMPILED_MAX_LAYER_WEIGHTS`` weights, and the library available."""
         widths = [self.config.n_features, *self.config.hidden, self.config.n_classes]

@@ -6,7 +6,7 @@ epoch of a member in one call. Built and loaded like :mod:`softclass.kernels.nat
 compiler at first use, a cache file keyed by source, flags, compiler and CPU, ctypes, no torch
 headers); ``SOFTCLASS_NATIVE=0`` turns it off, and :func:`library` returns None — with
 :func:`unavailable_reason` saying why — whenever it cannot be had, so that callers keep their
-torch path. Used by :class:`softclass.ensemble.BatchedTrainer`.
+torch path. Used by :class:`softclass.training.ensemble.BatchedTrainer`.
 """
 
 from __future__ import annotations

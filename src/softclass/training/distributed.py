@@ -6,7 +6,7 @@ joins the process group (gloo on CPU, nccl on CUDA). Without those variables (or
 one) everything here is a no-op and training runs in a single process.
 
 Sharding: every rank builds the same tensors (the table is read and the recipe fitted identically
-on each), walks the same global batch order (:mod:`softclass.batching`), and takes its own
+on each), walks the same global batch order (:mod:`softclass.training.batching`), and takes its own
 interleaved share of each global batch (:func:`shard_rows`). Each rank's loss is its *sum* over its
 rows divided by the global batch size, times the world size; DDP averages gradients over ranks, so
 the step equals a one-process step on the whole global batch, however the rows fall.

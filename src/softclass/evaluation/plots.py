@@ -8,20 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from softclass.evaluation.metrics import Calibration
 from softclass.io import atomic_path
-from softclass.metrics import Calibration
-from softclass.train import History
 
 # One colour per design, kept across figures (matplotlib's default cycle, colour-blind safe).
 DESIGN_COLORS = {"A": "#1f77b4", "B": "#ff7f0e", "C": "#2ca02c", "D": "#d62728"}
 # B is drawn dashed over A so that two identical curves stay visible.
 DESIGN_LINESTYLES = {"A": "-", "B": "--", "C": "-", "D": ":"}
+
+
+class History(Protocol):
+    """What the plots read of a training history (``softclass.training.trainer.History``)."""
+
+    def column(self, name: str) -> list[float | None]: ...
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
@@ -123,7 +129,8 @@ def plot_seed_bands(
     """Validation loss and accuracy per epoch over seeds: each design's mean and 95 % band.
 
     ``bands[metric][design]`` holds ``mean``, ``low`` and ``high`` arrays ``(epochs,)``, as
-    :meth:`softclass.ensemble.SeedComparison.bands` returns them ("val_loss", "val_accuracy").
+    :meth:`softclass.training.ensemble.SeedComparison.bands` returns them ("val_loss",
+    "val_accuracy").
     """
     figure = Figure(figsize=(11, 4.2))
     panels = figure.subplots(1, 2, sharey=False)

@@ -130,7 +130,7 @@ def _peak_extra_bytes_in_subprocess(case: Case, implementation: str) -> int | No
     with tempfile.TemporaryDirectory() as directory:
         result_path = Path(directory) / "result.json"
         code = (
-            "import sys, json; from softclass.bench import _memory_child; "
+            "import sys, json; from softclass.jobs.bench import _memory_child; "
             "_memory_child(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3])"
         )
         subprocess.run(

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, seed statistics and plots."""

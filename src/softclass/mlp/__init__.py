@@ -1,0 +1,1 @@
+"""The network: designs A-D (output activation, loss, targets), activations and the MLP."""

@@ -1,0 +1,1 @@
+"""Training: batching, the trainers (autograd reference and batched engine), distributed runs."""
