@@ -50,7 +50,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -323,13 +323,11 @@ class Recipe:
                 f"the table has only the target column {clip(repr(target))}; at least one "
                 "feature column is needed (if the file uses another delimiter, pass --delimiter)"
             )
-        known = {column_type.name: column_type for column_type in column_types or ()}
+        if column_types is None:
+            table, column_types = typed_table(table, target, drop=drop, ids=ids, typing=typing)
+        known = {column_type.name: column_type for column_type in column_types}
         markers = typing.missing_markers
-        target_type = known.get(target) or infer_column_type(
-            table.get_column(target), "the table", typing
-        )
-        if target_type.kind != NUMBER:
-            target_type = ColumnType(target, TEXT)
+        target_type = _target_type(known.get(target) or ColumnType(target, TEXT))
         target_column, bad = read_column(table.get_column(target), target_type, markers)
         labels = _class_labels(target_column)
 
@@ -426,6 +424,23 @@ class Recipe:
             notes=tuple(notes),
         )
 
+    def with_typing_table_of(self, whole: Recipe) -> Recipe:
+        """This recipe with the typing table and notes of ``whole`` (fitted on the whole table).
+
+        The feature actions (category counts, scales) stay this recipe's own.
+        """
+        actions = {info.name: info.action for info in self.columns if info.role == "feature"}
+        columns = tuple(
+            replace(info, action=actions[info.name]) if info.name in actions else info
+            for info in whole.columns
+        )
+        return replace(self, columns=columns, notes=whole.notes)
+
+    @property
+    def dropped_columns(self) -> tuple[str, ...]:
+        """Training columns left out (``--drop`` or ID-like)."""
+        return tuple(info.name for info in self.columns if info.role == "dropped")
+
     @property
     def feature_names(self) -> tuple[str, ...]:
         """Names of the F output columns of :meth:`transform`, in order."""
@@ -506,8 +521,8 @@ class Recipe:
         return [self.classes[value] for value in values]
 
     def unused_columns(self, table: pl.DataFrame) -> list[str]:
-        """Columns of ``table`` that are neither a feature, an id nor the target (ignored)."""
-        used = {*self.source_columns, self.target, *self.id_columns}
+        """Columns of ``table`` the recipe does not know: not a feature, id, target or dropped."""
+        used = {*self.source_columns, self.target, *self.id_columns, *self.dropped_columns}
         return [name for name in table.columns if name not in used]
 
     def prepare(
@@ -791,6 +806,55 @@ class Recipe:
 def _bad_mask(bad: Any, column: pl.Series) -> pl.Series:
     """True at the rows of ``bad`` (a :class:`~softclass.data.column_types.BadCells`)."""
     return pl.Series([False] * column.len()).scatter(bad.rows, True)
+
+
+def typed_table(
+    table: pl.DataFrame,
+    target: str | None = None,
+    *,
+    drop: Sequence[str] = (),
+    ids: Sequence[str] = (),
+    typing: TypingOptions | None = None,
+) -> tuple[pl.DataFrame, tuple[ColumnType, ...]]:
+    """Type the target and the feature candidates of ``table`` once, for :meth:`Recipe.fit`.
+
+    Dropped and id columns stay as they are. The target is a number or a text column (labels
+    such as ``yes``/``no`` stay text).
+
+    Returns:
+        ``(typed table, column types)``: pass both to ``Recipe.fit(typed, column_types=types)``
+        (and to fits on row subsets of it) to read every cell only once.
+
+    Raises:
+        DataError: a column mixes numbers and text, or a cell cannot be read.
+    """
+    typing = typing or TypingOptions()
+    target = table.columns[-1] if target is None and table.width else target
+    _check_has_columns(table, [target], "the target")
+    skipped = {*drop, *ids}
+    types = []
+    columns = []
+    for name in table.columns:
+        column = table.get_column(name)
+        if name in skipped:
+            columns.append(column)
+            continue
+        column_type = infer_column_type(column, "the table", typing)
+        if name == target:
+            column_type = _target_type(column_type)
+        typed, bad = read_column(column, column_type, typing.missing_markers)
+        if bad is not None:
+            raise DataError(bad.message("the table"))
+        types.append(column_type)
+        columns.append(typed)
+    return pl.DataFrame(columns), tuple(types)
+
+
+def _target_type(column_type: ColumnType) -> ColumnType:
+    """A target is read as numbers or as text labels (booleans and dates keep their text)."""
+    if column_type.kind in (NUMBER, TEXT):
+        return column_type
+    return ColumnType(column_type.name, TEXT)
 
 
 def _source_index(position: int, keep: pl.Series | None) -> int:
