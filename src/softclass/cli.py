@@ -898,6 +898,7 @@ def predict(
             unknown=unknown,
             accuracy=accuracy,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            source=str(data),
         )
     for warning in prediction.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

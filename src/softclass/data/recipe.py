@@ -532,6 +532,7 @@ class Recipe:
         unknown: str = "ignore",
         on_error: str = "error",
         use_target: bool = True,
+        source: str = "the table",
     ) -> PreparedTable:
         """Features, targets (when the target column is present and used) and warnings.
 
@@ -554,7 +555,7 @@ class Recipe:
         if unused and (use_target or unused != [self.target]):
             shown = [name for name in unused if use_target or name != self.target]
             warnings.append(f"ignoring column(s) not used by the model: {quoted_names(shown)}")
-        inputs, bad = self._read_inputs(table, skip=skip)
+        inputs, bad = self._read_inputs(table, skip=skip, source=source)
         labels = self._target_labels(table) if use_target and self.target in table.columns else None
         if labels is not None and skip:
             for index in (labels.is_null() | ~labels.is_in(self.classes)).arg_true().to_list():
@@ -682,7 +683,7 @@ class Recipe:
         return cls.from_dict(data, source=str(path))
 
     def _read_inputs(
-        self, table: pl.DataFrame, skip: bool
+        self, table: pl.DataFrame, skip: bool, source: str = "the table"
     ) -> tuple[dict[str, pl.Series], dict[int, str]]:
         """The feature inputs of ``table`` read as in training, and (under ``skip``) bad rows.
 
@@ -703,7 +704,8 @@ class Recipe:
             if cells is None:
                 continue
             if not skip:
-                raise DataError(cells.message("the table"))
+                hint = "; --on-error skip leaves such rows out" if source != "the table" else ""
+                raise DataError(cells.message(source) + hint)
             for index, text in zip(cells.rows.to_list(), cells.texts.to_list(), strict=True):
                 bad.setdefault(
                     index, f"column {clip(repr(name))}: {clip(repr(text))} {cells.problem}"
@@ -962,7 +964,7 @@ def _id_like(column: pl.Series, column_type: ColumnType) -> str | None:
     if column_type.kind == TEXT:
         n_distinct = present.n_unique()
         if n_distinct > ID_FRACTION * n_rows:
-            return f"{n_distinct} distinct values in {n_rows} rows"
+            return f"{n_distinct} distinct in {n_rows} rows"
         return None
     if column_type.kind != NUMBER or column.null_count() or not bool((present % 1 == 0).all()):
         return None
@@ -970,7 +972,7 @@ def _id_like(column: pl.Series, column_type: ColumnType) -> str | None:
         return None
     counts_up = float(present.max()) - float(present.min()) + 1 == n_rows
     if counts_up or _ID_NAME.search(column.name):
-        return f"a distinct whole number on each of {n_rows} rows"
+        return f"distinct whole numbers, {n_rows} rows"
     return None
 
 
@@ -1228,7 +1230,7 @@ def _column_table(
     for name in table.columns:
         if name == target:
             column, column_type = target_column, target_type
-            role, action = "target", f"target: {len(classes)} classes ({quoted_names(classes, 5)})"
+            role, action = "target", f"target, {len(classes)} classes"
         elif name in types and name not in id_like:
             column, column_type = typed[name], types[name]
             role, action = "feature", _feature_action(column_type, by_source[name], normalization)
@@ -1238,11 +1240,11 @@ def _column_table(
             if column is None:
                 column = read_column(table.get_column(name), column_type, markers)[0]
             if name in ids:
-                role, action = "id", "carried into predictions (--id)"
+                role, action = "id", "id: carried to predictions"
             elif name in drop:
                 role, action = "dropped", "dropped (--drop)"
             else:
-                role, action = "dropped", f"dropped: ID-like, {id_like[name]} (--keep COL uses it)"
+                role, action = "dropped", f"dropped: ID-like ({id_like[name]})"
         rows.append(
             ColumnInfo(
                 type=column_type,
@@ -1274,9 +1276,9 @@ def _feature_action(
         else f"scaled ({'zscore' if normalization == 'divide' else normalization})"
     )
     if column_type.kind == DATE:
-        return f"year, month, day of week; {scaling}"
+        return f"year, month, weekday; {scaling}"
     if column_type.kind == BOOLEAN:
-        return f"{column_type.boolean_texts[0]} = 1, {column_type.boolean_texts[1]} = 0; {scaling}"
+        return f"{column_type.boolean_texts[0]} = 1; {scaling}"
     return scaling
 
 

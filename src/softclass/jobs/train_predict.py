@@ -126,6 +126,7 @@ def predict_table(
     accuracy: bool = False,
     batch_rows: int = 65_536,
     progress: PredictProgress | None = None,
+    source: str = "the table",
 ) -> Prediction:
     """Probabilities and predicted class names for the raw rows of ``table``.
 
@@ -140,6 +141,7 @@ def predict_table(
             column, when present, is ignored. Missing or unknown labels are counted, not fatal.
         batch_rows: rows per forward pass (memory stays bounded on large tables).
         progress: called after each batch with rows done and total.
+        source: where the table came from (a file name), for messages.
 
     Raises:
         DataError: as :meth:`softclass.data.Recipe.prepare`, or ``accuracy`` without the target
@@ -150,7 +152,9 @@ def predict_table(
         raise DataError(
             f"--accuracy needs the target column {recipe.target!r}, which the table lacks"
         )
-    prepared = recipe.prepare(table, on_error=on_error, unknown=unknown, use_target=False)
+    prepared = recipe.prepare(
+        table, on_error=on_error, unknown=unknown, use_target=False, source=source
+    )
     total = prepared.features.shape[0]
     parts = []
     for start in range(0, total, batch_rows):
