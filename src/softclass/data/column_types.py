@@ -76,6 +76,7 @@ _SPACES = "\u0020\u00a0\u2009\u202f"
 _THOUSANDS = {".": f",'’{_SPACES}", ",": f".'’{_SPACES}"}
 _DATE_LIKE = r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
 _NON_ASCII_DIGIT = r"[\p{Nd}--0-9]"
+_SAMPLE = 256  # cells checked first, so that a column of another kind costs little
 
 
 @dataclass(frozen=True)
@@ -185,15 +186,29 @@ def infer_column_type(
     column: pl.Series, source: str = "the table", options: TypingOptions | None = None
 ) -> ColumnType:
     """The :class:`ColumnType` of one column (see the module docstring for the rule)."""
+    return type_column(column, source, options)[0]
+
+
+def type_column(
+    column: pl.Series, source: str = "the table", options: TypingOptions | None = None
+) -> tuple[ColumnType, pl.Series]:
+    """Infer a column's type and read it by that type in one go (each cell parsed once).
+
+    Returns:
+        ``(column type, typed column)``, the typed column as :func:`read_column` gives it.
+
+    Raises:
+        DataError: the column mixes numbers and text, or has a type softclass cannot use.
+    """
     options = options or TypingOptions()
     dtype = column.dtype
     name = column.name
     if dtype.is_numeric() or dtype == pl.Null:
-        return ColumnType(name, NUMBER)
+        return ColumnType(name, NUMBER), column.cast(pl.Float64)
     if dtype == pl.Boolean:
-        return ColumnType(name, BOOLEAN)
+        return ColumnType(name, BOOLEAN), column
     if dtype.is_temporal() and dtype != pl.Time and dtype != pl.Duration:
-        return ColumnType(name, DATE)
+        return ColumnType(name, DATE), column.cast(pl.Datetime("us"))
     if dtype not in (pl.String, pl.Categorical) and not isinstance(dtype, pl.Enum):
         raise DataError(
             f"{source}: column {name!r} has type {dtype}, which softclass cannot use; "
@@ -201,20 +216,23 @@ def infer_column_type(
         )
     text = present_text(column, options.missing_markers)
     if text.null_count() == text.len():
-        return ColumnType(name, NUMBER)
-    number_type = _number_type(text, options.decimal)
-    if number_type is not None:
-        return ColumnType(name, NUMBER, decimal=number_type[0], note=number_type[1])
+        return ColumnType(name, NUMBER), text.cast(pl.Float64)
+    number = _number_type(text, options.decimal)
+    if number is not None:
+        decimal, note, values = number
+        return ColumnType(name, NUMBER, decimal=decimal, note=note), values.alias(name)
     distinct = text.drop_nulls().unique()
     lowered = set(distinct.str.to_lowercase().to_list()) if distinct.len() <= 2 else set()
     for pair in BOOLEAN_PAIRS:
         if lowered and lowered <= set(pair):
-            return ColumnType(name, BOOLEAN, boolean_texts=pair)
+            column_type = ColumnType(name, BOOLEAN, boolean_texts=pair)
+            return column_type, _read_present_text(text, column_type)[0]
     date_format = _date_format(distinct)
     if date_format is not None:
-        return ColumnType(name, DATE, date_format=date_format)
-    _check_not_mixed(text, options.decimal, source)
-    return ColumnType(name, TEXT)
+        column_type = ColumnType(name, DATE, date_format=date_format)
+        return column_type, _read_present_text(text, column_type)[0]
+    _check_not_mixed(text, distinct, options.decimal, source)
+    return ColumnType(name, TEXT), text
 
 
 def apply_types(
@@ -272,6 +290,14 @@ def read_column(
         return typed, BadCells(
             bad_rows.arg_true(), column.name, column.cast(pl.String).filter(bad_rows), problem
         )
+    return _read_present_text(text, column_type)
+
+
+def _read_present_text(
+    text: pl.Series, column_type: ColumnType
+) -> tuple[pl.Series, BadCells | None]:
+    """Read a stripped text column (missing cells null) by a number, boolean or date type."""
+    kind = column_type.kind
     if kind == NUMBER:
         typed = parse_number_text(text, column_type.decimal)
         problem = "is not a number"
@@ -285,16 +311,16 @@ def read_column(
             .then(False)
             .otherwise(None)
         )
-        typed = pl.select(typed.alias(column.name)).to_series()
+        typed = pl.select(typed.alias(text.name)).to_series()
         problem = f"is not {true_text!r} or {false_text!r}"
     else:
         typed = _parse_dates(text, column_type.date_format)
         problem = f"is not a date in the format {column_type.date_format}"
     bad_rows = text.is_not_null() & typed.is_null()
     if not bad_rows.any():
-        return typed.alias(column.name), None
-    return typed.alias(column.name), BadCells(
-        bad_rows.arg_true(), column.name, text.filter(bad_rows), problem
+        return typed.alias(text.name), None
+    return typed.alias(text.name), BadCells(
+        bad_rows.arg_true(), text.name, text.filter(bad_rows), problem
     )
 
 
@@ -353,6 +379,8 @@ def _digit_map() -> tuple[list[str], list[str]]:
 
 def _ascii_digits(text: pl.Series) -> pl.Series:
     """``text`` with digits of other scripts (``５``, ``٣``) as ASCII digits, NFKC-normalized."""
+    if not (text.str.len_bytes() != text.str.len_chars()).any():
+        return text  # pure ASCII: nothing to translate
     if not text.str.contains(_NON_ASCII_DIGIT).any():
         return text
     source, target = _digit_map()
@@ -364,10 +392,19 @@ def _matches(text: pl.Series, decimal: str) -> pl.Series:
     return _ascii_digits(text).str.contains(_number_pattern(decimal)).fill_null(False)
 
 
-def _decorated_values(text: pl.Series, decimal: str) -> pl.Series:
-    """Values of decorated numbers; cells that are not such numbers become null."""
+def _all_match(values: pl.Series, decimal: str) -> bool:
+    """Every value is a number with ``decimal`` as the mark (a small sample is checked first)."""
+    if not bool(_matches(values.head(_SAMPLE), decimal).all()):
+        return False
+    return bool(_matches(values, decimal).all())
+
+
+def _decorated_values(text: pl.Series, decimal: str, checked: bool = False) -> pl.Series:
+    """Values of decorated numbers; cells that are not such numbers become null.
+
+    ``checked``: every present cell is known to match the pattern (skips the check).
+    """
     text = _ascii_digits(text)
-    valid = text.str.contains(_number_pattern(decimal)).fill_null(False)
     digits_only = text.str.replace_all(_CURRENCY, "").str.replace_all(
         f"[{_THOUSANDS[decimal]}%]", ""
     )
@@ -375,49 +412,66 @@ def _decorated_values(text: pl.Series, decimal: str) -> pl.Series:
         digits_only = digits_only.str.replace(",", ".", literal=True)
     values = digits_only.cast(pl.Float64, strict=False)
     percent = text.str.ends_with("%").fill_null(False)
-    values = values.zip_with(~percent, values * 0.01)
+    if percent.any():
+        values = values.zip_with(~percent, values * 0.01)
+    if checked:
+        return values
+    valid = text.str.contains(_number_pattern(decimal)).fill_null(False)
     return values.zip_with(valid, pl.Series([None], dtype=pl.Float64))
 
 
-def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str] | None:
-    """``(decimal mark, note)`` when every present cell of ``text`` is a number, else None."""
+def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Series] | None:
+    """``(decimal mark, note, values)`` when every present cell of ``text`` is a number."""
     present = text.drop_nulls()
     if decimal is not None:
-        return (decimal, "") if bool(_matches(present, decimal).all()) else None
-    plain = present.cast(pl.Float64, strict=False)
-    failed = present.filter(plain.is_null())
-    if failed.len() == 0 and not present.str.contains(r"^[+-]?[0-9]{1,3}\.[0-9]{3}$").any():
-        return ".", ""
-    point_fits = bool(_matches(failed, ".").all())
-    comma_fits = bool(_matches(present, ",").all())
-    if point_fits and comma_fits:
-        differ = parse_number_text(present, ".") != parse_number_text(present, ",")
-        if differ.any():
-            example = present.filter(differ)[0]
-            value = parse_number_text(pl.Series([example]), ".")[0]
-            return ".", (
-                f"{clip(repr(example))} is read as {value:g}; pass --decimal , if ',' is the "
-                "decimal mark"
-            )
-        return ".", ""
-    if point_fits:
-        return ".", ""
-    if comma_fits:
-        return ",", ""
+        if not _all_match(present, decimal):
+            return None
+        return decimal, "", parse_number_text(text, decimal)
+    plain = text.cast(pl.Float64, strict=False)
+    failed = text.is_not_null() & plain.is_null()
+    if not failed.any():
+        three_decimals = r"^[+-]?[0-9]{1,3}\.[0-9]{3}$"
+        if not bool(present.head(_SAMPLE).str.contains(three_decimals).all()) or not bool(
+            present.str.contains(three_decimals).all()
+        ):
+            return ".", "", plain
+        return ".", _ambiguity_note(present), plain
+    failed_text = text.filter(failed)
+    if _all_match(failed_text, "."):
+        values = plain.scatter(failed.arg_true(), _decorated_values(failed_text, ".", True))
+        note = _ambiguity_note(present) if _all_match(present, ",") else ""
+        return ".", note, values
+    if _all_match(present, ","):
+        return ",", "", _decorated_values(text, ",", True)
     return None
 
 
-def _check_not_mixed(text: pl.Series, decimal: str | None, source: str) -> None:
+def _ambiguity_note(present: pl.Series) -> str:
+    """A note when reading ``present`` with ',' as decimal mark would give other values."""
+    differ = parse_number_text(present, ".") != parse_number_text(present, ",")
+    if not differ.any():
+        return ""
+    example = present.filter(differ)[0]
+    value = parse_number_text(pl.Series([example]), ".")[0]
+    return (
+        f"{clip(repr(example))} is read as {value:g}; pass --decimal , if ',' is the decimal mark"
+    )
+
+
+def _check_not_mixed(
+    text: pl.Series, distinct: pl.Series, decimal: str | None, source: str
+) -> None:
     """Raise when a text column holds numbers too (the first cell of the minority kind)."""
-    present = text.is_not_null()
     marks = DECIMAL_MARKS if decimal is None else (decimal,)
-    is_number = _matches(text, marks[0])
+    is_number = _matches(distinct, marks[0])
     for mark in marks[1:]:
-        is_number = is_number | _matches(text, mark)
-    n_present = int(present.sum())
-    n_numbers = int(is_number.sum())
-    if n_numbers == 0:
+        is_number = is_number | _matches(distinct, mark)
+    if not is_number.any():
         return
+    number_cells = text.is_in(distinct.filter(is_number).to_list()).fill_null(False)
+    present = text.is_not_null()
+    n_present = int(present.sum())
+    n_numbers = int(number_cells.sum())
     if n_numbers == n_present:
         point = _matches(text, ".")
         index = int((present & ~point).arg_true()[0])
@@ -427,10 +481,10 @@ def _check_not_mixed(text: pl.Series, decimal: str | None, source: str) -> None:
             f"{row_number(index)}); pass --decimal . or --decimal , to say which it is"
         )
     if n_numbers * 2 >= n_present:
-        index = int((present & ~is_number).arg_true()[0])
+        index = int((present & ~number_cells).arg_true()[0])
         problem = "is not a number (the column's other values are numbers)"
     else:
-        index = int(is_number.arg_true()[0])
+        index = int(number_cells.arg_true()[0])
         problem = "is a number but the column's other values are text"
     raise DataError(
         f"{source}: row {row_number(index)}, column {text.name!r}: {clip(repr(text[index]))} "
@@ -444,7 +498,9 @@ def _check_not_mixed(text: pl.Series, decimal: str | None, source: str) -> None:
 
 def _date_format(distinct: pl.Series) -> str | None:
     """The first of :data:`DATE_FORMATS` reading every distinct text, or None."""
-    if distinct.len() == 0 or not bool(distinct.str.contains(_DATE_LIKE).all()):
+    if distinct.len() == 0 or not bool(distinct.head(_SAMPLE).str.contains(_DATE_LIKE).all()):
+        return None
+    if not bool(distinct.str.contains(_DATE_LIKE).all()):
         return None
     for date_format in DATE_FORMATS:
         if _parse_dates(distinct, date_format).null_count() == 0:

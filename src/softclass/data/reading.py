@@ -52,6 +52,7 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 """The longest CSV row softclass reads (16 MiB); a longer row is an error naming this limit."""
 
 _CHUNK_BYTES = 1024 * 1024
+_BLOCK_BYTES = 1024 * 1024  # pyarrow's block: rows up to this long parse fastest, in parallel
 _SNIFF_LINES = 50
 
 
@@ -103,7 +104,7 @@ def read_table(
     if file_format == "csv":
         frame = pl.from_arrow(_read_csv(path, compression, delimiter))
     else:
-        frame = pl.from_arrow(_read_parquet(path))
+        frame = _read_parquet(path)
         _check_column_names(frame.columns, path)
         if frame.height == 0:
             raise DataError(
@@ -157,13 +158,15 @@ def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.
         return "skip"
 
     generated = [f"f{position}" for position in range(len(names))]
-    try:
-        table = pa_csv.read_csv(
+
+    def parse(block_size: int) -> pa.Table:
+        invalid_rows.clear()
+        return pa_csv.read_csv(
             _open(path, compression),
             read_options=pa_csv.ReadOptions(
                 column_names=generated,
                 skip_rows_after_names=blank_lines + 1,
-                block_size=MAX_LINE_BYTES,
+                block_size=block_size,
             ),
             parse_options=pa_csv.ParseOptions(
                 delimiter=delimiter,
@@ -174,6 +177,14 @@ def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.
                 column_types=dict.fromkeys(generated, pa.string()), strings_can_be_null=False
             ),
         )
+
+    try:
+        try:
+            table = parse(min(_BLOCK_BYTES, MAX_LINE_BYTES))
+        except pa.ArrowInvalid as error:
+            if "straddling" not in str(error) or MAX_LINE_BYTES <= _BLOCK_BYTES:
+                raise
+            table = parse(MAX_LINE_BYTES)  # a row longer than a block: larger blocks
     except (pa.ArrowException, ValueError, OSError) as error:
         raise DataError(_explain(error, path, compression, delimiter)) from None
     if invalid_rows:
@@ -394,9 +405,14 @@ def _fields(count: int) -> str:
     return f"{count} field" if count == 1 else f"{count} fields"
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def _read_parquet(path: Path) -> pl.DataFrame:
+    if path.is_file():
+        try:
+            return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError, ValueError):
+            pass  # pyarrow reads some files polars does not, and words its errors better
     try:
-        return pa_parquet.read_table(path)
+        return pl.from_arrow(pa_parquet.read_table(path))
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DataError(
             f"{path}: not a readable Parquet file: {clip(str(error).splitlines()[0], 160)}"

@@ -72,6 +72,7 @@ from softclass.data.column_types import (
     TypingOptions,
     infer_column_type,
     read_column,
+    type_column,
 )
 from softclass.data.messages import (
     ROW_NUMBERING,
@@ -298,8 +299,8 @@ class Recipe:
             drop: columns left out (``--drop``).
             ids: columns carried into predictions, not features (``--id``).
             typing: decimal mark and extra missing markers (``--decimal``, ``--na-values``).
-            column_types: the types of the columns when already inferred (by
-                :func:`~softclass.data.column_types.infer_types` with the same ``typing``);
+            column_types: the column types from :func:`typed_table` (with the same options)
+                when ``table`` is its typed table: cells already typed are not read again;
                 default: inferred here.
 
         Raises:
@@ -338,7 +339,11 @@ class Recipe:
         }
         typed: dict[str, pl.Series] = {}
         for name, column_type in types.items():
-            typed[name], bad = read_column(table.get_column(name), column_type, markers)
+            column = table.get_column(name)
+            if column.dtype == column_type.dtype:
+                typed[name] = column  # typed by typed_table: read once
+                continue
+            typed[name], bad = read_column(column, column_type, markers)
             if bad is not None:
                 raise DataError(bad.message("the table"))
         id_like = {
@@ -748,7 +753,9 @@ class Recipe:
         caller's table for errors.
         """
         n_rows = next(iter(columns.values())).len()
-        matrix = np.zeros((n_rows, self.n_features), dtype=np.float32)
+        # Filled one output at a time into contiguous rows of (F, N), transposed once at the end:
+        # writing columns of an (N, F) array straight away strides through memory.
+        matrix = np.zeros((self.n_features, n_rows), dtype=np.float32)
         position = 0
         unknown_counts: dict[str, int] = {}
         for feature in self.features:
@@ -760,7 +767,7 @@ class Recipe:
                 if unusable.any():
                     raise DataError(_unusable_message(column, unusable, keep))
                 values = (column - feature.offset) / feature.scale
-                matrix[:, position] = values.to_numpy()
+                matrix[position] = values.to_numpy()
                 position += 1
                 continue
             lookup = {category: index for index, category in enumerate(feature.categories)}
@@ -779,9 +786,9 @@ class Recipe:
                     )
                 unknown_counts[feature.name] = int(unseen.sum())
             known_rows = np.flatnonzero(indices >= 0)
-            matrix[known_rows, position + indices[known_rows]] = 1.0
+            matrix[position + indices[known_rows], known_rows] = 1.0
             position += len(feature.categories)
-        return torch.from_numpy(matrix), unknown_counts
+        return torch.from_numpy(matrix).t().contiguous(), unknown_counts
 
     def _class_indices(self, labels: pl.Series, keep: pl.Series | None) -> torch.Tensor:
         missing_rows = labels.is_null().arg_true()
@@ -841,12 +848,10 @@ def typed_table(
         if name in skipped:
             columns.append(column)
             continue
-        column_type = infer_column_type(column, "the table", typing)
-        if name == target:
+        column_type, typed = type_column(column, "the table", typing)
+        if name == target and column_type.kind not in (NUMBER, TEXT):
             column_type = _target_type(column_type)
-        typed, bad = read_column(column, column_type, typing.missing_markers)
-        if bad is not None:
-            raise DataError(bad.message("the table"))
+            typed = read_column(column, column_type, typing.missing_markers)[0]
         types.append(column_type)
         columns.append(typed)
     return pl.DataFrame(columns), tuple(types)
