@@ -172,6 +172,22 @@ def test_decimal_comma_forced_and_ambiguity_noted():
         TypingOptions(decimal=";")
 
 
+def test_numbers_that_could_be_dot_grouped_thousands_are_noted():
+    table = pl.DataFrame({"x": ["1.234", "5.678", None, "2.500"], "y": ["a", "b", "a", "b"]})
+    notes = Recipe.fit(table, missing="impute").notes
+    assert any("'1.234' is read as 1.234; pass --decimal ," in note for note in notes)
+    plain = pl.DataFrame({"x": ["1.234", "0.5"], "y": ["a", "b"]})
+    assert not any("--decimal" in note for note in Recipe.fit(plain).notes)
+    forced = type_columns(table, options=TypingOptions(decimal=","))["x"]
+    assert forced.to_list() == [1234.0, 5678.0, None, 2500.0]
+
+
+def test_a_number_declared_missing_is_missing():
+    table = pl.DataFrame({"x": ["1", "-999", "3"], "y": ["a", "b", "a"]})
+    typed = type_columns(table, options=TypingOptions(na_values=("-999",)))
+    assert typed["x"].to_list() == [1.0, None, 3.0]
+
+
 def test_mixed_decimal_marks_are_an_error_naming_both():
     with pytest.raises(DataError, match=r"column 'x' writes numbers with '\.' .* and with ','"):
         type_columns(pl.DataFrame({"x": ["1.5", "2,5"]}))

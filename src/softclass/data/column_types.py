@@ -214,6 +214,9 @@ def type_column(
             f"{source}: column {name!r} has type {dtype}, which softclass cannot use; "
             "expected numbers, booleans, dates or text"
         )
+    plain = _plain_numbers(column, options)
+    if plain is not None:
+        return ColumnType(name, NUMBER, note=_three_decimals_note(column, plain)), plain
     text = present_text(column, options.missing_markers)
     if text.null_count() == text.len():
         return ColumnType(name, NUMBER), text.cast(pl.Float64)
@@ -420,6 +423,52 @@ def _decorated_values(text: pl.Series, decimal: str, checked: bool = False) -> p
     return values.zip_with(valid, pl.Series([None], dtype=pl.Float64))
 
 
+def _plain_numbers(column: pl.Series, options: TypingOptions) -> pl.Series | None:
+    """The values of a text column whose every cell is a plain number, else None.
+
+    The fast path of typing: one cast, no stripping, no regular expression. Not taken when a
+    missing marker is itself a number (``--na-values -999``) or the decimal mark is ``,``.
+    """
+    if options.decimal == "," or any(
+        marker and _is_plain_number(marker) for marker in options.missing_markers
+    ):
+        return None
+    text = column.cast(pl.String)
+    values = text.cast(pl.Float64, strict=False)
+    if values.null_count() != text.null_count() or text.null_count() == text.len():
+        return None
+    return values
+
+
+def _is_plain_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _three_decimals_note(text: pl.Series, values: pl.Series) -> str:
+    """A note when every plain number could also be thousands written with '.' (``1.234``)."""
+    for cells, numbers in ((text.head(_SAMPLE), values.head(_SAMPLE)), (text, values)):
+        text_cells = cells.cast(pl.String)
+        magnitude = numbers.abs()
+        looks_grouped = (
+            (text_cells.str.find(".", literal=True) == text_cells.str.len_bytes() - 4)
+            & (magnitude >= 1)
+            & (magnitude < 1000)
+            & ~text_cells.str.contains("e", literal=True)
+            & ~text_cells.str.contains("E", literal=True)
+        )
+        if not looks_grouped.all():  # missing cells (null) do not count
+            return ""
+    example = text.cast(pl.String)[0]
+    return (
+        f"{clip(repr(example))} is read as {values[0]:g}; pass --decimal , if ',' is the "
+        "decimal mark"
+    )
+
+
 def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Series] | None:
     """``(decimal mark, note, values)`` when every present cell of ``text`` is a number."""
     present = text.drop_nulls()
@@ -430,12 +479,7 @@ def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Ser
     plain = text.cast(pl.Float64, strict=False)
     failed = text.is_not_null() & plain.is_null()
     if not failed.any():
-        three_decimals = r"^[+-]?[0-9]{1,3}\.[0-9]{3}$"
-        if not bool(present.head(_SAMPLE).str.contains(three_decimals).all()) or not bool(
-            present.str.contains(three_decimals).all()
-        ):
-            return ".", "", plain
-        return ".", _ambiguity_note(present), plain
+        return ".", _three_decimals_note(text, plain), plain
     failed_text = text.filter(failed)
     if _all_match(failed_text, "."):
         values = plain.scatter(failed.arg_true(), _decorated_values(failed_text, ".", True))
