@@ -386,6 +386,7 @@ def _prepared_data(
             ids=ids or (),
             typing=typing,
             unknown=unknown,
+            source="the bundled Iris" if data is None else str(data),
         )
     if show:
         _print_typing_table(prepared.recipe)

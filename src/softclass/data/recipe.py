@@ -833,6 +833,7 @@ def typed_table(
     drop: Sequence[str] = (),
     ids: Sequence[str] = (),
     typing: TypingOptions | None = None,
+    source: str = "the table",
 ) -> tuple[pl.DataFrame, tuple[ColumnType, ...]]:
     """Type the target and the feature candidates of ``table`` once, for :meth:`Recipe.fit`.
 
@@ -857,7 +858,7 @@ def typed_table(
         if name in skipped:
             columns.append(column)
             continue
-        column_type, typed = type_column(column, "the table", typing)
+        column_type, typed = type_column(column, source, typing)
         if name == target and column_type.kind not in (NUMBER, TEXT):
             column_type = _target_type(column_type)
             typed = read_column(column, column_type, typing.missing_markers)[0]

@@ -104,6 +104,7 @@ def prepare_table(
     ids: Sequence[str] = (),
     typing: TypingOptions | None = None,
     unknown: str = "ignore",
+    source: str = "the table",
 ) -> PreparedData:
     """Split a table (stratified by class) and fit the recipe on its training rows.
 
@@ -119,6 +120,7 @@ def prepare_table(
         seed: seed of the split.
         unknown: categories of validation rows not seen in the training rows: "ignore" (all
             zeros, with a warning) or "error" (``--unknown``).
+        source: where the table came from (a file name), for messages.
 
     Raises:
         DataError, ConfigError: as :meth:`Recipe.fit` and :func:`stratified_split`; DataError
@@ -131,7 +133,7 @@ def prepare_table(
         "ids": ids,
         "typing": typing,
     }
-    typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing)
+    typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
     whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **options)
     prepared = whole.prepare(typed)
     warnings = (*whole.notes, *prepared.warnings)
