@@ -407,13 +407,13 @@ def _print_typing_table(recipe) -> None:
     classes = ", ".join(recipe.classes[:8]) + (
         f" … and {recipe.n_classes - 8} more" if recipe.n_classes > 8 else ""
     )
-    table = Table(
-        title=f"{len(recipe.columns)} columns; target {recipe.target!r}: {recipe.n_classes} "
-        f"classes ({classes}); {recipe.n_features} features",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
+    console.print(
+        f"{len(recipe.columns)} columns; target {recipe.target!r}: {recipe.n_classes} classes "
+        f"({classes}); {recipe.n_features} features",
+        highlight=False,
+        soft_wrap=True,
     )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("column", "type", "missing", "distinct", "use"):
         table.add_column(column, justify="right" if column in ("missing", "distinct") else "left")
     for info in recipe.columns[:_SHOWN_COLUMNS]:

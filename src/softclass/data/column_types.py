@@ -30,6 +30,7 @@ numbers take a single cast, decorated ones a regular-expression check and a rewr
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ _SPACES = "\u0020\u00a0\u2009\u202f"
 _THOUSANDS = {".": f",'’{_SPACES}", ",": f".'’{_SPACES}"}
 _DATE_LIKE = r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
 _NON_ASCII_DIGIT = r"[\p{Nd}--0-9]"
+_GROUPED_THOUSANDS = re.compile(r"^[+-]?[1-9][0-9]{0,2}\.[0-9]{3}$")
 _SAMPLE = 256  # cells checked first, so that a column of another kind costs little
 
 
@@ -165,7 +167,9 @@ def type_columns(
     Raises:
         DataError: a column mixes numbers and text, or has a type softclass cannot use.
     """
-    return apply_types(table, infer_types(table, source, options), source, options)
+    return pl.DataFrame(
+        [type_column(table.get_column(name), source, options)[1] for name in table.columns]
+    )
 
 
 def infer_types(
@@ -214,7 +218,7 @@ def type_column(
             f"{source}: column {name!r} has type {dtype}, which softclass cannot use; "
             "expected numbers, booleans, dates or text"
         )
-    plain = _plain_numbers(column, options)
+    plain = _plain_numbers(column, options.decimal, options.missing_markers)
     if plain is not None:
         return ColumnType(name, NUMBER, note=_three_decimals_note(column, plain)), plain
     text = present_text(column, options.missing_markers)
@@ -280,6 +284,10 @@ def read_column(
         return column, None
     if kind == DATE and dtype.is_temporal():
         return column.cast(pl.Datetime("us")), None
+    if kind == NUMBER and column_type.decimal == "." and dtype == pl.String:
+        plain = _plain_numbers(column, ".", tuple(missing_markers))
+        if plain is not None:
+            return plain, None
     if dtype.is_numeric() and kind == BOOLEAN:
         text = column.cast(pl.String)
     elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
@@ -423,33 +431,40 @@ def _decorated_values(text: pl.Series, decimal: str, checked: bool = False) -> p
     return values.zip_with(valid, pl.Series([None], dtype=pl.Float64))
 
 
-def _plain_numbers(column: pl.Series, options: TypingOptions) -> pl.Series | None:
+def _plain_numbers(
+    column: pl.Series, decimal: str | None, missing_markers: tuple[str, ...]
+) -> pl.Series | None:
     """The values of a text column whose every cell is a plain number, else None.
 
     The fast path of typing: one cast, no stripping, no regular expression. Not taken when a
     missing marker is itself a number (``--na-values -999``) or the decimal mark is ``,``.
     """
-    if options.decimal == "," or any(
-        marker and _is_plain_number(marker) for marker in options.missing_markers
-    ):
+    if decimal == "," or _has_number_marker(missing_markers):
         return None
-    text = column.cast(pl.String)
+    text = column if column.dtype == pl.String else column.cast(pl.String)
     values = text.cast(pl.Float64, strict=False)
     if values.null_count() != text.null_count() or text.null_count() == text.len():
         return None
-    return values
+    return values.alias(column.name)
 
 
-def _is_plain_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+@cache
+def _has_number_marker(markers: tuple[str, ...]) -> bool:
+    """Whether a missing marker is itself a number (``-999``)."""
+    for marker in markers:
+        try:
+            float(marker)
+        except ValueError:
+            continue
+        return True
+    return False
 
 
 def _three_decimals_note(text: pl.Series, values: pl.Series) -> str:
     """A note when every plain number could also be thousands written with '.' (``1.234``)."""
+    first = [cell for cell in text.head(8).to_list() if cell is not None]
+    if not all(_GROUPED_THOUSANDS.match(cell.strip()) for cell in first):
+        return ""  # decided by the first cells, without a polars call per column
     for cells, numbers in ((text.head(_SAMPLE), values.head(_SAMPLE)), (text, values)):
         text_cells = cells.cast(pl.String)
         magnitude = numbers.abs()
@@ -462,10 +477,11 @@ def _three_decimals_note(text: pl.Series, values: pl.Series) -> str:
         )
         if not looks_grouped.all():  # missing cells (null) do not count
             return ""
-    example = text.cast(pl.String)[0]
+    position = int(values.is_not_null().arg_true()[0])
+    example = text.cast(pl.String)[position]
     return (
-        f"{clip(repr(example))} is read as {values[0]:g}; pass --decimal , if ',' is the "
-        "decimal mark"
+        f"{clip(repr(example))} is read as {values[position]:g}; pass --decimal , if ',' is "
+        "the decimal mark"
     )
 
 

@@ -51,6 +51,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -471,11 +472,14 @@ class Recipe:
         """The table columns the features are read from, in order, each once."""
         return tuple(dict.fromkeys(feature.source for feature in self.features))
 
+    @cached_property
+    def _column_types(self) -> dict[str, ColumnType]:
+        return {info.name: info.type for info in self.columns}
+
     def column_type(self, name: str) -> ColumnType:
         """How the training column ``name`` is read (number for a version-1 numeric feature)."""
-        for info in self.columns:
-            if info.name == name:
-                return info.type
+        if name in self._column_types:
+            return self._column_types[name]
         if name == self.target:
             return ColumnType(name, TEXT)
         kinds = {feature.source: feature.kind for feature in self.features}
@@ -972,10 +976,10 @@ def _stored_source(origin: tuple[str, str | None]) -> tuple[str | None, str | No
 
 def _id_like(column: pl.Series, column_type: ColumnType) -> str | None:
     """Why a typed feature column looks like an identifier, or None."""
+    if column.len() - column.null_count() < ID_MIN_ROWS:
+        return None
     present = column.drop_nulls()
     n_rows = present.len()
-    if n_rows < ID_MIN_ROWS:
-        return None
     if column_type.kind == TEXT:
         n_distinct = present.n_unique()
         if n_distinct > ID_FRACTION * n_rows:
@@ -1152,6 +1156,11 @@ def _complete_rows(
 
 def _unusable_numbers(column: pl.Series) -> pl.Series:
     """True where a numeric value is NaN, infinite or beyond float32's range."""
+    if not column.null_count() and column.len():
+        with np.errstate(invalid="ignore"):
+            largest = np.abs(column.to_numpy()).max()  # NaN if any value is NaN
+        if largest <= FLOAT32_MAX:
+            return pl.repeat(False, column.len(), eager=True)
     return (column.is_nan() | (column.abs() > FLOAT32_MAX)).fill_null(False)
 
 
@@ -1177,11 +1186,10 @@ def _fit_numeric(
     missing: str,
     source: tuple[str | None, str | None],
 ) -> NumericFeature:
-    present = column.drop_nulls()
-    mean = float(present.mean())
-    std = float(present.std(ddof=0))
-    minimum = float(present.min())
-    maximum = float(present.max())
+    mean = float(column.mean())  # polars aggregations skip missing cells
+    std = float(column.std(ddof=0))
+    minimum = float(column.min())
+    maximum = float(column.max())
     if normalization == "minmax":
         offset, scale = minimum, maximum - minimum
     elif normalization == "divide" and column.name in divisors:
@@ -1274,10 +1282,10 @@ def _column_table(
 
 def _distinct(column: pl.Series, column_type: ColumnType) -> int:
     """Distinct present values: exact, or estimated for numbers and dates of long columns."""
-    present = column.drop_nulls()
-    if column_type.kind in (NUMBER, DATE) and present.len() > EXACT_DISTINCT_ROWS:
-        return int(present.approx_n_unique())
-    return present.n_unique()
+    n_present = column.len() - column.null_count()
+    if column_type.kind in (NUMBER, DATE) and n_present > EXACT_DISTINCT_ROWS:
+        return int(column.drop_nulls().approx_n_unique())
+    return column.n_unique() - (1 if column.null_count() else 0)
 
 
 def _type_or_text(column: pl.Series, typing: TypingOptions) -> ColumnType:
