@@ -111,6 +111,7 @@ CONTINUOUS_FRACTION = 0.05
 EXACT_DISTINCT_ROWS = 100_000
 """Number and date columns longer than this have their distinct count in the typing table
 estimated (HyperLogLog, polars ``approx_n_unique``): five times faster than counting."""
+_ENCODE_BLOCK_VALUES = 1 << 22  # feature values per block of rows being encoded (16 MiB)
 _ROW_BY_ROW_CATEGORIES = 64  # up to this many categories, one-hot rows are written one by one
 _ID_NAME = re.compile(r"(?i)^(id|key|index|idx|row|uuid)$|(^|[_\s.-])(id|key|idx)$|^id[_\s.-]")
 _OPTIONS = {  # the CLI flag of each option, for messages
@@ -762,10 +763,7 @@ class Recipe:
         caller's table for errors.
         """
         n_rows = next(iter(columns.values())).len()
-        # Filled one output at a time into contiguous rows of (F, N), transposed once at the end:
-        # writing columns of an (N, F) array straight away strides through memory.
-        matrix = np.zeros((self.n_features, n_rows), dtype=np.float32)
-        position = 0
+        sources: list[tuple[Feature, np.ndarray]] = []  # per feature: float64 values or indices
         unknown_counts: dict[str, int] = {}
         for feature in self.features:
             column = columns[feature.name]
@@ -775,9 +773,7 @@ class Recipe:
                 unusable = _unusable_numbers(column)
                 if unusable.any():
                     raise DataError(_unusable_message(column, unusable, keep))
-                values = (column - feature.offset) / feature.scale
-                matrix[position] = values.to_numpy()
-                position += 1
+                sources.append((feature, column.cast(pl.Float64).to_numpy()))
                 continue
             lookup = {category: index for index, category in enumerate(feature.categories)}
             indices = column.replace_strict(lookup, default=-1, return_dtype=pl.Int64)
@@ -794,14 +790,8 @@ class Recipe:
                         "categories as all zeros)"
                     )
                 unknown_counts[feature.name] = int(unseen.sum())
-            if len(feature.categories) <= _ROW_BY_ROW_CATEGORIES:
-                for index in range(len(feature.categories)):
-                    matrix[position + index] = indices == index
-            else:
-                known_rows = np.flatnonzero(indices >= 0)
-                matrix[position + indices[known_rows], known_rows] = 1.0
-            position += len(feature.categories)
-        return torch.from_numpy(matrix).t().contiguous(), unknown_counts
+            sources.append((feature, indices))
+        return torch.from_numpy(_encoded_rows(sources, n_rows, self.n_features)), unknown_counts
 
     def _class_indices(self, labels: pl.Series, keep: pl.Series | None) -> torch.Tensor:
         missing_rows = labels.is_null().arg_true()
@@ -828,6 +818,37 @@ class Recipe:
 def _bad_mask(bad: Any, column: pl.Series) -> pl.Series:
     """True at the rows of ``bad`` (a :class:`~softclass.data.column_types.BadCells`)."""
     return pl.Series([False] * column.len()).scatter(bad.rows, True)
+
+
+def _encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, width: int):
+    """The float32 (N, F) feature matrix, written a block of rows at a time.
+
+    Each block is filled output by output into contiguous rows of an (F, rows) buffer and
+    transposed into place, so no full-size temporary exists beside the result (writing the
+    columns of an (N, F) array one by one strides through memory and is several times slower).
+    """
+    matrix = np.empty((n_rows, width), dtype=np.float32)
+    block_rows = max(1, _ENCODE_BLOCK_VALUES // max(width, 1))
+    for start in range(0, n_rows, block_rows):
+        stop = min(start + block_rows, n_rows)
+        block = np.zeros((width, stop - start), dtype=np.float32)
+        position = 0
+        for feature, values in sources:
+            part = values[start:stop]
+            if isinstance(feature, NumericFeature):
+                block[position] = (part - feature.offset) / feature.scale
+                position += 1
+                continue
+            n_categories = len(feature.categories)
+            if n_categories <= _ROW_BY_ROW_CATEGORIES:
+                for index in range(n_categories):
+                    block[position + index] = part == index
+            else:
+                known = np.flatnonzero(part >= 0)
+                block[position + part[known], known] = 1.0
+            position += n_categories
+        matrix[start:stop] = block.T
+    return matrix
 
 
 def typed_table(
