@@ -399,7 +399,9 @@ def test_wrong_target_lists_columns_and_suggests(people):
 
 def test_single_class_target():
     table = pl.DataFrame({"x": [1.0, 2.0], "y": ["only", "only"]})
-    with pytest.raises(DataError, match=r"target column 'y' \(the last column, .*\) has only one class \('only'\)"):
+    with pytest.raises(
+        DataError, match=r"target column 'y' \(the last column, .*\) has only one class \('only'\)"
+    ):
         Recipe.fit(table)
 
 
@@ -426,7 +428,10 @@ def test_non_finite_numeric_target():
     [
         ({"normalization": "robust"}, r"--normalize 'robust' is not allowed; expected one of"),
         ({"missing": "ignore"}, r"--missing 'ignore' is not allowed"),
-        ({"divisors": {"age": 1}}, r"--divide is only used with --normalize divide, not --normalize zscore"),
+        (
+            {"divisors": {"age": 1}},
+            r"--divide is only used with --normalize divide, not --normalize zscore",
+        ),
         (
             {"normalization": "divide", "divisors": {"age": 100}},
             r"needs a divisor for every number feature column \(--divide COL=VALUE\); missing for 'income', 'weight'",

@@ -19,6 +19,7 @@ from softclass.diagnostics.check import Finding, check_pairing
 from softclass.errors import ConfigError, DataError
 from softclass.evaluation import metrics
 from softclass.jobs.compare import PreparedData
+from softclass.jobs.output import PREDICTED_COLUMN, ROW_COLUMN, probability_columns
 from softclass.jobs.store import METADATA_FILE, SavedModel, save_model
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
@@ -26,7 +27,6 @@ from softclass.training.distributed import DistContext, barrier
 from softclass.training.trainer import ProgressCallback, TrainConfig, Trainer, TrainResult
 
 CHECKPOINT_FILE = "checkpoint.pt"
-PREDICTED_COLUMN = "predicted"
 
 
 def train_to_directory(
@@ -94,8 +94,12 @@ class Prediction:
     Attributes:
         table: one row per predicted input row: ``row`` (the row number as messages count it:
             header = row 1, first data row = 2), the ``--id`` columns, one probability column per
-            class (named by the class; ``proba_<name>`` for a class whose name is taken) and
-            ``predicted`` (the class name).
+            class and ``predicted`` (the class name). A probability column is named by its
+            class, prefixed with ``proba_`` (as often as needed) when that name is ``row``,
+            ``predicted`` or another column's: see
+            :func:`softclass.jobs.output.probability_columns`; an id column whose name is taken
+            is prefixed with ``id_``. Class names are kept as they are;
+            :func:`softclass.jobs.output.spreadsheet_safe` neutralises them for CSV files.
         accuracy: share of right predictions among the rows whose label is a known class, when
             accuracy was asked for, else None.
         warnings: what the user should hear (ignored columns, dropped and skipped rows, unknown
@@ -163,15 +167,18 @@ def predict_table(
             progress(min(start + batch_rows, total), total)
     probabilities = torch.cat(parts) if parts else torch.empty(0, saved.model_config.n_classes)
     predicted = probabilities.argmax(dim=1)
-    columns: dict[str, object] = {"row": prepared.rows.numpy() + HEADER_ROWS + 1}
+    columns: dict[str, object] = {ROW_COLUMN: prepared.rows.numpy() + HEADER_ROWS + 1}
     row_indices = prepared.rows.numpy()
+    probability_names = probability_columns(saved.classes)
+    taken = {*probability_names, ROW_COLUMN, PREDICTED_COLUMN}
     for name in recipe.id_columns:
         if name in table.columns:
-            columns[name] = table.get_column(name).gather(row_indices)
-    for index, name in enumerate(saved.classes):
-        column = name
-        while column in columns or column == PREDICTED_COLUMN:
-            column = f"proba_{column}"
+            column = name
+            while column in taken:
+                column = f"id_{column}"
+            taken.add(column)
+            columns[column] = table.get_column(name).gather(row_indices)
+    for index, column in enumerate(probability_names):
         columns[column] = probabilities[:, index].double().numpy()
     columns[PREDICTED_COLUMN] = recipe.decode(predicted)
     warnings = list(prepared.warnings)
