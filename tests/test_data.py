@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 
@@ -434,7 +433,8 @@ def test_non_finite_numeric_target():
         ),
         (
             {"normalization": "divide", "divisors": {"age": 100}},
-            r"needs a divisor for every number feature column \(--divide COL=VALUE\); missing for 'income', 'weight'",
+            r"needs a divisor for every number feature column \(--divide COL=VALUE\); missing "
+            r"for 'income', 'weight'",
         ),
         (
             {"normalization": "divide", "divisors": {**PEOPLE_DIVISORS, "city": 2}},
