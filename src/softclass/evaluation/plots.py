@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from softclass.evaluation.metrics import Calibration
 from softclass.io import atomic_path
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (0.6 s): train never draws
+    from matplotlib.figure import Figure
 
 # One colour per design, kept across figures (matplotlib's default cycle, colour-blind safe).
 DESIGN_COLORS = {"A": "#1f77b4", "B": "#ff7f0e", "C": "#2ca02c", "D": "#d62728"}
@@ -30,7 +31,16 @@ class History(Protocol):
     def column(self, name: str) -> list[float | None]: ...
 
 
+def _figure(**options: object) -> Figure:
+    """A new matplotlib Figure outside pyplot (``options`` as ``Figure``'s)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**options)
+
+
 def _save(figure: Figure, path: str | Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(figure)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
@@ -45,7 +55,7 @@ def plot_loss_curves(
     Each design's curve is its own loss (``loss_names[design]``), so C's squared error sits on
     another scale than the cross entropies of A, B and D; the legend says which is which.
     """
-    figure = Figure(figsize=(11, 4.2))
+    figure = _figure(figsize=(11, 4.2))
     panels = figure.subplots(1, 2, sharey=False)
     for panel, column, title in (
         (panels[0], "train_loss", "training loss"),
@@ -73,7 +83,7 @@ def plot_confusion_matrices(
     matrices: Mapping[str, torch.Tensor], class_names: Sequence[str], path: str | Path
 ) -> Path:
     """One panel per design: counts of true class (rows) against predicted class (columns)."""
-    figure = Figure(figsize=(3.4 * len(matrices) + 0.8, 3.8), layout="constrained")
+    figure = _figure(figsize=(3.4 * len(matrices) + 0.8, 3.8), layout="constrained")
     panels = np.atleast_1d(figure.subplots(1, len(matrices), sharey=True))
     ticks = range(len(class_names))
     for panel, (name, matrix) in zip(panels, matrices.items(), strict=True):
@@ -100,7 +110,7 @@ def plot_confusion_matrices(
 
 def plot_calibration(calibrations: Mapping[str, Calibration], path: str | Path) -> Path:
     """Reliability diagram: mean confidence against accuracy per bin, one line per design."""
-    figure = Figure(figsize=(5.2, 5))
+    figure = _figure(figsize=(5.2, 5))
     panel = figure.subplots()
     panel.plot([0, 1], [0, 1], color="grey", linewidth=1, label="perfectly calibrated")
     for name, result in calibrations.items():
@@ -132,7 +142,7 @@ def plot_seed_bands(
     :meth:`softclass.training.ensemble.SeedComparison.bands` returns them ("val_loss",
     "val_accuracy").
     """
-    figure = Figure(figsize=(11, 4.2))
+    figure = _figure(figsize=(11, 4.2))
     panels = figure.subplots(1, 2, sharey=False)
     for panel, (metric, title) in zip(
         panels,
