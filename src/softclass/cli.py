@@ -668,7 +668,7 @@ def _prepared_data(
     delimiter, typing = _read_options(delimiter, decimal, na_values)
     with (
         err_console.status(f"reading and typing {'the bundled Iris' if data is None else data} …")
-        if show
+        if show and err_console.is_terminal
         else contextlib.nullcontext()
     ):
         table = (
@@ -1332,7 +1332,8 @@ def predict(
         raise ConfigError(f"--format {output_format!r}: expected csv or json")
     saved = load_model(model_dir)
     delimiter, _ = _read_options(delimiter, None, None)
-    with err_console.status(f"reading {data} …"):
+    live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
+    with err_console.status(f"reading {data} …") if live else contextlib.nullcontext():
         table = read_table(data, delimiter=delimiter, raw=True)
     with Progress(
         "predicting",
@@ -1341,6 +1342,7 @@ def predict(
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not live,
     ) as bar:
         task = bar.add_task("predict", total=table.height)
         prediction = predict_table(
