@@ -207,7 +207,7 @@ def test_train_then_predict_round_trips_class_names(run, tmp_path):
     assert "design D" in out and f"model saved to {model_dir}" in out
     assert load_model(model_dir).classes == tuple(sorted(CITIES))
 
-    code, out, err = run("predict", model_dir, people)
+    code, out, err = run("predict", model_dir, people, "--accuracy")
     assert code == 0, err
     table = pl.read_csv(out.encode())
     assert table.columns == ["row", "Anaheim", "Boulder", "Chicago", "predicted"]
@@ -225,7 +225,7 @@ def test_train_then_predict_round_trips_class_names(run, tmp_path):
     code, out, err = run("predict", model_dir, rows, "--format", "json", "--output", output)
     assert code == 0 and out == ""
     records = json.loads(output.read_text())
-    assert [record["row"] for record in records] == [0, 1]
+    assert [record["row"] for record in records] == [2, 3]  # header = row 1, as in messages
     assert {record["predicted"] for record in records} <= CITIES
 
 
@@ -271,15 +271,18 @@ def test_wrong_target_column_is_one_line(run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_class_seen_only_at_predict_time_is_refused(run, tmp_path):
+def test_a_class_seen_only_at_predict_time_is_ignored_or_counted(run, tmp_path):
     model_dir = tmp_path / "model"
     assert run("train", bundled_path("people"), "--epochs", "1", "--out", model_dir)[0] == 0
     rows = tmp_path / "rows.csv"
-    rows.write_text('age,income,weight,city\n23,"$72,000",155,Denver\n')
+    rows.write_text('age,income,weight,city\n23,"$72,000",155,Denver\n30,"$50,000",150,Boulder\n')
     output = tmp_path / "predictions.csv"
     code, _, err = run("predict", model_dir, rows, "--output", output)
-    assert code == 2 and "Denver" in err and err.strip().count("\n") == 0
-    assert not output.exists()
+    assert code == 0 and "Denver" not in err and pl.read_csv(output).height == 2
+    code, _, err = run("predict", model_dir, rows, "--output", output, "--accuracy")
+    assert code == 0, err
+    assert "1 row(s) have no label or a class the model never saw" in err
+    assert "on 1 rows with a known class in 'city'" in err
 
 
 def test_bad_options_are_one_line(run, tmp_path):

@@ -1,5 +1,6 @@
 """Saved model directories: round trip, and every missing or bad part named."""
 
+import dataclasses
 import errno
 import json
 import math
@@ -215,10 +216,15 @@ def test_non_finite_weights_are_never_saved(tmp_path, iris_recipe, value):
 
 
 def test_non_finite_recipe_statistics_are_refused_at_save_time(tmp_path):
-    huge = pl.DataFrame(
-        {"x": [1e200, -1e200, 3e200, 1.0] * 5, "y": [1.0, 2, 3, 4] * 5, "c": ["a", "b"] * 10}
+    # Recipe.fit itself refuses values beyond float32 (issue 12), so the overflow is planted.
+    table = pl.DataFrame(
+        {"x": [1.0, -1.0, 3.0, 1.0] * 5, "y": [1.0, 2, 3, 4] * 5, "c": ["a", "b"] * 10}
     )
-    recipe = Recipe.fit(huge, "c")
+    recipe = Recipe.fit(table, "c")
+    recipe = dataclasses.replace(
+        recipe,
+        features=(dataclasses.replace(recipe.features[0], scale=math.inf), *recipe.features[1:]),
+    )
     model = build_mlp(MLPConfig(2, 2), seed=0)
     with pytest.raises(
         ConfigError, match=r"column 'x': the preprocessing statistic 'scale' is inf"

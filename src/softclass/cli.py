@@ -332,7 +332,7 @@ def check(
         from softclass.jobs.train_predict import check_saved_model
 
         saved = load_model(model_dir)
-        findings = check_saved_model(saved, read_table(data), rows)
+        findings = check_saved_model(saved, read_table(data, raw=True), rows)
         snippet = (
             f"outputs = design_{saved.design.name}.output(model(first {rows} rows))\n"
             f"loss = {saved.design.loss_name}(outputs, targets)"
@@ -543,6 +543,39 @@ _Stopping = Annotated[
         "apart from the validation rows (three-way split).",
     ),
 ]
+_Delimiter = Annotated[
+    str | None,
+    typer.Option(
+        "--delimiter",
+        help="CSV field delimiter, e.g. ';' or '\\t' (default: tab for .tsv, else sniffed).",
+    ),
+]
+_Decimal = Annotated[
+    str | None,
+    typer.Option(
+        "--decimal", help="Decimal mark of numbers: '.' or ',' (default: detected per column)."
+    ),
+]
+_NaValues = Annotated[
+    list[str] | None,
+    typer.Option("--na-values", help="Extra cell text meaning missing, e.g. n/a or - (repeat)."),
+]
+_Keep = Annotated[
+    list[str] | None,
+    typer.Option("--keep", help="Keep this column as a feature even if it looks like an ID."),
+]
+_Drop = Annotated[list[str] | None, typer.Option("--drop", help="Leave this column out (repeat).")]
+_Id = Annotated[
+    list[str] | None,
+    typer.Option("--id", help="Column that identifies rows: not a feature, carried to predict."),
+]
+_Unknown = Annotated[
+    str,
+    typer.Option(
+        "--unknown",
+        help="Categories not seen in training: ignore (all zeros, warning) or error.",
+    ),
+]
 _Threads = Annotated[
     int,
     typer.Option(
@@ -603,6 +636,15 @@ def _parse_divisors(items: list[str] | None) -> dict[str, float] | None:
     return divisors
 
 
+def _read_options(delimiter: str | None, decimal: str | None, na_values: list[str] | None):
+    """``(delimiter, TypingOptions)`` from the data flags (``\\t`` typed as two characters: tab)."""
+    from softclass.data import TypingOptions
+
+    if delimiter in ("\\t", "tab"):
+        delimiter = "\t"
+    return delimiter, TypingOptions(decimal=decimal, na_values=tuple(na_values or ()))
+
+
 def _prepared_data(
     data: Path | None,
     target: str | None,
@@ -611,23 +653,93 @@ def _prepared_data(
     missing: str,
     validation: float,
     seed: int,
+    *,
+    delimiter: str | None = None,
+    decimal: str | None = None,
+    na_values: list[str] | None = None,
+    keep: list[str] | None = None,
+    drop: list[str] | None = None,
+    ids: list[str] | None = None,
+    unknown: str = "ignore",
+    show: bool = True,
 ) -> PreparedData:
     from softclass.data import load_bundled, read_table
     from softclass.jobs.compare import prepare_table
 
-    table = load_bundled("iris") if data is None else read_table(data)
-    prepared = prepare_table(
-        table,
-        target,
-        normalization=normalize,
-        divisors=_parse_divisors(divide),
-        missing=missing,
-        validation_fraction=validation,
-        seed=seed,
-    )
-    for warning in prepared.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    delimiter, typing = _read_options(delimiter, decimal, na_values)
+    with (
+        err_console.status(f"reading and typing {'the bundled Iris' if data is None else data} …")
+        if show and err_console.is_terminal
+        else contextlib.nullcontext()
+    ):
+        table = (
+            load_bundled("iris")
+            if data is None
+            else read_table(data, delimiter=delimiter, typing=typing, raw=True)
+        )
+        prepared = prepare_table(
+            table,
+            target,
+            normalization=normalize,
+            divisors=_parse_divisors(divide),
+            missing=missing,
+            validation_fraction=validation,
+            seed=seed,
+            keep=keep or (),
+            drop=drop or (),
+            ids=ids or (),
+            typing=typing,
+            unknown=unknown,
+            source="the bundled Iris" if data is None else str(data),
+        )
+    if show:
+        _print_typing_table(prepared.recipe)
+        for warning in prepared.warnings:
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     return prepared
+
+
+_SHOWN_COLUMNS = 40
+"""Rows of the typing table printed; the rest are summarized."""
+
+
+def _print_typing_table(recipe) -> None:
+    """The typing table: each column's type, missing and distinct counts, and what is done."""
+    from rich import box
+    from rich.table import Table
+
+    classes = ", ".join(recipe.classes[:8]) + (
+        f" … and {recipe.n_classes - 8} more" if recipe.n_classes > 8 else ""
+    )
+    console.print(
+        f"{len(recipe.columns)} columns; target {recipe.target!r}: {recipe.n_classes} classes "
+        f"({classes}); {recipe.n_features} features",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("column", "type", "missing", "distinct", "use"):
+        table.add_column(column, justify="right" if column in ("missing", "distinct") else "left")
+    for info in recipe.columns[:_SHOWN_COLUMNS]:
+        kind = info.type.kind
+        if kind == "number" and info.type.decimal != ".":
+            kind += f" (decimal {info.type.decimal!r})"
+        elif kind == "date" and info.type.date_format:
+            kind += f" ({info.type.date_format})"
+        style = {"target": "bold", "dropped": "dim"}.get(info.role, "")
+        table.add_row(
+            escape(info.name),
+            kind,
+            str(info.n_missing),
+            str(info.n_distinct),
+            f"[{style}]{escape(info.action)}[/]" if style else escape(info.action),
+        )
+    console.print(table)
+    if len(recipe.columns) > _SHOWN_COLUMNS:
+        console.print(
+            f"  … and {len(recipe.columns) - _SHOWN_COLUMNS} more columns (--json lists all)",
+            highlight=False,
+        )
 
 
 @contextlib.contextmanager
@@ -794,6 +906,13 @@ def compare(
     patience: _Patience = None,
     stopping: _Stopping = TABLE.stopping_fraction,
     threads: _Threads = 0,
+    delimiter: _Delimiter = None,
+    decimal: _Decimal = None,
+    na_values: _NaValues = None,
+    keep: _Keep = None,
+    drop: _Drop = None,
+    id_columns: _Id = None,
+    unknown: _Unknown = "ignore",
 ) -> None:
     """Train the same network with designs A-D on the same data, split and seed; compare them."""
     import datetime
@@ -819,7 +938,23 @@ def compare(
         precision=precision,
     )
     with _distributed_context(device) as context:
-        prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+        prepared = _prepared_data(
+            data,
+            target,
+            normalize,
+            divide,
+            missing,
+            validation,
+            seed,
+            delimiter=delimiter,
+            decimal=decimal,
+            na_values=na_values,
+            keep=keep,
+            drop=drop,
+            ids=id_columns,
+            unknown=unknown,
+            show=context.is_main and not json_output,
+        )
         if out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"compare-{stamp}"
@@ -847,7 +982,8 @@ def compare(
         if not context.is_main:
             return
         if json_output:
-            _write_stdout(json.dumps(result.to_dict()) + "\n")
+            report = {"columns": prepared.recipe.typing_table(), **result.to_dict()}
+            _write_stdout(json.dumps(report) + "\n")
             return
         _print_comparison(result, "the bundled Iris" if data is None else str(data))
 
@@ -1040,6 +1176,13 @@ def train(
     validation: _Validation = 0.2,
     patience: _Patience = None,
     threads: _Threads = 0,
+    delimiter: _Delimiter = None,
+    decimal: _Decimal = None,
+    na_values: _NaValues = None,
+    keep: _Keep = None,
+    drop: _Drop = None,
+    id_columns: _Id = None,
+    unknown: _Unknown = "ignore",
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable)."""
     from softclass.errors import TrainingDiverged
@@ -1064,7 +1207,23 @@ def train(
         precision=precision,
     )
     with _distributed_context(device) as context:
-        prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
+        prepared = _prepared_data(
+            data,
+            target,
+            normalize,
+            divide,
+            missing,
+            validation,
+            seed,
+            delimiter=delimiter,
+            decimal=decimal,
+            na_values=na_values,
+            keep=keep,
+            drop=drop,
+            ids=id_columns,
+            unknown=unknown,
+            show=context.is_main,
+        )
         try:
             with (
                 _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
@@ -1138,9 +1297,30 @@ def predict(
             "U+FFFD.",
         ),
     ] = False,
+    on_error: Annotated[
+        str,
+        typer.Option(
+            "--on-error",
+            help="A row with a bad cell: error (stop) or skip (report it, predict the others).",
+        ),
+    ] = "error",
+    unknown: _Unknown = "ignore",
+    accuracy: Annotated[
+        bool,
+        typer.Option(
+            "--accuracy",
+            help="Measure accuracy on the target column (else the column is ignored).",
+        ),
+    ] = False,
+    delimiter: _Delimiter = None,
 ) -> None:
-    """Class probabilities and the predicted class name for each row of a table."""
+    """Class probabilities and the predicted class name for each row of a table.
+
+    The row column counts rows as every message does: header = row 1, first data row = 2.
+    """
     import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from softclass.data import read_table
     from softclass.errors import ConfigError
@@ -1152,7 +1332,29 @@ def predict(
     if output_format not in ("csv", "json"):
         raise ConfigError(f"--format {output_format!r}: expected csv or json")
     saved = load_model(model_dir)
-    prediction = predict_table(saved, read_table(data))
+    delimiter, _ = _read_options(delimiter, None, None)
+    live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
+    with err_console.status(f"reading {data} …") if live else contextlib.nullcontext():
+        table = read_table(data, delimiter=delimiter, raw=True)
+    with Progress(
+        "predicting",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not live,
+    ) as bar:
+        task = bar.add_task("predict", total=table.height)
+        prediction = predict_table(
+            saved,
+            table,
+            on_error=on_error,
+            unknown=unknown,
+            accuracy=accuracy,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            source=str(data),
+        )
     for warning in prediction.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if output_format == "csv":
@@ -1168,9 +1370,10 @@ def predict(
             interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
             raise
     if prediction.accuracy is not None:
+        counted = prediction.table.height - prediction.unknown_labels
         err_console.print(
-            f"accuracy {prediction.accuracy:.3f} on {prediction.table.height} rows with a "
-            f"{saved.recipe.target!r} column",
+            f"accuracy {prediction.accuracy:.3f} on {counted} rows with a known class in "
+            f"{saved.recipe.target!r}",
             highlight=False,
             soft_wrap=True,
         )

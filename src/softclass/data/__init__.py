@@ -4,30 +4,43 @@ Typical use::
 
     from softclass.data import Recipe, read_table, stratified_split
 
-    table = read_table("people.csv")                  # typed polars DataFrame
-    recipe = Recipe.fit(table, target="city")         # zscore, one-hot, sorted classes
+    table = read_table("people.csv", raw=True)        # every cell as text
+    recipe = Recipe.fit(table, target="city")         # types, zscore, one-hot, sorted classes
+    recipe.typing_table()                             # each column: kind, role, action, counts
     prepared = recipe.prepare(table)                  # features (N, F) float32, targets (N,) int64
     train_rows, validation_rows = stratified_split(prepared.targets, 0.2, seed=0)
     recipe.save("model/recipe.json")
     ...
     recipe = Recipe.load("model/recipe.json")
-    features = recipe.transform(read_table("new_people.csv"))
+    prepared = recipe.prepare(read_table("new_people.csv", raw=True), on_error="skip")
     names = recipe.decode(probabilities.argmax(dim=1))
 
-Modules: :mod:`~softclass.data.reading` (files), :mod:`~softclass.data.column_types` (numeric or
-categorical, money parsing), :mod:`~softclass.data.recipe` (normalization, encoding, missing
-values, save/load), :mod:`~softclass.data.split` (stratified split), :mod:`~softclass.data.bundled`
-(iris, people) and :mod:`~softclass.data.messages` (how errors name rows and columns).
+Modules: :mod:`~softclass.data.reading` (files), :mod:`~softclass.data.column_types` (number,
+boolean, date or text; decorated numbers), :mod:`~softclass.data.recipe` (roles, normalization,
+encoding, missing values, unknown categories, save/load), :mod:`~softclass.data.split`
+(stratified split), :mod:`~softclass.data.bundled` (iris, people) and
+:mod:`~softclass.data.messages` (how errors name rows and columns).
 """
 
 from softclass.data.bundled import BUNDLED_NAMES, PEOPLE_DIVISORS, bundled_path, load_bundled
-from softclass.data.column_types import MISSING_MARKERS, type_columns
-from softclass.data.reading import TABLE_SUFFIXES, read_table
+from softclass.data.column_types import (
+    DECIMAL_MARKS,
+    KINDS,
+    MISSING_MARKERS,
+    ColumnType,
+    TypingOptions,
+    infer_types,
+    type_columns,
+)
+from softclass.data.reading import DELIMITERS, MAX_LINE_BYTES, TABLE_SUFFIXES, read_table
 from softclass.data.recipe import (
+    ERROR_POLICIES,
     MISSING_POLICIES,
     NORMALIZATIONS,
     RECIPE_VERSION,
+    UNKNOWN_POLICIES,
     CategoricalFeature,
+    ColumnInfo,
     NumericFeature,
     PreparedTable,
     Recipe,
@@ -36,17 +49,27 @@ from softclass.data.split import stratified_split
 
 __all__ = [
     "BUNDLED_NAMES",
+    "DECIMAL_MARKS",
+    "DELIMITERS",
+    "ERROR_POLICIES",
+    "KINDS",
+    "MAX_LINE_BYTES",
     "MISSING_MARKERS",
     "MISSING_POLICIES",
     "NORMALIZATIONS",
     "PEOPLE_DIVISORS",
     "RECIPE_VERSION",
     "TABLE_SUFFIXES",
+    "UNKNOWN_POLICIES",
     "CategoricalFeature",
+    "ColumnInfo",
+    "ColumnType",
     "NumericFeature",
     "PreparedTable",
     "Recipe",
+    "TypingOptions",
     "bundled_path",
+    "infer_types",
     "load_bundled",
     "read_table",
     "stratified_split",

@@ -1,50 +1,165 @@
-"""Column typing: every column of a table is either numeric or categorical.
+"""Column typing: what each column of a table holds, and how its cells are read.
 
-The rule, applied to each column after reading:
+Every column gets one :class:`ColumnType` of a kind in :data:`KINDS`:
 
-* Missing cells are empty (or blank) cells and the markers ``NA``, ``N/A``, ``null``, ``NULL``
-  and ``?``; they become nulls and do not count toward the column's kind.
-* A text cell is a number when it is a decimal number with an optional sign, an optional
-  currency sign (``$``, ``€``, ``£``, before or after the sign), optional thousands separators
-  (commas in groups of three), an optional fraction and exponent — ``$72,000``, ``$72000``,
-  ``1,234.5``, ``-$5``, ``1e-3`` — or ``nan``/``inf``/``infinity`` with an optional sign (kept as
-  non-finite floats, which the recipe later rejects by row and column).
-* A column is **numeric** (``Float64``) when every non-missing cell is a number, and
-  **categorical** (``String``) when no non-missing cell is. A column holding both is an error that
-  names the first cell of the minority kind: ``row 17, column 'income': 'abc' is not a number``.
-  A column with no values at all is numeric (all null).
-* Columns already typed (Parquet, or a DataFrame built in code): integers, floats and decimals are
-  numeric; booleans become the categories ``"true"``/``"false"``; other types (dates, lists,
-  binary …) are an error naming the column.
+* ``"number"`` — every present cell is a number. Besides plain numbers (``-2.5``, ``1e-3``,
+  ``nan``, ``inf``) a text cell may carry a currency symbol or code before or after the number
+  (``$72,000``, ``-$5``, ``12,50 €``, ``CHF 1'234.50``), thousands separators in groups of
+  three (``,`` ``.`` space or apostrophe, never the decimal mark), a decimal comma (``1.234,56``,
+  ``3,5``) and a percent sign (``45%`` is 0.45). Digits of any script are read (``５.１`` is
+  5.1). The decimal mark of a column is ``.`` or ``,``: given by :class:`TypingOptions`
+  (``--decimal``) or detected per column when only one reading fits every cell; when both fit
+  and they give different values (``1,234``), ``.`` is used and :func:`infer_types` says so.
+* ``"boolean"`` — every present cell is one of the pairs true/false, yes/no, t/f, y/n (any
+  case); read as 1.0 and 0.0.
+* ``"date"`` — every present cell is a date or date-time in one of :data:`DATE_FORMATS` (the
+  first format that reads every cell is used), or the column is a Parquet date/date-time.
+* ``"text"`` — no present cell is a number: the cells are category names.
+
+Missing cells are empty or blank cells and the markers :data:`MISSING_MARKERS` (plus
+``TypingOptions.na_values``, ``--na-values``); they become nulls and do not count toward the
+kind. A text column where numbers and other text mix is an error naming the first cell of the
+minority kind (``row 17, column 'income': 'abc' is not a number``). A column with no values at
+all is a number column (all null). Parquet columns keep their type: integers, floats and decimals
+are numbers, booleans booleans, dates and date-times dates; other types (lists, binary…) are an
+error naming the column.
+
+Everything is done with polars expressions over whole columns (no per-cell Python); plain
+numbers take a single cast, decorated ones a regular-expression check and a rewrite.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
 import polars as pl
 
-from softclass.data.messages import row_number
+from softclass.data.messages import clip, row_number
 from softclass.errors import DataError
 
 MISSING_MARKERS = ("", "NA", "N/A", "null", "NULL", "?")
 """Cell texts (after stripping surrounding blanks) that mean "no value"."""
 
-_CURRENCY = "[$€£]"
-_INTEGER_PART = r"(?:\d{1,3}(?:,\d{3})+|\d+)"
-_MANTISSA = rf"(?:{_INTEGER_PART}(?:\.\d*)?|\.\d+)"
-_FINITE_NUMBER = rf"^(?:[+-]?{_CURRENCY}?|{_CURRENCY}[+-]?){_MANTISSA}(?:[eE][+-]?\d+)?$"
-_NON_FINITE_NUMBER = r"(?i)^[+-]?(?:nan|inf|infinity)$"
-_DECORATION = rf"{_CURRENCY}|,"
+NUMBER, BOOLEAN, DATE, TEXT = "number", "boolean", "date", "text"
+KINDS = (NUMBER, BOOLEAN, DATE, TEXT)
+"""The kinds of column, in the order of the module docstring."""
 
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
+DECIMAL_MARKS = (".", ",")
+"""Accepted decimal marks (``--decimal``)."""
+
+BOOLEAN_PAIRS = (("true", "false"), ("yes", "no"), ("t", "f"), ("y", "n"))
+"""Texts (compared lower-case) a boolean column may hold: (true text, false text)."""
+
+DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y/%m/%d",
+    "%d.%m.%Y",
+    "%m/%d/%Y",
+    "%d/%m/%Y",
+)
+"""Date and date-time formats (polars/chrono ``strptime`` syntax) tried in this order."""
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32: features are float32, so larger magnitudes cannot be used."""
+
+_CURRENCY_SYMBOLS = "$€£¥₹₩₽₺₪₫₱₴₦₿"
+_CURRENCY_CODES = "USD|EUR|GBP|JPY|CHF|CAD|AUD|NZD|CNY|INR|SEK|NOK|DKK|PLN|CZK|BRL|MXN|ZAR"
+_CURRENCY = rf"(?:[{_CURRENCY_SYMBOLS}]|(?:{_CURRENCY_CODES}))"
+_SPACES = "\u0020\u00a0\u2009\u202f"
+_THOUSANDS = {".": f",'’{_SPACES}", ",": f".'’{_SPACES}"}
+_DATE_LIKE = r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
+_NON_ASCII_DIGIT = r"[\p{Nd}--0-9]"
+_GROUPED_THOUSANDS = re.compile(r"^[+-]?[1-9][0-9]{0,2}\.[0-9]{3}$")
+_SAMPLE = 256  # cells checked first, so that a column of another kind costs little
 
 
-def type_columns(table: pl.DataFrame, source: str = "the table") -> pl.DataFrame:
-    """Return ``table`` with each column typed numeric (``Float64``) or categorical (``String``).
+@dataclass(frozen=True)
+class TypingOptions:
+    """How text cells are read (``--decimal``, ``--na-values``).
+
+    Attributes:
+        decimal: ``"."`` or ``","`` for every number column, or None to detect per column.
+        na_values: extra cell texts meaning "missing", besides :data:`MISSING_MARKERS`.
+    """
+
+    decimal: str | None = None
+    na_values: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.decimal is not None and self.decimal not in DECIMAL_MARKS:
+            raise DataError(
+                f"--decimal {self.decimal!r} is not a decimal mark; expected '.' or ','"
+            )
+
+    @property
+    def missing_markers(self) -> tuple[str, ...]:
+        """Every cell text read as missing."""
+        return (*MISSING_MARKERS, *(value.strip() for value in self.na_values))
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """What a column holds and how its text cells are read.
+
+    Attributes:
+        name: the column name.
+        kind: one of :data:`KINDS`.
+        decimal: the decimal mark of a number column's text cells.
+        date_format: the format of a date column's text cells (None: typed cells or no text).
+        boolean_texts: (true, false) texts of a boolean column's text cells.
+        note: what the user should know about the typing (an ambiguous decimal mark…), or "".
+    """
+
+    name: str
+    kind: str
+    decimal: str = "."
+    date_format: str | None = None
+    boolean_texts: tuple[str, str] = ("true", "false")
+    note: str = field(default="", compare=False)
+
+    @property
+    def dtype(self) -> pl.DataType:
+        """The polars type of the typed column."""
+        return {NUMBER: pl.Float64, BOOLEAN: pl.Boolean, DATE: pl.Datetime, TEXT: pl.String}[
+            self.kind
+        ]()
+
+
+@dataclass(frozen=True)
+class BadCells:
+    """Cells that could not be read by their column's type: 0-based rows, column, text."""
+
+    rows: pl.Series
+    column: str
+    texts: pl.Series
+    problem: str
+
+    def message(self, source: str) -> str:
+        """One line naming the first cell and how many more there are."""
+        more = f" (and {self.rows.len() - 1} more in this column)" if self.rows.len() > 1 else ""
+        return (
+            f"{source}: row {row_number(int(self.rows[0]))}, column {self.column!r}: "
+            f"{clip(repr(self.texts[0]))} {self.problem}{more}"
+        )
+
+
+def type_columns(
+    table: pl.DataFrame, source: str = "the table", options: TypingOptions | None = None
+) -> pl.DataFrame:
+    """Return ``table`` with each column typed: Float64, Boolean, Datetime or String.
 
     Args:
-        table: any polars DataFrame; text columns are parsed by the rule in the module docstring.
+        table: any polars DataFrame; text columns are typed by the module's rule.
         source: where the table came from (a file name), used in error messages.
+        options: decimal mark and extra missing markers.
 
     Returns:
         A DataFrame with the same column names and rows; missing cells are null.
@@ -52,88 +167,408 @@ def type_columns(table: pl.DataFrame, source: str = "the table") -> pl.DataFrame
     Raises:
         DataError: a column mixes numbers and text, or has a type softclass cannot use.
     """
-    return table.with_columns(
-        [typed_column(table.get_column(name), source) for name in table.columns]
+    return pl.DataFrame(
+        [type_column(table.get_column(name), source, options)[1] for name in table.columns]
     )
 
 
-def column_kind(column: pl.Series) -> str:
-    """``"numeric"`` or ``"categorical"`` for a column returned by :func:`type_columns`."""
-    return NUMERIC if column.dtype.is_numeric() else CATEGORICAL
-
-
-def typed_column(column: pl.Series, source: str = "the table") -> pl.Series:
-    """One column typed by the module's rule: a ``Float64`` or a ``String`` series."""
-    dtype = column.dtype
-    if dtype.is_numeric():
-        return column.cast(pl.Float64)
-    if dtype == pl.Null:
-        return column.cast(pl.Float64)
-    if dtype == pl.Boolean:
-        return column.cast(pl.String)
-    if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
-        return _typed_text_column(column.cast(pl.String), source)
-    raise DataError(
-        f"{source}: column {column.name!r} has type {dtype}, which softclass cannot use; "
-        "expected numbers or text"
-    )
-
-
-def parse_numbers(column: pl.Series, source: str = "the table") -> pl.Series:
-    """Parse a text column that must hold numbers (missing cells become null) into ``Float64``.
+def infer_types(
+    table: pl.DataFrame, source: str = "the table", options: TypingOptions | None = None
+) -> tuple[ColumnType, ...]:
+    """The :class:`ColumnType` of every column of ``table``, in table order.
 
     Raises:
-        DataError: naming the first cell that is not a number, its row and column.
+        DataError: a column mixes numbers and text, or has a type softclass cannot use.
     """
-    text = _with_missing_as_null(column.cast(pl.String))
-    is_number = _is_number(text)
-    not_number = text.is_not_null() & ~is_number
-    if not_number.any():
-        index = int(not_number.arg_true()[0])
+    options = options or TypingOptions()
+    return tuple(
+        infer_column_type(table.get_column(name), source, options) for name in table.columns
+    )
+
+
+def infer_column_type(
+    column: pl.Series, source: str = "the table", options: TypingOptions | None = None
+) -> ColumnType:
+    """The :class:`ColumnType` of one column (see the module docstring for the rule)."""
+    return type_column(column, source, options)[0]
+
+
+def type_column(
+    column: pl.Series, source: str = "the table", options: TypingOptions | None = None
+) -> tuple[ColumnType, pl.Series]:
+    """Infer a column's type and read it by that type in one go (each cell parsed once).
+
+    Returns:
+        ``(column type, typed column)``, the typed column as :func:`read_column` gives it.
+
+    Raises:
+        DataError: the column mixes numbers and text, or has a type softclass cannot use.
+    """
+    options = options or TypingOptions()
+    dtype = column.dtype
+    name = column.name
+    if dtype.is_numeric() or dtype == pl.Null:
+        return ColumnType(name, NUMBER), column.cast(pl.Float64)
+    if dtype == pl.Boolean:
+        return ColumnType(name, BOOLEAN), column
+    if dtype.is_temporal() and dtype != pl.Time and dtype != pl.Duration:
+        return ColumnType(name, DATE), column.cast(pl.Datetime("us"))
+    if dtype not in (pl.String, pl.Categorical) and not isinstance(dtype, pl.Enum):
         raise DataError(
-            f"{source}: row {row_number(index)}, column {column.name!r}: "
-            f"{text[index]!r} is not a number"
+            f"{source}: column {name!r} has type {dtype}, which softclass cannot use; "
+            "expected numbers, booleans, dates or text"
         )
-    return _number_values(text)
+    plain = _plain_numbers(column, options.decimal, options.missing_markers)
+    if plain is not None:
+        return ColumnType(name, NUMBER, note=_three_decimals_note(column, plain)), plain
+    text = present_text(column, options.missing_markers)
+    if text.null_count() == text.len():
+        return ColumnType(name, NUMBER), text.cast(pl.Float64)
+    number = _number_type(text, options.decimal)
+    if number is not None:
+        decimal, note, values = number
+        return ColumnType(name, NUMBER, decimal=decimal, note=note), values.alias(name)
+    distinct = text.drop_nulls().unique()
+    lowered = set(distinct.str.to_lowercase().to_list()) if distinct.len() <= 2 else set()
+    for pair in BOOLEAN_PAIRS:
+        if lowered and lowered <= set(pair):
+            column_type = ColumnType(name, BOOLEAN, boolean_texts=pair)
+            return column_type, _read_present_text(text, column_type)[0]
+    date_format = _date_format(distinct)
+    if date_format is not None:
+        column_type = ColumnType(name, DATE, date_format=date_format)
+        return column_type, _read_present_text(text, column_type)[0]
+    _check_not_mixed(text, distinct, options.decimal, source)
+    return ColumnType(name, TEXT), text
 
 
-def parse_categories(column: pl.Series) -> pl.Series:
-    """A column as category texts: stripped ``String`` values, missing markers turned to null."""
-    return _with_missing_as_null(column.cast(pl.String))
+def apply_types(
+    table: pl.DataFrame,
+    types: Sequence[ColumnType],
+    source: str = "the table",
+    options: TypingOptions | None = None,
+) -> pl.DataFrame:
+    """The columns named by ``types``, read by their types (raw text or already typed).
+
+    Raises:
+        DataError: naming the first cell that its column's type cannot read.
+    """
+    markers = (options or TypingOptions()).missing_markers
+    columns = []
+    for column_type in types:
+        typed, bad = read_column(table.get_column(column_type.name), column_type, markers)
+        if bad is not None:
+            raise DataError(bad.message(source))
+        columns.append(typed)
+    return pl.DataFrame(columns)
 
 
-def _typed_text_column(column: pl.Series, source: str) -> pl.Series:
-    text = _with_missing_as_null(column)
-    is_number = _is_number(text)
+def read_column(
+    column: pl.Series, column_type: ColumnType, missing_markers: Sequence[str] = MISSING_MARKERS
+) -> tuple[pl.Series, BadCells | None]:
+    """Read one column by its type: the typed column (unreadable cells null) and the bad cells.
+
+    Returns:
+        ``(typed, bad)``: ``typed`` has the dtype of ``column_type``; ``bad`` is None when every
+        present cell was read, else the cells that were not (they are null in ``typed``).
+    """
+    kind = column_type.kind
+    dtype = column.dtype
+    if kind == TEXT:
+        if dtype == pl.String:
+            return present_text(column, missing_markers), None
+        return present_text(column.cast(pl.String), missing_markers), None
+    if kind == NUMBER and (dtype.is_numeric() or dtype == pl.Null):
+        return column.cast(pl.Float64), None
+    if kind == BOOLEAN and dtype == pl.Boolean:
+        return column, None
+    if kind == DATE and dtype.is_temporal():
+        return column.cast(pl.Datetime("us")), None
+    if kind == NUMBER and column_type.decimal == "." and dtype == pl.String:
+        plain = _plain_numbers(column, ".", tuple(missing_markers))
+        if plain is not None:
+            return plain, None
+    if dtype.is_numeric() and kind == BOOLEAN:
+        text = column.cast(pl.String)
+    elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+        text = present_text(column.cast(pl.String), missing_markers)
+    else:
+        text = None
+    if text is None:
+        typed = pl.Series(column.name, [None] * column.len(), dtype=column_type.dtype)
+        bad_rows = column.is_not_null()
+        problem = f"has type {dtype}, not the {kind} the model was trained on"
+        return typed, BadCells(
+            bad_rows.arg_true(), column.name, column.cast(pl.String).filter(bad_rows), problem
+        )
+    return _read_present_text(text, column_type)
+
+
+def _read_present_text(
+    text: pl.Series, column_type: ColumnType
+) -> tuple[pl.Series, BadCells | None]:
+    """Read a stripped text column (missing cells null) by a number, boolean or date type."""
+    kind = column_type.kind
+    if kind == NUMBER:
+        typed = parse_number_text(text, column_type.decimal)
+        problem = "is not a number"
+    elif kind == BOOLEAN:
+        lowered = text.str.to_lowercase()
+        true_text, false_text = column_type.boolean_texts
+        typed = (
+            pl.when(lowered == true_text)
+            .then(True)
+            .when(lowered == false_text)
+            .then(False)
+            .otherwise(None)
+        )
+        typed = pl.select(typed.alias(text.name)).to_series()
+        problem = f"is not {true_text!r} or {false_text!r}"
+    else:
+        typed = _parse_dates(text, column_type.date_format)
+        problem = f"is not a date in the format {column_type.date_format}"
+    bad_rows = text.is_not_null() & typed.is_null()
+    if not bad_rows.any():
+        return typed.alias(text.name), None
+    return typed.alias(text.name), BadCells(
+        bad_rows.arg_true(), text.name, text.filter(bad_rows), problem
+    )
+
+
+def present_text(column: pl.Series, missing_markers: Sequence[str] = MISSING_MARKERS) -> pl.Series:
+    """A text column with surrounding blanks stripped and missing markers turned to null."""
+    stripped = column.cast(pl.String).str.strip_chars()
+    is_missing = stripped.is_in(list(missing_markers))
+    if not is_missing.any():
+        return stripped
+    return stripped.zip_with(~is_missing, pl.Series([None], dtype=pl.String))
+
+
+def parse_number_text(text: pl.Series, decimal: str = ".") -> pl.Series:
+    """Numbers of a stripped text column (null: missing or not a number) as ``Float64``."""
+    if decimal == ".":
+        plain = text.cast(pl.Float64, strict=False)
+        failed = text.is_not_null() & plain.is_null()
+        if not failed.any():
+            return plain
+        return plain.zip_with(~failed, _decorated_values(text, decimal))
+    return _decorated_values(text, decimal)
+
+
+def kind_of(column: pl.Series) -> str:
+    """The kind of a column returned by :func:`type_columns` (from its dtype)."""
+    dtype = column.dtype
+    if dtype == pl.Boolean:
+        return BOOLEAN
+    if dtype.is_temporal():
+        return DATE
+    return NUMBER if dtype.is_numeric() or dtype == pl.Null else TEXT
+
+
+# -- numbers -----------------------------------------------------------------------------------
+
+
+@cache
+def _number_pattern(decimal: str) -> str:
+    """An anchored regex for one decorated number with ``decimal`` as the decimal mark."""
+    separators = "".join("\\" + mark if mark in ".'" else mark for mark in _THOUSANDS[decimal])
+    escaped = "\\" + decimal if decimal == "." else decimal
+    integer = rf"(?:[0-9]{{1,3}}(?:[{separators}][0-9]{{3}})+|[0-9]+)"
+    mantissa = rf"(?:{integer}(?:{escaped}[0-9]*)?|{escaped}[0-9]+)"
+    blank = f"[{_SPACES}]?"
+    prefix = rf"(?:[+-]?{_CURRENCY}{blank}|{_CURRENCY}{blank}[+-]?|[+-]?)"
+    suffix = rf"(?:{blank}{_CURRENCY})?"
+    return rf"^{prefix}{mantissa}(?:[eE][+-]?[0-9]+)?{suffix}{blank}%?$"
+
+
+@cache
+def _digit_map() -> tuple[list[str], list[str]]:
+    """Every non-ASCII decimal digit and its ASCII digit, for ``str.replace_many``."""
+    digits = [chr(code) for code in range(128, 0x110000) if unicodedata.category(chr(code)) == "Nd"]
+    return digits, [str(unicodedata.digit(digit)) for digit in digits]
+
+
+def _ascii_digits(text: pl.Series) -> pl.Series:
+    """``text`` with digits of other scripts (``５``, ``٣``) as ASCII digits, NFKC-normalized."""
+    if not (text.str.len_bytes() != text.str.len_chars()).any():
+        return text  # pure ASCII: nothing to translate
+    if not text.str.contains(_NON_ASCII_DIGIT).any():
+        return text
+    source, target = _digit_map()
+    return text.str.normalize("NFKC").str.replace_many(source, target)
+
+
+def _matches(text: pl.Series, decimal: str) -> pl.Series:
+    """Boolean per cell: a number with ``decimal`` as the decimal mark (null cells: False)."""
+    return _ascii_digits(text).str.contains(_number_pattern(decimal)).fill_null(False)
+
+
+def _all_match(values: pl.Series, decimal: str) -> bool:
+    """Every value is a number with ``decimal`` as the mark (a small sample is checked first)."""
+    if not bool(_matches(values.head(_SAMPLE), decimal).all()):
+        return False
+    return bool(_matches(values, decimal).all())
+
+
+def _decorated_values(text: pl.Series, decimal: str, checked: bool = False) -> pl.Series:
+    """Values of decorated numbers; cells that are not such numbers become null.
+
+    ``checked``: every present cell is known to match the pattern (skips the check).
+    """
+    text = _ascii_digits(text)
+    digits_only = text.str.replace_all(_CURRENCY, "").str.replace_all(
+        f"[{_THOUSANDS[decimal]}%]", ""
+    )
+    if decimal == ",":
+        digits_only = digits_only.str.replace(",", ".", literal=True)
+    values = digits_only.cast(pl.Float64, strict=False)
+    percent = text.str.ends_with("%").fill_null(False)
+    if percent.any():
+        values = values.zip_with(~percent, values * 0.01)
+    if checked:
+        return values
+    valid = text.str.contains(_number_pattern(decimal)).fill_null(False)
+    return values.zip_with(valid, pl.Series([None], dtype=pl.Float64))
+
+
+def _plain_numbers(
+    column: pl.Series, decimal: str | None, missing_markers: tuple[str, ...]
+) -> pl.Series | None:
+    """The values of a text column whose every cell is a plain number, else None.
+
+    The fast path of typing: one cast, no stripping, no regular expression. Not taken when a
+    missing marker is itself a number (``--na-values -999``) or the decimal mark is ``,``.
+    """
+    if decimal == "," or _has_number_marker(missing_markers):
+        return None
+    text = column if column.dtype == pl.String else column.cast(pl.String)
+    values = text.cast(pl.Float64, strict=False)
+    if values.null_count() != text.null_count() or text.null_count() == text.len():
+        return None
+    return values.alias(column.name)
+
+
+@cache
+def _has_number_marker(markers: tuple[str, ...]) -> bool:
+    """Whether a missing marker is itself a number (``-999``)."""
+    for marker in markers:
+        try:
+            float(marker)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+def _three_decimals_note(text: pl.Series, values: pl.Series) -> str:
+    """A note when every plain number could also be thousands written with '.' (``1.234``)."""
+    first = [cell for cell in text.head(8).to_list() if cell is not None]
+    if not all(_GROUPED_THOUSANDS.match(cell.strip()) for cell in first):
+        return ""  # decided by the first cells, without a polars call per column
+    for cells, numbers in ((text.head(_SAMPLE), values.head(_SAMPLE)), (text, values)):
+        text_cells = cells.cast(pl.String)
+        magnitude = numbers.abs()
+        looks_grouped = (
+            (text_cells.str.find(".", literal=True) == text_cells.str.len_bytes() - 4)
+            & (magnitude >= 1)
+            & (magnitude < 1000)
+            & ~text_cells.str.contains("e", literal=True)
+            & ~text_cells.str.contains("E", literal=True)
+        )
+        if not looks_grouped.all():  # missing cells (null) do not count
+            return ""
+    position = int(values.is_not_null().arg_true()[0])
+    example = text.cast(pl.String)[position]
+    return (
+        f"{clip(repr(example))} is read as {values[position]:g}; pass --decimal , if ',' is "
+        "the decimal mark"
+    )
+
+
+def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Series] | None:
+    """``(decimal mark, note, values)`` when every present cell of ``text`` is a number."""
+    present = text.drop_nulls()
+    if decimal is not None:
+        if not _all_match(present, decimal):
+            return None
+        return decimal, "", parse_number_text(text, decimal)
+    plain = text.cast(pl.Float64, strict=False)
+    failed = text.is_not_null() & plain.is_null()
+    if not failed.any():
+        return ".", _three_decimals_note(text, plain), plain
+    failed_text = text.filter(failed)
+    if _all_match(failed_text, "."):
+        values = plain.scatter(failed.arg_true(), _decorated_values(failed_text, ".", True))
+        note = _ambiguity_note(present) if _all_match(present, ",") else ""
+        return ".", note, values
+    if _all_match(present, ","):
+        return ",", "", _decorated_values(text, ",", True)
+    return None
+
+
+def _ambiguity_note(present: pl.Series) -> str:
+    """A note when reading ``present`` with ',' as decimal mark would give other values."""
+    differ = parse_number_text(present, ".") != parse_number_text(present, ",")
+    if not differ.any():
+        return ""
+    example = present.filter(differ)[0]
+    value = parse_number_text(pl.Series([example]), ".")[0]
+    return (
+        f"{clip(repr(example))} is read as {value:g}; pass --decimal , if ',' is the decimal mark"
+    )
+
+
+def _check_not_mixed(
+    text: pl.Series, distinct: pl.Series, decimal: str | None, source: str
+) -> None:
+    """Raise when a text column holds numbers too (the first cell of the minority kind)."""
+    marks = DECIMAL_MARKS if decimal is None else (decimal,)
+    is_number = _matches(distinct, marks[0])
+    for mark in marks[1:]:
+        is_number = is_number | _matches(distinct, mark)
+    if not is_number.any():
+        return
+    number_cells = text.is_in(distinct.filter(is_number).to_list()).fill_null(False)
     present = text.is_not_null()
     n_present = int(present.sum())
-    n_numbers = int((present & is_number).sum())
+    n_numbers = int(number_cells.sum())
     if n_numbers == n_present:
-        return _number_values(text)
-    if n_numbers == 0:
-        return text
+        point = _matches(text, ".")
+        index = int((present & ~point).arg_true()[0])
+        raise DataError(
+            f"{source}: column {text.name!r} writes numbers with '.' as decimal mark "
+            f"({clip(repr(text.filter(point)[0]))}) and with ',' ({clip(repr(text[index]))}, row "
+            f"{row_number(index)}); pass --decimal . or --decimal , to say which it is"
+        )
     if n_numbers * 2 >= n_present:
-        index = int((present & ~is_number).arg_true()[0])
+        index = int((present & ~number_cells).arg_true()[0])
         problem = "is not a number (the column's other values are numbers)"
     else:
-        index = int((present & is_number).arg_true()[0])
+        index = int(number_cells.arg_true()[0])
         problem = "is a number but the column's other values are text"
     raise DataError(
-        f"{source}: row {row_number(index)}, column {column.name!r}: {text[index]!r} {problem}; "
-        "a column must hold only numbers or only text (leave a cell empty for a missing value)"
+        f"{source}: row {row_number(index)}, column {text.name!r}: {clip(repr(text[index]))} "
+        f"{problem}; a column must hold only numbers or only text (leave a cell empty for a "
+        "missing value, or declare the marker with --na-values)"
     )
 
 
-def _with_missing_as_null(text: pl.Series) -> pl.Series:
-    stripped = text.str.strip_chars()
-    return stripped.zip_with(~stripped.is_in(MISSING_MARKERS), pl.Series([None], dtype=pl.String))
+# -- dates -------------------------------------------------------------------------------------
 
 
-def _is_number(text: pl.Series) -> pl.Series:
-    return (text.str.contains(_FINITE_NUMBER) | text.str.contains(_NON_FINITE_NUMBER)).fill_null(
-        False
-    )
+def _date_format(distinct: pl.Series) -> str | None:
+    """The first of :data:`DATE_FORMATS` reading every distinct text, or None."""
+    if distinct.len() == 0 or not bool(distinct.head(_SAMPLE).str.contains(_DATE_LIKE).all()):
+        return None
+    if not bool(distinct.str.contains(_DATE_LIKE).all()):
+        return None
+    for date_format in DATE_FORMATS:
+        if _parse_dates(distinct, date_format).null_count() == 0:
+            return date_format
+    return None
 
 
-def _number_values(text: pl.Series) -> pl.Series:
-    return text.str.replace_all(_DECORATION, "").cast(pl.Float64, strict=False)
+def _parse_dates(text: pl.Series, date_format: str | None) -> pl.Series:
+    if date_format is None:
+        return pl.Series(text.name, [None] * text.len(), dtype=pl.Datetime("us"))
+    return text.str.to_datetime(date_format, strict=False, time_unit="us", exact=True)

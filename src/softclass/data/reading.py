@@ -1,9 +1,18 @@
-"""Reading CSV and Parquet files into typed polars DataFrames, with errors a user can act on.
+"""Reading CSV and Parquet files into polars DataFrames, with errors a user can act on.
 
-CSV files are parsed by pyarrow (every cell read as text, then typed by
-:mod:`softclass.data.column_types`); Parquet files by pyarrow's Parquet reader. Every problem is
-a :class:`~softclass.errors.DataError` whose message starts with the file name and, where there is
-one, names the row (header = row 1, see :mod:`softclass.data.messages`) and the column.
+* **CSV** (``.csv``, ``.tsv``, ``.tab``, each optionally compressed: ``.gz``, ``.bz2``,
+  ``.zst``) is parsed by pyarrow's multi-threaded reader straight from the file, every cell as
+  text, then typed by :mod:`softclass.data.column_types`. The delimiter is ``--delimiter`` when
+  given, a tab for ``.tsv``/``.tab``, else sniffed from the first lines among
+  :data:`DELIMITERS` (the one that splits every line into the same number of fields, most fields
+  first; a comma when none does).
+* **Parquet** (``.parquet``, ``.pq``, or a directory of Parquet files — a dataset) is read by
+  pyarrow's Parquet reader; its typed columns stay typed.
+
+A row may be at most :data:`MAX_LINE_BYTES` long. Every problem is a
+:class:`~softclass.errors.DataError` whose message starts with the file name and, where there is
+one, names the row (header = row 1, see :mod:`softclass.data.messages`) and the column. The file
+is only scanned again (streaming, in constant memory) to explain a problem.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -18,67 +29,126 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
-from softclass.data.column_types import type_columns
-from softclass.data.messages import quoted_names
+from softclass.data.column_types import TypingOptions, type_columns
+from softclass.data.messages import clip, quoted_names
 from softclass.errors import DataError
 
-TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+TABLE_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".tab": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 """File name endings read_table understands (case-insensitive) and the format each means."""
 
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+"""Compressed CSV endings (after the table ending, e.g. ``data.csv.gz``) and their codec."""
 
-def read_table(path: str | Path) -> pl.DataFrame:
-    """Read a ``.csv`` or ``.parquet``/``.pq`` file into a typed DataFrame.
+DELIMITERS = (",", ";", "\t", "|")
+"""Delimiters the sniffer chooses from, in order of preference when several fit."""
 
-    A CSV file must be UTF-8 (a byte-order mark is allowed), comma-separated, with a header row
-    naming every column and the same number of fields on every row; blank lines are skipped and
-    values may be quoted (``"$72,000"``). Surrounding blanks of names and values are ignored.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""The longest CSV row softclass reads (16 MiB); a longer row is an error naming this limit."""
+
+_CHUNK_BYTES = 1024 * 1024
+_BLOCK_BYTES = 1024 * 1024  # pyarrow's block: rows up to this long parse fastest, in parallel
+_SNIFF_LINES = 50
+
+
+def read_table(
+    path: str | Path,
+    *,
+    delimiter: str | None = None,
+    typing: TypingOptions | None = None,
+    raw: bool = False,
+) -> pl.DataFrame:
+    """Read a CSV or Parquet file (or a directory of Parquet files) into a DataFrame.
+
+    A CSV file must be UTF-8 (a byte-order mark is allowed) with a header row naming every
+    column and the same number of fields on every row; blank lines are skipped and values may
+    be quoted (``"$72,000"``). Surrounding blanks of names and values are ignored.
+
+    Args:
+        path: the file or Parquet directory.
+        delimiter: the CSV field delimiter (one character); default: see the module docstring.
+        typing: decimal mark and extra missing markers for typing (``--decimal``,
+            ``--na-values``).
+        raw: return the cells untyped (CSV: every column ``String``; Parquet: as stored), for a
+            recipe to type them as it was fitted.
 
     Returns:
-        A DataFrame with one ``Float64`` (numeric) or ``String`` (categorical) column per header
-        name, typed by :func:`softclass.data.column_types.type_columns`; missing cells are null.
+        One column per header name, typed by :func:`softclass.data.column_types.type_columns`
+        (``Float64``, ``Boolean``, ``Datetime`` or ``String``; missing cells null) unless
+        ``raw``.
 
     Raises:
         DataError: the file is missing, empty, has no data rows, is not UTF-8, has a row with
-            more or fewer fields than the header, has empty or repeated column names, mixes
-            numbers and text in a column, or has an unsupported extension. The message names the
-            file and, where there is one, the row and column.
+            more or fewer fields than the header or longer than :data:`MAX_LINE_BYTES`, has empty
+            or repeated column names, mixes numbers and text in a column, or has an unsupported
+            extension. The message names the file and, where there is one, the row and column.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    if not path.is_file():
-        raise DataError(f"{path}: is a directory, not a table file")
-    file_format = TABLE_SUFFIXES.get(path.suffix.lower())
+    file_format, compression = _format_of(path)
+    if path.is_dir() and file_format != "parquet":
+        raise DataError(
+            f"{path}: is a directory, not a table file (a directory is read as a Parquet "
+            "dataset only when its name ends in .parquet or it holds .parquet files)"
+        )
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\n\r'):
+        raise DataError(
+            f"--delimiter {delimiter!r}: expected one character other than a quote or line break"
+        )
+    if file_format == "csv":
+        frame = pl.from_arrow(_read_csv(path, compression, delimiter))
+    else:
+        frame = _read_parquet(path)
+        _check_column_names(frame.columns, path)
+        if frame.height == 0:
+            raise DataError(
+                f"{path}: the table has a header ({quoted_names(frame.columns)}) but no data rows"
+            )
+    if raw:
+        return frame
+    return type_columns(frame, source=str(path), options=typing)
+
+
+def _format_of(path: Path) -> tuple[str, str | None]:
+    """``(table format, compression codec or None)`` from the file name (or directory)."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    compression = COMPRESSION_SUFFIXES.get(suffixes[-1]) if suffixes else None
+    table_suffix = suffixes[-2] if compression and len(suffixes) >= 2 else path.suffix.lower()
+    if compression:
+        table_suffix = suffixes[-2] if len(suffixes) >= 2 else ""
+    file_format = TABLE_SUFFIXES.get(table_suffix)
+    if path.is_dir() and (file_format == "parquet" or any(path.glob("*.parquet"))):
+        return "parquet", None
+    if file_format == "parquet" and compression:
+        file_format = None
     if file_format is None:
+        shown = "".join(path.suffixes[-2:]) if compression else path.suffix
         raise DataError(
-            f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; "
-            f"expected one of {', '.join(TABLE_SUFFIXES)}"
+            f"{path}: unsupported file type {shown or '(no extension)'!r}; expected one of "
+            f"{', '.join(TABLE_SUFFIXES)} (CSV also as {', '.join(COMPRESSION_SUFFIXES)}) or a "
+            "directory of .parquet files"
         )
-    arrow_table = _read_csv(path) if file_format == "csv" else _read_parquet(path)
-    _check_column_names(arrow_table.column_names, path)
-    if arrow_table.num_rows == 0:
-        raise DataError(
-            f"{path}: the table has a header ({quoted_names(arrow_table.column_names)}) "
-            "but no data rows"
-        )
-    return type_columns(pl.from_arrow(arrow_table), source=str(path))
+    return file_format, compression
 
 
-def _read_csv(path: Path) -> pa.Table:
-    raw = _read_bytes(path)
-    raw = raw.removeprefix(codecs.BOM_UTF8)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise DataError(
-            f"{path}: row {line}: byte 0x{raw[error.start]:02x} (byte offset {error.start}) is "
-            "not valid UTF-8; save the file with UTF-8 encoding"
-        ) from None
+def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.Table:
+    text = _head_text(path, compression)
     if not text.strip():
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
-    if raw.count(b'"') % 2:
-        problem = _structure_problem(text)
+    if delimiter is None:
+        suffix = path.name.lower().removesuffix("." + (compression or "")).rsplit(".", 1)[-1]
+        delimiter = "\t" if suffix in ("tsv", "tab") else _sniff_delimiter(text)
+    header, blank_lines = _header(text, delimiter, path)
+    names = [name.strip() for name in header]
+    _check_column_names(names, path)
+    if _odd_quote_count(path, compression):
+        problem = _structure_problem(path, compression, delimiter)
         if problem:
             raise DataError(f"{path}: {problem}")
     invalid_rows: list[pa_csv.InvalidRow] = []
@@ -87,105 +157,246 @@ def _read_csv(path: Path) -> pa.Table:
         invalid_rows.append(row)
         return "skip"
 
-    try:
-        # Column names are generated so that the header arrives as data row 0, as text; this
-        # keeps every cell a string whatever the header says.
-        table = pa_csv.read_csv(
-            io.BytesIO(raw),
-            read_options=pa_csv.ReadOptions(autogenerate_column_names=True),
+    generated = [f"f{position}" for position in range(len(names))]
+
+    def parse(block_size: int) -> pa.Table:
+        invalid_rows.clear()
+        return pa_csv.read_csv(
+            _open(path, compression),
+            read_options=pa_csv.ReadOptions(
+                column_names=generated,
+                skip_rows_after_names=blank_lines + 1,
+                block_size=block_size,
+            ),
             parse_options=pa_csv.ParseOptions(
-                newlines_in_values=True, invalid_row_handler=record_invalid_row
+                delimiter=delimiter,
+                newlines_in_values=True,
+                invalid_row_handler=record_invalid_row,
             ),
             convert_options=pa_csv.ConvertOptions(
-                column_types=_all_text(_header_width(text)), strings_can_be_null=False
+                column_types=dict.fromkeys(generated, pa.string()), strings_can_be_null=False
             ),
         )
-    except (pa.ArrowException, ValueError) as error:
-        problem = _structure_problem(text) or f"cannot be parsed as CSV: {error}"
-        raise DataError(f"{path}: {problem}") from None
+
+    try:
+        try:
+            table = parse(min(_BLOCK_BYTES, MAX_LINE_BYTES))
+        except pa.ArrowInvalid as error:
+            if "straddling" not in str(error) or MAX_LINE_BYTES <= _BLOCK_BYTES:
+                raise
+            table = parse(MAX_LINE_BYTES)  # a row longer than a block: larger blocks
+    except (pa.ArrowException, ValueError, OSError) as error:
+        raise DataError(_explain(error, path, compression, delimiter)) from None
     if invalid_rows:
         first = invalid_rows[0]
-        problem = _structure_problem(text) or (
+        problem = _structure_problem(path, compression, delimiter) or (
             f"a row has {_fields(first.actual_columns)} but the header has "
-            f"{first.expected_columns}: {first.text[:80]!r}"
+            f"{first.expected_columns}: {clip(repr(first.text), 80)}"
         )
         raise DataError(f"{path}: {problem}")
-    table = table.cast(pa.schema([(field.name, pa.string()) for field in table.schema]))
-    header = [str(name).strip() for name in table.slice(0, 1).to_pylist()[0].values()]
-    return table.slice(1).rename_columns(header)
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the table has a header ({quoted_names(names)}) but no data rows")
+    return table.rename_columns(names)
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def _open(path: Path, compression: str | None) -> pa.NativeFile:
     try:
-        return pa_parquet.read_table(path)
-    except (pa.ArrowException, OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable Parquet file: {error}") from None
+        return pa.input_stream(str(path), compression=compression)
+    except (OSError, pa.ArrowException) as error:
+        raise DataError(
+            f"{path}: cannot be read: {getattr(error, 'strerror', None) or error}"
+        ) from None
 
 
-def _read_bytes(path: Path) -> bytes:
+def _chunks(path: Path, compression: str | None) -> Iterator[bytes]:
+    """The decompressed bytes of the file, :data:`_CHUNK_BYTES` at a time."""
+    with _open(path, compression) as stream:
+        while True:
+            try:
+                chunk = stream.read(_CHUNK_BYTES)
+            except (OSError, pa.ArrowException) as error:
+                raise DataError(f"{path}: cannot be read: {error}") from None
+            if not chunk:
+                return
+            yield chunk
+
+
+def _head_text(path: Path, compression: str | None) -> str:
+    """The first :data:`MAX_LINE_BYTES` (decompressed) of the file as text, BOM removed."""
+    parts, size = [], 0
+    for chunk in _chunks(path, compression):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_LINE_BYTES:
+            break
+    head = b"".join(parts)[: MAX_LINE_BYTES + 1].removeprefix(codecs.BOM_UTF8)
+    # a head longer than MAX_LINE_BYTES tells _header that the file goes on
     try:
-        return path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read: {error.strerror or error}") from None
+        return head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start >= len(head) - 3 and error.reason == "unexpected end of data":
+            return head[: error.start].decode("utf-8")
+        raise DataError(_not_utf8(path, head, error.start, 0, 0)) from None
 
 
-def _header_width(text: str) -> int:
-    """Number of fields in the first non-blank record (0 when it cannot be told)."""
+def _not_utf8(path: Path, data: bytes, position: int, offset: int, lines_before: int) -> str:
+    line = lines_before + data.count(b"\n", 0, position) + 1
+    return (
+        f"{path}: row {line}: byte 0x{data[position]:02x} (byte offset {offset + position}) is "
+        "not valid UTF-8; save the file with UTF-8 encoding"
+    )
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter of :data:`DELIMITERS` that splits the first lines most consistently."""
+    lines = [line for line in text[: 64 * 1024].splitlines()[:_SNIFF_LINES] if line.strip()]
+    if len(lines) > 1 and len(text) > 64 * 1024:
+        lines = lines[:-1]  # the last line may be cut
+    best, best_width = ",", 1
+    for delimiter in DELIMITERS:
+        try:
+            widths = {len(fields) for fields in csv.reader(lines, delimiter=delimiter)}
+        except csv.Error:
+            continue
+        if len(widths) == 1 and (width := widths.pop()) > best_width:
+            best, best_width = delimiter, width
+    return best
+
+
+def _header(text: str, delimiter: str, path: Path) -> tuple[list[str], int]:
+    """The header fields and the number of blank lines before it.
+
+    ``text`` is the head of the file (:func:`_head_text`); a header that does not end within it
+    is longer than :data:`MAX_LINE_BYTES`.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    blank = 0
     try:
-        for fields in csv.reader(io.StringIO(text, newline="")):
-            if fields:
-                return len(fields)
-    except csv.Error:
-        return 0
-    return 0
+        for fields in reader:
+            if len(fields) > 1 or any(field.strip() for field in fields):
+                truncated = len(text) >= MAX_LINE_BYTES // 4 and len(text.encode()) > MAX_LINE_BYTES
+                if truncated and text.count("\n") < reader.line_num:
+                    raise DataError(f"{path}: {_long_line_message(blank + 1)}")
+                return fields, blank
+            blank += 1
+    except csv.Error as error:
+        raise DataError(
+            f"{path}: row {blank + 1}: the header row cannot be read as CSV ({error})"
+        ) from None
+    raise DataError(f"{path}: the file has no header row; expected column names")
 
 
-def _all_text(width: int) -> dict[str, pa.DataType]:
-    return {f"f{position}": pa.string() for position in range(width)}
+def _odd_quote_count(path: Path, compression: str | None) -> bool:
+    return sum(chunk.count(b'"') for chunk in _chunks(path, compression)) % 2 == 1
 
 
-def _structure_problem(text: str) -> str | None:
-    """Describe the first structural problem of a CSV text, with its row number, or None.
+def _explain(error: Exception, path: Path, compression: str | None, delimiter: str) -> str:
+    """One line for a pyarrow failure, found by scanning the file again."""
+    text = str(error)
+    if "straddling" in text and (line := _long_line(path, compression)) is not None:
+        return f"{path}: {_long_line_message(line)}"
+    if "UTF8" in text or "UTF-8" in text:
+        return _utf8_problem(path, compression)
+    problem = _structure_problem(path, compression, delimiter) or (
+        f"cannot be parsed as CSV: {clip(text.splitlines()[0] if text else repr(error), 160)}"
+    )
+    return f"{path}: {problem}"
+
+
+def _long_line_message(line: int) -> str:
+    return (
+        f"row {line} is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB, the longest "
+        "row softclass reads (MAX_LINE_BYTES); check the delimiter and quotes, or split the row"
+    )
+
+
+def _long_line(path: Path, compression: str | None) -> int | None:
+    """The 1-based number of the first line longer than :data:`MAX_LINE_BYTES`, or None."""
+    line, length = 1, 0
+    for chunk in _chunks(path, compression):
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            if length + end - start > MAX_LINE_BYTES:
+                return line
+            line, length, start = line + 1, 0, end + 1
+        length += len(chunk) - start
+        if length > MAX_LINE_BYTES:
+            return line
+    return None
+
+
+def _utf8_problem(path: Path, compression: str | None) -> str:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, lines = 0, 0
+    for chunk in _chunks(path, compression):
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError as error:
+            return _not_utf8(path, chunk, error.start, offset, lines)
+        offset += len(chunk)
+        lines += chunk.count(b"\n")
+    return f"{path}: the file is not valid UTF-8; save the file with UTF-8 encoding"
+
+
+def _structure_problem(path: Path, compression: str | None, delimiter: str) -> str | None:
+    """Describe the first structural problem of a CSV file, with its row number, or None.
 
     Used once pyarrow has found something wrong (it reports rows but not reliably their line):
-    the text is scanned again with the standard library's CSV reader, which counts physical
-    lines. Problems: a row with more or fewer fields than the header, a quote never closed, a
-    quoted value followed by more text, no data rows.
+    the file is scanned again, streaming, with the standard library's CSV reader, which counts
+    physical lines. Problems: a row with more or fewer fields than the header, a quote never
+    closed, a quoted value followed by more text, no data rows.
     """
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    stream = io.TextIOWrapper(
+        _open(path, compression), encoding="utf-8-sig", errors="replace", newline=""
+    )
+    reader = csv.reader(stream, delimiter=delimiter, strict=True)
     lines_read = 0
-    records: list[int] = []
+    expected = None
+    records = 0
     try:
         for fields in reader:
             first_line = lines_read + 1
             lines_read = reader.line_num
             if not fields:
                 continue
-            records.append(len(fields))
-            if len(fields) != records[0]:
-                return _ragged_row_message(first_line, fields, records[0])
+            records += 1
+            expected = len(fields) if expected is None else expected
+            if len(fields) != expected:
+                return _ragged_row_message(first_line, fields, expected, delimiter)
     except csv.Error as error:
         if "unexpected end of data" in str(error):
             return (
                 f"row {lines_read + 1}: a quoted value in this row is never closed (its closing "
                 "quote is missing)"
             )
-        return f"row {lines_read + 1}: {error} (a quoted value must end at a comma or line end)"
-    if len(records) == 1:
+        if "field larger than field limit" in str(error):
+            return _long_line_message(lines_read + 1)
+        return (
+            f"row {lines_read + 1}: {error} (a quoted value must end at a {_named(delimiter)} "
+            "or line end)"
+        )
+    finally:
+        stream.close()
+    if records == 1:
         return "the table has a header but no data rows"
     return None
 
 
-def _ragged_row_message(row: int, fields: list[str], expected: int) -> str:
+def _named(delimiter: str) -> str:
+    return {",": "comma", ";": "semicolon", "\t": "tab", "|": "bar"}.get(delimiter, repr(delimiter))
+
+
+def _ragged_row_message(row: int, fields: list[str], expected: int, delimiter: str) -> str:
     blank_before_quote = any(
         field[:1].isspace() and field.lstrip().startswith('"') for field in fields
     )
+    name = _named(delimiter)
     hint = (
-        "a quote only starts a quoted value right after the comma: remove the blank between the "
-        "comma and the quote"
+        f"a quote only starts a quoted value right after the {name}: remove the blank between "
+        f"the {name} and the quote"
         if blank_before_quote
         else "every row needs one value per column (leave a field empty for a missing value, "
-        "quote values that contain commas)"
+        f"quote values that contain the delimiter {delimiter!r}; --delimiter sets it)"
     )
     return f"row {row} has {_fields(len(fields))} but the header has {expected}; {hint}"
 
@@ -194,10 +405,26 @@ def _fields(count: int) -> str:
     return f"{count} field" if count == 1 else f"{count} fields"
 
 
+def _read_parquet(path: Path) -> pl.DataFrame:
+    if path.is_file():
+        try:
+            return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError, ValueError):
+            pass  # pyarrow reads some files polars does not, and words its errors better
+    try:
+        return pl.from_arrow(pa_parquet.read_table(path))
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise DataError(
+            f"{path}: not a readable Parquet file: {clip(str(error).splitlines()[0], 160)}"
+        ) from None
+
+
 def _check_column_names(names: list[str], path: Path) -> None:
+    """Every name non-empty and distinct (linear in the number of columns)."""
     for position, name in enumerate(names, start=1):
         if not name:
             raise DataError(f"{path}: column {position} of the header has no name")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
+    counts = Counter(names)
+    if len(counts) != len(names):
+        repeated = sorted(name for name, count in counts.items() if count > 1)
         raise DataError(f"{path}: the header repeats the column name(s) {quoted_names(repeated)}")

@@ -44,7 +44,8 @@ from typing import Any
 import polars as pl
 import torch
 
-from softclass.data import Recipe, stratified_split
+from softclass.data import Recipe, TypingOptions, stratified_split
+from softclass.data.recipe import typed_table
 from softclass.errors import ConfigError, DataError
 from softclass.evaluation import metrics, plots
 from softclass.evaluation.stats import COMMON_METRICS, compare_designs, mean_interval
@@ -123,32 +124,47 @@ def prepare_table(
     missing: str = "error",
     validation_fraction: float = 0.2,
     seed: int = 0,
+    keep: Sequence[str] = (),
+    drop: Sequence[str] = (),
+    ids: Sequence[str] = (),
+    typing: TypingOptions | None = None,
+    unknown: str = "ignore",
+    source: str = "the table",
 ) -> PreparedData:
     """Split a table (stratified by class) and fit the recipe on its training rows.
 
+    The cells are typed once (:func:`softclass.data.recipe.typed_table`); the recipe's typing
+    table and notes describe the whole table.
+
     Args:
-        table: the data, from :func:`softclass.data.read_table`.
+        table: the data, from :func:`softclass.data.read_table` (raw or typed).
         target: the class column (default: the last column).
-        normalization, divisors, missing: as :meth:`softclass.data.Recipe.fit`.
+        normalization, divisors, missing, keep, drop, ids, typing: as
+            :meth:`softclass.data.Recipe.fit`.
         validation_fraction: share of each class held out; 0 for no validation rows.
         seed: seed of the split.
+        unknown: categories of validation rows not seen in the training rows: "ignore" (all
+            zeros, with a warning) or "error" (``--unknown``).
+        source: where the table came from (a file name), for messages.
 
     Raises:
         DataError, ConfigError: as :meth:`Recipe.fit` and :func:`stratified_split`; DataError
             when no row is left for validation (every class has a single row).
     """
-    options = {"normalization": normalization, "divisors": divisors, "missing": missing}
-    whole = Recipe.fit(table, target, **options)
-    prepared = whole.prepare(table)
+    options = {
+        "normalization": normalization,
+        "divisors": divisors,
+        "missing": missing,
+        "ids": ids,
+        "typing": typing,
+    }
+    typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
+    whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **options)
+    prepared = whole.prepare(typed)
+    warnings = (*whole.notes, *prepared.warnings)
     if validation_fraction == 0:
         return PreparedData(
-            prepared.features,
-            prepared.targets,
-            None,
-            None,
-            whole.classes,
-            whole,
-            prepared.warnings,
+            prepared.features, prepared.targets, None, None, whole.classes, whole, warnings
         )
     train_positions, validation_positions = stratified_split(
         prepared.targets, validation_fraction, seed
@@ -158,20 +174,29 @@ def prepare_table(
     if validation_rows.numel() == 0:
         raise DataError(
             f"no validation rows: the table has {table.height} rows; use more rows or "
-            "validation_fraction=0"
+            "--validation 0"
         )
-    train_table = table[train_rows.numpy()]
-    # Every class keeps at least one training row (stratified_split), so the classes match.
-    recipe = Recipe.fit(train_table, whole.target, **options)
-    validation_table = table[validation_rows.numpy()]
+    train_table = typed[train_rows.numpy()]
+    # Every class keeps at least one training row (stratified_split), so the classes match;
+    # the columns the whole table dropped as ID-like stay dropped.
+    recipe = Recipe.fit(
+        train_table,
+        whole.target,
+        keep=whole.source_columns,
+        drop=[*drop, *(name for name in whole.dropped_columns if name not in drop)],
+        column_types=types,
+        **options,
+    ).with_typing_table_of(whole)
+    trained = recipe.prepare(train_table)
+    validated = recipe.prepare(typed[validation_rows.numpy()], unknown=unknown)
     return PreparedData(
-        recipe.transform(train_table),
-        recipe.encode_targets(train_table),
-        recipe.transform(validation_table),
-        recipe.encode_targets(validation_table),
+        trained.features,
+        trained.targets,
+        validated.features,
+        validated.targets,
         recipe.classes,
         recipe,
-        prepared.warnings,
+        (*warnings, *(f"validation rows: {warning}" for warning in validated.warnings)),
     )
 
 

@@ -10,13 +10,14 @@ model there.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import torch
 
+from softclass.data.messages import HEADER_ROWS
 from softclass.diagnostics.check import Finding, check_pairing
 from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.evaluation import metrics
@@ -153,42 +154,109 @@ class Prediction:
     """What :func:`predict_table` returns.
 
     Attributes:
-        table: one row per kept input row: ``row`` (0-based input position), one probability
-            column per class and ``predicted`` (the class name). A probability column is named
-            by its class, prefixed with ``proba_`` (as often as needed) when that name is
-            ``row``, ``predicted`` or another column's: see
-            :func:`softclass.jobs.output.probability_columns`. Class names are kept as they are;
+        table: one row per predicted input row: ``row`` (the row number as messages count it:
+            header = row 1, first data row = 2), the ``--id`` columns, one probability column per
+            class and ``predicted`` (the class name). A probability column is named by its
+            class, prefixed with ``proba_`` (as often as needed) when that name is ``row``,
+            ``predicted`` or another column's: see
+            :func:`softclass.jobs.output.probability_columns`; an id column whose name is taken
+            is prefixed with ``id_``. Class names are kept as they are;
             :func:`softclass.jobs.output.spreadsheet_safe` neutralises them for CSV files.
-        accuracy: share of right predictions when the table had the target column, else None.
-        warnings: what the user should hear (ignored columns, dropped rows).
+        accuracy: share of right predictions among the rows whose label is a known class, when
+            accuracy was asked for, else None.
+        warnings: what the user should hear (ignored columns, dropped and skipped rows, unknown
+            categories, unknown labels).
+        skipped: ``(0-based row, reason)`` of each row left out under ``on_error="skip"``.
+        unknown_labels: rows whose label is missing or a class the model never saw (not counted
+            in the accuracy).
     """
 
     table: pl.DataFrame
     accuracy: float | None
     warnings: tuple[str, ...]
+    skipped: tuple[tuple[int, str], ...] = ()
+    unknown_labels: int = 0
+
+
+PredictProgress = Callable[[int, int], None]
+"""Called as ``progress(rows_done, rows_total)`` after each batch of :func:`predict_table`."""
 
 
 @torch.no_grad()
-def predict_table(saved: SavedModel, table: pl.DataFrame) -> Prediction:
+def predict_table(
+    saved: SavedModel,
+    table: pl.DataFrame,
+    *,
+    on_error: str = "error",
+    unknown: str = "ignore",
+    accuracy: bool = False,
+    batch_rows: int = 65_536,
+    progress: PredictProgress | None = None,
+    source: str = "the table",
+) -> Prediction:
     """Probabilities and predicted class names for the raw rows of ``table``.
 
+    Args:
+        saved: the model (its recipe reads the raw cells as in training).
+        table: raw rows (``read_table(..., raw=True)``) or a typed table.
+        on_error: "error" (first bad cell fails the call) or "skip" (rows with a bad cell are
+            left out and listed in ``skipped``) (``--on-error``).
+        unknown: categories not seen in training: "ignore" (all zeros) or "error"
+            (``--unknown``).
+        accuracy: measure accuracy on the target column (``--accuracy``); otherwise the target
+            column, when present, is ignored. Missing or unknown labels are counted, not fatal.
+        batch_rows: rows per forward pass (memory stays bounded on large tables).
+        progress: called after each batch with rows done and total.
+        source: where the table came from (a file name), for messages.
+
     Raises:
-        DataError: as :meth:`softclass.data.Recipe.prepare` (a missing feature column, a bad
-            value, a class in the target column that the model never saw...).
+        DataError: as :meth:`softclass.data.Recipe.prepare`, or ``accuracy`` without the target
+            column.
     """
-    prepared = saved.recipe.prepare(table)
-    probabilities = saved.predict_proba(prepared.features)
-    predicted = probabilities.argmax(dim=1)
-    columns: dict[str, object] = {ROW_COLUMN: prepared.rows.numpy()}
-    for index, column in enumerate(probability_columns(saved.classes)):
-        columns[column] = probabilities[:, index].double().numpy()
-    columns[PREDICTED_COLUMN] = saved.recipe.decode(predicted)
-    accuracy = (
-        None
-        if prepared.targets is None or prepared.targets.numel() == 0
-        else float(metrics.accuracy(probabilities, prepared.targets))
+    recipe = saved.recipe
+    if accuracy and recipe.target not in table.columns:
+        raise DataError(
+            f"--accuracy needs the target column {recipe.target!r}, which the table lacks"
+        )
+    prepared = recipe.prepare(
+        table, on_error=on_error, unknown=unknown, use_target=False, source=source
     )
-    return Prediction(pl.DataFrame(columns), accuracy, prepared.warnings)
+    total = prepared.features.shape[0]
+    parts = []
+    for start in range(0, total, batch_rows):
+        parts.append(saved.predict_proba(prepared.features[start : start + batch_rows]))
+        if progress is not None:
+            progress(min(start + batch_rows, total), total)
+    probabilities = torch.cat(parts) if parts else torch.empty(0, saved.model_config.n_classes)
+    predicted = probabilities.argmax(dim=1)
+    columns: dict[str, object] = {ROW_COLUMN: prepared.rows.numpy() + HEADER_ROWS + 1}
+    row_indices = prepared.rows.numpy()
+    probability_names = probability_columns(saved.classes)
+    taken = {*probability_names, ROW_COLUMN, PREDICTED_COLUMN}
+    for name in recipe.id_columns:
+        if name in table.columns:
+            column = name
+            while column in taken:
+                column = f"id_{column}"
+            taken.add(column)
+            columns[column] = table.get_column(name).gather(row_indices)
+    for index, column in enumerate(probability_names):
+        columns[column] = probabilities[:, index].double().numpy()
+    columns[PREDICTED_COLUMN] = recipe.decode(predicted)
+    warnings = list(prepared.warnings)
+    measured, n_unknown = None, 0
+    if accuracy:
+        labels = recipe.label_indices(table)[prepared.rows]
+        known = labels >= 0
+        n_unknown = int((~known).sum())
+        if n_unknown:
+            warnings.append(
+                f"{n_unknown} row(s) have no label or a class the model never saw "
+                f"(column {recipe.target!r}); the accuracy counts the other rows"
+            )
+        if known.any():
+            measured = float(metrics.accuracy(probabilities[known], labels[known]))
+    return Prediction(pl.DataFrame(columns), measured, tuple(warnings), prepared.skipped, n_unknown)
 
 
 def check_saved_model(saved: SavedModel, table: pl.DataFrame, rows: int = 256) -> list[Finding]:
