@@ -21,6 +21,7 @@ from softclass.errors import SoftclassError
 from softclass.version import __version__
 
 if TYPE_CHECKING:
+    from softclass.evaluation.report import RunContext
     from softclass.jobs.compare import ComparisonResult, PreparedData
     from softclass.training.distributed import DistContext
     from softclass.training.trainer import ProgressEvent, TrainConfig
@@ -376,6 +377,16 @@ class _ProgressBars:
         )
 
 
+def _run_context(data: Path | None) -> RunContext:
+    """The table's name and the command as typed, for report.html."""
+    import shlex
+
+    from softclass.evaluation.report import RunContext
+
+    table = "bundled iris" if data is None else str(data)
+    return RunContext(table=table, command=shlex.join(["softclass", *sys.argv[1:]]))
+
+
 def _train_config(**options: object) -> TrainConfig:
     from softclass.training.trainer import TrainConfig
 
@@ -452,6 +463,7 @@ def compare(
                 out_dir=out,
                 progress=bars,
                 distributed=context,
+                context=_run_context(data),
             )
         if not context.is_main:
             return
@@ -537,7 +549,7 @@ def _print_comparison(result: ComparisonResult) -> None:
         _print_seed_statistics(statistics, len(result.seeds))
     if result.out_dir is not None:
         console.print(
-            f"models, history.json, report.json and plots written to {result.out_dir}",
+            f"models, history.json, report.json, report.html and plots written to {result.out_dir}",
             highlight=False,
             soft_wrap=True,
         )
@@ -659,6 +671,7 @@ def train(
                 resume=resume,
                 progress=bars,
                 distributed=context,
+                context=_run_context(data),
             )
         if not context.is_main:
             return

@@ -32,9 +32,11 @@ import torch
 
 from softclass.data import Recipe, stratified_split
 from softclass.errors import ConfigError, DataError
-from softclass.evaluation import metrics, plots
+from softclass.evaluation import metrics
+from softclass.evaluation.report import RunContext
 from softclass.evaluation.stats import mean_interval, paired_comparison
 from softclass.io import atomic_write_json
+from softclass.jobs.report import write_report
 from softclass.jobs.store import save_model
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLPConfig
@@ -356,6 +358,7 @@ def compare(
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     distributed: DistContext | None = None,
+    context: RunContext | None = None,
 ) -> ComparisonResult:
     """Train ``designs`` on ``data`` with the same network, split and seed(s); measure; save.
 
@@ -365,11 +368,13 @@ def compare(
         config: training options (``config.seed`` is the first seed).
         hidden, activation: the MLP's hidden layers (default: the seed's 4-7-3 tanh).
         seeds: how many seeds to run (``config.seed``, ``config.seed + 1``, ...).
-        out_dir: where to write models, history.json, report.json and PNG plots; None: nothing.
+        out_dir: where to write models, history.json, report.json, report.html and PNG plots;
+            None: nothing.
         progress: called after every epoch of every run.
         distributed: this process's place in a torchrun run; every design then trains data
             parallel (one seed after another: the batched seed engine is single-process) and
             rank 0 alone writes ``out_dir``.
+        context: the table's name and the command, for report.html.
 
     Raises:
         ConfigError: bad designs, seeds, or data without validation rows.
@@ -424,7 +429,7 @@ def compare(
         bands=bands,
     )
     if out_dir is not None and distributed.is_main:
-        write_outputs(result, data.recipe, Path(out_dir))
+        write_outputs(result, data, Path(out_dir), context)
     barrier(distributed)
     return result
 
@@ -596,8 +601,15 @@ def measure(result: TrainResult, data: PreparedData) -> DesignRun:
     return DesignRun(result, result.config.seed, numbers, confusion, reliability)
 
 
-def write_outputs(result: ComparisonResult, recipe: Recipe | None, out_dir: Path) -> None:
-    """Models of the first seed (when a recipe is known), history.json, report.json and plots."""
+def write_outputs(
+    result: ComparisonResult,
+    data: PreparedData,
+    out_dir: Path,
+    context: RunContext | None = None,
+) -> None:
+    """Models of the first seed (when a recipe is known), history.json, report.json, report.html
+    and plots."""
+    recipe = data.recipe
     first_runs = {run.design: run for run in result.runs if run.seed == result.seeds[0]}
     if recipe is not None:
         for name, run in first_runs.items():
@@ -617,18 +629,4 @@ def write_outputs(result: ComparisonResult, recipe: Recipe | None, out_dir: Path
         },
     )
     atomic_write_json(out_dir / "report.json", result.to_dict())
-    if result.bands is not None:
-        plots.plot_seed_bands(result.bands, out_dir / "seed_bands.png")
-    plots.plot_loss_curves(
-        {name: run.history for name, run in first_runs.items()},
-        {name: get_design(name).loss_name for name in first_runs},
-        out_dir / "loss_curves.png",
-    )
-    plots.plot_confusion_matrices(
-        {name: run.confusion for name, run in first_runs.items()},
-        result.class_names,
-        out_dir / "confusion_matrices.png",
-    )
-    plots.plot_calibration(
-        {name: run.calibration for name, run in first_runs.items()}, out_dir / "calibration.png"
-    )
+    write_report(result, data, out_dir, context)

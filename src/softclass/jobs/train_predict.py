@@ -8,7 +8,7 @@ directory so that an interrupted run can be resumed, and saves the model there.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +17,9 @@ import torch
 from softclass.diagnostics.check import Finding, check_pairing
 from softclass.errors import ConfigError, DataError
 from softclass.evaluation import metrics
-from softclass.jobs.compare import PreparedData
+from softclass.evaluation.report import RunContext
+from softclass.jobs.compare import ComparisonResult, PreparedData, measure
+from softclass.jobs.report import write_report
 from softclass.jobs.store import METADATA_FILE, SavedModel, save_model
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
@@ -39,13 +41,16 @@ def train_to_directory(
     resume: bool = False,
     progress: ProgressCallback | None = None,
     distributed: DistContext | None = None,
+    context: RunContext | None = None,
 ) -> TrainResult:
-    """Train ``design`` and save it in ``out_dir`` (model.safetensors, model.json).
+    """Train ``design`` and save it in ``out_dir`` (model.safetensors, model.json, report.html).
 
     A checkpoint (``out_dir/checkpoint.pt``) is written every ``config.checkpoint_every`` epochs
     and kept; ``resume=True`` continues from it with the same final weights as an uninterrupted
     run. Under torchrun (``distributed``), every rank trains and rank 0 alone writes the
-    checkpoint and the model; the other ranks wait for it.
+    checkpoint and the model; the other ranks wait for it. ``context`` (the table's name, the
+    command) goes into report.html, which measures the model on the validation rows (on the
+    training rows, and says so, when there are none).
 
     Raises:
         ConfigError: ``out_dir`` already holds a model or checkpoint and ``resume`` is False, or
@@ -82,8 +87,39 @@ def train_to_directory(
     )
     if distributed.is_main:
         save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
+        _write_train_report(result, data, out_dir, context)
     barrier(distributed)
     return result
+
+
+def _write_train_report(
+    result: TrainResult, data: PreparedData, out_dir: Path, context: RunContext | None
+) -> None:
+    """report.html of one trained design: a one-design comparison measured like ``compare``."""
+    if data.validation_features is None:
+        data = replace(
+            data,
+            validation_features=data.train_features,
+            validation_targets=data.train_targets,
+            warnings=(
+                *data.warnings,
+                "no rows were held out (--validation 0): every held-out number below is "
+                "measured on the training rows, so it is optimistic",
+            ),
+        )
+    comparison = ComparisonResult(
+        designs=(result.design.name,),
+        seeds=(result.config.seed,),
+        runs=(measure(result, data),),
+        agreements=(),
+        class_names=data.class_names,
+        model_config=result.model_config,
+        config=result.config,
+        n_train=int(data.train_features.shape[0]),
+        n_validation=int(data.validation_features.shape[0]),
+        out_dir=out_dir,
+    )
+    write_report(comparison, data, out_dir, context, kind="train")
 
 
 @dataclass(frozen=True)
