@@ -10,11 +10,13 @@ full-page screenshot.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,10 @@ from typing import Any
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 TIMEOUT_SECONDS = 60.0
+_LAUNCHER = (
+    "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+    "os.close(int(sys.argv[1])); os.close(int(sys.argv[2])); os.execv(sys.argv[3], sys.argv[3:])"
+)
 
 
 def find_chromium() -> str | None:
@@ -47,13 +53,19 @@ class _Pipe:
     def __init__(self, executable: str, profile: str) -> None:
         to_browser_read, self._write = os.pipe()
         self._read, from_browser_write = os.pipe()
-        # The child must see them as descriptors 3 (commands) and 4 (replies).
-        command = f'exec 3<&{to_browser_read} 4>&{from_browser_write}; exec "$0" "$@"'
+        # The child must see them as descriptors 3 (commands) and 4 (replies): a small Python
+        # launcher moves copies placed above 100 (which 3 and 4 cannot overwrite) into place.
+        child_read = fcntl.fcntl(to_browser_read, fcntl.F_DUPFD, 100)
+        child_write = fcntl.fcntl(from_browser_write, fcntl.F_DUPFD, 100)
+        os.close(to_browser_read)
+        os.close(from_browser_write)
         self.process = subprocess.Popen(
             [
-                "sh",
+                sys.executable,
                 "-c",
-                command,
+                _LAUNCHER,
+                str(child_read),
+                str(child_write),
                 executable,
                 "--headless=new",
                 "--remote-debugging-pipe",
@@ -62,16 +74,16 @@ class _Pipe:
                 "--no-first-run",
                 "--no-default-browser-check",
                 "--disable-extensions",
-                "--allow-file-access-from-files",
                 f"--user-data-dir={profile}",
                 "about:blank",
             ],
-            pass_fds=(to_browser_read, from_browser_write),
+            pass_fds=(child_read, child_write),
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        os.close(to_browser_read)
-        os.close(from_browser_write)
+        os.close(child_read)
+        os.close(child_write)
         self._buffer = b""
         self._next_id = 0
         self.events: list[dict[str, Any]] = []
