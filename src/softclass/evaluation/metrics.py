@@ -208,8 +208,9 @@ class ClassScores:
             that are; NaN for a class never predicted.
         recall: float64 (C,) ``tp / (tp + fn)``: of the rows of the class, the share found; NaN
             for a class with no rows.
-        f1: float64 (C,) harmonic mean ``2 p r / (p + r)``; NaN where p or r is NaN, 0 when both
-            are 0.
+        f1: float64 (C,) harmonic mean of precision and recall, ``2 tp / (2 tp + fp + fn)``:
+            0 for a class with rows that is never predicted right; NaN only for a class that
+            neither has rows nor is predicted.
         support: int64 (C,) rows of each true class.
     """
 
@@ -253,11 +254,7 @@ def class_scores(confusion: torch.Tensor) -> ClassScores:
     support = counts.sum(dim=1)
     precision = true_positives / predicted  # 0 / 0 → NaN: never predicted
     recall = true_positives / support
-    f1 = torch.where(
-        (precision + recall) == 0,
-        torch.zeros_like(precision),
-        2 * precision * recall / (precision + recall),
-    )
+    f1 = 2 * true_positives / (predicted + support)  # 2 tp / (2 tp + fp + fn)
     return ClassScores(precision, recall, f1, support.long())
 
 

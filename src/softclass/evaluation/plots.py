@@ -190,13 +190,13 @@ def _draw_confusion(
     if n_classes <= CONFUSION_MAX_CLASSES:
         labels = [short_label(name) for name in class_names]
         ticks = np.arange(n_classes)
-        rotation = 90 if n_classes > 10 else 45
+        # Column names stay horizontal when the longest fits its cell (about 0.6 em a
+        # character), else they turn vertical: never overlapping, whatever their length.
+        cell_inches = _confusion_side(n_classes) / n_classes
+        widest = max(len(label) for label in labels) * 0.6 * label_size / 72
+        rotation = 0 if widest < 0.9 * cell_inches else 90
         panel.set_xticks(ticks, labels, rotation=rotation, fontsize=label_size)
         panel.set_yticks(ticks, labels, fontsize=label_size)
-        if n_classes <= 10:
-            for tick in panel.get_xticklabels():
-                tick.set_horizontalalignment("right")
-                tick.set_rotation_mode("anchor")
     else:  # too many names to print: the pattern only, the report's table names the classes
         panel.set_xticks([])
         panel.set_yticks([])
@@ -269,6 +269,21 @@ def _macro_average_roc(curves: OneVsRest, grid: np.ndarray) -> np.ndarray:
     return np.mean(rows, axis=0) if rows else np.full_like(grid, np.nan)
 
 
+def _macro_average_precision_curve(curves: OneVsRest, grid: np.ndarray) -> np.ndarray:
+    """Mean over the classes with rows of each class's interpolated precision (the best
+    precision at this recall or more) on the recall ``grid``."""
+    rows = []
+    for recall, precision, average in zip(
+        curves.recall, curves.precision, curves.average_precision, strict=True
+    ):
+        if not math.isfinite(float(average)):
+            continue
+        envelope = np.maximum.accumulate(precision.numpy()[::-1])[::-1]
+        positions = np.searchsorted(recall.numpy(), grid, side="left")
+        rows.append(envelope[np.minimum(positions, len(envelope) - 1)])
+    return np.mean(rows, axis=0) if rows else np.full_like(grid, np.nan)
+
+
 def roc_pr_figure(
     curves: OneVsRest,
     class_names: Sequence[str],
@@ -319,8 +334,14 @@ def roc_pr_figure(
             linewidth=2,
             label=f"macro average of {n_classes} classes (AUC {macro_auc:.3f})",
         )
+        pr_panel.plot(
+            grid,
+            _macro_average_precision_curve(curves, grid),
+            color="black",
+            linewidth=2,
+            label=f"macro average, interpolated (mean AP {macro_ap:.3f})",
+        )
         pr_panel.plot([], [], color="#9a9a9a", label=f"each of {n_classes} classes")
-        pr_panel.plot([], [], color="none", label=f"mean AP {macro_ap:.3f}")
     roc_panel.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":", label="chance")
     roc_panel.set_xlabel("false positive rate (rest predicted as the class)")
     roc_panel.set_ylabel("true positive rate (recall)")
