@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 from softclass.evaluation.metrics import Calibration, OneVsRest
 from softclass.io import atomic_write_bytes
@@ -128,7 +129,7 @@ def loss_curves_figure(
     different quantities and are never drawn on one scale.
     """
     names = list(histories)
-    figure, panels = _fixed_figure(3.6 * len(names) + 0.5, 3.6, 1, len(names))
+    figure, panels = _fixed_figure(3.6 * len(names) + 0.7, 3.6, 1, len(names), left=0.85, gap_x=1.0)
     panels = panels[0]
     for panel, name in zip(panels, names, strict=True):
         history = histories[name]
@@ -148,6 +149,10 @@ def loss_curves_figure(
         drawn = [value for line in panel.get_lines() for value in line.get_ydata()]
         if drawn and all(math.isfinite(value) and value > 0 for value in drawn):
             panel.set_yscale("log")
+            # Plain numbers (0.2, 4) instead of 2×10⁻¹: narrow enough for the panel's margin;
+            # minor ticks are labelled only where the axis spans few decades (as by default).
+            panel.yaxis.set_major_formatter(LogFormatter())
+            panel.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         panel.set_title(f"design {name}: {loss_names[name]}", fontsize="medium")
         panel.set_xlabel("epoch")
         panel.set_ylabel(f"{loss_names[name]} loss")

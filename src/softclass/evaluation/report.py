@@ -246,7 +246,9 @@ def _heat_rows(
     confusion: torch.Tensor, class_names: Sequence[str], *, normalised: bool
 ) -> list[dict[str, Any]]:
     """A confusion matrix as table rows of cells with a text and a background shade in [0, 1]
-    (counts shaded by the largest count; shares by themselves). Empty beyond
+    (counts shaded by the largest count; shares by themselves). Beyond
+    ``OPEN_TABLE_MAX_CLASSES`` classes zeros are left blank and shares are whole percents, so 50
+    columns fit the page. Empty beyond
     ``plots.CONFUSION_MAX_CLASSES`` classes (the page then shows the largest confusions only)."""
     if len(class_names) > plots.CONFUSION_MAX_CLASSES:
         return []
@@ -254,11 +256,20 @@ def _heat_rows(
     totals = counts.sum(dim=1, keepdim=True)
     shares = torch.where(totals > 0, counts / totals.clamp_min(1), torch.zeros_like(counts))
     shades = shares if normalised else counts / max(float(counts.max()), 1.0)
-    texts = (
-        [[f"{value:.2f}" for value in row] for row in shares.tolist()]
-        if normalised
-        else [[str(int(value)) for value in row] for row in counts.tolist()]
-    )
+    if len(class_names) <= OPEN_TABLE_MAX_CLASSES:
+        texts = (
+            [[f"{value:.2f}" for value in row] for row in shares.tolist()]
+            if normalised
+            else [[str(int(value)) for value in row] for row in counts.tolist()]
+        )
+    else:  # many narrow cells: empty cells stay blank, shares in whole percent
+        texts = (
+            [[f"{value:.0%}"[:-1] if value > 0 else "" for value in row] for row in shares.tolist()]
+            if normalised
+            else [
+                [str(int(value)) if value > 0 else "" for value in row] for row in counts.tolist()
+            ]
+        )
     rows = []
     for index, (name, row_texts, row_shades, row_shares, row_counts) in enumerate(
         zip(class_names, texts, shades.tolist(), shares.tolist(), counts.tolist(), strict=True)
