@@ -88,10 +88,10 @@ def test_beyond_fifty_classes_the_matrix_shows_the_pattern_only():
     matrix = metrics.confusion_matrix(targets, probs.argmax(1), 60)
     figure = plots.confusion_figure(matrix, _names(60))
     assert figure.axes[0].get_xticklabels() == [] and not figure.axes[0].texts
-    assert (
-        figure.get_size_inches()[0]
-        == plots.confusion_figure(matrix[:50, :50], _names(50)).get_size_inches()[0]
-    )
+    # The size stops growing at 50 classes: the matrix stays on a screen.
+    fifty = plots.confusion_figure(matrix[:50, :50], _names(50)).get_size_inches()
+    assert (figure.get_size_inches() <= fifty).all()
+    assert figure.get_size_inches()[0] > 0.8 * fifty[0]
 
 
 @pytest.mark.parametrize("n_classes", [2, 10, 50])

@@ -162,10 +162,24 @@ def loss_curves_figure(
     return figure
 
 
+def _confusion_labels(class_names: Sequence[str]) -> tuple[float, float, int]:
+    """Label font size (pt), the longest label's width (inches, about 0.6 em a character) and
+    the column labels' rotation: horizontal when the longest fits its cell, else vertical, so
+    that labels never overlap whatever their length."""
+    n_classes = len(class_names)
+    size = 9 if n_classes <= 15 else 7
+    if n_classes > CONFUSION_MAX_CLASSES:
+        return size, 0.0, 0
+    widest = max(len(short_label(name)) for name in class_names) * 0.6 * size / 72
+    cell_inches = _confusion_side(n_classes) / n_classes
+    return size, widest, 0 if widest < 0.9 * cell_inches else 90
+
+
 def _draw_confusion(
     panel, matrix: np.ndarray, class_names: Sequence[str], normalised: bool, title: str
 ) -> None:
-    """One confusion matrix on ``panel``: true class down, predicted class across."""
+    """One confusion matrix on ``panel``: true class down, predicted class across, and its
+    colour scale in a bar just right of it."""
     n_classes = len(class_names)
     if normalised:
         totals = matrix.sum(axis=1, keepdims=True)
@@ -176,7 +190,7 @@ def _draw_confusion(
     else:
         values = matrix
         image = panel.imshow(values, cmap="Blues", vmin=0, interpolation="nearest")
-    label_size = 9 if n_classes <= 15 else 7
+    label_size, _, rotation = _confusion_labels(class_names)
     if n_classes <= ANNOTATE_MAX_CLASSES:
         threshold = (1.0 if normalised else max(float(values.max()), 1.0)) / 2
         cell_size = 9 if n_classes <= 10 else 6.5
@@ -195,11 +209,6 @@ def _draw_confusion(
     if n_classes <= CONFUSION_MAX_CLASSES:
         labels = [short_label(name) for name in class_names]
         ticks = np.arange(n_classes)
-        # Column names stay horizontal when the longest fits its cell (about 0.6 em a
-        # character), else they turn vertical: never overlapping, whatever their length.
-        cell_inches = _confusion_side(n_classes) / n_classes
-        widest = max(len(label) for label in labels) * 0.6 * label_size / 72
-        rotation = 0 if widest < 0.9 * cell_inches else 90
         panel.set_xticks(ticks, labels, rotation=rotation, fontsize=label_size)
         panel.set_yticks(ticks, labels, fontsize=label_size)
     else:  # too many names to print: the pattern only, the report's table names the classes
@@ -208,15 +217,38 @@ def _draw_confusion(
     panel.set_xlabel("predicted class")
     panel.set_ylabel("true class")
     panel.set_title(title, fontsize="medium")
-    panel.figure.colorbar(
-        image, ax=panel, shrink=0.8, label="share of the true class" if normalised else "rows"
-    )
+    side = _confusion_side(n_classes)  # the panel's size in inches (see _confusion_grid)
+    bar = panel.inset_axes([1 + 0.1 / side, 0.0, 0.18 / side, 1.0])
+    panel.figure.colorbar(image, cax=bar, label="share of the true class" if normalised else "rows")
 
 
 def _confusion_side(n_classes: int) -> float:
     """Inches of one matrix: 0.21 in (21 px at ``DPI``) per class from 15 classes on, no more
     than ``CONFUSION_MAX_CLASSES`` classes need (beyond, the classes are not named)."""
     return max(3.2, 0.5 + 0.21 * min(n_classes, CONFUSION_MAX_CLASSES))
+
+
+def _confusion_grid(class_names: Sequence[str], rows: int, columns: int) -> tuple[Figure, list]:
+    """A figure of ``rows`` x ``columns`` matrices with margins fitted to the class names."""
+    side = _confusion_side(len(class_names))
+    _, widest, rotation = _confusion_labels(class_names)
+    left = widest + 0.6  # row names and the axis label
+    right = 1.2  # the colour bar (0.1 in away, 0.18 in wide), its numbers and label
+    bottom = (widest if rotation else 0.2) + 0.6
+    top = 0.85  # caption and title
+    figure, panels = _fixed_figure(
+        columns * (left + side + right),
+        rows * (top + side + bottom),
+        rows,
+        columns,
+        left=left,
+        right=right,
+        bottom=bottom,
+        top=top,
+        gap_x=left + right,
+        gap_y=top + bottom,
+    )
+    return figure, list(panels.reshape(-1))
 
 
 def confusion_figure(
@@ -237,9 +269,8 @@ def confusion_figure(
         class_names: C names.
         normalised: show each row divided by its total (recall on the diagonal).
     """
-    side = _confusion_side(len(class_names))
-    figure = Figure(figsize=(side + 1.8, side + 0.9), layout="constrained")
-    _draw_confusion(figure.subplots(), matrix.cpu().numpy(), class_names, normalised, title)
+    figure, panels = _confusion_grid(class_names, 1, 1)
+    _draw_confusion(panels[0], matrix.cpu().numpy(), class_names, normalised, title)
     _caption(figure, caption)
     return figure
 
@@ -251,11 +282,8 @@ def confusion_matrices_figure(
 ) -> Figure:
     """Counts of every design, side by side up to 10 classes, one above the other beyond."""
     names = list(matrices)
-    side = _confusion_side(len(class_names))
     columns = len(names) if len(class_names) <= 10 else 1
-    rows = math.ceil(len(names) / columns)
-    figure = Figure(figsize=((side + 1.8) * columns, (side + 0.9) * rows), layout="constrained")
-    panels = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
+    figure, panels = _confusion_grid(class_names, math.ceil(len(names) / columns), columns)
     for panel, name in zip(panels, names, strict=True):
         _draw_confusion(panel, matrices[name].cpu().numpy(), class_names, False, f"design {name}")
     _caption(figure, caption)
