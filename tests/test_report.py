@@ -259,6 +259,7 @@ def test_seed_statistics_section_with_several_seeds(iris, tmp_path):
             assert float(element["data-value"]) == expected
     text = " ".join(" ".join(page.text).split())
     assert "each number is the mean over 3 seeds (0, 1, 2)" in text
+    assert "validation loss, each design's own (pairs with C compare different losses)" in text
     assert len(result.seeds) == 3
 
 

@@ -55,6 +55,18 @@ ROW_PURPOSES = {
     "test": "held out from training and from choosing the epoch: final metrics",
 }
 
+# How the seed statistics name a metric of report.json; a design's own loss says so, since pairs
+# of designs with different losses compare different quantities.
+METRIC_LABELS = {
+    "validation_loss": "validation loss, each design's own (pairs with C compare different losses)",
+    "validation_accuracy": "validation accuracy",
+    "validation_log_loss": "validation log loss",
+    "validation_brier": "validation Brier score",
+    "test_accuracy": "test accuracy",
+    "test_log_loss": "test log loss",
+    "test_brier": "test Brier score",
+}
+
 COMMON_METRICS = (
     ("accuracy", "accuracy", ".3f", "share of rows whose most probable class is the true one"),
     ("log_loss", "log loss", ".4f", "mean -log p(true class); lower is better"),
@@ -428,6 +440,7 @@ def render_report(inputs: ReportInput) -> RenderedReport:
             created=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             patience=inputs.patience,
             max_matrix_classes=plots.CONFUSION_MAX_CLASSES,
+            metric_labels=METRIC_LABELS,
             bins=[len(detail.calibration.counts) for detail in inputs.designs][:1],
         )
     )
