@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from softclass.evaluation.metrics import Calibration, OneVsRest
 from softclass.io import atomic_write_bytes
@@ -105,8 +105,16 @@ def _fixed_figure(
 
 
 def _caption(figure: Figure, caption: str | None) -> None:
-    if caption:
-        figure.suptitle(caption, fontsize="medium", color="#333333")
+    """The caption line above the figure, in a font small enough to fit its width (about 0.55
+    em a character; 10 pt at most, 6 pt at least, then cut with "…")."""
+    if not caption:
+        return
+    fitting = figure.get_figwidth() * 72 / (0.55 * len(caption))
+    size = min(10.0, max(6.0, fitting))
+    if fitting < 6.0:
+        keep = int(len(caption) * fitting / 6.0) - 1
+        caption = caption[:keep] + "…"
+    figure.suptitle(caption, fontsize=size, color="#333333")
 
 
 def short_label(name: str) -> str:
@@ -150,9 +158,11 @@ def loss_curves_figure(
         if drawn and all(math.isfinite(value) and value > 0 for value in drawn):
             panel.set_yscale("log")
             # Plain numbers (0.2, 4) instead of 2×10⁻¹: narrow enough for the panel's margin;
-            # minor ticks are labelled only where the axis spans few decades (as by default).
-            panel.yaxis.set_major_formatter(LogFormatter())
-            panel.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+            # minor ticks are labelled only when the curves span less than ~1.3 decades.
+            plain = FuncFormatter(lambda value, _: f"{value:g}")
+            panel.yaxis.set_major_formatter(plain)
+            decades = math.log10(max(drawn) / min(drawn))
+            panel.yaxis.set_minor_formatter(plain if decades < 1.3 else NullFormatter())
         panel.set_title(f"design {name}: {loss_names[name]}", fontsize="medium")
         panel.set_xlabel("epoch")
         panel.set_ylabel(f"{loss_names[name]} loss")
