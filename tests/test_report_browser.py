@@ -6,7 +6,9 @@ Needs Debian's ``chromium`` package (``.ci/run`` installs it); skipped, saying s
 
 import json
 
+import polars as pl
 import pytest
+import torch
 from browser import find_chromium, render
 from PIL import Image
 
@@ -85,3 +87,40 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path):
     screenshot.write_bytes(page.screenshot)
     with Image.open(screenshot) as image:
         assert image.size[0] == 1280 and image.size[1] > 3000
+
+
+MATRIX_GEOMETRY = """JSON.stringify([...document.querySelectorAll("table.confusion")].map(table => {
+  const cell = table.tBodies[0].rows[0].cells[1];
+  const wrapper = table.parentElement;
+  return {
+    id: table.id, rows: table.rows.length, visible: table.getBoundingClientRect().width > 0,
+    fits: wrapper.scrollWidth <= wrapper.clientWidth + 1,
+    cell: cell.getBoundingClientRect().width,
+    font: parseFloat(getComputedStyle(cell).fontSize),
+  };
+}))"""
+
+
+def test_fifty_class_matrices_fit_the_page_legibly(tmp_path):
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(50).repeat_interleave(6)
+    features = torch.randn(50, 4, generator=generator)[labels] * 2 + torch.randn(300, 4)
+    table = pl.DataFrame(
+        {
+            **{f"x{index}": features[:, index].numpy() for index in range(4)},
+            "plant": [f"cultivar {value:02d}" for value in labels.tolist()],
+        }
+    )
+    data = prepare_table(table, validation_fraction=0.5, seed=0)
+    compare(data, "A", TrainConfig(epochs=2), hidden=(16,), out_dir=tmp_path)
+    page = render(find_chromium(), tmp_path / "report.html", MATRIX_GEOMETRY)
+    assert page.problems == []
+    matrices = json.loads(page.value)
+    assert [matrix["id"] for matrix in matrices] == [
+        "table-confusion-A-counts",
+        "table-confusion-A-normalised",
+    ]
+    for matrix in matrices:
+        assert matrix["rows"] == 51 and matrix["visible"]
+        assert matrix["fits"], matrix  # all 50 columns on a 1280-px window, no scrolling
+        assert matrix["cell"] >= 15 and matrix["font"] >= 10, matrix
