@@ -303,45 +303,6 @@ def _heat_rows(
     return rows
 
 
-def _derived_columns(recipe: Any) -> list[dict[str, Any]]:
-    """A column typing table from a :class:`softclass.data.Recipe` (feature columns, target)."""
-    rows: list[dict[str, Any]] = []
-    for feature in recipe.features:
-        if feature.kind == "numeric":
-            treatment = {
-                "zscore": f"z-score: (x - {feature.offset:.4g}) / {feature.scale:.4g}",
-                "minmax": f"min-max: (x - {feature.offset:.4g}) / {feature.scale:.4g}",
-                "divide": f"divided by {feature.scale:.4g}",
-            }.get(recipe.normalization, f"(x - {feature.offset:.4g}) / {feature.scale:.4g}")
-            values = f"{feature.minimum:.4g} … {feature.maximum:.4g} (mean {feature.mean:.4g})"
-        else:
-            treatment = f"one-hot, {len(feature.categories)} columns"
-            values = ", ".join(feature.categories[:6]) + (
-                f" … and {len(feature.categories) - 6} more" if len(feature.categories) > 6 else ""
-            )
-        if feature.fill_value is not None:
-            treatment += f"; missing cells filled with {feature.fill_value!r}"
-        rows.append(
-            {"column": feature.name, "type": feature.kind, "values": values, "use": treatment}
-        )
-    rows.append(
-        {
-            "column": recipe.target,
-            "type": "target",
-            "values": f"{len(recipe.classes)} classes",
-            "use": "predicted (class indices in the order of the class table)",
-        }
-    )
-    return rows
-
-
-def column_rows(recipe: Any, context: RunContext) -> list[dict[str, Any]]:
-    """The column typing table: the context's summary when given, else one from the recipe."""
-    if context.columns is not None:
-        return [dict(row) for row in context.columns]
-    return [] if recipe is None else _derived_columns(recipe)
-
-
 def render_report(inputs: ReportInput) -> RenderedReport:
     """Draw the figures and fill the template; nothing is written here.
 
@@ -441,7 +402,7 @@ def render_report(inputs: ReportInput) -> RenderedReport:
             patience=inputs.patience,
             max_matrix_classes=plots.CONFUSION_MAX_CLASSES,
             metric_labels=METRIC_LABELS,
-            bins=[len(detail.calibration.counts) for detail in inputs.designs][:1],
+            bins=len(inputs.designs[0].calibration.counts),
         )
     )
     return RenderedReport(page, figures)

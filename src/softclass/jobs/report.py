@@ -10,18 +10,13 @@ figures the README lists (``loss_curves.png``, ``confusion_matrices.png``, ``cal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from softclass.data import Recipe
 from softclass.evaluation import plots
-from softclass.evaluation.report import (
-    DesignDetail,
-    ReportInput,
-    RunContext,
-    column_rows,
-    render_report,
-)
+from softclass.evaluation.report import DesignDetail, ReportInput, RunContext, render_report
 from softclass.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
@@ -43,6 +38,45 @@ def held_out_part(data: PreparedData) -> tuple[str, torch.Tensor, torch.Tensor]:
     if test_features is not None:
         return "test", test_features, data.test_targets
     return "validation", data.validation_features, data.validation_targets
+
+
+def _derived_columns(recipe: Recipe) -> list[dict[str, Any]]:
+    """A column typing table from a :class:`softclass.data.Recipe` (feature columns, target)."""
+    rows: list[dict[str, Any]] = []
+    for feature in recipe.features:
+        if feature.kind == "numeric":
+            treatment = {
+                "zscore": f"z-score: (x - {feature.offset:.4g}) / {feature.scale:.4g}",
+                "minmax": f"min-max: (x - {feature.offset:.4g}) / {feature.scale:.4g}",
+                "divide": f"divided by {feature.scale:.4g}",
+            }.get(recipe.normalization, f"(x - {feature.offset:.4g}) / {feature.scale:.4g}")
+            values = f"{feature.minimum:.4g} … {feature.maximum:.4g} (mean {feature.mean:.4g})"
+        else:
+            treatment = f"one-hot, {len(feature.categories)} columns"
+            values = ", ".join(feature.categories[:6]) + (
+                f" … and {len(feature.categories) - 6} more" if len(feature.categories) > 6 else ""
+            )
+        if feature.fill_value is not None:
+            treatment += f"; missing cells filled with {feature.fill_value!r}"
+        rows.append(
+            {"column": feature.name, "type": feature.kind, "values": values, "use": treatment}
+        )
+    rows.append(
+        {
+            "column": recipe.target,
+            "type": "target",
+            "values": f"{len(recipe.classes)} classes",
+            "use": "predicted (class indices in the order of the class table)",
+        }
+    )
+    return rows
+
+
+def column_rows(recipe: Recipe | None, context: RunContext) -> list[dict[str, Any]]:
+    """The column typing table: the context's summary when given, else one from the recipe."""
+    if context.columns is not None:
+        return [dict(row) for row in context.columns]
+    return [] if recipe is None else _derived_columns(recipe)
 
 
 @torch.no_grad()
