@@ -167,7 +167,10 @@ def loss_curves_figure(
         panel.set_xlabel("epoch")
         panel.set_ylabel(f"{loss_names[name]} loss")
         panel.grid(True, alpha=0.3)
-        panel.legend(fontsize="small")
+        if panel.get_lines():
+            panel.legend(fontsize="small")
+        else:  # a diverged run: nothing finite to draw
+            panel.text(0.5, 0.5, "no finite loss", ha="center", transform=panel.transAxes)
     _caption(figure, caption)
     return figure
 
