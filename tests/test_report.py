@@ -364,3 +364,35 @@ def test_class_names_are_escaped(tmp_path):
     compare(prepare_table(table), "A", TrainConfig(epochs=1), out_dir=tmp_path)
     html = (tmp_path / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_worst_predicted_rows_with_the_values_of_the_table(one_seed_run, iris):
+    result, page, _, _ = one_seed_run
+    raw = load_bundled("iris")
+    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    for run in result.runs:
+        table = page.tables[f"table-worst-{run.design}"]
+        assert table[0] == ["row", "true class", "predicted", "p(true)", "p(predicted)", *features]
+        rows = table[1:]
+        assert len(rows) == 10
+        probabilities = run.result.design.predict_proba(
+            run.result.model(iris.validation_features)
+        ).detach()
+        on_target = probabilities.gather(1, iris.validation_targets.unsqueeze(1))[:, 0]
+        expected = on_target.argsort(stable=True)[:10].tolist()
+        assert [int(row[0]) for row in rows] == expected
+        assert [float(row[3]) for row in rows] == pytest.approx(
+            on_target[expected].tolist(), abs=5e-4
+        )
+        for row in rows:
+            values = [float(value) for value in row[5:]]
+            matches = raw.filter(
+                (pl.col("species") == row[1])
+                & pl.all_horizontal(
+                    [
+                        (pl.col(name) - value).abs() < 1e-4
+                        for name, value in zip(features, values, strict=True)
+                    ]
+                )
+            )
+            assert matches.height >= 1, row

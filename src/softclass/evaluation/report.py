@@ -28,6 +28,7 @@ from softclass.version import __version__
 # Up to this many classes the per-class tables are open; beyond, folded (still in the page).
 OPEN_TABLE_MAX_CLASSES = 12
 TOP_CONFUSIONS = 15  # rows of the largest-confusions table
+WORST_ROWS = 10  # rows of the worst-predicted table
 
 # What each agreement pair means, in one paragraph the page shows beside the numbers.
 AGREEMENT_MEANINGS = {
@@ -128,6 +129,8 @@ class ReportInput:
         bands: per metric, per design, the per-epoch mean and 95 % band over seeds, or None.
         context: the table's name and the command.
         notes: lines the user should read (ignored columns, dropped rows).
+        held_out_rows: per held-out row, its feature values as the table had them (column name
+            → value), shown beside the worst-predicted rows; empty: none shown.
     """
 
     kind: str
@@ -141,6 +144,7 @@ class ReportInput:
     bands: Mapping[str, Any] | None = None
     context: RunContext = field(default_factory=RunContext)
     notes: Sequence[str] = ()
+    held_out_rows: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -238,6 +242,7 @@ def _design_sections(
         ]
         sections.append(
             {
+                "worst_rows": _worst_rows(detail, inputs),
                 "name": detail.name,
                 "title": detail.title,
                 "loss_name": detail.loss_name,
@@ -252,6 +257,29 @@ def _design_sections(
             }
         )
     return sections
+
+
+def _worst_rows(detail: DesignDetail, inputs: ReportInput) -> list[dict[str, Any]]:
+    """The ``WORST_ROWS`` held-out rows with the lowest probability on their true class (ties:
+    lower position first): position among the held-out rows, classes, probabilities, values."""
+    on_target = detail.probabilities.double().gather(1, detail.targets.long().unsqueeze(1))[:, 0]
+    on_target = torch.nan_to_num(on_target, nan=-1.0)  # a diverged model's rows come first
+    order = on_target.argsort(stable=True)[:WORST_ROWS].tolist()
+    predicted = detail.probabilities.argmax(dim=1)
+    rows = []
+    for position in order:
+        guess = int(predicted[position])
+        rows.append(
+            {
+                "position": position,
+                "true": inputs.class_names[int(detail.targets[position])],
+                "predicted": inputs.class_names[guess],
+                "p_true": float(detail.probabilities[position, detail.targets[position]]),
+                "p_predicted": float(detail.probabilities[position, guess]),
+                "values": inputs.held_out_rows[position] if inputs.held_out_rows else {},
+            }
+        )
+    return rows
 
 
 def _heat_rows(

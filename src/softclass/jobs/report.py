@@ -72,6 +72,40 @@ def _derived_columns(recipe: Recipe) -> list[dict[str, Any]]:
     return rows
 
 
+# Feature columns shown beside the worst-predicted rows (a wide table stops being readable).
+SHOWN_FEATURES = 8
+
+
+def raw_feature_values(recipe: Recipe | None, features: torch.Tensor) -> list[dict[str, Any]]:
+    """The held-out rows' feature values as the table had them, undoing the recipe's encoding:
+    ``value * scale + offset`` for a numeric column (a float32 round trip: about 7 digits), the
+    one-hot category for a categorical one ("(unseen)" when no category matched). The first
+    ``SHOWN_FEATURES`` columns; empty rows without a recipe."""
+    if recipe is None:
+        return [{} for _ in range(features.shape[0])]
+    encoded = features.double().cpu()
+    columns: dict[str, list[Any]] = {}
+    start = 0
+    for feature in recipe.features:
+        width = len(feature.output_names)
+        block = encoded[:, start : start + width]
+        start += width
+        if len(columns) == SHOWN_FEATURES:
+            continue
+        if feature.kind == "numeric":
+            columns[feature.name] = [
+                float(f"{value:.6g}") for value in (block[:, 0] * feature.scale + feature.offset)
+            ]
+        else:
+            hot = block.argmax(dim=1).tolist()
+            seen = (block.max(dim=1).values > 0.5).tolist()
+            columns[feature.name] = [
+                feature.categories[index] if known else "(unseen)"
+                for index, known in zip(hot, seen, strict=True)
+            ]
+    return [{name: values[row] for name, values in columns.items()} for row in range(len(encoded))]
+
+
 def column_rows(recipe: Recipe | None, context: RunContext) -> list[dict[str, Any]]:
     """The column typing table: the context's summary when given, else one from the recipe."""
     if context.columns is not None:
@@ -127,6 +161,7 @@ def write_report(
             target=target,
             class_names=result.class_names,
             columns=column_rows(data.recipe, context),
+            held_out_rows=raw_feature_values(data.recipe, features),
             held_out=held_out,
             patience=result.config.patience,
             bands=result.bands,
