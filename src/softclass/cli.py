@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
-from softclass.errors import SoftclassError
+from softclass.errors import SoftclassError, SoftclassWarning
 from softclass.version import __version__
 
 if TYPE_CHECKING:
@@ -33,8 +35,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+class _DataSafeConsole(Console):
+    """A rich console that prints every string through
+    :func:`softclass.jobs.output.terminal_text`: class names, column names and values from the
+    user's files cannot send escape sequences to the terminal (rich adds its own styles after)."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        from softclass.jobs.output import terminal_text
+
+        return super().render_str(terminal_text(text), **options)
+
+
+console = _DataSafeConsole()
+err_console = _DataSafeConsole(stderr=True)
 
 _state = {"debug": False}
 
@@ -58,8 +73,24 @@ def _root(
     _state["debug"] = debug
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    """softclass's own warnings as one ``warning:`` line; others as Python shows them."""
+    if issubclass(category, SoftclassWarning):
+        err_console.print(
+            "[yellow]warning:[/]", escape(str(message)), highlight=False, soft_wrap=True
+        )
+    else:
+        _python_show_warning(message, category, *args, **kwargs)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
     """Entry point of the console script: run the app, turning known errors into one line."""
+    warnings.showwarning = _show_warning
     try:
         app()
     except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:
@@ -700,13 +731,27 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="CSV: write class names exactly as trained. By default a name starting with "
+            "= + - @ (a spreadsheet formula) gets a leading ' and control characters become "
+            "U+FFFD.",
+        ),
+    ] = False,
 ) -> None:
-    """Class probabilities and the predicted class name for each row of a table."""
+    """Class probabilities and the predicted class name for each row of a table.
+
+    Probability columns are named by their classes (``proba_<name>`` when a class is called
+    ``row`` or ``predicted`` or would collide with another column).
+    """
     import json
 
     from softclass.data import read_table
     from softclass.errors import ConfigError
     from softclass.io import atomic_write_text
+    from softclass.jobs.output import spreadsheet_safe
     from softclass.jobs.store import load_model
     from softclass.jobs.train_predict import predict_table
 
@@ -717,7 +762,7 @@ def predict(
     for warning in prediction.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if output_format == "csv":
-        text = prediction.table.write_csv()
+        text = (prediction.table if raw else spreadsheet_safe(prediction.table)).write_csv()
     else:
         text = json.dumps(prediction.table.to_dicts(), indent=1) + "\n"
     if output is None:

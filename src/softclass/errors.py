@@ -21,3 +21,12 @@ class ModelFileError(SoftclassError, ValueError):
 
 class ConfigError(SoftclassError, ValueError):
     """An option value is outside what is allowed."""
+
+
+class SoftclassWarning(UserWarning):
+    """Base class of the warnings softclass gives about its own files (the CLI prints each as one
+    ``warning:`` line)."""
+
+
+class NativeCacheWarning(SoftclassWarning):
+    """The compiled-code cache held something that was not loaded (and was rebuilt instead)."""

@@ -6,16 +6,17 @@ Layout of a model directory::
     model.json          format version, softclass version, design, network shape, the data
                         recipe, class names, training options and a history summary
 
-:func:`load_model` checks every file and field and raises :class:`ModelFileError` naming the
-missing or bad one. Nothing is ever unpickled.
+:func:`load_model` treats the directory as untrusted input: it checks every file and field (the
+rules live in :mod:`softclass.training.schema`) before allocating anything and raises
+:class:`ModelFileError` naming the missing or bad one. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -24,12 +25,14 @@ from safetensors.torch import load_file, save_file
 from softclass.data import Recipe
 from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.io import atomic_path, atomic_write_json
-from softclass.mlp.designs import Design, get_design
+from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig
+from softclass.training import schema
+from softclass.training.schema import MODEL_FORMAT
 from softclass.training.trainer import TrainConfig
 from softclass.version import __version__
 
-MODEL_FORMAT = 1
+T = TypeVar("T")
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
 
@@ -110,6 +113,11 @@ def save_model(
 def load_model(directory: str | Path) -> SavedModel:
     """Read a model directory written by :func:`save_model`, checking every part.
 
+    Everything is checked before a tensor is allocated: model.json against the rules of
+    :mod:`softclass.training.schema` (types, ranges, the network's size limits), then the
+    safetensors header (read by hand, bounded) against the network model.json describes. Only
+    then are the weights read; non-finite weights are refused.
+
     Raises:
         ModelFileError: the directory or a file is missing, a file is unreadable, a field is
             missing or has a bad value, the format version is unknown, or the weights do not fit
@@ -125,23 +133,23 @@ def load_model(directory: str | Path) -> SavedModel:
             raise ModelFileError(
                 f"{path}: missing file; a model directory holds {METADATA_FILE} and {WEIGHTS_FILE}"
             )
-    metadata = _read_metadata(metadata_path)
-    design = _field(metadata_path, metadata, "design", str, get_design)
-    model_config = _field(metadata_path, metadata, "model_config", dict, MLPConfig.from_dict)
-    recipe = _field(
-        metadata_path,
-        metadata,
-        "recipe",
-        dict,
-        lambda data: Recipe.from_dict(data, source=f"{metadata_path} field 'recipe'"),
+    metadata = schema.check_metadata(
+        metadata_path, schema.read_json_object(metadata_path, "model.json")
     )
-    train_config = _field(metadata_path, metadata, "train_config", dict, TrainConfig.from_dict)
-    history_summary = _field(metadata_path, metadata, "history", dict, dict)
-    classes = _field(metadata_path, metadata, "classes", list, tuple)
-    if classes != tuple(recipe.classes):
+    recipe = _parsed(
+        metadata_path,
+        "recipe",
+        lambda data: Recipe.from_dict(data, source=f"{metadata_path} field 'recipe'"),
+        metadata.recipe,
+    )
+    train_config = _parsed(
+        metadata_path, "train_config", TrainConfig.from_dict, metadata.train_config
+    )
+    model_config = metadata.model_config
+    if metadata.classes != tuple(recipe.classes):
         raise ModelFileError(
-            f"{metadata_path}: field 'classes' {list(classes)} does not match the recipe's "
-            f"classes {list(recipe.classes)}"
+            f"{metadata_path}: field 'classes' {list(metadata.classes)} does not match the "
+            f"recipe's classes {list(recipe.classes)}"
         )
     if (recipe.n_features, recipe.n_classes) != (model_config.n_features, model_config.n_classes):
         raise ModelFileError(
@@ -149,66 +157,43 @@ def load_model(directory: str | Path) -> SavedModel:
             f"{recipe.n_classes} classes but field 'model_config' describes "
             f"{model_config.n_features} and {model_config.n_classes}"
         )
+    header = schema.read_safetensors_header(weights_path)
+    schema.check_weights_header(weights_path, header, model_config, METADATA_FILE)
     model = MLP(model_config)
     _load_weights(weights_path, model)
     return SavedModel(
         model=model.eval(),
-        design=design,
+        design=metadata.design,
         model_config=model_config,
         recipe=recipe,
         train_config=train_config,
-        history_summary=history_summary,
-        softclass_version=str(metadata.get("softclass_version", "unknown")),
+        history_summary=metadata.history,
+        softclass_version=metadata.softclass_version,
     )
 
 
-def _read_metadata(path: Path) -> dict[str, Any]:
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFileError(f"{path}: not readable JSON ({error})") from error
-    if not isinstance(metadata, dict):
-        raise ModelFileError(f"{path}: expected a JSON object, found {type(metadata).__name__}")
-    version = metadata.get("format_version")
-    if version != MODEL_FORMAT:
-        raise ModelFileError(
-            f"{path}: field 'format_version' is {version!r}; this softclass reads format "
-            f"{MODEL_FORMAT}"
-        )
-    return metadata
-
-
-def _field(path: Path, metadata: dict[str, Any], name: str, kind: type, parse: Any) -> Any:
-    """``parse(metadata[name])``, with ModelFileError naming the file and field on any problem."""
-    if name not in metadata:
-        raise ModelFileError(f"{path}: missing field {name!r}")
-    value = metadata[name]
-    if not isinstance(value, kind):
-        raise ModelFileError(
-            f"{path}: field {name!r} should be a {kind.__name__}, found {type(value).__name__}"
-        )
+def _parsed(
+    path: Path, name: str, parse: Callable[[dict[str, Any]], T], value: dict[str, Any]
+) -> T:
+    """``parse(value)``, with ModelFileError naming the file and field on any problem."""
     try:
         return parse(value)
+    except ModelFileError:
+        raise
     except (ConfigError, DataError, KeyError, TypeError, ValueError) as error:
-        raise ModelFileError(f"{path}: bad field {name!r}: {error}") from error
+        raise ModelFileError(f"{path}: bad field {name!r}: {error}") from None
 
 
 def _load_weights(path: Path, model: MLP) -> None:
+    """Read the weights (whose header was checked to fit ``model``) into ``model``."""
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise ModelFileError(f"{path}: not a readable safetensors file ({error})") from error
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    found = {name: tuple(tensor.shape) for name, tensor in state.items()}
-    if found != expected:
-        missing = sorted(set(expected) - set(found))
-        unexpected = sorted(set(found) - set(expected))
-        wrong = sorted(name for name in set(found) & set(expected) if found[name] != expected[name])
+        raise ModelFileError(f"{path}: not a readable safetensors file ({error})") from None
+    not_finite = sorted(name for name, tensor in state.items() if not tensor.isfinite().all())
+    if not_finite:
         raise ModelFileError(
-            f"{path}: the weights do not fit the network in {METADATA_FILE} (missing "
-            f"{missing}, unexpected {unexpected}, wrong shape {wrong})"
+            f"{path}: tensors {not_finite[:5]} hold NaN or infinite values; the model diverged "
+            "when it was trained"
         )
-    bad_dtype = sorted(name for name, tensor in state.items() if not tensor.is_floating_point())
-    if bad_dtype:
-        raise ModelFileError(f"{path}: tensors {bad_dtype} are not floating point")
     model.load_state_dict({name: tensor.to(torch.float32) for name, tensor in state.items()})

@@ -19,6 +19,7 @@ from softclass.errors import ConfigError, DataError
 from softclass.evaluation import metrics
 from softclass.evaluation.report import RunContext
 from softclass.jobs.compare import ComparisonResult, PreparedData, measure
+from softclass.jobs.output import PREDICTED_COLUMN, ROW_COLUMN, probability_columns
 from softclass.jobs.report import write_report
 from softclass.jobs.store import METADATA_FILE, SavedModel, save_model
 from softclass.mlp.designs import Design
@@ -27,7 +28,6 @@ from softclass.training.distributed import DistContext, barrier
 from softclass.training.trainer import ProgressCallback, TrainConfig, Trainer, TrainResult
 
 CHECKPOINT_FILE = "checkpoint.pt"
-PREDICTED_COLUMN = "predicted"
 
 
 def train_to_directory(
@@ -128,8 +128,11 @@ class Prediction:
 
     Attributes:
         table: one row per kept input row: ``row`` (0-based input position), one probability
-            column per class (named by the class; ``proba_<name>`` for a class called "row"
-            or "predicted") and ``predicted`` (the class name).
+            column per class and ``predicted`` (the class name). A probability column is named
+            by its class, prefixed with ``proba_`` (as often as needed) when that name is
+            ``row``, ``predicted`` or another column's: see
+            :func:`softclass.jobs.output.probability_columns`. Class names are kept as they are;
+            :func:`softclass.jobs.output.spreadsheet_safe` neutralises them for CSV files.
         accuracy: share of right predictions when the table had the target column, else None.
         warnings: what the user should hear (ignored columns, dropped rows).
     """
@@ -150,9 +153,8 @@ def predict_table(saved: SavedModel, table: pl.DataFrame) -> Prediction:
     prepared = saved.recipe.prepare(table)
     probabilities = saved.predict_proba(prepared.features)
     predicted = probabilities.argmax(dim=1)
-    columns: dict[str, object] = {"row": prepared.rows.numpy()}
-    for index, name in enumerate(saved.classes):
-        column = f"proba_{name}" if name in ("row", PREDICTED_COLUMN) else name
+    columns: dict[str, object] = {ROW_COLUMN: prepared.rows.numpy()}
+    for index, column in enumerate(probability_columns(saved.classes)):
         columns[column] = probabilities[:, index].double().numpy()
     columns[PREDICTED_COLUMN] = saved.recipe.decode(predicted)
     accuracy = (

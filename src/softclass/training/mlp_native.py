@@ -94,7 +94,8 @@ _failure: list[str] = []
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The compiled training loops (built on first call, then cached on disk), or None."""
-    loaded = load_compiled(_SOURCE, _FLAGS, (), _failure)
+    symbols = [f"mlp_train_{suffix}" for suffix in SUPPORTED_DTYPES.values()]
+    loaded = load_compiled(_SOURCE, _FLAGS, (), _failure, symbols)
     if loaded is None:
         return None
     for suffix in SUPPORTED_DTYPES.values():

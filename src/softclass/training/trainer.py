@@ -14,14 +14,14 @@ the same model trained inside a batched ensemble.
 
 Checkpoints hold only tensors, numbers, strings, lists and dicts: they are written with
 ``torch.save`` (atomically) and read with ``torch.load(weights_only=True)``, which refuses any
-pickled object (a malicious checkpoint is rejected, never executed).
+pickled object (a malicious checkpoint is rejected, never executed). Every field read back is
+checked by :func:`softclass.training.schema.load_checkpoint_file` before it is used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -37,11 +37,15 @@ from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
+from softclass.training.schema import (
+    CHECKPOINT_FORMAT,
+    check_optimizer_state,
+    load_checkpoint_file,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
-CHECKPOINT_FORMAT = 1
 # From this many weights on, the optimizer updates all tensors in one fused kernel. Measured on
 # one CPU thread (torch 2.13): a fused Adam step takes 50 us against 245 us for the per-tensor
 # loop on the 50-128-128-10 benchmark network, but on the 59-weight Iris network a fused SGD step
@@ -540,7 +544,7 @@ class Trainer:
         """
         if self.checkpoint_path is None:
             raise ConfigError("resume needs a checkpoint_path to resume from")
-        state = load_checkpoint_file(self.checkpoint_path)
+        state = load_checkpoint_file(self.checkpoint_path, self.model_config)
         expected = {
             "design": self.design.name,
             "model_config": self.model_config.to_dict(),
@@ -560,15 +564,22 @@ class Trainer:
                     else f"{self.checkpoint_path}: cannot resume, the checkpoint was written "
                     "for other training data (or another split)"
                 )
-        try:
-            self.model_.load_state_dict(state["model"])
-            self.optimizer_.load_state_dict(state["optimizer"])
-            self.history_ = History.from_dict(state["history"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as error:
-            raise ModelFileError(f"{self.checkpoint_path}: damaged checkpoint ({error})") from error
-        self.best_loss_ = float(state["best_loss"])
+        parameters = [
+            parameter for group in self.optimizer_.param_groups for parameter in group["params"]
+        ]
+        check_optimizer_state(
+            self.checkpoint_path,
+            state["optimizer"],
+            self.optimizer_.state_dict(),
+            [tuple(parameter.shape) for parameter in parameters],
+        )
+        # The schema checked every tensor's name, dtype and shape: these loads cannot fail.
+        self.model_.load_state_dict(state["model"])
+        self.optimizer_.load_state_dict(state["optimizer"])
+        self.history_ = History.from_dict(state["history"])
+        self.best_loss_ = state["best_loss"]
         self.best_state_ = state["best_state"]
-        self.epochs_without_improvement_ = int(state["epochs_without_improvement"])
+        self.epochs_without_improvement_ = state["epochs_without_improvement"]
         self.finished_ = self.history_.stopped_early or self.history_.epochs >= self.config.epochs
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -625,52 +636,6 @@ def fit(
     return trainer.fit(
         train_features, train_targets, validation_features, validation_targets, resume=resume
     )
-
-
-def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; never unpickles objects.
-
-    Raises:
-        ModelFileError: the file is missing, unreadable, refused as unsafe (it holds pickled
-            objects other than tensors and plain containers), or lacks a checkpoint field.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no checkpoint to resume from (the file does not exist)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise ModelFileError(
-            f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
-            f"({first_line})"
-        ) from error
-    required = (
-        "format",
-        "design",
-        "model_config",
-        "train_config",
-        "data_fingerprint",
-        "epoch",
-        "finished",
-        "model",
-        "optimizer",
-        "history",
-        "best_loss",
-        "best_state",
-        "epochs_without_improvement",
-    )
-    if not isinstance(state, dict):
-        raise ModelFileError(f"{path}: not a softclass checkpoint (found {type(state).__name__})")
-    missing = [key for key in required if key not in state]
-    if missing:
-        raise ModelFileError(f"{path}: not a softclass checkpoint, missing field(s) {missing}")
-    if state["format"] != CHECKPOINT_FORMAT:
-        raise ModelFileError(
-            f"{path}: checkpoint format {state['format']!r}, this softclass reads "
-            f"{CHECKPOINT_FORMAT}"
-        )
-    return state
 
 
 def _resumable(train_config: dict[str, Any]) -> dict[str, Any]:

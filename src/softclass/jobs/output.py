@@ -1,0 +1,97 @@
+"""Text that leaves softclass for spreadsheets and terminals, made safe to open and to print.
+
+Class names and column names come from the user's data (or a model directory, which is input
+too), so they may hold anything: a cell such as ``=HYPERLINK("http://…")`` runs as a formula when
+the CSV is opened in a spreadsheet, and ANSI escapes or other control characters rewrite the
+terminal they are printed on. Three rules, used by ``softclass predict`` and the command line:
+
+- :func:`neutralise_cell`: a CSV cell that starts with ``= + - @``, a tab or a carriage return
+  (and is not a plain number) gets a leading ``'``, the spreadsheet convention for "text, not a
+  formula" (OWASP's CSV-injection advice); control characters become U+FFFD.
+- :func:`terminal_text`: escape sequences are removed and other control characters (and the
+  bidirectional overrides that reorder what is shown) become U+FFFD; newlines and tabs stay.
+- :func:`probability_columns`: the probability columns of a prediction are named by their
+  classes, never colliding with ``row``, ``predicted`` or one another.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import polars as pl
+
+__all__ = [
+    "FORMULA_PREFIXES",
+    "RESERVED_COLUMNS",
+    "neutralise_cell",
+    "probability_columns",
+    "spreadsheet_safe",
+    "terminal_text",
+]
+
+ROW_COLUMN = "row"
+PREDICTED_COLUMN = "predicted"
+RESERVED_COLUMNS = (ROW_COLUMN, PREDICTED_COLUMN)
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_PROBABILITY_PREFIX = "proba_"
+_REPLACEMENT = "\N{REPLACEMENT CHARACTER}"
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+# CSI (ESC [ … final byte), OSC (ESC ] … BEL or ESC \), and the other two-byte ESC sequences.
+_ESCAPE_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]"
+)
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+_CONTROL_IN_CELL = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+
+
+def neutralise_cell(text: str) -> str:
+    """``text`` safe as a CSV cell opened in a spreadsheet: ``'`` before a formula-like start
+    (``= + - @``, tab, CR) unless the whole cell is a plain number; control characters → U+FFFD.
+    """
+    if text.startswith(FORMULA_PREFIXES) and not _NUMBER.fullmatch(text):
+        text = "'" + text
+    return _CONTROL_IN_CELL.sub(_REPLACEMENT, text)
+
+
+def terminal_text(text: str) -> str:
+    """``text`` safe to print on a terminal: escape sequences removed, other control characters
+    and bidirectional overrides replaced by U+FFFD; newlines and tabs kept."""
+    return _CONTROL.sub(_REPLACEMENT, _ESCAPE_SEQUENCE.sub("", text))
+
+
+def probability_columns(classes: Sequence[str]) -> list[str]:
+    """Column names for the probabilities of ``classes``, in order: each class's own name,
+    unless it is ``row`` or ``predicted`` or taken by an earlier column, in which case it is
+    prefixed with ``proba_`` (repeatedly) until it is distinct from every column and class name.
+
+    ``["row", "proba_row"]`` gives ``["proba_proba_row", "proba_row"]``: both columns survive.
+    """
+    used = set(RESERVED_COLUMNS)
+    class_names = set(classes)
+    columns = []
+    for name in classes:
+        column = name
+        while column in used or (column != name and column in class_names):
+            column = _PROBABILITY_PREFIX + column
+        used.add(column)
+        columns.append(column)
+    return columns
+
+
+def spreadsheet_safe(table: pl.DataFrame) -> pl.DataFrame:
+    """A prediction table (``row``, probability columns, ``predicted``) with every column name
+    and text cell passed through :func:`neutralise_cell`; probability columns renamed by
+    :func:`probability_columns` again should neutralising make two names equal."""
+    middle = [name for name in table.columns if name not in RESERVED_COLUMNS]
+    renamed = probability_columns([neutralise_cell(name) for name in middle])
+    text_columns = [name for name, dtype in table.schema.items() if dtype == pl.String]
+    # Few distinct values (class names) in many rows: neutralise each once, then map.
+    safe = table.with_columns(
+        pl.col(name).replace(
+            {value: neutralise_cell(value) for value in table[name].drop_nulls().unique()}
+        )
+        for name in text_columns
+    )
+    return safe.rename(dict(zip(middle, renamed, strict=True)))
