@@ -2,6 +2,7 @@
 
 import io
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -189,3 +190,11 @@ def test_plot_files_are_written_atomically(tmp_path):
     )
     assert _assert_png(path.read_bytes()).size[0] > 500
     assert [p.name for p in tmp_path.iterdir()] == ["confusion.png"]
+
+
+def test_control_characters_in_class_names_are_drawn_as_replacement_marks():
+    assert plots.short_label("a\x1b[31mb\x07") == "a\ufffd[31mb\ufffd"
+    assert plots.short_label("x" * 30) == "x" * 17 + "…"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns of a glyph it cannot draw
+        plots.render_png(plots.confusion_figure(torch.eye(2, dtype=torch.long), ["\x1b", "\x07"]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -118,7 +119,9 @@ def _caption(figure: Figure, caption: str | None) -> None:
 
 
 def short_label(name: str) -> str:
-    """A class name cut to ``LABEL_MAX_CHARS`` characters for ticks and legends."""
+    """A class name for ticks and legends: control characters (no glyph to draw) shown as "�",
+    cut to ``LABEL_MAX_CHARS`` characters."""
+    name = "".join("\ufffd" if unicodedata.category(char) == "Cc" else char for char in name)
     return name if len(name) <= LABEL_MAX_CHARS else name[: LABEL_MAX_CHARS - 1] + "…"
 
 
