@@ -11,6 +11,7 @@ import torch
 
 from softclass import cli
 from softclass.data import bundled_path
+from softclass.jobs.defaults import DEMONSTRATION, TABLE
 from softclass.jobs.store import load_model
 from softclass.training.trainer import TrainConfig
 
@@ -38,23 +39,129 @@ def run(monkeypatch, capsys):
     return invoke
 
 
-def test_cli_defaults_are_the_library_defaults():
-    defaults = TrainConfig()
+NETWORK_OPTIONS = ("epochs", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size")
+
+
+def _resolved(bundled, **typed):
+    options = dict.fromkeys((*NETWORK_OPTIONS, "patience"))
+    return cli._resolve(bundled, **{**options, **typed})
+
+
+def test_the_bundled_iris_keeps_the_demonstration_and_a_table_gets_competitive_defaults():
+    library = TrainConfig()
     for command in (cli.compare, cli.train):
         parameters = inspect.signature(command).parameters
-        assert parameters["epochs"].default == defaults.epochs
-        assert parameters["lr"].default == defaults.learning_rate
-        assert parameters["momentum"].default == defaults.momentum
-        assert parameters["batch_size"].default == defaults.batch_size
-        assert parameters["optimizer"].default == defaults.optimizer
-        assert parameters["validation"].default == defaults.validation_fraction
+        # Options that differ between the two default sets are left unset and filled in later.
+        assert all(parameters[name].default is None for name in (*NETWORK_OPTIONS, "patience"))
+        assert parameters["validation"].default == library.validation_fraction
+    iris = _resolved(True)
+    assert iris.defaults is DEMONSTRATION and (iris.hidden, iris.activation) == ((7,), "tanh")
+    assert (iris.config.epochs, iris.config.optimizer, iris.config.learning_rate) == (
+        library.epochs,
+        library.optimizer,
+        library.learning_rate,
+    )
+    assert (iris.config.momentum, iris.config.batch_size, iris.config.patience) == (
+        library.momentum,
+        library.batch_size,
+        None,
+    )
+    table = _resolved(False)
+    assert table.defaults is TABLE and (table.hidden, table.activation) == ((100,), "relu")
+    assert (table.config.optimizer, table.config.learning_rate, table.config.batch_size) == (
+        "adam",
+        0.001,
+        200,
+    )
+    assert (table.config.epochs, table.config.patience) == (200, 10)
+    typed = _resolved(False, hidden="7", optimizer="sgd", lr=0.05, patience=0)
+    assert (typed.hidden, typed.config.optimizer, typed.config.learning_rate) == ((7,), "sgd", 0.05)
+    assert typed.config.patience is None  # --patience 0 turns early stopping off
+    assert (typed.activation, typed.config.batch_size) == ("relu", 200)
+
+
+def test_help_text_is_plain_and_states_both_defaults(run):
+    for command in ((), ("compare",), ("train",), ("predict",), ("check",), ("explain",)):
+        code, out, _ = run(*command, "--help")
+        assert code == 0
+        for markup in ("``", ":class:", ":func:", ":mod:", "<bool>"):
+            assert markup not in out, (command, markup)
+    code, out, _ = run("compare", "--help")
+    text = " ".join(out.replace("│", " ").split())
+    assert "--json Print JSON only." in text
+    assert "Default: 7 on the bundled Iris, 100 on your table." in text
+    assert "Default: sgd on the bundled Iris, adam on your table." in text
+    assert "Default: off on the bundled Iris, 10 epochs on your table." in text
+    assert "scikit-learn MLPClassifier's defaults" in text
+
+
+def test_a_users_table_trains_with_the_table_defaults_and_says_so(run, tmp_path):
+    out_dir = tmp_path / "r"
+    code, out, err = run(
+        "compare",
+        bundled_path("people"),
+        "--epochs",
+        "3",
+        "--design",
+        "AC",
+        "--out",
+        out_dir,
+        "--json",
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["defaults"]["name"] == "table" and report["defaults"]["hidden"] == [100]
+    assert report["model_config"]["hidden"] == [100]
+    assert report["model_config"]["activation"] == "relu"
+    assert report["train_config"]["optimizer"] == "adam"
+    assert report["train_config"]["learning_rate"] == 0.001
+    assert report["train_config"]["patience"] == 10
+    # Early stopping: a tenth of the training rows chooses the epoch, apart from validation.
+    assert report["rows"] == {"train": 145, "stopping": 15, "validation": 40}
+    assert report["history_rows"] == "stopping"
+    code, out, err = run("compare", "--epochs", "2", "--design", "A", "--out", out_dir, "--json")
+    assert json.loads(out)["defaults"]["name"] == "demonstration"
+
+
+def test_early_stopping_says_which_rows_chose_the_epoch(run, tmp_path):
+    code, out, err = run(
+        "compare",
+        "--epochs",
+        "30",
+        "--patience",
+        "2",
+        "--lr",
+        "0.1",
+        "--design",
+        "AC",
+        "--out",
+        tmp_path / "r",
+    )
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert (
+        "rows: 108 trained the weights, 12 stopping rows chose the epoch (patience 2), 30 "
+        "validation rows gave every number below" in text
+    )
+    assert "epochs: best/trained" in text
+    assert "own loss" in text and "not comparable across designs" in text
+
+
+def test_progress_bars_show_the_time_left():
+    from rich.progress import TimeRemainingColumn
+
+    bars = cli._ProgressBars(enabled=False)
+    assert any(isinstance(column, TimeRemainingColumn) for column in bars.progress.columns)
 
 
 def test_short_compare_prints_the_table_and_the_agreement(run, tmp_path):
     code, out, err = run("compare", "--epochs", "3", "--design", "AB", "--out", tmp_path / "r")
     assert code == 0, err
-    assert "A vs B: identical" in out or "A vs B: equal to float tolerance" in out
-    assert "120 training rows, 30 validation rows, MLP 4-7-3 tanh" in out
+    assert "A vs B: identical" in out or "A vs B: equal up to rounding" in out
+    assert "A vs B on the bundled Iris: MLP 4-7-3 tanh, sgd lr 0.01" in out
+    assert "rows: 120 trained the weights, 30 validation rows gave every number below" in out
+    assert "float64 gradients at the same weights agree to" in out
+    assert "how: both losses' gradients in float64 at the same weights" in out
     assert f"written to {tmp_path / 'r'}" in out
     assert (tmp_path / "r" / "loss_curves.png").read_bytes()[:8] == PNG_SIGNATURE
     assert sorted(p.name for p in (tmp_path / "r" / "models").iterdir()) == ["A", "B"]
@@ -185,7 +292,13 @@ def test_a_class_seen_only_at_predict_time_is_refused(run, tmp_path):
 
 def test_bad_options_are_one_line(run, tmp_path):
     code, _, err = run("compare", "--epochs", "0", "--out", tmp_path / "o")
-    assert code == 2 and "epochs=0 must be an integer ≥ 1" in err
+    assert code == 2 and "--epochs 0 must be an integer ≥ 1" in err
+    code, _, err = run("compare", "--lr", "0", "--out", tmp_path / "o")
+    assert code == 2 and "--lr 0.0 must be > 0" in err
+    code, _, err = run("compare", "--optimizer", "lbfgs", "--out", tmp_path / "o")
+    assert code == 2 and "--optimizer 'lbfgs': expected one of sgd, adam" in err
+    code, _, err = run("compare", "--patience", "-1", "--out", tmp_path / "o")
+    assert code == 2 and "expected 0 (off) or more, got -1" in err
     code, _, err = run("compare", "--divide", "age", "--out", tmp_path / "o")
     assert code == 2 and "expected COLUMN=VALUE" in err
     code, _, err = run("compare", "--hidden", "7,x", "--out", tmp_path / "o")
@@ -223,3 +336,29 @@ def test_check_a_saved_model_on_its_table(run, tmp_path):
     code, _, err = run("check", model_dir)
     assert code == 2
     assert "needs MODEL_DIR and DATA" in err
+
+
+@pytest.mark.parametrize(
+    ("message", "typed"),
+    [
+        ("epochs=0 must be an integer ≥ 1", "--epochs 0 must be an integer ≥ 1"),
+        ("learning_rate=0.0 must be > 0", "--lr 0.0 must be > 0"),
+        ("validation_fraction=1.5 must be in [0, 1)", "--validation 1.5 must be in [0, 1)"),
+        (
+            "compare needs validation rows: set validation_fraction > 0",
+            "compare needs validation rows: set --validation > 0",
+        ),
+        ("batch_size must be ≥ 1", "--batch-size must be ≥ 1"),
+        ("the seed's table has no column 'epochs'", "the seed's table has no column 'epochs'"),
+    ],
+)
+def test_errors_name_options_as_typed(message, typed):
+    assert cli._as_typed(message) == typed
+
+
+def test_the_bundled_iris_file_is_the_demonstration_wherever_it_is_named(tmp_path):
+    assert cli._is_bundled_iris(None) and cli._is_bundled_iris(bundled_path("iris"))
+    assert not cli._is_bundled_iris(bundled_path("people"))
+    copy = tmp_path / "iris.csv"
+    copy.write_bytes(bundled_path("iris").read_bytes())
+    assert not cli._is_bundled_iris(copy)  # a user's copy is a user's table

@@ -12,9 +12,18 @@ from PIL import Image
 
 from softclass.data import load_bundled
 from softclass.errors import ConfigError, DataError
-from softclass.jobs.compare import PreparedData, compare, parse_designs, prepare_table
+from softclass.evaluation.stats import COMMON_METRICS
+from softclass.functional import nll_loss
+from softclass.jobs.compare import (
+    Agreement,
+    PreparedData,
+    compare,
+    parse_designs,
+    prepare_table,
+    split_stopping_rows,
+)
 from softclass.jobs.store import load_model
-from softclass.mlp.designs import get_design
+from softclass.mlp.designs import DESIGNS, get_design
 from softclass.training.trainer import TrainConfig, fit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -53,9 +62,11 @@ def test_short_comparison_reports_agreement_and_metrics(iris):
     assert set(pairs) == {(x, y, 0) for x, y in (("A", "B"), ("A", "D"), ("A", "C"))}
     a_b = pairs[("A", "B", 0)]
     assert len(a_b.weight_diff) == 4 and a_b.max_weight_diff <= 1e-6
-    assert a_b.verdict in ("identical", "equal to float tolerance")
+    assert a_b.verdict in ("identical", "equal up to rounding")
+    assert a_b.max_gradient_diff <= 1e-12 and a_b.gradient_epochs == [1, 2, 3, 4]
     assert pairs[("A", "D", 0)].max_weight_diff <= 1e-4
-    assert pairs[("A", "C", 0)].verdict == "different" and pairs[("A", "C", 0)].loss_diff is None
+    a_c = pairs[("A", "C", 0)]
+    assert a_c.verdict == "different" and a_c.loss_diff is None and a_c.max_gradient_diff > 0.1
     summary = result.summary("A")
     runs = result.runs_of("A")
     assert summary["validation_accuracy"] == pytest.approx(
@@ -89,17 +100,166 @@ def test_several_seeds_train_in_one_batch_and_compare_designs_paired(iris, tmp_p
         alone.history.column("validation_loss"), rel=1e-4
     )
     statistics = result.seed_statistics()
-    pairs = {(pair["a"], pair["b"]): pair for pair in statistics["pairs"]["validation_loss"]}
+    pairs = {(pair["a"], pair["b"]): pair for pair in statistics["pairs"]["validation_log_loss"]}
     # A's loss runs the fused kernel, B's log_softmax + NLL: equal up to float32 rounding.
     assert pairs[("A", "B")]["verdict"] in ("identical", "equal to float tolerance")
     assert abs(pairs[("A", "B")]["mean_difference"]) < 1e-6
-    losses_c = [run.metrics["validation_loss"] for run in result.runs_of("C")]
-    assert statistics["summary"]["validation_loss"]["C"]["mean"] == pytest.approx(sum(losses_c) / 3)
+    log_losses_c = [run.metrics["validation_log_loss"] for run in result.runs_of("C")]
+    assert statistics["summary"]["validation_log_loss"]["C"]["mean"] == pytest.approx(
+        sum(log_losses_c) / 3
+    )
     assert (tmp_path / "run" / "seed_bands.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["seed_statistics"]["pairs"]["validation_loss"][0]["verdict"] in (
+    assert report["seed_statistics"]["pairs"]["validation_log_loss"][0]["verdict"] in (
         "identical",
         "equal to float tolerance",
+    )
+
+
+def test_seed_statistics_never_pair_different_loss_functions(iris):
+    result = compare(iris, "ABCD", TrainConfig(epochs=3), seeds=3)
+    statistics = result.seed_statistics()
+    # Designs are paired on measures common to all of them, never on their own losses.
+    assert set(statistics["pairs"]) == set(COMMON_METRICS)
+    assert set(statistics["summary"]) == set(COMMON_METRICS)
+    for metric, pairs in statistics["pairs"].items():
+        label = f"validation {COMMON_METRICS[metric].label}"
+        assert len(pairs) == 6
+        for pair in pairs:
+            assert pair["metric"] == label
+            assert pair["description"].startswith(f"{pair['a']} vs {pair['b']} on {label}: ")
+    # Each design's own loss is summarised for that design alone, named by its loss function.
+    own = statistics["own_loss"]
+    assert {name: own[name]["loss"] for name in "ABCD"} == {
+        "A": "cross_entropy",
+        "B": "nll",
+        "C": "mse",
+        "D": "mcee",
+    }
+    losses_c = [run.metrics["validation_loss"] for run in result.runs_of("C")]
+    assert own["C"]["mean"] == pytest.approx(sum(losses_c) / 3)
+    # The A vs C log loss pair compares the same quantity: log loss of each design's probabilities.
+    a_c = next(
+        p for p in statistics["pairs"]["validation_log_loss"] if (p["a"], p["b"]) == ("A", "C")
+    )
+    log_loss = {name: result._per_seed(name, "validation_log_loss") for name in "AC"}
+    differences = [a - c for a, c in zip(log_loss["A"], log_loss["C"], strict=True)]
+    assert a_c["mean_difference"] == pytest.approx(sum(differences) / 3)
+    data = result.to_dict()
+    assert data["metrics"]["validation_loss"]["kind"] == "own loss"
+    assert data["metrics"]["validation_log_loss"]["kind"] == "common"
+
+
+def test_early_stopping_chooses_the_epoch_on_rows_apart_from_the_reported_ones(iris):
+    result = compare(iris, "AC", TrainConfig(epochs=40, patience=3, learning_rate=0.1))
+    # 120 training rows: a tenth of each class chooses the epoch; the 30 validation rows stay apart.
+    assert (result.n_train, result.n_stopping, result.n_validation) == (108, 12, 30)
+    fitted, (stopping_features, stopping_targets) = split_stopping_rows(iris, 0.1, 0)
+    # Every training row goes to exactly one part (Iris has duplicate rows: compare multisets).
+    parts = torch.cat([fitted.train_features, stopping_features])
+    assert parts.shape == (120, 4) and fitted.train_features.shape == (108, 4)
+    assert sorted(map(tuple, parts.tolist())) == sorted(map(tuple, iris.train_features.tolist()))
+    assert torch.equal(fitted.validation_features, iris.validation_features)
+    assert torch.bincount(stopping_targets).tolist() == [4, 4, 4]
+    for run in result.runs:
+        history = run.history
+        assert history.best_epoch is not None
+        model, design = run.result.model, run.result.design
+        with torch.no_grad():
+            on_stopping = design.loss_from_logits(
+                model(stopping_features), design.encode_targets(stopping_targets, 3)
+            )
+            on_validation = design.loss_from_logits(
+                model(iris.validation_features), design.encode_targets(iris.validation_targets, 3)
+            )
+        # The epoch was chosen on the stopping rows (its recorded loss is theirs, best weights
+        # restored) and the reported loss is the validation rows' own.
+        best = history.records[history.best_epoch - 1]
+        assert best.validation_loss == pytest.approx(float(on_stopping), rel=1e-5)
+        assert run.metrics["validation_loss"] == pytest.approx(float(on_validation), rel=1e-6)
+        assert run.metrics["validation_loss"] != pytest.approx(best.validation_loss, rel=1e-3)
+        assert int(run.confusion.sum()) == 30
+    report = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert report["rows"] == {"train": 108, "stopping": 12, "validation": 30}
+    assert report["history_rows"] == "stopping"
+    assert "choose the epoch" in report["row_roles"]["stopping"]
+    assert "never trained on, never chose the epoch" in report["row_roles"]["validation"]
+    plain = compare(iris, "A", TrainConfig(epochs=2))
+    assert plain.n_stopping == 0 and plain.to_dict()["row_roles"].keys() == {"train", "validation"}
+
+
+def test_the_stopping_share_is_checked(iris):
+    with pytest.raises(ConfigError, match=r"--stopping 1\.0: early stopping needs a share"):
+        compare(iris, "A", TrainConfig(epochs=2, patience=1), stopping_fraction=1.0)
+    with pytest.raises(ConfigError, match="--stopping 'x': expected a number"):
+        split_stopping_rows(iris, "x", 0)
+    tiny = PreparedData(
+        torch.zeros(2, 4), torch.tensor([0, 1]), torch.zeros(2, 4), torch.tensor([0, 1]), ("a", "b")
+    )
+    with pytest.raises(DataError, match="no rows left to choose the epoch on: 2 training rows"):
+        split_stopping_rows(tiny, 0.1, 0)
+
+
+def _synthetic(rows: int, features: int, classes: int) -> PreparedData:
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(features, classes, generator=generator)
+    train = torch.randn(rows, features, generator=generator)
+    noise = 0.5 * torch.randn(rows, classes, generator=generator)
+    validation = torch.randn(200, features, generator=generator)
+    return PreparedData(
+        train,
+        (train @ weights + noise).argmax(1),
+        validation,
+        (validation @ weights).argmax(1),
+        tuple(f"class {index}" for index in range(classes)),
+    )
+
+
+def test_a_vs_b_is_rounding_even_when_float32_weights_drift_far_apart():
+    # Many large steps: float32 rounding of A's fused kernel and B's log_softmax + NLL grows
+    # until the weights are visibly apart (the old check said "different" above 1e-3).
+    data = _synthetic(1000, 20, 10)
+    config = TrainConfig(epochs=10, optimizer="sgd", learning_rate=0.1, batch_size=8)
+    result = compare(data, "AB", config, hidden=(64,), activation="relu")
+    a_b = result.agreements[0]
+    assert a_b.max_weight_diff > 1e-3
+    assert a_b.max_gradient_diff <= 1e-12
+    assert a_b.verdict == "equal up to rounding"
+    # The noise floor of the same run: A against itself nudged by one ulp drifts as far.
+    assert a_b.noise_floor is not None and a_b.noise_floor > 1e-3
+    assert "noise floor" in a_b.method and "float64" in a_b.method
+    assert "every step makes the same update" in a_b.explanation()
+    record = a_b.to_dict()
+    assert record["noise_floor"] == a_b.noise_floor and record["verdict"] == "equal up to rounding"
+
+
+def test_a_really_different_loss_is_reported_as_different(iris, monkeypatch):
+    # B made to train on twice the NLL: the same minimiser, but not the same computation.
+    doubled = replace(DESIGNS["B"], loss=lambda outputs, targets: 2 * nll_loss(outputs, targets))
+    monkeypatch.setitem(DESIGNS, "B", doubled)
+    result = compare(iris, "AB", TrainConfig(epochs=3))
+    a_b = result.agreements[0]
+    assert a_b.max_gradient_diff == pytest.approx(1.0, rel=1e-6)  # |g - 2g| / |g|
+    assert a_b.verdict == "different"
+    assert "another loss" in a_b.explanation()
+
+
+def test_agreement_verdicts_in_words():
+    same = Agreement("A", "B", 0, [0.0, 0.0], [0.0, 0.0], [0.0], [1])
+    assert same.verdict == "identical"
+    assert same.explanation() == "bit for bit the same weights over 2 epochs"
+    rounding = Agreement("A", "D", 0, [1e-7, 4.3e-2], [1e-7, 1e-5], [3e-16, 5e-16], [1, 2], 5.1e-2)
+    assert rounding.verdict == "equal up to rounding" and rounding.needs_noise_floor
+    assert rounding.explanation() == (
+        "float64 gradients at the same weights agree to 5e-16, so every step makes the same "
+        "update; float32 rounding moves the weights apart by up to 4.30e-02 over 2 epochs; A "
+        "against itself nudged by one ulp: 5.10e-02"
+    )
+    other = Agreement("A", "C", 0, [0.2, 0.4], None, [0.7, 0.8], [1, 2])
+    assert other.verdict == "different" and not other.needs_noise_floor
+    assert other.explanation() == (
+        "float64 gradients at the same weights differ by 8.0e-01 (relative): another loss; "
+        "weights apart by up to 4.00e-01"
     )
 
 
@@ -146,6 +306,7 @@ def test_iris_comparison_reaches_the_goal_and_writes_everything(iris, tmp_path):
         assert result.summary(name)["validation_accuracy"] >= 0.93
     a_b = next(a for a in result.agreements if (a.first, a.second) == ("A", "B"))
     assert a_b.max_weight_diff <= 1e-5 and a_b.max_loss_diff <= 1e-5
+    assert a_b.verdict == "equal up to rounding" and a_b.noise_floor is None
     run = tmp_path / "run"
     for name in ("loss_curves.png", "confusion_matrices.png", "calibration.png"):
         _assert_png(run / name)

@@ -206,13 +206,15 @@ def test_compare_seeds_reports_a_b_identical_and_intervals_for_each_design(train
         settings,
         seeds=[0, 1, 2, 3],
     )
-    pairs = {(pair.a, pair.b): pair for pair in comparison.pairs["val_loss"]}
+    # Each design's own loss is never paired across designs (C's is a squared error).
+    assert set(comparison.pairs) == {"val_accuracy"}
+    pairs = {(pair.a, pair.b): pair for pair in comparison.pairs["val_accuracy"]}
     assert len(pairs) == 6
     identical = pairs[("A", "B")]
-    assert identical.verdict == "identical"
+    assert identical.verdict == "identical" and identical.metric == "validation accuracy"
     assert identical.mean_difference == 0.0 and identical.p_value == 1.0
-    assert pairs[("A", "C")].verdict != "identical"
     assert np.isfinite(pairs[("A", "C")].p_value)
+    assert set(comparison.summary) == {"val_loss", "val_accuracy"}
     interval = comparison.summary["val_accuracy"]["C"]
     final = comparison.history("val_accuracy", "C")[:, -1]
     assert interval.low <= final.mean() <= interval.high

@@ -7,7 +7,14 @@ import pytest
 from scipy import stats as scipy_stats
 
 from softclass.errors import ConfigError
-from softclass.evaluation.stats import mean_interval, paired_comparison, t_quantile
+from softclass.evaluation.stats import (
+    COMMON_METRICS,
+    common_metric,
+    compare_designs,
+    mean_interval,
+    paired_comparison,
+    t_quantile,
+)
 
 LOSSES_A = [0.41, 0.38, 0.45, 0.40, 0.39, 0.43]
 LOSSES_C = [0.52, 0.47, 0.55, 0.49, 0.50, 0.58]
@@ -65,6 +72,12 @@ def test_constant_nonzero_difference_is_certain_and_noise_is_not_significant():
         (lambda: mean_interval([0.5, float("nan")]), "non-finite values"),
         (lambda: mean_interval([0.5, 0.6], confidence=1.0), "strictly between 0 and 1"),
         (lambda: paired_comparison([1, 2, 3], [1, 2], "A", "C"), "3 values for A and 2 for C"),
+        (
+            lambda: compare_designs({"A": LOSSES_A, "C": LOSSES_C}, "validation_loss"),
+            "compared only on a common metric, got 'validation_loss': expected one of "
+            "validation_log_loss, validation_accuracy, validation_brier",
+        ),
+        (lambda: common_metric("train_loss"), "a design's own loss differs"),
     ],
 )
 def test_errors_say_what_was_expected(call, match):
@@ -79,3 +92,29 @@ def test_rounding_sized_differences_are_equal_to_float_tolerance():
     assert pair.mean_difference == pytest.approx(3e-8)
     real = paired_comparison(base + 3e-3, base, "A", "C")
     assert real.verdict == "significant"
+
+
+def test_designs_are_paired_only_on_common_metrics_and_every_pair_is_named():
+    values = {"A": LOSSES_A, "B": list(LOSSES_A), "C": LOSSES_C}
+    pairs = compare_designs(values, "validation_log_loss")
+    assert [(pair.a, pair.b) for pair in pairs] == [("A", "B"), ("A", "C"), ("B", "C")]
+    assert {pair.metric for pair in pairs} == {"validation log loss"}
+    assert pairs[1].p_value == pytest.approx(scipy_stats.ttest_rel(LOSSES_A, LOSSES_C).pvalue)
+    # The common metrics are measured on the predicted probabilities, never a design's own loss.
+    assert set(COMMON_METRICS) == {"validation_log_loss", "validation_accuracy", "validation_brier"}
+    for own_loss in ("validation_loss", "train_loss"):
+        with pytest.raises(ConfigError, match="compared only on a common metric"):
+            compare_designs(values, own_loss)
+
+
+def test_a_verdict_says_what_was_compared():
+    pair = paired_comparison(LOSSES_A, LOSSES_C, "A", "C", metric="validation log loss")
+    reference = scipy_stats.ttest_rel(LOSSES_A, LOSSES_C)
+    assert pair.describe() == (
+        f"A vs C on validation log loss: significant (A - C = {pair.mean_difference:+.1e}, "
+        f"95 % interval [{pair.low:+.1e}, {pair.high:+.1e}], p {reference.pvalue:.2g}, 6 seeds)"
+    )
+    assert pair.to_dict()["description"] == pair.describe()
+    assert pair.to_dict()["metric"] == "validation log loss"
+    same = paired_comparison(LOSSES_A, list(LOSSES_A), "A", "B", metric="validation accuracy")
+    assert same.describe().startswith("A vs B on validation accuracy: identical (A - B = +0.0e+00")

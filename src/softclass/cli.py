@@ -8,9 +8,11 @@ the full traceback instead.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +22,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from softclass.errors import SoftclassError, SoftclassWarning
+from softclass.jobs.defaults import DEMONSTRATION, TABLE, Defaults, defaults_for
 from softclass.version import __version__
 
 if TYPE_CHECKING:
@@ -28,9 +31,33 @@ if TYPE_CHECKING:
     from softclass.training.distributed import DistContext
     from softclass.training.trainer import ProgressEvent, TrainConfig
 
+
+def _flags_without_placeholder(params: list) -> list:
+    """Flags (``--json``, ``--help``) take no value: show no type placeholder for them."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help shows flags without a type placeholder."""
+
+    def get_params(self, ctx):
+        return _flags_without_placeholder(super().get_params(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    """The root group, with the same flag display as :class:`_Command`."""
+
+    def get_params(self, ctx):
+        return _flags_without_placeholder(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="softclass",
     help="Multi-class classification with PyTorch: four output/loss designs, compared.",
+    cls=_Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -97,9 +124,35 @@ def main() -> None:
         if _state["debug"]:
             raise
         err_console.print(
-            "[bold red]error:[/]", escape(str(error)), highlight=False, soft_wrap=True
+            "[bold red]error:[/]", escape(_as_typed(str(error))), highlight=False, soft_wrap=True
         )
         sys.exit(2)
+
+
+# The library names options as its parameters (learning_rate=0); a user typed flags (--lr 0).
+_FLAGS = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "learning_rate": "--lr",
+    "momentum": "--momentum",
+    "seed": "--seed",
+    "seeds": "--seeds",
+    "validation_fraction": "--validation",
+    "patience": "--patience",
+    "optimizer": "--optimizer",
+    "device": "--device",
+    "precision": "--precision",
+    "normalization": "--normalize",
+    "missing": "--missing",
+}
+_OPTION_NAME = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")(=| >| must\b)")
+
+
+def _as_typed(message: str) -> str:
+    """``"epochs=0 must be ..."`` → ``"--epochs 0 must be ..."``: options named as typed."""
+    return _OPTION_NAME.sub(
+        lambda match: _FLAGS[match[1]] + (" " if match[2] == "=" else match[2]), message
+    )
 
 
 def _parse_floats(text: str, option: str) -> tuple[float, ...]:
@@ -111,7 +164,7 @@ def _parse_floats(text: str, option: str) -> tuple[float, ...]:
         ) from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def explain(
     logits: Annotated[
         str | None,
@@ -145,7 +198,7 @@ def explain(
             console.print(f"  {example.remark}\n", highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
     model_dir: Annotated[
         Path | None, typer.Argument(help="Model directory written by train/compare.")
@@ -233,7 +286,7 @@ def _findings_table(snippet: str, findings, empty: str):
     return body
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     repeats: Annotated[int, typer.Option(help="Timed runs per implementation and case.")] = 5,
     memory: Annotated[
@@ -254,44 +307,154 @@ def bench(
 
 # -- compare / train / predict ---------------------------------------------------------------------
 
+
+def _both(option: str, format_value=str) -> str:
+    """ "Default: 7 on the bundled Iris, 100 on your table.": an option's two defaults."""
+    demonstration, table = (format_value(getattr(d, option)) for d in (DEMONSTRATION, TABLE))
+    if demonstration == table:
+        return f"Default: {table}."
+    return f"Default: {demonstration} on the bundled Iris, {table} on your table."
+
+
+def _widths(widths: tuple[int, ...]) -> str:
+    return ",".join(map(str, widths))
+
+
+def _patience_text(patience: int | None) -> str:
+    return "off" if patience is None else f"{patience} epochs"
+
+
 _DataArgument = Annotated[
-    Path | None, typer.Argument(help="CSV or Parquet table (default: the bundled Iris).")
+    Path | None,
+    typer.Argument(
+        help="CSV or Parquet table (default: the bundled Iris).", metavar="DATA", show_default=False
+    ),
 ]
 _Target = Annotated[
-    str | None, typer.Option("--target", help="Class column (default: the last column).")
+    str | None,
+    typer.Option("--target", metavar="COLUMN", help="Class column (default: the last column)."),
 ]
-_Epochs = Annotated[int, typer.Option("--epochs", help="Passes over the training rows.")]
+_Epochs = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        metavar="N",
+        help=f"Passes over the training rows (at most, with --patience). {_both('epochs')}",
+        show_default=False,
+    ),
+]
 _Hidden = Annotated[
-    str, typer.Option("--hidden", help="Hidden layer widths, comma-separated, e.g. 128,128.")
+    str | None,
+    typer.Option(
+        "--hidden",
+        metavar="WIDTHS",
+        help=f"Hidden layer widths, comma-separated, e.g. 128,128. {_both('hidden', _widths)}",
+        show_default=False,
+    ),
 ]
-_Activation = Annotated[str, typer.Option("--activation", help="tanh, relu, sigmoid, gelu.")]
-_Optimizer = Annotated[str, typer.Option("--optimizer", help="sgd (with momentum) or adam.")]
-_LearningRate = Annotated[float, typer.Option("--lr", help="Learning rate.")]
-_Momentum = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
-_BatchSize = Annotated[int, typer.Option("--batch-size", help="Rows per optimizer step.")]
-_Seed = Annotated[int, typer.Option("--seed", help="Seed of weights, batch order and split.")]
-_Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-_Precision = Annotated[str, typer.Option("--precision", help="fp32 or bf16 (autocast).")]
-_Normalize = Annotated[str, typer.Option("--normalize", help="zscore, minmax or divide.")]
+_Activation = Annotated[
+    str | None,
+    typer.Option(
+        "--activation",
+        metavar="NAME",
+        help=f"tanh, relu, sigmoid or gelu. {_both('activation')}",
+        show_default=False,
+    ),
+]
+_Optimizer = Annotated[
+    str | None,
+    typer.Option(
+        "--optimizer",
+        metavar="NAME",
+        help=f"sgd (with momentum) or adam. {_both('optimizer')}",
+        show_default=False,
+    ),
+]
+_LearningRate = Annotated[
+    float | None,
+    typer.Option(
+        "--lr", metavar="RATE", help=f"Learning rate. {_both('learning_rate')}", show_default=False
+    ),
+]
+_Momentum = Annotated[
+    float | None,
+    typer.Option(
+        "--momentum",
+        metavar="M",
+        help=f"SGD momentum (adam ignores it). {_both('momentum')}",
+        show_default=False,
+    ),
+]
+_BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        metavar="ROWS",
+        help=f"Rows per optimizer step. {_both('batch_size')}",
+        show_default=False,
+    ),
+]
+_Seed = Annotated[
+    int, typer.Option("--seed", metavar="N", help="Seed of weights, batch order and split.")
+]
+_Device = Annotated[str, typer.Option("--device", metavar="NAME", help="auto, cpu or cuda.")]
+_Precision = Annotated[
+    str, typer.Option("--precision", metavar="NAME", help="fp32 or bf16 (autocast).")
+]
+_Normalize = Annotated[
+    str, typer.Option("--normalize", metavar="NAME", help="zscore, minmax or divide.")
+]
 _Divide = Annotated[
     list[str] | None,
-    typer.Option("--divide", help="COLUMN=VALUE divisor for --normalize divide (repeat it)."),
+    typer.Option(
+        "--divide",
+        metavar="COLUMN=VALUE",
+        help="Divisor of a column for --normalize divide (repeat it).",
+    ),
 ]
-_Missing = Annotated[str, typer.Option("--missing", help="error, drop or impute.")]
+_Missing = Annotated[str, typer.Option("--missing", metavar="NAME", help="error, drop or impute.")]
 _Validation = Annotated[
-    float, typer.Option("--validation", help="Share of each class held out for validation.")
+    float,
+    typer.Option(
+        "--validation",
+        metavar="FRACTION",
+        help="Share of each class held out as validation rows: every reported validation "
+        "number comes from them.",
+    ),
 ]
 _Patience = Annotated[
-    int | None, typer.Option("--patience", help="Early stopping patience in epochs (off if unset).")
+    int | None,
+    typer.Option(
+        "--patience",
+        metavar="EPOCHS",
+        help="Early stopping: stop after this many epochs without a better loss on held-out rows "
+        "and keep the best weights (compare: the --stopping rows, apart from the validation "
+        "rows; train: the validation rows); 0 turns it off. " + _both("patience", _patience_text),
+        show_default=False,
+    ),
+]
+_Stopping = Annotated[
+    float,
+    typer.Option(
+        "--stopping",
+        metavar="FRACTION",
+        help="With --patience: share of the training rows held out to choose the epoch on, "
+        "apart from the validation rows (three-way split).",
+    ),
 ]
 _Threads = Annotated[
     int,
     typer.Option(
         "--threads",
+        metavar="N",
         help="CPU threads for torch; 0 = torch's default. One is fastest for small networks: "
         "on a shared 2-core machine two threads made Iris training 7x slower (see benchmarks).",
     ),
 ]
+_DEFAULTS_HELP = (
+    f"Defaults. On the bundled Iris: {DEMONSTRATION.reason}. On your table: {TABLE.reason}. "
+    "Any option given overrides its default; report.json records which defaults were used."
+)
 
 
 def _set_threads(threads: int) -> None:
@@ -371,10 +534,17 @@ def _distributed_context(device: str) -> Iterator[DistContext]:
 
 
 class _ProgressBars:
-    """A rich progress bar per training run, on stderr; the library only sends events."""
+    """A rich progress bar per training run, with its time left, on stderr; the library only
+    sends events."""
 
     def __init__(self, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             "[progress.description]{task.description}",
@@ -382,6 +552,8 @@ class _ProgressBars:
             MofNCompleteColumn(),
             "{task.fields[loss]}",
             TimeElapsedColumn(),
+            "ETA",
+            TimeRemainingColumn(),
             console=err_console,
             transient=True,
             disable=not enabled,
@@ -404,7 +576,7 @@ class _ProgressBars:
         self.progress.update(
             self.tasks[event.label],
             completed=event.epochs if event.finished else event.epoch,
-            loss="" if loss is None else f"val loss {loss:.4f}",
+            loss="" if loss is None else f"loss {loss:.4f}",
         )
 
 
@@ -418,32 +590,101 @@ def _run_context(data: Path | None) -> RunContext:
     return RunContext(table=table, command=shlex.join(["softclass", *sys.argv[1:]]))
 
 
+@dataclass(frozen=True)
+class _Network:
+    """The network and training options after the defaults filled in what was not typed."""
+
+    defaults: Defaults
+    hidden: tuple[int, ...]
+    activation: str
+    config: TrainConfig
+
+
+def _is_bundled_iris(data: Path | None) -> bool:
+    """No table given, or the bundled Iris file itself: the demonstration defaults apply."""
+    from softclass.data import bundled_path
+
+    return data is None or Path(data).resolve() == bundled_path("iris").resolve()
+
+
+def _resolve(
+    bundled: bool,
+    *,
+    epochs: int | None,
+    hidden: str | None,
+    activation: str | None,
+    optimizer: str | None,
+    lr: float | None,
+    momentum: float | None,
+    batch_size: int | None,
+    patience: int | None,
+    **options: object,
+) -> _Network:
+    """Fill each option not typed from the defaults of the bundled Iris or of a user's table."""
+    defaults = defaults_for(bundled)
+    if patience is not None and patience < 0:
+        raise typer.BadParameter(
+            f"expected 0 (off) or more, got {patience}", param_hint="--patience"
+        )
+    typed = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "learning_rate": lr,
+        "momentum": momentum,
+        "patience": patience,
+    }
+    chosen = {
+        name: default if typed[name] is None else typed[name]
+        for name, default in defaults.train_options().items()
+    }
+    chosen["patience"] = chosen["patience"] or None  # --patience 0: no early stopping
+    config = _train_config(**chosen, **options)
+    widths = defaults.hidden if hidden is None else _parse_hidden(hidden)
+    return _Network(defaults, widths, activation or defaults.activation, config)
+
+
 def _train_config(**options: object) -> TrainConfig:
     from softclass.training.trainer import TrainConfig
 
     return TrainConfig(**options)
 
 
-@app.command()
+_COMPARE_HELP = "\n\n".join(
+    (
+        "Train the same network with designs A-D on the same data, split and seed, and compare "
+        "them on the same held-out rows.",
+        _DEFAULTS_HELP,
+        "Under torchrun (torchrun --nproc-per-node N -m softclass compare ...) every design "
+        "trains data parallel on the N processes; rank 0 alone writes and prints.",
+    )
+)
+
+
+@app.command(cls=_Command, help=_COMPARE_HELP)
 def compare(
     data: _DataArgument = None,
     target: _Target = None,
-    epochs: _Epochs = 100,
-    seeds: Annotated[int, typer.Option("--seeds", help="Seeds to run (seed, seed+1, ...).")] = 1,
+    epochs: _Epochs = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", metavar="K", help="Seeds to run (seed, seed+1, ...).")
+    ] = 1,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Output directory (default runs/compare-<date>-<time>)."),
+        typer.Option(
+            "--out", metavar="DIR", help="Output directory (default runs/compare-DATE-TIME)."
+        ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
-    design: Annotated[str, typer.Option("--design", help="Designs to train, e.g. ABCD or AB.")] = (
-        "ABCD"
-    ),
-    hidden: _Hidden = "7",
-    activation: _Activation = "tanh",
-    optimizer: _Optimizer = "sgd",
-    lr: _LearningRate = 0.01,
-    momentum: _Momentum = 0.9,
-    batch_size: _BatchSize = 16,
+    design: Annotated[
+        str, typer.Option("--design", metavar="LETTERS", help="Designs to train, e.g. ABCD or AB.")
+    ] = "ABCD",
+    hidden: _Hidden = None,
+    activation: _Activation = None,
+    optimizer: _Optimizer = None,
+    lr: _LearningRate = None,
+    momentum: _Momentum = None,
+    batch_size: _BatchSize = None,
     seed: _Seed = 0,
     device: _Device = "auto",
     precision: _Precision = "fp32",
@@ -452,33 +693,32 @@ def compare(
     missing: _Missing = "error",
     validation: _Validation = 0.2,
     patience: _Patience = None,
+    stopping: _Stopping = TABLE.stopping_fraction,
     threads: _Threads = 1,
 ) -> None:
-    """Train the same network with designs A-D on the same data, split and seed; compare them.
-
-    Under ``torchrun --nproc-per-node N -m softclass compare ...`` every design trains data
-    parallel on the N processes; rank 0 alone writes and prints.
-    """
+    """Train the same network with designs A-D on the same data, split and seed; compare them."""
     import datetime
     import json
 
     from softclass.jobs.compare import compare as run_comparison
 
     _set_threads(threads)
-    config = _train_config(
+    network = _resolve(
+        _is_bundled_iris(data),
         epochs=epochs,
-        batch_size=batch_size,
+        hidden=hidden,
+        activation=activation,
         optimizer=optimizer,
-        learning_rate=lr,
+        lr=lr,
         momentum=momentum,
+        batch_size=batch_size,
+        patience=patience,
         seed=seed,
         validation_fraction=validation,
-        patience=patience,
         device=device,
         precision=precision,
     )
     with _distributed_context(device) as context:
-        hidden_widths = _parse_hidden(hidden)
         prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
         if out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -487,13 +727,15 @@ def compare(
             result = run_comparison(
                 prepared,
                 design,
-                config,
-                hidden=hidden_widths,
-                activation=activation,
+                network.config,
+                hidden=network.hidden,
+                activation=network.activation,
                 seeds=seeds,
                 out_dir=out,
                 progress=bars,
                 distributed=context,
+                stopping_fraction=stopping,
+                defaults=network.defaults,
                 context=_run_context(data),
             )
         if not context.is_main:
@@ -501,80 +743,83 @@ def compare(
         if json_output:
             sys.stdout.write(json.dumps(result.to_dict()) + "\n")
             return
-        _print_comparison(result)
+        _print_comparison(result, "the bundled Iris" if data is None else str(data))
 
 
-def _print_comparison(result: ComparisonResult) -> None:
+def _print_comparison(result: ComparisonResult, source: str) -> None:
+    """The run in brief: what trained on which rows, the common metrics, each design's own loss,
+    the agreement of A with B, D and C, and the seed statistics."""
     from rich import box
     from rich.table import Table
 
     from softclass.mlp.designs import get_design
 
     seeds = len(result.seeds)
-    title = (
-        f"{' vs '.join(result.designs)}: {result.n_train} training rows, {result.n_validation} "
-        f"validation rows, MLP {result.model_config.n_features}-"
-        f"{'-'.join(str(w) for w in result.model_config.hidden)}-{result.model_config.n_classes}"
-        f" {result.model_config.activation}, {result.config.optimizer}"
-        + (f", mean of {seeds} seeds" if seeds > 1 else f", seed {result.seeds[0]}")
+    shape = result.model_config
+    config = result.config
+    console.print(
+        f"[bold]{' vs '.join(result.designs)}[/] on {escape(source)}: MLP {shape.n_features}-"
+        f"{'-'.join(str(w) for w in shape.hidden)}-{shape.n_classes} {shape.activation}, "
+        f"{config.optimizer} lr {config.learning_rate:g}, batch {config.batch_size}, "
+        + (f"mean of {seeds} seeds" if seeds > 1 else f"seed {result.seeds[0]}")
+        + ("" if result.defaults is None else f" ({result.defaults.name} defaults)"),
+        highlight=False,
+        soft_wrap=True,
     )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in (
-        "design",
-        "train\nloss",
-        "val\nloss",
-        "train\nacc",
-        "val\nacc",
-        "val log\nloss",
-        "val\nBrier",
-        "epochs",
-        "time",
-    ):
-        table.add_column(column, justify="left" if column == "design" else "right", no_wrap=True)
+    stopping = (
+        f", {result.n_stopping} stopping rows chose the epoch (patience {config.patience})"
+        if result.n_stopping
+        else ""
+    )
+    console.print(
+        f"rows: {result.n_train} trained the weights{stopping}, {result.n_validation} validation "
+        "rows gave every number below",
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    columns = ("design", "acc", "log loss", "Brier", "ECE", "own loss", "train", "val", "epochs")
+    for column in columns:
+        table.add_column(column, justify="left" if "design" in column else "right", no_wrap=True)
     for name in result.designs:
         numbers = result.summary(name)
+        best = [run.history.best_epoch for run in result.runs_of(name)]
+        epochs = f"{numbers['epochs']:.0f}"
+        if seeds == 1 and best[0] is not None:
+            epochs = f"{best[0]}/{epochs}"
         table.add_row(
             name,
-            f"{numbers['train_loss']:.4f}",
-            f"{numbers['validation_loss']:.4f}",
-            f"{numbers['train_accuracy']:.3f}",
             f"{numbers['validation_accuracy']:.3f}",
             f"{numbers['validation_log_loss']:.4f}",
             f"{numbers['validation_brier']:.4f}",
-            f"{numbers['epochs']:.0f}",
-            f"{numbers['seconds']:.1f}s",
+            f"{numbers['validation_ece']:.3f}",
+            _LOSS_LABELS.get(get_design(name).loss_name, get_design(name).loss_name),
+            f"{numbers['train_loss']:.4f}",
+            f"{numbers['validation_loss']:.4f}",
+            epochs,
         )
     console.print(table)
-    for name in result.designs:
-        console.print(
-            f"  {name}: {get_design(name).title} (loss: {get_design(name).loss_name})",
-            highlight=False,
-            soft_wrap=True,
-        )
-    notes = {
-        ("A", "B"): "same computation; the fused CE kernel may round differently",
-        ("A", "D"): "same loss mathematically, log of a rounded softmax",
-        ("A", "C"): "a different loss",
-    }
-    for agreement in result.agreements:
-        if agreement.seed != result.seeds[0] and seeds > 1:
-            continue
-        pair = (agreement.first, agreement.second)
-        loss_part = (
-            ""
-            if agreement.max_loss_diff is None
-            else f", max |Δloss| {agreement.max_loss_diff:.2e}"
-        )
-        colour = {"identical": "green", "equal to float tolerance": "green"}.get(
-            agreement.verdict, "yellow"
-        )
+    seconds = sum(run.metrics["seconds"] for run in result.runs)
+    console.print(
+        "  acc, log loss, Brier, ECE: the same measure for every design, on the validation "
+        "rows. own loss: the design's training loss (C's is squared error) on the training and "
+        "validation rows, not comparable across designs"
+        + (". epochs: best/trained" if result.n_stopping and seeds == 1 else "")
+        + f". {seconds:.1f} s of training.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    shown = [a for a in result.agreements if a.seed == result.seeds[0]]
+    for agreement in shown:
+        colour = "yellow" if agreement.verdict == "different" else "green"
         console.print(
             f"{agreement.first} vs {agreement.second}: [{colour}]{agreement.verdict}[/] "
-            f"(max |ΔW| {agreement.max_weight_diff:.2e}{loss_part} over "
-            f"{len(agreement.weight_diff)} epochs; {notes[pair]})",
+            f"({escape(agreement.explanation())})",
             highlight=False,
             soft_wrap=True,
         )
+    if shown:
+        console.print(f"  how: {escape(shown[0].method)}", highlight=False, soft_wrap=True)
     statistics = result.seed_statistics()
     if statistics is not None:
         _print_seed_statistics(statistics, len(result.seeds))
@@ -587,25 +832,29 @@ def _print_comparison(result: ComparisonResult) -> None:
 
 
 # Verdicts of softclass.evaluation.stats, shortened so the paired table fits 80 columns.
-_SHORT_VERDICTS = {"equal to float tolerance": "rounding only", "not significant": "not signif."}
+_SHORT_VERDICTS = {"equal to float tolerance": "rounding", "not significant": "not signif."}
+# Each design's own loss, named briefly for the table (the report names it in full).
+_LOSS_LABELS = {"cross_entropy": "CE", "nll": "NLL", "mse": "sq. error", "mcee": "MCEE"}
 
 
 def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
-    """Per design mean ± 95 % interval over the seeds, then the paired comparisons."""
+    """Per design mean ± 95 % interval over the seeds, then the paired comparisons, both on the
+    common metrics only."""
     from rich import box
     from rich.table import Table
 
-    names = {"validation_loss": "val loss", "validation_accuracy": "val acc"}
+    from softclass.evaluation.stats import COMMON_METRICS
+
     summary, pairs = statistics["summary"], statistics["pairs"]
     table = Table(
-        title=f"{n_seeds} seeds: mean ± 95 % interval",
+        title=f"{n_seeds} seeds, validation rows: mean ± 95 % interval",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
     table.add_column("design", no_wrap=True)
     for metric in summary:
-        table.add_column(names[metric], justify="right", no_wrap=True)
+        table.add_column(COMMON_METRICS[metric].label, justify="right", no_wrap=True)
     designs = next(iter(summary.values())).keys() if summary else []
     for name in designs:
         table.add_row(
@@ -616,8 +865,11 @@ def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
             ),
         )
     console.print(table)
+    if not pairs:
+        return
+    reference = next(iter(designs), "")
     paired = Table(
-        title="paired over the same seeds (a - b)",
+        title=f"{reference} against each design, paired over the same seeds (a - b)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -627,35 +879,52 @@ def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
             column, justify="left" if column in ("pair", "metric") else "right", no_wrap=True
         )
     for metric, comparisons in pairs.items():
-        for pair in comparisons:
+        for pair in (pair for pair in comparisons if pair["a"] == reference):
             paired.add_row(
                 f"{pair['a']} vs {pair['b']}",
-                names[metric],
+                COMMON_METRICS[metric].label,
                 f"{pair['mean_difference']:+.1e}",
-                f"[{pair['low']:+.1e}, {pair['high']:+.1e}]",
+                escape(f"[{pair['low']:+.1e}, {pair['high']:+.1e}]"),
                 f"{pair['p_value']:.2g}",
                 _SHORT_VERDICTS.get(pair["verdict"], pair["verdict"]),
             )
     console.print(paired)
-    console.print("  rounding only: every paired difference is within float tolerance (1e-5)")
+    console.print(
+        "  common metrics only (a design's own loss is never paired: C's squared error is not a "
+        "cross entropy); rounding: every paired difference within float tolerance (1e-5); "
+        "every pair of designs in report.json",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
-@app.command()
+_TRAIN_HELP = "\n\n".join(
+    (
+        "Train one design on a table and save the model (with checkpoints, resumable).",
+        _DEFAULTS_HELP,
+        "Under torchrun (torchrun --nproc-per-node N -m softclass train ...) the N processes "
+        "train together (DistributedDataParallel; gloo on CPU, nccl on CUDA) and rank 0 alone "
+        "writes and prints.",
+    )
+)
+
+
+@app.command(cls=_Command, help=_TRAIN_HELP)
 def train(
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.")],
-    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
-    design: Annotated[str, typer.Option("--design", help="A, B, C or D.")] = "A",
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.", metavar="DATA")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Model directory to write.")],
+    design: Annotated[str, typer.Option("--design", metavar="LETTER", help="A, B, C or D.")] = "A",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
     ] = False,
     target: _Target = None,
-    epochs: _Epochs = 100,
-    hidden: _Hidden = "7",
-    activation: _Activation = "tanh",
-    optimizer: _Optimizer = "sgd",
-    lr: _LearningRate = 0.01,
-    momentum: _Momentum = 0.9,
-    batch_size: _BatchSize = 16,
+    epochs: _Epochs = None,
+    hidden: _Hidden = None,
+    activation: _Activation = None,
+    optimizer: _Optimizer = None,
+    lr: _LearningRate = None,
+    momentum: _Momentum = None,
+    batch_size: _BatchSize = None,
     seed: _Seed = 0,
     device: _Device = "auto",
     precision: _Precision = "fp32",
@@ -666,39 +935,37 @@ def train(
     patience: _Patience = None,
     threads: _Threads = 1,
 ) -> None:
-    """Train one design on a table and save the model (with checkpoints, resumable).
-
-    Under ``torchrun --nproc-per-node N -m softclass train ...`` the N processes train together
-    (DistributedDataParallel; gloo on CPU, nccl on CUDA) and rank 0 alone writes and prints.
-    """
+    """Train one design on a table and save the model (with checkpoints, resumable)."""
     from softclass.jobs.train_predict import train_to_directory
     from softclass.mlp.designs import get_design
 
     _set_threads(threads)
     chosen = get_design(design)
+    network = _resolve(
+        _is_bundled_iris(data),
+        epochs=epochs,
+        hidden=hidden,
+        activation=activation,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        batch_size=batch_size,
+        patience=patience,
+        seed=seed,
+        validation_fraction=validation,
+        device=device,
+        precision=precision,
+    )
     with _distributed_context(device) as context:
-        config = _train_config(
-            epochs=epochs,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            learning_rate=lr,
-            momentum=momentum,
-            seed=seed,
-            validation_fraction=validation,
-            patience=patience,
-            device=device,
-            precision=precision,
-        )
-        hidden_widths = _parse_hidden(hidden)
         prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
         with _ProgressBars(enabled=context.is_main) as bars:
             result = train_to_directory(
                 prepared,
                 chosen,
                 out,
-                config,
-                hidden=hidden_widths,
-                activation=activation,
+                network.config,
+                hidden=network.hidden,
+                activation=network.activation,
                 resume=resume,
                 progress=bars,
                 distributed=context,
@@ -707,26 +974,42 @@ def train(
         if not context.is_main:
             return
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
-        last = result.history.records[-1]
-        validation_part = (
-            ""
-            if last.validation_loss is None
-            else f", validation loss {last.validation_loss:.4f}, accuracy "
-            f"{last.validation_accuracy:.3f}"
-        )
+        history = result.history
+        kept = history.records[(history.best_epoch or history.epochs) - 1]
+        validation_part = ""
+        if kept.validation_loss is not None:
+            validation_part = (
+                f", validation loss {kept.validation_loss:.4f}, accuracy "
+                f"{kept.validation_accuracy:.3f}"
+            )
+        if history.best_epoch is not None:
+            validation_part += (
+                f" (epoch {history.best_epoch} kept: chosen on these validation rows, so their "
+                "numbers are optimistic; softclass compare keeps separate rows for that)"
+            )
         console.print(
-            f"design {chosen.name} ({chosen.title}): {result.history.epochs} epochs{ranks}, "
-            "training loss "
-            f"{last.train_loss:.4f}{validation_part}; model saved to {out}",
+            f"design {chosen.name} ({chosen.title}): {history.epochs} epochs{ranks}, "
+            f"training loss {kept.train_loss:.4f}{validation_part}; model saved to {out}",
             highlight=False,
             soft_wrap=True,
         )
 
 
-@app.command()
+_PREDICT_HELP = "\n\n".join(
+    (
+        "Class probabilities and the predicted class name for each row of a table.",
+        "Probability columns are named by their classes (proba_NAME when a class is called row "
+        "or predicted, or would collide with another column).",
+    )
+)
+
+
+@app.command(cls=_Command, help=_PREDICT_HELP)
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="Model directory written by train/compare.")],
-    data: Annotated[Path, typer.Argument(help="CSV or Parquet table of raw rows.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="Model directory written by train/compare.", metavar="MODEL_DIR")
+    ],
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table of raw rows.", metavar="DATA")],
     output_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
     output: Annotated[
         Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
@@ -741,11 +1024,7 @@ def predict(
         ),
     ] = False,
 ) -> None:
-    """Class probabilities and the predicted class name for each row of a table.
-
-    Probability columns are named by their classes (``proba_<name>`` when a class is called
-    ``row`` or ``predicted`` or would collide with another column).
-    """
+    """Class probabilities and the predicted class name for each row of a table."""
     import json
 
     from softclass.data import read_table

@@ -7,6 +7,11 @@ seed (the differences d_k = a_k - b_k share each seed's initial weights and batc
 removes most of the seed-to-seed spread): mean difference, its interval and the two-sided paired
 t-test p-value. When every difference is exactly zero the designs are reported as "identical"
 (difference 0, interval [0, 0], p = 1), never as NaN.
+
+Designs are paired only on a metric that measures the same quantity for every design
+(:data:`COMMON_METRICS`: log loss, accuracy, Brier score of the predicted probabilities). A
+design's own training loss is a different quantity per design (C's squared error is not a cross
+entropy): :func:`compare_designs` refuses it, and every verdict names the metric it compared.
 """
 
 from __future__ import annotations
@@ -41,8 +46,50 @@ class MeanInterval:
 
 
 @dataclass(frozen=True)
+class CommonMetric:
+    """A number measured the same way for every design, so designs may be compared on it.
+
+    Attributes:
+        name: the key in a run's metrics, e.g. "validation_log_loss".
+        label: how people read it, e.g. "log loss".
+        better: "lower" or "higher".
+    """
+
+    name: str
+    label: str
+    better: str
+
+
+# The metrics designs are compared on: each is computed from the predicted probabilities on the
+# same held-out rows, whatever loss the design trained with.
+COMMON_METRICS: dict[str, CommonMetric] = {
+    metric.name: metric
+    for metric in (
+        CommonMetric("validation_log_loss", "log loss", "lower"),
+        CommonMetric("validation_accuracy", "accuracy", "higher"),
+        CommonMetric("validation_brier", "Brier score", "lower"),
+    )
+}
+
+
+def common_metric(name: str) -> CommonMetric:
+    """The common metric called ``name``; ConfigError (naming the accepted ones) otherwise.
+
+    A design's own training loss (``validation_loss``, ``train_loss``) is refused: it is cross
+    entropy for one design and squared error for another, so a paired difference would set two
+    different quantities side by side.
+    """
+    if name not in COMMON_METRICS:
+        raise ConfigError(
+            f"designs are compared only on a common metric, got {name!r}: expected one of "
+            f"{', '.join(COMMON_METRICS)} (a design's own loss differs from design to design)"
+        )
+    return COMMON_METRICS[name]
+
+
+@dataclass(frozen=True)
 class PairedComparison:
-    """Design ``a`` minus design ``b`` over the same seeds.
+    """Design ``a`` minus design ``b`` over the same seeds, on one metric.
 
     ``verdict`` is "identical" (every paired difference exactly 0), "equal to float tolerance"
     (every difference within ``FLOAT_TOLERANCE`` of the values' size: rounding, not a real
@@ -59,9 +106,21 @@ class PairedComparison:
     n: int
     confidence: float
     verdict: str
+    metric: str = ""  # what was compared, e.g. "validation log loss"; "" when unnamed
+
+    def describe(self) -> str:
+        """One line saying what was compared and what came out, e.g. "A vs C on validation log
+        loss: significant (A - C = -1.2e-02, 95 % interval [-1.5e-02, -9.0e-03], p 7e-05)"."""
+        what = f" on {self.metric}" if self.metric else ""
+        level = f"{self.confidence:.0%}".replace("%", " %")
+        return (
+            f"{self.a} vs {self.b}{what}: {self.verdict} ({self.a} - {self.b} = "
+            f"{self.mean_difference:+.1e}, {level} interval [{self.low:+.1e}, {self.high:+.1e}], "
+            f"p {self.p_value:.2g}, {self.n} seeds)"
+        )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "description": self.describe()}
 
 
 def _as_values(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
@@ -109,8 +168,12 @@ def paired_comparison(
     a: str = "a",
     b: str = "b",
     confidence: float = 0.95,
+    metric: str = "",
 ) -> PairedComparison:
     """Paired t-test of ``values_a - values_b`` (value k of each comes from seed k).
+
+    ``metric`` names what the values measure (it goes into the verdict's description); pair only
+    values that measure the same quantity (see :func:`compare_designs`).
 
     Exactly equal pairs give difference 0, interval [0, 0], t = 0, p = 1 and verdict "identical".
     A constant non-zero difference (zero spread) gives the interval [d, d], t = ±inf, p = 0.
@@ -128,7 +191,7 @@ def paired_comparison(
     differences = array_a - array_b
     n = differences.size
     if np.all(differences == 0.0):
-        return PairedComparison(a, b, 0.0, 0.0, 0.0, 0.0, 1.0, n, confidence, "identical")
+        return PairedComparison(a, b, 0.0, 0.0, 0.0, 0.0, 1.0, n, confidence, "identical", metric)
     mean = float(differences.mean())
     std = float(differences.std(ddof=1))
     if std == 0.0:
@@ -144,5 +207,34 @@ def paired_comparison(
     else:
         verdict = "significant" if p_value < 1.0 - confidence else "not significant"
     return PairedComparison(
-        a, b, mean, mean - half, mean + half, t_statistic, p_value, n, confidence, verdict
+        a, b, mean, mean - half, mean + half, t_statistic, p_value, n, confidence, verdict, metric
     )
+
+
+def compare_designs(
+    values: dict[str, Sequence[float] | np.ndarray],
+    metric: str,
+    confidence: float = 0.95,
+) -> list[PairedComparison]:
+    """Every pair of designs compared seed by seed on one common metric.
+
+    Args:
+        values: per design (in the order to pair them), K values of ``metric``, value k from
+            seed k.
+        metric: a key of :data:`COMMON_METRICS`; a design's own loss is refused.
+        confidence: of the intervals and the test.
+
+    Returns:
+        One :class:`PairedComparison` per pair (first - second, in the order of ``values``),
+        each naming the metric, e.g. "validation log loss".
+
+    Raises:
+        ConfigError: ``metric`` is not a common metric, or as :func:`paired_comparison`.
+    """
+    label = f"validation {common_metric(metric).label}"
+    names = list(values)
+    return [
+        paired_comparison(values[first], values[second], first, second, confidence, label)
+        for position, first in enumerate(names)
+        for second in names[position + 1 :]
+    ]

@@ -16,6 +16,19 @@ first seed is also run in lockstep for the weight agreement, and the report adds
 mean ± 95 % interval over the seeds and paired comparisons (:mod:`softclass.evaluation.stats`).
 Options the
 batched engine lacks (early stopping, bf16, weight decay) fall back to one seed after the other.
+
+Designs are set side by side only on common metrics (log loss, accuracy, Brier score and ECE of
+the predicted probabilities, on the validation rows); a design's own training loss is reported as
+such and never compared across designs. With early stopping the training rows are split once
+more: the epoch is chosen on *stopping* rows, and the reported numbers come from validation rows
+that neither trained the weights nor chose the epoch (three-way split).
+
+Are A and B (and A and D) the same computation? Trained in float32, their weights drift apart by
+rounding, and over many steps that drift can grow large. :class:`Agreement` therefore decides on
+the two designs' loss gradients at the *same* weights in float64, after a sample of the epochs
+(equal to ~1e-15 for the same loss, far apart for another one), and shows the float32 drift
+beside the rounding noise floor of the same run (design A trained again with its initial weights
+and inputs one float32 ulp away), measured when the drift exceeds 1e-3.
 """
 
 from __future__ import annotations
@@ -34,11 +47,12 @@ from softclass.data import Recipe, stratified_split
 from softclass.errors import ConfigError, DataError
 from softclass.evaluation import metrics
 from softclass.evaluation.report import RunContext
-from softclass.evaluation.stats import mean_interval, paired_comparison
+from softclass.evaluation.stats import COMMON_METRICS, compare_designs, mean_interval
 from softclass.io import atomic_write_json
+from softclass.jobs.defaults import Defaults
 from softclass.jobs.report import write_report
 from softclass.jobs.store import save_model
-from softclass.mlp.designs import DESIGNS, get_design
+from softclass.mlp.designs import DESIGNS, Design, get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.distributed import DistContext, barrier
 from softclass.training.ensemble import EnsembleSettings, design_seed_grid, train_ensemble
@@ -57,9 +71,18 @@ from softclass.training.trainer import (
 # C is another loss. Loss differences are only meaningful between the same loss quantity.
 AGREEMENT_PAIRS = (("A", "B"), ("A", "D"), ("A", "C"))
 _SAME_LOSS_QUANTITY = {("A", "B"), ("A", "D")}
-# Weight differences at or below this are reported as "equal to float tolerance": float32
-# training of D and A differs by rounding (log of a rounded softmax), which grows slowly.
+# Above this float32 weight drift, the rounding noise floor is measured to give it a scale.
 FLOAT_TOLERANCE = 1e-3
+# Two losses are the same computation when their float64 gradients at the same weights agree to
+# this relative size (the same loss computed in another order: ~1e-15; A against C: ~1).
+GRADIENT_TOLERANCE = 1e-9
+# Rows of the float64 gradient probe: the first training rows, at most this many.
+PROBE_ROWS = 512
+# Epochs the gradient probe runs after: the first and about this many more, evenly spaced (the
+# probe is a property of the two losses, so a sample of the trajectory suffices).
+PROBE_CHECKS = 10
+# Share of the training rows held out to choose the epoch when early stopping (three-way split).
+STOPPING_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -154,14 +177,31 @@ def prepare_table(
 
 @dataclass
 class Agreement:
-    """How far two designs trained with the same seed are apart, epoch by epoch.
+    """Are two designs the same computation? Their gradients at the same weights, and how far
+    their float32 trainings with the same seed drift apart, epoch by epoch.
+
+    The verdict rests on the float64 gradients: two designs whose losses have the same gradient
+    at the same weights make the same update at every step, so whatever their float32 weights
+    drift apart by is rounding, however large it grows over many steps (a ReLU unit or Adam's
+    small second moments can turn a one-ulp difference into a visible one). The drift and, when
+    it exceeds FLOAT_TOLERANCE, the noise floor of the same run give it a scale.
 
     Attributes:
         first, second: design names, e.g. "A" and "B".
         seed: the seed both runs used.
-        weight_diff: per epoch, max |W_first - W_second| over every weight and bias.
+        weight_diff: per epoch, max |W_first - W_second| over every weight and bias (float32).
         loss_diff: per epoch, max of |Δ training loss| and |Δ validation loss|; None when the two
             designs' losses are different quantities (C's squared error against a cross entropy).
+        gradient_diff: after each epoch of ``gradient_epochs``, max |g_first - g_second| /
+            max |g_first|, where g is the gradient of each design's loss with respect to every
+            weight, computed in float64 at the *same* weights (``first``'s after that epoch) on
+            the probe rows.
+        gradient_epochs: the 1-based epochs the gradient probe ran after.
+        noise_floor: max |W_A - W_A'| after the last epoch, where A' is design A trained again
+            with its initial weights and training features moved by one float32 ulp: how far
+            rounding alone moves the weights on this problem. Measured only when this pair is
+            the same loss quantity and drifts beyond FLOAT_TOLERANCE; None otherwise.
+        probe_rows: how many training rows the gradient probe used.
     """
 
     first: str
@@ -169,6 +209,10 @@ class Agreement:
     seed: int
     weight_diff: list[float] = field(default_factory=list)
     loss_diff: list[float] | None = None
+    gradient_diff: list[float] = field(default_factory=list)
+    gradient_epochs: list[int] = field(default_factory=list)
+    noise_floor: float | None = None
+    probe_rows: int = 0
 
     @property
     def max_weight_diff(self) -> float:
@@ -179,24 +223,85 @@ class Agreement:
         return None if self.loss_diff is None else max(self.loss_diff, default=0.0)
 
     @property
+    def max_gradient_diff(self) -> float:
+        return max(self.gradient_diff, default=0.0)
+
+    @property
+    def same_gradients(self) -> bool:
+        """The two losses have the same float64 gradient at the same weights, every time."""
+        return self.max_gradient_diff <= GRADIENT_TOLERANCE
+
+    @property
+    def needs_noise_floor(self) -> bool:
+        """Same computation, but drifting visibly: the noise floor gives the drift a scale."""
+        return (
+            self.loss_diff is not None
+            and self.same_gradients
+            and self.max_weight_diff > FLOAT_TOLERANCE
+        )
+
+    @property
     def verdict(self) -> str:
-        """ "identical", "equal to float tolerance" or "different"."""
-        largest = max(self.max_weight_diff, self.max_loss_diff or 0.0)
-        if largest == 0.0:
+        """ "identical" (bit for bit), "equal up to rounding" (the same float64 gradients at the
+        same weights: any float32 drift is rounding) or "different" (other gradients)."""
+        if self.max_weight_diff == 0.0 and not self.max_loss_diff:
             return "identical"
-        return "equal to float tolerance" if largest <= FLOAT_TOLERANCE else "different"
+        return "equal up to rounding" if self.same_gradients else "different"
+
+    @property
+    def method(self) -> str:
+        """How the verdict was reached, in one sentence."""
+        floor = (
+            "; the float32 drift set against the noise floor of the same run (design A trained "
+            "again with weights and inputs one float32 ulp away)"
+            if self.noise_floor is not None
+            else ""
+        )
+        return (
+            f"both losses' gradients in float64 at the same weights, on {self.probe_rows} "
+            f"training rows after {len(self.gradient_epochs)} of the epochs: the same "
+            f"computation if they agree to {GRADIENT_TOLERANCE:.0e}{floor}"
+        )
+
+    def explanation(self) -> str:
+        """What the numbers say, in one line (the terminal prints it after the verdict)."""
+        epochs = len(self.weight_diff)
+        if self.verdict == "identical":
+            return f"bit for bit the same weights over {epochs} epochs"
+        if not self.same_gradients:
+            return (
+                f"float64 gradients at the same weights differ by {self.max_gradient_diff:.1e} "
+                f"(relative): another loss; weights apart by up to {self.max_weight_diff:.2e}"
+            )
+        floor = (
+            ""
+            if self.noise_floor is None
+            else f"; A against itself nudged by one ulp: {self.noise_floor:.2e}"
+        )
+        return (
+            f"float64 gradients at the same weights agree to {self.max_gradient_diff:.0e}, so "
+            f"every step makes the same update; float32 rounding moves the weights apart by up "
+            f"to {self.max_weight_diff:.2e} over {epochs} epochs{floor}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "pair": f"{self.first}-{self.second}",
             "seed": self.seed,
             "verdict": self.verdict,
+            "explanation": self.explanation(),
+            "method": self.method,
             "max_weight_diff": json_number(self.max_weight_diff),
             "max_loss_diff": json_number(self.max_loss_diff),
+            "max_gradient_diff": json_number(self.max_gradient_diff),
+            "noise_floor": json_number(self.noise_floor),
+            "probe_rows": self.probe_rows,
             "weight_diff_per_epoch": [json_number(value) for value in self.weight_diff],
             "loss_diff_per_epoch": (
                 None if self.loss_diff is None else [json_number(v) for v in self.loss_diff]
             ),
+            "gradient_diff": [json_number(value) for value in self.gradient_diff],
+            "gradient_epochs": list(self.gradient_epochs),
         }
 
 
@@ -219,20 +324,29 @@ class DesignRun:
         return self.result.history
 
 
-# Final metrics compared over seeds (mean ± interval, paired differences).
-SEED_METRICS = ("validation_loss", "validation_accuracy")
+# Each final metric of a run: its label, the rows it is measured on and whether it is common to
+# every design (computed from the predicted probabilities, so designs may be compared on it) or a
+# design's own training loss (cross entropy for A/B/D, squared error for C: never compared).
+METRICS: dict[str, dict[str, str]] = {
+    "validation_accuracy": {"label": "accuracy", "rows": "validation", "kind": "common"},
+    "validation_log_loss": {"label": "log loss", "rows": "validation", "kind": "common"},
+    "validation_brier": {"label": "Brier score", "rows": "validation", "kind": "common"},
+    "validation_ece": {"label": "ECE", "rows": "validation", "kind": "common"},
+    "train_accuracy": {"label": "accuracy", "rows": "training", "kind": "common"},
+    "train_loss": {"label": "own loss", "rows": "training", "kind": "own loss"},
+    "validation_loss": {"label": "own loss", "rows": "validation", "kind": "own loss"},
+    "epochs": {"label": "epochs trained", "rows": "", "kind": "run"},
+    "seconds": {"label": "seconds of training", "rows": "", "kind": "run"},
+}
+METRIC_NAMES = tuple(METRICS)
 
-METRIC_NAMES = (
-    "train_loss",
-    "validation_loss",
-    "train_accuracy",
-    "validation_accuracy",
-    "validation_log_loss",
-    "validation_brier",
-    "validation_ece",
-    "epochs",
-    "seconds",
-)
+# What each set of rows is used for, as report.json states it.
+ROW_ROLES = {
+    "train": "fit the weights; the normalisation recipe was fitted on them (and on the stopping "
+    "rows, which are held out of the training rows afterwards)",
+    "stopping": "choose the epoch when early stopping (--patience); never reported as a result",
+    "validation": "every reported validation number; never trained on, never chose the epoch",
+}
 
 
 @dataclass(frozen=True)
@@ -252,6 +366,13 @@ class ComparisonResult:
     # With several seeds from the batched engine: per metric, per design, the per-epoch mean and
     # 95 % band ({"mean", "low", "high"} arrays); None otherwise.
     bands: dict[str, dict[str, dict[str, Any]]] | None = None
+    n_stopping: int = 0  # rows that chose the epoch (early stopping), apart from both others
+    defaults: Defaults | None = None  # the default set the options came from, when known
+
+    @property
+    def history_rows(self) -> str:
+        """Which rows the per-epoch validation numbers of the histories come from."""
+        return "stopping" if self.n_stopping else "validation"
 
     def runs_of(self, design: str) -> list[DesignRun]:
         return [run for run in self.runs if run.design == design]
@@ -262,36 +383,48 @@ class ComparisonResult:
         return {name: sum(run.metrics[name] for run in runs) / len(runs) for name in METRIC_NAMES}
 
     def seed_statistics(self, confidence: float = 0.95) -> dict[str, Any] | None:
-        """Over the seeds (2 or more): per design mean and interval of the validation loss and
-        accuracy, and every pair of designs compared seed by seed; None with one seed.
+        """Over the seeds (2 or more), on the common metrics only: per design the mean and
+        interval, and every pair of designs compared seed by seed; None with one seed.
 
-        A metric with a non-finite value (a diverged run) is left out.
+        A design's own loss gets its mean and interval per design (``own_loss``) but is never
+        paired across designs. A metric with a non-finite value (a diverged run) is left out.
         """
         if len(self.seeds) < 2:
             return None
         summary: dict[str, dict[str, Any]] = {}
         pairs: dict[str, list[dict[str, Any]]] = {}
-        for metric in SEED_METRICS:
-            values = {
-                name: [run.metrics[metric] for run in sorted(self.runs_of(name), key=_seed_of)]
-                for name in self.designs
-            }
+        for metric in COMMON_METRICS:
+            values = {name: self._per_seed(name, metric) for name in self.designs}
             if not all(math.isfinite(value) for row in values.values() for value in row):
                 continue
             summary[metric] = {
                 name: _json_floats(mean_interval(row, confidence).to_dict())
                 for name, row in values.items()
             }
-            pairs[metric] = [
-                _json_floats(
-                    paired_comparison(
-                        values[first], values[second], first, second, confidence
-                    ).to_dict()
-                )
-                for position, first in enumerate(self.designs)
-                for second in self.designs[position + 1 :]
-            ]
-        return {"confidence": confidence, "summary": summary, "pairs": pairs}
+            if len(self.designs) > 1:
+                pairs[metric] = [
+                    _json_floats(pair.to_dict())
+                    for pair in compare_designs(values, metric, confidence)
+                ]
+        own_losses = {name: self._per_seed(name, "validation_loss") for name in self.designs}
+        own_loss = {
+            name: {
+                "loss": get_design(name).loss_name,
+                **_json_floats(mean_interval(row, confidence).to_dict()),
+            }
+            for name, row in own_losses.items()
+            if all(math.isfinite(value) for value in row)
+        }
+        return {
+            "confidence": confidence,
+            "rows": "validation",
+            "summary": summary,
+            "pairs": pairs,
+            "own_loss": own_loss,
+        }
+
+    def _per_seed(self, design: str, metric: str) -> list[float]:
+        return [run.metrics[metric] for run in sorted(self.runs_of(design), key=_seed_of)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (``softclass compare --json`` prints it)."""
@@ -315,12 +448,24 @@ class ComparisonResult:
                 }
                 for name in self.designs
             },
+            "metrics": METRICS,
+            "history_rows": self.history_rows,
             "agreement": [agreement.to_dict() for agreement in self.agreements],
             "seeds": list(self.seeds),
             "classes": list(self.class_names),
-            "rows": {"train": self.n_train, "validation": self.n_validation},
+            "rows": {
+                "train": self.n_train,
+                "stopping": self.n_stopping,
+                "validation": self.n_validation,
+            },
+            "row_roles": {
+                role: text
+                for role, text in ROW_ROLES.items()
+                if role != "stopping" or self.n_stopping
+            },
             "model_config": self.model_config.to_dict(),
             "train_config": self.config.to_dict(),
+            "defaults": None if self.defaults is None else self.defaults.to_dict(),
             "out_dir": None if self.out_dir is None else str(self.out_dir),
         }
 
@@ -358,6 +503,8 @@ def compare(
     out_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     distributed: DistContext | None = None,
+    stopping_fraction: float = STOPPING_FRACTION,
+    defaults: Defaults | None = None,
     context: RunContext | None = None,
 ) -> ComparisonResult:
     """Train ``designs`` on ``data`` with the same network, split and seed(s); measure; save.
@@ -374,10 +521,14 @@ def compare(
         distributed: this process's place in a torchrun run; every design then trains data
             parallel (one seed after another: the batched seed engine is single-process) and
             rank 0 alone writes ``out_dir``.
+        stopping_fraction: with early stopping (``config.patience``), the share of each class
+            of the training rows held out to choose the epoch; the validation rows stay apart
+            for the reported numbers. Unused without early stopping.
+        defaults: the default set the options came from; recorded in the report.
         context: the table's name and the command, for report.html.
 
     Raises:
-        ConfigError: bad designs, seeds, or data without validation rows.
+        ConfigError: bad designs, seeds, stopping fraction, or data without validation rows.
     """
     config = TrainConfig() if config is None else config
     names = parse_designs(designs)
@@ -385,6 +536,9 @@ def compare(
         raise ConfigError(f"seeds={seeds!r} must be an integer ≥ 1")
     if data.validation_features is None or data.validation_targets is None:
         raise ConfigError("compare needs validation rows: set validation_fraction > 0")
+    stopping = None
+    if config.patience is not None:
+        data, stopping = split_stopping_rows(data, stopping_fraction, config.seed)
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
     seed_values = tuple(config.seed + offset for offset in range(seeds))
     runs: list[DesignRun] = []
@@ -400,6 +554,7 @@ def compare(
             progress,
             True,
             distributed,
+            stopping,
         )
         runs, bands = _batched_runs(data, names, model_config, config, seed_values)
     else:
@@ -412,6 +567,7 @@ def compare(
                 progress,
                 seeds > 1,
                 distributed,
+                stopping,
             )
             runs.extend(seed_runs)
             agreements.extend(seed_agreements)
@@ -427,11 +583,48 @@ def compare(
         n_validation=int(data.validation_features.shape[0]),
         out_dir=None if out_dir is None else Path(out_dir),
         bands=bands,
+        n_stopping=0 if stopping is None else int(stopping[0].shape[0]),
+        defaults=defaults,
     )
     if out_dir is not None and distributed.is_main:
         write_outputs(result, data, Path(out_dir), context)
     barrier(distributed)
     return result
+
+
+def split_stopping_rows(
+    data: PreparedData, fraction: float, seed: int
+) -> tuple[PreparedData, tuple[torch.Tensor, torch.Tensor]]:
+    """Hold out ``fraction`` of each class of the training rows to choose the epoch.
+
+    Returns:
+        ``(data with the remaining training rows, (stopping features (S, F) float32, stopping
+        targets (S,) int64))``; the validation rows are untouched.
+
+    Raises:
+        ConfigError: ``fraction`` is not strictly between 0 and 1 (named as --stopping).
+        DataError: no training row is left to hold out (every class has a single row).
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise ConfigError(f"--stopping {fraction!r}: expected a number strictly between 0 and 1")
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(
+            f"--stopping {fraction!r}: early stopping needs a share of the training rows "
+            "strictly between 0 and 1 to choose the epoch on"
+        )
+    fit_rows, stopping_rows = stratified_split(data.train_targets, fraction, seed)
+    if stopping_rows.numel() == 0:
+        raise DataError(
+            f"no rows left to choose the epoch on: {data.train_targets.numel()} training rows, "
+            "one per class; use more rows or leave --patience unset"
+        )
+    stopping = (data.train_features[stopping_rows], data.train_targets[stopping_rows])
+    fitted = replace(
+        data,
+        train_features=data.train_features[fit_rows],
+        train_targets=data.train_targets[fit_rows],
+    )
+    return fitted, stopping
 
 
 def _seed_of(run: DesignRun) -> int:
@@ -510,8 +703,15 @@ def _compare_one_seed(
     progress: ProgressCallback | None,
     label_seed: bool,
     distributed: DistContext,
+    stopping: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[list[DesignRun], list[Agreement]]:
-    """Train every design with one seed in lockstep, comparing weights after every epoch."""
+    """Train every design with one seed in lockstep, comparing them after every epoch.
+
+    The trainers watch ``stopping`` rows when early stopping, else the validation rows. When a
+    pair with the same gradients drifts beyond FLOAT_TOLERANCE, the rounding noise floor is
+    measured: design A trained once more with weights and inputs one float32 ulp away.
+    """
+    watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
     trainers = {
         name: Trainer(
             get_design(name),
@@ -523,30 +723,43 @@ def _compare_one_seed(
         )
         for name in names
     }
-    for trainer in trainers.values():
-        trainer.initialize(
-            data.train_features,
-            data.train_targets,
-            data.validation_features,
-            data.validation_targets,
-        )
+    probe_rows = min(PROBE_ROWS, int(data.train_features.shape[0]))
     agreements = [
         Agreement(
             first,
             second,
             config.seed,
             loss_diff=[] if (first, second) in _SAME_LOSS_QUANTITY else None,
+            probe_rows=probe_rows,
         )
         for first, second in AGREEMENT_PAIRS
         if first in trainers and second in trainers
     ]
+    for trainer in trainers.values():
+        trainer.initialize(data.train_features, data.train_targets, *watched)
+    probe = _Probe(
+        data.train_features[:probe_rows], data.train_targets[:probe_rows], data.n_classes
+    )
+    probe_every = max(1, config.epochs // PROBE_CHECKS)
     while not all(trainer.finished_ for trainer in trainers.values()):
         ran = [name for name, trainer in trainers.items() if not trainer.finished_]
         for name in ran:
             trainers[name].run_epoch()
+        gradients: dict[str, list[torch.Tensor]] = {}
         for agreement in agreements:
             if agreement.first in ran and agreement.second in ran:
-                _record_agreement(agreement, trainers[agreement.first], trainers[agreement.second])
+                first, second = trainers[agreement.first], trainers[agreement.second]
+                _record_agreement(agreement, first, second)
+                epoch = first.history_.epochs
+                if epoch == 1 or epoch % probe_every == 0 or first.finished_ or second.finished_:
+                    _record_gradients(agreement, first, second, probe, gradients)
+    if "A" in trainers and any(agreement.needs_noise_floor for agreement in agreements):
+        floor = _noise_floor(
+            trainers["A"].model_, data, model_config, config, watched, distributed, progress
+        )
+        for agreement in agreements:
+            if agreement.needs_noise_floor:
+                agreement.noise_floor = floor
     runs = []
     for trainer in trainers.values():
         result = trainer.finish()
@@ -554,13 +767,82 @@ def _compare_one_seed(
     return runs, agreements
 
 
-def _record_agreement(agreement: Agreement, first: Trainer, second: Trainer) -> None:
+@dataclass(frozen=True)
+class _Probe:
+    """The rows the float64 gradient check runs on: features (P, F), targets (P,)."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    n_classes: int
+
+
+def _noise_floor(
+    trained: torch.nn.Module,
+    data: PreparedData,
+    model_config: MLPConfig,
+    config: TrainConfig,
+    watched: tuple[torch.Tensor | None, torch.Tensor | None],
+    distributed: DistContext,
+    progress: ProgressCallback | None = None,
+) -> float:
+    """max |W_A - W_A'| after the last epoch: ``trained`` is design A as the lockstep run left
+    it; A' is design A trained again with its initial weights and its training features moved
+    by one float32 ulp (the features differ at every step, as two kernels' rounding does)."""
+    nudged_features = data.train_features.clone()
+    _perturb_one_ulp([nudged_features], config.seed)
+    nudged = Trainer(
+        get_design("A"),
+        model_config,
+        config,
+        progress=progress,
+        label=f"A (noise floor, seed {config.seed})",
+        distributed=distributed,
+    )
+    nudged.initialize(nudged_features, data.train_targets, *watched)
+    _perturb_one_ulp(list(nudged.model_.parameters()), config.seed + 1)
+    while not nudged.finished_:
+        nudged.run_epoch()
+    return _max_weight_diff(trained, nudged.model_)
+
+
+def _perturb_one_ulp(tensors: list[torch.Tensor], seed: int) -> None:
+    """Move every value of float32 ``tensors`` (in place) by about one ulp, |x|·eps, up or down
+    (a seeded random sign per value)."""
+    generator = torch.Generator().manual_seed(seed)
+    epsilon = torch.finfo(torch.float32).eps
     with torch.no_grad():
-        weight_diff = max(
+        for tensor in tensors:
+            signs = torch.randint(0, 2, tensor.shape, generator=generator) * 2 - 1
+            step = tensor.detach().abs().cpu() * epsilon * signs
+            tensor.add_(step.to(tensor.device, tensor.dtype))
+
+
+def _max_weight_diff(first: torch.nn.Module, second: torch.nn.Module) -> float:
+    with torch.no_grad():
+        return max(
             float((a - b).abs().max())
-            for a, b in zip(first.model_.parameters(), second.model_.parameters(), strict=True)
+            for a, b in zip(first.parameters(), second.parameters(), strict=True)
         )
-    agreement.weight_diff.append(weight_diff)
+
+
+def _gradients_float64(model: torch.nn.Module, design: Design, probe: _Probe) -> list[torch.Tensor]:
+    """Gradient of ``design``'s mean loss on the probe rows with respect to every weight of
+    ``model``, evaluated on float64 copies of the weights (the model is left untouched)."""
+    weights = {
+        name: parameter.detach().to("cpu", torch.float64).requires_grad_(True)
+        for name, parameter in model.named_parameters()
+    }
+    logits = torch.func.functional_call(model, weights, (probe.features.double(),))
+    targets = design.encode_targets(probe.targets, probe.n_classes)
+    if targets.is_floating_point():
+        targets = targets.double()
+    loss = design.loss_from_logits(logits, targets)
+    return list(torch.autograd.grad(loss, list(weights.values())))
+
+
+def _record_agreement(agreement: Agreement, first: Trainer, second: Trainer) -> None:
+    """Weight and loss differences of the pair after an epoch."""
+    agreement.weight_diff.append(_max_weight_diff(first.model_, second.model_))
     if agreement.loss_diff is not None:
         last_first, last_second = first.history_.records[-1], second.history_.records[-1]
         agreement.loss_diff.append(
@@ -569,6 +851,25 @@ def _record_agreement(agreement: Agreement, first: Trainer, second: Trainer) -> 
                 abs(last_first.validation_loss - last_second.validation_loss),
             )
         )
+
+
+def _record_gradients(
+    agreement: Agreement,
+    first: Trainer,
+    second: Trainer,
+    probe: _Probe,
+    gradients: dict[str, list[torch.Tensor]],
+) -> None:
+    """The pair's relative float64 gradient difference at ``first``'s current weights;
+    ``gradients`` caches each design's gradient at those weights for this epoch."""
+    for trainer in (first, second):
+        if trainer.design.name not in gradients:
+            gradients[trainer.design.name] = _gradients_float64(first.model_, trainer.design, probe)
+    reference, other = gradients[first.design.name], gradients[second.design.name]
+    scale = max(float(gradient.abs().max()) for gradient in reference)
+    difference = max(float((a - b).abs().max()) for a, b in zip(reference, other, strict=True))
+    agreement.gradient_diff.append(difference / scale if scale > 0 else difference)
+    agreement.gradient_epochs.append(first.history_.epochs)
 
 
 @torch.no_grad()

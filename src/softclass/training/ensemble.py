@@ -775,6 +775,9 @@ def design_seed_grid(designs: Sequence[str], seeds: Sequence[int]) -> list[Membe
 
 
 METRICS = ("val_loss", "val_accuracy")
+# Designs are paired only on a measure common to them all: "val_loss" is each design's own loss
+# (C's squared error is not a cross entropy), so it is summarised per design, never paired.
+PAIRED_METRICS = ("val_accuracy",)
 
 
 @dataclass
@@ -786,7 +789,8 @@ class SeedComparison:
         designs, seeds: what was trained (every design with every seed).
         summary: ``summary[metric][design]`` — mean and 95 % interval over seeds of the metric at
             the last epoch (metric: "val_loss" or "val_accuracy").
-        pairs: ``pairs[metric]`` — every pair of designs, paired over seeds.
+        pairs: ``pairs[metric]`` — every pair of designs, paired over seeds, for the metrics of
+            ``PAIRED_METRICS`` only (validation accuracy).
     """
 
     result: EnsembleResult
@@ -876,11 +880,12 @@ def compare_seeds(
                 first,
                 second,
                 confidence,
+                metric="validation accuracy",
             )
             for position, first in enumerate(names)
             for second in names[position + 1 :]
         ]
-        for metric in METRICS
+        for metric in PAIRED_METRICS
     }
     return SeedComparison(result, names, seed_list, summary, pairs)
 
