@@ -218,14 +218,11 @@ def test_the_page_says_where_numbers_come_from_and_how_to_reproduce(one_seed_run
     text = " ".join(" ".join(page.text).split())
     assert "bundled iris" in text and "species" in text
     assert "on the 30 validation rows (never used for training)" in text
+    roles = json.loads((out / "report.json").read_text())["row_roles"]
     assert page.tables["table-rows"][1:] == [
-        ["train", "120", "fit the weights and the preprocessing (normalisation, encodings)"],
-        [
-            "validation",
-            "30",
-            "held out from training: the metrics on held-out rows are measured here",
-        ],
-    ]
+        ["train", "120", roles["train"]],
+        ["validation", "30", roles["validation"]],
+    ]  # no early stopping: no stopping rows
     assert COMMAND in text
     assert [row[0] for row in page.tables["table-columns"][1:]] == [
         "sepal_length",
@@ -260,14 +257,24 @@ def test_seed_statistics_section_with_several_seeds(iris, tmp_path):
             assert float(element["data-value"]) == expected
     text = " ".join(" ".join(page.text).split())
     assert "each number is the mean over 3 seeds (0, 1, 2)" in text
-    assert "validation loss, each design's own (pairs with C compare different losses)" in text
+    # A design's own loss: its interval per design, never a pair across designs.
+    assert "table-seeds-own-loss" in page.tables
+    assert "table-pairs-validation_loss" not in page.tables
+    assert [row[1] for row in page.tables["table-seeds-own-loss"][1:]] == ["cross_entropy", "mse"]
     assert len(result.seeds) == 3
 
 
-def test_early_stopping_says_the_validation_rows_chose_the_epoch(iris, tmp_path):
+def test_early_stopping_rows_are_named_apart_from_the_reported_rows(iris, tmp_path):
     compare(iris, "A", TrainConfig(epochs=3, patience=1), out_dir=tmp_path)
-    rows = Page((tmp_path / "report.html").read_text()).tables["table-rows"]
-    assert "chose the stopping epoch (--patience 1)" in rows[2][2]
+    page = Page((tmp_path / "report.html").read_text())
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = page.tables["table-rows"][1:]
+    assert [row[0] for row in rows] == ["train", "stopping", "validation"]
+    assert int(rows[1][1]) == report["rows"]["stopping"] > 0
+    assert rows[1][2] == report["row_roles"]["stopping"]
+    text = " ".join(" ".join(page.text).split())
+    assert "on the training rows (solid) and on the stopping rows (dashed)" in text
+    assert "on the 30 validation rows (never used for training)" in text
 
 
 def _many_classes(n_classes: int, rows_per_class: int) -> pl.DataFrame:

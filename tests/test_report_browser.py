@@ -80,7 +80,13 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path):
         assert tables[f"table-per-class-{name}"] == 5  # header, 3 classes, macro average
         assert tables[f"table-confusion-{name}-counts"] == 4
         assert tables[f"table-confusion-{name}-normalised"] == 4
-    for table in ("table-common-metrics", "table-agreement", "table-seeds-validation_loss"):
+    for table in (
+        "table-common-metrics",
+        "table-agreement",
+        "table-seeds-validation_accuracy",
+        "table-seeds-own-loss",
+        "table-pairs-validation_log_loss",
+    ):
         assert tables[table] >= 3
     assert not seen["overflow"]  # nothing wider than the window
     screenshot = tmp_path / "screenshot.png"

@@ -133,8 +133,11 @@ def loss_curves_figure(
     histories: Mapping[str, History],
     loss_names: Mapping[str, str],
     caption: str | None = None,
+    *,
+    held_out_label: str = "validation rows",
 ) -> Figure:
-    """Each design's own loss per epoch in its own panel: training and held-out rows.
+    """Each design's own loss per epoch in its own panel: training and held-out rows (named by
+    ``held_out_label``: the rows of the history's ``validation_loss``).
 
     The panels do not share an axis: C's squared error and the cross entropies of A, B and D are
     different quantities and are never drawn on one scale.
@@ -146,7 +149,7 @@ def loss_curves_figure(
         history = histories[name]
         for column, label, style in (
             ("train_loss", "training rows", "-"),
-            ("validation_loss", "validation rows", "--"),
+            ("validation_loss", held_out_label, "--"),
         ):
             values = _finite(history.column(column))
             if np.isfinite(values).any():

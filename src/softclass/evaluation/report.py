@@ -59,7 +59,7 @@ ROW_PURPOSES = {
 # How the seed statistics name a metric of report.json; a design's own loss says so, since pairs
 # of designs with different losses compare different quantities.
 METRIC_LABELS = {
-    "validation_loss": "validation loss, each design's own (pairs with C compare different losses)",
+    "validation_loss": "validation loss, each design's own",
     "validation_accuracy": "validation accuracy",
     "validation_log_loss": "validation log loss",
     "validation_brier": "validation Brier score",
@@ -344,12 +344,15 @@ def render_report(inputs: ReportInput) -> RenderedReport:
     caption = f"{inputs.context.table} · target {inputs.target!r} · {rows_phrase}"
     figures: dict[str, bytes] = {}
     first = {detail.name: detail for detail in inputs.designs}
+    # The per-epoch held-out loss comes from the rows that chose the epoch when there are some.
+    history_rows = summary.get("history_rows", held_out)
 
     figures["loss_curves"] = plots.render_png(
         plots.loss_curves_figure(
             {name: detail.history for name, detail in first.items()},
             {name: detail.loss_name for name, detail in first.items()},
-            f"{inputs.context.table} · target {inputs.target!r} · training and {held_out} rows",
+            f"{inputs.context.table} · target {inputs.target!r} · training and {history_rows} rows",
+            held_out_label=f"{history_rows} rows",
         )
     )
     figures["calibration"] = plots.render_png(
@@ -408,6 +411,7 @@ def render_report(inputs: ReportInput) -> RenderedReport:
             row_parts=[
                 {"name": name, "count": count, "purpose": _row_purpose(name, inputs)}
                 for name, count in summary["rows"].items()
+                if count or name in ("train", held_out)  # no stopping rows without --patience
             ],
             class_rows=class_rows,
             columns=inputs.columns,
@@ -428,6 +432,7 @@ def render_report(inputs: ReportInput) -> RenderedReport:
             torch_version=torch.__version__,
             created=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             patience=inputs.patience,
+            history_rows=history_rows,
             max_matrix_classes=plots.CONFUSION_MAX_CLASSES,
             metric_labels=METRIC_LABELS,
             bins=len(inputs.designs[0].calibration.counts),
@@ -437,18 +442,17 @@ def render_report(inputs: ReportInput) -> RenderedReport:
 
 
 def _row_purpose(part: str, inputs: ReportInput) -> str:
+    """What a part of the rows is used for: the run's own words (``row_roles`` of report.json)
+    when it has them, else ours; held-out rows that also chose the epoch are said to be so."""
+    roles = inputs.summary.get("row_roles") or {}
+    if part in roles:
+        return roles[part]
     purpose = ROW_PURPOSES.get(part, "")
-    if (
-        part == inputs.held_out
-        and inputs.patience is not None
-        and "test" not in inputs.summary["rows"]
-    ):
+    if part == inputs.held_out and inputs.patience is not None:
         purpose += (
             f"; they also chose the stopping epoch (--patience {inputs.patience}), so the "
             "held-out numbers are somewhat optimistic"
         )
-    elif part == "validation" and inputs.held_out != "validation":
-        purpose = "held out from training: choose the stopping epoch (early stopping)"
     return purpose
 
 
