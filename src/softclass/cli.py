@@ -23,7 +23,6 @@ from rich.text import Text
 
 from softclass.errors import SoftclassError, SoftclassWarning
 from softclass.jobs.defaults import DEMONSTRATION, TABLE, Defaults, defaults_for
-from softclass.version import __version__
 
 if TYPE_CHECKING:
     from softclass.evaluation.report import RunContext
@@ -83,6 +82,8 @@ _state = {"debug": False}
 
 def _version_callback(value: bool) -> None:
     if value:
+        from softclass.version import __version__
+
         console.print(f"softclass {__version__}")
         raise typer.Exit()
 
@@ -447,8 +448,9 @@ _Threads = Annotated[
     typer.Option(
         "--threads",
         metavar="N",
-        help="CPU threads for torch; 0 = torch's default. One is fastest for small networks: "
-        "on a shared 2-core machine two threads made Iris training 7x slower (see benchmarks).",
+        help="CPU threads for torch; 0 (default) = chosen by the size of a training step: one "
+        "for small networks (a second thread only adds synchronisation there), every idle core "
+        "for large ones.",
     ),
 ]
 _DEFAULTS_HELP = (
@@ -457,13 +459,20 @@ _DEFAULTS_HELP = (
 )
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
+def _check_threads(threads: int) -> None:
     if threads < 0:
         raise typer.BadParameter(f"expected 0 or more, got {threads}", param_hint="--threads")
-    if threads > 0:
-        torch.set_num_threads(threads)
+
+
+def _torch_threads(
+    threads: int, batch_size: int, prepared: PreparedData, hidden: tuple[int, ...]
+) -> contextlib.AbstractContextManager[int]:
+    """``--threads`` torch threads for the training run (0: chosen by the size of a step)."""
+    from softclass.training.threads import choose_threads, torch_threads
+
+    if threads == 0:
+        threads = choose_threads(batch_size, (prepared.n_features, *hidden, prepared.n_classes))
+    return torch_threads(threads)
 
 
 def _parse_hidden(text: str) -> tuple[int, ...]:
@@ -694,7 +703,7 @@ def compare(
     validation: _Validation = 0.2,
     patience: _Patience = None,
     stopping: _Stopping = TABLE.stopping_fraction,
-    threads: _Threads = 1,
+    threads: _Threads = 0,
 ) -> None:
     """Train the same network with designs A-D on the same data, split and seed; compare them."""
     import datetime
@@ -702,7 +711,7 @@ def compare(
 
     from softclass.jobs.compare import compare as run_comparison
 
-    _set_threads(threads)
+    _check_threads(threads)
     network = _resolve(
         _is_bundled_iris(data),
         epochs=epochs,
@@ -723,7 +732,10 @@ def compare(
         if out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"compare-{stamp}"
-        with _ProgressBars(enabled=context.is_main and not json_output) as bars:
+        with (
+            _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
+            _ProgressBars(enabled=context.is_main and not json_output) as bars,
+        ):
             result = run_comparison(
                 prepared,
                 design,
@@ -933,13 +945,13 @@ def train(
     missing: _Missing = "error",
     validation: _Validation = 0.2,
     patience: _Patience = None,
-    threads: _Threads = 1,
+    threads: _Threads = 0,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable)."""
     from softclass.jobs.train_predict import train_to_directory
     from softclass.mlp.designs import get_design
 
-    _set_threads(threads)
+    _check_threads(threads)
     chosen = get_design(design)
     network = _resolve(
         _is_bundled_iris(data),
@@ -958,7 +970,10 @@ def train(
     )
     with _distributed_context(device) as context:
         prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
-        with _ProgressBars(enabled=context.is_main) as bars:
+        with (
+            _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
+            _ProgressBars(enabled=context.is_main) as bars,
+        ):
             result = train_to_directory(
                 prepared,
                 chosen,

@@ -25,7 +25,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
@@ -38,6 +38,7 @@ from sklearn.utils.validation import (
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import ACTIVATIONS, MLP, MLPConfig
 from softclass.training.ensemble import BatchedTrainer, EnsembleSettings, Member
+from softclass.training.threads import available_cores, choose_threads, torch_threads
 
 _SEED_BOUND = 2**31 - 1
 
@@ -65,6 +66,10 @@ class Classifier(ClassifierMixin, BaseEstimator):
         class_weight: None, "balanced" (n_samples / (n_classes · count)) or {label: weight};
             multiplies ``sample_weight``. Each batch's loss is Σ w·loss / Σ w.
         device: torch device for training and prediction ("cpu", "cuda", ...).
+        n_jobs: torch CPU threads for training and prediction: None chooses by the size of a step
+            (one thread for small matrices, where a second one only adds synchronisation; see
+            :mod:`softclass.training.threads`), -1 uses every core, k uses k. The caller's torch
+            thread setting is restored afterwards.
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_`` for frames),
     ``n_outputs_``, ``loss_curve_`` (training loss per epoch), ``validation_scores_`` and
@@ -88,6 +93,11 @@ class Classifier(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "device": [str, torch.device],
+        "n_jobs": [
+            None,
+            Options(Integral, {-1}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
     }
 
     def __init__(
@@ -107,6 +117,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         random_state=None,
         class_weight=None,
         device="cpu",
+        n_jobs=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -123,6 +134,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.class_weight = class_weight
         self.device = device
+        self.n_jobs = n_jobs
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -219,6 +231,13 @@ class Classifier(ClassifierMixin, BaseEstimator):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(_SEED_BOUND))
 
+    def _threads(self, rows_per_step: int) -> int:
+        """torch threads for steps of ``rows_per_step`` rows (``n_jobs``, or chosen by size)."""
+        if self.n_jobs is not None:
+            return available_cores() if self.n_jobs == -1 else int(self.n_jobs)
+        config = self._trainer.config
+        return choose_threads(rows_per_step, (config.n_features, *config.hidden, config.n_classes))
+
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.tensor(np.asarray(X), dtype=torch.float32, device=self._device())
 
@@ -272,10 +291,14 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self._no_improvement_count = 0
 
     def _run_epochs(self, X, targets, row_weights, max_epochs: int, validation) -> None:
-        trainer = self._trainer
         n_rows = X.shape[0]
         batch_size = min(200, n_rows) if self.batch_size == "auto" else min(self.batch_size, n_rows)
-        trainer.settings = dataclasses.replace(trainer.settings, batch_size=batch_size)
+        self._trainer.settings = dataclasses.replace(self._trainer.settings, batch_size=batch_size)
+        with torch_threads(self._threads(batch_size)):
+            self._train_epochs(X, targets, row_weights, max_epochs, validation)
+
+    def _train_epochs(self, X, targets, row_weights, max_epochs: int, validation) -> None:
+        trainer = self._trainer
         device = self._device()
         features = self._tensor(X)
         one_hot = torch.nn.functional.one_hot(
@@ -318,7 +341,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
                 f"softclass.Classifier: reached max_iter={self.max_iter} epochs without "
                 f"converging (tol={self.tol}, n_iter_no_change={self.n_iter_no_change})",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
     # -- prediction ------------------------------------------------------------------------------
@@ -327,7 +350,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
         features = torch.tensor(np.asarray(X), dtype=torch.float64, device=self._device())
-        return self._trainer.network.logits(features, torch.float64)[0]
+        # A forward pass is a third of a training step's work (no backward).
+        with torch_threads(self._threads(max(1, features.shape[0] // 3))):
+            return self._trainer.network.logits(features, torch.float64)[0]
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities ``(n, n_classes)`` float64, columns in ``classes_`` order (design rule)."""

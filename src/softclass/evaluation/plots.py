@@ -16,16 +16,16 @@ import math
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from softclass.evaluation.metrics import Calibration, OneVsRest
 from softclass.io import atomic_write_bytes
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (0.6 s of start-up)
+    from matplotlib.figure import Figure
 
 # One colour per design, kept across figures (matplotlib's default cycle, colour-blind safe).
 DESIGN_COLORS = {"A": "#1f77b4", "B": "#ff7f0e", "C": "#2ca02c", "D": "#d62728"}
@@ -60,6 +60,8 @@ class History(Protocol):
 
 def render_png(figure: Figure) -> bytes:
     """The figure as PNG bytes at ``DPI`` dots per inch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     # Constrained layout already fits every label: no "tight" bounding box (a second draw).
@@ -90,6 +92,8 @@ def _fixed_figure(
     Curves and bars have labels of known length, so a fixed layout fits them; it draws once,
     where constrained layout draws twice (about half the time of the report's figures).
     """
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height))
     axis_width = (width - left - right - (columns - 1) * gap_x) / columns
     axis_height = (height - bottom - top - (rows - 1) * gap_y) / rows
@@ -165,6 +169,8 @@ def loss_curves_figure(
             panel.set_yscale("log")
             # Plain numbers (0.2, 4) instead of 2×10⁻¹: narrow enough for the panel's margin;
             # minor ticks are labelled only when the curves span less than ~1.3 decades.
+            from matplotlib.ticker import FuncFormatter, NullFormatter
+
             plain = FuncFormatter(lambda value, _: f"{value:g}")
             panel.yaxis.set_major_formatter(plain)
             decades = math.log10(max(drawn) / min(drawn))

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from softclass.errors import ConfigError
 
@@ -140,10 +139,18 @@ def _check_confidence(confidence: float) -> None:
         raise ConfigError(f"confidence must lie strictly between 0 and 1, got {confidence}")
 
 
+def _student_t():
+    """scipy's Student t distribution; scipy.stats is imported here, on first use (~0.9 s of
+    start-up that ``softclass train`` never needs)."""
+    from scipy import stats
+
+    return stats.t
+
+
 def t_quantile(confidence: float, degrees_of_freedom: int) -> float:
     """The two-sided Student-t critical value: P(|T| <= q) = confidence."""
     _check_confidence(confidence)
-    return float(scipy_stats.t.ppf(0.5 + confidence / 2.0, degrees_of_freedom))
+    return float(_student_t().ppf(0.5 + confidence / 2.0, degrees_of_freedom))
 
 
 def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> MeanInterval:
@@ -199,7 +206,7 @@ def paired_comparison(
     else:
         standard_error = std / math.sqrt(n)
         t_statistic = mean / standard_error
-        p_value = float(2.0 * scipy_stats.t.sf(abs(t_statistic), n - 1))
+        p_value = float(2.0 * _student_t().sf(abs(t_statistic), n - 1))
         half = t_quantile(confidence, n - 1) * standard_error
     scale = np.maximum(1.0, np.maximum(np.abs(array_a), np.abs(array_b)))
     if np.all(np.abs(differences) <= FLOAT_TOLERANCE * scale):

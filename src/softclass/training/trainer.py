@@ -37,6 +37,7 @@ from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
+from softclass.training.eager_optim import TensorOptimizer
 from softclass.training.schema import (
     CHECKPOINT_FORMAT,
     check_optimizer_state,
@@ -368,23 +369,20 @@ class Trainer:
         device_ids = [self.device_.index] if self.device_.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """SGD with momentum or Adam, from the config; fused for networks that are not tiny."""
+    def make_optimizer(self, model: torch.nn.Module) -> TensorOptimizer:
+        """SGD with momentum or Adam, from the config; fused for networks that are not tiny.
+
+        Not ``torch.optim``: building one imports ``torch._dynamo`` (seconds of start-up);
+        :class:`TensorOptimizer` makes torch.optim's updates with the same kernels.
+        """
         n_weights = sum(parameter.numel() for parameter in model.parameters())
-        fused = n_weights >= FUSED_OPTIMIZER_MIN_WEIGHTS
-        if self.config.optimizer == "sgd":
-            return torch.optim.SGD(
-                model.parameters(),
-                lr=self.config.learning_rate,
-                momentum=self.config.momentum,
-                weight_decay=self.config.weight_decay,
-                fused=fused,
-            )
-        return torch.optim.Adam(
+        return TensorOptimizer(
             model.parameters(),
-            lr=self.config.learning_rate,
+            self.config.optimizer,
+            self.config.learning_rate,
+            momentum=self.config.momentum if self.config.optimizer == "sgd" else 0.0,
             weight_decay=self.config.weight_decay,
-            fused=fused,
+            fused=n_weights >= FUSED_OPTIMIZER_MIN_WEIGHTS,
         )
 
     def run_epoch(self) -> EpochRecord:
@@ -454,7 +452,7 @@ class Trainer:
         so that DDP's gradient average equals the one-process gradient of the global mean, and
         the returned loss is this rank's part of that mean (the parts add up across ranks).
         """
-        self.optimizer_.zero_grad(set_to_none=True)
+        self.optimizer_.zero_grad()
         with self._autocast():
             logits = self.network_(features)
             outputs = self.design.output(logits)
