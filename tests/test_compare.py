@@ -1,7 +1,6 @@
 """The comparison of designs A–D: agreement numbers, measurements, outputs."""
 
 import json
-import math
 from dataclasses import replace
 
 import matplotlib.image
@@ -11,7 +10,7 @@ import torch
 from PIL import Image
 
 from softclass.data import load_bundled
-from softclass.errors import ConfigError, DataError
+from softclass.errors import ConfigError, DataError, TrainingDiverged
 from softclass.evaluation.stats import COMMON_METRICS
 from softclass.functional import nll_loss
 from softclass.jobs.compare import (
@@ -269,12 +268,21 @@ def test_options_the_batched_engine_lacks_run_the_seeds_one_by_one(iris):
     assert result.bands is None and result.seed_statistics() is not None
 
 
-def test_a_diverged_run_still_gives_valid_json(iris):
-    result = compare(iris, "AB", TrainConfig(epochs=2, learning_rate=1e38))
-    assert math.isnan(result.summary("A")["validation_loss"])
-    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    assert data["designs"]["A"]["mean_over_seeds"]["validation_loss"] is None
-    assert data["designs"]["A"]["per_seed"][0]["calibration"]["ece"] is None
+@pytest.mark.parametrize("seeds", [1, 2])  # the lockstep trainers and the batched engine
+def test_a_diverged_run_stops_naming_the_epoch_and_writes_nothing(iris, tmp_path, seeds):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"diverged at epoch 1 \(design A( seed 0)?\).*lower the learning rate "
+        r"\(now 1e\+38, --lr\) or scale the features",
+    ):
+        compare(
+            iris,
+            "AB",
+            TrainConfig(epochs=2, learning_rate=1e38),
+            seeds=seeds,
+            out_dir=tmp_path / "r",
+        )
+    assert not (tmp_path / "r").exists()
 
 
 def test_compare_refuses_bad_arguments(iris):

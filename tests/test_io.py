@@ -1,7 +1,14 @@
+import errno
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
+from softclass import io
+from softclass.errors import OutputBusyError, OutputError
 from softclass.io import atomic_path, atomic_write_json, atomic_write_text
 
 
@@ -30,11 +37,215 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
 
 
 def test_written_files_get_the_umask_mode_not_a_private_temp_mode(tmp_path):
-    import os
-
     umask = os.umask(0o022)
     try:
         target = atomic_write_text(tmp_path / "public.txt", "x")
     finally:
         os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+# -- faults: stale temporaries, directories as one unit, locks, unwritable outputs ---------------
+
+
+def _dead_pid():
+    """A pid that ran on this host and is gone: a finished child process."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _stale_name(name, kind, pid):
+    return f".{name}.{io._host_tag()}-{pid}.abc123_x.{kind}"
+
+
+def test_a_failed_write_of_a_dead_process_is_removed_by_the_next_write(tmp_path):
+    dead = _dead_pid()
+    stale_file = tmp_path / _stale_name("pred.csv", "tmp", dead)
+    stale_file.write_bytes(b"half a prediction")
+    stale_dir = tmp_path / _stale_name("model", "tmpdir", dead)
+    stale_dir.mkdir()
+    (stale_dir / "model.json").write_text("{")
+    alive = tmp_path / _stale_name("pred.csv", "tmp", os.getpid())  # a write in progress
+    alive.write_bytes(b"mine")
+    other_host = tmp_path / f".pred.csv.elsewhere-{dead}.abc.tmp"  # maybe alive on its host
+    other_host.write_bytes(b"theirs")
+    atomic_write_text(tmp_path / "pred.csv", "row\n")
+    assert not stale_file.exists()
+    assert stale_dir.exists()  # another destination's leftover: left to its own next write
+    assert alive.exists() and other_host.exists()
+    assert io.remove_stale_temporaries(tmp_path) == 1
+    assert not stale_dir.exists()
+
+
+def test_an_old_directory_left_between_two_renames_is_put_back(tmp_path):
+    aside = tmp_path / _stale_name("model", "old", _dead_pid())
+    aside.mkdir()
+    (aside / "model.json").write_text("{}")
+    io.remove_stale_temporaries(tmp_path)
+    assert (tmp_path / "model" / "model.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_atomic_directory_replaces_the_whole_directory_and_keeps_other_files(
+    tmp_path, monkeypatch, exchange
+):
+    if not exchange:
+        monkeypatch.setattr(io, "_rename_exchange", lambda first, second: False)
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("old weights")
+    (target / "meta").write_text("old meta")
+    (target / "checkpoint.pt").write_text("checkpoint")
+    with io.atomic_directory(target, replaced=("weights", "meta")) as staging:
+        assert sorted(p.name for p in staging.iterdir()) == ["checkpoint.pt"]
+        (staging / "weights").write_text("new weights")
+        (staging / "meta").write_text("new meta")
+        assert (target / "weights").read_text() == "old weights"  # nothing visible yet
+    assert (target / "weights").read_text() == "new weights"
+    assert (target / "meta").read_text() == "new meta"
+    assert (target / "checkpoint.pt").read_text() == "checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_a_failure_while_building_a_directory_keeps_the_old_one_whole(
+    tmp_path, monkeypatch, exchange
+):
+    if not exchange:
+        monkeypatch.setattr(io, "_rename_exchange", lambda first, second: False)
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("old weights")
+    (target / "meta").write_text("old meta")
+    with (
+        pytest.raises(KeyboardInterrupt),
+        io.atomic_directory(target, ("weights", "meta")) as staging,
+    ):
+        (staging / "weights").write_text("new weights")
+        raise KeyboardInterrupt  # a Ctrl-C between the two files
+    assert (target / "weights").read_text() == "old weights"
+    assert (target / "meta").read_text() == "old meta"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_failure_of_the_second_rename_puts_the_old_directory_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "_rename_exchange", lambda first, second: False)
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "meta").write_text("old")
+    real_rename = os.rename
+
+    def failing_rename(source, destination):
+        if str(source).endswith(".tmpdir"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_rename(source, destination)
+
+    monkeypatch.setattr(io.os, "rename", failing_rename)
+    with pytest.raises(OutputError, match=r"cannot write .*model: Input/output error"):
+        with io.atomic_directory(target, ("meta",)) as staging:
+            (staging / "meta").write_text("new")
+    assert (target / "meta").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_atomic_directory_refuses_a_file_in_the_way(tmp_path):
+    (tmp_path / "model").write_text("not a directory")
+    with pytest.raises(OutputError, match=r"model is a file, expected a directory"):
+        with io.atomic_directory(tmp_path / "model"):
+            pass
+
+
+def test_a_full_disk_is_one_clear_line_and_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"epoch 3")
+
+    def full_disk(path, data):
+        with open(path, "wb") as handle:
+            handle.write(data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(io.Path, "write_bytes", full_disk)
+    with pytest.raises(
+        OutputError,
+        match=rf"no space left on the device holding {tmp_path} while writing checkpoint.pt; "
+        "nothing was replaced",
+    ):
+        io.atomic_write_bytes(target, b"epoch 4" * 100)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"epoch 3"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_non_finite_numbers_are_refused_in_json(tmp_path):
+    with pytest.raises(OutputError, match="refusing to write a non-finite number"):
+        atomic_write_json(tmp_path / "report.json", {"loss": float("nan")})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_lock_on_the_same_directory_is_refused_at_once(tmp_path):
+    with io.output_lock(tmp_path / "out") as lock_path:
+        assert lock_path.read_text().strip() == str(os.getpid())
+        with pytest.raises(
+            OutputBusyError,
+            match=rf"out is in use by another softclass run \(pid {os.getpid()}\): wait",
+        ):
+            with io.output_lock(tmp_path / "out"):
+                pass
+    assert not lock_path.exists()
+    with io.output_lock(tmp_path / "out"):  # released: free again
+        pass
+
+
+def test_a_killed_holder_never_leaves_a_stale_lock(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from softclass.io import output_lock
+                with output_lock({str(tmp_path / "out")!r}):
+                    print("locked", flush=True)
+                    time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputBusyError, match=rf"\(pid {holder.pid}\)"):
+            with io.output_lock(tmp_path / "out"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / ".out.lock").exists()  # the file stays, the lock does not
+    with io.output_lock(tmp_path / "out"):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(errno.EROFS, "read-only file system"), (errno.EACCES, "permission denied")],
+)
+def test_output_directory_checks_before_any_work(tmp_path, monkeypatch, code, reason):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"file is a file, expected a directory"):
+        io.prepare_output_directory(tmp_path / "file")
+    with pytest.raises(OutputError, match=r"cannot write .*file/sub: .*file is a file, not a dir"):
+        io.prepare_output_directory(tmp_path / "file" / "sub")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+
+    def refuse(*args, dir=None, **kwargs):  # what a read-only mount or chmod 555 answers
+        raise OSError(code, os.strerror(code), str(dir))
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputError, match=rf"{read_only} is not writable \({reason}\)"):
+        io.prepare_output_directory(read_only / "run")

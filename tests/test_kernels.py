@@ -269,7 +269,9 @@ def test_linear_cross_entropy_matches_torch(
         reduction=reduction, label_smoothing=smoothing, ignore_index=-100 if probability else 4
     )
     inputs = [hidden, weight] + ([bias] if with_bias else [])
-    loss = functional.linear_cross_entropy(hidden, weight, target, bias, class_weight, **options)
+    loss = functional.linear_cross_entropy(
+        hidden, weight, target, linear_bias=bias, weight=class_weight, **options
+    )
     expected = F.cross_entropy(F.linear(hidden, weight, bias), target, class_weight, **options)
     grad_output = torch.rand(loss.shape, dtype=torch.float64) + 0.5
     grads = torch.autograd.grad(loss, inputs, grad_output)
@@ -297,14 +299,16 @@ def test_linear_cross_entropy_bf16_and_blocks(backend, block_rows):
 
 
 def test_linear_cross_entropy_module_and_no_grad():
-    module = nn.LinearCrossEntropyLoss(class_weight=torch.rand(5), label_smoothing=0.1)
-    hidden, weight = torch.randn(4, 3), torch.randn(5, 3)
+    class_weight = torch.rand(5)
+    module = nn.LinearCrossEntropyLoss(3, 5, bias=True, weight=class_weight, label_smoothing=0.1)
+    hidden = torch.randn(4, 3)
     target = torch.tensor([0, 4, 2, 1])
     with torch.no_grad():
-        loss = module(hidden, weight, target)
-    expected = F.cross_entropy(hidden @ weight.T, target, module.class_weight, label_smoothing=0.1)
+        loss = module(hidden, target)
+        expected = F.cross_entropy(module.linear(hidden), target, class_weight, label_smoothing=0.1)
     torch.testing.assert_close(loss, expected)
-    assert "class_weight" in dict(module.named_buffers())
+    assert "weight" in dict(module.named_buffers())
+    assert set(dict(module.named_parameters())) == {"linear.weight", "linear.bias"}
 
 
 @pytest.mark.parametrize(
@@ -313,17 +317,17 @@ def test_linear_cross_entropy_module_and_no_grad():
         (
             (torch.randn(2, 3, 4), torch.randn(5, 4), torch.tensor([0, 1])),
             ValueError,
-            "hidden must be 2-D",
+            "input must be 2-D",
         ),
         (
             (torch.randn(2, 4), torch.randn(5, 3), torch.tensor([0, 1])),
             ValueError,
-            r"weight must have shape \(C, H\)",
+            r"linear_weight must have shape \(C, H\)",
         ),
         (
             (torch.randn(2, 4), torch.randn(5, 4).double(), torch.tensor([0, 1])),
             RuntimeError,
-            "weight has dtype Double but hidden has Float",
+            "linear_weight has dtype Double but input has Float",
         ),
         (
             (torch.randn(2, 4), torch.randn(5, 4), torch.rand(2, 3)),
@@ -341,28 +345,32 @@ def test_linear_cross_entropy_validation(args, error, match):
 @pytest.mark.parametrize(
     "bias,error,match",
     [
-        (torch.randn(4), ValueError, r"bias must have shape \(C,\) = \(5,\)"),
-        (torch.randn(5).double(), RuntimeError, "bias has dtype Double"),
+        (torch.randn(4), ValueError, r"linear_bias must have shape \(C,\) = \(5,\)"),
+        (torch.randn(5).double(), RuntimeError, "linear_bias has dtype Double"),
     ],
 )
 def test_linear_cross_entropy_bias_validation(bias, error, match):
     with pytest.raises(error, match=match):
         functional.linear_cross_entropy(
-            torch.randn(2, 4), torch.randn(5, 4), torch.tensor([0, 1]), bias
+            torch.randn(2, 4), torch.randn(5, 4), torch.tensor([0, 1]), linear_bias=bias
         )
 
 
 def test_linear_cross_entropy_refuses_other_devices():
-    hidden = torch.randn(2, 4, device="meta")
-    with pytest.raises(NotImplementedError, match="runs on CPU only"):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(), pytest.raises(NotImplementedError, match="runs on CPU only"):
         functional.linear_cross_entropy(
-            hidden, torch.randn(5, 4, device="meta"), torch.tensor([0, 1], device="meta")
+            torch.empty(2, 4, device="cuda"),
+            torch.empty(5, 4, device="cuda"),
+            torch.zeros(2, dtype=torch.long, device="cuda"),
         )
 
 
 def test_functional_cross_entropy_dispatches_by_the_rule(monkeypatch):
-    """Compiled loops (class indices, fp32/bf16/fp64): fused at every size; otherwise (probability
-    targets, fp16, no compiler) fused from 2^14 logits on."""
+    """Compiled loops (class indices, fp32/bf16/fp64, any class stride: a strided input is made
+    contiguous first): fused at every size; otherwise (probability targets, fp16, no compiler)
+    fused from 2^14 logits on."""
     calls = []
     original = cpu.cross_entropy
     monkeypatch.setattr(
@@ -375,7 +383,7 @@ def test_functional_cross_entropy_dispatches_by_the_rule(monkeypatch):
         (torch.randn(64, 256), torch.softmax(torch.randn(64, 256), 1), True),
         (torch.randn(4, 3).half(), torch.tensor([0, 1, 2, 0]), False),
         (torch.randn(64, 256).half(), torch.randint(0, 256, (64,)), True),
-        (torch.randn(3, 8).t(), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), False),  # class stride 3
+        (torch.randn(3, 8).t(), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]), True),  # class stride 3
     ]
     for logits, target, fused in cases:
         calls.clear()
@@ -465,8 +473,9 @@ def _validation_error(target, n_classes, ignore_index):
 def test_range_error_from_compiled_loops_matches_validation(
     backend, monkeypatch, logits_shape, target, ignore_index
 ):
-    """Where the compiled loops check the range, validation's check is skipped and the error
-    (type and message) is the one validation would have raised; the fallback runs validation."""
+    """The fused operator checks the range itself (compiled loops and torch-ops path alike), so
+    validation's check is skipped and the error (type and message) is the one validation would
+    have raised."""
     n_classes = logits_shape[1] if len(logits_shape) > 1 else logits_shape[0]
     expected = _validation_error(target, n_classes, ignore_index)
     checked = []
@@ -478,7 +487,7 @@ def test_range_error_from_compiled_loops_matches_validation(
     with pytest.raises(IndexError, match=re.escape(str(expected))) as caught:
         functional.cross_entropy(logits, target, ignore_index=ignore_index)
     assert type(caught.value) is IndexError and str(caught.value) == str(expected)
-    assert bool(checked) == (backend == "torch-ops")
+    assert not checked
 
 
 def test_kernel_called_directly_raises_on_out_of_range_target():

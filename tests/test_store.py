@@ -1,14 +1,18 @@
 """Saved model directories: round trip, and every missing or bad part named."""
 
+import errno
 import json
+import math
 import os
 import pickle
+from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 
 from softclass.data import Recipe, load_bundled
-from softclass.errors import ConfigError, ModelFileError
+from softclass.errors import ConfigError, ModelFileError, OutputError, TrainingDiverged
 from softclass.jobs.store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
@@ -152,3 +156,72 @@ def test_integer_weights_are_refused(saved_dir):
         match=r"field 'header\[layers.0.bias\].dtype' is 'I32'; expected a float dtype",
     ):
         load_model(directory)
+
+
+# -- saved as one unit ----------------------------------------------------------------------------
+
+
+def _save(directory, recipe, hidden, epochs):
+    model = build_mlp(MLPConfig(4, 3, (hidden,)), seed=hidden)
+    save_model(directory, model, get_design("A"), recipe, TrainConfig(), {"epochs": epochs})
+    return model
+
+
+def test_saving_over_a_model_replaces_both_files_and_keeps_the_checkpoint(tmp_path, iris_recipe):
+    directory = tmp_path / "model"
+    _save(directory, iris_recipe, 7, 20)
+    (directory / "checkpoint.pt").write_bytes(b"the run's checkpoint")
+    _save(directory, iris_recipe, 9, 40)
+    saved = load_model(directory)
+    assert saved.model_config.hidden == (9,) and saved.history_summary == {"epochs": 40}
+    assert (directory / "checkpoint.pt").read_bytes() == b"the run's checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("failing", [WEIGHTS_FILE, METADATA_FILE])
+def test_a_full_disk_while_saving_keeps_the_earlier_model_whole(
+    tmp_path, iris_recipe, monkeypatch, failing
+):
+    directory = tmp_path / "model"
+    _save(directory, iris_recipe, 7, 20)
+    real = {"write_bytes": Path.write_bytes, "write_text": Path.write_text}
+
+    def full_disk(kind):
+        def write(path, data, *args, **kwargs):
+            if path.name == failing:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return real[kind](path, data, *args, **kwargs)
+
+        return write
+
+    for kind in real:
+        monkeypatch.setattr(Path, kind, full_disk(kind))
+    with pytest.raises(OutputError, match=rf"no space left on the device holding {tmp_path}"):
+        _save(directory, iris_recipe, 9, 40)
+    monkeypatch.undo()
+    saved = load_model(directory)
+    assert saved.model_config.hidden == (7,) and saved.history_summary == {"epochs": 20}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_weights_are_never_saved(tmp_path, iris_recipe, value):
+    model = build_mlp(MLPConfig(4, 3), seed=0)
+    with torch.no_grad():
+        model.state_dict()["layers.0.weight"][1, 2] = value
+    with pytest.raises(TrainingDiverged, match=r"1 of 28 values of 'layers.0.weight' are NaN"):
+        save_model(tmp_path / "m", model, get_design("A"), iris_recipe, TrainConfig(), {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_finite_recipe_statistics_are_refused_at_save_time(tmp_path):
+    huge = pl.DataFrame(
+        {"x": [1e200, -1e200, 3e200, 1.0] * 5, "y": [1.0, 2, 3, 4] * 5, "c": ["a", "b"] * 10}
+    )
+    recipe = Recipe.fit(huge, "c")
+    model = build_mlp(MLPConfig(2, 2), seed=0)
+    with pytest.raises(
+        ConfigError, match=r"column 'x': the preprocessing statistic 'scale' is inf"
+    ):
+        save_model(tmp_path / "m", model, get_design("A"), recipe, TrainConfig(), {})
+    assert list(tmp_path.iterdir()) == []

@@ -8,20 +8,24 @@ the full traceback instead.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from softclass.errors import SoftclassError, SoftclassWarning
+from softclass.errors import Interrupted, SoftclassError, SoftclassWarning
 from softclass.jobs.defaults import DEMONSTRATION, TABLE, Defaults, defaults_for
 
 if TYPE_CHECKING:
@@ -117,17 +121,113 @@ _python_show_warning = warnings.showwarning
 
 
 def main() -> None:
-    """Entry point of the console script: run the app, turning known errors into one line."""
+    """Entry point of the console script: run the app, turning known errors into one line.
+
+    Exit codes: 0 success; 2 an error (one line on stderr); 128 + the signal number when
+    SIGINT (130) or SIGTERM (143) stopped the command, after one line saying what was kept;
+    141 (128 + SIGPIPE, what a shell reports for a writer killed by SIGPIPE) without a message
+    when the reader of stdout went away (``softclass predict ... | head``).
+    """
     warnings.showwarning = _show_warning
+    with _signals_interrupt():
+        try:
+            try:
+                app()
+            finally:
+                _flush_stdout()
+        except Interrupted as interrupt:
+            name = signal.Signals(interrupt.signal_number).name
+            err_console.print(
+                f"interrupted by {name}: {escape(interrupt.kept or 'nothing was written')}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(128 + interrupt.signal_number)
+        except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:
+            if _state["debug"]:
+                raise
+            err_console.print(
+                "[bold red]error:[/]",
+                escape(_as_typed(str(error))),
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(2)
+
+
+_EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """While the command runs, SIGINT and SIGTERM raise :class:`Interrupted` (once: a second
+    signal during the clean-up is ignored), so that temporary files and locks are released."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def handler(signal_number: int, _frame: object) -> None:
+        if arrived:
+            return
+        arrived.append(signal_number)
+        raise Interrupted(signal_number)
+
+    previous = {number: signal.signal(number, handler) for number in _INTERRUPTS}
     try:
-        app()
-    except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:
-        if _state["debug"]:
-            raise
-        err_console.print(
-            "[bold red]error:[/]", escape(_as_typed(str(error))), highlight=False, soft_wrap=True
-        )
-        sys.exit(2)
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+
+
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _write_stdout(text: str) -> None:
+    """Write ``text`` to stdout and flush, so that a failed write is seen here, not lost at exit.
+
+    Raises:
+        SystemExit: code 141, quietly, when the reader closed the pipe (``| head``).
+        OutputError: any other failure (``> file`` on a full disk): the output is incomplete.
+    """
+    try:
+        sys.stdout.write(text)
+    except OSError as error:
+        _stdout_failed(error)
+    _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as error:
+        _stdout_failed(error)
+
+
+def _stdout_failed(error: OSError) -> NoReturn:
+    _silence_stdout()
+    if isinstance(error, BrokenPipeError):
+        sys.exit(_EXIT_BROKEN_PIPE)
+    from softclass.errors import OutputError
+
+    problem = (
+        "no space left on the device behind standard output"
+        if error.errno == errno.ENOSPC
+        else f"writing to standard output failed ({error.strerror or error})"
+    )
+    raise OutputError(f"{problem}: the output is incomplete") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout's descriptor at /dev/null: what is still buffered is dropped at exit
+    instead of failing again (a second error message, or exit code 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 # The library names options as its parameters (learning_rate=0); a user typed flags (--lr 0).
@@ -710,6 +810,7 @@ def compare(
     import json
 
     from softclass.jobs.compare import compare as run_comparison
+    from softclass.jobs.compare import describe_written
 
     _check_threads(threads)
     network = _resolve(
@@ -732,28 +833,32 @@ def compare(
         if out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"compare-{stamp}"
-        with (
-            _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
-            _ProgressBars(enabled=context.is_main and not json_output) as bars,
-        ):
-            result = run_comparison(
-                prepared,
-                design,
-                network.config,
-                hidden=network.hidden,
-                activation=network.activation,
-                seeds=seeds,
-                out_dir=out,
-                progress=bars,
-                distributed=context,
-                stopping_fraction=stopping,
-                defaults=network.defaults,
-                context=_run_context(data),
-            )
+        try:
+            with (
+                _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
+                _ProgressBars(enabled=context.is_main and not json_output) as bars,
+            ):
+                result = run_comparison(
+                    prepared,
+                    design,
+                    network.config,
+                    hidden=network.hidden,
+                    activation=network.activation,
+                    seeds=seeds,
+                    out_dir=out,
+                    progress=bars,
+                    distributed=context,
+                    stopping_fraction=stopping,
+                    defaults=network.defaults,
+                    context=_run_context(data),
+                )
+        except Interrupted as interrupt:
+            interrupt.kept = describe_written(out)
+            raise
         if not context.is_main:
             return
         if json_output:
-            sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+            _write_stdout(json.dumps(result.to_dict()) + "\n")
             return
         _print_comparison(result, "the bundled Iris" if data is None else str(data))
 
@@ -948,7 +1053,8 @@ def train(
     threads: _Threads = 0,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable)."""
-    from softclass.jobs.train_predict import train_to_directory
+    from softclass.errors import TrainingDiverged
+    from softclass.jobs.train_predict import describe_kept, train_to_directory
     from softclass.mlp.designs import get_design
 
     _check_threads(threads)
@@ -970,22 +1076,28 @@ def train(
     )
     with _distributed_context(device) as context:
         prepared = _prepared_data(data, target, normalize, divide, missing, validation, seed)
-        with (
-            _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
-            _ProgressBars(enabled=context.is_main) as bars,
-        ):
-            result = train_to_directory(
-                prepared,
-                chosen,
-                out,
-                network.config,
-                hidden=network.hidden,
-                activation=network.activation,
-                resume=resume,
-                progress=bars,
-                distributed=context,
-                context=_run_context(data),
-            )
+        try:
+            with (
+                _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
+                _ProgressBars(enabled=context.is_main) as bars,
+            ):
+                result = train_to_directory(
+                    prepared,
+                    chosen,
+                    out,
+                    network.config,
+                    hidden=network.hidden,
+                    activation=network.activation,
+                    resume=resume,
+                    progress=bars,
+                    distributed=context,
+                    context=_run_context(data),
+                )
+        except Interrupted as interrupt:
+            interrupt.kept = describe_kept(out)
+            raise
+        except TrainingDiverged as diverged:
+            raise TrainingDiverged(f"{diverged}; {describe_kept(out)}") from diverged
         if not context.is_main:
             return
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
@@ -1060,9 +1172,13 @@ def predict(
     else:
         text = json.dumps(prediction.table.to_dicts(), indent=1) + "\n"
     if output is None:
-        sys.stdout.write(text)
+        _write_stdout(text)
     else:
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except Interrupted as interrupt:
+            interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
+            raise
     if prediction.accuracy is not None:
         err_console.print(
             f"accuracy {prediction.accuracy:.3f} on {prediction.table.height} rows with a "

@@ -14,6 +14,19 @@ The stable formulas (the max is subtracted so that nothing overflows)::
     logsumexp(x)   = max x + log sum exp(x - max x)
     nll(logp, t)   = -w[t] * logp[t]                         (mean divides by sum of w[t])
     ce(x, t)       = nll(log_softmax(x), t)
+
+Inside the rest of PyTorch: the fused kernels are ``torch.library`` operators
+(``torch.ops.softclass.softmax``, ``.cross_entropy``, ``.linear_cross_entropy``, their backward
+ops and ``.check_target_range``), each with a fake implementation, so torch.compile
+(``fullgraph=True``, no graph break), torch.export, FakeTensor and the meta device see one opaque
+op of the right shape and dtype and never run compiled code on a tensor without storage. In
+plain eager mode the same implementations are called directly (through autograd Functions:
+the dispatcher's per-call cost is ~0.1 ms). Under torch.func transforms (grad, vmap, jacrev,
+jacfwd, hessian) and forward-mode AD the functions run on differentiable torch ops instead
+(the operators have vmap rules but no forward-mode derivative). Out-of-range class indices
+raise the same IndexError in every mode: read on the host in eager mode, inside the operator
+(at run time, no data-dependent guard) when traced. Under ``torch.autocast`` the losses compute
+in float32 as torch's do (its float32 list), the softmax family keeps the input dtype.
 """
 
 from __future__ import annotations
@@ -43,58 +56,65 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-class _Softmax(torch.autograd.Function):
-    """softmax along ``dim``; saves only its output. Backward: p * (g - sum(g * p))."""
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _autocast_float32(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """torch's autocast policy for the losses (nll_loss and cross_entropy are on its float32
+    list): inside an autocast region of the first tensor's device, float16/bfloat16 tensors are
+    computed in float32 (and the loss comes out float32), as ``torch.nn.functional`` does."""
+    device_type = tensors[0].device.type
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return tensors
+    return tuple(
+        tensor.float() if tensor is not None and tensor.dtype in _HALF_DTYPES else tensor
+        for tensor in tensors
+    )
+
+
+class _SoftmaxFunction(torch.autograd.Function):
+    """softmax (``log``: log_softmax) along ``dim`` for torch.func transforms and forward-mode AD
+    (setup_context, a generated vmap rule, jvp): the same formulas as the registered operator
+    ``softclass::softmax`` in torch ops (Dynamo cannot trace a Function with ``jvp``, so
+    everything else goes through the operator). Saves only its output; the backward is
+    differentiable (double backward)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, input: torch.Tensor, dim: int) -> torch.Tensor:
-        logits = input.to(_accumulation_dtype(input.dtype))
-        shifted = logits - logits.amax(dim, keepdim=True)
-        exps = shifted.exp_()
-        probs = exps.div_(exps.sum(dim, keepdim=True)).to(input.dtype)
-        ctx.save_for_backward(probs)
-        ctx.dim = dim
-        return probs
+    def forward(input: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+        return cpu_kernels.softmax_reference(input, dim, log)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (probs,) = ctx.saved_tensors
-        accumulate = _accumulation_dtype(probs.dtype)
-        probs_acc, grad_acc = probs.to(accumulate), grad_output.to(accumulate)
-        dot = (grad_acc * probs_acc).sum(ctx.dim, keepdim=True)
-        return (probs_acc * (grad_acc - dot)).to(probs.dtype), None
-
-
-class _LogSoftmax(torch.autograd.Function):
-    """log_softmax along ``dim``; saves only its output. Backward: g - exp(out) * sum(g)."""
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+        ctx.dim, ctx.log = inputs[1], inputs[2]
 
     @staticmethod
-    def forward(ctx, input: torch.Tensor, dim: int) -> torch.Tensor:
-        logits = input.to(_accumulation_dtype(input.dtype))
-        shifted = logits - logits.amax(dim, keepdim=True)
-        log_sum = shifted.exp().sum(dim, keepdim=True).log_()
-        log_probs = shifted.sub_(log_sum).to(input.dtype)
-        ctx.save_for_backward(log_probs)
-        ctx.dim = dim
-        return log_probs
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (output,) = ctx.saved_tensors
+        return cpu_kernels.softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (log_probs,) = ctx.saved_tensors
-        accumulate = _accumulation_dtype(log_probs.dtype)
-        grad_acc = grad_output.to(accumulate)
-        total = grad_acc.sum(ctx.dim, keepdim=True)
-        return (grad_acc - log_probs.to(accumulate).exp() * total).to(log_probs.dtype), None
+    def jvp(ctx, input_tangent: torch.Tensor, *unused_tangents) -> torch.Tensor:
+        """softmax: p·(t − Σ p·t) (its Jacobian is symmetric); log_softmax: t − Σ p·t."""
+        (output,) = ctx.saved_tensors
+        accumulate = _accumulation_dtype(output.dtype)
+        tangent = input_tangent.to(accumulate)
+        probs = output.to(accumulate).exp() if ctx.log else output.to(accumulate)
+        centred = tangent - (probs * tangent).sum(ctx.dim, keepdim=True)
+        return (centred if ctx.log else probs * centred).to(output.dtype)
 
 
 def _softmax_family(
-    function: type[torch.autograd.Function],
+    log: bool,
     op: str,
     input: torch.Tensor,
     dim: int | None,
     dtype: torch.dtype | None,
 ) -> torch.Tensor:
-    """Shared argument handling of softmax and log_softmax."""
+    """Shared argument handling of softmax and log_softmax (contiguous results, as torch's)."""
     validation.check_tensor(input, "input", op)
     if dtype is not None:
         input = input.to(dtype)
@@ -102,11 +122,12 @@ def _softmax_family(
     if dim is None:
         dim = validation.implicit_softmax_dim(input.dim(), op)
     dim = validation.normalize_dim(dim, input.dim(), op)
-    if input.numel() == 0:
-        return input.clone()
-    if input.dim() == 0:
-        return function.apply(input.reshape(1), 0).reshape(())
-    return function.apply(input, dim)
+    rows = input.reshape(1) if input.dim() == 0 else input
+    if validation.is_transformed(rows):
+        result = _SoftmaxFunction.apply(rows, dim, log)
+    else:
+        result = cpu_kernels.softmax(rows, dim, log)
+    return result.reshape(()) if input.dim() == 0 else result
 
 
 def softmax(
@@ -128,7 +149,7 @@ def softmax(
         A tensor of ``input``'s shape and dtype (or ``dtype``). Rows that are all ``-inf`` or that
         contain ``+inf`` give NaN, as in torch.
     """
-    return _softmax_family(_Softmax, "softmax", input, dim, dtype)
+    return _softmax_family(False, "softmax", input, dim, dtype)
 
 
 def log_softmax(
@@ -142,7 +163,7 @@ def log_softmax(
     Stable for large logits where ``log(softmax(x))`` underflows to ``-inf``. Arguments and
     return shape as :func:`softmax`; every value is ``<= 0``.
     """
-    return _softmax_family(_LogSoftmax, "log_softmax", input, dim, dtype)
+    return _softmax_family(True, "log_softmax", input, dim, dtype)
 
 
 def logsumexp(
@@ -265,9 +286,10 @@ def nll_loss(
     reduction = validation.resolve_reduction(reduction, size_average, reduce)
     validation.check_class_input(input, op)
     validation.check_index_target(input, target, op)
+    input, weight = _autocast_float32(input, weight)
     n_classes = input.shape[1] if input.dim() >= 2 else input.shape[0]
     validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
-    validation.check_target_range(target, n_classes, ignore_index, op)
+    target = validation.check_target_range(target, n_classes, ignore_index, op)
     log_probs, flat_target, item_shape = _flatten_classes(input, target, probability_target=False)
     log_probs = log_probs.to(_accumulation_dtype(input.dtype))
     losses, row_weights, _ = _nll_rows(log_probs, flat_target, weight, ignore_index)
@@ -339,13 +361,15 @@ def _fused_cross_entropy_kernel(
 ):
     """The fused kernel for this validated (M, C) cross entropy, or None for the plain path.
 
-    CUDA tensors go to the Triton kernels (when importable); CPU tensors to the fused CPU kernel
-    where it measured faster (``cpu_kernels.prefers_fused``).
+    CUDA tensors go to the Triton kernels (when importable); CPU (and meta) tensors to the fused
+    CPU operator where it measured faster (``cpu_kernels.prefers_fused``).
     """
     if logits.is_cuda:
         kernels = _cuda_kernels()
         return None if kernels is None else kernels.fused_cross_entropy
-    if not logits.is_cpu or (probability_target and flat_target.dtype != logits.dtype):
+    if logits.device.type not in ("cpu", "meta") or (
+        probability_target and flat_target.dtype != logits.dtype
+    ):
         return None
     if cpu_kernels.prefers_fused(logits, flat_target):
         return cpu_kernels.cross_entropy
@@ -395,19 +419,25 @@ def cross_entropy(
     probability_target = target.shape == input.shape
     if probability_target:
         validation.check_probability_target(input, target, ignore_index)
+        input, target, weight = _autocast_float32(input, target, weight)
         validation.check_weight(weight, input, n_classes, op, strict_dtype=False)
         out_dtype = torch.promote_types(input.dtype, target.dtype)
     else:
         validation.check_index_target(input, target, op)
+        input, weight = _autocast_float32(input, weight)
         validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
         out_dtype = input.dtype
     logits, flat_target, item_shape = _flatten_classes(input, target, probability_target)
-    fused_kernel = _fused_cross_entropy_kernel(logits, flat_target, probability_target)
-    if not probability_target and not (
-        fused_kernel is cpu_kernels.cross_entropy
-        and cpu_kernels.checks_target_range(logits, flat_target)
-    ):
-        validation.check_target_range(target, n_classes, ignore_index, op)
+    # torch.func transforms (and forward-mode AD) take the differentiable torch-ops path.
+    transformed = validation.is_transformed(logits, flat_target, weight)
+    fused_kernel = (
+        None
+        if transformed
+        else _fused_cross_entropy_kernel(logits, flat_target, probability_target)
+    )
+    if not probability_target and fused_kernel is not cpu_kernels.cross_entropy:
+        checked = validation.check_target_range(target, n_classes, ignore_index, op)
+        flat_target = checked.reshape(flat_target.shape)
     if fused_kernel is not None:
         try:
             loss = fused_kernel(
@@ -419,7 +449,7 @@ def cross_entropy(
                 float(label_smoothing),
             )
         except cpu_kernels.TargetOutOfBoundsError as error:
-            # The compiled loops found it (their range check replaces validation's here).
+            # The fused operator found it (its range check replaces validation's here).
             raise validation.target_out_of_bounds(
                 target, error.row, n_classes, ignore_index, op
             ) from None
@@ -433,28 +463,31 @@ def cross_entropy(
 
 
 def one_hot(
-    targets: torch.Tensor, n_classes: int = -1, dtype: torch.dtype = torch.float32
+    tensor: torch.Tensor, num_classes: int = -1, dtype: torch.dtype = torch.int64
 ) -> torch.Tensor:
-    """One-hot encode class indices: ``(*,)`` int → ``(*, n_classes)`` with a 1 at each index.
+    """One-hot encode class indices: ``(*,)`` int → ``(*, num_classes)`` with a 1 at each index.
 
-    Unlike ``torch.nn.functional.one_hot`` the result is float32 by default, since one-hot
-    targets feed losses (designs C and D). ``n_classes=-1`` uses ``targets.max() + 1``.
+    As ``torch.nn.functional.one_hot`` (int64 result, ``num_classes=-1`` uses
+    ``tensor.max() + 1``); ``dtype`` (a softclass extension) gives e.g. float targets for the
+    losses of designs C and D directly.
     """
     op = "one_hot"
-    validation.check_tensor(targets, "targets", op)
-    if targets.is_floating_point() or targets.dtype == torch.bool:
+    validation.check_tensor(tensor, "tensor", op)
+    if tensor.is_floating_point() or tensor.dtype == torch.bool:
         raise RuntimeError(
-            f"{op}: targets must hold integer class indices, got dtype {targets.dtype}"
+            f"{op}: tensor must hold integer class indices, got dtype {tensor.dtype}"
         )
-    if n_classes == -1:
-        if targets.numel() == 0:
-            raise RuntimeError(f"{op}: cannot infer n_classes from empty targets; pass n_classes")
-        n_classes = int(targets.max()) + 1
-    if n_classes < 1:
-        raise ValueError(f"{op}: n_classes must be -1 or at least 1, got {n_classes}")
-    validation.check_target_range(targets, n_classes, ignore_index=-100, op=op)
-    encoded = torch.zeros(*targets.shape, n_classes, dtype=dtype, device=targets.device)
-    return encoded.scatter_(-1, targets.long().unsqueeze(-1), 1)
+    if num_classes == -1:
+        if tensor.numel() == 0:
+            raise RuntimeError(
+                f"{op}: cannot infer num_classes from an empty tensor; pass num_classes"
+            )
+        num_classes = int(tensor.max()) + 1
+    if num_classes < 1:
+        raise ValueError(f"{op}: num_classes must be -1 or at least 1, got {num_classes}")
+    indices = validation.check_target_range(tensor, num_classes, ignore_index=-100, op=op)
+    encoded = torch.zeros(*tensor.shape, num_classes, dtype=dtype, device=tensor.device)
+    return encoded.scatter_(-1, indices.unsqueeze(-1), 1)
 
 
 def _probability_targets(probs: torch.Tensor, targets: torch.Tensor, op: str) -> torch.Tensor:
@@ -526,41 +559,49 @@ def mcee(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
     target: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    class_weight: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
     reduction: str = "mean",
+    ignore_index: int | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """``cross_entropy(hidden @ weight.T + bias, target)`` without holding the N×C logits.
+    """``cross_entropy(linear(input, linear_weight, linear_bias), target)`` without the N×C logits.
 
-    Logits are made one block of rows at a time, used for the loss and the gradients, and
-    dropped: peak extra memory is one block of logits plus the gradients of hidden, weight and
-    bias (see :func:`softclass.kernels.cpu.linear_cross_entropy`). Gradients flow to ``hidden``,
-    ``weight`` and ``bias`` (and not to ``target`` or ``class_weight``).
+    torch 2.13's ``torch.nn.functional.linear_cross_entropy`` signature (its ``options`` aside:
+    softclass always streams blocks of rows). Logits are made one block of rows at a time, used
+    for the loss and the gradients, and dropped: peak extra memory is one block of logits plus
+    the gradients of input, linear_weight and linear_bias (see
+    :func:`softclass.kernels.cpu.linear_cross_entropy`). Gradients flow to those three (not to
+    ``target`` or ``weight``). Under autocast the whole op runs in float32 (torch's policy for
+    the cross entropy; the product is not lowered to bfloat16 either).
 
     Args:
-        hidden: ``(N, H)`` floating features (N items, H features).
-        weight: ``(C, H)`` linear weight, ``hidden``'s dtype.
+        input: ``(N, H)`` floating features (N items, H features).
+        linear_weight: ``(C, H)``, ``input``'s dtype.
         target: class indices ``(N,)`` (int64/uint8, in ``[0, C)`` or ``ignore_index``) or
             class probabilities ``(N, C)`` (floating).
-        bias: optional ``(C,)``, ``hidden``'s dtype.
-        class_weight, ignore_index, reduction, label_smoothing: ``cross_entropy``'s ``weight``,
-            ``ignore_index``, ``reduction`` and ``label_smoothing``.
+        linear_bias: optional ``(C,)``, ``input``'s dtype.
+        weight, reduction, label_smoothing: as :func:`cross_entropy`.
+        ignore_index: as :func:`cross_entropy`; ``None`` (torch's default here) means -100.
 
     Returns:
-        The loss in ``hidden``'s dtype: ``(N,)`` for ``"none"``, else 0-d.
+        The loss in ``input``'s dtype: ``(N,)`` for ``"none"``, else 0-d.
     """
     op = "linear_cross_entropy"
     reduction = validation.resolve_reduction(reduction)
     validation.check_label_smoothing(label_smoothing)
-    n_classes = validation.check_linear_inputs(hidden, weight, bias, op)
+    ignore_index = -100 if ignore_index is None else ignore_index
+    n_classes = validation.check_linear_inputs(input, linear_weight, linear_bias, op)
     validation.check_tensor(target, "target", op)
+    input, linear_weight, linear_bias, weight = _autocast_float32(
+        input, linear_weight, linear_bias, weight
+    )
     probability_target = target.dim() == 2
-    class_input = hidden.new_zeros(()).expand(hidden.shape[0], n_classes)  # shape only, no memory
+    class_input = input.new_zeros(()).expand(input.shape[0], n_classes)  # shape only, no memory
     if probability_target:
         if target.shape != class_input.shape:
             raise ValueError(
@@ -568,15 +609,39 @@ def linear_cross_entropy(
                 f"{list(class_input.shape)}, got {list(target.shape)}"
             )
         validation.check_probability_target(class_input, target, ignore_index)
-        validation.check_weight(class_weight, hidden, n_classes, op, strict_dtype=False)
+        validation.check_weight(weight, input, n_classes, op, strict_dtype=False)
     else:
         validation.check_index_target(class_input, target, op)
-        validation.check_weight(class_weight, hidden, n_classes, op, strict_dtype=True)
-        validation.check_target_range(target, n_classes, ignore_index, op)
+        validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
         target = target.long()
-    kernels = _cuda_kernels() if hidden.is_cuda else cpu_kernels
+    if validation.is_transformed(input, linear_weight, linear_bias, target):
+        # torch.func transforms and forward-mode AD: differentiable torch ops (the op has no jvp).
+        logits = input @ linear_weight.t()
+        if linear_bias is not None:
+            logits = logits + linear_bias
+        return cross_entropy(
+            logits,
+            target,
+            weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
+    kernels = _cuda_kernels() if input.is_cuda else cpu_kernels
     if kernels is None:
         kernels = cpu_kernels  # its block loop runs in plain torch ops on any device
-    return kernels.linear_cross_entropy(
-        hidden, weight, target, bias, class_weight, ignore_index, reduction, float(label_smoothing)
-    )
+    try:
+        return kernels.linear_cross_entropy(
+            input,
+            linear_weight,
+            target,
+            linear_bias,
+            weight,
+            ignore_index,
+            reduction,
+            float(label_smoothing),
+        )
+    except cpu_kernels.TargetOutOfBoundsError as error:
+        raise validation.target_out_of_bounds(
+            target, error.row, n_classes, ignore_index, op
+        ) from None

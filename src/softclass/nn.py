@@ -1,7 +1,8 @@
 """Drop-in ``torch.nn`` modules over :mod:`softclass.functional` (no math of their own).
 
-Constructor arguments are torch's where torch has the module. Options are checked when the module
-is built (so a typo fails early) and again by the functional call, with the same rules.
+Constructor arguments are torch's where torch has the module. Options are checked where torch
+checks them: the reduction when the module is built, label smoothing when it is called (by the
+functional form, with the same rules).
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ class CrossEntropyLoss(_WeightedLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
-        validation.check_label_smoothing(label_smoothing)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
 
@@ -140,53 +140,55 @@ class MCEELoss(_ProbabilityLoss):
         return functional.mcee(probs, targets, reduction=self.reduction)
 
 
-class LinearCrossEntropyLoss(nn.Module):
-    """Linear layer + cross entropy fused, without the N×C logits in memory.
+class LinearCrossEntropyLoss(_WeightedLoss):
+    """A linear layer + cross entropy fused, without the N×C logits in memory: torch 2.13's
+    ``torch.nn.LinearCrossEntropyLoss`` (same constructor; ``out_features`` other than ``()``
+    and ``options`` are not supported).
 
-    ``forward(hidden, weight, target, bias=None)``: the linear layer's parameters are passed in,
-    so the module can sit after any model's last hidden layer (see
-    :func:`softclass.functional.linear_cross_entropy`). ``class_weight`` is a buffer.
+    Holds ``self.linear`` (``nn.Linear(in_features, num_classes, bias=bias)``) and the class
+    weights as the buffer ``weight``; ``forward(input (N, H), target)`` is
+    :func:`softclass.functional.linear_cross_entropy` with them.
     """
-
-    class_weight: torch.Tensor | None
 
     def __init__(
         self,
-        class_weight: torch.Tensor | None = None,
-        ignore_index: int = -100,
+        in_features: int,
+        num_classes: int,
+        *,
+        out_features: tuple[int, ...] = (),
+        bias: bool = False,
+        device=None,
+        dtype=None,
         reduction: str = "mean",
+        weight: torch.Tensor | None = None,
+        ignore_index: int | None = None,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__()
-        validation.resolve_reduction(reduction)
+        op = type(self).__name__
+        validation.check_linear_module(num_classes, tuple(out_features), weight, op)
         validation.check_label_smoothing(label_smoothing)
-        if class_weight is not None:
-            validation.check_tensor(class_weight, "class_weight", "LinearCrossEntropyLoss")
-        self.register_buffer("class_weight", class_weight)
+        super().__init__(weight, None, None, reduction)
+        self.num_classes = num_classes
+        self.out_features = tuple(out_features)
         self.ignore_index = ignore_index
-        self.reduction = reduction
         self.label_smoothing = label_smoothing
+        self.linear = nn.Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
 
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        weight: torch.Tensor,
-        target: torch.Tensor,
-        bias: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return functional.linear_cross_entropy(
-            hidden,
-            weight,
+            input,
+            self.linear.weight,
             target,
-            bias,
-            class_weight=self.class_weight,
-            ignore_index=self.ignore_index,
+            linear_bias=self.linear.bias,
+            weight=self.weight,
             reduction=self.reduction,
+            ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
         )
 
     def extra_repr(self) -> str:
         return (
-            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
-            f"label_smoothing={self.label_smoothing}"
+            f"in_features={self.linear.in_features}, num_classes={self.num_classes}, "
+            f"bias={self.linear.bias is not None}, reduction={self.reduction}, "
+            f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}"
         )

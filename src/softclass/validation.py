@@ -5,9 +5,12 @@ One module so that the function and the module forms run the same checks. Except
 catches torch's errors keeps working; the messages carry torch's information (which value, which
 bound, which shapes) and add what was expected and how to fix it.
 
-Checks that need a tensor's values (out-of-range targets) run on the host for CPU tensors, where
-there is no device to synchronise with; on accelerators they become an asynchronous device-side
-assertion so the loss path never waits for the host.
+Checks that need a tensor's values (out-of-range targets) run on the host for real CPU tensors in
+eager mode, where there is no device to synchronise with; on accelerators they become an
+asynchronous device-side assertion so the loss path never waits for the host. Under tracing
+(torch.compile, torch.export, FakeTensor, meta) and torch.func transforms they run inside the
+registered operator ``softclass::check_target_range`` instead, which raises the same error at run
+time and never becomes a graph break or a data-dependent guard.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from __future__ import annotations
 import warnings
 
 import torch
+from torch import Tensor
+
+from softclass.kernels.cpu import is_eager
 
 REDUCTIONS = ("none", "mean", "sum")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -37,6 +43,13 @@ def resolve_reduction(
             UserWarning,
             stacklevel=3,
         )
+    if reduction == "elementwise_mean":
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated, please use reduction='mean' instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        reduction = "mean"
     if reduction not in REDUCTIONS:
         raise ValueError(
             f"{reduction} is not a valid value for reduction: expected one of "
@@ -49,6 +62,20 @@ def check_label_smoothing(label_smoothing: float) -> None:
     """Label smoothing ε must lie in [0, 1] (torch checks only ε ≤ 1; negative ε is refused too)."""
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+
+
+def is_transformed(*tensors: Tensor | None) -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev, jacfwd, ...) or forward-mode AD is
+    active on any of ``tensors`` (outside torch.compile, which sees through transforms itself).
+    """
+    if torch.compiler.is_compiling():
+        return False
+    if torch.autograd.forward_ad._current_level >= 0:
+        return True
+    return any(
+        tensor is not None and torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+        for tensor in tensors
+    )
 
 
 def check_tensor(value: object, name: str, op: str) -> None:
@@ -172,10 +199,17 @@ def check_probability_target(input: torch.Tensor, target: torch.Tensor, ignore_i
 def check_weight(
     weight: torch.Tensor | None, input: torch.Tensor, n_classes: int, op: str, strict_dtype: bool
 ) -> None:
-    """Class weights: a 1-D tensor of C values on the input's device (and dtype, when strict)."""
+    """Class weights: a 1-D tensor of C values on the input's device (and dtype, when strict),
+    not requiring grad while grad mode is on (as torch: the losses are not differentiable with
+    respect to it)."""
     if weight is None:
         return
     check_tensor(weight, "weight", op)
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{op}: the loss is not differentiable with respect to argument 'weight' (the class "
+            "weights); this input cannot have requires_grad True: pass weight.detach()"
+        )
     if weight.dim() != 1 or weight.numel() != n_classes:
         raise RuntimeError(
             f"{op}: weight tensor should be defined either for all {n_classes} classes or no "
@@ -189,22 +223,55 @@ def check_weight(
         )
 
 
-def check_target_range(target: torch.Tensor, n_classes: int, ignore_index: int, op: str) -> None:
-    """Every non-ignored class index must lie in [0, n_classes).
+def check_target_range(
+    target: torch.Tensor, n_classes: int, ignore_index: int, op: str
+) -> torch.Tensor:
+    """Every non-ignored class index must lie in [0, n_classes); returns ``target`` as int64.
 
-    CPU: checked here, raising IndexError that names the first bad target, its position and the
-    bound. Other devices: an asynchronous device-side assertion (no host synchronisation).
-    (``functional.cross_entropy`` leaves this out where its compiled CPU loops check each target
-    as they read it; they report the first bad one through :func:`target_out_of_bounds`.)
+    Real CPU tensors in eager mode: checked here, raising IndexError that names the first bad
+    target, its position and the bound. Other devices in eager mode: an asynchronous device-side
+    assertion (no host synchronisation). Under tracing or a torch.func transform: the check runs
+    inside the ``softclass::check_target_range`` operator (whose int64 copy of the target the
+    caller must use, so that the check stays in the graph), with the same message at run time.
+    (``functional.cross_entropy`` leaves this out where the fused CPU operator checks each
+    target as it reads it; it reports the first bad one through :func:`target_out_of_bounds`.)
     """
+    if not is_eager(target):
+        return torch.ops.softclass.check_target_range(target, n_classes, ignore_index, op)
     valid = target != ignore_index
     bad = valid & ((target < 0) | (target >= n_classes))
     if target.device.type != "cpu":
         torch._assert_async(~bad.any(), f"{op}: target out of bounds [0, {n_classes})")
-        return
+        return target.long()
     if bool(bad.any()):
         flat_index = int(bad.reshape(-1).nonzero()[0, 0])
         raise target_out_of_bounds(target, flat_index, n_classes, ignore_index, op)
+    return target.long()
+
+
+@torch.library.custom_op("softclass::check_target_range", mutates_args=())
+def _check_target_range_op(target: Tensor, n_classes: int, ignore_index: int, op: str) -> Tensor:
+    """The range check as an operator: raises as :func:`check_target_range` does, at run time;
+    returns the target as a new int64 tensor (the value the loss reads, so the check is kept)."""
+    valid = target != ignore_index
+    bad = valid & ((target < 0) | (target >= n_classes))
+    if bool(bad.any()):
+        flat_index = int(bad.reshape(-1).nonzero()[0, 0])
+        raise target_out_of_bounds(target, flat_index, n_classes, ignore_index, op)
+    return target.to(torch.int64, copy=True)
+
+
+@_check_target_range_op.register_fake
+def _check_target_range_fake(target, n_classes, ignore_index, op):
+    return target.new_empty(target.shape, dtype=torch.int64)
+
+
+def _check_target_range_vmap(info, in_dims, target, n_classes, ignore_index, op):
+    # The check reads every entry anyway: check the whole batch at once.
+    return _check_target_range_op(target, n_classes, ignore_index, op), in_dims[0]
+
+
+_check_target_range_op.register_vmap(_check_target_range_vmap)
 
 
 def target_out_of_bounds(
@@ -227,46 +294,62 @@ def target_out_of_bounds(
 
 
 def check_linear_inputs(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, op: str
+    input: torch.Tensor, linear_weight: torch.Tensor, linear_bias: torch.Tensor | None, op: str
 ) -> int:
-    """hidden (N, H) floating, weight (C, H) and bias (C,) of hidden's dtype and device, on CPU.
+    """input (N, H) floating, linear_weight (C, H) and linear_bias (C,) of input's dtype and
+    device, on CPU (or meta, for shapes only).
 
     Returns C, the number of classes.
     """
-    check_tensor(hidden, "hidden", op)
-    check_tensor(weight, "weight", op)
-    if hidden.dim() != 2:
+    check_tensor(input, "input", op)
+    check_tensor(linear_weight, "linear_weight", op)
+    if input.dim() != 2:
         raise ValueError(
-            f"{op}: hidden must be 2-D (N items, H features), got shape {list(hidden.shape)}; "
-            "flatten leading dimensions with hidden.reshape(-1, H)"
+            f"{op}: input must be 2-D (N items, H features), got shape {list(input.shape)}; "
+            "flatten leading dimensions with input.reshape(-1, H)"
         )
-    check_floating(hidden, "hidden", op)
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[1]:
+    check_floating(input, "input", op)
+    if linear_weight.dim() != 2 or linear_weight.shape[1] != input.shape[1]:
         raise ValueError(
-            f"{op}: weight must have shape (C, H) = (C, {hidden.shape[1]}) to match hidden "
-            f"{list(hidden.shape)}, got {list(weight.shape)}"
+            f"{op}: linear_weight must have shape (C, H) = (C, {input.shape[1]}) to match input "
+            f"{list(input.shape)}, got {list(linear_weight.shape)}"
         )
-    tensors = [("weight", weight)] + ([("bias", bias)] if bias is not None else [])
-    if bias is not None:
-        check_tensor(bias, "bias", op)
-        if list(bias.shape) != [weight.shape[0]]:
+    tensors = [("linear_weight", linear_weight)]
+    if linear_bias is not None:
+        check_tensor(linear_bias, "linear_bias", op)
+        tensors.append(("linear_bias", linear_bias))
+        if list(linear_bias.shape) != [linear_weight.shape[0]]:
             raise ValueError(
-                f"{op}: bias must have shape (C,) = ({weight.shape[0]},) to match weight "
-                f"{list(weight.shape)}, got {list(bias.shape)}"
+                f"{op}: linear_bias must have shape (C,) = ({linear_weight.shape[0]},) to match "
+                f"linear_weight {list(linear_weight.shape)}, got {list(linear_bias.shape)}"
             )
     for name, tensor in tensors:
-        check_same_device(hidden, tensor, f"hidden and {name}", op)
-        if tensor.dtype != hidden.dtype:
+        check_same_device(input, tensor, f"input and {name}", op)
+        if tensor.dtype != input.dtype:
             raise RuntimeError(
-                f"{op}: {name} has dtype {_dtype_name(tensor)} but hidden has "
-                f"{_dtype_name(hidden)}; use {name}.to({hidden.dtype})"
+                f"{op}: {name} has dtype {_dtype_name(tensor)} but input has "
+                f"{_dtype_name(input)}; use {name}.to({input.dtype})"
             )
-    if hidden.device.type != "cpu":
+    if input.device.type not in ("cpu", "meta"):
         raise NotImplementedError(
-            f"{op}: the fused linear + cross entropy runs on CPU only, got hidden on "
-            f"{hidden.device}; use cross_entropy(linear(hidden, weight, bias), target) there"
+            f"{op}: the fused linear + cross entropy runs on CPU only, got input on "
+            f"{input.device}; use cross_entropy(linear(input, linear_weight, linear_bias), "
+            "target) there"
         )
-    return weight.shape[0]
+    return linear_weight.shape[0]
+
+
+def check_linear_module(num_classes: int, out_features: tuple[int, ...], weight, op: str) -> None:
+    """LinearCrossEntropyLoss's options: class weights of shape (num_classes,), no K-dim."""
+    if out_features != ():
+        raise NotImplementedError(
+            f"{op}: out_features={out_features!r}: K-dimensional outputs are not supported; "
+            "leave out_features=() (the loss of (N, H) inputs)"
+        )
+    if weight is not None and tuple(weight.shape) != (num_classes,):
+        raise RuntimeError(
+            f"{op}: expected weight shape to be {(num_classes,)}, got {tuple(weight.shape)}"
+        )
 
 
 def _dtype_name(tensor: torch.Tensor) -> str:

@@ -33,6 +33,7 @@ and inputs one float32 ulp away), measured when the drift exceeds 1e-3.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -44,18 +45,23 @@ import polars as pl
 import torch
 
 from softclass.data import Recipe, stratified_split
-from softclass.errors import ConfigError, DataError
+from softclass.errors import ConfigError, DataError, TrainingDiverged
 from softclass.evaluation import metrics
 from softclass.evaluation.report import RunContext
 from softclass.evaluation.stats import COMMON_METRICS, compare_designs, mean_interval
-from softclass.io import atomic_write_json
+from softclass.io import atomic_write_json, claim_output_directory
 from softclass.jobs.defaults import Defaults
 from softclass.jobs.report import write_report
-from softclass.jobs.store import save_model
+from softclass.jobs.store import check_finite_recipe, save_model
 from softclass.mlp.designs import DESIGNS, Design, get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.distributed import DistContext, barrier
-from softclass.training.ensemble import EnsembleSettings, design_seed_grid, train_ensemble
+from softclass.training.ensemble import (
+    EnsembleResult,
+    EnsembleSettings,
+    design_seed_grid,
+    train_ensemble,
+)
 from softclass.training.trainer import (
     EpochRecord,
     History,
@@ -63,6 +69,7 @@ from softclass.training.trainer import (
     TrainConfig,
     Trainer,
     TrainResult,
+    divergence,
     json_number,
     resolve_device,
 )
@@ -529,7 +536,50 @@ def compare(
 
     Raises:
         ConfigError: bad designs, seeds, stopping fraction, or data without validation rows.
+        OutputBusyError: another run is writing ``out_dir``.
+        OutputError: ``out_dir`` is a file or not writable (checked before training), or the
+            device fills up while writing.
+        TrainingDiverged: a design's loss or weights became NaN or infinite, or the loss
+            exploded (:func:`softclass.training.trainer.divergence`).
     """
+    distributed = DistContext() if distributed is None else distributed
+    if out_dir is None or not distributed.is_main:
+        claim = contextlib.nullcontext()
+    else:
+        if data.recipe is not None:
+            check_finite_recipe(data.recipe)
+        claim = claim_output_directory(out_dir)
+    with claim:
+        return _compare(
+            data,
+            designs,
+            config,
+            hidden,
+            activation,
+            seeds,
+            out_dir,
+            progress,
+            distributed,
+            stopping_fraction,
+            defaults,
+            context,
+        )
+
+
+def _compare(
+    data: PreparedData,
+    designs: str | Sequence[str],
+    config: TrainConfig | None,
+    hidden: Sequence[int],
+    activation: str,
+    seeds: int,
+    out_dir: str | Path | None,
+    progress: ProgressCallback | None,
+    distributed: DistContext,
+    stopping_fraction: float,
+    defaults: Defaults | None,
+    context: RunContext | None,
+) -> ComparisonResult:
     config = TrainConfig() if config is None else config
     names = parse_designs(designs)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -544,7 +594,6 @@ def compare(
     runs: list[DesignRun] = []
     agreements: list[Agreement] = []
     bands = None
-    distributed = DistContext() if distributed is None else distributed
     if seeds > 1 and _batched_engine_fits(config) and not distributed.enabled:
         _, agreements = _compare_one_seed(
             data,
@@ -665,6 +714,7 @@ def _batched_runs(
         data.validation_targets,
         device=resolve_device(config.device),
     )
+    _check_batched_divergence(result, model_config, config)
     # Wall time per epoch, shared out over the models trained together.
     seconds = (time.perf_counter() - start) / (config.epochs * len(result.members))
     runs = []
@@ -693,6 +743,33 @@ def _batched_runs(
         runs.append(measure(trained, data))
     bands = {metric: result.bands(metric, names) for metric in ("val_loss", "val_accuracy")}
     return runs, bands
+
+
+def _check_batched_divergence(
+    result: EnsembleResult, model_config: MLPConfig, config: TrainConfig
+) -> None:
+    """The batched engine runs every epoch: report the first epoch where a member diverged
+    (:func:`softclass.training.trainer.divergence`: the same rule as the one-model trainer, on
+    the training loss; non-finite weights make it NaN).
+
+    Raises:
+        TrainingDiverged: naming the member (design, seed) and the epoch.
+    """
+    for epoch in range(result.train_loss.shape[1]):
+        for member, found in enumerate(result.members):
+            problem = divergence(
+                float(result.train_loss[member, epoch]),
+                None,
+                True,
+                get_design(found.design),
+                model_config,
+                config.learning_rate,
+            )
+            if problem is not None:
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch + 1} (design {found.design} seed "
+                    f"{found.seed}): {problem}"
+                )
 
 
 def _compare_one_seed(
@@ -902,6 +979,25 @@ def measure(result: TrainResult, data: PreparedData) -> DesignRun:
     return DesignRun(result, result.config.seed, numbers, confusion, reliability)
 
 
+def describe_written(out_dir: str | Path) -> str:
+    """One line on what a stopped ``compare`` left in ``out_dir`` (complete files only).
+
+    For the command line's message after an interrupt; never raises.
+    """
+    out_dir = Path(out_dir)
+    models_dir = out_dir / "models"
+    models = (
+        sorted(entry.name for entry in models_dir.iterdir() if (entry / "model.json").is_file())
+        if models_dir.is_dir()
+        else []
+    )
+    files = sorted(entry.name for entry in out_dir.glob("*.*") if not entry.name.startswith("."))
+    if not models and not files:
+        return "nothing was kept (compare keeps no checkpoints: run it again)"
+    kept = ([f"models {', '.join(models)}"] if models else []) + files
+    return f"kept in {out_dir}: {', '.join(kept)} (complete files; compare keeps no checkpoints)"
+
+
 def write_outputs(
     result: ComparisonResult,
     data: PreparedData,
@@ -909,7 +1005,11 @@ def write_outputs(
     context: RunContext | None = None,
 ) -> None:
     """Models of the first seed (when a recipe is known), history.json, report.json, report.html
-    and plots."""
+    and plots.
+
+    Each model directory is replaced as one unit and each file atomically: a run stopped while
+    writing leaves every file complete (the new or the earlier version), never half of one.
+    """
     recipe = data.recipe
     first_runs = {run.design: run for run in result.runs if run.seed == result.seeds[0]}
     if recipe is not None:

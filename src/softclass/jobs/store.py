@@ -13,18 +13,21 @@ rules live in :mod:`softclass.training.schema`) before allocating anything and r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from softclass.data import Recipe
-from softclass.errors import ConfigError, DataError, ModelFileError
-from softclass.io import atomic_path, atomic_write_json
+from softclass.errors import ConfigError, DataError, ModelFileError, TrainingDiverged
+from softclass.io import atomic_directory
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.training import schema
@@ -77,10 +80,18 @@ def save_model(
     train_config: TrainConfig,
     history_summary: dict[str, Any],
 ) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``directory`` (each atomically).
+    """Write ``model.safetensors`` and ``model.json`` into ``directory`` as one unit.
+
+    Both files are built in a staging directory beside ``directory`` and swapped in together
+    (:func:`softclass.io.atomic_directory`): a reader, or a run killed at any moment, sees the
+    complete earlier model or the complete new one, never weights of one with metadata of the
+    other. Other files already in ``directory`` (a checkpoint) stay.
 
     Raises:
-        ConfigError: the recipe does not match the network (features or classes).
+        ConfigError: the recipe does not match the network (features or classes), or a recipe
+            statistic is NaN or infinite.
+        TrainingDiverged: a weight is NaN or infinite (such a model is never saved).
+        OutputError: the directory cannot be written (full device, read-only, a file in the way).
     """
     config: MLPConfig = model.config
     if recipe.n_features != config.n_features or recipe.n_classes != config.n_classes:
@@ -89,25 +100,75 @@ def save_model(
             f"the network takes {config.n_features} and predicts {config.n_classes}"
         )
     directory = Path(directory)
+    check_finite_recipe(recipe)
     state = {
         name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()
     }
-    with atomic_path(directory / WEIGHTS_FILE) as temporary:
-        save_file(state, str(temporary), metadata={"format": str(MODEL_FORMAT)})
-    atomic_write_json(
-        directory / METADATA_FILE,
-        {
-            "format_version": MODEL_FORMAT,
-            "softclass_version": __version__,
-            "design": design.name,
-            "model_config": config.to_dict(),
-            "recipe": recipe.to_dict(),
-            "classes": list(recipe.classes),
-            "train_config": train_config.to_dict(),
-            "history": history_summary,
-        },
-    )
+    check_finite_weights(state, f"the model for {directory}")
+    metadata = {
+        "format_version": MODEL_FORMAT,
+        "softclass_version": __version__,
+        "design": design.name,
+        "model_config": config.to_dict(),
+        "recipe": recipe.to_dict(),
+        "classes": list(recipe.classes),
+        "train_config": train_config.to_dict(),
+        "history": history_summary,
+    }
+    metadata_text = json.dumps(metadata, indent=2, allow_nan=False) + "\n"
+    weights = safetensors_bytes(state, metadata={"format": str(MODEL_FORMAT)})
+    with atomic_directory(directory, replaced=(WEIGHTS_FILE, METADATA_FILE)) as staging:
+        (staging / WEIGHTS_FILE).write_bytes(weights)
+        (staging / METADATA_FILE).write_text(metadata_text, encoding="utf-8")
     return directory
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse a state dict holding NaN or an infinity.
+
+    Raises:
+        TrainingDiverged: naming the first tensor with non-finite values and how many.
+    """
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise TrainingDiverged(
+                    f"{what}: {bad} of {tensor.numel()} values of {name!r} are NaN or infinite; "
+                    "not saved. Lower the learning rate (--lr) or scale the features "
+                    "(--normalize zscore)"
+                )
+
+
+def check_finite_recipe(recipe: Recipe) -> None:
+    """Refuse a preprocessing recipe whose statistics are NaN or infinite.
+
+    A column with values near the float64 limit (1e200) has an infinite spread; a model saved
+    with it would turn every row into NaN at predict time.
+
+    Raises:
+        ConfigError: naming the field (e.g. ``columns[0].scale``) and its value.
+    """
+    for feature in recipe.to_dict()["features"]:
+        for place, value in _non_finite(feature, "feature"):
+            raise ConfigError(
+                f"column {feature['name']!r}: the preprocessing statistic {place.split('.')[-1]!r}"
+                f" is {value!r} (values too large for float64 arithmetic); rescale that column "
+                "before training, e.g. --normalize divide --divide "
+                f"{feature['name']}=<a power of ten>"
+            )
+
+
+def _non_finite(value: Any, place: str) -> Iterator[tuple[str, float]]:
+    """(place, value) of every NaN or infinite float inside nested dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield place, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, f"{place}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, f"{place}[{index}]")
 
 
 def load_model(directory: str | Path) -> SavedModel:

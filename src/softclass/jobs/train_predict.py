@@ -7,6 +7,7 @@ directory so that an interrupted run can be resumed, and saves the model there.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,17 +16,24 @@ import polars as pl
 import torch
 
 from softclass.diagnostics.check import Finding, check_pairing
-from softclass.errors import ConfigError, DataError
+from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.evaluation import metrics
 from softclass.evaluation.report import RunContext
+from softclass.io import claim_output_directory
 from softclass.jobs.compare import ComparisonResult, PreparedData, measure
 from softclass.jobs.output import PREDICTED_COLUMN, ROW_COLUMN, probability_columns
 from softclass.jobs.report import write_report
-from softclass.jobs.store import METADATA_FILE, SavedModel, save_model
+from softclass.jobs.store import METADATA_FILE, SavedModel, check_finite_recipe, save_model
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
 from softclass.training.distributed import DistContext, barrier
-from softclass.training.trainer import ProgressCallback, TrainConfig, Trainer, TrainResult
+from softclass.training.trainer import (
+    ProgressCallback,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    load_checkpoint_file,
+)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -52,21 +60,58 @@ def train_to_directory(
     command) goes into report.html, which measures the model on the validation rows (on the
     training rows, and says so, when there are none).
 
+    Rank 0 holds a lock on ``out_dir`` for the whole run (a second run on the same directory is
+    refused at once) and checks that it can write there before training. The model directory is
+    replaced as one unit at the end (:func:`softclass.jobs.store.save_model`): a run that fails,
+    diverges or is killed leaves the last checkpoint and any earlier model untouched.
+
     Raises:
-        ConfigError: ``out_dir`` already holds a model or checkpoint and ``resume`` is False, or
-            the data has no recipe.
+        ConfigError: ``out_dir`` already holds a model or checkpoint and ``resume`` is False, the
+            data has no recipe, or the recipe's statistics are not finite.
         ModelFileError: resuming from a missing, unsafe or mismatched checkpoint.
+        OutputBusyError: another run is writing ``out_dir``.
+        OutputError: ``out_dir`` is a file, is not writable, or the device is full.
+        TrainingDiverged: the loss or the weights became NaN or infinite (no model is saved).
     """
     if data.recipe is None:
         raise ConfigError("train_to_directory needs data prepared from a table (with a recipe)")
+    check_finite_recipe(data.recipe)
     out_dir = Path(out_dir)
+    distributed = DistContext() if distributed is None else distributed
+    claim = claim_output_directory(out_dir) if distributed.is_main else contextlib.nullcontext()
+    with claim:
+        return _train_into(
+            data,
+            design,
+            out_dir,
+            config,
+            hidden,
+            activation,
+            resume,
+            progress,
+            distributed,
+            context,
+        )
+
+
+def _train_into(
+    data: PreparedData,
+    design: Design,
+    out_dir: Path,
+    config: TrainConfig | None,
+    hidden: Sequence[int],
+    activation: str,
+    resume: bool,
+    progress: ProgressCallback | None,
+    distributed: DistContext,
+    context: RunContext | None,
+) -> TrainResult:
     checkpoint = out_dir / CHECKPOINT_FILE
     if not resume and (checkpoint.exists() or (out_dir / METADATA_FILE).exists()):
         raise ConfigError(
             f"{out_dir} already holds a model or checkpoint: pass --resume (resume=True) to "
             "continue it, or choose another output directory"
         )
-    distributed = DistContext() if distributed is None else distributed
     barrier(distributed)  # every rank has looked before rank 0 writes a checkpoint
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
@@ -120,6 +165,39 @@ def _write_train_report(
         out_dir=out_dir,
     )
     write_report(comparison, data, out_dir, context, kind="train")
+
+
+def describe_kept(out_dir: str | Path) -> str:
+    """One line on what a stopped ``train`` left in ``out_dir``: checkpoint epoch, earlier model.
+
+    For the command line's message after an interrupt or a divergence; never raises.
+    """
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / CHECKPOINT_FILE
+    parts = []
+    if checkpoint.is_file():
+        try:
+            state = load_checkpoint_file(checkpoint)
+            epochs = state["train_config"].get("epochs", "?")
+            parts.append(
+                f"kept the checkpoint of epoch {int(state['epoch'])} of {epochs} in {checkpoint} "
+                "(train again with --resume to continue it)"
+            )
+        except (
+            ModelFileError,
+            OSError,
+            RuntimeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+        ):
+            parts.append(f"kept {checkpoint} (unreadable: {checkpoint.name} may be damaged)")
+    if (out_dir / METADATA_FILE).is_file():
+        parts.append(f"the model saved in {out_dir} before this run is untouched")
+    if not parts:
+        return "nothing was kept (no epoch finished, no checkpoint written)"
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)

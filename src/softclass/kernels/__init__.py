@@ -1,15 +1,16 @@
 """Fused kernels chosen by :mod:`softclass.functional`.
 
-``cpu``: row-blocked cross entropy and fused linear + cross entropy; the row loops are compiled
-from ``cpu_native.c`` at first use (see :mod:`softclass.kernels.native`), with a plain torch-ops
-path computing the same numbers where no compiler is available.
+``cpu``: row-blocked cross entropy and fused linear + cross entropy, registered as torch.library
+operators (``torch.ops.softclass.cross_entropy``, ``softclass::linear_cross_entropy`` and their
+backward ops, each with a fake implementation for FakeTensor/meta/compile/export, an autograd
+formula and a vmap rule); the row loops are compiled from ``cpu_native.c`` at first use (see
+:mod:`softclass.kernels.native`), with a plain torch-ops path computing the same numbers where no
+compiler is available.
 """
 
 from softclass.kernels.cpu import (
     FusedCrossEntropyFunction,
-    FusedLinearCrossEntropyFunction,
     TargetOutOfBoundsError,
-    checks_target_range,
     cross_entropy,
     default_block_rows,
     default_linear_block_rows,
@@ -19,9 +20,7 @@ from softclass.kernels.cpu import (
 
 __all__ = [
     "FusedCrossEntropyFunction",
-    "FusedLinearCrossEntropyFunction",
     "TargetOutOfBoundsError",
-    "checks_target_range",
     "cross_entropy",
     "default_block_rows",
     "default_linear_block_rows",

@@ -30,6 +30,16 @@ weights w (1 when absent), smoothing ε and C classes:
 * probability target t, smoothed to t' = (1−ε)·t + ε/C, and u = w ⊙ t':
   ``loss_n = L·Σ_c u_c − Σ_c u_c x_c``; ``∂loss_n/∂x_c = p_c·Σ_j u_j − u_c``; ``mean`` divides by N.
 
+Operators: ``softclass::cross_entropy``, ``softclass::linear_cross_entropy``, ``softclass::softmax``
+(each with a ``_backward`` op), ``softclass::scale_``, registered with ``torch.library.custom_op``:
+a fake implementation (shapes and dtypes for FakeTensor, meta, torch.compile and torch.export), an
+autograd formula (the backward op; differentiable torch ops under ``create_graph`` for double
+backward) and a vmap rule (softmax folds the batch into its rows; the losses run per batch entry,
+the documented fallback — ``softclass.functional`` sends torch.func transforms to torch ops
+anyway). Only the real implementations touch data pointers. Plain eager calls on real tensors
+(:func:`is_eager`) enter the same implementations through autograd Functions, without the
+dispatcher's per-call cost.
+
 Every kernel function takes already-validated 2-D inputs (classes last, any strides) and returns
 exactly what ``torch.nn.functional.cross_entropy`` returns for that 2-D call. Row blocks are slices,
 so no flat index is ever computed: tensors past 2³¹ elements are addressed by torch's own 64-bit
@@ -38,6 +48,9 @@ strided indexing.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+
 import torch
 from torch import Tensor
 
@@ -45,14 +58,16 @@ from softclass.kernels import native
 
 __all__ = [
     "FusedCrossEntropyFunction",
-    "FusedLinearCrossEntropyFunction",
     "TargetOutOfBoundsError",
-    "checks_target_range",
     "cross_entropy",
     "default_block_rows",
     "default_linear_block_rows",
+    "is_eager",
     "linear_cross_entropy",
     "prefers_fused",
+    "softmax",
+    "softmax_reference",
+    "softmax_vjp",
 ]
 
 # How the constants below were chosen: by hand, from one-off timings on the reference machine
@@ -89,8 +104,12 @@ _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 def prefers_fused(logits: Tensor, target: Tensor) -> bool:
     """Whether :func:`cross_entropy` beats the plain log_softmax + gather path for these validated
     (M, C) logits and (M,) or (M, C) target: always where the compiled loops apply, else from
-    ``_FUSED_MIN_ELEMENTS`` logits on (measurements beside the constants)."""
-    if _native_library(logits, target) is not None:
+    ``_FUSED_MIN_ELEMENTS`` logits on (measurements beside the constants). Decided from shapes
+    and dtypes only (under torch.compile the compiled loops are assumed available: the operator
+    falls back to torch ops by itself where they are not)."""
+    if _native_applicable(logits, target) and (
+        torch.compiler.is_compiling() or native.library() is not None
+    ):
         return logits.numel() >= _NATIVE_FUSED_MIN_ELEMENTS
     return logits.numel() >= _FUSED_MIN_ELEMENTS and logits.dtype in _FUSED_DTYPES
 
@@ -313,12 +332,18 @@ class TargetOutOfBoundsError(IndexError):
         self.value = value
 
 
+def _native_applicable(logits: Tensor, target: Tensor) -> bool:
+    """Whether the compiled loops compute this (M, C) problem: class-index targets and
+    fp32/bf16/fp64 logits (any class stride: :func:`cross_entropy` makes other strides
+    contiguous first)."""
+    return not target.is_floating_point() and logits.dtype in native.SUPPORTED_DTYPES
+
+
 def _native_library(logits: Tensor, target: Tensor):
     """The compiled kernels where they apply, else None: CPU logits (M, C) of fp32/bf16/fp64 with
-    class stride 1, class-index targets, and a library that could be built."""
-    if target.is_floating_point() or logits.dtype not in native.SUPPORTED_DTYPES:
-        return None
-    if not logits.is_cpu:
+    class stride 1, class-index targets, and a library that could be built. Called by the
+    operators' real implementations only (real tensors, never during tracing)."""
+    if not _native_applicable(logits, target) or not logits.is_cpu:
         return None
     if logits.shape[1] > 1 and logits.stride(1) != 1:
         return None
@@ -329,13 +354,6 @@ _FORWARD_NAMES, _FINISH_NAMES, _BACKWARD_NAMES, _SCALE_NAMES, _KEPT_WEIGHT_SUM_N
     {dtype: f"ce_{step}_{suffix}" for dtype, suffix in native.SUPPORTED_DTYPES.items()}
     for step in ("forward", "finish", "backward", "scale", "kept_weight_sum")
 )
-
-
-def checks_target_range(logits: Tensor, target: Tensor) -> bool:
-    """Whether :func:`cross_entropy` on these (M, C) logits and (M,) target runs the compiled
-    loops, which check every kept target against [0, C) and raise
-    :class:`TargetOutOfBoundsError` (so the caller may leave out its own range check)."""
-    return _native_library(logits, target) is not None
 
 
 def _real_weight(weight: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -525,15 +543,430 @@ def _statistics_pass(
     return logsumexp, targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
 
 
+def _first_bad_target(target: Tensor, n_classes: int, ignore_index: int) -> None:
+    """Raise :class:`TargetOutOfBoundsError` for the first kept target outside [0, C) of the
+    (M,) class indices (the torch-ops path's counterpart of the compiled loops' check)."""
+    bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        raise TargetOutOfBoundsError(row, int(target[row]), n_classes)
+
+
+def _cross_entropy_forward_impl(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    gradient_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The real forward of ``softclass::cross_entropy`` (see :func:`cross_entropy`).
+
+    Returns (loss, L (M,) in the compute dtype, the 'mean' denominator (1,) fp64 (Σ w_y of kept
+    rows, or M for probabilities; 0 for 'none'), the gradient of the loss for grad_output 1
+    (M, C) in the logits' dtype when ``gradient_in_forward``, else an empty (0,)).
+    """
+    n_rows, n_classes = logits.shape
+    compute_dtype = _compute_dtype(logits.dtype)
+    library = _native_library(logits, target)
+    no_gradient = logits.new_empty((0,))
+    if library is not None:
+        real_weight = _real_weight(weight, logits.dtype)
+        per_row = reduction == "none"
+        logsumexp = torch.empty(n_rows, dtype=compute_dtype)
+        loss = torch.empty((n_rows,) if per_row else (), dtype=logits.dtype)
+        # A large scalar loss gets its gradient (for grad_output 1) in this same pass over the
+        # logits; the backward then only scales it (one read of the logits in all).
+        grad = grad_denominator = None
+        if gradient_in_forward:
+            grad = torch.empty(logits.shape, dtype=logits.dtype)
+            if reduction == "mean":
+                grad_denominator = _native_kept_weight_sum(
+                    library, target, real_weight, ignore_index, n_classes, logits.dtype
+                )
+        state = _native_forward(
+            library,
+            logits,
+            target,
+            real_weight,
+            ignore_index,
+            label_smoothing,
+            logsumexp,
+            loss if per_row else None,
+            None if per_row else loss,
+            reduction == "mean",
+            grad,
+            grad_denominator,
+        )
+        denominator = torch.zeros(1, dtype=torch.float64) if per_row else state[:1].clone()
+        return loss, logsumexp, denominator, no_gradient if grad is None else grad
+    targets = _RowTargets(
+        target, weight, ignore_index, label_smoothing, n_classes, compute_dtype, block_rows
+    )
+    if not targets.is_probability:
+        _first_bad_target(target, n_classes, ignore_index)
+    logsumexp, per_row_loss = _statistics_pass(logits, targets, block_rows)
+    denominator = targets.mean_denominator()
+    loss = _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
+    denominator = denominator.to(torch.float64).reshape(1)
+    if not gradient_in_forward:
+        return loss, logsumexp, denominator, no_gradient
+    unit = torch.ones((), dtype=compute_dtype)
+    grad, _ = _cross_entropy_backward_impl(
+        unit,
+        logits,
+        target,
+        weight,
+        logsumexp,
+        denominator,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        True,
+        False,
+    )
+    return loss, logsumexp, denominator, grad
+
+
+def _cross_entropy_backward_impl(
+    grad_output: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    logsumexp: Tensor,
+    denominator: Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    wants_logits: bool,
+    wants_target: bool,
+    out: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None]:
+    """(∂output/∂logits (M, C) or None, ∂output/∂target (M, C) or None) for ``grad_output``
+    (0-d, or (M,) for 'none'); written into ``out`` (may be ``logits``) when given."""
+    n_rows, n_classes = logits.shape
+    compute_dtype = logsumexp.dtype
+    library = _native_library(logits, target)
+    grad_logits = None
+    if library is not None:
+        if wants_logits:
+            grad_logits = torch.empty(logits.shape, dtype=logits.dtype) if out is None else out
+            _native_gradient(
+                library,
+                logits,
+                target,
+                _real_weight(weight, logits.dtype),
+                ignore_index,
+                label_smoothing,
+                logsumexp,
+                grad_output.to(compute_dtype),
+                denominator if reduction == "mean" else None,
+                grad_logits,
+            )
+        return grad_logits, None
+    targets = _RowTargets(
+        target, weight, ignore_index, label_smoothing, n_classes, compute_dtype, block_rows
+    )
+    row_scale = _row_scale(grad_output, reduction, denominator.to(compute_dtype).reshape(()))
+    grad_target = None
+    if wants_target:
+        grad_target = _probability_target_gradient(logits, logsumexp, targets, row_scale)
+    if wants_logits:
+        coefficients = targets.gradient_coefficients(row_scale)
+        grad_logits = torch.empty(logits.shape, dtype=logits.dtype) if out is None else out
+        same_dtype = logits.dtype == compute_dtype
+        for start, stop in _row_blocks(n_rows, block_rows):
+            grad_block = grad_logits[start:stop]
+            work = grad_block if same_dtype else torch.empty(grad_block.shape, dtype=compute_dtype)
+            targets.write_block_gradient(
+                logits[start:stop], logsumexp, coefficients, start, stop, work
+            )
+            if not same_dtype:
+                grad_block.copy_(work)
+    return grad_logits, grad_target
+
+
+def _unfused_loss(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    """The cross entropy of (M, C) logits as a graph of differentiable torch ops (for double
+    backward: the first backward under ``create_graph=True`` differentiates this)."""
+    compute_dtype = _compute_dtype(logits.dtype)
+    log_probs = torch.log_softmax(logits.to(compute_dtype), 1)
+    n_rows, n_classes = logits.shape
+    class_weight = None if weight is None else weight.to(compute_dtype)
+    if target.is_floating_point():
+        mass = target.to(compute_dtype) * (1.0 - label_smoothing) + label_smoothing / n_classes
+        if class_weight is not None:
+            mass = mass * class_weight
+        per_row_loss = -(mass * log_probs).sum(1)
+        denominator = log_probs.new_tensor(float(n_rows))
+    else:
+        kept = target != ignore_index
+        safe_target = torch.where(kept, target, 0)
+        ones = log_probs.new_ones(n_rows)
+        target_weight = ones if class_weight is None else class_weight[safe_target]
+        target_weight = torch.where(kept, target_weight, 0.0)
+        picked = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+        per_row_loss = -(1.0 - label_smoothing) * target_weight * picked
+        if label_smoothing > 0.0:
+            weighted = log_probs if class_weight is None else log_probs * class_weight
+            smooth = torch.where(kept, -weighted.sum(1), 0.0)
+            per_row_loss = per_row_loss + (label_smoothing / n_classes) * smooth
+        denominator = target_weight.sum()
+    return _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
+
+
+def _differentiable_gradients(
+    needs_grad: tuple[bool, ...],
+    inputs: tuple[Tensor | None, ...],
+    loss_of_inputs,
+    grad_output: Tensor,
+) -> tuple[Tensor | None, ...]:
+    """The gradients of ``loss_of_inputs(*inputs)`` for the inputs flagged in ``needs_grad``, as
+    a differentiable graph (the backward under ``create_graph=True``, so double backward works):
+    the loss is recomputed unfused and differentiated by autograd."""
+    with torch.enable_grad():
+        loss = loss_of_inputs(*inputs)
+        wanted = [tensor for tensor, needs in zip(inputs, needs_grad, strict=True) if needs]
+        grads = iter(
+            torch.autograd.grad(loss, wanted, grad_output, create_graph=True, allow_unused=True)
+        )
+    return tuple(next(grads) if needs else None for needs in needs_grad)
+
+
+def _vmap_by_loop(op):
+    """A vmap rule for ``op`` that calls it once per batch entry and stacks the results (the
+    documented fallback: the kernels work on one (M, C) problem; functional routes torch.func
+    transforms to differentiable torch ops instead, so this runs only when an op is vmapped
+    directly)."""
+
+    def rule(info, in_dims, *args):
+        def entry(arg, dim, index):
+            return arg if dim is None or arg is None else arg.select(dim, index)
+
+        results = [
+            op(*(entry(arg, dim, index) for arg, dim in zip(args, in_dims, strict=True)))
+            for index in range(info.batch_size)
+        ]
+        outputs = tuple(torch.stack(parts) for parts in zip(*results, strict=True))
+        return outputs, (0,) * len(outputs)
+
+    return rule
+
+
+@torch.library.custom_op("softclass::cross_entropy", mutates_args=(), device_types="cpu")
+def _cross_entropy_op(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    gradient_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(loss, L, denominator, gradient): see :func:`_cross_entropy_forward_impl`."""
+    return _cross_entropy_forward_impl(
+        logits,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        gradient_in_forward,
+    )
+
+
+@_cross_entropy_op.register_fake
+def _cross_entropy_fake(
+    logits,
+    target,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    block_rows,
+    gradient_in_forward,
+):
+    n_rows = logits.shape[0]
+    return (
+        logits.new_empty((n_rows,) if reduction == "none" else ()),
+        logits.new_empty((n_rows,), dtype=_compute_dtype(logits.dtype)),
+        logits.new_empty((1,), dtype=torch.float64),
+        logits.new_empty(logits.shape if gradient_in_forward else (0,)),
+    )
+
+
+@torch.library.custom_op("softclass::cross_entropy_backward", mutates_args=(), device_types="cpu")
+def _cross_entropy_backward_op(
+    grad_output: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    logsumexp: Tensor,
+    denominator: Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    wants_target: bool,
+) -> tuple[Tensor, Tensor]:
+    """(∂output/∂logits, ∂output/∂target or an empty (0,) when not ``wants_target``)."""
+    grad_logits, grad_target = _cross_entropy_backward_impl(
+        grad_output,
+        logits,
+        target,
+        weight,
+        logsumexp,
+        denominator,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        True,
+        wants_target,
+    )
+    return grad_logits, target.new_empty((0,)) if grad_target is None else grad_target
+
+
+@_cross_entropy_backward_op.register_fake
+def _cross_entropy_backward_fake(
+    grad_output,
+    logits,
+    target,
+    weight,
+    logsumexp,
+    denominator,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    block_rows,
+    wants_target,
+):
+    return torch.empty_like(logits), target.new_empty(target.shape if wants_target else (0,))
+
+
+def _scale_impl(gradient: Tensor, factor: Tensor) -> None:
+    """Multiply ``gradient`` (M, C) in place by the 0-d ``factor`` (no-op for 1, compiled)."""
+    compute_factor = factor.to(_compute_dtype(gradient.dtype))
+    library = native.library() if gradient.dtype in native.SUPPORTED_DTYPES else None
+    if library is not None and gradient.dim() == 2 and gradient.is_contiguous():
+        _native_scale(library, gradient, compute_factor)
+    else:
+        gradient.mul_(compute_factor)
+
+
+@torch.library.custom_op("softclass::scale_", mutates_args=("gradient",), device_types="cpu")
+def _scale_op(gradient: Tensor, factor: Tensor) -> None:
+    """:func:`_scale_impl` as an operator."""
+    _scale_impl(gradient, factor)
+
+
+@_scale_op.register_fake
+def _scale_fake(gradient, factor) -> None:
+    return None
+
+
+def _cross_entropy_setup_context(ctx, inputs, output) -> None:
+    logits, target, weight, ignore_index, reduction, label_smoothing, block_rows, in_forward = (
+        inputs[:8]
+    )
+    _, logsumexp, denominator, gradient = output
+    ctx.mark_non_differentiable(logsumexp, denominator, gradient)
+    # No zero-filled gradients for the non-differentiable outputs (an N×C one for ``gradient``).
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(logits, target, weight, logsumexp, denominator)
+    ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
+    # Non-differentiable output: no grad_fn, so holding it here makes no reference cycle.
+    ctx.gradient = gradient if in_forward else None
+    ctx.inplace_backward = len(inputs) > 8 and inputs[8]
+
+
+def _cross_entropy_gradients(ctx, grad_loss: Tensor, direct: bool):
+    """(∂/∂logits, ∂/∂target) for the op's registered backward (``direct=False``: through the
+    backward ops, so a trace records them) and for the eager Function (``direct=True``: the
+    implementations themselves, without the dispatcher's per-call cost)."""
+    if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
+        return None, None
+    logits, target, weight, logsumexp, denominator = ctx.saved_tensors
+    ignore_index, reduction, label_smoothing, block_rows = ctx.options
+    wants_logits, wants_target = ctx.needs_input_grad[:2]
+    if torch.is_grad_enabled():
+        # create_graph=True: the gradient must itself be differentiable.
+        return _differentiable_gradients(
+            (wants_logits, wants_target),
+            (logits, target),
+            lambda logits, target: _unfused_loss(
+                logits, target, weight, ignore_index, reduction, label_smoothing
+            ),
+            grad_loss,
+        )
+    if ctx.gradient is not None and not wants_target:
+        # Made by the forward for grad_output 1: scaled in place and handed over once; a second
+        # backward (retain_graph) recomputes it below.
+        gradient, ctx.gradient = ctx.gradient, None
+        if direct:
+            _scale_impl(gradient, grad_loss)
+        else:
+            torch.ops.softclass.scale_(gradient, grad_loss)
+        return gradient, None
+    arguments = (
+        grad_loss,
+        logits,
+        target,
+        weight,
+        logsumexp,
+        denominator,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+    )
+    if not direct:
+        grad_logits, grad_target = torch.ops.softclass.cross_entropy_backward(
+            *arguments, wants_target
+        )
+        return (grad_logits if wants_logits else None, grad_target if wants_target else None)
+    out = logits if ctx.inplace_backward else None
+    grads = _cross_entropy_backward_impl(*arguments, wants_logits, wants_target, out=out)
+    if ctx.inplace_backward:
+        # Written behind autograd's back: bump the version counter as torch's own in-place ops
+        # do, so nodes that saved the logits refuse to use them.
+        torch.autograd.graph.increment_version(logits)
+    return grads
+
+
+def _cross_entropy_backward(ctx, grad_loss, *unused_grads):
+    return (*_cross_entropy_gradients(ctx, grad_loss, direct=False), *(None,) * 6)
+
+
+_cross_entropy_op.register_autograd(
+    _cross_entropy_backward, setup_context=_cross_entropy_setup_context
+)
+_cross_entropy_op.register_vmap(_vmap_by_loop(_cross_entropy_op))
+_cross_entropy_backward_op.register_vmap(_vmap_by_loop(_cross_entropy_backward_op))
+
+
 class FusedCrossEntropyFunction(torch.autograd.Function):
-    """Fused cross entropy: the forward keeps L (M,) (and, compiled, for a large scalar loss, the
-    gradient for grad_output 1); the backward writes (or scales) the gradient once.
+    """The eager entry of the fused cross entropy: the same implementation, setup and backward
+    as the registered ``softclass::cross_entropy``, without the dispatcher's per-call cost
+    (measured at 256×3, one thread: ~170 µs of CPU per forward+backward through the op).
+    Taken only where nothing needs to see an op (:func:`is_eager`); also the home of
+    ``inplace_backward`` (a backward that overwrites an input is no operator for a trace).
 
     ``apply(logits, target, weight, ignore_index, reduction, label_smoothing, block_rows,
-    inplace_backward, records_graph)``; see :func:`cross_entropy`. ``records_graph``: grad mode
-    was on at the call (inside ``forward`` it is always off, and ``ctx.needs_input_grad`` does not
-    say it), so a backward can follow. Runs the compiled loops where they apply
-    (``_native_library``), else torch ops over blocks of ``block_rows`` rows.
+    gradient_in_forward, inplace_backward)`` → (loss, L, denominator, gradient).
     """
 
     @staticmethod
@@ -546,195 +979,58 @@ class FusedCrossEntropyFunction(torch.autograd.Function):
         reduction: str,
         label_smoothing: float,
         block_rows: int,
+        gradient_in_forward: bool,
         inplace_backward: bool,
-        records_graph: bool,
-    ) -> Tensor:
-        ctx.options = (ignore_index, reduction, label_smoothing, block_rows, inplace_backward)
-        library = _native_library(logits, target)
-        ctx.library = library
-        if library is not None:
-            real_weight = None if weight is None else _real_weight(weight, logits.dtype)
-            per_row = reduction == "none"
-            compute_dtype = _compute_dtype(logits.dtype)
-            logsumexp = torch.empty(logits.shape[0], dtype=compute_dtype)
-            loss = torch.empty(logits.shape[:1] if per_row else (), dtype=logits.dtype)
-            # A large scalar loss gets its gradient (for grad_output 1) in this same pass over
-            # the logits; the backward then only scales it. Not for 'none' (per-row
-            # grad_output) nor in-place backward (the logits must survive the forward).
-            grad = grad_denominator = None
-            if (
-                records_graph
-                and ctx.needs_input_grad[0]
-                and not per_row
-                and not inplace_backward
-                and logits.numel() >= _GRADIENT_IN_FORWARD_MIN_ELEMENTS
-            ):
-                grad = torch.empty(logits.shape, dtype=logits.dtype)
-                if reduction == "mean":
-                    grad_denominator = _native_kept_weight_sum(
-                        library, target, real_weight, ignore_index, logits.shape[1], logits.dtype
-                    )
-            state = _native_forward(
-                library,
-                logits,
-                target,
-                real_weight,
-                ignore_index,
-                label_smoothing,
-                logsumexp,
-                loss if per_row else None,
-                None if per_row else loss,
-                reduction == "mean",
-                grad,
-                grad_denominator,
-            )
-            ctx.save_for_backward(logits, target)
-            # Made here, not inputs: kept as attributes (cheaper than saved tensors).
-            ctx.native_state = (real_weight, logsumexp, state)
-            ctx.gradient = grad
-            return loss
-        compute_dtype = _compute_dtype(logits.dtype)
-        targets = _RowTargets(
-            target,
-            weight,
-            ignore_index,
-            label_smoothing,
-            logits.shape[1],
-            compute_dtype,
-            block_rows,
-        )
-        logsumexp, per_row_loss = _statistics_pass(logits, targets, block_rows)
-        denominator = targets.mean_denominator()
-        ctx.save_for_backward(logits, target, weight, logsumexp, denominator)
-        return _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        # ctx in forward, no separate setup_context: apply() then skips binding the arguments
+        # through inspect.signature (~40 µs per call at 256×3).
+        inputs = (logits, target, weight, ignore_index, reduction, label_smoothing, block_rows)
+        output = _cross_entropy_forward_impl(*inputs, gradient_in_forward)
+        _cross_entropy_setup_context(ctx, (*inputs, gradient_in_forward, inplace_backward), output)
+        return output
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        ignore_index, reduction, label_smoothing, block_rows, inplace_backward = ctx.options
-        unused = (None,) * 7
-        if ctx.library is not None:
-            logits, target = ctx.saved_tensors
-            weight, logsumexp, state = ctx.native_state
-        else:
-            logits, target, weight, logsumexp, denominator = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            # create_graph=True: the gradient must itself be differentiable.
-            return (
-                *_differentiable_gradients(
-                    ctx.needs_input_grad[:2],
-                    logits,
-                    target,
-                    weight,
-                    ignore_index,
-                    reduction,
-                    label_smoothing,
-                    grad_output,
-                ),
-                *unused,
-            )
-        n_rows, n_classes = logits.shape
-        grad_logits = None
-        if ctx.library is not None:
-            if ctx.gradient is not None:
-                # Made by the forward for grad_output 1: scale it in place and hand it over
-                # once; a second backward (retain_graph) recomputes it below.
-                grad_logits, ctx.gradient = ctx.gradient, None
-                factor = grad_output.to(logsumexp.dtype)
-                _native_scale(ctx.library, grad_logits, factor)
-                return grad_logits, None, *unused
-            if ctx.needs_input_grad[0]:
-                grad_logits = (
-                    logits if inplace_backward else torch.empty(logits.shape, dtype=logits.dtype)
-                )
-                _native_gradient(
-                    ctx.library,
-                    logits,
-                    target,
-                    weight,
-                    ignore_index,
-                    label_smoothing,
-                    logsumexp,
-                    grad_output
-                    if grad_output.dtype == logsumexp.dtype
-                    else grad_output.to(logsumexp.dtype),
-                    state if reduction == "mean" else None,
-                    grad_logits,
-                )
-                if inplace_backward:
-                    # Written behind autograd's back: bump the version counter as torch's own
-                    # in-place ops do, so nodes that saved the logits refuse to use them.
-                    torch.autograd.graph.increment_version(logits)
-            return grad_logits, None, *unused
-        targets = _RowTargets(
-            target, weight, ignore_index, label_smoothing, n_classes, logsumexp.dtype, block_rows
+    def backward(ctx, grad_loss: Tensor, *unused_grads):
+        return (*_cross_entropy_gradients(ctx, grad_loss, direct=True), *(None,) * 7)
+
+
+def is_eager(*tensors: Tensor | None) -> bool:
+    """Whether these tensors hold real values in plain eager mode: not under torch.compile or
+    export, no FakeTensor/FunctionalTensor or other subclass, not on the meta device, no
+    torch.func transform or forward-mode AD, no dispatch mode (FakeTensorMode,
+    FlopCounterMode, ...) active. Only then do the wrappers call the implementations directly
+    instead of the registered ops (and validation read target values on the host)."""
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._len_torch_dispatch_stack() > 0
+        or torch.autograd.forward_ad._current_level >= 0
+    ):
+        return False
+    return all(
+        tensor is None
+        or (
+            type(tensor) in (Tensor, torch.nn.Parameter)
+            and tensor.device.type != "meta"
+            and not torch._C._functorch.is_functorch_wrapped_tensor(tensor)
         )
-        row_scale = _row_scale(grad_output, reduction, denominator)
-        grad_target = None
-        if ctx.needs_input_grad[1]:
-            grad_target = _probability_target_gradient(logits, logsumexp, targets, row_scale)
-        if ctx.needs_input_grad[0]:
-            coefficients = targets.gradient_coefficients(row_scale)
-            grad_logits = (
-                logits if inplace_backward else torch.empty(logits.shape, dtype=logits.dtype)
-            )
-            same_dtype = logits.dtype == logsumexp.dtype
-            for start, stop in _row_blocks(n_rows, block_rows):
-                grad_block = grad_logits[start:stop]
-                work = (
-                    grad_block
-                    if same_dtype
-                    else torch.empty(grad_block.shape, dtype=logsumexp.dtype)
-                )
-                targets.write_block_gradient(
-                    logits[start:stop], logsumexp, coefficients, start, stop, work
-                )
-                if not same_dtype:
-                    grad_block.copy_(work)
-        return grad_logits, grad_target, *unused
+        for tensor in tensors
+    )
 
 
-def _differentiable_gradients(
-    needs_grad: tuple[bool, bool],
-    logits: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    grad_output: Tensor,
-) -> tuple[Tensor | None, Tensor | None]:
-    """(∂/∂logits, ∂/∂target) of the loss as a graph of differentiable torch ops (the backward
-    under ``create_graph=True``, so that double backward works): the loss is recomputed
-    unfused and differentiated by autograd."""
-    with torch.enable_grad():
-        compute_dtype = _compute_dtype(logits.dtype)
-        log_probs = torch.log_softmax(logits.to(compute_dtype), 1)
-        n_rows, n_classes = logits.shape
-        class_weight = None if weight is None else weight.to(compute_dtype)
-        if target.is_floating_point():
-            mass = target.to(compute_dtype) * (1.0 - label_smoothing) + label_smoothing / n_classes
-            if class_weight is not None:
-                mass = mass * class_weight
-            per_row_loss = -(mass * log_probs).sum(1)
-            denominator = torch.tensor(float(n_rows), dtype=compute_dtype)
-        else:
-            kept = target != ignore_index
-            safe_target = torch.where(kept, target, 0)
-            ones = torch.ones(n_rows, dtype=compute_dtype)
-            target_weight = ones if class_weight is None else class_weight[safe_target]
-            target_weight = torch.where(kept, target_weight, 0.0)
-            picked = log_probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-            per_row_loss = -(1.0 - label_smoothing) * target_weight * picked
-            if label_smoothing > 0.0:
-                weighted = log_probs if class_weight is None else log_probs * class_weight
-                smooth = torch.where(kept, -weighted.sum(1), 0.0)
-                per_row_loss = per_row_loss + (label_smoothing / n_classes) * smooth
-            denominator = target_weight.sum()
-        loss = _reduce(per_row_loss, reduction, denominator).to(logits.dtype)
-        pairs = zip((logits, target), needs_grad, strict=True)
-        inputs = [tensor for tensor, needs in pairs if needs]
-        grads = iter(torch.autograd.grad(loss, inputs, grad_output, create_graph=True))
-    return tuple(next(grads) if needs else None for needs in needs_grad)
+def _gradient_in_forward(logits: Tensor, target: Tensor, reduction: str) -> bool:
+    """Whether the forward should also write a scalar loss's gradient: an eager call (under
+    tracing the backward is a separate op in the graph) that will be differentiated, on logits
+    the compiled loops take, from ``_GRADIENT_IN_FORWARD_MIN_ELEMENTS`` on."""
+    return (
+        reduction != "none"
+        and not torch.compiler.is_compiling()
+        and torch.is_grad_enabled()
+        and logits.requires_grad
+        and logits.numel() >= _GRADIENT_IN_FORWARD_MIN_ELEMENTS
+        and logits.dtype in native.SUPPORTED_DTYPES
+        and not target.is_floating_point()
+        and logits.stride(1) == 1
+    )
 
 
 def _probability_target_gradient(
@@ -766,6 +1062,10 @@ def cross_entropy(
 ) -> Tensor:
     """Fused cross entropy of 2-D logits; same value and gradients as ``F.cross_entropy``.
 
+    Runs the registered operator ``torch.ops.softclass.cross_entropy`` (with its fake
+    implementation for FakeTensor/meta, its backward ``softclass::cross_entropy_backward`` and a
+    vmap rule), so torch.compile and torch.export see one opaque op.
+
     Args:
         logits: (M, C) float (fp32, fp64, bf16 or fp16; accumulated in fp32, fp64 in fp64), any
             strides, classes last. Already validated.
@@ -780,23 +1080,30 @@ def cross_entropy(
             tensor: no extra N×C memory, but **the logits are destroyed** by the backward. The
             write bumps their version counter, so any other autograd node that saved them raises
             "modified by an inplace operation" instead of computing with the gradient. Refused
-            for a leaf tensor (the gradient would overwrite the parameter itself).
+            for a leaf tensor (the gradient would overwrite the parameter itself). Eager only.
 
     Returns:
         The loss in ``logits``' dtype: (M,) for "none", else 0-d.
 
     Raises:
         ValueError: ``inplace_backward`` with ``logits`` a leaf that requires grad.
+        TargetOutOfBoundsError: a kept class index outside [0, C) (checked inside the op, at
+            run time, also when compiled).
     """
-    if inplace_backward and logits.is_leaf and logits.requires_grad:
-        raise ValueError(
-            "inplace_backward=True needs logits computed by an operation (e.g. a Linear layer): "
-            "for a leaf tensor that requires grad the gradient would overwrite the tensor itself; "
-            "pass inplace_backward=False"
-        )
     if block_rows is None:
         block_rows = default_block_rows(logits.shape[0], logits.shape[1])
-    return FusedCrossEntropyFunction.apply(
+    if logits.shape[1] > 1 and logits.stride(1) != 1 and _native_applicable(logits, target):
+        # Classes not adjacent (e.g. transposed logits): one copy, then the compiled loops
+        # (measured faster than the torch-ops blocks over the strided rows).
+        logits = logits.contiguous()
+    if inplace_backward:
+        if logits.is_leaf and logits.requires_grad:
+            raise ValueError(
+                "inplace_backward=True needs logits computed by an operation (e.g. a Linear "
+                "layer): for a leaf tensor that requires grad the gradient would overwrite the "
+                "tensor itself; pass inplace_backward=False"
+            )
+    arguments = (
         logits,
         target,
         weight,
@@ -804,9 +1111,11 @@ def cross_entropy(
         reduction,
         label_smoothing,
         block_rows,
-        inplace_backward,
-        torch.is_grad_enabled(),
+        _gradient_in_forward(logits, target, reduction) and not inplace_backward,
     )
+    if inplace_backward or is_eager(logits, target, weight):
+        return FusedCrossEntropyFunction.apply(*arguments, inplace_backward)[0]
+    return torch.ops.softclass.cross_entropy(*arguments)[0]
 
 
 class _LinearGradients:
@@ -843,6 +1152,13 @@ class _LinearGradients:
                 self.weight.add_(grad_in_dtype.t() @ hidden_block)
         if self.bias is not None:
             self.bias.add_(grad_logits.sum(0, dtype=self.bias.dtype))
+
+    def as_outputs(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The three accumulators as op outputs: an empty (0,) for each one not wanted."""
+        return tuple(
+            hidden.new_empty((0,)) if gradient is None else gradient
+            for gradient in (self.hidden, self.weight, self.bias)
+        )
 
     def scaled(self, grad_output: Tensor, weight: Tensor, bias: Tensor | None):
         """(∂hidden, ∂weight, ∂bias) multiplied by a 0-d grad_output, in the inputs' dtypes."""
@@ -961,146 +1277,309 @@ class _NativeLinearBlocks:
         return loss
 
 
-class FusedLinearCrossEntropyFunction(torch.autograd.Function):
-    """Cross entropy of ``hidden @ weight.T + bias`` without ever holding the N×C logits.
+def _linear_forward_impl(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    gradients_in_forward: tuple[bool, bool, bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The real forward of ``softclass::linear_cross_entropy``.
 
-    With a scalar loss ('mean'/'sum') the gradients are accumulated during the forward, one block
-    of logits at a time (3 matrix products per block, like torch's linear forward and backward),
-    and the backward only scales them by grad_output. With 'none' (a per-row grad_output) the
-    backward recomputes each block's logits instead (4 products). Each block's softmax runs in the
-    compiled loops where they apply (class indices, fp32/bf16/fp64), else in torch ops. See
-    :func:`linear_cross_entropy`.
+    Returns (loss, L (N,) compute dtype, ∂/∂hidden (N, H) hidden's dtype, ∂/∂weight (C, H) and
+    ∂/∂bias (C,) in the compute dtype), each gradient for grad_output 1 when asked for in
+    ``gradients_in_forward`` (a scalar loss), else an empty (0,).
     """
-
-    @staticmethod
-    def forward(
-        ctx,
-        hidden: Tensor,
-        weight: Tensor,
-        bias: Tensor | None,
-        target: Tensor,
-        class_weight: Tensor | None,
-        ignore_index: int,
-        reduction: str,
-        label_smoothing: float,
-        block_rows: int,
-        gradients_in_forward: tuple[bool, bool, bool],
-    ) -> Tensor:
-        n_rows = hidden.shape[0]
-        n_classes = weight.shape[0]
-        dtype = _compute_dtype(hidden.dtype)
-        accumulate = any(gradients_in_forward)
-        gradients = (
-            _LinearGradients(hidden, weight, bias, gradients_in_forward, dtype)
-            if accumulate
-            else None
+    n_rows = hidden.shape[0]
+    n_classes = weight.shape[0]
+    dtype = _compute_dtype(hidden.dtype)
+    accumulate = any(gradients_in_forward)
+    gradients = _LinearGradients(hidden, weight, bias, gradients_in_forward, dtype)
+    # An empty (0, C) tensor stands for every block of logits: same dtype, device, layout.
+    library = _native_library(hidden.new_empty((0, n_classes)), target)
+    buffer = _block_buffer(hidden, n_classes, block_rows)
+    if library is not None:
+        blocks = _NativeLinearBlocks(
+            library,
+            torch.empty(n_rows, dtype=dtype),
+            target,
+            class_weight,
+            ignore_index,
+            label_smoothing,
+            hidden.dtype,
         )
-        ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
-        ctx.gradients = gradients
-        # An empty (0, C) tensor stands for every block of logits: same dtype, device, layout.
-        library = _native_library(hidden.new_empty((0, n_classes)), target)
-        ctx.library = library
-        if library is not None:
-            blocks = _NativeLinearBlocks(
-                library,
-                torch.empty(n_rows, dtype=dtype),
-                target,
-                class_weight,
-                ignore_index,
-                label_smoothing,
-                hidden.dtype,
-            )
-            row_loss = torch.empty(n_rows, dtype=hidden.dtype) if reduction == "none" else None
-            if accumulate:
-                unit = torch.ones((), dtype=dtype)
-                denominator = (
-                    _kept_weight_sum(target, class_weight, ignore_index)
-                    if reduction == "mean"
-                    else None
-                )
-            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
-            for start, stop in _row_blocks(n_rows, block_rows):
-                hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias, buffer)
-                blocks.forward(logits, start, stop, row_loss)
-                if accumulate:
-                    blocks.gradient(logits, start, stop, unit, denominator)
-                    gradients.add_block(logits, hidden_block, weight, start, stop)
-            ctx.save_for_backward(hidden, weight, bias, target, class_weight, blocks.logsumexp)
-            return row_loss if row_loss is not None else blocks.finish(reduction, hidden.dtype)
-        targets = _RowTargets(
-            target, class_weight, ignore_index, label_smoothing, n_classes, dtype, block_rows
-        )
-        denominator = targets.mean_denominator()
+        row_loss = torch.empty(n_rows, dtype=hidden.dtype) if reduction == "none" else None
         if accumulate:
-            unit_scale = torch.ones((), dtype=dtype)
-            row_scale = unit_scale / denominator if reduction == "mean" else unit_scale
-            coefficients = targets.gradient_coefficients(row_scale)
-        logsumexp = torch.empty(n_rows, dtype=dtype)
-        target_logit = torch.empty(n_rows, dtype=dtype)
-        weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
-        scratch = torch.empty(min(block_rows, n_rows), n_classes, dtype=dtype)
-        buffer = _block_buffer(hidden, weight.shape[0], block_rows)
+            unit = torch.ones((), dtype=dtype)
+            denominator = (
+                _kept_weight_sum(target, class_weight, ignore_index)
+                if reduction == "mean"
+                else None
+            )
         for start, stop in _row_blocks(n_rows, block_rows):
             hidden_block = hidden[start:stop]
-            logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
-            targets.block_statistics(
-                logits, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
-            )
+            logits = _block_logits(hidden_block, weight, bias, buffer)
+            blocks.forward(logits, start, stop, row_loss)
             if accumulate:
-                targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+                blocks.gradient(logits, start, stop, unit, denominator)
                 gradients.add_block(logits, hidden_block, weight, start, stop)
-        per_row_loss = targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
-        ctx.save_for_backward(hidden, weight, bias, target, class_weight, logsumexp)
-        return _reduce(per_row_loss, reduction, denominator).to(hidden.dtype)
+        loss = row_loss if row_loss is not None else blocks.finish(reduction, hidden.dtype)
+        return loss, blocks.logsumexp, *gradients.as_outputs(hidden)
+    targets = _RowTargets(
+        target, class_weight, ignore_index, label_smoothing, n_classes, dtype, block_rows
+    )
+    if not targets.is_probability:
+        _first_bad_target(target, n_classes, ignore_index)
+    denominator = targets.mean_denominator()
+    if accumulate:
+        unit_scale = torch.ones((), dtype=dtype)
+        row_scale = unit_scale / denominator if reduction == "mean" else unit_scale
+        coefficients = targets.gradient_coefficients(row_scale)
+    logsumexp = torch.empty(n_rows, dtype=dtype)
+    target_logit = torch.empty(n_rows, dtype=dtype)
+    weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
+    scratch = torch.empty(min(block_rows, n_rows), n_classes, dtype=dtype)
+    for start, stop in _row_blocks(n_rows, block_rows):
+        hidden_block = hidden[start:stop]
+        logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
+        targets.block_statistics(
+            logits, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
+        )
+        if accumulate:
+            targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+            gradients.add_block(logits, hidden_block, weight, start, stop)
+    per_row_loss = targets.per_row_loss(logsumexp, target_logit, weighted_logit_sum)
+    loss = _reduce(per_row_loss, reduction, denominator).to(hidden.dtype)
+    return loss, logsumexp, *gradients.as_outputs(hidden)
 
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        hidden, weight, bias, target, class_weight, logsumexp = ctx.saved_tensors
-        ignore_index, _, label_smoothing, block_rows = ctx.options
-        unused = (None,) * 7
-        if ctx.gradients is not None:
-            return (*ctx.gradients.scaled(grad_output, weight, bias), *unused)
-        # Only 'none' gets here (a scalar loss accumulates its gradients in the forward): the
-        # per-row grad_output is the row scale itself, no denominator.
-        dtype = logsumexp.dtype
-        wants = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
-        gradients = _LinearGradients(hidden, weight, bias, wants, dtype)
-        row_grad_output = grad_output.to(dtype)
-        if ctx.library is not None:
-            blocks = _NativeLinearBlocks(
-                ctx.library,
-                logsumexp,
+
+def _linear_backward_impl(
+    grad_output: Tensor,
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    logsumexp: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    block_rows: int,
+    wants: tuple[bool, bool, bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """(∂hidden, ∂weight, ∂bias) in the inputs' dtypes for a per-row ``grad_output`` (N,) (the
+    'none' loss; a scalar loss accumulates its gradients in the forward): each block's logits
+    are made again."""
+    dtype = logsumexp.dtype
+    gradients = _LinearGradients(hidden, weight, bias, wants, dtype)
+    row_grad_output = grad_output.to(dtype)
+    library = _native_library(hidden.new_empty((0, weight.shape[0])), target)
+    buffer = _block_buffer(hidden, weight.shape[0], block_rows)
+    if library is not None:
+        blocks = _NativeLinearBlocks(
+            library, logsumexp, target, class_weight, ignore_index, label_smoothing, hidden.dtype
+        )
+        for start, stop in _row_blocks(hidden.shape[0], block_rows):
+            hidden_block = hidden[start:stop]
+            logits = _block_logits(hidden_block, weight, bias, buffer)
+            blocks.gradient(logits, start, stop, row_grad_output, None)
+            gradients.add_block(logits, hidden_block, weight, start, stop)
+    else:
+        targets = _RowTargets(
+            target, class_weight, ignore_index, label_smoothing, weight.shape[0], dtype, block_rows
+        )
+        coefficients = targets.gradient_coefficients(row_grad_output)
+        for start, stop in _row_blocks(hidden.shape[0], block_rows):
+            hidden_block = hidden[start:stop]
+            logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
+            targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
+            gradients.add_block(logits, hidden_block, weight, start, stop)
+    return gradients.scaled(torch.ones((), dtype=dtype), weight, bias)
+
+
+@torch.library.custom_op("softclass::linear_cross_entropy", mutates_args=(), device_types="cpu")
+def _linear_cross_entropy_op(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    block_rows: int,
+    hidden_grad_in_forward: bool,
+    weight_grad_in_forward: bool,
+    bias_grad_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(loss, L, ∂hidden, ∂weight, ∂bias): see :func:`_linear_forward_impl`."""
+    return _linear_forward_impl(
+        hidden,
+        weight,
+        bias,
+        target,
+        class_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        block_rows,
+        (hidden_grad_in_forward, weight_grad_in_forward, bias_grad_in_forward),
+    )
+
+
+@_linear_cross_entropy_op.register_fake
+def _linear_cross_entropy_fake(
+    hidden,
+    weight,
+    bias,
+    target,
+    class_weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    block_rows,
+    hidden_grad_in_forward,
+    weight_grad_in_forward,
+    bias_grad_in_forward,
+):
+    dtype = _compute_dtype(hidden.dtype)
+    n_rows = hidden.shape[0]
+    empty = (0,)
+    return (
+        hidden.new_empty((n_rows,) if reduction == "none" else ()),
+        hidden.new_empty((n_rows,), dtype=dtype),
+        hidden.new_empty(hidden.shape if hidden_grad_in_forward else empty),
+        hidden.new_empty(weight.shape if weight_grad_in_forward else empty, dtype=dtype),
+        hidden.new_empty(
+            weight.shape[:1] if bias_grad_in_forward and bias is not None else empty, dtype=dtype
+        ),
+    )
+
+
+@torch.library.custom_op(
+    "softclass::linear_cross_entropy_backward", mutates_args=(), device_types="cpu"
+)
+def _linear_cross_entropy_backward_op(
+    grad_output: Tensor,
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    class_weight: Tensor | None,
+    logsumexp: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    block_rows: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(∂hidden, ∂weight, ∂bias, the last empty (0,) without a bias) of a 'none' loss."""
+    grads = _linear_backward_impl(
+        grad_output,
+        hidden,
+        weight,
+        bias,
+        target,
+        class_weight,
+        logsumexp,
+        ignore_index,
+        label_smoothing,
+        block_rows,
+        (True, True, bias is not None),
+    )
+    return grads[0], grads[1], hidden.new_empty((0,)) if grads[2] is None else grads[2]
+
+
+@_linear_cross_entropy_backward_op.register_fake
+def _linear_cross_entropy_backward_fake(
+    grad_output,
+    hidden,
+    weight,
+    bias,
+    target,
+    class_weight,
+    logsumexp,
+    ignore_index,
+    label_smoothing,
+    block_rows,
+):
+    return (
+        torch.empty_like(hidden),
+        torch.empty_like(weight),
+        hidden.new_empty((0,)) if bias is None else torch.empty_like(bias),
+    )
+
+
+def _linear_setup_context(ctx, inputs, output) -> None:
+    hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing = inputs[
+        :8
+    ]
+    block_rows, *in_forward = inputs[8:]
+    _, logsumexp, *gradients = output
+    ctx.mark_non_differentiable(logsumexp, *gradients)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(hidden, weight, bias, target, class_weight, logsumexp, *gradients)
+    ctx.options = (ignore_index, reduction, label_smoothing, block_rows, any(in_forward))
+
+
+def _linear_unfused_loss(
+    hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing
+):
+    """The loss as differentiable torch ops (double backward)."""
+    logits = hidden @ weight.t() if bias is None else torch.addmm(bias, hidden, weight.t())
+    return _unfused_loss(logits, target, class_weight, ignore_index, reduction, label_smoothing)
+
+
+def _linear_backward(ctx, grad_loss, *unused_grads):
+    hidden, weight, bias, target, class_weight, logsumexp, *in_forward = ctx.saved_tensors
+    ignore_index, reduction, label_smoothing, block_rows, accumulated = ctx.options
+    wants = tuple(ctx.needs_input_grad[:3])
+    nothing = (None,) * 9
+    if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
+        return (None, None, None, *nothing)
+    if torch.is_grad_enabled():
+        grads = _differentiable_gradients(
+            wants,
+            (hidden, weight, bias),
+            lambda hidden, weight, bias: _linear_unfused_loss(
+                hidden,
+                weight,
+                bias,
                 target,
                 class_weight,
                 ignore_index,
+                reduction,
                 label_smoothing,
-                hidden.dtype,
-            )
-            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
-            for start, stop in _row_blocks(hidden.shape[0], block_rows):
-                hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias, buffer)
-                blocks.gradient(logits, start, stop, row_grad_output, None)
-                gradients.add_block(logits, hidden_block, weight, start, stop)
-        else:
-            targets = _RowTargets(
-                target,
-                class_weight,
-                ignore_index,
-                label_smoothing,
-                weight.shape[0],
-                dtype,
-                block_rows,
-            )
-            coefficients = targets.gradient_coefficients(row_grad_output)
-            buffer = _block_buffer(hidden, weight.shape[0], block_rows)
-            for start, stop in _row_blocks(hidden.shape[0], block_rows):
-                hidden_block = hidden[start:stop]
-                logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
-                targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
-                gradients.add_block(logits, hidden_block, weight, start, stop)
-        return (*gradients.scaled(torch.ones((), dtype=dtype), weight, bias), *unused)
+            ),
+            grad_loss,
+        )
+        return (*grads, *nothing)
+    if accumulated:
+        grads = tuple(
+            (gradient * grad_loss.to(gradient.dtype)).to(like.dtype) if needs else None
+            for gradient, like, needs in zip(in_forward, (hidden, weight, bias), wants, strict=True)
+        )
+        return (*grads, *nothing)
+    grads = torch.ops.softclass.linear_cross_entropy_backward(
+        grad_loss,
+        hidden,
+        weight,
+        bias,
+        target,
+        class_weight,
+        logsumexp,
+        ignore_index,
+        label_smoothing,
+        block_rows,
+    )
+    return (*(grad if needs else None for grad, needs in zip(grads, wants, strict=True)), *nothing)
+
+
+_linear_cross_entropy_op.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+_linear_cross_entropy_op.register_vmap(_vmap_by_loop(_linear_cross_entropy_op))
+_linear_cross_entropy_backward_op.register_vmap(_vmap_by_loop(_linear_cross_entropy_backward_op))
 
 
 def linear_cross_entropy(
@@ -1116,6 +1595,14 @@ def linear_cross_entropy(
     block_rows: int | None = None,
 ) -> Tensor:
     """``cross_entropy(hidden @ weight.T + bias, target, ...)`` without the N×C logits in memory.
+
+    Runs the registered operator ``torch.ops.softclass.linear_cross_entropy`` (fake
+    implementation, backward op, vmap rule). With a scalar loss ('mean'/'sum') the gradients are
+    accumulated during the forward, one block of logits at a time (3 matrix products per block,
+    like torch's linear forward and backward), and the backward only scales them by grad_output.
+    With 'none' (a per-row grad_output) the backward makes each block's logits again (4
+    products). Each block's softmax runs in the compiled loops where they apply (class indices,
+    fp32/bf16/fp64), else in torch ops.
 
     Args:
         hidden: (N, H) float features (fp32, fp64, bf16), already validated.
@@ -1135,7 +1622,7 @@ def linear_cross_entropy(
     wants = tuple(tensor is not None and tensor.requires_grad for tensor in (hidden, weight, bias))
     grad_enabled = torch.is_grad_enabled() and any(wants)
     in_forward = wants if grad_enabled and reduction != "none" else (False, False, False)
-    return FusedLinearCrossEntropyFunction.apply(
+    return torch.ops.softclass.linear_cross_entropy(
         hidden,
         weight,
         bias,
@@ -1145,5 +1632,240 @@ def linear_cross_entropy(
         reduction,
         label_smoothing,
         block_rows,
-        in_forward,
+        *in_forward,
+    )[0]
+
+
+# softmax / log_softmax rows in compiled C: softmax_forward_*(input, row_stride, n_classes,
+# row_begin, row_end, out, out_row_stride, log_output) and softmax_backward_*(grad,
+# grad_row_stride, output, output_row_stride, n_classes, row_begin, row_end, result,
+# result_row_stride, log_output).
+_SOFTMAX_FORWARD_ARGS = [
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+]
+_SOFTMAX_BACKWARD_ARGS = [
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _softmax_library():
+    """The compiled library with the softmax rows' argument types declared, or None."""
+    library = native.library()
+    if library is None or not hasattr(library, "softmax_forward_f32"):
+        return None
+    for suffix in native.SUPPORTED_DTYPES.values():
+        forward = getattr(library, f"softmax_forward_{suffix}")
+        forward.argtypes = _SOFTMAX_FORWARD_ARGS
+        forward.restype = None
+        backward = getattr(library, f"softmax_backward_{suffix}")
+        backward.argtypes = _SOFTMAX_BACKWARD_ARGS
+        backward.restype = None
+    return library
+
+
+def _softmax_rows_library(tensor: Tensor, dim: int):
+    """The compiled softmax rows for a real CPU tensor reduced along its last dimension, else
+    None (other dims, dtypes or no compiler: the torch-ops formulas)."""
+    if (
+        not tensor.is_cpu
+        or tensor.dtype not in native.SUPPORTED_DTYPES
+        or dim != tensor.dim() - 1
+        or tensor.numel() == 0
+    ):
+        return None
+    return _softmax_library()
+
+
+def _as_rows(tensor: Tensor) -> Tensor:
+    """``tensor`` as (rows, C) with class stride 1 (a view where possible, else a copy)."""
+    rows = tensor.reshape(-1, tensor.shape[-1])
+    return rows if rows.stride(1) == 1 or rows.shape[1] == 1 else rows.contiguous()
+
+
+def softmax_reference(input: Tensor, dim: int, log: bool) -> Tensor:
+    """softmax (``log``: log_softmax) along ``dim`` in torch ops, accumulated in fp32 for
+    half-precision inputs; a contiguous result in ``input``'s dtype."""
+    logits = input.to(_compute_dtype(input.dtype)).contiguous()
+    maxes = logits.amax(dim, keepdim=True) if logits.shape[dim] else logits.sum(dim, keepdim=True)
+    shifted = logits - maxes
+    if log:
+        log_sum = shifted.exp().sum(dim, keepdim=True).log_()
+        return shifted.sub_(log_sum).to(input.dtype)
+    exps = shifted.exp_()
+    return exps.div_(exps.sum(dim, keepdim=True)).to(input.dtype)
+
+
+def softmax_vjp(output: Tensor, grad_output: Tensor, dim: int, log: bool) -> Tensor:
+    """The backward of softmax (``y·(g − Σ g·y)``) or log_softmax (``g − exp(y)·Σ g``) from its
+    output ``y``, in differentiable torch ops (also the double-backward graph)."""
+    compute_dtype = _compute_dtype(output.dtype)
+    output_acc, grad_acc = output.to(compute_dtype), grad_output.to(compute_dtype)
+    if log:
+        total = grad_acc.sum(dim, keepdim=True)
+        return (grad_acc - output_acc.exp() * total).to(output.dtype)
+    dot = (grad_acc * output_acc).sum(dim, keepdim=True)
+    return (output_acc * (grad_acc - dot)).to(output.dtype)
+
+
+@torch.library.custom_op("softclass::softmax", mutates_args=())
+def _softmax_op(input: Tensor, dim: int, log: bool) -> Tensor:
+    """softmax (``log``: log_softmax) of ``input`` along ``dim`` (non-negative), contiguous."""
+    return _softmax_impl(input, dim, log)
+
+
+@_softmax_op.register_fake
+def _softmax_fake(input, dim, log):
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("softclass::softmax_backward", mutates_args=())
+def _softmax_backward_op(grad_output: Tensor, output: Tensor, dim: int, log: bool) -> Tensor:
+    """∂/∂input of softmax (``log``: log_softmax) from ``grad_output`` and the forward's
+    ``output``, contiguous."""
+    return _softmax_backward_impl(grad_output, output, dim, log)
+
+
+@_softmax_backward_op.register_fake
+def _softmax_backward_fake(grad_output, output, dim, log):
+    return torch.empty_like(output, memory_format=torch.contiguous_format)
+
+
+def _softmax_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output)
+    ctx.dim, ctx.log = inputs[1], inputs[2]
+
+
+def _softmax_backward(ctx, grad_output):
+    (output,) = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        # create_graph=True: differentiable ops (second order flows through ``output``).
+        return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
+    return torch.ops.softclass.softmax_backward(grad_output, output, ctx.dim, ctx.log), None, None
+
+
+def _softmax_vmap(info, in_dims, input, dim, log):
+    batched = input.movedim(in_dims[0], 0)
+    return _softmax_op(batched, dim + 1, log), 0
+
+
+def _softmax_backward_vmap(info, in_dims, grad_output, output, dim, log):
+    grad_dim, output_dim = in_dims
+    if output_dim is None:
+        output = output.expand(info.batch_size, *output.shape)
+    else:
+        output = output.movedim(output_dim, 0)
+    if grad_dim is None:
+        grad_output = grad_output.expand(info.batch_size, *grad_output.shape)
+    else:
+        grad_output = grad_output.movedim(grad_dim, 0)
+    return _softmax_backward_op(grad_output, output, dim + 1, log), 0
+
+
+_softmax_op.register_autograd(_softmax_backward, setup_context=_softmax_setup_context)
+_softmax_op.register_vmap(_softmax_vmap)
+_softmax_backward_op.register_vmap(_softmax_backward_vmap)
+
+
+def softmax(input: Tensor, dim: int, log: bool = False) -> Tensor:
+    """softmax (``log``: log_softmax) along the non-negative ``dim`` of an already validated
+    floating tensor (≥ 1-D) through the registered operator ``torch.ops.softclass.softmax``:
+    compiled rows for CPU fp32/bf16/fp64 along the last dimension, torch ops otherwise (called
+    directly, through an autograd Function, for real tensors in plain eager mode)."""
+    if is_eager(input):
+        return (_LogSoftmax if log else _Softmax).apply(input, dim)
+    return torch.ops.softclass.softmax(input, dim, log)
+
+
+def _softmax_impl(input: Tensor, dim: int, log: bool) -> Tensor:
+    """The real implementation of ``softclass::softmax`` (compiled rows where they apply)."""
+    library = _softmax_rows_library(input, dim)
+    if library is None:
+        return softmax_reference(input, dim, log)
+    rows = _as_rows(input)
+    out = torch.empty(input.shape, dtype=input.dtype)
+    out_rows = out.view(-1, input.shape[-1])
+    forward = getattr(library, f"softmax_forward_{native.SUPPORTED_DTYPES[input.dtype]}")
+    head = (rows.data_ptr(), rows.stride(0), rows.shape[1])
+    tail = (out_rows.data_ptr(), out_rows.stride(0), int(log))
+    native.run_ranges(
+        lambda index, begin, end: forward(*head, begin, end, *tail),
+        native.row_ranges(rows.shape[0], rows.shape[1]),
     )
+    return out
+
+
+def _softmax_backward_impl(grad_output: Tensor, output: Tensor, dim: int, log: bool) -> Tensor:
+    """The real implementation of ``softclass::softmax_backward``."""
+    library = _softmax_rows_library(output, dim)
+    if library is None or grad_output.dtype != output.dtype:
+        return softmax_vjp(output, grad_output, dim, log).contiguous()
+    grad_rows = _as_rows(grad_output.expand(output.shape))
+    output_rows = _as_rows(output)
+    result = torch.empty(output.shape, dtype=output.dtype)
+    result_rows = result.view(-1, output.shape[-1])
+    backward = getattr(library, f"softmax_backward_{native.SUPPORTED_DTYPES[output.dtype]}")
+    head = (
+        grad_rows.data_ptr(),
+        grad_rows.stride(0),
+        output_rows.data_ptr(),
+        output_rows.stride(0),
+        output_rows.shape[1],
+    )
+    tail = (result_rows.data_ptr(), result_rows.stride(0), int(log))
+    native.run_ranges(
+        lambda index, begin, end: backward(*head, begin, end, *tail),
+        native.row_ranges(output_rows.shape[0], output_rows.shape[1]),
+    )
+    return result
+
+
+def _eager_softmax_backward(ctx, grad_output: Tensor):
+    (output,) = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None
+    return _softmax_backward_impl(grad_output, output, ctx.dim, ctx.log), None
+
+
+class _Softmax(torch.autograd.Function):
+    """The eager entry of ``softclass::softmax`` (see :class:`FusedCrossEntropyFunction` for
+    why): same implementation and backward, without the dispatcher's per-call cost. Its
+    grad_fn name (``_SoftmaxBackward``) is what ``softclass.diagnostics.check`` recognises."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, dim: int) -> Tensor:
+        output = _softmax_impl(input, dim, False)
+        ctx.save_for_backward(output)
+        ctx.dim, ctx.log = dim, False
+        return output
+
+    backward = staticmethod(_eager_softmax_backward)
+
+
+class _LogSoftmax(torch.autograd.Function):
+    """:class:`_Softmax` for log_softmax (grad_fn ``_LogSoftmaxBackward``)."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, dim: int) -> Tensor:
+        output = _softmax_impl(input, dim, True)
+        ctx.save_for_backward(output)
+        ctx.dim, ctx.log = dim, True
+        return output
+
+    backward = staticmethod(_eager_softmax_backward)

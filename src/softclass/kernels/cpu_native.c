@@ -11,6 +11,7 @@
  *   kept rows (y ≠ ignore_index): loss_n = (1−ε)·w_y·(L − x_y) + (ε/C)·(W·L − Σ_c w_c x_c)
  *   ∂loss_n/∂x_c = p_c·((1−ε)·w_y + ε·W/C) − (1−ε)·w_y·[c = y] − (ε/C)·w_c,  p = exp(x − L);
  *   ignored rows: loss 0, row weight 0, gradient 0 (computed as the formula with scale 0).
+ * Also softmax / log_softmax rows and their backward (softmax_forward_*, softmax_backward_*).
  */
 #include <math.h>
 #include <stdint.h>
@@ -523,6 +524,97 @@ static inline double log_f64(double x) {
         *out = total;                                                                           \
     }
 
+/* softmax / log_softmax of rows [row_begin, row_end) along the (stride-1) class dimension:
+ * out_n = exp(x_n − m − log Σ exp(x_n − m)) with m the row max (log_output: the exponent itself).
+ * A row whose max is ±inf (a +inf, or all −inf) is NaN throughout, as torch computes it. */
+#define DEFINE_SOFTMAX_FORWARD(SUFFIX, TYPE, REAL)                                               \
+    void softmax_forward_##SUFFIX(const TYPE *input, int64_t row_stride, int64_t n_classes,     \
+                                  int64_t row_begin, int64_t row_end, TYPE *out,                 \
+                                  int64_t out_row_stride, int64_t log_output) {                  \
+        for (int64_t n = row_begin; n < row_end; ++n) {                                          \
+            const TYPE *row = input + n * row_stride;                                            \
+            TYPE *out_row = out + n * out_row_stride;                                            \
+            REAL max_value = -(REAL)__builtin_inf();                                             \
+            _Pragma("omp simd reduction(max : max_value)")                                       \
+            for (int64_t c = 0; c < n_classes; ++c) {                                            \
+                const REAL value = load_##SUFFIX(row, c);                                        \
+                max_value = value > max_value ? value : max_value;                               \
+            }                                                                                    \
+            if (max_value == (REAL)__builtin_inf() || max_value == -(REAL)__builtin_inf()) {     \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c, (REAL)__builtin_nan(""));                         \
+                continue;                                                                        \
+            }                                                                                    \
+            double total = 0.0;                                                                  \
+            for (int64_t chunk = 0; chunk < n_classes; chunk += SUM_CHUNK) {                     \
+                const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK      \
+                                                                        : n_classes;             \
+                REAL partial = 0;                                                                \
+                _Pragma("omp simd reduction(+ : partial)")                                       \
+                for (int64_t c = chunk; c < chunk_end; ++c)                                      \
+                    partial += exp_##SUFFIX(load_##SUFFIX(row, c) - max_value);                  \
+                total += partial;                                                                \
+            }                                                                                    \
+            if (log_output) {                                                                    \
+                const REAL log_total = (REAL)log(total);                                         \
+                _Pragma("omp simd")                                                              \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c, (load_##SUFFIX(row, c) - max_value) - log_total); \
+            } else {                                                                             \
+                const REAL scale = (REAL)(1.0 / total);                                          \
+                _Pragma("omp simd")                                                              \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c,                                                   \
+                                   exp_##SUFFIX(load_##SUFFIX(row, c) - max_value) * scale);     \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+/* Their backward for rows [row_begin, row_end) of the gradient g and the forward's output y:
+ * softmax: y·(g − Σ g·y); log_softmax: g − exp(y)·Σ g. */
+#define DEFINE_SOFTMAX_BACKWARD(SUFFIX, TYPE, REAL)                                              \
+    void softmax_backward_##SUFFIX(const TYPE *grad, int64_t grad_row_stride,                   \
+                                   const TYPE *output, int64_t output_row_stride,                \
+                                   int64_t n_classes, int64_t row_begin, int64_t row_end,        \
+                                   TYPE *result, int64_t result_row_stride,                      \
+                                   int64_t log_output) {                                         \
+        for (int64_t n = row_begin; n < row_end; ++n) {                                          \
+            const TYPE *grad_row = grad + n * grad_row_stride;                                   \
+            const TYPE *output_row = output + n * output_row_stride;                             \
+            TYPE *result_row = result + n * result_row_stride;                                   \
+            double total = 0.0;                                                                  \
+            for (int64_t chunk = 0; chunk < n_classes; chunk += SUM_CHUNK) {                     \
+                const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK      \
+                                                                        : n_classes;             \
+                REAL partial = 0;                                                                \
+                if (log_output) {                                                                \
+                    _Pragma("omp simd reduction(+ : partial)")                                   \
+                    for (int64_t c = chunk; c < chunk_end; ++c)                                  \
+                        partial += load_##SUFFIX(grad_row, c);                                   \
+                } else {                                                                         \
+                    _Pragma("omp simd reduction(+ : partial)")                                   \
+                    for (int64_t c = chunk; c < chunk_end; ++c)                                  \
+                        partial += load_##SUFFIX(grad_row, c) * load_##SUFFIX(output_row, c);    \
+                }                                                                                \
+                total += partial;                                                                \
+            }                                                                                    \
+            const REAL sum = (REAL)total;                                                        \
+            if (log_output) {                                                                    \
+                _Pragma("omp simd")                                                              \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(result_row, c,                                                \
+                                   load_##SUFFIX(grad_row, c)                                    \
+                                       - exp_##SUFFIX(load_##SUFFIX(output_row, c)) * sum);      \
+            } else {                                                                             \
+                _Pragma("omp simd")                                                              \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(result_row, c,                                                \
+                                   load_##SUFFIX(output_row, c)                                  \
+                                       * (load_##SUFFIX(grad_row, c) - sum));                    \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
 #define DEFINE_KERNELS(SUFFIX, TYPE, REAL)                                                       \
     DEFINE_WEIGHT_TOTAL(SUFFIX, REAL)                                                            \
     DEFINE_LOAD_TILE(SUFFIX, TYPE, REAL)                                                         \
@@ -531,7 +623,9 @@ static inline double log_f64(double x) {
     DEFINE_FORWARD_ROW(SUFFIX, TYPE, REAL)                                                       \
     DEFINE_FINISH(SUFFIX, TYPE, REAL)                                                            \
     DEFINE_BACKWARD(SUFFIX, TYPE, REAL)                                                          \
-    DEFINE_FORWARD(SUFFIX, TYPE, REAL)
+    DEFINE_FORWARD(SUFFIX, TYPE, REAL)                                                           \
+    DEFINE_SOFTMAX_FORWARD(SUFFIX, TYPE, REAL)                                                   \
+    DEFINE_SOFTMAX_BACKWARD(SUFFIX, TYPE, REAL)
 
 DEFINE_KERNELS(f32, float, float)
 DEFINE_KERNELS(bf16, uint16_t, float)

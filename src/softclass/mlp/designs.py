@@ -75,7 +75,7 @@ class Design:
         """Class indices ``(N,)`` → what this design's loss takes (indices or one-hot floats)."""
         if self.target_encoding == "index":
             return targets
-        return functional.one_hot(targets, n_classes)
+        return functional.one_hot(targets, n_classes, dtype=torch.float32)
 
     def loss_from_logits(self, logits: torch.Tensor, encoded_targets: torch.Tensor) -> torch.Tensor:
         """The training loss of a batch of logits ``(N, C)``."""
