@@ -1,5 +1,6 @@
 """The compare / train / predict commands: outputs, round trips and one-line errors."""
 
+import html
 import inspect
 import json
 import sys
@@ -164,6 +165,10 @@ def test_short_compare_prints_the_table_and_the_agreement(run, tmp_path):
     assert f"written to {tmp_path / 'r'}" in out
     assert (tmp_path / "r" / "loss_curves.png").read_bytes()[:8] == PNG_SIGNATURE
     assert sorted(p.name for p in (tmp_path / "r" / "models").iterdir()) == ["A", "B"]
+    page = (tmp_path / "r" / "report.html").read_text()
+    command = f"softclass compare --epochs 3 --design AB --out {tmp_path / 'r'}"
+    assert f"<code>{html.escape(command)}</code>" in page
+    assert "<title>softclass compare: bundled iris → species</title>" in page
 
 
 @pytest.mark.slow
@@ -206,6 +211,9 @@ def test_train_then_predict_round_trips_class_names(run, tmp_path):
     assert code == 0, err
     assert "design D" in out and f"model saved to {model_dir}" in out
     assert load_model(model_dir).classes == tuple(sorted(CITIES))
+    page = (model_dir / "report.html").read_text()
+    assert f"<title>softclass train: {html.escape(str(people))} → city</title>" in page
+    assert f"softclass train {people} --design D --epochs 30" in html.unescape(page)
 
     code, out, err = run("predict", model_dir, people, "--accuracy")
     assert code == 0, err

@@ -29,6 +29,7 @@ from softclass.errors import Interrupted, SoftclassError, SoftclassWarning
 from softclass.jobs.defaults import DEMONSTRATION, TABLE, Defaults, defaults_for
 
 if TYPE_CHECKING:
+    from softclass.evaluation.report import RunContext
     from softclass.jobs.compare import ComparisonResult, PreparedData
     from softclass.training.config import TrainConfig
     from softclass.training.distributed import DistContext
@@ -801,6 +802,16 @@ class _ProgressBars:
         )
 
 
+def _run_context(data: Path | None) -> RunContext:
+    """The table's name and the command as typed, for report.html."""
+    import shlex
+
+    from softclass.evaluation.report import RunContext
+
+    table = "bundled iris" if data is None else str(data)
+    return RunContext(table=table, command=shlex.join(["softclass", *sys.argv[1:]]))
+
+
 @dataclass(frozen=True)
 class _Network:
     """The network and training options after the defaults filled in what was not typed."""
@@ -975,6 +986,7 @@ def compare(
                     distributed=context,
                     stopping_fraction=stopping,
                     defaults=network.defaults,
+                    context=_run_context(data),
                 )
         except Interrupted as interrupt:
             interrupt.kept = describe_written(out)
@@ -1067,7 +1079,7 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         _print_seed_statistics(statistics, len(result.seeds))
     if result.out_dir is not None:
         console.print(
-            f"models, history.json, report.json and plots written to {result.out_dir}",
+            f"models, history.json, report.json, report.html and plots written to {result.out_dir}",
             highlight=False,
             soft_wrap=True,
         )
@@ -1239,6 +1251,7 @@ def train(
                     resume=resume,
                     progress=bars,
                     distributed=context,
+                    context=_run_context(data),
                 )
         except Interrupted as interrupt:
             interrupt.kept = describe_kept(out)

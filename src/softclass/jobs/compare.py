@@ -47,10 +47,12 @@ import torch
 from softclass.data import Recipe, TypingOptions, stratified_split
 from softclass.data.recipe import typed_table
 from softclass.errors import ConfigError, DataError
-from softclass.evaluation import metrics, plots
+from softclass.evaluation import metrics
+from softclass.evaluation.report import RunContext
 from softclass.evaluation.stats import COMMON_METRICS, compare_designs, mean_interval
 from softclass.io import atomic_write_json, claim_output_directory
 from softclass.jobs.defaults import Defaults
+from softclass.jobs.report import write_report
 from softclass.jobs.store import check_finite_recipe, save_model
 from softclass.mlp.designs import DESIGNS, Design, get_design
 from softclass.mlp.model import MLPConfig
@@ -530,6 +532,7 @@ def compare(
     distributed: DistContext | None = None,
     stopping_fraction: float = STOPPING_FRACTION,
     defaults: Defaults | None = None,
+    context: RunContext | None = None,
 ) -> ComparisonResult:
     """Train ``designs`` on ``data`` with the same network, split and seed(s); measure; save.
 
@@ -539,7 +542,8 @@ def compare(
         config: training options (``config.seed`` is the first seed).
         hidden, activation: the MLP's hidden layers (default: the seed's 4-7-3 tanh).
         seeds: how many seeds to run (``config.seed``, ``config.seed + 1``, ...).
-        out_dir: where to write models, history.json, report.json and PNG plots; None: nothing.
+        out_dir: where to write models, history.json, report.json, report.html and PNG plots;
+            None: nothing.
         progress: called after every epoch of every run.
         distributed: this process's place in a torchrun run; every design then trains data
             parallel (one seed after another: the batched seed engine is single-process) and
@@ -548,6 +552,7 @@ def compare(
             of the training rows held out to choose the epoch; the validation rows stay apart
             for the reported numbers. Unused without early stopping.
         defaults: the default set the options came from; recorded in the report.
+        context: the table's name and the command, for report.html.
 
     Raises:
         ConfigError: bad designs, seeds, stopping fraction, or data without validation rows.
@@ -577,6 +582,7 @@ def compare(
             distributed,
             stopping_fraction,
             defaults,
+            context,
         )
 
 
@@ -592,6 +598,7 @@ def _compare(
     distributed: DistContext,
     stopping_fraction: float,
     defaults: Defaults | None,
+    context: RunContext | None,
 ) -> ComparisonResult:
     config = TrainConfig() if config is None else config
     names = parse_designs(designs)
@@ -652,7 +659,7 @@ def _compare(
         defaults=defaults,
     )
     if out_dir is not None and distributed.is_main:
-        write_outputs(result, data.recipe, Path(out_dir))
+        write_outputs(result, data, Path(out_dir), context)
     barrier(distributed)
     return result
 
@@ -985,12 +992,19 @@ def describe_written(out_dir: str | Path) -> str:
     return f"kept in {out_dir}: {', '.join(kept)} (complete files; compare keeps no checkpoints)"
 
 
-def write_outputs(result: ComparisonResult, recipe: Recipe | None, out_dir: Path) -> None:
-    """Models of the first seed (when a recipe is known), history.json, report.json and plots.
+def write_outputs(
+    result: ComparisonResult,
+    data: PreparedData,
+    out_dir: Path,
+    context: RunContext | None = None,
+) -> None:
+    """Models of the first seed (when a recipe is known), history.json, report.json, report.html
+    and plots.
 
     Each model directory is replaced as one unit and each file atomically: a run stopped while
     writing leaves every file complete (the new or the earlier version), never half of one.
     """
+    recipe = data.recipe
     first_runs = {run.design: run for run in result.runs if run.seed == result.seeds[0]}
     if recipe is not None:
         for name, run in first_runs.items():
@@ -1014,18 +1028,4 @@ def write_outputs(result: ComparisonResult, recipe: Recipe | None, out_dir: Path
         },
     )
     atomic_write_json(out_dir / "report.json", report)
-    if result.bands is not None:
-        plots.plot_seed_bands(result.bands, out_dir / "seed_bands.png")
-    plots.plot_loss_curves(
-        {name: run.history for name, run in first_runs.items()},
-        {name: get_design(name).loss_name for name in first_runs},
-        out_dir / "loss_curves.png",
-    )
-    plots.plot_confusion_matrices(
-        {name: run.confusion for name, run in first_runs.items()},
-        result.class_names,
-        out_dir / "confusion_matrices.png",
-    )
-    plots.plot_calibration(
-        {name: run.calibration for name, run in first_runs.items()}, out_dir / "calibration.png"
-    )
+    write_report(result, data, out_dir, context)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -21,9 +21,11 @@ from softclass.data.messages import HEADER_ROWS
 from softclass.diagnostics.check import Finding, check_pairing
 from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.evaluation import metrics
+from softclass.evaluation.report import RunContext
 from softclass.io import claim_output_directory
-from softclass.jobs.compare import PreparedData
+from softclass.jobs.compare import ComparisonResult, PreparedData, measure
 from softclass.jobs.output import PREDICTED_COLUMN, ROW_COLUMN, probability_columns
+from softclass.jobs.report import write_report
 from softclass.jobs.store import METADATA_FILE, SavedModel, check_finite_recipe, save_model
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
@@ -45,13 +47,16 @@ def train_to_directory(
     resume: bool = False,
     progress: ProgressCallback | None = None,
     distributed: DistContext | None = None,
+    context: RunContext | None = None,
 ) -> TrainResult:
-    """Train ``design`` and save it in ``out_dir`` (model.safetensors, model.json).
+    """Train ``design`` and save it in ``out_dir`` (model.safetensors, model.json, report.html).
 
     A checkpoint (``out_dir/checkpoint.pt``) is written every ``config.checkpoint_every`` epochs
     and kept; ``resume=True`` continues from it with the same final weights as an uninterrupted
     run. Under torchrun (``distributed``), every rank trains and rank 0 alone writes the
-    checkpoint and the model; the other ranks wait for it.
+    checkpoint and the model; the other ranks wait for it. ``context`` (the table's name, the
+    command) goes into report.html, which measures the model on the validation rows (on the
+    training rows, and says so, when there are none).
 
     Rank 0 holds a lock on ``out_dir`` for the whole run (a second run on the same directory is
     refused at once) and checks that it can write there before training. The model directory is
@@ -74,7 +79,16 @@ def train_to_directory(
     claim = claim_output_directory(out_dir) if distributed.is_main else contextlib.nullcontext()
     with claim:
         return _train_into(
-            data, design, out_dir, config, hidden, activation, resume, progress, distributed
+            data,
+            design,
+            out_dir,
+            config,
+            hidden,
+            activation,
+            resume,
+            progress,
+            distributed,
+            context,
         )
 
 
@@ -88,6 +102,7 @@ def _train_into(
     resume: bool,
     progress: ProgressCallback | None,
     distributed: DistContext,
+    context: RunContext | None,
 ) -> TrainResult:
     checkpoint = out_dir / CHECKPOINT_FILE
     if not resume and (checkpoint.exists() or (out_dir / METADATA_FILE).exists()):
@@ -113,8 +128,39 @@ def _train_into(
     )
     if distributed.is_main:
         save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
+        _write_train_report(result, data, out_dir, context)
     barrier(distributed)
     return result
+
+
+def _write_train_report(
+    result: TrainResult, data: PreparedData, out_dir: Path, context: RunContext | None
+) -> None:
+    """report.html of one trained design: a one-design comparison measured like ``compare``."""
+    if data.validation_features is None:
+        data = replace(
+            data,
+            validation_features=data.train_features,
+            validation_targets=data.train_targets,
+            warnings=(
+                *data.warnings,
+                "no rows were held out (--validation 0): every held-out number below is "
+                "measured on the training rows, so it is optimistic",
+            ),
+        )
+    comparison = ComparisonResult(
+        designs=(result.design.name,),
+        seeds=(result.config.seed,),
+        runs=(measure(result, data),),
+        agreements=(),
+        class_names=data.class_names,
+        model_config=result.model_config,
+        config=result.config,
+        n_train=int(data.train_features.shape[0]),
+        n_validation=int(data.validation_features.shape[0]),
+        out_dir=out_dir,
+    )
+    write_report(comparison, data, out_dir, context, kind="train")
 
 
 def describe_kept(out_dir: str | Path) -> str:
