@@ -256,19 +256,23 @@ def test_softclass_train_never_runs_a_planted_library(tmp_path):
     first = train("first")
     assert first.returncode == 0, first.stderr
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
-    # softclass train builds the compiled code it runs: the MLP training loops (mlp_native) for
-    # this network since the one training engine (issue 11), the fused cross entropy before.
-    (record,) = cache.glob("*_native-*.sha256")
+    # softclass train builds the compiled code it runs: the MLP training loops (mlp_native) and,
+    # where its math calls the fused cross entropy (the first-batch pairing check, the report),
+    # the CE kernels (cpu_native). Every record and library is planted over.
+    records = list(cache.glob("*_native-*.sha256"))
     libraries = list(cache.glob("*_native-*.so"))
-    assert [stat.S_IMODE(path.stat().st_mode) for path in [record, *libraries]] == [0o600] * 2
+    assert records and len(libraries) == len(records)
+    modes = [stat.S_IMODE(path.stat().st_mode) for path in [*records, *libraries]]
+    assert modes == [0o600] * (2 * len(records))
 
     marker = tmp_path / "constructor-ran"
     planted = _compile(tmp_path, PLANTED_SOURCE, tmp_path / "planted.so", marker).read_bytes()
     digest = hashlib.sha256(planted).hexdigest()
     for library in libraries:
-        library.write_bytes(planted)  # the old name, too
-    (cache / f"{record.stem}-{digest[:16]}.so").write_bytes(planted)
-    record.write_text(digest + "\n")
+        library.write_bytes(planted)  # the old names, too
+    for record in records:
+        (cache / f"{record.stem}-{digest[:16]}.so").write_bytes(planted)
+        record.write_text(digest + "\n")
     os.chmod(cache, 0o777)
 
     second = train("second")

@@ -108,6 +108,8 @@ _SYMBOLS = tuple(
 T = TypeVar("T")
 
 _failure: list[str] = []
+# Cache directories already warned about in this process.
+_distrusted_warned: set[Path] = set()
 
 
 def _cache_directory() -> Path:
@@ -314,13 +316,16 @@ def load_compiled(
     try:
         distrust = _private_directory(directory)
         if distrust is not None:
-            warnings.warn(
-                f"softclass's compiled-code cache {directory} is {distrust}: nothing is loaded "
-                f"from it; {source.name} is built in a private temporary directory for this run "
-                f"(make the cache yours with mode 0700, or set SOFTCLASS_CACHE_DIR)",
-                NativeCacheWarning,
-                stacklevel=2,
-            )
+            if directory not in _distrusted_warned:  # one warning per run, not per library
+                _distrusted_warned.add(directory)
+                warnings.warn(
+                    f"softclass's compiled-code cache {directory} is {distrust}: nothing is "
+                    "loaded from it; the compiled kernels are built in a private temporary "
+                    "directory for this run (make the cache yours with mode 0700, or set "
+                    "SOFTCLASS_CACHE_DIR)",
+                    NativeCacheWarning,
+                    stacklevel=2,
+                )
             with tempfile.TemporaryDirectory(prefix="softclass-native-") as private:
                 loaded = _build(compiler, source, flags, libraries, stem, Path(private), symbols)
         else:
