@@ -1,8 +1,11 @@
 """Shared test set-up: every test starts from the same global random state."""
 
+import sys
+
 import pytest
 import torch
 
+from softclass import cli
 from softclass.training import mlp_native
 
 
@@ -30,3 +33,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """Run ``softclass ARGS`` in this process through the console entry point; returns
+    ``(exit code, stdout, stderr)``."""
+
+    def invoke(*args):
+        monkeypatch.setattr(sys, "argv", ["softclass", *map(str, args)])
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke

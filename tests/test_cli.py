@@ -3,7 +3,6 @@
 import html
 import inspect
 import json
-import sys
 
 import polars as pl
 import pytest
@@ -20,23 +19,6 @@ CITIES = {"Anaheim", "Boulder", "Chicago"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    """Run ``softclass ARGS`` in this process through the console entry point."""
-
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["softclass", *map(str, args)])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 NETWORK_OPTIONS = ("epochs", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size")

@@ -9,7 +9,6 @@ import bz2
 import gzip
 import json
 import re
-import sys
 
 import numpy as np
 import polars as pl
@@ -19,7 +18,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from softclass import cli
 from softclass.data import Recipe, TypingOptions, read_table, reading, type_columns
 from softclass.data.messages import MESSAGE_LIMIT
 from softclass.errors import DataError
@@ -501,21 +499,6 @@ def test_predict_on_reordered_extra_and_missing_columns(order, extra, missing):
 
 
 # --- the command line ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["softclass", *map(str, args)])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def test_cli_shows_the_typing_table_and_carries_ids_into_predictions(run, tmp_path):

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 import torch
 
-from softclass import cli, io
+from softclass import io
 from softclass.data import bundled_path
 from softclass.errors import DataError, ModelFileError, TrainingDiverged
 from softclass.jobs.compare import prepare_table
@@ -33,23 +33,6 @@ ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 TEMPORARY = re.compile(r"\.(tmp|tmpdir|old|lock)$")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    """Run ``softclass ARGS`` in this process through the console entry point."""
-
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["softclass", *map(str, args)])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def _leftovers(root):

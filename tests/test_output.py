@@ -4,14 +4,12 @@ other."""
 
 import csv
 import io
-import sys
 
 import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from softclass import cli
 from softclass.jobs.output import (
     RESERVED_COLUMNS,
     neutralise_cell,
@@ -117,21 +115,6 @@ def test_spreadsheet_safe_renames_clashing_neutralised_headers():
 
 
 CLASSES = [HYPERLINK, "row", "proba_row", "\x1b[2J\x1b]0;pwned\x07red"]
-
-
-@pytest.fixture
-def run(monkeypatch, capsys):
-    def invoke(*args):
-        monkeypatch.setattr(sys, "argv", ["softclass", *map(str, args)])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def _header(text):
