@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -97,23 +98,20 @@ def _sgd_torch(
 
 def _adam_torch(
     optimizer_class: type[torch.optim.Optimizer],
-) -> Callable[[Iterable[torch.Tensor], OptimizerParams, bool], torch.optim.Optimizer]:
-    """The builder of torch's Adam or AdamW (the same arguments; the classes differ only in how
-    weight decay is applied)."""
-
-    def build(
-        parameters: Iterable[torch.Tensor], params: OptimizerParams, fused: bool
-    ) -> torch.optim.Optimizer:
-        return optimizer_class(
-            parameters,
-            lr=params.learning_rate,
-            betas=params.betas,
-            eps=params.eps,
-            weight_decay=params.weight_decay,
-            fused=fused,
-        )
-
-    return build
+    parameters: Iterable[torch.Tensor],
+    params: OptimizerParams,
+    fused: bool,
+) -> torch.optim.Optimizer:
+    """torch's Adam or AdamW (the same arguments; the classes differ only in how weight decay is
+    applied). Bound to its class with functools.partial, which pickles with the estimator."""
+    return optimizer_class(
+        parameters,
+        lr=params.learning_rate,
+        betas=params.betas,
+        eps=params.eps,
+        weight_decay=params.weight_decay,
+        fused=fused,
+    )
 
 
 def _sgd_step(
@@ -187,13 +185,13 @@ def _adamw_step(
 OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": Optimizer("sgd", "SGD with momentum (Nesterov optional)", 1, _sgd_torch, _sgd_step, 0),
     "adam": Optimizer(
-        "adam", "Adam (L2 weight decay)", 2, _adam_torch(torch.optim.Adam), _adam_step, 1
+        "adam", "Adam (L2 weight decay)", 2, partial(_adam_torch, torch.optim.Adam), _adam_step, 1
     ),
     "adamw": Optimizer(
         "adamw",
         "AdamW (decoupled weight decay)",
         2,
-        _adam_torch(torch.optim.AdamW),
+        partial(_adam_torch, torch.optim.AdamW),
         _adamw_step,
         2,
     ),
