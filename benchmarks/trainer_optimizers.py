@@ -1,0 +1,135 @@
+"""The autograd Trainer's optimizers on the bundled Iris: wall time and whether ``torch._dynamo``
+gets imported, in fresh interpreters.
+
+Run from the repository root: ``PYTHONPATH=src python -m benchmarks.trainer_optimizers
+[--repeats 3]``.
+
+Building any ``torch.optim`` optimizer imports ``torch._dynamo`` (about 1.7 s of CPU); the Trainer
+steps every optimizer of :mod:`softclass.mlp.optimizers` without one. Cases, each a fresh
+interpreter timed from launch to exit, run in turn ``--repeats`` times (medians count):
+
+* ``import torch`` — the reference;
+* ``softclass train`` on Iris with ``--optimizer adamw`` (the batched engine), and with
+  ``--precision bf16`` (the autograd Trainer) for adamw and sgd;
+* ``fit`` (the Trainer, 100 epochs of the 4-7-3 network, ``backend="autograd"``) with sgd,
+  sgd + Nesterov (no command-line flag exists for it), adam and adamw.
+
+Each case runs once more under ``python -X importtime`` to see whether ``torch._dynamo`` is
+imported. Appends a row per case to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks._results import append_row, commit, machine
+from softclass.data.bundled import bundled_path
+
+IRIS = str(bundled_path("iris"))
+
+# Trains the Iris network with the autograd Trainer: argv = optimizer, "nesterov" or "plain".
+_FIT = """
+import sys
+import polars as pl, torch
+from softclass.data.bundled import bundled_path
+from softclass.mlp.designs import get_design
+from softclass.mlp.model import MLPConfig
+from softclass.training.config import TrainConfig
+from softclass.training.trainer import fit
+table = pl.read_csv(bundled_path("iris"))
+features = torch.tensor(table.drop("species").to_numpy(), dtype=torch.float32)
+features = (features - features.mean(0)) / features.std(0)
+names = sorted(set(table["species"].to_list()))
+targets = torch.tensor([names.index(name) for name in table["species"].to_list()])
+config = TrainConfig(optimizer=sys.argv[1], nesterov=sys.argv[2] == "nesterov", backend="autograd")
+fit(get_design("A"), MLPConfig(4, 3, (7,)), features, targets, config=config)
+"""
+
+CASES: dict[str, list[str]] = {
+    "import torch": ["-c", "import torch"],
+    "train --optimizer adamw": ["-m", "softclass", "train", IRIS, "--optimizer", "adamw"],
+    "train --optimizer adamw --precision bf16": [
+        *["-m", "softclass", "train", IRIS, "--optimizer", "adamw", "--precision", "bf16"]
+    ],
+    "train --optimizer sgd --precision bf16": [
+        *["-m", "softclass", "train", IRIS, "--optimizer", "sgd", "--precision", "bf16"]
+    ],
+    "fit sgd (Trainer)": ["-c", _FIT, "sgd", "plain"],
+    "fit sgd nesterov (Trainer)": ["-c", _FIT, "sgd", "nesterov"],
+    "fit adam (Trainer)": ["-c", _FIT, "adam", "plain"],
+    "fit adamw (Trainer)": ["-c", _FIT, "adamw", "plain"],
+}
+
+SECTION = "## Trainer optimizers: start-up and Iris training (benchmarks/trainer_optimizers.py)"
+HEADER = (
+    "| date | commit | machine | repeats | case | wall s (median) | x import torch | "
+    "imports torch._dynamo |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def _arguments(case: list[str], directory: str) -> list[str]:
+    """The case's arguments, with a fresh ``--out`` for the ``train`` commands."""
+    return [*case, "--out", f"{directory}/model"] if "train" in case else case
+
+
+def timed(case: list[str]) -> float:
+    """Wall seconds of one fresh interpreter running ``case``."""
+    with tempfile.TemporaryDirectory() as directory:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, *_arguments(case, directory)], check=True, capture_output=True
+        )
+        return time.perf_counter() - start
+
+
+def imports_dynamo(case: list[str]) -> bool:
+    """Whether ``python -X importtime`` lists ``torch._dynamo`` for ``case``."""
+    with tempfile.TemporaryDirectory() as directory:
+        run = subprocess.run(
+            [sys.executable, "-X", "importtime", *_arguments(case, directory)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return any(line.rstrip().endswith("| torch._dynamo") for line in run.stderr.splitlines())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per case")
+    parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    arguments = parser.parse_args()
+    runs: dict[str, list[float]] = {name: [] for name in CASES}
+    for _ in range(arguments.repeats):
+        for name, case in CASES.items():
+            runs[name].append(timed(case))
+    dynamo = {name: imports_dynamo(case) for name, case in CASES.items()}
+    wall = {name: statistics.median(values) for name, values in runs.items()}
+    reference = wall["import torch"]
+    print(f"machine: {machine()}")
+    for name in CASES:
+        print(
+            f"{name:42s} wall {wall[name]:6.2f} s ({wall[name] / reference:4.2f}x import torch), "
+            f"torch._dynamo {'imported' if dynamo[name] else 'not imported'}"
+        )
+    if arguments.no_record:
+        return
+    stamp = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
+    for name in CASES:
+        imported = "yes" if dynamo[name] else "no"
+        append_row(
+            SECTION,
+            HEADER,
+            f"| {stamp} | {commit()} | {machine()} | {arguments.repeats} | `{name}` | "
+            f"{wall[name]:.2f} | {wall[name] / reference:.2f}x | {imported} |",
+        )
+
+
+if __name__ == "__main__":
+    main()
