@@ -2,7 +2,9 @@
 gets imported, in fresh interpreters.
 
 Run from the repository root: ``PYTHONPATH=src python -m benchmarks.trainer_optimizers
-[--repeats 3]``.
+[--repeats 3] [--baseline OTHER/src]``; with ``--baseline`` every case also runs with that source
+tree (e.g. a checkout of main before this change) on ``PYTHONPATH``, interleaved with this tree's
+runs, and the ratio this tree / baseline is printed (same run, same load).
 
 Building any ``torch.optim`` optimizer imports ``torch._dynamo`` (about 1.7 s of CPU); the Trainer
 steps every optimizer of :mod:`softclass.mlp.optimizers` without one. Cases, each a fresh
@@ -11,8 +13,9 @@ interpreter timed from launch to exit, run in turn ``--repeats`` times (medians 
 * ``import torch`` — the reference;
 * ``softclass train`` on Iris with ``--optimizer adamw`` (the batched engine), and with
   ``--precision bf16`` (the autograd Trainer) for adamw and sgd;
-* ``fit`` (the Trainer, 100 epochs of the 4-7-3 network, ``backend="autograd"``) with sgd,
-  sgd + Nesterov (no command-line flag exists for it), adam and adamw.
+* ``fit`` (the Trainer, 100 epochs of the 4-7-3 network, ``backend="autograd"``, one thread as
+  ``softclass train`` chooses for it) with sgd, sgd + Nesterov (no command-line flag exists for
+  it), adam and adamw.
 
 Each case runs once more under ``python -X importtime`` to see whether ``torch._dynamo`` is
 imported. Appends a row per case to benchmarks/RESULTS.md.
@@ -22,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from benchmarks._results import append_row, commit, machine
 from softclass.data.bundled import bundled_path
@@ -42,6 +47,7 @@ from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig
 from softclass.training.trainer import fit
+torch.set_num_threads(1)
 table = pl.read_csv(bundled_path("iris"))
 features = torch.tensor(table.drop("species").to_numpy(), dtype=torch.float32)
 features = (features - features.mean(0)) / features.std(0)
@@ -69,7 +75,8 @@ CASES: dict[str, list[str]] = {
 SECTION = "## Trainer optimizers: start-up and Iris training (benchmarks/trainer_optimizers.py)"
 HEADER = (
     "| date | commit | machine | repeats | case | wall s (median) | x import torch | "
-    "imports torch._dynamo |\n|---|---|---|---|---|---|---|---|"
+    "imports torch._dynamo | baseline wall s | baseline x import torch | baseline imports "
+    "torch._dynamo | this / baseline |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -78,17 +85,25 @@ def _arguments(case: list[str], directory: str) -> list[str]:
     return [*case, "--out", f"{directory}/model"] if "train" in case else case
 
 
-def timed(case: list[str]) -> float:
+def _environment(source: str | None) -> dict[str, str] | None:
+    """This process's environment, or it with ``source`` on PYTHONPATH (a baseline tree)."""
+    return None if source is None else {**os.environ, "PYTHONPATH": source}
+
+
+def timed(case: list[str], source: str | None) -> float:
     """Wall seconds of one fresh interpreter running ``case``."""
     with tempfile.TemporaryDirectory() as directory:
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, *_arguments(case, directory)], check=True, capture_output=True
+            [sys.executable, *_arguments(case, directory)],
+            check=True,
+            capture_output=True,
+            env=_environment(source),
         )
         return time.perf_counter() - start
 
 
-def imports_dynamo(case: list[str]) -> bool:
+def imports_dynamo(case: list[str], source: str | None) -> bool:
     """Whether ``python -X importtime`` lists ``torch._dynamo`` for ``case``."""
     with tempfile.TemporaryDirectory() as directory:
         run = subprocess.run(
@@ -96,6 +111,7 @@ def imports_dynamo(case: list[str]) -> bool:
             check=True,
             capture_output=True,
             text=True,
+            env=_environment(source),
         )
     return any(line.rstrip().endswith("| torch._dynamo") for line in run.stderr.splitlines())
 
@@ -103,32 +119,43 @@ def imports_dynamo(case: list[str]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per case")
+    parser.add_argument("--baseline", help="another source tree to run every case with too")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     arguments = parser.parse_args()
-    runs: dict[str, list[float]] = {name: [] for name in CASES}
+    trees: dict[str, str | None] = {"this": None}
+    if arguments.baseline:
+        trees["baseline"] = str(Path(arguments.baseline).resolve())
+    runs = {(tree, name): [] for tree in trees for name in CASES}
     for _ in range(arguments.repeats):
         for name, case in CASES.items():
-            runs[name].append(timed(case))
-    dynamo = {name: imports_dynamo(case) for name, case in CASES.items()}
-    wall = {name: statistics.median(values) for name, values in runs.items()}
-    reference = wall["import torch"]
+            for tree, source in trees.items():
+                runs[tree, name].append(timed(case, source))
+    wall = {key: statistics.median(values) for key, values in runs.items()}
+    dynamo = {(tree, name): imports_dynamo(CASES[name], trees[tree]) for tree, name in runs}
     print(f"machine: {machine()}")
-    for name in CASES:
-        print(
-            f"{name:42s} wall {wall[name]:6.2f} s ({wall[name] / reference:4.2f}x import torch), "
-            f"torch._dynamo {'imported' if dynamo[name] else 'not imported'}"
-        )
-    if arguments.no_record:
-        return
     stamp = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
     for name in CASES:
-        imported = "yes" if dynamo[name] else "no"
-        append_row(
-            SECTION,
-            HEADER,
-            f"| {stamp} | {commit()} | {machine()} | {arguments.repeats} | `{name}` | "
-            f"{wall[name]:.2f} | {wall[name] / reference:.2f}x | {imported} |",
-        )
+        cells = []
+        for tree in trees:
+            ratio = wall[tree, name] / wall[tree, "import torch"]
+            imported = "yes" if dynamo[tree, name] else "no"
+            print(
+                f"{tree:8s} {name:42s} wall {wall[tree, name]:6.2f} s ({ratio:4.2f}x import "
+                f"torch), torch._dynamo imported: {imported}"
+            )
+            cells += [f"{wall[tree, name]:.2f}", f"{ratio:.2f}x", imported]
+        if "baseline" in trees:
+            cells.append(f"{wall['this', name] / wall['baseline', name]:.2f}")
+        else:
+            cells += ["—"] * 4
+        if not arguments.no_record:
+            append_row(
+                SECTION,
+                HEADER,
+                f"| {stamp} | {commit()} | {machine()} | {arguments.repeats} | `{name}` | "
+                + " | ".join(cells)
+                + " |",
+            )
 
 
 if __name__ == "__main__":
