@@ -146,10 +146,11 @@ def test_early_stopping_restores_the_best_weights():
     assert torch.equal(_weights(result.model), snapshots[history.best_epoch])
 
 
-# Every registry optimizer, SGD also with Nesterov momentum, each with weight decay.
+# Every registry optimizer, SGD also with Nesterov momentum, each with weight decay; one in bf16.
 RESUMED_OPTIMIZERS = [
     *[{"optimizer": name, "weight_decay": 0.01} for name in OPTIMIZERS],
     {"optimizer": "sgd", "nesterov": True, "weight_decay": 0.01},
+    {"optimizer": "adamw", "weight_decay": 0.01, "precision": "bf16"},
 ]
 
 
