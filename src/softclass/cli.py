@@ -744,7 +744,6 @@ def _print_typing_table(recipe) -> None:
         )
 
 
-
 def _draws_figures(command: Callable[..., None]) -> Callable[..., None]:
     """Run ``command`` with figure helpers started first (they import matplotlib and load its
     fonts while the command imports torch and trains; see

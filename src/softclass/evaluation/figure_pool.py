@@ -229,9 +229,7 @@ class FigurePool:
                 self._drop(helper)
                 continue
             if isinstance(answers, dict):
-                drawn.update(
-                    (name, png) for name, png in answers.items() if isinstance(png, bytes)
-                )
+                drawn.update((name, png) for name, png in answers.items() if isinstance(png, bytes))
         return drawn
 
     def _drop(self, helper: _Helper) -> None:
