@@ -751,17 +751,34 @@ def _engine_compare(
 
     def on_epoch(epoch: int, trainer, histories, epochs_run: list[int]) -> None:
         # Runs after every epoch; member m ran this epoch while epoch <= epochs_run[m].
-        parameters = trainer.network.parameters()  # stacked: (M, ...) each
+        if progress is not None:
+            for name in names:
+                m = index[(name, seed)]
+                if epoch <= epochs_run[m]:
+                    record = _epoch_record(histories, m, epoch, 0.0)
+                    finished = epoch == epochs_run[m]
+                    progress(ProgressEvent(labels[name], epoch, config.epochs, record, finished))
+        pairs = [
+            (agreement, index[(agreement.first, seed)], index[(agreement.second, seed)])
+            for agreement in agreements
+        ]
+        pairs = [(a, i, j) for a, i, j in pairs if epoch <= min(epochs_run[i], epochs_run[j])]
+        if not pairs:
+            return
+        with torch.no_grad():  # every pair's max |ΔW| at once: one host sync per epoch
+            first = torch.tensor([i for _, i, _ in pairs])
+            second = torch.tensor([j for _, _, j in pairs])
+            differences = torch.stack(
+                [
+                    (tensor[first] - tensor[second]).abs().flatten(1).amax(1)
+                    for tensor in trainer.network.parameters()  # stacked: (M, ...) each
+                ]
+            )
+            weight_diffs = differences.amax(0).tolist()
         # Per member whose weights the probe ran at: its network and each design's gradient.
         probed: dict[int, tuple[torch.nn.Module, dict[str, list[torch.Tensor]]]] = {}
-        for agreement in agreements:
-            i, j = index[(agreement.first, seed)], index[(agreement.second, seed)]
-            if epoch > epochs_run[i] or epoch > epochs_run[j]:
-                continue
-            with torch.no_grad():
-                agreement.weight_diff.append(
-                    max(float((tensor[i] - tensor[j]).abs().max()) for tensor in parameters)
-                )
+        for (agreement, i, j), weight_diff in zip(pairs, weight_diffs, strict=True):
+            agreement.weight_diff.append(weight_diff)
             if agreement.loss_diff is not None:
                 agreement.loss_diff.append(
                     max(
@@ -774,13 +791,6 @@ def _engine_compare(
                 if i not in probed:
                     probed[i] = (trainer.network.to_mlp(i), {})
                 _record_gradient_pair(agreement, *probed[i], probe, epoch)
-        if progress is not None:
-            for name in names:
-                m = index[(name, seed)]
-                if epoch <= epochs_run[m]:
-                    record = _epoch_record(histories, m, epoch, 0.0)
-                    finished = epoch == epochs_run[m]
-                    progress(ProgressEvent(labels[name], epoch, config.epochs, record, finished))
 
     started = time.perf_counter()
     result = train_ensemble(
@@ -798,10 +808,12 @@ def _engine_compare(
     seconds = (time.perf_counter() - started) / (max(result.epochs_run) * len(members))
     runs = []
     for m, member in enumerate(result.members):
+        ran = result.epochs_run[m]
+        columns = [getattr(result, name)[m, :ran].tolist() for name in _HISTORY_NAMES]
         history = History(
             [
-                _epoch_record(result, m, epoch, seconds)
-                for epoch in range(1, result.epochs_run[m] + 1)
+                EpochRecord(epoch, *values, seconds)
+                for epoch, values in enumerate(zip(*columns, strict=True), start=1)
             ],
             None if result.best_epoch is None else result.best_epoch[m],
             result.epochs_run[m] < config.epochs,
@@ -829,15 +841,14 @@ def _engine_compare(
     return runs, agreements, bands
 
 
-def _epoch_record(histories: Any, member: int, epoch: int, seconds: float) -> EpochRecord:
-    """Member ``member``'s numbers of 1-based ``epoch`` from the engine's histories (a mapping
-    of ``(M, epochs)`` tensors, or an :class:`EnsembleResult` of arrays)."""
-
-    def value(name: str) -> float:
-        table = histories[name] if isinstance(histories, dict) else getattr(histories, name)
-        return float(table[member, epoch - 1])
-
-    return EpochRecord(epoch, *(value(name) for name in _HISTORY_NAMES), seconds)
+def _epoch_record(
+    histories: dict[str, torch.Tensor], member: int, epoch: int, seconds: float
+) -> EpochRecord:
+    """Member ``member``'s numbers of 1-based ``epoch`` from the engine's ``(M, epochs)``
+    histories."""
+    return EpochRecord(
+        epoch, *(float(histories[name][member, epoch - 1]) for name in _HISTORY_NAMES), seconds
+    )
 
 
 def _engine_noise_floor(
