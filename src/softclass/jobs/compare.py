@@ -26,8 +26,8 @@ Are A and B (and A and D) the same computation? Trained in float32, their weight
 rounding, and over many steps that drift can grow large. :class:`Agreement` therefore decides on
 the two designs' loss gradients at the *same* weights in float64, after a sample of the epochs
 (equal to ~1e-15 for the same loss, far apart for another one), and shows the float32 drift
-beside the rounding noise floor of the same run (design A trained again with its initial weights
-and inputs one float32 ulp away), measured when the drift exceeds 1e-3.
+beside the rounding noise floor of the same run (design A trained again from the same initial
+weights with its inputs one float32 ulp away), measured when the drift exceeds 1e-3.
 """
 
 from __future__ import annotations
@@ -225,9 +225,10 @@ class Agreement:
             the probe rows.
         gradient_epochs: the 1-based epochs the gradient probe ran after.
         noise_floor: max |W_A - W_A'| after the last epoch, where A' is design A trained again
-            with its initial weights and training features moved by one float32 ulp: how far
-            rounding alone moves the weights on this problem. Measured only when this pair is
-            the same loss quantity and drifts beyond FLOAT_TOLERANCE; None otherwise.
+            with the same initial weights and its training features moved by one float32 ulp: how
+            far
+            rounding alone moves the weights on this problem. Measured only when this pair is the
+            same loss quantity and drifts beyond FLOAT_TOLERANCE; None otherwise.
         probe_rows: how many training rows the gradient probe used.
     """
 
@@ -283,7 +284,7 @@ class Agreement:
         """How the verdict was reached, in one sentence."""
         floor = (
             "; the float32 drift set against the noise floor of the same run (design A trained "
-            "again with weights and inputs one float32 ulp away)"
+            "again with its inputs one float32 ulp away)"
             if self.noise_floor is not None
             else ""
         )
@@ -894,7 +895,7 @@ def _compare_one_seed(
 
     The trainers watch ``stopping`` rows when early stopping, else the validation rows. When a
     pair with the same gradients drifts beyond FLOAT_TOLERANCE, the rounding noise floor is
-    measured: design A trained once more with weights and inputs one float32 ulp away.
+    measured: design A trained once more with its inputs one float32 ulp away.
     """
     watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
     trainers = {
@@ -971,8 +972,9 @@ def _noise_floor(
     progress: ProgressCallback | None = None,
 ) -> float:
     """max |W_A - W_A'| after the last epoch: ``trained`` is design A as the lockstep run left
-    it; A' is design A trained again with its initial weights and its training features moved
-    by one float32 ulp (the features differ at every step, as two kernels' rounding does)."""
+    it; A' is design A trained again from the same initial weights with its training features
+    moved by one float32 ulp (the features differ at every step, as two kernels' rounding does;
+    the same rule as the engine's :func:`_engine_noise_floor`)."""
     nudged_features = data.train_features.clone()
     _perturb_one_ulp([nudged_features], config.seed)
     nudged = Trainer(
@@ -984,7 +986,6 @@ def _noise_floor(
         distributed=distributed,
     )
     nudged.initialize(nudged_features, data.train_targets, *watched)
-    _perturb_one_ulp(list(nudged.model_.parameters()), config.seed + 1)
     while not nudged.finished_:
         nudged.run_epoch()
     return _max_weight_diff(trained, nudged.model_)
