@@ -4,7 +4,9 @@ gets imported, in fresh interpreters.
 Run from the repository root: ``PYTHONPATH=src python -m benchmarks.trainer_optimizers
 [--repeats 3] [--baseline OTHER/src]``; with ``--baseline`` every case also runs with that source
 tree (e.g. a checkout of main before this change) on ``PYTHONPATH``, interleaved with this tree's
-runs, and the ratio this tree / baseline is printed (same run, same load).
+runs, and the ratio this tree / baseline is printed (same run, same load). Wall and CPU time
+(user + system of the child: its own work, without the slices other jobs take on a shared
+machine) are both reported.
 
 Building any ``torch.optim`` optimizer imports ``torch._dynamo`` (about 1.7 s of CPU); the Trainer
 steps every optimizer of :mod:`softclass.mlp.optimizers` without one. Cases, each a fresh
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,9 +77,10 @@ CASES: dict[str, list[str]] = {
 
 SECTION = "## Trainer optimizers: start-up and Iris training (benchmarks/trainer_optimizers.py)"
 HEADER = (
-    "| date | commit | machine | repeats | case | wall s (median) | x import torch | "
-    "imports torch._dynamo | baseline wall s | baseline x import torch | baseline imports "
-    "torch._dynamo | this / baseline |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| date | commit | machine | repeats | case | wall / CPU s (median) | CPU x import torch | "
+    "imports torch._dynamo | baseline wall / CPU s | baseline CPU x import torch | baseline "
+    "imports torch._dynamo | this / baseline (wall, CPU) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -90,9 +94,10 @@ def _environment(source: str | None) -> dict[str, str] | None:
     return None if source is None else {**os.environ, "PYTHONPATH": source}
 
 
-def timed(case: list[str], source: str | None) -> float:
-    """Wall seconds of one fresh interpreter running ``case``."""
+def timed(case: list[str], source: str | None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one fresh interpreter running ``case``."""
     with tempfile.TemporaryDirectory() as directory:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, *_arguments(case, directory)],
@@ -100,7 +105,9 @@ def timed(case: list[str], source: str | None) -> float:
             capture_output=True,
             env=_environment(source),
         )
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def imports_dynamo(case: list[str], source: str | None) -> bool:
@@ -130,22 +137,25 @@ def main() -> None:
         for name, case in CASES.items():
             for tree, source in trees.items():
                 runs[tree, name].append(timed(case, source))
-    wall = {key: statistics.median(values) for key, values in runs.items()}
+    wall = {key: statistics.median(run[0] for run in values) for key, values in runs.items()}
+    cpu = {key: statistics.median(run[1] for run in values) for key, values in runs.items()}
     dynamo = {(tree, name): imports_dynamo(CASES[name], trees[tree]) for tree, name in runs}
     print(f"machine: {machine()}")
     stamp = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
     for name in CASES:
         cells = []
         for tree in trees:
-            ratio = wall[tree, name] / wall[tree, "import torch"]
-            imported = "yes" if dynamo[tree, name] else "no"
+            key = (tree, name)
+            ratio = cpu[key] / cpu[tree, "import torch"]
+            imported = "yes" if dynamo[key] else "no"
             print(
-                f"{tree:8s} {name:42s} wall {wall[tree, name]:6.2f} s ({ratio:4.2f}x import "
-                f"torch), torch._dynamo imported: {imported}"
+                f"{tree:8s} {name:42s} wall {wall[key]:6.2f} s, CPU {cpu[key]:6.2f} s "
+                f"({ratio:4.2f}x import torch), torch._dynamo imported: {imported}"
             )
-            cells += [f"{wall[tree, name]:.2f}", f"{ratio:.2f}x", imported]
+            cells += [f"{wall[key]:.2f} / {cpu[key]:.2f}", f"{ratio:.2f}x", imported]
         if "baseline" in trees:
-            cells.append(f"{wall['this', name] / wall['baseline', name]:.2f}")
+            this, baseline = ("this", name), ("baseline", name)
+            cells.append(f"{wall[this] / wall[baseline]:.2f}, {cpu[this] / cpu[baseline]:.2f}")
         else:
             cells += ["—"] * 4
         if not arguments.no_record:
