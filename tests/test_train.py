@@ -267,7 +267,8 @@ def test_checkpoint_without_fields_or_of_another_format_is_refused(tmp_path):
     state = load_checkpoint_file(path)
     torch.save({**state, "format": 99}, path)
     with pytest.raises(
-        ModelFileError, match=r"checkpoint format 99, this softclass reads 2: train from the start"
+        ModelFileError,
+        match=r"checkpoint format 99, this softclass reads 2: delete it and train again",
     ):
         load_checkpoint_file(path)
 
@@ -290,7 +291,8 @@ def test_a_format_1_checkpoint_is_one_line_saying_what_to_do(tmp_path):
     _format_1_checkpoint(path, features, targets)
     message = (
         r"checkpoint\.pt: checkpoint format 1, written by an older softclass \(torch\.optim's "
-        r"optimizer state\); this softclass reads format 2: train from the start without --resume"
+        r"optimizer state\); this softclass reads format 2: delete it and train again without "
+        r"--resume"
     )
     with pytest.raises(ModelFileError, match=message) as caught:
         fit(

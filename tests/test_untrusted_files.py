@@ -333,7 +333,7 @@ DAMAGED = [
     (_nested("history", "stopped_early", None), r"'history\.stopped_early' is None; expected"),
     (_set("epochs_without_improvement", 1.5), r"'epochs_without_improvement' is 1\.5; expected"),
     (_set("epochs_without_improvement", None), r"'epochs_without_improvement' is None"),
-    (_set("format", "2"), r"checkpoint format '2', this softclass reads 2: train from the start"),
+    (_set("format", "2"), r"checkpoint format '2', this softclass reads 2: delete it and train"),
     (_set("format", True), r"checkpoint format True, this softclass reads 2"),
     (_set("format", 1), r"checkpoint format 1, written by an older softclass"),
     (lambda state: state.pop("history"), r"missing field\(s\) \['history'\]"),

@@ -506,12 +506,12 @@ def _check_format(path: Path, found: object) -> None:
     if found == 1 and not isinstance(found, bool):
         raise ModelFileError(
             f"{path}: checkpoint format 1, written by an older softclass (torch.optim's optimizer "
-            f"state); this softclass reads format {CHECKPOINT_FORMAT}: train from the start "
-            "without --resume (delete the checkpoint), or finish the run with the older softclass"
+            f"state); this softclass reads format {CHECKPOINT_FORMAT}: delete it and train again "
+            "without --resume, or finish the run with the older softclass"
         )
     raise ModelFileError(
         f"{path}: checkpoint format {_describe(found)}, this softclass reads {CHECKPOINT_FORMAT}: "
-        "train from the start without --resume, or resume with the softclass that wrote it"
+        "delete it and train again without --resume, or resume with the softclass that wrote it"
     )
 
 
