@@ -403,6 +403,7 @@ _Delimiter = Annotated[
     str | None,
     typer.Option(
         "--delimiter",
+        metavar="CHAR",
         help="CSV field delimiter, e.g. ';' or '\\t' (default: tab for .tsv, else sniffed).",
         rich_help_panel="Data",
     ),
@@ -411,6 +412,7 @@ _Unknown = Annotated[
     str,
     typer.Option(
         "--unknown",
+        metavar="NAME",
         help="Categories not seen in training: ignore (all zeros, warning) or error.",
         rich_help_panel="Data",
     ),
@@ -692,6 +694,7 @@ _SPECS: tuple[_Spec, ...] = (
         "Divisor of a column for --normalize divide (repeat it).",
         library="divisors",
         metavar="COLUMN=VALUE",
+        parse=lambda items: _parse_divisors(items),
         **_DATA,
     ),
     _spec(
@@ -709,6 +712,7 @@ _SPECS: tuple[_Spec, ...] = (
         "--decimal",
         str | None,
         "Decimal mark of numbers: '.' or ',' (default: detected per column).",
+        metavar="MARK",
         **_DATA,
     ),
     _spec(
@@ -716,6 +720,7 @@ _SPECS: tuple[_Spec, ...] = (
         "--na-values",
         list[str] | None,
         "Extra cell text meaning missing, e.g. n/a or - (repeat).",
+        metavar="TEXT",
         **_DATA,
     ),
     _spec(
@@ -723,14 +728,23 @@ _SPECS: tuple[_Spec, ...] = (
         "--keep",
         list[str] | None,
         "Keep this column as a feature even if it looks like an ID.",
+        metavar="COLUMN",
         **_DATA,
     ),
-    _spec("drop", "--drop", list[str] | None, "Leave this column out (repeat).", **_DATA),
+    _spec(
+        "drop",
+        "--drop",
+        list[str] | None,
+        "Leave this column out (repeat).",
+        metavar="COLUMN",
+        **_DATA,
+    ),
     _spec(
         "id_columns",
         "--id",
         list[str] | None,
         "Column that identifies rows: not a feature, carried to predict.",
+        metavar="COLUMN",
         library="ids",
         **_DATA,
     ),
@@ -779,8 +793,10 @@ _FLAGS = {spec.library: spec.flag for spec in _SPECS} | {"seeds": "--seeds"}
 _OPTION_IN_TEXT = re.compile(
     r"(?<![\w-])("
     + "|".join(name for name in _FLAGS if name in _TRAINING_DEFAULTS or name == "seeds")
-    + r")(=| >| must\b)"
+    + r")(=(?:None\b)?| >| must\b)"
 )
+# How the command line types a value the library spells None: --patience 0 turns it off.
+_TYPED_NONE = {"patience": "0"}
 
 
 def _as_typed(error: BaseException) -> str:
@@ -788,9 +804,14 @@ def _as_typed(error: BaseException) -> str:
     the library's ``learning_rate=0.0 must be > 0``."""
     if isinstance(error, OptionError):
         return error.spelled(_typed_spelling)
-    return _OPTION_IN_TEXT.sub(
-        lambda match: _FLAGS[match[1]] + (" " if match[2] == "=" else match[2]), str(error)
-    )
+    return _OPTION_IN_TEXT.sub(_typed_in_text, str(error))
+
+
+def _typed_in_text(match: re.Match[str]) -> str:
+    name, after = match[1], match[2]
+    if after == "=None":
+        return f"{_FLAGS[name]} {_TYPED_NONE.get(name, 'None')}"
+    return _FLAGS[name] + (" " if after == "=" else after)
 
 
 def _typed_spelling(name: str, value: tuple[object, ...]) -> str:
@@ -803,6 +824,8 @@ def _typed_spelling(name: str, value: tuple[object, ...]) -> str:
         return flag
     if isinstance(value[0], bool):
         return flag if value[0] else f"--no-{flag[2:]}"
+    if value[0] is None and name in _TYPED_NONE:
+        return f"{flag} {_TYPED_NONE[name]}"
     return f"{flag} {_typed_value(value[0])}"
 
 
@@ -1371,23 +1394,38 @@ def train(
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
-        validation_part = ""
-        if kept.validation_loss is not None:
-            validation_part = (
-                f", validation loss {kept.validation_loss:.4f}, accuracy "
-                f"{kept.validation_accuracy:.3f}"
-            )
-        if history.best_epoch is not None:
-            validation_part += (
-                f" (epoch {history.best_epoch} kept: chosen on these validation rows, so their "
-                "numbers are optimistic; softclass compare keeps separate rows for that)"
-            )
         console.print(
             f"design {chosen.name} ({chosen.title}): {history.epochs} epochs{ranks}, "
-            f"training loss {kept.train_loss:.4f}{validation_part}; model saved to {out}",
+            f"training loss {kept.train_loss:.4f}{_measured_rows(history, config)}; model "
+            f"saved to {out}",
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _measured_rows(history, config: TrainConfig) -> str:
+    """What ``train`` measured beside the training loss, each number named by its rows: the
+    validation rows, or (``--validation 0``) none, the report then measuring the training rows."""
+    kept = history.records[(history.best_epoch or history.epochs) - 1]
+    if kept.validation_loss is None:
+        text = (
+            "; no validation rows (--validation 0): report.html measures the model on its "
+            "training rows, which is optimistic"
+        )
+    else:
+        text = (
+            f", validation loss {kept.validation_loss:.4f}, accuracy "
+            f"{kept.validation_accuracy:.3f}"
+        )
+    if history.best_epoch is not None:
+        chosen_on = (
+            "the training loss"
+            if config.monitor == "train_loss"
+            else "these validation rows, so their numbers are optimistic; softclass compare "
+            "keeps separate rows for that"
+        )
+        text += f" (epoch {history.best_epoch} kept: chosen on {chosen_on})"
+    return text
 
 
 _PREDICT_HELP = "\n\n".join(
