@@ -495,6 +495,8 @@ class _Spec:
             table's default, else TrainConfig's, fills it in: :func:`_resolve`).
         parse: turns the typed text into the library's value (``--betas 0.9,0.99``), or None.
         commands: the commands that take it.
+        panel: the --help panel: "Data" (reading and preparing the table) or the network and
+            its training.
     """
 
     name: str
@@ -554,7 +556,7 @@ _SPECS: tuple[_Spec, ...] = (
         str | None,
         "Hidden layer widths, comma-separated, e.g. 128,128.",
         metavar="WIDTHS",
-        parse=lambda text: _parse_hidden(text),
+        parse=lambda text: _parse_hidden(text),  # defined below
     ),
     _spec(
         "activation",
@@ -1414,8 +1416,7 @@ def _measured_rows(history, config: TrainConfig) -> str:
         )
     else:
         text = (
-            f", validation loss {kept.validation_loss:.4f}, accuracy "
-            f"{kept.validation_accuracy:.3f}"
+            f", validation loss {kept.validation_loss:.4f}, accuracy {kept.validation_accuracy:.3f}"
         )
     if history.best_epoch is not None:
         chosen_on = (

@@ -140,9 +140,7 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise OptionError(
-            "{" + name + "=}: expected one of " + ", ".join(choices), **{name: value}
-        )
+        raise OptionError("{" + name + "=}: expected one of " + ", ".join(choices), **{name: value})
 
 
 def resolve_device(name: str) -> torch.device:
