@@ -331,6 +331,18 @@ def test_check_a_saved_model_on_its_table(run, tmp_path):
             "compare needs validation rows: set --validation > 0",
         ),
         ("seeds=0 must be an integer ≥ 1", "--seeds 0 must be an integer ≥ 1"),
+        (
+            "backend='compiled' cannot train with precision='bf16': only backend='autograd' "
+            "(or 'auto') does",
+            "--backend 'compiled' cannot train with --precision 'bf16': only --backend "
+            "'autograd' (or 'auto') does",
+        ),
+        (
+            "early stopping (patience=3) needs validation rows: set validation_fraction > 0, "
+            "monitor='train_loss' or patience=None",
+            "early stopping (--patience 3) needs validation rows: set --validation > 0, "
+            "--monitor 'train_loss' or --patience 0",
+        ),
         ("batch_size must be ≥ 1", "--batch-size must be ≥ 1"),
         ("the seed's table has no column 'epochs'", "the seed's table has no column 'epochs'"),
         ("recipe field normalization='x' is unknown", "recipe field normalization='x' is unknown"),
