@@ -983,6 +983,21 @@ def _print_typing_table(recipe) -> None:
         )
 
 
+def _draws_figures(command: Callable[..., None]) -> Callable[..., None]:
+    """Run ``command`` with figure helpers started first (they import matplotlib and load its
+    fonts while the command imports torch and trains; see
+    :mod:`softclass.evaluation.figure_pool`). Not under torchrun, where only rank 0 draws."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        from softclass.evaluation.figure_pool import figure_pool
+
+        with figure_pool(enabled=int(os.environ.get("WORLD_SIZE", "1")) <= 1):
+            command(*args, **kwargs)
+
+    return wrapper
+
+
 @contextlib.contextmanager
 def _distributed_context(device: str) -> Iterator[DistContext]:
     """Join the torchrun process group if there is one (else a single-process context)."""
@@ -1111,6 +1126,7 @@ _COMPARE_HELP = "\n\n".join(
 
 
 @app.command(cls=_Command, help=_COMPARE_HELP)
+@_draws_figures
 @_with_options("compare")
 def compare(
     data: _DataArgument = None,
@@ -1348,6 +1364,7 @@ _TRAIN_HELP = "\n\n".join(
 
 
 @app.command(cls=_Command, help=_TRAIN_HELP)
+@_draws_figures
 @_with_options("train")
 def train(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.", metavar="DATA")],

@@ -1150,4 +1150,4 @@ def write_outputs(
         },
     )
     atomic_write_json(out_dir / "report.json", report)
-    write_report(result, data, out_dir, context)
+    write_report(result, data, out_dir, context, summary=report)
