@@ -925,17 +925,15 @@ def is_torch_archive(path: Path) -> bool:
 
 
 def _looks_like_safetensors(path: Path) -> bool:
-    """Whether ``path`` starts like a safetensors file: a plausible header length, then ``{``."""
+    """Whether ``path`` starts like a safetensors file: 8 bytes of header length, then the
+    header's ``{`` (a length past the end of the file, as in a truncated file, or over the size
+    limit is then refused by :func:`read_safetensors_layout` naming it)."""
     try:
         with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
             start = handle.read(9)
     except OSError:
         return False
-    if len(start) < 9:
-        return False
-    (header_size,) = struct.unpack("<Q", start[:8])
-    return header_size <= min(MAX_SAFETENSORS_HEADER_BYTES, size - 8) and start[8:] == b"{"
+    return start[8:] == b"{"
 
 
 def _old_batched_format(path: Path, found: object) -> ModelFileError:
@@ -1037,19 +1035,7 @@ def _check_batched_document(path: Path, document: object) -> BatchedCheckpointHe
     for index, count in enumerate(epochs_run):
         _integer(path, f"epochs_run[{index}]", count, 1, train_config.epochs)
     early = _early_stopping_field(path, data["early_stopping"], train_config, epoch, len(members))
-    stopped = [False] * len(members) if early is None else early["stopped"]
-    for index, (count, member_stopped) in enumerate(zip(epochs_run, stopped, strict=True)):
-        if member_stopped and count > epoch:
-            raise bad_field(
-                path, f"epochs_run[{index}]", count, f"at most {epoch} (the member stopped early)"
-            )
-        if not member_stopped and count != train_config.epochs:
-            raise bad_field(
-                path,
-                f"epochs_run[{index}]",
-                count,
-                f"{train_config.epochs} (train_config.epochs: the member has not stopped)",
-            )
+    _check_epochs_run(path, epochs_run, early, epoch, train_config.epochs)
     return BatchedCheckpointHeader(
         members=members,
         model_config=model_config,
@@ -1174,6 +1160,49 @@ def _early_stopping_field(
     }
 
 
+def _check_epochs_run(
+    path: Path,
+    epochs_run: list[int],
+    early: dict[str, list[Any]] | None,
+    epoch: int,
+    epochs: int,
+) -> None:
+    """Each member's epoch count is ``epochs`` until it stops early, then its last epoch (at most
+    ``epoch``); the early-stopping rule updates a member every epoch until it stops, so its
+    epochs without improvement are the epochs since its best one, and at least 1 once stopped."""
+    for member, count in enumerate(epochs_run):
+        stopped = early is not None and early["stopped"][member]
+        if stopped and count > epoch:
+            raise bad_field(
+                path, f"epochs_run[{member}]", count, f"at most {epoch} (the member stopped early)"
+            )
+        if not stopped and count != epochs:
+            raise bad_field(
+                path,
+                f"epochs_run[{member}]",
+                count,
+                f"{epochs} (train_config.epochs: the member has not stopped)",
+            )
+        if early is None:
+            continue
+        last = count if stopped else epoch
+        best_epoch, bad_epochs = early["best_epoch"][member], early["bad_epochs"][member]
+        if best_epoch is not None and bad_epochs != last - best_epoch:
+            raise bad_field(
+                path,
+                f"early_stopping.bad_epochs[{member}]",
+                bad_epochs,
+                f"{last - best_epoch} (epochs from its best epoch {best_epoch} to epoch {last})",
+            )
+        if stopped and bad_epochs < 1:
+            raise bad_field(
+                path,
+                f"early_stopping.bad_epochs[{member}]",
+                bad_epochs,
+                "at least 1 (the member stopped early)",
+            )
+
+
 def _check_batched_layout(
     path: Path,
     layout: SafetensorsLayout,
@@ -1185,8 +1214,8 @@ def _check_batched_layout(
     unexpected = [name for name in layout.tensors if name not in expected]
     if unexpected:
         raise ModelFileError(
-            f"{path}: unexpected tensor(s) {ascii(unexpected[:5])[:200]}; a checkpoint of this "
-            f"network holds {list(expected)[:3]}…"
+            f"{path}: {len(unexpected)} unexpected tensor(s) {ascii(unexpected[:5])[:200]}; a "
+            f"checkpoint of this network holds {list(expected)[:3]}…"
         )
     for name, (dtype, shape) in expected.items():
         if name not in layout.tensors:
@@ -1305,16 +1334,20 @@ def _read_safetensors_tensors(
     """Every tensor of ``path``, read once into memory (never mapped: a file truncated while
     mapped would crash the process) and checked again against ``layout`` (the file may have
     changed since its header was read)."""
-    expected_bytes = sum(math.prod(shape) * dtype.itemsize for dtype, shape in layout.values())
+    limit = 8 + MAX_SAFETENSORS_HEADER_BYTES
+    limit += sum(math.prod(shape) * dtype.itemsize for dtype, shape in layout.values())
     try:
         with open(path, "rb") as handle:
-            (header_size,) = struct.unpack("<Q", handle.read(8).ljust(8, b"\xff"))
-            limit = min(header_size, MAX_SAFETENSORS_HEADER_BYTES) + expected_bytes
             data = handle.read(limit + 1)
     except OSError as error:
         raise ModelFileError(f"{path}: cannot read the checkpoint ({error.strerror})") from None
+    if len(data) > limit:
+        raise ModelFileError(
+            f"{path}: the checkpoint changed while it was read (larger than its header says); "
+            "read it again once its writer has finished"
+        )
     try:
-        loaded = safetensors_load(struct.pack("<Q", header_size) + data)
+        loaded = safetensors_load(data)
     except Exception as error:  # safetensors' own checks of a file changed since its header
         raise ModelFileError(
             f"{path}: not a readable safetensors file ({type(error).__name__}: "
