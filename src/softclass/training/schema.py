@@ -1,5 +1,6 @@
 """What softclass accepts when it reads its own files back: the rules for model.json, the
-safetensors header and checkpoint.pt, in one place.
+safetensors header and both kinds of checkpoint.pt (the autograd Trainer's ``torch.save`` archive,
+the batched engine's safetensors file), in one place.
 
 A model directory or a checkpoint is input like any other: it may be damaged, edited by hand or
 written by someone else. Every field is checked here for type, range and size *before* anything
@@ -19,7 +20,12 @@ Size bounds (each named in its error):
 - a checkpoint: a zip archive (what ``torch.save`` writes) of at most :data:`MAX_ZIP_ENTRIES`
   uncompressed entries, whose sizes (from the zip directory, before ``torch.load``) add up to at
   most :func:`checkpoint_byte_limit` of the network; ``torch.load(weights_only=True)`` then
-  refuses any pickled object that is not a tensor or a plain container.
+  refuses any pickled object that is not a tensor or a plain container;
+- a batched-engine checkpoint (format :data:`BATCHED_CHECKPOINT_FORMAT`): a safetensors file
+  whose header (the bound above) holds every non-tensor field as JSON; the tensors it declares
+  must be exactly those of its network, members and epoch and fill the file, and the fields must
+  match the resuming run, before the file's data is read (:func:`read_batched_checkpoint_header`,
+  :func:`load_batched_checkpoint`).
 """
 
 from __future__ import annotations
