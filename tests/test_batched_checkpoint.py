@@ -349,6 +349,24 @@ def test_losses_may_be_nan_or_infinite_a_diverged_member(checkpoint):
     assert math.isnan(loaded.histories["train_loss"][0, 0])
 
 
+def test_a_state_that_became_non_finite_is_never_written(checkpoint):
+    """A finite but huge first moment (a hand-edited file) sends a bias to infinity while tanh
+    keeps the loss finite: the checkpoint of that epoch is refused, the last sound one stays."""
+    _rewrite(checkpoint, change_tensors=lambda t: t["first_moments.1"].__setitem__((0, 0), 1e38))
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"^training diverged at epoch \d \(A seed 0\): the weights or the optimizer state "
+        r"became NaN or infinite; lower the learning rate \(--lr\)",
+    ) as caught:
+        _train(checkpoint, 9, resume=True)
+    diverged_at = int(str(caught.value).split()[4])
+    header = schema.read_batched_checkpoint_header(checkpoint)
+    assert 2 <= header.epoch == diverged_at - 1
+    run = schema.BatchedRun(torch.float32, 9, 2, has_validation=True)
+    loaded = schema.load_batched_checkpoint(checkpoint, header, run)  # finite: it loads
+    assert all(bool(tensor.isfinite().all()) for tensor in loaded.parameters)
+
+
 def test_validation_histories_are_nan_exactly_without_validation_rows(tmp_path):
     path = tmp_path / "checkpoint.pt"
     _train(path, 2, validation=False, monitor="train_loss")

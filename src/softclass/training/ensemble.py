@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from softclass.errors import ConfigError, DataError, ModelFileError
+from softclass.errors import ConfigError, DataError, ModelFileError, TrainingDiverged
 from softclass.evaluation.stats import (
     MeanInterval,
     PairedComparison,
@@ -822,8 +822,27 @@ class _RunState:
     fingerprint: str
 
     def save(self, path: Path, epoch: int) -> None:
-        """Write the state after ``epoch`` epochs to ``path`` (atomically; safetensors + JSON)."""
+        """Write the state after ``epoch`` epochs to ``path`` (atomically; safetensors + JSON).
+
+        Raises:
+            TrainingDiverged: a weight or optimizer state is NaN or infinite (such a state is
+                never written: the checkpoint of the last sound epoch stays).
+        """
         trainer, state = self.trainer, self.trainer.optimizer_state
+        diverged = torch.zeros(trainer.network.n_members, dtype=torch.bool)
+        for tensor in (*trainer.network.parameters(), *state.first_moments, *state.second_moments):
+            diverged |= ~torch.isfinite(tensor).flatten(1).all(1).cpu()
+        if bool(diverged.any()):
+            names = [
+                f"{member.design} seed {member.seed}"
+                for member, bad in zip(trainer.members, diverged.tolist(), strict=True)
+                if bad
+            ]
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch} ({', '.join(names[:5])}): the weights or "
+                "the optimizer state became NaN or infinite; lower the learning rate (--lr) or "
+                "scale the features (--normalize zscore)"
+            )
         header = schema.BatchedCheckpointHeader(
             members=tuple((member.design, member.seed) for member in trainer.members),
             model_config=trainer.config,
