@@ -488,7 +488,7 @@ def _check_archive(path: Path, byte_limit: int) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError):
         raise ModelFileError(
             f"{path}: not a softclass checkpoint (not the zip archive torch.save writes)"
         ) from None
