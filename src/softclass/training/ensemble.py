@@ -409,6 +409,7 @@ class BatchedTrainer:
             self.settings.batch_size,
             rows.weighted,
             state.step_count,
+            [design for design, _ in self._design_groups],
         )
         steps = n_epochs * len(batch_bounds(n_rows, self.settings.batch_size))
         state.step_count += steps

@@ -7,9 +7,11 @@
  * on them after every epoch. Members are independent, so each is trained from start to finish
  * before the next (its parameters stay in cache). The arithmetic is that of
  * the registries (softclass.mlp.activations, designs, optimizers: torch.optim's SGD, Adam,
- * AdamW), row by row; only the order of the sums differs from torch's matmuls. The design losses
- * here are C transcriptions of softclass.functional's (the float64 parity tests of
- * tests/test_engine.py hold every branch to autograd through softclass.functional).
+ * AdamW), row by row; only the order of the sums differs from torch's matmuls. Each design's loss
+ * and its gradient with respect to the logits come from the row functions of
+ * softclass/kernels/loss_rows.h, the same source the fused cross-entropy and softmax kernels of
+ * softclass.functional are compiled from (the float64 parity tests of tests/test_engine.py hold
+ * every branch to autograd through softclass.functional).
  *
  * Built at first use with the system C compiler and loaded with ctypes. The body below is compiled
  * twice, for float (suffix f32) and double (f64): the file includes itself with REAL defined, and
@@ -20,13 +22,31 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "loss_rows.h"
+
 #include <tgmath.h>
 
-enum { ACTIVATION_TANH, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_GELU, ACTIVATION_IDENTITY };
-enum { LOSS_CROSS_ENTROPY, LOSS_SQUARED_ERROR, LOSS_MCEE };
-enum { OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW };
+enum { ACTIVATION_TANH, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_GELU, ACTIVATION_IDENTITY,
+       N_ACTIVATIONS };
+enum { LOSS_CROSS_ENTROPY, LOSS_SQUARED_ERROR, LOSS_MCEE, N_LOSSES };
+enum { OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW, N_OPTIMIZERS };
 /* The enums' values are the registries' native_code fields (softclass.mlp.activations, designs,
  * optimizers): a new entry gets its branch here and its code there. */
+enum { KIND_ACTIVATION, KIND_LOSS, KIND_OPTIMIZER };
+
+/* 1 when this file implements entry `code` of registry `kind` (KIND_*), else 0: mlp_native.py
+ * refuses a registry entry whose native_code is not implemented here. */
+int64_t mlp_implements(int64_t kind, int64_t code) {
+    const int64_t count = kind == KIND_ACTIVATION ? N_ACTIVATIONS
+                          : kind == KIND_LOSS     ? N_LOSSES
+                          : kind == KIND_OPTIMIZER ? N_OPTIMIZERS
+                                                   : 0;
+    return code >= 0 && code < count;
+}
+
+DEFINE_LOSS_ROWS(f32, float, float)
+DEFINE_LOSS_ROWS(f64, double, double)
 
 /* Shapes and hyper-parameters of one call (mirrored by mlp_native.py's RunSettings). */
 typedef struct {
@@ -176,46 +196,27 @@ static void NAME(forward_row)(const RunSettings *settings, REAL *const *weights,
     }
 }
 
-/* The design's loss of one row from its logits z (C), and d loss / d z (unscaled) into grad;
- * probs: scratch for the softmax (C values). one_hot: the row's target as a one-hot row. The
- * gradients autograd takes through softclass.functional's losses (Design.output_gradient):
- * cross entropy (p - y); MCEE the same times p_t·(1/clamp(p_t)); squared error p ⊙ (g - <g, p>)
- * with g = 2 (p - y). */
-static REAL NAME(row_loss_and_gradient)(int64_t loss_kind, REAL tiny, int64_t n_classes,
-                                        const REAL *logits, const REAL *one_hot, REAL *probs,
-                                        REAL *grad) {
-    REAL max = logits[0];
-    for (int64_t c = 1; c < n_classes; ++c) max = logits[c] > max ? logits[c] : max;
-    REAL sum = (REAL)0, shifted_target = (REAL)0;
-    for (int64_t c = 0; c < n_classes; ++c) {
-        const REAL shifted = logits[c] - max;
-        probs[c] = exp(shifted);
-        sum += probs[c];
-        shifted_target += shifted * one_hot[c];
+/* The design's loss of one row from its logits (C values) and target class; with grad not NULL
+ * also d (scale·loss) / d logits into grad. probs: scratch for C probabilities. The row functions
+ * of loss_rows.h, as softclass.functional composes them: cross entropy (A, and B = nll of
+ * log_softmax) from the log-sum-exp, its gradient p·s − s·[c = y]; squared error (C) and MCEE (D)
+ * of the softmax probabilities, their gradient passed back through the softmax. */
+static REAL NAME(design_row)(int64_t loss_kind, REAL tiny, int64_t n_classes, const REAL *logits,
+                             int64_t target, REAL scale, REAL *probs, REAL *grad) {
+    if (loss_kind == LOSS_CROSS_ENTROPY) {
+        const double logsumexp = NAME(logsumexp_row)(logits, n_classes, NULL, NULL);
+        if (grad)
+            NAME(ce_gradient_row)(logits, n_classes, (REAL)logsumexp, target,
+                                  ce_gradient_scales((double)scale, 1.0, 0.0, n_classes, 0.0), 0,
+                                  NULL, grad);
+        return (REAL)ce_row_loss(logsumexp, (double)logits[target], 1.0, 0.0, n_classes, 0.0, 0.0);
     }
-    REAL picked = (REAL)0;
-    for (int64_t c = 0; c < n_classes; ++c) {
-        probs[c] /= sum;
-        picked += probs[c] * one_hot[c];
-        grad[c] = probs[c] - one_hot[c]; /* the residual p - y */
-    }
-    if (loss_kind == LOSS_CROSS_ENTROPY) return log(sum) - shifted_target;
-    if (loss_kind == LOSS_MCEE) {
-        /* -log(clamp(p_t)) through the softmax: (p - y)·p_t·(1/clamp(p_t)); 0 under the clamp */
-        const REAL clamped = picked > tiny ? picked : tiny;
-        const REAL ratio = picked < tiny ? (REAL)0 : picked * ((REAL)1 / clamped);
-        for (int64_t c = 0; c < n_classes; ++c) grad[c] *= ratio;
-        return -log(clamped);
-    }
-    /* squared error Σ (p - y)²: with g = 2 (p - y), d / d z = p ⊙ (g - <g, p>) */
-    REAL squared = (REAL)0, dot = (REAL)0;
-    for (int64_t c = 0; c < n_classes; ++c) {
-        const REAL residual = grad[c];
-        squared += residual * residual;
-        dot += (residual + residual) * probs[c];
-    }
-    for (int64_t c = 0; c < n_classes; ++c) grad[c] = probs[c] * ((grad[c] + grad[c]) - dot);
-    return squared;
+    NAME(softmax_row)(logits, n_classes, probs, 0);
+    const REAL loss = loss_kind == LOSS_MCEE
+                          ? NAME(mcee_row)(probs, n_classes, target, tiny, scale, grad)
+                          : NAME(mse_onehot_row)(probs, n_classes, target, scale, grad);
+    if (grad) NAME(softmax_backward_row)(grad, probs, n_classes, grad, 0);
+    return loss;
 }
 
 /* One optimizer update of n values (torch.optim.SGD / Adam / AdamW on one tensor); step is
@@ -260,8 +261,7 @@ static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, R
     }
 }
 
-/* Design loss and correctness of every validation row for one member (as
- * softclass.functional: A/B log-softmax cross entropy, D clamped -log p_t, C squared error). */
+/* Design loss (design_row) and correctness of every validation row for one member. */
 static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffers,
                            int64_t loss_kind, REAL *const *weights, REAL *const *biases,
                            REAL *const *act, REAL *const *pre, double *loss_out,
@@ -279,22 +279,8 @@ static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffer
         int64_t best = 0;
         for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
         correct += best == target;
-        REAL max = logits[best], sum = (REAL)0;
-        for (int64_t c = 0; c < n_classes; ++c) sum += exp(logits[c] - max);
-        const REAL log_sum_exp = max + log(sum);
-        REAL row_loss;
-        if (loss_kind == LOSS_CROSS_ENTROPY) {
-            row_loss = log_sum_exp - logits[target];
-        } else if (loss_kind == LOSS_MCEE) {
-            const REAL picked = exp(logits[target] - max) / sum;
-            row_loss = -log(picked > (REAL)settings->tiny ? picked : (REAL)settings->tiny);
-        } else {
-            row_loss = (REAL)0;
-            for (int64_t c = 0; c < n_classes; ++c) {
-                const REAL residual = exp(logits[c] - log_sum_exp) - (REAL)(c == target);
-                row_loss += residual * residual;
-            }
-        }
+        const REAL row_loss = NAME(design_row)(loss_kind, (REAL)settings->tiny, n_classes, logits,
+                                               target, (REAL)1, pre[settings->n_layers], NULL);
         loss_total += (double)row_loss;
     }
     *loss_out = loss_total / (double)settings->n_val_rows;
@@ -388,14 +374,16 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                     memcpy(row_act[0], source, (size_t)n_features * sizeof(REAL));
                     NAME(forward_row)(settings, weights, biases, row_act, row_pre);
                     const REAL *logits = row_act[n_layers];
-                    int64_t best = 0;
-                    for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
-                    epoch_correct += source[n_features + best] == (REAL)1;
-                    REAL *row_delta = delta + r * n_classes;
-                    const REAL loss = NAME(row_loss_and_gradient)(
-                        loss_kind, tiny, n_classes, row_act[n_layers], source + n_features,
-                        row_pre[n_layers], row_delta);
-                    for (int64_t c = 0; c < n_classes; ++c) row_delta[c] *= row_scale[r];
+                    const REAL *one_hot = source + n_features;
+                    int64_t best = 0, target = 0;
+                    for (int64_t c = 1; c < n_classes; ++c) {
+                        best = logits[c] > logits[best] ? c : best;
+                        target = one_hot[c] > one_hot[target] ? c : target;
+                    }
+                    epoch_correct += best == target;
+                    const REAL loss =
+                        NAME(design_row)(loss_kind, tiny, n_classes, logits, target, row_scale[r],
+                                         row_pre[n_layers], delta + r * n_classes);
                     batch_loss += settings->weighted ? (double)(loss * row_scale[r]) : loss;
                 }
                 epoch_loss += settings->weighted ? batch_loss * (double)rows / (double)n_rows
