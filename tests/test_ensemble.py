@@ -362,7 +362,7 @@ def test_compiled_path_is_taken_when_supported(monkeypatch):
 def test_compiled_path_is_left_for_large_layers_and_when_disabled(monkeypatch):
     settings = SETTINGS["sgd"]
     assert not BatchedTrainer(
-        MLPConfig(50, 3, hidden=(128,)), [Member("A", 0)], settings
+        MLPConfig(64, 10, hidden=(128,)), [Member("A", 0)], TrainConfig(batch_size=512)
     ).uses_compiled
     monkeypatch.setenv("SOFTCLASS_NATIVE", "0")
     mlp_native.library.cache_clear()
