@@ -62,7 +62,7 @@ def _trainer(config=NEAR_BOUNDARY, settings=NEAR_SETTINGS, members=MEMBERS):
 
 @pytest.mark.parametrize(
     ("compiled_cost", "torch_cost", "expected"),
-    [(1e-4, 3e-4, "compiled"), (3e-4, 1e-4, "torch"), (2.0e-4, 1.9e-4, "torch")],
+    [(1e-4, 4e-4, "compiled"), (4e-4, 1e-4, "torch"), (2.0e-4, 1.9e-4, "torch")],
 )
 def test_near_the_boundary_the_measured_faster_backend_is_chosen(
     fake_clock, compiled_cost, torch_cost, expected
@@ -77,9 +77,9 @@ def test_near_the_boundary_the_measured_faster_backend_is_chosen(
         f"measured {compiled_cost * 1e3:.3f} ms per step compiled against "
         f"{torch_cost * 1e3:.3f} ms torch"
     )
-    # one warm-up and _MEASURED_REPEATS timed runs of each backend, on a copy of the trainer
-    assert fake_clock["runs"].count("compiled") == 1 + backend_choice._MEASURED_REPEATS
-    assert fake_clock["runs"].count("torch") == 1 + backend_choice._MEASURED_REPEATS
+    # a warm-up and the timed runs of each backend (one when a backend is 3x faster), on a copy
+    timed = 1 if max(compiled_cost, torch_cost) >= 3 * min(compiled_cost, torch_cost) else 2
+    assert fake_clock["runs"] == ["compiled", "torch"] * (1 + timed)
     for got, want in zip(trainer.network.parameters(), before, strict=True):
         assert torch.equal(got, want)
     assert trainer.optimizer_state.step_count == 0

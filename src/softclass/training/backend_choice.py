@@ -14,8 +14,9 @@ The rule (:func:`choose_by_speed`), per problem shape (:class:`StepShape`):
   → torch (the bounds are a factor ~4 outside the crossings measured in benchmarks/RESULTS.md);
 * otherwise measured: a copy of the trainer runs ``_MEASURED_STEPS`` steps of each backend on
   synthetic rows of the run's shape (its widths, members, batch size, dtype, optimizer, designs and
-  torch's thread count), after a warm-up, best of ``_MEASURED_REPEATS`` interleaved timings; the
-  faster per step wins. The run's own parameters and optimizer state are not touched.
+  torch's thread count), after a one-step warm-up, best of up to ``_MEASURED_REPEATS`` interleaved
+  timings; the faster per step wins. The run's own parameters and optimizer state are not
+  touched.
 * when measuring is not possible or not worth it (``SOFTCLASS_MEASURE_BACKEND=0``, a run shorter
   than ``_MIN_RUN_STEPS`` steps, or the measurement failed) the fixed rule of
   ``_COMPILED_MAX_LAYER_WEIGHTS`` decides.
@@ -55,9 +56,11 @@ _COMPILED_SURE_WORK = 16_384
 # weights, torch wins without measuring (its BLAS measured ≥ 3x the compiled loops there).
 _TORCH_SURE_WORK = 4_194_304
 _TORCH_SURE_LAYER = 4 * _COMPILED_MAX_LAYER_WEIGHTS
-# Steps per timed run, timed runs per backend (after one warm-up run each).
+# Steps per timed run, and timed runs per backend (after a one-step warm-up of each); the
+# repeats stop early once one backend is _CLEAR_MARGIN times faster than the other.
 _MEASURED_STEPS = 3
 _MEASURED_REPEATS = 2
+_CLEAR_MARGIN = 3.0
 # A run shorter than this many steps does not pay for measuring (~4·_MEASURED_STEPS steps of
 # each backend): the fixed rule decides.
 _MIN_RUN_STEPS = 400
@@ -203,8 +206,9 @@ def _fixed_rule(shape: StepShape, why: str) -> BackendChoice:
 
 def _measure(trainer: BatchedTrainer, shape: StepShape) -> tuple[float, float]:
     """Seconds per step ``(compiled, torch)`` of a copy of ``trainer`` on synthetic rows of the
-    run's shape: ``_MEASURED_STEPS`` steps per timed run, the best of ``_MEASURED_REPEATS``
-    interleaved runs after one warm-up run of each."""
+    run's shape: after a one-step warm-up of each backend, the best of up to
+    ``_MEASURED_REPEATS`` interleaved runs of ``_MEASURED_STEPS`` steps (fewer once one backend
+    is ``_CLEAR_MARGIN`` times faster)."""
     probe = copy.deepcopy(trainer)
     probe.settings = dataclasses.replace(trainer.settings, backend="torch")
     n_rows = shape.batch_rows * _MEASURED_STEPS
@@ -214,18 +218,21 @@ def _measure(trainer: BatchedTrainer, shape: StepShape) -> tuple[float, float]:
     )
     classes = torch.arange(n_rows, device=probe.device) % shape.widths[-1]
     one_hot = torch.nn.functional.one_hot(classes, shape.widths[-1]).to(probe.dtype)
+    warm_up = probe.training_rows(features[: shape.batch_rows], one_hot[: shape.batch_rows])
     rows = probe.training_rows(features, one_hot)
     steps = len(batch_bounds(n_rows, shape.batch_rows))
     runs = {
-        "compiled": lambda: probe.run_compiled_epochs(rows, 0, 1),
-        "torch": lambda: probe.train_epoch(rows, 0)[0].sum().item(),
+        "compiled": lambda table: probe.run_compiled_epochs(table, 0, 1),
+        "torch": lambda table: probe.train_epoch(table, 0),
     }
-    best = dict.fromkeys(runs, math.inf)
     for run in runs.values():
-        run()
+        run(warm_up)
+    best = dict.fromkeys(runs, math.inf)
     for _ in range(_MEASURED_REPEATS):
         for name, run in runs.items():
             start = _clock()
-            run()
+            run(rows)
             best[name] = min(best[name], _clock() - start)
+        if max(best.values()) >= _CLEAR_MARGIN * min(best.values()):
+            break
     return best["compiled"] / steps, best["torch"] / steps
