@@ -306,7 +306,7 @@ def test_a_changed_shared_header_rebuilds_the_library_that_includes_it(cache, tm
     assert len(list(cache.glob("answer_with_header-*.sha256"))) == 2
 
 
-def test_both_libraries_are_built_from_the_shared_loss_rows_header(monkeypatch):
+def test_both_libraries_are_built_from_one_source_of_the_loss_math(monkeypatch):
     from softclass.training import mlp_native
 
     built = {}
@@ -323,8 +323,10 @@ def test_both_libraries_are_built_from_the_shared_loss_rows_header(monkeypatch):
             assert module.library() is None
         finally:
             module.library.cache_clear()
-        assert module._SOURCE.read_text().count('#include "loss_rows.h"') == 1
+    # the MLP loops include the CE kernels' source, which includes the shared row functions
+    assert native._SOURCE.read_text().count('#include "loss_rows.h"') == 1
+    assert mlp_native._SOURCE.read_text().count('#include "cpu_native.c"') == 1
     assert built == {
         "cpu_native.c": (native.LOSS_ROWS_HEADER,),
-        "mlp_native.c": (native.LOSS_ROWS_HEADER,),
+        "mlp_native.c": (native.CE_SOURCE, native.LOSS_ROWS_HEADER),
     }

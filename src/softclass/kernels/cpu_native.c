@@ -191,7 +191,7 @@
 /* One row n of the forward (any number of classes): returns 1 if its kept target is out of
  * range (nothing else done), else 0 after writing its outputs and adding to the sums. */
 #define DEFINE_FORWARD_ROW(SUFFIX, TYPE, REAL)                                                   \
-    static int forward_row_##SUFFIX(                                                             \
+    ROW_FUNCTION int forward_row_##SUFFIX(                                                       \
         const TYPE *logits, int64_t row_stride, int64_t n_classes, int64_t n,                    \
         const int64_t *target, int64_t target_stride, int64_t ignore_index,                      \
         const REAL *class_weight, double label_smoothing, double weight_total,                   \
@@ -366,11 +366,60 @@
 
 /* softmax / log_softmax of rows [row_begin, row_end) along the (stride-1) class dimension:
  * out_n = exp(x_n − m − log Σ exp(x_n − m)) with m the row max (log_output: the exponent itself).
- * A row whose max is ±inf (a +inf, or all −inf) is NaN throughout, as torch computes it. */
+ * A row whose max is ±inf (a +inf, or all −inf) is NaN throughout, as torch computes it.
+ * Up to TILE_MAX_CLASSES classes, TILE_ROWS rows at a time across SIMD lanes (each exp computed
+ * once); else softmax_row_* of loss_rows.h row by row. */
 #define DEFINE_SOFTMAX_FORWARD(SUFFIX, TYPE, REAL)                                               \
+    static void softmax_tile_##SUFFIX(const TYPE *input, int64_t row_stride, int64_t n_classes,  \
+                                      int64_t row0, int64_t rows, TYPE *out,                     \
+                                      int64_t out_row_stride, int64_t log_output) {              \
+        REAL values[TILE_MAX_CLASSES][TILE_ROWS];                                                \
+        REAL exps[TILE_MAX_CLASSES][TILE_ROWS];                                                  \
+        REAL row_max[TILE_ROWS], total[TILE_ROWS], factor[TILE_ROWS];                            \
+        load_tile_##SUFFIX(input, row_stride, n_classes, row0, rows, values);                    \
+        for (int64_t r = 0; r < TILE_ROWS; ++r) {                                                \
+            row_max[r] = -(REAL)__builtin_inf();                                                 \
+            total[r] = 0;                                                                        \
+        }                                                                                        \
+        for (int64_t c = 0; c < n_classes; ++c) {                                                \
+            _Pragma("omp simd")                                                                  \
+            for (int64_t r = 0; r < TILE_ROWS; ++r)                                              \
+                row_max[r] = values[c][r] > row_max[r] ? values[c][r] : row_max[r];              \
+        }                                                                                        \
+        for (int64_t c = 0; c < n_classes; ++c) {                                                \
+            _Pragma("omp simd")                                                                  \
+            for (int64_t r = 0; r < TILE_ROWS; ++r) {                                            \
+                exps[c][r] = exp_##SUFFIX(values[c][r] - row_max[r]);                            \
+                total[r] += exps[c][r];                                                          \
+            }                                                                                    \
+        }                                                                                        \
+        for (int64_t r = 0; r < TILE_ROWS; ++r)                                                  \
+            factor[r] = log_output ? (REAL)log((double)total[r]) : (REAL)(1.0 / (double)total[r]); \
+        for (int64_t r = 0; r < rows; ++r) {                                                     \
+            TYPE *out_row = out + (row0 + r) * out_row_stride;                                   \
+            if (row_max[r] == (REAL)__builtin_inf() || row_max[r] == -(REAL)__builtin_inf()) {   \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c, (REAL)__builtin_nan(""));                         \
+            } else if (log_output) {                                                             \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c, (values[c][r] - row_max[r]) - factor[r]);         \
+            } else {                                                                             \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c, exps[c][r] * factor[r]);                          \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+                                                                                                 \
     void softmax_forward_##SUFFIX(const TYPE *input, int64_t row_stride, int64_t n_classes,     \
                                   int64_t row_begin, int64_t row_end, TYPE *out,                 \
                                   int64_t out_row_stride, int64_t log_output) {                  \
+        if (n_classes <= TILE_MAX_CLASSES) {                                                     \
+            for (int64_t row0 = row_begin; row0 < row_end; row0 += TILE_ROWS)                    \
+                softmax_tile_##SUFFIX(input, row_stride, n_classes, row0,                        \
+                                      row_end - row0 < TILE_ROWS ? row_end - row0 : TILE_ROWS,   \
+                                      out, out_row_stride, log_output);                          \
+            return;                                                                              \
+        }                                                                                        \
         for (int64_t n = row_begin; n < row_end; ++n)                                            \
             softmax_row_##SUFFIX(input + n * row_stride, n_classes, out + n * out_row_stride,    \
                                  (int)log_output);                                               \

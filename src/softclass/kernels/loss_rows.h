@@ -37,6 +37,9 @@
 
 /* Elements summed in "REAL" lanes before the partial sum is added to a double. */
 #define SUM_CHUNK 512
+/* The row functions are inlined into each loop that calls them, as if written there (a call per
+ * row measured ~8% slower at 16384x1000 in the fused forward + gradient). */
+#define ROW_FUNCTION static inline __attribute__((always_inline))
 
 static inline float bf16_to_float(uint16_t value) {
     uint32_t bits = (uint32_t)value << 16;
@@ -185,14 +188,14 @@ static inline CeGradientScales ce_gradient_scales(double row_scale, double targe
 #define DEFINE_LOSS_ROWS(SUFFIX, TYPE, REAL)                                                     \
     /* The shift of a row's log-sum-exp: its max, or 0 when the max is ±inf (a +inf logit, or all \
      * −inf), so that L comes out +inf / −inf (or NaN) as torch computes it. */                 \
-    static inline REAL logsumexp_shift_##SUFFIX(REAL row_max) {                                  \
+    ROW_FUNCTION REAL logsumexp_shift_##SUFFIX(REAL row_max) {                                  \
         return row_max == -(REAL)__builtin_inf() || row_max == (REAL)__builtin_inf() ? (REAL)0   \
                                                                                     : row_max;   \
     }                                                                                            \
                                                                                                  \
     /* p_c·scale − smoothing (one element of the cross-entropy gradient; smoothing = (ε/C)·s·w_c;  \
      * the target's element also loses true_class). */                                          \
-    static inline REAL ce_gradient_value_##SUFFIX(REAL logit, REAL logsumexp, REAL scale,       \
+    ROW_FUNCTION REAL ce_gradient_value_##SUFFIX(REAL logit, REAL logsumexp, REAL scale,       \
                                                   REAL smoothing) {                             \
         return exp_##SUFFIX(logit - logsumexp) * scale - smoothing;                             \
     }                                                                                           \
@@ -200,7 +203,7 @@ static inline CeGradientScales ce_gradient_scales(double row_scale, double targe
     /* L = log Σ_c exp(x_c) of one row, in double (exps summed in REAL chunks of SUM_CHUNK). With \
      * weighted_logits not NULL, also *weighted_logits = Σ_c w_c·x_c (w = 1 when class_weight is  \
      * NULL) from the same pass. */                                                             \
-    static inline double logsumexp_row_##SUFFIX(const TYPE *row, int64_t n_classes,             \
+    ROW_FUNCTION double logsumexp_row_##SUFFIX(const TYPE *row, int64_t n_classes,             \
                                                 const REAL *class_weight,                       \
                                                 double *weighted_logits) {                      \
         REAL max_value = -(REAL)__builtin_inf();                                                 \
@@ -241,7 +244,7 @@ static inline CeGradientScales ce_gradient_scales(double row_scale, double targe
     /* grad_row[c] = ∂(s·loss)/∂x_c of a cross-entropy row with target y, L = logsumexp and the  \
      * scales of ce_gradient_scales (smoothing: ε > 0). grad_row may be row itself (each element \
      * is read before it is written); the target's element is recomputed and rounded once. */    \
-    static inline void ce_gradient_row_##SUFFIX(const TYPE *row, int64_t n_classes,             \
+    ROW_FUNCTION void ce_gradient_row_##SUFFIX(const TYPE *row, int64_t n_classes,             \
                                                 REAL logsumexp, int64_t y,                       \
                                                 CeGradientScales scales, int smoothing,          \
                                                 const REAL *class_weight, TYPE *grad_row) {      \
@@ -279,7 +282,7 @@ static inline CeGradientScales ce_gradient_scales(double row_scale, double targe
     /* softmax (log_output 0) or log_softmax (1) of one row into out_row: exp(x − m) / Σ exp(x − m)\
      * with m the row max, or x − m − log Σ exp(x − m). A row whose max is ±inf is NaN throughout,\
      * as torch computes it. */                                                                  \
-    static inline void softmax_row_##SUFFIX(const TYPE *row, int64_t n_classes, TYPE *out_row,   \
+    ROW_FUNCTION void softmax_row_##SUFFIX(const TYPE *row, int64_t n_classes, TYPE *out_row,   \
                                             int log_output) {                                    \
         REAL max_value = -(REAL)__builtin_inf();                                                 \
         _Pragma("omp simd reduction(max : max_value)")                                           \
@@ -317,7 +320,7 @@ static inline CeGradientScales ce_gradient_scales(double row_scale, double targe
                                                                                                  \
     /* The backward of softmax_row_* for the upstream gradient grad_row and the forward's output  \
      * output_row: softmax y·(g − Σ g·y), log_softmax g − exp(y)·Σ g. result_row may be grad_row. */\
-    static inline void softmax_backward_row_##SUFFIX(const TYPE *grad_row, const TYPE *output_row,\
+    ROW_FUNCTION void softmax_backward_row_##SUFFIX(const TYPE *grad_row, const TYPE *output_row,\
                                                      int64_t n_classes, TYPE *result_row,        \
                                                      int log_output) {                           \
         double total = 0.0;                                                                      \
@@ -353,7 +356,7 @@ static inline CeGradientScales ce_gradient_scales(double row_scale, double targe
                                                                                                  \
     /* Σ_c (p_c − [c = y])² of a probability row; with grad_row not NULL also                    \
      * grad_row[c] = scale·2·(p_c − [c = y]) (its gradient for an upstream gradient scale). */   \
-    static inline REAL mse_onehot_row_##SUFFIX(const TYPE *probs, int64_t n_classes, int64_t y,  \
+    ROW_FUNCTION REAL mse_onehot_row_##SUFFIX(const TYPE *probs, int64_t n_classes, int64_t y,  \
                                                REAL scale, TYPE *grad_row) {                     \
         REAL squared = 0;                                                                        \
         for (int64_t c = 0; c < n_classes; ++c) {                                                \
@@ -366,7 +369,7 @@ static inline CeGradientScales ce_gradient_scales(double row_scale, double targe
                                                                                                  \
     /* −log(max(p_y, tiny)) of a probability row; with grad_row not NULL also its gradient for an\
      * upstream gradient scale: −scale/max(p_y, tiny) at y (0 when p_y < tiny), 0 elsewhere. */  \
-    static inline REAL mcee_row_##SUFFIX(const TYPE *probs, int64_t n_classes, int64_t y,        \
+    ROW_FUNCTION REAL mcee_row_##SUFFIX(const TYPE *probs, int64_t n_classes, int64_t y,        \
                                          REAL tiny, REAL scale, TYPE *grad_row) {                \
         const REAL picked = load_##SUFFIX(probs, y);                                             \
         const REAL clamped = picked > tiny ? picked : tiny;                                      \

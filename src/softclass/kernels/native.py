@@ -41,6 +41,7 @@ from torch import Tensor
 from softclass.errors import NativeCacheWarning
 
 __all__ = [
+    "CE_SOURCE",
     "LOSS_ROWS_HEADER",
     "SUPPORTED_DTYPES",
     "NativeCacheWarning",
@@ -53,10 +54,10 @@ __all__ = [
 ]
 
 SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}
-_SOURCE = Path(__file__).with_name("cpu_native.c")
+_SOURCE = CE_SOURCE = Path(__file__).with_name("cpu_native.c")
 # The row math of the losses (log-sum-exp, cross entropy and its gradient, softmax, the design
-# losses of probabilities), included by cpu_native.c and by the compiled MLP training loops
-# (softclass/training/mlp_native.c): one source compiled into both libraries.
+# losses of probabilities), included by cpu_native.c; the compiled MLP training loops
+# (softclass/training/mlp_native.c) include both: one source compiled into both libraries.
 LOSS_ROWS_HEADER = Path(__file__).with_name("loss_rows.h")
 _FLAGS = (
     "-O3",

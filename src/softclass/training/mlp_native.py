@@ -12,8 +12,10 @@ The C code implements the registry entries that carry a ``native_code``
 (:mod:`softclass.mlp.activations`, :mod:`softclass.mlp.designs`, :mod:`softclass.mlp.optimizers`);
 its branches are numbered by those codes, and :func:`train` refuses an entry without one, or
 whose code the library does not implement (:func:`implements`). Each design's loss and its
-gradient come from the row functions of ``softclass/kernels/loss_rows.h``, compiled into this
-library from the same source as the fused cross-entropy kernels of :mod:`softclass.functional`.
+gradient come from the compiled kernels of :mod:`softclass.functional`: ``mlp_native.c`` includes
+``softclass/kernels/cpu_native.c`` (fused cross entropy, softmax and their backward, called on each
+batch of logits) and its row functions ``softclass/kernels/loss_rows.h`` (C's and D's losses of
+probabilities), so both libraries are compiled from one source of that math.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from torch import Tensor
 
 from softclass.errors import ConfigError
-from softclass.kernels.native import LOSS_ROWS_HEADER, load_compiled, pointer
+from softclass.kernels.native import CE_SOURCE, LOSS_ROWS_HEADER, load_compiled, pointer
 from softclass.mlp.activations import Activation
 from softclass.mlp.designs import Design
 from softclass.mlp.optimizers import Optimizer, OptimizerParams
@@ -117,7 +119,9 @@ _failure: list[str] = []
 def library() -> ctypes.CDLL | None:
     """The compiled training loops (built on first call, then cached on disk), or None."""
     symbols = ["mlp_implements", *(f"mlp_train_{suffix}" for suffix in SUPPORTED_DTYPES.values())]
-    loaded = load_compiled(_SOURCE, _FLAGS, (), _failure, symbols, headers=(LOSS_ROWS_HEADER,))
+    loaded = load_compiled(
+        _SOURCE, _FLAGS, (), _failure, symbols, headers=(CE_SOURCE, LOSS_ROWS_HEADER)
+    )
     if loaded is None:
         return None
     loaded.mlp_implements.argtypes = [_I64, _I64]
