@@ -17,12 +17,14 @@
  *     softmax: p ⊙ (g − Σ g·p); log_softmax: g − exp(out)·Σ g      softmax_row_*, softmax_backward_row_*
  *   squared error of probabilities against the one-hot target (design C's mse_onehot):
  *     loss = Σ_c (p_c − [c = y])², ∂(s·loss)/∂p_c = s·2·(p_c − [c = y])    mse_onehot_row_*
+ *   negative log-likelihood of log-probabilities (design B's nll_loss of log_softmax):
+ *     loss = −log_p_y, ∂(s·loss)/∂log_p_c = −s·[c = y]                         nll_row_*
  *   mean cross-entropy error of probabilities (design D's mcee), t = max(p_y, tiny):
  *     loss = −log t, ∂(s·loss)/∂p_y = −s/t (0 where p_y < tiny: the clamp passes no gradient)
  *                                                                        mcee_row_*
  * The probability losses' gradients with respect to the logits are their gradients with respect
- * to p passed through softmax_backward_row_*, as autograd composes softclass.functional's
- * softmax with mse_onehot / mcee.
+ * to p (or log p) passed through softmax_backward_row_*, as autograd composes
+ * softclass.functional's softmax / log_softmax with mse_onehot, mcee / nll_loss.
  *
  * Instantiate the row functions of an element type with DEFINE_LOSS_ROWS(SUFFIX, TYPE, REAL)
  * (SUFFIX f32, bf16 or f64). Compile with -fopenmp-simd (the reductions are `omp simd`) and
@@ -365,6 +367,17 @@ static inline CeGradientScales ce_gradient_scales(double row_scale, double targe
             if (grad_row) store_##SUFFIX(grad_row, c, scale * (residual + residual));            \
         }                                                                                        \
         return squared;                                                                          \
+    }                                                                                            \
+                                                                                                 \
+    /* −log_probs[y] of a log-probability row (nll_loss of log_softmax, design B); with grad_row \
+     * not NULL also its gradient for an upstream gradient scale: −scale at y, 0 elsewhere. */   \
+    ROW_FUNCTION REAL nll_row_##SUFFIX(const TYPE *log_probs, int64_t n_classes, int64_t y,      \
+                                       REAL scale, TYPE *grad_row) {                             \
+        if (grad_row) {                                                                          \
+            for (int64_t c = 0; c < n_classes; ++c) store_##SUFFIX(grad_row, c, (REAL)0);        \
+            store_##SUFFIX(grad_row, y, -scale);                                                 \
+        }                                                                                        \
+        return -load_##SUFFIX(log_probs, y);                                                     \
     }                                                                                            \
                                                                                                  \
     /* −log(max(p_y, tiny)) of a probability row; with grad_row not NULL also its gradient for an\

@@ -31,7 +31,7 @@
 
 enum { ACTIVATION_TANH, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_GELU, ACTIVATION_IDENTITY,
        N_ACTIVATIONS };
-enum { LOSS_CROSS_ENTROPY, LOSS_SQUARED_ERROR, LOSS_MCEE, N_LOSSES };
+enum { LOSS_CROSS_ENTROPY, LOSS_SQUARED_ERROR, LOSS_MCEE, LOSS_NLL_LOG_SOFTMAX, N_LOSSES };
 enum { OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW, N_OPTIMIZERS };
 /* The enums' values are the registries' native_code fields (softclass.mlp.activations, designs,
  * optimizers): a new entry gets its branch here and its code there. */
@@ -201,9 +201,9 @@ static void NAME(network_forward_row)(const RunSettings *settings, REAL *const *
 /* The design's losses of a batch of rows of logits ((rows, C), contiguous) with class indices
  * targets (rows,) into row_loss (rows,); with grad not NULL also d (Σ_r scale_r·loss_r) / d logits
  * into grad (rows, C). scratch: (rows, C) for probabilities, logsumexp: (rows,). The kernels of
- * softclass.functional on CPU, as it composes them: the fused cross entropy (A, and B = nll of
- * log_softmax) forward and backward for per-row upstream gradients row_scale; the softmax, the
- * squared error (C) or MCEE (D) of its probabilities (loss_rows.h), and the softmax backward. */
+ * softclass.functional on CPU, as it composes them: the fused cross entropy (A) forward and
+ * backward for per-row upstream gradients row_scale; else the softmax (log_softmax for B), the
+ * squared error (C), MCEE (D) or NLL (B) of its output (loss_rows.h), and the softmax backward. */
 static void NAME(design_batch)(int64_t loss_kind, REAL tiny, int64_t rows, int64_t n_classes,
                                const REAL *logits, const int64_t *targets, const REAL *row_scale,
                                REAL *row_loss, REAL *logsumexp, REAL *scratch, REAL *grad) {
@@ -217,18 +217,21 @@ static void NAME(design_batch)(int64_t loss_kind, REAL tiny, int64_t rows, int64
                               n_classes);
         return;
     }
-    NAME(softmax_forward)(logits, n_classes, n_classes, 0, rows, scratch, n_classes, 0);
+    const int64_t log_output = loss_kind == LOSS_NLL_LOG_SOFTMAX;
+    NAME(softmax_forward)(logits, n_classes, n_classes, 0, rows, scratch, n_classes, log_output);
     for (int64_t r = 0; r < rows; ++r) {
-        const REAL *probs = scratch + r * n_classes;
+        const REAL *output = scratch + r * n_classes;
+        const int64_t y = targets[r];
         REAL *grad_row = grad ? grad + r * n_classes : NULL;
         const REAL scale = grad ? row_scale[r] : (REAL)1;
-        row_loss[r] = loss_kind == LOSS_MCEE
-                          ? NAME(mcee_row)(probs, n_classes, targets[r], tiny, scale, grad_row)
-                          : NAME(mse_onehot_row)(probs, n_classes, targets[r], scale, grad_row);
+        row_loss[r] = log_output ? NAME(nll_row)(output, n_classes, y, scale, grad_row)
+                      : loss_kind == LOSS_MCEE
+                          ? NAME(mcee_row)(output, n_classes, y, tiny, scale, grad_row)
+                          : NAME(mse_onehot_row)(output, n_classes, y, scale, grad_row);
     }
     if (grad)
         NAME(softmax_backward)(grad, n_classes, scratch, n_classes, n_classes, 0, rows, grad,
-                               n_classes, 0);
+                               n_classes, log_output);
 }
 
 /* One optimizer update of n values (torch.optim.SGD / Adam / AdamW on one tensor); step is
