@@ -19,11 +19,13 @@ sizes); everything with a name comes from a registry:
 * the update — :mod:`softclass.mlp.optimizers` (torch.optim's arithmetic on the stacked tensors).
 
 Small networks on CPU train through compiled loops instead (:mod:`softclass.training.mlp_native`:
-the same formulas, row by row in C, whole epochs per call), since there the cost of a step is
-torch's per-op dispatch, not arithmetic; ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the
-torch path. The two paths agree to rounding (the order of the sums differs). The compiled loops
-implement the registries' entries that carry a ``native_code``; ``backend="compiled"`` on a run
-they lack (an activation, design or optimizer without one) is refused naming it.
+the network row by row in C and each design's loss through softclass.functional's compiled
+kernels, whole epochs per call), since there the cost of a step is torch's per-op dispatch, not
+arithmetic; ``backend="auto"`` picks the faster per shape (:meth:`BatchedTrainer.choose_backend`),
+and ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the torch path. The two paths agree
+to rounding (the order of the sums differs). The compiled loops implement the registries'
+entries that carry a ``native_code``; ``backend="compiled"`` on a run they lack (an activation,
+design or optimizer without one) is refused naming it.
 """
 
 from __future__ import annotations
