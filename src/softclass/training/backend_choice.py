@@ -56,10 +56,11 @@ _COMPILED_SURE_WORK = 16_384
 # weights, torch wins without measuring (its BLAS measured ≥ 3x the compiled loops there).
 _TORCH_SURE_WORK = 4_194_304
 _TORCH_SURE_LAYER = 4 * _COMPILED_MAX_LAYER_WEIGHTS
-# Steps per timed run, and timed runs per backend (after a one-step warm-up of each); the
-# repeats stop early once one backend is _CLEAR_MARGIN times faster than the other.
+# Steps per timed run, and timed runs per backend (after a one-step warm-up of each); after two,
+# the repeats stop once one backend is _CLEAR_MARGIN times faster than the other (a single run
+# can be slowed by another process: at load 15 one such run picked the wrong backend).
 _MEASURED_STEPS = 3
-_MEASURED_REPEATS = 2
+_MEASURED_REPEATS = 3
 _CLEAR_MARGIN = 3.0
 # A run shorter than this many steps does not pay for measuring (~4·_MEASURED_STEPS steps of
 # each backend): the fixed rule decides.
@@ -207,8 +208,8 @@ def _fixed_rule(shape: StepShape, why: str) -> BackendChoice:
 def _measure(trainer: BatchedTrainer, shape: StepShape) -> tuple[float, float]:
     """Seconds per step ``(compiled, torch)`` of a copy of ``trainer`` on synthetic rows of the
     run's shape: after a one-step warm-up of each backend, the best of up to
-    ``_MEASURED_REPEATS`` interleaved runs of ``_MEASURED_STEPS`` steps (fewer once one backend
-    is ``_CLEAR_MARGIN`` times faster)."""
+    ``_MEASURED_REPEATS`` interleaved runs of ``_MEASURED_STEPS`` steps (two once one backend is
+    ``_CLEAR_MARGIN`` times faster)."""
     probe = copy.deepcopy(trainer)
     probe.settings = dataclasses.replace(trainer.settings, backend="torch")
     n_rows = shape.batch_rows * _MEASURED_STEPS
@@ -228,11 +229,11 @@ def _measure(trainer: BatchedTrainer, shape: StepShape) -> tuple[float, float]:
     for run in runs.values():
         run(warm_up)
     best = dict.fromkeys(runs, math.inf)
-    for _ in range(_MEASURED_REPEATS):
+    for repeat in range(_MEASURED_REPEATS):
         for name, run in runs.items():
             start = _clock()
             run(rows)
             best[name] = min(best[name], _clock() - start)
-        if max(best.values()) >= _CLEAR_MARGIN * min(best.values()):
+        if repeat >= 1 and max(best.values()) >= _CLEAR_MARGIN * min(best.values()):
             break
     return best["compiled"] / steps, best["torch"] / steps
