@@ -476,7 +476,7 @@ class BatchedTrainer:
             unweighted) and the share of rows it classified right while training (float64).
             No host synchronisation.
         """
-        if self.uses_compiled:
+        if self.choose_backend(rows.table.shape[0]).backend == "compiled":
             loss, accuracy, _, _ = self.run_compiled_epochs(rows, epoch, 1)
             return loss[:, 0].to(self.dtype), accuracy[:, 0]
         n_rows = rows.table.shape[0]
