@@ -1,15 +1,15 @@
 /* The row math of softclass's losses, written once and compiled into both of softclass's C
  * libraries: the fused cross entropy and softmax kernels (cpu_native.c, what
  * softclass.functional dispatches to on CPU) and the compiled MLP training loops
- * (softclass/training/mlp_native.c, which computes every design's loss and its gradient with these
- * functions). softclass/kernels/native.py hashes this header with each source, so a change here
- * rebuilds both libraries.
+ * (softclass/training/mlp_native.c, which includes cpu_native.c and computes every design's loss
+ * and its gradient through those kernels and these functions). softclass/kernels/native.py hashes
+ * this header with each source, so a change here rebuilds both libraries.
  *
  * Element types: f32 (float), bf16 (uint16_t holding the top half of a float), f64 (double); f32
  * and bf16 are computed in float ("REAL") with double row sums, f64 in double. A row is C values
  * with class stride 1. Per row with logits x, L = log Σ_c exp(x_c), p = exp(x − L), target y:
  *
- *   cross entropy (class weights w, W = Σ_c w_c, smoothing ε; design A, and B = nll(log_softmax)):
+ *   cross entropy (class weights w, W = Σ_c w_c, smoothing ε; design A):
  *     loss = (1−ε)·w_y·(L − x_y) + (ε/C)·(W·L − Σ_c w_c x_c)                ce_row_loss
  *     ∂(s·loss)/∂x_c = p_c·s·((1−ε)·w_y + ε·W/C) − s·(1−ε)·w_y·[c = y] − s·(ε/C)·w_c
  *                                                           ce_gradient_value, ce_gradient_row_*
