@@ -68,9 +68,10 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _run(mode: str) -> dict:
+def _python(*arguments: str) -> str:
+    """stdout of a fresh interpreter (this checkout's softclass) that must succeed."""
     completed = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, mode],
+        [sys.executable, *arguments],
         capture_output=True,
         text=True,
         timeout=300,
@@ -78,7 +79,11 @@ def _run(mode: str) -> dict:
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout.splitlines()[-1])
+    return completed.stdout
+
+
+def _run(mode: str) -> dict:
+    return json.loads(_python("-c", _SCRIPT, mode).splitlines()[-1])
 
 
 @pytest.mark.parametrize("mode", ["healthy", "killed", "fails-in-helper"])
@@ -119,15 +124,7 @@ def test_plain_data_pickles_without_torch():
 
 def test_the_command_line_writes_every_figure_through_its_helpers(tmp_path):
     out = tmp_path / "run"
-    completed = subprocess.run(
-        [sys.executable, "-m", "softclass", "compare", "--epochs", "5", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(SRC)},
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    _python("-m", "softclass", "compare", "--epochs", "5", "--out", str(out))
     for name in ("loss_curves.png", "calibration.png", "confusion_matrices.png"):
         assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
     page = (out / "report.html").read_text()

@@ -11,7 +11,8 @@ reads the table and trains. The report then hands them its figures (plain numpy 
 Nothing depends on the helpers: :func:`render_figures` draws in-process whatever a helper did
 not return (no pool, no ``os.fork``, a helper that died or answered garbage), so a figure is
 never lost, only drawn more slowly. The helpers ignore SIGINT (the main process decides what an
-interruption means), exit when their pipe closes and are reaped by :meth:`FigurePool.close`.
+interruption means), exit when their pipe closes (the main process died) and are stopped and
+reaped by :meth:`FigurePool.close`.
 The pipes carry pickles between this process and its own children only.
 """
 
@@ -247,9 +248,13 @@ class FigurePool:
             os.waitpid(helper.pid, 0)
 
     def close(self) -> None:
-        """Close the pipes (the helpers exit at EOF) and reap the helpers."""
+        """Stop and reap the helpers. They hold nothing but figures already returned, so they
+        are killed rather than waited for: a command that fails early (a missing file) does not
+        wait for their matplotlib import."""
         helpers, self._helpers = self._helpers, []
         for helper in helpers:
+            with contextlib.suppress(OSError):
+                os.kill(helper.pid, signal.SIGKILL)
             self._reap(helper)
 
 
