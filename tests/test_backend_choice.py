@@ -34,6 +34,7 @@ def fake_clock(monkeypatch):
     """A clock that only the measured runs advance: ``costs[backend]`` seconds per step."""
     state = {"now": 0.0, "costs": {"compiled": 1e-4, "torch": 1e-4}, "runs": []}
     monkeypatch.setattr(backend_choice, "_clock", lambda: state["now"])
+    monkeypatch.setattr(backend_choice, "_wall_clock", lambda: state["now"])
     run_compiled, train_epoch = BatchedTrainer.run_compiled_epochs, BatchedTrainer.train_epoch
 
     def advance(trainer, rows, backend):
@@ -177,3 +178,28 @@ def test_the_result_states_the_backend_and_why():
     assert result.backend == "compiled"
     assert result.backend_reason.endswith("the compiled loops win by a wide margin (not measured)")
     assert math.isfinite(result.train_loss[0, -1])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_time_is_measured_unless_torch_runs_on_several_threads(monkeypatch, threads):
+    calls = {"cpu": 0, "wall": 0}
+
+    def clock(kind):
+        def read():
+            calls[kind] += 1
+            return float(calls[kind])
+
+        return read
+
+    monkeypatch.setattr(backend_choice, "_clock", clock("cpu"))
+    monkeypatch.setattr(backend_choice, "_wall_clock", clock("wall"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        choice = _trainer().choose_backend(4096)
+    finally:
+        torch.set_num_threads(before)
+    assert choice.seconds_per_step is not None
+    # two reads per timed run; the compiled runs always on the thread's CPU clock
+    assert calls["wall"] == (0 if threads == 1 else calls["cpu"])
+    assert calls["cpu"] >= 4

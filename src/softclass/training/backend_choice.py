@@ -15,7 +15,8 @@ The rule (:func:`choose_by_speed`), per problem shape (:class:`StepShape`):
 * otherwise measured: a copy of the trainer runs ``_MEASURED_STEPS`` steps of each backend on
   synthetic rows of the run's shape (its widths, members, batch size, dtype, optimizer, designs and
   torch's thread count), after a one-step warm-up, best of up to ``_MEASURED_REPEATS`` interleaved
-  timings; the faster per step wins. The run's own parameters and optimizer state are not
+  timings (CPU time of the calling thread; wall time for torch on several threads); the faster per
+  step wins. The run's own parameters and optimizer state are not
   touched.
 * when measuring is not possible or not worth it (``SOFTCLASS_MEASURE_BACKEND=0``, a run shorter
   than ``_MIN_RUN_STEPS`` steps, or the measurement failed) the fixed rule of
@@ -66,8 +67,12 @@ _CLEAR_MARGIN = 3.0
 # each backend): the fixed rule decides.
 _MIN_RUN_STEPS = 400
 
-# The clock of the measurements (tests replace it).
-_clock = time.perf_counter
+# The clocks of the measurements (tests replace them): the calling thread's CPU time, exact for
+# the compiled loops and for torch on one thread even when other processes take the cores (wall
+# time measured a run 3.5x too slow at load 9); wall time for torch on several threads, whose
+# work runs on other threads too.
+_clock = time.thread_time
+_wall_clock = time.perf_counter
 
 _decisions: dict[StepShape, BackendChoice] = {}
 
@@ -229,11 +234,13 @@ def _measure(trainer: BatchedTrainer, shape: StepShape) -> tuple[float, float]:
     for run in runs.values():
         run(warm_up)
     best = dict.fromkeys(runs, math.inf)
+    clocks = {"compiled": _clock, "torch": _clock if shape.threads == 1 else _wall_clock}
     for repeat in range(_MEASURED_REPEATS):
         for name, run in runs.items():
-            start = _clock()
+            clock = clocks[name]
+            start = clock()
             run(rows)
-            best[name] = min(best[name], _clock() - start)
+            best[name] = min(best[name], clock() - start)
         if repeat >= 1 and max(best.values()) >= _CLEAR_MARGIN * min(best.values()):
             break
     return best["compiled"] / steps, best["torch"] / steps
