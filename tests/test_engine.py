@@ -191,6 +191,39 @@ def test_a_new_design_or_optimizer_without_native_code_is_refused_by_name(monkey
 
 
 @pytest.mark.parametrize(
+    ("kind", "registry"),
+    [("activation", ACTIVATIONS), ("design", DESIGNS), ("optimizer", OPTIMIZERS)],
+)
+def test_every_native_code_of_the_registries_is_implemented_by_the_compiled_loops(kind, registry):
+    compiled = mlp_native.library()
+    assert compiled is not None, mlp_native.unavailable_reason()
+    claimed = {
+        name: entry.native_code for name, entry in registry.items() if entry.native_code is not None
+    }
+    missing = [
+        name for name, code in claimed.items() if not mlp_native.implements(compiled, kind, code)
+    ]
+    assert missing == [], f"{kind}s claiming a native_code mlp_native.c lacks: {missing}"
+    assert not mlp_native.implements(compiled, kind, max(claimed.values()) + 1)
+    assert not mlp_native.implements(compiled, kind, -1)
+
+
+def test_a_design_claiming_a_native_code_the_compiled_loops_lack_is_refused(monkeypatch):
+    monkeypatch.setitem(
+        designs.DESIGNS, "E", dataclasses.replace(DESIGNS["A"], name="E", native_code=7)
+    )
+    features, targets = _table()
+    with pytest.raises(ConfigError, match=r"design 'E' claims native_code 7, which the compiled"):
+        train_ensemble(
+            MLPConfig(N_FEATURES, N_CLASSES),
+            [Member("A", 0), Member("E", 1)],
+            features,
+            targets,
+            TrainConfig(epochs=1, backend="compiled"),
+        )
+
+
+@pytest.mark.parametrize(
     ("lookup", "name", "match"),
     [
         (get_activation, "swish", "unknown activation 'swish': expected one of tanh, relu"),

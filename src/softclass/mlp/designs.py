@@ -64,8 +64,9 @@ class Design:
         loss: (output, encoded targets) → scalar mean loss.
         output_to_proba: output → probabilities ``(N, C)``.
         output_to_log_proba: output → log-probabilities ``(N, C)``, as stable as the design allows.
-        native_code: the loss branch of ``mlp_native.c`` that computes this design (0 cross
-            entropy, 1 squared error, 2 MCEE), or None (the compiled backend then refuses it).
+        native_code: the loss branch of ``mlp_native.c`` that computes this design (0 fused
+            cross entropy, 1 squared error of softmax, 2 MCEE of softmax, 3 NLL of log_softmax),
+            or None (the compiled backend then refuses it).
     """
 
     name: str
@@ -162,7 +163,7 @@ DESIGNS: dict[str, Design] = {
         functional.nll_loss,
         _exp,
         _identity,
-        0,
+        3,
     ),
     "C": Design(
         "C",
