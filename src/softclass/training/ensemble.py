@@ -47,9 +47,12 @@ from softclass.evaluation.stats import (
     t_quantile,
 )
 from softclass.io import atomic_write_bytes
+from softclass.mlp.activations import NATIVE_ENTRIES as NATIVE_ACTIVATIONS
 from softclass.mlp.activations import get_activation
+from softclass.mlp.designs import NATIVE_ENTRIES as NATIVE_DESIGNS
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
+from softclass.mlp.optimizers import NATIVE_ENTRIES as NATIVE_OPTIMIZERS
 from softclass.mlp.optimizers import get_optimizer
 from softclass.training import backend_choice, mlp_native, schema
 from softclass.training.batching import batch_bounds, epoch_permutation
@@ -309,6 +312,20 @@ class BatchedTrainer:
         ]
         if lacking:
             return f"{', '.join(lacking)} has no compiled implementation (no native_code)"
+        changed = [
+            f"{kind} {entry.name!r}"
+            for kind, entry, written_for in (
+                ("activation", self.activation, NATIVE_ACTIVATIONS),
+                ("optimizer", self.optimizer, NATIVE_OPTIMIZERS),
+                *(("design", design, NATIVE_DESIGNS) for design, _ in self._design_groups),
+            )
+            if written_for.get(entry.native_code) != entry
+        ]
+        if changed:
+            return (
+                f"{', '.join(changed)} is not the registry entry its compiled branch "
+                "(native_code) was written from: changed or replaced at run time"
+            )
         if not all(tensor.is_contiguous() for tensor in self.network.parameters()):
             return "non-contiguous parameters"
         if mlp_native.library() is None:
