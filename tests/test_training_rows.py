@@ -8,9 +8,10 @@ from softclass.training.ensemble import BatchedTrainer, Member
 
 
 def test_epochs_gather_into_the_same_buffer_in_each_members_order():
-    config = MLPConfig(3, 4, (40, 40), "relu")  # wide enough for the torch path
+    config = MLPConfig(3, 4, (40, 40), "relu")
     members = [Member("A", 0), Member("C", 1)]
-    trainer = BatchedTrainer(config, members, TrainConfig(batch_size=8, optimizer="adam"))
+    settings = TrainConfig(batch_size=8, optimizer="adam", backend="torch")
+    trainer = BatchedTrainer(config, members, settings)
     assert not trainer.uses_compiled
     features = torch.randn(20, 3)
     targets = torch.nn.functional.one_hot(torch.arange(20) % 4, 4).float()
