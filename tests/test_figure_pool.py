@@ -122,9 +122,49 @@ def test_plain_data_pickles_without_torch():
     assert value["curves"].roc_auc.shape == (3,)
 
 
-def test_the_command_line_writes_every_figure_through_its_helpers(tmp_path):
-    out = tmp_path / "run"
-    _python("-m", "softclass", "compare", "--epochs", "5", "--out", str(out))
+# The command line as the console script runs it, counting the figures its helpers returned.
+_COUNTING_CLI = textwrap.dedent(
+    """
+    import sys
+    from softclass.evaluation import figure_pool
+
+    returned = []
+    original = figure_pool.FigurePool.render
+
+    def render(self, jobs):
+        drawn = original(self, jobs)
+        returned.extend(drawn)
+        return drawn
+
+    figure_pool.FigurePool.render = render
+    from softclass.cli import main
+
+    count_file, *sys.argv[1:] = sys.argv[1:]
+    try:
+        main()
+    finally:
+        with open(count_file, "w") as file:
+            file.write(str(len(returned)))
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["compare", "train"])
+def test_the_command_line_writes_every_figure_through_its_helpers(tmp_path, command):
+    out, count = tmp_path / "run", tmp_path / "count"
+    arguments = ["--epochs", "5", "--out", str(out)]
+    if command == "train":  # the bundled Iris table as a file
+        from softclass.data.bundled import bundled_path
+
+        arguments = [str(bundled_path("iris")), *arguments]
+    _python("-c", _COUNTING_CLI, str(count), command, *arguments)
+    # the helpers were forked before the options (and torch) were read, and drew every figure
+    # compare: loss curves, calibration, agreement, ROC/PR of each design, confusion matrices;
+    # train: the same for its one design, without the agreement
+    assert int(count.read_text()) == (8 if command == "compare" else 4)
+    if command == "train":
+        assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
+        return
     for name in ("loss_curves.png", "calibration.png", "confusion_matrices.png"):
         assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
     page = (out / "report.html").read_text()

@@ -139,11 +139,14 @@ def main() -> None:
     141 (128 + SIGPIPE, what a shell reports for a writer killed by SIGPIPE) without a message
     when the reader of stdout went away (``softclass predict ... | head``).
     """
+    from softclass.evaluation.figure_pool import figure_pool
+
     warnings.showwarning = _show_warning
     with _signals_interrupt():
         try:
             try:
-                app()
+                with figure_pool(enabled=_draws_figures(sys.argv[1:])):
+                    app()
             finally:
                 _flush_stdout()
         except Interrupted as interrupt:
@@ -983,19 +986,18 @@ def _print_typing_table(recipe) -> None:
         )
 
 
-def _draws_figures(command: Callable[..., None]) -> Callable[..., None]:
-    """Run ``command`` with figure helpers started first (they import matplotlib and load its
-    fonts while the command imports torch and trains; see
-    :mod:`softclass.evaluation.figure_pool`). Not under torchrun, where only rank 0 draws."""
-
-    @functools.wraps(command)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        from softclass.evaluation.figure_pool import figure_pool
-
-        with figure_pool(enabled=int(os.environ.get("WORLD_SIZE", "1")) <= 1):
-            command(*args, **kwargs)
-
-    return wrapper
+def _draws_figures(arguments: list[str]) -> bool:
+    """Whether this command line runs a command that writes a report (``compare``, ``train``):
+    its figure helpers (:mod:`softclass.evaluation.figure_pool`) are forked before anything
+    imports torch — reading the options already does (the registries) — so that they import
+    matplotlib and load its fonts while the command imports torch and trains. Not for --help,
+    and not under torchrun, where only rank 0 draws."""
+    command = next((argument for argument in arguments if not argument.startswith("-")), None)
+    return (
+        command in ("compare", "train")
+        and not {"--help", "-h"} & set(arguments)
+        and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    )
 
 
 @contextlib.contextmanager
@@ -1126,7 +1128,6 @@ _COMPARE_HELP = "\n\n".join(
 
 
 @app.command(cls=_Command, help=_COMPARE_HELP)
-@_draws_figures
 @_with_options("compare")
 def compare(
     data: _DataArgument = None,
@@ -1364,7 +1365,6 @@ _TRAIN_HELP = "\n\n".join(
 
 
 @app.command(cls=_Command, help=_TRAIN_HELP)
-@_draws_figures
 @_with_options("train")
 def train(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.", metavar="DATA")],
