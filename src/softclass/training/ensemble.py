@@ -10,7 +10,10 @@ the sum of the members' losses, whose gradient with respect to member ``m``'s pa
 member ``m``'s own gradient, so nothing mixes between members.
 
 The network's backward pass is written by hand (autograd's per-op bookkeeping dominates at these
-sizes); everything with a name comes from a registry:
+sizes). With one member (the estimator, ``softclass train``) the step drops the member axis and
+runs plain 2-D products, through oneDNN for wide float32 layers (faster than MKL's SGEMM on
+AVX-512 CPUs where MKL runs its AVX2 code; see ``_ONEDNN_MIN_WIDTH``); the weight gradients
+are written into buffers kept for the run. Everything with a name comes from a registry:
 
 * the loss and its gradient with respect to the logits — the design's
   :meth:`~softclass.mlp.designs.Design.output_gradient`, i.e. :mod:`softclass.functional` (A's
@@ -179,17 +182,12 @@ def _linear_layers(mlp: MLP) -> list[torch.nn.Linear]:
     return [layer for layer in mlp.layers if isinstance(layer, torch.nn.Linear)]
 
 
-def _affine(
-    biases: torch.Tensor,
-    inputs: torch.Tensor,
-    weights_t: torch.Tensor,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
+def _affine(biases: torch.Tensor, inputs: torch.Tensor, weights_t: torch.Tensor) -> torch.Tensor:
     """``inputs @ weights_t + biases``: ``(B, in) @ (in, out) + (out,)`` (addmm, one model) or
-    ``(M, B, in) @ (M, in, out) + (M, 1, out)`` (baddbmm), into ``out`` when given."""
+    ``(M, B, in) @ (M, in, out) + (M, 1, out)`` (baddbmm)."""
     if inputs.dim() == 2:
-        return torch.addmm(biases, inputs, weights_t, out=out)
-    return torch.baddbmm(biases, inputs, weights_t, out=out)
+        return torch.addmm(biases, inputs, weights_t)
+    return torch.baddbmm(biases, inputs, weights_t)
 
 
 def _matmul(
@@ -885,10 +883,8 @@ def train_ensemble(
             "validation_fraction > 0, monitor='train_loss' or patience=None"
         )
     trainer = BatchedTrainer(config, members, settings, dtype, device)
-    features = features.to(device, dtype)
-    one_hot = torch.nn.functional.one_hot(targets, config.n_classes).to(device, dtype)
-    weights = None if row_weights is None else torch.as_tensor(row_weights).to(device, dtype)
-    rows = trainer.training_rows(features, one_hot, weights)
+    weights = None if row_weights is None else torch.as_tensor(row_weights).to(device)
+    rows = trainer.training_rows(features.to(device), row_weights=weights, targets=targets)
     n_members, epochs = len(trainer.members), settings.epochs
     histories = {
         name: torch.full((n_members, epochs), math.nan, dtype=torch.float64)
