@@ -246,7 +246,13 @@ def test_a_really_different_loss_is_reported_as_different(iris, monkeypatch):
 def test_agreement_verdicts_in_words():
     same = Agreement("A", "B", 0, [0.0, 0.0], [0.0, 0.0], [0.0], [1])
     assert same.verdict == "identical"
-    assert same.explanation() == "bit for bit the same weights over 2 epochs"
+    assert same.explanation() == (
+        "bit for bit the same weights over 2 epochs; float64 gradients at the same weights "
+        "agree to 0e+00"
+    )
+    # Identical weights but other gradients: a backend that did not train the registry's loss.
+    unfaithful = Agreement("A", "B", 0, [0.0, 0.0], [0.0, 0.0], [1.0], [1])
+    assert unfaithful.verdict == "different"
     rounding = Agreement("A", "D", 0, [1e-7, 4.3e-2], [1e-7, 1e-5], [3e-16, 5e-16], [1, 2], 5.1e-2)
     assert rounding.verdict == "equal up to rounding" and rounding.needs_noise_floor
     assert rounding.explanation() == (
@@ -263,14 +269,29 @@ def test_agreement_verdicts_in_words():
 
 
 @pytest.mark.parametrize(
-    "options",
-    [{"patience": 2}, {"precision": "bf16"}, {"backend": "autograd"}],
-    ids=["patience", "bf16", "autograd"],
+    "options", [{"precision": "bf16"}, {"backend": "autograd"}], ids=["bf16", "autograd"]
 )
 def test_options_the_batched_engine_lacks_run_the_seeds_one_by_one(iris, options):
     result = compare(iris, "AB", TrainConfig(epochs=3, **options), seeds=2)
     assert {agreement.seed for agreement in result.agreements} == {0, 1}
     assert result.bands is None and result.seed_statistics() is not None
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_early_stopping_trains_every_model_once_in_the_engine(iris, seeds):
+    config = TrainConfig(epochs=60, patience=2, learning_rate=0.05)
+    result = compare(iris, "ABC", config, seeds=seeds)
+    # The first seed's pairs only, compared while both models trained.
+    assert {agreement.seed for agreement in result.agreements} == {0}
+    assert (result.bands is not None) == (seeds > 1)
+    assert result.history_rows == "stopping" and result.n_stopping > 0
+    for run in result.runs:
+        assert len(run.history.records) <= 60
+    a_b = result.agreements[0]
+    first = {run.design: run for run in result.runs if run.seed == 0}
+    both = min(len(first["A"].history.records), len(first["B"].history.records))
+    assert len(a_b.weight_diff) == both and a_b.same_gradients
+    assert len(result.runs) == 3 * seeds
 
 
 @pytest.mark.parametrize("seeds", [1, 2])  # the lockstep trainers and the batched engine
@@ -319,7 +340,9 @@ def test_iris_comparison_reaches_the_goal_and_writes_everything(iris, tmp_path):
         assert result.summary(name)["validation_accuracy"] >= 0.93
     a_b = next(a for a in result.agreements if (a.first, a.second) == ("A", "B"))
     assert a_b.max_weight_diff <= 1e-5 and a_b.max_loss_diff <= 1e-5
-    assert a_b.verdict == "equal up to rounding" and a_b.noise_floor is None
+    # The compiled loops run A and B through the same kernel: bit for bit the same weights.
+    assert a_b.max_gradient_diff <= 1e-12 and a_b.noise_floor is None
+    assert a_b.verdict in ("identical", "equal up to rounding")
     run = tmp_path / "run"
     for name in ("loss_curves.png", "confusion_matrices.png", "calibration.png"):
         _assert_png(run / name)

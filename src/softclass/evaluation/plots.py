@@ -129,6 +129,17 @@ def short_label(name: str) -> str:
     return name if len(name) <= LABEL_MAX_CHARS else name[: LABEL_MAX_CHARS - 1] + "…"
 
 
+def _plain_log_labels(panel, label_minor: bool = False) -> None:
+    """Tick labels of a log or symlog y axis as plain text: 0.2, 4, 1e-05 (``%g``) instead of
+    matplotlib's default 2×10⁻¹, which is typeset as mathematics (a third of a figure's drawing
+    time) and too wide for the panel's margin."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    panel.yaxis.set_major_formatter(plain)
+    panel.yaxis.set_minor_formatter(plain if label_minor else NullFormatter())
+
+
 def _finite(values: Sequence[float | None]) -> np.ndarray:
     return np.array([np.nan if value is None else value for value in values], dtype=np.float64)
 
@@ -167,14 +178,8 @@ def loss_curves_figure(
         drawn = [value for line in panel.get_lines() for value in line.get_ydata()]
         if drawn and all(math.isfinite(value) and value > 0 for value in drawn):
             panel.set_yscale("log")
-            # Plain numbers (0.2, 4) instead of 2×10⁻¹: narrow enough for the panel's margin;
-            # minor ticks are labelled only when the curves span less than ~1.3 decades.
-            from matplotlib.ticker import FuncFormatter, NullFormatter
-
-            plain = FuncFormatter(lambda value, _: f"{value:g}")
-            panel.yaxis.set_major_formatter(plain)
-            decades = math.log10(max(drawn) / min(drawn))
-            panel.yaxis.set_minor_formatter(plain if decades < 1.3 else NullFormatter())
+            # Minor ticks are labelled only when the curves span less than ~1.3 decades.
+            _plain_log_labels(panel, math.log10(max(drawn) / min(drawn)) < 1.3)
         panel.set_title(f"design {name}: {loss_names[name]}", fontsize="medium")
         panel.set_xlabel("epoch")
         panel.set_ylabel(f"{loss_names[name]} loss")
@@ -515,6 +520,7 @@ def seed_bands_figure(
             drawn = np.concatenate([np.asarray(band["mean"]) for band in bands[metric].values()])
             if drawn.size and np.all(np.isfinite(drawn)) and np.all(drawn > 0):
                 panel.set_yscale("log")
+                _plain_log_labels(panel, math.log10(drawn.max() / drawn.min()) < 1.3)
         panel.set_title(f"{label}: mean and 95 % band over seeds", fontsize="medium")
         panel.set_xlabel("epoch")
         panel.set_ylabel(label)
@@ -544,6 +550,7 @@ def agreement_figure(
             linestyle=DESIGN_LINESTYLES.get(second, "-"),
         )
     panel.set_yscale("symlog", linthresh=1e-8)
+    _plain_log_labels(panel)
     panel.axhline(1e-3, color="grey", linewidth=0.8, linestyle=":", label="float tolerance 1e-3")
     panel.set_xlabel("epoch")
     panel.set_ylabel("max |ΔW| over all weights")

@@ -139,18 +139,23 @@ def _check_confidence(confidence: float) -> None:
         raise ConfigError(f"confidence must lie strictly between 0 and 1, got {confidence}")
 
 
-def _student_t():
-    """scipy's Student t distribution; scipy.stats is imported here, on first use (~0.9 s of
-    start-up that ``softclass train`` never needs)."""
-    from scipy import stats
-
-    return stats.t
-
-
 def t_quantile(confidence: float, degrees_of_freedom: int) -> float:
-    """The two-sided Student-t critical value: P(|T| <= q) = confidence."""
+    """The two-sided Student-t critical value: P(|T| <= q) = confidence.
+
+    scipy.special's Student-t functions (the ones behind ``scipy.stats.t``, bitwise the same
+    values) are imported on first use: 0.27 s against 0.67 s for scipy.stats, and never by
+    ``softclass train``."""
+    from scipy import special
+
     _check_confidence(confidence)
-    return float(_student_t().ppf(0.5 + confidence / 2.0, degrees_of_freedom))
+    return float(special.stdtrit(degrees_of_freedom, 0.5 + confidence / 2.0))
+
+
+def t_two_sided_p(t_statistic: float, degrees_of_freedom: int) -> float:
+    """P(|T| >= |t|) for Student's t with ``degrees_of_freedom``."""
+    from scipy import special
+
+    return float(2.0 * special.stdtr(degrees_of_freedom, -abs(t_statistic)))
 
 
 def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> MeanInterval:
@@ -206,7 +211,7 @@ def paired_comparison(
     else:
         standard_error = std / math.sqrt(n)
         t_statistic = mean / standard_error
-        p_value = float(2.0 * _student_t().sf(abs(t_statistic), n - 1))
+        p_value = t_two_sided_p(t_statistic, n - 1)
         half = t_quantile(confidence, n - 1) * standard_error
     scale = np.maximum(1.0, np.maximum(np.abs(array_a), np.abs(array_b)))
     if np.all(np.abs(differences) <= FLOAT_TOLERANCE * scale):

@@ -9,13 +9,12 @@ epoch; then it measures each design on the validation rows and, when asked, writ
 history, report and plots to a directory.
 
 Several seeds (seed, seed + 1, ...) each have their own batch order and initial weights; the
-split stays the one of the configured seed. With more than one seed every design × seed model is
-trained in one batched run (:mod:`softclass.training.ensemble`, the same models to float
-tolerance), the
-first seed is also run in lockstep for the weight agreement, and the report adds each design's
+split stays the one of the configured seed. Every design × seed model is trained once, in one
+batched run (:mod:`softclass.training.ensemble`); the first seed's designs are compared after
+every epoch from the engine's weights, and with several seeds the report adds each design's
 mean ± 95 % interval over the seeds and paired comparisons (:mod:`softclass.evaluation.stats`).
-Options the
-batched engine lacks (early stopping, bf16, weight decay) fall back to one seed after the other.
+What the batched engine refuses (bf16, torchrun, ``backend="autograd"``) trains in lockstep
+autograd :class:`Trainer` runs, one seed after the other.
 
 Designs are set side by side only on common metrics (log loss, accuracy, Brier score and ECE of
 the predicted probabilities, on the validation rows); a design's own training loss is reported as
@@ -63,6 +62,7 @@ from softclass.training.trainer import (
     EpochRecord,
     History,
     ProgressCallback,
+    ProgressEvent,
     TrainConfig,
     Trainer,
     TrainResult,
@@ -270,10 +270,13 @@ class Agreement:
     @property
     def verdict(self) -> str:
         """ "identical" (bit for bit), "equal up to rounding" (the same float64 gradients at the
-        same weights: any float32 drift is rounding) or "different" (other gradients)."""
+        same weights: any float32 drift is rounding) or "different" (other gradients, whatever
+        the weights did)."""
+        if not self.same_gradients:
+            return "different"
         if self.max_weight_diff == 0.0 and not self.max_loss_diff:
             return "identical"
-        return "equal up to rounding" if self.same_gradients else "different"
+        return "equal up to rounding"
 
     @property
     def method(self) -> str:
@@ -294,7 +297,10 @@ class Agreement:
         """What the numbers say, in one line (the terminal prints it after the verdict)."""
         epochs = len(self.weight_diff)
         if self.verdict == "identical":
-            return f"bit for bit the same weights over {epochs} epochs"
+            return (
+                f"bit for bit the same weights over {epochs} epochs; float64 gradients at the "
+                f"same weights agree to {self.max_gradient_diff:.0e}"
+            )
         if not self.same_gradients:
             return (
                 f"float64 gradients at the same weights differ by {self.max_gradient_diff:.1e} "
@@ -615,20 +621,12 @@ def _compare(
     agreements: list[Agreement] = []
     bands = None
     distributed = DistContext() if distributed is None else distributed
-    if seeds > 1 and _engine_fits(config, distributed) and stopping is None:
-        # The agreement (gradients at the same weights, noise floor) needs the first seed's
-        # lockstep Trainers; every design × seed model is then trained once in the engine.
-        _, agreements = _compare_one_seed(
-            data,
-            names,
-            model_config,
-            replace(config, seed=seed_values[0]),
-            progress,
-            True,
-            distributed,
-            stopping,
+    if _engine_fits(config, distributed):
+        # Every design × seed model trained once, in one batched run; the first seed's designs
+        # are compared after every epoch from the engine's own weights.
+        runs, agreements, bands = _engine_compare(
+            data, names, model_config, config, seed_values, progress, stopping
         )
-        runs, bands = _engine_runs(data, names, model_config, config, seed_values)
     else:
         for seed in seed_values:
             seed_runs, seed_agreements = _compare_one_seed(
@@ -709,17 +707,81 @@ def _engine_fits(config: TrainConfig, distributed: DistContext) -> bool:
     return not distributed.enabled and config.precision == "fp32" and config.backend != "autograd"
 
 
-def _engine_runs(
+def _engine_compare(
     data: PreparedData,
     names: tuple[str, ...],
     model_config: MLPConfig,
     config: TrainConfig,
     seed_values: tuple[int, ...],
-) -> tuple[list[DesignRun], dict[str, dict[str, dict[str, Any]]]]:
+    progress: ProgressCallback | None,
+    stopping: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[list[DesignRun], list[Agreement], dict[str, dict[str, dict[str, Any]]] | None]:
     """Every design × seed in one :func:`softclass.training.ensemble.train_ensemble` run (each
-    model trained once), measured like a :class:`Trainer` run, and the per-epoch bands of the
-    validation loss and accuracy."""
+    model trained once), measured like a :class:`Trainer` run; the first seed's pairs of designs
+    compared after every epoch (:class:`Agreement`); with several seeds, the per-epoch bands of
+    the validation loss and accuracy.
+
+    The engine watches ``stopping`` rows when early stopping, else the validation rows; its
+    per-epoch validation numbers come from those rows.
+    """
     members = design_seed_grid(names, seed_values)
+    index = {(member.design, member.seed): m for m, member in enumerate(members)}
+    seed = seed_values[0]
+    watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
+    probe_rows = min(PROBE_ROWS, int(data.train_features.shape[0]))
+    probe = _Probe(
+        data.train_features[:probe_rows], data.train_targets[:probe_rows], data.n_classes
+    )
+    probe_every = max(1, config.epochs // PROBE_CHECKS)
+    agreements = [
+        Agreement(
+            first,
+            second,
+            seed,
+            loss_diff=[] if (first, second) in _SAME_LOSS_QUANTITY else None,
+            probe_rows=probe_rows,
+        )
+        for first, second in AGREEMENT_PAIRS
+        if first in names and second in names
+    ]
+    labels = {
+        name: name if len(seed_values) == 1 else f"{name} × {len(seed_values)} seeds"
+        for name in names
+    }
+
+    def on_epoch(epoch: int, trainer, histories, epochs_run: list[int]) -> None:
+        # Runs after every epoch; member m ran this epoch while epoch <= epochs_run[m].
+        parameters = trainer.network.parameters()  # stacked: (M, ...) each
+        # Per member whose weights the probe ran at: its network and each design's gradient.
+        probed: dict[int, tuple[torch.nn.Module, dict[str, list[torch.Tensor]]]] = {}
+        for agreement in agreements:
+            i, j = index[(agreement.first, seed)], index[(agreement.second, seed)]
+            if epoch > epochs_run[i] or epoch > epochs_run[j]:
+                continue
+            with torch.no_grad():
+                agreement.weight_diff.append(
+                    max(float((tensor[i] - tensor[j]).abs().max()) for tensor in parameters)
+                )
+            if agreement.loss_diff is not None:
+                agreement.loss_diff.append(
+                    max(
+                        abs(float(histories[name][i, epoch - 1] - histories[name][j, epoch - 1]))
+                        for name in ("train_loss", "val_loss")
+                    )
+                )
+            last = epoch in (epochs_run[i], epochs_run[j])
+            if epoch == 1 or epoch % probe_every == 0 or last:
+                if i not in probed:
+                    probed[i] = (trainer.network.to_mlp(i), {})
+                _record_gradient_pair(agreement, *probed[i], probe, epoch)
+        if progress is not None:
+            for name in names:
+                m = index[(name, seed)]
+                if epoch <= epochs_run[m]:
+                    record = _epoch_record(histories, m, epoch, 0.0)
+                    finished = epoch == epochs_run[m]
+                    progress(ProgressEvent(labels[name], epoch, config.epochs, record, finished))
+
     started = time.perf_counter()
     result = train_ensemble(
         model_config,
@@ -727,24 +789,19 @@ def _engine_runs(
         data.train_features,
         data.train_targets,
         config,
-        data.validation_features,
-        data.validation_targets,
+        *watched,
         device=resolve_device(config.device),
+        on_epoch=on_epoch,
     )
     check_batched_divergence(result, model_config, config)
-    # Per member, per epoch: (train loss, train accuracy, val loss, val accuracy) as floats.
-    histories = [
-        list(zip(*(getattr(result, name)[m].tolist() for name in _HISTORY_NAMES), strict=True))
-        for m in range(len(members))
-    ]
     # Wall time per epoch, shared out over the models trained together.
     seconds = (time.perf_counter() - started) / (max(result.epochs_run) * len(members))
     runs = []
     for m, member in enumerate(result.members):
         history = History(
             [
-                EpochRecord(epoch, *values, seconds)
-                for epoch, values in enumerate(histories[m][: result.epochs_run[m]], start=1)
+                _epoch_record(result, m, epoch, seconds)
+                for epoch in range(1, result.epochs_run[m] + 1)
             ],
             None if result.best_epoch is None else result.best_epoch[m],
             result.epochs_run[m] < config.epochs,
@@ -758,8 +815,54 @@ def _engine_runs(
             history,
         )
         runs.append(measure(trained, data))
-    bands = {metric: result.bands(metric, names) for metric in ("val_loss", "val_accuracy")}
-    return runs, bands
+    if any(agreement.needs_noise_floor for agreement in agreements):
+        first = next(run for run in runs if run.design == "A" and run.seed == seed)
+        floor = _engine_noise_floor(first.result.model, data, model_config, config, seed, watched)
+        for agreement in agreements:
+            if agreement.needs_noise_floor:
+                agreement.noise_floor = floor
+    bands = (
+        {metric: result.bands(metric, names) for metric in ("val_loss", "val_accuracy")}
+        if len(seed_values) > 1
+        else None
+    )
+    return runs, agreements, bands
+
+
+def _epoch_record(histories: Any, member: int, epoch: int, seconds: float) -> EpochRecord:
+    """Member ``member``'s numbers of 1-based ``epoch`` from the engine's histories (a mapping
+    of ``(M, epochs)`` tensors, or an :class:`EnsembleResult` of arrays)."""
+
+    def value(name: str) -> float:
+        table = histories[name] if isinstance(histories, dict) else getattr(histories, name)
+        return float(table[member, epoch - 1])
+
+    return EpochRecord(epoch, *(value(name) for name in _HISTORY_NAMES), seconds)
+
+
+def _engine_noise_floor(
+    trained: torch.nn.Module,
+    data: PreparedData,
+    model_config: MLPConfig,
+    config: TrainConfig,
+    seed: int,
+    watched: tuple[torch.Tensor | None, torch.Tensor | None],
+) -> float:
+    """max |W_A - W_A'| at the end: ``trained`` is design A of the comparison; A' is design A
+    trained again by the engine with the same seed and its training features moved by one
+    float32 ulp (the inputs differ at every step, as two kernels' rounding does)."""
+    nudged_features = data.train_features.clone()
+    _perturb_one_ulp([nudged_features], seed)
+    again = train_ensemble(
+        model_config,
+        design_seed_grid(("A",), (seed,)),
+        nudged_features,
+        data.train_targets,
+        replace(config, seed=seed),
+        *watched,
+        device=resolve_device(config.device),
+    )
+    return _max_weight_diff(trained, again.model(0).float())
 
 
 # The engine's history names, in EpochRecord's order (train loss and accuracy, validation ones).
@@ -941,6 +1044,25 @@ def _record_gradients(
     difference = max(float((a - b).abs().max()) for a, b in zip(reference, other, strict=True))
     agreement.gradient_diff.append(difference / scale if scale > 0 else difference)
     agreement.gradient_epochs.append(first.history_.epochs)
+
+
+def _record_gradient_pair(
+    agreement: Agreement,
+    model: torch.nn.Module,
+    gradients: dict[str, list[torch.Tensor]],
+    probe: _Probe,
+    epoch: int,
+) -> None:
+    """The pair's relative float64 gradient difference at ``model``'s weights (the first
+    design's after ``epoch``); ``gradients`` caches each design's gradient at those weights."""
+    for name in (agreement.first, agreement.second):
+        if name not in gradients:
+            gradients[name] = _gradients_float64(model, get_design(name), probe)
+    reference, other = gradients[agreement.first], gradients[agreement.second]
+    scale = max(float(gradient.abs().max()) for gradient in reference)
+    difference = max(float((a - b).abs().max()) for a, b in zip(reference, other, strict=True))
+    agreement.gradient_diff.append(difference / scale if scale > 0 else difference)
+    agreement.gradient_epochs.append(epoch)
 
 
 @torch.no_grad()

@@ -125,6 +125,13 @@ class Design:
             (grad,) = torch.autograd.grad(loss, leaf)
         return loss.detach(), grad
 
+    def uniform_loss(self, n_classes: int) -> float:
+        """The loss of one row predicted uniformly (all-zero logits) over ``n_classes`` classes:
+        ln C for the likelihood designs, the scale the divergence rule measures losses by."""
+        logits = torch.zeros(1, n_classes)
+        targets = self.encode_targets(torch.zeros(1, dtype=torch.long), n_classes)
+        return float(self.loss_from_logits(logits, targets))
+
     def predict_proba(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, C)`` by this design's own rule."""
         return self.output_to_proba(self.output(logits))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from softclass.errors import ConfigError, ModelFileError, TrainingDiverged
@@ -30,6 +31,7 @@ from softclass.training.distributed import DistContext
 from softclass.training.ensemble import EnsembleResult, Member, read_checkpoint, train_ensemble
 from softclass.training.schema import load_checkpoint_file
 from softclass.training.trainer import (
+    EXPLODED_LOSS_FACTOR,
     EpochRecord,
     History,
     ProgressCallback,
@@ -196,23 +198,34 @@ def check_batched_divergence(
     Raises:
         TrainingDiverged: naming the model (design, seed) and the epoch.
     """
-    for epoch in range(max(result.epochs_run)):
-        for position, member in enumerate(result.members):
-            if epoch >= result.epochs_run[position]:
-                continue
-            problem = divergence(
-                float(result.train_loss[position, epoch]),
-                None,
-                True,
-                get_design(member.design),
-                model_config,
-                config.learning_rate,
-            )
-            if problem is not None:
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch + 1} (design {member.design} seed "
-                    f"{member.seed}): {problem}"
-                )
+    # One pass over the (M, epochs) training losses; the message is the rule's own.
+    losses = np.asarray(result.train_loss, dtype=np.float64)
+    uniform = {
+        name: get_design(name).uniform_loss(model_config.n_classes)
+        for name in {member.design for member in result.members}
+    }
+    limits = np.array([EXPLODED_LOSS_FACTOR * uniform[m.design] for m in result.members])
+    ran = np.arange(losses.shape[1])[None, :] < np.asarray(result.epochs_run)[:, None]
+    with np.errstate(invalid="ignore"):
+        sound = np.isfinite(losses) & (losses <= limits[:, None])
+    diverged = ran & ~sound
+    if not diverged.any():
+        return
+    epoch = int(np.flatnonzero(diverged.any(axis=0))[0])
+    position = int(np.flatnonzero(diverged[:, epoch])[0])
+    member = result.members[position]
+    problem = divergence(
+        float(losses[position, epoch]),
+        None,
+        True,
+        get_design(member.design),
+        model_config,
+        config.learning_rate,
+    )
+    raise TrainingDiverged(
+        f"training diverged at epoch {epoch + 1} (design {member.design} seed "
+        f"{member.seed}): {problem}"
+    )
 
 
 def _record(

@@ -630,13 +630,7 @@ def divergence(
             "" if validation_loss is None else f", the validation loss {validation_loss:g}"
         )
     else:
-        n_classes = model_config.n_classes
-        uniform = float(
-            design.loss_from_logits(
-                torch.zeros(1, n_classes),
-                design.encode_targets(torch.zeros(1, dtype=torch.long), n_classes),
-            )
-        )
+        uniform = design.uniform_loss(model_config.n_classes)
         if train_loss <= EXPLODED_LOSS_FACTOR * uniform:
             return None
         problem = (
