@@ -54,7 +54,7 @@ def _wide_trainer():
     return BatchedTrainer(config, [Member("A", 0)], settings)
 
 
-def test_wide_float32_layers_of_one_model_take_onednn_products_and_narrow_ones_blas():
+def test_wide_float32_layers_of_one_model_take_onednn_products_and_narrow_ones_blas(monkeypatch):
     trainer = _wide_trainer()
     assert trainer._tensors().onednn == [True, True, False]  # 50-128, 128-64; 64-10 on BLAS
     stacked = BatchedTrainer(
@@ -63,6 +63,8 @@ def test_wide_float32_layers_of_one_model_take_onednn_products_and_narrow_ones_b
     assert stacked._tensors().onednn == [False, False, False]
     double = BatchedTrainer(trainer.config, [Member("A", 0)], trainer.settings, torch.float64)
     assert double._tensors().onednn == [False, False, False]
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # the user's switch
+    assert _wide_trainer()._tensors().onednn == [False, False, False]
 
 
 def test_onednn_products_give_blas_products_gradients_to_float32_rounding(monkeypatch):

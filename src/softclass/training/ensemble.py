@@ -213,8 +213,9 @@ _ONEDNN_MIN_WIDTH = 32
 
 
 def _onednn_linear() -> Callable[..., torch.Tensor] | None:
-    """``torch.ops.mkldnn._linear_pointwise`` when this torch build has it, else None."""
-    if not torch.backends.mkldnn.is_available():
+    """``torch.ops.mkldnn._linear_pointwise`` when this torch build has it and
+    ``torch.backends.mkldnn.enabled`` (the user's switch) is on, else None."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return None
     try:
         return torch.ops.mkldnn._linear_pointwise
