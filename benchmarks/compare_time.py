@@ -6,8 +6,9 @@ best of ``--repeats`` (the machine may be shared; the best run is the least dist
 1. ``python -c "import torch"`` in a fresh process (the reference);
 2. ``python -m softclass compare --out <tmp>`` (4 designs, 100 epochs, plots written) in a fresh
    process, and its ratio to (1) (goal ≤ 2x);
-3. the training alone in this process: ``train_ensemble`` of the 4 designs, 100 epochs, with the
-   per-epoch agreement hook compare uses (goal ≤ 0.5 s);
+3. the training alone in this process: ``softclass.compare`` of the 4 designs, 100 epochs,
+   writing nothing (the batched training, the per-epoch agreement, the measurements; goal
+   ≤ 0.5 s);
 4. ``python -m softclass compare --seeds 10 --epochs 1000`` end to end (goal ≤ 5 s).
 
 Appends one row to ``benchmarks/results/compare_time.csv``.
@@ -41,27 +42,18 @@ def _process_seconds(arguments: list[str]) -> float:
 
 
 def _training_seconds(seeds: int, epochs: int) -> float:
+    """In this process: ``softclass.compare`` without writing anything, i.e. the batched
+    training of every design x seed with the per-epoch agreement and the final measurements."""
     import torch
 
     from softclass.data import load_bundled
-    from softclass.jobs.compare import prepare_table
-    from softclass.mlp.model import MLPConfig
+    from softclass.jobs.compare import compare, prepare_table
     from softclass.training.config import TrainConfig
-    from softclass.training.ensemble import design_seed_grid, train_ensemble
 
-    torch.set_num_threads(1)  # the command line's default (--threads 1)
+    torch.set_num_threads(1)  # what the command line chooses for Iris
     data = prepare_table(load_bundled("iris"))
     started = time.perf_counter()
-    train_ensemble(
-        MLPConfig(4, 3),
-        design_seed_grid("ABCD", range(seeds)),
-        data.train_features,
-        data.train_targets,
-        TrainConfig(epochs=epochs),
-        data.validation_features,
-        data.validation_targets,
-        on_epoch=lambda *_: None,
-    )
+    compare(data, "ABCD", TrainConfig(epochs=epochs), seeds=seeds)
     return time.perf_counter() - started
 
 
@@ -96,7 +88,7 @@ def main() -> None:
     ratio = figures["compare"] / figures["import_torch"]
     print(f"python -c 'import torch'            {figures['import_torch']:6.2f} s (reference)")
     print(f"softclass compare (Iris, 4x100)     {figures['compare']:6.2f} s = {ratio:.2f}x (≤ 2x)")
-    print(f"  training alone (train_ensemble)   {figures['training']:6.3f} s (goal ≤ 0.5 s)")
+    print(f"  training alone (compare, no files) {figures['training']:6.3f} s (goal ≤ 0.5 s)")
     print(f"compare --seeds 10 --epochs 1000    {figures['seeds10']:6.2f} s (goal ≤ 5 s)")
     print(f"machine: {machine()}; best of {arguments.repeats}")
     row = {

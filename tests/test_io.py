@@ -249,3 +249,37 @@ def test_output_directory_checks_before_any_work(tmp_path, monkeypatch, code, re
     monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
     with pytest.raises(OutputError, match=rf"{read_only} is not writable \({reason}\)"):
         io.prepare_output_directory(read_only / "run")
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"a": [1, 2], "b": {"c": [{"x": 1.5, "y": None}, {"x": 2, "y": "é"}], "d": []}, "e": {}},
+        [[1, [2, [3]]], {"k": True}],
+        {3: "three", 2.5: [1], True: {"t": 1}, None: "none"},
+        "plain",
+        [],
+    ],
+)
+def test_json_text_is_what_json_reads_back_as_json_dumps_would_write(obj):
+    from softclass.io import json_text
+
+    assert json.loads(json_text(obj)) == json.loads(json.dumps(obj))
+
+
+def test_json_text_keeps_records_on_one_line_and_refuses_nan():
+    from softclass.io import json_text
+
+    text = json_text({"history": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]})
+    assert text.splitlines() == [
+        "{",
+        '  "history": [',
+        '    {"epoch": 1, "loss": 0.5},',
+        '    {"epoch": 2, "loss": 0.25}',
+        "  ]",
+        "}",
+    ]
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        json_text({"a": [{"b": float("inf")}]})
+    with pytest.raises(TypeError, match="keys must be str, int, float, bool or None, not tuple"):
+        json_text({(1, 2): [1]})

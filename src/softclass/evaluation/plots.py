@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
-from softclass.evaluation.metrics import Calibration, OneVsRest
 from softclass.io import atomic_write_bytes
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (0.6 s of start-up)
+    import torch
     from matplotlib.figure import Figure
+
+    from softclass.evaluation.metrics import Calibration, OneVsRest
 
 # One colour per design, kept across figures (matplotlib's default cycle, colour-blind safe).
 DESIGN_COLORS = {"A": "#1f77b4", "B": "#ff7f0e", "C": "#2ca02c", "D": "#d62728"}
@@ -56,6 +57,27 @@ class History(Protocol):
     """What the plots read of a training history (``softclass.training.trainer.History``)."""
 
     def column(self, name: str) -> list[float | None]: ...
+
+
+class HistoryColumns:
+    """A training history as plain columns (what the figures read of one), e.g. for a process
+    without torch: ``HistoryColumns({"train_loss": [...], ...}).column("train_loss")``."""
+
+    def __init__(self, columns: Mapping[str, list[float | None]]) -> None:
+        self.columns = {name: list(values) for name, values in columns.items()}
+
+    def column(self, name: str) -> list[float | None]:
+        return self.columns.get(name, [])
+
+
+def warm_up() -> None:
+    """Import matplotlib and draw one small figure with text: the fonts, the Agg canvas and the
+    PNG writer load here rather than in the first real figure."""
+    figure, panels = _fixed_figure(2.0, 1.5)
+    panels[0, 0].plot([1, 2], [1, 2], label="warm-up")
+    panels[0, 0].set_title("warm-up")
+    panels[0, 0].legend()
+    render_png(figure)
 
 
 def render_png(figure: Figure) -> bytes:
@@ -138,6 +160,14 @@ def _plain_log_labels(panel, label_minor: bool = False) -> None:
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     panel.yaxis.set_major_formatter(plain)
     panel.yaxis.set_minor_formatter(plain if label_minor else NullFormatter())
+
+
+def _array(values) -> np.ndarray:
+    """A tensor (any device) or array as a numpy array: the figures take either, so that a
+    drawing process without torch can render them from plain arrays."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:
@@ -300,7 +330,7 @@ def confusion_figure(
         normalised: show each row divided by its total (recall on the diagonal).
     """
     figure, panels = _confusion_grid(class_names, 1, 1)
-    _draw_confusion(panels[0], matrix.cpu().numpy(), class_names, normalised, title)
+    _draw_confusion(panels[0], _array(matrix), class_names, normalised, title)
     _caption(figure, caption)
     return figure
 
@@ -315,7 +345,7 @@ def confusion_matrices_figure(
     columns = len(names) if len(class_names) <= 10 else 1
     figure, panels = _confusion_grid(class_names, math.ceil(len(names) / columns), columns)
     for panel, name in zip(panels, names, strict=True):
-        _draw_confusion(panel, matrices[name].cpu().numpy(), class_names, False, f"design {name}")
+        _draw_confusion(panel, _array(matrices[name]), class_names, False, f"design {name}")
     _caption(figure, caption)
     return figure
 
@@ -323,7 +353,7 @@ def confusion_matrices_figure(
 def _macro_average_roc(curves: OneVsRest, grid: np.ndarray) -> np.ndarray:
     """Mean over the classes with a defined ROC of each curve interpolated on ``grid``."""
     rows = [
-        np.interp(grid, fpr.numpy(), tpr.numpy())
+        np.interp(grid, _array(fpr), _array(tpr))
         for fpr, tpr, auc in zip(
             curves.false_positive_rate, curves.true_positive_rate, curves.roc_auc, strict=True
         )
@@ -341,8 +371,8 @@ def _macro_average_precision_curve(curves: OneVsRest, grid: np.ndarray) -> np.nd
     ):
         if not math.isfinite(float(average)):
             continue
-        envelope = np.maximum.accumulate(precision.numpy()[::-1])[::-1]
-        positions = np.searchsorted(recall.numpy(), grid, side="left")
+        envelope = np.maximum.accumulate(_array(precision)[::-1])[::-1]
+        positions = np.searchsorted(_array(recall), grid, side="left")
         rows.append(envelope[np.minimum(positions, len(envelope) - 1)])
     return np.mean(rows, axis=0) if rows else np.full_like(grid, np.nan)
 
@@ -373,23 +403,23 @@ def roc_pr_figure(
         auc = float(curves.roc_auc[index])
         precision = float(curves.average_precision[index])
         roc_panel.plot(
-            curves.false_positive_rate[index].numpy(),
-            curves.true_positive_rate[index].numpy(),
+            _array(curves.false_positive_rate[index]),
+            _array(curves.true_positive_rate[index]),
             label=f"{short_label(name)} (AUC {auc:.3f})" if labelled else None,
             drawstyle="default",
             **style,
         )
         pr_panel.plot(
-            curves.recall[index].numpy(),
-            curves.precision[index].numpy(),
+            _array(curves.recall[index]),
+            _array(curves.precision[index]),
             label=f"{short_label(name)} (AP {precision:.3f})" if labelled else None,
             drawstyle="steps-post",
             **style,
         )
     if not labelled:
         grid = np.linspace(0, 1, 201)
-        macro_auc = float(np.nanmean(curves.roc_auc.numpy()))
-        macro_ap = float(np.nanmean(curves.average_precision.numpy()))
+        macro_auc = float(np.nanmean(_array(curves.roc_auc)))
+        macro_ap = float(np.nanmean(_array(curves.average_precision)))
         roc_panel.plot(
             grid,
             _macro_average_roc(curves, grid),
@@ -438,10 +468,10 @@ def calibration_figure(
     names = list(calibrations)
     for offset, name in enumerate(names):
         result = calibrations[name]
-        filled = (result.counts > 0).numpy()
-        confidence = result.confidence.numpy()[filled]
-        accuracy = result.accuracy.numpy()[filled]
-        counts = result.counts.numpy()[filled]
+        filled = _array(result.counts) > 0
+        confidence = _array(result.confidence)[filled]
+        accuracy = _array(result.accuracy)[filled]
+        counts = _array(result.counts)[filled]
         ece = float(result.ece)
         reliability.plot(
             confidence,
@@ -462,11 +492,11 @@ def calibration_figure(
                     fontsize=7,
                     color=DESIGN_COLORS.get(name, "black"),
                 )
-        edges = result.bin_edges.numpy()
+        edges = _array(result.bin_edges)
         width = (edges[1:] - edges[:-1]) / (len(names) + 0.5)
         histogram.bar(
             edges[:-1] + width * (offset + 0.25),
-            result.counts.numpy(),
+            _array(result.counts),
             width=width,
             align="edge",
             color=DESIGN_COLORS.get(name),

@@ -23,6 +23,7 @@ import torch
 from markupsafe import Markup
 
 from softclass.evaluation import metrics, plots
+from softclass.evaluation.figure_pool import FigureJob, render_figures
 from softclass.version import __version__
 
 # Up to this many classes the per-class tables are open; beyond, folded (still in the page).
@@ -192,9 +193,10 @@ def _rows_phrase(summary: Mapping[str, Any], part: str) -> str:
 
 
 def _design_sections(
-    inputs: ReportInput, caption: str, figures: dict[str, bytes]
+    inputs: ReportInput, caption: str, jobs: list[FigureJob]
 ) -> list[dict[str, Any]]:
-    """Per design: per-class table, confusion matrices (or top confusions), ROC and PR."""
+    """Per design: per-class table, confusion matrices (or top confusions), ROC and PR (its
+    figure appended to ``jobs``; the section's ``curve_figure`` names it until it is drawn)."""
     sections = []
     n_classes = len(inputs.class_names)
     rows = _rows_phrase(inputs.summary, inputs.held_out)
@@ -219,14 +221,17 @@ def _design_sections(
         macro["roc_auc"] = float(finite_auc.mean()) if finite_auc.numel() else math.nan
         macro["average_precision"] = float(finite_ap.mean()) if finite_ap.numel() else math.nan
         name = f"curves-{detail.name}"
-        figures[name] = plots.render_png(
-            plots.roc_pr_figure(
-                curves, inputs.class_names, title=f"design {detail.name}: ", caption=caption
+        jobs.append(
+            FigureJob(
+                name,
+                "roc_pr_figure",
+                (curves, inputs.class_names),
+                {"title": f"design {detail.name}: ", "caption": caption},
+                weight=2,
             )
         )
-        curve_figure = _figure(
+        curve_figure = (  # drawn with the other figures, then made an <img> (render_report)
             name,
-            figures[name],
             f"one-vs-rest ROC and precision-recall curves of design {detail.name}",
             f"One-vs-rest ROC (left) and precision-recall (right) curves of design {detail.name} "
             f"on {rows}: each class's probability ranks the rows against all other classes.",
@@ -331,8 +336,12 @@ def _heat_rows(
     return rows
 
 
-def render_report(inputs: ReportInput) -> RenderedReport:
+def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) -> RenderedReport:
     """Draw the figures and fill the template; nothing is written here.
+
+    The figures are drawn together (:func:`softclass.evaluation.figure_pool.render_figures`:
+    by the helper processes when a command started them), with ``extra_figures``, whose PNG
+    bytes come back in the result's ``figures`` beside the page's own.
 
     Raises:
         KeyError: ``inputs.summary`` lacks a number the page shows (a report.json of another
@@ -342,24 +351,30 @@ def render_report(inputs: ReportInput) -> RenderedReport:
     held_out = inputs.held_out
     rows_phrase = _rows_phrase(summary, held_out)
     caption = f"{inputs.context.table} · target {inputs.target!r} · {rows_phrase}"
-    figures: dict[str, bytes] = {}
     first = {detail.name: detail for detail in inputs.designs}
     # The per-epoch held-out loss comes from the rows that chose the epoch when there are some.
     history_rows = summary.get("history_rows", held_out)
 
-    figures["loss_curves"] = plots.render_png(
-        plots.loss_curves_figure(
-            {name: detail.history for name, detail in first.items()},
-            {name: detail.loss_name for name, detail in first.items()},
-            f"{inputs.context.table} · target {inputs.target!r} · training and {history_rows} rows",
-            held_out_label=f"{history_rows} rows",
-        )
-    )
-    figures["calibration"] = plots.render_png(
-        plots.calibration_figure(
-            {name: detail.calibration for name, detail in first.items()}, caption
-        )
-    )
+    jobs = [
+        FigureJob(
+            "loss_curves",
+            "loss_curves_figure",
+            (
+                {name: detail.history for name, detail in first.items()},
+                {name: detail.loss_name for name, detail in first.items()},
+                f"{inputs.context.table} · target {inputs.target!r} · training and "
+                f"{history_rows} rows",
+            ),
+            {"held_out_label": f"{history_rows} rows"},
+            weight=len(first),
+        ),
+        FigureJob(
+            "calibration",
+            "calibration_figure",
+            ({name: detail.calibration for name, detail in first.items()}, caption),
+            weight=2,
+        ),
+    ]
     agreements = [
         {
             **agreement,
@@ -370,27 +385,41 @@ def render_report(inputs: ReportInput) -> RenderedReport:
         if agreement["seed"] == summary["seeds"][0]
     ]
     if agreements:
-        figures["agreement"] = plots.render_png(
-            plots.agreement_figure(
-                {
-                    agreement["pair"].replace("-", " vs "): [
-                        math.nan if value is None else value
-                        for value in agreement["weight_diff_per_epoch"]
-                    ]
-                    for agreement in agreements
-                },
-                f"{inputs.context.table} · target {inputs.target!r} · seed {summary['seeds'][0]}",
+        jobs.append(
+            FigureJob(
+                "agreement",
+                "agreement_figure",
+                (
+                    {
+                        agreement["pair"].replace("-", " vs "): [
+                            math.nan if value is None else value
+                            for value in agreement["weight_diff_per_epoch"]
+                        ]
+                        for agreement in agreements
+                    },
+                    f"{inputs.context.table} · target {inputs.target!r} · seed "
+                    f"{summary['seeds'][0]}",
+                ),
             )
         )
     if inputs.bands is not None:
-        figures["seed_bands"] = plots.render_png(
-            plots.seed_bands_figure(
-                inputs.bands,
-                f"{inputs.context.table} · target {inputs.target!r} · {rows_phrase}, "
-                f"{len(summary['seeds'])} seeds",
+        jobs.append(
+            FigureJob(
+                "seed_bands",
+                "seed_bands_figure",
+                (
+                    inputs.bands,
+                    f"{inputs.context.table} · target {inputs.target!r} · {rows_phrase}, "
+                    f"{len(summary['seeds'])} seeds",
+                ),
+                weight=len(inputs.bands),
             )
         )
-    design_sections = _design_sections(inputs, caption, figures)
+    design_sections = _design_sections(inputs, caption, jobs)
+    figures = render_figures([*jobs, *extra_figures])
+    for section in design_sections:
+        name, alt, text = section["curve_figure"]
+        section["curve_figure"] = _figure(name, figures[name], alt, text)
     class_rows = _class_rows(inputs)
     common = [
         {"key": f"{held_out}_{key}", "label": label, "spec": spec, "help": help_text}

@@ -26,8 +26,8 @@ Are A and B (and A and D) the same computation? Trained in float32, their weight
 rounding, and over many steps that drift can grow large. :class:`Agreement` therefore decides on
 the two designs' loss gradients at the *same* weights in float64, after a sample of the epochs
 (equal to ~1e-15 for the same loss, far apart for another one), and shows the float32 drift
-beside the rounding noise floor of the same run (design A trained again with its initial weights
-and inputs one float32 ulp away), measured when the drift exceeds 1e-3.
+beside the rounding noise floor of the same run (design A trained again from the same initial
+weights with its inputs one float32 ulp away), measured when the drift exceeds 1e-3.
 """
 
 from __future__ import annotations
@@ -225,9 +225,10 @@ class Agreement:
             the probe rows.
         gradient_epochs: the 1-based epochs the gradient probe ran after.
         noise_floor: max |W_A - W_A'| after the last epoch, where A' is design A trained again
-            with its initial weights and training features moved by one float32 ulp: how far
-            rounding alone moves the weights on this problem. Measured only when this pair is
-            the same loss quantity and drifts beyond FLOAT_TOLERANCE; None otherwise.
+            with the same initial weights and its training features moved by one float32 ulp: how
+            far
+            rounding alone moves the weights on this problem. Measured only when this pair is the
+            same loss quantity and drifts beyond FLOAT_TOLERANCE; None otherwise.
         probe_rows: how many training rows the gradient probe used.
     """
 
@@ -283,7 +284,7 @@ class Agreement:
         """How the verdict was reached, in one sentence."""
         floor = (
             "; the float32 drift set against the noise floor of the same run (design A trained "
-            "again with weights and inputs one float32 ulp away)"
+            "again with its inputs one float32 ulp away)"
             if self.noise_floor is not None
             else ""
         )
@@ -751,17 +752,34 @@ def _engine_compare(
 
     def on_epoch(epoch: int, trainer, histories, epochs_run: list[int]) -> None:
         # Runs after every epoch; member m ran this epoch while epoch <= epochs_run[m].
-        parameters = trainer.network.parameters()  # stacked: (M, ...) each
+        if progress is not None:
+            for name in names:
+                m = index[(name, seed)]
+                if epoch <= epochs_run[m]:
+                    record = _epoch_record(histories, m, epoch, 0.0)
+                    finished = epoch == epochs_run[m]
+                    progress(ProgressEvent(labels[name], epoch, config.epochs, record, finished))
+        pairs = [
+            (agreement, index[(agreement.first, seed)], index[(agreement.second, seed)])
+            for agreement in agreements
+        ]
+        pairs = [(a, i, j) for a, i, j in pairs if epoch <= min(epochs_run[i], epochs_run[j])]
+        if not pairs:
+            return
+        with torch.no_grad():  # every pair's max |ΔW| at once: one host sync per epoch
+            first = torch.tensor([i for _, i, _ in pairs])
+            second = torch.tensor([j for _, _, j in pairs])
+            differences = torch.stack(
+                [
+                    (tensor[first] - tensor[second]).abs().flatten(1).amax(1)
+                    for tensor in trainer.network.parameters()  # stacked: (M, ...) each
+                ]
+            )
+            weight_diffs = differences.amax(0).tolist()
         # Per member whose weights the probe ran at: its network and each design's gradient.
         probed: dict[int, tuple[torch.nn.Module, dict[str, list[torch.Tensor]]]] = {}
-        for agreement in agreements:
-            i, j = index[(agreement.first, seed)], index[(agreement.second, seed)]
-            if epoch > epochs_run[i] or epoch > epochs_run[j]:
-                continue
-            with torch.no_grad():
-                agreement.weight_diff.append(
-                    max(float((tensor[i] - tensor[j]).abs().max()) for tensor in parameters)
-                )
+        for (agreement, i, j), weight_diff in zip(pairs, weight_diffs, strict=True):
+            agreement.weight_diff.append(weight_diff)
             if agreement.loss_diff is not None:
                 agreement.loss_diff.append(
                     max(
@@ -774,13 +792,6 @@ def _engine_compare(
                 if i not in probed:
                     probed[i] = (trainer.network.to_mlp(i), {})
                 _record_gradient_pair(agreement, *probed[i], probe, epoch)
-        if progress is not None:
-            for name in names:
-                m = index[(name, seed)]
-                if epoch <= epochs_run[m]:
-                    record = _epoch_record(histories, m, epoch, 0.0)
-                    finished = epoch == epochs_run[m]
-                    progress(ProgressEvent(labels[name], epoch, config.epochs, record, finished))
 
     started = time.perf_counter()
     result = train_ensemble(
@@ -798,10 +809,12 @@ def _engine_compare(
     seconds = (time.perf_counter() - started) / (max(result.epochs_run) * len(members))
     runs = []
     for m, member in enumerate(result.members):
+        ran = result.epochs_run[m]
+        columns = [getattr(result, name)[m, :ran].tolist() for name in _HISTORY_NAMES]
         history = History(
             [
-                _epoch_record(result, m, epoch, seconds)
-                for epoch in range(1, result.epochs_run[m] + 1)
+                EpochRecord(epoch, *values, seconds)
+                for epoch, values in enumerate(zip(*columns, strict=True), start=1)
             ],
             None if result.best_epoch is None else result.best_epoch[m],
             result.epochs_run[m] < config.epochs,
@@ -829,15 +842,14 @@ def _engine_compare(
     return runs, agreements, bands
 
 
-def _epoch_record(histories: Any, member: int, epoch: int, seconds: float) -> EpochRecord:
-    """Member ``member``'s numbers of 1-based ``epoch`` from the engine's histories (a mapping
-    of ``(M, epochs)`` tensors, or an :class:`EnsembleResult` of arrays)."""
-
-    def value(name: str) -> float:
-        table = histories[name] if isinstance(histories, dict) else getattr(histories, name)
-        return float(table[member, epoch - 1])
-
-    return EpochRecord(epoch, *(value(name) for name in _HISTORY_NAMES), seconds)
+def _epoch_record(
+    histories: dict[str, torch.Tensor], member: int, epoch: int, seconds: float
+) -> EpochRecord:
+    """Member ``member``'s numbers of 1-based ``epoch`` from the engine's ``(M, epochs)``
+    histories."""
+    return EpochRecord(
+        epoch, *(float(histories[name][member, epoch - 1]) for name in _HISTORY_NAMES), seconds
+    )
 
 
 def _engine_noise_floor(
@@ -883,7 +895,7 @@ def _compare_one_seed(
 
     The trainers watch ``stopping`` rows when early stopping, else the validation rows. When a
     pair with the same gradients drifts beyond FLOAT_TOLERANCE, the rounding noise floor is
-    measured: design A trained once more with weights and inputs one float32 ulp away.
+    measured: design A trained once more with its inputs one float32 ulp away.
     """
     watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
     trainers = {
@@ -960,8 +972,9 @@ def _noise_floor(
     progress: ProgressCallback | None = None,
 ) -> float:
     """max |W_A - W_A'| after the last epoch: ``trained`` is design A as the lockstep run left
-    it; A' is design A trained again with its initial weights and its training features moved
-    by one float32 ulp (the features differ at every step, as two kernels' rounding does)."""
+    it; A' is design A trained again from the same initial weights with its training features
+    moved by one float32 ulp (the features differ at every step, as two kernels' rounding does;
+    the same rule as the engine's :func:`_engine_noise_floor`)."""
     nudged_features = data.train_features.clone()
     _perturb_one_ulp([nudged_features], config.seed)
     nudged = Trainer(
@@ -973,7 +986,6 @@ def _noise_floor(
         distributed=distributed,
     )
     nudged.initialize(nudged_features, data.train_targets, *watched)
-    _perturb_one_ulp(list(nudged.model_.parameters()), config.seed + 1)
     while not nudged.finished_:
         nudged.run_epoch()
     return _max_weight_diff(trained, nudged.model_)
@@ -1150,4 +1162,4 @@ def write_outputs(
         },
     )
     atomic_write_json(out_dir / "report.json", report)
-    write_report(result, data, out_dir, context)
+    write_report(result, data, out_dir, context, summary=report)

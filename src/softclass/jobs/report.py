@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from softclass.data import Recipe
-from softclass.evaluation import plots
+from softclass.evaluation.figure_pool import FigureJob
 from softclass.evaluation.report import DesignDetail, ReportInput, RunContext, render_report
 from softclass.io import atomic_write_bytes, atomic_write_text
 
@@ -121,6 +121,7 @@ def write_report(
     context: RunContext | None = None,
     *,
     kind: str = "compare",
+    summary: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and the PNG figures; return the page's path.
 
@@ -130,6 +131,7 @@ def write_report(
         out_dir: the run's directory.
         context: the table's name, the command, a column typing summary; None: defaults.
         kind: "compare" or "train" (the page's title).
+        summary: ``result.to_dict()`` when the caller already made it (it holds every history).
     """
     context = RunContext() if context is None else context
     out_dir = Path(out_dir)
@@ -153,10 +155,20 @@ def write_report(
             )
         )
     target = data.recipe.target if data.recipe is not None else "target"
+    matrices = FigureJob(
+        "confusion_matrices",
+        "confusion_matrices_figure",
+        (
+            {detail.name: detail.confusion for detail in details},
+            result.class_names,
+            f"{context.table} · target {target!r} · the {len(targets)} {held_out} rows",
+        ),
+        weight=len(details),
+    )
     rendered = render_report(
         ReportInput(
             kind=kind,
-            summary=result.to_dict(),
+            summary=result.to_dict() if summary is None else summary,
             designs=details,
             target=target,
             class_names=result.class_names,
@@ -167,15 +179,10 @@ def write_report(
             bands=result.bands,
             context=context,
             notes=data.warnings,
-        )
+        ),
+        extra_figures=[matrices],
     )
-    for name, file_name in PNG_FILES.items():
+    for name, file_name in {**PNG_FILES, matrices.name: "confusion_matrices.png"}.items():
         if name in rendered.figures:
             atomic_write_bytes(out_dir / file_name, rendered.figures[name])
-    plots.plot_confusion_matrices(
-        {detail.name: detail.confusion for detail in details},
-        result.class_names,
-        out_dir / "confusion_matrices.png",
-        caption=f"{context.table} · target {target!r} · the {len(targets)} {held_out} rows",
-    )
     return atomic_write_text(out_dir / REPORT_FILE, rendered.html)
