@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import inspect
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -26,13 +28,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from softclass.errors import Interrupted, SoftclassError, SoftclassWarning
+from softclass.errors import (
+    Interrupted,
+    OptionError,
+    SoftclassError,
+    SoftclassWarning,
+    python_spelling,
+)
 from softclass.jobs.defaults import DEMONSTRATION, TABLE, Defaults, defaults_for
+from softclass.training.config import BACKENDS, DEVICES, MONITORS, PRECISIONS, TrainConfig
 
 if TYPE_CHECKING:
     from softclass.evaluation.report import RunContext
     from softclass.jobs.compare import ComparisonResult, PreparedData
-    from softclass.training.config import TrainConfig
     from softclass.training.distributed import DistContext
     from softclass.training.trainer import ProgressEvent
 
@@ -46,10 +54,11 @@ def _flags_without_placeholder(params: list) -> list:
 
 
 class _Command(typer.core.TyperCommand):
-    """A command whose help shows flags without a type placeholder."""
+    """A command whose help shows flags without a type placeholder and lists the names of the
+    registries (activations, optimizers ...) where an option's help asks for them."""
 
     def get_params(self, ctx):
-        return _flags_without_placeholder(super().get_params(ctx))
+        return _with_registry_names(_flags_without_placeholder(super().get_params(ctx)))
 
 
 class _Group(typer.core.TyperGroup):
@@ -150,7 +159,7 @@ def main() -> None:
                 raise
             err_console.print(
                 "[bold red]error:[/]",
-                escape(_as_typed(str(error))),
+                escape(_as_typed(error)),
                 highlight=False,
                 soft_wrap=True,
             )
@@ -230,32 +239,6 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
-
-
-# The library names options as its parameters (learning_rate=0); a user typed flags (--lr 0).
-_FLAGS = {
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "learning_rate": "--lr",
-    "momentum": "--momentum",
-    "seed": "--seed",
-    "seeds": "--seeds",
-    "validation_fraction": "--validation",
-    "patience": "--patience",
-    "optimizer": "--optimizer",
-    "device": "--device",
-    "precision": "--precision",
-    "normalization": "--normalize",
-    "missing": "--missing",
-}
-_OPTION_NAME = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")(=| >| must\b)")
-
-
-def _as_typed(message: str) -> str:
-    """``"epochs=0 must be ..."`` → ``"--epochs 0 must be ..."``: options named as typed."""
-    return _OPTION_NAME.sub(
-        lambda match: _FLAGS[match[1]] + (" " if match[2] == "=" else match[2]), message
-    )
 
 
 def _parse_floats(text: str, option: str) -> tuple[float, ...]:
@@ -410,182 +393,28 @@ def bench(
 
 # -- compare / train / predict ---------------------------------------------------------------------
 
-
-def _both(option: str, format_value=str) -> str:
-    """ "Default: 7 on the bundled Iris, 100 on your table.": an option's two defaults."""
-    demonstration, table = (format_value(getattr(d, option)) for d in (DEMONSTRATION, TABLE))
-    if demonstration == table:
-        return f"Default: {table}."
-    return f"Default: {demonstration} on the bundled Iris, {table} on your table."
-
-
-def _widths(widths: tuple[int, ...]) -> str:
-    return ",".join(map(str, widths))
-
-
-def _patience_text(patience: int | None) -> str:
-    return "off" if patience is None else f"{patience} epochs"
-
-
 _DataArgument = Annotated[
     Path | None,
     typer.Argument(
         help="CSV or Parquet table (default: the bundled Iris).", metavar="DATA", show_default=False
     ),
 ]
-_Target = Annotated[
-    str | None,
-    typer.Option("--target", metavar="COLUMN", help="Class column (default: the last column)."),
-]
-_Epochs = Annotated[
-    int | None,
-    typer.Option(
-        "--epochs",
-        metavar="N",
-        help=f"Passes over the training rows (at most, with --patience). {_both('epochs')}",
-        show_default=False,
-    ),
-]
-_Hidden = Annotated[
-    str | None,
-    typer.Option(
-        "--hidden",
-        metavar="WIDTHS",
-        help=f"Hidden layer widths, comma-separated, e.g. 128,128. {_both('hidden', _widths)}",
-        show_default=False,
-    ),
-]
-_Activation = Annotated[
-    str | None,
-    typer.Option(
-        "--activation",
-        metavar="NAME",
-        help=f"tanh, relu, sigmoid or gelu. {_both('activation')}",
-        show_default=False,
-    ),
-]
-_Optimizer = Annotated[
-    str | None,
-    typer.Option(
-        "--optimizer",
-        metavar="NAME",
-        help=f"sgd (with momentum) or adam. {_both('optimizer')}",
-        show_default=False,
-    ),
-]
-_LearningRate = Annotated[
-    float | None,
-    typer.Option(
-        "--lr", metavar="RATE", help=f"Learning rate. {_both('learning_rate')}", show_default=False
-    ),
-]
-_Momentum = Annotated[
-    float | None,
-    typer.Option(
-        "--momentum",
-        metavar="M",
-        help=f"SGD momentum (adam ignores it). {_both('momentum')}",
-        show_default=False,
-    ),
-]
-_BatchSize = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-size",
-        metavar="ROWS",
-        help=f"Rows per optimizer step. {_both('batch_size')}",
-        show_default=False,
-    ),
-]
-_Seed = Annotated[
-    int, typer.Option("--seed", metavar="N", help="Seed of weights, batch order and split.")
-]
-_Device = Annotated[str, typer.Option("--device", metavar="NAME", help="auto, cpu or cuda.")]
-_Precision = Annotated[
-    str, typer.Option("--precision", metavar="NAME", help="fp32 or bf16 (autocast).")
-]
-_Normalize = Annotated[
-    str, typer.Option("--normalize", metavar="NAME", help="zscore, minmax or divide.")
-]
-_Divide = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--divide",
-        metavar="COLUMN=VALUE",
-        help="Divisor of a column for --normalize divide (repeat it).",
-    ),
-]
-_Missing = Annotated[str, typer.Option("--missing", metavar="NAME", help="error, drop or impute.")]
-_Validation = Annotated[
-    float,
-    typer.Option(
-        "--validation",
-        metavar="FRACTION",
-        help="Share of each class held out as validation rows: every reported validation "
-        "number comes from them.",
-    ),
-]
-_Patience = Annotated[
-    int | None,
-    typer.Option(
-        "--patience",
-        metavar="EPOCHS",
-        help="Early stopping: stop after this many epochs without a better loss on held-out rows "
-        "and keep the best weights (compare: the --stopping rows, apart from the validation "
-        "rows; train: the validation rows); 0 turns it off. " + _both("patience", _patience_text),
-        show_default=False,
-    ),
-]
-_Stopping = Annotated[
-    float,
-    typer.Option(
-        "--stopping",
-        metavar="FRACTION",
-        help="With --patience: share of the training rows held out to choose the epoch on, "
-        "apart from the validation rows (three-way split).",
-    ),
-]
 _Delimiter = Annotated[
     str | None,
     typer.Option(
         "--delimiter",
+        metavar="CHAR",
         help="CSV field delimiter, e.g. ';' or '\\t' (default: tab for .tsv, else sniffed).",
+        rich_help_panel="Data",
     ),
-]
-_Decimal = Annotated[
-    str | None,
-    typer.Option(
-        "--decimal", help="Decimal mark of numbers: '.' or ',' (default: detected per column)."
-    ),
-]
-_NaValues = Annotated[
-    list[str] | None,
-    typer.Option("--na-values", help="Extra cell text meaning missing, e.g. n/a or - (repeat)."),
-]
-_Keep = Annotated[
-    list[str] | None,
-    typer.Option("--keep", help="Keep this column as a feature even if it looks like an ID."),
-]
-_Drop = Annotated[list[str] | None, typer.Option("--drop", help="Leave this column out (repeat).")]
-_Id = Annotated[
-    list[str] | None,
-    typer.Option("--id", help="Column that identifies rows: not a feature, carried to predict."),
 ]
 _Unknown = Annotated[
     str,
     typer.Option(
         "--unknown",
+        metavar="NAME",
         help="Categories not seen in training: ignore (all zeros, warning) or error.",
-    ),
-]
-_Threads = Annotated[
-    int,
-    typer.Option(
-        "--threads",
-        metavar="N",
-        help="CPU threads for torch; 0 (default) = chosen by the size of a training step: one "
-        "for small networks (a second thread only adds synchronisation there), every idle core "
-        "for large ones.",
+        rich_help_panel="Data",
     ),
 ]
 _DEFAULTS_HELP = (
@@ -593,20 +422,434 @@ _DEFAULTS_HELP = (
     "Any option given overrides its default; report.json records which defaults were used."
 )
 
+# Help text placeholders filled in when a command's options are listed, from the registries
+# themselves (they import torch, which ``softclass --help`` must not): placeholder → module and
+# name of the registry.
+_REGISTRY_NAMES = {
+    "{activations}": ("softclass.mlp.activations", "ACTIVATIONS"),
+    "{optimizers}": ("softclass.mlp.optimizers", "OPTIMIZERS"),
+    "{normalizations}": ("softclass.data.recipe", "NORMALIZATIONS"),
+    "{missing}": ("softclass.data.recipe", "MISSING_POLICIES"),
+}
 
-def _check_threads(threads: int) -> None:
-    if threads < 0:
-        raise typer.BadParameter(f"expected 0 or more, got {threads}", param_hint="--threads")
+
+def _names(names: Iterable[str]) -> str:
+    """``"tanh, relu or gelu"``: the accepted names of an option, for its help."""
+    *rest, last = names
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def _with_registry_names(params: list) -> list:
+    """Each ``{activations}``-like placeholder of an option's help replaced by the names of its
+    registry (imported only now: listing or parsing a command's options)."""
+    import importlib
+
+    for param in params:
+        text = getattr(param, "help", None) or ""
+        for placeholder, (module, registry) in _REGISTRY_NAMES.items():
+            if placeholder in text:
+                names = getattr(importlib.import_module(module), registry)
+                text = text.replace(placeholder, _names(names))
+                param.help = text
+    return params
+
+
+_TRAINING_DEFAULTS = {item.name: item.default for item in fields(TrainConfig)}
+# The options whose default depends on the table (softclass.jobs.defaults), beside the network.
+_TABLE_DEPENDENT = (*DEMONSTRATION.train_options(), "hidden", "activation")
+
+
+def _default_text(name: str) -> str:
+    """ "Default: 0.9." or "Default: 7 on the bundled Iris, 100 on your table.": the defaults
+    of a TrainConfig field (or ``hidden``, ``activation``) as --help states them."""
+    if name in _TABLE_DEPENDENT:
+        demonstration, table = (_help_value(name, getattr(d, name)) for d in (DEMONSTRATION, TABLE))
+    else:
+        demonstration = table = _help_value(name, _TRAINING_DEFAULTS[name])
+    if demonstration == table:
+        return f"Default: {table}."
+    return f"Default: {demonstration} on the bundled Iris, {table} on your table."
+
+
+def _help_value(name: str, value: object) -> str:
+    if name == "patience":
+        return "off" if value is None else f"{value} epochs"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One option of ``compare`` and ``train``, declared once for both.
+
+    Attributes:
+        name: the command's parameter name (the attribute of :data:`_Typed`).
+        flag: the option as typed, e.g. ``--lr``.
+        library: the library's name of the option: a TrainConfig field (``learning_rate``), an
+            argument of ``prepare_table`` (``normalization``) or of the network (``hidden``).
+        annotation: ``Annotated[type, typer.Option(...)]``, the declaration typer reads.
+        default: the value when the option is not typed; None for every training option (the
+            table's default, else TrainConfig's, fills it in: :func:`_resolve`).
+        parse: turns the typed text into the library's value (``--betas 0.9,0.99``), or None.
+        commands: the commands that take it.
+        panel: the --help panel: "Data" (reading and preparing the table) or the network and
+            its training.
+    """
+
+    name: str
+    flag: str
+    library: str
+    annotation: Any
+    default: Any = None
+    parse: Callable[[Any], Any] | None = None
+    commands: tuple[str, ...] = ("compare", "train")
+    panel: str = "Network and training"
+
+
+def _spec(
+    name: str,
+    flag: str,
+    kind: Any,
+    help_text: str,
+    *,
+    library: str | None = None,
+    metavar: str | None = None,
+    default: Any = None,
+    parse: Callable[[Any], Any] | None = None,
+    commands: tuple[str, ...] = ("compare", "train"),
+    panel: str = "Network and training",
+) -> _Spec:
+    """A :class:`_Spec`; a training option (no ``default``) says its defaults in its help."""
+    library = library or name
+    if default is None and library in (*_TRAINING_DEFAULTS, "hidden", "activation"):
+        help_text = f"{help_text} {_default_text(library)}"
+    option = typer.Option(
+        flag,
+        metavar=metavar,
+        help=help_text,
+        show_default=default is not None,
+        rich_help_panel=panel,
+    )
+    annotation = Annotated[kind, option]
+    return _Spec(name, flag.split("/")[0], library, annotation, default, parse, commands, panel)
+
+
+def _parse_betas(text: str) -> tuple[float, ...]:
+    return _parse_floats(text, "--betas")
+
+
+_DATA = {"panel": "Data"}
+_SPECS: tuple[_Spec, ...] = (
+    _spec(
+        "epochs",
+        "--epochs",
+        int | None,
+        "Passes over the training rows (at most, with --patience).",
+        metavar="N",
+    ),
+    _spec(
+        "hidden",
+        "--hidden",
+        str | None,
+        "Hidden layer widths, comma-separated, e.g. 128,128.",
+        metavar="WIDTHS",
+        parse=lambda text: _parse_hidden(text),  # defined below
+    ),
+    _spec(
+        "activation",
+        "--activation",
+        str | None,
+        "Activation of the hidden layers: {activations}.",
+        metavar="NAME",
+    ),
+    _spec("optimizer", "--optimizer", str | None, "{optimizers}.", metavar="NAME"),
+    _spec("lr", "--lr", float | None, "Learning rate.", library="learning_rate", metavar="RATE"),
+    _spec(
+        "momentum",
+        "--momentum",
+        float | None,
+        "SGD momentum (the Adam family ignores it).",
+        metavar="M",
+    ),
+    _spec("nesterov", "--nesterov", bool | None, "SGD: Nesterov momentum (needs --momentum > 0)."),
+    _spec(
+        "betas",
+        "--betas",
+        str | None,
+        "Adam/AdamW moving-average rates, two numbers.",
+        metavar="B1,B2",
+        parse=_parse_betas,
+    ),
+    _spec("eps", "--eps", float | None, "Adam/AdamW denominator guard.", metavar="EPS"),
+    _spec(
+        "weight_decay",
+        "--weight-decay",
+        float | None,
+        "L2 penalty on the weights (decoupled with adamw).",
+        metavar="L2",
+    ),
+    _spec("batch_size", "--batch-size", int | None, "Rows per optimizer step.", metavar="ROWS"),
+    _spec("seed", "--seed", int | None, "Seed of weights, batch order and split.", metavar="N"),
+    _spec(
+        "patience",
+        "--patience",
+        int | None,
+        "Early stopping: stop after this many epochs "
+        "without a better --monitor value on held-out rows and keep the best weights "
+        "(compare: the --stopping rows, apart from the validation rows; train: the validation "
+        "rows); 0 turns it off.",
+        metavar="EPOCHS",
+    ),
+    _spec(
+        "monitor",
+        "--monitor",
+        str | None,
+        f"What early stopping watches: {_names(MONITORS)}.",
+        metavar="NAME",
+    ),
+    _spec(
+        "min_delta",
+        "--min-delta",
+        float | None,
+        "Early stopping: an improvement must beat the best value by more than this.",
+        metavar="D",
+    ),
+    _spec(
+        "restore_best",
+        "--restore-best/--no-restore-best",
+        bool | None,
+        "Early stopping: end on the best epoch's weights (or on the last epoch's).",
+    ),
+    _spec(
+        "device",
+        "--device",
+        str | None,
+        f"{_names(DEVICES)} (auto: cuda when available).",
+        metavar="NAME",
+    ),
+    _spec(
+        "precision",
+        "--precision",
+        str | None,
+        f"{_names(PRECISIONS)} (bf16: autocast of the network).",
+        metavar="NAME",
+    ),
+    _spec(
+        "backend",
+        "--backend",
+        str | None,
+        f"Training backend: {_names(BACKENDS)} (auto: the fastest that supports the run).",
+        metavar="NAME",
+    ),
+    _spec(
+        "threads",
+        "--threads",
+        int | None,
+        "CPU threads for torch; 0 = chosen by the size of a "
+        "training step: one for small networks (a second thread only adds synchronisation "
+        "there), every idle core for large ones.",
+        metavar="N",
+    ),
+    _spec(
+        "checkpoint_every",
+        "--checkpoint-every",
+        int | None,
+        "Epochs between checkpoints.",
+        metavar="EPOCHS",
+        commands=("train",),
+    ),
+    _spec(
+        "validation",
+        "--validation",
+        float | None,
+        "Share of each class held out as validation "
+        "rows: every reported validation number comes from them (train: 0 = none).",
+        library="validation_fraction",
+        metavar="FRACTION",
+        **_DATA,
+    ),
+    _spec(
+        "target",
+        "--target",
+        str | None,
+        "Class column (default: the last column).",
+        metavar="COLUMN",
+        **_DATA,
+    ),
+    _spec(
+        "normalize",
+        "--normalize",
+        str,
+        "{normalizations}.",
+        library="normalization",
+        metavar="NAME",
+        default="zscore",
+        **_DATA,
+    ),
+    _spec(
+        "divide",
+        "--divide",
+        list[str] | None,
+        "Divisor of a column for --normalize divide (repeat it).",
+        library="divisors",
+        metavar="COLUMN=VALUE",
+        parse=lambda items: _parse_divisors(items),
+        **_DATA,
+    ),
+    _spec(
+        "missing",
+        "--missing",
+        str,
+        "Missing cells: {missing}.",
+        metavar="NAME",
+        default="error",
+        **_DATA,
+    ),
+    _Spec("delimiter", "--delimiter", "delimiter", _Delimiter, panel="Data"),
+    _spec(
+        "decimal",
+        "--decimal",
+        str | None,
+        "Decimal mark of numbers: '.' or ',' (default: detected per column).",
+        metavar="MARK",
+        **_DATA,
+    ),
+    _spec(
+        "na_values",
+        "--na-values",
+        list[str] | None,
+        "Extra cell text meaning missing, e.g. n/a or - (repeat).",
+        metavar="TEXT",
+        **_DATA,
+    ),
+    _spec(
+        "keep",
+        "--keep",
+        list[str] | None,
+        "Keep this column as a feature even if it looks like an ID.",
+        metavar="COLUMN",
+        **_DATA,
+    ),
+    _spec(
+        "drop",
+        "--drop",
+        list[str] | None,
+        "Leave this column out (repeat).",
+        metavar="COLUMN",
+        **_DATA,
+    ),
+    _spec(
+        "id_columns",
+        "--id",
+        list[str] | None,
+        "Column that identifies rows: not a feature, carried to predict.",
+        metavar="COLUMN",
+        library="ids",
+        **_DATA,
+    ),
+    _Spec("unknown", "--unknown", "unknown", _Unknown, default="ignore", panel="Data"),
+)
+
+# The options as one command received them (None: not typed, the defaults fill it in).
+_Typed = make_dataclass(
+    "_Typed", [(spec.name, Any, field(default=None)) for spec in _SPECS], frozen=True
+)
+
+
+def _with_options(command: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command function, besides its own parameters, every :data:`_SPECS` option of
+    ``command``; the function receives them as one ``options: _Typed`` argument."""
+
+    def decorate(function: Callable[..., None]) -> Callable[..., None]:
+        specs = [spec for spec in _SPECS if command in spec.commands]
+        own = inspect.signature(function, eval_str=True).parameters.values()
+        parameters = [parameter for parameter in own if parameter.name != "options"] + [
+            inspect.Parameter(
+                spec.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=spec.annotation,
+                default=spec.default,
+            )
+            for spec in specs
+        ]
+
+        @functools.wraps(function)
+        def with_options(**values: Any) -> None:
+            typed = _Typed(**{spec.name: values.pop(spec.name) for spec in specs})
+            function(**values, options=typed)
+
+        with_options.__signature__ = inspect.Signature(parameters)
+        with_options.__annotations__ = {item.name: item.annotation for item in parameters}
+        return with_options
+
+    return decorate
+
+
+# Each option as the library names it → as typed: how the command line names options in errors.
+_FLAGS = {spec.library: spec.flag for spec in _SPECS} | {"seeds": "--seeds"}
+# Messages of modules that still name TrainConfig fields in their text ("patience=3"):
+# rewritten through the same table (an OptionError carries its options instead).
+_OPTION_IN_TEXT = re.compile(
+    r"(?<![\w-])("
+    + "|".join(name for name in _FLAGS if name in _TRAINING_DEFAULTS or name == "seeds")
+    + r")(=(?:None\b)?| >| must\b)"
+)
+# How the command line types a value the library spells None: --patience 0 turns it off.
+_TYPED_NONE = {"patience": "0"}
+
+
+def _as_typed(error: BaseException) -> str:
+    """The message of ``error`` with each option named as typed: ``--lr 0 must be > 0`` for
+    the library's ``learning_rate=0.0 must be > 0``."""
+    if isinstance(error, OptionError):
+        return error.spelled(_typed_spelling)
+    return _OPTION_IN_TEXT.sub(_typed_in_text, str(error))
+
+
+def _typed_in_text(match: re.Match[str]) -> str:
+    name, after = match[1], match[2]
+    if after == "=None":
+        return f"{_FLAGS[name]} {_TYPED_NONE.get(name, 'None')}"
+    return _FLAGS[name] + (" " if after == "=" else after)
+
+
+def _typed_spelling(name: str, value: tuple[object, ...]) -> str:
+    """``--lr``, ``--lr 0``, ``--nesterov``, ``--optimizer sgd``: an option as typed (an option
+    without a flag keeps the library's spelling)."""
+    if name not in _FLAGS:
+        return python_spelling(name, value)
+    flag = _FLAGS[name]
+    if not value:
+        return flag
+    if isinstance(value[0], bool):
+        return flag if value[0] else f"--no-{flag[2:]}"
+    if value[0] is None and name in _TYPED_NONE:
+        return f"{flag} {_TYPED_NONE[name]}"
+    return f"{flag} {_typed_value(value[0])}"
+
+
+def _typed_value(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return shlex.quote(value)
+    if isinstance(value, tuple | list):
+        return ",".join(map(_typed_value, value))
+    return str(value)
 
 
 def _torch_threads(
-    threads: int, batch_size: int, prepared: PreparedData, hidden: tuple[int, ...]
+    config: TrainConfig, prepared: PreparedData, hidden: tuple[int, ...]
 ) -> contextlib.AbstractContextManager[int]:
     """``--threads`` torch threads for the training run (0: chosen by the size of a step)."""
     from softclass.training.threads import choose_threads, torch_threads
 
-    if threads == 0:
-        threads = choose_threads(batch_size, (prepared.n_features, *hidden, prepared.n_classes))
+    threads = config.threads or choose_threads(
+        config.batch_size, (prepared.n_features, *hidden, prepared.n_classes)
+    )
     return torch_threads(threads)
 
 
@@ -648,27 +891,20 @@ def _read_options(delimiter: str | None, decimal: str | None, na_values: list[st
 
 
 def _prepared_data(
-    data: Path | None,
-    target: str | None,
-    normalize: str,
-    divide: list[str] | None,
-    missing: str,
-    validation: float,
-    seed: int,
-    *,
-    delimiter: str | None = None,
-    decimal: str | None = None,
-    na_values: list[str] | None = None,
-    keep: list[str] | None = None,
-    drop: list[str] | None = None,
-    ids: list[str] | None = None,
-    unknown: str = "ignore",
-    show: bool = True,
+    data: Path | None, typed: _Typed, config: TrainConfig, *, show: bool = True
 ) -> PreparedData:
+    """Read ``data`` (the bundled Iris when None) and prepare it with the data options typed;
+    the split follows ``config`` (its validation fraction and seed)."""
     from softclass.data import load_bundled, read_table
     from softclass.jobs.compare import prepare_table
 
-    delimiter, typing = _read_options(delimiter, decimal, na_values)
+    delimiter, typing = _read_options(typed.delimiter, typed.decimal, typed.na_values)
+    data_options = {
+        spec.library: value
+        for spec, value in _library_values(typed).items()
+        if spec.panel == "Data"
+        and spec.library not in ("validation_fraction", "delimiter", "decimal", "na_values")
+    }
     with (
         err_console.status(f"reading and typing {'the bundled Iris' if data is None else data} …")
         if show and err_console.is_terminal
@@ -681,17 +917,10 @@ def _prepared_data(
         )
         prepared = prepare_table(
             table,
-            target,
-            normalization=normalize,
-            divisors=_parse_divisors(divide),
-            missing=missing,
-            validation_fraction=validation,
-            seed=seed,
-            keep=keep or (),
-            drop=drop or (),
-            ids=ids or (),
+            **data_options,
+            validation_fraction=config.validation_fraction,
+            seed=config.seed,
             typing=typing,
-            unknown=unknown,
             source="the bundled Iris" if data is None else str(data),
         )
     if show:
@@ -699,6 +928,16 @@ def _prepared_data(
         for warning in prepared.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     return prepared
+
+
+def _library_values(typed: _Typed) -> dict[_Spec, Any]:
+    """Each option typed (or with a default of its own), as the library takes it."""
+    values = {}
+    for spec in _SPECS:
+        value = getattr(typed, spec.name)
+        if value is not None:
+            values[spec] = value if spec.parse is None else spec.parse(value)
+    return values
 
 
 _SHOWN_COLUMNS = 40
@@ -845,47 +1084,34 @@ def _is_bundled_iris(data: Path | None) -> bool:
     return data is None or Path(data).resolve() == bundled_path("iris").resolve()
 
 
-def _resolve(
-    bundled: bool,
-    *,
-    epochs: int | None,
-    hidden: str | None,
-    activation: str | None,
-    optimizer: str | None,
-    lr: float | None,
-    momentum: float | None,
-    batch_size: int | None,
-    patience: int | None,
-    **options: object,
-) -> _Network:
-    """Fill each option not typed from the defaults of the bundled Iris or of a user's table."""
+def _resolve(bundled: bool, typed: _Typed) -> _Network:
+    """The network and the :class:`TrainConfig` of a run, the one mapping of ``compare`` and
+    ``train``: each option typed, else the table's default (:mod:`softclass.jobs.defaults`),
+    else TrainConfig's own.
+
+    ``--patience 0`` turns early stopping off; so does ``--validation 0`` when early stopping
+    only came from the table's defaults (it needs held-out rows).
+    """
     defaults = defaults_for(bundled)
-    if patience is not None and patience < 0:
+    if typed.patience is not None and typed.patience < 0:
         raise typer.BadParameter(
-            f"expected 0 (off) or more, got {patience}", param_hint="--patience"
+            f"expected 0 (off) or more, got {typed.patience}", param_hint="--patience"
         )
-    typed = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "learning_rate": lr,
-        "momentum": momentum,
-        "patience": patience,
+    values = {spec.library: value for spec, value in _library_values(typed).items()}
+    options = defaults.train_options() | {
+        name: value for name, value in values.items() if name in _TRAINING_DEFAULTS
     }
-    chosen = {
-        name: default if typed[name] is None else typed[name]
-        for name, default in defaults.train_options().items()
-    }
-    chosen["patience"] = chosen["patience"] or None  # --patience 0: no early stopping
-    config = _train_config(**chosen, **options)
-    widths = defaults.hidden if hidden is None else _parse_hidden(hidden)
-    return _Network(defaults, widths, activation or defaults.activation, config)
-
-
-def _train_config(**options: object) -> TrainConfig:
-    from softclass.training.trainer import TrainConfig
-
-    return TrainConfig(**options)
+    without_rows = (
+        options.get("validation_fraction") == 0 and options.get("monitor") != "train_loss"
+    )
+    if options["patience"] == 0 or (typed.patience is None and without_rows):
+        options["patience"] = None
+    return _Network(
+        defaults,
+        values.get("hidden", defaults.hidden),
+        values.get("activation", defaults.activation),
+        TrainConfig(**options),
+    )
 
 
 _COMPARE_HELP = "\n\n".join(
@@ -901,10 +1127,9 @@ _COMPARE_HELP = "\n\n".join(
 
 @app.command(cls=_Command, help=_COMPARE_HELP)
 @_draws_figures
+@_with_options("compare")
 def compare(
     data: _DataArgument = None,
-    target: _Target = None,
-    epochs: _Epochs = None,
     seeds: Annotated[
         int, typer.Option("--seeds", metavar="K", help="Seeds to run (seed, seed+1, ...).")
     ] = 1,
@@ -918,29 +1143,17 @@ def compare(
     design: Annotated[
         str, typer.Option("--design", metavar="LETTERS", help="Designs to train, e.g. ABCD or AB.")
     ] = "ABCD",
-    hidden: _Hidden = None,
-    activation: _Activation = None,
-    optimizer: _Optimizer = None,
-    lr: _LearningRate = None,
-    momentum: _Momentum = None,
-    batch_size: _BatchSize = None,
-    seed: _Seed = 0,
-    device: _Device = "auto",
-    precision: _Precision = "fp32",
-    normalize: _Normalize = "zscore",
-    divide: _Divide = None,
-    missing: _Missing = "error",
-    validation: _Validation = 0.2,
-    patience: _Patience = None,
-    stopping: _Stopping = TABLE.stopping_fraction,
-    threads: _Threads = 0,
-    delimiter: _Delimiter = None,
-    decimal: _Decimal = None,
-    na_values: _NaValues = None,
-    keep: _Keep = None,
-    drop: _Drop = None,
-    id_columns: _Id = None,
-    unknown: _Unknown = "ignore",
+    stopping: Annotated[
+        float,
+        typer.Option(
+            "--stopping",
+            metavar="FRACTION",
+            help="With --patience: share of the training rows held out to choose the epoch on, "
+            "apart from the validation rows (three-way split).",
+        ),
+    ] = TABLE.stopping_fraction,
+    *,
+    options: _Typed,
 ) -> None:
     """Train the same network with designs A-D on the same data, split and seed; compare them."""
     import datetime
@@ -949,52 +1162,22 @@ def compare(
     from softclass.jobs.compare import compare as run_comparison
     from softclass.jobs.compare import describe_written
 
-    _check_threads(threads)
-    network = _resolve(
-        _is_bundled_iris(data),
-        epochs=epochs,
-        hidden=hidden,
-        activation=activation,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        batch_size=batch_size,
-        patience=patience,
-        seed=seed,
-        validation_fraction=validation,
-        device=device,
-        precision=precision,
-    )
-    with _distributed_context(device) as context:
-        prepared = _prepared_data(
-            data,
-            target,
-            normalize,
-            divide,
-            missing,
-            validation,
-            seed,
-            delimiter=delimiter,
-            decimal=decimal,
-            na_values=na_values,
-            keep=keep,
-            drop=drop,
-            ids=id_columns,
-            unknown=unknown,
-            show=context.is_main and not json_output,
-        )
+    network = _resolve(_is_bundled_iris(data), options)
+    config = network.config
+    with _distributed_context(config.device) as context:
+        prepared = _prepared_data(data, options, config, show=context.is_main and not json_output)
         if out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"compare-{stamp}"
         try:
             with (
-                _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
+                _torch_threads(config, prepared, network.hidden),
                 _ProgressBars(enabled=context.is_main and not json_output) as bars,
             ):
                 result = run_comparison(
                     prepared,
                     design,
-                    network.config,
+                    config,
                     hidden=network.hidden,
                     activation=network.activation,
                     seeds=seeds,
@@ -1182,6 +1365,7 @@ _TRAIN_HELP = "\n\n".join(
 
 @app.command(cls=_Command, help=_TRAIN_HELP)
 @_draws_figures
+@_with_options("train")
 def train(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.", metavar="DATA")],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Model directory to write.")],
@@ -1189,81 +1373,29 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
     ] = False,
-    target: _Target = None,
-    epochs: _Epochs = None,
-    hidden: _Hidden = None,
-    activation: _Activation = None,
-    optimizer: _Optimizer = None,
-    lr: _LearningRate = None,
-    momentum: _Momentum = None,
-    batch_size: _BatchSize = None,
-    seed: _Seed = 0,
-    device: _Device = "auto",
-    precision: _Precision = "fp32",
-    normalize: _Normalize = "zscore",
-    divide: _Divide = None,
-    missing: _Missing = "error",
-    validation: _Validation = 0.2,
-    patience: _Patience = None,
-    threads: _Threads = 0,
-    delimiter: _Delimiter = None,
-    decimal: _Decimal = None,
-    na_values: _NaValues = None,
-    keep: _Keep = None,
-    drop: _Drop = None,
-    id_columns: _Id = None,
-    unknown: _Unknown = "ignore",
+    *,
+    options: _Typed,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable)."""
     from softclass.errors import TrainingDiverged
     from softclass.jobs.train_predict import describe_kept, train_to_directory
     from softclass.mlp.designs import get_design
 
-    _check_threads(threads)
     chosen = get_design(design)
-    network = _resolve(
-        _is_bundled_iris(data),
-        epochs=epochs,
-        hidden=hidden,
-        activation=activation,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        batch_size=batch_size,
-        patience=patience,
-        seed=seed,
-        validation_fraction=validation,
-        device=device,
-        precision=precision,
-    )
-    with _distributed_context(device) as context:
-        prepared = _prepared_data(
-            data,
-            target,
-            normalize,
-            divide,
-            missing,
-            validation,
-            seed,
-            delimiter=delimiter,
-            decimal=decimal,
-            na_values=na_values,
-            keep=keep,
-            drop=drop,
-            ids=id_columns,
-            unknown=unknown,
-            show=context.is_main,
-        )
+    network = _resolve(_is_bundled_iris(data), options)
+    config = network.config
+    with _distributed_context(config.device) as context:
+        prepared = _prepared_data(data, options, config, show=context.is_main)
         try:
             with (
-                _torch_threads(threads, network.config.batch_size, prepared, network.hidden),
+                _torch_threads(config, prepared, network.hidden),
                 _ProgressBars(enabled=context.is_main) as bars,
             ):
                 result = train_to_directory(
                     prepared,
                     chosen,
                     out,
-                    network.config,
+                    config,
                     hidden=network.hidden,
                     activation=network.activation,
                     resume=resume,
@@ -1281,23 +1413,37 @@ def train(
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
-        validation_part = ""
-        if kept.validation_loss is not None:
-            validation_part = (
-                f", validation loss {kept.validation_loss:.4f}, accuracy "
-                f"{kept.validation_accuracy:.3f}"
-            )
-        if history.best_epoch is not None:
-            validation_part += (
-                f" (epoch {history.best_epoch} kept: chosen on these validation rows, so their "
-                "numbers are optimistic; softclass compare keeps separate rows for that)"
-            )
         console.print(
             f"design {chosen.name} ({chosen.title}): {history.epochs} epochs{ranks}, "
-            f"training loss {kept.train_loss:.4f}{validation_part}; model saved to {out}",
+            f"training loss {kept.train_loss:.4f}{_measured_rows(history, config)}; model "
+            f"saved to {out}",
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _measured_rows(history, config: TrainConfig) -> str:
+    """What ``train`` measured beside the training loss, each number named by its rows: the
+    validation rows, or (``--validation 0``) none, the report then measuring the training rows."""
+    kept = history.records[(history.best_epoch or history.epochs) - 1]
+    if kept.validation_loss is None:
+        text = (
+            "; no validation rows (--validation 0): report.html measures the model on its "
+            "training rows, which is optimistic"
+        )
+    else:
+        text = (
+            f", validation loss {kept.validation_loss:.4f}, accuracy {kept.validation_accuracy:.3f}"
+        )
+    if history.best_epoch is not None:
+        chosen_on = (
+            "the training loss"
+            if config.monitor == "train_loss"
+            else "these validation rows, so their numbers are optimistic; softclass compare "
+            "keeps separate rows for that"
+        )
+        text += f" (epoch {history.best_epoch} kept: chosen on {chosen_on})"
+    return text
 
 
 _PREDICT_HELP = "\n\n".join(

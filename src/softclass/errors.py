@@ -6,6 +6,11 @@ RuntimeError, IndexError) so that code written against ``torch.nn.functional`` k
 errors about files, tables and models derive from :class:`SoftclassError`.
 """
 
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
 
 class SoftclassError(Exception):
     """Base class of every error softclass raises about files, tables, models and options."""
@@ -21,6 +26,59 @@ class ModelFileError(SoftclassError, ValueError):
 
 class ConfigError(SoftclassError, ValueError):
     """An option value is outside what is allowed."""
+
+
+# A named option in an OptionError template: {name} its name, {name=} its name and value,
+# {name:text} its name with the value ``text`` (a value the rule asks for).
+_PLACEHOLDER = re.compile(r"\{(\w+)(=|:[^{}]*)?\}")
+
+
+class OptionError(ConfigError):
+    """A :class:`ConfigError` about named options, which each front door spells its own way.
+
+    The message is a template naming options in braces, with the offending values apart:
+    ``OptionError("{learning_rate=} must be > 0", learning_rate=0.0)``. ``str(error)`` spells
+    them as the Python parameters ("learning_rate=0.0 must be > 0"); the command line calls
+    :meth:`spelled` with its flag table ("--lr 0 must be > 0").
+
+    Attributes:
+        template: the message; ``{name}`` is an option's name, ``{name=}`` its name and value,
+            ``{name:text}`` its name with the value ``text`` (e.g. ``{optimizer:sgd}``).
+        values: the value of each option the template names with ``=``.
+    """
+
+    def __init__(self, template: str, **values: object) -> None:
+        self.template = template
+        self.values = values
+        super().__init__(self.spelled(python_spelling))
+
+    def spelled(self, spell: Callable[[str, tuple[object, ...]], str]) -> str:
+        """The message with each option spelled by ``spell(name, value)``: ``value`` is ``()``
+        for the name alone, else a one-element tuple holding the value."""
+
+        def one(match: re.Match[str]) -> str:
+            name, form = match[1], match[2]
+            if not form:
+                return spell(name, ())
+            if form == "=":
+                return spell(name, (self.values[name],))
+            return spell(name, (form[1:],))
+
+        return _PLACEHOLDER.sub(one, self.template)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_option_error, (type(self), self.template, self.values))
+
+
+def python_spelling(name: str, value: tuple[object, ...]) -> str:
+    """``learning_rate`` or ``learning_rate=0.0``: an option as a Python keyword argument."""
+    return f"{name}={value[0]!r}" if value else name
+
+
+def _rebuild_option_error(
+    cls: type[OptionError], template: str, values: dict[str, object]
+) -> OptionError:
+    return cls(template, **values)
 
 
 class OutputError(SoftclassError):

@@ -25,7 +25,7 @@ class Defaults:
         reason: one line on why these defaults, for the report.
         hidden: hidden layer widths.
         activation, optimizer, learning_rate, momentum, batch_size, epochs: as
-            :class:`softclass.training.trainer.TrainConfig` and the MLP.
+            :class:`softclass.training.config.TrainConfig` and the MLP.
         patience: early stopping patience in epochs, or None for no early stopping.
         stopping_fraction: share of the training rows held out to choose the epoch (with
             ``patience``).
@@ -48,7 +48,7 @@ class Defaults:
         return {**asdict(self), "hidden": list(self.hidden)}
 
     def train_options(self) -> dict[str, Any]:
-        """The keyword arguments of :class:`softclass.training.trainer.TrainConfig` these
+        """The keyword arguments of :class:`softclass.training.config.TrainConfig` these
         defaults set (the network's shape, ``hidden`` and ``activation``, goes to the MLP)."""
         return {
             "epochs": self.epochs,

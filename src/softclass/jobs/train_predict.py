@@ -138,14 +138,16 @@ def _write_train_report(
 ) -> None:
     """report.html of one trained design: a one-design comparison measured like ``compare``."""
     if data.validation_features is None:
+        n_train = int(data.train_features.shape[0])
         data = replace(
             data,
             validation_features=data.train_features,
             validation_targets=data.train_targets,
             warnings=(
                 *data.warnings,
-                "no rows were held out (--validation 0): every held-out number below is "
-                "measured on the training rows, so it is optimistic",
+                f"no rows were held out (--validation 0): the {n_train} rows this page calls "
+                f"validation or held-out rows are the {n_train} training rows themselves, so "
+                "every number measured on them is optimistic",
             ),
         )
     comparison = ComparisonResult(

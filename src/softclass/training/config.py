@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from softclass.errors import ConfigError
+from softclass.errors import ConfigError, OptionError
 from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
 
 if TYPE_CHECKING:
@@ -70,32 +70,33 @@ class TrainConfig:
         for name in ("learning_rate", "momentum", "weight_decay", "eps", "min_delta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigError(f"{name}={value!r} must be a number ≥ 0")
+                raise _invalid(name, value, "must be a number ≥ 0")
         if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate={self.learning_rate!r} must be > 0")
+            raise _invalid("learning_rate", self.learning_rate, "must be > 0")
         if not self.momentum < 1:
-            raise ConfigError(f"momentum={self.momentum!r} must lie in [0, 1)")
+            raise _invalid("momentum", self.momentum, "must lie in [0, 1)")
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(
             isinstance(beta, int | float) and 0.0 <= beta < 1.0 for beta in betas
         ):
-            raise ConfigError(f"betas={self.betas!r} must be two numbers in [0, 1)")
+            raise _invalid("betas", self.betas, "must be two numbers in [0, 1)")
         object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
-        if not isinstance(self.nesterov, bool) or not isinstance(self.restore_best, bool):
-            raise ConfigError(
-                f"nesterov={self.nesterov!r} and restore_best={self.restore_best!r} must be "
-                "True or False"
-            )
+        for name in ("nesterov", "restore_best"):
+            if not isinstance(getattr(self, name), bool):
+                raise _invalid(name, getattr(self, name), "must be True or False")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
-            raise ConfigError(
-                f"nesterov=True needs optimizer='sgd' with momentum > 0, got optimizer="
-                f"{self.optimizer!r}, momentum={self.momentum!r}"
+            raise OptionError(
+                "{nesterov=} needs {optimizer:sgd} with {momentum} > 0, got {optimizer=}, "
+                "{momentum=}",
+                nesterov=self.nesterov,
+                optimizer=self.optimizer,
+                momentum=self.momentum,
             )
         fraction = self.validation_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-            raise ConfigError(f"validation_fraction={fraction!r} must be a number in [0, 1)")
+            raise _invalid("validation_fraction", fraction, "must be a number in [0, 1)")
         if not 0.0 <= fraction < 1.0:
-            raise ConfigError(f"validation_fraction={fraction!r} must be in [0, 1) (0 = none)")
+            raise _invalid("validation_fraction", fraction, "must be in [0, 1) (0 = none)")
 
     @property
     def optimizer_params(self) -> OptimizerParams:
@@ -127,14 +128,19 @@ class TrainConfig:
         return cls(**values)
 
 
+def _invalid(name: str, value: object, problem: str) -> OptionError:
+    """``name=value problem``: an error naming the option (the command line names its flag)."""
+    return OptionError("{" + name + "=} " + problem, **{name: value})
+
+
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r} must be an integer ≥ {minimum}")
+        raise _invalid(name, value, f"must be an integer ≥ {minimum}")
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+        raise OptionError("{" + name + "=}: expected one of " + ", ".join(choices), **{name: value})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,7 +151,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' was asked for but no CUDA device is available; use cpu")
+        raise OptionError(
+            "{device:cuda} was asked for but no CUDA device is available; use {device:cpu}"
+        )
     return torch.device(name)
 
 
