@@ -471,7 +471,10 @@ def test_etc_passwd_as_checkpoint_is_one_clear_line(run, tmp_path):
     )
     assert code == 2
     assert "list index out of range" not in err and len(err.strip().splitlines()) == 1
-    assert "checkpoint.pt: not a softclass checkpoint (not the zip archive" in err
+    assert (
+        "checkpoint.pt: not a softclass checkpoint (neither the safetensors file of the batched "
+        "engine nor the zip archive torch.save writes)" in err
+    )
 
 
 # -- fuzzing: mutated files are either read or refused with ModelFileError ------------------------

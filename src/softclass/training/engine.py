@@ -23,13 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from softclass.errors import ConfigError, ModelFileError, TrainingDiverged
+from softclass.errors import ConfigError, TrainingDiverged
 from softclass.mlp.designs import Design, get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig, resolve_device
 from softclass.training.distributed import DistContext
-from softclass.training.ensemble import EnsembleResult, Member, read_checkpoint, train_ensemble
-from softclass.training.schema import load_checkpoint_file
+from softclass.training.ensemble import EnsembleResult, Member, train_ensemble
+from softclass.training.schema import (
+    is_torch_archive,
+    load_checkpoint_file,
+    read_batched_checkpoint_header,
+)
 from softclass.training.trainer import (
     EXPLODED_LOSS_FACTOR,
     EpochRecord,
@@ -179,11 +183,12 @@ def checkpoint_progress(path: str | Path) -> tuple[int, int | None]:
     Raises:
         ModelFileError: the file is missing, unsafe or not a softclass checkpoint.
     """
-    try:
-        state = read_checkpoint(Path(path), None)
-    except ModelFileError:  # then the autograd Trainer's, checked field by field
+    path = Path(path)
+    if is_torch_archive(path):  # the autograd Trainer's (or a batched one of format 1: refused)
         state = load_checkpoint_file(path)
-    return int(state["epoch"]), state["train_config"].get("epochs")
+        return int(state["epoch"]), state["train_config"].get("epochs")
+    header = read_batched_checkpoint_header(path)  # its header only, checked field by field
+    return header.epoch, header.train_config.epochs
 
 
 def check_batched_divergence(

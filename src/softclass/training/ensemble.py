@@ -31,10 +31,8 @@ they lack (an activation, design or optimizer without one) is refused naming it.
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from softclass.errors import ConfigError, DataError, ModelFileError
+from softclass.errors import ConfigError, DataError, ModelFileError, TrainingDiverged
 from softclass.evaluation.stats import (
     MeanInterval,
     PairedComparison,
@@ -59,7 +57,6 @@ from softclass.training import mlp_native, schema
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.schema import CHECKPOINT_FORMAT
 from softclass.training.trainer import data_fingerprint, resumable_options
 
 # Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
@@ -846,7 +843,7 @@ def train_ensemble(
         row_weights: optional ``(N,)`` non-negative weights (class weights as ``w[target]``).
         checkpoint_path: where to write the run's state every ``settings.checkpoint_every``
             epochs and after the last (parameters, optimizer state, histories, early stopping;
-            :func:`save_checkpoint`); None for none.
+            the format of :mod:`softclass.training.schema`); None for none.
         resume: continue from ``checkpoint_path``: the same weights as an uninterrupted run.
         on_epoch: called after every epoch with its 1-based number, the trainer (whose
             ``network`` holds the weights after that epoch) and the histories so far
@@ -901,7 +898,7 @@ def train_ensemble(
     )
     epochs_run = [epochs] * n_members
     state = _RunState(trainer, histories, early, best, epochs_run, fingerprint)
-    first = state.load(Path(checkpoint_path)) if resume else 0
+    first = state.load(Path(checkpoint_path), features.shape[0], has_val) if resume else 0
     per_epoch = on_epoch is not None or early is not None or checkpoint_path is not None
     uses_compiled = trainer.uses_compiled
     chunk = trainer.compiled_epochs_per_call(features.shape[0]) if uses_compiled else 1
@@ -946,12 +943,10 @@ def train_ensemble(
     )
 
 
-CHECKPOINT_ENGINE = "batched"  # marks checkpoints of this engine (the Trainer's lack it)
-
-
 @dataclass
 class _RunState:
-    """Everything a batched run needs to continue where it stopped (saved in checkpoints)."""
+    """Everything a batched run needs to continue where it stopped (saved in checkpoints: the
+    format and its checks are :mod:`softclass.training.schema`'s batched-checkpoint section)."""
 
     trainer: BatchedTrainer
     histories: dict[str, torch.Tensor]
@@ -961,38 +956,62 @@ class _RunState:
     fingerprint: str
 
     def save(self, path: Path, epoch: int) -> None:
-        """Write the state after ``epoch`` epochs to ``path`` (atomically, torch.save)."""
-        trainer, state = self.trainer, self.trainer.optimizer_state
-        data = {
-            "format": CHECKPOINT_FORMAT,
-            "engine": CHECKPOINT_ENGINE,
-            "members": [[member.design, member.seed] for member in trainer.members],
-            "model_config": trainer.config.to_dict(),
-            "train_config": trainer.settings.to_dict(),
-            "data_fingerprint": self.fingerprint,
-            "epoch": epoch,
-            "parameters": [tensor.cpu().clone() for tensor in trainer.network.parameters()],
-            "first_moments": [tensor.cpu().clone() for tensor in state.first_moments],
-            "second_moments": [tensor.cpu().clone() for tensor in state.second_moments],
-            "step_count": state.step_count,
-            "histories": {name: tensor.clone() for name, tensor in self.histories.items()},
-            "early_stopping": None if self.early is None else self.early.to_dict(),
-            "best": None if self.best is None else [tensor.cpu().clone() for tensor in self.best],
-            "epochs_run": list(self.epochs_run),
-        }
-        serialized = io.BytesIO()  # serialized first: a full disk is then an OSError (as the
-        torch.save(data, serialized)  # Trainer's), not a C++ "basic_ios::clear: iostream error"
-        atomic_write_bytes(path, serialized.getvalue())
-
-    def load(self, path: Path) -> int:
-        """Restore the state saved by :meth:`save`; returns the epochs already run.
+        """Write the state after ``epoch`` epochs to ``path`` (atomically; safetensors + JSON).
 
         Raises:
-            ModelFileError: missing or unsafe file, another engine's checkpoint, or one written
-                by a run with other members, network, options or data.
+            TrainingDiverged: a weight or optimizer state is NaN or infinite (such a state is
+                never written: the checkpoint of the last sound epoch stays).
+        """
+        trainer, state = self.trainer, self.trainer.optimizer_state
+        diverged = torch.zeros(trainer.network.n_members, dtype=torch.bool)
+        for tensor in (*trainer.network.parameters(), *state.first_moments, *state.second_moments):
+            diverged |= ~torch.isfinite(tensor).flatten(1).all(1).cpu()
+        if bool(diverged.any()):
+            names = [
+                f"{member.design} seed {member.seed}"
+                for member, bad in zip(trainer.members, diverged.tolist(), strict=True)
+                if bad
+            ]
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch} ({', '.join(names[:5])}): the weights or "
+                "the optimizer state became NaN or infinite; lower the learning rate (--lr) or "
+                "scale the features (--normalize zscore)"
+            )
+        header = schema.BatchedCheckpointHeader(
+            members=tuple((member.design, member.seed) for member in trainer.members),
+            model_config=trainer.config,
+            train_config=trainer.settings,
+            data_fingerprint=self.fingerprint,
+            dtype=trainer.dtype,
+            epoch=epoch,
+            step_count=state.step_count,
+            epochs_run=tuple(self.epochs_run),
+            early_stopping=None if self.early is None else self.early.to_dict(),
+        )
+        tensors = schema.BatchedCheckpointTensors(
+            parameters=trainer.network.parameters(),
+            first_moments=state.first_moments,
+            second_moments=state.second_moments,
+            best=self.best,
+            histories={name: history[:, :epoch] for name, history in self.histories.items()},
+        )
+        atomic_write_bytes(path, schema.encode_batched_checkpoint(header, tensors))
+
+    def load(self, path: Path, n_rows: int, has_validation: bool) -> int:
+        """Restore the state saved by :meth:`save` for a run on ``n_rows`` training rows;
+        returns the epochs already run.
+
+        Every field is checked (:func:`softclass.training.schema.read_batched_checkpoint_header`,
+        this run's members, network, options and data, then
+        :func:`~softclass.training.schema.load_batched_checkpoint`) before a tensor is read.
+
+        Raises:
+            ModelFileError: missing, damaged or unsafe file, another engine's checkpoint or an
+                older format, or one written by a run with other members, network, options or
+                data (one line naming the file and the field).
         """
         trainer = self.trainer
-        data = read_checkpoint(path, trainer.config)
+        header = schema.read_batched_checkpoint_header(path, trainer.config)
         expected = {
             "members": [[member.design, member.seed] for member in trainer.members],
             "model_config": trainer.config.to_dict(),
@@ -1000,10 +1019,10 @@ class _RunState:
             "data_fingerprint": self.fingerprint,
         }
         found = {
-            **{key: data[key] for key in expected},
-            "train_config": resumable_options(
-                TrainConfig.from_dict(dict(data["train_config"])).to_dict()
-            ),
+            "members": [list(member) for member in header.members],
+            "model_config": header.model_config.to_dict(),
+            "train_config": resumable_options(header.train_config.to_dict()),
+            "data_fingerprint": header.data_fingerprint,
         }
         for key, value in expected.items():
             if found[key] != value:
@@ -1014,74 +1033,43 @@ class _RunState:
                     else f"{path}: cannot resume, the checkpoint was written for other training "
                     "data (or another split)"
                 )
+        saved = schema.load_batched_checkpoint(
+            path,
+            header,
+            schema.BatchedRun(
+                dtype=trainer.dtype,
+                epochs=trainer.settings.epochs,
+                batches_per_epoch=len(batch_bounds(n_rows, trainer.settings.batch_size)),
+                has_validation=has_validation,
+            ),
+        )
         state = trainer.optimizer_state
-        try:
-            with torch.no_grad():
-                for targets, saved in (
-                    (trainer.network.parameters(), data["parameters"]),
-                    (state.first_moments, data["first_moments"]),
-                    (state.second_moments, data["second_moments"]),
-                ):
-                    for tensor, value in zip(targets, saved, strict=True):
-                        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
-                            raise ValueError(f"a tensor of shape {tuple(tensor.shape)} expected")
-                        tensor.copy_(value)
-            state.step_count = int(data["step_count"])
-            for counter in state.step_counts:
-                counter.fill_(float(state.step_count))
-            epoch = min(int(data["epoch"]), next(iter(self.histories.values())).shape[1])
-            for name, history in self.histories.items():
-                history[:, :epoch] = data["histories"][name][:, :epoch]
-            if self.early is not None and data["early_stopping"] is not None:
-                self.early.load_dict(data["early_stopping"])
-            if self.best is not None and data["best"] is not None:
-                for tensor, value in zip(self.best, data["best"], strict=True):
+        pairs = [
+            (trainer.network.parameters(), saved.parameters),
+            (state.first_moments, saved.first_moments),
+            (state.second_moments, saved.second_moments),
+        ]
+        if self.best is not None and saved.best is not None:  # patience may change on resume
+            pairs.append((self.best, saved.best))
+        with torch.no_grad():  # the schema checked every tensor's dtype and shape
+            for targets, values in pairs:
+                for tensor, value in zip(targets, values, strict=True):
                     tensor.copy_(value)
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
-            raise ModelFileError(
-                f"{path}: damaged checkpoint ({type(error).__name__}: {str(error)[:200]})"
-            ) from None
-        if self.early is not None:  # a stopped member's count is its last epoch
+        state.step_count = header.step_count
+        for counter in state.step_counts:
+            counter.fill_(float(state.step_count))
+        epoch = header.epoch
+        for name, history in self.histories.items():
+            history[:, :epoch] = saved.histories[name]
+        if self.early is not None and header.early_stopping is not None:
+            self.early.load_dict(header.early_stopping)
             for member, stopped in enumerate(self.early.stopped):
-                if stopped:
-                    self.epochs_run[member] = int(data["epochs_run"][member])
+                if stopped:  # a stopped member's count is its last epoch
+                    self.epochs_run[member] = header.epochs_run[member]
         return epoch
 
 
-def read_checkpoint(path: Path, config: MLPConfig | None) -> dict:
-    """A batched-engine checkpoint: its archive bounded and inspected as the Trainer's are
-    (:mod:`softclass.training.schema`), then read with ``torch.load(weights_only=True)``."""
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no checkpoint to resume from (the file does not exist)")
-    schema._check_archive(path, schema.checkpoint_byte_limit(config))
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files
-            warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged pickle fails as KeyError, IndexError, ValueError...
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else "no detail"
-        raise ModelFileError(
-            f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
-            f"({type(error).__name__}: {reason})"
-        ) from None
-    if not isinstance(data, dict) or data.get("engine") != CHECKPOINT_ENGINE:
-        raise ModelFileError(
-            f"{path}: not a checkpoint of the batched engine (written by the autograd Trainer?); "
-            "resume it with backend='autograd'"
-        )
-    if data.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(
-            f"{path}: checkpoint format {data.get('format')!r}, this softclass reads "
-            f"{CHECKPOINT_FORMAT}"
-        )
-    return data
-
-
-_MONITORED_HISTORY = {
-    "validation_loss": "val_loss",
-    "validation_accuracy": "val_accuracy",
-    "train_loss": "train_loss",
-}
+_MONITORED_HISTORY = schema.MONITORED_HISTORY
 
 
 def _early_stopping_epoch(

@@ -1,5 +1,6 @@
 """What softclass accepts when it reads its own files back: the rules for model.json, the
-safetensors header and checkpoint.pt, in one place.
+safetensors header and both kinds of checkpoint.pt (the autograd Trainer's ``torch.save`` archive,
+the batched engine's safetensors file), in one place.
 
 A model directory or a checkpoint is input like any other: it may be damaged, edited by hand or
 written by someone else. Every field is checked here for type, range and size *before* anything
@@ -19,11 +20,17 @@ Size bounds (each named in its error):
 - a checkpoint: a zip archive (what ``torch.save`` writes) of at most :data:`MAX_ZIP_ENTRIES`
   uncompressed entries, whose sizes (from the zip directory, before ``torch.load``) add up to at
   most :func:`checkpoint_byte_limit` of the network; ``torch.load(weights_only=True)`` then
-  refuses any pickled object that is not a tensor or a plain container.
+  refuses any pickled object that is not a tensor or a plain container;
+- a batched-engine checkpoint (format :data:`BATCHED_CHECKPOINT_FORMAT`): a safetensors file
+  whose header (the bound above) holds every non-tensor field as JSON; the tensors it declares
+  must be exactly those of its network, members and epoch and fill the file, and the fields must
+  match the resuming run, before the file's data is read (:func:`read_batched_checkpoint_header`,
+  :func:`load_batched_checkpoint`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -36,28 +43,47 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 
 from softclass.errors import ConfigError, ModelFileError
 from softclass.mlp.designs import Design, get_design
 from softclass.mlp.model import MAX_HIDDEN_LAYERS, MAX_PARAMETERS, MLPConfig
+from softclass.mlp.optimizers import get_optimizer
+from softclass.training.config import MONITORS, TrainConfig
 
 __all__ = [
+    "BATCHED_CHECKPOINT_FORMAT",
+    "BATCHED_ENGINE",
+    "BATCHED_METADATA_KEY",
     "CHECKPOINT_FIELDS",
     "CHECKPOINT_FORMAT",
+    "HISTORY_NAMES",
     "MAX_JSON_BYTES",
     "MAX_SAFETENSORS_HEADER_BYTES",
     "MAX_ZIP_ENTRIES",
     "MODEL_FORMAT",
+    "MONITORED_HISTORY",
+    "BatchedCheckpointHeader",
+    "BatchedCheckpointTensors",
+    "BatchedRun",
     "ModelMetadata",
+    "SafetensorsLayout",
     "bad_field",
     "check_metadata",
     "check_optimizer_state",
     "check_weights_header",
     "checkpoint_byte_limit",
+    "encode_batched_checkpoint",
+    "is_torch_archive",
+    "load_batched_checkpoint",
     "load_checkpoint_file",
     "model_config_field",
+    "read_batched_checkpoint_header",
     "read_json_object",
     "read_safetensors_header",
+    "read_safetensors_layout",
+    "train_config_field",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -308,15 +334,47 @@ def check_metadata(path: Path, metadata: dict[str, Any]) -> ModelMetadata:
 # -- safetensors -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SafetensorsLayout:
+    """What a safetensors header declares, checked against the file (see
+    :func:`read_safetensors_layout`).
+
+    Attributes:
+        tensors: name → (dtype code such as ``"F32"``, shape).
+        offsets: name → ``(begin, end)`` byte range inside the data section.
+        metadata: the ``__metadata__`` strings (empty when absent).
+        header_size: bytes of the JSON header (after the 8-byte length).
+        file_size: bytes of the whole file when its header was read.
+    """
+
+    tensors: dict[str, tuple[str, tuple[int, ...]]]
+    offsets: dict[str, tuple[int, int]]
+    metadata: dict[str, str]
+    header_size: int
+    file_size: int
+
+
 def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Name → (dtype, shape) of every tensor in a safetensors file, from its header alone.
+    """Name → (dtype, shape) of every tensor in a safetensors file, from its header alone
+    (:func:`read_safetensors_layout` with at most 2 dimensions per tensor).
+
+    Raises:
+        ModelFileError: as :func:`read_safetensors_layout`.
+    """
+    return read_safetensors_layout(path).tensors
+
+
+def read_safetensors_layout(path: Path, max_dims: int = 2) -> SafetensorsLayout:
+    """The header of a safetensors file: every tensor's dtype, shape and byte range, and the
+    ``__metadata__`` strings; no tensor is read.
 
     The format: an 8-byte little-endian header length, that many bytes of JSON, then the data.
     Each entry's byte range must lie inside the data and match its dtype and shape exactly.
 
     Raises:
         ModelFileError: the header is too short, longer than
-            :data:`MAX_SAFETENSORS_HEADER_BYTES`, not JSON, or an entry is malformed.
+            :data:`MAX_SAFETENSORS_HEADER_BYTES`, not JSON, or an entry is malformed (a float
+            dtype, at most ``max_dims`` dimensions, a byte range of its size inside the data).
     """
     try:
         with open(path, "rb") as handle:
@@ -345,12 +403,15 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
         raise bad_field(path, "header", header, "a JSON object")
     data_size = file_size - 8 - header_size
     tensors = {}
+    offsets = {}
+    metadata: dict[str, str] = {}
     for name, entry in header.items():
         if name == "__metadata__":
             if not isinstance(entry, dict) or not all(
                 isinstance(item, str) for item in entry.values()
             ):
                 raise bad_field(path, "__metadata__", entry, "a mapping of strings")
+            metadata = entry
             continue
         field = f"header[{_key(name)}]"
         entry = _mapping(path, field, entry, ("dtype", "shape", "data_offsets"))
@@ -360,30 +421,31 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]
                 path, f"{field}.dtype", dtype, f"a float dtype, one of {list(_SAFETENSORS_DTYPES)}"
             )
         shape = _kind(path, f"{field}.shape", entry["shape"], list, "a list of sizes")
-        if len(shape) > 2:
-            raise bad_field(path, f"{field}.shape", shape, "at most 2 dimensions")
+        if len(shape) > max_dims:
+            raise bad_field(path, f"{field}.shape", shape, f"at most {max_dims} dimensions")
         for axis, size in enumerate(shape):
             _integer(path, f"{field}.shape[{axis}]", size, 0, MAX_PARAMETERS)
-        offsets = entry["data_offsets"]
+        byte_range = entry["data_offsets"]
         if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(item, int) and not isinstance(item, bool) for item in offsets)
-            or not 0 <= offsets[0] <= offsets[1] <= data_size
+            not isinstance(byte_range, list)
+            or len(byte_range) != 2
+            or not all(isinstance(item, int) and not isinstance(item, bool) for item in byte_range)
+            or not 0 <= byte_range[0] <= byte_range[1] <= data_size
         ):
             raise bad_field(
-                path, f"{field}.data_offsets", offsets, f"[begin, end] within 0..{data_size}"
+                path, f"{field}.data_offsets", byte_range, f"[begin, end] within 0..{data_size}"
             )
         n_bytes = math.prod(shape) * _SAFETENSORS_DTYPES[dtype]
-        if offsets[1] - offsets[0] != n_bytes:
+        if byte_range[1] - byte_range[0] != n_bytes:
             raise bad_field(
                 path,
                 f"{field}.data_offsets",
-                offsets,
+                byte_range,
                 f"a range of {n_bytes} bytes ({dtype} of shape {shape})",
             )
         tensors[name] = (dtype, tuple(shape))
-    return tensors
+        offsets[name] = (byte_range[0], byte_range[1])
+    return SafetensorsLayout(tensors, offsets, metadata, header_size, file_size)
 
 
 def check_weights_header(
@@ -449,6 +511,29 @@ def _check_archive(path: Path, byte_limit: int) -> None:
         )
 
 
+def _load_torch_archive(path: Path, byte_limit: int) -> object:
+    """The object in a ``torch.save`` archive: the archive bounded by :func:`_check_archive`
+    first, then ``torch.load(weights_only=True)``, which refuses any pickled object that is not a
+    tensor or a plain container; every failure is one ModelFileError."""
+    _check_archive(path, byte_limit)
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged pickle fails as KeyError, IndexError, ValueError...
+        # torch's weights-only refusals wrap the one telling line in advice to load unsafely.
+        lines = [
+            line.strip()
+            for line in str(error).splitlines()
+            if line.strip() and not line.startswith(_TORCH_ADVICE)
+        ]
+        reason = lines[0][:200] if lines else "no detail"
+        raise ModelFileError(
+            f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
+            f"({type(error).__name__}: {reason})"
+        ) from None
+
+
 def load_checkpoint_file(path: str | Path, config: MLPConfig | None = None) -> dict[str, Any]:
     """Read and check a checkpoint written by :meth:`softclass.training.trainer.Trainer.
     save_checkpoint`; never unpickles objects.
@@ -468,23 +553,15 @@ def load_checkpoint_file(path: str | Path, config: MLPConfig | None = None) -> d
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no checkpoint to resume from (the file does not exist)")
-    _check_archive(path, checkpoint_byte_limit(config))
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols of damaged files
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged pickle fails as KeyError, IndexError, ValueError...
-        # torch's weights-only refusals wrap the one telling line in advice to load unsafely.
-        lines = [
-            line.strip()
-            for line in str(error).splitlines()
-            if line.strip() and not line.startswith(_TORCH_ADVICE)
-        ]
-        reason = lines[0][:200] if lines else "no detail"
+    if _looks_like_safetensors(path):
         raise ModelFileError(
-            f"{path}: refused to load the checkpoint: not a safe softclass checkpoint "
-            f"({type(error).__name__}: {reason})"
-        ) from None
+            f"{path}: a checkpoint of the batched engine (a safetensors file); the autograd "
+            "Trainer (--precision bf16, torchrun or backend='autograd') cannot resume it: resume "
+            "with the run's own options"
+        )
+    state = _load_torch_archive(path, checkpoint_byte_limit(config))
+    if isinstance(state, dict) and state.get("engine") == BATCHED_ENGINE:
+        raise _old_batched_format(path, state.get("format"))
     if not isinstance(state, dict):
         raise ModelFileError(f"{path}: not a softclass checkpoint (found {type(state).__name__})")
     missing = [key for key in CHECKPOINT_FIELDS if key not in state]
@@ -649,3 +726,667 @@ def _same_kind(path: Path, name: str, value: object, expected: object) -> None:
                 _number(path, name, value, finite=False)
             return
     raise bad_field(path, name, value, f"the kind of {_describe(expected)}")
+
+
+# -- checkpoints of the batched engine -------------------------------------------------------------
+#
+# Format 2 (format 1 was a torch.save archive): one safetensors file. Its tensors are the stacked
+# parameters, the optimizer's moments, the early-stopping best weights and the histories; every
+# other field is one JSON document in the safetensors metadata under BATCHED_METADATA_KEY. The
+# header (at most MAX_SAFETENSORS_HEADER_BYTES) is read and checked field by field, and the tensor
+# layout it declares is checked against the network, members and epoch of that document (and
+# those against the resuming run) before a single tensor byte is read; safetensors holds no code.
+
+BATCHED_CHECKPOINT_FORMAT = 2
+BATCHED_ENGINE = "batched"
+BATCHED_METADATA_KEY = "softclass_checkpoint"
+# History name → the training metric it records, (M, epochs) float64 each.
+HISTORY_NAMES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# The history the early-stopping rule reads for each monitor of softclass.training.config.MONITORS.
+MONITORED_HISTORY = {
+    "validation_loss": "val_loss",
+    "validation_accuracy": "val_accuracy",
+    "train_loss": "train_loss",
+}
+_BATCHED_FIELDS = (
+    "format",
+    "engine",
+    "members",
+    "model_config",
+    "train_config",
+    "data_fingerprint",
+    "dtype",
+    "epoch",
+    "step_count",
+    "epochs_run",
+    "early_stopping",
+)
+_EARLY_STOPPING_FIELDS = ("best", "best_epoch", "bad_epochs", "stopped")
+# Parameter dtypes a batched checkpoint may hold: name → (torch dtype, safetensors code).
+_BATCHED_DTYPES = {
+    "float16": (torch.float16, "F16"),
+    "bfloat16": (torch.bfloat16, "BF16"),
+    "float32": (torch.float32, "F32"),
+    "float64": (torch.float64, "F64"),
+}
+_MAX_SEED = 2**63 - 1
+_MAX_STEPS = 2**53  # optimizer steps: exact as a float64 (Adam's bias correction reads them)
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class BatchedCheckpointHeader:
+    """The checked non-tensor fields of a batched-engine checkpoint.
+
+    Attributes:
+        members: ``(design, seed)`` of each of the M stacked models, in stacking order.
+        model_config, train_config: the network and the options of the run that wrote it.
+        data_fingerprint: SHA-256 hex digest of the training data (see
+            :func:`softclass.training.trainer.data_fingerprint`).
+        dtype: the parameters' dtype.
+        epoch: epochs run, in ``[1, train_config.epochs]``.
+        step_count: optimizer steps taken (``epoch`` × batches per epoch).
+        epochs_run: per member, ``train_config.epochs`` or, once it stopped early, its last
+            epoch.
+        early_stopping: :meth:`softclass.training.early_stopping.EarlyStopping.to_dict` (best
+            values ±inf before a member's first improvement), None without early stopping.
+    """
+
+    members: tuple[tuple[str, int], ...]
+    model_config: MLPConfig
+    train_config: TrainConfig
+    data_fingerprint: str
+    dtype: torch.dtype
+    epoch: int
+    step_count: int
+    epochs_run: tuple[int, ...]
+    early_stopping: dict[str, list[Any]] | None
+
+    @property
+    def has_best(self) -> bool:
+        """Whether the checkpoint holds the early-stopping best weights."""
+        return self.early_stopping is not None and self.train_config.restore_best
+
+    def tensor_layout(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        """Name → (dtype, shape) of every tensor the file must hold, in file order: per
+        parameter ``i`` of :meth:`StackedMLP.parameters` (``W0, b0, W1, ...``: ``(M, out, in)``
+        and ``(M, out)``) ``parameters.i``, ``first_moments.i``, ``second_moments.i`` (optimizers
+        with two moments), ``best.i`` (:attr:`has_best`); then ``history.NAME`` ``(M, epoch)``
+        float64 for each of :data:`HISTORY_NAMES`."""
+        n_members = len(self.members)
+        widths = [self.model_config.n_features, *self.model_config.hidden]
+        widths.append(self.model_config.n_classes)
+        shapes = [
+            shape
+            for fan_in, fan_out in itertools.pairwise(widths)
+            for shape in ((n_members, fan_out, fan_in), (n_members, fan_out))
+        ]
+        groups = ["parameters", "first_moments"]
+        if get_optimizer(self.train_config.optimizer).n_moments == 2:
+            groups.append("second_moments")
+        if self.has_best:
+            groups.append("best")
+        layout = {
+            f"{group}.{index}": (self.dtype, shape)
+            for group in groups
+            for index, shape in enumerate(shapes)
+        }
+        for name in HISTORY_NAMES:
+            layout[f"history.{name}"] = (torch.float64, (n_members, self.epoch))
+        return layout
+
+
+@dataclass(frozen=True)
+class BatchedCheckpointTensors:
+    """The tensors of a batched-engine checkpoint (CPU; shapes in
+    :meth:`BatchedCheckpointHeader.tensor_layout`).
+
+    Attributes:
+        parameters, first_moments, second_moments: per parameter of the stacked network
+            (``second_moments`` empty for optimizers with one moment).
+        best: the early-stopping best weights per parameter, or None.
+        histories: :data:`HISTORY_NAMES` → ``(M, epoch)`` float64 (the validation ones NaN
+            without validation rows).
+    """
+
+    parameters: list[torch.Tensor]
+    first_moments: list[torch.Tensor]
+    second_moments: list[torch.Tensor]
+    best: list[torch.Tensor] | None
+    histories: dict[str, torch.Tensor]
+
+    def named(self) -> list[torch.Tensor]:
+        """Every tensor in the order of :meth:`BatchedCheckpointHeader.tensor_layout`."""
+        return [
+            *self.parameters,
+            *self.first_moments,
+            *self.second_moments,
+            *(self.best or []),
+            *(self.histories[name] for name in HISTORY_NAMES),
+        ]
+
+
+@dataclass(frozen=True)
+class BatchedRun:
+    """What the resuming run allows, checked before any tensor of its checkpoint is read.
+
+    Attributes:
+        dtype: the run's parameter dtype.
+        epochs: the epochs the run asks for (a checkpoint may not have run more).
+        batches_per_epoch: optimizer steps per epoch (from its rows and batch size).
+        has_validation: whether the run scores validation rows after every epoch.
+    """
+
+    dtype: torch.dtype
+    epochs: int
+    batches_per_epoch: int
+    has_validation: bool
+
+
+def encode_batched_checkpoint(
+    header: BatchedCheckpointHeader, tensors: BatchedCheckpointTensors
+) -> bytes:
+    """The bytes of a format-:data:`BATCHED_CHECKPOINT_FORMAT` checkpoint (a safetensors file
+    whose metadata holds the header's fields as JSON); write them with an atomic write.
+
+    Raises:
+        ConfigError: the parameters' dtype is not a float dtype a checkpoint can hold.
+    """
+    dtype_names = {dtype: name for name, (dtype, _) in _BATCHED_DTYPES.items()}
+    if header.dtype not in dtype_names:
+        raise ConfigError(
+            f"checkpoints hold parameters of dtype {', '.join(_BATCHED_DTYPES)}, not {header.dtype}"
+        )
+    document = {
+        "format": BATCHED_CHECKPOINT_FORMAT,
+        "engine": BATCHED_ENGINE,
+        "members": [[design, seed] for design, seed in header.members],
+        "model_config": header.model_config.to_dict(),
+        "train_config": header.train_config.to_dict(),
+        "data_fingerprint": header.data_fingerprint,
+        "dtype": dtype_names[header.dtype],
+        "epoch": header.epoch,
+        "step_count": header.step_count,
+        "epochs_run": list(header.epochs_run),
+        "early_stopping": header.early_stopping,
+    }
+    named = dict(
+        zip(
+            header.tensor_layout(),
+            (tensor.detach().cpu().contiguous() for tensor in tensors.named()),
+            strict=True,
+        )
+    )
+    return safetensors_bytes(named, metadata={BATCHED_METADATA_KEY: json.dumps(document)})
+
+
+def is_torch_archive(path: Path) -> bool:
+    """Whether ``path`` starts like the zip archive ``torch.save`` writes (the autograd
+    Trainer's checkpoints, and the batched engine's before format 2); False when unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts like a safetensors file: 8 bytes of header length, then the
+    header's ``{`` (a length past the end of the file, as in a truncated file, or over the size
+    limit is then refused by :func:`read_safetensors_layout` naming it)."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(9)
+    except OSError:
+        return False
+    return start[8:] == b"{"
+
+
+def _old_batched_format(path: Path, found: object) -> ModelFileError:
+    return ModelFileError(
+        f"{path}: a batched-engine checkpoint of format {_describe(found)} (a torch.save archive "
+        f"of an earlier softclass); this softclass reads format {BATCHED_CHECKPOINT_FORMAT}: "
+        "train again without --resume, or finish the run with the softclass that wrote it"
+    )
+
+
+def read_batched_checkpoint_header(
+    path: str | Path, config: MLPConfig | None = None
+) -> BatchedCheckpointHeader:
+    """Read and check the header of a batched-engine checkpoint; no tensor is read.
+
+    The safetensors header (at most :data:`MAX_SAFETENSORS_HEADER_BYTES`) is read by
+    :func:`read_safetensors_layout`; every JSON field is typed and range-checked (members
+    registered designs with integer seeds, the network within the size limits, the options a
+    valid :class:`TrainConfig`, epoch counts within ``[1, train_config.epochs]``, early-stopping
+    state consistent with the options); the tensors it declares must be exactly
+    :meth:`BatchedCheckpointHeader.tensor_layout` and tile the data section. A ``torch.save``
+    archive (bounded by :func:`checkpoint_byte_limit` of ``config``) is recognised to say whose it
+    is: the autograd Trainer's, or a batched one of format 1.
+
+    Raises:
+        ModelFileError: one line naming the file, the field and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no checkpoint to resume from (the file does not exist)")
+    if is_torch_archive(path):
+        state = _load_torch_archive(path, checkpoint_byte_limit(config))
+        if isinstance(state, dict) and state.get("engine") == BATCHED_ENGINE:
+            raise _old_batched_format(path, state.get("format"))
+        raise ModelFileError(
+            f"{path}: not a checkpoint of the batched engine (written by the autograd Trainer?); "
+            "resume it with backend='autograd'"
+        )
+    if not _looks_like_safetensors(path):
+        raise ModelFileError(
+            f"{path}: not a softclass checkpoint (neither the safetensors file of the batched "
+            "engine nor the zip archive torch.save writes)"
+        )
+    layout = read_safetensors_layout(path, max_dims=3)
+    if BATCHED_METADATA_KEY not in layout.metadata:
+        raise ModelFileError(
+            f"{path}: not a softclass checkpoint (a safetensors file without the "
+            f"{BATCHED_METADATA_KEY!r} metadata; a model's weights?)"
+        )
+    header = _check_batched_document(path, _json_document(path, layout.metadata))
+    _check_batched_layout(path, layout, header.tensor_layout())
+    return header
+
+
+def _json_document(path: Path, metadata: dict[str, str]) -> object:
+    """The JSON value of the checkpoint's metadata string (NaN and ±Infinity allowed: the best
+    value of an early-stopping rule before its first improvement is infinite)."""
+    try:
+        return json.loads(metadata[BATCHED_METADATA_KEY])
+    except (ValueError, RecursionError) as error:  # also huge integers, nesting too deep
+        raise ModelFileError(
+            f"{path}: field {BATCHED_METADATA_KEY!r} is not readable JSON "
+            f"({str(error).splitlines()[0][:100]})"
+        ) from None
+
+
+def _check_batched_document(path: Path, document: object) -> BatchedCheckpointHeader:
+    if not isinstance(document, dict):
+        raise bad_field(path, BATCHED_METADATA_KEY, document, "a JSON object of checkpoint fields")
+    found_format = document.get("format")
+    if found_format != BATCHED_CHECKPOINT_FORMAT or isinstance(found_format, bool):
+        if found_format == 1 and not isinstance(found_format, bool):
+            raise _old_batched_format(path, found_format)
+        raise ModelFileError(
+            f"{path}: batched-engine checkpoint format {_describe(found_format)}; this softclass "
+            f"reads format {BATCHED_CHECKPOINT_FORMAT}"
+        )
+    data = _mapping(path, BATCHED_METADATA_KEY, document, _BATCHED_FIELDS)
+    if data["engine"] != BATCHED_ENGINE:
+        raise bad_field(path, "engine", data["engine"], repr(BATCHED_ENGINE))
+    members = _members_field(path, data["members"])
+    model_config = model_config_field(path, "model_config", data["model_config"])
+    train_config = train_config_field(path, "train_config", data["train_config"])
+    fingerprint = data["data_fingerprint"]
+    if (
+        not isinstance(fingerprint, str)
+        or len(fingerprint) != 64
+        or any(char not in "0123456789abcdef" for char in fingerprint)
+    ):
+        raise bad_field(path, "data_fingerprint", fingerprint, "a SHA-256 hex digest")
+    dtype_name = data["dtype"]
+    if not isinstance(dtype_name, str) or dtype_name not in _BATCHED_DTYPES:
+        raise bad_field(path, "dtype", dtype_name, f"one of {list(_BATCHED_DTYPES)}")
+    epoch = _integer(path, "epoch", data["epoch"], 1, train_config.epochs)
+    step_count = _integer(path, "step_count", data["step_count"], epoch, _MAX_STEPS)
+    epochs_run = _kind(path, "epochs_run", data["epochs_run"], list, "a list of epoch counts")
+    if len(epochs_run) != len(members):
+        raise bad_field(path, "epochs_run", epochs_run, f"{len(members)} counts (one per member)")
+    for index, count in enumerate(epochs_run):
+        _integer(path, f"epochs_run[{index}]", count, 1, train_config.epochs)
+    early = _early_stopping_field(path, data["early_stopping"], train_config, epoch, len(members))
+    _check_epochs_run(path, epochs_run, early, epoch, train_config.epochs)
+    return BatchedCheckpointHeader(
+        members=members,
+        model_config=model_config,
+        train_config=train_config,
+        data_fingerprint=fingerprint,
+        dtype=_BATCHED_DTYPES[dtype_name][0],
+        epoch=epoch,
+        step_count=step_count,
+        epochs_run=tuple(epochs_run),
+        early_stopping=early,
+    )
+
+
+def _members_field(path: Path, value: object) -> tuple[tuple[str, int], ...]:
+    members = _kind(path, "members", value, list, "a list of [design, seed] pairs")
+    if not members:
+        raise bad_field(path, "members", members, "at least one [design, seed] pair")
+    checked = []
+    for index, member in enumerate(members):
+        field = f"members[{index}]"
+        if not isinstance(member, list) or len(member) != 2:
+            raise bad_field(path, field, member, "a [design, seed] pair")
+        design = _string(path, f"{field}[0]", member[0])
+        try:
+            canonical = get_design(design).name
+        except ConfigError as error:
+            raise ModelFileError(f"{path}: field '{field}[0]': {error}") from None
+        if canonical != design:
+            raise bad_field(path, f"{field}[0]", design, f"the design's name {canonical!r}")
+        checked.append((design, _integer(path, f"{field}[1]", member[1], 0, _MAX_SEED)))
+    return tuple(checked)
+
+
+def train_config_field(path: Path, name: str, value: object) -> TrainConfig:
+    """Check field ``name`` (a :meth:`TrainConfig.to_dict` form) and build the options.
+
+    Raises:
+        ModelFileError: not a mapping; a value not a number, string, boolean or null (``betas``:
+            two numbers); an option :class:`TrainConfig` refuses; more than 100,000,000 epochs.
+    """
+    options = _kind(path, name, value, dict, "a mapping of training options")
+    for key, item in options.items():
+        field = f"{name}.{_key(key)}" if isinstance(key, str) else name
+        _string(path, field, key)
+        if key in _NUMBER_PAIR_OPTIONS:
+            if not isinstance(item, list) or len(item) != 2:
+                raise bad_field(path, field, item, "a list of two numbers")
+            for index, number in enumerate(item):
+                _number(path, f"{field}[{index}]", number)
+        elif isinstance(item, str):
+            _string(path, field, item)
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            _number(path, field, item, finite=False)
+        elif item is not None and not isinstance(item, bool):
+            raise bad_field(path, field, item, "a number, string, true, false or null")
+    try:
+        config = TrainConfig.from_dict(options)
+    except ConfigError as error:
+        raise ModelFileError(f"{path}: field {name!r}: {error}") from None
+    _integer(path, f"{name}.epochs", config.epochs, 1, _MAX_EPOCHS)
+    return config
+
+
+def _early_stopping_field(
+    path: Path, value: object, train_config: TrainConfig, epoch: int, n_members: int
+) -> dict[str, list[Any]] | None:
+    """The early-stopping state: present exactly when ``train_config.patience`` is set; M entries
+    per list; a best value of the monitored metric's range at a best epoch in ``[1, epoch]``, or
+    the rule's starting ±inf with no best epoch."""
+    if train_config.patience is None:
+        if value is not None:
+            raise bad_field(path, "early_stopping", value, "null (train_config.patience is null)")
+        return None
+    if value is None:
+        raise bad_field(
+            path,
+            "early_stopping",
+            value,
+            f"the rule's state (train_config.patience is {train_config.patience})",
+        )
+    data = _mapping(path, "early_stopping", value, _EARLY_STOPPING_FIELDS)
+    for key in _EARLY_STOPPING_FIELDS:
+        items = _kind(path, f"early_stopping.{key}", data[key], list, f"a list of {n_members}")
+        if len(items) != n_members:
+            raise bad_field(path, f"early_stopping.{key}", items, f"{n_members} items (members)")
+    lower_is_better = MONITORS[train_config.monitor] == "min"
+    start = math.inf if lower_is_better else -math.inf
+    for member in range(n_members):
+        best_epoch = data["best_epoch"][member]
+        best = _number(path, f"early_stopping.best[{member}]", data["best"][member], finite=False)
+        if best_epoch is None:
+            if best != start:
+                raise bad_field(
+                    path,
+                    f"early_stopping.best[{member}]",
+                    best,
+                    f"{start} (no best epoch yet for {train_config.monitor})",
+                )
+        else:
+            _integer(path, f"early_stopping.best_epoch[{member}]", best_epoch, 1, epoch)
+            if not (0.0 <= best < math.inf if lower_is_better else 0.0 <= best <= 1.0):
+                bounds = "a number ≥ 0" if lower_is_better else "a number in [0, 1]"
+                raise bad_field(
+                    path,
+                    f"early_stopping.best[{member}]",
+                    best,
+                    f"{bounds} (the best {train_config.monitor}, epoch {best_epoch})",
+                )
+        _integer(path, f"early_stopping.bad_epochs[{member}]", data["bad_epochs"][member], 0, epoch)
+        _kind(
+            path,
+            f"early_stopping.stopped[{member}]",
+            data["stopped"][member],
+            bool,
+            "true or false",
+        )
+    return {
+        "best": [float(item) for item in data["best"]],
+        "best_epoch": list(data["best_epoch"]),
+        "bad_epochs": list(data["bad_epochs"]),
+        "stopped": list(data["stopped"]),
+    }
+
+
+def _check_epochs_run(
+    path: Path,
+    epochs_run: list[int],
+    early: dict[str, list[Any]] | None,
+    epoch: int,
+    epochs: int,
+) -> None:
+    """Each member's epoch count is ``epochs`` until it stops early, then its last epoch (at most
+    ``epoch``); the early-stopping rule updates a member every epoch until it stops, so its
+    epochs without improvement are the epochs since its best one, and at least 1 once stopped."""
+    for member, count in enumerate(epochs_run):
+        stopped = early is not None and early["stopped"][member]
+        if stopped and count > epoch:
+            raise bad_field(
+                path, f"epochs_run[{member}]", count, f"at most {epoch} (the member stopped early)"
+            )
+        if not stopped and count != epochs:
+            raise bad_field(
+                path,
+                f"epochs_run[{member}]",
+                count,
+                f"{epochs} (train_config.epochs: the member has not stopped)",
+            )
+        if early is None:
+            continue
+        last = count if stopped else epoch
+        best_epoch, bad_epochs = early["best_epoch"][member], early["bad_epochs"][member]
+        if best_epoch is not None and bad_epochs != last - best_epoch:
+            raise bad_field(
+                path,
+                f"early_stopping.bad_epochs[{member}]",
+                bad_epochs,
+                f"{last - best_epoch} (epochs from its best epoch {best_epoch} to epoch {last})",
+            )
+        if stopped and bad_epochs < 1:
+            raise bad_field(
+                path,
+                f"early_stopping.bad_epochs[{member}]",
+                bad_epochs,
+                "at least 1 (the member stopped early)",
+            )
+
+
+def _check_batched_layout(
+    path: Path,
+    layout: SafetensorsLayout,
+    expected: dict[str, tuple[torch.dtype, tuple[int, ...]]],
+) -> None:
+    """The tensors of ``layout`` must be exactly ``expected`` (names, dtypes, shapes) and their
+    byte ranges must tile the data section, with nothing before, between or after them."""
+    codes = {dtype: code for dtype, code in _BATCHED_DTYPES.values()}
+    unexpected = [name for name in layout.tensors if name not in expected]
+    if unexpected:
+        raise ModelFileError(
+            f"{path}: {len(unexpected)} unexpected tensor(s) {ascii(unexpected[:5])[:200]}; a "
+            f"checkpoint of this network holds {list(expected)[:3]}…"
+        )
+    for name, (dtype, shape) in expected.items():
+        if name not in layout.tensors:
+            raise ModelFileError(
+                f"{path}: lacks tensor {name!r} ({codes[dtype]} of shape {shape}, from fields "
+                "'members', 'model_config', 'train_config' and 'epoch')"
+            )
+        found_code, found_shape = layout.tensors[name]
+        if (found_code, found_shape) != (codes[dtype], shape):
+            raise ModelFileError(
+                f"{path}: tensor {name!r} is {found_code} of shape {found_shape}; expected "
+                f"{codes[dtype]} of shape {shape} (from fields 'members', 'model_config', "
+                "'dtype' and 'epoch')"
+            )
+    position = 0
+    for name, (begin, end) in sorted(layout.offsets.items(), key=lambda item: item[1]):
+        if begin != position:
+            raise bad_field(
+                path,
+                f"header[{name}].data_offsets",
+                [begin, end],
+                f"a range starting at byte {position} (tensors packed one after another)",
+            )
+        position = end
+    data_size = layout.file_size - 8 - layout.header_size
+    if position != data_size:
+        raise ModelFileError(
+            f"{path}: {data_size - position} bytes after the last tensor; a checkpoint's "
+            "tensors fill the file"
+        )
+
+
+def load_batched_checkpoint(
+    path: str | Path, header: BatchedCheckpointHeader, run: BatchedRun
+) -> BatchedCheckpointTensors:
+    """The tensors of a checkpoint whose ``header`` :func:`read_batched_checkpoint_header`
+    checked and whose members, network, options and data the caller compared with the run.
+
+    Before reading: the dtype, the epochs (at most ``run.epochs``) and the step count
+    (``epoch`` × ``run.batches_per_epoch``) must fit the run. The file (whose size the header
+    fixed) is then read once with :func:`safetensors.torch.load` (no pickle), and the values
+    checked: finite parameters, moments and best weights; second moments ≥ 0; accuracies in
+    [0, 1], losses ≥ 0 or NaN; validation histories NaN exactly when the run has no validation
+    rows; each early-stopping best equal to its history at the best epoch.
+
+    Raises:
+        ModelFileError: one line naming the file, the field or tensor and what was expected.
+    """
+    path = Path(path)
+    if header.dtype != run.dtype:
+        raise bad_field(
+            path,
+            "dtype",
+            str(header.dtype).removeprefix("torch."),
+            f"{str(run.dtype).removeprefix('torch.')!r} (this run's parameters)",
+        )
+    if header.epoch > run.epochs:
+        raise ModelFileError(
+            f"{path}: cannot resume, the checkpoint has run {header.epoch} epochs, more than the "
+            f"{run.epochs} this run asks for (--epochs)"
+        )
+    steps = header.epoch * run.batches_per_epoch
+    if header.step_count != steps:
+        raise bad_field(
+            path,
+            "step_count",
+            header.step_count,
+            f"{steps} ({header.epoch} epochs × {run.batches_per_epoch} batches of this run)",
+        )
+    layout = header.tensor_layout()
+    loaded = _read_safetensors_tensors(path, layout)
+    for name, tensor in loaded.items():
+        if name.startswith("history."):
+            continue
+        if not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(
+                f"{path}: tensor {name!r} holds NaN or infinite values; a resumable checkpoint "
+                "holds finite ones"
+            )
+        if name.startswith("second_moments.") and bool((tensor < 0).any()):
+            raise ModelFileError(
+                f"{path}: tensor {name!r} holds negative values; second moments are ≥ 0"
+            )
+    histories = {name: loaded[f"history.{name}"] for name in HISTORY_NAMES}
+    _check_histories(path, histories, run.has_validation)
+    if header.early_stopping is not None:
+        monitored = histories[MONITORED_HISTORY[header.train_config.monitor]]
+        early = header.early_stopping
+        for member, (best, best_epoch) in enumerate(
+            zip(early["best"], early["best_epoch"], strict=True)
+        ):
+            if best_epoch is not None and best != float(monitored[member, best_epoch - 1]):
+                raise bad_field(
+                    path,
+                    f"early_stopping.best[{member}]",
+                    best,
+                    f"the {header.train_config.monitor} of its best epoch {best_epoch} "
+                    f"({float(monitored[member, best_epoch - 1])!r})",
+                )
+    groups = {
+        group: [loaded[name] for name in layout if name.startswith(f"{group}.")]
+        for group in ("parameters", "first_moments", "second_moments", "best")
+    }
+    return BatchedCheckpointTensors(
+        parameters=groups["parameters"],
+        first_moments=groups["first_moments"],
+        second_moments=groups["second_moments"],
+        best=groups["best"] if header.has_best else None,
+        histories=histories,
+    )
+
+
+def _read_safetensors_tensors(
+    path: Path, layout: dict[str, tuple[torch.dtype, tuple[int, ...]]]
+) -> dict[str, torch.Tensor]:
+    """Every tensor of ``path``, read once into memory (never mapped: a file truncated while
+    mapped would crash the process) and checked again against ``layout`` (the file may have
+    changed since its header was read)."""
+    limit = 8 + MAX_SAFETENSORS_HEADER_BYTES
+    limit += sum(math.prod(shape) * dtype.itemsize for dtype, shape in layout.values())
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot read the checkpoint ({error.strerror})") from None
+    if len(data) > limit:
+        raise ModelFileError(
+            f"{path}: the checkpoint changed while it was read (larger than its header says); "
+            "read it again once its writer has finished"
+        )
+    try:
+        loaded = safetensors_load(data)
+    except Exception as error:  # safetensors' own checks of a file changed since its header
+        raise ModelFileError(
+            f"{path}: not a readable safetensors file ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:150] if str(error) else 'no detail'})"
+        ) from None
+    found = {name: (tensor.dtype, tuple(tensor.shape)) for name, tensor in loaded.items()}
+    if found != layout:
+        raise ModelFileError(
+            f"{path}: the checkpoint changed while it was read (its tensors no longer match its "
+            "header); read it again once its writer has finished"
+        )
+    return loaded
+
+
+def _check_histories(path: Path, histories: dict[str, torch.Tensor], has_validation: bool) -> None:
+    """Accuracies in [0, 1] and losses ≥ 0 (NaN or +inf: a diverged member) for every epoch run;
+    the validation ones NaN throughout exactly when the run has no validation rows."""
+    for name, history in histories.items():
+        field = f"history.{name}"
+        if name.startswith("val_") and not has_validation:
+            if not bool(history.isnan().all()):
+                raise ModelFileError(
+                    f"{path}: tensor {field!r} holds numbers; expected NaN throughout (this run "
+                    "has no validation rows)"
+                )
+            continue
+        if name.endswith("accuracy"):
+            if not bool(((history >= 0) & (history <= 1)).all()):
+                raise ModelFileError(
+                    f"{path}: tensor {field!r} holds values outside [0, 1] (or NaN); expected "
+                    "the share of rows classified right"
+                )
+        elif bool((history < 0).any()):
+            raise ModelFileError(
+                f"{path}: tensor {field!r} holds negative values; expected losses ≥ 0"
+            )
