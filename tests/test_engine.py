@@ -190,6 +190,70 @@ def test_a_new_design_or_optimizer_without_native_code_is_refused_by_name(monkey
     assert not trainer.uses_compiled
 
 
+def _doubled_nll(outputs, targets, **options):
+    return 2 * functional.nll_loss(outputs, targets, **options)
+
+
+def test_an_entry_changed_at_run_time_is_refused_by_the_compiled_backend_and_trained_by_torch(
+    monkeypatch,
+):
+    # B keeps its native_code but now trains twice the NLL: the compiled branch does not compute
+    # that, so "compiled" is refused by name and "auto" trains the registry's loss with torch.
+    doubled = dataclasses.replace(DESIGNS["B"], loss=_doubled_nll)
+    monkeypatch.setitem(designs.DESIGNS, "B", doubled)
+    features, targets = _table()
+    model_config = MLPConfig(N_FEATURES, N_CLASSES)
+    with pytest.raises(ConfigError, match="design 'B' is not the registry entry its compiled"):
+        train_ensemble(
+            model_config, [Member("B", 0)], features, targets, TrainConfig(backend="compiled")
+        )
+    config = TrainConfig(epochs=2, batch_size=6)
+    auto = train_ensemble(
+        model_config, [Member("B", 0)], features, targets, config, dtype=torch.float64
+    )
+    assert auto.backend == "torch"
+    expected = _reference(config, model_config, Member("B", 0), features, targets, None)
+    for got, want in zip(auto.model(0).parameters(), expected.parameters(), strict=True):
+        assert_close(got, want, rtol=1e-10, atol=1e-12)
+    changed = dataclasses.replace(ACTIVATIONS["tanh"], forward=torch.sigmoid)
+    monkeypatch.setitem(activations.ACTIVATIONS, "tanh", changed)
+    with pytest.raises(ConfigError, match="activation 'tanh' is not the registry entry"):
+        BatchedTrainer(model_config, [Member("A", 0)], TrainConfig(backend="compiled"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "registry"),
+    [("activation", ACTIVATIONS), ("design", DESIGNS), ("optimizer", OPTIMIZERS)],
+)
+def test_every_native_code_of_the_registries_is_implemented_by_the_compiled_loops(kind, registry):
+    compiled = mlp_native.library()
+    assert compiled is not None, mlp_native.unavailable_reason()
+    claimed = {
+        name: entry.native_code for name, entry in registry.items() if entry.native_code is not None
+    }
+    missing = [
+        name for name, code in claimed.items() if not mlp_native.implements(compiled, kind, code)
+    ]
+    assert missing == [], f"{kind}s claiming a native_code mlp_native.c lacks: {missing}"
+    assert not mlp_native.implements(compiled, kind, max(claimed.values()) + 1)
+    assert not mlp_native.implements(compiled, kind, -1)
+
+
+def test_a_design_claiming_a_native_code_the_compiled_loops_lack_is_refused(monkeypatch):
+    monkeypatch.setitem(
+        designs.DESIGNS, "E", dataclasses.replace(DESIGNS["A"], name="E", native_code=7)
+    )
+    features, targets = _table()
+    with pytest.raises(ConfigError, match=r"design 'E' claims native_code 7, which the compiled"):
+        train_ensemble(
+            MLPConfig(N_FEATURES, N_CLASSES),
+            [Member("A", 0), Member("E", 1)],
+            features,
+            targets,
+            TrainConfig(epochs=1, backend="compiled"),
+        )
+
+
 @pytest.mark.parametrize(
     ("lookup", "name", "match"),
     [

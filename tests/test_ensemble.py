@@ -137,11 +137,10 @@ def test_row_weights_give_the_weighted_mean_loss_of_each_batch(training_path):
         np.testing.assert_allclose(got, losses, rtol=1e-10)
 
 
-def test_designs_a_and_b_train_to_identical_weights_and_histories(training_path):
-    # The compiled loops run one cross-entropy branch for A and B: bitwise equal. The torch
-    # backend takes A's gradient from functional.cross_entropy (its fused kernel) and B's from
-    # log_softmax + nll_loss, as the issue asks: equal up to float32 rounding there, and to
-    # 1e-12 in float64.
+def test_designs_a_and_b_train_to_the_same_weights_up_to_rounding(training_path):
+    # Both backends take A's gradient from functional.cross_entropy (its fused kernel) and B's
+    # from log_softmax + nll_loss, as the issue asks: equal up to float32 rounding, and to 1e-12
+    # in float64.
     features, targets = _table()
     members = design_seed_grid("AB", [0, 1, 2])
     for dtype in (torch.float32, torch.float64):
@@ -155,7 +154,6 @@ def test_designs_a_and_b_train_to_identical_weights_and_histories(training_path)
             targets,
             dtype,
         )
-        exact = training_path == "compiled"
         tolerance = (
             {"rtol": 1e-5, "atol": 1e-6}
             if dtype == torch.float32
@@ -164,17 +162,11 @@ def test_designs_a_and_b_train_to_identical_weights_and_histories(training_path)
         for seed_position in range(3):
             a, b = result.indices("A")[seed_position], result.indices("B")[seed_position]
             for history in (result.train_loss, result.val_loss):
-                if exact:
-                    assert np.array_equal(history[a], history[b])
-                else:
-                    np.testing.assert_allclose(history[a], history[b], **tolerance)
+                np.testing.assert_allclose(history[a], history[b], **tolerance)
             for weight_a, weight_b in zip(
                 result.model(a).parameters(), result.model(b).parameters(), strict=True
             ):
-                if exact:
-                    assert torch.equal(weight_a, weight_b)
-                else:
-                    assert_close(weight_a, weight_b, **tolerance)
+                assert_close(weight_a, weight_b, **tolerance)
 
 
 def test_design_d_drifts_from_a_by_rounding_only(training_path):
@@ -362,7 +354,7 @@ def test_compiled_path_is_taken_when_supported(monkeypatch):
 def test_compiled_path_is_left_for_large_layers_and_when_disabled(monkeypatch):
     settings = SETTINGS["sgd"]
     assert not BatchedTrainer(
-        MLPConfig(50, 3, hidden=(128,)), [Member("A", 0)], settings
+        MLPConfig(64, 10, hidden=(128,)), [Member("A", 0)], TrainConfig(batch_size=512)
     ).uses_compiled
     monkeypatch.setenv("SOFTCLASS_NATIVE", "0")
     mlp_native.library.cache_clear()

@@ -280,3 +280,53 @@ def test_softclass_train_never_runs_a_planted_library(tmp_path):
     assert not marker.exists()
     warning_lines = [line for line in second.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning_lines) == 1 and "is writable by others (mode 0777)" in warning_lines[0]
+
+
+def test_a_changed_shared_header_rebuilds_the_library_that_includes_it(cache, tmp_path):
+    # The loss row math (kernels/loss_rows.h) is compiled into two libraries from one header: the
+    # header's content is part of each library's cache key, so an edit there rebuilds both.
+    headers = tmp_path / "include"
+    headers.mkdir()
+    header = headers / "answer_value.h"
+    header.write_text("#define ANSWER 42\n")
+    source = tmp_path / "answer_with_header.c"
+    source.write_text(
+        '#include "answer_value.h"\nint softclass_test_answer(void) { return ANSWER; }\n'
+    )
+
+    def load():
+        failures = []
+        loaded = native.load_compiled(source, FLAGS, (), failures, SYMBOLS, headers=(header,))
+        assert loaded is not None, failures
+        return loaded
+
+    assert load().softclass_test_answer() == 42
+    header.write_text("#define ANSWER 43\n")
+    assert load().softclass_test_answer() == 43
+    assert len(list(cache.glob("answer_with_header-*.sha256"))) == 2
+
+
+def test_both_libraries_are_built_from_one_source_of_the_loss_math(monkeypatch):
+    from softclass.training import mlp_native
+
+    built = {}
+
+    def record(source, flags, libraries, failures, symbols, *, headers=()):
+        built[source.name] = tuple(headers)
+        return None
+
+    monkeypatch.setattr(native, "load_compiled", record)
+    monkeypatch.setattr(mlp_native, "load_compiled", record)
+    for module in (native, mlp_native):
+        module.library.cache_clear()
+        try:
+            assert module.library() is None
+        finally:
+            module.library.cache_clear()
+    # the MLP loops include the CE kernels' source, which includes the shared row functions
+    assert native._SOURCE.read_text().count('#include "loss_rows.h"') == 1
+    assert mlp_native._SOURCE.read_text().count('#include "cpu_native.c"') == 1
+    assert built == {
+        "cpu_native.c": (native.LOSS_ROWS_HEADER,),
+        "mlp_native.c": (native.CE_SOURCE, native.LOSS_ROWS_HEADER),
+    }

@@ -50,7 +50,9 @@ def test_one_model_on_the_torch_backend_matches_autograd_over_the_registries(
 
 def _wide_trainer():
     config = MLPConfig(50, 10, (128, 64), "relu")
-    settings = TrainConfig(batch_size=96, optimizer="sgd", learning_rate=0.5, momentum=0.0)
+    settings = TrainConfig(
+        batch_size=96, optimizer="sgd", learning_rate=0.5, momentum=0.0, backend="torch"
+    )
     return BatchedTrainer(config, [Member("A", 0)], settings)
 
 

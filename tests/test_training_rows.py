@@ -10,8 +10,9 @@ from softclass.training.ensemble import BatchedTrainer, Member
 
 
 def _trainer(members):
-    config = MLPConfig(3, 4, (40, 40), "relu")  # wide enough for the torch path
-    trainer = BatchedTrainer(config, members, TrainConfig(batch_size=8, optimizer="adam"))
+    config = MLPConfig(3, 4, (40, 40), "relu")
+    settings = TrainConfig(batch_size=8, optimizer="adam", backend="torch")
+    trainer = BatchedTrainer(config, members, settings)
     assert not trainer.uses_compiled
     return trainer
 

@@ -830,7 +830,10 @@ def _engine_compare(
         runs.append(measure(trained, data))
     if any(agreement.needs_noise_floor for agreement in agreements):
         first = next(run for run in runs if run.design == "A" and run.seed == seed)
-        floor = _engine_noise_floor(first.result.model, data, model_config, config, seed, watched)
+        # The same backend as the comparison (the choice is per problem shape, and A alone is
+        # another shape): only the inputs may differ.
+        pinned = replace(config, backend=result.backend)
+        floor = _engine_noise_floor(first.result.model, data, model_config, pinned, seed, watched)
         for agreement in agreements:
             if agreement.needs_noise_floor:
                 agreement.noise_floor = floor

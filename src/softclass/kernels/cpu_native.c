@@ -12,13 +12,14 @@
  *   ∂loss_n/∂x_c = p_c·((1−ε)·w_y + ε·W/C) − (1−ε)·w_y·[c = y] − (ε/C)·w_c,  p = exp(x − L);
  *   ignored rows: loss 0, row weight 0, gradient 0 (computed as the formula with scale 0).
  * Also softmax / log_softmax rows and their backward (softmax_forward_*, softmax_backward_*).
+ *
+ * The row math itself (log-sum-exp, the loss and gradient formulas, softmax and its backward, the
+ * fast exp/log) lives in loss_rows.h, shared with the compiled MLP training loops
+ * (softclass/training/mlp_native.c); this file holds the loops over rows: ranges, the
+ * SIMD-across-rows tiles for few classes, the reductions and the target checks.
  */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
+#include "loss_rows.h"
 
-/* Elements summed in "real" lanes before the partial sum is added to a double. */
-#define SUM_CHUNK 512
 /* Up to TILE_MAX_CLASSES classes, rows are processed TILE_ROWS at a time, transposed into a
  * [class][row] tile so that every step (max, exp, sum, log) runs in SIMD lanes across rows: a
  * row-at-a-time loop over 3 or 10 classes is bound by the latency of its exp/log chain (~55 ns
@@ -29,114 +30,6 @@
  * (measured 8192 rows: 2–5 classes 8–12 ns/row tiled against 13–22 per row; 16 and 32 classes
  * 16 and 31 tiled against 6 and 9 per row). */
 #define BACKWARD_TILE_MAX_CLASSES 7
-
-static inline float bf16_to_float(uint16_t value) {
-    uint32_t bits = (uint32_t)value << 16;
-    float result;
-    memcpy(&result, &bits, sizeof result);
-    return result;
-}
-
-static inline uint16_t float_to_bf16(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    bits += 0x7FFFu + ((bits >> 16) & 1u); /* round to nearest, ties to even */
-    return (uint16_t)(bits >> 16);
-}
-
-static inline float load_f32(const float *row, int64_t c) { return row[c]; }
-static inline float load_bf16(const uint16_t *row, int64_t c) { return bf16_to_float(row[c]); }
-static inline double load_f64(const double *row, int64_t c) { return row[c]; }
-static inline void store_f32(float *row, int64_t c, float value) { row[c] = value; }
-static inline void store_bf16(uint16_t *row, int64_t c, float value) { row[c] = float_to_bf16(value); }
-static inline void store_f64(double *row, int64_t c, double value) { row[c] = value; }
-
-/* exp(x) for x <= ~0 (arguments here are logit − max or logit − logsumexp): Cody–Waite reduction
- * x = k·ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial (relative error < 1e-8 before rounding),
- * 2^k built in the exponent bits. Below −87 (and for −inf) the result is exactly 0. Written so that
- * the compiler vectorises it; NaN propagates. */
-static inline float exp_f32(float x) {
-    const float clamped = x < -87.0f ? -87.0f : x;
-    const float k = __builtin_floorf(clamped * 1.44269504088896341f + 0.5f);
-    const float r = (clamped - k * 0.693359375f) + k * 2.12194440e-4f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t exponent_bits = ((int32_t)k + 127) << 23;
-    float scale;
-    memcpy(&scale, &exponent_bits, sizeof scale);
-    const float result = p * scale;
-    return x < -87.0f ? 0.0f : result;
-}
-
-static inline float exp_bf16(float x) { return exp_f32(x); }
-
-/* The same in double: ln2 split in two parts (fdlibm's), degree-13 Taylor polynomial (truncation
- * < 1e-17 relative on |r| <= ln2/2). Below −708 (subnormal results) the result is exactly 0. */
-static inline double exp_f64(double x) {
-    const double clamped = x < -708.0 ? -708.0 : x;
-    const double k = __builtin_floor(clamped * 1.44269504088896338700 + 0.5);
-    const double r = (clamped - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10;
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    const int64_t exponent_bits = ((int64_t)k + 1023) << 52;
-    double scale;
-    memcpy(&scale, &exponent_bits, sizeof scale);
-    const double result = p * scale;
-    return x < -708.0 ? 0.0 : result;
-}
-
-/* log(x) for x >= 0 (a sum of exps, >= 1 unless 0): x = 2^e·m with m in [√½, √2), f = m − 1,
- * u = f/(2 + f), log m = 2·atanh(u) = 2u·(1 + u²/3 + ... + u²⁰/21) (|u| < 0.172: truncation
- * < 1e-17 relative). log 0 = −inf; +inf and NaN are returned as they are. Vectorisable, unlike a
- * call to libm's log. */
-static inline double log_f64(double x) {
-    int64_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    int64_t exponent = ((bits >> 52) & 0x7FF) - 1023;
-    int64_t mantissa_bits = (bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL;
-    double mantissa;
-    memcpy(&mantissa, &mantissa_bits, sizeof mantissa);
-    const int high = mantissa > 1.41421356237309504880;
-    mantissa = high ? 0.5 * mantissa : mantissa;
-    exponent += high;
-    const double f = mantissa - 1.0;
-    const double u = f / (2.0 + f);
-    const double u2 = u * u;
-    double p = 1.0 / 21.0;
-    p = p * u2 + 1.0 / 19.0;
-    p = p * u2 + 1.0 / 17.0;
-    p = p * u2 + 1.0 / 15.0;
-    p = p * u2 + 1.0 / 13.0;
-    p = p * u2 + 1.0 / 11.0;
-    p = p * u2 + 1.0 / 9.0;
-    p = p * u2 + 1.0 / 7.0;
-    p = p * u2 + 1.0 / 5.0;
-    p = p * u2 + 1.0 / 3.0;
-    p = p * u2 + 1.0;
-    const double k = (double)exponent;
-    const double result = (k * 6.93147180369123816490e-01 + 2.0 * u * p)
-                          + k * 1.90821492927058770002e-10;
-    const int finite_positive = x > 0.0 && x < __builtin_inf();
-    return finite_positive ? result : (x == 0.0 ? -__builtin_inf() : x);
-}
 
 /* W = Σ_c w_c (C when class_weight is NULL), in double. */
 #define DEFINE_WEIGHT_TOTAL(SUFFIX, REAL)                                                        \
@@ -158,6 +51,29 @@ static inline double log_f64(double x) {
         }                                                                                       \
         for (int64_t r = rows; r < TILE_ROWS; ++r)                                              \
             for (int64_t c = 0; c < n_classes; ++c) values[c][r] = 0;                           \
+    }
+
+/* The gradient scales of row n (ce_gradient_scales of loss_rows.h) for the upstream gradient
+ * grad_output[n·grad_output_stride] (divided by *denominator when not NULL: 'mean'); an ignored
+ * row gets scale 0. *safe_target = its target (0 for an ignored row). */
+#define DEFINE_ROW_GRADIENT_SCALES(SUFFIX, REAL)                                                 \
+    static inline CeGradientScales row_gradient_scales_##SUFFIX(                                \
+        int64_t n, const int64_t *target, int64_t target_stride, int64_t ignore_index,          \
+        const REAL *class_weight, double label_smoothing, int64_t n_classes,                    \
+        double weight_total, const REAL *grad_output, int64_t grad_output_stride,               \
+        const double *denominator, int64_t *safe_target) {                                      \
+        const int64_t target_value = target[n * target_stride];                                 \
+        const int kept = target_value != ignore_index;                                          \
+        const int64_t y = kept ? target_value : 0;                                              \
+        double row_scale = 0.0;                                                                 \
+        if (kept) {                                                                             \
+            row_scale = (double)grad_output[n * grad_output_stride];                            \
+            if (denominator) row_scale /= *denominator;                                         \
+        }                                                                                       \
+        const double target_weight = kept && class_weight ? (double)class_weight[y] : 1.0;      \
+        *safe_target = y;                                                                       \
+        return ce_gradient_scales(row_scale, target_weight, label_smoothing, n_classes,         \
+                                  weight_total);                                                \
     }
 
 /* The tiled backward of rows [row0, row0 + rows): as ce_backward_* below (n_classes <=
@@ -183,28 +99,21 @@ static inline double log_f64(double x) {
         }                                                                                       \
         for (int64_t r = 0; r < rows; ++r) {                                                    \
             const int64_t n = row0 + r;                                                         \
-            const int64_t target_value = target[n * target_stride];                             \
-            const int kept = target_value != ignore_index;                                      \
-            const int64_t y = kept ? target_value : 0;                                          \
-            double row_scale = 0.0;                                                             \
-            if (kept) {                                                                         \
-                row_scale = (double)grad_output[n * grad_output_stride];                        \
-                if (denominator) row_scale /= *denominator;                                     \
-            }                                                                                   \
-            const double target_weight = kept && class_weight ? (double)class_weight[y] : 1.0;  \
+            const CeGradientScales scales = row_gradient_scales_##SUFFIX(                      \
+                n, target, target_stride, ignore_index, class_weight, label_smoothing,          \
+                n_classes, weight_total, grad_output, grad_output_stride, denominator,          \
+                &safe_target[r]);                                                               \
             lse[r] = logsumexp[n];                                                              \
-            safe_target[r] = y;                                                                 \
-            true_class[r] = (REAL)(row_scale * (1.0 - label_smoothing) * target_weight);        \
-            smoothing_scale[r] = (REAL)(row_scale * label_smoothing / (double)n_classes);       \
-            scale[r] = (REAL)(row_scale * ((1.0 - label_smoothing) * target_weight              \
-                                           + label_smoothing * weight_total / (double)n_classes)); \
+            true_class[r] = (REAL)scales.true_class;                                            \
+            smoothing_scale[r] = (REAL)scales.smoothing_scale;                                  \
+            scale[r] = (REAL)scales.scale;                                                      \
         }                                                                                       \
         for (int64_t c = 0; c < n_classes; ++c) {                                               \
             const REAL w = class_weight ? class_weight[c] : (REAL)1;                            \
             _Pragma("omp simd")                                                                 \
             for (int64_t r = 0; r < TILE_ROWS; ++r)                                             \
-                values[c][r] = exp_##SUFFIX(values[c][r] - lse[r]) * scale[r]                   \
-                               - smoothing_scale[r] * w;                                        \
+                values[c][r] = ce_gradient_value_##SUFFIX(values[c][r], lse[r], scale[r],       \
+                                                          smoothing_scale[r] * w);              \
         }                                                                                       \
         for (int64_t r = 0; r < rows; ++r) {                                                    \
             values[safe_target[r]][r] -= true_class[r];                                         \
@@ -244,8 +153,7 @@ static inline double log_f64(double x) {
         }                                                                                       \
         _Pragma("omp simd")                                                                     \
         for (int64_t r = 0; r < TILE_ROWS; ++r)                                                 \
-            shift[r] = (row_max[r] == -(REAL)__builtin_inf() ||                                 \
-                        row_max[r] == (REAL)__builtin_inf()) ? (REAL)0 : row_max[r];            \
+            shift[r] = logsumexp_shift_##SUFFIX(row_max[r]);                                    \
         for (int64_t c = 0; c < n_classes; ++c) {                                               \
             _Pragma("omp simd")                                                                 \
             for (int64_t r = 0; r < TILE_ROWS; ++r)                                             \
@@ -269,11 +177,9 @@ static inline double log_f64(double x) {
             double loss = 0.0;                                                                  \
             if (y != ignore_index) {                                                            \
                 const double target_weight = class_weight ? (double)class_weight[y] : 1.0;      \
-                loss = (1.0 - label_smoothing) * target_weight                                  \
-                       * (row_logsumexp - (double)values[y][r]);                                \
-                if (label_smoothing > 0.0)                                                      \
-                    loss += label_smoothing / (double)n_classes                                 \
-                            * (weight_total * row_logsumexp - (double)weighted[r]);             \
+                loss = ce_row_loss(row_logsumexp, (double)values[y][r], target_weight,          \
+                                   label_smoothing, n_classes, weight_total,                    \
+                                   (double)weighted[r]);                                        \
                 *weight_sum += target_weight;                                                   \
             }                                                                                   \
             if (row_loss) store_##SUFFIX(row_loss, n * row_loss_stride, (REAL)loss);            \
@@ -285,59 +191,25 @@ static inline double log_f64(double x) {
 /* One row n of the forward (any number of classes): returns 1 if its kept target is out of
  * range (nothing else done), else 0 after writing its outputs and adding to the sums. */
 #define DEFINE_FORWARD_ROW(SUFFIX, TYPE, REAL)                                                   \
-    static int forward_row_##SUFFIX(                                                             \
+    ROW_FUNCTION int forward_row_##SUFFIX(                                                       \
         const TYPE *logits, int64_t row_stride, int64_t n_classes, int64_t n,                    \
         const int64_t *target, int64_t target_stride, int64_t ignore_index,                      \
         const REAL *class_weight, double label_smoothing, double weight_total,                   \
         REAL *logsumexp, TYPE *row_loss, int64_t row_loss_stride, double *loss_sum,              \
         double *weight_sum) {                                                                    \
-        const int smoothing = label_smoothing > 0.0;                                             \
         const int64_t y = target[n * target_stride];                                             \
         const int kept = y != ignore_index;                                                      \
         if (kept && (y < 0 || y >= n_classes)) return 1;                                         \
         const TYPE *row = logits + n * row_stride;                                               \
-        REAL max_value = -(REAL)__builtin_inf();                                                 \
-        _Pragma("omp simd reduction(max : max_value)")                                           \
-        for (int64_t c = 0; c < n_classes; ++c) {                                                \
-            const REAL value = load_##SUFFIX(row, c);                                            \
-            max_value = value > max_value ? value : max_value;                                   \
-        }                                                                                        \
-        const REAL shift = (max_value == -(REAL)__builtin_inf() ||                               \
-                            max_value == (REAL)__builtin_inf()) ? (REAL)0 : max_value;           \
-        double total = 0.0;                                                                      \
-        double weighted_total = 0.0;                                                             \
-        for (int64_t chunk = 0; chunk < n_classes; chunk += SUM_CHUNK) {                         \
-            const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK          \
-                                                                    : n_classes;                 \
-            REAL partial = 0;                                                                    \
-            _Pragma("omp simd reduction(+ : partial)")                                           \
-            for (int64_t c = chunk; c < chunk_end; ++c)                                          \
-                partial += exp_##SUFFIX(load_##SUFFIX(row, c) - shift);                          \
-            total += partial;                                                                    \
-            if (smoothing) {                                                                     \
-                REAL weighted_partial = 0;                                                       \
-                if (class_weight) {                                                              \
-                    _Pragma("omp simd reduction(+ : weighted_partial)")                          \
-                    for (int64_t c = chunk; c < chunk_end; ++c)                                  \
-                        weighted_partial += class_weight[c] * load_##SUFFIX(row, c);             \
-                } else {                                                                         \
-                    _Pragma("omp simd reduction(+ : weighted_partial)")                          \
-                    for (int64_t c = chunk; c < chunk_end; ++c)                                  \
-                        weighted_partial += load_##SUFFIX(row, c);                               \
-                }                                                                                \
-                weighted_total += weighted_partial;                                              \
-            }                                                                                    \
-        }                                                                                        \
-        const double row_logsumexp = (double)shift + log(total);                                 \
+        double weighted_logits = 0.0;                                                            \
+        const double row_logsumexp = logsumexp_row_##SUFFIX(                                     \
+            row, n_classes, class_weight, label_smoothing > 0.0 ? &weighted_logits : NULL);      \
         logsumexp[n] = (REAL)row_logsumexp;                                                      \
         double loss = 0.0;                                                                       \
         if (kept) {                                                                              \
             const double target_weight = class_weight ? (double)class_weight[y] : 1.0;           \
-            loss = (1.0 - label_smoothing) * target_weight                                       \
-                   * (row_logsumexp - (double)load_##SUFFIX(row, y));                            \
-            if (smoothing)                                                                       \
-                loss += label_smoothing / (double)n_classes                                      \
-                        * (weight_total * row_logsumexp - weighted_total);                       \
+            loss = ce_row_loss(row_logsumexp, (double)load_##SUFFIX(row, y), target_weight,      \
+                               label_smoothing, n_classes, weight_total, weighted_logits);       \
             *weight_sum += target_weight;                                                        \
         }                                                                                        \
         if (row_loss) store_##SUFFIX(row_loss, n * row_loss_stride, (REAL)loss);                 \
@@ -441,45 +313,13 @@ static inline double log_f64(double x) {
             return;                                                                             \
         }                                                                                       \
         for (int64_t n = row_begin; n < row_end; ++n) {                                         \
-            const TYPE *row = logits + n * row_stride;                                          \
-            TYPE *grad_row = grad + n * grad_row_stride;                                        \
-            const int64_t target_value = target[n * target_stride];                             \
-            const int kept = target_value != ignore_index;                                      \
-            const int64_t y = kept ? target_value : 0;                                          \
-            double row_scale = 0.0;                                                             \
-            if (kept) {                                                                         \
-                row_scale = (double)grad_output[n * grad_output_stride];                        \
-                if (denominator) row_scale /= *denominator;                                     \
-            }                                                                                   \
-            const double target_weight = kept && class_weight ? (double)class_weight[y] : 1.0;  \
-            const REAL true_class = (REAL)(row_scale * (1.0 - label_smoothing) * target_weight); \
-            const REAL smoothing_scale = (REAL)(row_scale * label_smoothing / (double)n_classes); \
-            const REAL scale = (REAL)(row_scale * ((1.0 - label_smoothing) * target_weight      \
-                                      + label_smoothing * weight_total / (double)n_classes));   \
-            const REAL lse = logsumexp[n];                                                      \
-            const REAL x_y = load_##SUFFIX(row, y);                                             \
-            REAL true_value = exp_##SUFFIX(x_y - lse) * scale - true_class;                     \
-            if (smoothing && class_weight) {                                                    \
-                true_value -= smoothing_scale * class_weight[y];                                \
-                _Pragma("omp simd")                                                             \
-                for (int64_t c = 0; c < n_classes; ++c)                                         \
-                    store_##SUFFIX(grad_row, c,                                                 \
-                                   exp_##SUFFIX(load_##SUFFIX(row, c) - lse) * scale            \
-                                       - smoothing_scale * class_weight[c]);                    \
-            } else if (smoothing) {                                                             \
-                true_value -= smoothing_scale;                                                  \
-                _Pragma("omp simd")                                                             \
-                for (int64_t c = 0; c < n_classes; ++c)                                         \
-                    store_##SUFFIX(grad_row, c,                                                 \
-                                   exp_##SUFFIX(load_##SUFFIX(row, c) - lse) * scale            \
-                                       - smoothing_scale);                                      \
-            } else {                                                                            \
-                _Pragma("omp simd")                                                             \
-                for (int64_t c = 0; c < n_classes; ++c)                                         \
-                    store_##SUFFIX(grad_row, c,                                                 \
-                                   exp_##SUFFIX(load_##SUFFIX(row, c) - lse) * scale);          \
-            }                                                                                   \
-            store_##SUFFIX(grad_row, y, true_value);                                            \
+            int64_t y;                                                                          \
+            const CeGradientScales scales = row_gradient_scales_##SUFFIX(                      \
+                n, target, target_stride, ignore_index, class_weight, label_smoothing,          \
+                n_classes, weight_total, grad_output, grad_output_stride, denominator, &y);     \
+            ce_gradient_row_##SUFFIX(logits + n * row_stride, n_classes, logsumexp[n], y,      \
+                                     scales, smoothing, class_weight,                           \
+                                     grad + n * grad_row_stride);                               \
         }                                                                                       \
     }                                                                                           \
                                                                                                 \
@@ -526,48 +366,63 @@ static inline double log_f64(double x) {
 
 /* softmax / log_softmax of rows [row_begin, row_end) along the (stride-1) class dimension:
  * out_n = exp(x_n − m − log Σ exp(x_n − m)) with m the row max (log_output: the exponent itself).
- * A row whose max is ±inf (a +inf, or all −inf) is NaN throughout, as torch computes it. */
+ * A row whose max is ±inf (a +inf, or all −inf) is NaN throughout, as torch computes it.
+ * Up to TILE_MAX_CLASSES classes, TILE_ROWS rows at a time across SIMD lanes (each exp computed
+ * once); else softmax_row_* of loss_rows.h row by row. */
 #define DEFINE_SOFTMAX_FORWARD(SUFFIX, TYPE, REAL)                                               \
+    static void softmax_tile_##SUFFIX(const TYPE *input, int64_t row_stride, int64_t n_classes,  \
+                                      int64_t row0, int64_t rows, TYPE *out,                     \
+                                      int64_t out_row_stride, int64_t log_output) {              \
+        REAL values[TILE_MAX_CLASSES][TILE_ROWS];                                                \
+        REAL exps[TILE_MAX_CLASSES][TILE_ROWS];                                                  \
+        REAL row_max[TILE_ROWS], total[TILE_ROWS], factor[TILE_ROWS];                            \
+        load_tile_##SUFFIX(input, row_stride, n_classes, row0, rows, values);                    \
+        for (int64_t r = 0; r < TILE_ROWS; ++r) {                                                \
+            row_max[r] = -(REAL)__builtin_inf();                                                 \
+            total[r] = 0;                                                                        \
+        }                                                                                        \
+        for (int64_t c = 0; c < n_classes; ++c) {                                                \
+            _Pragma("omp simd")                                                                  \
+            for (int64_t r = 0; r < TILE_ROWS; ++r)                                              \
+                row_max[r] = values[c][r] > row_max[r] ? values[c][r] : row_max[r];              \
+        }                                                                                        \
+        for (int64_t c = 0; c < n_classes; ++c) {                                                \
+            _Pragma("omp simd")                                                                  \
+            for (int64_t r = 0; r < TILE_ROWS; ++r) {                                            \
+                exps[c][r] = exp_##SUFFIX(values[c][r] - row_max[r]);                            \
+                total[r] += exps[c][r];                                                          \
+            }                                                                                    \
+        }                                                                                        \
+        for (int64_t r = 0; r < TILE_ROWS; ++r)                                                  \
+            factor[r] = log_output ? (REAL)log((double)total[r]) : (REAL)(1.0 / (double)total[r]); \
+        for (int64_t r = 0; r < rows; ++r) {                                                     \
+            TYPE *out_row = out + (row0 + r) * out_row_stride;                                   \
+            if (row_max[r] == (REAL)__builtin_inf() || row_max[r] == -(REAL)__builtin_inf()) {   \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c, (REAL)__builtin_nan(""));                         \
+            } else if (log_output) {                                                             \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c, (values[c][r] - row_max[r]) - factor[r]);         \
+            } else {                                                                             \
+                for (int64_t c = 0; c < n_classes; ++c)                                          \
+                    store_##SUFFIX(out_row, c, exps[c][r] * factor[r]);                          \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+                                                                                                 \
     void softmax_forward_##SUFFIX(const TYPE *input, int64_t row_stride, int64_t n_classes,     \
                                   int64_t row_begin, int64_t row_end, TYPE *out,                 \
                                   int64_t out_row_stride, int64_t log_output) {                  \
-        for (int64_t n = row_begin; n < row_end; ++n) {                                          \
-            const TYPE *row = input + n * row_stride;                                            \
-            TYPE *out_row = out + n * out_row_stride;                                            \
-            REAL max_value = -(REAL)__builtin_inf();                                             \
-            _Pragma("omp simd reduction(max : max_value)")                                       \
-            for (int64_t c = 0; c < n_classes; ++c) {                                            \
-                const REAL value = load_##SUFFIX(row, c);                                        \
-                max_value = value > max_value ? value : max_value;                               \
-            }                                                                                    \
-            if (max_value == (REAL)__builtin_inf() || max_value == -(REAL)__builtin_inf()) {     \
-                for (int64_t c = 0; c < n_classes; ++c)                                          \
-                    store_##SUFFIX(out_row, c, (REAL)__builtin_nan(""));                         \
-                continue;                                                                        \
-            }                                                                                    \
-            double total = 0.0;                                                                  \
-            for (int64_t chunk = 0; chunk < n_classes; chunk += SUM_CHUNK) {                     \
-                const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK      \
-                                                                        : n_classes;             \
-                REAL partial = 0;                                                                \
-                _Pragma("omp simd reduction(+ : partial)")                                       \
-                for (int64_t c = chunk; c < chunk_end; ++c)                                      \
-                    partial += exp_##SUFFIX(load_##SUFFIX(row, c) - max_value);                  \
-                total += partial;                                                                \
-            }                                                                                    \
-            if (log_output) {                                                                    \
-                const REAL log_total = (REAL)log(total);                                         \
-                _Pragma("omp simd")                                                              \
-                for (int64_t c = 0; c < n_classes; ++c)                                          \
-                    store_##SUFFIX(out_row, c, (load_##SUFFIX(row, c) - max_value) - log_total); \
-            } else {                                                                             \
-                const REAL scale = (REAL)(1.0 / total);                                          \
-                _Pragma("omp simd")                                                              \
-                for (int64_t c = 0; c < n_classes; ++c)                                          \
-                    store_##SUFFIX(out_row, c,                                                   \
-                                   exp_##SUFFIX(load_##SUFFIX(row, c) - max_value) * scale);     \
-            }                                                                                    \
+        if (n_classes <= TILE_MAX_CLASSES) {                                                     \
+            for (int64_t row0 = row_begin; row0 < row_end; row0 += TILE_ROWS)                    \
+                softmax_tile_##SUFFIX(input, row_stride, n_classes, row0,                        \
+                                      row_end - row0 < TILE_ROWS ? row_end - row0 : TILE_ROWS,   \
+                                      out, out_row_stride, log_output);                          \
+            return;                                                                              \
         }                                                                                        \
+        for (int64_t n = row_begin; n < row_end; ++n)                                            \
+            softmax_row_##SUFFIX(input + n * row_stride, n_classes, out + n * out_row_stride,    \
+                                 (int)log_output);                                               \
     }
 
 /* Their backward for rows [row_begin, row_end) of the gradient g and the forward's output y:
@@ -578,45 +433,16 @@ static inline double log_f64(double x) {
                                    int64_t n_classes, int64_t row_begin, int64_t row_end,        \
                                    TYPE *result, int64_t result_row_stride,                      \
                                    int64_t log_output) {                                         \
-        for (int64_t n = row_begin; n < row_end; ++n) {                                          \
-            const TYPE *grad_row = grad + n * grad_row_stride;                                   \
-            const TYPE *output_row = output + n * output_row_stride;                             \
-            TYPE *result_row = result + n * result_row_stride;                                   \
-            double total = 0.0;                                                                  \
-            for (int64_t chunk = 0; chunk < n_classes; chunk += SUM_CHUNK) {                     \
-                const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK      \
-                                                                        : n_classes;             \
-                REAL partial = 0;                                                                \
-                if (log_output) {                                                                \
-                    _Pragma("omp simd reduction(+ : partial)")                                   \
-                    for (int64_t c = chunk; c < chunk_end; ++c)                                  \
-                        partial += load_##SUFFIX(grad_row, c);                                   \
-                } else {                                                                         \
-                    _Pragma("omp simd reduction(+ : partial)")                                   \
-                    for (int64_t c = chunk; c < chunk_end; ++c)                                  \
-                        partial += load_##SUFFIX(grad_row, c) * load_##SUFFIX(output_row, c);    \
-                }                                                                                \
-                total += partial;                                                                \
-            }                                                                                    \
-            const REAL sum = (REAL)total;                                                        \
-            if (log_output) {                                                                    \
-                _Pragma("omp simd")                                                              \
-                for (int64_t c = 0; c < n_classes; ++c)                                          \
-                    store_##SUFFIX(result_row, c,                                                \
-                                   load_##SUFFIX(grad_row, c)                                    \
-                                       - exp_##SUFFIX(load_##SUFFIX(output_row, c)) * sum);      \
-            } else {                                                                             \
-                _Pragma("omp simd")                                                              \
-                for (int64_t c = 0; c < n_classes; ++c)                                          \
-                    store_##SUFFIX(result_row, c,                                                \
-                                   load_##SUFFIX(output_row, c)                                  \
-                                       * (load_##SUFFIX(grad_row, c) - sum));                    \
-            }                                                                                    \
-        }                                                                                        \
+        for (int64_t n = row_begin; n < row_end; ++n)                                            \
+            softmax_backward_row_##SUFFIX(grad + n * grad_row_stride,                            \
+                                          output + n * output_row_stride, n_classes,             \
+                                          result + n * result_row_stride, (int)log_output);      \
     }
 
 #define DEFINE_KERNELS(SUFFIX, TYPE, REAL)                                                       \
+    DEFINE_LOSS_ROWS(SUFFIX, TYPE, REAL)                                                         \
     DEFINE_WEIGHT_TOTAL(SUFFIX, REAL)                                                            \
+    DEFINE_ROW_GRADIENT_SCALES(SUFFIX, REAL)                                                     \
     DEFINE_LOAD_TILE(SUFFIX, TYPE, REAL)                                                         \
     DEFINE_BACKWARD_TILE(SUFFIX, TYPE, REAL)                                                     \
     DEFINE_FORWARD_TILE(SUFFIX, TYPE, REAL)                                                      \

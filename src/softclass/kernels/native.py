@@ -41,6 +41,8 @@ from torch import Tensor
 from softclass.errors import NativeCacheWarning
 
 __all__ = [
+    "CE_SOURCE",
+    "LOSS_ROWS_HEADER",
     "SUPPORTED_DTYPES",
     "NativeCacheWarning",
     "library",
@@ -52,7 +54,11 @@ __all__ = [
 ]
 
 SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}
-_SOURCE = Path(__file__).with_name("cpu_native.c")
+_SOURCE = CE_SOURCE = Path(__file__).with_name("cpu_native.c")
+# The row math of the losses (log-sum-exp, cross entropy and its gradient, softmax, the design
+# losses of probabilities), included by cpu_native.c; the compiled MLP training loops
+# (softclass/training/mlp_native.c) include both: one source compiled into both libraries.
+LOSS_ROWS_HEADER = Path(__file__).with_name("loss_rows.h")
 _FLAGS = (
     "-O3",
     "-march=native",
@@ -276,8 +282,13 @@ def load_compiled(
     libraries: Sequence[str],
     failures: list[str],
     symbols: Sequence[str],
+    *,
+    headers: Sequence[Path] = (),
 ) -> ctypes.CDLL | None:
-    """Compile ``source`` (once per source, flags, compiler and CPU; cached on disk) and load it.
+    """Compile ``source`` (once per source, headers, flags, compiler and CPU; cached on disk) and
+    load it. ``headers``: the files ``source`` includes from other directories (their directories
+    are put on the include path); their content is part of the cache key, so a changed header
+    rebuilds every library that includes it.
 
     The cache is trusted only as far as it is checked: the cache directory is created 0700
     whatever the umask; a cached library is loaded only if the directory, the library and its
@@ -301,10 +312,12 @@ def load_compiled(
     if compiler is None:
         failures.append(f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r})")
         return None
+    flags = [*flags, *(f"-I{directory}" for directory in dict.fromkeys(h.parent for h in headers))]
     key = hashlib.sha256(
         b"\0".join(
             [
                 source.read_bytes(),
+                *(header.read_bytes() for header in headers),
                 " ".join([*flags, *libraries]).encode(),
                 compiler.encode(),
                 _cpu_features().encode(),
@@ -352,7 +365,9 @@ def load_compiled(
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The compiled kernels (built on first call, then cached on disk), or None if unavailable."""
-    loaded = load_compiled(_SOURCE, _FLAGS, _LIBRARIES, _failure, _SYMBOLS)
+    loaded = load_compiled(
+        _SOURCE, _FLAGS, _LIBRARIES, _failure, _SYMBOLS, headers=(LOSS_ROWS_HEADER,)
+    )
     if loaded is None:
         return None
     for suffix in SUPPORTED_DTYPES.values():

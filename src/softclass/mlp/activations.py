@@ -90,6 +90,15 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+# The entries the compiled branches were written from, as this module defines them (native_code
+# -> entry). An entry changed or replaced at run time keeps its native_code but is no longer what
+# that branch computes: the compiled backend refuses it (the torch backend trains it from the
+# registry). Editing an entry here is caught by the parity tests of every backend.
+NATIVE_ENTRIES: dict[int, Activation] = {
+    entry.native_code: entry for entry in ACTIVATIONS.values() if entry.native_code is not None
+}
+
+
 def get_activation(name: str) -> Activation:
     """The activation called ``name``; ConfigError listing the accepted names otherwise."""
     if name not in ACTIVATIONS:

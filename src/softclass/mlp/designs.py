@@ -64,8 +64,9 @@ class Design:
         loss: (output, encoded targets) → scalar mean loss.
         output_to_proba: output → probabilities ``(N, C)``.
         output_to_log_proba: output → log-probabilities ``(N, C)``, as stable as the design allows.
-        native_code: the loss branch of ``mlp_native.c`` that computes this design (0 cross
-            entropy, 1 squared error, 2 MCEE), or None (the compiled backend then refuses it).
+        native_code: the loss branch of ``mlp_native.c`` that computes this design (0 fused
+            cross entropy, 1 squared error of softmax, 2 MCEE of softmax, 3 NLL of log_softmax),
+            or None (the compiled backend then refuses it).
     """
 
     name: str
@@ -162,7 +163,7 @@ DESIGNS: dict[str, Design] = {
         functional.nll_loss,
         _exp,
         _identity,
-        0,
+        3,
     ),
     "C": Design(
         "C",
@@ -186,6 +187,15 @@ DESIGNS: dict[str, Design] = {
         _clamped_log,
         2,
     ),
+}
+
+
+# The entries the compiled branches were written from, as this module defines them (native_code
+# -> entry). An entry changed or replaced at run time keeps its native_code but is no longer what
+# that branch computes: the compiled backend refuses it (the torch backend trains it from the
+# registry). Editing an entry here is caught by the parity tests of every backend.
+NATIVE_ENTRIES: dict[int, Design] = {
+    entry.native_code: entry for entry in DESIGNS.values() if entry.native_code is not None
 }
 
 

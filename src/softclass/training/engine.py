@@ -9,9 +9,10 @@ Backends, in the order "auto" tries them:
   ``torch.optim``: the reference the others are tested against, and the one backend for bf16
   autocast and torchrun data parallelism.
 
-Between compiled and torch the choice is by measured speed (``_COMPILED_MAX_LAYER_WEIGHTS`` in
-:mod:`softclass.training.ensemble`: above that many weights in a layer torch's BLAS matmuls
-measured faster). Every backend trains the same models (the parity tests hold them to the
+Between compiled and torch the choice is by measured speed, per problem shape
+(:mod:`softclass.training.backend_choice`: obvious shapes by a wide margin are not measured, those
+near the boundary are timed once per process; :attr:`EnsembleResult.backend_reason` says which rule
+or measurement decided). Every backend trains the same models (the parity tests hold them to the
 autograd reference): a backend that cannot train a run refuses it naming the option.
 """
 

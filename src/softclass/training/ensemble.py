@@ -22,16 +22,17 @@ are written into buffers kept for the run. Everything with a name comes from a r
 * the update — :mod:`softclass.mlp.optimizers` (torch.optim's arithmetic on the stacked tensors).
 
 Small networks on CPU train through compiled loops instead (:mod:`softclass.training.mlp_native`:
-the same formulas, row by row in C, whole epochs per call), since there the cost of a step is
-torch's per-op dispatch, not arithmetic; ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the
-torch path. The two paths agree to rounding (the order of the sums differs). The compiled loops
-implement the registries' entries that carry a ``native_code``; ``backend="compiled"`` on a run
-they lack (an activation, design or optimizer without one) is refused naming it.
+the network row by row in C and each design's loss through softclass.functional's compiled
+kernels, whole epochs per call), since there the cost of a step is torch's per-op dispatch, not
+arithmetic; ``backend="auto"`` picks the faster per shape (:meth:`BatchedTrainer.choose_backend`),
+and ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the torch path. The two paths agree
+to rounding (the order of the sums differs). The compiled loops implement the registries'
+entries that carry a ``native_code``; ``backend="compiled"`` on a run they lack (an activation,
+design or optimizer without one) is refused naming it.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,11 +50,14 @@ from softclass.evaluation.stats import (
     t_quantile,
 )
 from softclass.io import atomic_write_bytes
+from softclass.mlp.activations import NATIVE_ENTRIES as NATIVE_ACTIVATIONS
 from softclass.mlp.activations import get_activation
+from softclass.mlp.designs import NATIVE_ENTRIES as NATIVE_DESIGNS
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
+from softclass.mlp.optimizers import NATIVE_ENTRIES as NATIVE_OPTIMIZERS
 from softclass.mlp.optimizers import get_optimizer
-from softclass.training import mlp_native, schema
+from softclass.training import backend_choice, mlp_native, schema
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
@@ -61,9 +65,6 @@ from softclass.training.trainer import data_fingerprint, resumable_options
 
 # Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
 _EVAL_CHUNK_ROWS = 16384
-# The compiled loops train networks whose largest layer has at most this many weights; above it
-# torch's BLAS matmuls win (see _COMPILED_MAX_LAYER_WEIGHTS's measurement in benchmarks/RESULTS.md).
-_COMPILED_MAX_LAYER_WEIGHTS = 1024
 # Row indices per compiled call: (seeds, epochs, rows) int64 orders are built a chunk at a time.
 _COMPILED_ORDER_ELEMENTS = 1 << 22
 
@@ -329,6 +330,7 @@ class BatchedTrainer:
         self._params_of: TrainConfig | None = None  # the settings self._params was read from
         self._params = settings.optimizer_params
         self._step_tensors: _StepTensors | None = None  # built by the first torch-path step
+        self._speed_choice: backend_choice.BackendChoice | None = None  # decided at first use
         if settings.backend == "compiled":
             reason = self.compiled_unsupported_reason()
             if reason is not None:
@@ -354,27 +356,50 @@ class BatchedTrainer:
         ]
         if lacking:
             return f"{', '.join(lacking)} has no compiled implementation (no native_code)"
+        changed = [
+            f"{kind} {entry.name!r}"
+            for kind, entry, written_for in (
+                ("activation", self.activation, NATIVE_ACTIVATIONS),
+                ("optimizer", self.optimizer, NATIVE_OPTIMIZERS),
+                *(("design", design, NATIVE_DESIGNS) for design, _ in self._design_groups),
+            )
+            if written_for.get(entry.native_code) != entry
+        ]
+        if changed:
+            return (
+                f"{', '.join(changed)} is not the registry entry its compiled branch "
+                "(native_code) was written from: changed or replaced at run time"
+            )
         if not all(tensor.is_contiguous() for tensor in self.network.parameters()):
             return "non-contiguous parameters"
         if mlp_native.library() is None:
             return f"the compiled library is unavailable ({mlp_native.unavailable_reason()})"
         return None
 
+    def choose_backend(self, n_rows: int | None = None) -> backend_choice.BackendChoice:
+        """The backend that trains this run, and why: the one ``settings.backend`` forces; with
+        "auto", torch when the compiled loops cannot train the run
+        (:meth:`compiled_unsupported_reason`), else the faster of the two for this run's shape on
+        ``n_rows`` training rows (None: full batches), measured near the boundary
+        (:func:`softclass.training.backend_choice.choose_by_speed`; decided once per trainer)."""
+        if self.settings.backend != "auto":
+            return backend_choice.BackendChoice(
+                self.settings.backend, f"backend={self.settings.backend!r} was asked"
+            )
+        reason = self.compiled_unsupported_reason()
+        if reason is not None:
+            return backend_choice.BackendChoice(
+                "torch", f"the compiled loops cannot train this run: {reason}"
+            )
+        if self._speed_choice is None:
+            self._speed_choice = backend_choice.choose_by_speed(self, n_rows)
+        return self._speed_choice
+
     @property
     def uses_compiled(self) -> bool:
-        """Whether epochs run through the compiled loops of :mod:`softclass.training.mlp_native`:
-        forced by ``backend="compiled"``; with "auto" when they can train the run
-        (:meth:`compiled_unsupported_reason`) and every layer has at most
-        ``_COMPILED_MAX_LAYER_WEIGHTS`` weights (above, torch's BLAS matmuls measured faster)."""
-        if self.settings.backend == "torch":
-            return False
-        if self.settings.backend == "compiled":
-            return True
-        widths = [self.config.n_features, *self.config.hidden, self.config.n_classes]
-        return (
-            max(a * b for a, b in itertools.pairwise(widths)) <= _COMPILED_MAX_LAYER_WEIGHTS
-            and self.compiled_unsupported_reason() is None
-        )
+        """Whether epochs run through the compiled loops of :mod:`softclass.training.mlp_native`
+        (:meth:`choose_backend`)."""
+        return self.choose_backend().backend == "compiled"
 
     def compiled_epochs_per_call(self, n_rows: int) -> int:
         """Epochs per :meth:`run_compiled_epochs` call that keep its row orders bounded."""
@@ -450,6 +475,7 @@ class BatchedTrainer:
             self.settings.batch_size,
             rows.weighted,
             state.step_count,
+            [design for design, _ in self._design_groups],
         )
         steps = n_epochs * len(batch_bounds(n_rows, self.settings.batch_size))
         state.step_count += steps
@@ -523,7 +549,7 @@ class BatchedTrainer:
             unweighted) and the share of rows it classified right while training (float64).
             No host synchronisation.
         """
-        if self.uses_compiled:
+        if self.choose_backend(rows.table.shape[0]).backend == "compiled":
             loss, accuracy, _, _ = self.run_compiled_epochs(rows, epoch, 1)
             return loss[:, 0].to(self.dtype), accuracy[:, 0]
         n_rows = rows.table.shape[0]
@@ -760,6 +786,8 @@ class EnsembleResult:
         best_epoch: ``(M,)`` 1-based epoch whose weights each member ended on under early
             stopping; None without early stopping.
         backend: "compiled" or "torch": which backend trained the run.
+        backend_reason: why that backend (the option asked, or the rule or measurement of
+            :meth:`BatchedTrainer.choose_backend`).
     """
 
     members: list[Member]
@@ -771,6 +799,7 @@ class EnsembleResult:
     epochs_run: list[int] = field(default_factory=list)
     best_epoch: list[int | None] | None = None
     backend: str = "torch"
+    backend_reason: str = ""
 
     def model(self, member: int) -> MLP:
         """Member ``member``'s trained weights as a normal :class:`MLP`."""
@@ -900,7 +929,8 @@ def train_ensemble(
     state = _RunState(trainer, histories, early, best, epochs_run, fingerprint)
     first = state.load(Path(checkpoint_path), features.shape[0], has_val) if resume else 0
     per_epoch = on_epoch is not None or early is not None or checkpoint_path is not None
-    uses_compiled = trainer.uses_compiled
+    choice = trainer.choose_backend(features.shape[0])
+    uses_compiled = choice.backend == "compiled"
     chunk = trainer.compiled_epochs_per_call(features.shape[0]) if uses_compiled else 1
     while first < epochs and not (early is not None and early.all_stopped):
         stop = min(first + (1 if per_epoch else chunk), epochs)
@@ -939,7 +969,8 @@ def train_ensemble(
         train_accuracy=histories["train_accuracy"].numpy(),
         epochs_run=epochs_run,
         best_epoch=None if early is None else list(early.best_epoch),
-        backend="compiled" if uses_compiled else "torch",
+        backend=choice.backend,
+        backend_reason=choice.reason,
     )
 
 

@@ -7,9 +7,13 @@
  * on them after every epoch. Members are independent, so each is trained from start to finish
  * before the next (its parameters stay in cache). The arithmetic is that of
  * the registries (softclass.mlp.activations, designs, optimizers: torch.optim's SGD, Adam,
- * AdamW), row by row; only the order of the sums differs from torch's matmuls. The design losses
- * here are C transcriptions of softclass.functional's (the float64 parity tests of
- * tests/test_engine.py hold every branch to autograd through softclass.functional).
+ * AdamW), row by row; only the order of the sums differs from torch's matmuls. Each design's loss
+ * and its gradient with respect to the logits come from the compiled kernels of
+ * softclass.functional themselves: softclass/kernels/cpu_native.c (fused cross entropy, softmax
+ * and their backward, on a whole batch of logits) is compiled into this library, and the
+ * probability losses of designs C and D are the row functions of softclass/kernels/loss_rows.h
+ * (the float64 parity tests of tests/test_engine.py hold every branch to autograd through
+ * softclass.functional).
  *
  * Built at first use with the system C compiler and loaded with ctypes. The body below is compiled
  * twice, for float (suffix f32) and double (f64): the file includes itself with REAL defined, and
@@ -20,13 +24,31 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cpu_native.c" /* the fused CE and softmax kernels, with loss_rows.h */
+
 #include <tgmath.h>
 
-enum { ACTIVATION_TANH, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_GELU, ACTIVATION_IDENTITY };
-enum { LOSS_CROSS_ENTROPY, LOSS_SQUARED_ERROR, LOSS_MCEE };
-enum { OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW };
+enum { ACTIVATION_TANH, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_GELU, ACTIVATION_IDENTITY,
+       N_ACTIVATIONS };
+enum { LOSS_CROSS_ENTROPY, LOSS_SQUARED_ERROR, LOSS_MCEE, LOSS_NLL_LOG_SOFTMAX, N_LOSSES };
+enum { OPTIMIZER_SGD, OPTIMIZER_ADAM, OPTIMIZER_ADAMW, N_OPTIMIZERS };
 /* The enums' values are the registries' native_code fields (softclass.mlp.activations, designs,
  * optimizers): a new entry gets its branch here and its code there. */
+enum { KIND_ACTIVATION, KIND_LOSS, KIND_OPTIMIZER };
+
+/* 1 when this file implements entry `code` of registry `kind` (KIND_*), else 0: mlp_native.py
+ * refuses a registry entry whose native_code is not implemented here. */
+int64_t mlp_implements(int64_t kind, int64_t code) {
+    const int64_t count = kind == KIND_ACTIVATION ? N_ACTIVATIONS
+                          : kind == KIND_LOSS     ? N_LOSSES
+                          : kind == KIND_OPTIMIZER ? N_OPTIMIZERS
+                                                   : 0;
+    return code >= 0 && code < count;
+}
+
+/* Rows of a batch whose targets are all kept: no class index equals it. */
+#define NO_IGNORED_TARGET INT64_MIN
 
 /* Shapes and hyper-parameters of one call (mirrored by mlp_native.py's RunSettings). */
 typedef struct {
@@ -158,7 +180,7 @@ static inline REAL NAME(activation_backward)(int64_t activation, REAL grad, REAL
 /* Forward pass of one row: level l of the row lives at act[l] (level 0: the input, copied there
  * by the caller) and, for l >= 1, its pre-activation at pre[l]; the logits land at act[n_layers]
  * (equal to pre[n_layers]). weights[k], biases[k] are this member's layer k. */
-static void NAME(forward_row)(const RunSettings *settings, REAL *const *weights,
+static void NAME(network_forward_row)(const RunSettings *settings, REAL *const *weights,
                               REAL *const *biases, REAL *const *act, REAL *const *pre) {
     const int64_t n_layers = settings->n_layers;
     for (int64_t k = 0; k < n_layers; ++k) {
@@ -176,46 +198,40 @@ static void NAME(forward_row)(const RunSettings *settings, REAL *const *weights,
     }
 }
 
-/* The design's loss of one row from its logits z (C), and d loss / d z (unscaled) into grad;
- * probs: scratch for the softmax (C values). one_hot: the row's target as a one-hot row. The
- * gradients autograd takes through softclass.functional's losses (Design.output_gradient):
- * cross entropy (p - y); MCEE the same times p_t·(1/clamp(p_t)); squared error p ⊙ (g - <g, p>)
- * with g = 2 (p - y). */
-static REAL NAME(row_loss_and_gradient)(int64_t loss_kind, REAL tiny, int64_t n_classes,
-                                        const REAL *logits, const REAL *one_hot, REAL *probs,
-                                        REAL *grad) {
-    REAL max = logits[0];
-    for (int64_t c = 1; c < n_classes; ++c) max = logits[c] > max ? logits[c] : max;
-    REAL sum = (REAL)0, shifted_target = (REAL)0;
-    for (int64_t c = 0; c < n_classes; ++c) {
-        const REAL shifted = logits[c] - max;
-        probs[c] = exp(shifted);
-        sum += probs[c];
-        shifted_target += shifted * one_hot[c];
+/* The design's losses of a batch of rows of logits ((rows, C), contiguous) with class indices
+ * targets (rows,) into row_loss (rows,); with grad not NULL also d (Σ_r scale_r·loss_r) / d logits
+ * into grad (rows, C). scratch: (rows, C) for probabilities, logsumexp: (rows,). The kernels of
+ * softclass.functional on CPU, as it composes them: the fused cross entropy (A) forward and
+ * backward for per-row upstream gradients row_scale; else the softmax (log_softmax for B), the
+ * squared error (C), MCEE (D) or NLL (B) of its output (loss_rows.h), and the softmax backward. */
+static void NAME(design_batch)(int64_t loss_kind, REAL tiny, int64_t rows, int64_t n_classes,
+                               const REAL *logits, const int64_t *targets, const REAL *row_scale,
+                               REAL *row_loss, REAL *logsumexp, REAL *scratch, REAL *grad) {
+    if (loss_kind == LOSS_CROSS_ENTROPY) {
+        double sums[2];
+        NAME(ce_forward)(logits, n_classes, n_classes, 0, rows, targets, 1, NO_IGNORED_TARGET,
+                         NULL, 0.0, logsumexp, row_loss, 1, sums, 0, NULL, NULL, NULL, 0, NULL);
+        if (grad)
+            NAME(ce_backward)(logits, n_classes, n_classes, 0, rows, targets, 1,
+                              NO_IGNORED_TARGET, NULL, 0.0, logsumexp, row_scale, 1, NULL, grad,
+                              n_classes);
+        return;
     }
-    REAL picked = (REAL)0;
-    for (int64_t c = 0; c < n_classes; ++c) {
-        probs[c] /= sum;
-        picked += probs[c] * one_hot[c];
-        grad[c] = probs[c] - one_hot[c]; /* the residual p - y */
+    const int64_t log_output = loss_kind == LOSS_NLL_LOG_SOFTMAX;
+    NAME(softmax_forward)(logits, n_classes, n_classes, 0, rows, scratch, n_classes, log_output);
+    for (int64_t r = 0; r < rows; ++r) {
+        const REAL *output = scratch + r * n_classes;
+        const int64_t y = targets[r];
+        REAL *grad_row = grad ? grad + r * n_classes : NULL;
+        const REAL scale = grad ? row_scale[r] : (REAL)1;
+        row_loss[r] = log_output ? NAME(nll_row)(output, n_classes, y, scale, grad_row)
+                      : loss_kind == LOSS_MCEE
+                          ? NAME(mcee_row)(output, n_classes, y, tiny, scale, grad_row)
+                          : NAME(mse_onehot_row)(output, n_classes, y, scale, grad_row);
     }
-    if (loss_kind == LOSS_CROSS_ENTROPY) return log(sum) - shifted_target;
-    if (loss_kind == LOSS_MCEE) {
-        /* -log(clamp(p_t)) through the softmax: (p - y)·p_t·(1/clamp(p_t)); 0 under the clamp */
-        const REAL clamped = picked > tiny ? picked : tiny;
-        const REAL ratio = picked < tiny ? (REAL)0 : picked * ((REAL)1 / clamped);
-        for (int64_t c = 0; c < n_classes; ++c) grad[c] *= ratio;
-        return -log(clamped);
-    }
-    /* squared error Σ (p - y)²: with g = 2 (p - y), d / d z = p ⊙ (g - <g, p>) */
-    REAL squared = (REAL)0, dot = (REAL)0;
-    for (int64_t c = 0; c < n_classes; ++c) {
-        const REAL residual = grad[c];
-        squared += residual * residual;
-        dot += (residual + residual) * probs[c];
-    }
-    for (int64_t c = 0; c < n_classes; ++c) grad[c] = probs[c] * ((grad[c] + grad[c]) - dot);
-    return squared;
+    if (grad)
+        NAME(softmax_backward)(grad, n_classes, scratch, n_classes, n_classes, 0, rows, grad,
+                               n_classes, log_output);
 }
 
 /* One optimizer update of n values (torch.optim.SGD / Adam / AdamW on one tensor); step is
@@ -260,42 +276,39 @@ static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, R
     }
 }
 
-/* Design loss and correctness of every validation row for one member (as
- * softclass.functional: A/B log-softmax cross entropy, D clamped -log p_t, C squared error). */
+/* Design loss (design_batch) and correctness of every validation row for one member, in blocks
+ * of up to settings->batch_size rows laid out as in training (act/pre: batch bases per level). */
 static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffers,
                            int64_t loss_kind, REAL *const *weights, REAL *const *biases,
-                           REAL *const *act, REAL *const *pre, double *loss_out,
+                           REAL *const *act, REAL *const *pre, REAL **row_act, REAL **row_pre,
+                           REAL *row_loss, REAL *logsumexp, double *loss_out,
                            double *accuracy_out) {
-    const int64_t n_features = settings->widths[0];
-    const int64_t n_classes = settings->widths[settings->n_layers];
+    const int64_t n_layers = settings->n_layers;
+    const int64_t n_features = settings->widths[0], n_classes = settings->widths[n_layers];
     const REAL *features = (const REAL *)buffers->val_features;
     double loss_total = 0.0;
     int64_t correct = 0;
-    for (int64_t r = 0; r < settings->n_val_rows; ++r) {
-        memcpy(act[0], features + r * n_features, (size_t)n_features * sizeof(REAL));
-        NAME(forward_row)(settings, weights, biases, act, pre);
-        const REAL *logits = act[settings->n_layers];
-        const int64_t target = buffers->val_targets[r];
-        int64_t best = 0;
-        for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
-        correct += best == target;
-        REAL max = logits[best], sum = (REAL)0;
-        for (int64_t c = 0; c < n_classes; ++c) sum += exp(logits[c] - max);
-        const REAL log_sum_exp = max + log(sum);
-        REAL row_loss;
-        if (loss_kind == LOSS_CROSS_ENTROPY) {
-            row_loss = log_sum_exp - logits[target];
-        } else if (loss_kind == LOSS_MCEE) {
-            const REAL picked = exp(logits[target] - max) / sum;
-            row_loss = -log(picked > (REAL)settings->tiny ? picked : (REAL)settings->tiny);
-        } else {
-            row_loss = (REAL)0;
-            for (int64_t c = 0; c < n_classes; ++c) {
-                const REAL residual = exp(logits[c] - log_sum_exp) - (REAL)(c == target);
-                row_loss += residual * residual;
+    for (int64_t start = 0; start < settings->n_val_rows; start += settings->batch_size) {
+        const int64_t rows = start + settings->batch_size <= settings->n_val_rows
+                                 ? settings->batch_size
+                                 : settings->n_val_rows - start;
+        const int64_t *targets = buffers->val_targets + start;
+        for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t l = 0; l <= n_layers; ++l) {
+                row_act[l] = act[l] + r * settings->widths[l];
+                row_pre[l] = pre[l] + r * settings->widths[l];
             }
+            memcpy(row_act[0], features + (start + r) * n_features,
+                   (size_t)n_features * sizeof(REAL));
+            NAME(network_forward_row)(settings, weights, biases, row_act, row_pre);
+            const REAL *logits = row_act[n_layers];
+            int64_t best = 0;
+            for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
+            correct += best == targets[r];
         }
-        loss_total += (double)row_loss;
+        NAME(design_batch)(loss_kind, (REAL)settings->tiny, rows, n_classes, act[n_layers],
+                           targets, NULL, row_loss, logsumexp, pre[n_layers], NULL);
+        for (int64_t r = 0; r < rows; ++r) loss_total += (double)row_loss[r];
     }
     *loss_out = loss_total / (double)settings->n_val_rows;
     *accuracy_out = (double)correct / (double)settings->n_val_rows;
@@ -319,12 +332,14 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
     for (int64_t k = 0; k < n_layers; ++k)
         parameter_total += settings->widths[k + 1] * (settings->widths[k] + 1);
     const size_t n_reals = (size_t)(2 * batch_size * level_total + 2 * batch_size * widest +
-                                    parameter_total + batch_size);
+                                    parameter_total + 3 * batch_size);
     REAL *space = malloc(n_reals * sizeof(REAL));
     REAL **pointers = malloc((size_t)(2 * (n_layers + 1) + 6 * n_layers + 4) * sizeof(REAL *));
-    if (space == NULL || pointers == NULL) {
+    int64_t *targets = malloc((size_t)batch_size * sizeof(int64_t));
+    if (space == NULL || pointers == NULL || targets == NULL) {
         free(space);
         free(pointers);
+        free(targets);
         return -1;
     }
     REAL **act = pointers, **pre = act + (n_layers + 1);          /* batch bases per level */
@@ -346,7 +361,7 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
         bias_grads[k] = cursor;
         cursor += settings->widths[k + 1];
     }
-    REAL *row_scale = cursor;
+    REAL *row_scale = cursor, *row_loss = cursor + batch_size, *logsumexp = cursor + 2 * batch_size;
     const REAL *table = (const REAL *)buffers->table;
 
     for (int64_t member = member_begin; member < member_end; ++member) {
@@ -377,8 +392,7 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                 } else {
                     for (int64_t r = 0; r < rows; ++r) row_scale[r] = (REAL)(1.0 / (double)rows);
                 }
-                /* Forward, loss and output gradient, row by row. */
-                double batch_loss = 0.0;
+                /* Forward row by row, then the design's losses and output gradient of the batch. */
                 for (int64_t r = 0; r < rows; ++r) {
                     const REAL *source = table + order[start + r] * n_columns;
                     for (int64_t l = 0; l <= n_layers; ++l) {
@@ -386,18 +400,23 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                         row_pre[l] = pre[l] + r * settings->widths[l];
                     }
                     memcpy(row_act[0], source, (size_t)n_features * sizeof(REAL));
-                    NAME(forward_row)(settings, weights, biases, row_act, row_pre);
+                    NAME(network_forward_row)(settings, weights, biases, row_act, row_pre);
                     const REAL *logits = row_act[n_layers];
-                    int64_t best = 0;
-                    for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
-                    epoch_correct += source[n_features + best] == (REAL)1;
-                    REAL *row_delta = delta + r * n_classes;
-                    const REAL loss = NAME(row_loss_and_gradient)(
-                        loss_kind, tiny, n_classes, row_act[n_layers], source + n_features,
-                        row_pre[n_layers], row_delta);
-                    for (int64_t c = 0; c < n_classes; ++c) row_delta[c] *= row_scale[r];
-                    batch_loss += settings->weighted ? (double)(loss * row_scale[r]) : loss;
+                    const REAL *one_hot = source + n_features;
+                    int64_t best = 0, target = 0;
+                    for (int64_t c = 1; c < n_classes; ++c) {
+                        best = logits[c] > logits[best] ? c : best;
+                        target = one_hot[c] > one_hot[target] ? c : target;
+                    }
+                    epoch_correct += best == target;
+                    targets[r] = target;
                 }
+                NAME(design_batch)(loss_kind, tiny, rows, n_classes, act[n_layers], targets,
+                                   row_scale, row_loss, logsumexp, pre[n_layers], delta);
+                double batch_loss = 0.0;
+                for (int64_t r = 0; r < rows; ++r)
+                    batch_loss += settings->weighted ? (double)(row_loss[r] * row_scale[r])
+                                                     : (double)row_loss[r];
                 epoch_loss += settings->weighted ? batch_loss * (double)rows / (double)n_rows
                                                  : batch_loss / (double)n_rows;
                 /* Backward: delta holds d loss / d (level k+1 pre-activation), (rows, width). */
@@ -454,17 +473,15 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
             buffers->train_loss[at] = epoch_loss;
             buffers->train_accuracy[at] = (double)epoch_correct / (double)n_rows;
             if (settings->n_val_rows > 0) {
-                for (int64_t l = 0; l <= n_layers; ++l) {
-                    row_act[l] = act[l];
-                    row_pre[l] = pre[l];
-                }
-                NAME(evaluate)(settings, buffers, loss_kind, weights, biases, row_act, row_pre,
-                               buffers->val_loss + at, buffers->val_accuracy + at);
+                NAME(evaluate)(settings, buffers, loss_kind, weights, biases, act, pre, row_act,
+                               row_pre, row_loss, logsumexp, buffers->val_loss + at,
+                               buffers->val_accuracy + at);
             }
         }
     }
     free(space);
     free(pointers);
+    free(targets);
     return 0;
 }
 

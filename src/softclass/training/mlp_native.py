@@ -10,13 +10,19 @@ torch path. Used by :class:`softclass.training.ensemble.BatchedTrainer`.
 
 The C code implements the registry entries that carry a ``native_code``
 (:mod:`softclass.mlp.activations`, :mod:`softclass.mlp.designs`, :mod:`softclass.mlp.optimizers`);
-its branches are numbered by those codes, and :func:`train` refuses an entry without one.
+its branches are numbered by those codes, and :func:`train` refuses an entry without one, or
+whose code the library does not implement (:func:`implements`). Each design's loss and its
+gradient come from the compiled kernels of :mod:`softclass.functional`: ``mlp_native.c`` includes
+``softclass/kernels/cpu_native.c`` (fused cross entropy, softmax and their backward, called on each
+batch of logits) and its row functions ``softclass/kernels/loss_rows.h`` (C's and D's losses of
+probabilities), so both libraries are compiled from one source of that math.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,22 +30,36 @@ import torch
 from torch import Tensor
 
 from softclass.errors import ConfigError
-from softclass.kernels.native import load_compiled, pointer
+from softclass.kernels.native import CE_SOURCE, LOSS_ROWS_HEADER, load_compiled, pointer
 from softclass.mlp.activations import Activation
+from softclass.mlp.designs import Design
 from softclass.mlp.optimizers import Optimizer, OptimizerParams
 
 __all__ = [
+    "REGISTRY_KINDS",
     "SUPPORTED_DTYPES",
     "RunTensors",
+    "implements",
     "library",
     "train",
     "unavailable_reason",
 ]
 
 SUPPORTED_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+# The registries whose native_code picks a branch of the C code, as mlp_implements numbers them.
+REGISTRY_KINDS = {"activation": 0, "design": 1, "optimizer": 2}
 _SOURCE = Path(__file__).with_name("mlp_native.c")
-# No -ffast-math: the loops must round like torch's elementwise ops (design D's p·(1/p) included).
-_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared")
+# No -ffast-math: the loops must round like torch's elementwise ops. -fopenmp-simd: the shared
+# row functions of loss_rows.h vectorise their reductions as in the fused CE kernels.
+_FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fopenmp-simd",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fPIC",
+    "-shared",
+)
 
 _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
@@ -98,10 +118,14 @@ _failure: list[str] = []
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The compiled training loops (built on first call, then cached on disk), or None."""
-    symbols = [f"mlp_train_{suffix}" for suffix in SUPPORTED_DTYPES.values()]
-    loaded = load_compiled(_SOURCE, _FLAGS, (), _failure, symbols)
+    symbols = ["mlp_implements", *(f"mlp_train_{suffix}" for suffix in SUPPORTED_DTYPES.values())]
+    loaded = load_compiled(
+        _SOURCE, _FLAGS, (), _failure, symbols, headers=(CE_SOURCE, LOSS_ROWS_HEADER)
+    )
     if loaded is None:
         return None
+    loaded.mlp_implements.argtypes = [_I64, _I64]
+    loaded.mlp_implements.restype = _I64
     for suffix in SUPPORTED_DTYPES.values():
         function = getattr(loaded, f"mlp_train_{suffix}")
         function.argtypes = [ctypes.POINTER(_RunSettings), ctypes.POINTER(_RunBuffers), _I64, _I64]
@@ -112,6 +136,12 @@ def library() -> ctypes.CDLL | None:
 def unavailable_reason() -> str | None:
     """Why :func:`library` returned None (None when it is available or was not tried yet)."""
     return _failure[-1] if _failure else None
+
+
+def implements(compiled: ctypes.CDLL, kind: str, code: int) -> bool:
+    """Whether the compiled loops have the branch numbered ``code`` of registry ``kind``
+    ("activation", "design" or "optimizer"; see :data:`REGISTRY_KINDS`)."""
+    return bool(compiled.mlp_implements(REGISTRY_KINDS[kind], code))
 
 
 @dataclass
@@ -154,22 +184,36 @@ def train(
     batch_size: int,
     weighted: bool,
     step_count: int,
+    designs: Sequence[Design] = (),
 ) -> None:
     """Run ``tensors.orders.shape[1]`` epochs of every member in one C call (one thread).
 
     ``widths``: features, hidden widths, classes. ``activation``, ``optimizer``: registry entries
-    (their ``native_code`` picks the C branch). ``step_count``: optimizer steps already taken
+    (their ``native_code`` picks the C branch); ``designs``: the members' designs (their codes are
+    ``tensors.loss_of_member``), checked like them. ``step_count``: optimizer steps already taken
     (SGD momentum starts its buffer on step 1, Adam's bias corrections count from it).
 
     Raises:
-        ConfigError: the activation or optimizer has no ``native_code`` (the compiled loops do
-            not implement it).
+        ConfigError: an activation, optimizer or design has no ``native_code``, or one the
+            compiled loops do not implement.
     """
-    for kind, entry in (("activation", activation), ("optimizer", optimizer)):
+    entries = [
+        ("activation", activation),
+        ("optimizer", optimizer),
+        *(("design", design) for design in designs),
+    ]
+    for kind, entry in entries:
         if entry.native_code is None:
             raise ConfigError(
                 f"{kind} {entry.name!r} has no compiled implementation (no native_code in its "
                 "registry): the compiled backend cannot train it; use backend='torch'"
+            )
+    for kind, entry in entries:
+        if not implements(compiled, kind, entry.native_code):
+            raise ConfigError(
+                f"{kind} {entry.name!r} claims native_code {entry.native_code}, which the "
+                "compiled loops (training/mlp_native.c) do not implement: add its branch there "
+                "or set native_code=None"
             )
     dtype = tensors.table.dtype
     widths_array = (ctypes.c_int64 * len(widths))(*widths)
