@@ -33,6 +33,7 @@ design or optimizer without one) is refused naming it.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -666,6 +667,19 @@ class BatchedTrainer:
                 onednn_linear=linear,
             )
         return self._step_tensors
+
+    def __deepcopy__(self, memo: dict) -> BatchedTrainer:
+        """A copy with its own tensors that shares the registry entries (the compiled backend
+        recognises its entries by identity) and rebuilds its step views on first use."""
+        copied = copy.copy(self)
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            if name == "_step_tensors":
+                value = None
+            elif name not in ("activation", "optimizer", "settings", "config", "_design_groups"):
+                value = copy.deepcopy(value, memo)
+            setattr(copied, name, value)
+        return copied
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
