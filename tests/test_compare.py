@@ -234,7 +234,10 @@ def test_a_vs_b_is_rounding_even_when_float32_weights_drift_far_apart():
 
 def test_a_really_different_loss_is_reported_as_different(iris, monkeypatch):
     # B made to train on twice the NLL: the same minimiser, but not the same computation.
-    doubled = replace(DESIGNS["B"], loss=lambda outputs, targets: 2 * nll_loss(outputs, targets))
+    doubled = replace(
+        DESIGNS["B"],
+        loss=lambda outputs, targets, **options: 2 * nll_loss(outputs, targets, **options),
+    )
     monkeypatch.setitem(DESIGNS, "B", doubled)
     result = compare(iris, "AB", TrainConfig(epochs=3))
     a_b = result.agreements[0]

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from softclass.data import bundled_path
 from softclass.errors import ConfigError
+from softclass.mlp.optimizers import OPTIMIZERS
 from softclass.training.distributed import DistContext, loss_scale, setup, shard_rows
 
 
@@ -61,7 +62,7 @@ def test_cuda_without_a_device_is_refused(monkeypatch):
 # -- multi-process runs under torchrun (gloo on this CPU) -----------------------------------------
 
 
-def _train_command(out_dir, n_processes, epochs):
+def _train_command(out_dir, n_processes, epochs, optimizer="sgd"):
     train = [
         "-m",
         "softclass",
@@ -75,6 +76,8 @@ def _train_command(out_dir, n_processes, epochs):
         "16",
         "--device",
         "cpu",
+        "--optimizer",
+        optimizer,
     ]
     if n_processes == 1:
         return [sys.executable, *train]
@@ -93,12 +96,15 @@ def _environment():
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_give_the_weights_of_one(tmp_path):
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_two_gloo_processes_give_the_weights_of_one(tmp_path, optimizer):
+    """Two ranks (the autograd Trainer under DDP, stepping through the optimizer registry) train
+    the weights of one process (the batched engine), for every registry optimizer."""
     results = {}
     for n_processes in (1, 2):
         out_dir = tmp_path / f"ranks{n_processes}"
         run = subprocess.run(
-            _train_command(out_dir, n_processes, epochs=12),
+            _train_command(out_dir, n_processes, epochs=12, optimizer=optimizer),
             env=_environment(),
             capture_output=True,
             text=True,

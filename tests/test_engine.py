@@ -10,6 +10,7 @@ import dataclasses
 import pytest
 import torch
 from torch.testing import assert_close
+from torch_reference import torch_optimizer
 
 from softclass import functional
 from softclass.errors import ConfigError
@@ -43,12 +44,11 @@ def _table(n_rows=23, seed=0):
 
 
 def _reference(config, model_config, member, features, targets, row_weights):
-    """One model trained by autograd, torch.optim from the registry and the design's loss."""
+    """One model trained by autograd, torch.optim (the registry entry's counterpart) and the
+    design's loss."""
     design = get_design(member.design)
     model = build_mlp(model_config, member.seed).double()
-    optimizer = get_optimizer(config.optimizer).build_torch(
-        model.parameters(), config.optimizer_params, False
-    )
+    optimizer = torch_optimizer(config.optimizer, model.parameters(), config.optimizer_params)
     for epoch in range(config.epochs):
         order = epoch_permutation(features.shape[0], member.seed, epoch)
         for start, stop in batch_bounds(features.shape[0], config.batch_size):

@@ -14,6 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch.testing import assert_close
+from torch_reference import torch_optimizer
 
 import softclass
 from softclass.estimator import Classifier, expected_failed_checks
@@ -230,7 +231,6 @@ def test_alpha_is_the_registry_optimizers_weight_decay(solver):
         **options,
     ).fit(features, labels)
     reference = build_mlp(MLPConfig(4, 3, hidden=(5,), activation="tanh"), 3)
-    from softclass.mlp.optimizers import get_optimizer
     from softclass.training.config import TrainConfig
 
     config = TrainConfig(
@@ -239,9 +239,7 @@ def test_alpha_is_the_registry_optimizers_weight_decay(solver):
         momentum=0.9 if solver == "sgd" else 0.0,
         weight_decay=0.05,
     )
-    optimizer = get_optimizer(solver).build_torch(
-        reference.parameters(), config.optimizer_params, False
-    )
+    optimizer = torch_optimizer(solver, reference.parameters(), config.optimizer_params)
     table = torch.as_tensor(features, dtype=torch.float32)
     rule = get_design("A")
     for epoch in range(2):

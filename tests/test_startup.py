@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from softclass.data.bundled import bundled_path
+from softclass.mlp.optimizers import OPTIMIZERS
 
 # Runs in a subprocess: every step, then the list of (step, torch._dynamo loaded, torch loaded).
 _SCRIPT = textwrap.dedent(
@@ -41,7 +42,25 @@ _SCRIPT = textwrap.dedent(
     record("train --resume")
     cli("train", IRIS, "--out", f"{OUT}/adam", "--epochs", "1", "--optimizer", "adam",
         "--hidden", "128,128", "--precision", "bf16")
-    record("train (adam, fused update, bf16)")
+    record("train (adam, wide, bf16)")
+    from softclass.mlp.optimizers import OPTIMIZERS
+    for name in OPTIMIZERS:  # the autograd Trainer (bf16), then the batched engine
+        cli("train", IRIS, "--out", f"{OUT}/{name}-bf16", "--epochs", "2", "--optimizer", name,
+            "--precision", "bf16")
+        cli("train", IRIS, "--out", f"{OUT}/{name}-bf16", "--epochs", "3", "--optimizer", name,
+            "--precision", "bf16", "--resume")
+        cli("train", IRIS, "--out", f"{OUT}/engine-{name}", "--epochs", "2", "--optimizer", name)
+        record(f"train --optimizer {name} (bf16, resumed; fp32)")
+    import torch
+    from softclass.mlp.designs import get_design
+    from softclass.mlp.model import MLPConfig
+    from softclass.training.config import TrainConfig
+    from softclass.training.engine import train_model
+    rows = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+    for backend in ("autograd", "auto"):  # no command-line flag turns Nesterov on
+        config = TrainConfig(epochs=2, nesterov=True, weight_decay=0.01, backend=backend)
+        train_model(get_design("A"), MLPConfig(4, 3), config, rows, torch.arange(40) % 3)
+    record("fit sgd nesterov (autograd and auto backends)")
     cli("predict", f"{OUT}/sgd", IRIS, "--output", f"{OUT}/predictions.csv")
     record("predict")
     cli("compare", "--epochs", "2", "--out", f"{OUT}/compare", "--json")
@@ -53,9 +72,10 @@ _SCRIPT = textwrap.dedent(
     features = np.random.default_rng(0).normal(size=(300, 6)).astype(np.float32)
     labels = np.arange(300) % 3
     Classifier(hidden_layer_sizes=(8,), max_iter=2).fit(features, labels).predict(features)
-    Classifier(hidden_layer_sizes=(128,), max_iter=2, solver="sgd", early_stopping=True).fit(
-        features, labels
-    ).predict_proba(features)
+    for solver in OPTIMIZERS:
+        Classifier(hidden_layer_sizes=(128,), max_iter=2, solver=solver, early_stopping=True).fit(
+            features, labels
+        ).predict_proba(features)
     record("Classifier fit and predict")
     import torch
     torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
@@ -84,7 +104,11 @@ def test_train_compare_predict_and_the_estimator_never_import_torch_dynamo(tmp_p
     steps = json.loads(run.stdout.strip().splitlines()[-1])
     *work, canary = steps
     assert [name for name, dynamo, _ in work if dynamo] == []
-    assert len(work) == 9
+    assert len(work) == 10 + len(OPTIMIZERS)
+    assert [name for name, _, _ in work if "nesterov" in name or "adamw" in name] == [
+        "train --optimizer adamw (bf16, resumed; fp32)",
+        "fit sgd nesterov (autograd and auto backends)",
+    ]
     # The check can fail: torch.optim's optimizers import torch._dynamo when they are built.
     assert canary[0] == "canary: torch.optim.SGD" and canary[1] is True
 

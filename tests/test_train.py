@@ -1,5 +1,6 @@
 """The training loop: determinism, A = B, early stopping, checkpoints, resume, safety."""
 
+import copy
 import json
 import math
 import os
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch_reference import torch_optimizer
 
 from softclass.errors import ConfigError, ModelFileError
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
+from softclass.mlp.optimizers import OPTIMIZERS
+from softclass.training.schema import CHECKPOINT_FORMAT
 from softclass.training.trainer import (
     EpochRecord,
     History,
@@ -142,29 +146,64 @@ def test_early_stopping_restores_the_best_weights():
     assert torch.equal(_weights(result.model), snapshots[history.best_epoch])
 
 
-@pytest.mark.parametrize("hidden", [(7,), (128, 80)], ids=["tiny", "fused-optimizer"])
-def test_checkpoint_resume_gives_the_uninterrupted_weights(tmp_path, hidden):
+# Every registry optimizer, SGD also with Nesterov momentum, each with weight decay; one in bf16.
+RESUMED_OPTIMIZERS = [
+    *[{"optimizer": name, "weight_decay": 0.01} for name in OPTIMIZERS],
+    {"optimizer": "sgd", "nesterov": True, "weight_decay": 0.01},
+    {"optimizer": "adamw", "weight_decay": 0.01, "precision": "bf16"},
+]
+
+
+@pytest.mark.parametrize("options", RESUMED_OPTIMIZERS, ids=lambda options: str(options))
+@pytest.mark.parametrize("hidden", [(7,), (128, 80)], ids=["tiny", "wide"])
+def test_checkpoint_resume_gives_the_uninterrupted_weights(tmp_path, hidden, options):
     features, targets = _blobs()
     split = (features[:45], targets[:45], features[45:], targets[45:])
     model_config = MLPConfig(4, 3, hidden)
-    for optimizer in ("sgd", "adam"):
-        config = TrainConfig(epochs=6, batch_size=7, optimizer=optimizer, learning_rate=0.01)
-        whole = fit(get_design("D"), model_config, *split, config)
-        path = tmp_path / f"{optimizer}.pt"
-        fit(
-            get_design("D"),
-            model_config,
-            *split,
-            TrainConfig(**{**config.to_dict(), "epochs": 4}),
-            checkpoint_path=path,
-        )
-        assert load_checkpoint_file(path)["epoch"] == 4
-        resumed = fit(
-            get_design("D"), model_config, *split, config, checkpoint_path=path, resume=True
-        )
-        assert torch.equal(_weights(resumed.model), _weights(whole.model))
-        assert _without_seconds(resumed.history) == _without_seconds(whole.history)
-        assert resumed.history.epochs == 6
+    config = TrainConfig(epochs=6, batch_size=7, learning_rate=0.01, **options)
+    whole = fit(get_design("D"), model_config, *split, config)
+    path = tmp_path / "checkpoint.pt"
+    fit(
+        get_design("D"),
+        model_config,
+        *split,
+        TrainConfig(**{**config.to_dict(), "epochs": 4}),
+        checkpoint_path=path,
+    )
+    saved = load_checkpoint_file(path)
+    assert saved["epoch"] == 4
+    assert saved["optimizer"]["step_count"] == 4 * 7  # 45 rows in batches of 7: 7 per epoch
+    resumed = fit(get_design("D"), model_config, *split, config, checkpoint_path=path, resume=True)
+    assert torch.equal(_weights(resumed.model), _weights(whole.model))
+    assert _without_seconds(resumed.history) == _without_seconds(whole.history)
+    assert resumed.history.epochs == 6
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_the_trainer_steps_only_the_parameters_with_a_gradient(name):
+    """The output layer gets no gradient: the Trainer's step leaves it alone, as torch.optim's
+    (for-each form: torch's fused SGD fails on a missing gradient) does, and updates the rest."""
+    features, targets = _blobs()
+    trainer = Trainer(get_design("A"), CONFIG, TrainConfig(optimizer=name, weight_decay=0.1))
+    trainer.initialize(features, targets)
+    model = trainer.model_
+    reference = copy.deepcopy(model)
+    optimizer = torch_optimizer(name, reference.parameters(), trainer.config.optimizer_params)
+    untouched = [tensor.detach().clone() for tensor in model.parameters()]
+    for _ in range(3):
+        for network in (model, reference):
+            network.zero_grad()
+            network.layers[1](network.layers[0](features)).square().mean().backward()
+        trainer.optimizer_step()
+        optimizer.step()
+    weight, bias, out_weight, out_bias = model.parameters()
+    assert torch.equal(out_weight, untouched[2]) and torch.equal(out_bias, untouched[3])
+    assert not torch.equal(weight, untouched[0]) and not torch.equal(bias, untouched[1])
+    for mine, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-7)
+    assert trainer.optimizer_state_.step_count == 3
+    if trainer.optimizer_state_.second_moments:
+        assert [float(count) for count in trainer.optimizer_state_.step_counts] == [3, 3, 0, 0]
 
 
 def test_resume_refuses_another_design_or_other_data(tmp_path):
@@ -217,7 +256,7 @@ def test_a_malicious_pickle_checkpoint_is_refused_not_executed(tmp_path):
 
 def test_checkpoint_without_fields_or_of_another_format_is_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    torch.save({"format": 1}, path)
+    torch.save({"format": CHECKPOINT_FORMAT}, path)
     with pytest.raises(ModelFileError, match="missing field"):
         load_checkpoint_file(path)
     torch.save([1, 2], path)
@@ -227,8 +266,65 @@ def test_checkpoint_without_fields_or_of_another_format_is_refused(tmp_path):
     _one_epoch_checkpoint(path, features, targets)
     state = load_checkpoint_file(path)
     torch.save({**state, "format": 99}, path)
-    with pytest.raises(ModelFileError, match="checkpoint format 99"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"checkpoint format 99, this softclass reads 2: delete it and train again",
+    ):
         load_checkpoint_file(path)
+
+
+def _format_1_checkpoint(path, features, targets):
+    """A checkpoint as softclass wrote it before format 2: torch.optim's state_dict (SGD with
+    momentum here) in the ``optimizer`` field."""
+    _one_epoch_checkpoint(path, features, targets)
+    state = torch.load(path, weights_only=True)
+    group = {"lr": 0.01, "momentum": 0.9, "dampening": 0, "weight_decay": 0.0, "nesterov": False}
+    momentum = {index: {"momentum_buffer": torch.zeros(1)} for index in range(4)}
+    torch.save(
+        {**state, "format": 1, "optimizer": {"state": momentum, "param_groups": [group]}}, path
+    )
+
+
+def test_a_format_1_checkpoint_is_one_line_saying_what_to_do(tmp_path):
+    features, targets = _blobs()
+    path = tmp_path / "checkpoint.pt"
+    _format_1_checkpoint(path, features, targets)
+    message = (
+        r"checkpoint\.pt: checkpoint format 1, written by an older softclass \(torch\.optim's "
+        r"optimizer state\); this softclass reads format 2: delete it and train again without "
+        r"--resume"
+    )
+    with pytest.raises(ModelFileError, match=message) as caught:
+        fit(
+            get_design("A"),
+            CONFIG,
+            features,
+            targets,
+            config=TrainConfig(epochs=2),
+            checkpoint_path=path,
+            resume=True,
+        )
+    assert "\n" not in str(caught.value)
+
+
+def test_the_cli_resuming_a_format_1_checkpoint_prints_one_line(tmp_path, run):
+    """``softclass train --resume`` of the autograd Trainer (bf16) on an old checkpoint."""
+    from softclass.data.bundled import bundled_path
+
+    out = tmp_path / "model"
+    common = ("train", bundled_path("iris"), "--out", out, "--precision", "bf16")
+    code, _, error = run(*common, "--epochs", "1")
+    assert code == 0, error
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["format"] == CHECKPOINT_FORMAT and "first_moments" in state["optimizer"]
+    path = out / "checkpoint.pt"
+    torch.save({**state, "format": 1, "optimizer": {"state": {}, "param_groups": []}}, path)
+    code, _, error = run(*common, "--epochs", "2", "--resume")
+    assert code != 0
+    lines = [line for line in error.splitlines() if line.strip()]
+    assert len(lines) == 1, error
+    assert f"{path}: checkpoint format 1, written by an older softclass" in lines[0]
+    assert "without --resume" in lines[0]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ allocated from it, never a traceback, a hang or code execution. The hostile file
 """
 
 import json
+import math
 import struct
 import sys
 import time
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from softclass import cli
 from softclass.data import Recipe, bundled_path, load_bundled
-from softclass.errors import ModelFileError
+from softclass.errors import ModelFileError, TrainingDiverged
 from softclass.jobs import store
 from softclass.jobs.store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
 from softclass.mlp.designs import get_design
@@ -273,6 +274,8 @@ def _nested(*keys_and_value):
     return change
 
 
+W = "layers.0.weight"  # a parameter of CONFIG: shape (7, 4)
+
 # The kinds of hand-damaged checkpoint.pt of issue 14: each is a field of the wrong type or range.
 DAMAGED = [
     (_set("best_loss", [0.5]), r"field 'best_loss' is a list of 1 items; expected a number"),
@@ -283,15 +286,29 @@ DAMAGED = [
     (_set("epoch", -1), r"field 'epoch' is -1; expected an integer"),
     (_set("epoch", 7), r"field 'history\.records' is a list of 2 items; expected 7 records"),
     (_set("optimizer", 3), r"field 'optimizer' is 3; expected a mapping"),
-    (_set("optimizer", {"state": [], "param_groups": []}), r"'optimizer\.state' is a list"),
-    (_nested("optimizer", "param_groups", 0, "lr", "fast"), r"'optimizer\.param_groups\[0\]\.lr'"),
-    (_nested("optimizer", "param_groups", 0, "betas", [0.9]), r"\.betas' is a list of 1 items"),
-    (_nested("optimizer", "param_groups", 0, "params", [0, 0]), r"expected the indices"),
-    (_nested("optimizer", "param_groups", []), r"expected 1 parameter group"),
-    (_nested("optimizer", "state", 0, "exp_avg", torch.zeros(3)), r"expected shape \(7, 4\)"),
-    (_nested("optimizer", "state", 0, "step", "one"), r"state\[0\]\.step' is 'one'"),
-    (_nested("optimizer", "state", 99, {}), r"field 'optimizer\.state' is 99; expected parameter"),
-    (_nested("optimizer", "state", 0, 5), r"field 'optimizer\.state\[0\]' is 5; expected a map"),
+    (_set("optimizer", {"state": {}, "param_groups": []}), r"'optimizer' has unknown key\(s\)"),
+    (lambda state: state["optimizer"].pop("step_counts"), r"'optimizer' lacks key\(s\) \['step_c"),
+    (_nested("optimizer", "step_count", -1), r"'optimizer\.step_count' is -1; expected an integ"),
+    (_nested("optimizer", "step_count", "6"), r"'optimizer\.step_count' is '6'; expected an int"),
+    (_nested("optimizer", "step_count", True), r"'optimizer\.step_count' is True; expected an in"),
+    (_nested("optimizer", "first_moments", []), r"'optimizer\.first_moments' is a list of 0 it"),
+    (_nested("optimizer", "first_moments", {}), r"'optimizer\.first_moments' lacks tensor\(s\)"),
+    (_nested("optimizer", "first_moments", W, torch.zeros(3)), r"moments\[layers\.0\.weight\]"),
+    (_nested("optimizer", "first_moments", W, torch.zeros(4, 7)), r"expected shape \(7, 4\)"),
+    (_nested("optimizer", "first_moments", W, torch.zeros(7, 4).double()), r"a float32 tensor"),
+    (_nested("optimizer", "first_moments", W, [[0.0] * 4] * 7), r"is a list of 7 items; expec"),
+    (_nested("optimizer", "first_moments", W, torch.full((7, 4), math.nan)), r"finite values"),
+    (_nested("optimizer", "first_moments", "extra", torch.zeros(1)), r"'optimizer\.first_mom"),
+    (_nested("optimizer", "second_moments", W, -torch.ones(7, 4)), r"values ≥ 0 \(squared"),
+    (_nested("optimizer", "second_moments", W, torch.full((7, 4), math.inf)), r"finite values"),
+    (_nested("optimizer", "step_counts", W, "one"), r"step_counts\[layers\.0\.weight\]' is 'one"),
+    (_nested("optimizer", "step_counts", W, torch.ones(1)), r"expected shape \(\)"),
+    (_nested("optimizer", "step_counts", W, torch.tensor(2.5)), r"is 2\.5; expected a whole num"),
+    (_nested("optimizer", "step_counts", W, torch.tensor(-1.0)), r"is -1; expected a whole numb"),
+    (_nested("optimizer", "step_counts", W, torch.tensor(1e9)), r"is 1e\+09; expected .*\[0, 4\]"),
+    (_nested("optimizer", "step_counts", W, torch.tensor(math.nan)), r"finite values"),
+    (_nested("train_config", "optimizer", "lbfgs"), r"'train_config\.optimizer' is 'lbfgs'; exp"),
+    (lambda state: state["train_config"].pop("optimizer"), r"'train_config\.optimizer' is None"),
     (_set("model_config", [4, 3]), r"field 'model_config' is a list of 2 items; expected a map"),
     (_set("model_config", "4-7-3"), r"field 'model_config' is '4-7-3'; expected a mapping"),
     (_nested("model_config", "hidden", [1e30]), r"'model_config\.hidden\[0\]' is 1e\+30"),
@@ -316,8 +333,9 @@ DAMAGED = [
     (_nested("history", "stopped_early", None), r"'history\.stopped_early' is None; expected"),
     (_set("epochs_without_improvement", 1.5), r"'epochs_without_improvement' is 1\.5; expected"),
     (_set("epochs_without_improvement", None), r"'epochs_without_improvement' is None"),
-    (_set("format", "1"), r"checkpoint format '1', this softclass reads 1"),
-    (_set("format", True), r"checkpoint format True, this softclass reads 1"),
+    (_set("format", "2"), r"checkpoint format '2', this softclass reads 2: delete it and train"),
+    (_set("format", True), r"checkpoint format True, this softclass reads 2"),
+    (_set("format", 1), r"checkpoint format 1, written by an older softclass"),
     (lambda state: state.pop("history"), r"missing field\(s\) \['history'\]"),
 ]
 
@@ -333,6 +351,31 @@ def test_damaged_checkpoints_are_one_error_naming_the_field(
     torch.save(state, path)
     with pytest.raises(ModelFileError, match=f"checkpoint.pt: .*{message}"):
         _train(path, 4, resume=True)
+
+
+def test_an_archive_of_an_unknown_zip_version_is_refused(tmp_path, good_checkpoint):
+    """zipfile raises NotImplementedError for a central-directory entry needing zip version 6.4."""
+    raw = bytearray(good_checkpoint)
+    entry = raw.index(b"PK\x01\x02")  # the first central-directory header
+    raw[entry + 6 : entry + 8] = (64).to_bytes(2, "little")  # "version needed to extract"
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match=r"not a softclass checkpoint \(not the zip archive"):
+        load_checkpoint_file(path)
+
+
+def test_second_moments_in_an_sgd_checkpoint_are_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    _train(path, 1, optimizer="sgd")
+    state = torch.load(path, weights_only=True)
+    assert state["optimizer"]["second_moments"] == {}
+    state["optimizer"]["second_moments"] = dict(state["optimizer"]["first_moments"])
+    torch.save(state, path)
+    with pytest.raises(
+        ModelFileError,
+        match=r"'optimizer\.second_moments' is a mapping of 4 entries; expected an empty mapping",
+    ):
+        _train(path, 2, optimizer="sgd", resume=True)
 
 
 def test_a_good_checkpoint_still_resumes(tmp_path, good_checkpoint):
@@ -596,3 +639,5 @@ def test_fuzzed_checkpoints_are_read_or_refused(tmp_path, good_checkpoint, data)
         _train(path, 3, resume=True)
     except ModelFileError as error:
         assert "\n" not in str(error) and str(path) in str(error)
+    except TrainingDiverged as error:  # a flipped exponent bit in a weight or moment is a sound
+        assert "\n" not in str(error) and "training diverged at epoch 3" in str(error)  # file

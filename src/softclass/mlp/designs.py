@@ -193,7 +193,8 @@ DESIGNS: dict[str, Design] = {
 # The entries the compiled branches were written from, as this module defines them (native_code
 # -> entry). An entry changed or replaced at run time keeps its native_code but is no longer what
 # that branch computes: the compiled backend refuses it (the torch backend trains it from the
-# registry). Editing an entry here is caught by the parity tests of every backend.
+# registry); a code no entry shipped with is refused by the compiled loops themselves. Editing
+# an entry here is caught by the parity tests of every backend.
 NATIVE_ENTRIES: dict[int, Design] = {
     entry.native_code: entry for entry in DESIGNS.values() if entry.native_code is not None
 }

@@ -2,10 +2,13 @@
 
 :class:`OptimizerParams` holds every optimizer hyper-parameter with its one default (the training
 configuration, the CLI and ``softclass.Classifier`` take their defaults from it). Each
-:class:`Optimizer` entry builds the ``torch.optim`` optimizer of the autograd engine, updates the
-stacked parameters of the batched engine with the same arithmetic (torch's fused multi-tensor
-kernels, the ones behind ``torch.optim.SGD/Adam/AdamW(fused=True)``), and names its branch in the
-compiled loops (``training/mlp_native.c``), or None when those lack it.
+:class:`Optimizer` entry updates a list of parameter tensors in place — the autograd Trainer's
+module parameters, or the batched engine's stacked ones — through torch's fused multi-tensor
+kernels (the ones behind ``torch.optim.SGD/Adam/AdamW(fused=True)``, so the updates are bitwise
+torch.optim's), and names its branch in the compiled loops (``training/mlp_native.c``), or None
+when those lack it. No ``torch.optim`` object is built: building one imports ``torch._dynamo``
+(``Optimizer.add_param_group`` is wrapped by ``torch._disable_dynamo``), ~1.7 s of CPU at start-up
+that no softclass command needs.
 
 ======= ============================================= ============== =========
 name    update (g = gradient, p = parameter, λ = wd)  state          C id
@@ -22,9 +25,8 @@ Measured on one CPU thread, six tensors of the 50-128-128-10 network: fused Adam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import torch
 
@@ -43,7 +45,12 @@ __all__ = [
 
 @dataclass
 class BatchedState:
-    """Optimizer state of stacked parameters: one tensor of each kind per parameter tensor."""
+    """Optimizer state of a list of parameter tensors: one tensor of each kind per parameter.
+
+    The momentum buffers start at zero (torch.optim starts SGD's from the first gradient: with
+    dampening 0 that is the same value, ``μ·0 + g = g``), so a parameter that skipped steps
+    (no gradient) needs no special case.
+    """
 
     first_moments: list[torch.Tensor]  # SGD momentum buffers / Adam first moments
     second_moments: list[torch.Tensor]  # Adam second moments ([] for SGD)
@@ -52,6 +59,16 @@ class BatchedState:
     # When set: the vector step_counts are views of, counted up with one add per step (six
     # 0-dim adds through _foreach_add_ cost ~10 µs a step on one CPU thread, this one ~2 µs).
     step_vector: torch.Tensor | None = None
+
+    def subset(self, indices: list[int]) -> BatchedState:
+        """The state of the parameters at ``indices`` (the same tensors, not copies; the caller
+        writes ``step_count`` back after stepping the subset)."""
+        return BatchedState(
+            [self.first_moments[i] for i in indices],
+            [self.second_moments[i] for i in indices] if self.second_moments else [],
+            [self.step_counts[i] for i in indices],
+            self.step_count,
+        )
 
 
 @dataclass(frozen=True)
@@ -62,64 +79,38 @@ class Optimizer:
         name: the key in :data:`OPTIMIZERS` (what ``--optimizer`` takes).
         title: a short description for help texts.
         n_moments: state tensors per parameter tensor (1 for SGD's momentum, 2 for Adam's).
-        build_torch: ``(parameters, params, fused)`` → the ``torch.optim`` optimizer.
         batched_step: ``(parameters, gradients, state, params)`` → None; updates in place with
-            torch.optim's arithmetic, on stacked tensors of any leading shape.
+            torch.optim's arithmetic, on tensors of any shape (stacked or not); the caller runs it
+            under ``torch.no_grad()`` when the parameters require gradients.
         native_code: the branch of ``mlp_native.c``'s ``update``, or None.
     """
 
     name: str
     title: str
     n_moments: int
-    build_torch: Callable[[Iterable[torch.Tensor], OptimizerParams, bool], torch.optim.Optimizer]
     batched_step: Callable[
         [list[torch.Tensor], list[torch.Tensor], BatchedState, OptimizerParams], None
     ]
     native_code: int | None
 
     def new_state(self, parameters: list[torch.Tensor]) -> BatchedState:
-        """Zero state for stacked ``parameters`` (as torch.optim starts)."""
+        """Zero state for ``parameters`` (stacked or not), on their devices."""
         devices = {tensor.device for tensor in parameters}
-        vector = torch.zeros(len(parameters), device=devices.pop()) if len(devices) == 1 else None
+        vector = (
+            torch.zeros(len(parameters), dtype=torch.float32, device=devices.pop())
+            if len(devices) == 1
+            else None
+        )
         return BatchedState(
             [torch.zeros_like(tensor) for tensor in parameters],
             [torch.zeros_like(tensor) for tensor in parameters] if self.n_moments == 2 else [],
             list(vector.unbind())
             if vector is not None
-            else [torch.zeros((), device=tensor.device) for tensor in parameters],
+            else [
+                torch.zeros((), dtype=torch.float32, device=tensor.device) for tensor in parameters
+            ],
             step_vector=vector,
         )
-
-
-def _sgd_torch(
-    parameters: Iterable[torch.Tensor], params: OptimizerParams, fused: bool
-) -> torch.optim.Optimizer:
-    return torch.optim.SGD(
-        parameters,
-        lr=params.learning_rate,
-        momentum=params.momentum,
-        nesterov=params.nesterov,
-        weight_decay=params.weight_decay,
-        fused=fused,
-    )
-
-
-def _adam_torch(
-    optimizer_class: type[torch.optim.Optimizer],
-    parameters: Iterable[torch.Tensor],
-    params: OptimizerParams,
-    fused: bool,
-) -> torch.optim.Optimizer:
-    """torch's Adam or AdamW (the same arguments; the classes differ only in how weight decay is
-    applied). Bound to its class with functools.partial, which pickles with the estimator."""
-    return optimizer_class(
-        parameters,
-        lr=params.learning_rate,
-        betas=params.betas,
-        eps=params.eps,
-        weight_decay=params.weight_decay,
-        fused=fused,
-    )
 
 
 def _sgd_step(
@@ -194,18 +185,9 @@ def _adamw_step(
 
 
 OPTIMIZERS: dict[str, Optimizer] = {
-    "sgd": Optimizer("sgd", "SGD with momentum (Nesterov optional)", 1, _sgd_torch, _sgd_step, 0),
-    "adam": Optimizer(
-        "adam", "Adam (L2 weight decay)", 2, partial(_adam_torch, torch.optim.Adam), _adam_step, 1
-    ),
-    "adamw": Optimizer(
-        "adamw",
-        "AdamW (decoupled weight decay)",
-        2,
-        partial(_adam_torch, torch.optim.AdamW),
-        _adamw_step,
-        2,
-    ),
+    "sgd": Optimizer("sgd", "SGD with momentum (Nesterov optional)", 1, _sgd_step, 0),
+    "adam": Optimizer("adam", "Adam (L2 weight decay)", 2, _adam_step, 1),
+    "adamw": Optimizer("adamw", "AdamW (decoupled weight decay)", 2, _adamw_step, 2),
 }
 
 

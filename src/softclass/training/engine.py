@@ -6,8 +6,8 @@ Backends, in the order "auto" tries them:
 * **torch** — the batched engine (:class:`softclass.training.ensemble.BatchedTrainer`): stacked
   parameters, batched matmuls, the design's loss gradient from :mod:`softclass.functional`;
 * **autograd** — :class:`softclass.training.trainer.Trainer`, one model, ``torch.autograd`` and
-  ``torch.optim``: the reference the others are tested against, and the one backend for bf16
-  autocast and torchrun data parallelism.
+  the optimizer registry's update (torch.optim's arithmetic): the reference the others are
+  tested against, and the one backend for bf16 autocast and torchrun data parallelism.
 
 Between compiled and torch the choice is by measured speed, per problem shape
 (:mod:`softclass.training.backend_choice`: obvious shapes by a wide margin are not measured, those

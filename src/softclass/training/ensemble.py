@@ -364,7 +364,7 @@ class BatchedTrainer:
                 ("optimizer", self.optimizer, NATIVE_OPTIMIZERS),
                 *(("design", design, NATIVE_DESIGNS) for design, _ in self._design_groups),
             )
-            if written_for.get(entry.native_code) != entry
+            if entry.native_code in written_for and written_for[entry.native_code] != entry
         ]
         if changed:
             return (

@@ -37,7 +37,7 @@ import os
 import struct
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,9 @@ __all__ = [
     "train_config_field",
 ]
 
-CHECKPOINT_FORMAT = 1
+# The autograd Trainer's checkpoint. Format 1 held torch.optim's state_dict; format 2 holds the
+# optimizer registry's state (moments and step counts keyed by parameter name).
+CHECKPOINT_FORMAT = 2
 MAX_JSON_BYTES = 64 << 20  # model.json: the recipe lists categories; 64 MiB is far beyond any
 MAX_SAFETENSORS_HEADER_BYTES = 1 << 20  # ~100 bytes per tensor; 2 tensors per layer
 MAX_ZIP_ENTRIES = 10_000  # torch.save writes one entry per tensor storage plus a few
@@ -486,7 +488,7 @@ def _check_archive(path: Path, byte_limit: int) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError):
         raise ModelFileError(
             f"{path}: not a softclass checkpoint (not the zip archive torch.save writes)"
         ) from None
@@ -564,15 +566,29 @@ def load_checkpoint_file(path: str | Path, config: MLPConfig | None = None) -> d
         raise _old_batched_format(path, state.get("format"))
     if not isinstance(state, dict):
         raise ModelFileError(f"{path}: not a softclass checkpoint (found {type(state).__name__})")
+    if "format" in state:
+        _check_format(path, state["format"])
     missing = [key for key in CHECKPOINT_FIELDS if key not in state]
     if missing:
         raise ModelFileError(f"{path}: not a softclass checkpoint, missing field(s) {missing}")
-    if state["format"] != CHECKPOINT_FORMAT or isinstance(state["format"], bool):
-        raise ModelFileError(
-            f"{path}: checkpoint format {_describe(state['format'])}, this softclass reads "
-            f"{CHECKPOINT_FORMAT}"
-        )
     return _check_checkpoint(path, state)
+
+
+def _check_format(path: Path, found: object) -> None:
+    """The checkpoint's format number must be :data:`CHECKPOINT_FORMAT`; format 1 (torch.optim's
+    optimizer state) gets its own message saying what to do."""
+    if found == CHECKPOINT_FORMAT and not isinstance(found, bool):
+        return
+    if found == 1 and not isinstance(found, bool):
+        raise ModelFileError(
+            f"{path}: checkpoint format 1, written by an older softclass (torch.optim's optimizer "
+            f"state); this softclass reads format {CHECKPOINT_FORMAT}: delete it and train again "
+            "without --resume, or finish the run with the older softclass"
+        )
+    raise ModelFileError(
+        f"{path}: checkpoint format {_describe(found)}, this softclass reads {CHECKPOINT_FORMAT}: "
+        "delete it and train again without --resume, or resume with the softclass that wrote it"
+    )
 
 
 def _check_checkpoint(path: Path, state: dict[str, Any]) -> dict[str, Any]:
@@ -600,13 +616,19 @@ def _check_checkpoint(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     best_state = state["best_state"]
     if best_state is not None:
         best_state = _state_dict(path, "best_state", best_state, shapes)
-    optimizer = _mapping(path, "optimizer", state["optimizer"], ("state", "param_groups"))
-    _kind(path, "optimizer.state", optimizer["state"], dict, "a mapping")
-    _kind(path, "optimizer.param_groups", optimizer["param_groups"], list, "a list")
+    optimizer = check_optimizer_state(
+        path, state["optimizer"], shapes, _optimizer_moments(path, train_config)
+    )
     _check_history(path, state["history"], epoch)
     best_loss = _number(path, "best_loss", state["best_loss"], finite=False)
     _integer(path, "epochs_without_improvement", state["epochs_without_improvement"], 0, epoch)
-    return {**state, "model": model, "best_state": best_state, "best_loss": best_loss}
+    return {
+        **state,
+        "model": model,
+        "best_state": best_state,
+        "best_loss": best_loss,
+        "optimizer": optimizer,
+    }
 
 
 def _state_dict(
@@ -655,77 +677,68 @@ def _check_history(path: Path, value: object, epoch: int) -> None:
     _kind(path, "history.stopped_early", history["stopped_early"], bool, "true or false")
 
 
-def check_optimizer_state(
-    path: Path, saved: dict[str, Any], reference: dict[str, Any], shapes: list[tuple[int, ...]]
-) -> None:
-    """The checkpoint's optimizer state must have the structure of ``reference`` (the state dict
-    of the optimizer this run built): the same groups, keys and value kinds, and per-parameter
-    tensors of each parameter's shape (or 0-dimensional, like Adam's step count).
+_OPTIMIZER_FIELDS = ("first_moments", "second_moments", "step_counts", "step_count")
 
-    Args:
-        saved: the checkpoint's ``optimizer`` field (already a mapping with state, param_groups).
-        reference: ``optimizer.state_dict()`` of the fresh optimizer.
-        shapes: the shape of parameter ``i`` of the optimizer, in its order.
+
+def _optimizer_moments(path: Path, train_config: dict[str, Any]) -> int:
+    """State tensors per parameter of the checkpoint's optimizer (``train_config.optimizer``)."""
+    from softclass.mlp.optimizers import OPTIMIZERS
+
+    name = train_config.get("optimizer")
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise bad_field(
+            path, "train_config.optimizer", name, f"one of {', '.join(OPTIMIZERS)} (the optimizer)"
+        )
+    return OPTIMIZERS[name].n_moments
+
+
+def check_optimizer_state(
+    path: Path, value: object, shapes: dict[str, tuple[int, ...]], n_moments: int
+) -> dict[str, Any]:
+    """The checkpoint's ``optimizer`` field: the optimizer registry's state of the network
+    (:meth:`softclass.training.trainer.Trainer.optimizer_state_dict`).
+
+    Every tensor must be float32, finite, named and shaped as the network's parameter it belongs
+    to (``shapes``: name → shape); second moments (only when ``n_moments`` is 2) ≥ 0; each step
+    count a 0-dim whole number in [0, step_count].
+
+    Returns:
+        The field, checked (``{"first_moments": {name: tensor}, "second_moments": {...},
+        "step_counts": {name: 0-dim tensor}, "step_count": int}``).
 
     Raises:
-        ModelFileError: naming the first field that differs.
+        ModelFileError: naming the first field that differs from that.
     """
-    groups = saved["param_groups"]
-    if len(groups) != len(reference["param_groups"]):
+    state = _mapping(path, "optimizer", value, _OPTIMIZER_FIELDS)
+    step_count = _integer(path, "optimizer.step_count", state["step_count"], 0, _MAX_STEPS)
+    if n_moments == 1 and state["second_moments"] != {}:
         raise bad_field(
             path,
-            "optimizer.param_groups",
-            groups,
-            f"{len(reference['param_groups'])} parameter group(s)",
+            "optimizer.second_moments",
+            state["second_moments"],
+            "an empty mapping (train_config.optimizer keeps one moment)",
         )
-    for index, (group, expected) in enumerate(zip(groups, reference["param_groups"], strict=True)):
-        field = f"optimizer.param_groups[{index}]"
-        group = _mapping(path, field, group, tuple(expected))
-        for key, wanted in expected.items():
-            if key == "params":
-                if group[key] != wanted:
-                    raise bad_field(path, f"{field}.params", group[key], f"the indices {wanted}")
-                continue
-            _same_kind(path, f"{field}.{key}", group[key], wanted)
-    state = saved["state"]
-    for key, entry in state.items():
-        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < len(shapes):
-            raise bad_field(path, "optimizer.state", key, f"parameter indices 0..{len(shapes) - 1}")
-        field = f"optimizer.state[{key}]"
-        entry = _kind(path, field, entry, dict, "a mapping of per-parameter state")
-        for name, item in entry.items():
-            _string(path, field, name)
-            if item is None or isinstance(item, bool | int | float):
-                continue
-            if not isinstance(item, torch.Tensor) or not item.is_floating_point():
-                raise bad_field(path, f"{field}.{name}", item, "a float tensor or a number")
-            if item.dim() != 0 and tuple(item.shape) != shapes[key]:
-                raise bad_field(path, f"{field}.{name}", item, f"shape {shapes[key]} or a scalar")
-
-
-def _same_kind(path: Path, name: str, value: object, expected: object) -> None:
-    """``value`` must be of the kind of ``expected``: a number for a number, a list of the same
-    length of matching kinds for a list or tuple, the same string for a string."""
-    checks: list[tuple[Callable[[object], bool], str]] = [
-        (lambda item: item is None, "null"),
-        (lambda item: isinstance(item, bool), "true or false"),
-        (lambda item: isinstance(item, int | float) and not isinstance(item, bool), "a number"),
-        (lambda item: isinstance(item, str), "a string"),
-    ]
-    if isinstance(expected, list | tuple):
-        if not isinstance(value, list | tuple) or len(value) != len(expected):
-            raise bad_field(path, name, value, f"a list of {len(expected)} items")
-        for index, (item, wanted) in enumerate(zip(value, expected, strict=True)):
-            _same_kind(path, f"{name}[{index}]", item, wanted)
-        return
-    for accepts, description in checks:
-        if accepts(expected):
-            if not accepts(value):
-                raise bad_field(path, name, value, description)
-            if isinstance(value, float | int) and not isinstance(value, bool):
-                _number(path, name, value, finite=False)
-            return
-    raise bad_field(path, name, value, f"the kind of {_describe(expected)}")
+    expected = {
+        "first_moments": shapes,
+        "second_moments": shapes if n_moments == 2 else {},
+        "step_counts": {name: () for name in shapes},
+    }
+    for kind, kind_shapes in expected.items():
+        tensors = _state_dict(path, f"optimizer.{kind}", state[kind], kind_shapes)
+        for name, tensor in tensors.items():
+            field = f"optimizer.{kind}[{_key(name)}]"
+            if not bool(torch.isfinite(tensor).all()):
+                raise bad_field(path, field, tensor, "finite values")
+            if kind == "second_moments" and bool((tensor < 0).any()):
+                raise bad_field(path, field, tensor, "values ≥ 0 (squared gradients)")
+            if kind == "step_counts" and not (
+                float(tensor) == int(tensor) and 0 <= int(tensor) <= step_count
+            ):
+                raise ModelFileError(
+                    f"{path}: field {field!r} is {float(tensor):g}; expected a whole number in "
+                    f"[0, {step_count}] (field 'optimizer.step_count')"
+                )
+    return state
 
 
 # -- checkpoints of the batched engine -------------------------------------------------------------

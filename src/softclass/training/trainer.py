@@ -36,24 +36,12 @@ from softclass.errors import ConfigError, ModelFileError, TrainingDiverged
 from softclass.io import atomic_write_bytes
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
-from softclass.mlp.optimizers import get_optimizer
+from softclass.mlp.optimizers import BatchedState, Optimizer, get_optimizer
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig, json_number, resolve_device
 from softclass.training.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
-from softclass.training.eager_optim import KINDS as EAGER_KINDS
-from softclass.training.eager_optim import TensorOptimizer
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.schema import (
-    CHECKPOINT_FORMAT,
-    check_optimizer_state,
-    load_checkpoint_file,
-)
-
-# From this many weights on, the optimizer updates all tensors in one fused kernel. Measured on
-# one CPU thread (torch 2.13): a fused Adam step takes 50 us against 245 us for the per-tensor
-# loop on the 50-128-128-10 benchmark network, but on the 59-weight Iris network a fused SGD step
-# (53 us) is slower than the loop (35 us), and far slower when the threads are contended.
-FUSED_OPTIMIZER_MIN_WEIGHTS = 10_000
+from softclass.training.schema import CHECKPOINT_FORMAT, load_checkpoint_file
 
 __all__ = [
     "EpochRecord",
@@ -294,7 +282,8 @@ class Trainer:
         )
         self.model_ = build_mlp(self.model_config, self.config.seed).to(self.device_)
         self.network_ = self.wrap_network(self.model_)
-        self.optimizer_ = self.make_optimizer(self.model_)
+        self.parameters_ = dict(self.model_.named_parameters())
+        self.optimizer_, self.optimizer_state_ = self.make_optimizer(self.model_)
         self.history_ = History()
         self.early_stopping_ = EarlyStopping.from_config(self.config)
         self.best_state_: dict[str, torch.Tensor] | None = None
@@ -310,28 +299,14 @@ class Trainer:
         device_ids = [self.device_.index] if self.device_.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def make_optimizer(self, model: torch.nn.Module) -> TensorOptimizer | torch.optim.Optimizer:
-        """The configured optimizer; fused for networks that are not tiny.
+    def make_optimizer(self, model: torch.nn.Module) -> tuple[Optimizer, BatchedState]:
+        """The configured registry optimizer and its zero state for ``model``'s parameters.
 
-        SGD (not Nesterov) and Adam run through :class:`TensorOptimizer` (torch.optim's updates
-        without importing ``torch._dynamo``); the other registry entries (Nesterov, AdamW) build
-        their ``torch.optim`` optimizer from :mod:`softclass.mlp.optimizers`.
+        No ``torch.optim`` object: the registry's ``batched_step`` runs torch's fused kernels
+        (torch.optim's updates, bit for bit) without importing ``torch._dynamo``.
         """
-        n_weights = sum(parameter.numel() for parameter in model.parameters())
-        fused = n_weights >= FUSED_OPTIMIZER_MIN_WEIGHTS
-        params = self.config.optimizer_params
-        if self.config.optimizer in EAGER_KINDS and not params.nesterov:
-            return TensorOptimizer(
-                model.parameters(),
-                self.config.optimizer,
-                params.learning_rate,
-                momentum=params.momentum if self.config.optimizer == "sgd" else 0.0,
-                weight_decay=params.weight_decay,
-                betas=params.betas,
-                eps=params.eps,
-                fused=fused,
-            )
-        return get_optimizer(self.config.optimizer).build_torch(model.parameters(), params, fused)
+        optimizer = get_optimizer(self.config.optimizer)
+        return optimizer, optimizer.new_state(list(model.parameters()))
 
     def run_epoch(self) -> EpochRecord:
         """One pass over the training rows in this epoch's order, then validation and records."""
@@ -428,7 +403,7 @@ class Trainer:
         so that DDP's gradient average equals the one-process gradient of the global mean, and
         the returned loss is this rank's part of that mean (the parts add up across ranks).
         """
-        self.optimizer_.zero_grad()
+        self.model_.zero_grad(set_to_none=True)
         with self._autocast():
             logits = self.network_(features)
             outputs = self.design.output(logits)
@@ -441,8 +416,29 @@ class Trainer:
             else:
                 loss = batch_loss = self.design.loss(outputs, encoded_targets)
         loss.backward()
-        self.optimizer_.step()
+        self.optimizer_step()
         return batch_loss, (logits.detach().argmax(dim=1) == targets).sum()
+
+    @torch.no_grad()
+    def optimizer_step(self) -> None:
+        """Update every parameter that has a gradient (under torchrun DDP has already averaged
+        the gradients across ranks); parameters without one are left alone, as torch.optim
+        leaves them, and their step counts stay where they are."""
+        parameters = list(self.parameters_.values())
+        indices = [index for index, tensor in enumerate(parameters) if tensor.grad is not None]
+        if not indices:
+            return
+        state = self.optimizer_state_
+        if len(indices) < len(parameters):
+            state = state.subset(indices)
+            parameters = [parameters[index] for index in indices]
+        self.optimizer_.batched_step(
+            parameters,
+            [tensor.grad for tensor in parameters],
+            state,
+            self.config.optimizer_params,
+        )
+        self.optimizer_state_.step_count = state.step_count
 
     def check_first_batch(self, outputs: torch.Tensor, encoded_targets: torch.Tensor) -> None:
         """Run the pairing checker on the first batch; its findings become one PairingWarning."""
@@ -499,7 +495,7 @@ class Trainer:
             "epoch": self.history_.epochs,
             "finished": self.finished_,
             "model": _cpu_copy(self.model_.state_dict()),
-            "optimizer": self.optimizer_.state_dict(),
+            "optimizer": self.optimizer_state_dict(),
             "history": self.history_.to_dict(),
             "best_loss": self.early_stopping_.best[0],
             "best_state": self.best_state_,
@@ -542,21 +538,10 @@ class Trainer:
                     else f"{self.checkpoint_path}: cannot resume, the checkpoint was written "
                     "for other training data (or another split)"
                 )
-        parameters = [
-            parameter for group in self.optimizer_.param_groups for parameter in group["params"]
-        ]
-        check_optimizer_state(
-            self.checkpoint_path,
-            state["optimizer"],
-            self.optimizer_.state_dict(),
-            [tuple(parameter.shape) for parameter in parameters],
-        )
-        # The schema checked every tensor's name, dtype and shape: these loads cannot fail.
+        # The schema checked every tensor's name, dtype, shape and range against the network and
+        # the checkpoint's optimizer (the same as this run's, compared above): these cannot fail.
         self.model_.load_state_dict(state["model"])
-        try:  # the optimizer checks its own state's keys (a damaged file names another)
-            self.optimizer_.load_state_dict(state["optimizer"])
-        except ValueError as error:
-            raise ModelFileError(f"{self.checkpoint_path}: damaged checkpoint ({error})") from None
+        self.load_optimizer_state_dict(state["optimizer"])
         self.history_ = History.from_dict(state["history"])
         self.early_stopping_.load_dict(
             {
@@ -568,6 +553,35 @@ class Trainer:
         )
         self.best_state_ = state["best_state"]
         self.finished_ = self.history_.stopped_early or self.history_.epochs >= self.config.epochs
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """The optimizer state as a checkpoint holds it: CPU copies keyed by parameter name in
+        ``first_moments``, ``second_moments`` (empty for SGD) and ``step_counts`` (0-dim
+        float32), and the int ``step_count`` (checked by
+        :func:`softclass.training.schema.check_optimizer_state`)."""
+        state = self.optimizer_state_
+        names = list(self.parameters_)
+        return {
+            "first_moments": _named_copies(names, state.first_moments),
+            "second_moments": _named_copies(names, state.second_moments),
+            "step_counts": _named_copies(names, state.step_counts),
+            "step_count": state.step_count,
+        }
+
+    @torch.no_grad()
+    def load_optimizer_state_dict(self, saved: dict[str, Any]) -> None:
+        """Copy a checked :meth:`optimizer_state_dict` into this run's state (on its device)."""
+        state = self.optimizer_state_
+        for kind, tensors in (
+            ("first_moments", state.first_moments),
+            ("second_moments", state.second_moments),
+            ("step_counts", state.step_counts),
+        ):
+            if not tensors:  # SGD has no second moments
+                continue
+            for name, tensor in zip(self.parameters_, tensors, strict=True):
+                tensor.copy_(saved[kind][name])
+        state.step_count = saved["step_count"]
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -731,3 +745,8 @@ def data_fingerprint(*tensors: torch.Tensor | None) -> str:
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+
+
+def _named_copies(names: list[str], tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU copies of ``tensors`` keyed by the parameter names (``{}`` when there are none)."""
+    return _cpu_copy(dict(zip(names, tensors, strict=True))) if tensors else {}
