@@ -319,16 +319,16 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def _train_epochs(self, X, targets, row_weights, max_epochs: int, validation) -> None:
         trainer = self._trainer
         device = self._device()
-        features = self._tensor(X)
-        one_hot = torch.nn.functional.one_hot(
-            torch.as_tensor(targets, device=device), len(self.classes_)
-        ).to(torch.float32)
-        weights = (
-            None
+        # X and the class indices go straight into the engine's table (one float32 copy of X,
+        # the one-hot columns written in place).
+        X = np.asarray(X)
+        rows = trainer.training_rows(
+            torch.as_tensor(X, device=device) if X.flags.writeable else self._tensor(X),
+            row_weights=None
             if row_weights is None
-            else torch.as_tensor(row_weights, dtype=torch.float32, device=device)
+            else torch.as_tensor(row_weights, device=device),
+            targets=torch.as_tensor(targets, device=device),
         )
-        rows = trainer.training_rows(features, one_hot, weights)
         best_state = None
         stopping = self._stopping
         for _ in range(max_epochs):

@@ -10,7 +10,10 @@ the sum of the members' losses, whose gradient with respect to member ``m``'s pa
 member ``m``'s own gradient, so nothing mixes between members.
 
 The network's backward pass is written by hand (autograd's per-op bookkeeping dominates at these
-sizes); everything with a name comes from a registry:
+sizes). With one member (the estimator, ``softclass train``) the step drops the member axis and
+runs plain 2-D products, through oneDNN for wide float32 layers (faster than MKL's SGEMM on
+AVX-512 CPUs where MKL runs its AVX2 code; see ``_ONEDNN_MIN_WIDTH``); the weight gradients
+are written into buffers kept for the run. Everything with a name comes from a registry:
 
 * the loss and its gradient with respect to the logits — the design's
   :meth:`~softclass.mlp.designs.Design.output_gradient`, i.e. :mod:`softclass.functional` (A's
@@ -30,6 +33,7 @@ design or optimizer without one) is refused naming it.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -178,38 +182,81 @@ def _linear_layers(mlp: MLP) -> list[torch.nn.Linear]:
 
 
 def _affine(biases: torch.Tensor, inputs: torch.Tensor, weights_t: torch.Tensor) -> torch.Tensor:
-    """``inputs (M, B, in) @ weights_t (M, in, out) + biases (M, 1, out)``; plain addmm when M = 1
-    (BLAS's single-matrix path is faster than its batched one)."""
-    if inputs.shape[0] == 1:
-        return torch.addmm(biases[0], inputs[0], weights_t[0]).unsqueeze(0)
+    """``inputs @ weights_t + biases``: ``(B, in) @ (in, out) + (out,)`` (addmm, one model) or
+    ``(M, B, in) @ (M, in, out) + (M, 1, out)`` (baddbmm)."""
+    if inputs.dim() == 2:
+        return torch.addmm(biases, inputs, weights_t)
     return torch.baddbmm(biases, inputs, weights_t)
 
 
-def _matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """Batched ``left (M, a, b) @ right (M, b, c)``; plain mm when M = 1."""
-    if left.shape[0] == 1:
-        return torch.mm(left[0], right[0]).unsqueeze(0)
-    return torch.bmm(left, right)
+def _matmul(
+    left: torch.Tensor, right: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``left @ right``: mm on ``(a, b) @ (b, c)``, bmm on ``(M, a, b) @ (M, b, c)``; into
+    ``out`` when given (any strides: a transposed ``out`` is written by the transposed product,
+    without a copy)."""
+    if left.dim() == 2:
+        return torch.mm(left, right, out=out)
+    return torch.bmm(left, right, out=out)
+
+
+# Products through oneDNN (torch.ops.mkldnn._linear_pointwise, ``x @ Wᵀ + b``) instead of MKL's
+# SGEMM: on the AVX-512 AMD EPYC of the shared machine MKL runs its AVX2 code while oneDNN uses
+# AVX-512. Measured (one thread, float32, medians of 5, µs): 256×128 @ 128×128 forward 48 against
+# 85, weight gradient 64 / 86, input gradient 47 / 81; 256×50 @ 50×128 forward 30 / 35; on the
+# 10-class layer MKL wins (weight gradient 11 / 18, input gradient 8 / 15). oneDNN is used for one
+# model (2-D products), float32 on the CPU, for layers whose inputs and outputs both number at
+# least _ONEDNN_MIN_WIDTH; the weight gradient only from a contiguous input (a column slice of the
+# training table as the transposed operand took oneDNN 35 ms instead of 44 µs).
+_ONEDNN_MIN_WIDTH = 32
+
+
+def _onednn_linear() -> Callable[..., torch.Tensor] | None:
+    """``torch.ops.mkldnn._linear_pointwise`` when this torch build has it and
+    ``torch.backends.mkldnn.enabled`` (the user's switch) is on, else None."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return None
+    try:
+        return torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+@dataclass
+class _StepTensors:
+    """Views and buffers of one training step on the torch path, built once per trainer.
+
+    With one member (M = 1) every tensor drops the member axis (BLAS's single-matrix calls are
+    faster than the batched ones, and 2-D views skip a ``select`` per use). ``weights_t[k]`` is
+    W_kᵀ ``([M,] in, out)`` and ``weights[k]`` W_k ``([M,] out, in)``, both views of the
+    parameters; ``biases[k]`` is ``(out,)`` or ``(M, 1, out)``. ``gradients`` are buffers shaped
+    and strided like ``parameters`` (the optimizer's arguments); ``weight_gradients_t[k]`` and
+    ``bias_gradients[k]`` are the views the products and sums write into. ``onednn[k]``: layer
+    k's products go through oneDNN (``onednn_linear``, see ``_ONEDNN_MIN_WIDTH``).
+    """
+
+    parameters: list[torch.Tensor]
+    weights_t: list[torch.Tensor]
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    gradients: list[torch.Tensor]
+    weight_gradients_t: list[torch.Tensor]
+    bias_gradients: list[torch.Tensor]
+    onednn: list[bool]
+    onednn_linear: Callable[..., torch.Tensor] | None
 
 
 @dataclass(frozen=True)
 class TrainingRows:
     """Training rows as one table ``(N, F + C [+ 1])``: features, one-hot targets, row weights;
     and the class indices ``(N,)`` int64 of the targets (the torch backend gathers them per epoch
-    instead of taking an arg-max of the one-hot columns per batch).
-
-    ``epoch_table`` ``(M·N, F + C [+ 1])`` receives every epoch's rows in the members' orders: one
-    buffer for all epochs, since a fresh tensor each epoch costs its page faults (measured, one
-    thread, 200,000 × 60 float32: gather into a fresh tensor 75 ms, into this buffer 14 ms — a
-    tenth of an epoch of the 50-128-128-10 network).
-    """
+    instead of taking an arg-max of the one-hot columns per batch)."""
 
     table: torch.Tensor
     n_features: int
     n_classes: int
     weighted: bool
     targets: torch.Tensor
-    epoch_table: torch.Tensor
 
 
 class BatchedTrainer:
@@ -283,9 +330,7 @@ class BatchedTrainer:
         self._constants: dict[float, torch.Tensor] = {}
         self._params_of: TrainConfig | None = None  # the settings self._params was read from
         self._params = settings.optimizer_params
-        # Parameter views (the optimizer updates in place): W^T (M, in, out), b (M, 1, out).
-        self._weights_t = [weight.transpose(1, 2) for weight in self.network.weights]
-        self._biases_3d = [bias.unsqueeze(1) for bias in self.network.biases]
+        self._step_tensors: _StepTensors | None = None  # built by the first torch-path step
         self._speed_choice: backend_choice.BackendChoice | None = None  # decided at first use
         if settings.backend == "compiled":
             reason = self.compiled_unsupported_reason()
@@ -452,30 +497,45 @@ class BatchedTrainer:
     def training_rows(
         self,
         features: torch.Tensor,
-        targets_one_hot: torch.Tensor,
+        targets_one_hot: torch.Tensor | None = None,
         row_weights: torch.Tensor | None = None,
+        *,
+        targets: torch.Tensor | None = None,
     ) -> TrainingRows:
         """The training table, built once and reused by every epoch.
 
         Args:
-            features: ``(N, F)`` in the trainer's dtype and device.
-            targets_one_hot: ``(N, C)`` one-hot rows of the class indices, same dtype.
+            features: ``(N, F)`` floating, on the trainer's device (copied into the table in the
+                trainer's dtype).
+            targets_one_hot: ``(N, C)`` one-hot rows of the class indices; or None with
+                ``targets``.
             row_weights: optional ``(N,)`` non-negative row weights (class weights are row
                 weights ``w[target]``); a batch's loss is then Σ w·loss / Σ w (torch's weighted
                 mean).
+            targets: ``(N,)`` int64 class indices, instead of ``targets_one_hot`` (the one-hot
+                columns are then written straight into the table).
+
+        Raises:
+            ConfigError: neither or both of ``targets_one_hot`` and ``targets``.
         """
-        columns = [features, targets_one_hot]
+        if (targets_one_hot is None) == (targets is None):
+            raise ConfigError("training_rows takes targets_one_hot or targets, exactly one")
+        n_rows, n_features = features.shape
+        n_classes = self.config.n_classes if targets_one_hot is None else targets_one_hot.shape[1]
+        width = n_features + n_classes + (row_weights is not None)
+        # Written column block by column block into one fresh table (no concatenated copies).
+        table = torch.empty(n_rows, width, dtype=self.dtype, device=self.device)
+        table[:, :n_features] = features
+        one_hot = table[:, n_features : n_features + n_classes]
+        if targets is None:
+            one_hot.copy_(targets_one_hot)
+            targets = targets_one_hot.argmax(1)
+        else:
+            targets = targets.to(self.device, torch.int64)
+            one_hot.zero_().scatter_(1, targets.view(-1, 1), 1.0)
         if row_weights is not None:
-            columns.append(row_weights.view(-1, 1).to(features.dtype))
-        table = torch.cat(columns, dim=1)
-        return TrainingRows(
-            table,
-            features.shape[1],
-            targets_one_hot.shape[1],
-            row_weights is not None,
-            targets_one_hot.argmax(1),
-            table.new_empty(self.network.n_members * table.shape[0], table.shape[1]),
-        )
+            table[:, -1] = row_weights
+        return TrainingRows(table, n_features, n_classes, row_weights is not None, targets)
 
     def train_epoch(self, rows: TrainingRows, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over the training rows for every member.
@@ -496,23 +556,37 @@ class BatchedTrainer:
         n_rows = rows.table.shape[0]
         n_members = self.network.n_members
         n_features, n_classes = rows.n_features, rows.n_classes
-        # One gather per epoch: every member's rows in its own order, as (M, N, columns).
-        order = self.epoch_order(n_rows, epoch).reshape(-1)
-        epoch_table = torch.index_select(rows.table, 0, order, out=rows.epoch_table)
-        epoch_table = epoch_table.view(n_members, n_rows, -1)
-        epoch_targets = rows.targets.index_select(0, order).view(n_members, n_rows)
+        order = self.epoch_order(n_rows, epoch)
+        if n_members == 1:  # no member axis at all (see _StepTensors)
+            order = order[0]
+        epoch_targets = rows.targets[order]
         epoch_loss = torch.zeros(n_members, dtype=self.dtype, device=self.device)
         correct = torch.zeros(n_members, dtype=torch.int64, device=self.device)
         tiny = torch.finfo(self.dtype).tiny
+        # Each batch's rows are gathered from the table as the step needs them, into one small
+        # buffer, instead of a whole epoch into an (M·N, columns) buffer: no second copy of the
+        # table per member (M of them in compare --seeds), and the batch is in cache for the
+        # forward pass. Measured alone, 200,000 × 60 float32, one thread: 8.8 ms per epoch in
+        # 256-row batches against 5.5 ms in one gather (~4 µs of a ~550 µs step).
+        batch_rows = rows.table.new_empty(
+            n_members * min(n_rows, self.settings.batch_size), rows.table.shape[1]
+        )
         for start, stop in batch_bounds(n_rows, self.settings.batch_size):
-            batch = epoch_table[:, start:stop]
+            batch = torch.index_select(
+                rows.table,
+                0,
+                order[start:stop] if n_members == 1 else order[:, start:stop].reshape(-1),
+                out=batch_rows[: n_members * (stop - start)],
+            )
+            if n_members > 1:
+                batch = batch.view(n_members, stop - start, -1)
             if not rows.weighted:
                 row_scale = None
             else:
-                weights = batch[:, :, n_features + n_classes]
-                row_scale = weights / weights.sum(1, keepdim=True).clamp_min(tiny)
+                weights = batch[..., n_features + n_classes]
+                row_scale = weights / weights.sum(-1, keepdim=True).clamp_min(tiny)
             batch_loss, batch_correct = self._step(
-                batch[:, :, :n_features], epoch_targets[:, start:stop], row_scale
+                batch[..., :n_features], epoch_targets[..., start:stop], row_scale
             )
             correct += batch_correct
             epoch_loss.add_(batch_loss, alpha=(stop - start) / n_rows)
@@ -531,16 +605,19 @@ class BatchedTrainer:
         self, logits: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's batch loss ``(M,)`` (Σ_rows scale·loss_row) and d batch loss / d logits
-        ``(M, B, C)``, from its design's :mod:`softclass.functional` loss
+        ``([M,] B, C)``, from its design's :mod:`softclass.functional` loss
         (:meth:`~softclass.mlp.designs.Design.output_gradient`); ``row_scale`` None: the plain
-        mean over the batch."""
-        n_members, n_rows, n_classes = logits.shape
-        if n_members == 1 and row_scale is None:  # one model: the loss's scalar (mean) path
+        mean over the batch. One member: logits ``(B, C)``, targets and row_scale ``(B,)``."""
+        n_rows, n_classes = logits.shape[-2:]
+        if logits.dim() == 2:  # one member
             design = self._design_groups[0][0]
-            loss, grad = design.mean_loss_gradient(
-                logits[0], design.encode_targets(targets[0], n_classes)
-            )
-            return loss.view(1), grad.unsqueeze(0)
+            encoded = design.encode_targets(targets, n_classes)
+            if row_scale is None:  # the loss's scalar (mean) path
+                loss, grad = design.mean_loss_gradient(logits, encoded)
+                return loss.view(1), grad
+            rows, grad = design.output_gradient(logits, encoded, row_scale)
+            return (rows * row_scale).sum().view(1), grad
+        n_members = logits.shape[0]
         if row_scale is None:
             row_scale = self._constant(1.0 / n_rows).expand(n_members, n_rows)
         batch_loss = logits.new_empty(n_members)
@@ -559,43 +636,116 @@ class BatchedTrainer:
             grad_logits[positions] = grad.view(-1, n_rows, n_classes)
         return batch_loss, grad_logits
 
+    def _tensors(self) -> _StepTensors:
+        """The step's views and gradient buffers (built on first use, dropped when pickled)."""
+        if self._step_tensors is None:
+            single = self.network.n_members == 1
+
+            def member_view(tensor: torch.Tensor) -> torch.Tensor:
+                return tensor[0] if single else tensor
+
+            parameters = self.network.parameters()
+            gradients = [torch.empty_like(tensor) for tensor in parameters]
+            weights = self.network.weights
+            linear = (
+                _onednn_linear()
+                if single and self.dtype == torch.float32 and self.device.type == "cpu"
+                else None
+            )
+            self._step_tensors = _StepTensors(
+                parameters=parameters,
+                weights_t=[member_view(weight.transpose(1, 2)) for weight in weights],
+                weights=[member_view(weight) for weight in weights],
+                biases=[bias[0] if single else bias.unsqueeze(1) for bias in self.network.biases],
+                gradients=gradients,
+                weight_gradients_t=[member_view(grad.transpose(1, 2)) for grad in gradients[::2]],
+                bias_gradients=[member_view(grad) for grad in gradients[1::2]],
+                onednn=[
+                    linear is not None and min(weight.shape[1:]) >= _ONEDNN_MIN_WIDTH
+                    for weight in weights
+                ],
+                onednn_linear=linear,
+            )
+        return self._step_tensors
+
+    def __deepcopy__(self, memo: dict) -> BatchedTrainer:
+        """A copy with its own tensors that shares the registry entries (the compiled backend
+        recognises its entries by identity) and rebuilds its step views on first use."""
+        copied = copy.copy(self)
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            if name == "_step_tensors":
+                value = None
+            elif name not in ("activation", "optimizer", "settings", "config", "_design_groups"):
+                value = copy.deepcopy(value, memo)
+            setattr(copied, name, value)
+        return copied
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_step_tensors"] = None  # views and scratch buffers: rebuilt on the next step
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_step_tensors", None)
+
     def _step(
         self, features: torch.Tensor, targets: torch.Tensor, row_scale: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, hand-written backward and optimizer update on an ``(M, B, F)`` batch with
-        targets ``(M, B)`` int64.
+        """Forward, hand-written backward and optimizer update on a ``([M,] B, F)`` batch with
+        targets ``([M,] B)`` int64 (no member axis when M = 1).
 
-        ``row_scale`` ``(M, B)`` weighs each row (the normalised row weights; None: 1/B); the
+        ``row_scale`` ``([M,] B)`` weighs each row (the normalised row weights; None: 1/B); the
         gradient of member m is that of its batch loss Σ_rows scale·loss_row. Returns the ``(M,)``
-        batch losses (before the update) and the ``(M,)`` count of rows classified right.
+        batch losses (before the update) and the count of rows classified right (``(M,)``, or
+        0-dim when M = 1).
+
+        The products are the three forward ones (addmm: the bias add fused), the weight
+        gradients ``inputᵀ @ grad`` written straight into the optimizer's gradient buffers (the
+        transposed view of a ``(out, in)`` buffer: BLAS writes the transposed product, no copy)
+        and the input gradients of every layer but the first (the features need none).
         """
+        tensors = self._tensors()
         activation = self.activation
-        weights_t, biases = self._weights_t, self._biases_3d
+        weights_t, weights, biases = tensors.weights_t, tensors.weights, tensors.biases
+        onednn, linear = tensors.onednn, tensors.onednn_linear
         last = len(weights_t) - 1
         inputs, pre_activations = [features], []
         hidden = features
-        for index in range(last):
-            pre = _affine(biases[index], hidden, weights_t[index])
+        for index in range(last + 1):
+            if onednn[index]:
+                pre = linear(hidden, weights[index], biases[index], "none", [], "")
+            else:
+                pre = _affine(biases[index], hidden, weights_t[index])
+            if index == last:
+                break
             pre_activations.append(pre)
             hidden = activation.forward(pre)
             inputs.append(hidden)
-        logits = _affine(biases[last], hidden, weights_t[last])
-        correct = (logits.argmax(2) == targets).sum(1)
+        logits = pre
+        correct = (logits.argmax(-1) == targets).sum(-1)
         batch_loss, grad = self._output_gradient(logits, targets, row_scale)
-        gradients: list[torch.Tensor] = [grad] * (2 * len(weights_t))
+        gradients = list(tensors.gradients)
         for index in range(last, -1, -1):
-            gradients[2 * index] = _matmul(grad.transpose(1, 2), inputs[index])
-            gradients[2 * index + 1] = grad.sum(1)
+            if onednn[index] and inputs[index].is_contiguous():
+                # (out, in) = gradᵀ @ input as oneDNN's x @ Wᵀ with x = gradᵀ, W = inputᵀ
+                gradients[2 * index] = linear(
+                    grad.mT, inputs[index].mT, None, "none", [], ""
+                ).unsqueeze(0)
+            else:
+                _matmul(inputs[index].mT, grad, out=tensors.weight_gradients_t[index])
+            torch.sum(grad, -2, out=tensors.bias_gradients[index])
             if index > 0:
-                grad = activation.backward(
-                    _matmul(grad, self.network.weights[index]),
-                    pre_activations[index - 1],
-                    inputs[index],
-                )
+                if onednn[index]:
+                    upstream = linear(grad, weights_t[index], None, "none", [], "")
+                else:
+                    upstream = _matmul(grad, weights[index])
+                grad = activation.backward(upstream, pre_activations[index - 1], inputs[index])
         if self._params_of is not self.settings:  # settings may be replaced between epochs
             self._params_of, self._params = self.settings, self.settings.optimizer_params
         self.optimizer.batched_step(
-            self.network.parameters(), gradients, self.optimizer_state, self._params
+            tensors.parameters, gradients, self.optimizer_state, self._params
         )
         return batch_loss, correct
 
@@ -776,10 +926,8 @@ def train_ensemble(
             "validation_fraction > 0, monitor='train_loss' or patience=None"
         )
     trainer = BatchedTrainer(config, members, settings, dtype, device)
-    features = features.to(device, dtype)
-    one_hot = torch.nn.functional.one_hot(targets, config.n_classes).to(device, dtype)
-    weights = None if row_weights is None else torch.as_tensor(row_weights).to(device, dtype)
-    rows = trainer.training_rows(features, one_hot, weights)
+    weights = None if row_weights is None else torch.as_tensor(row_weights).to(device)
+    rows = trainer.training_rows(features.to(device), row_weights=weights, targets=targets)
     n_members, epochs = len(trainer.members), settings.epochs
     histories = {
         name: torch.full((n_members, epochs), math.nan, dtype=torch.float64)

@@ -1,0 +1,98 @@
+"""The torch backend's one-model path (the estimator's: no member axis, oneDNN products for wide
+float32 layers) against the autograd reference over the registries."""
+
+import pytest
+import torch
+from test_engine import N_CLASSES, N_FEATURES, _optimizer_options, _reference, _table, _weights
+from torch.testing import assert_close
+
+from softclass.mlp.activations import ACTIVATIONS
+from softclass.mlp.designs import DESIGNS
+from softclass.mlp.model import MLPConfig
+from softclass.mlp.optimizers import OPTIMIZERS
+from softclass.training import ensemble
+from softclass.training.config import TrainConfig
+from softclass.training.ensemble import BatchedTrainer, Member, train_ensemble
+
+
+@pytest.mark.parametrize("weights", ["none", "row", "class"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("design", list(DESIGNS))
+def test_one_model_on_the_torch_backend_matches_autograd_over_the_registries(
+    design, activation, optimizer, weights
+):
+    features, targets = _table()
+    model_config = MLPConfig(N_FEATURES, N_CLASSES, hidden=(5, 4), activation=activation)
+    config = TrainConfig(
+        epochs=2,
+        batch_size=6,
+        optimizer=optimizer,
+        backend="torch",
+        **_optimizer_options(optimizer),
+    )
+    member = Member(design, 3)
+    row_weights = _weights(weights, targets)
+    result = train_ensemble(
+        model_config,
+        [member],
+        features,
+        targets,
+        config,
+        dtype=torch.float64,
+        row_weights=row_weights,
+    )
+    assert result.backend == "torch"
+    expected = _reference(config, model_config, member, features, targets, row_weights)
+    for got, want in zip(result.model(0).parameters(), expected.parameters(), strict=True):
+        assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def _wide_trainer():
+    config = MLPConfig(50, 10, (128, 64), "relu")
+    settings = TrainConfig(
+        batch_size=96, optimizer="sgd", learning_rate=0.5, momentum=0.0, backend="torch"
+    )
+    return BatchedTrainer(config, [Member("A", 0)], settings)
+
+
+def test_wide_float32_layers_of_one_model_take_onednn_products_and_narrow_ones_blas(monkeypatch):
+    trainer = _wide_trainer()
+    assert trainer._tensors().onednn == [True, True, False]  # 50-128, 128-64; 64-10 on BLAS
+    stacked = BatchedTrainer(
+        trainer.config, [Member("A", 0), Member("A", 1)], trainer.settings
+    )  # the batched (M, B, F) products are BLAS's
+    assert stacked._tensors().onednn == [False, False, False]
+    double = BatchedTrainer(trainer.config, [Member("A", 0)], trainer.settings, torch.float64)
+    assert double._tensors().onednn == [False, False, False]
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # the user's switch
+    assert _wide_trainer()._tensors().onednn == [False, False, False]
+
+
+def test_onednn_products_give_blas_products_gradients_to_float32_rounding(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 50, generator=generator)
+    targets = torch.randint(0, 10, (200,), generator=generator)
+    # One epoch of plain SGD (lr 0.5): each parameter moves by -0.5 x its summed gradients, so
+    # the changes compare the gradients the products gave (float64: the exact reference).
+    changes = {}
+    for products in ("onednn", "blas", "float64"):
+        if products == "blas":
+            monkeypatch.setattr(ensemble, "_onednn_linear", lambda: None)
+        trainer = _wide_trainer()
+        if products == "float64":
+            trainer = BatchedTrainer(
+                trainer.config, trainer.members, trainer.settings, torch.float64
+            )
+        assert any(trainer._tensors().onednn) == (products == "onednn")
+        rows = trainer.training_rows(features, targets=targets)
+        before = [tensor.detach().clone().double() for tensor in trainer.network.parameters()]
+        trainer.train_epoch(rows, 0)
+        changes[products] = [
+            tensor.double() - start
+            for tensor, start in zip(trainer.network.parameters(), before, strict=True)
+        ]
+    for onednn, blas, exact in zip(*changes.values(), strict=True):
+        scale = float(exact.abs().max())
+        assert_close(onednn, exact, rtol=0, atol=1e-4 * scale)
+        assert_close(blas, exact, rtol=0, atol=1e-4 * scale)
