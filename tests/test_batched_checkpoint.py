@@ -12,8 +12,9 @@ import zipfile
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from json_fuzz import FUZZ, JSON_VALUES, json_paths, replace_at
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
@@ -785,43 +786,6 @@ def test_an_ensemble_resumes_to_the_uninterrupted_weights_with_members_stopped(t
 
 # -- fuzzing: a mutated checkpoint resumes or is refused with one line -----------------------------
 
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
-    ),
-    max_leaves=10,
-)
-
-
-def _paths(value, prefix=()):
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
-def _replace(value, path, new):
-    if not path:
-        return new
-    target = value
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = new
-    return value
-
-
-FUZZ = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-
 
 def _resumes_or_refuses(path):
     try:
@@ -840,8 +804,8 @@ def _resumes_or_refuses(path):
 def test_fuzzed_header_fields_resume_or_are_refused(checkpoint, good_checkpoint, data):
     checkpoint.write_bytes(good_checkpoint)
     _, document, tensors = _split(good_checkpoint)
-    path = data.draw(st.sampled_from(list(_paths(document))))
-    _write(checkpoint, _replace(document, path, data.draw(JSON_VALUES)), tensors)
+    path = data.draw(st.sampled_from(list(json_paths(document))))
+    _write(checkpoint, replace_at(document, path, data.draw(JSON_VALUES)), tensors)
     _resumes_or_refuses(checkpoint)
 
 
@@ -851,9 +815,9 @@ def test_fuzzed_safetensors_headers_resume_or_are_refused(checkpoint, good_check
     raw = good_checkpoint
     header, _, _ = _split(raw)
     (size,) = struct.unpack("<Q", raw[:8])
-    tensor_paths = [path for path in _paths(header) if path[:1] != ("__metadata__",)]
+    tensor_paths = [path for path in json_paths(header) if path[:1] != ("__metadata__",)]
     path = data.draw(st.sampled_from(tensor_paths))
-    _write_header(checkpoint, _replace(header, path, data.draw(JSON_VALUES)), raw[8 + size :])
+    _write_header(checkpoint, replace_at(header, path, data.draw(JSON_VALUES)), raw[8 + size :])
     _resumes_or_refuses(checkpoint)
 
 

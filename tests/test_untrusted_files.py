@@ -12,8 +12,9 @@ import zipfile
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from json_fuzz import FUZZ, JSON_VALUES, json_paths, replace_at
 
 from softclass import cli
 from softclass.data import Recipe, bundled_path, load_bundled
@@ -522,44 +523,6 @@ def test_etc_passwd_as_checkpoint_is_one_clear_line(run, tmp_path):
 
 # -- fuzzing: mutated files are either read or refused with ModelFileError ------------------------
 
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
-    ),
-    max_leaves=10,
-)
-
-
-def _paths(value, prefix=()):
-    """Every (path of keys) inside a JSON-like value, the root included."""
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*prefix, index))
-
-
-def _replace(value, path, new):
-    if not path:
-        return new
-    target = value
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = new
-    return value
-
-
-FUZZ = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-
 
 @pytest.fixture
 def pristine(model_dir):
@@ -579,9 +542,9 @@ def pristine(model_dir):
 def test_fuzzed_model_json_is_read_or_refused(pristine, data):
     model_dir = pristine()
     metadata = json.loads((model_dir / METADATA_FILE).read_text())
-    paths = list(_paths(metadata))
+    paths = list(json_paths(metadata))
     path = data.draw(st.sampled_from(paths))
-    mutated = _replace(json.loads(json.dumps(metadata)), path, data.draw(JSON_VALUES))
+    mutated = replace_at(json.loads(json.dumps(metadata)), path, data.draw(JSON_VALUES))
     (model_dir / METADATA_FILE).write_text(json.dumps(mutated))
     try:
         saved = load_model(model_dir)
@@ -601,8 +564,8 @@ def test_fuzzed_safetensors_header_is_read_or_refused(pristine, data):
     header = json.loads(raw[8 : 8 + size])
     body = raw[8 + size :]
     if data.draw(st.booleans()):
-        path = data.draw(st.sampled_from(list(_paths(header))))
-        header = _replace(header, path, data.draw(JSON_VALUES))
+        path = data.draw(st.sampled_from(list(json_paths(header))))
+        header = replace_at(header, path, data.draw(JSON_VALUES))
         text = json.dumps(header).encode()
         weights.write_bytes(struct.pack("<Q", len(text)) + text + body)
     else:  # flip bytes anywhere in the header or its length
