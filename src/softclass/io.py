@@ -29,6 +29,7 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import sys
@@ -68,19 +69,27 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
     with translate_os_error(destination):
         destination.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(destination.parent, destination.name)
-        handle, temp_name = tempfile.mkstemp(
-            prefix=_temp_prefix(destination), suffix=".tmp", dir=destination.parent
-        )
-        os.close(handle)
-        temp_path = Path(temp_name)
+        # The name is chosen before the file exists and cleaned up in `finally`: an interruption
+        # (SIGINT/SIGTERM raise in the CLI) at any instant leaves no temporary behind.
+        temp_path: Path | None = None
         try:
+            while True:
+                temp_path = destination.parent / (
+                    f"{_temp_prefix(destination)}{secrets.token_hex(6)}.tmp"
+                )
+                try:  # mkstemp's creation: exclusive, private until renamed
+                    os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    break
+                except FileExistsError:
+                    continue
             yield temp_path
             with open(temp_path, "rb+") as written:
                 os.fsync(written.fileno())
             os.chmod(temp_path, _default_file_mode())
             os.replace(temp_path, destination)
         finally:
-            temp_path.unlink(missing_ok=True)
+            if temp_path is not None:
+                temp_path.unlink(missing_ok=True)
         _fsync_directory(destination.parent)
 
 
