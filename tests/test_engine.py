@@ -74,12 +74,17 @@ def _weights(kind, targets):
     return torch.rand(targets.shape[0], generator=torch.Generator().manual_seed(9)).double()
 
 
-@pytest.mark.parametrize("backend", ["compiled", "torch"])
+# Backends and how many models train at once: the stacked members of compare, and one model
+# alone (the estimator's and train's path: no member axis on the torch backend).
+PATHS = [("compiled", "stacked"), ("torch", "stacked"), ("torch", "one model")]
+
+
+@pytest.mark.parametrize(("backend", "models"), PATHS, ids=[" ".join(path) for path in PATHS])
 @pytest.mark.parametrize("weights", ["none", "row", "class"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_every_backend_matches_autograd_over_the_registries(
-    backend, weights, optimizer, activation
+    backend, models, weights, optimizer, activation
 ):
     features, targets = _table()
     model_config = MLPConfig(N_FEATURES, N_CLASSES, hidden=(5, 4), activation=activation)
@@ -91,23 +96,20 @@ def test_every_backend_matches_autograd_over_the_registries(
         **_optimizer_options(optimizer),
     )
     members = [Member(name, seed) for seed in (1, 2) for name in DESIGNS]
+    runs = [members] if models == "stacked" else [[member] for member in members[: len(DESIGNS)]]
     row_weights = _weights(weights, targets)
-    result = train_ensemble(
-        model_config,
-        members,
-        features,
-        targets,
-        config,
-        dtype=torch.float64,
-        row_weights=row_weights,
-    )
-    assert result.backend == backend
-    for position, member in enumerate(members):
-        expected = _reference(config, model_config, member, features, targets, row_weights)
-        for got, want in zip(
-            result.model(position).parameters(), expected.parameters(), strict=True
-        ):
-            assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for run in runs:
+        result = train_ensemble(
+            model_config, run, features, targets, config, dtype=torch.float64,
+            row_weights=row_weights,
+        )  # fmt: skip
+        assert result.backend == backend
+        for position, member in enumerate(run):
+            expected = _reference(config, model_config, member, features, targets, row_weights)
+            for got, want in zip(
+                result.model(position).parameters(), expected.parameters(), strict=True
+            ):
+                assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_class_weights_as_row_weights_equal_functional_weight_argument():

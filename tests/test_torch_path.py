@@ -1,51 +1,13 @@
-"""The torch backend's one-model path (the estimator's: no member axis, oneDNN products for wide
-float32 layers) against the autograd reference over the registries."""
+"""The torch backend's one-model path (the estimator's): oneDNN products for wide float32 layers.
+Its parity with the autograd reference over the registries is in test_engine (one model)."""
 
-import pytest
 import torch
-from test_engine import N_CLASSES, N_FEATURES, _optimizer_options, _reference, _table, _weights
 from torch.testing import assert_close
 
-from softclass.mlp.activations import ACTIVATIONS
-from softclass.mlp.designs import DESIGNS
 from softclass.mlp.model import MLPConfig
-from softclass.mlp.optimizers import OPTIMIZERS
 from softclass.training import ensemble
 from softclass.training.config import TrainConfig
-from softclass.training.ensemble import BatchedTrainer, Member, train_ensemble
-
-
-@pytest.mark.parametrize("weights", ["none", "row", "class"])
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-@pytest.mark.parametrize("design", list(DESIGNS))
-def test_one_model_on_the_torch_backend_matches_autograd_over_the_registries(
-    design, activation, optimizer, weights
-):
-    features, targets = _table()
-    model_config = MLPConfig(N_FEATURES, N_CLASSES, hidden=(5, 4), activation=activation)
-    config = TrainConfig(
-        epochs=2,
-        batch_size=6,
-        optimizer=optimizer,
-        backend="torch",
-        **_optimizer_options(optimizer),
-    )
-    member = Member(design, 3)
-    row_weights = _weights(weights, targets)
-    result = train_ensemble(
-        model_config,
-        [member],
-        features,
-        targets,
-        config,
-        dtype=torch.float64,
-        row_weights=row_weights,
-    )
-    assert result.backend == "torch"
-    expected = _reference(config, model_config, member, features, targets, row_weights)
-    for got, want in zip(result.model(0).parameters(), expected.parameters(), strict=True):
-        assert_close(got, want, rtol=1e-10, atol=1e-12)
+from softclass.training.ensemble import BatchedTrainer, Member
 
 
 def _wide_trainer():

@@ -729,22 +729,7 @@ def _engine_compare(
     index = {(member.design, member.seed): m for m, member in enumerate(members)}
     seed = seed_values[0]
     watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
-    probe_rows = min(PROBE_ROWS, int(data.train_features.shape[0]))
-    probe = _Probe(
-        data.train_features[:probe_rows], data.train_targets[:probe_rows], data.n_classes
-    )
-    probe_every = max(1, config.epochs // PROBE_CHECKS)
-    agreements = [
-        Agreement(
-            first,
-            second,
-            seed,
-            loss_diff=[] if (first, second) in _SAME_LOSS_QUANTITY else None,
-            probe_rows=probe_rows,
-        )
-        for first, second in AGREEMENT_PAIRS
-        if first in names and second in names
-    ]
+    agreements, probe, probe_every = _agreement_plan(names, seed, data, config.epochs)
     labels = {
         name: name if len(seed_values) == 1 else f"{name} × {len(seed_values)} seeds"
         for name in names
@@ -912,24 +897,9 @@ def _compare_one_seed(
         )
         for name in names
     }
-    probe_rows = min(PROBE_ROWS, int(data.train_features.shape[0]))
-    agreements = [
-        Agreement(
-            first,
-            second,
-            config.seed,
-            loss_diff=[] if (first, second) in _SAME_LOSS_QUANTITY else None,
-            probe_rows=probe_rows,
-        )
-        for first, second in AGREEMENT_PAIRS
-        if first in trainers and second in trainers
-    ]
+    agreements, probe, probe_every = _agreement_plan(names, config.seed, data, config.epochs)
     for trainer in trainers.values():
         trainer.initialize(data.train_features, data.train_targets, *watched)
-    probe = _Probe(
-        data.train_features[:probe_rows], data.train_targets[:probe_rows], data.n_classes
-    )
-    probe_every = max(1, config.epochs // PROBE_CHECKS)
     while not all(trainer.finished_ for trainer in trainers.values()):
         ran = [name for name, trainer in trainers.items() if not trainer.finished_]
         for name in ran:
@@ -941,7 +911,7 @@ def _compare_one_seed(
                 _record_agreement(agreement, first, second)
                 epoch = first.history_.epochs
                 if epoch == 1 or epoch % probe_every == 0 or first.finished_ or second.finished_:
-                    _record_gradients(agreement, first, second, probe, gradients)
+                    _record_gradient_pair(agreement, first.model_, gradients, probe, epoch)
     if "A" in trainers and any(agreement.needs_noise_floor for agreement in agreements):
         floor = _noise_floor(
             trainers["A"].model_, data, model_config, config, watched, distributed, progress
@@ -954,6 +924,27 @@ def _compare_one_seed(
         result = trainer.finish()
         runs.append(measure(result, data))
     return runs, agreements
+
+
+def _agreement_plan(
+    names: tuple[str, ...], seed: int, data: PreparedData, epochs: int
+) -> tuple[list[Agreement], _Probe, int]:
+    """The pairs of ``names`` to compare (empty records), the rows of the float64 gradient probe
+    (the first training rows, at most PROBE_ROWS) and every how many epochs it runs."""
+    rows = min(PROBE_ROWS, int(data.train_features.shape[0]))
+    agreements = [
+        Agreement(
+            first,
+            second,
+            seed,
+            loss_diff=[] if (first, second) in _SAME_LOSS_QUANTITY else None,
+            probe_rows=rows,
+        )
+        for first, second in AGREEMENT_PAIRS
+        if first in names and second in names
+    ]
+    probe = _Probe(data.train_features[:rows], data.train_targets[:rows], data.n_classes)
+    return agreements, probe, max(1, epochs // PROBE_CHECKS)
 
 
 @dataclass(frozen=True)
@@ -1040,25 +1031,6 @@ def _record_agreement(agreement: Agreement, first: Trainer, second: Trainer) -> 
                 abs(last_first.validation_loss - last_second.validation_loss),
             )
         )
-
-
-def _record_gradients(
-    agreement: Agreement,
-    first: Trainer,
-    second: Trainer,
-    probe: _Probe,
-    gradients: dict[str, list[torch.Tensor]],
-) -> None:
-    """The pair's relative float64 gradient difference at ``first``'s current weights;
-    ``gradients`` caches each design's gradient at those weights for this epoch."""
-    for trainer in (first, second):
-        if trainer.design.name not in gradients:
-            gradients[trainer.design.name] = _gradients_float64(first.model_, trainer.design, probe)
-    reference, other = gradients[first.design.name], gradients[second.design.name]
-    scale = max(float(gradient.abs().max()) for gradient in reference)
-    difference = max(float((a - b).abs().max()) for a, b in zip(reference, other, strict=True))
-    agreement.gradient_diff.append(difference / scale if scale > 0 else difference)
-    agreement.gradient_epochs.append(first.history_.epochs)
 
 
 def _record_gradient_pair(
