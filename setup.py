@@ -16,10 +16,12 @@ after editing a C file, ``python setup.py build_ext --inplace`` rebuilds what ch
 ``SOFTCLASS_PORTABLE_BUILD=1`` to build a wheel for other machines of the same architecture.
 """
 
+import compileall
 import os
 import platform
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 KERNELS = "src/softclass/kernels"
 TRAINING = "src/softclass/training"
@@ -50,7 +52,19 @@ def native_library(name: str, source: str, depends: list[str]) -> Extension:
     )
 
 
+class BuildInPlace(build_ext):
+    """``build_ext`` that, when it builds in place (``pip install -e .``), also writes the bytecode
+    of the package's modules, as a regular install does: the first command after the install then
+    starts as fast as the next (it would otherwise compile ~20,000 lines of Python)."""
+
+    def run(self) -> None:
+        super().run()
+        if self.inplace:
+            compileall.compile_dir("src/softclass", quiet=1)
+
+
 setup(
+    cmdclass={"build_ext": BuildInPlace},
     ext_modules=[
         native_library("softclass.kernels._cpu_native", f"{KERNELS}/cpu_native.c", ROW_MATH),
         native_library(
@@ -58,5 +72,5 @@ setup(
             f"{TRAINING}/mlp_native.c",
             [f"{KERNELS}/cpu_native.c", *ROW_MATH],
         ),
-    ]
+    ],
 )
