@@ -175,7 +175,11 @@ def test_parquet_with_integer_boolean_and_text_money_columns(tmp_path):
         ("table.txt", "a,b\n1,2\n", r"table\.txt: unsupported file type '\.txt'; expected one of"),
         ("noext", "a,b\n1,2\n", r"noext: unsupported file type '\(no extension\)'"),
         ("dup.csv", "a,b,a\n1,2,3\n", r"dup\.csv: the header repeats the column name\(s\) 'a'"),
-        ("noname.csv", "a,,c\n1,2,3\n", r"noname\.csv: column 2 of the header has no name"),
+        (
+            "noname.csv",
+            "Unnamed: 1,,c\n1,2,3\n",
+            r"noname\.csv: the header repeats the column name\(s\) 'Unnamed: 1'",
+        ),
         ("bad.parquet", "not parquet", r"bad\.parquet: not a readable Parquet file"),
     ],
 )

@@ -2,10 +2,21 @@
 
 Each column of the training table has a kind (number, boolean, date, text —
 :mod:`softclass.data.column_types`) and a role: ``"target"``; ``"feature"``; ``"id"`` (``--id
-COL``: not a feature, carried into predictions); or ``"dropped"`` (``--drop COL``, or ID-like: a
-text column whose distinct values exceed :data:`ID_FRACTION` of its rows, or an integer column
-with a distinct value per row that counts up by one or is named like an id — unless ``--keep
-COL``; tables under :data:`ID_MIN_ROWS` rows keep every column).
+COL``: not a feature, carried into predictions); or ``"dropped"`` (``--drop COL``, or ID-like).
+
+**ID-like columns** (row numbers and identifiers) are dropped, whatever the row order, unless
+``--keep COL`` names them:
+
+* by name (:data:`ID_NAME`, case-insensitive): ``rownames``, ``row.names``, ``Unnamed: 0`` (a
+  pandas index written by ``to_csv``), ``index``, ``id``, ``key``, ``row``, ``uuid``, a name
+  ending in ``_id``/``.id``/`` id`` or ``ID`` after a lower-case letter (``BirdID``), a name
+  ending in ``_no``/``_nr``, and the numbering words ``seqno``, ``idno``, ``patnr``, ``caseno``,
+  ``obsno``, ``subjno`` (any of ``no``, ``nr``, ``num``, ``number`` after ``seq``, ``id``,
+  ``case``, ``obs``, ``subj``, ``pat``, ``row``, ``rec``, ``record``, ``serial``);
+* by value, in tables of at least :data:`ID_MIN_ROWS` rows: a number column of whole numbers,
+  distinct on every row, whose range (max - min + 1) is at most :data:`ID_RANGE_FACTOR` times the
+  row count (row numbers 1..N still are after any shuffle or split); or a text column whose
+  distinct values exceed :data:`ID_FRACTION` of its rows (a name, a code per row).
 """
 
 from __future__ import annotations
@@ -41,7 +52,16 @@ ID_MIN_ROWS = 20
 EXACT_DISTINCT_ROWS = 100_000
 """Number and date columns longer than this have their distinct count in the typing table
 estimated (HyperLogLog, polars ``approx_n_unique``): five times faster than counting."""
-_ID_NAME = re.compile(r"(?i)^(id|key|index|idx|row|uuid)$|(^|[_\s.-])(id|key|idx)$|^id[_\s.-]")
+ID_RANGE_FACTOR = 2.0
+"""A column of distinct whole numbers whose range is at most this many times its row count is
+ID-like: 1..N sampled at any fraction above a half, in any order."""
+ID_NAME = re.compile(
+    r"(?i)^(?:rownames|row[._ ]names|unnamed: ?\d+|index|idx|id|key|row|uuid)$"
+    r"|[_\s.-](?:id|key|idx|no|nr)$|^id[_\s.-]"
+    r"|^(?:seq|id|case|obs|subj|pat|row|rec|record|serial)[_.]?(?:no|nr|num|number)$"
+)
+"""Column names that say "row number or identifier" (see the module docstring)."""
+_CAMEL_ID = re.compile(r"[a-z]ID$")  # BirdID, PatientID (case-sensitive: "paid" is no ID)
 
 
 @dataclass(frozen=True)
@@ -126,11 +146,13 @@ def typed_table(
 
 
 def id_like_reason(column: pl.Series, column_type: ColumnType) -> str | None:
-    """Why a typed feature column looks like an identifier, or None."""
-    if column.len() - column.null_count() < ID_MIN_ROWS:
-        return None
+    """Why a typed feature column looks like a row number or identifier, or None."""
+    if ID_NAME.search(column.name) or _CAMEL_ID.search(column.name):
+        return "row number or identifier by its name"
     present = column.drop_nulls()
     n_rows = present.len()
+    if n_rows < ID_MIN_ROWS:
+        return None
     if column_type.kind == TEXT:
         n_distinct = present.n_unique()
         if n_distinct > ID_FRACTION * n_rows:
@@ -140,9 +162,9 @@ def id_like_reason(column: pl.Series, column_type: ColumnType) -> str | None:
         return None
     if present.n_unique() != n_rows:
         return None
-    counts_up = float(present.max()) - float(present.min()) + 1 == n_rows
-    if counts_up or _ID_NAME.search(column.name):
-        return f"distinct whole numbers, {n_rows} rows"
+    low, high = float(present.min()), float(present.max())
+    if high - low + 1 <= ID_RANGE_FACTOR * n_rows:
+        return f"distinct whole numbers {low:g} to {high:g} in {n_rows} rows"
     return None
 
 
