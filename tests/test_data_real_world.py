@@ -285,7 +285,8 @@ def test_unknown_categories_are_zeros_and_counted_or_refused():
 
 def test_skip_reports_each_bad_row_and_predicts_the_others():
     recipe = Recipe.fit(
-        pl.DataFrame({"a": ["1", "2", "3"], "b": ["x", "y", "x"], "y": ["p", "q", "p"]})
+        pl.DataFrame({"a": ["1", "2", "3"], "b": ["x", "y", "x"], "y": ["p", "q", "p"]}),
+        missing="error",
     )
     new = pl.DataFrame({"a": ["1", "abc", "", "4"], "b": ["x", "y", "y", "x"]})
     with pytest.raises(DataError, match=r"row 3, column 'a': 'abc' is not a number"):

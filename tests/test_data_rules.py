@@ -3,10 +3,13 @@ predict's one output row per input row — each on a table generated here."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+import torch
 
 from softclass.data import Recipe, read_table
 from softclass.data.typing_table import id_like_reason
@@ -78,3 +81,62 @@ def test_text_unique_per_row_dropped():
     table = pl.DataFrame({"name": names, "size": np.arange(40.0) % 7, "kind": ["a", "b"] * 20})
     recipe = Recipe.fit(table, "kind")
     assert _roles(recipe)["name"] == "dropped"
+
+
+# A recipe written by softclass before version 3 (missing "impute" filled the mean and the most
+# frequent category, without indicators): it must still load and transform the same.
+VERSION_2_RECIPE = {
+    "format": "softclass-recipe",
+    "version": 2,
+    "target": "y",
+    "classes": ["a", "b"],
+    "class_counts": [3, 2],
+    "normalization": "zscore",
+    "missing": "impute",
+    "n_rows": 5,
+    "features": [
+        {
+            "name": "age",
+            "kind": "numeric",
+            "offset": 37.5,
+            "scale": 14.79019945774904,
+            "fill_value": 37.5,
+            "mean": 37.5,
+            "std": 14.79019945774904,
+            "minimum": 20.0,
+            "maximum": 60.0,
+        },
+        {
+            "name": "color",
+            "kind": "categorical",
+            "categories": ["blue", "red"],
+            "counts": [2, 2],
+            "fill_value": "blue",
+        },
+    ],
+    "columns": [],
+    "id_columns": [],
+    "missing_markers": ["", "NA", "N/A", "null", "NULL", "?"],
+}
+VERSION_2_FEATURES = [
+    [-1.1832159757614136, 0.0, 1.0],
+    [0.0, 1.0, 0.0],
+    [0.16903084516525269, 1.0, 0.0],
+    [1.521277666091919, 0.0, 1.0],
+    [-0.5070925354957581, 1.0, 0.0],
+]
+
+
+def test_recipe_of_version_2_loads_and_transforms_as_before(tmp_path):
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(VERSION_2_RECIPE))
+    recipe = Recipe.load(path)
+    table = pl.DataFrame(
+        {
+            "age": [20.0, None, 40.0, 60.0, 30.0],
+            "color": ["red", "blue", None, "red", "blue"],
+            "y": ["a", "b", "a", "b", "a"],
+        }
+    )
+    assert recipe.features[0].fill_value == 37.5  # the mean, as version 2 imputed
+    torch.testing.assert_close(recipe.transform(table), torch.tensor(VERSION_2_FEATURES))

@@ -25,13 +25,14 @@ from softclass.data.features import (
     NumericFeature,
 )
 from softclass.data.messages import quoted_names
-from softclass.data.missing import MISSING_POLICIES
+from softclass.data.missing import INDICATOR_PART, MISSING_POLICIES
 from softclass.data.typing_table import ROLES, ColumnInfo
 from softclass.errors import ModelFileError
 
 RECIPE_FORMAT = "softclass-recipe"
-RECIPE_VERSION = 2
-"""Version 2 added the column typing table, id columns, missing markers and date features."""
+RECIPE_VERSION = 3
+"""Version 2 added the column typing table, id columns, missing markers and date features;
+version 3 the missing indicators (numeric features with part "missing")."""
 
 
 def recipe_to_dict(recipe: Any) -> dict[str, Any]:
@@ -178,7 +179,7 @@ class _RecipeReader:
                 f"{data.get('format')!r}, expected {RECIPE_FORMAT!r})"
             )
         version = self.count(data, "version")
-        if version not in (1, RECIPE_VERSION):
+        if version not in (1, 2, RECIPE_VERSION):
             raise ModelFileError(
                 f"{self.source}: recipe format version {version} cannot be read by this softclass, "
                 f"which reads versions 1 to {RECIPE_VERSION}"
@@ -289,8 +290,12 @@ class _RecipeReader:
             column, part = data.get("column"), data.get("part")
             if column is not None or part is not None:
                 column = self.text(data, "column", where)
-                if part not in DATE_PARTS:
-                    raise self.fail(where + "part", f"one of {quoted_names(DATE_PARTS)}", part)
+                if part not in (*DATE_PARTS, INDICATOR_PART):
+                    raise self.fail(
+                        where + "part",
+                        f"one of {quoted_names((*DATE_PARTS, INDICATOR_PART))}",
+                        part,
+                    )
             return NumericFeature(
                 column=column,
                 part=part,

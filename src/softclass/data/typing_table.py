@@ -41,6 +41,7 @@ from softclass.data.column_types import (
     type_column,
 )
 from softclass.data.features import CategoricalFeature, Feature
+from softclass.data.missing import INDICATOR_PART, MISSING_CATEGORY
 from softclass.data.target import as_target_type
 from softclass.errors import DataError
 
@@ -145,6 +146,23 @@ def typed_table(
     return pl.DataFrame(columns), tuple(types)
 
 
+def left_out_columns(
+    typed: Mapping[str, pl.Series],
+    types: Mapping[str, ColumnType],
+    keep: Sequence[str],
+    labelled: pl.Series,
+) -> dict[str, str]:
+    """The feature candidates left out, each with the reason the typing table gives: ID-like
+    (unless in ``keep``) or without a single value in the ``labelled`` rows."""
+    left_out = {}
+    for name, column in typed.items():
+        if column.filter(labelled).null_count() == labelled.sum():
+            left_out[name] = "no values (every cell is missing)"
+        elif name not in keep and (reason := id_like_reason(column, types[name])):
+            left_out[name] = f"ID-like ({reason})"
+    return left_out
+
+
 def id_like_reason(column: pl.Series, column_type: ColumnType) -> str | None:
     """Why a typed feature column looks like a row number or identifier, or None."""
     if ID_NAME.search(column.name) or _CAMEL_ID.search(column.name):
@@ -206,7 +224,7 @@ def column_table(
             elif name in drop:
                 role, action = "dropped", "dropped (--drop)"
             else:
-                role, action = "dropped", f"dropped: ID-like ({id_like[name]})"
+                role, action = "dropped", f"dropped: {id_like[name]}"
         rows.append(
             ColumnInfo(
                 type=column_type,
@@ -239,14 +257,44 @@ def _feature_action(
 ) -> str:
     feature = features[0]
     if isinstance(feature, CategoricalFeature):
-        return f"one-hot, {len(feature.categories)} categories"
+        action = f"one-hot, {len(feature.categories)} categories"
+        if feature.fill_value == MISSING_CATEGORY:
+            action += f"; missing: category {MISSING_CATEGORY!r}"
+        return action
     scaling = (
         f"divided by {feature.scale:g}"
         if normalization == "divide" and column_type.kind == NUMBER
         else f"scaled ({'zscore' if normalization == 'divide' else normalization})"
     )
     if column_type.kind == DATE:
-        return f"year, month, weekday; {scaling}"
-    if column_type.kind == BOOLEAN:
-        return f"{column_type.boolean_texts[0]} = 1; {scaling}"
+        scaling = f"year, month, weekday; {scaling}"
+    elif column_type.kind == BOOLEAN:
+        scaling = f"{column_type.boolean_texts[0]} = 1; {scaling}"
+    indicators = [item.name for item in features if getattr(item, "part", None) == INDICATOR_PART]
+    if indicators:
+        fill = f"median {feature.fill_value:g}" if column_type.kind != DATE else "medians"
+        scaling += f"; missing: {fill}, indicator {indicators[0]!r}"
     return scaling
+
+
+def typed_candidates(
+    table: pl.DataFrame,
+    candidates: Sequence[str],
+    known: Mapping[str, ColumnType],
+    typing: TypingOptions,
+) -> tuple[dict[str, ColumnType], dict[str, pl.Series]]:
+    """The type and the typed cells of each feature candidate (read once when already typed)."""
+    types = {
+        name: known.get(name) or infer_column_type(table.get_column(name), "the table", typing)
+        for name in candidates
+    }
+    typed: dict[str, pl.Series] = {}
+    for name, column_type in types.items():
+        column = table.get_column(name)
+        if column.dtype == column_type.dtype:
+            typed[name] = column  # typed by typed_table: read once
+            continue
+        typed[name], bad = read_column(column, column_type, typing.missing_markers)
+        if bad is not None:
+            raise DataError(bad.message("the table"))
+    return types, typed
