@@ -373,6 +373,7 @@ class Recipe:
         on_error: str = "error",
         use_target: bool = True,
         source: str = "the table",
+        allow_no_rows: bool = False,
     ) -> PreparedTable:
         """Features, targets (when the target column is present and used) and warnings.
 
@@ -386,7 +387,8 @@ class Recipe:
 
         Raises:
             DataError: as :meth:`transform` and :meth:`encode_targets` (under
-                ``on_error="error"``), or when every row is skipped.
+                ``on_error="error"``), or when every row is skipped (unless
+                ``allow_no_rows``: then the result has zero rows).
         """
         check_choice("unknown", unknown, UNKNOWN_POLICIES)
         check_choice("on_error", on_error, ERROR_POLICIES)
@@ -427,7 +429,7 @@ class Recipe:
             warnings.append(skipped_rows_warning(skipped))
         if incomplete.any():
             keep = ~incomplete
-            if not keep.any():
+            if not keep.any() and not allow_no_rows:
                 raise DataError(
                     f"no row is left: all {table.height} rows were "
                     + ("skipped" if skipped else "dropped for missing values")

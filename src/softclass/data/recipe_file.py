@@ -255,6 +255,9 @@ class _RecipeReader:
         boolean_texts = tuple(self.texts(data, "boolean_texts", where))
         if boolean_texts not in BOOLEAN_PAIRS:
             raise self.fail(where + "boolean_texts", f"one of {list(BOOLEAN_PAIRS)}", boolean_texts)
+        words_as_missing = data.get("words_as_missing", False)
+        if not isinstance(words_as_missing, bool):
+            raise self.fail(where + "words_as_missing", "true or false", words_as_missing)
         note = self.field(data, "note", where)
         action = self.field(data, "action", where)
         if not isinstance(note, str) or not isinstance(action, str):
@@ -266,6 +269,7 @@ class _RecipeReader:
                 decimal=decimal,
                 date_format=date_format,
                 boolean_texts=boolean_texts,
+                words_as_missing=words_as_missing,
                 note=note,
             ),
             role=role,

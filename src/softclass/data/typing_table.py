@@ -28,7 +28,7 @@ from typing import Any
 
 import polars as pl
 
-from softclass.data.checks import check_has_columns
+from softclass.data.checks import check_has_columns, check_named_columns
 from softclass.data.column_types import (
     BOOLEAN,
     DATE,
@@ -101,6 +101,7 @@ class ColumnInfo:
             "decimal": self.type.decimal,
             "date_format": self.type.date_format,
             "boolean_texts": list(self.type.boolean_texts),
+            "words_as_missing": self.type.words_as_missing,
             "note": self.type.note,
         }
 
@@ -129,6 +130,8 @@ def typed_table(
     typing = typing or TypingOptions()
     target = table.columns[-1] if target is None and table.width else target
     check_has_columns(table, [target], "the target")
+    for option, names in (("--categorical", typing.categorical), ("--numeric", typing.numeric)):
+        check_named_columns(table, names, option, None)
     skipped = {*drop, *ids}
     types = []
     columns = []
@@ -138,7 +141,7 @@ def typed_table(
             columns.append(column)
             continue
         column_type, typed = type_column(column, source, typing)
-        if name == target and column_type.kind not in (NUMBER, TEXT):
+        if name == target and as_target_type(column_type) != column_type:
             column_type = as_target_type(column_type)
             typed = read_column(column, column_type, typing.missing_markers)[0]
         types.append(column_type)

@@ -11,8 +11,9 @@ import polars as pl
 import pytest
 import torch
 
-from softclass.data import Recipe, read_table
+from softclass.data import Recipe, TypingOptions, read_table
 from softclass.data.typing_table import id_like_reason
+from softclass.errors import DataError
 
 
 def _roles(recipe: Recipe) -> dict[str, str]:
@@ -140,3 +141,77 @@ def test_recipe_of_version_2_loads_and_transforms_as_before(tmp_path):
     )
     assert recipe.features[0].fill_value == 37.5  # the mean, as version 2 imputed
     torch.testing.assert_close(recipe.transform(table), torch.tensor(VERSION_2_FEATURES))
+
+
+# --- mixed columns --------------------------------------------------------------------------
+
+
+def _mixed_table(n_rows: int = 60) -> pl.DataFrame:
+    rng = np.random.default_rng(5)
+    grade = ["K", *(str(value) for value in range(1, 13))]
+    income = [f"{value:.2f}" for value in rng.normal(50, 10, size=n_rows)]
+    income[3] = "unknown"
+    income[17] = "refused"
+    return pl.DataFrame(
+        {
+            "grade": [grade[index % 13] for index in range(n_rows)],
+            "income": income,
+            "kind": ["a", "b", "c"] * (n_rows // 3),
+        }
+    )
+
+
+def test_few_distinct_values_mixing_numbers_and_words_are_categories():
+    recipe = Recipe.fit(_mixed_table(), "kind")
+    grade = recipe.column_type("grade")
+    assert grade.kind == "text"
+    assert "mixes numbers and words ('K'): read as text, 13 categories" in grade.note
+    assert any(note.startswith("column 'grade': mixes numbers") for note in recipe.notes)
+
+
+def test_mostly_numbers_with_a_few_words_are_numbers_and_the_words_missing():
+    table = _mixed_table()
+    recipe = Recipe.fit(table, "kind")
+    income = recipe.column_type("income")
+    assert income.kind == "number" and income.words_as_missing
+    assert income.note == "2 cell(s) with words ('refused', 'unknown') read as missing"
+    assert "income.missing" in recipe.feature_names
+    features = recipe.transform(pl.DataFrame({"grade": ["K"], "income": ["no idea"]}))
+    indicator = recipe.feature_names.index("income.missing")
+    assert features[0, indicator] > 0  # the word is a missing value: indicator on
+
+
+@pytest.mark.parametrize(
+    ("option", "column", "kind"),
+    [("categorical", "income", "text"), ("numeric", "grade", "number")],
+)
+def test_categorical_and_numeric_override_the_rule(option, column, kind):
+    recipe = Recipe.fit(_mixed_table(), "kind", typing=TypingOptions(**{option: (column,)}))
+    assert recipe.column_type(column).kind == kind
+    assert f"--{option}" in recipe.column_type(column).note
+
+
+def test_override_of_an_unknown_column_and_of_both_kinds_is_refused():
+    with pytest.raises(DataError, match=r"--numeric 'grades': no such column \(did you mean"):
+        Recipe.fit(_mixed_table(), "kind", typing=TypingOptions(numeric=("grades",)))
+    with pytest.raises(DataError, match=r"--categorical and --numeric both name 'grade'"):
+        TypingOptions(categorical=("grade",), numeric=("grade",))
+
+
+@pytest.mark.parametrize("labels", [["1", "2-10"], ["1999", "2000", "K"]])
+def test_any_distinct_target_value_is_a_class(labels):
+    n_rows = 30 * len(labels)
+    table = pl.DataFrame(
+        {
+            "x": np.arange(n_rows, dtype=float) % 7,
+            "y": [labels[i % len(labels)] for i in range(n_rows)],
+        }
+    )
+    assert Recipe.fit(table).classes == tuple(sorted(labels))
+
+
+def test_a_mixed_target_with_many_numbers_keeps_every_value_as_a_class():
+    labels = [str(value) for value in range(30)] + ["K"]
+    table = pl.DataFrame({"x": np.arange(31 * 4, dtype=float), "y": labels * 4})
+    recipe = Recipe.fit(table, keep=["x"])
+    assert len(recipe.classes) == 31 and "K" in recipe.classes
