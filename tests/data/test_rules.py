@@ -263,3 +263,12 @@ def test_a_text_column_with_many_categories_keeps_the_most_frequent_and_other(tm
     data["features"][0]["other"] = "yes"
     with pytest.raises(ModelFileError, match=r"'features\[0\]\.other' should be false, or true"):
         Recipe.from_dict(data)
+
+
+def test_a_damaged_words_as_missing_flag_is_refused():
+    from softclass.errors import ModelFileError
+
+    data = Recipe.fit(_mixed_table(), "kind").to_dict()
+    data["columns"][1]["words_as_missing"] = "yes"
+    with pytest.raises(ModelFileError, match=r"'columns\[1\]\.words_as_missing' should be true"):
+        Recipe.from_dict(data)
