@@ -274,6 +274,12 @@ def run_baselines(train: Path, test: Path, target: str, seed: int) -> dict:
     x_train, y_train = read_features(train, target)
     x_test, y_test = read_features(test, target)
     categorical = [not pd.api.types.is_numeric_dtype(x_train[c]) for c in x_train.columns]
+    for name, is_category in zip(x_train.columns, categorical, strict=True):
+        column = x_test[name]  # typed as the training rows are (pandas types each file alone)
+        if is_category:
+            x_test[name] = column.astype(str).astype(object).where(column.notna(), np.nan)
+        else:
+            x_test[name] = pd.to_numeric(column, errors="coerce")
     levels = [x_train[c].nunique() for c in x_train.columns]
     results = {}
     for name, model in baseline_models(seed, categorical, levels).items():
