@@ -120,7 +120,7 @@ def run_library(train: Path, test: Path, target: str, seed: int) -> tuple[float,
     figures take most of a small table's run): the same reading, recipe, split and engine with
     the table defaults; (accuracy, log loss, train seconds)."""
     from softclass.data import read_table
-    from softclass.jobs.compare import prepare_table
+    from softclass.data.prepare import prepare_table
 
     start = time.perf_counter()
     train_table = read_table(train, raw=True)

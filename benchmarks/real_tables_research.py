@@ -53,7 +53,7 @@ def prepared_split(package: str, item: str, target: str, seed: int, max_rows: in
     import tempfile
 
     from softclass.data import read_table
-    from softclass.jobs.compare import prepare_table
+    from softclass.data.prepare import prepare_table
 
     frame = load_frame(package, item, target, max_rows)
     train_rows, test_rows = _split(frame, target, seed=seed, test_size=0.2)
