@@ -20,7 +20,9 @@ import time
 import torch
 
 from benchmarks._results import append_row, commit, machine
-from softclass.jobs.compare import FLOAT_TOLERANCE, PreparedData, compare
+from softclass.data.prepare import PreparedData
+from softclass.evaluation.agreement import FLOAT_TOLERANCE
+from softclass.jobs.compare import compare
 from softclass.jobs.defaults import TABLE
 from softclass.training.trainer import TrainConfig
 

@@ -298,8 +298,8 @@ def test_bad_options_are_one_line(run, tmp_path):
 
 
 def test_training_to_a_directory_needs_a_recipe(tmp_path):
+    from softclass.data.prepare import PreparedData
     from softclass.errors import ConfigError
-    from softclass.jobs.compare import PreparedData
     from softclass.jobs.train_predict import train_to_directory
     from softclass.mlp.designs import get_design
 
