@@ -19,7 +19,7 @@ from softclass.data import load_bundled
 from softclass.evaluation.report import RunContext
 from softclass.jobs.compare import compare, prepare_table
 from softclass.jobs.report import write_report
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 SECTION = "## report.html generation (python -m benchmarks.report)"
 HEADER = (

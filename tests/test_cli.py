@@ -12,7 +12,7 @@ from softclass import cli
 from softclass.data import bundled_path
 from softclass.jobs.defaults import DEMONSTRATION, TABLE
 from softclass.jobs.store import load_model
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CITIES = {"Anaheim", "Boulder", "Chicago"}

@@ -20,7 +20,8 @@ from softclass.jobs.compare import (
 )
 from softclass.jobs.store import load_model
 from softclass.mlp.designs import DESIGNS, get_design
-from softclass.training.trainer import TrainConfig, fit
+from softclass.training.backends.autograd import fit
+from softclass.training.config import TrainConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

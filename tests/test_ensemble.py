@@ -9,16 +9,12 @@ from softclass.errors import ConfigError, DataError
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
 from softclass.training import mlp_native
+from softclass.training.backends.autograd import fit
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig
-from softclass.training.ensemble import (
-    BatchedTrainer,
-    Member,
-    StackedMLP,
-    design_seed_grid,
-    train_ensemble,
-)
-from softclass.training.trainer import fit
+from softclass.training.ensemble import Member, design_seed_grid, train_ensemble
+from softclass.training.stacked import StackedMLP
 
 
 def _table(n_rows=37, n_features=4, n_classes=3, seed=0):

@@ -18,7 +18,7 @@ from softclass.evaluation.report import RunContext, format_number, json_at
 from softclass.jobs.compare import compare, prepare_table
 from softclass.jobs.train_predict import train_to_directory
 from softclass.mlp.designs import get_design
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

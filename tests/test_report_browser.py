@@ -15,7 +15,7 @@ from PIL import Image
 from softclass.data import load_bundled
 from softclass.evaluation.report import RunContext
 from softclass.jobs.compare import compare, prepare_table
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

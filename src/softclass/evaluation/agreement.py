@@ -10,6 +10,7 @@ measured when the drift exceeds FLOAT_TOLERANCE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from softclass.data.prepare import PreparedData
 from softclass.mlp.designs import Design, get_design
 from softclass.training.config import json_number
+from softclass.training.loop import Callback, FitLoop
 
 # Pairs whose agreement the report shows: A vs B must be identical, D equals A up to rounding,
 # C is another loss. Loss differences are only meaningful between the same loss quantity.
@@ -254,3 +256,82 @@ def record_gradient_pair(
     difference = max(float((a - b).abs().max()) for a, b in zip(reference, other, strict=True))
     agreement.gradient_diff.append(difference / scale if scale > 0 else difference)
     agreement.gradient_epochs.append(epoch)
+
+
+class AgreementProbe(Callback):
+    """The training loop's callback that fills :class:`Agreement` records while the designs
+    train: after every epoch each pair's max |ΔW| (one host sync for all pairs) and loss
+    difference; after the first, every ``probe_every``-th and each pair's last epoch the float64
+    gradient probe at the first design's weights.
+
+    Args:
+        agreements: from :func:`agreement_plan` (filled in place).
+        members: design name → the loop's member position of that design (the probed seed).
+        probe, probe_every: from :func:`agreement_plan`.
+    """
+
+    def __init__(
+        self,
+        agreements: list[Agreement],
+        members: dict[str, int],
+        probe: Probe,
+        probe_every: int,
+    ) -> None:
+        self.pairs = [
+            (agreement, members[agreement.first], members[agreement.second])
+            for agreement in agreements
+        ]
+        self.probe = probe
+        self.probe_every = probe_every
+
+    def on_epoch_end(self, loop: FitLoop) -> None:
+        epoch, epochs_run = loop.epoch, loop.epochs_run
+        pairs = [(a, i, j) for a, i, j in self.pairs if epoch <= min(epochs_run[i], epochs_run[j])]
+        if not pairs:
+            return
+        backend = loop.backend
+        with torch.no_grad():  # every pair's max |ΔW| at once: one host sync per epoch
+            weight_diffs = torch.stack(
+                [
+                    torch.stack(
+                        [
+                            (a - b).abs().max()
+                            for a, b in zip(
+                                backend.member_parameters(i),
+                                backend.member_parameters(j),
+                                strict=True,
+                            )
+                        ]
+                    ).max()
+                    for _, i, j in pairs
+                ]
+            ).tolist()
+        # Per member whose weights the probe ran at: its network and each design's gradient.
+        probed: dict[int, tuple[torch.nn.Module, dict[str, list[torch.Tensor]]]] = {}
+        for (agreement, i, j), weight_diff in zip(pairs, weight_diffs, strict=True):
+            agreement.weight_diff.append(float(weight_diff))
+            if agreement.loss_diff is not None:
+                first, second = loop.record(i, epoch), loop.record(j, epoch)
+                agreement.loss_diff.append(
+                    max(abs(first[name] - second[name]) for name in ("train_loss", "val_loss"))
+                )
+            last = epoch in (epochs_run[i], epochs_run[j])
+            if epoch == 1 or epoch % self.probe_every == 0 or last:
+                if i not in probed:
+                    probed[i] = (backend.member_model(i), {})
+                record_gradient_pair(agreement, *probed[i], self.probe, epoch)
+
+
+def noise_floor(
+    trained: torch.nn.Module,
+    train_features: torch.Tensor,
+    seed: int,
+    train_again: Callable[[torch.Tensor], torch.nn.Module],
+) -> float:
+    """max |W_A - W_A'| at the end: ``trained`` is design A of the comparison; A' is
+    ``train_again(features)``, design A trained again with the same seed and initial weights on
+    the training features moved by one float32 ulp (the inputs differ at every step, as two
+    kernels' rounding does): how far rounding alone moves the weights on this problem."""
+    nudged_features = train_features.clone()
+    perturb_one_ulp([nudged_features], seed)
+    return max_weight_diff(trained, train_again(nudged_features))

@@ -54,7 +54,7 @@ BAND_LABELS = {
 
 
 class History(Protocol):
-    """What the plots read of a training history (``softclass.training.trainer.History``)."""
+    """What the plots read of a training history (``softclass.training.results.History``)."""
 
     def column(self, name: str) -> list[float | None]: ...
 
@@ -591,17 +591,6 @@ def agreement_figure(
     return figure
 
 
-def plot_loss_curves(
-    histories: Mapping[str, History],
-    loss_names: Mapping[str, str],
-    path: str | Path,
-    *,
-    caption: str | None = None,
-) -> Path:
-    """:func:`loss_curves_figure` written to ``path`` as PNG."""
-    return _save(loss_curves_figure(histories, loss_names, caption), path)
-
-
 def plot_confusion_matrices(
     matrices: Mapping[str, torch.Tensor],
     class_names: Sequence[str],
@@ -611,20 +600,3 @@ def plot_confusion_matrices(
 ) -> Path:
     """:func:`confusion_matrices_figure` written to ``path`` as PNG."""
     return _save(confusion_matrices_figure(matrices, class_names, caption), path)
-
-
-def plot_calibration(
-    calibrations: Mapping[str, Calibration], path: str | Path, *, caption: str | None = None
-) -> Path:
-    """:func:`calibration_figure` written to ``path`` as PNG."""
-    return _save(calibration_figure(calibrations, caption), path)
-
-
-def plot_seed_bands(
-    bands: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
-    path: str | Path,
-    *,
-    caption: str | None = None,
-) -> Path:
-    """:func:`seed_bands_figure` written to ``path`` as PNG."""
-    return _save(seed_bands_figure(bands, caption), path)

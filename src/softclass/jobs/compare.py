@@ -32,8 +32,7 @@ weights with its inputs one float32 ulp away), measured when the drift exceeds 1
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,10 +45,10 @@ from softclass.data.prepare import prepare_table as prepare_table  # the CLI's i
 from softclass.errors import ConfigError, DataError
 from softclass.evaluation.agreement import (
     Agreement,
+    AgreementProbe,
+    Probe,
     agreement_plan,
-    max_weight_diff,
-    perturb_one_ulp,
-    record_gradient_pair,
+    noise_floor,
 )
 from softclass.evaluation.measure import DesignRun, measure
 from softclass.evaluation.report import RunContext
@@ -60,18 +59,19 @@ from softclass.jobs.report import write_report
 from softclass.jobs.store import check_finite_recipe, save_model
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLPConfig
+from softclass.training.backends.autograd import AutogradEpochs, Trainer
+from softclass.training.callbacks import (
+    DivergenceCheck,
+    EarlyStoppingCallback,
+    ProgressReport,
+    history_of,
+)
 from softclass.training.config import TrainConfig, resolve_device
 from softclass.training.distributed import DistContext, barrier
-from softclass.training.engine import check_batched_divergence
+from softclass.training.early_stopping import EarlyStopping
 from softclass.training.ensemble import design_seed_grid, train_ensemble
-from softclass.training.results import (
-    EpochRecord,
-    History,
-    ProgressCallback,
-    ProgressEvent,
-    TrainResult,
-)
-from softclass.training.trainer import Trainer
+from softclass.training.loop import Callback, FitLoop
+from softclass.training.results import ProgressCallback, TrainResult
 
 # Share of the training rows held out to choose the epoch when early stopping (three-way split).
 STOPPING_FRACTION = 0.1
@@ -127,7 +127,7 @@ def compare(
         OutputError: ``out_dir`` is a file or not writable (checked before training), or the
             device fills up while writing.
         TrainingDiverged: a design's loss or weights became NaN or infinite, or the loss
-            exploded (:func:`softclass.training.trainer.divergence`).
+            exploded (:func:`softclass.training.callbacks.divergence`).
     """
     distributed = DistContext() if distributed is None else distributed
     if out_dir is None or not distributed.is_main:
@@ -275,8 +275,8 @@ def _engine_compare(
 ) -> tuple[list[DesignRun], list[Agreement], dict[str, dict[str, dict[str, Any]]] | None]:
     """Every design × seed in one :func:`softclass.training.ensemble.train_ensemble` run (each
     model trained once), measured like a :class:`Trainer` run; the first seed's pairs of designs
-    compared after every epoch (:class:`Agreement`); with several seeds, the per-epoch bands of
-    the validation loss and accuracy.
+    compared after every epoch (:class:`AgreementProbe`); with several seeds, the per-epoch bands
+    of the validation loss and accuracy.
 
     The engine watches ``stopping`` rows when early stopping, else the validation rows; its
     per-epoch validation numbers come from those rows.
@@ -284,57 +284,26 @@ def _engine_compare(
     members = design_seed_grid(names, seed_values)
     index = {(member.design, member.seed): m for m, member in enumerate(members)}
     seed = seed_values[0]
-    watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
+    watched = _watched(data, stopping)
     agreements, probe, probe_every = agreement_plan(names, seed, data, config.epochs)
+    first_seed = {name: index[(name, seed)] for name in names}
+    several = len(seed_values) > 1
     labels = {
-        name: name if len(seed_values) == 1 else f"{name} × {len(seed_values)} seeds"
-        for name in names
+        m: f"{name} × {len(seed_values)} seeds" if several else name
+        for name, m in first_seed.items()
     }
-
-    def on_epoch(epoch: int, trainer, histories, epochs_run: list[int]) -> None:
-        # Runs after every epoch; member m ran this epoch while epoch <= epochs_run[m].
-        if progress is not None:
-            for name in names:
-                m = index[(name, seed)]
-                if epoch <= epochs_run[m]:
-                    record = _epoch_record(histories, m, epoch, 0.0)
-                    finished = epoch == epochs_run[m]
-                    progress(ProgressEvent(labels[name], epoch, config.epochs, record, finished))
-        pairs = [
-            (agreement, index[(agreement.first, seed)], index[(agreement.second, seed)])
-            for agreement in agreements
-        ]
-        pairs = [(a, i, j) for a, i, j in pairs if epoch <= min(epochs_run[i], epochs_run[j])]
-        if not pairs:
-            return
-        with torch.no_grad():  # every pair's max |ΔW| at once: one host sync per epoch
-            first = torch.tensor([i for _, i, _ in pairs])
-            second = torch.tensor([j for _, _, j in pairs])
-            differences = torch.stack(
-                [
-                    (tensor[first] - tensor[second]).abs().flatten(1).amax(1)
-                    for tensor in trainer.network.parameters()  # stacked: (M, ...) each
-                ]
-            )
-            weight_diffs = differences.amax(0).tolist()
-        # Per member whose weights the probe ran at: its network and each design's gradient.
-        probed: dict[int, tuple[torch.nn.Module, dict[str, list[torch.Tensor]]]] = {}
-        for (agreement, i, j), weight_diff in zip(pairs, weight_diffs, strict=True):
-            agreement.weight_diff.append(weight_diff)
-            if agreement.loss_diff is not None:
-                agreement.loss_diff.append(
-                    max(
-                        abs(float(histories[name][i, epoch - 1] - histories[name][j, epoch - 1]))
-                        for name in ("train_loss", "val_loss")
-                    )
-                )
-            last = epoch in (epochs_run[i], epochs_run[j])
-            if epoch == 1 or epoch % probe_every == 0 or last:
-                if i not in probed:
-                    probed[i] = (trainer.network.to_mlp(i), {})
-                record_gradient_pair(agreement, *probed[i], probe, epoch)
-
-    started = time.perf_counter()
+    callbacks: list[Callback] = [
+        DivergenceCheck(
+            [get_design(member.design) for member in members],
+            [f"{member.design} seed {member.seed}" for member in members],
+            model_config,
+            config.learning_rate,
+            validation=True,
+        )
+    ]
+    if progress is not None:
+        callbacks.append(ProgressReport(progress, labels, validation=True))
+    callbacks.append(AgreementProbe(agreements, first_seed, probe, probe_every))
     result = train_ensemble(
         model_config,
         members,
@@ -343,86 +312,62 @@ def _engine_compare(
         config,
         *watched,
         device=resolve_device(config.device),
-        on_epoch=on_epoch,
+        callbacks=callbacks,
     )
-    check_batched_divergence(result, model_config, config)
-    # Wall time per epoch, shared out over the models trained together.
-    seconds = (time.perf_counter() - started) / (max(result.epochs_run) * len(members))
     runs = []
     for m, member in enumerate(result.members):
-        ran = result.epochs_run[m]
-        columns = [getattr(result, name)[m, :ran].tolist() for name in _HISTORY_NAMES]
-        history = History(
-            [
-                EpochRecord(epoch, *values, seconds)
-                for epoch, values in enumerate(zip(*columns, strict=True), start=1)
-            ],
-            None if result.best_epoch is None else result.best_epoch[m],
-            result.epochs_run[m] < config.epochs,
-        )
         model = result.model(m).float().eval().requires_grad_(False)
-        trained = TrainResult(
-            model,
-            get_design(member.design),
-            model_config,
-            replace(config, seed=member.seed),
-            history,
-        )
-        runs.append(measure(trained, data))
+        design, member_config = get_design(member.design), replace(config, seed=member.seed)
+        history = result.history(m, shared=True)
+        runs.append(measure(TrainResult(model, design, model_config, member_config, history), data))
     if any(agreement.needs_noise_floor for agreement in agreements):
-        first = next(run for run in runs if run.design == "A" and run.seed == seed)
         # The same backend as the comparison (the choice is per problem shape, and A alone is
         # another shape): only the inputs may differ.
-        pinned = replace(config, backend=result.backend)
-        floor = _engine_noise_floor(first.result.model, data, model_config, pinned, seed, watched)
-        for agreement in agreements:
-            if agreement.needs_noise_floor:
-                agreement.noise_floor = floor
+        pinned = replace(config, backend=result.backend, seed=seed)
+
+        def train_again(features: torch.Tensor) -> torch.nn.Module:
+            again = train_ensemble(
+                model_config,
+                design_seed_grid(("A",), (seed,)),
+                features,
+                data.train_targets,
+                pinned,
+                *watched,
+                device=resolve_device(config.device),
+            )
+            return again.model(0).float()
+
+        _set_noise_floor(agreements, runs[first_seed["A"]].result.model, data, seed, train_again)
     bands = (
         {metric: result.bands(metric, names) for metric in ("val_loss", "val_accuracy")}
-        if len(seed_values) > 1
+        if several
         else None
     )
     return runs, agreements, bands
 
 
-def _epoch_record(
-    histories: dict[str, torch.Tensor], member: int, epoch: int, seconds: float
-) -> EpochRecord:
-    """Member ``member``'s numbers of 1-based ``epoch`` from the engine's ``(M, epochs)``
-    histories."""
-    return EpochRecord(
-        epoch, *(float(histories[name][member, epoch - 1]) for name in _HISTORY_NAMES), seconds
-    )
+def _watched(
+    data: PreparedData, stopping: tuple[torch.Tensor, torch.Tensor] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows the engine scores after every epoch: the stopping rows when early stopping
+    (they choose the epoch), else the validation rows."""
+    if stopping is not None:
+        return stopping
+    return data.validation_features, data.validation_targets
 
 
-def _engine_noise_floor(
+def _set_noise_floor(
+    agreements: list[Agreement],
     trained: torch.nn.Module,
     data: PreparedData,
-    model_config: MLPConfig,
-    config: TrainConfig,
     seed: int,
-    watched: tuple[torch.Tensor | None, torch.Tensor | None],
-) -> float:
-    """max |W_A - W_A'| at the end: ``trained`` is design A of the comparison; A' is design A
-    trained again by the engine with the same seed and its training features moved by one
-    float32 ulp (the inputs differ at every step, as two kernels' rounding does)."""
-    nudged_features = data.train_features.clone()
-    perturb_one_ulp([nudged_features], seed)
-    again = train_ensemble(
-        model_config,
-        design_seed_grid(("A",), (seed,)),
-        nudged_features,
-        data.train_targets,
-        replace(config, seed=seed),
-        *watched,
-        device=resolve_device(config.device),
-    )
-    return max_weight_diff(trained, again.model(0).float())
-
-
-# The engine's history names, in EpochRecord's order (train loss and accuracy, validation ones).
-_HISTORY_NAMES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+    train_again: Callable[[torch.Tensor], torch.nn.Module],
+) -> None:
+    """Measure the rounding noise floor once (:func:`noise_floor`) for the pairs that need it."""
+    floor = noise_floor(trained, data.train_features, seed, train_again)
+    for agreement in agreements:
+        if agreement.needs_noise_floor:
+            agreement.noise_floor = floor
 
 
 def _compare_one_seed(
@@ -435,93 +380,86 @@ def _compare_one_seed(
     distributed: DistContext,
     stopping: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[list[DesignRun], list[Agreement]]:
-    """Train every design with one seed in lockstep, comparing them after every epoch.
+    """Train every design with one seed in lockstep autograd :class:`Trainer` runs (one loop,
+    :class:`AutogradEpochs`), comparing them after every epoch; the rounding noise floor as the
+    engine's (design A trained again with its inputs one float32 ulp away)."""
+    watched = _watched(data, stopping)
 
-    The trainers watch ``stopping`` rows when early stopping, else the validation rows. When a
-    pair with the same gradients drifts beyond FLOAT_TOLERANCE, the rounding noise floor is
-    measured: design A trained once more with its inputs one float32 ulp away.
-    """
-    watched = (data.validation_features, data.validation_targets) if stopping is None else stopping
-    trainers = {
-        name: Trainer(
-            get_design(name),
-            model_config,
-            config,
-            progress=progress,
-            label=f"{name} seed {config.seed}" if label_seed else name,
-            distributed=distributed,
-        )
-        for name in names
-    }
+    def trainers_for(designs: Sequence[str], label: Callable[[str], str]) -> list[Trainer]:
+        return [
+            Trainer(
+                get_design(name), model_config, config, label=label(name), distributed=distributed
+            )
+            for name in designs
+        ]
+
+    trainers = trainers_for(
+        names, lambda name: f"{name} seed {config.seed}" if label_seed else name
+    )
     agreements, probe, probe_every = agreement_plan(names, config.seed, data, config.epochs)
-    for trainer in trainers.values():
-        trainer.initialize(data.train_features, data.train_targets, *watched)
-    while not all(trainer.finished_ for trainer in trainers.values()):
-        ran = [name for name, trainer in trainers.items() if not trainer.finished_]
-        for name in ran:
-            trainers[name].run_epoch()
-        gradients: dict[str, list[torch.Tensor]] = {}
-        for agreement in agreements:
-            if agreement.first in ran and agreement.second in ran:
-                first, second = trainers[agreement.first], trainers[agreement.second]
-                _record_agreement(agreement, first, second)
-                epoch = first.history_.epochs
-                if epoch == 1 or epoch % probe_every == 0 or first.finished_ or second.finished_:
-                    record_gradient_pair(agreement, first.model_, gradients, probe, epoch)
-    if "A" in trainers and any(agreement.needs_noise_floor for agreement in agreements):
-        floor = _noise_floor(
-            trainers["A"].model_, data, model_config, config, watched, distributed, progress
+    results = _lockstep(
+        trainers, data.train_features, data, watched, progress, agreements, probe, probe_every
+    )
+    runs = [measure(result, data) for result in results]
+    if "A" in names and any(agreement.needs_noise_floor for agreement in agreements):
+
+        def train_again(features: torch.Tensor) -> torch.nn.Module:
+            nudged = trainers_for("A", lambda _: f"A (noise floor, seed {config.seed})")
+            return _lockstep(nudged, features, data, watched, progress, [], probe, probe_every)[
+                0
+            ].model
+
+        _set_noise_floor(
+            agreements, results[names.index("A")].model, data, config.seed, train_again
         )
-        for agreement in agreements:
-            if agreement.needs_noise_floor:
-                agreement.noise_floor = floor
-    runs = []
-    for trainer in trainers.values():
-        result = trainer.finish()
-        runs.append(measure(result, data))
     return runs, agreements
 
 
-def _noise_floor(
-    trained: torch.nn.Module,
+def _lockstep(
+    trainers: list[Trainer],
+    features: torch.Tensor,
     data: PreparedData,
-    model_config: MLPConfig,
-    config: TrainConfig,
-    watched: tuple[torch.Tensor | None, torch.Tensor | None],
-    distributed: DistContext,
-    progress: ProgressCallback | None = None,
-) -> float:
-    """max |W_A - W_A'| after the last epoch: ``trained`` is design A as the lockstep run left
-    it; A' is design A trained again from the same initial weights with its training features
-    moved by one float32 ulp (the features differ at every step, as two kernels' rounding does;
-    the same rule as the engine's :func:`_engine_noise_floor`)."""
-    nudged_features = data.train_features.clone()
-    perturb_one_ulp([nudged_features], config.seed)
-    nudged = Trainer(
-        get_design("A"),
-        model_config,
-        config,
-        progress=progress,
-        label=f"A (noise floor, seed {config.seed})",
-        distributed=distributed,
-    )
-    nudged.initialize(nudged_features, data.train_targets, *watched)
-    while not nudged.finished_:
-        nudged.run_epoch()
-    return max_weight_diff(trained, nudged.model_)
-
-
-def _record_agreement(agreement: Agreement, first: Trainer, second: Trainer) -> None:
-    """Weight and loss differences of the pair after an epoch."""
-    agreement.weight_diff.append(max_weight_diff(first.model_, second.model_))
-    if agreement.loss_diff is not None:
-        last_first, last_second = first.history_.records[-1], second.history_.records[-1]
-        agreement.loss_diff.append(
-            max(
-                abs(last_first.train_loss - last_second.train_loss),
-                abs(last_first.validation_loss - last_second.validation_loss),
-            )
+    watched: tuple[torch.Tensor, torch.Tensor],
+    progress: ProgressCallback | None,
+    agreements: list[Agreement],
+    probe: Probe,
+    probe_every: int,
+) -> list[TrainResult]:
+    """``trainers`` through one loop, epoch by epoch together, with their early stopping,
+    divergence check, progress and the agreement probe; their results in order."""
+    for trainer in trainers:
+        trainer.initialize(features, data.train_targets, *watched)
+    config = trainers[0].config
+    early = (
+        EarlyStoppingCallback(
+            EarlyStopping.from_config(config, len(trainers)), restore_best=config.restore_best
         )
+        if config.patience is not None
+        else None
+    )
+    callbacks: list[Callback] = [] if early is None else [early]
+    callbacks.append(
+        DivergenceCheck(
+            [trainer.design for trainer in trainers],
+            [trainer.label for trainer in trainers],
+            trainers[0].model_config,
+            config.learning_rate,
+            validation=True,
+        )
+    )
+    if progress is not None:
+        labels = {m: trainer.label for m, trainer in enumerate(trainers)}
+        callbacks.append(ProgressReport(progress, labels, validation=True))
+    members = {trainer.design.name: m for m, trainer in enumerate(trainers)}
+    callbacks.append(AgreementProbe(agreements, members, probe, probe_every))
+    loop = FitLoop(AutogradEpochs(trainers), config.epochs, callbacks).fit()
+    results = []
+    for m, trainer in enumerate(trainers):
+        best_epoch = None if early is None else early.rule.best_epoch[m]
+        history = history_of(loop, m, validation=True, best_epoch=best_epoch)
+        model = trainer.model_.to("cpu").eval()
+        results.append(TrainResult(model, trainer.design, trainer.model_config, config, history))
+    return results
 
 
 def describe_written(out_dir: str | Path) -> str:

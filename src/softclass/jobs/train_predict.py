@@ -31,9 +31,10 @@ from softclass.jobs.report import write_report
 from softclass.jobs.store import METADATA_FILE, SavedModel, check_finite_recipe, save_model
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
+from softclass.training.config import TrainConfig
 from softclass.training.distributed import DistContext, barrier
 from softclass.training.engine import checkpoint_progress, train_model
-from softclass.training.trainer import ProgressCallback, TrainConfig, TrainResult
+from softclass.training.results import ProgressCallback, TrainResult
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

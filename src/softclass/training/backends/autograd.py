@@ -1,67 +1,49 @@
-"""The training loop: one design, one seeded MLP, pre-built tensors in, a trained model out.
+"""The autograd backend: one design, one seeded MLP, ``torch.autograd`` and the optimizer
+registry's update — the reference every other backend is tested against, and the one for bf16
+autocast and torchrun data parallelism.
 
-The loop is split into small steps that a subclass can override (as skorch does)::
+:class:`Trainer` holds the per-model steps a subclass can override (as skorch does)::
 
-    Trainer.fit → initialize → [load_checkpoint] → run_epoch (repeated) → finish
-                                                     └ train_step (per batch), evaluate
+    Trainer.fit → initialize → FitLoop (softclass.training.loop) → run_epoch → train_step
+                                                                              └ evaluate
 
-Batches are contiguous slices of tensors built once (no per-item Dataset); the row order of each
-epoch comes from :func:`softclass.training.batching.epoch_permutation` with the 0-based epoch
-index, so it
-depends only on ``(seed, epoch)``. That is why a run resumed from a checkpoint needs no random
-state and ends with the same weights as an uninterrupted one, and why a model trained alone equals
-the same model trained inside a batched ensemble.
-
-Checkpoints hold only tensors, numbers, strings, lists and dicts: they are written with
-``torch.save`` (atomically) and read with ``torch.load(weights_only=True)``, which refuses any
-pickled object (a malicious checkpoint is rejected, never executed). Every field read back is
-checked by :func:`softclass.training.schema.load_checkpoint_file` before it is used.
+:class:`AutogradEpochs` is the loop's backend over one or more Trainers (``softclass compare``
+runs its designs' Trainers in lockstep through it). Batches are contiguous slices of tensors
+built once; the row order of each epoch comes from
+:func:`softclass.training.batching.epoch_permutation`, so it depends only on ``(seed, epoch)``:
+a resumed run ends with the same weights as an uninterrupted one, and a model trained alone
+equals the same model trained inside a batched ensemble.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from softclass.diagnostics.check import check_pairing, warn_findings
-from softclass.errors import ConfigError, ModelFileError, TrainingDiverged
-from softclass.io import atomic_write_bytes
+from softclass.errors import ConfigError
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
 from softclass.mlp.optimizers import BatchedState, Optimizer, get_optimizer
 from softclass.training.batching import batch_bounds, epoch_permutation
-from softclass.training.config import TrainConfig, json_number, resolve_device
+from softclass.training.callbacks import (
+    DivergenceCheck,
+    EarlyStoppingCallback,
+    ProgressReport,
+    history_of,
+)
+from softclass.training.checkpoint import Checkpoint, StackedState, data_fingerprint
+from softclass.training.config import TrainConfig, resolve_device
 from softclass.training.distributed import DistContext, all_reduce_sum, loss_scale, shard_rows
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.results import (
-    EpochRecord,
-    History,
-    ProgressCallback,
-    ProgressEvent,
-    TrainResult,
-)
-from softclass.training.schema import CHECKPOINT_FORMAT, load_checkpoint_file
+from softclass.training.loop import Callback, FitLoop
+from softclass.training.results import EpochRecord, ProgressCallback, TrainResult
 
-__all__ = [
-    "EpochRecord",
-    "History",
-    "ProgressCallback",
-    "ProgressEvent",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "fit",
-    "json_number",
-    "load_checkpoint_file",
-    "resolve_device",
-]
+__all__ = ["AutogradEpochs", "Trainer", "fit"]
 
 
 @dataclass(frozen=True)
@@ -138,12 +120,56 @@ class Trainer:
             ModelFileError: the checkpoint to resume from is missing, unsafe or from another run.
             TrainingDiverged: the loss or the weights became NaN or infinite.
         """
+        if resume and self.checkpoint_path is None:
+            raise ConfigError("resume needs a checkpoint_path to resume from")
         self.initialize(train_features, train_targets, validation_features, validation_targets)
-        if resume:
-            self.load_checkpoint()
-        while not self.finished_:
-            self.run_epoch()
-        return self.finish()
+        early = (
+            EarlyStoppingCallback(
+                EarlyStopping.from_config(self.config), restore_best=self.config.restore_best
+            )
+            if self.config.patience is not None
+            else None
+        )
+        loop = FitLoop(AutogradEpochs([self]), self.config.epochs, self.callbacks(early, resume))
+        loop.fit()
+        best_epoch = None if early is None else early.rule.best_epoch[0]
+        history = history_of(
+            loop, 0, validation=self.validation_ is not None, best_epoch=best_epoch
+        )
+        model = self.model_.to("cpu").eval()
+        return TrainResult(model, self.design, self.model_config, self.config, history)
+
+    def callbacks(self, early: EarlyStoppingCallback | None, resume: bool) -> list[Callback]:
+        """Early stopping, divergence, progress and checkpoints of this run, in that order."""
+        validation = self.validation_ is not None
+        callbacks: list[Callback] = [] if early is None else [early]
+        callbacks.append(
+            DivergenceCheck(
+                [self.design],
+                [self.label],
+                self.model_config,
+                self.config.learning_rate,
+                validation=validation,
+            )
+        )
+        if self.progress is not None:
+            callbacks.append(ProgressReport(self.progress, {0: self.label}, validation=validation))
+        if self.checkpoint_path is not None:
+            callbacks.append(
+                Checkpoint(
+                    self.checkpoint_path,
+                    self.fingerprint_,
+                    every=self.config.checkpoint_every,
+                    batches_per_epoch=len(
+                        batch_bounds(self.train_.features.shape[0], self.config.batch_size)
+                    ),
+                    has_validation=validation,
+                    early_stopping=early,
+                    resume=resume,
+                    write=self.distributed.is_main,
+                )
+            )
+        return callbacks
 
     def initialize(
         self,
@@ -159,8 +185,9 @@ class Trainer:
             if self.distributed.enabled
             else resolve_device(self.config.device)
         )
+        # The batched engine's fingerprint (no row weights): either backend resumes the other's.
         self.fingerprint_ = data_fingerprint(
-            train_features, train_targets, validation_features, validation_targets
+            train_features, train_targets, validation_features, validation_targets, None
         )
         self.train_ = self._split(train_features, train_targets)
         self.validation_ = (
@@ -172,10 +199,7 @@ class Trainer:
         self.network_ = self.wrap_network(self.model_)
         self.parameters_ = dict(self.model_.named_parameters())
         self.optimizer_, self.optimizer_state_ = self.make_optimizer(self.model_)
-        self.history_ = History()
-        self.early_stopping_ = EarlyStopping.from_config(self.config)
-        self.best_state_: dict[str, torch.Tensor] | None = None
-        self.finished_ = False
+        self.epochs_done_ = 0
         self.pairing_checked_ = False
 
     def wrap_network(self, model: MLP) -> torch.nn.Module:
@@ -197,9 +221,9 @@ class Trainer:
         return optimizer, optimizer.new_state(list(model.parameters()))
 
     def run_epoch(self) -> EpochRecord:
-        """One pass over the training rows in this epoch's order, then validation and records."""
+        """One pass over the training rows in this epoch's order, then the validation rows."""
         started = time.perf_counter()
-        epoch_index = self.history_.epochs  # 0-based index of the epoch being run
+        epoch_index = self.epochs_done_  # 0-based index of the epoch being run
         n_rows = self.train_.features.shape[0]
         order = epoch_permutation(n_rows, self.config.seed, epoch_index).to(self.device_)
         features = self.train_.features[order]
@@ -234,48 +258,8 @@ class Trainer:
             validation_accuracy=validation_accuracy,
             seconds=time.perf_counter() - started,
         )
-        self.check_divergence(record)
-        self.history_.records.append(record)
-        self.update_early_stopping(record)
-        self.finished_ = self.finished_ or record.epoch >= self.config.epochs
-        if (
-            self.checkpoint_path is not None
-            and self.distributed.is_main
-            and (record.epoch % self.config.checkpoint_every == 0 or self.finished_)
-        ):
-            self.save_checkpoint()
-        if self.progress is not None:
-            self.progress(
-                ProgressEvent(self.label, record.epoch, self.config.epochs, record, self.finished_)
-            )
+        self.epochs_done_ = epoch_index + 1
         return record
-
-    def check_divergence(self, record: EpochRecord) -> None:
-        """Stop when the epoch's losses or the weights left the reals, or the loss exploded.
-
-        One host sync per epoch. Raised before the epoch enters the history or a checkpoint, so
-        the last checkpoint is the last sound epoch. See :func:`divergence`.
-
-        Raises:
-            TrainingDiverged: naming the epoch, the loss and the learning rate to lower.
-        """
-        finite_weights = bool(
-            torch.stack(
-                [torch.isfinite(weights).all() for weights in self.model_.parameters()]
-            ).all()
-        )
-        problem = divergence(
-            record.train_loss,
-            record.validation_loss,
-            finite_weights,
-            self.design,
-            self.model_config,
-            self.config.learning_rate,
-        )
-        if problem is not None:
-            raise TrainingDiverged(
-                f"training diverged at epoch {record.epoch} (design {self.label}): {problem}"
-            )
 
     def train_step(
         self,
@@ -345,133 +329,19 @@ class Trainer:
         accuracy = (logits.argmax(dim=1) == split.targets).double().mean()
         return float(loss), float(accuracy)
 
-    def update_early_stopping(self, record: EpochRecord) -> None:
-        """The shared rule (:mod:`softclass.training.early_stopping`) on ``config.monitor``: keep
-        the best weights (``restore_best``), stop after ``patience`` epochs without gain."""
-        if self.config.patience is None:
-            return
-        value = getattr(record, self.config.monitor)
-        if value is None:
-            return
-        if self.early_stopping_.update(0, record.epoch, value):
-            self.history_.best_epoch = record.epoch
-            if self.config.restore_best:
-                self.best_state_ = _cpu_copy(self.model_.state_dict())
-        if self.early_stopping_.stopped[0]:
-            self.history_.stopped_early = True
-            self.finished_ = True
-
-    def finish(self) -> TrainResult:
-        """Restore the best weights (early stopping) and return the model on the CPU."""
-        if self.best_state_ is not None:
-            self.model_.load_state_dict(self.best_state_)
-        model = self.model_.to("cpu").eval()
-        return TrainResult(model, self.design, self.model_config, self.config, self.history_)
-
-    # -- checkpoints -----------------------------------------------------------------------------
-
-    def save_checkpoint(self) -> Path:
-        """Write model, optimizer, early-stopping state and history to ``checkpoint_path``."""
-        if self.checkpoint_path is None:
-            raise ConfigError("save_checkpoint needs a checkpoint_path")
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "design": self.design.name,
-            "model_config": self.model_config.to_dict(),
-            "train_config": self.config.to_dict(),
-            "data_fingerprint": self.fingerprint_,
-            "epoch": self.history_.epochs,
-            "finished": self.finished_,
-            "model": _cpu_copy(self.model_.state_dict()),
-            "optimizer": self.optimizer_state_dict(),
-            "history": self.history_.to_dict(),
-            "best_loss": self.early_stopping_.best[0],
-            "best_state": self.best_state_,
-            "epochs_without_improvement": self.early_stopping_.bad_epochs[0],
-        }
-        serialized = io.BytesIO()  # serialize first: a full disk is then an OSError, not a
-        torch.save(state, serialized)  # C++ "basic_ios::clear: iostream error"
-        atomic_write_bytes(self.checkpoint_path, serialized.getvalue())
-        return self.checkpoint_path
-
-    def load_checkpoint(self) -> None:
-        """Restore the state saved by :meth:`save_checkpoint` (after :meth:`initialize`).
-
-        Raises:
-            ConfigError: no checkpoint path was given.
-            ModelFileError: the file is missing, not a softclass checkpoint, refused as unsafe,
-                or was written by a run with another design, network, options or data.
-        """
-        if self.checkpoint_path is None:
-            raise ConfigError("resume needs a checkpoint_path to resume from")
-        state = load_checkpoint_file(self.checkpoint_path, self.model_config)
-        expected = {
-            "design": self.design.name,
-            "model_config": self.model_config.to_dict(),
-            "train_config": resumable_options(self.config.to_dict()),
-            "data_fingerprint": self.fingerprint_,
-        }
-        found = {
-            **{key: state[key] for key in expected},
-            "train_config": resumable_options(
-                _config_dict(state["train_config"], self.checkpoint_path)
-            ),
-        }
-        for key, value in expected.items():
-            if found[key] != value:
-                raise ModelFileError(
-                    f"{self.checkpoint_path}: cannot resume, the checkpoint's {key} "
-                    f"{found[key]!r} differs from this run's {value!r}"
-                    if key != "data_fingerprint"
-                    else f"{self.checkpoint_path}: cannot resume, the checkpoint was written "
-                    "for other training data (or another split)"
-                )
-        # The schema checked every tensor's name, dtype, shape and range against the network and
-        # the checkpoint's optimizer (the same as this run's, compared above): these cannot fail.
-        self.model_.load_state_dict(state["model"])
-        self.load_optimizer_state_dict(state["optimizer"])
-        self.history_ = History.from_dict(state["history"])
-        self.early_stopping_.load_dict(
-            {
-                "best": [float(state["best_loss"])],
-                "best_epoch": [self.history_.best_epoch],
-                "bad_epochs": [int(state["epochs_without_improvement"])],
-                "stopped": [self.history_.stopped_early],
-            }
+    def stacked_state(self) -> StackedState:
+        """This one model's state as the checkpoint holds it (M = 1 views)."""
+        state = self.optimizer_state_
+        return StackedState(
+            members=((self.design.name, self.config.seed),),
+            model_config=self.model_config,
+            settings=self.config,
+            dtype=torch.float32,
+            parameters=[tensor.unsqueeze(0) for tensor in self.model_.parameters()],
+            first_moments=[tensor.unsqueeze(0) for tensor in state.first_moments],
+            second_moments=[tensor.unsqueeze(0) for tensor in state.second_moments],
+            optimizer_state=state,
         )
-        self.best_state_ = state["best_state"]
-        self.finished_ = self.history_.stopped_early or self.history_.epochs >= self.config.epochs
-
-    def optimizer_state_dict(self) -> dict[str, Any]:
-        """The optimizer state as a checkpoint holds it: CPU copies keyed by parameter name in
-        ``first_moments``, ``second_moments`` (empty for SGD) and ``step_counts`` (0-dim
-        float32), and the int ``step_count`` (checked by
-        :func:`softclass.training.schema.check_optimizer_state`)."""
-        state = self.optimizer_state_
-        names = list(self.parameters_)
-        return {
-            "first_moments": _named_copies(names, state.first_moments),
-            "second_moments": _named_copies(names, state.second_moments),
-            "step_counts": _named_copies(names, state.step_counts),
-            "step_count": state.step_count,
-        }
-
-    @torch.no_grad()
-    def load_optimizer_state_dict(self, saved: dict[str, Any]) -> None:
-        """Copy a checked :meth:`optimizer_state_dict` into this run's state (on its device)."""
-        state = self.optimizer_state_
-        for kind, tensors in (
-            ("first_moments", state.first_moments),
-            ("second_moments", state.second_moments),
-            ("step_counts", state.step_counts),
-        ):
-            if not tensors:  # SGD has no second moments
-                continue
-            for name, tensor in zip(self.parameters_, tensors, strict=True):
-                tensor.copy_(saved[kind][name])
-        state.step_count = saved["step_count"]
-
-    # -- helpers ---------------------------------------------------------------------------------
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(
@@ -505,44 +375,62 @@ class Trainer:
             )
 
 
-# A training loss this many times the loss of uniform predictions (ln C for the likelihood
-# designs) means the weights exploded: ln 3 x 1000 = 1099 on Iris, where sound training starts
-# near 1.1 and --lr 1e6 gives 4.8e5 after one epoch (tanh keeps the weights finite).
-EXPLODED_LOSS_FACTOR = 1000.0
+class AutogradEpochs:
+    """The loop's backend (:class:`softclass.training.loop.EpochBackend`) over initialized
+    :class:`Trainer` runs, one per member, one epoch per call (each trainer's
+    :meth:`Trainer.run_epoch`; a stopped member's trainer does not run)."""
 
+    def __init__(self, trainers: Sequence[Trainer]) -> None:
+        self.trainers = list(trainers)
 
-def divergence(
-    train_loss: float,
-    validation_loss: float | None,
-    finite_weights: bool,
-    design: Design,
-    model_config: MLPConfig,
-    learning_rate: float,
-) -> str | None:
-    """Why an epoch diverged, with the remedy, or None when it did not.
+    @property
+    def n_members(self) -> int:
+        return len(self.trainers)
 
-    Diverged: a NaN or infinite loss or weight, or a training loss above
-    :data:`EXPLODED_LOSS_FACTOR` times the design's loss for uniform predictions.
-    """
-    losses = [train_loss] + ([] if validation_loss is None else [validation_loss])
-    if not finite_weights:
-        problem = f"the training loss is {train_loss:g} and the weights hold NaN or infinite values"
-    elif not all(math.isfinite(loss) for loss in losses):
-        problem = f"the training loss is {train_loss:g}" + (
-            "" if validation_loss is None else f", the validation loss {validation_loss:g}"
-        )
-    else:
-        uniform = design.uniform_loss(model_config.n_classes)
-        if train_loss <= EXPLODED_LOSS_FACTOR * uniform:
-            return None
-        problem = (
-            f"the training loss is {train_loss:g}, over {EXPLODED_LOSS_FACTOR:g} times the "
-            f"{uniform:.4g} of uniform predictions (the weights exploded)"
-        )
-    return (
-        f"{problem}; lower the learning rate (now {learning_rate:g}, --lr) or scale the features "
-        "(--normalize zscore)"
-    )
+    def epochs_per_call(self) -> int:
+        return 1
+
+    def run_epochs(
+        self, first_epoch: int, n_epochs: int, running: Sequence[bool]
+    ) -> dict[str, torch.Tensor]:
+        names = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+        results = {
+            name: torch.full((self.n_members, 1), torch.nan, dtype=torch.float64) for name in names
+        }
+        for member, trainer in enumerate(self.trainers):
+            if not running[member]:
+                continue
+            trainer.epochs_done_ = first_epoch
+            record = trainer.run_epoch()
+            values = (
+                record.train_loss,
+                record.train_accuracy,
+                record.validation_loss,
+                record.validation_accuracy,
+            )
+            for name, value in zip(names, values, strict=True):
+                if value is not None:
+                    results[name][member, 0] = value
+        return results
+
+    def member_parameters(self, member: int) -> list[torch.Tensor]:
+        return list(self.trainers[member].model_.parameters())
+
+    def member_model(self, member: int) -> MLP:
+        return self.trainers[member].model_
+
+    @torch.no_grad()
+    def finite_members(self) -> list[bool]:
+        flags = [
+            torch.stack([torch.isfinite(tensor).all() for tensor in trainer.model_.parameters()])
+            for trainer in self.trainers
+        ]
+        return torch.stack(flags).all(1).tolist()
+
+    def stacked_state(self) -> StackedState:
+        if len(self.trainers) != 1:
+            raise ConfigError("a checkpoint of autograd runs holds one model (M = 1)")
+        return self.trainers[0].stacked_state()
 
 
 def fit(
@@ -565,25 +453,6 @@ def fit(
     return trainer.fit(
         train_features, train_targets, validation_features, validation_targets, resume=resume
     )
-
-
-def _config_dict(saved: Any, path: Path) -> dict[str, Any]:
-    """A checkpoint's training options read back through :class:`TrainConfig` (an older file
-    lacks newer options: they take their defaults)."""
-    try:
-        return TrainConfig.from_dict(dict(saved)).to_dict()
-    except (ConfigError, TypeError, ValueError) as error:
-        raise ModelFileError(f"{path}: damaged checkpoint ({error})") from error
-
-
-def resumable_options(train_config: dict[str, Any]) -> dict[str, Any]:
-    """The options that must match to resume (more epochs, another device, early-stopping
-    patience or thread count are allowed)."""
-    return {
-        key: value
-        for key, value in train_config.items()
-        if key not in ("epochs", "device", "checkpoint_every", "patience", "threads")
-    }
 
 
 def _check_part(
@@ -616,25 +485,3 @@ def _check_part(
         )
     if not bool(torch.isfinite(features).all()):
         raise ConfigError(f"{part} features contain NaN or infinite values")
-
-
-def data_fingerprint(*tensors: torch.Tensor | None) -> str:
-    """SHA-256 of the training tensors' bytes: a resumed run must see the same data."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        if tensor is None:
-            digest.update(b"none")
-            continue
-        values = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{values.dtype}{tuple(values.shape)}".encode())
-        digest.update(values.view(torch.uint8).numpy().tobytes() if values.numel() else b"")
-    return digest.hexdigest()
-
-
-def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
-
-
-def _named_copies(names: list[str], tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU copies of ``tensors`` keyed by the parameter names (``{}`` when there are none)."""
-    return _cpu_copy(dict(zip(names, tensors, strict=True))) if tensors else {}
