@@ -80,7 +80,8 @@ def resolve(monkeypatch, run, tmp_path):
     def stop(bundled, typed):
         raise _Resolved(mapping(bundled, typed))
 
-    monkeypatch.setattr(cli, "_resolve", stop)
+    for command in ("compare", "train"):
+        monkeypatch.setattr(f"softclass.cli.commands.{command}._resolve", stop)
 
     def invoke(command, *args, data=IRIS):
         where = (data, "--out", tmp_path / "out") if command == "train" else (data,)
@@ -215,10 +216,10 @@ MESSAGES = [
         "--backend gpu: expected one of " + ", ".join(BACKENDS),
     ),
     (
-        ("--optimizer", "lbfgs"),
-        {"optimizer": "lbfgs"},
-        "optimizer='lbfgs': expected one of " + ", ".join(OPTIMIZERS),
-        "--optimizer lbfgs: expected one of " + ", ".join(OPTIMIZERS),
+        ("--optimizer", "no-such-optimizer"),
+        {"optimizer": "no-such-optimizer"},
+        "optimizer='no-such-optimizer': expected one of " + ", ".join(OPTIMIZERS),
+        "--optimizer no-such-optimizer: expected one of " + ", ".join(OPTIMIZERS),
     ),
     (
         ("--device", "tpu"),
@@ -295,8 +296,8 @@ MESSAGES = [
     (
         ("--validation", "1"),
         {"validation_fraction": 1.0},
-        "validation_fraction=1.0 must be in [0, 1) (0 = none)",
-        "--validation 1 must be in [0, 1) (0 = none)",
+        "validation_fraction=1.0 must lie in [0, 1) (0 = none)",
+        "--validation 1 must lie in [0, 1) (0 = none)",
     ),
 ]
 

@@ -17,14 +17,10 @@ from typing import Any
 import torch
 
 from softclass.data.prepare import PreparedData
-from softclass.mlp.designs import Design, get_design
+from softclass.mlp.designs import Design, agreement_pairs, get_design
 from softclass.training.config import json_number
 from softclass.training.loop import Callback, FitLoop
 
-# Pairs whose agreement the report shows: A vs B must be identical, D equals A up to rounding,
-# C is another loss. Loss differences are only meaningful between the same loss quantity.
-AGREEMENT_PAIRS = (("A", "B"), ("A", "D"), ("A", "C"))
-SAME_LOSS_QUANTITY = {("A", "B"), ("A", "D")}
 # Above this float32 weight drift, the rounding noise floor is measured to give it a scale.
 FLOAT_TOLERANCE = 1e-3
 # Two losses are the same computation when their float64 gradients at the same weights agree to
@@ -185,10 +181,10 @@ def agreement_plan(
             first,
             second,
             seed,
-            loss_diff=[] if (first, second) in SAME_LOSS_QUANTITY else None,
+            loss_diff=[] if get_design(second).same_loss_quantity else None,
             probe_rows=rows,
         )
-        for first, second in AGREEMENT_PAIRS
+        for first, second in agreement_pairs()
         if first in names and second in names
     ]
     probe = Probe(data.train_features[:rows], data.train_targets[:rows], data.n_classes)

@@ -1,4 +1,4 @@
-"""The main job: train the same network with designs A–D on the same data, split and seed.
+"""The main job: train the same network with every design on the same data, split and seed.
 
 :func:`softclass.data.prepare.prepare_table` turns a table into training and validation tensors;
 :func:`compare` trains every design × seed model at once in the batched engine
@@ -41,7 +41,6 @@ import torch
 
 from softclass.data import stratified_split
 from softclass.data.prepare import PreparedData
-from softclass.data.prepare import prepare_table as prepare_table  # the CLI's import path
 from softclass.errors import ConfigError, DataError
 from softclass.evaluation.agreement import (
     Agreement,
@@ -77,8 +76,11 @@ from softclass.training.results import ProgressCallback, TrainResult
 STOPPING_FRACTION = 0.1
 
 
-def parse_designs(designs: str | Sequence[str]) -> tuple[str, ...]:
-    """ "ABCD", "a,c" or ["A", "B"] → ("A", "B", ...), in A–D order without repeats."""
+def parse_designs(designs: str | Sequence[str] | None) -> tuple[str, ...]:
+    """ "ABCD", "a,c" or ["A", "B"] → ("A", "B", ...), in registry order without repeats;
+    None: every registered design."""
+    if designs is None:
+        return tuple(DESIGNS)
     letters = [letter for letter in "".join(designs).replace(",", "").upper() if letter != " "]
     if not letters:
         raise ConfigError(f"no design given: expected letters from {''.join(DESIGNS)}")
@@ -88,7 +90,7 @@ def parse_designs(designs: str | Sequence[str]) -> tuple[str, ...]:
 
 def compare(
     data: PreparedData,
-    designs: str | Sequence[str] = "ABCD",
+    designs: str | Sequence[str] | None = None,
     config: TrainConfig | None = None,
     *,
     hidden: Sequence[int] = (7,),
@@ -105,7 +107,7 @@ def compare(
 
     Args:
         data: from :func:`prepare_table` (or built from tensors); needs validation rows.
-        designs: which designs, e.g. "ABCD" or "AB".
+        designs: which designs, e.g. "ABCD" or "AB"; None: every registered design.
         config: training options (``config.seed`` is the first seed).
         hidden, activation: the MLP's hidden layers (default: the seed's 4-7-3 tanh).
         seeds: how many seeds to run (``config.seed``, ``config.seed + 1``, ...).

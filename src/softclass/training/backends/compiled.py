@@ -3,8 +3,8 @@
 Small networks on CPU train through compiled loops (the network row by row in C and each design's
 loss through softclass.functional's compiled kernels, whole epochs per call), since there the cost
 of a step is torch's per-op dispatch, not arithmetic; ``backend="auto"`` picks the faster per
-shape (:meth:`CompiledLoops.choose_backend`), and ``SOFTCLASS_NATIVE=0`` or a missing C compiler
-leaves the torch path. The compiled loops implement the registries' entries that carry a
+shape (:meth:`CompiledLoops.choose_backend`), and ``SOFTCLASS_NATIVE=0`` or a library not built at
+install leaves the torch path. The compiled loops implement the registries' entries that carry a
 ``native_code``; ``backend="compiled"`` on a run they lack is refused naming it.
 """
 
