@@ -40,9 +40,12 @@ from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.mlp.optimizers import DEFAULTS
 from softclass.option_table import Rule, options_of
+from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
+from softclass.training.callbacks import EarlyStoppingCallback
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.ensemble import BatchedTrainer, Member
+from softclass.training.loop import FitLoop
+from softclass.training.stacked import Member
 from softclass.training.threads import available_cores, choose_threads, torch_threads
 
 _SEED_BOUND = 2**31 - 1
@@ -354,7 +357,6 @@ class Classifier(ClassifierMixin, BaseEstimator):
             self.n_iter_no_change + 1,
             float(self.tol),
         )
-        self._epochs_done = 0
         self.n_iter_ = 0
         self.loss_curve_ = []
         self.best_loss_ = np.inf
@@ -370,6 +372,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
             self._train_epochs(X, targets, row_weights, max_epochs, validation)
 
     def _train_epochs(self, X, targets, row_weights, max_epochs: int, validation) -> None:
+        """``max_epochs`` more epochs through the training loop, with scikit-learn's stopping
+        rule as its early-stopping callback (one epoch of ``partial_fit`` never stops)."""
         trainer = self._trainer
         device = self._device()
         # X and the class indices go straight into the engine's table (one float32 copy of X,
@@ -382,29 +386,26 @@ class Classifier(ClassifierMixin, BaseEstimator):
             else torch.as_tensor(row_weights, device=device),
             targets=torch.as_tensor(targets, device=device),
         )
-        best_state = None
-        stopping = self._stopping
-        for _ in range(max_epochs):
-            loss = float(trainer.train_epoch(rows, self._epochs_done)[0][0])
-            self._epochs_done += 1
+        scored = (None, None) if validation is None else validation
+        stopping = EarlyStoppingCallback(
+            self._stopping, restore_best=validation is not None, stop=max_epochs > 1
+        )
+        first = self.n_iter_
+        loop = FitLoop(BatchedEpochs(trainer, rows, *scored), first + max_epochs, [stopping])
+        loop.fit(first_epoch=first)
+        for epoch in range(first + 1, loop.epochs_run[0] + 1):
+            numbers = loop.record(0, epoch)
+            loss = numbers["train_loss"]
             self.n_iter_ += 1
             self.loss_curve_.append(loss)
             self.best_loss_ = min(self.best_loss_, loss) if not math.isnan(loss) else loss
-            value = loss
             if validation is not None:
-                val_loss, val_accuracy = trainer.evaluate(*validation)
-                value = float(val_accuracy[0])
-                self.validation_loss_curve_.append(float(val_loss[0]))
-                self.validation_scores_.append(value)
-                self.best_validation_score_ = max(self.best_validation_score_, value)
-            if stopping.update(0, self.n_iter_, value) and validation is not None:
-                best_state = [tensor.clone() for tensor in trainer.network.parameters()]
-            if max_epochs > 1 and stopping.stopped[0]:
-                break
-        if best_state is not None:
-            for tensor, best in zip(trainer.network.parameters(), best_state, strict=True):
-                tensor.copy_(best)
-        if max_epochs > 1 and not stopping.stopped[0]:
+                self.validation_loss_curve_.append(numbers["val_loss"])
+                self.validation_scores_.append(numbers["val_accuracy"])
+                self.best_validation_score_ = max(
+                    self.best_validation_score_, numbers["val_accuracy"]
+                )
+        if max_epochs > 1 and not self._stopping.stopped[0]:
             warnings.warn(
                 f"softclass.Classifier: reached max_iter={self.max_iter} epochs without "
                 f"converging (tol={self.tol}, n_iter_no_change={self.n_iter_no_change})",
