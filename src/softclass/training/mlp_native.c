@@ -15,7 +15,7 @@
  * (the float64 parity tests of tests/test_engine.py hold every branch to autograd through
  * softclass.functional).
  *
- * Built at first use with the system C compiler and loaded with ctypes. The body below is compiled
+ * Built at install time (setup.py) and loaded with ctypes. The body below is compiled
  * twice, for float (suffix f32) and double (f64): the file includes itself with REAL defined, and
  * <tgmath.h> picks expf/exp, tanhf/tanh, ... from the argument's type.
  */
@@ -121,7 +121,7 @@ static inline float tanh_float(float x) {
 #define REAL float
 #define SUFFIX f32
 #define TANH tanh_float
-#include __FILE__
+#include "mlp_native.c" /* this file, once per element type */
 #undef REAL
 #undef SUFFIX
 #undef TANH
@@ -129,7 +129,7 @@ static inline float tanh_float(float x) {
 #define REAL double
 #define SUFFIX f64
 #define TANH tanh
-#include __FILE__
+#include "mlp_native.c" /* this file, once per element type */
 #undef REAL
 #undef SUFFIX
 #undef TANH
