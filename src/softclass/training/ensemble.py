@@ -25,10 +25,10 @@ Small networks on CPU train through compiled loops instead (:mod:`softclass.trai
 the network row by row in C and each design's loss through softclass.functional's compiled
 kernels, whole epochs per call), since there the cost of a step is torch's per-op dispatch, not
 arithmetic; ``backend="auto"`` picks the faster per shape (:meth:`BatchedTrainer.choose_backend`),
-and ``SOFTCLASS_NATIVE=0`` or a library not built at install leaves the torch path. The two paths agree
-to rounding (the order of the sums differs). The compiled loops implement the registries'
-entries that carry a ``native_code``; ``backend="compiled"`` on a run they lack (an activation,
-design or optimizer without one) is refused naming it.
+and ``SOFTCLASS_NATIVE=0`` or a library not built at install leaves the torch path. The two
+paths agree to rounding (the order of the sums differs). The compiled loops implement the
+registries' entries that carry a ``native_code``; ``backend="compiled"`` on a run they lack
+(an activation, design or optimizer without one) is refused naming it.
 """
 
 from __future__ import annotations
