@@ -10,7 +10,7 @@ from softclass.cli.app import console
 from softclass.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from softclass.jobs.compare import ComparisonResult
+    from softclass.jobs.comparison import ComparisonResult
 
 
 def _findings_table(snippet: str, findings, empty: str):

@@ -50,7 +50,7 @@ BAND_LABELS = {
 
 
 class History(Protocol):
-    """What the plots read of a training history (``softclass.training.trainer.History``)."""
+    """What the plots read of a training history (``softclass.training.results.History``)."""
 
     def column(self, name: str) -> list[float | None]: ...
 
@@ -522,7 +522,7 @@ def seed_bands_figure(
     """Each metric per epoch over seeds: every design's mean and 95 % band, one panel a metric.
 
     ``bands[metric][design]`` holds ``mean``, ``low`` and ``high`` arrays ``(epochs,)``, as
-    :meth:`softclass.training.ensemble.SeedComparison.bands` returns them ("val_loss",
+    :meth:`softclass.evaluation.seeds.SeedComparison.bands` returns them ("val_loss",
     "val_accuracy", ...). Metrics bounded by [0, 1] (accuracy, Brier...) have their bands
     clamped to it; a t interval over few seeds can otherwise cross 1.
     """
