@@ -53,8 +53,10 @@ from softclass.io import atomic_write_json, claim_output_directory
 from softclass.jobs.defaults import Defaults
 from softclass.jobs.report import write_report
 from softclass.jobs.store import check_finite_recipe, save_model
+from softclass.kernels import native
 from softclass.mlp.designs import DESIGNS, Design, get_design
 from softclass.mlp.model import MLPConfig
+from softclass.training import mlp_native
 from softclass.training.distributed import DistContext, barrier
 from softclass.training.engine import check_batched_divergence
 from softclass.training.ensemble import design_seed_grid, train_ensemble
@@ -98,6 +100,9 @@ class PreparedData:
         class_names: C names, index order.
         recipe: the preprocessing (fitted on the training rows), or None for raw tensors.
         warnings: what the user should hear (ignored columns, dropped rows).
+        validation_source: the validation rows of the input table as read (every column, cells
+            as in the file), for the report to show; None for tensors built in code.
+        validation_rows: int64 (M,) 0-based position of each validation row in the input table.
     """
 
     train_features: torch.Tensor
@@ -107,6 +112,8 @@ class PreparedData:
     class_names: tuple[str, ...]
     recipe: Recipe | None = None
     warnings: tuple[str, ...] = ()
+    validation_source: pl.DataFrame | None = None
+    validation_rows: torch.Tensor | None = None
 
     @property
     def n_features(self) -> int:
@@ -191,6 +198,7 @@ def prepare_table(
     ).with_typing_table_of(whole)
     trained = recipe.prepare(train_table)
     validated = recipe.prepare(typed[validation_rows.numpy()], unknown=unknown)
+    validation_rows = validation_rows[validated.rows]  # less the rows prepare dropped
     return PreparedData(
         trained.features,
         trained.targets,
@@ -199,6 +207,8 @@ def prepare_table(
         recipe.classes,
         recipe,
         (*warnings, *(f"validation rows: {warning}" for warning in validated.warnings)),
+        table[validation_rows.numpy()],
+        validation_rows,
     )
 
 
@@ -402,6 +412,11 @@ class ComparisonResult:
     bands: dict[str, dict[str, dict[str, Any]]] | None = None
     n_stopping: int = 0  # rows that chose the epoch (early stopping), apart from both others
     defaults: Defaults | None = None  # the default set the options came from, when known
+    # Seconds spent once before training (building or loading the compiled code), not counted
+    # in any design's training time; and whether the designs trained together (one batched run,
+    # whose wall time each design's "seconds" is an equal share of) or one after another.
+    one_time_seconds: float = 0.0
+    trained_together: bool = False
 
     @property
     def history_rows(self) -> str:
@@ -500,6 +515,10 @@ class ComparisonResult:
             "model_config": self.model_config.to_dict(),
             "train_config": self.config.to_dict(),
             "defaults": None if self.defaults is None else self.defaults.to_dict(),
+            "timing": {
+                "one_time_seconds": json_number(self.one_time_seconds),
+                "trained_together": self.trained_together,
+            },
             "out_dir": None if self.out_dir is None else str(self.out_dir),
         }
 
@@ -622,7 +641,9 @@ def _compare(
     agreements: list[Agreement] = []
     bands = None
     distributed = DistContext() if distributed is None else distributed
-    if _engine_fits(config, distributed):
+    one_time = _load_compiled(config)
+    together = _engine_fits(config, distributed)
+    if together:
         # Every design × seed model trained once, in one batched run; the first seed's designs
         # are compared after every epoch from the engine's own weights.
         runs, agreements, bands = _engine_compare(
@@ -656,11 +677,23 @@ def _compare(
         bands=bands,
         n_stopping=0 if stopping is None else int(stopping[0].shape[0]),
         defaults=defaults,
+        one_time_seconds=one_time,
+        trained_together=together,
     )
     if out_dir is not None and distributed.is_main:
         write_outputs(result, data, Path(out_dir), context)
     barrier(distributed)
     return result
+
+
+def _load_compiled(config: TrainConfig) -> float:
+    """Seconds spent building (first run on a machine) or loading the compiled code the run
+    may use, measured apart so that a one-time build is never reported as training time."""
+    started = time.perf_counter()
+    native.library()
+    if config.backend in ("auto", "compiled"):
+        mlp_native.library()
+    return time.perf_counter() - started
 
 
 def split_stopping_rows(
