@@ -1,5 +1,7 @@
 """The answer first: verdict sentences (bounds never understate) and coinciding curves."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,17 @@ def test_coinciding_curves_are_found_and_drawn_stacked():
     assert stacked_label("D", "D", under) == "D: identical to A, drawn on top of it"
     assert stacked_label("C", "C", under) == "C"
     assert coinciding({"A": np.array([1e-7]), "B": np.array([1.1e-7])}, span=0.0) == {}
+
+
+def test_compare_printout_opens_with_the_answer(run, tmp_path):
+    code, out, err = run("compare", "--epochs", "3", "--out", tmp_path / "r")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    sentences = [verdict.sentence for verdict in verdict_sentences(report)]
+    printout = out[out.index("A (logits") :]  # after the typing table of the data
+    text = " ".join(printout.split())
+    opening = " ".join(sentences)
+    assert text.startswith(opening)  # the answer first, one sentence per pair
+    assert text.index("A vs B vs C vs D on the bundled Iris") > len(opening)
+    assert "(the designs trained together); before it," in text
+    assert "s building or loading the compiled code (once: cached for later runs)" in text

@@ -86,6 +86,7 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
     seeds = len(result.seeds)
     shape = result.model_config
     config = result.config
+    _print_answer(result)
     console.print(
         f"[bold]{' vs '.join(result.designs)}[/] on {escape(source)}: MLP {shape.n_features}-"
         f"{'-'.join(str(w) for w in shape.hidden)}-{shape.n_classes} {shape.activation}, "
@@ -129,14 +130,15 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         )
     console.print(table)
     seconds = sum(run.metrics["seconds"] for run in result.runs)
-    console.print(
+    _print_wrapped(
         "  acc, log loss, Brier, ECE: the same measure for every design, on the validation "
         "rows. own loss: the design's training loss (C's is squared error) on the training and "
         "validation rows, not comparable across designs"
         + (". epochs: best/trained" if result.n_stopping and seeds == 1 else "")
-        + f". {seconds:.1f} s of training.",
-        highlight=False,
-        soft_wrap=True,
+        + f". {seconds:.1f} s of training"
+        + (" (the designs trained together)" if result.trained_together else "")
+        + f"; before it, {result.one_time_seconds:.1f} s building or loading the compiled code "
+        "(once: cached for later runs).",
     )
     shown = [a for a in result.agreements if a.seed == result.seeds[0]]
     for agreement in shown:
@@ -158,6 +160,26 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _print_wrapped(text: str, indent: str = "  ") -> None:
+    """``text`` wrapped at the terminal's width, its continuation lines indented."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width=console.width, subsequent_indent=indent)
+    console.print("\n".join(escape(line) for line in lines), highlight=False, soft_wrap=True)
+
+
+def _print_answer(result: ComparisonResult) -> None:
+    """The answer first: one plain sentence per compared pair (the first seed's), then a blank
+    line; nothing when no pair was compared."""
+    from softclass.evaluation.verdicts import verdict_sentences
+
+    verdicts = verdict_sentences(result.to_dict())
+    for verdict in verdicts:
+        _print_wrapped(verdict.sentence)
+    if verdicts:
+        console.print()
 
 
 # Verdicts of softclass.evaluation.stats, shortened so the paired table fits 80 columns.
