@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, _write_stdout, app
+from softclass.cli.examples import epilog
 from softclass.cli.options import _DEFAULTS_HELP, _DataArgument, _Typed, _with_options
 from softclass.cli.progress import _ProgressBars
 from softclass.cli.render import _print_comparison
@@ -39,7 +40,7 @@ _COMPARE_HELP = "\n\n".join(
 )
 
 
-@app.command(cls=_Command, help=_COMPARE_HELP)
+@app.command(cls=_Command, help=_COMPARE_HELP, epilog=epilog("compare"))
 @_with_options("compare")
 def compare(
     data: _DataArgument = None,
@@ -49,7 +50,10 @@ def compare(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", metavar="DIR", help="Output directory (default runs/compare-DATE-TIME)."
+            "--out",
+            metavar="DIR",
+            help="Output directory: report.html (open it), report.json, history.json, PNG "
+            "plots and one model per design (default runs/compare-DATE-TIME).",
         ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,

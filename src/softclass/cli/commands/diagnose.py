@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, app, console, err_console
+from softclass.cli.examples import epilog
 from softclass.cli.options import _parse_floats
 from softclass.cli.render import _findings_table
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     pass
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=epilog("explain"))
 def explain(
     logits: Annotated[
         str | None,
@@ -49,7 +50,7 @@ def explain(
             console.print(f"  {example.remark}\n", highlight=False)
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=epilog("check"))
 def check(
     model_dir: Annotated[
         Path | None, typer.Argument(help="Model directory written by train/compare.")
@@ -118,7 +119,7 @@ def check(
         console.print(Panel(body, title=f"{number}. {title}", title_align="left"))
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, epilog=epilog("bench"))
 def bench(
     repeats: Annotated[int, typer.Option(help="Timed runs per implementation and case.")] = 5,
     memory: Annotated[

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, _write_stdout, app, err_console
+from softclass.cli.examples import epilog
 from softclass.cli.options import _Delimiter, _Unknown
 from softclass.cli.run import _read_options
 from softclass.errors import (
@@ -28,13 +29,19 @@ _PREDICT_HELP = "\n\n".join(
 )
 
 
-@app.command(cls=_Command, help=_PREDICT_HELP)
+@app.command(cls=_Command, help=_PREDICT_HELP, epilog=epilog("predict"))
 def predict(
     model_dir: Annotated[
         Path, typer.Argument(help="Model directory written by train/compare.", metavar="MODEL_DIR")
     ],
     data: Annotated[Path, typer.Argument(help="CSV or Parquet table of raw rows.", metavar="DATA")],
-    output_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", help="csv (default) or json; --format json is --json."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON (one object per row), as --format json.")
+    ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
     ] = None,
@@ -73,14 +80,12 @@ def predict(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from softclass.data import read_table
-    from softclass.errors import ConfigError
     from softclass.io import atomic_write_text
     from softclass.jobs.output import spreadsheet_safe
     from softclass.jobs.store import load_model
     from softclass.jobs.train_predict import predict_table
 
-    if output_format not in ("csv", "json"):
-        raise ConfigError(f"--format {output_format!r}: expected csv or json")
+    output_format = _output_format(output_format, json_output)
     saved = load_model(model_dir)
     delimiter, _ = _read_options(delimiter, None, None)
     live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
@@ -127,3 +132,15 @@ def predict(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _output_format(output_format: str | None, json_output: bool) -> str:
+    """ "csv" or "json" from ``--format`` and ``--json`` (the flag every command spells alike);
+    ConfigError for another format or the two flags asking for different ones."""
+    from softclass.errors import ConfigError
+
+    if output_format not in (None, "csv", "json"):
+        raise ConfigError(f"--format {output_format!r}: expected csv or json")
+    if json_output and output_format == "csv":
+        raise ConfigError("--json and --format csv ask for different outputs: give one of them")
+    return "json" if json_output else output_format or "csv"
