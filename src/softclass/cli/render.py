@@ -150,7 +150,7 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
             soft_wrap=True,
         )
     if shown:
-        console.print(f"  how: {escape(shown[0].method)}", highlight=False, soft_wrap=True)
+        _print_wrapped(f"  how: {shown[0].method}", indent="    ")
     statistics = result.seed_statistics()
     if statistics is not None:
         _print_seed_statistics(statistics, len(result.seeds))

@@ -6,7 +6,7 @@ and with the measured numbers in brackets; the terminal and report.html both ope
 the technical detail (how the verdict was reached, per-epoch drift) follows below.
 
 Every number in a sentence is an honest bound or a value of the table: a bound ("≤ 4e-7") is
-rounded *up* to one significant digit, so it never claims less than was measured, and a metric is
+rounded *up* to two significant digits, so it never claims less than was measured, and a metric is
 printed with the digits the common-metric table uses. The sentences read the design's title and
 loss from report.json, which takes them from the design registry.
 """
@@ -43,17 +43,19 @@ class Verdict:
 
 
 def bound(value: float | None) -> str:
-    """``value`` rounded up to one significant digit, in short scientific form: 3.58e-7 →
-    "4e-7", 3.01e-15 → "4e-15", 0 → "0"; None or NaN → "?" (not measured)."""
+    """``value`` rounded up to two significant digits, in short scientific form: 3.58e-7 →
+    "3.6e-7", 3.01e-15 → "3.1e-15", 2e-3 → "2e-3", 0 → "0"; None or NaN → "?" (not
+    measured). Rounded up, so that "≤ bound" is true of the measured value."""
     if value is None or not math.isfinite(value):
         return "?"
     if value <= 0:
         return "0"
     exponent = math.floor(math.log10(value))
-    digit = math.ceil(round(value / 10**exponent, 9))
-    if digit == 10:
-        digit, exponent = 1, exponent + 1
-    return f"{digit}e{exponent}"
+    digits = math.ceil(round(value / 10 ** (exponent - 1), 6))  # 10..100
+    if digits == 100:
+        digits, exponent = 10, exponent + 1
+    mantissa = f"{digits // 10}" if digits % 10 == 0 else f"{digits // 10}.{digits % 10}"
+    return f"{mantissa}e{exponent}"
 
 
 def _named(summary: Mapping[str, Any], name: str) -> str:
