@@ -42,7 +42,7 @@ def stacked_style(name: str, under: Mapping[str, str], names: Sequence[str]) -> 
     root = under.get(name, name)
     group = [other for other in names if under.get(other, other) == root]
     above = len(group) - 1 - group.index(name)
-    return {"linewidth": 1.5 + 2.5 * above, "markersize": 5 + 4 * above}
+    return {"linewidth": 1.5 + 2.0 * above, "markersize": 5 + 3 * above}
 
 
 def stacked_label(label: str, name: str, under: Mapping[str, str]) -> str:
