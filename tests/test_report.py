@@ -326,6 +326,10 @@ def test_train_writes_a_one_design_report(iris, tmp_path):
     text = " ".join(" ".join(page.text).split())
     assert "softclass train iris.csv --out model" in text
     assert "Only B trained: agreement needs A with B, C or D" in text
+    assert "Only B trained: a verdict needs A with B, C or D" in text
+    # One design trained alone: its own seconds, and no one-time cost it did not measure.
+    assert page.tables["table-common-metrics"][0][-1] == "seconds"
+    assert "one-time-seconds" not in page.ids
     _decoded_images(page)
 
 

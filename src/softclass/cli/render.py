@@ -137,8 +137,12 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         + (". epochs: best/trained" if result.n_stopping and seeds == 1 else "")
         + f". {seconds:.1f} s of training"
         + (" (the designs trained together)" if result.trained_together else "")
-        + f"; before it, {result.one_time_seconds:.1f} s building or loading the compiled code "
-        "(once: cached for later runs).",
+        + (
+            "."
+            if result.one_time_seconds is None
+            else f"; before it, {result.one_time_seconds:.1f} s building or loading the compiled "
+            "code (once: cached for later runs)."
+        ),
     )
     shown = [a for a in result.agreements if a.seed == result.seeds[0]]
     for agreement in shown:

@@ -292,7 +292,7 @@ class ComparisonResult:
     # Seconds spent once before training (building or loading the compiled code), not counted
     # in any design's training time; and whether the designs trained together (one batched run,
     # whose wall time each design's "seconds" is an equal share of) or one after another.
-    one_time_seconds: float = 0.0
+    one_time_seconds: float | None = None  # None: not measured (train's one-design page)
     trained_together: bool = False
 
     @property
