@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from softclass.evaluation.report import epochs_shown
 from softclass.evaluation.stacking import coinciding, stacked_label, stacked_style
 from softclass.evaluation.verdicts import bound, verdict_sentences
 
@@ -110,3 +111,18 @@ def test_compare_printout_opens_with_the_answer(run, tmp_path):
     assert text.index("A vs B vs C vs D on the bundled Iris") > len(opening)
     assert "(the designs trained together); before it," in text
     assert "s building or loading the compiled code (once: cached for later runs)" in text
+
+
+def test_epochs_show_best_over_trained_as_in_the_terminal():
+    def run(epochs, best):
+        return {"epochs": epochs, "history": {"best_epoch": best}}
+
+    summary = {
+        "designs": {
+            "A": {"per_seed": [run(19, 9)]},
+            "B": {"per_seed": [run(19, 9), run(20, 10)]},
+            "C": {"per_seed": [run(100, None)]},
+            "D": {"per_seed": [run(60, 60), run(60, None)]},  # one seed without stopping
+        }
+    }
+    assert epochs_shown(summary, "ABCD") == {"A": "9/19", "B": "9.5/19.5", "C": "100", "D": "60"}

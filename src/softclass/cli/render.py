@@ -86,7 +86,11 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
     seeds = len(result.seeds)
     shape = result.model_config
     config = result.config
-    _print_answer(result)
+    from softclass.evaluation.report import epochs_shown
+
+    summary = result.to_dict()
+    _print_answer(summary)
+    epochs = epochs_shown(summary, result.designs)
     console.print(
         f"[bold]{' vs '.join(result.designs)}[/] on {escape(source)}: MLP {shape.n_features}-"
         f"{'-'.join(str(w) for w in shape.hidden)}-{shape.n_classes} {shape.activation}, "
@@ -113,10 +117,6 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         table.add_column(column, justify="left" if "design" in column else "right", no_wrap=True)
     for name in result.designs:
         numbers = result.summary(name)
-        best = [run.history.best_epoch for run in result.runs_of(name)]
-        epochs = f"{numbers['epochs']:.0f}"
-        if seeds == 1 and best[0] is not None:
-            epochs = f"{best[0]}/{epochs}"
         table.add_row(
             name,
             f"{numbers['validation_accuracy']:.3f}",
@@ -126,7 +126,7 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
             _LOSS_LABELS.get(get_design(name).loss_name, get_design(name).loss_name),
             f"{numbers['train_loss']:.4f}",
             f"{numbers['validation_loss']:.4f}",
-            epochs,
+            epochs[name],
         )
     console.print(table)
     seconds = sum(run.metrics["seconds"] for run in result.runs)
@@ -134,7 +134,11 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         "  acc, log loss, Brier, ECE: the same measure for every design, on the validation "
         "rows. own loss: the design's training loss (C's is squared error) on the training and "
         "validation rows, not comparable across designs"
-        + (". epochs: best/trained" if result.n_stopping and seeds == 1 else "")
+        + (
+            ". epochs: best/trained" + (", means over the seeds" if seeds > 1 else "")
+            if "/" in "".join(epochs.values())
+            else ""
+        )
         + f". {seconds:.1f} s of training"
         + (" (the designs trained together)" if result.trained_together else "")
         + (
@@ -174,12 +178,12 @@ def _print_wrapped(text: str, indent: str = "  ") -> None:
     console.print("\n".join(escape(line) for line in lines), highlight=False, soft_wrap=True)
 
 
-def _print_answer(result: ComparisonResult) -> None:
-    """The answer first: one plain sentence per compared pair (the first seed's), then a blank
-    line; nothing when no pair was compared."""
+def _print_answer(summary: dict) -> None:
+    """The answer first: one plain sentence per compared pair (the first seed's) of a run's
+    report.json dictionary, then a blank line; nothing when no pair was compared."""
     from softclass.evaluation.verdicts import verdict_sentences
 
-    verdicts = verdict_sentences(result.to_dict())
+    verdicts = verdict_sentences(summary)
     for verdict in verdicts:
         _print_wrapped(verdict.sentence)
     if verdicts:

@@ -460,7 +460,7 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
             common=common,
             several_seeds=len(summary["seeds"]) > 1,
             verdicts=verdict_sentences(summary),
-            epochs=_epochs_shown(summary, list(first)),
+            epochs=epochs_shown(summary, list(first)),
             timing=_timing(summary),
             agreements=agreements,
             statistics=statistics,
@@ -482,20 +482,20 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
     return RenderedReport(page, figures)
 
 
-def _epochs_shown(summary: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
-    """Per design, its epochs as the terminal shows them: "best/trained" where early stopping
-    chose an epoch ("9/19"; with several seeds the means, "9.5/19.5"), else the epochs trained."""
+def epochs_shown(summary: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
+    """Per design, its epochs as the terminal and the page show them: "best/trained" where
+    early stopping chose an epoch ("9/19"; with several seeds the means, "9.5/19"), else the
+    epochs trained."""
+
+    def mean(values: Sequence[float]) -> str:
+        return f"{sum(values) / len(values):.1f}".removesuffix(".0")
+
     shown = {}
     for name in names:
         runs = summary["designs"][name]["per_seed"]
-        trained = sum(run["epochs"] for run in runs) / len(runs)
+        trained = mean([run["epochs"] for run in runs])
         best = [run["history"].get("best_epoch") for run in runs]
-        spec = ".0f" if len(runs) == 1 else ".1f"
-        shown[name] = (
-            f"{trained:{spec}}"
-            if any(epoch is None for epoch in best)
-            else f"{sum(best) / len(best):{spec}}/{trained:{spec}}"
-        )
+        shown[name] = trained if None in best else f"{mean(best)}/{trained}"
     return shown
 
 
