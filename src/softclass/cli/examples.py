@@ -1,10 +1,16 @@
 """The examples that end each command's ``--help``: two or three lines a new user can run.
 
-One table, read by every command's ``epilog`` and by the test that parses each example with the
-command's own options (so an example cannot name a flag that no longer exists).
+One table: :func:`attach` sets each registered command's epilog from it (the command modules
+stay as they are), and a test parses each example with the command's own options (so an example
+cannot name a flag that no longer exists).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import typer
 
 # Command → (command line, what it does), in the order shown.
 EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -59,3 +65,10 @@ def epilog(command: str) -> str:
     for line, what in EXAMPLES[command]:
         lines += [f"  {line}", f"      {what}"]
     return "\n".join(lines)
+
+
+def attach(app: typer.Typer) -> None:
+    """Give every command registered on ``app`` its examples as the end of its help."""
+    for command in app.registered_commands:
+        name = command.name or command.callback.__name__.replace("_", "-")
+        command.epilog = epilog(name)

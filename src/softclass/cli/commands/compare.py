@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, _write_stdout, app
-from softclass.cli.examples import epilog
 from softclass.cli.options import _DEFAULTS_HELP, _DataArgument, _Typed, _with_options
 from softclass.cli.progress import _ProgressBars
 from softclass.cli.render import _print_comparison
@@ -40,7 +39,7 @@ _COMPARE_HELP = "\n\n".join(
 )
 
 
-@app.command(cls=_Command, help=_COMPARE_HELP, epilog=epilog("compare"))
+@app.command(cls=_Command, help=_COMPARE_HELP)
 @_with_options("compare")
 def compare(
     data: _DataArgument = None,

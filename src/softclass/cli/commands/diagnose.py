@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, app, console, err_console
-from softclass.cli.examples import epilog
 from softclass.cli.options import _parse_floats
 from softclass.cli.render import _findings_table
 
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
     pass
 
 
-@app.command(cls=_Command, epilog=epilog("explain"))
+@app.command(cls=_Command)
 def explain(
     logits: Annotated[
         str | None,
@@ -50,7 +49,7 @@ def explain(
             console.print(f"  {example.remark}\n", highlight=False)
 
 
-@app.command(cls=_Command, epilog=epilog("check"))
+@app.command(cls=_Command)
 def check(
     model_dir: Annotated[
         Path | None, typer.Argument(help="Model directory written by train/compare.")
@@ -119,7 +118,7 @@ def check(
         console.print(Panel(body, title=f"{number}. {title}", title_align="left"))
 
 
-@app.command(cls=_Command, epilog=epilog("bench"))
+@app.command(cls=_Command)
 def bench(
     repeats: Annotated[int, typer.Option(help="Timed runs per implementation and case.")] = 5,
     memory: Annotated[

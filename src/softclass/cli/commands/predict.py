@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, _write_stdout, app, err_console
-from softclass.cli.examples import epilog
 from softclass.cli.options import _Delimiter, _Unknown
 from softclass.cli.run import _read_options
 from softclass.errors import (
@@ -29,7 +28,7 @@ _PREDICT_HELP = "\n\n".join(
 )
 
 
-@app.command(cls=_Command, help=_PREDICT_HELP, epilog=epilog("predict"))
+@app.command(cls=_Command, help=_PREDICT_HELP)
 def predict(
     model_dir: Annotated[
         Path, typer.Argument(help="Model directory written by train/compare.", metavar="MODEL_DIR")

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, app, console
-from softclass.cli.examples import epilog
 from softclass.cli.options import _DEFAULTS_HELP, _Typed, _with_options
 from softclass.cli.progress import _ProgressBars
 from softclass.cli.render import _measured_rows
@@ -39,18 +38,11 @@ _TRAIN_HELP = "\n\n".join(
 )
 
 
-@app.command(cls=_Command, help=_TRAIN_HELP, epilog=epilog("train"))
+@app.command(cls=_Command, help=_TRAIN_HELP)
 @_with_options("train")
 def train(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.", metavar="DATA")],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            metavar="DIR",
-            help="Model directory to write: the model, its checkpoint and report.html.",
-        ),
-    ],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Model directory to write.")],
     design: Annotated[str, typer.Option("--design", metavar="LETTER", help="A, B, C or D.")] = "A",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
