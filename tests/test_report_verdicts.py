@@ -110,7 +110,7 @@ def test_compare_printout_opens_with_the_answer(run, tmp_path):
     assert text.startswith(opening)  # the answer first, one sentence per pair
     assert text.index("A vs B vs C vs D on the bundled Iris") > len(opening)
     assert "(the designs trained together); before it," in text
-    assert "s building or loading the compiled code (once: cached for later runs)" in text
+    assert "s loading the compiled code (not counted in the training time)" in text
 
 
 def test_epochs_show_best_over_trained_as_in_the_terminal():
