@@ -157,7 +157,13 @@ def _problems(events: list[dict[str, Any]]) -> list[str]:
 
 
 def render(
-    executable: str, page: Path, script: str, *, screenshot_width: int | None = None
+    executable: str,
+    page: Path,
+    script: str,
+    *,
+    screenshot_width: int | None = None,
+    height: int = 900,
+    first_screen: bool = False,
 ) -> RenderedPage:
     """Open ``page`` in headless Chromium, evaluate ``script`` after load, collect problems.
 
@@ -166,6 +172,8 @@ def render(
         page: an HTML file.
         script: a JavaScript expression whose JSON-serialisable value is returned.
         screenshot_width: take a full-page PNG screenshot at this viewport width (CSS px).
+        height: the viewport's height (CSS px): what is seen without scrolling.
+        first_screen: the screenshot holds the viewport only (what a reader sees first).
     """
     with tempfile.TemporaryDirectory(prefix="softclass-chromium-") as profile:
         pipe = _Pipe(executable, profile)
@@ -179,7 +187,7 @@ def render(
             width = screenshot_width or 1280
             pipe.call(
                 "Emulation.setDeviceMetricsOverride",
-                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
                 session=session,
             )
             pipe.call("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
@@ -194,7 +202,8 @@ def render(
             shot = None
             if screenshot_width is not None:
                 size = pipe.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
-                clip = {"x": 0, "y": 0, "width": width, "height": size["height"], "scale": 1}
+                shown = height if first_screen else size["height"]
+                clip = {"x": 0, "y": 0, "width": width, "height": shown, "scale": 1}
                 shot = base64.b64decode(
                     pipe.call(
                         "Page.captureScreenshot",

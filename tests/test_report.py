@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
-from softclass.data import load_bundled
+from softclass.data import load_bundled, read_table
 from softclass.data.prepare import prepare_table
 from softclass.evaluation.report import RunContext, format_number, json_at
+from softclass.evaluation.verdicts import verdict_sentences
 from softclass.jobs.compare import compare
 from softclass.jobs.train_predict import train_to_directory
 from softclass.mlp.designs import get_design
@@ -23,7 +24,16 @@ from softclass.training.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SECTIONS = ("data", "metrics", "training", "agreement", "calibration", "seeds", "reproduce")
+SECTIONS = (
+    "answer",
+    "metrics",
+    "data",
+    "training",
+    "agreement",
+    "calibration",
+    "seeds",
+    "reproduce",
+)
 COMMAND = "softclass compare --epochs 5 --out run"
 
 
@@ -317,6 +327,10 @@ def test_train_writes_a_one_design_report(iris, tmp_path):
     text = " ".join(" ".join(page.text).split())
     assert "softclass train iris.csv --out model" in text
     assert "Only B trained: agreement needs A with B, C or D" in text
+    assert "Only B trained: a verdict needs A with B, C or D" in text
+    # One design trained alone: its own seconds, and no one-time cost it did not measure.
+    assert page.tables["table-common-metrics"][0][-1] == "seconds"
+    assert "one-time-seconds" not in page.ids
     _decoded_images(page)
 
 
@@ -359,33 +373,77 @@ def test_class_names_are_escaped(tmp_path):
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_worst_predicted_rows_with_the_values_of_the_table(one_seed_run, iris):
-    result, page, _, _ = one_seed_run
-    raw = load_bundled("iris")
-    features = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-    for run in result.runs:
-        table = page.tables[f"table-worst-{run.design}"]
-        assert table[0] == ["row", "true class", "predicted", "p(true)", "p(predicted)", *features]
-        rows = table[1:]
-        assert len(rows) == 10
-        probabilities = run.result.design.predict_proba(
-            run.result.model(iris.validation_features)
-        ).detach()
-        on_target = probabilities.gather(1, iris.validation_targets.unsqueeze(1))[:, 0]
-        expected = on_target.argsort(stable=True)[:10].tolist()
-        assert [int(row[0]) for row in rows] == expected
-        assert [float(row[3]) for row in rows] == pytest.approx(
-            on_target[expected].tolist(), abs=5e-4
-        )
-        for row in rows:
-            values = [float(value) for value in row[5:]]
-            matches = raw.filter(
-                (pl.col("species") == row[1])
-                & pl.all_horizontal(
-                    [
-                        (pl.col(name) - value).abs() < 1e-4
-                        for name, value in zip(features, values, strict=True)
-                    ]
-                )
-            )
-            assert matches.height >= 1, row
+def test_worst_predicted_rows_show_the_rows_of_the_file_as_read(tmp_path):
+    """Every column, each cell's text as in the file (no inverse-transform noise such as
+    -2.9e-09 for a 0), and the row number predict and the error messages use (header = row 1)."""
+    lines = ["id,Ba,RI,kind,label"]
+    for row in range(60):
+        label = "yes" if row % 3 else "no"
+        barium = "0" if row % 2 else "0.0600"
+        lines.append(f"r{row},{barium},{1.5 + row / 997:.5f},k{row % 4},{label}")
+    path = tmp_path / "glass.csv"
+    path.write_text("\n".join(lines) + "\n")
+    data = prepare_table(read_table(path, raw=True), "label", seed=0)
+    result = compare(data, "A", TrainConfig(epochs=2), out_dir=tmp_path / "run")
+    page = Page((tmp_path / "run" / "report.html").read_text())
+    table = page.tables["table-worst-A"]
+    assert table[0] == [
+        "row",
+        "true class",
+        "predicted",
+        "p(true)",
+        "p(predicted)",
+        "id",
+        "Ba",
+        "RI",
+        "kind",
+        "label",
+    ]
+    file_rows = {number: line.split(",") for number, line in enumerate(lines, start=1)}
+    probabilities = result.runs[0].result.design.predict_proba(
+        result.runs[0].result.model(data.validation_features)
+    )
+    on_target = probabilities.gather(1, data.validation_targets.unsqueeze(1))[:, 0]
+    worst = on_target.argsort(stable=True)[:10].tolist()
+    assert [int(row[0]) for row in table[1:]] == [
+        int(data.validation_rows[position]) + 2 for position in worst
+    ]
+    for row in table[1:]:
+        assert row[5:] == file_rows[int(row[0])]  # the file's text, every column
+        assert row[1] == row[-1]  # the true class is the row's label
+    text = " ".join(" ".join(page.text).split())
+    assert "(header = row 1)" in text
+
+
+def test_the_answer_opens_the_page_with_one_sentence_per_pair(one_seed_run):
+    _, page, report, _ = one_seed_run
+    text = " ".join(" ".join(page.text).split())
+    answer = text.index("The answer")
+    assert answer < text.index("Common metrics on held-out rows") < text.index("Column typing")
+    verdicts = verdict_sentences(report)
+    assert [verdict.pair for verdict in verdicts] == ["A-B", "A-D", "A-C"]
+    for verdict in verdicts:
+        assert verdict.sentence in text
+        assert f"verdict-{verdict.pair}" in page.ids
+    assert "are the same computation" in verdicts[0].sentence
+    assert "are different computations: C minimises another loss" in verdicts[2].sentence
+
+
+def test_epochs_show_best_and_trained_with_early_stopping(iris, tmp_path):
+    result = compare(iris, "AB", TrainConfig(epochs=30, patience=2), out_dir=tmp_path)
+    page = Page((tmp_path / "report.html").read_text())
+    header, *rows = page.tables["table-common-metrics"]
+    assert header[-2] == "epochs (best/trained)"
+    for row, name in zip(rows, "AB", strict=True):
+        history = result.runs_of(name)[0].history
+        assert row[-2] == f"{history.best_epoch}/{history.epochs}"
+
+
+def test_seconds_say_whether_they_are_a_share_and_one_time_costs_apart(one_seed_run):
+    result, page, report, _ = one_seed_run
+    assert report["timing"]["trained_together"] is result.trained_together is True
+    assert page.tables["table-common-metrics"][0][-1] == "seconds (share)"
+    assert "one-time-seconds" in page.ids
+    text = " ".join(" ".join(page.text).split())
+    assert "each design's seconds are an equal share of that run's training time" in text
+    assert "loading the compiled code took" in text

@@ -15,6 +15,7 @@ from PIL import Image
 from softclass.data import load_bundled
 from softclass.data.prepare import prepare_table
 from softclass.evaluation.report import RunContext
+from softclass.evaluation.verdicts import verdict_sentences
 from softclass.jobs.compare import compare
 from softclass.training.config import TrainConfig
 
@@ -56,8 +57,9 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path):
     seen = json.loads(page.value)
     assert seen["title"] == "softclass compare: bundled iris → species"
     assert seen["sections"] == [
-        "data",
+        "answer",
         "metrics",
+        "data",
         "training",
         "agreement",
         "calibration",
@@ -94,6 +96,48 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path):
     screenshot.write_bytes(page.screenshot)
     with Image.open(screenshot) as image:
         assert image.size[0] == 1280 and image.size[1] > 3000
+
+
+# What the first screen shows: each element's box, and whether it ends above the fold.
+FIRST_SCREEN = """JSON.stringify([
+  ...document.querySelectorAll("#answer p.answer"), document.getElementById("table-common-metrics")
+].map(element => {
+  const box = element.getBoundingClientRect();
+  return {id: element.id, text: element.innerText, top: box.top, bottom: box.bottom,
+          shown: box.bottom <= window.innerHeight && box.width > 0};
+}))"""
+
+
+def test_first_screen_shows_the_verdicts_and_the_common_metrics(tmp_path):
+    """At 1280 x 800 a reader sees, without scrolling, one verdict sentence per pair and the
+    common-metric table; the screenshot is kept for a person to look at."""
+    data = prepare_table(load_bundled("iris"), seed=0)
+    compare(data, "ABCD", TrainConfig(epochs=5), out_dir=tmp_path, context=RunContext("iris"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    page = render(
+        find_chromium(),
+        tmp_path / "report.html",
+        FIRST_SCREEN,
+        screenshot_width=1280,
+        height=800,
+        first_screen=True,
+    )
+    assert page.problems == []
+    seen = json.loads(page.value)
+    expected = [verdict.sentence for verdict in verdict_sentences(report)]
+    assert len(expected) == 3
+    assert [element["text"] for element in seen[:-1]] == expected
+    assert [element["id"] for element in seen] == [
+        "verdict-A-B",
+        "verdict-A-D",
+        "verdict-A-C",
+        "table-common-metrics",
+    ]
+    for element in seen:
+        assert element["shown"], element  # above the fold
+    (tmp_path / "first_screen.png").write_bytes(page.screenshot)
+    with Image.open(tmp_path / "first_screen.png") as image:
+        assert image.size == (1280, 800)
 
 
 MATRIX_GEOMETRY = """JSON.stringify([...document.querySelectorAll("table.confusion")].map(table => {

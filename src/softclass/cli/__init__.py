@@ -15,9 +15,12 @@ from softclass.cli.commands.compare import compare
 from softclass.cli.commands.diagnose import bench, check, explain
 from softclass.cli.commands.predict import predict
 from softclass.cli.commands.train import train
+from softclass.cli.examples import attach
 from softclass.cli.options import _REGISTRY_NAMES, _SPECS, _as_typed, _Typed
 from softclass.cli.progress import _ProgressBars
 from softclass.cli.run import _is_bundled_iris, _resolve
+
+attach(app)  # each command's --help ends with its examples (cli/examples.py)
 
 __all__ = [
     "_REGISTRY_NAMES",

@@ -82,6 +82,11 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
     seeds = len(result.seeds)
     shape = result.model_config
     config = result.config
+    from softclass.evaluation.report import epochs_shown
+
+    summary = result.to_dict()
+    _print_answer(summary)
+    epochs = epochs_shown(summary, result.designs)
     console.print(
         f"[bold]{' vs '.join(result.designs)}[/] on {escape(source)}: MLP {shape.n_features}-"
         f"{'-'.join(str(w) for w in shape.hidden)}-{shape.n_classes} {shape.activation}, "
@@ -102,16 +107,25 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    console.print(_design_table(result))
+    console.print(_design_table(result, epochs))
     seconds = sum(run.metrics["seconds"] for run in result.runs)
-    console.print(
+    _print_wrapped(
         "  acc, log loss, Brier, ECE: the same measure for every design, on the validation "
         "rows. own loss: the design's training loss (C's is squared error) on the training and "
         "validation rows, not comparable across designs"
-        + (". epochs: best/trained" if result.n_stopping and seeds == 1 else "")
-        + f". {seconds:.1f} s of training.",
-        highlight=False,
-        soft_wrap=True,
+        + (
+            ". epochs: best/trained" + (", means over the seeds" if seeds > 1 else "")
+            if "/" in "".join(epochs.values())
+            else ""
+        )
+        + f". {seconds:.1f} s of training"
+        + (" (the designs trained together)" if result.trained_together else "")
+        + (
+            "."
+            if result.one_time_seconds is None
+            else f"; before it, {result.one_time_seconds:.1f} s loading the compiled code "
+            "(not counted in the training time)."
+        ),
     )
     shown = [a for a in result.agreements if a.seed == result.seeds[0]]
     for agreement in shown:
@@ -123,7 +137,7 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
             soft_wrap=True,
         )
     if shown:
-        console.print(f"  how: {escape(shown[0].method)}", highlight=False, soft_wrap=True)
+        _print_wrapped(f"  how: {shown[0].method}", indent="    ")
     statistics = result.seed_statistics()
     if statistics is not None:
         _print_seed_statistics(statistics, len(result.seeds))
@@ -135,9 +149,29 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         )
 
 
-def _design_table(result: ComparisonResult):
+def _print_wrapped(text: str, indent: str = "  ") -> None:
+    """``text`` wrapped at the terminal's width, its continuation lines indented."""
+    import textwrap
+
+    lines = textwrap.wrap(text, width=console.width, subsequent_indent=indent)
+    console.print("\n".join(escape(line) for line in lines), highlight=False, soft_wrap=True)
+
+
+def _print_answer(summary: dict) -> None:
+    """The answer first: one plain sentence per compared pair (the first seed's) of a run's
+    report.json dictionary, then a blank line; nothing when no pair was compared."""
+    from softclass.evaluation.verdicts import verdict_sentences
+
+    verdicts = verdict_sentences(summary)
+    for verdict in verdicts:
+        _print_wrapped(verdict.sentence)
+    if verdicts:
+        console.print()
+
+
+def _design_table(result: ComparisonResult, epochs: dict[str, str]):
     """One row per design: the common metrics on the validation rows, its own loss (labelled by
-    its registry entry), and the epochs trained (best/trained with early stopping, one seed)."""
+    its registry entry), and ``epochs`` (:func:`softclass.evaluation.report.epochs_shown`)."""
     from rich import box
     from rich.table import Table
 
@@ -149,10 +183,6 @@ def _design_table(result: ComparisonResult):
         table.add_column(column, justify="left" if "design" in column else "right", no_wrap=True)
     for name in result.designs:
         numbers = result.summary(name)
-        best = [run.history.best_epoch for run in result.runs_of(name)]
-        epochs = f"{numbers['epochs']:.0f}"
-        if len(result.seeds) == 1 and best[0] is not None:
-            epochs = f"{best[0]}/{epochs}"
         table.add_row(
             name,
             f"{numbers['validation_accuracy']:.3f}",
@@ -162,7 +192,7 @@ def _design_table(result: ComparisonResult):
             get_design(name).label,
             f"{numbers['train_loss']:.4f}",
             f"{numbers['validation_loss']:.4f}",
-            epochs,
+            epochs[name],
         )
     return table
 

@@ -28,6 +28,9 @@ class PreparedData:
         class_names: C names, index order.
         recipe: the preprocessing (fitted on the training rows), or None for raw tensors.
         warnings: what the user should hear (ignored columns, dropped rows).
+        validation_source: the validation rows of the input table as read (every column, cells
+            as in the file), for the report to show; None for tensors built in code.
+        validation_rows: int64 (M,) 0-based position of each validation row in the input table.
     """
 
     train_features: torch.Tensor
@@ -37,6 +40,8 @@ class PreparedData:
     class_names: tuple[str, ...]
     recipe: Recipe | None = None
     warnings: tuple[str, ...] = ()
+    validation_source: pl.DataFrame | None = None
+    validation_rows: torch.Tensor | None = None
 
     @property
     def n_features(self) -> int:
@@ -112,6 +117,7 @@ def prepare_table(
     recipe = _refit(whole, train_table, types, drop, options)
     trained = recipe.prepare(train_table)
     validated = recipe.prepare(typed[validation_rows.numpy()], unknown=unknown)
+    validation_rows = validation_rows[validated.rows]  # less the rows prepare dropped
     return PreparedData(
         trained.features,
         trained.targets,
@@ -120,6 +126,8 @@ def prepare_table(
         recipe.classes,
         recipe,
         (*warnings, *(f"validation rows: {warning}" for warning in validated.warnings)),
+        table[validation_rows.numpy()],
+        validation_rows,
     )
 
 

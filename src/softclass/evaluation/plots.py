@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from softclass.evaluation.stacking import coinciding, stacked_label, stacked_style
 from softclass.io import atomic_write_bytes
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (0.6 s of start-up)
@@ -463,6 +464,13 @@ def calibration_figure(
     reliability, histogram = panels[:, 0]
     reliability.plot([0, 1], [0, 1], color="grey", linewidth=1, label="perfectly calibrated")
     names = list(calibrations)
+    under = coinciding(
+        {
+            name: np.concatenate([_array(result.confidence), _array(result.accuracy)])
+            for name, result in calibrations.items()
+        },
+        span=1.0,
+    )
     for offset, name in enumerate(names):
         result = calibrations[name]
         filled = _array(result.counts) > 0
@@ -476,7 +484,8 @@ def calibration_figure(
             marker="o",
             color=styles[name][0],
             linestyle=styles[name][1],
-            label=f"{name} (ECE {ece:.3f}, {len(result.counts)} bins)",
+            label=stacked_label(f"{name} (ECE {ece:.3f}, {len(result.counts)} bins)", name, under),
+            **stacked_style(name, under, names),
         )
         if offset == 0:
             for x, y, count in zip(confidence, accuracy, counts, strict=True):
@@ -532,6 +541,9 @@ def seed_bands_figure(
     for panel, metric in zip(panels, metrics, strict=True):
         bounded = any(word in metric for word in UNIT_INTERVAL_METRICS)
         label = BAND_LABELS.get(metric, metric.replace("_", " "))
+        means = {name: _array(band["mean"]) for name, band in bands[metric].items()}
+        finite = np.concatenate([values[np.isfinite(values)] for values in means.values()])
+        under = coinciding(means, span=float(np.ptp(finite)) if finite.size else 0.0)
         for name, band in bands[metric].items():
             mean, low, high = (
                 np.asarray(band[key], dtype=np.float64) for key in ("mean", "low", "high")
@@ -540,7 +552,14 @@ def seed_bands_figure(
                 mean, low, high = (np.clip(values, 0.0, 1.0) for values in (mean, low, high))
             epochs = np.arange(1, len(mean) + 1)
             color, linestyle = styles[name]
-            panel.plot(epochs, mean, label=name, color=color, linestyle=linestyle)
+            panel.plot(
+                epochs,
+                mean,
+                label=stacked_label(name, name, under),
+                color=color,
+                linestyle=linestyle,
+                **stacked_style(name, under, list(means)),
+            )
             panel.fill_between(epochs, low, high, color=color, alpha=0.2)
         if bounded:
             panel.set_ylim(0, 1.02)
@@ -567,15 +586,18 @@ def agreement_figure(
     """
     figure, panels = _fixed_figure(7.5, 4.0, left=0.95)
     panel = panels[0, 0]
-    for pair, values in weight_diffs.items():
+    curves = {pair: _finite(values) for pair, values in weight_diffs.items()}
+    under = coinciding(curves, span=0.0)
+    for pair, values in curves.items():
         second = pair.split()[-1]
         epochs = np.arange(1, len(values) + 1)
         panel.plot(
             epochs,
-            _finite(values),
-            label=pair,
+            values,
+            label=stacked_label(pair, pair, under),
             color=styles[second][0],
             linestyle=styles[second][1],
+            **stacked_style(pair, under, list(curves)),
         )
     panel.set_yscale("symlog", linthresh=1e-8)
     _plain_log_labels(panel)

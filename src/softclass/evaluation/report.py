@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from softclass.evaluation import metrics, plots
 from softclass.evaluation.figure_pool import FigureJob, render_figures
+from softclass.evaluation.verdicts import verdict_sentences
 from softclass.mlp.designs import get_design
 from softclass.version import __version__
 
@@ -118,8 +119,10 @@ class ReportInput:
         bands: per metric, per design, the per-epoch mean and 95 % band over seeds, or None.
         context: the table's name and the command.
         notes: lines the user should read (ignored columns, dropped rows).
-        held_out_rows: per held-out row, its feature values as the table had them (column name
-            → value), shown beside the worst-predicted rows; empty: none shown.
+        held_out_rows: per held-out row, every cell as the table had it (column name → text
+            as read), shown beside the worst-predicted rows; empty: none shown.
+        held_out_row_numbers: per held-out row, its row number in the table as ``predict`` and
+            the error messages count it (header = row 1); empty: rows not from a table.
     """
 
     kind: str
@@ -133,7 +136,8 @@ class ReportInput:
     bands: Mapping[str, Any] | None = None
     context: RunContext = field(default_factory=RunContext)
     notes: Sequence[str] = ()
-    held_out_rows: Sequence[Mapping[str, Any]] = ()
+    held_out_rows: Sequence[Mapping[str, str]] = ()
+    held_out_row_numbers: Sequence[int] = ()
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,8 @@ def _design_sections(
 
 def _worst_rows(detail: DesignDetail, inputs: ReportInput) -> list[dict[str, Any]]:
     """The ``WORST_ROWS`` held-out rows with the lowest probability on their true class (ties:
-    lower position first): position among the held-out rows, classes, probabilities, values."""
+    lower position first): the row's number in the table (header = row 1; without a table, its
+    position among the held-out rows from 1), classes, probabilities, cells as read."""
     on_target = detail.probabilities.double().gather(1, detail.targets.long().unsqueeze(1))[:, 0]
     on_target = torch.nan_to_num(on_target, nan=-1.0)  # a diverged model's rows come first
     order = on_target.argsort(stable=True)[:WORST_ROWS].tolist()
@@ -264,7 +269,11 @@ def _worst_rows(detail: DesignDetail, inputs: ReportInput) -> list[dict[str, Any
         guess = int(predicted[position])
         rows.append(
             {
-                "position": position,
+                "row": (
+                    inputs.held_out_row_numbers[position]
+                    if inputs.held_out_row_numbers
+                    else position + 1
+                ),
                 "true": inputs.class_names[int(detail.targets[position])],
                 "predicted": inputs.class_names[guess],
                 "p_true": float(detail.probabilities[position, detail.targets[position]]),
@@ -442,6 +451,9 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
             loss_names={detail.name: detail.loss_name for detail in inputs.designs},
             common=common,
             several_seeds=len(summary["seeds"]) > 1,
+            verdicts=verdict_sentences(summary),
+            epochs=epochs_shown(summary, list(first)),
+            timing=_timing(summary),
             agreements=agreements,
             statistics=statistics,
             design_sections=design_sections,
@@ -460,6 +472,41 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
         )
     )
     return RenderedReport(page, figures)
+
+
+def epochs_shown(summary: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
+    """Per design, its epochs as the terminal and the page show them: "best/trained" where
+    early stopping chose an epoch ("9/19"; with several seeds the means, "9.5/19"), else the
+    epochs trained."""
+
+    def mean(values: Sequence[float]) -> str:
+        return f"{sum(values) / len(values):.1f}".removesuffix(".0")
+
+    shown = {}
+    for name in names:
+        runs = summary["designs"][name]["per_seed"]
+        trained = mean([run["epochs"] for run in runs])
+        best = [run["history"].get("best_epoch") for run in runs]
+        shown[name] = trained if None in best else f"{mean(best)}/{trained}"
+    return shown
+
+
+def _timing(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """How the page labels the seconds: each design's own, or its share of one batched run; and
+    the one-time cost (loading the compiled code) measured apart from training."""
+    timing = summary.get("timing") or {}
+    together = bool(timing.get("trained_together"))
+    return {
+        "one_time": timing.get("one_time_seconds"),
+        "together": together,
+        "label": "seconds (share)" if together else "seconds",
+        "help": (
+            "the designs trained together in one batched run: each design's seconds are an "
+            "equal share of that run's training time"
+            if together
+            else "each design's own training time"
+        ),
+    }
 
 
 def _row_purpose(part: str, inputs: ReportInput) -> str:

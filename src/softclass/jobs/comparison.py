@@ -48,6 +48,12 @@ class ComparisonResult:
     bands: dict[str, dict[str, dict[str, Any]]] | None = None
     n_stopping: int = 0  # rows that chose the epoch (early stopping), apart from both others
     defaults: Defaults | None = None  # the default set the options came from, when known
+    # Seconds spent once before training (loading the compiled code), not counted in any
+    # design's training time; None: not measured (train's one-design page). And whether the
+    # designs trained together (one batched run, whose wall time each design's "seconds" is an
+    # equal share of) or one after another.
+    one_time_seconds: float | None = None
+    trained_together: bool = False
 
     @property
     def history_rows(self) -> str:
@@ -146,6 +152,10 @@ class ComparisonResult:
             "model_config": self.model_config.to_dict(),
             "train_config": self.config.to_dict(),
             "defaults": None if self.defaults is None else self.defaults.to_dict(),
+            "timing": {
+                "one_time_seconds": json_number(self.one_time_seconds),
+                "trained_together": self.trained_together,
+            },
             "out_dir": None if self.out_dir is None else str(self.out_dir),
         }
 

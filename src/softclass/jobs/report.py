@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from softclass.data import Recipe
+from softclass.data.messages import row_number
 from softclass.data.prepare import PreparedData
 from softclass.evaluation.figure_pool import FigureJob
 from softclass.evaluation.report import DesignDetail, ReportInput, RunContext, render_report
@@ -71,38 +72,18 @@ def _derived_columns(recipe: Recipe) -> list[dict[str, Any]]:
     return rows
 
 
-# Feature columns shown beside the worst-predicted rows (a wide table stops being readable).
-SHOWN_FEATURES = 8
-
-
-def raw_feature_values(recipe: Recipe | None, features: torch.Tensor) -> list[dict[str, Any]]:
-    """The held-out rows' feature values as the table had them, undoing the recipe's encoding:
-    ``value * scale + offset`` for a numeric column (a float32 round trip: about 7 digits), the
-    one-hot category for a categorical one ("(unseen)" when no category matched). The first
-    ``SHOWN_FEATURES`` columns; empty rows without a recipe."""
-    if recipe is None:
-        return [{} for _ in range(features.shape[0])]
-    encoded = features.double().cpu()
-    columns: dict[str, list[Any]] = {}
-    start = 0
-    for feature in recipe.features:
-        width = len(feature.output_names)
-        block = encoded[:, start : start + width]
-        start += width
-        if len(columns) == SHOWN_FEATURES:
-            continue
-        if feature.kind == "numeric":
-            columns[feature.name] = [
-                float(f"{value:.6g}") for value in (block[:, 0] * feature.scale + feature.offset)
-            ]
-        else:
-            hot = block.argmax(dim=1).tolist()
-            seen = (block.max(dim=1).values > 0.5).tolist()
-            columns[feature.name] = [
-                feature.categories[index] if known else "(unseen)"
-                for index, known in zip(hot, seen, strict=True)
-            ]
-    return [{name: values[row] for name, values in columns.items()} for row in range(len(encoded))]
+def source_rows(data: PreparedData, held_out: str) -> tuple[list[dict[str, str]], list[int]]:
+    """The held-out rows as the input table had them — every column, each cell's text as read
+    (a missing cell empty) — and each row's number as ``predict`` and the error messages count
+    it (header = row 1). Two empty lists when the rows do not come from a table."""
+    source = data.validation_source if held_out == "validation" else None
+    if source is None or data.validation_rows is None:
+        return [], []
+    texts = [
+        {name: "" if value is None else str(value) for name, value in row.items()}
+        for row in source.iter_rows(named=True)
+    ]
+    return texts, [row_number(int(index)) for index in data.validation_rows.tolist()]
 
 
 def column_rows(recipe: Recipe | None, context: RunContext) -> list[dict[str, Any]]:
@@ -154,6 +135,7 @@ def write_report(
             )
         )
     target = data.recipe.target if data.recipe is not None else "target"
+    values, numbers = source_rows(data, held_out)
     matrices = FigureJob(
         "confusion_matrices",
         "confusion_matrices_figure",
@@ -172,7 +154,8 @@ def write_report(
             target=target,
             class_names=result.class_names,
             columns=column_rows(data.recipe, context),
-            held_out_rows=raw_feature_values(data.recipe, features),
+            held_out_rows=values,
+            held_out_row_numbers=numbers,
             held_out=held_out,
             patience=result.config.patience,
             bands=result.bands,

@@ -49,7 +49,10 @@ def compare(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", metavar="DIR", help="Output directory (default runs/compare-DATE-TIME)."
+            "--out",
+            metavar="DIR",
+            help="Output directory: report.html (open it), report.json, history.json, PNG "
+            "plots and one model per design (default runs/compare-DATE-TIME).",
         ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,

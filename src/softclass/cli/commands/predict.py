@@ -32,7 +32,13 @@ def predict(
         Path, typer.Argument(help="Model directory written by train/compare.", metavar="MODEL_DIR")
     ],
     data: Annotated[Path, typer.Argument(help="CSV or Parquet table of raw rows.", metavar="DATA")],
-    output_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", help="csv (default) or json; --format json is --json."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print JSON (one object per row), as --format json.")
+    ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
     ] = None,
@@ -74,13 +80,11 @@ def predict(
 
     from softclass.data import ERROR_POLICIES, read_table
     from softclass.data.checks import check_choice
-    from softclass.errors import ConfigError
     from softclass.jobs.output import spreadsheet_safe
     from softclass.jobs.store import load_model
     from softclass.jobs.train_predict import predict_table, unpredicted_message
 
-    if output_format not in ("csv", "json"):
-        raise ConfigError(f"--format {output_format!r}: expected csv or json")
+    output_format = _output_format(output_format, json_output)
     check_choice("on_error", on_error, ERROR_POLICIES)
     saved = load_model(model_dir)
     delimiter = _delimiter(delimiter)
@@ -144,3 +148,15 @@ def _write(output: Path | None, text: str) -> None:
     except Interrupted as interrupt:
         interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
         raise
+
+
+def _output_format(output_format: str | None, json_output: bool) -> str:
+    """ "csv" or "json" from ``--format`` and ``--json`` (the flag every command spells alike);
+    ConfigError for another format or the two flags asking for different ones."""
+    from softclass.errors import ConfigError
+
+    if output_format not in (None, "csv", "json"):
+        raise ConfigError(f"--format {output_format!r}: expected csv or json")
+    if json_output and output_format == "csv":
+        raise ConfigError("--json and --format csv ask for different outputs: give one of them")
+    return "json" if json_output else output_format or "csv"
