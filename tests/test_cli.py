@@ -53,13 +53,13 @@ def test_the_bundled_iris_keeps_the_demonstration_and_a_table_gets_competitive_d
     assert (table.config.optimizer, table.config.learning_rate, table.config.batch_size) == (
         "adam",
         0.001,
-        200,
+        64,
     )
-    assert (table.config.epochs, table.config.patience) == (200, 10)
+    assert (table.config.epochs, table.config.patience) == (300, 20)
     typed = _resolved(False, hidden="7", optimizer="sgd", lr=0.05, patience=0)
     assert (typed.hidden, typed.config.optimizer, typed.config.learning_rate) == ((7,), "sgd", 0.05)
     assert typed.config.patience is None  # --patience 0 turns early stopping off
-    assert (typed.activation, typed.config.batch_size) == ("relu", 200)
+    assert (typed.activation, typed.config.batch_size) == ("relu", 64)
 
 
 def test_help_text_is_plain_and_states_both_defaults(run):
@@ -73,8 +73,8 @@ def test_help_text_is_plain_and_states_both_defaults(run):
     assert "--json Print JSON only." in text
     assert "Default: 7 on the bundled Iris, 100 on your table." in text
     assert "Default: sgd on the bundled Iris, adam on your table." in text
-    assert "Default: off on the bundled Iris, 10 epochs on your table." in text
-    assert "scikit-learn MLPClassifier's defaults" in text
+    assert "Default: off on the bundled Iris, 20 epochs on your table." in text
+    assert "chosen on 42 real tables" in text
 
 
 def test_a_users_table_trains_with_the_table_defaults_and_says_so(run, tmp_path):
@@ -97,7 +97,7 @@ def test_a_users_table_trains_with_the_table_defaults_and_says_so(run, tmp_path)
     assert report["model_config"]["activation"] == "relu"
     assert report["train_config"]["optimizer"] == "adam"
     assert report["train_config"]["learning_rate"] == 0.001
-    assert report["train_config"]["patience"] == 10
+    assert report["train_config"]["patience"] == 20
     # Early stopping: a tenth of the training rows chooses the epoch, apart from validation.
     assert report["rows"] == {"train": 145, "stopping": 15, "validation": 40}
     assert report["history_rows"] == "stopping"

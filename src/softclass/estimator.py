@@ -95,6 +95,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
             (one thread for small matrices, where a second one only adds synchronisation; see
             :mod:`softclass.training.threads`), -1 uses every core, k uses k. The caller's torch
             thread setting is restored afterwards.
+        keep_columns: columns of a pandas/polars ``X`` kept as features even when they look
+            like row numbers or IDs (by name or values, :mod:`softclass.data.typing_table`),
+            which are otherwise dropped with a warning and listed in ``id_columns_``.
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_`` for frames),
     ``n_outputs_``, ``loss_curve_`` (training loss per epoch), ``validation_scores_`` and
@@ -128,6 +131,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
                 Options(Integral, {-1}),
                 Interval(Integral, 1, None, closed="left"),
             ],
+            "keep_columns": [None, list, tuple],
         }
 
     def __init__(
@@ -149,6 +153,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         class_weight=None,
         device="cpu",
         n_jobs=None,
+        keep_columns=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -167,6 +172,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.device = device
         self.n_jobs = n_jobs
+        self.keep_columns = keep_columns
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -174,6 +180,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         """Train from scratch for up to ``max_iter`` epochs. X ``(n, F)``, y ``(n,)`` labels."""
         self._validate_params()
         hidden = self._checked_hidden_sizes()
+        X = self._without_id_columns(X, reset=True)
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
         check_classification_targets(y)
         self.classes_, targets = np.unique(y, return_inverse=True)
@@ -201,6 +208,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         first_call = not hasattr(self, "classes_")
         if first_call and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
+        X = self._without_id_columns(X, reset=first_call)
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first_call)
         check_classification_targets(y)
         if first_call:
@@ -221,6 +229,33 @@ class Classifier(ClassifierMixin, BaseEstimator):
         targets = np.searchsorted(self.classes_, y)
         self._run_epochs(X, targets, self._row_weights(X, targets, sample_weight), 1, None)
         return self
+
+    def _without_id_columns(self, X, reset: bool):
+        """``X`` without its row-number and ID columns when it is a pandas or polars frame
+        (softclass's rule, :mod:`softclass.data.typing_table`); fitting records them in
+        ``id_columns_`` with a warning, ``keep_columns`` keeps any."""
+        if reset:
+            self.id_columns_ = ()
+        if not hasattr(X, "columns"):
+            return X
+        if reset:
+            from softclass.data.typing_table import id_like_frame_columns
+
+            found = id_like_frame_columns(X, self.keep_columns or ())
+            self.id_columns_ = tuple(found)
+            if found:
+                warnings.warn(
+                    f"softclass.Classifier: dropped ID-like column(s) {list(found)} "
+                    f"({'; '.join(found.values())}); keep_columns=[...] keeps one as a feature",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        dropped = [name for name in getattr(self, "id_columns_", ()) if name in X.columns]
+        if not dropped:
+            return X
+        return (
+            X.drop(dropped) if type(X).__module__.startswith("polars") else X.drop(columns=dropped)
+        )
 
     def _validation_split(self, targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices (train, validation); stratified by class when every class can be split."""
@@ -382,7 +417,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X) -> torch.Tensor:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(
+            self, self._without_id_columns(X, False), dtype=(np.float64, np.float32), reset=False
+        )
         features = torch.tensor(np.asarray(X), dtype=torch.float64, device=self._device())
         # A forward pass is a third of a training step's work (no backward).
         with torch_threads(self._threads(max(1, features.shape[0] // 3))):

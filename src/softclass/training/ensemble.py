@@ -23,7 +23,7 @@ from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
 from softclass.training.batching import batch_bounds
-from softclass.training.callbacks import EarlyStoppingCallback
+from softclass.training.callbacks import EarlyStoppingCallback, ProgressReport
 from softclass.training.checkpoint import Checkpoint, data_fingerprint
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
@@ -183,7 +183,12 @@ def train_ensemble(
     rows = trainer.training_rows(features.to(device), row_weights=weights, targets=targets)
     backend = BatchedEpochs(trainer, rows, val_features, val_targets)
     early = _early_stopping(settings, len(trainer.members))
-    every = [*([] if early is None else [early]), *callbacks]
+    # Progress reports run last, after the checkpoint: an epoch reported done is an epoch saved.
+    reports = [c for c in callbacks if isinstance(c, ProgressReport)]
+    every = [
+        *([] if early is None else [early]),
+        *(c for c in callbacks if not isinstance(c, ProgressReport)),
+    ]
     if checkpoint_path is not None:
         batches = len(batch_bounds(features.shape[0], settings.batch_size))
         every.append(
@@ -197,7 +202,7 @@ def train_ensemble(
                 resume=resume,
             )
         )
-    loop = FitLoop(backend, settings.epochs, every).fit()
+    loop = FitLoop(backend, settings.epochs, [*every, *reports]).fit()
     return _result(backend, loop, early)
 
 

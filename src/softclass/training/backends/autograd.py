@@ -140,7 +140,7 @@ class Trainer:
         return TrainResult(model, self.design, self.model_config, self.config, history)
 
     def callbacks(self, early: EarlyStoppingCallback | None, resume: bool) -> list[Callback]:
-        """Early stopping, divergence, progress and checkpoints of this run, in that order."""
+        """Early stopping, divergence, checkpoints and progress of this run, in that order."""
         validation = self.validation_ is not None
         callbacks: list[Callback] = [] if early is None else [early]
         callbacks.append(
@@ -152,8 +152,6 @@ class Trainer:
                 validation=validation,
             )
         )
-        if self.progress is not None:
-            callbacks.append(ProgressReport(self.progress, {0: self.label}, validation=validation))
         if self.checkpoint_path is not None:
             callbacks.append(
                 Checkpoint(
@@ -169,6 +167,9 @@ class Trainer:
                     write=self.distributed.is_main,
                 )
             )
+        # Progress after the checkpoint: an epoch reported done is an epoch saved.
+        if self.progress is not None:
+            callbacks.append(ProgressReport(self.progress, {0: self.label}, validation=validation))
         return callbacks
 
     def initialize(

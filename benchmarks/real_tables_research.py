@@ -1,0 +1,207 @@
+"""Research for issue 19's defaults: candidate settings on the real-tables corpus, in-process.
+
+Run from the repository root: ``python -m benchmarks.real_tables_research --baseline RUNS.jsonl``
+(softclass importable). Each (table, seed) is split and written exactly as
+``benchmarks.real_tables`` does, and prepared as ``softclass train`` prepares it
+(:func:`softclass.jobs.compare.prepare_table` with ``--missing impute``, ``rownames`` dropped,
+the ``--validation`` share held out for early stopping); then every candidate of ``CANDIDATES``
+trains through :func:`softclass.training.engine.train_model` (the engine ``train`` uses, without
+the report and model files) and is scored on the test rows. A candidate may average ``members``
+models of different seeds, or refit on all training rows for the epoch count early stopping
+chose. The summary compares each candidate with the scikit-learn scores of the same runs read
+from a ``benchmarks.real_tables --log`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.real_tables import ID_COLUMN, POINT, _split, load_corpus, load_frame, score
+
+# name: (TrainConfig options, hidden widths, activation, validation share, members, refit)
+MAIN = {"epochs": 200, "batch_size": 200, "optimizer": "adam", "learning_rate": 1e-3}
+MAIN["patience"] = 10
+LONG = {**MAIN, "batch_size": 64, "patience": 20, "epochs": 300}
+CANDIDATES = {
+    "main": (MAIN, (100,), "relu", 0.2, 1, False),
+    "b64": (LONG, (100,), "relu", 0.2, 1, False),
+    "b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False),
+    "b64_v10": (LONG, (100,), "relu", 0.1, 1, False),
+    "w256x2_b64": (LONG, (256, 256), "relu", 0.2, 1, False),
+    "w256x2_b64_wd": (
+        {**LONG, "optimizer": "adamw", "weight_decay": 0.1},
+        (256, 256),
+        "relu",
+        0.2,
+        1,
+        False,
+    ),
+    "w512_b64_lr3": ({**LONG, "learning_rate": 3e-4}, (512,), "relu", 0.2, 1, False),
+    "b64_refit": (LONG, (100,), "relu", 0.2, 1, True),
+    "b64_ens4": (LONG, (100,), "relu", 0.2, 4, False),
+}
+
+
+def prepared_split(package: str, item: str, target: str, seed: int, max_rows: int, share: float):
+    """(PreparedData of the training rows, test features, test label indices)."""
+    import tempfile
+
+    from softclass.data import read_table
+    from softclass.data.prepare import prepare_table
+
+    frame = load_frame(package, item, target, max_rows)
+    train_rows, test_rows = _split(frame, target, seed=seed, test_size=0.2)
+    with tempfile.TemporaryDirectory(prefix="real_tables_research-") as directory:
+        train, test = Path(directory) / "train.csv", Path(directory) / "test.csv"
+        train_rows.to_csv(train, index=False)
+        test_rows.to_csv(test, index=False)
+        train_table = read_table(train, raw=True)
+        test_table = read_table(test, raw=True)
+    drop = [ID_COLUMN] if ID_COLUMN in train_table.columns else []
+    data = prepare_table(
+        train_table, target, missing="impute", drop=drop, validation_fraction=share, seed=seed
+    )
+    prepared = data.recipe.prepare(test_table, use_target=False, on_error="skip")
+    labels = data.recipe.label_indices(test_table)[prepared.rows]
+    return data, prepared.features, labels
+
+
+def train_probabilities(data, test_features, candidate, seed: int):
+    """Mean test probabilities over the candidate's members, and the seconds it took."""
+    import torch
+
+    from softclass.mlp.designs import get_design
+    from softclass.mlp.model import MLPConfig
+    from softclass.training.config import TrainConfig
+    from softclass.training.engine import train_model
+
+    options, hidden, activation, share, members, refit = candidate
+    design = get_design("A")
+    model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
+    start = time.perf_counter()
+    total = torch.zeros(test_features.shape[0], data.n_classes, dtype=torch.float64)
+    for member in range(members):
+        config = TrainConfig(**options, seed=seed + 1000 * member, device="cpu", threads=1,
+                             validation_fraction=share)  # fmt: skip
+        result = train_model(design, model_config, config, data.train_features,
+                             data.train_targets, data.validation_features,
+                             data.validation_targets)  # fmt: skip
+        if refit and data.validation_features is not None:
+            epochs = result.history.best_epoch or options["epochs"]
+            config = TrainConfig(**{**options, "epochs": epochs, "patience": None},
+                                 seed=config.seed, device="cpu", threads=1)  # fmt: skip
+            features = torch.cat([data.train_features, data.validation_features])
+            targets = torch.cat([data.train_targets, data.validation_targets])
+            result = train_model(design, model_config, config, features, targets)
+        with torch.no_grad():
+            total += design.predict_proba(result.model(test_features)).double()
+    return (total / members).numpy(), time.perf_counter() - start
+
+
+def run_task(task: tuple) -> list[dict]:
+    (package, item, target), seed, names, max_rows = task
+    out = []
+    prepared = {}
+    for name in names:
+        candidate = CANDIDATES[name]
+        share = candidate[3]
+        if share not in prepared:
+            prepared[share] = prepared_split(package, item, target, seed, max_rows, share)
+        data, features, labels = prepared[share]
+        classes = [str(index) for index in range(data.n_classes)]
+        probabilities, seconds = train_probabilities(data, features, candidate, seed)
+        label_names = np.array([str(int(label)) for label in labels], dtype=object)
+        accuracy, loss = score(label_names, classes, probabilities)
+        out.append({"candidate": name, "table": item, "seed": seed, "accuracy": accuracy,
+                    "log_loss": loss, "seconds": seconds})  # fmt: skip
+    return out
+
+
+def summarise(results: list[dict], baseline: Path) -> None:
+    base = {}
+    for line in baseline.read_text().splitlines():
+        run = json.loads(line)
+        base[(run["table"], run["seed"])] = run["scores"]
+    by_name: dict[str, dict] = {}
+    for row in results:
+        by_name.setdefault(row["candidate"], {})[(row["table"], row["seed"])] = row
+    for name, rows in by_name.items():
+        keys = [key for key in rows if key in base and not rows[key].get("refused")
+                and key[0] not in ("wine", "digits", "breast_cancer")]  # fmt: skip
+        tables = sorted({key[0] for key in keys})
+
+        def mean(model, index, table, rows=rows, keys=keys):
+            values = [base[key][model][index] if model != "me" else
+                      (rows[key]["accuracy"], rows[key]["log_loss"])[index]
+                      for key in keys if key[0] == table]  # fmt: skip
+            return float(np.mean(values))
+
+        mine = np.array([mean("me", 0, t) for t in tables])
+        hgb = np.array([mean("HGB", 0, t) for t in tables])
+        lr = np.array([mean("LR", 0, t) for t in tables])
+        mlp = np.array([mean("MLP", 0, t) for t in tables])
+        ll_mine = np.mean([mean("me", 1, t) for t in tables])
+        ll_hgb = np.mean([mean("HGB", 1, t) for t in tables])
+        sk = {key[0]: round(rows[key]["accuracy"], 3) for key in rows if key[0] in
+              ("wine", "digits", "breast_cancer")}  # fmt: skip
+        seconds = sum(row["seconds"] for row in rows.values())
+        print(
+            f"{name:16} n={len(tables):2d} med {np.median(mine):.3f}/{np.median(hgb):.3f} "
+            f"diff {100 * np.median(mine - hgb):+.1f} W/L {np.sum(mine - hgb > POINT)}/"
+            f"{np.sum(hgb - mine > POINT)} >LR {np.mean(mine > lr):.0%} >MLP "
+            f"{np.mean(mine > mlp):.0%} ll {ll_mine:.4f}/{ll_hgb:.4f} {sk} {seconds:.0f}s"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", type=Path, required=True)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--tables")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--max-rows", type=int, default=3000)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True, help="JSON-lines results (appended)")
+    arguments = parser.parse_args(argv)
+    names = arguments.candidates.split(",")
+    entries = load_corpus(Path("/work/shared/benchmark-tables.csv"),
+                          arguments.tables.split(",") if arguments.tables else None)  # fmt: skip
+    done = set()
+    if arguments.out.exists():
+        for line in arguments.out.read_text().splitlines():
+            row = json.loads(line)
+            done.add((row["candidate"], row["table"], row["seed"]))
+    tasks = []
+    for entry in entries:
+        for seed in map(int, arguments.seeds.split(",")):
+            todo = [name for name in names if (name, entry[1], seed) not in done]
+            if todo:
+                tasks.append((entry, seed, todo, arguments.max_rows))
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(arguments.jobs) as pool:
+        for rows in pool.imap_unordered(_safe_task, tasks):
+            with arguments.out.open("a") as file:
+                for row in rows:
+                    file.write(json.dumps(row) + "\n")
+    results = [json.loads(line) for line in arguments.out.read_text().splitlines()]
+    summarise([row for row in results if row["candidate"] in names], arguments.baseline)
+
+
+def _safe_task(task: tuple) -> list[dict]:
+    try:
+        return run_task(task)
+    except Exception:  # a refused table: the same for every candidate, left out
+        (_, item, _), seed, names, _ = task
+        failed = {"accuracy": 0.0, "log_loss": math.nan, "seconds": 0.0, "refused": True}
+        return [{"candidate": name, "table": item, "seed": seed, **failed} for name in names]
+
+
+if __name__ == "__main__":
+    main()
