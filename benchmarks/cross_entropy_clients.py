@@ -1,9 +1,9 @@
 """Cross entropy where clients run it: fwd+bwd against torch eager (and torch.compile), against
 the machine's own floor, on 1 and 2 threads; fused linear + cross entropy against torch's.
 
-``python -m benchmarks.cross_entropy_clients [--threads 1 2] [--compile] [--repeats N]`` prints
-a markdown table (one subprocess per thread count, so each has its own thread pools). Called by
-``python -m benchmarks.cross_entropy``, which records the table in benchmarks/RESULTS.md.
+``python -m benchmarks.cross_entropy_clients [--threads 1 2] [--compile] [--quick] [--repeats N]``
+prints a markdown table (one subprocess per thread count, so each has its own thread pools).
+Called by ``python -m benchmarks.cross_entropy``, which records the table in RESULTS.md.
 
 Floor of a shape (N, C), fp32, measured in the same run: the larger of (logits read once +
 gradient written once, 8·N·C bytes, at the bandwidth of a large ``copy_``) and (one exp per
@@ -116,17 +116,19 @@ def _linear_rows(repeats: int) -> dict:
     return {"shape": list(LINEAR), "times": times}
 
 
-def measure(threads: int, repeats: int, use_compile: bool) -> dict:
-    """All rows for one thread count (run in a process of its own)."""
+def measure(threads: int, repeats: int, use_compile: bool, quick: bool) -> dict:
+    """All rows for one thread count (run in a process of its own); ``quick``: the first five
+    shapes, no linear + cross entropy (for a loaded machine)."""
     torch.set_num_threads(threads)
     floors = _floors(repeats)
-    rows = [_cross_entropy_rows(shape, repeats, use_compile, floors) for shape in SHAPES]
+    shapes = SHAPES[:5] if quick else SHAPES
+    rows = [_cross_entropy_rows(shape, repeats, use_compile, floors) for shape in shapes]
     return {
         "threads": threads,
         "copy_gb_s": floors[0] / 1e9,
         "exp_g_s": floors[1] / 1e9,
         "rows": rows,
-        "linear": _linear_rows(repeats),
+        "linear": None if quick else _linear_rows(repeats),
     }
 
 
@@ -150,6 +152,8 @@ def _format(result: dict) -> str:
         if compiled:
             line += f" {times['softclass compiled'] / times['torch compiled']:.2f} |"
         lines.append(line)
+    if result["linear"] is None:
+        return "\n".join(lines)
     linear = result["linear"]["times"]
     lines.append(
         f"\nlinear + CE {tuple(result['linear']['shape'])} (tokens, H, V): softclass "
@@ -161,13 +165,14 @@ def _format(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(threads: list[int], repeats: int, use_compile: bool) -> str:
+def run(threads: list[int], repeats: int, use_compile: bool, quick: bool = False) -> str:
     """Measure each thread count in a subprocess; return the markdown of all."""
     parts = []
     for count in threads:
         command = [sys.executable, "-m", "benchmarks.cross_entropy_clients", "--child"]
         command += ["--threads", str(count), "--repeats", str(repeats)]
         command += ["--compile"] if use_compile else []
+        command += ["--quick"] if quick else []
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         parts.append(_format(json.loads(output.strip().splitlines()[-1])))
     return "\n".join(parts)
@@ -178,13 +183,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="also torch.compile both")
+    parser.add_argument("--quick", action="store_true", help="five shapes, no linear + CE")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
-        result = measure(arguments.threads[0], arguments.repeats, arguments.compile)
+        result = measure(
+            arguments.threads[0], arguments.repeats, arguments.compile, arguments.quick
+        )
         print(json.dumps(result))
         return
-    print(run(arguments.threads, arguments.repeats, arguments.compile))
+    print(run(arguments.threads, arguments.repeats, arguments.compile, arguments.quick))
 
 
 if __name__ == "__main__":

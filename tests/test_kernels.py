@@ -369,13 +369,17 @@ def test_linear_cross_entropy_refuses_other_devices():
 
 def test_functional_cross_entropy_dispatches_by_the_rule(monkeypatch):
     """Compiled loops (class indices, fp32/bf16/fp64, any class stride: a strided input is made
-    contiguous first): fused at every size; otherwise (probability targets, fp16, no compiler)
-    fused from 2^14 logits on."""
+    contiguous first): fused at every size (the common call through the lean road); otherwise
+    (probability targets, fp16, no compiler) fused from 2^14 logits on."""
+    from softclass.kernels import lean
+
     calls = []
     original = cpu.cross_entropy
     monkeypatch.setattr(
         cpu, "cross_entropy", lambda *a, **k: calls.append(a[0].shape) or original(*a, **k)
     )
+    original_lean = lean._forward
+    monkeypatch.setattr(lean, "_forward", lambda *a: calls.append(a[1].shape) or original_lean(*a))
     cases = [
         (torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), True),
         (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0]), True),

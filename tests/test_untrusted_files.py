@@ -21,9 +21,9 @@ from softclass.jobs import store
 from softclass.jobs.store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MAX_HIDDEN_LAYERS, MLPConfig, build_mlp
-from softclass.training import schema
 from softclass.training.backends.autograd import fit
 from softclass.training.config import TrainConfig
+from softclass.training.schema import model_dir as model_dir_schema
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -126,7 +126,7 @@ def test_json_nested_too_deeply_or_too_large_is_refused(model_dir, monkeypatch):
     (model_dir / METADATA_FILE).write_bytes(b"\xff\xfe{}")
     with pytest.raises(ModelFileError, match=r"model\.json: not readable JSON \(not UTF-8"):
         load_model(model_dir)
-    monkeypatch.setattr(schema.model_dir, "MAX_JSON_BYTES", 100)
+    monkeypatch.setattr(model_dir_schema, "MAX_JSON_BYTES", 100)
     (model_dir / METADATA_FILE).write_text(json.dumps({"padding": "x" * 200}))
     with pytest.raises(ModelFileError, match=r"model\.json: larger than 0 MiB; not a model\.json"):
         load_model(model_dir)

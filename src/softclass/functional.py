@@ -39,6 +39,7 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 from softclass import validation
 from softclass.kernels import cpu as cpu_kernels
 from softclass.kernels import lean as lean_kernels
+from softclass.kernels import softmax as softmax_kernels
 
 __all__ = [
     "cross_entropy",
@@ -85,7 +86,7 @@ class _SoftmaxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(input: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-        return cpu_kernels.softmax_reference(input, dim, log)
+        return softmax_kernels.softmax_reference(input, dim, log)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -96,7 +97,7 @@ class _SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (output,) = ctx.saved_tensors
-        return cpu_kernels.softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
+        return softmax_kernels.softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
 
     @staticmethod
     def jvp(ctx, input_tangent: torch.Tensor, *unused_tangents) -> torch.Tensor:
@@ -128,7 +129,7 @@ def _softmax_family(
     if validation.is_transformed(rows):
         result = _SoftmaxFunction.apply(rows, dim, log)
     else:
-        result = cpu_kernels.softmax(rows, dim, log)
+        result = softmax_kernels.softmax(rows, dim, log)
     return result.reshape(()) if input.dim() == 0 else result
 
 

@@ -138,9 +138,9 @@ def _forward(
 
 class _LeanCrossEntropy(torch.autograd.Function):
     """The lean path's autograd node: the gradient is made by the forward and scaled by the
-    backward; a second backward (retain_graph) or a differentiable one (create_graph) runs the
-    general path's differentiable recomputation from the logits (refused if they were changed
-    in place since)."""
+    backward; a second backward (retain_graph) makes it again from the logits, a differentiable
+    one (create_graph) runs the general path's differentiable recomputation (both refused if the
+    logits were changed in place since)."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, ignore_index: int, mean: bool) -> Tensor:
@@ -152,7 +152,15 @@ class _LeanCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor):
-        if ctx.gradient is None or torch.is_grad_enabled():
+        if ctx.gradient is None and not torch.is_grad_enabled():
+            # A second backward (retain_graph): the same compiled forward makes the gradient
+            # again, so that every backward gives exactly the same numbers.
+            ignore_index, reduction = ctx.options
+            logits = _saved_logits(ctx)
+            ctx.gradient = _forward(
+                native.library(), logits, ctx.target, ignore_index, reduction == "mean", True
+            )[1]
+        if torch.is_grad_enabled():
             ignore_index, reduction = ctx.options
             (grad,) = _differentiable_gradients(
                 (True,),

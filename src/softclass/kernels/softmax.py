@@ -1,0 +1,257 @@
+"""softmax and log_softmax along one dimension: the registered operator ``softclass::softmax``
+(and ``softclass::softmax_backward``), compiled rows for CPU fp32/bf16/fp64 along the last
+dimension, torch ops otherwise.
+
+The operator has a fake implementation (FakeTensor, meta, torch.compile, torch.export), an
+autograd formula (differentiable torch ops under ``create_graph``) and a vmap rule that folds the
+batch into the rows. Plain eager calls on real tensors enter the same implementation through
+autograd Functions (``_Softmax``, ``_LogSoftmax``), without the dispatcher's per-call cost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+from torch import Tensor
+
+from softclass.kernels import native
+from softclass.kernels.cpu import _compute_dtype, is_eager
+
+__all__ = ["softmax", "softmax_reference", "softmax_vjp"]
+
+
+# softmax / log_softmax rows in compiled C: softmax_forward_*(input, row_stride, n_classes,
+# row_begin, row_end, out, out_row_stride, log_output) and softmax_backward_*(grad,
+# grad_row_stride, output, output_row_stride, n_classes, row_begin, row_end, result,
+# result_row_stride, log_output).
+_SOFTMAX_FORWARD_ARGS = [
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+]
+_SOFTMAX_BACKWARD_ARGS = [
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_int64,
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _softmax_library():
+    """The compiled library with the softmax rows' argument types declared, or None."""
+    library = native.library()
+    if library is None or not hasattr(library, "softmax_forward_f32"):
+        return None
+    for suffix in native.SUPPORTED_DTYPES.values():
+        forward = getattr(library, f"softmax_forward_{suffix}")
+        forward.argtypes = _SOFTMAX_FORWARD_ARGS
+        forward.restype = None
+        backward = getattr(library, f"softmax_backward_{suffix}")
+        backward.argtypes = _SOFTMAX_BACKWARD_ARGS
+        backward.restype = None
+    return library
+
+
+def _softmax_rows_library(tensor: Tensor, dim: int):
+    """The compiled softmax rows for a real CPU tensor reduced along its last dimension, else
+    None (other dims, dtypes or no compiler: the torch-ops formulas)."""
+    if (
+        not tensor.is_cpu
+        or tensor.dtype not in native.SUPPORTED_DTYPES
+        or dim != tensor.dim() - 1
+        or tensor.numel() == 0
+    ):
+        return None
+    return _softmax_library()
+
+
+def _as_rows(tensor: Tensor) -> Tensor:
+    """``tensor`` as (rows, C) with class stride 1 (a view where possible, else a copy)."""
+    rows = tensor.reshape(-1, tensor.shape[-1])
+    return rows if rows.stride(1) == 1 or rows.shape[1] == 1 else rows.contiguous()
+
+
+def softmax_reference(input: Tensor, dim: int, log: bool) -> Tensor:
+    """softmax (``log``: log_softmax) along ``dim`` in torch ops, accumulated in fp32 for
+    half-precision inputs; a contiguous result in ``input``'s dtype."""
+    logits = input.to(_compute_dtype(input.dtype)).contiguous()
+    maxes = logits.amax(dim, keepdim=True) if logits.shape[dim] else logits.sum(dim, keepdim=True)
+    shifted = logits - maxes
+    if log:
+        log_sum = shifted.exp().sum(dim, keepdim=True).log_()
+        return shifted.sub_(log_sum).to(input.dtype)
+    exps = shifted.exp_()
+    return exps.div_(exps.sum(dim, keepdim=True)).to(input.dtype)
+
+
+def softmax_vjp(output: Tensor, grad_output: Tensor, dim: int, log: bool) -> Tensor:
+    """The backward of softmax (``y·(g − Σ g·y)``) or log_softmax (``g − exp(y)·Σ g``) from its
+    output ``y``, in differentiable torch ops (also the double-backward graph)."""
+    compute_dtype = _compute_dtype(output.dtype)
+    output_acc, grad_acc = output.to(compute_dtype), grad_output.to(compute_dtype)
+    if log:
+        total = grad_acc.sum(dim, keepdim=True)
+        return (grad_acc - output_acc.exp() * total).to(output.dtype)
+    dot = (grad_acc * output_acc).sum(dim, keepdim=True)
+    return (output_acc * (grad_acc - dot)).to(output.dtype)
+
+
+@torch.library.custom_op("softclass::softmax", mutates_args=())
+def _softmax_op(input: Tensor, dim: int, log: bool) -> Tensor:
+    """softmax (``log``: log_softmax) of ``input`` along ``dim`` (non-negative), contiguous."""
+    return _softmax_impl(input, dim, log)
+
+
+@_softmax_op.register_fake
+def _softmax_fake(input, dim, log):
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("softclass::softmax_backward", mutates_args=())
+def _softmax_backward_op(grad_output: Tensor, output: Tensor, dim: int, log: bool) -> Tensor:
+    """∂/∂input of softmax (``log``: log_softmax) from ``grad_output`` and the forward's
+    ``output``, contiguous."""
+    return _softmax_backward_impl(grad_output, output, dim, log)
+
+
+@_softmax_backward_op.register_fake
+def _softmax_backward_fake(grad_output, output, dim, log):
+    return torch.empty_like(output, memory_format=torch.contiguous_format)
+
+
+def _softmax_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output)
+    ctx.dim, ctx.log = inputs[1], inputs[2]
+
+
+def _softmax_backward(ctx, grad_output):
+    (output,) = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        # create_graph=True: differentiable ops (second order flows through ``output``).
+        return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
+    return torch.ops.softclass.softmax_backward(grad_output, output, ctx.dim, ctx.log), None, None
+
+
+def _softmax_vmap(info, in_dims, input, dim, log):
+    batched = input.movedim(in_dims[0], 0)
+    return _softmax_op(batched, dim + 1, log), 0
+
+
+def _softmax_backward_vmap(info, in_dims, grad_output, output, dim, log):
+    grad_dim, output_dim = in_dims
+    if output_dim is None:
+        output = output.expand(info.batch_size, *output.shape)
+    else:
+        output = output.movedim(output_dim, 0)
+    if grad_dim is None:
+        grad_output = grad_output.expand(info.batch_size, *grad_output.shape)
+    else:
+        grad_output = grad_output.movedim(grad_dim, 0)
+    return _softmax_backward_op(grad_output, output, dim + 1, log), 0
+
+
+_softmax_op.register_autograd(_softmax_backward, setup_context=_softmax_setup_context)
+_softmax_op.register_vmap(_softmax_vmap)
+_softmax_backward_op.register_vmap(_softmax_backward_vmap)
+
+
+def softmax(input: Tensor, dim: int, log: bool = False) -> Tensor:
+    """softmax (``log``: log_softmax) along the non-negative ``dim`` of an already validated
+    floating tensor (≥ 1-D) through the registered operator ``torch.ops.softclass.softmax``:
+    compiled rows for CPU fp32/bf16/fp64 along the last dimension, torch ops otherwise (called
+    directly, through an autograd Function, for real tensors in plain eager mode)."""
+    if is_eager(input):
+        return (_LogSoftmax if log else _Softmax).apply(input, dim)
+    return torch.ops.softclass.softmax(input, dim, log)
+
+
+def _softmax_impl(input: Tensor, dim: int, log: bool) -> Tensor:
+    """The real implementation of ``softclass::softmax`` (compiled rows where they apply)."""
+    library = _softmax_rows_library(input, dim)
+    if library is None:
+        return softmax_reference(input, dim, log)
+    rows = _as_rows(input)
+    out = torch.empty(input.shape, dtype=input.dtype)
+    out_rows = out.view(-1, input.shape[-1])
+    forward = getattr(library, f"softmax_forward_{native.SUPPORTED_DTYPES[input.dtype]}")
+    head = (rows.data_ptr(), rows.stride(0), rows.shape[1])
+    tail = (out_rows.data_ptr(), out_rows.stride(0), int(log))
+    native.run_ranges(
+        lambda index, begin, end: forward(*head, begin, end, *tail),
+        native.row_ranges(rows.shape[0], rows.shape[1]),
+    )
+    return out
+
+
+def _softmax_backward_impl(grad_output: Tensor, output: Tensor, dim: int, log: bool) -> Tensor:
+    """The real implementation of ``softclass::softmax_backward``."""
+    library = _softmax_rows_library(output, dim)
+    if library is None or grad_output.dtype != output.dtype:
+        return softmax_vjp(output, grad_output, dim, log).contiguous()
+    grad_rows = _as_rows(grad_output.expand(output.shape))
+    output_rows = _as_rows(output)
+    result = torch.empty(output.shape, dtype=output.dtype)
+    result_rows = result.view(-1, output.shape[-1])
+    backward = getattr(library, f"softmax_backward_{native.SUPPORTED_DTYPES[output.dtype]}")
+    head = (
+        grad_rows.data_ptr(),
+        grad_rows.stride(0),
+        output_rows.data_ptr(),
+        output_rows.stride(0),
+        output_rows.shape[1],
+    )
+    tail = (result_rows.data_ptr(), result_rows.stride(0), int(log))
+    native.run_ranges(
+        lambda index, begin, end: backward(*head, begin, end, *tail),
+        native.row_ranges(output_rows.shape[0], output_rows.shape[1]),
+    )
+    return result
+
+
+def _eager_softmax_backward(ctx, grad_output: Tensor):
+    (output,) = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None
+    return _softmax_backward_impl(grad_output, output, ctx.dim, ctx.log), None
+
+
+class _Softmax(torch.autograd.Function):
+    """The eager entry of ``softclass::softmax`` (see :class:`FusedCrossEntropyFunction` for
+    why): same implementation and backward, without the dispatcher's per-call cost. Its
+    grad_fn name (``_SoftmaxBackward``) is what ``softclass.diagnostics.check`` recognises."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, dim: int) -> Tensor:
+        output = _softmax_impl(input, dim, False)
+        ctx.save_for_backward(output)
+        ctx.dim, ctx.log = dim, False
+        return output
+
+    backward = staticmethod(_eager_softmax_backward)
+
+
+class _LogSoftmax(torch.autograd.Function):
+    """:class:`_Softmax` for log_softmax (grad_fn ``_LogSoftmaxBackward``)."""
+
+    @staticmethod
+    def forward(ctx, input: Tensor, dim: int) -> Tensor:
+        output = _softmax_impl(input, dim, True)
+        ctx.save_for_backward(output)
+        ctx.dim, ctx.log = dim, True
+        return output
+
+    backward = staticmethod(_eager_softmax_backward)
