@@ -286,30 +286,17 @@ class AgreementProbe(Callback):
         if not pairs:
             return
         backend = loop.backend
-        with torch.no_grad():  # every pair's max |ΔW| at once: one host sync per epoch
-            weight_diffs = torch.stack(
-                [
-                    torch.stack(
-                        [
-                            (a - b).abs().max()
-                            for a, b in zip(
-                                backend.member_parameters(i),
-                                backend.member_parameters(j),
-                                strict=True,
-                            )
-                        ]
-                    ).max()
-                    for _, i, j in pairs
-                ]
-            ).tolist()
+        weight_diffs = backend.max_weight_differences([(i, j) for _, i, j in pairs])
         # Per member whose weights the probe ran at: its network and each design's gradient.
         probed: dict[int, tuple[torch.nn.Module, dict[str, list[torch.Tensor]]]] = {}
         for (agreement, i, j), weight_diff in zip(pairs, weight_diffs, strict=True):
             agreement.weight_diff.append(float(weight_diff))
             if agreement.loss_diff is not None:
-                first, second = loop.record(i, epoch), loop.record(j, epoch)
                 agreement.loss_diff.append(
-                    max(abs(first[name] - second[name]) for name in ("train_loss", "val_loss"))
+                    max(
+                        abs(float(history[i, epoch - 1] - history[j, epoch - 1]))
+                        for history in (loop.histories["train_loss"], loop.histories["val_loss"])
+                    )
                 )
             last = epoch in (epochs_run[i], epochs_run[j])
             if epoch == 1 or epoch % self.probe_every == 0 or last:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from softclass.errors import TrainingDiverged
@@ -81,8 +82,8 @@ class DivergenceCheck(Callback):
     """Stop at the first epoch whose losses or weights left the reals, or whose loss exploded
     (:func:`divergence`), naming the member and the epoch.
 
-    Per backend call, on every member that ran the new epochs: their losses (already on the
-    host) and whether its weights are finite now (one host sync).
+    Per backend call, the new epochs' losses of every member that ran them (already on the
+    host); at the end, whether the weights are finite (one host sync).
 
     Args:
         designs: each member's design; labels: each member's name in the message.
@@ -108,41 +109,45 @@ class DivergenceCheck(Callback):
         self.learning_rate = learning_rate
         self.validation = validation
         self.checked = 0  # epochs already checked
-        self.limits = torch.zeros(0)  # per member: the training loss that means it exploded
+        self.limits = np.zeros(0)  # per member: the training loss that means it exploded
 
     def on_train_begin(self, loop: FitLoop) -> None:
         self.checked = loop.epoch
-        self.limits = torch.tensor(
-            [
-                EXPLODED_LOSS_FACTOR * design.uniform_loss(self.model_config.n_classes)
-                for design in self.designs
-            ],
-            dtype=torch.float64,
+        n_classes = self.model_config.n_classes
+        self.limits = np.array(
+            [EXPLODED_LOSS_FACTOR * design.uniform_loss(n_classes) for design in self.designs]
         )
 
     def on_epoch_end(self, loop: FitLoop) -> None:
+        """The new epochs' losses of every member that ran them, in one numpy pass."""
         first, stop = self.checked, loop.epoch
         self.checked = stop
-        # Which (member, epoch) ran: (M, n) over the new epochs; then the rule on all at once.
-        epochs = torch.arange(first + 1, stop + 1).view(1, -1)
-        ran = epochs <= torch.tensor(loop.epochs_run).view(-1, 1)
-        losses = loop.histories["train_loss"][:, first:stop]
-        sound = torch.isfinite(losses) & (losses <= self.limits.view(-1, 1))
+        ran = np.arange(first + 1, stop + 1)[None, :] <= np.asarray(loop.epochs_run)[:, None]
+        losses = loop.histories["train_loss"][:, first:stop].numpy()
+        with np.errstate(invalid="ignore"):
+            sound = np.isfinite(losses) & (losses <= self.limits[:, None])
         if self.validation:
-            sound &= torch.isfinite(loop.histories["val_loss"][:, first:stop])
-        finite = torch.tensor(loop.backend.finite_members())
-        sound[:, -1] &= finite
-        bad = (ran & ~sound).nonzero()
-        if bad.numel() == 0:
-            return
-        offset = int(bad[:, 1].min())  # the first diverged epoch, its first member
-        member = int(bad[bad[:, 1] == offset][0, 0])
-        epoch = first + offset + 1
-        validation = loop.histories["val_loss"][member, epoch - 1]
+            sound &= np.isfinite(loop.histories["val_loss"][:, first:stop].numpy())
+        bad = ran & ~sound
+        if bad.any():
+            offset = int(np.flatnonzero(bad.any(axis=0))[0])  # the first diverged epoch
+            self._raise(loop, int(np.flatnonzero(bad[:, offset])[0]), first + offset + 1, True)
+
+    def on_train_end(self, loop: FitLoop) -> None:
+        """The weights the run ends on (a non-finite weight turns the next epoch's loss
+        non-finite, so only the last epoch's weights need a look; a checkpoint refuses them
+        itself)."""
+        finite = loop.backend.finite_members()
+        for member, sound in enumerate(finite):
+            if not sound and loop.epochs_run[member] == loop.epoch:
+                self._raise(loop, member, loop.epoch, False)
+
+    def _raise(self, loop: FitLoop, member: int, epoch: int, finite_weights: bool) -> None:
+        validation = float(loop.histories["val_loss"][member, epoch - 1])
         problem = divergence(
-            float(losses[member, offset]),
-            float(validation) if self.validation else None,
-            bool(finite[member]) or epoch != stop,
+            float(loop.histories["train_loss"][member, epoch - 1]),
+            validation if self.validation else None,
+            finite_weights,
             self.designs[member],
             self.model_config,
             self.learning_rate,

@@ -183,26 +183,18 @@ def train_ensemble(
     rows = trainer.training_rows(features.to(device), row_weights=weights, targets=targets)
     backend = BatchedEpochs(trainer, rows, val_features, val_targets)
     early = _early_stopping(settings, len(trainer.members))
-    # Progress reports run last, after the checkpoint: an epoch reported done is an epoch saved.
-    reports = [c for c in callbacks if isinstance(c, ProgressReport)]
-    every = [
-        *([] if early is None else [early]),
-        *(c for c in callbacks if not isinstance(c, ProgressReport)),
-    ]
+    checkpoint = None
     if checkpoint_path is not None:
-        batches = len(batch_bounds(features.shape[0], settings.batch_size))
-        every.append(
-            Checkpoint(
-                checkpoint_path,
-                fingerprint,
-                every=settings.checkpoint_every,
-                batches_per_epoch=batches,
-                has_validation=has_val,
-                early_stopping=early,
-                resume=resume,
-            )
+        checkpoint = Checkpoint(
+            checkpoint_path,
+            fingerprint,
+            every=settings.checkpoint_every,
+            batches_per_epoch=len(batch_bounds(features.shape[0], settings.batch_size)),
+            has_validation=has_val,
+            early_stopping=early,
+            resume=resume,
         )
-    loop = FitLoop(backend, settings.epochs, [*every, *reports]).fit()
+    loop = FitLoop(backend, settings.epochs, _in_order(early, callbacks, checkpoint)).fit()
     return _result(backend, loop, early)
 
 
@@ -224,6 +216,23 @@ def _result(
         backend_reason=backend.choice.reason,
         epoch_seconds=loop.seconds,
     )
+
+
+def _in_order(
+    early: EarlyStoppingCallback | None,
+    callbacks: Sequence[Callback],
+    checkpoint: Checkpoint | None,
+) -> list[Callback]:
+    """Early stopping, the caller's callbacks, the checkpoint, then the progress reports (an
+    epoch reported done is an epoch saved)."""
+    reports = [c for c in callbacks if isinstance(c, ProgressReport)]
+    others = [c for c in callbacks if not isinstance(c, ProgressReport)]
+    return [
+        *([] if early is None else [early]),
+        *others,
+        *([] if checkpoint is None else [checkpoint]),
+        *reports,
+    ]
 
 
 def _early_stopping(settings: TrainConfig, n_members: int) -> EarlyStoppingCallback | None:

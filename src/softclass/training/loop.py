@@ -64,6 +64,10 @@ class EpochBackend(Protocol):
         """Per member, whether every weight is finite now (one host sync)."""
         ...
 
+    def max_weight_differences(self, pairs: Sequence[tuple[int, int]]) -> list[float]:
+        """Per pair of members, max |W_i - W_j| over every weight and bias (one host sync)."""
+        ...
+
 
 class Callback:
     """A hook on the loop; override what you need. ``per_epoch``: the callback must see every

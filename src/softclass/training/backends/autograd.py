@@ -421,6 +421,23 @@ class AutogradEpochs:
         return self.trainers[member].model_
 
     @torch.no_grad()
+    def max_weight_differences(self, pairs: Sequence[tuple[int, int]]) -> list[float]:
+        differences = [
+            torch.stack(
+                [
+                    (a - b).abs().max()
+                    for a, b in zip(
+                        self.trainers[i].model_.parameters(),
+                        self.trainers[j].model_.parameters(),
+                        strict=True,
+                    )
+                ]
+            ).max()
+            for i, j in pairs
+        ]
+        return torch.stack(differences).tolist() if differences else []
+
+    @torch.no_grad()
     def finite_members(self) -> list[bool]:
         flags = [
             torch.stack([torch.isfinite(tensor).all() for tensor in trainer.model_.parameters()])

@@ -550,6 +550,18 @@ class BatchedEpochs:
         return self.trainer.network.to_mlp(member)
 
     @torch.no_grad()
+    def max_weight_differences(self, pairs: Sequence[tuple[int, int]]) -> list[float]:
+        first = torch.tensor([i for i, _ in pairs], device=self.trainer.device)
+        second = torch.tensor([j for _, j in pairs], device=self.trainer.device)
+        differences = torch.stack(
+            [
+                (tensor[first] - tensor[second]).abs().flatten(1).amax(1)
+                for tensor in self.trainer.network.parameters()  # stacked: (M, ...) each
+            ]
+        )
+        return differences.amax(0).tolist()
+
+    @torch.no_grad()
     def finite_members(self) -> list[bool]:
         parameters = self.trainer.network.parameters()
         flags = torch.stack([torch.isfinite(tensor).flatten(1).all(1) for tensor in parameters])
