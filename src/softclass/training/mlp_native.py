@@ -33,7 +33,7 @@ from softclass.errors import ConfigError
 from softclass.kernels.native import CE_SOURCES, load_built, pointer
 from softclass.mlp.activations import Activation
 from softclass.mlp.designs import Design
-from softclass.mlp.optimizers import Optimizer, OptimizerParams
+from softclass.mlp.optimizers import MAX_OPTIMIZER_PARAMS, Optimizer, OptimizerParams
 
 __all__ = [
     "REGISTRY_KINDS",
@@ -64,13 +64,7 @@ class _RunSettings(ctypes.Structure):
         ("widths", _PTR),
         ("activation", _I64),
         ("optimizer", _I64),
-        ("learning_rate", _F64),
-        ("momentum", _F64),
-        ("nesterov", _I64),
-        ("weight_decay", _F64),
-        ("beta1", _F64),
-        ("beta2", _F64),
-        ("eps", _F64),
+        ("optimizer_params", _F64 * MAX_OPTIMIZER_PARAMS),
         ("tiny", _F64),
         ("batch_size", _I64),
         ("n_rows", _I64),
@@ -224,13 +218,7 @@ def train(
         widths=ctypes.cast(widths_array, _PTR),
         activation=activation.native_code,
         optimizer=optimizer.native_code,
-        learning_rate=params.learning_rate,
-        momentum=params.momentum,
-        nesterov=int(params.nesterov),
-        weight_decay=params.weight_decay,
-        beta1=params.betas[0],
-        beta2=params.betas[1],
-        eps=params.eps,
+        optimizer_params=(_F64 * MAX_OPTIMIZER_PARAMS)(*optimizer.native_values(params)),
         tiny=torch.finfo(dtype).tiny,
         batch_size=batch_size,
         n_rows=tensors.table.shape[0],
