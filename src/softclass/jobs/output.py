@@ -32,7 +32,8 @@ __all__ = [
 
 ROW_COLUMN = "row"
 PREDICTED_COLUMN = "predicted"
-RESERVED_COLUMNS = (ROW_COLUMN, PREDICTED_COLUMN)
+REASON_COLUMN = "reason"  # why a row has no prediction (empty when it has one)
+RESERVED_COLUMNS = (ROW_COLUMN, PREDICTED_COLUMN, REASON_COLUMN)
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _PROBABILITY_PREFIX = "proba_"
 _REPLACEMENT = "\N{REPLACEMENT CHARACTER}"

@@ -8,11 +8,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, app, console, err_console
-from softclass.cli.options import _parse_floats
 from softclass.cli.render import _findings_table
 
 if TYPE_CHECKING:
     pass
+
+
+def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers like 2.5,3.5,1.5, got {text!r}", param_hint=option
+        ) from None
 
 
 @app.command(cls=_Command)

@@ -10,10 +10,8 @@ import typer
 
 from softclass.cli.app import _Command, _write_stdout, app, err_console
 from softclass.cli.options import _Delimiter, _Unknown
-from softclass.cli.run import _read_options
-from softclass.errors import (
-    Interrupted,
-)
+from softclass.cli.run import _delimiter
+from softclass.errors import DataError, Interrupted
 
 if TYPE_CHECKING:
     pass
@@ -51,7 +49,9 @@ def predict(
         str,
         typer.Option(
             "--on-error",
-            help="A row with a bad cell: error (stop) or skip (report it, predict the others).",
+            help="A row that cannot be predicted (a bad cell): error (exit 2) or skip (exit 0). "
+            "Either way the output has one row per input row; such a row has an empty "
+            "prediction and a reason.",
         ),
     ] = "error",
     unknown: _Unknown = "ignore",
@@ -77,12 +77,16 @@ def predict(
     from softclass.io import atomic_write_text
     from softclass.jobs.output import spreadsheet_safe
     from softclass.jobs.store import load_model
-    from softclass.jobs.train_predict import predict_table
+    from softclass.jobs.train_predict import predict_table, unpredicted_message
 
     if output_format not in ("csv", "json"):
         raise ConfigError(f"--format {output_format!r}: expected csv or json")
+    if on_error not in ("error", "skip"):
+        raise ConfigError(
+            f"--on-error {on_error!r} is not allowed; expected one of 'error', 'skip'"
+        )
     saved = load_model(model_dir)
-    delimiter, _ = _read_options(delimiter, None, None)
+    delimiter = _delimiter(delimiter)
     live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
     with err_console.status(f"reading {data} …") if live else contextlib.nullcontext():
         table = read_table(data, delimiter=delimiter, raw=True)
@@ -99,14 +103,20 @@ def predict(
         prediction = predict_table(
             saved,
             table,
-            on_error=on_error,
+            on_error="skip",
             unknown=unknown,
             accuracy=accuracy,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             source=str(data),
         )
+    unpredicted = (
+        unpredicted_message(prediction.skipped, table.height, str(data))
+        if prediction.skipped
+        else None
+    )
     for warning in prediction.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        if warning != unpredicted or on_error == "skip":
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if output_format == "csv":
         text = (prediction.table if raw else spreadsheet_safe(prediction.table)).write_csv()
     else:
@@ -120,10 +130,12 @@ def predict(
             interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
             raise
     if prediction.accuracy is not None:
-        counted = prediction.table.height - prediction.unknown_labels
+        counted = prediction.table.height - len(prediction.skipped) - prediction.unknown_labels
         err_console.print(
             f"accuracy {prediction.accuracy:.3f} on {counted} rows with a known class in "
             f"{saved.recipe.target!r}",
             highlight=False,
             soft_wrap=True,
         )
+    if unpredicted is not None and on_error == "error":
+        raise DataError(f"{unpredicted}; --on-error skip accepts such rows (exit 0)")
