@@ -20,9 +20,11 @@ import time
 import torch
 
 from benchmarks._results import append_row, commit, machine
-from softclass.jobs.compare import FLOAT_TOLERANCE, PreparedData, compare
+from softclass.data.prepare import PreparedData
+from softclass.evaluation.agreement import FLOAT_TOLERANCE
+from softclass.jobs.compare import compare
 from softclass.jobs.defaults import TABLE
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 N_FEATURES, N_CLASSES, N_VALIDATION = 20, 5, 2_000
 SECTION = (

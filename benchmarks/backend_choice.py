@@ -24,8 +24,9 @@ import torch
 from benchmarks import _results
 from softclass.mlp.model import MLPConfig
 from softclass.training import backend_choice
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.config import TrainConfig
-from softclass.training.ensemble import BatchedTrainer, Member
+from softclass.training.stacked import Member
 
 # (features, hidden, classes, batch rows, members, rows of the run): Iris compare (4 designs) and
 # compare --seeds 10, then single models around the fixed 1024-weight threshold, the estimator's

@@ -47,7 +47,8 @@ def _training_seconds(seeds: int, epochs: int) -> float:
     import torch
 
     from softclass.data import load_bundled
-    from softclass.jobs.compare import compare, prepare_table
+    from softclass.data.prepare import prepare_table
+    from softclass.jobs.compare import compare
     from softclass.training.config import TrainConfig
 
     torch.set_num_threads(1)  # what the command line chooses for Iris

@@ -30,9 +30,10 @@ import polars as pl
 import torch
 
 from benchmarks._results import append_row, commit, machine
-from softclass.jobs.compare import compare, prepare_table
+from softclass.data.prepare import prepare_table
+from softclass.jobs.compare import compare
 from softclass.jobs.defaults import TABLE, Defaults
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 TABLES = ("wine", "breast_cancer", "digits")
 MODELS = ("softclass", "MLPClassifier", "LogisticRegression", "HistGradientBoosting")

@@ -34,13 +34,9 @@ from benchmarks._results import append_row, commit, machine
 from softclass.data import Recipe, load_bundled
 from softclass.mlp.model import MLPConfig
 from softclass.training import mlp_native
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.config import TrainConfig
-from softclass.training.ensemble import (
-    BatchedTrainer,
-    Member,
-    design_seed_grid,
-    train_ensemble,
-)
+from softclass.training.ensemble import Member, design_seed_grid, train_ensemble
 
 SECTION = "## Ensemble: 4 designs x 10 seeds, Iris 4-7-3 tanh SGD (benchmarks/ensemble.py)"
 HEADER = (

@@ -16,10 +16,11 @@ import torch
 
 from benchmarks._results import append_row, commit, machine
 from softclass.data import load_bundled
+from softclass.data.prepare import prepare_table
 from softclass.evaluation.report import RunContext
-from softclass.jobs.compare import compare, prepare_table
+from softclass.jobs.compare import compare
 from softclass.jobs.report import write_report
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 SECTION = "## report.html generation (python -m benchmarks.report)"
 HEADER = (

@@ -22,7 +22,9 @@ import torch
 
 from benchmarks._results import append_row, commit, machine
 from softclass.mlp.model import MLPConfig
-from softclass.training.ensemble import BatchedTrainer, EnsembleSettings, Member
+from softclass.training.backends.batched import BatchedTrainer
+from softclass.training.config import TrainConfig as EnsembleSettings
+from softclass.training.stacked import Member
 from softclass.training.threads import choose_threads, step_flops, torch_threads
 
 GRID = [

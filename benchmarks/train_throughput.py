@@ -100,7 +100,8 @@ def sklearn_samples_per_second(features: np.ndarray, targets: np.ndarray) -> flo
 
 def iris_compare_seconds(epochs: int) -> tuple[float, dict[str, float]]:
     from softclass.data import load_bundled
-    from softclass.jobs.compare import compare, prepare_table
+    from softclass.data.prepare import prepare_table
+    from softclass.jobs.compare import compare
 
     config = TrainConfig(epochs=epochs)
     started = time.perf_counter()

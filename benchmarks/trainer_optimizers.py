@@ -49,7 +49,7 @@ from softclass.data.bundled import bundled_path
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig
-from softclass.training.trainer import fit
+from softclass.training.backends.autograd import fit
 torch.set_num_threads(1)
 table = pl.read_csv(bundled_path("iris"))
 features = torch.tensor(table.drop("species").to_numpy(), dtype=torch.float32)

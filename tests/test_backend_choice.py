@@ -11,9 +11,10 @@ import torch
 
 from softclass.mlp.model import MLPConfig
 from softclass.training import backend_choice
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds
 from softclass.training.config import TrainConfig
-from softclass.training.ensemble import BatchedTrainer, Member, train_ensemble
+from softclass.training.ensemble import Member, train_ensemble
 
 # A shape between the two "obvious" bounds: 2·64·(16·32 + 32·4) = 81,920 multiply-adds per step.
 NEAR_BOUNDARY = MLPConfig(16, 4, hidden=(32,))

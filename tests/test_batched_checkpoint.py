@@ -8,7 +8,6 @@ import json
 import math
 import struct
 import sys
-import zipfile
 
 import pytest
 import torch
@@ -24,11 +23,11 @@ from softclass.errors import ConfigError, ModelFileError, TrainingDiverged
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training import schema
+from softclass.training.backends.autograd import fit
 from softclass.training.config import TrainConfig
 from softclass.training.engine import checkpoint_progress, train_model
 from softclass.training.ensemble import Member, train_ensemble
 from softclass.training.schema import BATCHED_METADATA_KEY as KEY
-from softclass.training.trainer import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,7 +111,7 @@ def no_tensor_read(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a tensor was read from a checkpoint that should be refused")
 
-    monkeypatch.setattr(schema, "safetensors_load", refuse)
+    monkeypatch.setattr(schema.checkpoint, "safetensors_load", refuse)
 
 
 @pytest.fixture
@@ -120,7 +119,7 @@ def no_unpickling(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("torch.load ran on a format-2 checkpoint")
 
-    monkeypatch.setattr(schema.torch, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
 
 
 def _set(key, value):
@@ -146,7 +145,7 @@ def _pop(key):
 # -- the JSON header: every field typed, shaped and range-checked, before any tensor is read -------
 
 DAMAGED_FIELDS = [
-    (_set("format", 1), r"batched-engine checkpoint of format 1 \(a torch\.save archive of an "),
+    (_set("format", 1), r"a checkpoint of an earlier softclass \(format 1, a torch\.save archive"),
     (_set("format", 3), r"batched-engine checkpoint format 3; this softclass reads format 2"),
     (_set("format", True), r"batched-engine checkpoint format True; this softclass reads"),
     (_set("format", "2"), r"batched-engine checkpoint format '2'; this softclass reads"),
@@ -355,12 +354,13 @@ def test_losses_may_be_nan_or_infinite_a_diverged_member(checkpoint):
 
 def test_a_state_that_became_non_finite_is_never_written(checkpoint):
     """A finite but huge first moment (a hand-edited file) sends a bias to infinity while tanh
-    keeps the loss finite: the checkpoint of that epoch is refused, the last sound one stays."""
+    keeps the loss finite: the divergence check stops the run before that epoch's checkpoint,
+    so the last sound one stays."""
     _rewrite(checkpoint, change_tensors=lambda t: t["first_moments.1"].__setitem__((0, 0), 1e38))
     with pytest.raises(
         TrainingDiverged,
-        match=r"^training diverged at epoch \d \(A seed 0\): the weights or the optimizer state "
-        r"became NaN or infinite; lower the learning rate \(--lr\)",
+        match=r"^training diverged at epoch \d \(design A\): the training loss is \S+ and the "
+        r"weights hold NaN or infinite values; lower the learning rate",
     ) as caught:
         _train(checkpoint, 9, resume=True)
     diverged_at = int(str(caught.value).split()[4])
@@ -404,7 +404,9 @@ def test_validation_histories_are_nan_exactly_without_validation_rows(tmp_path):
 def test_the_run_bounds_what_is_read(checkpoint, monkeypatch, run, message):
     header = schema.read_batched_checkpoint_header(checkpoint)
     if "history" not in message:
-        monkeypatch.setattr(schema, "safetensors_load", lambda data: pytest.fail("tensors read"))
+        monkeypatch.setattr(
+            schema.checkpoint, "safetensors_load", lambda data: pytest.fail("tensors read")
+        )
     with pytest.raises(ModelFileError, match=rf"^{checkpoint}: {message}"):
         schema.load_batched_checkpoint(checkpoint, header, run)
 
@@ -610,23 +612,31 @@ def test_a_file_changed_after_its_header_was_checked_is_refused(checkpoint, monk
         schema.load_batched_checkpoint(checkpoint, header, run)
 
 
-# -- torch.save archives: the Trainer's, format 1 of the batched engine, hostile zips --------------
+# -- torch.save archives: the checkpoints of earlier versions, never unpickled ---------------------
 
 
-def test_a_format_1_checkpoint_says_to_retrain_or_use_the_older_softclass(checkpoint):
-    torch.save({"format": 1, "engine": "batched", "epoch": 3}, checkpoint)
+@pytest.mark.parametrize(
+    "state",
+    [{"format": 1, "engine": "batched", "epoch": 3}, {"format": 2, "design": "A", "epoch": 3}],
+    ids=["batched format 1", "autograd Trainer format 2"],
+)
+def test_an_old_checkpoint_says_to_retrain_or_use_the_older_softclass(
+    checkpoint, no_unpickling, state
+):
+    torch.save(state, checkpoint)
     message = (
-        r"a batched-engine checkpoint of format 1 \(a torch\.save archive of an earlier "
-        r"softclass\); this softclass reads format 2: train again without --resume, or finish the "
-        r"run with the softclass that wrote it"
+        r"a checkpoint of an earlier softclass \(format 1 or 2, a torch\.save archive\); this "
+        r"softclass reads its safetensors checkpoints \(format 2\) only: train again without "
+        r"--resume, or finish the run with the softclass that wrote it"
     )
     with pytest.raises(ModelFileError, match=rf"^{checkpoint}: {message}$"):
         _train(checkpoint, 5, resume=True)
     with pytest.raises(ModelFileError, match=message):
-        checkpoint_progress(checkpoint)  # through the Trainer's loader: the same line
+        checkpoint_progress(checkpoint)
 
 
-def test_the_trainers_checkpoint_and_a_batched_one_name_each_other(tmp_path):
+def test_the_autograd_and_the_batched_backends_resume_each_others_checkpoints(tmp_path):
+    """One format: the autograd reference writes M = 1, and either backend resumes it."""
     path = tmp_path / "checkpoint.pt"
     fit(
         get_design("A"),
@@ -638,47 +648,22 @@ def test_the_trainers_checkpoint_and_a_batched_one_name_each_other(tmp_path):
         checkpoint_path=path,
     )
     assert checkpoint_progress(path) == (2, 2)
-    with pytest.raises(ModelFileError, match=r"not a checkpoint of the batched engine \(written b"):
-        _train(path, 4, resume=True)
+    header = schema.read_batched_checkpoint_header(path)
+    assert header.members == (("A", 0),) and header.dtype == torch.float32
+    resumed = _train(path, 4, resume=True)
+    assert resumed.history.epochs == 4 and checkpoint_progress(path) == (4, 4)
     _train(path, 2)
-    with pytest.raises(ModelFileError, match=r"a checkpoint of the batched engine \(a safetensors"):
-        fit(
-            get_design("A"),
-            CONFIG,
-            FEATURES,
-            TARGETS,
-            *VALIDATION,
-            config=_config(4),
-            checkpoint_path=path,
-            resume=True,
-        )
-
-
-def test_too_many_archive_entries_are_refused(checkpoint, monkeypatch):
-    with zipfile.ZipFile(checkpoint, "w") as archive:
-        for index in range(12):
-            archive.writestr(f"archive/data/{index}", b"")
-    monkeypatch.setattr(schema, "MAX_ZIP_ENTRIES", 10)
-    with pytest.raises(ModelFileError, match=r"12 archive entries; a checkpoint holds at most 10"):
-        _train(checkpoint, 5, resume=True)
-
-
-def test_a_deflated_archive_is_refused_without_inflating_it(checkpoint, monkeypatch):
-    with zipfile.ZipFile(checkpoint, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("archive/data/0", "w") as entry:
-            for _ in range(64):
-                entry.write(bytes(1 << 20))
-    monkeypatch.setattr(schema.torch, "load", lambda *a, **k: pytest.fail("torch.load ran"))
-    with pytest.raises(ModelFileError, match=r"entry 'archive/data/0' is compressed"):
-        _train(checkpoint, 5, resume=True)
-
-
-def test_an_archive_larger_than_the_network_allows_is_refused(checkpoint, monkeypatch):
-    torch.save({"format": 1, "engine": "batched", "pad": torch.zeros(1000)}, checkpoint)
-    monkeypatch.setattr(schema, "_CHECKPOINT_OVERHEAD_BYTES", 0)
-    monkeypatch.setattr(schema.torch, "load", lambda *a, **k: pytest.fail("torch.load ran"))
-    with pytest.raises(ModelFileError, match=r"unpacks to [\d,]+ bytes; at most 944 are allowed"):
-        _train(checkpoint, 5, resume=True)
+    again = fit(
+        get_design("A"),
+        CONFIG,
+        FEATURES,
+        TARGETS,
+        *VALIDATION,
+        config=_config(4),
+        checkpoint_path=path,
+        resume=True,
+    )
+    assert again.history.epochs == 4
 
 
 def test_a_pickle_with_code_in_an_archive_is_refused_not_run(checkpoint, tmp_path):
@@ -689,7 +674,7 @@ def test_a_pickle_with_code_in_an_archive_is_refused_not_run(checkpoint, tmp_pat
             return (marker.touch, ())
 
     torch.save({"engine": "batched", "payload": Payload()}, checkpoint)
-    with pytest.raises(ModelFileError, match=r"refused to load the checkpoint: not a safe softcl"):
+    with pytest.raises(ModelFileError, match=r"a checkpoint of an earlier softclass"):
         _train(checkpoint, 5, resume=True)
     assert not marker.exists()
 

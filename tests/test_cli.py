@@ -12,7 +12,7 @@ from softclass import cli
 from softclass.data import bundled_path
 from softclass.jobs.defaults import DEMONSTRATION, TABLE
 from softclass.jobs.store import load_model
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CITIES = {"Anaheim", "Boulder", "Chicago"}
@@ -297,8 +297,8 @@ def test_bad_options_are_one_line(run, tmp_path):
 
 
 def test_training_to_a_directory_needs_a_recipe(tmp_path):
+    from softclass.data.prepare import PreparedData
     from softclass.errors import ConfigError
-    from softclass.jobs.compare import PreparedData
     from softclass.jobs.train_predict import train_to_directory
     from softclass.mlp.designs import get_design
 

@@ -278,3 +278,38 @@ def test_out_of_range_target_message_is_the_eager_one_when_traced(mode):
     with pytest.raises(IndexError) as caught:
         traced(logits, target)
     assert str(eager.value) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "reduction", "ignore_index", "shape"),
+    list(
+        itertools.product(_DTYPES, ["mean", "sum"], [-100, 1], [(1, 1), (9, 3), (33, 17), (5, 40)])
+    ),
+)
+def test_lean_road_matches_torch(monkeypatch, dtype, reduction, ignore_index, shape):
+    """The common call takes softclass.kernels.lean; its loss, gradient (for grad_output 1 and
+    not), second backward and double backward are torch's."""
+    from softclass.kernels import lean
+
+    taken = []
+    original = lean._forward
+    monkeypatch.setattr(lean, "_forward", lambda *a: taken.append(1) or original(*a))
+    logits, target = _problem(shape, dtype, probability=False, seed=3)
+    target[::3] = ignore_index if shape[1] > 1 else 0
+    results = []
+    for function in (S.cross_entropy, F.cross_entropy):
+        leaf = logits.clone().requires_grad_()
+        loss = function(leaf, target, ignore_index=ignore_index, reduction=reduction)
+        first = torch.autograd.grad(2.5 * loss, leaf, retain_graph=True)
+        second = torch.autograd.grad(loss, leaf, create_graph=True)
+        (curvature,) = torch.autograd.grad((second[0] ** 2).sum(), leaf)
+        with torch.no_grad():
+            no_grad_loss = function(leaf, target, ignore_index=ignore_index, reduction=reduction)
+        results.append((loss, *first, *second, curvature, no_grad_loss))
+    assert_close(results[0], results[1], **_TOLERANCE[dtype])
+    assert len(taken) == 2
+
+
+def test_lean_road_reports_the_target_position():
+    with pytest.raises(IndexError, match=r"Target 5 is out of bounds at position 2"):
+        S.cross_entropy(torch.randn(3, 4, requires_grad=True), torch.tensor([0, 1, 5]))

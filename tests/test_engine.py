@@ -20,10 +20,11 @@ from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLPConfig, build_mlp
 from softclass.mlp.optimizers import OPTIMIZERS, get_optimizer
 from softclass.training import mlp_native
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.ensemble import BatchedTrainer, Member, train_ensemble
+from softclass.training.ensemble import Member, train_ensemble
 
 N_FEATURES, N_CLASSES = 3, 4
 CLASS_WEIGHTS = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=torch.float64)
@@ -295,7 +296,7 @@ def test_batched_backends_refuse_what_they_cannot_train():
 
 @pytest.mark.parametrize("backend", ["compiled", "torch"])
 def test_early_stopping_per_member_equals_the_trainer(backend):
-    from softclass.training.trainer import fit
+    from softclass.training.backends.autograd import fit
 
     features, targets = _table(40)
     val_features, val_targets = _table(15, seed=4)
@@ -395,8 +396,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run_on_every_backend(
 
 def test_batched_resume_refuses_what_it_cannot_continue(tmp_path):
     from softclass.errors import ModelFileError
+    from softclass.training.backends.autograd import fit
     from softclass.training.engine import train_model
-    from softclass.training.trainer import fit
 
     features, targets = (_table(30)[0].float(), _table(30)[1])
     design, model_config = get_design("A"), MLPConfig(N_FEATURES, N_CLASSES)
@@ -424,10 +425,10 @@ def test_batched_resume_refuses_what_it_cannot_continue(tmp_path):
             resume=True,
         )
     fit(design, model_config, features, targets, config=config, checkpoint_path=path)
-    with pytest.raises(ModelFileError, match="not a checkpoint of the batched engine"):
-        train_model(
-            design, model_config, config, features, targets, checkpoint_path=path, resume=True
-        )
+    resumed = train_model(  # the one format: the autograd reference's M = 1 checkpoint
+        design, model_config, config, features, targets, checkpoint_path=path, resume=True
+    )
+    assert resumed.history.epochs == 2
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelFileError, match="not a softclass checkpoint"):
         train_model(
@@ -450,16 +451,14 @@ def test_backend_choice_names_what_forces_the_autograd_engine():
 
 def test_a_checkpoint_with_malformed_betas_is_refused_naming_the_field(tmp_path):
     from softclass.errors import ModelFileError
-    from softclass.training.trainer import fit
+    from softclass.training.backends.autograd import fit
 
     features, targets = (_table(20)[0].float(), _table(20)[1])
     design, model_config = get_design("A"), MLPConfig(N_FEATURES, N_CLASSES)
     config = TrainConfig(epochs=1, device="cpu", optimizer="adam")
     path = tmp_path / "checkpoint.pt"
     fit(design, model_config, features, targets, config=config, checkpoint_path=path)
-    state = torch.load(path, weights_only=True)
-    state["train_config"]["betas"] = [0.9]
-    torch.save(state, path)
+    _rewrite_document(path, lambda document: document["train_config"].update(betas=[0.9]))
     with pytest.raises(ModelFileError, match=r"train_config\.betas' is a list of 1 items"):
         fit(
             design,
@@ -470,3 +469,20 @@ def test_a_checkpoint_with_malformed_betas_is_refused_naming_the_field(tmp_path)
             checkpoint_path=path,
             resume=True,
         )
+
+
+def _rewrite_document(path, change):
+    """Change the JSON header of the checkpoint at ``path`` (its tensors kept, in file order)."""
+    import json
+    import struct
+
+    from softclass.training.schema import BATCHED_METADATA_KEY
+
+    raw = path.read_bytes()
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + size])
+    document = json.loads(header["__metadata__"][BATCHED_METADATA_KEY])
+    change(document)
+    header["__metadata__"][BATCHED_METADATA_KEY] = json.dumps(document)
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size :])

@@ -1,7 +1,5 @@
 """The batched ensemble: every member equals the same model trained alone, in a plain loop."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -13,17 +11,12 @@ from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
 from softclass.training import mlp_native
+from softclass.training.backends.autograd import fit
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig
-from softclass.training.ensemble import (
-    BatchedTrainer,
-    Member,
-    StackedMLP,
-    compare_seeds,
-    design_seed_grid,
-    train_ensemble,
-)
-from softclass.training.trainer import fit
+from softclass.training.ensemble import Member, design_seed_grid, train_ensemble
+from softclass.training.stacked import StackedMLP
 
 
 def _table(n_rows=37, n_features=4, n_classes=3, seed=0):
@@ -211,38 +204,6 @@ def test_stacked_logits_and_extracted_model_agree_and_state_round_trips():
     assert_close(restored.logits(features), logits, rtol=0, atol=0)
 
 
-def test_compare_seeds_reports_a_b_identical_and_intervals_for_each_design(training_path):
-    features, targets = _table(40, seed=3)
-    val_features, val_targets = _table(15, seed=4)
-    settings = TrainConfig(epochs=5, batch_size=10, learning_rate=0.1, momentum=0.0)
-    comparison = compare_seeds(
-        MLPConfig(4, 3),
-        features,
-        targets,
-        val_features,
-        val_targets,
-        settings,
-        seeds=[0, 1, 2, 3],
-    )
-    # Each design's own loss is never paired across designs (C's is a squared error).
-    assert set(comparison.pairs) == {"val_accuracy"}
-    pairs = {(pair.a, pair.b): pair for pair in comparison.pairs["val_accuracy"]}
-    assert len(pairs) == 6
-    identical = pairs[("A", "B")]
-    assert identical.verdict == "identical" and identical.metric == "validation accuracy"
-    assert identical.mean_difference == 0.0 and identical.p_value == 1.0
-    assert np.isfinite(pairs[("A", "C")].p_value)
-    assert set(comparison.summary) == {"val_loss", "val_accuracy"}
-    interval = comparison.summary["val_accuracy"]["C"]
-    final = comparison.history("val_accuracy", "C")[:, -1]
-    assert interval.low <= final.mean() <= interval.high
-    assert interval.mean == pytest.approx(final.mean())
-    bands = comparison.bands("val_loss")
-    assert bands["D"]["mean"].shape == (5,)
-    assert np.all(bands["D"]["low"] <= bands["D"]["high"])
-    json.dumps(comparison.to_dict())
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -279,21 +240,6 @@ def test_bad_members_and_rows_are_refused_with_what_was_expected():
         train_ensemble(config, members, features, targets.float(), SETTINGS["sgd"])
     with pytest.raises(DataError, match=r"validation targets must lie in \[0, 2\]"):
         train_ensemble(config, members, features, targets, SETTINGS["sgd"], features, targets + 1)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"seeds": [1]}, "at least 2 distinct seeds"),
-        ({"seeds": [1, 1, 2]}, "at least 2 distinct seeds"),
-        ({"designs": ["A", "a"]}, "each design may appear once"),
-    ],
-)
-def test_compare_seeds_refuses_what_it_cannot_compare(kwargs, match):
-    features, targets = _table(10)
-    arguments = {"settings": SETTINGS["sgd"], "seeds": [0, 1], **kwargs}
-    with pytest.raises(ConfigError, match=match):
-        compare_seeds(MLPConfig(4, 3), features, targets, features, targets, **arguments)
 
 
 @pytest.mark.parametrize(("optimizer", "momentum"), [("sgd", 0.9), ("sgd", 0.0), ("adam", 0.0)])

@@ -20,8 +20,8 @@ import softclass
 from softclass.estimator import Classifier, expected_failed_checks
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds, epoch_permutation
-from softclass.training.ensemble import BatchedTrainer
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

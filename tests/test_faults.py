@@ -25,8 +25,9 @@ from softclass.errors import DataError, ModelFileError, TrainingDiverged
 from softclass.jobs.store import load_model, save_model
 from softclass.jobs.train_predict import CHECKPOINT_FILE, describe_kept, train_to_directory
 from softclass.mlp.designs import get_design
+from softclass.training.backends.autograd import Trainer
+from softclass.training.config import TrainConfig
 from softclass.training.engine import checkpoint_progress
-from softclass.training.trainer import TrainConfig, Trainer
 
 IRIS = bundled_path("iris")
 ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -71,7 +72,7 @@ _KILLER = textwrap.dedent(
     from softclass.jobs.store import save_model
     from softclass.mlp.designs import get_design
     from softclass.mlp.model import MLPConfig, build_mlp
-    from softclass.training.trainer import TrainConfig
+    from softclass.training.config import TrainConfig
     import softclass.jobs.train_predict, softclass.jobs.compare, softclass.data.reading
 
     models = {hidden: build_mlp(MLPConfig(4, 3, (hidden,)), seed=hidden) for hidden in (7, 9)}

@@ -15,7 +15,7 @@ import torch
 
 from softclass.evaluation import metrics
 from softclass.evaluation.figure_pool import FigureJob, figure_pool, plain, render_figures
-from softclass.training.trainer import EpochRecord, History
+from softclass.training.results import EpochRecord, History
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SRC = Path(__file__).resolve().parents[1] / "src"

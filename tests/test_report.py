@@ -14,11 +14,12 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
 from softclass.data import load_bundled
+from softclass.data.prepare import prepare_table
 from softclass.evaluation.report import RunContext, format_number, json_at
-from softclass.jobs.compare import compare, prepare_table
+from softclass.jobs.compare import compare
 from softclass.jobs.train_predict import train_to_directory
 from softclass.mlp.designs import get_design
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

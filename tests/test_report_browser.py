@@ -13,9 +13,10 @@ from browser import find_chromium, render
 from PIL import Image
 
 from softclass.data import load_bundled
+from softclass.data.prepare import prepare_table
 from softclass.evaluation.report import RunContext
-from softclass.jobs.compare import compare, prepare_table
-from softclass.training.trainer import TrainConfig
+from softclass.jobs.compare import compare
+from softclass.training.config import TrainConfig
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

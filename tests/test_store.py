@@ -17,7 +17,7 @@ from softclass.errors import ConfigError, ModelFileError, OutputError, TrainingD
 from softclass.jobs.store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

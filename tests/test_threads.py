@@ -11,7 +11,7 @@ from softclass import cli
 from softclass.data import bundled_path
 from softclass.estimator import Classifier
 from softclass.training import threads
-from softclass.training.ensemble import BatchedTrainer
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.threads import choose_threads, step_flops, torch_threads
 
 BENCHMARK_WIDTHS = (50, 128, 128, 10)

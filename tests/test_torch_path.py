@@ -5,9 +5,10 @@ import torch
 from torch.testing import assert_close
 
 from softclass.mlp.model import MLPConfig
-from softclass.training import ensemble
+from softclass.training.backends import batched
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.config import TrainConfig
-from softclass.training.ensemble import BatchedTrainer, Member
+from softclass.training.stacked import Member
 
 
 def _wide_trainer():
@@ -40,7 +41,7 @@ def test_onednn_products_give_blas_products_gradients_to_float32_rounding(monkey
     changes = {}
     for products in ("onednn", "blas", "float64"):
         if products == "blas":
-            monkeypatch.setattr(ensemble, "_onednn_linear", lambda: None)
+            monkeypatch.setattr(batched, "_onednn_linear", lambda: None)
         trainer = _wide_trainer()
         if products == "float64":
             trainer = BatchedTrainer(

@@ -20,16 +20,11 @@ from softclass.errors import ConfigError, ModelFileError
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
 from softclass.mlp.optimizers import OPTIMIZERS
-from softclass.training.schema import CHECKPOINT_FORMAT
-from softclass.training.trainer import (
-    EpochRecord,
-    History,
-    TrainConfig,
-    Trainer,
-    fit,
-    load_checkpoint_file,
-    resolve_device,
-)
+from softclass.training import schema
+from softclass.training.backends.autograd import Trainer, fit
+from softclass.training.checkpoint import checkpoint_progress
+from softclass.training.config import TrainConfig, resolve_device
+from softclass.training.results import EpochRecord, History
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CONFIG = MLPConfig(4, 3)
@@ -170,9 +165,9 @@ def test_checkpoint_resume_gives_the_uninterrupted_weights(tmp_path, hidden, opt
         TrainConfig(**{**config.to_dict(), "epochs": 4}),
         checkpoint_path=path,
     )
-    saved = load_checkpoint_file(path)
-    assert saved["epoch"] == 4
-    assert saved["optimizer"]["step_count"] == 4 * 7  # 45 rows in batches of 7: 7 per epoch
+    saved = schema.read_batched_checkpoint_header(path)  # the one format, M = 1
+    assert saved.epoch == 4 and saved.members == (("D", 0),)
+    assert saved.step_count == 4 * 7  # 45 rows in batches of 7: 7 per epoch
     resumed = fit(get_design("D"), model_config, *split, config, checkpoint_path=path, resume=True)
     assert torch.equal(_weights(resumed.model), _weights(whole.model))
     assert _without_seconds(resumed.history) == _without_seconds(whole.history)
@@ -210,7 +205,9 @@ def test_resume_refuses_another_design_or_other_data(tmp_path):
     features, targets = _blobs()
     path = tmp_path / "checkpoint.pt"
     _one_epoch_checkpoint(path, features, targets)
-    with pytest.raises(ModelFileError, match=r"design 'A' differs from this run's 'C'"):
+    with pytest.raises(
+        ModelFileError, match=r"members \[\['A', 0\]\] differs from this run's \[\['C', 0\]\]"
+    ):
         fit(get_design("C"), CONFIG, features, targets, checkpoint_path=path, resume=True)
     with pytest.raises(ModelFileError, match="written for other training data"):
         fit(get_design("A"), CONFIG, features + 1, targets, checkpoint_path=path, resume=True)
@@ -237,77 +234,49 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def _resume(path, features, targets):
+    fit(
+        get_design("A"),
+        CONFIG,
+        features,
+        targets,
+        config=TrainConfig(epochs=2),
+        checkpoint_path=path,
+        resume=True,
+    )
+
+
 def test_a_malicious_pickle_checkpoint_is_refused_not_executed(tmp_path):
+    """Never unpickled: a torch.save archive is recognised by its first bytes and refused."""
+    features, targets = _blobs()
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": 1, "payload": _Exploit(marker)}, path)
-    with pytest.raises(
-        ModelFileError,
-        match=r"refused to load the checkpoint: not a safe softclass checkpoint \(UnpicklingError: "
-        r"Trying to load unsupported GLOBAL posix\.system",
-    ):
-        load_checkpoint_file(path)
+    with pytest.raises(ModelFileError, match=r"a checkpoint of an earlier softclass"):
+        _resume(path, features, targets)
     path.write_bytes(pickle.dumps(_Exploit(marker)))
-    with pytest.raises(ModelFileError, match=r"not the zip archive torch\.save writes"):
-        load_checkpoint_file(path)
+    with pytest.raises(ModelFileError, match=r"not a softclass checkpoint"):
+        _resume(path, features, targets)
     assert not marker.exists()
 
 
-def test_checkpoint_without_fields_or_of_another_format_is_refused(tmp_path):
-    path = tmp_path / "checkpoint.pt"
-    torch.save({"format": CHECKPOINT_FORMAT}, path)
-    with pytest.raises(ModelFileError, match="missing field"):
-        load_checkpoint_file(path)
-    torch.save([1, 2], path)
-    with pytest.raises(ModelFileError, match="found list"):
-        load_checkpoint_file(path)
-    features, targets = _blobs()
-    _one_epoch_checkpoint(path, features, targets)
-    state = load_checkpoint_file(path)
-    torch.save({**state, "format": 99}, path)
-    with pytest.raises(
-        ModelFileError,
-        match=r"checkpoint format 99, this softclass reads 2: delete it and train again",
-    ):
-        load_checkpoint_file(path)
-
-
-def _format_1_checkpoint(path, features, targets):
-    """A checkpoint as softclass wrote it before format 2: torch.optim's state_dict (SGD with
-    momentum here) in the ``optimizer`` field."""
-    _one_epoch_checkpoint(path, features, targets)
-    state = torch.load(path, weights_only=True)
-    group = {"lr": 0.01, "momentum": 0.9, "dampening": 0, "weight_decay": 0.0, "nesterov": False}
-    momentum = {index: {"momentum_buffer": torch.zeros(1)} for index in range(4)}
-    torch.save(
-        {**state, "format": 1, "optimizer": {"state": momentum, "param_groups": [group]}}, path
-    )
-
-
-def test_a_format_1_checkpoint_is_one_line_saying_what_to_do(tmp_path):
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_an_old_torch_save_checkpoint_is_one_line_saying_what_to_do(tmp_path, old_format):
+    """The autograd Trainer's checkpoints of earlier versions (torch.save, formats 1 and 2)."""
     features, targets = _blobs()
     path = tmp_path / "checkpoint.pt"
-    _format_1_checkpoint(path, features, targets)
+    torch.save({"format": old_format, "design": "A", "model": {"w": torch.zeros(2)}}, path)
     message = (
-        r"checkpoint\.pt: checkpoint format 1, written by an older softclass \(torch\.optim's "
-        r"optimizer state\); this softclass reads format 2: delete it and train again without "
-        r"--resume"
+        r"checkpoint\.pt: a checkpoint of an earlier softclass \(format 1 or 2, a torch\.save "
+        r"archive\); this softclass reads its safetensors checkpoints \(format 2\) only: train "
+        r"again without --resume"
     )
     with pytest.raises(ModelFileError, match=message) as caught:
-        fit(
-            get_design("A"),
-            CONFIG,
-            features,
-            targets,
-            config=TrainConfig(epochs=2),
-            checkpoint_path=path,
-            resume=True,
-        )
+        _resume(path, features, targets)
     assert "\n" not in str(caught.value)
 
 
-def test_the_cli_resuming_a_format_1_checkpoint_prints_one_line(tmp_path, run):
+def test_the_cli_resuming_an_old_checkpoint_prints_one_line(tmp_path, run):
     """``softclass train --resume`` of the autograd Trainer (bf16) on an old checkpoint."""
     from softclass.data.bundled import bundled_path
 
@@ -315,15 +284,14 @@ def test_the_cli_resuming_a_format_1_checkpoint_prints_one_line(tmp_path, run):
     common = ("train", bundled_path("iris"), "--out", out, "--precision", "bf16")
     code, _, error = run(*common, "--epochs", "1")
     assert code == 0, error
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["format"] == CHECKPOINT_FORMAT and "first_moments" in state["optimizer"]
     path = out / "checkpoint.pt"
-    torch.save({**state, "format": 1, "optimizer": {"state": {}, "param_groups": []}}, path)
+    assert checkpoint_progress(path) == (1, 1)  # the one format, written by the autograd backend
+    torch.save({"format": 2, "optimizer": {"state": {}, "param_groups": []}}, path)
     code, _, error = run(*common, "--epochs", "2", "--resume")
     assert code != 0
     lines = [line for line in error.splitlines() if line.strip()]
     assert len(lines) == 1, error
-    assert f"{path}: checkpoint format 1, written by an older softclass" in lines[0]
+    assert f"{path}: a checkpoint of an earlier softclass" in lines[0]
     assert "without --resume" in lines[0]
 
 
@@ -337,7 +305,8 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
         torch.set_num_threads(1)
         from softclass.mlp.designs import get_design
         from softclass.mlp.model import MLPConfig
-        from softclass.training.trainer import TrainConfig, fit
+        from softclass.training.backends.autograd import fit
+        from softclass.training.config import TrainConfig
         from test_data_blobs import blobs
         features, targets = blobs()
         def progress(event):
@@ -371,7 +340,7 @@ def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
     assert len(reported) == 5, "the training process did not get going"
-    saved_epoch = load_checkpoint_file(checkpoint)["epoch"]
+    saved_epoch = checkpoint_progress(checkpoint)[0]
     assert 5 <= saved_epoch < 40  # at most the interrupted epoch is lost
 
     sys.path.insert(0, str(tmp_path))
@@ -476,10 +445,6 @@ def test_early_stopping_needs_validation_rows_and_validation_needs_both_parts():
         fit(get_design("A"), CONFIG, features, targets, config=TrainConfig(patience=2))
     with pytest.raises(ConfigError, match="give both validation_features and validation_targets"):
         fit(get_design("A"), CONFIG, features, targets, features, None)
-    with pytest.raises(ConfigError, match="save_checkpoint needs a checkpoint_path"):
-        trainer = Trainer(get_design("A"), CONFIG)
-        trainer.initialize(features, targets)
-        trainer.save_checkpoint()
 
 
 def test_pairing_checker_warns_once_on_a_wrong_pairing_and_never_on_the_designs(recwarn):
@@ -495,26 +460,3 @@ def test_pairing_checker_warns_once_on_a_wrong_pairing_and_never_on_the_designs(
     with pytest.warns(PairingWarning, match="double-softmax") as caught:
         fit(double_softmax, CONFIG, features, targets, config=TrainConfig(epochs=3))
     assert len([w for w in caught if issubclass(w.category, PairingWarning)]) == 1
-
-
-def test_a_checkpoint_with_weights_of_the_wrong_shape_is_damaged(tmp_path):
-    features, targets = _blobs()
-    path = tmp_path / "checkpoint.pt"
-    _one_epoch_checkpoint(path, features, targets)
-    state = load_checkpoint_file(path)
-    state["model"]["layers.0.weight"] = torch.zeros(2, 2)
-    torch.save(state, path)
-    with pytest.raises(
-        ModelFileError,
-        match=r"field 'model\[layers.0.weight\]' is a torch.float32 tensor of shape \(2, 2\); "
-        r"expected shape \(7, 4\)",
-    ):
-        fit(
-            get_design("A"),
-            CONFIG,
-            features,
-            targets,
-            config=TrainConfig(epochs=2),
-            checkpoint_path=path,
-            resume=True,
-        )

@@ -5,8 +5,9 @@ import torch
 
 from softclass.errors import ConfigError
 from softclass.mlp.model import MLPConfig
+from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.config import TrainConfig
-from softclass.training.ensemble import BatchedTrainer, Member
+from softclass.training.stacked import Member
 
 
 def _trainer(members):

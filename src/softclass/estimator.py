@@ -40,9 +40,12 @@ from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.mlp.optimizers import DEFAULTS
 from softclass.option_table import Rule, options_of
+from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
+from softclass.training.callbacks import EarlyStoppingCallback
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.ensemble import BatchedTrainer, Member
+from softclass.training.loop import FitLoop
+from softclass.training.stacked import Member
 from softclass.training.threads import available_cores, choose_threads, torch_threads
 
 _SEED_BOUND = 2**31 - 1
@@ -92,6 +95,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
             (one thread for small matrices, where a second one only adds synchronisation; see
             :mod:`softclass.training.threads`), -1 uses every core, k uses k. The caller's torch
             thread setting is restored afterwards.
+        keep_columns: columns of a pandas/polars ``X`` kept as features even when they look
+            like row numbers or IDs (by name or values, :mod:`softclass.data.typing_table`),
+            which are otherwise dropped with a warning and listed in ``id_columns_``.
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_`` for frames),
     ``n_outputs_``, ``loss_curve_`` (training loss per epoch), ``validation_scores_`` and
@@ -125,6 +131,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
                 Options(Integral, {-1}),
                 Interval(Integral, 1, None, closed="left"),
             ],
+            "keep_columns": [None, list, tuple],
         }
 
     def __init__(
@@ -146,6 +153,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         class_weight=None,
         device="cpu",
         n_jobs=None,
+        keep_columns=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -164,6 +172,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.device = device
         self.n_jobs = n_jobs
+        self.keep_columns = keep_columns
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -171,6 +180,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         """Train from scratch for up to ``max_iter`` epochs. X ``(n, F)``, y ``(n,)`` labels."""
         self._validate_params()
         hidden = self._checked_hidden_sizes()
+        X = self._without_id_columns(X, reset=True)
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
         check_classification_targets(y)
         self.classes_, targets = np.unique(y, return_inverse=True)
@@ -198,6 +208,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         first_call = not hasattr(self, "classes_")
         if first_call and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
+        X = self._without_id_columns(X, reset=first_call)
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first_call)
         check_classification_targets(y)
         if first_call:
@@ -218,6 +229,33 @@ class Classifier(ClassifierMixin, BaseEstimator):
         targets = np.searchsorted(self.classes_, y)
         self._run_epochs(X, targets, self._row_weights(X, targets, sample_weight), 1, None)
         return self
+
+    def _without_id_columns(self, X, reset: bool):
+        """``X`` without its row-number and ID columns when it is a pandas or polars frame
+        (softclass's rule, :mod:`softclass.data.typing_table`); fitting records them in
+        ``id_columns_`` with a warning, ``keep_columns`` keeps any."""
+        if reset:
+            self.id_columns_ = ()
+        if not hasattr(X, "columns"):
+            return X
+        if reset:
+            from softclass.data.typing_table import id_like_frame_columns
+
+            found = id_like_frame_columns(X, self.keep_columns or ())
+            self.id_columns_ = tuple(found)
+            if found:
+                warnings.warn(
+                    f"softclass.Classifier: dropped ID-like column(s) {list(found)} "
+                    f"({'; '.join(found.values())}); keep_columns=[...] keeps one as a feature",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        dropped = [name for name in getattr(self, "id_columns_", ()) if name in X.columns]
+        if not dropped:
+            return X
+        return (
+            X.drop(dropped) if type(X).__module__.startswith("polars") else X.drop(columns=dropped)
+        )
 
     def _validation_split(self, targets: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices (train, validation); stratified by class when every class can be split."""
@@ -319,7 +357,6 @@ class Classifier(ClassifierMixin, BaseEstimator):
             self.n_iter_no_change + 1,
             float(self.tol),
         )
-        self._epochs_done = 0
         self.n_iter_ = 0
         self.loss_curve_ = []
         self.best_loss_ = np.inf
@@ -335,6 +372,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
             self._train_epochs(X, targets, row_weights, max_epochs, validation)
 
     def _train_epochs(self, X, targets, row_weights, max_epochs: int, validation) -> None:
+        """``max_epochs`` more epochs through the training loop, with scikit-learn's stopping
+        rule as its early-stopping callback (one epoch of ``partial_fit`` never stops)."""
         trainer = self._trainer
         device = self._device()
         # X and the class indices go straight into the engine's table (one float32 copy of X,
@@ -347,29 +386,26 @@ class Classifier(ClassifierMixin, BaseEstimator):
             else torch.as_tensor(row_weights, device=device),
             targets=torch.as_tensor(targets, device=device),
         )
-        best_state = None
-        stopping = self._stopping
-        for _ in range(max_epochs):
-            loss = float(trainer.train_epoch(rows, self._epochs_done)[0][0])
-            self._epochs_done += 1
+        scored = (None, None) if validation is None else validation
+        stopping = EarlyStoppingCallback(
+            self._stopping, restore_best=validation is not None, stop=max_epochs > 1
+        )
+        first = self.n_iter_
+        loop = FitLoop(BatchedEpochs(trainer, rows, *scored), first + max_epochs, [stopping])
+        loop.fit(first_epoch=first)
+        for epoch in range(first + 1, loop.epochs_run[0] + 1):
+            numbers = loop.record(0, epoch)
+            loss = numbers["train_loss"]
             self.n_iter_ += 1
             self.loss_curve_.append(loss)
             self.best_loss_ = min(self.best_loss_, loss) if not math.isnan(loss) else loss
-            value = loss
             if validation is not None:
-                val_loss, val_accuracy = trainer.evaluate(*validation)
-                value = float(val_accuracy[0])
-                self.validation_loss_curve_.append(float(val_loss[0]))
-                self.validation_scores_.append(value)
-                self.best_validation_score_ = max(self.best_validation_score_, value)
-            if stopping.update(0, self.n_iter_, value) and validation is not None:
-                best_state = [tensor.clone() for tensor in trainer.network.parameters()]
-            if max_epochs > 1 and stopping.stopped[0]:
-                break
-        if best_state is not None:
-            for tensor, best in zip(trainer.network.parameters(), best_state, strict=True):
-                tensor.copy_(best)
-        if max_epochs > 1 and not stopping.stopped[0]:
+                self.validation_loss_curve_.append(numbers["val_loss"])
+                self.validation_scores_.append(numbers["val_accuracy"])
+                self.best_validation_score_ = max(
+                    self.best_validation_score_, numbers["val_accuracy"]
+                )
+        if max_epochs > 1 and not self._stopping.stopped[0]:
             warnings.warn(
                 f"softclass.Classifier: reached max_iter={self.max_iter} epochs without "
                 f"converging (tol={self.tol}, n_iter_no_change={self.n_iter_no_change})",
@@ -381,7 +417,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X) -> torch.Tensor:
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(
+            self, self._without_id_columns(X, False), dtype=(np.float64, np.float32), reset=False
+        )
         features = torch.tensor(np.asarray(X), dtype=torch.float64, device=self._device())
         # A forward pass is a third of a training step's work (no backward).
         with torch_threads(self._threads(max(1, features.shape[0] // 3))):

@@ -38,6 +38,7 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from softclass import validation
 from softclass.kernels import cpu as cpu_kernels
+from softclass.kernels import lean as lean_kernels
 
 __all__ = [
     "cross_entropy",
@@ -442,6 +443,22 @@ def cross_entropy(
             reduction,
             label_smoothing,
         )
+    if (
+        weight is None
+        and size_average is None
+        and reduce is None
+        and (reduction == "mean" or reduction == "sum")
+        and (label_smoothing == 0.0 or -1.0 < label_smoothing < 0.0)
+    ):
+        # The common call: the short road where it applies (see softclass.kernels.lean).
+        try:
+            loss = lean_kernels.cross_entropy(input, target, ignore_index, reduction == "mean")
+        except cpu_kernels.TargetOutOfBoundsError as error:
+            raise validation.target_out_of_bounds(
+                target, error.row, input.shape[1], ignore_index, "cross_entropy"
+            ) from None
+        if loss is not None:
+            return loss
     op = "cross_entropy"
     reduction = validation.resolve_reduction(reduction, size_average, reduce)
     label_smoothing = validation.label_smoothing_value(label_smoothing)

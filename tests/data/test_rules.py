@@ -215,3 +215,60 @@ def test_a_mixed_target_with_many_numbers_keeps_every_value_as_a_class():
     table = pl.DataFrame({"x": np.arange(31 * 4, dtype=float), "y": labels * 4})
     recipe = Recipe.fit(table, keep=["x"])
     assert len(recipe.classes) == 31 and "K" in recipe.classes
+
+
+# --- the Classifier on frames -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "to_frame", [lambda frame: frame, pl.from_pandas], ids=["pandas", "polars"]
+)
+def test_classifier_drops_row_numbers_of_a_frame_and_keep_columns_keeps_them(to_frame):
+    from softclass import Classifier
+
+    frame = _classes_table(120).reset_index(names="rownames").sample(frac=1.0, random_state=0)
+    features = to_frame(frame[["rownames", "size"]])
+    with pytest.warns(UserWarning, match=r"dropped ID-like column\(s\) \['rownames'\]"):
+        model = Classifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(
+            features, frame["kind"]
+        )
+    assert model.id_columns_ == ("rownames",) and model.n_features_in_ == 1
+    assert model.predict(features).shape == (120,)
+    kept = Classifier(hidden_layer_sizes=(3,), max_iter=2, keep_columns=["rownames"])
+    assert kept.fit(features, frame["kind"]).n_features_in_ == 2
+
+
+# --- many categories ----------------------------------------------------------------------------
+
+
+def test_a_text_column_with_many_categories_keeps_the_most_frequent_and_other(tmp_path):
+    from softclass.data.features import MAX_ONE_HOT, OTHER_CATEGORY
+    from softclass.errors import ModelFileError
+
+    n_rows = 4 * MAX_ONE_HOT
+    names = [f"name {index % (MAX_ONE_HOT + 100)}" for index in range(n_rows)]
+    table = pl.DataFrame({"name": names, "kind": ["a", "b"] * (n_rows // 2)})
+    recipe = Recipe.fit(table, "kind")
+    feature = recipe.features[0]
+    assert feature.other and len(feature.categories) == MAX_ONE_HOT
+    assert OTHER_CATEGORY in feature.categories and "(the rarest as '(other)')" in (
+        recipe.columns[0].action
+    )
+    prepared = recipe.prepare(pl.DataFrame({"name": ["name 1", "never seen"], "kind": ["a", "b"]}))
+    other = feature.categories.index(OTHER_CATEGORY)
+    assert prepared.features[1].argmax().item() == other and not prepared.unknown_categories
+    loaded = Recipe.load(recipe.save(tmp_path / "recipe.json"))
+    assert loaded == recipe
+    data = recipe.to_dict()
+    data["features"][0]["other"] = "yes"
+    with pytest.raises(ModelFileError, match=r"'features\[0\]\.other' should be false, or true"):
+        Recipe.from_dict(data)
+
+
+def test_a_damaged_words_as_missing_flag_is_refused():
+    from softclass.errors import ModelFileError
+
+    data = Recipe.fit(_mixed_table(), "kind").to_dict()
+    data["columns"][1]["words_as_missing"] = "yes"
+    with pytest.raises(ModelFileError, match=r"'columns\[1\]\.words_as_missing' should be true"):
+        Recipe.from_dict(data)

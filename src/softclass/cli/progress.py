@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from softclass.cli.app import err_console
 
 if TYPE_CHECKING:
-    from softclass.training.trainer import ProgressEvent
+    from softclass.training.results import ProgressEvent
 
 
 class _ProgressBars:

@@ -10,7 +10,7 @@ from softclass.cli.app import console
 from softclass.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from softclass.jobs.compare import ComparisonResult
+    from softclass.jobs.comparison import ComparisonResult
 
 
 def _findings_table(snippet: str, findings, empty: str):
@@ -78,10 +78,6 @@ def _print_typing_table(recipe) -> None:
 def _print_comparison(result: ComparisonResult, source: str) -> None:
     """The run in brief: what trained on which rows, the common metrics, each design's own loss,
     the agreement of A with B, D and C, and the seed statistics."""
-    from rich import box
-    from rich.table import Table
-
-    from softclass.mlp.designs import get_design
 
     seeds = len(result.seeds)
     shape = result.model_config
@@ -106,28 +102,7 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
-    columns = ("design", "acc", "log loss", "Brier", "ECE", "own loss", "train", "val", "epochs")
-    for column in columns:
-        table.add_column(column, justify="left" if "design" in column else "right", no_wrap=True)
-    for name in result.designs:
-        numbers = result.summary(name)
-        best = [run.history.best_epoch for run in result.runs_of(name)]
-        epochs = f"{numbers['epochs']:.0f}"
-        if seeds == 1 and best[0] is not None:
-            epochs = f"{best[0]}/{epochs}"
-        table.add_row(
-            name,
-            f"{numbers['validation_accuracy']:.3f}",
-            f"{numbers['validation_log_loss']:.4f}",
-            f"{numbers['validation_brier']:.4f}",
-            f"{numbers['validation_ece']:.3f}",
-            get_design(name).label,
-            f"{numbers['train_loss']:.4f}",
-            f"{numbers['validation_loss']:.4f}",
-            epochs,
-        )
-    console.print(table)
+    console.print(_design_table(result))
     seconds = sum(run.metrics["seconds"] for run in result.runs)
     console.print(
         "  acc, log loss, Brier, ECE: the same measure for every design, on the validation "
@@ -158,6 +133,38 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _design_table(result: ComparisonResult):
+    """One row per design: the common metrics on the validation rows, its own loss (labelled by
+    its registry entry), and the epochs trained (best/trained with early stopping, one seed)."""
+    from rich import box
+    from rich.table import Table
+
+    from softclass.mlp.designs import get_design
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    columns = ("design", "acc", "log loss", "Brier", "ECE", "own loss", "train", "val", "epochs")
+    for column in columns:
+        table.add_column(column, justify="left" if "design" in column else "right", no_wrap=True)
+    for name in result.designs:
+        numbers = result.summary(name)
+        best = [run.history.best_epoch for run in result.runs_of(name)]
+        epochs = f"{numbers['epochs']:.0f}"
+        if len(result.seeds) == 1 and best[0] is not None:
+            epochs = f"{best[0]}/{epochs}"
+        table.add_row(
+            name,
+            f"{numbers['validation_accuracy']:.3f}",
+            f"{numbers['validation_log_loss']:.4f}",
+            f"{numbers['validation_brier']:.4f}",
+            f"{numbers['validation_ece']:.3f}",
+            get_design(name).label,
+            f"{numbers['train_loss']:.4f}",
+            f"{numbers['validation_loss']:.4f}",
+            epochs,
+        )
+    return table
 
 
 # Verdicts of softclass.evaluation.stats, shortened so the paired table fits 80 columns.

@@ -20,8 +20,8 @@ from softclass.jobs.defaults import Defaults, defaults_for
 from softclass.training.config import TrainConfig
 
 if TYPE_CHECKING:
+    from softclass.data.prepare import PreparedData
     from softclass.evaluation.report import RunContext
-    from softclass.jobs.compare import PreparedData
     from softclass.training.distributed import DistContext
 
 
@@ -70,7 +70,7 @@ def _prepared_data(
     """Read ``data`` (the bundled Iris when None) and prepare it with the data options typed;
     the split follows ``config`` (its validation fraction and seed)."""
     from softclass.data import load_bundled, read_table
-    from softclass.jobs.compare import prepare_table
+    from softclass.data.prepare import prepare_table
 
     delimiter, typing = _read_options(typed)
     data_options = {

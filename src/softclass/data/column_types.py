@@ -257,27 +257,6 @@ def type_column(
     return _mixed_type(text, distinct, options.decimal, source)
 
 
-def apply_types(
-    table: pl.DataFrame,
-    types: Sequence[ColumnType],
-    source: str = "the table",
-    options: TypingOptions | None = None,
-) -> pl.DataFrame:
-    """The columns named by ``types``, read by their types (raw text or already typed).
-
-    Raises:
-        DataError: naming the first cell that its column's type cannot read.
-    """
-    markers = (options or TypingOptions()).missing_markers
-    columns = []
-    for column_type in types:
-        typed, bad = read_column(table.get_column(column_type.name), column_type, markers)
-        if bad is not None:
-            raise DataError(bad.message(source))
-        columns.append(typed)
-    return pl.DataFrame(columns)
-
-
 def read_column(
     column: pl.Series, column_type: ColumnType, missing_markers: Sequence[str] = MISSING_MARKERS
 ) -> tuple[pl.Series, BadCells | None]:

@@ -32,6 +32,11 @@ from softclass.errors import ConfigError, DataError
 NORMALIZATIONS = ("zscore", "minmax", "divide")
 DATE_PARTS = ("year", "month", "day_of_week")
 """The numeric features a date column becomes (``col.year`` …; day of week: Monday = 1)."""
+MAX_ONE_HOT = 200
+"""A text column with more categories keeps its MAX_ONE_HOT - 1 most frequent ones (ties: sorted
+first) and counts the others as the one category OTHER_CATEGORY, so that a column of names or
+codes (13,900 pet names in 52,519 rows) does not become thousands of outputs per row."""
+OTHER_CATEGORY = "(other)"
 _ENCODE_BLOCK_VALUES = 1 << 22  # feature values per block of rows being encoded (16 MiB)
 _ROW_BY_ROW_CATEGORIES = 64  # up to this many categories, one-hot rows are written one by one
 
@@ -75,13 +80,16 @@ class CategoricalFeature:
     """A categorical input column, one-hot encoded over the sorted ``categories`` seen in training.
 
     ``counts[i]`` is how often ``categories[i]`` occurred in training; ``fill_value`` replaces
-    missing cells under ``missing="impute"`` (else None).
+    missing cells under ``missing="impute"`` (else None). ``other``: the column had more than
+    :data:`MAX_ONE_HOT` categories; the rarer ones, and later any category not in
+    ``categories``, are the category :data:`OTHER_CATEGORY`.
     """
 
     name: str
     categories: tuple[str, ...]
     counts: tuple[int, ...]
     fill_value: str | None
+    other: bool = False
     kind: ClassVar[str] = "categorical"
 
     @property
@@ -289,13 +297,19 @@ def fit_categorical(column: pl.Series, missing: str) -> CategoricalFeature:
             strict=True,
         )
     )
+    by_count = sorted(counts, key=lambda category: (-counts[category], category))
+    other = len(by_count) > MAX_ONE_HOT
+    if other:
+        kept = {*by_count[: MAX_ONE_HOT - 1], *([MISSING_CATEGORY] if imputed else [])}
+        rest = sum(count for category, count in counts.items() if category not in kept)
+        counts = {category: counts[category] for category in kept} | {OTHER_CATEGORY: rest}
     categories = tuple(sorted(counts))
-    most_frequent = min(categories, key=lambda category: (-counts[category], category))
     return CategoricalFeature(
         name=column.name,
         categories=categories,
         counts=tuple(int(counts[category]) for category in categories),
-        fill_value=MISSING_CATEGORY if imputed else most_frequent if missing == "impute" else None,
+        fill_value=MISSING_CATEGORY if imputed else by_count[0] if missing == "impute" else None,
+        other=other,
     )
 
 
@@ -327,9 +341,11 @@ def encode(
             continue
         lookup = {category: index for index, category in enumerate(feature.categories)}
         indices = column.replace_strict(lookup, default=-1, return_dtype=pl.Int64)
-        indices = indices.fill_null(-1).to_numpy()
+        indices = indices.fill_null(-1).to_numpy(writable=True)
         unseen = (indices < 0) & column.is_not_null().to_numpy()
-        if unseen.any():
+        if feature.other:
+            indices[unseen] = lookup[OTHER_CATEGORY]
+        elif unseen.any():
             if unknown == "error":
                 first = int(np.flatnonzero(unseen)[0])
                 raise DataError(

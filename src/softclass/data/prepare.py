@@ -109,16 +109,7 @@ def prepare_table(
             "--validation 0"
         )
     train_table = typed[train_rows.numpy()]
-    # Every class keeps at least one training row (stratified_split), so the classes match;
-    # the columns the whole table dropped as ID-like stay dropped.
-    recipe = Recipe.fit(
-        train_table,
-        whole.target,
-        keep=whole.source_columns,
-        drop=[*drop, *(name for name in whole.dropped_columns if name not in drop)],
-        column_types=types,
-        **options,
-    ).with_typing_table_of(whole)
+    recipe = _refit(whole, train_table, types, drop, options)
     trained = recipe.prepare(train_table)
     validated = recipe.prepare(typed[validation_rows.numpy()], unknown=unknown)
     return PreparedData(
@@ -130,3 +121,25 @@ def prepare_table(
         recipe,
         (*warnings, *(f"validation rows: {warning}" for warning in validated.warnings)),
     )
+
+
+def _refit(
+    whole: Recipe,
+    train_table: pl.DataFrame,
+    types: dict,
+    drop: Sequence[str],
+    options: dict,
+) -> Recipe:
+    """The recipe fitted on the training rows alone, with the whole table's typing table.
+
+    Every class keeps at least one training row (stratified_split), so the classes match; the
+    columns the whole table dropped as ID-like stay dropped.
+    """
+    return Recipe.fit(
+        train_table,
+        whole.target,
+        keep=whole.source_columns,
+        drop=[*drop, *(name for name in whole.dropped_columns if name not in drop)],
+        column_types=types,
+        **options,
+    ).with_typing_table_of(whole)

@@ -55,7 +55,7 @@ def unusable_rows(
                 bad.setdefault(index, f"column {clip(repr(name))}: {column[index]!r} is not usable")
     if unknown == "error":
         for feature in features:
-            if isinstance(feature, CategoricalFeature):
+            if isinstance(feature, CategoricalFeature) and not feature.other:
                 column = inputs[feature.name]
                 unseen = (~column.is_in(feature.categories)).fill_null(False)
                 for index in unseen.arg_true().to_list():

@@ -193,15 +193,7 @@ class Recipe:
         check_choice("missing", missing, MISSING_POLICIES)
         typing = typing or TypingOptions()
         default_target = target is None
-        target = table.columns[-1] if target is None and table.width else target
-        check_has_columns(table, [target], "the target")
-        for option, names in (("--keep", keep), ("--drop", drop), ("--id", ids)):
-            check_named_columns(table, names, option, target)
-        if table.width < 2:
-            raise DataError(
-                f"the table has only the target column {clip(repr(target))}; at least one "
-                "feature column is needed (if the file uses another delimiter, pass --delimiter)"
-            )
+        target = _checked_target(table, target, {"--keep": keep, "--drop": drop, "--id": ids})
         if column_types is None:
             table, column_types = typed_table(table, target, drop=drop, ids=ids, typing=typing)
         known = {column_type.name: column_type for column_type in column_types}
@@ -394,9 +386,8 @@ class Recipe:
         check_choice("on_error", on_error, ERROR_POLICIES)
         skip = on_error == "skip"
         warnings = []
-        unused = self.unused_columns(table)
-        if unused and (use_target or unused != [self.target]):
-            shown = [name for name in unused if use_target or name != self.target]
+        shown = [name for name in self.unused_columns(table) if use_target or name != self.target]
+        if shown:
             warnings.append(f"ignoring column(s) not used by the model: {quoted_names(shown)}")
         inputs, bad = self._read_inputs(table, skip=skip, source=source)
         labels = self._target_labels(table) if use_target and self.target in table.columns else None
@@ -577,3 +568,20 @@ def _fit_notes(
     if empty:
         notes.append(f"dropped column(s) {quoted_names(empty)}: every cell is missing")
     return notes
+
+
+def _checked_target(
+    table: pl.DataFrame, target: str | None, named: Mapping[str, Sequence[str]]
+) -> str:
+    """The target column (default: the last), after checking it and the columns each option
+    in ``named`` (``--keep`` …) names."""
+    target = table.columns[-1] if target is None and table.width else target
+    check_has_columns(table, [target], "the target")
+    for option, names in named.items():
+        check_named_columns(table, names, option, target)
+    if table.width < 2:
+        raise DataError(
+            f"the table has only the target column {clip(repr(target))}; at least one "
+            "feature column is needed (if the file uses another delimiter, pass --delimiter)"
+        )
+    return target

@@ -20,6 +20,7 @@ from softclass.data.column_types import (
 from softclass.data.features import (
     DATE_PARTS,
     NORMALIZATIONS,
+    OTHER_CATEGORY,
     CategoricalFeature,
     Feature,
     NumericFeature,
@@ -98,6 +99,7 @@ def feature_to_dict(feature: Feature) -> dict[str, Any]:
         "categories": list(feature.categories),
         "counts": list(feature.counts),
         "fill_value": feature.fill_value,
+        **({"other": True} if feature.other else {}),
     }
 
 
@@ -317,11 +319,15 @@ class _RecipeReader:
             fill_value = self.field(data, "fill_value", where)
             if (needs_fill or fill_value is not None) and fill_value not in categories:
                 raise self.fail(where + "fill_value", "one of the categories", fill_value)
+            other = data.get("other", False)
+            if not isinstance(other, bool) or (other and OTHER_CATEGORY not in categories):
+                raise self.fail(where + "other", f"false, or true with {OTHER_CATEGORY!r}", other)
             return CategoricalFeature(
                 name=name,
                 categories=categories,
                 counts=self.counts(data, "counts", len(categories), where),
                 fill_value=fill_value,
+                other=other,
             )
         raise self.fail(where + "kind", "'numeric' or 'categorical'", kind)
 

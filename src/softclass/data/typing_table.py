@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from softclass.data.checks import check_has_columns, check_named_columns
@@ -40,7 +41,7 @@ from softclass.data.column_types import (
     read_column,
     type_column,
 )
-from softclass.data.features import CategoricalFeature, Feature
+from softclass.data.features import OTHER_CATEGORY, CategoricalFeature, Feature
 from softclass.data.missing import INDICATOR_PART, MISSING_CATEGORY
 from softclass.data.target import as_target_type
 from softclass.errors import DataError
@@ -166,6 +167,21 @@ def left_out_columns(
     return left_out
 
 
+def id_like_frame_columns(frame: Any, keep: Sequence[str] = ()) -> dict[str, str]:
+    """The ID-like number columns of a pandas or polars frame of features, by the rule of the
+    module docstring (name or values), except those in ``keep``: ``{name: reason}``."""
+    found = {}
+    for name in frame.columns:
+        values = np.asarray(frame[name])
+        if name in keep or values.dtype.kind not in "iuf":
+            continue
+        column = pl.Series(str(name), values.astype(np.float64), nan_to_null=True)
+        reason = id_like_reason(column, ColumnType(str(name), NUMBER))
+        if reason is not None:
+            found[name] = reason
+    return found
+
+
 def id_like_reason(column: pl.Series, column_type: ColumnType) -> str | None:
     """Why a typed feature column looks like a row number or identifier, or None."""
     if ID_NAME.search(column.name) or _CAMEL_ID.search(column.name):
@@ -261,6 +277,8 @@ def _feature_action(
     feature = features[0]
     if isinstance(feature, CategoricalFeature):
         action = f"one-hot, {len(feature.categories)} categories"
+        if feature.other:
+            action += f" (the rarest as {OTHER_CATEGORY!r})"
         if feature.fill_value == MISSING_CATEGORY:
             action += f"; missing: category {MISSING_CATEGORY!r}"
         return action

@@ -28,21 +28,17 @@ if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (0.6 s of sta
 
     from softclass.evaluation.metrics import Calibration, OneVsRest
 
-# Each design's (colour, line style), as its registry entry states them
-# (softclass.mlp.designs: Design.color, Design.linestyle), passed in as data: the figures are
-# drawn in helper processes that never import the registry (it imports torch).
+# Each design's (Design.color, Design.linestyle), passed in: the figure helpers never import
+# the registry (it imports torch).
 Styles = Mapping[str, tuple[str, str]]
 DPI = 100
-# Confusion matrices: up to this many classes a matrix is drawn with every class named (the
-# report shows a table of the largest confusions beyond it); up to ANNOTATE_MAX_CLASSES each
-# cell also prints its number.
+# Confusion matrices: every class named up to this many (beyond, the report lists the largest
+# confusions); each cell prints its number up to ANNOTATE_MAX_CLASSES.
 CONFUSION_MAX_CLASSES = 50
 ANNOTATE_MAX_CLASSES = 20
-# ROC / PR: up to this many classes each gets its own coloured, labelled curve; beyond it every
-# class is a thin grey line under the macro average.
+# ROC / PR: one coloured, labelled curve per class up to this many; beyond, thin grey lines.
 CURVE_LEGEND_MAX_CLASSES = 10
-# Class names longer than this are cut (with "…") in tick labels and legends.
-LABEL_MAX_CHARS = 18
+LABEL_MAX_CHARS = 18  # class names are cut (with "…") beyond this in ticks and legends
 # Bands of metrics named here are clamped to [0, 1] (an interval cannot leave the metric's range).
 UNIT_INTERVAL_METRICS = ("accuracy", "brier", "ece")
 BAND_LABELS = {
@@ -54,7 +50,7 @@ BAND_LABELS = {
 
 
 class History(Protocol):
-    """What the plots read of a training history (``softclass.training.trainer.History``)."""
+    """What the plots read of a training history (``softclass.training.results.History``)."""
 
     def column(self, name: str) -> list[float | None]: ...
 
@@ -526,7 +522,7 @@ def seed_bands_figure(
     """Each metric per epoch over seeds: every design's mean and 95 % band, one panel a metric.
 
     ``bands[metric][design]`` holds ``mean``, ``low`` and ``high`` arrays ``(epochs,)``, as
-    :meth:`softclass.training.ensemble.SeedComparison.bands` returns them ("val_loss",
+    :meth:`softclass.evaluation.seeds.SeedComparison.bands` returns them ("val_loss",
     "val_accuracy", ...). Metrics bounded by [0, 1] (accuracy, Brier...) have their bands
     clamped to it; a t interval over few seeds can otherwise cross 1.
     """

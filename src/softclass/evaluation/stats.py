@@ -51,12 +51,10 @@ class CommonMetric:
     Attributes:
         name: the key in a run's metrics, e.g. "validation_log_loss".
         label: how people read it, e.g. "log loss".
-        better: "lower" or "higher".
     """
 
     name: str
     label: str
-    better: str
 
 
 # The metrics designs are compared on: each is computed from the predicted probabilities on the
@@ -64,9 +62,9 @@ class CommonMetric:
 COMMON_METRICS: dict[str, CommonMetric] = {
     metric.name: metric
     for metric in (
-        CommonMetric("validation_log_loss", "log loss", "lower"),
-        CommonMetric("validation_accuracy", "accuracy", "higher"),
-        CommonMetric("validation_brier", "Brier score", "lower"),
+        CommonMetric("validation_log_loss", "log loss"),
+        CommonMetric("validation_accuracy", "accuracy"),
+        CommonMetric("validation_brier", "Brier score"),
     )
 }
 

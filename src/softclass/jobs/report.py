@@ -1,6 +1,6 @@
 """Write a run's ``report.html`` and PNG figures from what ``compare`` (or ``train``) measured.
 
-:func:`write_report` turns a :class:`~softclass.jobs.compare.ComparisonResult` into the plain
+:func:`write_report` turns a :class:`~softclass.jobs.comparison.ComparisonResult` into the plain
 inputs of :func:`softclass.evaluation.report.render_report` (the numbers come from
 ``result.to_dict()``, the same dictionary as ``report.json``), then writes the page and the
 figures the README lists (``loss_curves.png``, ``confusion_matrices.png``, ``calibration.png``,
@@ -10,18 +10,16 @@ figures the README lists (``loss_curves.png``, ``confusion_matrices.png``, ``cal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from softclass.data import Recipe
+from softclass.data.prepare import PreparedData
 from softclass.evaluation.figure_pool import FigureJob
 from softclass.evaluation.report import DesignDetail, ReportInput, RunContext, render_report
 from softclass.io import atomic_write_bytes, atomic_write_text
-
-if TYPE_CHECKING:
-    from softclass.data.prepare import PreparedData
-    from softclass.jobs.compare import ComparisonResult
+from softclass.jobs.comparison import ComparisonResult
 
 REPORT_FILE = "report.html"
 # Figures of the page also written as PNG files beside it (name in the page → file name).

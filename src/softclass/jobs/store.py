@@ -31,8 +31,8 @@ from softclass.io import atomic_directory
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.training import schema
+from softclass.training.config import TrainConfig
 from softclass.training.schema import MODEL_FORMAT
-from softclass.training.trainer import TrainConfig
 from softclass.version import __version__
 
 T = TypeVar("T")

@@ -26,9 +26,10 @@ from softclass.data.recipe import ERROR_POLICIES
 from softclass.diagnostics.check import Finding, check_pairing
 from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.evaluation import metrics
+from softclass.evaluation.measure import measure
 from softclass.evaluation.report import RunContext
 from softclass.io import claim_output_directory
-from softclass.jobs.compare import ComparisonResult, measure
+from softclass.jobs.comparison import ComparisonResult
 from softclass.jobs.output import (
     PREDICTED_COLUMN,
     REASON_COLUMN,
@@ -39,9 +40,10 @@ from softclass.jobs.report import write_report
 from softclass.jobs.store import METADATA_FILE, SavedModel, check_finite_recipe, save_model
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
+from softclass.training.config import TrainConfig
 from softclass.training.distributed import DistContext, barrier
 from softclass.training.engine import checkpoint_progress, train_model
-from softclass.training.trainer import ProgressCallback, TrainConfig, TrainResult
+from softclass.training.results import ProgressCallback, TrainResult
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

@@ -203,9 +203,6 @@ class _RowTargets:
             return torch.tensor(float(self.n_rows), dtype=self.compute_dtype)
         return self.target_weight.sum()
 
-    def needs_weighted_logit_sum(self) -> bool:
-        return self.is_probability or self.label_smoothing > 0.0
-
     def block_statistics(
         self,
         logits_block: Tensor,

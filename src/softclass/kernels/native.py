@@ -129,8 +129,9 @@ def _warn_once(reason: str) -> None:
     _warned.append(True)
     warnings.warn(
         f"softclass's compiled C code is unavailable ({reason}): softclass runs its torch paths, "
-        "which compute the same numbers more slowly — the ensemble trainer of `softclass compare` "
-        "several times slower on small networks, cross_entropy on large CPU batches about 2x. "
+        "which compute the same numbers more slowly: the training of small networks (`softclass "
+        "compare`; 2.6x slower on benchmarks/ensemble.py's 40 Iris models) and cross_entropy's "
+        "fused kernel on large CPU batches. "
         "Build it with a C compiler: `pip install -e .` (or `python setup.py build_ext --inplace` "
         "in a checkout); SOFTCLASS_NATIVE=0 silences this",
         NativeUnavailableWarning,

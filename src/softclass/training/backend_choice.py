@@ -35,15 +35,15 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
+from softclass.mlp.model import MLPConfig
 from softclass.training.batching import batch_bounds
-
-if TYPE_CHECKING:
-    from softclass.training.ensemble import BatchedTrainer
+from softclass.training.config import TrainConfig
 
 __all__ = ["BackendChoice", "StepShape", "choose_by_speed", "clear_decisions"]
 
@@ -75,6 +75,25 @@ _clock = time.thread_time
 _wall_clock = time.perf_counter
 
 _decisions: dict[StepShape, BackendChoice] = {}
+
+
+class BatchedRun(Protocol):
+    """What the chooser reads of a batched trainer (:class:`softclass.training.backends.batched.
+    BatchedTrainer`): its shape, and one epoch of each backend on rows of its own."""
+
+    config: MLPConfig
+    settings: TrainConfig
+    members: Sequence[Any]  # each with a ``design`` name
+    dtype: torch.dtype
+    device: torch.device
+    activation: Any  # registry entries: ``.name``
+    optimizer: Any
+
+    def training_rows(self, features: torch.Tensor, targets_one_hot: torch.Tensor) -> Any: ...
+
+    def run_compiled_epochs(self, rows: Any, first_epoch: int, n_epochs: int) -> Any: ...
+
+    def train_epoch(self, rows: Any, epoch: int) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -128,7 +147,7 @@ class StepShape:
         return max(a * b for a, b in itertools.pairwise(self.widths))
 
 
-def step_shape(trainer: BatchedTrainer, n_rows: int | None) -> StepShape:
+def step_shape(trainer: BatchedRun, n_rows: int | None) -> StepShape:
     """The :class:`StepShape` of ``trainer``'s run on ``n_rows`` training rows (None: a full
     batch)."""
     config = trainer.config
@@ -150,7 +169,7 @@ def clear_decisions() -> None:
     _decisions.clear()
 
 
-def choose_by_speed(trainer: BatchedTrainer, n_rows: int | None = None) -> BackendChoice:
+def choose_by_speed(trainer: BatchedRun, n_rows: int | None = None) -> BackendChoice:
     """The faster of the compiled loops and the torch backend for ``trainer``'s run on
     ``n_rows`` rows (see the module's rule); the compiled loops must support the run.
 
@@ -163,7 +182,7 @@ def choose_by_speed(trainer: BatchedTrainer, n_rows: int | None = None) -> Backe
     return choice
 
 
-def _decide(trainer: BatchedTrainer, shape: StepShape, n_rows: int | None) -> BackendChoice:
+def _decide(trainer: BatchedRun, shape: StepShape, n_rows: int | None) -> BackendChoice:
     work = shape.work
     if work <= _COMPILED_SURE_WORK:
         return BackendChoice(
@@ -210,7 +229,7 @@ def _fixed_rule(shape: StepShape, why: str) -> BackendChoice:
     )
 
 
-def _measure(trainer: BatchedTrainer, shape: StepShape) -> tuple[float, float]:
+def _measure(trainer: BatchedRun, shape: StepShape) -> tuple[float, float]:
     """Seconds per step ``(compiled, torch)`` of a copy of ``trainer`` on synthetic rows of the
     run's shape: after a one-step warm-up of each backend, the best of up to
     ``_MEASURED_REPEATS`` interleaved runs of ``_MEASURED_STEPS`` steps (two once one backend is

@@ -72,19 +72,16 @@ def predict(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from softclass.data import read_table
+    from softclass.data import ERROR_POLICIES, read_table
+    from softclass.data.checks import check_choice
     from softclass.errors import ConfigError
-    from softclass.io import atomic_write_text
     from softclass.jobs.output import spreadsheet_safe
     from softclass.jobs.store import load_model
     from softclass.jobs.train_predict import predict_table, unpredicted_message
 
     if output_format not in ("csv", "json"):
         raise ConfigError(f"--format {output_format!r}: expected csv or json")
-    if on_error not in ("error", "skip"):
-        raise ConfigError(
-            f"--on-error {on_error!r} is not allowed; expected one of 'error', 'skip'"
-        )
+    check_choice("on_error", on_error, ERROR_POLICIES)
     saved = load_model(model_dir)
     delimiter = _delimiter(delimiter)
     live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
@@ -118,17 +115,11 @@ def predict(
         if warning != unpredicted or on_error == "skip":
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if output_format == "csv":
-        text = (prediction.table if raw else spreadsheet_safe(prediction.table)).write_csv()
+        _write(
+            output, (prediction.table if raw else spreadsheet_safe(prediction.table)).write_csv()
+        )
     else:
-        text = json.dumps(prediction.table.to_dicts(), indent=1) + "\n"
-    if output is None:
-        _write_stdout(text)
-    else:
-        try:
-            atomic_write_text(output, text)
-        except Interrupted as interrupt:
-            interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
-            raise
+        _write(output, json.dumps(prediction.table.to_dicts(), indent=1) + "\n")
     if prediction.accuracy is not None:
         counted = prediction.table.height - len(prediction.skipped) - prediction.unknown_labels
         err_console.print(
@@ -139,3 +130,17 @@ def predict(
         )
     if unpredicted is not None and on_error == "error":
         raise DataError(f"{unpredicted}; --on-error skip accepts such rows (exit 0)")
+
+
+def _write(output: Path | None, text: str) -> None:
+    """``text`` to ``output`` (atomically), or to stdout when None."""
+    from softclass.io import atomic_write_text
+
+    if output is None:
+        _write_stdout(text)
+        return
+    try:
+        atomic_write_text(output, text)
+    except Interrupted as interrupt:
+        interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
+        raise

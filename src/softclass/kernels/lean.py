@@ -1,0 +1,173 @@
+"""The short road of :func:`softclass.functional.cross_entropy`: the common call, few checks.
+
+Most calls in training code are the same: 2-D CPU logits (fp32, bf16 or fp64, classes
+adjacent), a 1-D int64 target, no class weights, no smoothing, a 'mean' or 'sum' loss, plain
+eager mode. For them the general path's argument handling (validation of every option, the
+flattening of K-dim inputs, the choice of a kernel, the autograd Function's nine arguments) cost
+more than the compiled loops themselves at small sizes (at 256×10 ~40 µs of Python against a few
+µs of arithmetic). Here :func:`cross_entropy` checks only what the compiled loops rely on and
+returns None for anything else, which then takes the general path (with its errors). One call of
+the compiled forward computes the loss and, when a backward will follow, the gradient (for
+grad_output 1, already divided by the 'mean' denominator); the backward only scales it, in
+place. The numbers are those of the general path (the same compiled loops).
+
+Only below ``_LEAN_MAX_ELEMENTS`` logits (one thread range; larger inputs spend their time in the
+loops, not here).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from softclass.kernels import native
+from softclass.kernels.cpu import (
+    TargetOutOfBoundsError,
+    _differentiable_gradients,
+    _saved_logits,
+    _unfused_loss,
+)
+
+__all__ = ["cross_entropy"]
+
+# One range of rows in the compiled loops (native._PARALLEL_MIN_ELEMENTS): larger inputs are
+# split over threads by the general path.
+_LEAN_MAX_ELEMENTS = 1 << 22
+_TENSOR_TYPES = (Tensor, torch.nn.Parameter)
+_COMPUTE = {
+    torch.float32: torch.float32,
+    torch.bfloat16: torch.float32,
+    torch.float64: torch.float64,
+}
+
+
+def _applicable(logits: Tensor, target: Tensor) -> bool:
+    """Whether the lean path computes this call exactly as the general one would (shapes,
+    dtypes, strides, device, plain eager mode)."""
+    return (
+        type(logits) in _TENSOR_TYPES
+        and type(target) is Tensor
+        and logits.dim() == 2
+        and target.dim() == 1
+        and logits.dtype in native.SUPPORTED_DTYPES
+        and target.dtype == torch.int64
+        and logits.is_cpu
+        and target.is_cpu
+        and 0 < logits.numel() <= _LEAN_MAX_ELEMENTS
+        and logits.shape[0] == target.shape[0]
+        and (logits.stride(1) == 1 or logits.shape[1] == 1)
+        and not torch.compiler.is_compiling()
+        and torch._C._len_torch_dispatch_stack() == 0
+        and torch.autograd.forward_ad._current_level < 0
+        and not torch.is_autocast_enabled("cpu")
+        and not torch._C._functorch.is_functorch_wrapped_tensor(logits)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(target)
+    )
+
+
+def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int, mean: bool) -> Tensor | None:
+    """The 0-d cross entropy ('mean' when ``mean``, else 'sum') of (M, C) logits and (M,) class
+    indices, or None when the lean path does not apply (or the compiled loops are unavailable).
+
+    Raises:
+        softclass.kernels.cpu.TargetOutOfBoundsError: a kept target outside [0, C).
+    """
+    if not _applicable(logits, target):
+        return None
+    library = native.library()
+    if library is None:
+        return None
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return _LeanCrossEntropy.apply(logits, target, ignore_index, mean)
+    return _forward(library, logits, target, ignore_index, mean, False)[0]
+
+
+def _forward(
+    library, logits: Tensor, target: Tensor, ignore_index: int, mean: bool, with_gradient: bool
+) -> tuple[Tensor, Tensor | None]:
+    """(loss, gradient for grad_output 1 or None) from one call of the compiled forward."""
+    n_rows, n_classes = logits.shape
+    suffix = native.SUPPORTED_DTYPES[logits.dtype]
+    compute = _COMPUTE[logits.dtype]
+    logsumexp = torch.empty(n_rows, dtype=compute)
+    loss = torch.empty((), dtype=logits.dtype)
+    state = torch.empty(4, dtype=torch.float64)
+    grad = grad_address = grad_denominator = None
+    if with_gradient:
+        grad = torch.empty((n_rows, n_classes), dtype=logits.dtype)
+        grad_address = grad.data_ptr()
+        if mean:
+            # Σ w_y over kept rows first: the gradient is written already divided by it.
+            grad_denominator = state.data_ptr() + 24
+            getattr(library, f"ce_kept_weight_sum_{suffix}")(
+                target.data_ptr(),
+                target.stride(0),
+                n_rows,
+                ignore_index,
+                n_classes,
+                None,
+                grad_denominator,
+            )
+    state_address = state.data_ptr()
+    first_bad = getattr(library, f"ce_forward_{suffix}")(
+        logits.data_ptr(),
+        logits.stride(0),
+        n_classes,
+        0,
+        n_rows,
+        target.data_ptr(),
+        target.stride(0),
+        ignore_index,
+        None,
+        0.0,
+        logsumexp.data_ptr(),
+        None,
+        0,
+        state_address + 8,
+        mean,
+        loss.data_ptr(),
+        state_address,
+        grad_address,
+        n_classes,
+        grad_denominator,
+    )
+    if first_bad >= 0:
+        raise TargetOutOfBoundsError(first_bad, int(target[first_bad]), n_classes, ignore_index)
+    return loss, grad
+
+
+class _LeanCrossEntropy(torch.autograd.Function):
+    """The lean path's autograd node: the gradient is made by the forward and scaled by the
+    backward; a second backward (retain_graph) or a differentiable one (create_graph) runs the
+    general path's differentiable recomputation from the logits (refused if they were changed
+    in place since)."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, ignore_index: int, mean: bool) -> Tensor:
+        loss, grad = _forward(native.library(), logits, target, ignore_index, mean, True)
+        ctx.gradient = grad
+        ctx.logits, ctx.logits_version = logits, logits._version
+        ctx.target, ctx.options = target, (ignore_index, "mean" if mean else "sum")
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor):
+        if ctx.gradient is None or torch.is_grad_enabled():
+            ignore_index, reduction = ctx.options
+            (grad,) = _differentiable_gradients(
+                (True,),
+                (_saved_logits(ctx),),
+                lambda logits: _unfused_loss(
+                    logits, ctx.target, None, ignore_index, reduction, 0.0
+                ),
+                grad_loss,
+            )
+            return grad, None, None, None
+        gradient, ctx.gradient = ctx.gradient, None
+        factor = grad_loss.to(_COMPUTE[gradient.dtype])
+        n_rows, n_classes = gradient.shape
+        suffix = native.SUPPORTED_DTYPES[gradient.dtype]
+        getattr(native.library(), f"ce_scale_{suffix}")(
+            gradient.data_ptr(), n_classes, n_classes, 0, n_rows, factor.data_ptr()
+        )
+        return gradient, None, None, None

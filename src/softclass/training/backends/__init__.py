@@ -1,0 +1,1 @@
+"""The backends of the training loop (:mod:`softclass.training.loop`): each runs epochs only."""

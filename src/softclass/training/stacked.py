@@ -1,0 +1,164 @@
+"""M networks of the same shape with their parameters stacked along a leading member axis.
+
+Every member ``m`` is an independent copy of the network with its own design and seed (initial
+weights exactly as ``build_mlp(config, seed)``); weights are ``(M, out, in)``, biases ``(M, out)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from softclass.mlp.activations import get_activation
+from softclass.mlp.designs import get_design
+from softclass.mlp.model import MLP, MLPConfig, build_mlp
+from softclass.training.batching import batch_bounds
+
+# Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
+_EVAL_CHUNK_ROWS = 16384
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of an ensemble: a design name ("A"–"D") and a seed."""
+
+    design: str
+    seed: int
+
+
+class StackedMLP:
+    """M MLPs of one shape with parameters stacked on a leading member axis.
+
+    ``weights[k]`` is ``(M, out_k, in_k)`` and ``biases[k]`` ``(M, out_k)`` for layer ``k``, laid
+    out as ``torch.nn.Linear`` stores them, so member ``m``'s slices are a normal :class:`MLP`'s.
+    """
+
+    def __init__(self, config: MLPConfig, weights: list[torch.Tensor], biases: list[torch.Tensor]):
+        self.config = config
+        self.weights = weights
+        self.biases = biases
+
+    @classmethod
+    def from_seeds(
+        cls,
+        config: MLPConfig,
+        seeds: Sequence[int],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> StackedMLP:
+        """Member ``m`` starts from exactly ``build_mlp(config, seeds[m])``'s weights."""
+        layers = [_linear_layers(build_mlp(config, seed)) for seed in seeds]
+        weights = [
+            torch.stack([member[k].weight.detach() for member in layers]).to(device, dtype)
+            for k in range(len(layers[0]))
+        ]
+        biases = [
+            torch.stack([member[k].bias.detach() for member in layers]).to(device, dtype)
+            for k in range(len(layers[0]))
+        ]
+        return cls(config, weights, biases)
+
+    @property
+    def n_members(self) -> int:
+        return self.weights[0].shape[0]
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Weights and biases in layer order: ``[W0, b0, W1, b1, ...]``."""
+        return [tensor for pair in zip(self.weights, self.biases, strict=True) for tensor in pair]
+
+    def logits(self, features: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Logits ``(M, N, C)`` of every member for shared features ``(N, F)``.
+
+        Computed in ``dtype`` (default: the parameters' dtype), in chunks of rows; each row's
+        logits depend only on that row.
+        """
+        dtype = self.weights[0].dtype if dtype is None else dtype
+        weights = [weight.to(dtype) for weight in self.weights]
+        biases = [bias.to(dtype) for bias in self.biases]
+        chunks = [
+            self._forward_shared(features[start:stop].to(dtype), weights, biases)
+            for start, stop in batch_bounds(features.shape[0], _EVAL_CHUNK_ROWS)
+        ]
+        if not chunks:
+            return features.new_zeros(self.n_members, 0, self.config.n_classes, dtype=dtype)
+        return torch.cat(chunks, dim=1)
+
+    def _forward_shared(
+        self, features: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]
+    ) -> torch.Tensor:
+        hidden = features
+        last = len(weights) - 1
+        activation = get_activation(self.config.activation)
+        for index, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+            hidden = torch.matmul(hidden, weight.transpose(1, 2)) + bias.unsqueeze(1)
+            if index < last:
+                hidden = activation.forward(hidden)
+        return hidden
+
+    def to_mlp(self, member: int) -> MLP:
+        """Member ``member`` as a normal :class:`MLP` (float32 or the stack's dtype, on CPU)."""
+        mlp = MLP(self.config).to(self.weights[0].dtype)
+        with torch.no_grad():
+            for layer, weight, bias in zip(
+                _linear_layers(mlp), self.weights, self.biases, strict=True
+            ):
+                layer.weight.copy_(weight[member].cpu())
+                layer.bias.copy_(bias[member].cpu())
+        return mlp
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Plain numpy copies of every parameter (for pickling without torch objects)."""
+        return {
+            f"{kind}{index}": tensor.detach().cpu().numpy().copy()
+            for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True))
+            for kind, tensor in (("weight", weight), ("bias", bias))
+        }
+
+    @classmethod
+    def from_state_arrays(
+        cls, config: MLPConfig, arrays: dict[str, np.ndarray], device: torch.device | str = "cpu"
+    ) -> StackedMLP:
+        """Inverse of :meth:`state_arrays`."""
+        n_layers = len(config.hidden) + 1
+        weights = [torch.from_numpy(arrays[f"weight{k}"]).to(device) for k in range(n_layers)]
+        biases = [torch.from_numpy(arrays[f"bias{k}"]).to(device) for k in range(n_layers)]
+        return cls(config, weights, biases)
+
+
+def _linear_layers(mlp: MLP) -> list[torch.nn.Linear]:
+    return [layer for layer in mlp.layers if isinstance(layer, torch.nn.Linear)]
+
+
+def member_losses(
+    logits: torch.Tensor, targets: torch.Tensor, members: Sequence[Member]
+) -> torch.Tensor:
+    """Each member's design loss ``(M,)`` (mean over rows) from logits ``(M, N, C)`` and class
+    indices ``(N,)``: the design's own :mod:`softclass.functional` loss."""
+    n_classes = logits.shape[2]
+    losses = []
+    for position, member in enumerate(members):
+        design = get_design(member.design)
+        encoded = design.encode_targets(targets, n_classes)
+        losses.append(design.row_losses(logits[position], encoded).mean())
+    return torch.stack(losses)
+
+
+def member_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction ``(M,)`` float64 of rows whose arg-max class is the target (any design)."""
+    return (logits.argmax(2) == targets.view(1, -1)).double().mean(1)
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """Training rows as one table ``(N, F + C [+ 1])``: features, one-hot targets, row weights;
+    and the class indices ``(N,)`` int64 of the targets (the torch backend gathers them per epoch
+    instead of taking an arg-max of the one-hot columns per batch)."""
+
+    table: torch.Tensor
+    n_features: int
+    n_classes: int
+    weighted: bool
+    targets: torch.Tensor
