@@ -1127,9 +1127,9 @@ def _checked_divisors(
             raise ConfigError(
                 f"the divisor for {clip(repr(name))} must be a number, got {clip(repr(divisor))}"
             )
-        if not math.isfinite(divisor) or divisor == 0:
+        if not math.isfinite(divisor) or divisor <= 0:
             raise ConfigError(
-                f"the divisor for {clip(repr(name))} must be a finite nonzero number, got "
+                f"the divisor for {clip(repr(name))} must be a finite positive number, got "
                 f"{divisor!r}"
             )
     return {name: float(divisor) for name, divisor in divisors.items()}
@@ -1539,8 +1539,8 @@ class _RecipeReader:
         needs_fill = missing == "impute"
         if kind == "numeric":
             scale = self.number(data, "scale", where)
-            if scale == 0:
-                raise self.fail(where + "scale", "a nonzero number", scale)
+            if not scale > 0:  # zscore and minmax give positive scales, divide positive divisors
+                raise self.fail(where + "scale", "a positive number", scale)
             fill_value = self.field(data, "fill_value", where)
             if needs_fill or fill_value is not None:
                 fill_value = self.number(data, "fill_value", where)

@@ -299,7 +299,10 @@ def predict_table(
     total = prepared.features.shape[0]
     parts = []
     for start in range(0, total, batch_rows):
-        parts.append(saved.predict_proba(prepared.features[start : start + batch_rows]))
+        batch = slice(start, start + batch_rows)
+        parts.append(
+            saved.predict_proba(prepared.features[batch], prepared.rows[batch] + HEADER_ROWS + 1)
+        )
         if progress is not None:
             progress(min(start + batch_rows, total), total)
     probabilities = torch.cat(parts) if parts else torch.empty(0, saved.model_config.n_classes)
