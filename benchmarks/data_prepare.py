@@ -74,7 +74,7 @@ def _resident_bytes() -> int:
 
 def run_softclass(path: Path) -> tuple[object, object]:
     from softclass.data import read_table
-    from softclass.jobs.compare import prepare_table
+    from softclass.data.prepare import prepare_table
 
     table = read_table(path, raw=True)
     prepared = prepare_table(table, "label", validation_fraction=0)

@@ -80,7 +80,8 @@ def resolve(monkeypatch, run, tmp_path):
     def stop(bundled, typed):
         raise _Resolved(mapping(bundled, typed))
 
-    monkeypatch.setattr(cli, "_resolve", stop)
+    for command in ("compare", "train"):
+        monkeypatch.setattr(f"softclass.cli.commands.{command}._resolve", stop)
 
     def invoke(command, *args, data=IRIS):
         where = (data, "--out", tmp_path / "out") if command == "train" else (data,)

@@ -20,8 +20,8 @@ import torch
 
 from softclass import io
 from softclass.data import bundled_path
+from softclass.data.prepare import prepare_table
 from softclass.errors import DataError, ModelFileError, TrainingDiverged
-from softclass.jobs.compare import prepare_table
 from softclass.jobs.store import load_model, save_model
 from softclass.jobs.train_predict import CHECKPOINT_FILE, describe_kept, train_to_directory
 from softclass.mlp.designs import get_design

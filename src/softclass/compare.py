@@ -3,6 +3,7 @@
 The job itself lives in :mod:`softclass.jobs.compare`.
 """
 
-from softclass.jobs.compare import ComparisonResult, PreparedData, compare, prepare_table
+from softclass.data.prepare import PreparedData, prepare_table
+from softclass.jobs.compare import ComparisonResult, compare
 
 __all__ = ["ComparisonResult", "PreparedData", "compare", "prepare_table"]

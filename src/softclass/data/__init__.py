@@ -16,10 +16,14 @@ Typical use::
     names = recipe.decode(probabilities.argmax(dim=1))
 
 Modules: :mod:`~softclass.data.reading` (files), :mod:`~softclass.data.column_types` (number,
-boolean, date or text; decorated numbers), :mod:`~softclass.data.recipe` (roles, normalization,
-encoding, missing values, unknown categories, save/load), :mod:`~softclass.data.split`
-(stratified split), :mod:`~softclass.data.bundled` (iris, people) and
-:mod:`~softclass.data.messages` (how errors name rows and columns).
+boolean, date or text; decorated numbers), :mod:`~softclass.data.recipe` (fit, transform,
+prepare), :mod:`~softclass.data.typing_table` (roles, ID-like columns),
+:mod:`~softclass.data.features` (normalization, encoding), :mod:`~softclass.data.missing`
+(missing values), :mod:`~softclass.data.target` (classes), :mod:`~softclass.data.prepared`
+(rows left out), :mod:`~softclass.data.recipe_file` (save/load),
+:mod:`~softclass.data.split` (stratified split), :mod:`~softclass.data.bundled` (iris, people),
+:mod:`~softclass.data.messages` and :mod:`~softclass.data.checks` (how errors name rows and
+columns).
 """
 
 from softclass.data.bundled import BUNDLED_NAMES, PEOPLE_DIVISORS, bundled_path, load_bundled

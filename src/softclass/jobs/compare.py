@@ -1,8 +1,7 @@
 """The main job: train the same network with designs A–D on the same data, split and seed.
 
-:func:`prepare_table` turns a table into training and validation tensors (the recipe is fitted on
-the training rows only, so validation rows never leak into the normalisation); :func:`compare`
-trains every design × seed model at once in the batched engine
+:func:`softclass.data.prepare.prepare_table` turns a table into training and validation tensors;
+:func:`compare` trains every design × seed model at once in the batched engine
 (:func:`softclass.training.ensemble.train_ensemble`: compiled loops for small layers, batched torch
 above), each model once, comparing the first seed's designs' weights and losses after every
 epoch; then it measures each design on the validation rows and, when asked, writes models,
@@ -40,11 +39,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import torch
 
-from softclass.data import Recipe, TypingOptions, stratified_split
-from softclass.data.recipe import typed_table
+from softclass.data import stratified_split
+from softclass.data.prepare import PreparedData
+from softclass.data.prepare import prepare_table as prepare_table  # the CLI's import path
 from softclass.errors import ConfigError, DataError
 from softclass.evaluation import metrics
 from softclass.evaluation.report import RunContext
@@ -87,120 +86,6 @@ PROBE_ROWS = 512
 PROBE_CHECKS = 10
 # Share of the training rows held out to choose the epoch when early stopping (three-way split).
 STOPPING_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """Training and validation tensors of one table, and the recipe that made them.
-
-    Attributes:
-        train_features: float32 (N, F); train_targets: int64 (N,).
-        validation_features: float32 (M, F) or None; validation_targets: int64 (M,) or None.
-        class_names: C names, index order.
-        recipe: the preprocessing (fitted on the training rows), or None for raw tensors.
-        warnings: what the user should hear (ignored columns, dropped rows).
-    """
-
-    train_features: torch.Tensor
-    train_targets: torch.Tensor
-    validation_features: torch.Tensor | None
-    validation_targets: torch.Tensor | None
-    class_names: tuple[str, ...]
-    recipe: Recipe | None = None
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def n_features(self) -> int:
-        return int(self.train_features.shape[1])
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-
-def prepare_table(
-    table: pl.DataFrame,
-    target: str | None = None,
-    *,
-    normalization: str = "zscore",
-    divisors: dict[str, float] | None = None,
-    missing: str = "error",
-    validation_fraction: float = 0.2,
-    seed: int = 0,
-    keep: Sequence[str] = (),
-    drop: Sequence[str] = (),
-    ids: Sequence[str] = (),
-    typing: TypingOptions | None = None,
-    unknown: str = "ignore",
-    source: str = "the table",
-) -> PreparedData:
-    """Split a table (stratified by class) and fit the recipe on its training rows.
-
-    The cells are typed once (:func:`softclass.data.recipe.typed_table`); the recipe's typing
-    table and notes describe the whole table.
-
-    Args:
-        table: the data, from :func:`softclass.data.read_table` (raw or typed).
-        target: the class column (default: the last column).
-        normalization, divisors, missing, keep, drop, ids, typing: as
-            :meth:`softclass.data.Recipe.fit`.
-        validation_fraction: share of each class held out; 0 for no validation rows.
-        seed: seed of the split.
-        unknown: categories of validation rows not seen in the training rows: "ignore" (all
-            zeros, with a warning) or "error" (``--unknown``).
-        source: where the table came from (a file name), for messages.
-
-    Raises:
-        DataError, ConfigError: as :meth:`Recipe.fit` and :func:`stratified_split`; DataError
-            when no row is left for validation (every class has a single row).
-    """
-    options = {
-        "normalization": normalization,
-        "divisors": divisors,
-        "missing": missing,
-        "ids": ids,
-        "typing": typing,
-    }
-    typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
-    whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **options)
-    prepared = whole.prepare(typed)
-    warnings = (*whole.notes, *prepared.warnings)
-    if validation_fraction == 0:
-        return PreparedData(
-            prepared.features, prepared.targets, None, None, whole.classes, whole, warnings
-        )
-    train_positions, validation_positions = stratified_split(
-        prepared.targets, validation_fraction, seed
-    )
-    train_rows = prepared.rows[train_positions]
-    validation_rows = prepared.rows[validation_positions]
-    if validation_rows.numel() == 0:
-        raise DataError(
-            f"no validation rows: the table has {table.height} rows; use more rows or "
-            "--validation 0"
-        )
-    train_table = typed[train_rows.numpy()]
-    # Every class keeps at least one training row (stratified_split), so the classes match;
-    # the columns the whole table dropped as ID-like stay dropped.
-    recipe = Recipe.fit(
-        train_table,
-        whole.target,
-        keep=whole.source_columns,
-        drop=[*drop, *(name for name in whole.dropped_columns if name not in drop)],
-        column_types=types,
-        **options,
-    ).with_typing_table_of(whole)
-    trained = recipe.prepare(train_table)
-    validated = recipe.prepare(typed[validation_rows.numpy()], unknown=unknown)
-    return PreparedData(
-        trained.features,
-        trained.targets,
-        validated.features,
-        validated.targets,
-        recipe.classes,
-        recipe,
-        (*warnings, *(f"validation rows: {warning}" for warning in validated.warnings)),
-    )
 
 
 @dataclass

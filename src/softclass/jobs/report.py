@@ -20,7 +20,8 @@ from softclass.evaluation.report import DesignDetail, ReportInput, RunContext, r
 from softclass.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
-    from softclass.jobs.compare import ComparisonResult, PreparedData
+    from softclass.data.prepare import PreparedData
+    from softclass.jobs.compare import ComparisonResult
 
 REPORT_FILE = "report.html"
 # Figures of the page also written as PNG files beside it (name in the page → file name).

@@ -18,12 +18,13 @@ import polars as pl
 import torch
 
 from softclass.data.messages import HEADER_ROWS
+from softclass.data.prepare import PreparedData
 from softclass.diagnostics.check import Finding, check_pairing
 from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.evaluation import metrics
 from softclass.evaluation.report import RunContext
 from softclass.io import claim_output_directory, temporary_path
-from softclass.jobs.compare import ComparisonResult, PreparedData, measure
+from softclass.jobs.compare import ComparisonResult, measure
 from softclass.jobs.destination import check_output_directory, replace_run, unit_fingerprint
 from softclass.jobs.output import PREDICTED_COLUMN, ROW_COLUMN, probability_columns
 from softclass.jobs.report import write_report

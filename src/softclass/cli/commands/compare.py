@@ -1,0 +1,113 @@
+"""``softclass compare``: designs side by side on one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from softclass.cli.app import _Command, _write_stdout, app
+from softclass.cli.options import _DEFAULTS_HELP, _DataArgument, _Typed, _with_options
+from softclass.cli.progress import _ProgressBars
+from softclass.cli.render import _print_comparison
+from softclass.cli.run import (
+    _distributed_context,
+    _is_bundled_iris,
+    _prepared_data,
+    _resolve,
+    _run_context,
+    _torch_threads,
+)
+from softclass.errors import (
+    Interrupted,
+)
+from softclass.jobs.defaults import TABLE
+
+if TYPE_CHECKING:
+    pass
+
+
+_COMPARE_HELP = "\n\n".join(
+    (
+        "Train the same network with designs A-D on the same data, split and seed, and compare "
+        "them on the same held-out rows.",
+        _DEFAULTS_HELP,
+        "Under torchrun (torchrun --nproc-per-node N -m softclass compare ...) every design "
+        "trains data parallel on the N processes; rank 0 alone writes and prints.",
+    )
+)
+
+
+@app.command(cls=_Command, help=_COMPARE_HELP)
+@_with_options("compare")
+def compare(
+    data: _DataArgument = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", metavar="K", help="Seeds to run (seed, seed+1, ...).")
+    ] = 1,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", metavar="DIR", help="Output directory (default runs/compare-DATE-TIME)."
+        ),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    design: Annotated[
+        str, typer.Option("--design", metavar="LETTERS", help="Designs to train, e.g. ABCD or AB.")
+    ] = "ABCD",
+    stopping: Annotated[
+        float,
+        typer.Option(
+            "--stopping",
+            metavar="FRACTION",
+            help="With --patience: share of the training rows held out to choose the epoch on, "
+            "apart from the validation rows (three-way split).",
+        ),
+    ] = TABLE.stopping_fraction,
+    *,
+    options: _Typed,
+) -> None:
+    """Train the same network with designs A-D on the same data, split and seed; compare them."""
+    import datetime
+    import json
+
+    from softclass.jobs.compare import compare as run_comparison
+    from softclass.jobs.compare import describe_written
+
+    network = _resolve(_is_bundled_iris(data), options)
+    config = network.config
+    with _distributed_context(config.device) as context:
+        prepared = _prepared_data(data, options, config, show=context.is_main and not json_output)
+        if out is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path("runs") / f"compare-{stamp}"
+        try:
+            with (
+                _torch_threads(config, prepared, network.hidden),
+                _ProgressBars(enabled=context.is_main and not json_output) as bars,
+            ):
+                result = run_comparison(
+                    prepared,
+                    design,
+                    config,
+                    hidden=network.hidden,
+                    activation=network.activation,
+                    seeds=seeds,
+                    out_dir=out,
+                    progress=bars,
+                    distributed=context,
+                    stopping_fraction=stopping,
+                    defaults=network.defaults,
+                    context=_run_context(data),
+                )
+        except Interrupted as interrupt:
+            interrupt.kept = describe_written(out)
+            raise
+        if not context.is_main:
+            return
+        if json_output:
+            report = {"columns": prepared.recipe.typing_table(), **result.to_dict()}
+            _write_stdout(json.dumps(report) + "\n")
+            return
+        _print_comparison(result, "the bundled Iris" if data is None else str(data))

@@ -1,0 +1,129 @@
+"""``softclass predict``: class probabilities for each row of a table."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from softclass.cli.app import _Command, _write_stdout, app, err_console
+from softclass.cli.options import _Delimiter, _Unknown
+from softclass.cli.run import _read_options
+from softclass.errors import (
+    Interrupted,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+_PREDICT_HELP = "\n\n".join(
+    (
+        "Class probabilities and the predicted class name for each row of a table.",
+        "Probability columns are named by their classes (proba_NAME when a class is called row "
+        "or predicted, or would collide with another column).",
+    )
+)
+
+
+@app.command(cls=_Command, help=_PREDICT_HELP)
+def predict(
+    model_dir: Annotated[
+        Path, typer.Argument(help="Model directory written by train/compare.", metavar="MODEL_DIR")
+    ],
+    data: Annotated[Path, typer.Argument(help="CSV or Parquet table of raw rows.", metavar="DATA")],
+    output_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
+    ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="CSV: write class names exactly as trained. By default a name starting with "
+            "= + - @ (a spreadsheet formula) gets a leading ' and control characters become "
+            "U+FFFD.",
+        ),
+    ] = False,
+    on_error: Annotated[
+        str,
+        typer.Option(
+            "--on-error",
+            help="A row with a bad cell: error (stop) or skip (report it, predict the others).",
+        ),
+    ] = "error",
+    unknown: _Unknown = "ignore",
+    accuracy: Annotated[
+        bool,
+        typer.Option(
+            "--accuracy",
+            help="Measure accuracy on the target column (else the column is ignored).",
+        ),
+    ] = False,
+    delimiter: _Delimiter = None,
+) -> None:
+    """Class probabilities and the predicted class name for each row of a table.
+
+    The row column counts rows as every message does: header = row 1, first data row = 2.
+    """
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from softclass.data import read_table
+    from softclass.errors import ConfigError
+    from softclass.io import atomic_write_text
+    from softclass.jobs.output import spreadsheet_safe
+    from softclass.jobs.store import load_model
+    from softclass.jobs.train_predict import predict_table
+
+    if output_format not in ("csv", "json"):
+        raise ConfigError(f"--format {output_format!r}: expected csv or json")
+    saved = load_model(model_dir)
+    delimiter, _ = _read_options(delimiter, None, None)
+    live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
+    with err_console.status(f"reading {data} …") if live else contextlib.nullcontext():
+        table = read_table(data, delimiter=delimiter, raw=True)
+    with Progress(
+        "predicting",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not live,
+    ) as bar:
+        task = bar.add_task("predict", total=table.height)
+        prediction = predict_table(
+            saved,
+            table,
+            on_error=on_error,
+            unknown=unknown,
+            accuracy=accuracy,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            source=str(data),
+        )
+    for warning in prediction.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if output_format == "csv":
+        text = (prediction.table if raw else spreadsheet_safe(prediction.table)).write_csv()
+    else:
+        text = json.dumps(prediction.table.to_dicts(), indent=1) + "\n"
+    if output is None:
+        _write_stdout(text)
+    else:
+        try:
+            atomic_write_text(output, text)
+        except Interrupted as interrupt:
+            interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
+            raise
+    if prediction.accuracy is not None:
+        counted = prediction.table.height - prediction.unknown_labels
+        err_console.print(
+            f"accuracy {prediction.accuracy:.3f} on {counted} rows with a known class in "
+            f"{saved.recipe.target!r}",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -1,0 +1,317 @@
+"""Features: the numeric and one-hot outputs a recipe makes of the feature columns.
+
+* A number or boolean (1/0) column becomes one output value ``(value - offset) / scale``; a date
+  column three (``col.year``, ``col.month``, ``col.day_of_week`` with Monday = 1), scaled the same
+  way; a text column one 0/1 output per category seen in training (one-hot, categories sorted),
+  named ``column=category``.
+* **Normalization** of numeric outputs: ``"zscore"`` (offset = mean, scale = population standard
+  deviation), ``"minmax"`` (offset = minimum, scale = maximum - minimum) or ``"divide"`` (offset =
+  0, scale = a constant given per number column, e.g. the seed's age/100, income/100000,
+  weight/1000; boolean and date outputs are z-scored). A constant output under zscore/minmax has
+  scale 1, so it becomes all zeros on the training data instead of dividing by zero.
+* NaN, infinite and out-of-float32-range feature values are an error naming the row and column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+import torch
+
+from softclass.data.checks import source_index
+from softclass.data.column_types import BOOLEAN, DATE, FLOAT32_MAX, NUMBER, ColumnType
+from softclass.data.messages import clip, quoted_names, row_number
+from softclass.errors import ConfigError, DataError
+
+NORMALIZATIONS = ("zscore", "minmax", "divide")
+DATE_PARTS = ("year", "month", "day_of_week")
+"""The numeric features a date column becomes (``col.year`` …; day of week: Monday = 1)."""
+_ENCODE_BLOCK_VALUES = 1 << 22  # feature values per block of rows being encoded (16 MiB)
+_ROW_BY_ROW_CATEGORIES = 64  # up to this many categories, one-hot rows are written one by one
+
+
+@dataclass(frozen=True)
+class NumericFeature:
+    """A numeric output, ``(value - offset) / scale``.
+
+    ``column`` is the table column it comes from (None: the column called ``name``) and ``part``
+    the date part for a date column (None otherwise). ``fill_value`` replaces missing values
+    under ``missing="impute"`` (else None); ``mean``, ``std``, ``minimum`` and ``maximum`` are the
+    training statistics of the raw value.
+    """
+
+    name: str
+    offset: float
+    scale: float
+    fill_value: float | None
+    mean: float
+    std: float
+    minimum: float
+    maximum: float
+    column: str | None = None
+    part: str | None = None
+    kind: ClassVar[str] = "numeric"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The names of the output columns this feature produces: just its own name."""
+        return (self.name,)
+
+    @property
+    def source(self) -> str:
+        """The table column this feature is read from."""
+        return self.column or self.name
+
+
+@dataclass(frozen=True)
+class CategoricalFeature:
+    """A categorical input column, one-hot encoded over the sorted ``categories`` seen in training.
+
+    ``counts[i]`` is how often ``categories[i]`` occurred in training; ``fill_value`` replaces
+    missing cells under ``missing="impute"`` (else None).
+    """
+
+    name: str
+    categories: tuple[str, ...]
+    counts: tuple[int, ...]
+    fill_value: str | None
+    kind: ClassVar[str] = "categorical"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """``column=category`` for each category, in the order of the one-hot outputs."""
+        return tuple(f"{self.name}={category}" for category in self.categories)
+
+    @property
+    def source(self) -> str:
+        """The table column this feature is read from."""
+        return self.name
+
+
+Feature = NumericFeature | CategoricalFeature
+
+
+def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, width: int):
+    """The float32 (N, F) feature matrix, written a block of rows at a time.
+
+    Each block is filled output by output into contiguous rows of an (F, rows) buffer and
+    transposed into place, so no full-size temporary exists beside the result (writing the
+    columns of an (N, F) array one by one strides through memory and is several times slower).
+    """
+    matrix = np.empty((n_rows, width), dtype=np.float32)
+    block_rows = max(1, _ENCODE_BLOCK_VALUES // max(width, 1))
+    for start in range(0, n_rows, block_rows):
+        stop = min(start + block_rows, n_rows)
+        block = np.zeros((width, stop - start), dtype=np.float32)
+        position = 0
+        for feature, values in sources:
+            part = values[start:stop]
+            if isinstance(feature, NumericFeature):
+                block[position] = (part - feature.offset) / feature.scale
+                position += 1
+                continue
+            n_categories = len(feature.categories)
+            if n_categories <= _ROW_BY_ROW_CATEGORIES:
+                for index in range(n_categories):
+                    block[position + index] = part == index
+            else:
+                known = np.flatnonzero(part >= 0)
+                block[position + part[known], known] = 1.0
+            position += n_categories
+        matrix[start:stop] = block.T
+    return matrix
+
+
+def feature_inputs(
+    typed: Mapping[str, pl.Series], types: Mapping[str, ColumnType]
+) -> tuple[dict[str, pl.Series], dict[str, tuple[str, str | None]]]:
+    """Feature inputs from typed columns: numbers and booleans as Float64, dates as parts.
+
+    Returns ``(inputs, origin)``: inputs by feature name, and each name's (column, date part).
+    """
+    inputs: dict[str, pl.Series] = {}
+    origin: dict[str, tuple[str, str | None]] = {}
+    for name, column in typed.items():
+        kind = types[name].kind
+        if kind == DATE:
+            parts = {
+                "year": column.dt.year(),
+                "month": column.dt.month(),
+                "day_of_week": column.dt.weekday(),
+            }
+            for part in DATE_PARTS:
+                inputs[f"{name}.{part}"] = parts[part].cast(pl.Float64).alias(f"{name}.{part}")
+                origin[f"{name}.{part}"] = (name, part)
+            continue
+        inputs[name] = column.cast(pl.Float64) if kind == BOOLEAN else column
+        origin[name] = (name, None)
+    return inputs, origin
+
+
+def stored_source(origin: tuple[str, str | None]) -> tuple[str | None, str | None]:
+    """``(column, part)`` stored on a numeric feature: (None, None) for a plain column."""
+    return (None, None) if origin[1] is None else origin
+
+
+def checked_divisors(
+    normalization: str,
+    divisors: Mapping[str, float] | None,
+    inputs: Mapping[str, pl.Series],
+    types: Mapping[str, ColumnType],
+) -> dict[str, float]:
+    numeric = [name for name in inputs if name in types and types[name].kind == NUMBER]
+    if normalization != "divide":
+        if divisors:
+            raise ConfigError(
+                f"--divide is only used with --normalize divide, not --normalize {normalization}"
+            )
+        return {}
+    divisors = dict(divisors or {})
+    lacking = [name for name in numeric if name not in divisors]
+    if lacking:
+        raise ConfigError(
+            f"--normalize divide needs a divisor for every number feature column (--divide "
+            f"COL=VALUE); missing for {quoted_names(lacking)}"
+        )
+    unknown = [name for name in divisors if name not in numeric]
+    if unknown:
+        raise ConfigError(
+            f"divisors given for {quoted_names(unknown)}, which are not numeric feature columns; "
+            f"the numeric feature columns are {quoted_names(numeric)}"
+        )
+    for name, divisor in divisors.items():
+        if isinstance(divisor, bool) or not isinstance(divisor, int | float):
+            raise ConfigError(
+                f"the divisor for {clip(repr(name))} must be a number, got {clip(repr(divisor))}"
+            )
+        if not math.isfinite(divisor) or divisor <= 0:
+            raise ConfigError(
+                f"the divisor for {clip(repr(name))} must be a finite positive number, got "
+                f"{divisor!r}"
+            )
+    return {name: float(divisor) for name, divisor in divisors.items()}
+
+
+def unusable_numbers(column: pl.Series) -> pl.Series:
+    """True where a numeric value is NaN, infinite or beyond float32's range."""
+    if not column.null_count() and column.len():
+        with np.errstate(invalid="ignore"):
+            largest = np.abs(column.to_numpy()).max()  # NaN if any value is NaN
+        if largest <= FLOAT32_MAX:
+            return pl.repeat(False, column.len(), eager=True)
+    return (column.is_nan() | (column.abs() > FLOAT32_MAX)).fill_null(False)
+
+
+def unusable_message(column: pl.Series, unusable: pl.Series, keep: pl.Series | None) -> str:
+    position = int(unusable.arg_true()[0])
+    value = column[position]
+    problem = (
+        "is not a finite number; features must be finite"
+        if math.isnan(value) or math.isinf(value)
+        else f"is outside float32's range (±{FLOAT32_MAX:.4g}); features are float32"
+    )
+    more = f" (and {unusable.sum() - 1} more in this column)" if unusable.sum() > 1 else ""
+    return (
+        f"row {row_number(source_index(position, keep))}, column {clip(repr(column.name))}: "
+        f"{value!r} {problem}{more}"
+    )
+
+
+def fit_numeric(
+    column: pl.Series,
+    normalization: str,
+    divisors: Mapping[str, float],
+    missing: str,
+    source: tuple[str | None, str | None],
+) -> NumericFeature:
+    mean = float(column.mean())  # polars aggregations skip missing cells
+    std = float(column.std(ddof=0))
+    minimum = float(column.min())
+    maximum = float(column.max())
+    if normalization == "minmax":
+        offset, scale = minimum, maximum - minimum
+    elif normalization == "divide" and column.name in divisors:
+        offset, scale = 0.0, divisors[column.name]
+    else:
+        offset, scale = mean, std
+    return NumericFeature(
+        name=column.name,
+        offset=offset,
+        scale=scale if scale != 0 else 1.0,
+        fill_value=mean if missing == "impute" else None,
+        mean=mean,
+        std=std,
+        minimum=minimum,
+        maximum=maximum,
+        column=source[0],
+        part=source[1],
+    )
+
+
+def fit_categorical(column: pl.Series, missing: str) -> CategoricalFeature:
+    counted = column.drop_nulls().value_counts()
+    counts = dict(
+        zip(
+            counted.get_column(column.name).to_list(),
+            counted.get_column("count").to_list(),
+            strict=True,
+        )
+    )
+    categories = tuple(sorted(counts))
+    most_frequent = min(categories, key=lambda category: (-counts[category], category))
+    return CategoricalFeature(
+        name=column.name,
+        categories=categories,
+        counts=tuple(int(counts[category]) for category in categories),
+        fill_value=most_frequent if missing == "impute" else None,
+    )
+
+
+def encode(
+    features: Sequence[Feature],
+    width: int,
+    columns: dict[str, pl.Series],
+    keep: pl.Series | None,
+    unknown: str,
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """Impute, check and encode feature inputs into a float32 (N, F) tensor.
+
+    Returns the tensor and, per categorical column, how many cells held a category not seen
+    in training (all zeros). ``keep`` (when rows were dropped) maps positions back to the
+    caller's table for errors.
+    """
+    n_rows = next(iter(columns.values())).len()
+    sources: list[tuple[Feature, np.ndarray]] = []  # per feature: float64 values or indices
+    unknown_counts: dict[str, int] = {}
+    for feature in features:
+        column = columns[feature.name]
+        if feature.fill_value is not None:
+            column = column.fill_null(feature.fill_value)
+        if isinstance(feature, NumericFeature):
+            unusable = unusable_numbers(column)
+            if unusable.any():
+                raise DataError(unusable_message(column, unusable, keep))
+            sources.append((feature, column.cast(pl.Float64).to_numpy()))
+            continue
+        lookup = {category: index for index, category in enumerate(feature.categories)}
+        indices = column.replace_strict(lookup, default=-1, return_dtype=pl.Int64)
+        indices = indices.fill_null(-1).to_numpy()
+        unseen = (indices < 0) & column.is_not_null().to_numpy()
+        if unseen.any():
+            if unknown == "error":
+                first = int(np.flatnonzero(unseen)[0])
+                raise DataError(
+                    f"row {row_number(source_index(first, keep))}, column "
+                    f"{clip(repr(feature.name))}: unknown category {clip(repr(column[first]))}"
+                    f"; the categories seen in training are "
+                    f"{quoted_names(feature.categories)} (--unknown ignore encodes unknown "
+                    "categories as all zeros)"
+                )
+            unknown_counts[feature.name] = int(unseen.sum())
+        sources.append((feature, indices))
+    return torch.from_numpy(encoded_rows(sources, n_rows, width)), unknown_counts
