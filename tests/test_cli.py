@@ -330,7 +330,10 @@ def test_check_a_saved_model_on_its_table(run, tmp_path):
             "compare needs validation rows: set validation_fraction > 0",
             "compare needs validation rows: set --validation > 0",
         ),
-        ("seeds=0 must be an integer ≥ 1", "--seeds 0 must be an integer ≥ 1"),
+        (
+            "seeds=0 must be an integer from 1 to 1,000",
+            "--seeds 0 must be an integer from 1 to 1,000",
+        ),
         (
             "backend='compiled' cannot train with precision='bf16': only backend='autograd' "
             "(or 'auto') does",

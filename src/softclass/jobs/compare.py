@@ -70,6 +70,8 @@ from softclass.training.trainer import (
     resolve_device,
 )
 
+MAX_SEEDS = 1000  # seeds of one comparison (each trains every design once more)
+
 # Pairs whose agreement the report shows: A vs B must be identical, D equals A up to rounding,
 # C is another loss. Loss differences are only meaningful between the same loss quantity.
 AGREEMENT_PAIRS = (("A", "B"), ("A", "D"), ("A", "C"))
@@ -502,8 +504,8 @@ def _compare(
 ) -> ComparisonResult:
     config = TrainConfig() if config is None else config
     names = parse_designs(designs)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds={seeds!r} must be an integer ≥ 1")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"seeds={seeds!r} must be an integer from 1 to {MAX_SEEDS:,}")
     if data.validation_features is None or data.validation_targets is None:
         raise ConfigError("compare needs validation rows: set validation_fraction > 0")
     stopping = None

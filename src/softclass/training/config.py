@@ -27,6 +27,15 @@ MONITORS = {"validation_loss": "min", "validation_accuracy": "max", "train_loss"
 BACKENDS = ("auto", "compiled", "torch", "autograd")
 
 
+# Bounds on what one option may cost: a run's histories grow with the epochs, a batch's work
+# space with its rows, and each seed fits in the 64-bit seeds of the generators (with room for
+# seed + K of --seeds); threads beyond a few hundred only exhaust the system's task table.
+MAX_EPOCHS = 1_000_000
+MAX_BATCH_SIZE = 2**24
+MAX_SEED = 2**62
+MAX_THREADS = 1024
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. The defaults train the seed's Iris network (4-7-3 tanh, SGD) in seconds."""
@@ -53,11 +62,11 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 = leave torch's setting
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("seed", self.seed, minimum=0)
+        _check_int("epochs", self.epochs, minimum=1, maximum=MAX_EPOCHS)
+        _check_int("batch_size", self.batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
+        _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         _check_int("checkpoint_every", self.checkpoint_every, minimum=1)
-        _check_int("threads", self.threads, minimum=0)
+        _check_int("threads", self.threads, minimum=0, maximum=MAX_THREADS)
         if self.patience is not None:
             _check_int("patience", self.patience, minimum=1)
         from softclass.mlp.optimizers import OPTIMIZERS  # the registry (imports torch)
@@ -133,9 +142,11 @@ def _invalid(name: str, value: object, problem: str) -> OptionError:
     return OptionError("{" + name + "=} " + problem, **{name: value})
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _invalid(name, value, f"must be an integer ≥ {minimum}")
+    if maximum is not None and value > maximum:
+        raise _invalid(name, value, f"must be at most {maximum:,} (a bound on time and memory)")
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
