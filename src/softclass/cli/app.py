@@ -225,6 +225,21 @@ def _write_stdout(text: str) -> None:
         _stdout_failed(error)
 
 
+def _write_stdout_bytes(data: bytes) -> None:
+    """:func:`_write_stdout` for encoded text (a chunk of predictions): straight to the buffer
+    under ``sys.stdout``, checked the same way."""
+    from softclass.cli.streams import StdoutFailed
+
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except StdoutFailed as failure:
+        _stdout_failed(failure.error)
+    except OSError as error:
+        _stdout_failed(error)
+
+
 def _flush_stdout() -> None:
     from softclass.cli.streams import StdoutFailed
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from softclass.cli.app import _Command, _write_stdout, app, err_console
+from softclass.cli.app import _Command, _write_stdout_bytes, app, err_console
 from softclass.cli.options import _Delimiter, _Unknown
 from softclass.cli.run import _read_options
 from softclass.errors import (
@@ -34,7 +34,10 @@ def predict(
         Path, typer.Argument(help="Model directory written by train/compare.", metavar="MODEL_DIR")
     ],
     data: Annotated[Path, typer.Argument(help="CSV or Parquet table of raw rows.", metavar="DATA")],
-    output_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output_format: Annotated[
+        str,
+        typer.Option("--format", help="csv, json (one array) or jsonl (one JSON object per line)."),
+    ] = "csv",
     output: Annotated[
         Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
     ] = None,
@@ -68,19 +71,19 @@ def predict(
 
     The row column counts rows as every message does: header = row 1, first data row = 2.
     """
-    import json
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from softclass.data import read_table
     from softclass.errors import ConfigError
-    from softclass.io import atomic_write_text
-    from softclass.jobs.output import spreadsheet_safe
+    from softclass.jobs.destination import check_output_file
+    from softclass.jobs.output import FORMATS, spreadsheet_safe
     from softclass.jobs.store import load_model
     from softclass.jobs.train_predict import predict_table
 
-    if output_format not in ("csv", "json"):
-        raise ConfigError(f"--format {output_format!r}: expected csv or json")
+    if output_format not in FORMATS:
+        raise ConfigError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    if output is not None:
+        output = check_output_file(output, [model_dir, data], "--output")
     saved = load_model(model_dir)
     delimiter, _ = _read_options(delimiter, None, None)
     live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
@@ -107,18 +110,10 @@ def predict(
         )
     for warning in prediction.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    if output_format == "csv":
-        text = (prediction.table if raw else spreadsheet_safe(prediction.table)).write_csv()
-    else:
-        text = json.dumps(prediction.table.to_dicts(), indent=1) + "\n"
-    if output is None:
-        _write_stdout(text)
-    else:
-        try:
-            atomic_write_text(output, text)
-        except Interrupted as interrupt:
-            interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
-            raise
+    table = prediction.table
+    if output_format == "csv" and not raw:
+        table = spreadsheet_safe(table)
+    _write_prediction(table, output_format, output)
     if prediction.accuracy is not None:
         counted = prediction.table.height - prediction.unknown_labels
         err_console.print(
@@ -127,3 +122,24 @@ def predict(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _write_prediction(table, output_format: str, output: Path | None) -> None:
+    """Stream ``table`` in chunks to stdout, or into ``output`` (renamed into place at the end:
+    an interrupted or failed write leaves an earlier file there whole)."""
+    from softclass.io import atomic_path, translate_os_error
+    from softclass.jobs.output import serialized_chunks
+
+    chunks = serialized_chunks(table, output_format)
+    if output is None:
+        for chunk in chunks:
+            _write_stdout_bytes(chunk)
+        return
+    try:
+        with atomic_path(output) as temporary, translate_os_error(output):
+            with open(temporary, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+    except Interrupted as interrupt:
+        interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
+        raise

@@ -47,14 +47,24 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the model already in --out (its files change together, at the end).",
+        ),
+    ] = False,
     *,
     options: _Typed,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable)."""
     from softclass.errors import TrainingDiverged
+    from softclass.jobs.destination import check_output_directory, unit_fingerprint
     from softclass.jobs.train_predict import describe_kept, train_to_directory
     from softclass.mlp.designs import get_design
 
+    out = check_output_directory(out, "train", inputs=[data], overwrite=overwrite, resume=resume)
+    before = unit_fingerprint(out)
     chosen = get_design(design)
     network = _resolve(_is_bundled_iris(data), options)
     config = network.config
@@ -76,12 +86,13 @@ def train(
                     progress=bars,
                     distributed=context,
                     context=_run_context(data),
+                    overwrite=overwrite,
                 )
         except Interrupted as interrupt:
-            interrupt.kept = describe_kept(out)
+            interrupt.kept = describe_kept(out, before)
             raise
         except TrainingDiverged as diverged:
-            raise TrainingDiverged(f"{diverged}; {describe_kept(out)}") from diverged
+            raise TrainingDiverged(f"{diverged}; {describe_kept(out, before)}") from diverged
         if not context.is_main:
             return
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
