@@ -310,7 +310,8 @@ def test_a_second_run_on_the_same_out_is_refused_at_once(run, tmp_path, command)
     try:
         _wait_for(lambda: (tmp_path / ".out.lock").exists() and out.exists(), first)
         started = time.monotonic()
-        code, _, err = run(command, *data, "--out", out, "--epochs", 2)
+        # --overwrite: past the check of what --out holds (the first run's checkpoint) to the lock
+        code, _, err = run(command, *data, "--out", out, "--epochs", 2, "--overwrite")
         assert time.monotonic() - started < 20  # at once, not after training
         assert code == 2
         assert err.strip() == (

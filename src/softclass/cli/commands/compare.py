@@ -92,8 +92,10 @@ def compare(
     network = _resolve(_is_bundled_iris(data), options)
     config = network.config
     with _distributed_context(config.device) as context:
-        prepared = _prepared_data(data, options, config, show=context.is_main and not json_output)
         try:
+            prepared = _prepared_data(
+                data, options, config, show=context.is_main and not json_output
+            )
             with (
                 _torch_threads(config, prepared, network.hidden),
                 _ProgressBars(enabled=context.is_main and not json_output) as bars,

@@ -69,8 +69,8 @@ def train(
     network = _resolve(_is_bundled_iris(data), options)
     config = network.config
     with _distributed_context(config.device) as context:
-        prepared = _prepared_data(data, options, config, show=context.is_main)
         try:
+            prepared = _prepared_data(data, options, config, show=context.is_main)
             with (
                 _torch_threads(config, prepared, network.hidden),
                 _ProgressBars(enabled=context.is_main) as bars,
