@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from softclass.data import read_table
-from softclass.data.limits import DEFAULT_LIMITS, ReadLimitError, ReadLimits
+from softclass.limits import DEFAULT_LIMITS, ReadLimitError, ReadLimits
 
 ROW = b"1,2,3\n"
 

@@ -31,9 +31,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
 from softclass.data.column_types import TypingOptions, type_columns
-from softclass.data.limits import DEFAULT_LIMITS, LimitedStream, ReadLimitError, ReadLimits
 from softclass.data.messages import clip, quoted_names
 from softclass.errors import DataError
+from softclass.limits import DEFAULT_LIMITS, LimitedStream, ReadLimitError, ReadLimits
 
 TABLE_SUFFIXES = {
     ".csv": "csv",
@@ -81,7 +81,7 @@ def read_table(
             ``--na-values``).
         raw: return the cells untyped (CSV: every column ``String``; Parquet: as stored), for a
             recipe to type them as it was fitted.
-        limits: the most the table may cost (:mod:`softclass.data.limits`): decompressed bytes
+        limits: the most the table may cost (:mod:`softclass.limits`): decompressed bytes
             and ratio, columns, rows × columns.
 
     Returns:
