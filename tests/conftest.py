@@ -1,12 +1,31 @@
-"""Shared test set-up: every test starts from the same global random state."""
+"""Shared test set-up: the checkout's C libraries are up to date, every test starts from the same
+global random state."""
 
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from softclass import cli
 from softclass.training import mlp_native
+
+
+def pytest_configure(config):
+    """Build the C libraries in place (``python setup.py build_ext --inplace``), as ``pip install
+    -e .`` does, before any test loads them: in a checkout used through ``PYTHONPATH=src`` they
+    may be missing or older than a C file changed by a merge (softclass itself never compiles and
+    refuses a stale library). setuptools rebuilds only what changed; once, not per xdist worker.
+    A build that fails leaves the tests of the compiled paths to fail, saying why."""
+    if hasattr(config, "workerinput"):
+        return
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        check=False,
+    )
 
 
 @pytest.fixture(autouse=True)

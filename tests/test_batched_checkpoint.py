@@ -171,7 +171,10 @@ DAMAGED_FIELDS = [
     (_nested("train_config", "epochs", 10**9), r"'train_config\.epochs' is 1000000000; expected"),
     (_nested("train_config", "betas", [0.9]), r"'train_config\.betas' is a list of 1 items"),
     (_nested("train_config", "betas", [0.9, "x"]), r"'train_config\.betas\[1\]' is 'x'; expected"),
-    (_nested("train_config", "optimizer", "rmsprop"), r"optimizer='rmsprop': expected one of"),
+    (
+        _nested("train_config", "optimizer", "no-such-optimizer"),
+        r"optimizer='no-such-optimizer': expected one of sgd, adam, adamw$",
+    ),
     (_nested("train_config", "seed", [0]), r"'train_config\.seed' is a list of 1 items; expected"),
     (_nested("train_config", "seed", 10**30), r"'train_config\.seed' is an integer of about 31 d"),
     (_nested("train_config", "monitor", "x" * 2000), r"'train_config\.monitor' is 'xxxxxxxxxxx"),

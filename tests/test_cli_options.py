@@ -216,10 +216,10 @@ MESSAGES = [
         "--backend gpu: expected one of " + ", ".join(BACKENDS),
     ),
     (
-        ("--optimizer", "lbfgs"),
-        {"optimizer": "lbfgs"},
-        "optimizer='lbfgs': expected one of " + ", ".join(OPTIMIZERS),
-        "--optimizer lbfgs: expected one of " + ", ".join(OPTIMIZERS),
+        ("--optimizer", "no-such-optimizer"),
+        {"optimizer": "no-such-optimizer"},
+        "optimizer='no-such-optimizer': expected one of " + ", ".join(OPTIMIZERS),
+        "--optimizer no-such-optimizer: expected one of " + ", ".join(OPTIMIZERS),
     ),
     (
         ("--device", "tpu"),
@@ -296,8 +296,8 @@ MESSAGES = [
     (
         ("--validation", "1"),
         {"validation_fraction": 1.0},
-        "validation_fraction=1.0 must be in [0, 1) (0 = none)",
-        "--validation 1 must be in [0, 1) (0 = none)",
+        "validation_fraction=1.0 must lie in [0, 1) (0 = none)",
+        "--validation 1 must lie in [0, 1) (0 = none)",
     ),
 ]
 

@@ -221,8 +221,7 @@ def test_date_formats_and_parquet_dates(tmp_path):
 
 def test_na_values_declare_extra_missing_markers(tmp_path):
     path = write(tmp_path, "t.csv", "a,b,label\n1,-,x\nn/a,2,y\n3,4,x\n")
-    with pytest.raises(DataError, match=r"row 3, column 'a': 'n/a' is not a number"):
-        read_table(path)
+    assert read_table(path).schema["a"] == pl.String  # "1", "n/a", "3": three categories
     table = read_table(path, typing=TypingOptions(na_values=("n/a", "-")))
     assert table["a"].to_list() == [1.0, None, 3.0] and table["b"].to_list() == [None, 2.0, 4.0]
     recipe = Recipe.fit(
@@ -285,7 +284,8 @@ def test_unknown_categories_are_zeros_and_counted_or_refused():
 
 def test_skip_reports_each_bad_row_and_predicts_the_others():
     recipe = Recipe.fit(
-        pl.DataFrame({"a": ["1", "2", "3"], "b": ["x", "y", "x"], "y": ["p", "q", "p"]})
+        pl.DataFrame({"a": ["1", "2", "3"], "b": ["x", "y", "x"], "y": ["p", "q", "p"]}),
+        missing="error",
     )
     new = pl.DataFrame({"a": ["1", "abc", "", "4"], "b": ["x", "y", "y", "x"]})
     with pytest.raises(DataError, match=r"row 3, column 'a': 'abc' is not a number"):
@@ -518,12 +518,15 @@ def test_cli_shows_the_typing_table_and_carries_ids_into_predictions(run, tmp_pa
     new_path = tmp_path / "new.csv"
     new.write_csv(new_path)
     code, out, err = run("predict", model, new_path)
-    assert code == 2 and "row 3, column 'price': 'lots' is not a number" in err
+    assert code == 2 and "row 3 (column 'price': 'lots' is not a number)" in err
+    assert "1 of 3 row(s)" in err and pl.read_csv(out.encode()).height == 3  # every row written
     code, out, err = run("predict", model, new_path, "--on-error", "skip", "--accuracy")
     assert code == 0, err
     predictions = pl.read_csv(out.encode())
-    assert predictions["row"].to_list() == [2, 4] and predictions["id"].to_list() == [1, 3]
-    assert "skipped 1 row(s) (--on-error skip): row 3 (column 'price'" in err
+    assert predictions["row"].to_list() == [2, 3, 4] and predictions["id"].to_list() == [1, 2, 3]
+    assert predictions["predicted"].is_null().to_list() == [False, True, False]
+    assert predictions["reason"][1] == "column 'price': 'lots' is not a number"
+    assert "1 of 3 row(s) of " in err and "have no prediction: row 3 (column 'price'" in err
     assert "'island' 1" in err and "accuracy" in err
 
 

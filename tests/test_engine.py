@@ -259,9 +259,22 @@ def test_a_design_claiming_a_native_code_the_compiled_loops_lack_is_refused(monk
 @pytest.mark.parametrize(
     ("lookup", "name", "match"),
     [
-        (get_activation, "swish", "unknown activation 'swish': expected one of tanh, relu"),
-        (get_optimizer, "lbfgs", "unknown optimizer 'lbfgs': expected one of sgd, adam, adamw"),
-        (get_design, "E", "unknown design 'E': expected one of A, B, C, D"),
+        (
+            get_activation,
+            "no-such-activation",
+            "unknown activation 'no-such-activation': expected one of tanh, relu, sigmoid, "
+            "gelu, identity$",
+        ),
+        (
+            get_optimizer,
+            "no-such-optimizer",
+            "unknown optimizer 'no-such-optimizer': expected one of sgd, adam, adamw$",
+        ),
+        (
+            get_design,
+            "no-such-design",
+            r"unknown design 'no-such-design': expected one of A, B, C, D \(A = ",
+        ),
     ],
 )
 def test_unknown_names_list_the_accepted_ones(lookup, name, match):

@@ -172,7 +172,7 @@ def test_max_iter_without_convergence_warns():
 @pytest.mark.parametrize(
     ("params", "call", "match"),
     [
-        ({"design": "E"}, "fit", "The 'design' parameter of Classifier must be"),
+        ({"design": "no-such-design"}, "fit", "The 'design' parameter of Classifier must be"),
         ({"max_iter": 0}, "fit", "The 'max_iter' parameter of Classifier must be"),
         ({"hidden_layer_sizes": (4, 0)}, "fit", "hidden_layer_sizes must hold positive integers"),
         ({"device": "tpu-ish"}, "fit", "device='tpu-ish' is not a torch device"),

@@ -29,11 +29,12 @@ _SCRIPT = textwrap.dedent(
 
     mode = sys.argv[1]
     history = HistoryColumns({"train_loss": [1.0, 0.5, 0.25], "validation_loss": [1.1, 0.6, 0.4]})
+    styles = {"styles": {"A": ("#1f77b4", "-"), "B": ("#ff7f0e", "--"), "C": ("#2ca02c", "-")}}
     jobs = [
         FigureJob("curves", "loss_curves_figure", ({"A": history, "B": history},
-                  {"A": "cross entropy", "B": "nll"}, "caption"), weight=2),
-        FigureJob("agreement", "agreement_figure", ({"A vs B": [0.0, 1e-7, 3e-7]}, "cap")),
-        FigureJob("agreement-2", "agreement_figure", ({"A vs C": [0.1, 0.2, 0.3]},)),
+                  {"A": "cross entropy", "B": "nll"}, "caption"), styles, weight=2),
+        FigureJob("agreement", "agreement_figure", ({"A vs B": [0.0, 1e-7, 3e-7]}, "cap"), styles),
+        FigureJob("agreement-2", "agreement_figure", ({"A vs C": [0.1, 0.2, 0.3]},), styles),
     ]
     if mode == "fails-in-helper":
         from softclass.evaluation import plots
@@ -99,7 +100,10 @@ def test_no_helpers_in_a_process_running_torch():
     assert "torch" in sys.modules
     with figure_pool() as pool:
         assert pool is None
-        drawn = render_figures([FigureJob("a", "agreement_figure", ({"A vs B": [0.0, 1.0]},))])
+        styles = {"styles": {"B": ("#ff7f0e", "--")}}
+        drawn = render_figures(
+            [FigureJob("a", "agreement_figure", ({"A vs B": [0.0, 1.0]},), styles)]
+        )
     assert drawn["a"].startswith(PNG_SIGNATURE)
 
 

@@ -11,8 +11,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from softclass.evaluation import metrics, plots
+from softclass.mlp.designs import DESIGNS
 
 CAPTION = "people.csv · target 'city' · the 30 validation rows"
+STYLES = {name: (design.color, design.linestyle) for name, design in DESIGNS.items()}
 
 
 def _predictions(n_classes: int, rows_per_class: int = 6, seed: int = 0):
@@ -118,7 +120,7 @@ def test_calibration_shows_adaptive_bins_and_their_counts():
     probs, targets = _predictions(3, rows_per_class=10)  # 30 rows → 5 bins
     calibration = metrics.calibration(probs, targets)
     assert len(calibration.counts) == metrics.calibration_bins(30) == 5
-    figure = plots.calibration_figure({"A": calibration, "C": calibration}, CAPTION)
+    figure = plots.calibration_figure({"A": calibration, "C": calibration}, CAPTION, styles=STYLES)
     reliability, histogram = figure.axes
     heights = [patch.get_height() for patch in histogram.patches]
     assert heights == calibration.counts.tolist() * 2  # one bar per bin per design
@@ -153,7 +155,7 @@ def test_seed_bands_are_clamped_and_labelled():
             }
         },  # a t interval past 1
     }
-    figure = plots.seed_bands_figure(bands, CAPTION)
+    figure = plots.seed_bands_figure(bands, CAPTION, styles=STYLES)
     loss_panel, accuracy_panel = figure.axes
     assert accuracy_panel.get_ylim() == (0, 1.02)
     band = accuracy_panel.collections[0].get_paths()[0].vertices[:, 1]
@@ -175,6 +177,7 @@ def test_each_design_has_its_own_loss_panel():
         {"A": History([1.0, 0.5, 0.2]), "C": History([0.5, 0.3, 0.1])},
         {"A": "cross_entropy", "C": "mse"},
         CAPTION,
+        styles=STYLES,
     )
     assert [panel.get_ylabel() for panel in figure.axes] == ["cross_entropy loss", "mse loss"]
     assert not figure.axes[0].get_shared_y_axes().joined(figure.axes[0], figure.axes[1])

@@ -73,7 +73,10 @@ def _edit_metadata(directory, change):
     ("change", "message"),
     [
         (lambda m: m.pop("design"), r"model.json: missing field 'design'"),
-        (lambda m: m.update(design="E"), r"bad field 'design': unknown design 'E'"),
+        (
+            lambda m: m.update(design="no-such-design"),
+            r"bad field 'design': unknown design 'no-such-design'",
+        ),
         (lambda m: m.update(format_version=7), r"'format_version' is 7; this softclass reads"),
         (
             lambda m: m.update(model_config=[4, 3]),

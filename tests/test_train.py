@@ -411,12 +411,18 @@ def test_history_json_round_trip_turns_nan_into_null():
     [
         ({"epochs": 0}, r"epochs=0 must be an integer ≥ 1"),
         ({"batch_size": 2.5}, r"batch_size=2.5 must be an integer"),
-        ({"optimizer": "lbfgs"}, r"optimizer='lbfgs': expected one of sgd, adam"),
+        (
+            {"optimizer": "no-such-optimizer"},
+            r"optimizer='no-such-optimizer': expected one of sgd, adam, adamw$",
+        ),
         ({"device": "tpu"}, r"device='tpu': expected one of auto, cpu, cuda"),
         ({"precision": "fp16"}, r"precision='fp16': expected one of fp32, bf16"),
         ({"learning_rate": 0}, r"learning_rate=0 must be > 0"),
         ({"momentum": -1}, r"momentum=-1 must be a number ≥ 0"),
-        ({"validation_fraction": 1.0}, r"validation_fraction=1.0 must be in \[0, 1\)"),
+        (
+            {"validation_fraction": 1.0},
+            r"validation_fraction=1.0 must lie in \[0, 1\) \(0 = none\)$",
+        ),
         ({"validation_fraction": "x"}, r"validation_fraction='x' must be a number"),
         ({"patience": 0}, r"patience=0 must be an integer ≥ 1"),
         ({"seed": -1}, r"seed=-1 must be an integer ≥ 0"),

@@ -308,7 +308,10 @@ DAMAGED = [
     (_nested("optimizer", "step_counts", W, torch.tensor(-1.0)), r"is -1; expected a whole numb"),
     (_nested("optimizer", "step_counts", W, torch.tensor(1e9)), r"is 1e\+09; expected .*\[0, 4\]"),
     (_nested("optimizer", "step_counts", W, torch.tensor(math.nan)), r"finite values"),
-    (_nested("train_config", "optimizer", "lbfgs"), r"'train_config\.optimizer' is 'lbfgs'; exp"),
+    (
+        _nested("train_config", "optimizer", "no-such-optimizer"),
+        r"'train_config\.optimizer' is 'no-such-optimizer'; exp",
+    ),
     (lambda state: state["train_config"].pop("optimizer"), r"'train_config\.optimizer' is None"),
     (_set("model_config", [4, 3]), r"field 'model_config' is a list of 2 items; expected a map"),
     (_set("model_config", "4-7-3"), r"field 'model_config' is '4-7-3'; expected a mapping"),

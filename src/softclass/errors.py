@@ -121,5 +121,6 @@ class SoftclassWarning(UserWarning):
     ``warning:`` line)."""
 
 
-class NativeCacheWarning(SoftclassWarning):
-    """The compiled-code cache held something that was not loaded (and was rebuilt instead)."""
+class NativeUnavailableWarning(SoftclassWarning):
+    """softclass's compiled C code (built at install) is missing or unusable: the same math runs
+    on torch ops, more slowly."""

@@ -1,9 +1,9 @@
 """``softclass.Classifier``: softclass's MLP and designs as a scikit-learn classifier.
 
 Drops into ``Pipeline``, ``GridSearchCV``, ``clone`` and pickle like ``MLPClassifier``, with what
-that estimator lacks: the output/loss design (A–D), class weights, a validation-loss curve and a
-``device``. Labels may be any type (strings too): ``classes_`` holds them sorted, ``predict``
-returns them, ``predict_proba`` columns follow ``classes_``.
+that estimator lacks: the output/loss design (A–D or any registered one), class weights, a
+validation-loss curve and a ``device``. Labels may be any type (strings too): ``classes_`` holds
+them sorted, ``predict`` returns them, ``predict_proba`` columns follow ``classes_``.
 
 Training runs through the batched engine of :mod:`softclass.training.ensemble` with one member
 (hand-written
@@ -19,7 +19,6 @@ import dataclasses
 import math
 import warnings
 from numbers import Integral, Real
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,7 +39,8 @@ from softclass.errors import TrainingDiverged
 from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLP, MLPConfig
-from softclass.mlp.optimizers import DEFAULTS, OPTIMIZERS
+from softclass.mlp.optimizers import DEFAULTS
+from softclass.option_table import Rule, options_of
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
 from softclass.training.ensemble import BatchedTrainer, Member
@@ -61,14 +61,32 @@ def _check_float32_range(X: np.ndarray) -> None:
         )
 
 
+# Values a parameter takes beyond its training option's rule.
+_EXTRA_VALUES = {"batch_size": [StrOptions({"auto"})]}
+
+
+def _constraint(rule: Rule) -> object:
+    """An option table rule as a scikit-learn parameter constraint."""
+    if rule.kind == "choice":
+        return StrOptions(set(rule.choices()))
+    if rule.kind == "flag":
+        return "boolean"
+    closed = "neither" if rule.low_open else "left"
+    if rule.kind == "integer" and rule.high is not None:
+        closed = "both"  # an integer rule's bound is included
+    kind = Integral if rule.kind == "integer" else Real
+    return Interval(kind, rule.low, rule.high, closed=closed)
+
+
 class Classifier(ClassifierMixin, BaseEstimator):
     """Multi-layer perceptron classifier over softclass's designs.
 
     Parameters:
         hidden_layer_sizes: widths of the hidden layers, e.g. ``(7,)`` for the Iris 4-7-3 net.
         activation: hidden activation, one of ``softclass.mlp.activations.ACTIVATIONS``.
-        design: "A" (logits + cross entropy), "B" (log_softmax + NLL), "C" (softmax + squared
-            error on one-hot) or "D" (softmax + mean cross-entropy error).
+        design: a key of ``softclass.mlp.designs.DESIGNS``: "A" (logits + cross entropy), "B"
+            (log_softmax + NLL), "C" (softmax + squared error on one-hot), "D" (softmax + mean
+            cross-entropy error), or one registered since.
         solver: an optimizer of ``softclass.mlp.optimizers.OPTIMIZERS``: "sgd" (with
             ``momentum``), "adam" or "adamw" (their betas and eps: the registry's defaults).
         learning_rate_init: step size.
@@ -98,29 +116,33 @@ class Classifier(ClassifierMixin, BaseEstimator):
     stopping), ``best_validation_score_``, ``best_loss_``, ``n_iter_``.
     """
 
-    _parameter_constraints: ClassVar[dict] = {
-        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions(set(ACTIVATIONS))],
-        "design": [StrOptions(set(DESIGNS) | {name.lower() for name in DESIGNS})],
-        "solver": [StrOptions(set(OPTIMIZERS))],
-        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "momentum": [Interval(Real, 0, 1, closed="left")],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
-        "class_weight": [StrOptions({"balanced"}), dict, None],
-        "device": [str, torch.device],
-        "n_jobs": [
-            None,
-            Options(Integral, {-1}),
-            Interval(Integral, 1, None, closed="left"),
-        ],
-    }
+    @property
+    def _parameter_constraints(self) -> dict[str, list]:
+        """scikit-learn's constraints: the training options' from the option table (their
+        scikit-learn names, :mod:`softclass.option_table`), the registries' names as they are
+        now (an entry registered at run time is accepted), and the estimator's own."""
+        generated = {
+            declared.sklearn: [*_EXTRA_VALUES.get(declared.sklearn, []), _constraint(declared.rule)]
+            for declared in options_of(TrainConfig).values()
+            if declared.sklearn is not None
+        }
+        return {
+            "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+            "activation": [StrOptions(set(ACTIVATIONS))],
+            "design": [StrOptions(set(DESIGNS) | {name.lower() for name in DESIGNS})],
+            **generated,
+            "early_stopping": ["boolean"],
+            "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+            "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+            "random_state": ["random_state"],
+            "class_weight": [StrOptions({"balanced"}), dict, None],
+            "device": [str, torch.device],
+            "n_jobs": [
+                None,
+                Options(Integral, {-1}),
+                Interval(Integral, 1, None, closed="left"),
+            ],
+        }
 
     def __init__(
         self,

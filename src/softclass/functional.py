@@ -34,6 +34,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from softclass import validation
 from softclass.kernels import cpu as cpu_kernels
@@ -149,6 +150,8 @@ def softmax(
         A tensor of ``input``'s shape and dtype (or ``dtype``). Rows that are all ``-inf`` or that
         contain ``+inf`` give NaN, as in torch.
     """
+    if has_torch_function_variadic(input):
+        return handle_torch_function(softmax, (input,), input, dim, _stacklevel, dtype)
     return _softmax_family(False, "softmax", input, dim, dtype)
 
 
@@ -163,6 +166,8 @@ def log_softmax(
     Stable for large logits where ``log(softmax(x))`` underflows to ``-inf``. Arguments and
     return shape as :func:`softmax`; every value is ``<= 0``.
     """
+    if has_torch_function_variadic(input):
+        return handle_torch_function(log_softmax, (input,), input, dim, _stacklevel, dtype)
     return _softmax_family(True, "log_softmax", input, dim, dtype)
 
 
@@ -180,6 +185,8 @@ def logsumexp(
         ``input``'s shape without ``dim`` (or with size 1 there when ``keepdim``). An infinite
         maximum is not subtracted, so all ``-inf`` gives ``-inf`` and any ``+inf`` gives ``+inf``.
     """
+    if has_torch_function_variadic(input):
+        return handle_torch_function(logsumexp, (input,), input, dim, keepdim)
     op = "logsumexp"
     validation.check_tensor(input, "input", op)
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
@@ -282,6 +289,18 @@ def nll_loss(
     Returns:
         The loss in ``input``'s dtype.
     """
+    if has_torch_function_variadic(input, target, weight):
+        return handle_torch_function(
+            nll_loss,
+            (input, target, weight),
+            input,
+            target,
+            weight,
+            size_average,
+            ignore_index,
+            reduce,
+            reduction,
+        )
     op = "nll_loss"
     reduction = validation.resolve_reduction(reduction, size_average, reduce)
     validation.check_class_input(input, op)
@@ -410,11 +429,27 @@ def cross_entropy(
     >>> round(cross_entropy(logits, torch.tensor([1, 3, 0])).item(), 4)
     0.7837
     """
+    if has_torch_function_variadic(input, target, weight):
+        return handle_torch_function(
+            cross_entropy,
+            (input, target, weight),
+            input,
+            target,
+            weight,
+            size_average,
+            ignore_index,
+            reduce,
+            reduction,
+            label_smoothing,
+        )
     op = "cross_entropy"
     reduction = validation.resolve_reduction(reduction, size_average, reduce)
-    validation.check_label_smoothing(label_smoothing)
-    validation.check_class_input(input, op)
+    label_smoothing = validation.label_smoothing_value(label_smoothing)
+    validation.check_tensor(input, "input", op)
     validation.check_tensor(target, "target", op)
+    if input.dim() == 0:
+        raise validation.zero_dim_cross_entropy_error(target)
+    validation.check_class_input(input, op)
     n_classes = input.shape[1] if input.dim() >= 2 else input.shape[0]
     probability_target = target.shape == input.shape
     if probability_target:
@@ -428,38 +463,58 @@ def cross_entropy(
         validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
         out_dtype = input.dtype
     logits, flat_target, item_shape = _flatten_classes(input, target, probability_target)
-    # torch.func transforms (and forward-mode AD) take the differentiable torch-ops path.
-    transformed = validation.is_transformed(logits, flat_target, weight)
+    loss = _cross_entropy_2d(
+        logits, flat_target, target, weight, ignore_index, reduction, label_smoothing, op
+    )
+    if reduction == "none":
+        loss = loss.reshape(item_shape)
+    return loss if loss.dtype == out_dtype else loss.to(out_dtype)
+
+
+def _cross_entropy_2d(
+    logits: torch.Tensor,
+    flat_target: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    op: str,
+) -> torch.Tensor:
+    """Cross entropy of validated (M, C) logits and (M,) or (M, C) targets (``target``: the
+    caller's, for error positions): the fused kernel where one applies, else torch ops."""
+    probability_target = flat_target.dim() == 2
+    n_classes = logits.shape[1]
+    # torch.func transforms (and forward-mode AD) take the differentiable torch-ops path, and so
+    # does a class weight that needs a gradient (probability targets; the kernels treat the
+    # weight as a constant).
+    plain = validation.is_transformed(logits, flat_target, weight) or (
+        weight is not None and weight.requires_grad and torch.is_grad_enabled()
+    )
     fused_kernel = (
-        None
-        if transformed
-        else _fused_cross_entropy_kernel(logits, flat_target, probability_target)
+        None if plain else _fused_cross_entropy_kernel(logits, flat_target, probability_target)
     )
     if not probability_target and fused_kernel is not cpu_kernels.cross_entropy:
         checked = validation.check_target_range(target, n_classes, ignore_index, op)
         flat_target = checked.reshape(flat_target.shape)
-    if fused_kernel is not None:
-        try:
-            loss = fused_kernel(
-                logits,
-                flat_target if probability_target else flat_target.long(),
-                weight,
-                ignore_index,
-                reduction,
-                float(label_smoothing),
-            )
-        except cpu_kernels.TargetOutOfBoundsError as error:
-            # The fused operator found it (its range check replaces validation's here).
-            raise validation.target_out_of_bounds(
-                target, error.row, n_classes, ignore_index, op
-            ) from None
-    else:
-        loss = _cross_entropy_rows(
-            logits, flat_target, weight, ignore_index, reduction, float(label_smoothing)
+    if fused_kernel is None:
+        return _cross_entropy_rows(
+            logits, flat_target, weight, ignore_index, reduction, label_smoothing
         )
-    if reduction == "none":
-        loss = loss.reshape(item_shape)
-    return loss if loss.dtype == out_dtype else loss.to(out_dtype)
+    try:
+        return fused_kernel(
+            logits,
+            flat_target if probability_target else flat_target.long(),
+            weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+        )
+    except cpu_kernels.TargetOutOfBoundsError as error:
+        # The fused operator found it (its range check replaces validation's here).
+        raise validation.target_out_of_bounds(
+            target, error.row, n_classes, ignore_index, op
+        ) from None
 
 
 def one_hot(
@@ -471,6 +526,8 @@ def one_hot(
     ``tensor.max() + 1``); ``dtype`` (a softclass extension) gives e.g. float targets for the
     losses of designs C and D directly.
     """
+    if has_torch_function_variadic(tensor):
+        return handle_torch_function(one_hot, (tensor,), tensor, num_classes, dtype)
     op = "one_hot"
     validation.check_tensor(tensor, "tensor", op)
     if tensor.is_floating_point() or tensor.dtype == torch.bool:
@@ -531,6 +588,8 @@ def mse_onehot(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mea
     Returns:
         The loss in ``probs``' dtype.
     """
+    if has_torch_function_variadic(probs, targets):
+        return handle_torch_function(mse_onehot, (probs, targets), probs, targets, reduction)
     op = "mse_onehot"
     reduction = validation.resolve_reduction(reduction)
     encoded = _probability_targets(probs, targets, op)
@@ -549,6 +608,8 @@ def mcee(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") ->
 
     Args and return: as :func:`mse_onehot`.
     """
+    if has_torch_function_variadic(probs, targets):
+        return handle_torch_function(mcee, (probs, targets), probs, targets, reduction)
     op = "mcee"
     reduction = validation.resolve_reduction(reduction)
     encoded = _probability_targets(probs, targets, op)
@@ -591,9 +652,22 @@ def linear_cross_entropy(
     Returns:
         The loss in ``input``'s dtype: ``(N,)`` for ``"none"``, else 0-d.
     """
+    if has_torch_function_variadic(input, linear_weight, target, linear_bias, weight):
+        return handle_torch_function(
+            linear_cross_entropy,
+            (input, linear_weight, target, linear_bias, weight),
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+        )
     op = "linear_cross_entropy"
     reduction = validation.resolve_reduction(reduction)
-    validation.check_label_smoothing(label_smoothing)
+    label_smoothing = validation.label_smoothing_value(label_smoothing)
     ignore_index = -100 if ignore_index is None else ignore_index
     n_classes = validation.check_linear_inputs(input, linear_weight, linear_bias, op)
     validation.check_tensor(target, "target", op)
@@ -614,8 +688,11 @@ def linear_cross_entropy(
         validation.check_index_target(class_input, target, op)
         validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
         target = target.long()
-    if validation.is_transformed(input, linear_weight, linear_bias, target):
-        # torch.func transforms and forward-mode AD: differentiable torch ops (the op has no jvp).
+    if validation.is_transformed(input, linear_weight, linear_bias, target) or (
+        weight is not None and weight.requires_grad and torch.is_grad_enabled()
+    ):
+        # torch.func transforms and forward-mode AD (the op has no jvp), and class weights that
+        # need a gradient (probability targets): differentiable torch ops.
         logits = input @ linear_weight.t()
         if linear_bias is not None:
             logits = logits + linear_bias

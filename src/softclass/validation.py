@@ -20,7 +20,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from softclass.kernels.cpu import is_eager
+from softclass.kernels.cpu import is_eager, out_of_bounds_message
 
 REDUCTIONS = ("none", "mean", "sum")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -58,10 +58,13 @@ def resolve_reduction(
     return reduction
 
 
-def check_label_smoothing(label_smoothing: float) -> None:
-    """Label smoothing ε must lie in [0, 1] (torch checks only ε ≤ 1; negative ε is refused too)."""
-    if not 0.0 <= float(label_smoothing) <= 1.0:
+def label_smoothing_value(label_smoothing: float) -> float:
+    """The ε a loss computes with: torch refuses ε > 1 and ignores ε ≤ 0 (and NaN) entirely, so
+    a negative ε gives the unsmoothed loss, as in torch."""
+    label_smoothing = float(label_smoothing)
+    if label_smoothing > 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    return label_smoothing if label_smoothing > 0.0 else 0.0
 
 
 def is_transformed(*tensors: Tensor | None) -> bool:
@@ -133,6 +136,22 @@ def check_class_input(input: torch.Tensor, op: str) -> None:
     check_floating(input, "input", op)
 
 
+def zero_dim_cross_entropy_error(target: torch.Tensor) -> Exception:
+    """torch's error for cross entropy of a 0-d input: a 0-d target (same shape) is read as class
+    probabilities and must be floating (RuntimeError); a floating one, or any other target,
+    fails on the class dimension (IndexError)."""
+    if target.dim() == 0 and not target.is_floating_point():
+        return RuntimeError(
+            "cross_entropy: Expected floating point type for target with class probabilities, "
+            f"got {_dtype_name(target)} (input is 0-d: logits need a class dimension, shape (C,) "
+            "or (N, C))"
+        )
+    return IndexError(
+        "cross_entropy: Dimension out of range (expected to be in range of [-1, 0], but got 1): "
+        "input is 0-d; logits need a class dimension, shape (C,) or (N, C)"
+    )
+
+
 def check_index_target(input: torch.Tensor, target: torch.Tensor, op: str) -> None:
     """Class-index target: dtype Long or Byte, and a shape that matches the input's."""
     check_tensor(target, "target", op)
@@ -199,13 +218,13 @@ def check_probability_target(input: torch.Tensor, target: torch.Tensor, ignore_i
 def check_weight(
     weight: torch.Tensor | None, input: torch.Tensor, n_classes: int, op: str, strict_dtype: bool
 ) -> None:
-    """Class weights: a 1-D tensor of C values on the input's device (and dtype, when strict),
-    not requiring grad while grad mode is on (as torch: the losses are not differentiable with
-    respect to it)."""
+    """Class weights: a 1-D tensor of C values on the input's device. With class-index targets
+    (``strict_dtype``) also of the input's dtype and not requiring grad while grad mode is on (as
+    torch: that loss is not differentiable with respect to it; with probability targets it is)."""
     if weight is None:
         return
     check_tensor(weight, "weight", op)
-    if weight.requires_grad and torch.is_grad_enabled():
+    if strict_dtype and weight.requires_grad and torch.is_grad_enabled():
         raise RuntimeError(
             f"{op}: the loss is not differentiable with respect to argument 'weight' (the class "
             "weights); this input cannot have requires_grad True: pass weight.detach()"
@@ -285,12 +304,8 @@ def target_out_of_bounds(
         remainder //= size
     position = tuple(reversed(position))
     value = int(target[position])
-    where = f" at position {position[0] if len(position) == 1 else position}" if position else ""
-    return IndexError(
-        f"{op}: Target {value} is out of bounds{where}: expected class indices in "
-        f"[0, {n_classes - 1}] for {n_classes} classes"
-        + (f" or ignore_index={ignore_index}" if ignore_index != -100 else "")
-    )
+    shown = (position[0] if len(position) == 1 else position) if position else None
+    return IndexError(out_of_bounds_message(op, value, shown, n_classes, ignore_index))
 
 
 def check_linear_inputs(
@@ -339,8 +354,16 @@ def check_linear_inputs(
     return linear_weight.shape[0]
 
 
-def check_linear_module(num_classes: int, out_features: tuple[int, ...], weight, op: str) -> None:
-    """LinearCrossEntropyLoss's options: class weights of shape (num_classes,), no K-dim."""
+def check_linear_module(
+    num_classes: int, out_features: tuple[int, ...], weight, options: object, op: str
+) -> None:
+    """LinearCrossEntropyLoss's options: class weights of shape (num_classes,), no K-dim, no
+    torch chunking options (softclass always streams blocks of rows)."""
+    if options is not None:
+        raise NotImplementedError(
+            f"{op}: options={options!r}: torch's chunking options are not supported (softclass "
+            "always streams blocks of rows); leave options=None"
+        )
     if out_features != ():
         raise NotImplementedError(
             f"{op}: out_features={out_features!r}: K-dimensional outputs are not supported; "

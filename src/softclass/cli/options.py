@@ -7,7 +7,7 @@ import functools
 import inspect
 import re
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,27 +20,11 @@ from softclass.errors import (
 )
 from softclass.jobs.defaults import DEMONSTRATION, TABLE
 from softclass.limits import DEFAULT_LIMITS
-from softclass.training.config import BACKENDS, DEVICES, MONITORS, PRECISIONS, TrainConfig
+from softclass.option_table import Option, names_text, options_of
+from softclass.training.config import TrainConfig
 
 if TYPE_CHECKING:
     pass
-
-
-_MAX_FLOATS = 1000  # explain prints every value a few times: a screenful, not a file
-
-
-def _parse_floats(text: str, option: str) -> tuple[float, ...]:
-    if text.count(",") >= _MAX_FLOATS:
-        raise typer.BadParameter(
-            f"{text.count(',') + 1:,} values: at most {_MAX_FLOATS:,} are explained",
-            param_hint=option,
-        )
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise typer.BadParameter(
-            f"expected comma-separated numbers like 2.5,3.5,1.5, got {text!r}", param_hint=option
-        ) from None
 
 
 _DataArgument = Annotated[
@@ -76,17 +60,13 @@ _DEFAULTS_HELP = (
 # themselves (they import torch, which ``softclass --help`` must not): placeholder → module and
 # name of the registry.
 _REGISTRY_NAMES = {
+    "{designs}": ("softclass.mlp.designs", "DESIGNS"),
+    "{reference}": ("softclass.mlp.designs", "REFERENCE"),
     "{activations}": ("softclass.mlp.activations", "ACTIVATIONS"),
     "{optimizers}": ("softclass.mlp.optimizers", "OPTIMIZERS"),
     "{normalizations}": ("softclass.data.recipe", "NORMALIZATIONS"),
     "{missing}": ("softclass.data.recipe", "MISSING_POLICIES"),
 }
-
-
-def _names(names: Iterable[str]) -> str:
-    """``"tanh, relu or gelu"``: the accepted names of an option, for its help."""
-    *rest, last = names
-    return f"{', '.join(rest)} or {last}" if rest else last
 
 
 def _with_registry_names(params: list) -> list:
@@ -99,7 +79,9 @@ def _with_registry_names(params: list) -> list:
         for placeholder, (module, registry) in _REGISTRY_NAMES.items():
             if placeholder in text:
                 names = getattr(importlib.import_module(module), registry)
-                text = text.replace(placeholder, _names(names))
+                text = text.replace(
+                    placeholder, names if isinstance(names, str) else names_text(names)
+                )
                 param.help = text
     return params
 
@@ -187,19 +169,41 @@ def _spec(
     return _Spec(name, flag.split("/")[0], library, annotation, default, parse, commands, panel)
 
 
-def _parse_betas(text: str) -> tuple[float, ...]:
-    return _parse_floats(text, "--betas")
-
-
 _DATA = {"panel": "Data"}
+# Option → its value's type as typed (a pair is typed as text and parsed).
+_TYPED_KINDS = {"integer": int, "number": float, "flag": bool, "choice": str, "pair": str}
+
+
+def _typed_parser(parse: Callable[[str], Any], flag: str) -> Callable[[str], Any]:
+    """``parse``, its ValueError shown as an error of ``flag``."""
+
+    def parse_typed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint=flag) from None
+
+    return parse_typed
+
+
+def _config_spec(library: str, declared: Option) -> _Spec:
+    """The spec of TrainConfig field ``library``, from its option
+    (:mod:`softclass.option_table`)."""
+    flag = declared.flag.split("/")[0]
+    return _spec(
+        flag[2:].replace("-", "_"),
+        declared.flag,
+        _TYPED_KINDS[declared.rule.kind] | None,
+        declared.help,
+        library=library,
+        metavar=declared.metavar,
+        parse=None if declared.parse is None else _typed_parser(declared.parse, flag),
+        commands=declared.commands,
+        panel=declared.panel,
+    )
+
+
 _SPECS: tuple[_Spec, ...] = (
-    _spec(
-        "epochs",
-        "--epochs",
-        int | None,
-        "Passes over the training rows (at most, with --patience).",
-        metavar="N",
-    ),
     _spec(
         "hidden",
         "--hidden",
@@ -215,112 +219,7 @@ _SPECS: tuple[_Spec, ...] = (
         "Activation of the hidden layers: {activations}.",
         metavar="NAME",
     ),
-    _spec("optimizer", "--optimizer", str | None, "{optimizers}.", metavar="NAME"),
-    _spec("lr", "--lr", float | None, "Learning rate.", library="learning_rate", metavar="RATE"),
-    _spec(
-        "momentum",
-        "--momentum",
-        float | None,
-        "SGD momentum (the Adam family ignores it).",
-        metavar="M",
-    ),
-    _spec("nesterov", "--nesterov", bool | None, "SGD: Nesterov momentum (needs --momentum > 0)."),
-    _spec(
-        "betas",
-        "--betas",
-        str | None,
-        "Adam/AdamW moving-average rates, two numbers.",
-        metavar="B1,B2",
-        parse=_parse_betas,
-    ),
-    _spec("eps", "--eps", float | None, "Adam/AdamW denominator guard.", metavar="EPS"),
-    _spec(
-        "weight_decay",
-        "--weight-decay",
-        float | None,
-        "L2 penalty on the weights (decoupled with adamw).",
-        metavar="L2",
-    ),
-    _spec("batch_size", "--batch-size", int | None, "Rows per optimizer step.", metavar="ROWS"),
-    _spec("seed", "--seed", int | None, "Seed of weights, batch order and split.", metavar="N"),
-    _spec(
-        "patience",
-        "--patience",
-        int | None,
-        "Early stopping: stop after this many epochs "
-        "without a better --monitor value on held-out rows and keep the best weights "
-        "(compare: the --stopping rows, apart from the validation rows; train: the validation "
-        "rows); 0 turns it off.",
-        metavar="EPOCHS",
-    ),
-    _spec(
-        "monitor",
-        "--monitor",
-        str | None,
-        f"What early stopping watches: {_names(MONITORS)}.",
-        metavar="NAME",
-    ),
-    _spec(
-        "min_delta",
-        "--min-delta",
-        float | None,
-        "Early stopping: an improvement must beat the best value by more than this.",
-        metavar="D",
-    ),
-    _spec(
-        "restore_best",
-        "--restore-best/--no-restore-best",
-        bool | None,
-        "Early stopping: end on the best epoch's weights (or on the last epoch's).",
-    ),
-    _spec(
-        "device",
-        "--device",
-        str | None,
-        f"{_names(DEVICES)} (auto: cuda when available).",
-        metavar="NAME",
-    ),
-    _spec(
-        "precision",
-        "--precision",
-        str | None,
-        f"{_names(PRECISIONS)} (bf16: autocast of the network).",
-        metavar="NAME",
-    ),
-    _spec(
-        "backend",
-        "--backend",
-        str | None,
-        f"Training backend: {_names(BACKENDS)} (auto: the fastest that supports the run).",
-        metavar="NAME",
-    ),
-    _spec(
-        "threads",
-        "--threads",
-        int | None,
-        "CPU threads for torch; 0 = chosen by the size of a "
-        "training step: one for small networks (a second thread only adds synchronisation "
-        "there), every idle core for large ones.",
-        metavar="N",
-    ),
-    _spec(
-        "checkpoint_every",
-        "--checkpoint-every",
-        int | None,
-        "Epochs between checkpoints.",
-        metavar="EPOCHS",
-        commands=("train",),
-    ),
-    _spec(
-        "validation",
-        "--validation",
-        float | None,
-        "Share of each class held out as validation "
-        "rows: every reported validation number comes from them (train: 0 = none).",
-        library="validation_fraction",
-        metavar="FRACTION",
-        **_DATA,
-    ),
+    *(_config_spec(name, declared) for name, declared in options_of(TrainConfig).items()),
     _spec(
         "target",
         "--target",
@@ -355,7 +254,7 @@ _SPECS: tuple[_Spec, ...] = (
         str,
         "Missing cells: {missing}.",
         metavar="NAME",
-        default="error",
+        default="impute",
         **_DATA,
     ),
     _Spec("delimiter", "--delimiter", "delimiter", _Delimiter, panel="Data"),
@@ -391,6 +290,22 @@ _SPECS: tuple[_Spec, ...] = (
         list[str] | None,
         "Extra cell text meaning missing, e.g. n/a or - (repeat).",
         metavar="TEXT",
+        **_DATA,
+    ),
+    _spec(
+        "categorical",
+        "--categorical",
+        list[str] | None,
+        "Read this column as text: each value a category (repeat).",
+        metavar="COLUMN",
+        **_DATA,
+    ),
+    _spec(
+        "numeric",
+        "--numeric",
+        list[str] | None,
+        "Read this column as numbers: other cell text is missing (repeat).",
+        metavar="COLUMN",
         **_DATA,
     ),
     _spec(

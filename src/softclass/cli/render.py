@@ -122,7 +122,7 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
             f"{numbers['validation_log_loss']:.4f}",
             f"{numbers['validation_brier']:.4f}",
             f"{numbers['validation_ece']:.3f}",
-            _LOSS_LABELS.get(get_design(name).loss_name, get_design(name).loss_name),
+            get_design(name).label,
             f"{numbers['train_loss']:.4f}",
             f"{numbers['validation_loss']:.4f}",
             epochs,
@@ -162,8 +162,6 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
 
 # Verdicts of softclass.evaluation.stats, shortened so the paired table fits 80 columns.
 _SHORT_VERDICTS = {"equal to float tolerance": "rounding", "not significant": "not signif."}
-# Each design's own loss, named briefly for the table (the report names it in full).
-_LOSS_LABELS = {"cross_entropy": "CE", "nll": "NLL", "mse": "sq. error", "mcee": "MCEE"}
 
 
 def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:

@@ -38,13 +38,31 @@ def _torch_threads(
     return torch_threads(threads)
 
 
-def _read_options(delimiter: str | None, decimal: str | None, na_values: list[str] | None):
+def _delimiter(delimiter: str | None) -> str | None:
+    """The delimiter flag's value (``\\t`` typed as two characters, or ``tab``: a tab)."""
+    return "\t" if delimiter in ("\\t", "tab") else delimiter
+
+
+def _read_options(typed: _Typed):
     """``(delimiter, TypingOptions)`` from the data flags (``\\t`` typed as two characters: tab)."""
     from softclass.data import TypingOptions
 
-    if delimiter in ("\\t", "tab"):
-        delimiter = "\t"
-    return delimiter, TypingOptions(decimal=decimal, na_values=tuple(na_values or ()))
+    return _delimiter(typed.delimiter), TypingOptions(
+        decimal=typed.decimal,
+        na_values=tuple(typed.na_values or ()),
+        categorical=tuple(typed.categorical or ()),
+        numeric=tuple(typed.numeric or ()),
+    )
+
+
+_READ_OPTIONS = (  # data flags for reading and the split, not passed to prepare_table
+    "validation_fraction",
+    "delimiter",
+    "decimal",
+    "na_values",
+    "categorical",
+    "numeric",
+)
 
 
 def _prepared_data(
@@ -56,7 +74,7 @@ def _prepared_data(
     from softclass.jobs.compare import prepare_table
     from softclass.limits import ReadLimits
 
-    delimiter, typing = _read_options(typed.delimiter, typed.decimal, typed.na_values)
+    delimiter, typing = _read_options(typed)
     limit_names = {field.name for field in dataclasses.fields(ReadLimits)}
     values = _library_values(typed)
     limits = ReadLimits(
@@ -66,7 +84,7 @@ def _prepared_data(
         spec.library: value
         for spec, value in values.items()
         if spec.panel == "Data"
-        and spec.library not in ("validation_fraction", "delimiter", "decimal", "na_values")
+        and spec.library not in _READ_OPTIONS
         and spec.library not in limit_names
     }
     with (

@@ -47,8 +47,9 @@ def check_has_columns(table: pl.DataFrame, names: Sequence[object], role: str) -
 
 
 def check_named_columns(
-    table: pl.DataFrame, names: Sequence[str], option: str, target: str
+    table: pl.DataFrame, names: Sequence[str], option: str, target: str | None
 ) -> None:
+    """Every name a column of ``table``, and not the ``target`` (None: may be the target)."""
     present = set(table.columns)
     for name in names:
         if name not in present:

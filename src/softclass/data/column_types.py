@@ -12,15 +12,20 @@ Every column gets one :class:`ColumnType` of a kind in :data:`KINDS`:
   and they give different values (``1,234``), ``.`` is used and :func:`infer_types` says so.
 * ``"boolean"`` — every present cell is one of the pairs true/false, yes/no, t/f, y/n (any
   case); read as 1.0 and 0.0.
-* ``"date"`` — every present cell is a date or date-time in one of :data:`DATE_FORMATS` (the
+* ``"date"`` — every present cell is a date or date-time in one of
+  :data:`softclass.data.dates.DATE_FORMATS` (the
   first format that reads every cell is used), or the column is a Parquet date/date-time.
 * ``"text"`` — no present cell is a number: the cells are category names.
 
 Missing cells are empty or blank cells and the markers :data:`MISSING_MARKERS` (plus
 ``TypingOptions.na_values``, ``--na-values``); they become nulls and do not count toward the
-kind. A text column where numbers and other text mix is an error naming the first cell of the
-minority kind (``row 17, column 'income': 'abc' is not a number``). A column with no values at
-all is a number column (all null). Parquet columns keep their type: integers, floats and decimals
+kind. A column where numbers and words mix is typed by this rule: with at most
+:data:`MIXED_MAX_CATEGORIES` distinct values, or fewer than :data:`MIXED_NUMBER_SHARE` of its
+present cells numbers, it is text (each value a category: ``K, 1, 2, …`` grades); otherwise it is
+a number column whose words are read as missing, with a note counting them. ``--categorical
+COL`` and ``--numeric COL`` (:class:`TypingOptions`) override the rule for a column (a column
+declared numeric reads any word as missing). A column with no values at all is a number column
+(all null). Parquet columns keep their type: integers, floats and decimals
 are numbers, booleans booleans, dates and date-times dates; other types (lists, binary…) are an
 error naming the column.
 
@@ -38,6 +43,7 @@ from functools import cache
 
 import polars as pl
 
+from softclass.data.dates import date_format_of, parse_dates
 from softclass.data.messages import clip, row_number
 from softclass.errors import DataError
 
@@ -54,18 +60,11 @@ DECIMAL_MARKS = (".", ",")
 BOOLEAN_PAIRS = (("true", "false"), ("yes", "no"), ("t", "f"), ("y", "n"))
 """Texts (compared lower-case) a boolean column may hold: (true text, false text)."""
 
-DATE_FORMATS = (
-    "%Y-%m-%d",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M",
-    "%Y/%m/%d",
-    "%d.%m.%Y",
-    "%m/%d/%Y",
-    "%d/%m/%Y",
-)
-"""Date and date-time formats (polars/chrono ``strptime`` syntax) tried in this order."""
+MIXED_MAX_CATEGORIES = 20
+"""A column mixing numbers and words with at most this many distinct values is text."""
+MIXED_NUMBER_SHARE = 0.8
+"""A column mixing numbers and words, with more distinct values, is a number column (its words
+read as missing) when at least this share of its present cells are numbers; else text."""
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32: features are float32, so larger magnitudes cannot be used."""
@@ -75,7 +74,6 @@ _CURRENCY_CODES = "USD|EUR|GBP|JPY|CHF|CAD|AUD|NZD|CNY|INR|SEK|NOK|DKK|PLN|CZK|B
 _CURRENCY = rf"(?:[{_CURRENCY_SYMBOLS}]|(?:{_CURRENCY_CODES}))"
 _SPACES = "\u0020\u00a0\u2009\u202f"
 _THOUSANDS = {".": f",'’{_SPACES}", ",": f".'’{_SPACES}"}
-_DATE_LIKE = r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
 _NON_ASCII_DIGIT = r"[\p{Nd}--0-9]"
 _GROUPED_THOUSANDS = re.compile(r"^[+-]?[1-9][0-9]{0,2}\.[0-9]{3}$")
 _SAMPLE = 256  # cells checked first, so that a column of another kind costs little
@@ -88,12 +86,21 @@ class TypingOptions:
     Attributes:
         decimal: ``"."`` or ``","`` for every number column, or None to detect per column.
         na_values: extra cell texts meaning "missing", besides :data:`MISSING_MARKERS`.
+        categorical: columns read as text, each value a category (``--categorical``).
+        numeric: columns read as numbers, any other cell text missing (``--numeric``).
     """
 
     decimal: str | None = None
     na_values: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        both = sorted(set(self.categorical) & set(self.numeric))
+        if both:
+            raise DataError(
+                f"--categorical and --numeric both name {clip(repr(both[0]))}; give one of them"
+            )
         if self.decimal is not None and self.decimal not in DECIMAL_MARKS:
             raise DataError(
                 f"--decimal {self.decimal!r} is not a decimal mark; expected '.' or ','"
@@ -115,6 +122,8 @@ class ColumnType:
         decimal: the decimal mark of a number column's text cells.
         date_format: the format of a date column's text cells (None: typed cells or no text).
         boolean_texts: (true, false) texts of a boolean column's text cells.
+        words_as_missing: a number column whose cells that are not numbers are missing (a
+            mixed column typed as numbers, or ``--numeric``).
         note: what the user should know about the typing (an ambiguous decimal mark…), or "".
     """
 
@@ -123,6 +132,7 @@ class ColumnType:
     decimal: str = "."
     date_format: str | None = None
     boolean_texts: tuple[str, str] = ("true", "false")
+    words_as_missing: bool = False
     note: str = field(default="", compare=False)
 
     @property
@@ -207,6 +217,12 @@ def type_column(
     options = options or TypingOptions()
     dtype = column.dtype
     name = column.name
+    if name in options.categorical:
+        column_type = ColumnType(name, TEXT, note="text (--categorical)")
+        return column_type, read_column(column, column_type, options.missing_markers)[0]
+    if name in options.numeric and dtype in (pl.String, pl.Categorical):
+        text = present_text(column.cast(pl.String), options.missing_markers)
+        return _numbers_and_words(text, options.decimal, "--numeric")
     if dtype.is_numeric() or dtype == pl.Null:
         return ColumnType(name, NUMBER), column.cast(pl.Float64)
     if dtype == pl.Boolean:
@@ -234,12 +250,11 @@ def type_column(
         if lowered and lowered <= set(pair):
             column_type = ColumnType(name, BOOLEAN, boolean_texts=pair)
             return column_type, _read_present_text(text, column_type)[0]
-    date_format = _date_format(distinct)
+    date_format = date_format_of(distinct)
     if date_format is not None:
         column_type = ColumnType(name, DATE, date_format=date_format)
         return column_type, _read_present_text(text, column_type)[0]
-    _check_not_mixed(text, distinct, options.decimal, source)
-    return ColumnType(name, TEXT), text
+    return _mixed_type(text, distinct, options.decimal, source)
 
 
 def apply_types(
@@ -325,10 +340,10 @@ def _read_present_text(
         typed = pl.select(typed.alias(text.name)).to_series()
         problem = f"is not {true_text!r} or {false_text!r}"
     else:
-        typed = _parse_dates(text, column_type.date_format)
+        typed = parse_dates(text, column_type.date_format)
         problem = f"is not a date in the format {column_type.date_format}"
     bad_rows = text.is_not_null() & typed.is_null()
-    if not bad_rows.any():
+    if not bad_rows.any() or column_type.words_as_missing:
         return typed.alias(text.name), None
     return typed.alias(text.name), BadCells(
         bad_rows.arg_true(), text.name, text.filter(bad_rows), problem
@@ -518,16 +533,26 @@ def _ambiguity_note(present: pl.Series) -> str:
     )
 
 
-def _check_not_mixed(
-    text: pl.Series, distinct: pl.Series, decimal: str | None, source: str
-) -> None:
-    """Raise when a text column holds numbers too (the first cell of the minority kind)."""
+def _number_cells(text: pl.Series, decimal: str | None) -> pl.Series:
+    """Boolean per cell: a number (with ``decimal``, or either mark when None)."""
     marks = DECIMAL_MARKS if decimal is None else (decimal,)
-    is_number = _matches(distinct, marks[0])
+    is_number = _matches(text, marks[0])
     for mark in marks[1:]:
-        is_number = is_number | _matches(distinct, mark)
+        is_number = is_number | _matches(text, mark)
+    return is_number
+
+
+def _mixed_type(
+    text: pl.Series, distinct: pl.Series, decimal: str | None, source: str
+) -> tuple[ColumnType, pl.Series]:
+    """Type a text column that is not all numbers by the mixed-column rule (module docstring).
+
+    Raises:
+        DataError: every cell is a number but with both decimal marks.
+    """
+    is_number = _number_cells(distinct, decimal)
     if not is_number.any():
-        return
+        return ColumnType(text.name, TEXT), text
     number_cells = text.is_in(distinct.filter(is_number).to_list()).fill_null(False)
     present = text.is_not_null()
     n_present = int(present.sum())
@@ -540,35 +565,35 @@ def _check_not_mixed(
             f"({clip(repr(text.filter(point)[0]))}) and with ',' ({clip(repr(text[index]))}, row "
             f"{row_number(index)}); pass --decimal . or --decimal , to say which it is"
         )
-    if n_numbers * 2 >= n_present:
-        index = int((present & ~number_cells).arg_true()[0])
-        problem = "is not a number (the column's other values are numbers)"
-    else:
-        index = int(number_cells.arg_true()[0])
-        problem = "is a number but the column's other values are text"
-    raise DataError(
-        f"{source}: row {row_number(index)}, column {text.name!r}: {clip(repr(text[index]))} "
-        f"{problem}; a column must hold only numbers or only text (leave a cell empty for a "
-        "missing value, or declare the marker with --na-values)"
-    )
+    if distinct.len() <= MIXED_MAX_CATEGORIES or n_numbers < MIXED_NUMBER_SHARE * n_present:
+        note = (
+            f"mixes numbers and words ({_examples(distinct.filter(~is_number))}): read as text, "
+            f"{distinct.len()} categories (--numeric COL reads the words as missing)"
+        )
+        return ColumnType(text.name, TEXT, note=note), text
+    return _numbers_and_words(text, decimal, "")
 
 
-# -- dates -------------------------------------------------------------------------------------
+def _numbers_and_words(
+    text: pl.Series, decimal: str | None, reason: str
+) -> tuple[ColumnType, pl.Series]:
+    """A number column read from stripped text cells, every cell that is not a number missing;
+    its note counts those cells (``reason``: the flag that asked for it, or "")."""
+    is_number = _number_cells(text, decimal)
+    numbers = text.zip_with(is_number, pl.Series([None] * text.len(), dtype=pl.String))
+    found = _number_type(numbers, decimal)
+    mark, values = (found[0], found[2]) if found else (".", parse_number_text(numbers, "."))
+    is_word = text.is_not_null() & values.is_null()
+    n_words = int(is_word.sum())
+    words = text.filter(is_word).unique()
+    note = f"{n_words} cell(s) with words ({_examples(words)}) read as missing" if n_words else ""
+    if reason:
+        note = f"number ({reason}){'; ' * bool(note)}{note}"
+    column_type = ColumnType(text.name, NUMBER, decimal=mark, words_as_missing=True, note=note)
+    return column_type, values.alias(text.name)
 
 
-def _date_format(distinct: pl.Series) -> str | None:
-    """The first of :data:`DATE_FORMATS` reading every distinct text, or None."""
-    if distinct.len() == 0 or not bool(distinct.head(_SAMPLE).str.contains(_DATE_LIKE).all()):
-        return None
-    if not bool(distinct.str.contains(_DATE_LIKE).all()):
-        return None
-    for date_format in DATE_FORMATS:
-        if _parse_dates(distinct, date_format).null_count() == 0:
-            return date_format
-    return None
-
-
-def _parse_dates(text: pl.Series, date_format: str | None) -> pl.Series:
-    if date_format is None:
-        return pl.Series(text.name, [None] * text.len(), dtype=pl.Datetime("us"))
-    return text.str.to_datetime(date_format, strict=False, time_unit="us", exact=True)
+def _examples(words: pl.Series) -> str:
+    """Up to three of ``words``, quoted, sorted; "…" when there are more."""
+    shown = ", ".join(clip(repr(word)) for word in words.sort().head(3).to_list())
+    return shown + (" …" if words.len() > 3 else "")

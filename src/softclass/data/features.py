@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -26,6 +26,7 @@ import torch
 from softclass.data.checks import source_index
 from softclass.data.column_types import BOOLEAN, DATE, FLOAT32_MAX, NUMBER, ColumnType
 from softclass.data.messages import clip, quoted_names, row_number
+from softclass.data.missing import INDICATOR_PART, MISSING_CATEGORY, complete_rows
 from softclass.errors import ConfigError, DataError
 
 NORMALIZATIONS = ("zscore", "minmax", "divide")
@@ -40,8 +41,9 @@ class NumericFeature:
     """A numeric output, ``(value - offset) / scale``.
 
     ``column`` is the table column it comes from (None: the column called ``name``) and ``part``
-    the date part for a date column (None otherwise). ``fill_value`` replaces missing values
-    under ``missing="impute"`` (else None); ``mean``, ``std``, ``minimum`` and ``maximum`` are the
+    the date part for a date column, ``"missing"`` for the 0/1 missing indicator of ``column``
+    (None otherwise). ``fill_value`` replaces missing values under ``missing="impute"`` (the
+    training median; else None); ``mean``, ``std``, ``minimum`` and ``maximum`` are the
     training statistics of the raw value.
     """
 
@@ -153,6 +155,28 @@ def feature_inputs(
     return inputs, origin
 
 
+def add_indicators(
+    inputs: dict[str, pl.Series],
+    origin: dict[str, tuple[str, str | None]],
+    columns: Iterable[str],
+) -> tuple[dict[str, pl.Series], dict[str, tuple[str, str | None]]]:
+    """``inputs`` and ``origin`` with a 0/1 input ``col.missing`` after the inputs of each of
+    ``columns``: 1.0 where that column's cell is missing."""
+    wanted = set(columns)
+    with_indicators: dict[str, pl.Series] = {}
+    with_origin: dict[str, tuple[str, str | None]] = {}
+    names = list(inputs)
+    for position, name in enumerate(names):
+        with_indicators[name], with_origin[name] = inputs[name], origin[name]
+        column = origin[name][0]
+        is_last = position + 1 == len(names) or origin[names[position + 1]][0] != column
+        if column in wanted and is_last:
+            indicator = f"{column}.{INDICATOR_PART}"
+            with_indicators[indicator] = inputs[name].is_null().cast(pl.Float64).alias(indicator)
+            with_origin[indicator] = (column, INDICATOR_PART)
+    return with_indicators, with_origin
+
+
 def stored_source(origin: tuple[str, str | None]) -> tuple[str | None, str | None]:
     """``(column, part)`` stored on a numeric feature: (None, None) for a plain column."""
     return (None, None) if origin[1] is None else origin
@@ -243,7 +267,7 @@ def fit_numeric(
         name=column.name,
         offset=offset,
         scale=scale if scale != 0 else 1.0,
-        fill_value=mean if missing == "impute" else None,
+        fill_value=float(column.median()) if missing == "impute" else None,
         mean=mean,
         std=std,
         minimum=minimum,
@@ -254,6 +278,9 @@ def fit_numeric(
 
 
 def fit_categorical(column: pl.Series, missing: str) -> CategoricalFeature:
+    imputed = missing == "impute" and column.null_count() > 0
+    if imputed:
+        column = column.fill_null(MISSING_CATEGORY)
     counted = column.drop_nulls().value_counts()
     counts = dict(
         zip(
@@ -268,7 +295,7 @@ def fit_categorical(column: pl.Series, missing: str) -> CategoricalFeature:
         name=column.name,
         categories=categories,
         counts=tuple(int(counts[category]) for category in categories),
-        fill_value=most_frequent if missing == "impute" else None,
+        fill_value=MISSING_CATEGORY if imputed else most_frequent if missing == "impute" else None,
     )
 
 
@@ -315,3 +342,41 @@ def encode(
             unknown_counts[feature.name] = int(unseen.sum())
         sources.append((feature, indices))
     return torch.from_numpy(encoded_rows(sources, n_rows, width)), unknown_counts
+
+
+def fit_features(
+    inputs: dict[str, pl.Series],
+    origin: dict[str, tuple[str, str | None]],
+    labels: pl.Series,
+    missing: str,
+    normalization: str,
+    scales: Mapping[str, float],
+) -> tuple[tuple[Feature, ...], pl.Series | None]:
+    """The features fitted on the rows the missing policy keeps, and those rows (None: all)."""
+    kept = complete_rows(inputs, labels.is_not_null().alias(labels.name), missing)
+    if kept is not None and not kept.any():
+        raise DataError(
+            "no rows are left after dropping the rows with missing values (--missing drop); "
+            "--missing impute keeps them"
+        )
+    if kept is not None:
+        inputs = {name: column.filter(kept) for name, column in inputs.items()}
+    for column in inputs.values():
+        if column.dtype.is_numeric():
+            bad_rows = unusable_numbers(column)
+            if bad_rows.any():
+                raise DataError(unusable_message(column, bad_rows, kept))
+    if missing == "impute":
+        with_missing = {
+            origin[name][0]
+            for name, column in inputs.items()
+            if column.null_count() and column.dtype.is_numeric()
+        }
+        inputs, origin = add_indicators(inputs, origin, with_missing)
+    features = tuple(
+        fit_numeric(column, normalization, scales, missing, stored_source(origin[name]))
+        if column.dtype.is_numeric()
+        else fit_categorical(column, missing)
+        for name, column in inputs.items()
+    )
+    return features, kept

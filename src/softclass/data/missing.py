@@ -1,4 +1,19 @@
-"""Missing values at fitting time: which cells are missing, and the rows the policy keeps."""
+"""Missing values: the policies, and which training rows each keeps.
+
+* **Missing feature values** follow ``missing``: ``"impute"`` (the default) fills a number with
+  the training median and adds a 0/1 indicator output ``col.missing`` for each column that had
+  missing cells in training; a text column with missing cells gets the category
+  :data:`MISSING_CATEGORY` (a column without them in training fills a later missing cell with
+  its most frequent category). ``"drop"`` fits on complete rows and
+  :meth:`~softclass.data.Recipe.prepare` drops incomplete rows later (reporting them);
+  ``"error"`` refuses them, naming the first rows and columns.
+* **A missing target** (no class) leaves that row out of training and evaluation, with one
+  warning giving the count, under every policy; only a table with no labelled row is refused.
+
+Recipes saved before version 3 imputed numbers with the training mean and text with the most
+frequent category, without indicators; their fill values are stored, so they still predict the
+same.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +21,14 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from softclass.data.messages import ROW_NUMBERING, cell_list, row_list
+from softclass.data.messages import ROW_NUMBERING, cell_list, clip, row_list
 from softclass.errors import DataError
 
 MISSING_POLICIES = ("error", "drop", "impute")
+MISSING_CATEGORY = "(missing)"
+"""The category a missing text cell becomes under "impute" (when training had missing cells)."""
+INDICATOR_PART = "missing"
+"""The ``part`` of a numeric feature that is 1 where its column's cell is missing, else 0."""
 
 
 def dropped_rows_warning(dropped: pl.Series) -> str:
@@ -17,6 +36,23 @@ def dropped_rows_warning(dropped: pl.Series) -> str:
         f"dropped {dropped.len()} row(s) with missing values: {row_list(dropped.to_list())} "
         f"({ROW_NUMBERING})"
     )
+
+
+def unlabelled_warning(unlabelled: pl.Series, target: str) -> str:
+    """One line for the rows (0-based indices) without a class, left out."""
+    return (
+        f"left out {unlabelled.len()} row(s) with no class in the target column "
+        f"{clip(repr(target))}: {row_list(unlabelled.to_list())} ({ROW_NUMBERING})"
+    )
+
+
+def check_labelled(labels: pl.Series) -> None:
+    """Refuse a target column without a single class."""
+    if labels.null_count() == labels.len():
+        raise DataError(
+            f"no row has a class: every cell of the target column {clip(repr(labels.name))} "
+            "is missing (--target COL chooses the class column)"
+        )
 
 
 def missing_cells(columns: Mapping[str, pl.Series]) -> tuple[list[tuple[int, str]], int]:
@@ -34,26 +70,27 @@ def missing_cells(columns: Mapping[str, pl.Series]) -> tuple[list[tuple[int, str
 
 
 def complete_rows(
-    columns: Mapping[str, pl.Series], labels: pl.Series, missing: str
+    columns: Mapping[str, pl.Series], labelled: pl.Series, missing: str
 ) -> pl.Series | None:
-    """Apply the missing policy at fit time: the rows to keep (None: all), or raise."""
-    missing_targets = labels.is_null()
-    if missing_targets.any() and missing != "drop":
-        cells, total = missing_cells({labels.name: labels})
-        raise DataError(
-            f"missing class in the target column: {cell_list(cells, total)}; remove those rows "
-            "or use --missing drop"
-        )
-    cells, total = missing_cells(columns)
+    """Apply the missing policy at fit time: the rows to keep (None: all), or raise.
+
+    ``labelled`` is True where the row has a class; the others are never kept.
+
+    Raises:
+        DataError: missing feature values under "error".
+    """
+    cells, total = missing_cells(
+        {name: column.filter(labelled) for name, column in columns.items()}
+    )
     if cells and missing == "error":
+        cells = [(int(labelled.arg_true()[index]), name) for index, name in cells]
         raise DataError(
-            f"missing values: {cell_list(cells, total)}; fill them in, or use --missing drop to "
-            "skip those rows or --missing impute to fill them with the training mean (numeric) "
-            "or the most frequent category"
+            f"missing values: {cell_list(cells, total)}; fill them in, or use --missing impute "
+            "(median and a missing indicator for numbers, a '(missing)' category for text) or "
+            "--missing drop to skip those rows"
         )
-    if missing != "drop" or not (cells or missing_targets.any()):
-        return None
-    incomplete = missing_targets
-    for column in columns.values():
-        incomplete = incomplete | column.is_null()
-    return ~incomplete
+    keep = labelled
+    if missing == "drop":
+        for column in columns.values():
+            keep = keep & column.is_not_null()
+    return None if keep.all() else keep

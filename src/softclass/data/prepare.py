@@ -53,7 +53,7 @@ def prepare_table(
     *,
     normalization: str = "zscore",
     divisors: dict[str, float] | None = None,
-    missing: str = "error",
+    missing: str = "impute",
     validation_fraction: float = 0.2,
     seed: int = 0,
     keep: Sequence[str] = (),
@@ -93,7 +93,7 @@ def prepare_table(
     typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
     whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **options)
     prepared = whole.prepare(typed)
-    warnings = (*whole.notes, *prepared.warnings)
+    warnings = tuple(dict.fromkeys((*whole.notes, *prepared.warnings)))  # each line once
     if validation_fraction == 0:
         return PreparedData(
             prepared.features, prepared.targets, None, None, whole.classes, whole, warnings

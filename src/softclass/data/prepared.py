@@ -36,13 +36,11 @@ class PreparedTable:
 
 
 def unlabelled_rows(labels: pl.Series, classes: Sequence[str], bad: dict[int, str]) -> None:
-    """Add to ``bad`` each row whose class is missing or not one of ``classes``."""
-    for index in (labels.is_null() | ~labels.is_in(classes)).arg_true().to_list():
-        value = labels[index]
+    """Add to ``bad`` each row whose class is not one of ``classes`` (rows without one are left
+    out apart)."""
+    for index in (~labels.is_in(classes)).fill_null(False).arg_true().to_list():
         bad.setdefault(
-            index,
-            f"column {clip(repr(labels.name))}: "
-            + ("no class" if value is None else f"unknown class {clip(repr(value))}"),
+            index, f"column {clip(repr(labels.name))}: unknown class {clip(repr(labels[index]))}"
         )
 
 

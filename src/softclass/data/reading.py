@@ -164,7 +164,7 @@ def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.
         suffix = path.name.lower().removesuffix("." + (compression or "")).rsplit(".", 1)[-1]
         delimiter = "\t" if suffix in ("tsv", "tab") else _sniff_delimiter(text)
     header, blank_lines = _header(text, delimiter, path)
-    names = [name.strip() for name in header]
+    names = _named_columns([name.strip() for name in header])
     _LIMITS.get().check_columns(len(names), path)
     _check_column_names(names, path)
     if _odd_quote_count(path, compression):
@@ -461,6 +461,12 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise DataError(
             f"{path}: not a readable Parquet file: {clip(str(error).splitlines()[0], 160)}"
         ) from None
+
+
+def _named_columns(names: list[str]) -> list[str]:
+    """Header names with each empty one called ``Unnamed: i`` (0-based position), as pandas reads
+    them: the first column of a file written by ``DataFrame.to_csv`` (the row index) has none."""
+    return [name or f"Unnamed: {position}" for position, name in enumerate(names)]
 
 
 def _check_column_names(names: list[str], path: Path) -> None:

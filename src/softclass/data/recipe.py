@@ -48,7 +48,6 @@ from softclass.data.column_types import (
     TEXT,
     ColumnType,
     TypingOptions,
-    infer_column_type,
     read_column,
 )
 from softclass.data.features import (
@@ -56,21 +55,19 @@ from softclass.data.features import (
     CategoricalFeature,
     Feature,
     NumericFeature,
+    add_indicators,
     checked_divisors,
     encode,
     feature_inputs,
-    fit_categorical,
-    fit_numeric,
-    stored_source,
-    unusable_message,
-    unusable_numbers,
+    fit_features,
 )
 from softclass.data.messages import cell_list, clip, quoted_names
 from softclass.data.missing import (
     MISSING_POLICIES,
-    complete_rows,
+    check_labelled,
     dropped_rows_warning,
     missing_cells,
+    unlabelled_warning,
 )
 from softclass.data.prepared import (
     PreparedTable,
@@ -92,7 +89,13 @@ from softclass.data.target import (
     sorted_classes,
     target_notes,
 )
-from softclass.data.typing_table import ColumnInfo, column_table, id_like_reason, typed_table
+from softclass.data.typing_table import (
+    ColumnInfo,
+    column_table,
+    left_out_columns,
+    typed_candidates,
+    typed_table,
+)
 from softclass.errors import DataError
 from softclass.io import atomic_write_json
 
@@ -152,7 +155,7 @@ class Recipe:
         *,
         normalization: str = "zscore",
         divisors: Mapping[str, float] | None = None,
-        missing: str = "error",
+        missing: str = "impute",
         keep: Sequence[str] = (),
         drop: Sequence[str] = (),
         ids: Sequence[str] = (),
@@ -168,7 +171,8 @@ class Recipe:
             normalization: "zscore" (default), "minmax" or "divide" (``--normalize``).
             divisors: with normalization="divide", the constant for every number feature
                 column, e.g. ``{"age": 100, "income": 100_000, "weight": 1000}`` (``--divide``).
-            missing: "error" (default), "drop" or "impute" (``--missing``).
+            missing: "impute" (default), "drop" or "error" (``--missing``; see
+                :mod:`~softclass.data.missing`).
             keep: columns kept as features even when ID-like (``--keep``).
             drop: columns left out (``--drop``).
             ids: columns carried into predictions, not features (``--id``).
@@ -203,76 +207,30 @@ class Recipe:
         known = {column_type.name: column_type for column_type in column_types}
         markers = typing.missing_markers
         target_type = as_target_type(known.get(target) or ColumnType(target, TEXT))
-        target_column, bad = read_column(table.get_column(target), target_type, markers)
+        target_column, _ = read_column(table.get_column(target), target_type, markers)
         labels = class_labels(target_column)
-
+        check_labelled(labels)
         candidates = [name for name in table.columns if name not in {target, *drop, *ids}]
-        types = {
-            name: known.get(name) or infer_column_type(table.get_column(name), "the table", typing)
-            for name in candidates
-        }
-        typed: dict[str, pl.Series] = {}
-        for name, column_type in types.items():
-            column = table.get_column(name)
-            if column.dtype == column_type.dtype:
-                typed[name] = column  # typed by typed_table: read once
-                continue
-            typed[name], bad = read_column(column, column_type, markers)
-            if bad is not None:
-                raise DataError(bad.message("the table"))
-        id_like = {
-            name: reason
-            for name, column in typed.items()
-            if name not in keep and (reason := id_like_reason(column, types[name]))
-        }
+        types, typed = typed_candidates(table, candidates, known, typing)
+        left_out = left_out_columns(typed, types, keep, labels.is_not_null())
         inputs, origin = feature_inputs(
-            {name: typed[name] for name in typed if name not in id_like}, types
+            {name: typed[name] for name in typed if name not in left_out}, types
         )
         if not inputs:
             raise DataError(
                 "no feature column is left"
                 + (
-                    f" (dropped as ID-like: {quoted_names(id_like)}; --keep COL uses one)"
-                    if id_like
+                    f" (left out: {quoted_names(left_out)}; --keep COL uses one)"
+                    if left_out
                     else ""
                 )
             )
         scales = checked_divisors(normalization, divisors, inputs, types)
-
-        keep_rows = complete_rows(inputs, labels, missing)
-        if keep_rows is not None:
-            inputs = {name: column.filter(keep_rows) for name, column in inputs.items()}
-            labels = labels.filter(keep_rows)
-        if labels.len() == 0:
-            raise DataError("no rows are left after dropping the rows with missing values")
-        for column in inputs.values():
-            if column.dtype.is_numeric():
-                bad_rows = unusable_numbers(column)
-                if bad_rows.any():
-                    raise DataError(unusable_message(column, bad_rows, keep_rows))
-        empty = [name for name, column in inputs.items() if column.null_count() == column.len()]
-        if empty:
-            raise DataError(
-                f"the column(s) {quoted_names(empty)} have no values (every cell is missing); "
-                "leave them out with --drop COL"
-            )
-
+        features, kept = fit_features(inputs, origin, labels, missing, normalization, scales)
+        labels = labels if kept is None else labels.filter(kept)
         classes, class_counts = sorted_classes(target_column, labels)
-        notes = target_notes(target, target_column, classes, class_counts, default_target)
-        features = tuple(
-            fit_numeric(column, normalization, scales, missing, stored_source(origin[name]))
-            if column.dtype.is_numeric()
-            else fit_categorical(column, missing)
-            for name, column in inputs.items()
-        )
-        for name, column_type in types.items():
-            if column_type.note:
-                notes.append(f"column {clip(repr(name))}: {column_type.note}")
-        if id_like:
-            notes.append(
-                f"dropped ID-like column(s) {quoted_names(id_like)} (one value per row or "
-                "nearly); pass --keep COL to use one as a feature"
-            )
+        notes = _fit_notes(target_column, labels, kept, types, left_out)
+        notes += target_notes(target, target_column, classes, class_counts, default_target)
         columns = column_table(
             table,
             target,
@@ -282,7 +240,7 @@ class Recipe:
             types,
             typed,
             features,
-            id_like,
+            left_out,
             drop,
             ids,
             normalization,
@@ -415,19 +373,22 @@ class Recipe:
         on_error: str = "error",
         use_target: bool = True,
         source: str = "the table",
+        allow_no_rows: bool = False,
     ) -> PreparedTable:
         """Features, targets (when the target column is present and used) and warnings.
 
-        Under ``missing="drop"`` incomplete rows (a missing feature, or a missing target when the
-        target is used) are dropped; under ``on_error="skip"`` rows with a cell that cannot be
-        read or used (not a number, missing without a policy, not finite, unknown category under
-        ``unknown="error"``, unknown or missing class) are left out. ``rows`` says which input
-        rows were kept; warnings name the others. Unused columns are ignored with a warning.
+        Rows without a class are left out (with one warning) when the target is used; under
+        ``missing="drop"`` rows with a missing feature are dropped; under ``on_error="skip"``
+        rows with a cell that cannot be read or used (not a number, missing without a policy,
+        not finite, unknown category under ``unknown="error"``, unknown class) are left out.
+        ``rows`` says which input rows were kept; warnings name the others. Unused columns are
+        ignored with a warning.
         Row numbers in errors refer to ``table`` as given.
 
         Raises:
             DataError: as :meth:`transform` and :meth:`encode_targets` (under
-                ``on_error="error"``), or when every row is skipped.
+                ``on_error="error"``), or when every row is skipped (unless
+                ``allow_no_rows``: then the result has zero rows).
         """
         check_choice("unknown", unknown, UNKNOWN_POLICIES)
         check_choice("on_error", on_error, ERROR_POLICIES)
@@ -442,11 +403,17 @@ class Recipe:
         if labels is not None and skip:
             unlabelled_rows(labels, self.classes, bad)
         incomplete = pl.repeat(False, table.height, eager=True)
+        if labels is not None and labels.null_count():
+            incomplete = labels.is_null()
+            warnings.append(unlabelled_warning(incomplete.arg_true(), self.target))
         if self.missing == "drop":
-            for column in [*inputs.values(), *([] if labels is None else [labels])]:
-                incomplete = incomplete | column.is_null()
-            if incomplete.any():
-                warnings.append(dropped_rows_warning(incomplete.arg_true()))
+            dropped = pl.repeat(False, table.height, eager=True)
+            for column in inputs.values():
+                dropped = dropped | column.is_null()
+            dropped = dropped & ~incomplete
+            if dropped.any():
+                warnings.append(dropped_rows_warning(dropped.arg_true()))
+                incomplete = incomplete | dropped
         elif skip and self.missing == "error":
             for name, column in inputs.items():
                 for index in column.is_null().arg_true().to_list():
@@ -462,7 +429,7 @@ class Recipe:
             warnings.append(skipped_rows_warning(skipped))
         if incomplete.any():
             keep = ~incomplete
-            if not keep.any():
+            if not keep.any() and not allow_no_rows:
                 raise DataError(
                     f"no row is left: all {table.height} rows were "
                     + ("skipped" if skipped else "dropped for missing values")
@@ -543,7 +510,13 @@ class Recipe:
                 bad.setdefault(
                     index, f"column {clip(repr(name))}: {clip(repr(text))} {cells.problem}"
                 )
-        inputs, _ = feature_inputs(typed, types)
+        inputs, origin = feature_inputs(typed, types)
+        indicated = [
+            feature.source
+            for feature in self.features
+            if getattr(feature, "part", None) == "missing"
+        ]
+        inputs, _ = add_indicators(inputs, origin, indicated)
         return {feature.name: inputs[feature.name] for feature in self.features}, bad
 
     def _target_labels(self, table: pl.DataFrame) -> pl.Series:
@@ -575,3 +548,32 @@ class Recipe:
 def _bad_mask(bad: Any, column: pl.Series) -> pl.Series:
     """True at the rows of ``bad`` (a :class:`~softclass.data.column_types.BadCells`)."""
     return pl.Series([False] * column.len()).scatter(bad.rows, True)
+
+
+def _fit_notes(
+    target_column: pl.Series,
+    labels: pl.Series,
+    kept: pl.Series | None,
+    types: Mapping[str, ColumnType],
+    left_out: Mapping[str, str],
+) -> list[str]:
+    """What fitting tells the user: rows without a class, column notes, columns left out."""
+    notes = []
+    unlabelled = target_column.is_null()
+    if unlabelled.any():
+        notes.append(unlabelled_warning(unlabelled.arg_true(), target_column.name))
+    if kept is not None and (kept.len() - kept.sum()) > unlabelled.sum():
+        notes.append(dropped_rows_warning((~kept & ~unlabelled).arg_true()))
+    for name, column_type in types.items():
+        if column_type.note:
+            notes.append(f"column {clip(repr(name))}: {column_type.note}")
+    id_like = [name for name, reason in left_out.items() if reason.startswith("ID-like")]
+    if id_like:
+        notes.append(
+            f"dropped ID-like column(s) {quoted_names(id_like)} (row numbers or identifiers); "
+            "pass --keep COL to use one as a feature"
+        )
+    empty = [name for name in left_out if name not in id_like]
+    if empty:
+        notes.append(f"dropped column(s) {quoted_names(empty)}: every cell is missing")
+    return notes

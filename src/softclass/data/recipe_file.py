@@ -25,13 +25,14 @@ from softclass.data.features import (
     NumericFeature,
 )
 from softclass.data.messages import quoted_names
-from softclass.data.missing import MISSING_POLICIES
+from softclass.data.missing import INDICATOR_PART, MISSING_POLICIES
 from softclass.data.typing_table import ROLES, ColumnInfo
 from softclass.errors import ModelFileError
 
 RECIPE_FORMAT = "softclass-recipe"
-RECIPE_VERSION = 2
-"""Version 2 added the column typing table, id columns, missing markers and date features."""
+RECIPE_VERSION = 3
+"""Version 2 added the column typing table, id columns, missing markers and date features;
+version 3 the missing indicators (numeric features with part "missing")."""
 
 
 def recipe_to_dict(recipe: Any) -> dict[str, Any]:
@@ -178,7 +179,7 @@ class _RecipeReader:
                 f"{data.get('format')!r}, expected {RECIPE_FORMAT!r})"
             )
         version = self.count(data, "version")
-        if version not in (1, RECIPE_VERSION):
+        if version not in (1, 2, RECIPE_VERSION):
             raise ModelFileError(
                 f"{self.source}: recipe format version {version} cannot be read by this softclass, "
                 f"which reads versions 1 to {RECIPE_VERSION}"
@@ -254,6 +255,9 @@ class _RecipeReader:
         boolean_texts = tuple(self.texts(data, "boolean_texts", where))
         if boolean_texts not in BOOLEAN_PAIRS:
             raise self.fail(where + "boolean_texts", f"one of {list(BOOLEAN_PAIRS)}", boolean_texts)
+        words_as_missing = data.get("words_as_missing", False)
+        if not isinstance(words_as_missing, bool):
+            raise self.fail(where + "words_as_missing", "true or false", words_as_missing)
         note = self.field(data, "note", where)
         action = self.field(data, "action", where)
         if not isinstance(note, str) or not isinstance(action, str):
@@ -265,6 +269,7 @@ class _RecipeReader:
                 decimal=decimal,
                 date_format=date_format,
                 boolean_texts=boolean_texts,
+                words_as_missing=words_as_missing,
                 note=note,
             ),
             role=role,
@@ -289,8 +294,12 @@ class _RecipeReader:
             column, part = data.get("column"), data.get("part")
             if column is not None or part is not None:
                 column = self.text(data, "column", where)
-                if part not in DATE_PARTS:
-                    raise self.fail(where + "part", f"one of {quoted_names(DATE_PARTS)}", part)
+                if part not in (*DATE_PARTS, INDICATOR_PART):
+                    raise self.fail(
+                        where + "part",
+                        f"one of {quoted_names((*DATE_PARTS, INDICATOR_PART))}",
+                        part,
+                    )
             return NumericFeature(
                 column=column,
                 part=part,

@@ -26,8 +26,11 @@ CONTINUOUS_FRACTION = 0.05
 
 
 def as_target_type(column_type: ColumnType) -> ColumnType:
-    """A target is read as numbers or as text labels (booleans and dates keep their text)."""
-    if column_type.kind in (NUMBER, TEXT):
+    """A target is read as numbers or as text labels (booleans, dates and columns mixing numbers
+    and words keep their text): every distinct value is a class."""
+    if column_type.kind == TEXT or (
+        column_type.kind == NUMBER and not column_type.words_as_missing
+    ):
         return column_type
     return ColumnType(column_type.name, TEXT)
 

@@ -2,10 +2,21 @@
 
 Each column of the training table has a kind (number, boolean, date, text —
 :mod:`softclass.data.column_types`) and a role: ``"target"``; ``"feature"``; ``"id"`` (``--id
-COL``: not a feature, carried into predictions); or ``"dropped"`` (``--drop COL``, or ID-like: a
-text column whose distinct values exceed :data:`ID_FRACTION` of its rows, or an integer column
-with a distinct value per row that counts up by one or is named like an id — unless ``--keep
-COL``; tables under :data:`ID_MIN_ROWS` rows keep every column).
+COL``: not a feature, carried into predictions); or ``"dropped"`` (``--drop COL``, or ID-like).
+
+**ID-like columns** (row numbers and identifiers) are dropped, whatever the row order, unless
+``--keep COL`` names them:
+
+* by name (:data:`ID_NAME`, case-insensitive): ``rownames``, ``row.names``, ``Unnamed: 0`` (a
+  pandas index written by ``to_csv``), ``index``, ``id``, ``key``, ``row``, ``uuid``, a name
+  ending in ``_id``/``.id``/`` id`` or ``ID`` after a lower-case letter (``BirdID``), a name
+  ending in ``_no``/``_nr``, and the numbering words ``seqno``, ``idno``, ``patnr``, ``caseno``,
+  ``obsno``, ``subjno`` (any of ``no``, ``nr``, ``num``, ``number`` after ``seq``, ``id``,
+  ``case``, ``obs``, ``subj``, ``pat``, ``row``, ``rec``, ``record``, ``serial``);
+* by value, in tables of at least :data:`ID_MIN_ROWS` rows: a number column of whole numbers,
+  distinct on every row, whose range (max - min + 1) is at most :data:`ID_RANGE_FACTOR` times the
+  row count (row numbers 1..N still are after any shuffle or split); or a text column whose
+  distinct values exceed :data:`ID_FRACTION` of its rows (a name, a code per row).
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from typing import Any
 
 import polars as pl
 
-from softclass.data.checks import check_has_columns
+from softclass.data.checks import check_has_columns, check_named_columns
 from softclass.data.column_types import (
     BOOLEAN,
     DATE,
@@ -30,6 +41,7 @@ from softclass.data.column_types import (
     type_column,
 )
 from softclass.data.features import CategoricalFeature, Feature
+from softclass.data.missing import INDICATOR_PART, MISSING_CATEGORY
 from softclass.data.target import as_target_type
 from softclass.errors import DataError
 
@@ -41,7 +53,16 @@ ID_MIN_ROWS = 20
 EXACT_DISTINCT_ROWS = 100_000
 """Number and date columns longer than this have their distinct count in the typing table
 estimated (HyperLogLog, polars ``approx_n_unique``): five times faster than counting."""
-_ID_NAME = re.compile(r"(?i)^(id|key|index|idx|row|uuid)$|(^|[_\s.-])(id|key|idx)$|^id[_\s.-]")
+ID_RANGE_FACTOR = 2.0
+"""A column of distinct whole numbers whose range is at most this many times its row count is
+ID-like: 1..N sampled at any fraction above a half, in any order."""
+ID_NAME = re.compile(
+    r"(?i)^(?:rownames|row[._ ]names|unnamed: ?\d+|index|idx|id|key|row|uuid)$"
+    r"|[_\s.-](?:id|key|idx|no|nr)$|^id[_\s.-]"
+    r"|^(?:seq|id|case|obs|subj|pat|row|rec|record|serial)[_.]?(?:no|nr|num|number)$"
+)
+"""Column names that say "row number or identifier" (see the module docstring)."""
+_CAMEL_ID = re.compile(r"[a-z]ID$")  # BirdID, PatientID (case-sensitive: "paid" is no ID)
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,7 @@ class ColumnInfo:
             "decimal": self.type.decimal,
             "date_format": self.type.date_format,
             "boolean_texts": list(self.type.boolean_texts),
+            "words_as_missing": self.type.words_as_missing,
             "note": self.type.note,
         }
 
@@ -108,6 +130,8 @@ def typed_table(
     typing = typing or TypingOptions()
     target = table.columns[-1] if target is None and table.width else target
     check_has_columns(table, [target], "the target")
+    for option, names in (("--categorical", typing.categorical), ("--numeric", typing.numeric)):
+        check_named_columns(table, names, option, None)
     skipped = {*drop, *ids}
     types = []
     columns = []
@@ -117,7 +141,7 @@ def typed_table(
             columns.append(column)
             continue
         column_type, typed = type_column(column, source, typing)
-        if name == target and column_type.kind not in (NUMBER, TEXT):
+        if name == target and as_target_type(column_type) != column_type:
             column_type = as_target_type(column_type)
             typed = read_column(column, column_type, typing.missing_markers)[0]
         types.append(column_type)
@@ -125,12 +149,31 @@ def typed_table(
     return pl.DataFrame(columns), tuple(types)
 
 
+def left_out_columns(
+    typed: Mapping[str, pl.Series],
+    types: Mapping[str, ColumnType],
+    keep: Sequence[str],
+    labelled: pl.Series,
+) -> dict[str, str]:
+    """The feature candidates left out, each with the reason the typing table gives: ID-like
+    (unless in ``keep``) or without a single value in the ``labelled`` rows."""
+    left_out = {}
+    for name, column in typed.items():
+        if column.filter(labelled).null_count() == labelled.sum():
+            left_out[name] = "no values (every cell is missing)"
+        elif name not in keep and (reason := id_like_reason(column, types[name])):
+            left_out[name] = f"ID-like ({reason})"
+    return left_out
+
+
 def id_like_reason(column: pl.Series, column_type: ColumnType) -> str | None:
-    """Why a typed feature column looks like an identifier, or None."""
-    if column.len() - column.null_count() < ID_MIN_ROWS:
-        return None
+    """Why a typed feature column looks like a row number or identifier, or None."""
+    if ID_NAME.search(column.name) or _CAMEL_ID.search(column.name):
+        return "row number or identifier by its name"
     present = column.drop_nulls()
     n_rows = present.len()
+    if n_rows < ID_MIN_ROWS:
+        return None
     if column_type.kind == TEXT:
         n_distinct = present.n_unique()
         if n_distinct > ID_FRACTION * n_rows:
@@ -140,9 +183,9 @@ def id_like_reason(column: pl.Series, column_type: ColumnType) -> str | None:
         return None
     if present.n_unique() != n_rows:
         return None
-    counts_up = float(present.max()) - float(present.min()) + 1 == n_rows
-    if counts_up or _ID_NAME.search(column.name):
-        return f"distinct whole numbers, {n_rows} rows"
+    low, high = float(present.min()), float(present.max())
+    if high - low + 1 <= ID_RANGE_FACTOR * n_rows:
+        return f"distinct whole numbers {low:g} to {high:g} in {n_rows} rows"
     return None
 
 
@@ -184,7 +227,7 @@ def column_table(
             elif name in drop:
                 role, action = "dropped", "dropped (--drop)"
             else:
-                role, action = "dropped", f"dropped: ID-like ({id_like[name]})"
+                role, action = "dropped", f"dropped: {id_like[name]}"
         rows.append(
             ColumnInfo(
                 type=column_type,
@@ -217,14 +260,44 @@ def _feature_action(
 ) -> str:
     feature = features[0]
     if isinstance(feature, CategoricalFeature):
-        return f"one-hot, {len(feature.categories)} categories"
+        action = f"one-hot, {len(feature.categories)} categories"
+        if feature.fill_value == MISSING_CATEGORY:
+            action += f"; missing: category {MISSING_CATEGORY!r}"
+        return action
     scaling = (
         f"divided by {feature.scale:g}"
         if normalization == "divide" and column_type.kind == NUMBER
         else f"scaled ({'zscore' if normalization == 'divide' else normalization})"
     )
     if column_type.kind == DATE:
-        return f"year, month, weekday; {scaling}"
-    if column_type.kind == BOOLEAN:
-        return f"{column_type.boolean_texts[0]} = 1; {scaling}"
+        scaling = f"year, month, weekday; {scaling}"
+    elif column_type.kind == BOOLEAN:
+        scaling = f"{column_type.boolean_texts[0]} = 1; {scaling}"
+    indicators = [item.name for item in features if getattr(item, "part", None) == INDICATOR_PART]
+    if indicators:
+        fill = f"median {feature.fill_value:g}" if column_type.kind != DATE else "medians"
+        scaling += f"; missing: {fill}, indicator {indicators[0]!r}"
     return scaling
+
+
+def typed_candidates(
+    table: pl.DataFrame,
+    candidates: Sequence[str],
+    known: Mapping[str, ColumnType],
+    typing: TypingOptions,
+) -> tuple[dict[str, ColumnType], dict[str, pl.Series]]:
+    """The type and the typed cells of each feature candidate (read once when already typed)."""
+    types = {
+        name: known.get(name) or infer_column_type(table.get_column(name), "the table", typing)
+        for name in candidates
+    }
+    typed: dict[str, pl.Series] = {}
+    for name, column_type in types.items():
+        column = table.get_column(name)
+        if column.dtype == column_type.dtype:
+            typed[name] = column  # typed by typed_table: read once
+            continue
+        typed[name], bad = read_column(column, column_type, typing.missing_markers)
+        if bad is not None:
+            raise DataError(bad.message("the table"))
+    return types, typed

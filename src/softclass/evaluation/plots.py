@@ -1,6 +1,6 @@
 """Figures of a comparison, drawn with matplotlib's Agg backend.
 
-Each ``*_figure`` function takes plain results keyed by design name ("A".."D") and returns a
+Each ``*_figure`` function takes plain results keyed by design name ("A", "B", ...) and returns a
 :class:`~matplotlib.figure.Figure`; :func:`render_png` turns it into PNG bytes (the HTML report
 embeds them) and each ``plot_*`` function writes one figure to a path, atomically. None of them
 touches pyplot's global figure state, so they are safe in scripts, tests and threads.
@@ -28,10 +28,10 @@ if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn (0.6 s of sta
 
     from softclass.evaluation.metrics import Calibration, OneVsRest
 
-# One colour per design, kept across figures (matplotlib's default cycle, colour-blind safe).
-DESIGN_COLORS = {"A": "#1f77b4", "B": "#ff7f0e", "C": "#2ca02c", "D": "#d62728"}
-# B is drawn dashed over A so that two identical curves stay visible.
-DESIGN_LINESTYLES = {"A": "-", "B": "--", "C": "-", "D": ":"}
+# Each design's (colour, line style), as its registry entry states them
+# (softclass.mlp.designs: Design.color, Design.linestyle), passed in as data: the figures are
+# drawn in helper processes that never import the registry (it imports torch).
+Styles = Mapping[str, tuple[str, str]]
 DPI = 100
 # Confusion matrices: up to this many classes a matrix is drawn with every class named (the
 # report shows a table of the largest confusions beyond it); up to ANNOTATE_MAX_CLASSES each
@@ -179,6 +179,7 @@ def loss_curves_figure(
     loss_names: Mapping[str, str],
     caption: str | None = None,
     *,
+    styles: Styles,
     held_out_label: str = "validation rows",
 ) -> Figure:
     """Each design's own loss per epoch in its own panel: training and held-out rows (named by
@@ -202,7 +203,7 @@ def loss_curves_figure(
                     np.arange(1, len(values) + 1),
                     values,
                     label=label,
-                    color=DESIGN_COLORS.get(name),
+                    color=styles[name][0],
                     linestyle=style,
                 )
         drawn = [value for line in panel.get_lines() for value in line.get_ydata()]
@@ -452,7 +453,7 @@ def roc_pr_figure(
 
 
 def calibration_figure(
-    calibrations: Mapping[str, Calibration], caption: str | None = None
+    calibrations: Mapping[str, Calibration], caption: str | None = None, *, styles: Styles
 ) -> Figure:
     """Reliability diagram (top) and the rows in each confidence bin (bottom), every design.
 
@@ -477,8 +478,8 @@ def calibration_figure(
             confidence,
             accuracy,
             marker="o",
-            color=DESIGN_COLORS.get(name),
-            linestyle=DESIGN_LINESTYLES.get(name, "-"),
+            color=styles[name][0],
+            linestyle=styles[name][1],
             label=f"{name} (ECE {ece:.3f}, {len(result.counts)} bins)",
         )
         if offset == 0:
@@ -490,7 +491,7 @@ def calibration_figure(
                     xytext=(-8, -12) if x > 0.85 else (5, -12),
                     ha="right" if x > 0.85 else "left",
                     fontsize=7,
-                    color=DESIGN_COLORS.get(name, "black"),
+                    color=styles[name][0],
                 )
         edges = _array(result.bin_edges)
         width = (edges[1:] - edges[:-1]) / (len(names) + 0.5)
@@ -499,7 +500,7 @@ def calibration_figure(
             _array(result.counts),
             width=width,
             align="edge",
-            color=DESIGN_COLORS.get(name),
+            color=styles[name][0],
             label=name,
         )
     reliability.set_xlim(0, 1)
@@ -517,7 +518,10 @@ def calibration_figure(
 
 
 def seed_bands_figure(
-    bands: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], caption: str | None = None
+    bands: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+    caption: str | None = None,
+    *,
+    styles: Styles,
 ) -> Figure:
     """Each metric per epoch over seeds: every design's mean and 95 % band, one panel a metric.
 
@@ -539,10 +543,8 @@ def seed_bands_figure(
             if bounded:
                 mean, low, high = (np.clip(values, 0.0, 1.0) for values in (mean, low, high))
             epochs = np.arange(1, len(mean) + 1)
-            color = DESIGN_COLORS.get(name)
-            panel.plot(
-                epochs, mean, label=name, color=color, linestyle=DESIGN_LINESTYLES.get(name, "-")
-            )
+            color, linestyle = styles[name]
+            panel.plot(epochs, mean, label=name, color=color, linestyle=linestyle)
             panel.fill_between(epochs, low, high, color=color, alpha=0.2)
         if bounded:
             panel.set_ylim(0, 1.02)
@@ -561,7 +563,7 @@ def seed_bands_figure(
 
 
 def agreement_figure(
-    weight_diffs: Mapping[str, Sequence[float]], caption: str | None = None
+    weight_diffs: Mapping[str, Sequence[float]], caption: str | None = None, *, styles: Styles
 ) -> Figure:
     """Largest weight difference per epoch of each pair of designs ("A vs B": values).
 
@@ -576,8 +578,8 @@ def agreement_figure(
             epochs,
             _finite(values),
             label=pair,
-            color=DESIGN_COLORS.get(second),
-            linestyle=DESIGN_LINESTYLES.get(second, "-"),
+            color=styles[second][0],
+            linestyle=styles[second][1],
         )
     panel.set_yscale("symlog", linthresh=1e-8)
     _plain_log_labels(panel)
@@ -591,17 +593,6 @@ def agreement_figure(
     return figure
 
 
-def plot_loss_curves(
-    histories: Mapping[str, History],
-    loss_names: Mapping[str, str],
-    path: str | Path,
-    *,
-    caption: str | None = None,
-) -> Path:
-    """:func:`loss_curves_figure` written to ``path`` as PNG."""
-    return _save(loss_curves_figure(histories, loss_names, caption), path)
-
-
 def plot_confusion_matrices(
     matrices: Mapping[str, torch.Tensor],
     class_names: Sequence[str],
@@ -611,20 +602,3 @@ def plot_confusion_matrices(
 ) -> Path:
     """:func:`confusion_matrices_figure` written to ``path`` as PNG."""
     return _save(confusion_matrices_figure(matrices, class_names, caption), path)
-
-
-def plot_calibration(
-    calibrations: Mapping[str, Calibration], path: str | Path, *, caption: str | None = None
-) -> Path:
-    """:func:`calibration_figure` written to ``path`` as PNG."""
-    return _save(calibration_figure(calibrations, caption), path)
-
-
-def plot_seed_bands(
-    bands: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
-    path: str | Path,
-    *,
-    caption: str | None = None,
-) -> Path:
-    """:func:`seed_bands_figure` written to ``path`` as PNG."""
-    return _save(seed_bands_figure(bands, caption), path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import datetime
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from softclass.evaluation import metrics, plots
 from softclass.evaluation.figure_pool import FigureJob, render_figures
+from softclass.mlp.designs import get_design
 from softclass.version import __version__
 
 # Up to this many classes the per-class tables are open; beyond, folded (still in the page).
@@ -31,24 +32,11 @@ OPEN_TABLE_MAX_CLASSES = 12
 TOP_CONFUSIONS = 15  # rows of the largest-confusions table
 WORST_ROWS = 10  # rows of the worst-predicted table
 
-# What each agreement pair means, in one paragraph the page shows beside the numbers.
-AGREEMENT_MEANINGS = {
-    ("A", "B"): (
-        "A (logits + cross entropy) and B (log_softmax + NLL) are the same computation: the "
-        "same loss, gradients and weights for the same seed. Any difference is float32 "
-        "rounding (A's loss runs softclass's fused kernel, B's runs log_softmax then NLL)."
-    ),
-    ("A", "D"): (
-        "D (softmax, then the mean of -log p at the one-hot 1) equals A mathematically; in "
-        "float32 it takes the log of a rounded softmax, so tiny differences can grow slowly "
-        "over the epochs."
-    ),
-    ("A", "C"): (
-        "C (softmax + squared error against the one-hot target) minimises another loss, so "
-        "its weights are expected to differ; compare it with the others on the common "
-        "metrics (accuracy, log loss, Brier, ECE), never on its own loss."
-    ),
-}
+
+def _styles(names: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """Each design's (colour, line style) from its registry entry, for the figures."""
+    return {name: (get_design(name).color, get_design(name).linestyle) for name in names}
+
 
 # Row parts of a run, and what each is used for.
 ROW_PURPOSES = {
@@ -352,6 +340,7 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
     rows_phrase = _rows_phrase(summary, held_out)
     caption = f"{inputs.context.table} · target {inputs.target!r} · {rows_phrase}"
     first = {detail.name: detail for detail in inputs.designs}
+    styles = _styles(first)
     # The per-epoch held-out loss comes from the rows that chose the epoch when there are some.
     history_rows = summary.get("history_rows", held_out)
 
@@ -365,13 +354,14 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
                 f"{inputs.context.table} · target {inputs.target!r} · training and "
                 f"{history_rows} rows",
             ),
-            {"held_out_label": f"{history_rows} rows"},
+            {"held_out_label": f"{history_rows} rows", "styles": styles},
             weight=len(first),
         ),
         FigureJob(
             "calibration",
             "calibration_figure",
             ({name: detail.calibration for name, detail in first.items()}, caption),
+            {"styles": styles},
             weight=2,
         ),
     ]
@@ -379,7 +369,7 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
         {
             **agreement,
             "index": index,
-            "meaning": AGREEMENT_MEANINGS.get(tuple(agreement["pair"].split("-")), ""),
+            "meaning": get_design(agreement["pair"].split("-")[1]).meaning,
         }
         for index, agreement in enumerate(summary["agreement"])
         if agreement["seed"] == summary["seeds"][0]
@@ -400,6 +390,7 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
                     f"{inputs.context.table} · target {inputs.target!r} · seed "
                     f"{summary['seeds'][0]}",
                 ),
+                {"styles": _styles(summary["designs"])},
             )
         )
     if inputs.bands is not None:
@@ -412,6 +403,7 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
                     f"{inputs.context.table} · target {inputs.target!r} · {rows_phrase}, "
                     f"{len(summary['seeds'])} seeds",
                 ),
+                {"styles": styles},
                 weight=len(inputs.bands),
             )
         )

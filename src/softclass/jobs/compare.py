@@ -1,4 +1,4 @@
-"""The main job: train the same network with designs A–D on the same data, split and seed.
+"""The main job: train the same network with every design on the same data, split and seed.
 
 :func:`softclass.data.prepare.prepare_table` turns a table into training and validation tensors;
 :func:`compare` trains every design × seed model at once in the batched engine
@@ -53,7 +53,7 @@ from softclass.jobs.defaults import Defaults
 from softclass.jobs.destination import check_output_directory, replace_run, unit_fingerprint
 from softclass.jobs.report import write_report
 from softclass.jobs.store import check_finite_recipe, save_model
-from softclass.mlp.designs import DESIGNS, Design, get_design
+from softclass.mlp.designs import DESIGNS, Design, agreement_pairs, get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.distributed import DistContext, barrier
 from softclass.training.engine import check_batched_divergence
@@ -72,10 +72,6 @@ from softclass.training.trainer import (
 
 MAX_SEEDS = 1000  # seeds of one comparison (each trains every design once more)
 
-# Pairs whose agreement the report shows: A vs B must be identical, D equals A up to rounding,
-# C is another loss. Loss differences are only meaningful between the same loss quantity.
-AGREEMENT_PAIRS = (("A", "B"), ("A", "D"), ("A", "C"))
-_SAME_LOSS_QUANTITY = {("A", "B"), ("A", "D")}
 # Above this float32 weight drift, the rounding noise floor is measured to give it a scale.
 FLOAT_TOLERANCE = 1e-3
 # Two losses are the same computation when their float64 gradients at the same weights agree to
@@ -405,8 +401,11 @@ def _json_floats(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_designs(designs: str | Sequence[str]) -> tuple[str, ...]:
-    """ "ABCD", "a,c" or ["A", "B"] → ("A", "B", ...), in A–D order without repeats."""
+def parse_designs(designs: str | Sequence[str] | None) -> tuple[str, ...]:
+    """ "ABCD", "a,c" or ["A", "B"] → ("A", "B", ...), in registry order without repeats;
+    None: every registered design."""
+    if designs is None:
+        return tuple(DESIGNS)
     letters = [letter for letter in "".join(designs).replace(",", "").upper() if letter != " "]
     if not letters:
         raise ConfigError(f"no design given: expected letters from {''.join(DESIGNS)}")
@@ -416,7 +415,7 @@ def parse_designs(designs: str | Sequence[str]) -> tuple[str, ...]:
 
 def compare(
     data: PreparedData,
-    designs: str | Sequence[str] = "ABCD",
+    designs: str | Sequence[str] | None = None,
     config: TrainConfig | None = None,
     *,
     hidden: Sequence[int] = (7,),
@@ -434,7 +433,7 @@ def compare(
 
     Args:
         data: from :func:`prepare_table` (or built from tensors); needs validation rows.
-        designs: which designs, e.g. "ABCD" or "AB".
+        designs: which designs, e.g. "ABCD" or "AB"; None: every registered design.
         config: training options (``config.seed`` is the first seed).
         hidden, activation: the MLP's hidden layers (default: the seed's 4-7-3 tanh).
         seeds: how many seeds to run (``config.seed``, ``config.seed + 1``, ...).
@@ -833,10 +832,10 @@ def _agreement_plan(
             first,
             second,
             seed,
-            loss_diff=[] if (first, second) in _SAME_LOSS_QUANTITY else None,
+            loss_diff=[] if get_design(second).same_loss_quantity else None,
             probe_rows=rows,
         )
-        for first, second in AGREEMENT_PAIRS
+        for first, second in agreement_pairs()
         if first in names and second in names
     ]
     probe = _Probe(data.train_features[:rows], data.train_targets[:rows], data.n_classes)

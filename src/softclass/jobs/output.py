@@ -40,7 +40,8 @@ FORMATS = ("csv", "json", "jsonl")
 CHUNK_ROWS = 65_536  # rows serialized at a time: a few MB of text, whatever the table's size
 ROW_COLUMN = "row"
 PREDICTED_COLUMN = "predicted"
-RESERVED_COLUMNS = (ROW_COLUMN, PREDICTED_COLUMN)
+REASON_COLUMN = "reason"  # why a row has no prediction (empty when it has one)
+RESERVED_COLUMNS = (ROW_COLUMN, PREDICTED_COLUMN, REASON_COLUMN)
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _PROBABILITY_PREFIX = "proba_"
 _REPLACEMENT = "\N{REPLACEMENT CHARACTER}"

@@ -3,9 +3,9 @@
 ``cpu``: row-blocked cross entropy and fused linear + cross entropy, registered as torch.library
 operators (``torch.ops.softclass.cross_entropy``, ``softclass::linear_cross_entropy`` and their
 backward ops, each with a fake implementation for FakeTensor/meta/compile/export, an autograd
-formula and a vmap rule); the row loops are compiled from ``cpu_native.c`` at first use (see
-:mod:`softclass.kernels.native`), with a plain torch-ops path computing the same numbers where no
-compiler is available.
+formula and a vmap rule); the row loops are compiled from ``cpu_native.c`` at install (see
+:mod:`softclass.kernels.native`), with a plain torch-ops path computing the same numbers where
+they were not built.
 """
 
 from softclass.kernels.cpu import (

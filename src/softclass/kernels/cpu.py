@@ -92,12 +92,6 @@ _FUSED_MIN_ELEMENTS = 1 << 14
 # The same for the compiled path (class indices, fp32/bf16/fp64): it beat the plain path at every
 # measured size, from 256×3 (fp32 84 vs 223 µs, bf16 90 vs 217, fp64 45 vs 131) up.
 _NATIVE_FUSED_MIN_ELEMENTS = 0
-# Smallest logits (elements) whose scalar-loss gradient the compiled forward writes while each row
-# is in cache (one read of the logits instead of two). Forward+backward, fp32: 4096×32768 197 ms
-# against 237–322 ms in two passes; 16384×1000 28.0 / 29.6 ms; below, where the logits stay in
-# cache between the passes, no gain or a loss: 1024×1000 563 / 542 µs, 4096×100 607 / 551 µs,
-# 256×3 64 / 58 µs.
-_GRADIENT_IN_FORWARD_MIN_ELEMENTS = 1 << 24
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float64, torch.float16)
 
 
@@ -318,15 +312,28 @@ def _reduce(per_row_loss: Tensor, reduction: str, denominator: Tensor) -> Tensor
     return total if reduction == "sum" else total / denominator
 
 
+def out_of_bounds_message(
+    op: str, value: int, position: object, n_classes: int, ignore_index: int
+) -> str:
+    """The message of an out-of-range class index (``position``: its index in the target, or
+    None for a 0-d target), the same in eager mode and inside a traced operator."""
+    where = "" if position is None else f" at position {position}"
+    return (
+        f"{op}: Target {value} is out of bounds{where}: expected class indices in "
+        f"[0, {n_classes - 1}] for {n_classes} classes"
+        + (f" or ignore_index={ignore_index}" if ignore_index != -100 else "")
+    )
+
+
 class TargetOutOfBoundsError(IndexError):
     """A kept class-index target outside [0, C), met by the compiled forward (which checks every
     row it reads). ``row`` is its row in the (M,) target and ``value`` the target there;
-    :func:`softclass.functional.cross_entropy` re-raises it with validation's message."""
+    :func:`softclass.functional.cross_entropy` re-raises it with the position in the caller's
+    target (traced calls keep this message, which names the row)."""
 
-    def __init__(self, row: int, value: int, n_classes: int) -> None:
+    def __init__(self, row: int, value: int, n_classes: int, ignore_index: int) -> None:
         super().__init__(
-            f"Target {value} is out of bounds at row {row}: expected class indices in "
-            f"[0, {n_classes - 1}] for {n_classes} classes"
+            out_of_bounds_message("cross_entropy", value, row, n_classes, ignore_index)
         )
         self.row = row
         self.value = value
@@ -442,7 +449,7 @@ def _native_forward(
         if first_bad < 0 and loss is not None:
             _native_finish(library, state, mean, loss)
     if first_bad >= 0:
-        raise TargetOutOfBoundsError(first_bad, int(target[first_bad]), n_classes)
+        raise TargetOutOfBoundsError(first_bad, int(target[first_bad]), n_classes, ignore_index)
     return state
 
 
@@ -549,7 +556,7 @@ def _first_bad_target(target: Tensor, n_classes: int, ignore_index: int) -> None
     bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])
-        raise TargetOutOfBoundsError(row, int(target[row]), n_classes)
+        raise TargetOutOfBoundsError(row, int(target[row]), n_classes, ignore_index)
 
 
 def _cross_entropy_forward_impl(
@@ -886,11 +893,28 @@ def _cross_entropy_setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(logsumexp, denominator, gradient)
     # No zero-filled gradients for the non-differentiable outputs (an N×C one for ``gradient``).
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(logits, target, weight, logsumexp, denominator)
+    ctx.save_for_backward(target, weight, logsumexp, denominator)
     ctx.options = (ignore_index, reduction, label_smoothing, block_rows)
     # Non-differentiable output: no grad_fn, so holding it here makes no reference cycle.
     ctx.gradient = gradient if in_forward else None
+    # With the gradient made in the forward, the logits are needed only to make it again (a
+    # second backward, create_graph, a probability target's gradient): held as they are, so
+    # that changing them in place after the loss (as torch allows) fails only then, by name.
+    ctx.logits, ctx.logits_version = logits, logits._version
     ctx.inplace_backward = len(inputs) > 8 and inputs[8]
+
+
+def _saved_logits(ctx) -> Tensor:
+    """The forward's logits, refused (as autograd does) if they were changed in place since."""
+    if ctx.logits._version != ctx.logits_version:
+        raise RuntimeError(
+            "one of the variables needed for gradient computation has been modified by an "
+            "inplace operation: the logits of softclass's cross entropy are at version "
+            f"{ctx.logits._version}; expected version {ctx.logits_version} (the gradient made in "
+            "the forward was used already; a second backward or create_graph needs the logits "
+            "unchanged)"
+        )
+    return ctx.logits
 
 
 def _cross_entropy_gradients(ctx, grad_loss: Tensor, direct: bool):
@@ -899,28 +923,33 @@ def _cross_entropy_gradients(ctx, grad_loss: Tensor, direct: bool):
     implementations themselves, without the dispatcher's per-call cost)."""
     if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
         return None, None
-    logits, target, weight, logsumexp, denominator = ctx.saved_tensors
+    target, weight, logsumexp, denominator = ctx.saved_tensors
     ignore_index, reduction, label_smoothing, block_rows = ctx.options
     wants_logits, wants_target = ctx.needs_input_grad[:2]
     if torch.is_grad_enabled():
         # create_graph=True: the gradient must itself be differentiable.
         return _differentiable_gradients(
             (wants_logits, wants_target),
-            (logits, target),
+            (_saved_logits(ctx), target),
             lambda logits, target: _unfused_loss(
                 logits, target, weight, ignore_index, reduction, label_smoothing
             ),
             grad_loss,
         )
     if ctx.gradient is not None and not wants_target:
-        # Made by the forward for grad_output 1: scaled in place and handed over once; a second
-        # backward (retain_graph) recomputes it below.
+        if grad_loss.dim():
+            # 'none': the forward made each row's gradient for a unit grad_output; kept, so that
+            # a second backward gives exactly the same numbers.
+            return ctx.gradient * grad_loss.to(logsumexp.dtype).unsqueeze(1), None
+        # A scalar loss: its gradient, made by the forward for grad_output 1, is scaled in place
+        # and handed over once; a second backward (retain_graph) makes it again below.
         gradient, ctx.gradient = ctx.gradient, None
         if direct:
             _scale_impl(gradient, grad_loss)
         else:
             torch.ops.softclass.scale_(gradient, grad_loss)
         return gradient, None
+    logits = _saved_logits(ctx)
     arguments = (
         grad_loss,
         logits,
@@ -1017,19 +1046,19 @@ def is_eager(*tensors: Tensor | None) -> bool:
     )
 
 
-def _gradient_in_forward(logits: Tensor, target: Tensor, reduction: str) -> bool:
-    """Whether the forward should also write a scalar loss's gradient: an eager call (under
-    tracing the backward is a separate op in the graph) that will be differentiated, on logits
-    the compiled loops take, from ``_GRADIENT_IN_FORWARD_MIN_ELEMENTS`` on."""
+def _gradient_in_forward(logits: Tensor, target: Tensor) -> bool:
+    """Whether the forward should also write the gradient (for a unit grad_output, per row for
+    'none'; the backward then only scales it): an eager call (under tracing the backward is a
+    separate op in the graph) that will be differentiated, except with a probability target
+    that needs a gradient itself. One pass over the logits instead of two; and the backward no
+    longer reads the logits, so they may be changed in place between the loss and its backward,
+    as torch allows. (Measured at 256×3 and 64×1000 as fast as the two-pass path, at 4096×32768
+    faster; see benchmarks/RESULTS.md.)"""
     return (
-        reduction != "none"
-        and not torch.compiler.is_compiling()
+        not torch.compiler.is_compiling()
         and torch.is_grad_enabled()
         and logits.requires_grad
-        and logits.numel() >= _GRADIENT_IN_FORWARD_MIN_ELEMENTS
-        and logits.dtype in native.SUPPORTED_DTYPES
-        and not target.is_floating_point()
-        and logits.stride(1) == 1
+        and not target.requires_grad
     )
 
 
@@ -1111,7 +1140,7 @@ def cross_entropy(
         reduction,
         label_smoothing,
         block_rows,
-        _gradient_in_forward(logits, target, reduction) and not inplace_backward,
+        _gradient_in_forward(logits, target) and not inplace_backward,
     )
     if inplace_backward or is_eager(logits, target, weight):
         return FusedCrossEntropyFunction.apply(*arguments, inplace_backward)[0]

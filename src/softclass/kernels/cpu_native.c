@@ -1,6 +1,6 @@
 /* Row loops of softclass's fused cross entropy on CPU (see softclass/kernels/cpu.py).
  *
- * Built at first use with the system C compiler (-O3 -march=native -fopenmp-simd) and loaded with
+ * Built at install time (setup.py: -O3 -march=native -fopenmp-simd) and loaded with
  * ctypes; Python splits the rows among worker threads and calls these functions on row ranges.
  * Logits rows have any int64 row stride and class stride 1; every offset is int64.
  * Element types: f32 (float), bf16 (uint16_t holding the top half of a float), f64 (double).

@@ -1,16 +1,18 @@
-"""Build, cache and call the compiled row loops of ``cpu_native.c`` (fused cross entropy on CPU).
+"""Load and call the compiled row loops of ``cpu_native.c`` (fused cross entropy on CPU).
 
-The C file is compiled at first use with the system C compiler (``$CC``, else ``cc``) into
-``$SOFTCLASS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/softclass`` or ``~/.cache/softclass``), keyed
-by a hash of the source, the flags, the compiler and the CPU's feature flags, so a cached library
-is never loaded on a machine it was not built for. The cache is not trusted blindly: a library is
-loaded only if it, its hash record and the directory (created 0700) belong to the user and are not
-writable by others, and its content hash is the one recorded when it was built (see
-:func:`load_compiled`); anything else is rebuilt. Files are published atomically, so concurrent
-first uses are safe. It is loaded with ctypes (no torch headers, no Python.h: the build
-takes about a second). If anything fails — no compiler, a read-only cache, a non-Linux platform —
-:func:`library` returns None, :func:`unavailable_reason` says why, and callers use the plain torch
-path, which computes the same numbers. ``SOFTCLASS_NATIVE=0`` turns the compiled path off.
+The C code is compiled when softclass is installed (``setup.py``: optional setuptools
+extensions, loaded here with ctypes; they call no Python API). ``import softclass`` never runs a
+compiler and keeps no compiled code anywhere else: a library is the file the install put beside
+this module (``_cpu_native*.so``; ``training/_mlp_native*.so`` for the training loops). In a
+checkout used through ``PYTHONPATH=src``, ``pip install -e .`` or ``python setup.py build_ext
+--inplace`` builds them in place.
+
+When a library is not there (no compiler at install), cannot be loaded, lacks a function this
+code calls, or — in a checkout — is older than a C file it is built from (it would no longer
+match the ctypes declarations), :func:`library` returns None, :func:`unavailable_reason` says
+why, one :class:`NativeUnavailableWarning` per process says what runs slower, and callers use the
+plain torch path, which computes the same numbers. ``SOFTCLASS_NATIVE=0`` turns the compiled
+path off (no warning).
 
 Rows are split into ranges run by a pool of ``torch.get_num_threads()`` worker threads; ctypes
 releases the GIL during each call. One pass over the logits is one call per range, so the loops
@@ -21,14 +23,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
+import importlib.machinery
 import itertools
 import os
-import platform
-import shutil
-import stat
-import subprocess
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,15 +35,14 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from softclass.errors import NativeCacheWarning
+from softclass.errors import NativeUnavailableWarning
 
 __all__ = [
-    "CE_SOURCE",
-    "LOSS_ROWS_HEADER",
+    "CE_SOURCES",
     "SUPPORTED_DTYPES",
-    "NativeCacheWarning",
+    "NativeUnavailableWarning",
     "library",
-    "load_compiled",
+    "load_built",
     "pointer",
     "row_ranges",
     "run_ranges",
@@ -54,31 +50,15 @@ __all__ = [
 ]
 
 SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64: "f64"}
-_SOURCE = CE_SOURCE = Path(__file__).with_name("cpu_native.c")
-# The row math of the losses (log-sum-exp, cross entropy and its gradient, softmax, the design
-# losses of probabilities), included by cpu_native.c; the compiled MLP training loops
-# (softclass/training/mlp_native.c) include both: one source compiled into both libraries.
-LOSS_ROWS_HEADER = Path(__file__).with_name("loss_rows.h")
-_FLAGS = (
-    "-O3",
-    "-march=native",
-    "-fopenmp-simd",
-    "-fno-math-errno",
-    "-fno-trapping-math",
-    "-fPIC",
-    "-shared",
-)
-_LIBRARIES = ("-lm",)
+# The files the library is built from (setup.py): the row loops, and the row math of the losses
+# (log-sum-exp, cross entropy and its gradient, softmax, the design losses of probabilities) that
+# the compiled MLP training loops (softclass/training/mlp_native.c) include too.
+CE_SOURCES = (Path(__file__).with_name("cpu_native.c"), Path(__file__).with_name("loss_rows.h"))
 # Below this many logit elements (~4 ms of work) a pass runs on the calling thread: handing off
 # to the pool while torch's OpenMP threads still spin measured up to 10x slower at 65536x10.
 _PARALLEL_MIN_ELEMENTS = 1 << 22
 # Row ranges per worker: several, so a worker slowed by another process does not hold up the rest.
 _RANGES_PER_WORKER = 8
-
-# Hex digits of the content hash in a cached library's file name.
-_NAME_DIGITS = 16
-_MAX_RECORD_BYTES = 128
-_MAX_LIBRARY_BYTES = 64 << 20
 
 _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
@@ -104,270 +84,97 @@ _BACKWARD_ARGS = [
     *(_PTR, _PTR, _I64, _PTR, _PTR, _I64),
 ]
 
-# Every function library() binds: a cached library without one of them is rebuilt.
+# Every function library() binds: a library without one of them is not loaded.
 _SYMBOLS = tuple(
     f"ce_{step}_{suffix}"
     for suffix in SUPPORTED_DTYPES.values()
     for step in ("forward", "finish", "backward", "scale", "kept_weight_sum")
 )
 
+
 T = TypeVar("T")
 
 _failure: list[str] = []
-# Cache directories already warned about in this process.
-_distrusted_warned: set[Path] = set()
+# Whether this process has said (once) that compiled code is unavailable.
+_warned: list[bool] = []
 
 
-def _cache_directory() -> Path:
-    configured = os.environ.get("SOFTCLASS_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "softclass"
-
-
-def _cpu_features() -> str:
-    """The CPU's feature flags (Linux), so that -march=native builds are keyed by machine."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _user_id() -> int:
-    return os.geteuid()
-
-
-def _untrusted(status: os.stat_result, kind: str) -> str | None:
-    """Why a file or directory with this ``stat`` must not be trusted, or None if it can be:
-    it must be of ``kind`` ("file" or "directory"), owned by this user, not writable by others."""
-    is_kind = stat.S_ISDIR if kind == "directory" else stat.S_ISREG
-    if not is_kind(status.st_mode):
-        return f"not a {kind}"
-    if status.st_uid != _user_id():
-        return f"owned by uid {status.st_uid}, not by this user (uid {_user_id()})"
-    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"writable by others (mode {stat.S_IMODE(status.st_mode):04o})"
+def built_path(directory: Path, stem: str) -> Path | None:
+    """The library ``stem`` built by setup.py into ``directory`` (the file name carries one of
+    Python's extension suffixes, e.g. ``.cpython-311-x86_64-linux-gnu.so``), or None."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = directory / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
     return None
 
 
-def _private_directory(directory: Path) -> str | None:
-    """Create ``directory`` with mode 0700 (whatever the umask) if missing; return why it cannot
-    be trusted to hold libraries, or None if it can."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        directory.mkdir(mode=0o700)
-        os.chmod(directory, 0o700)  # the umask may have taken bits; never give any
-    except FileExistsError:
-        pass
-    return _untrusted(os.stat(directory), "directory")
+def _why_not_loadable(path: Path | None, sources: Sequence[Path]) -> str | None:
+    if path is None:
+        return "it was not built at install (no C compiler then?)"
+    # Only a checkout carries the C files: there a library older than one of them is stale.
+    newer = [source.name for source in sources if source.is_file() and _newer(source, path)]
+    if newer:
+        return f"{path.name} is older than {', '.join(newer)}"
+    return None
 
 
-def _open_trusted(path: Path, max_bytes: int) -> tuple[int, bytes] | str:
-    """Open ``path`` (no symlinks) and read it whole: ``(descriptor, content)`` if it is a regular
-    file of this user, not writable by others and at most ``max_bytes``, else why not."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return "missing"
-    except OSError as error:
-        return f"not readable ({error.strerror})"
-    status = os.fstat(descriptor)
-    reason = _untrusted(status, "file")
-    if reason is None and status.st_size > max_bytes:
-        reason = f"larger than {max_bytes} bytes"
-    if reason is not None:
-        os.close(descriptor)
-        return reason
-    with os.fdopen(os.dup(descriptor), "rb") as handle:
-        content = handle.read(max_bytes + 1)
-    return descriptor, content
+def _newer(source: Path, built: Path) -> bool:
+    return source.stat().st_mtime > built.stat().st_mtime
 
 
-def _load_descriptor(descriptor: int, symbols: Sequence[str]) -> ctypes.CDLL | str:
-    """dlopen the file open as ``descriptor`` (the very bytes that were checked, not whatever the
-    path names now) and check that it exports ``symbols``; the library, or why not.
-
-    A loaded library's descriptor stays open: the dynamic loader recognises libraries by the name
-    they were opened under, and a reused ``/proc/self/fd/N`` would return the earlier library.
-    """
-    try:
-        loaded = ctypes.CDLL(f"/proc/self/fd/{descriptor}")
-    except OSError as error:
-        os.close(descriptor)
-        return f"not loadable ({str(error)[-200:]})"
-    missing = [name for name in symbols if not hasattr(loaded, name)]
-    if missing:
-        return f"missing the symbols {missing[:3]}"
-    return loaded
-
-
-def _load_cached(stem: str, directory: Path, symbols: Sequence[str]) -> ctypes.CDLL | str:
-    """The cached library of ``stem`` if its record (``stem.sha256``) and the library it names
-    are trusted and the library's SHA-256 equals the recorded one; else why not."""
-    record = _open_trusted(directory / f"{stem}.sha256", _MAX_RECORD_BYTES)
-    if isinstance(record, str):
-        return f"its hash record is {record}"
-    os.close(record[0])
-    digest = record[1].decode("ascii", "replace").strip()
-    if len(digest) != 64 or any(char not in "0123456789abcdef" for char in digest):
-        return "its hash record is damaged"
-    opened = _open_trusted(directory / f"{stem}-{digest[:_NAME_DIGITS]}.so", _MAX_LIBRARY_BYTES)
-    if isinstance(opened, str):
-        return f"the library is {opened}"
-    descriptor, content = opened
-    if hashlib.sha256(content).hexdigest() != digest:
-        os.close(descriptor)
-        return "the library's content does not match the hash recorded when it was built"
-    return _load_descriptor(descriptor, symbols)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600."""
-    descriptor, temp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+def _warn_once(reason: str) -> None:
+    if _warned:
+        return
+    _warned.append(True)
+    warnings.warn(
+        f"softclass's compiled C code is unavailable ({reason}): softclass runs its torch paths, "
+        "which compute the same numbers more slowly — the ensemble trainer of `softclass compare` "
+        "several times slower on small networks, cross_entropy on large CPU batches about 2x. "
+        "Build it with a C compiler: `pip install -e .` (or `python setup.py build_ext --inplace` "
+        "in a checkout); SOFTCLASS_NATIVE=0 silences this",
+        NativeUnavailableWarning,
+        stacklevel=3,
     )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    finally:
-        Path(temp_name).unlink(missing_ok=True)
 
 
-def _build(
-    compiler: str,
-    source: Path,
-    flags: Sequence[str],
-    libraries: Sequence[str],
-    stem: str,
-    directory: Path,
-    symbols: Sequence[str],
-) -> ctypes.CDLL | str:
-    """Compile into a private temporary file, load that file, then publish it in ``directory``
-    under its content hash with the hash record beside it. The library, or why it failed."""
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".so.tmp", dir=directory)
-    os.close(descriptor)
-    temp_path = Path(temp_name)
-    try:
-        # Absolute source path: a file may include itself through __FILE__.
-        subprocess.run(
-            [compiler, *flags, "-o", str(temp_path), str(source.resolve()), *libraries],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        os.chmod(temp_path, 0o600)  # the linker may recreate the file with the umask's mode
-        opened = _open_trusted(temp_path, _MAX_LIBRARY_BYTES)
-        if isinstance(opened, str):
-            return f"the freshly built library is {opened}"
-        descriptor, content = opened
-        digest = hashlib.sha256(content).hexdigest()
-        os.replace(temp_path, directory / f"{stem}-{digest[:_NAME_DIGITS]}.so")
-        _write_private(directory / f"{stem}.sha256", (digest + "\n").encode())
-        return _load_descriptor(descriptor, symbols)
-    finally:
-        temp_path.unlink(missing_ok=True)
-
-
-def load_compiled(
-    source: Path,
-    flags: Sequence[str],
-    libraries: Sequence[str],
-    failures: list[str],
-    symbols: Sequence[str],
-    *,
-    headers: Sequence[Path] = (),
+def load_built(
+    directory: Path, stem: str, sources: Sequence[Path], symbols: Sequence[str], failures: list[str]
 ) -> ctypes.CDLL | None:
-    """Compile ``source`` (once per source, headers, flags, compiler and CPU; cached on disk) and
-    load it. ``headers``: the files ``source`` includes from other directories (their directories
-    are put on the include path); their content is part of the cache key, so a changed header
-    rebuilds every library that includes it.
-
-    The cache is trusted only as far as it is checked: the cache directory is created 0700
-    whatever the umask; a cached library is loaded only if the directory, the library and its
-    hash record are owned by this user and not writable by others, and the library's SHA-256
-    equals the one recorded when softclass built it. The checked bytes themselves are loaded
-    (through their open file descriptor), then they must export ``symbols``. Anything else — a
-    planted, truncated, foreign or stale file — is never loaded: the library is rebuilt, with one
-    :class:`NativeCacheWarning` saying why. When the directory itself cannot be trusted, the
-    library is built in a private temporary directory for this process.
+    """Load the library ``stem`` that the install built from ``sources`` into ``directory`` and
+    check that it exports ``symbols``; nothing is compiled here.
 
     Returns None, with the reason appended to ``failures``, when compiled code is turned off
-    (``SOFTCLASS_NATIVE=0``), the platform is not Linux, no compiler is found or the build fails.
+    (``SOFTCLASS_NATIVE=0``, silently) or the library is missing, older than one of ``sources``
+    present beside it (a checkout whose C changed since the build), not loadable or lacking a
+    symbol — each of the latter with the one :class:`NativeUnavailableWarning` of the process.
     """
     if os.environ.get("SOFTCLASS_NATIVE", "1") == "0":
         failures.append("disabled by SOFTCLASS_NATIVE=0")
         return None
-    if platform.system() != "Linux":
-        failures.append(f"compiled kernels are built on Linux only, not {platform.system()}")
-        return None
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        failures.append(f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r})")
-        return None
-    flags = [*flags, *(f"-I{directory}" for directory in dict.fromkeys(h.parent for h in headers))]
-    key = hashlib.sha256(
-        b"\0".join(
-            [
-                source.read_bytes(),
-                *(header.read_bytes() for header in headers),
-                " ".join([*flags, *libraries]).encode(),
-                compiler.encode(),
-                _cpu_features().encode(),
-            ]
-        )
-    ).hexdigest()[:16]
-    stem = f"{source.stem}-{key}"
-    directory = _cache_directory()
-    try:
-        distrust = _private_directory(directory)
-        if distrust is not None:
-            if directory not in _distrusted_warned:  # one warning per run, not per library
-                _distrusted_warned.add(directory)
-                warnings.warn(
-                    f"softclass's compiled-code cache {directory} is {distrust}: nothing is "
-                    "loaded from it; the compiled kernels are built in a private temporary "
-                    "directory for this run (make the cache yours with mode 0700, or set "
-                    "SOFTCLASS_CACHE_DIR)",
-                    NativeCacheWarning,
-                    stacklevel=2,
-                )
-            with tempfile.TemporaryDirectory(prefix="softclass-native-") as private:
-                loaded = _build(compiler, source, flags, libraries, stem, Path(private), symbols)
-        else:
-            loaded = _load_cached(stem, directory, symbols)
-            if isinstance(loaded, str):
-                if loaded != "its hash record is missing":
-                    warnings.warn(
-                        f"compiled library {stem} in {directory} was not loaded: {loaded}; "
-                        "rebuilt it",
-                        NativeCacheWarning,
-                        stacklevel=2,
-                    )
-                loaded = _build(compiler, source, flags, libraries, stem, directory, symbols)
-    except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", b"") or b""
-        failures.append(f"building {source.name} failed: {error} {detail.decode()[-500:]}")
-        return None
-    if isinstance(loaded, str):
-        failures.append(f"building {source.name} failed: {loaded}")
-        return None
+    path = built_path(directory, stem)
+    reason = _why_not_loadable(path, sources)
+    loaded = None
+    if reason is None:
+        try:
+            loaded = ctypes.CDLL(str(path))
+        except OSError as error:
+            reason = f"{path.name} is not loadable ({str(error)[-200:]})"
+    if loaded is not None:
+        missing = [name for name in symbols if not hasattr(loaded, name)]
+        if missing:
+            reason, loaded = f"{path.name} lacks the functions {missing[:3]}", None
+    if loaded is None:
+        reason = f"{stem} in {directory}: {reason}"
+        failures.append(reason)
+        _warn_once(reason)
     return loaded
 
 
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels (built on first call, then cached on disk), or None if unavailable."""
-    loaded = load_compiled(
-        _SOURCE, _FLAGS, _LIBRARIES, _failure, _SYMBOLS, headers=(LOSS_ROWS_HEADER,)
-    )
+    """The compiled kernels (loaded on first call), or None if unavailable."""
+    loaded = load_built(Path(__file__).parent, "_cpu_native", CE_SOURCES, _SYMBOLS, _failure)
     if loaded is None:
         return None
     for suffix in SUPPORTED_DTYPES.values():

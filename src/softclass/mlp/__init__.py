@@ -1,1 +1,2 @@
-"""The network: designs A-D (output activation, loss, targets), activations and the MLP."""
+"""The network: the registries of designs (output activation, loss, targets), activations and
+optimizers, and the MLP."""

@@ -45,6 +45,8 @@ class Activation:
             is d loss / d output.
         native_code: the branch of ``mlp_native.c``'s ``activate`` for it, or None (the compiled
             backend then refuses the activation).
+
+    A missing fact raises ConfigError naming it when the entry is made.
     """
 
     name: str
@@ -52,6 +54,11 @@ class Activation:
     forward: Callable[[torch.Tensor], torch.Tensor]
     backward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     native_code: int | None
+
+    def __post_init__(self) -> None:
+        for name in ("name", "module", "forward", "backward"):
+            if getattr(self, name) in (None, ""):
+                raise ConfigError(f"activation {self.name!r}: fact {name!r} is missing")
 
 
 def _tanh_backward(grad: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -81,13 +88,24 @@ def _identity_backward(grad: torch.Tensor, pre: torch.Tensor, out: torch.Tensor)
     return grad
 
 
-ACTIVATIONS: dict[str, Activation] = {
-    "tanh": Activation("tanh", nn.Tanh, torch.tanh, _tanh_backward, 0),
-    "relu": Activation("relu", nn.ReLU, torch.relu, _relu_backward, 1),
-    "sigmoid": Activation("sigmoid", nn.Sigmoid, torch.sigmoid, _sigmoid_backward, 2),
-    "gelu": Activation("gelu", nn.GELU, nn.functional.gelu, _gelu_backward, 3),
-    "identity": Activation("identity", nn.Identity, _identity, _identity_backward, 4),
-}
+ACTIVATIONS: dict[str, Activation] = {}
+"""The registry: activation name → :class:`Activation` (what ``--activation`` takes)."""
+
+
+def register_activation(activation: Activation) -> Activation:
+    """Add ``activation`` to :data:`ACTIVATIONS` (the command line, the estimator and every
+    backend then take it); ConfigError when its name is taken."""
+    if activation.name in ACTIVATIONS:
+        raise ConfigError(f"activation {activation.name!r} is already registered")
+    ACTIVATIONS[activation.name] = activation
+    return activation
+
+
+register_activation(Activation("tanh", nn.Tanh, torch.tanh, _tanh_backward, 0))
+register_activation(Activation("relu", nn.ReLU, torch.relu, _relu_backward, 1))
+register_activation(Activation("sigmoid", nn.Sigmoid, torch.sigmoid, _sigmoid_backward, 2))
+register_activation(Activation("gelu", nn.GELU, nn.functional.gelu, _gelu_backward, 3))
+register_activation(Activation("identity", nn.Identity, _identity, _identity_backward, 4))
 
 
 # The entries the compiled branches were written from, as this module defines them (native_code

@@ -1,7 +1,11 @@
-"""The four output/loss designs, A–D, as objects.
+"""The output/loss designs as objects: one registry, :data:`DESIGNS`, that owns every fact.
 
 Each design knows the network's output activation (applied to the logits of the last layer), its
-loss, how targets are encoded for it, and how to turn outputs into probabilities:
+loss, how targets are encoded for it, how to turn outputs into probabilities, how tables and
+figures show it (loss label, colour, line style) and what it is expected to give against the
+reference design A (:data:`RELATIONS`, and the sentence that explains it). Every per-design
+table of the project (agreement pairs, report, plots, the command line's defaults and help) is
+derived from this registry; :func:`register_design` adds one. The four shipped designs:
 
 ====== ====================== ==================== ========== ====================
 design output                 loss                 targets    probabilities
@@ -22,8 +26,9 @@ they lack it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -51,6 +56,14 @@ def _clamped_log(probs: torch.Tensor) -> torch.Tensor:
     return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
+# What a design is expected to give against the reference design, best agreement first:
+# the reference itself; the same computation (identical up to float rounding); the same loss
+# written another way, so the same minimiser (rounding differences may grow); another loss.
+RELATIONS = ("reference", "same computation", "same minimiser", "another loss")
+REFERENCE = "A"
+"""The design every other is compared with (its relation is "reference")."""
+
+
 @dataclass(frozen=True)
 class Design:
     """One output/loss pairing.
@@ -64,9 +77,17 @@ class Design:
         loss: (output, encoded targets) → scalar mean loss.
         output_to_proba: output → probabilities ``(N, C)``.
         output_to_log_proba: output → log-probabilities ``(N, C)``, as stable as the design allows.
+        label: the design's own loss, briefly, for tables ("CE", "sq. error").
+        color: its colour in every figure, "#rrggbb".
+        linestyle: its matplotlib line style ("-", "--", ":", "-.").
+        relation: what it is expected to give against :data:`REFERENCE`, one of
+            :data:`RELATIONS`.
+        meaning: the sentence explaining that relation (shown in the report beside the numbers).
         native_code: the loss branch of ``mlp_native.c`` that computes this design (0 fused
             cross entropy, 1 squared error of softmax, 2 MCEE of softmax, 3 NLL of log_softmax),
             or None (the compiled backend then refuses it).
+
+    A missing or empty fact raises ConfigError naming it when the entry is made.
     """
 
     name: str
@@ -77,7 +98,46 @@ class Design:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     output_to_proba: Callable[[torch.Tensor], torch.Tensor]
     output_to_log_proba: Callable[[torch.Tensor], torch.Tensor]
+    label: str
+    color: str
+    linestyle: str
+    relation: str
+    meaning: str
     native_code: int | None = None
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name != "native_code" and (value is None or value == ""):
+                raise ConfigError(f"design {self.name!r}: fact {item.name!r} is missing")
+        if not re.fullmatch(r"[A-Z]", self.name):
+            raise ConfigError(
+                f"design name {self.name!r}: expected one capital letter (--design takes letters)"
+            )
+        if self.target_encoding not in ("index", "one_hot"):
+            raise ConfigError(
+                f"design {self.name!r}: fact 'target_encoding' is {self.target_encoding!r}, "
+                "expected 'index' or 'one_hot'"
+            )
+        if self.relation not in RELATIONS:
+            raise ConfigError(
+                f"design {self.name!r}: fact 'relation' is {self.relation!r}, expected one of "
+                + ", ".join(RELATIONS)
+            )
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.color):
+            raise ConfigError(
+                f"design {self.name!r}: fact 'color' is {self.color!r}, expected #rrggbb"
+            )
+        if self.linestyle not in ("-", "--", ":", "-."):
+            raise ConfigError(
+                f"design {self.name!r}: fact 'linestyle' is {self.linestyle!r}, "
+                "expected -, --, : or -."
+            )
+
+    @property
+    def same_loss_quantity(self) -> bool:
+        """Whether its loss is the reference's quantity (so the two losses can be compared)."""
+        return self.relation in RELATIONS[:3]
 
     def encode_targets(self, targets: torch.Tensor, n_classes: int) -> torch.Tensor:
         """Class indices ``(N,)`` → what this design's loss takes (indices or one-hot floats)."""
@@ -142,8 +202,28 @@ class Design:
         return self.output_to_log_proba(self.output(logits))
 
 
-DESIGNS: dict[str, Design] = {
-    "A": Design(
+DESIGNS: dict[str, Design] = {}
+"""The registry: design name → :class:`Design`, in the order tables and defaults list them."""
+
+
+def register_design(design: Design) -> Design:
+    """Add ``design`` to :data:`DESIGNS` (every table, default and help text then has it).
+
+    Raises ConfigError when its name is taken, or when it says it is the reference and is not
+    :data:`REFERENCE` (the entry itself checks its facts when it is made)."""
+    if design.name in DESIGNS:
+        raise ConfigError(f"design {design.name!r} is already registered")
+    if (design.relation == "reference") != (design.name == REFERENCE):
+        raise ConfigError(
+            f"design {design.name!r}: fact 'relation' is {design.relation!r}; only the reference "
+            f"design {REFERENCE} has relation 'reference'"
+        )
+    DESIGNS[design.name] = design
+    return design
+
+
+register_design(
+    Design(
         "A",
         "logits + cross entropy",
         "cross_entropy",
@@ -152,9 +232,16 @@ DESIGNS: dict[str, Design] = {
         functional.cross_entropy,
         _softmax_rows,
         _log_softmax_rows,
-        0,
-    ),
-    "B": Design(
+        label="CE",
+        color="#1f77b4",
+        linestyle="-",
+        relation="reference",
+        meaning="A (logits + cross entropy) is the reference every other design is compared with.",
+        native_code=0,
+    )
+)
+register_design(
+    Design(
         "B",
         "log_softmax + NLL",
         "nll",
@@ -163,9 +250,18 @@ DESIGNS: dict[str, Design] = {
         functional.nll_loss,
         _exp,
         _identity,
-        3,
-    ),
-    "C": Design(
+        label="NLL",
+        color="#ff7f0e",
+        linestyle="--",  # dashed over A, so that two identical curves stay visible
+        relation="same computation",
+        meaning="A (logits + cross entropy) and B (log_softmax + NLL) are the same computation: "
+        "the same loss, gradients and weights for the same seed. Any difference is float32 "
+        "rounding (A's loss runs softclass's fused kernel, B's runs log_softmax then NLL).",
+        native_code=3,
+    )
+)
+register_design(
+    Design(
         "C",
         "softmax + MSE (one-hot)",
         "mse",
@@ -174,9 +270,18 @@ DESIGNS: dict[str, Design] = {
         functional.mse_onehot,
         _identity,
         _clamped_log,
-        1,
-    ),
-    "D": Design(
+        label="sq. error",
+        color="#2ca02c",
+        linestyle="-",
+        relation="another loss",
+        meaning="C (softmax + squared error against the one-hot target) minimises another loss, "
+        "so its weights are expected to differ; compare it with the others on the common "
+        "metrics (accuracy, log loss, Brier, ECE), never on its own loss.",
+        native_code=1,
+    )
+)
+register_design(
+    Design(
         "D",
         "softmax + mean cross-entropy error",
         "mcee",
@@ -185,9 +290,26 @@ DESIGNS: dict[str, Design] = {
         functional.mcee,
         _identity,
         _clamped_log,
-        2,
-    ),
-}
+        label="MCEE",
+        color="#d62728",
+        linestyle=":",
+        relation="same minimiser",
+        meaning="D (softmax, then the mean of -log p at the one-hot 1) equals A mathematically; "
+        "in float32 it takes the log of a rounded softmax, so tiny differences can grow slowly "
+        "over the epochs.",
+        native_code=2,
+    )
+)
+
+
+def agreement_pairs() -> tuple[tuple[str, str], ...]:
+    """``(REFERENCE, name)`` for every other design, closest expected agreement first (the
+    same computation, then the same minimiser, then another loss), registry order within."""
+    others = sorted(
+        (design for design in DESIGNS.values() if design.name != REFERENCE),
+        key=lambda design: RELATIONS.index(design.relation),
+    )
+    return tuple((REFERENCE, design.name) for design in others)
 
 
 # The entries the compiled branches were written from, as this module defines them (native_code

@@ -35,12 +35,17 @@ from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
 
 __all__ = [
     "DEFAULTS",
+    "MAX_OPTIMIZER_PARAMS",
     "OPTIMIZERS",
     "BatchedState",
     "Optimizer",
     "OptimizerParams",
     "get_optimizer",
+    "register_optimizer",
 ]
+
+# The most hyper-parameters a compiled branch reads (optimizer_params[] in mlp_native.c).
+MAX_OPTIMIZER_PARAMS = 8
 
 
 @dataclass
@@ -83,6 +88,11 @@ class Optimizer:
             torch.optim's arithmetic, on tensors of any shape (stacked or not); the caller runs it
             under ``torch.no_grad()`` when the parameters require gradients.
         native_code: the branch of ``mlp_native.c``'s ``update``, or None.
+        native_params: the hyper-parameters that branch reads, in its order, as named by
+            :meth:`OptimizerParams.scalars` (at most :data:`MAX_OPTIMIZER_PARAMS`); the
+            compiled loops receive their values as one array, no field per hyper-parameter.
+
+    A missing fact raises ConfigError naming it when the entry is made.
     """
 
     name: str
@@ -92,6 +102,33 @@ class Optimizer:
         [list[torch.Tensor], list[torch.Tensor], BatchedState, OptimizerParams], None
     ]
     native_code: int | None
+    native_params: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("name", "title", "n_moments", "batched_step"):
+            if getattr(self, name) in (None, ""):
+                raise ConfigError(f"optimizer {self.name!r}: fact {name!r} is missing")
+        if self.n_moments not in (0, 1, 2):
+            raise ConfigError(
+                f"optimizer {self.name!r}: fact 'n_moments' is {self.n_moments!r}, expected 0, 1 "
+                "or 2 state tensors per parameter"
+            )
+        if self.native_code is not None and not self.native_params:
+            raise ConfigError(
+                f"optimizer {self.name!r}: fact 'native_params' is missing (its compiled branch "
+                f"{self.native_code} reads hyper-parameters)"
+            )
+        unknown = sorted(set(self.native_params) - set(DEFAULTS.scalars()))
+        if unknown or len(self.native_params) > MAX_OPTIMIZER_PARAMS:
+            raise ConfigError(
+                f"optimizer {self.name!r}: fact 'native_params' is {self.native_params!r}: "
+                f"expected at most {MAX_OPTIMIZER_PARAMS} of {', '.join(DEFAULTS.scalars())}"
+            )
+
+    def native_values(self, params: OptimizerParams) -> list[float]:
+        """The values of :attr:`native_params` in ``params``, in order."""
+        scalars = params.scalars()
+        return [scalars[name] for name in self.native_params]
 
     def new_state(self, parameters: list[torch.Tensor]) -> BatchedState:
         """Zero state for ``parameters`` (stacked or not), on their devices."""
@@ -184,11 +221,28 @@ def _adamw_step(
     _adam_family_update(torch._fused_adamw_, parameters, gradients, state, params)
 
 
-OPTIMIZERS: dict[str, Optimizer] = {
-    "sgd": Optimizer("sgd", "SGD with momentum (Nesterov optional)", 1, _sgd_step, 0),
-    "adam": Optimizer("adam", "Adam (L2 weight decay)", 2, _adam_step, 1),
-    "adamw": Optimizer("adamw", "AdamW (decoupled weight decay)", 2, _adamw_step, 2),
-}
+OPTIMIZERS: dict[str, Optimizer] = {}
+"""The registry: optimizer name → :class:`Optimizer` (what ``--optimizer`` takes)."""
+
+
+def register_optimizer(optimizer: Optimizer) -> Optimizer:
+    """Add ``optimizer`` to :data:`OPTIMIZERS` (the command line, the estimator and every
+    backend then take it); ConfigError when its name is taken."""
+    if optimizer.name in OPTIMIZERS:
+        raise ConfigError(f"optimizer {optimizer.name!r} is already registered")
+    OPTIMIZERS[optimizer.name] = optimizer
+    return optimizer
+
+
+_SGD_PARAMS = ("learning_rate", "weight_decay", "momentum", "nesterov")
+_ADAM_PARAMS = ("learning_rate", "weight_decay", "beta1", "beta2", "eps")
+register_optimizer(
+    Optimizer("sgd", "SGD with momentum (Nesterov optional)", 1, _sgd_step, 0, _SGD_PARAMS)
+)
+register_optimizer(Optimizer("adam", "Adam (L2 weight decay)", 2, _adam_step, 1, _ADAM_PARAMS))
+register_optimizer(
+    Optimizer("adamw", "AdamW (decoupled weight decay)", 2, _adamw_step, 2, _ADAM_PARAMS)
+)
 
 
 # The entries the compiled branches were written from, as this module defines them (native_code

@@ -1,10 +1,12 @@
 """The one training configuration, shared by ``softclass train``, ``softclass compare``,
 ``softclass.Classifier`` and every engine and backend.
 
-Optimizer hyper-parameters take their defaults from :data:`softclass.mlp.optimizer_params.DEFAULTS`
-(one set of defaults); the allowed optimizer names come from the optimizer registry; the early
-stopping rule is :class:`softclass.training.early_stopping.EarlyStopping` (a monitored metric,
-patience, a minimum improvement and restoring the best weights).
+The optimizer hyper-parameters are declared once, in
+:class:`softclass.mlp.optimizer_params.OptimizerParams`, which :class:`TrainConfig` extends;
+every field carries its option (flag, help, allowed values, scikit-learn name:
+:mod:`softclass.option_table`); the allowed optimizer names come from the optimizer registry;
+the early stopping rule is :class:`softclass.training.early_stopping.EarlyStopping` (a
+monitored metric, patience, a minimum improvement and restoring the best weights).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from softclass.errors import ConfigError, OptionError
-from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
+from softclass.mlp.optimizer_params import OptimizerParams
+from softclass.option_table import Rule, names_text, option, options_of
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +30,16 @@ MONITORS = {"validation_loss": "min", "validation_accuracy": "max", "train_loss"
 BACKENDS = ("auto", "compiled", "torch", "autograd")
 
 
+def _optimizer_names() -> tuple[str, ...]:
+    from softclass.mlp.optimizers import OPTIMIZERS  # the registry (imports torch)
+
+    return tuple(OPTIMIZERS)
+
+
+def _choice(names: tuple[str, ...]) -> Rule:
+    return Rule("choice", choices=lambda: names)
+
+
 # Bounds on what one option may cost: a run's histories grow with the epochs, a batch's work
 # space with its rows, and each seed fits in the 64-bit seeds of the generators (with room for
 # seed + K of --seeds); threads beyond a few hundred only exhaust the system's task table.
@@ -37,62 +50,141 @@ MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """How to train. The defaults train the seed's Iris network (4-7-3 tanh, SGD) in seconds."""
+class TrainConfig(OptimizerParams):
+    """How to train. The defaults train the seed's Iris network (4-7-3 tanh, SGD) in seconds.
 
-    epochs: int = 100  # passes over the training rows (an upper bound with early stopping)
-    batch_size: int = 16  # rows per optimizer step; the last batch of an epoch may be shorter
-    optimizer: str = "sgd"  # a key of softclass.mlp.optimizers.OPTIMIZERS
-    learning_rate: float = DEFAULTS.learning_rate  # step size
-    momentum: float = DEFAULTS.momentum  # SGD momentum (Adam/AdamW ignore it)
-    nesterov: bool = DEFAULTS.nesterov  # SGD: Nesterov momentum
-    betas: tuple[float, float] = DEFAULTS.betas  # Adam/AdamW moving-average rates
-    eps: float = DEFAULTS.eps  # Adam/AdamW denominator guard
-    weight_decay: float = DEFAULTS.weight_decay  # L2 penalty (sgd, adam), decoupled (adamw)
-    seed: int = 0  # initial weights, batch order and the validation split
-    validation_fraction: float = 0.2  # share of each class held out for validation; 0 = none
-    patience: int | None = None  # early stopping: epochs without improvement; None = off
-    monitor: str = "validation_loss"  # what early stopping watches (a key of MONITORS)
-    min_delta: float = 0.0  # an improvement must beat the best by more than this
-    restore_best: bool = True  # early stopping ends on the best epoch's weights
-    device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
-    precision: str = "fp32"  # "fp32", or "bf16" autocast of the network (losses accumulate in fp32)
-    checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint path is given)
-    backend: str = "auto"  # training backend, one of BACKENDS ("auto": fastest that supports it)
-    threads: int = 0  # CPU threads for torch; 0 = leave torch's setting
+    The optimizer hyper-parameters are the fields of :class:`OptimizerParams`, which this class
+    extends; every field is an option of the option table (:mod:`softclass.option_table`):
+    checked here by its rule, a flag of ``compare`` and ``train``, and through its scikit-learn
+    name a parameter of :class:`softclass.Classifier`.
+    """
+
+    # passes over the training rows (an upper bound with early stopping)
+    epochs: int = option(
+        100,
+        "--epochs",
+        "Passes over the training rows (at most, with --patience).",
+        Rule("integer", low=1, high=MAX_EPOCHS),
+        metavar="N",
+        sklearn="max_iter",
+    )
+    # rows per optimizer step; the last batch of an epoch may be shorter
+    batch_size: int = option(
+        16,
+        "--batch-size",
+        "Rows per optimizer step.",
+        Rule("integer", low=1, high=MAX_BATCH_SIZE),
+        metavar="ROWS",
+        sklearn="batch_size",
+    )
+    # a key of softclass.mlp.optimizers.OPTIMIZERS
+    optimizer: str = option(
+        "sgd",
+        "--optimizer",
+        "{optimizers}.",
+        Rule("choice", choices=_optimizer_names),
+        metavar="NAME",
+        sklearn="solver",
+    )
+    # initial weights, batch order and the validation split
+    seed: int = option(
+        0,
+        "--seed",
+        "Seed of weights, batch order and split.",
+        Rule("integer", high=MAX_SEED),
+        metavar="N",
+    )
+    # share of each class held out for validation; 0 = none
+    validation_fraction: float = option(
+        0.2,
+        "--validation",
+        "Share of each class held out as validation rows: every reported validation number "
+        "comes from them (train: 0 = none).",
+        Rule("number", high=1, note=" (0 = none)"),
+        metavar="FRACTION",
+        panel="Data",
+    )
+    # early stopping: epochs without improvement; None = off
+    patience: int | None = option(
+        None,
+        "--patience",
+        "Early stopping: stop after this many epochs without a better --monitor value on "
+        "held-out rows and keep the best weights (compare: the --stopping rows, apart from the "
+        "validation rows; train: the validation rows); 0 turns it off.",
+        Rule("integer", low=1, optional=True),
+        metavar="EPOCHS",
+    )
+    # what early stopping watches (a key of MONITORS)
+    monitor: str = option(
+        "validation_loss",
+        "--monitor",
+        f"What early stopping watches: {names_text(MONITORS)}.",
+        _choice(tuple(MONITORS)),
+        metavar="NAME",
+    )
+    # an improvement must beat the best by more than this
+    min_delta: float = option(
+        0.0,
+        "--min-delta",
+        "Early stopping: an improvement must beat the best value by more than this.",
+        Rule("number"),
+        metavar="D",
+        sklearn="tol",
+    )
+    # early stopping ends on the best epoch's weights
+    restore_best: bool = option(
+        True,
+        "--restore-best/--no-restore-best",
+        "Early stopping: end on the best epoch's weights (or on the last epoch's).",
+        Rule("flag"),
+    )
+    # "auto" (cuda when available), "cpu" or "cuda"
+    device: str = option(
+        "auto",
+        "--device",
+        f"{names_text(DEVICES)} (auto: cuda when available).",
+        _choice(DEVICES),
+        metavar="NAME",
+    )
+    # "fp32", or "bf16" autocast of the network (losses accumulate in fp32)
+    precision: str = option(
+        "fp32",
+        "--precision",
+        f"{names_text(PRECISIONS)} (bf16: autocast of the network).",
+        _choice(PRECISIONS),
+        metavar="NAME",
+    )
+    # epochs between checkpoints (when a checkpoint path is given)
+    checkpoint_every: int = option(
+        1,
+        "--checkpoint-every",
+        "Epochs between checkpoints.",
+        Rule("integer", low=1),
+        metavar="EPOCHS",
+        commands=("train",),
+    )
+    # training backend, one of BACKENDS ("auto": fastest that supports it)
+    backend: str = option(
+        "auto",
+        "--backend",
+        f"Training backend: {names_text(BACKENDS)} (auto: the fastest that supports the run).",
+        _choice(BACKENDS),
+        metavar="NAME",
+    )
+    # CPU threads for torch; 0 = leave torch's setting
+    threads: int = option(
+        0,
+        "--threads",
+        "CPU threads for torch; 0 = chosen by the size of a training step: one for small "
+        "networks (a second thread only adds synchronisation there), every idle core for large "
+        "ones.",
+        Rule("integer", high=MAX_THREADS),
+        metavar="N",
+    )
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, minimum=1, maximum=MAX_EPOCHS)
-        _check_int("batch_size", self.batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
-        _check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
-        _check_int("checkpoint_every", self.checkpoint_every, minimum=1)
-        _check_int("threads", self.threads, minimum=0, maximum=MAX_THREADS)
-        if self.patience is not None:
-            _check_int("patience", self.patience, minimum=1)
-        from softclass.mlp.optimizers import OPTIMIZERS  # the registry (imports torch)
-
-        _check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("monitor", self.monitor, tuple(MONITORS))
-        _check_choice("backend", self.backend, BACKENDS)
-        for name in ("learning_rate", "momentum", "weight_decay", "eps", "min_delta"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise _invalid(name, value, "must be a number ≥ 0")
-        if not self.learning_rate > 0:
-            raise _invalid("learning_rate", self.learning_rate, "must be > 0")
-        if not self.momentum < 1:
-            raise _invalid("momentum", self.momentum, "must lie in [0, 1)")
-        betas = tuple(self.betas)
-        if len(betas) != 2 or not all(
-            isinstance(beta, int | float) and 0.0 <= beta < 1.0 for beta in betas
-        ):
-            raise _invalid("betas", self.betas, "must be two numbers in [0, 1)")
-        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
-        for name in ("nesterov", "restore_best"):
-            if not isinstance(getattr(self, name), bool):
-                raise _invalid(name, getattr(self, name), "must be True or False")
+        for name, declared in options_of(TrainConfig).items():
+            object.__setattr__(self, name, declared.rule.check(name, getattr(self, name)))
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise OptionError(
                 "{nesterov=} needs {optimizer:sgd} with {momentum} > 0, got {optimizer=}, "
@@ -101,22 +193,12 @@ class TrainConfig:
                 optimizer=self.optimizer,
                 momentum=self.momentum,
             )
-        fraction = self.validation_fraction
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-            raise _invalid("validation_fraction", fraction, "must be a number in [0, 1)")
-        if not 0.0 <= fraction < 1.0:
-            raise _invalid("validation_fraction", fraction, "must be in [0, 1) (0 = none)")
 
     @property
     def optimizer_params(self) -> OptimizerParams:
-        """The optimizer hyper-parameters of this configuration."""
+        """The optimizer hyper-parameters of this configuration (its OptimizerParams fields)."""
         return OptimizerParams(
-            learning_rate=float(self.learning_rate),
-            momentum=float(self.momentum),
-            nesterov=self.nesterov,
-            betas=self.betas,
-            eps=float(self.eps),
-            weight_decay=float(self.weight_decay),
+            **{item.name: getattr(self, item.name) for item in fields(OptimizerParams)}
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,18 +217,6 @@ class TrainConfig:
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         return cls(**values)
-
-
-def _invalid(name: str, value: object, problem: str) -> OptionError:
-    """``name=value problem``: an error naming the option (the command line names its flag)."""
-    return OptionError("{" + name + "=} " + problem, **{name: value})
-
-
-def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _invalid(name, value, f"must be an integer ≥ {minimum}")
-    if maximum is not None and value > maximum:
-        raise _invalid(name, value, f"must be at most {maximum:,} (a bound on time and memory)")
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

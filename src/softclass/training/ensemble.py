@@ -25,7 +25,7 @@ Small networks on CPU train through compiled loops instead (:mod:`softclass.trai
 the network row by row in C and each design's loss through softclass.functional's compiled
 kernels, whole epochs per call), since there the cost of a step is torch's per-op dispatch, not
 arithmetic; ``backend="auto"`` picks the faster per shape (:meth:`BatchedTrainer.choose_backend`),
-and ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the torch path. The two paths agree
+and ``SOFTCLASS_NATIVE=0`` or a library not built at install leaves the torch path. The two paths agree
 to rounding (the order of the sums differs). The compiled loops implement the registries'
 entries that carry a ``native_code``; ``backend="compiled"`` on a run they lack (an activation,
 design or optimizer without one) is refused naming it.
@@ -53,8 +53,8 @@ from softclass.evaluation.stats import (
 from softclass.io import atomic_write_bytes
 from softclass.mlp.activations import NATIVE_ENTRIES as NATIVE_ACTIVATIONS
 from softclass.mlp.activations import get_activation
+from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.designs import NATIVE_ENTRIES as NATIVE_DESIGNS
-from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
 from softclass.mlp.optimizers import NATIVE_ENTRIES as NATIVE_OPTIMIZERS
 from softclass.mlp.optimizers import get_optimizer
@@ -1197,7 +1197,7 @@ def compare_seeds(
     val_features: torch.Tensor,
     val_targets: torch.Tensor,
     settings: TrainConfig,
-    designs: Sequence[str] = ("A", "B", "C", "D"),
+    designs: Sequence[str] | None = None,
     seeds: Sequence[int] = tuple(range(10)),
     confidence: float = 0.95,
     dtype: torch.dtype = torch.float32,
@@ -1208,13 +1208,14 @@ def compare_seeds(
     Args:
         config, features, targets, settings, dtype, device: as :func:`train_ensemble`.
         val_features, val_targets: the validation rows the designs are judged on.
-        designs: design names; seeds: K ≥ 2 distinct seeds shared by every design.
+        designs: design names (None: every registered design); seeds: K ≥ 2 distinct seeds
+            shared by every design.
         confidence: level of the intervals and of the "significant" verdict.
 
     Returns:
         :class:`SeedComparison` over the last epoch's validation loss and accuracy.
     """
-    names = [get_design(name).name for name in designs]
+    names = [get_design(name).name for name in (DESIGNS if designs is None else designs)]
     seed_list = [int(seed) for seed in seeds]
     if len(set(seed_list)) < 2 or len(set(seed_list)) != len(seed_list):
         raise ConfigError(f"compare_seeds needs at least 2 distinct seeds, got {seed_list}")

@@ -15,7 +15,7 @@
  * (the float64 parity tests of tests/test_engine.py hold every branch to autograd through
  * softclass.functional).
  *
- * Built at first use with the system C compiler and loaded with ctypes. The body below is compiled
+ * Built at install time (setup.py) and loaded with ctypes. The body below is compiled
  * twice, for float (suffix f32) and double (f64): the file includes itself with REAL defined, and
  * <tgmath.h> picks expf/exp, tanhf/tanh, ... from the argument's type.
  */
@@ -50,17 +50,20 @@ int64_t mlp_implements(int64_t kind, int64_t code) {
 /* Rows of a batch whose targets are all kept: no class index equals it. */
 #define NO_IGNORED_TARGET INT64_MIN
 
+/* Hyper-parameters an optimizer branch may read (mlp_native.py's MAX_OPTIMIZER_PARAMS). */
+#define MAX_OPTIMIZER_PARAMS 8
+
 /* Shapes and hyper-parameters of one call (mirrored by mlp_native.py's RunSettings). */
 typedef struct {
     int64_t n_layers;        /* linear layers: hidden layers + 1 */
     const int64_t *widths;   /* n_layers + 1 widths: features, hidden..., classes */
     int64_t activation;      /* ACTIVATION_* of the hidden layers */
     int64_t optimizer;       /* OPTIMIZER_* */
-    double learning_rate;
-    double momentum;         /* SGD (dampening 0) */
-    int64_t nesterov;        /* SGD: 1 for Nesterov momentum */
-    double weight_decay;     /* L2 term added to the gradient (SGD, Adam); decoupled (AdamW) */
-    double beta1, beta2, eps; /* Adam */
+    /* The optimizer's hyper-parameters, in the order its registry entry lists them
+     * (Optimizer.native_params): every branch starts with the learning rate and the weight
+     * decay (L2 term added to the gradient; decoupled for AdamW); then SGD: momentum (dampening
+     * 0), nesterov (1 or 0); Adam, AdamW: beta1, beta2, eps. */
+    double optimizer_params[MAX_OPTIMIZER_PARAMS];
     double tiny;             /* smallest normal of the element type: design D's clamp */
     int64_t batch_size;
     int64_t n_rows;          /* training rows */
@@ -118,7 +121,7 @@ static inline float tanh_float(float x) {
 #define REAL float
 #define SUFFIX f32
 #define TANH tanh_float
-#include __FILE__
+#include "mlp_native.c" /* this file, once per element type */
 #undef REAL
 #undef SUFFIX
 #undef TANH
@@ -126,7 +129,7 @@ static inline float tanh_float(float x) {
 #define REAL double
 #define SUFFIX f64
 #define TANH tanh
-#include __FILE__
+#include "mlp_native.c" /* this file, once per element type */
 #undef REAL
 #undef SUFFIX
 #undef TANH
@@ -238,29 +241,32 @@ static void NAME(design_batch)(int64_t loss_kind, REAL tiny, int64_t rows, int64
  * 1-based. */
 static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, REAL *param,
                          const REAL *grad, REAL *first, REAL *second) {
-    const REAL learning_rate = (REAL)settings->learning_rate;
-    const REAL weight_decay = (REAL)settings->weight_decay;
-    if (settings->optimizer == OPTIMIZER_SGD && settings->momentum == 0.0) {
+    const double *hyper = settings->optimizer_params;
+    const REAL learning_rate = (REAL)hyper[0];
+    const REAL weight_decay = (REAL)hyper[1];
+    if (settings->optimizer == OPTIMIZER_SGD && hyper[2] == 0.0) {
         for (int64_t i = 0; i < n; ++i) {
             const REAL g = weight_decay != (REAL)0 ? grad[i] + weight_decay * param[i] : grad[i];
             param[i] -= learning_rate * g;
         }
     } else if (settings->optimizer == OPTIMIZER_SGD) {
-        const REAL momentum = (REAL)settings->momentum;
+        const REAL momentum = (REAL)hyper[2];
+        const int nesterov = hyper[3] != 0.0;
         for (int64_t i = 0; i < n; ++i) {
             const REAL g = weight_decay != (REAL)0 ? grad[i] + weight_decay * param[i] : grad[i];
             first[i] = step == 1 ? g : momentum * first[i] + g;
-            param[i] -= learning_rate * (settings->nesterov ? g + momentum * first[i] : first[i]);
+            param[i] -= learning_rate * (nesterov ? g + momentum * first[i] : first[i]);
         }
     } else {
         const int decoupled = settings->optimizer == OPTIMIZER_ADAMW;
-        const double correction1 = 1.0 - pow(settings->beta1, (double)step);
-        const double correction2 = 1.0 - pow(settings->beta2, (double)step);
-        const REAL step_size = (REAL)(settings->learning_rate / correction1);
+        const double beta1_double = hyper[2], beta2_double = hyper[3];
+        const double correction1 = 1.0 - pow(beta1_double, (double)step);
+        const double correction2 = 1.0 - pow(beta2_double, (double)step);
+        const REAL step_size = (REAL)(hyper[0] / correction1);
         const REAL correction2_sqrt = (REAL)sqrt(correction2);
-        const REAL one_minus_beta1 = (REAL)(1.0 - settings->beta1);
-        const REAL beta2 = (REAL)settings->beta2, one_minus_beta2 = (REAL)(1.0 - settings->beta2);
-        const REAL eps = (REAL)settings->eps;
+        const REAL one_minus_beta1 = (REAL)(1.0 - beta1_double);
+        const REAL beta2 = (REAL)beta2_double, one_minus_beta2 = (REAL)(1.0 - beta2_double);
+        const REAL eps = (REAL)hyper[4];
         const REAL decay = (REAL)1 - learning_rate * weight_decay;
         for (int64_t i = 0; i < n; ++i) {
             REAL g = grad[i];

@@ -1,12 +1,12 @@
-"""Build, cache and call ``mlp_native.c``: whole training runs of small stacked MLPs in C.
+"""Load and call ``mlp_native.c``: whole training runs of small stacked MLPs in C.
 
 At the ensemble's sizes (the Iris 4-7-3 network, batches of 10) a training step is ~40 torch ops
 of 2–4 µs dispatch each and almost no arithmetic; the compiled loop runs every batch of every
-epoch of a member in one call. Built and loaded like :mod:`softclass.kernels.native` (system C
-compiler at first use, a cache file keyed by source, flags, compiler and CPU, ctypes, no torch
-headers); ``SOFTCLASS_NATIVE=0`` turns it off, and :func:`library` returns None — with
-:func:`unavailable_reason` saying why — whenever it cannot be had, so that callers keep their
-torch path. Used by :class:`softclass.training.ensemble.BatchedTrainer`.
+epoch of a member in one call. Built at install time and loaded like
+:mod:`softclass.kernels.native` (``_mlp_native*.so`` beside this module, ctypes, no torch
+headers, nothing compiled at run time); ``SOFTCLASS_NATIVE=0`` turns it off, and :func:`library`
+returns None — with :func:`unavailable_reason` saying why — whenever it cannot be had, so that
+callers keep their torch path. Used by :class:`softclass.training.ensemble.BatchedTrainer`.
 
 The C code implements the registry entries that carry a ``native_code``
 (:mod:`softclass.mlp.activations`, :mod:`softclass.mlp.designs`, :mod:`softclass.mlp.optimizers`);
@@ -30,10 +30,10 @@ import torch
 from torch import Tensor
 
 from softclass.errors import ConfigError
-from softclass.kernels.native import CE_SOURCE, LOSS_ROWS_HEADER, load_compiled, pointer
+from softclass.kernels.native import CE_SOURCES, load_built, pointer
 from softclass.mlp.activations import Activation
 from softclass.mlp.designs import Design
-from softclass.mlp.optimizers import Optimizer, OptimizerParams
+from softclass.mlp.optimizers import MAX_OPTIMIZER_PARAMS, Optimizer, OptimizerParams
 
 __all__ = [
     "REGISTRY_KINDS",
@@ -48,18 +48,8 @@ __all__ = [
 SUPPORTED_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 # The registries whose native_code picks a branch of the C code, as mlp_implements numbers them.
 REGISTRY_KINDS = {"activation": 0, "design": 1, "optimizer": 2}
-_SOURCE = Path(__file__).with_name("mlp_native.c")
-# No -ffast-math: the loops must round like torch's elementwise ops. -fopenmp-simd: the shared
-# row functions of loss_rows.h vectorise their reductions as in the fused CE kernels.
-_FLAGS = (
-    "-O3",
-    "-march=native",
-    "-fopenmp-simd",
-    "-fno-math-errno",
-    "-fno-trapping-math",
-    "-fPIC",
-    "-shared",
-)
+# The files the library is built from (setup.py): this loop and the fused CE kernels it includes.
+_SOURCES = (Path(__file__).with_name("mlp_native.c"), *CE_SOURCES)
 
 _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
@@ -74,13 +64,7 @@ class _RunSettings(ctypes.Structure):
         ("widths", _PTR),
         ("activation", _I64),
         ("optimizer", _I64),
-        ("learning_rate", _F64),
-        ("momentum", _F64),
-        ("nesterov", _I64),
-        ("weight_decay", _F64),
-        ("beta1", _F64),
-        ("beta2", _F64),
-        ("eps", _F64),
+        ("optimizer_params", _F64 * MAX_OPTIMIZER_PARAMS),
         ("tiny", _F64),
         ("batch_size", _I64),
         ("n_rows", _I64),
@@ -117,11 +101,9 @@ _failure: list[str] = []
 
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
-    """The compiled training loops (built on first call, then cached on disk), or None."""
+    """The compiled training loops (loaded on first call), or None if unavailable."""
     symbols = ["mlp_implements", *(f"mlp_train_{suffix}" for suffix in SUPPORTED_DTYPES.values())]
-    loaded = load_compiled(
-        _SOURCE, _FLAGS, (), _failure, symbols, headers=(CE_SOURCE, LOSS_ROWS_HEADER)
-    )
+    loaded = load_built(Path(__file__).parent, "_mlp_native", _SOURCES, symbols, _failure)
     if loaded is None:
         return None
     loaded.mlp_implements.argtypes = [_I64, _I64]
@@ -236,13 +218,7 @@ def train(
         widths=ctypes.cast(widths_array, _PTR),
         activation=activation.native_code,
         optimizer=optimizer.native_code,
-        learning_rate=params.learning_rate,
-        momentum=params.momentum,
-        nesterov=int(params.nesterov),
-        weight_decay=params.weight_decay,
-        beta1=params.betas[0],
-        beta2=params.betas[1],
-        eps=params.eps,
+        optimizer_params=(_F64 * MAX_OPTIMIZER_PARAMS)(*optimizer.native_values(params)),
         tiny=torch.finfo(dtype).tiny,
         batch_size=batch_size,
         n_rows=tensors.table.shape[0],

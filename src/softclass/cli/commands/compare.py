@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 _COMPARE_HELP = "\n\n".join(
     (
-        "Train the same network with designs A-D on the same data, split and seed, and compare "
+        "Train the same network with every design on the same data, split and seed, and compare "
         "them on the same held-out rows.",
         _DEFAULTS_HELP,
         "Under torchrun (torchrun --nproc-per-node N -m softclass compare ...) every design "
@@ -61,8 +61,14 @@ def compare(
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     design: Annotated[
-        str, typer.Option("--design", metavar="LETTERS", help="Designs to train, e.g. ABCD or AB.")
-    ] = "ABCD",
+        str | None,
+        typer.Option(
+            "--design",
+            metavar="LETTERS",
+            help="Designs to train from {designs}, e.g. AB (default: all of them).",
+            show_default=False,
+        ),
+    ] = None,
     stopping: Annotated[
         float,
         typer.Option(
@@ -75,7 +81,7 @@ def compare(
     *,
     options: _Typed,
 ) -> None:
-    """Train the same network with designs A-D on the same data, split and seed; compare them."""
+    """Train the same network with every design on the same data, split and seed; compare them."""
     import datetime
     import json
 

@@ -8,11 +8,27 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from softclass.cli.app import _Command, app, console, err_console
-from softclass.cli.options import _parse_floats
 from softclass.cli.render import _findings_table
 
 if TYPE_CHECKING:
     pass
+
+
+_MAX_FLOATS = 1000  # explain prints every value a few times: a screenful, not a file
+
+
+def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    if text.count(",") >= _MAX_FLOATS:
+        raise typer.BadParameter(
+            f"{text.count(',') + 1:,} values: at most {_MAX_FLOATS:,} are explained",
+            param_hint=option,
+        )
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers like 2.5,3.5,1.5, got {text!r}", param_hint=option
+        ) from None
 
 
 @app.command(cls=_Command)

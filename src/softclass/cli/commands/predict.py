@@ -10,10 +10,8 @@ import typer
 
 from softclass.cli.app import _Command, _write_stdout_bytes, app, err_console
 from softclass.cli.options import _Delimiter, _Unknown
-from softclass.cli.run import _read_options
-from softclass.errors import (
-    Interrupted,
-)
+from softclass.cli.run import _delimiter
+from softclass.errors import DataError, Interrupted
 
 if TYPE_CHECKING:
     pass
@@ -54,7 +52,9 @@ def predict(
         str,
         typer.Option(
             "--on-error",
-            help="A row with a bad cell: error (stop) or skip (report it, predict the others).",
+            help="A row that cannot be predicted (a bad cell): error (exit 2) or skip (exit 0). "
+            "Either way the output has one row per input row; such a row has an empty "
+            "prediction and a reason.",
         ),
     ] = "error",
     unknown: _Unknown = "ignore",
@@ -78,14 +78,18 @@ def predict(
     from softclass.jobs.destination import check_output_file
     from softclass.jobs.output import FORMATS, spreadsheet_safe
     from softclass.jobs.store import load_model
-    from softclass.jobs.train_predict import predict_table
+    from softclass.jobs.train_predict import predict_table, unpredicted_message
 
     if output_format not in FORMATS:
         raise ConfigError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    if on_error not in ("error", "skip"):
+        raise ConfigError(
+            f"--on-error {on_error!r} is not allowed; expected one of 'error', 'skip'"
+        )
     if output is not None:
         output = check_output_file(output, [model_dir, data], "--output")
     saved = load_model(model_dir)
-    delimiter, _ = _read_options(delimiter, None, None)
+    delimiter = _delimiter(delimiter)
     live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
     with err_console.status(f"reading {data} …") if live else contextlib.nullcontext():
         table = read_table(data, delimiter=delimiter, raw=True)
@@ -102,26 +106,34 @@ def predict(
         prediction = predict_table(
             saved,
             table,
-            on_error=on_error,
+            on_error="skip",
             unknown=unknown,
             accuracy=accuracy,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             source=str(data),
         )
+    unpredicted = (
+        unpredicted_message(prediction.skipped, table.height, str(data))
+        if prediction.skipped
+        else None
+    )
     for warning in prediction.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        if warning != unpredicted or on_error == "skip":
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     table = prediction.table
     if output_format == "csv" and not raw:
         table = spreadsheet_safe(table)
     _write_prediction(table, output_format, output)
     if prediction.accuracy is not None:
-        counted = prediction.table.height - prediction.unknown_labels
+        counted = prediction.table.height - len(prediction.skipped) - prediction.unknown_labels
         err_console.print(
             f"accuracy {prediction.accuracy:.3f} on {counted} rows with a known class in "
             f"{saved.recipe.target!r}",
             highlight=False,
             soft_wrap=True,
         )
+    if unpredicted is not None and on_error == "error":
+        raise DataError(f"{unpredicted}; --on-error skip accepts such rows (exit 0)")
 
 
 def _write_prediction(table, output_format: str, output: Path | None) -> None:

@@ -43,7 +43,15 @@ _TRAIN_HELP = "\n\n".join(
 def train(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet training table.", metavar="DATA")],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Model directory to write.")],
-    design: Annotated[str, typer.Option("--design", metavar="LETTER", help="A, B, C or D.")] = "A",
+    design: Annotated[
+        str | None,
+        typer.Option(
+            "--design",
+            metavar="LETTER",
+            help="{designs} (default: the reference design, {reference}).",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
     ] = False,
@@ -61,11 +69,11 @@ def train(
     from softclass.errors import TrainingDiverged
     from softclass.jobs.destination import check_output_directory, unit_fingerprint
     from softclass.jobs.train_predict import describe_kept, train_to_directory
-    from softclass.mlp.designs import get_design
+    from softclass.mlp.designs import REFERENCE, get_design
 
     out = check_output_directory(out, "train", inputs=[data], overwrite=overwrite, resume=resume)
     before = unit_fingerprint(out)
-    chosen = get_design(design)
+    chosen = get_design(REFERENCE if design is None else design)
     network = _resolve(_is_bundled_iris(data), options)
     config = network.config
     with _distributed_context(config.device) as context:

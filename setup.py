@@ -1,0 +1,76 @@
+"""Build softclass's C code at install time, as setuptools extensions beside the Python modules.
+
+Two shared libraries, loaded with ctypes (they call no Python API):
+
+- ``softclass/kernels/_cpu_native*.so`` from ``kernels/cpu_native.c`` (+ ``loss_rows.h``): the
+  fused cross-entropy and softmax row loops of :mod:`softclass.kernels.cpu`;
+- ``softclass/training/_mlp_native*.so`` from ``training/mlp_native.c`` (which includes both): the
+  compiled training loops of :mod:`softclass.training.ensemble`.
+
+Both are optional: without a C compiler the install still succeeds and softclass runs the same
+math on torch ops (one warning at run time says what is slower). ``pip install -e .`` builds them
+in place (``src/softclass/...``), so checkouts used through ``PYTHONPATH=src`` find them too;
+after editing a C file, ``python setup.py build_ext --inplace`` rebuilds what changed.
+
+``-march=native`` tunes the code for the building machine (a local install). Set
+``SOFTCLASS_PORTABLE_BUILD=1`` to build a wheel for other machines of the same architecture.
+"""
+
+import compileall
+import os
+import platform
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+KERNELS = "src/softclass/kernels"
+TRAINING = "src/softclass/training"
+# No -ffast-math: the loops must round like torch's elementwise ops. -fopenmp-simd: the row
+# functions of loss_rows.h vectorise their reductions.
+COMPILE_ARGS = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+if os.environ.get("SOFTCLASS_PORTABLE_BUILD", "0") != "1" and platform.machine() in (
+    "x86_64",
+    "AMD64",
+    "aarch64",
+    "arm64",
+):
+    COMPILE_ARGS.append("-march=native")
+LIBRARIES = [] if platform.system() == "Windows" else ["m"]
+ROW_MATH = [f"{KERNELS}/loss_rows.h"]
+
+
+def native_library(name: str, source: str, depends: list[str]) -> Extension:
+    """One optional C library; ``depends``: the files it includes (a change rebuilds it)."""
+    return Extension(
+        name,
+        sources=[source],
+        depends=depends,
+        include_dirs=[KERNELS],
+        extra_compile_args=COMPILE_ARGS,
+        libraries=LIBRARIES,
+        optional=True,
+    )
+
+
+class BuildInPlace(build_ext):
+    """``build_ext`` that, when it builds in place (``pip install -e .``), also writes the bytecode
+    of the package's modules, as a regular install does: the first command after the install then
+    starts as fast as the next (it would otherwise compile ~20,000 lines of Python)."""
+
+    def run(self) -> None:
+        super().run()
+        if self.inplace:
+            compileall.compile_dir("src/softclass", quiet=1)
+
+
+setup(
+    cmdclass={"build_ext": BuildInPlace},
+    ext_modules=[
+        native_library("softclass.kernels._cpu_native", f"{KERNELS}/cpu_native.c", ROW_MATH),
+        native_library(
+            "softclass.training._mlp_native",
+            f"{TRAINING}/mlp_native.c",
+            [f"{KERNELS}/cpu_native.c", *ROW_MATH],
+        ),
+    ],
+)

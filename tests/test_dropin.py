@@ -1,0 +1,280 @@
+"""softclass.nn and softclass.functional where torch's own classes and functions go: the class
+hierarchy (isinstance, state_dict, repr), FX, TorchScript, skorch, and the cases torch computes."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from softclass import functional as S
+from softclass import nn as snn
+
+# (softclass module, torch module, constructor arguments, inputs maker)
+_LOGITS = torch.randn(6, 5, dtype=torch.float64)
+_TARGET = torch.tensor([0, 4, 2, -100, 1, 3])
+
+
+def _class_inputs():
+    return _LOGITS.clone().requires_grad_(), _TARGET
+
+
+def _log_prob_inputs():
+    return _LOGITS.log_softmax(1).detach().requires_grad_(), _TARGET
+
+
+def _along_dim_inputs():
+    return (_LOGITS.clone().requires_grad_(),)
+
+
+MODULE_PAIRS = [
+    (
+        snn.CrossEntropyLoss,
+        torch.nn.CrossEntropyLoss,
+        {"weight": torch.rand(5, dtype=torch.float64) + 0.5, "label_smoothing": 0.1},
+        _class_inputs,
+    ),
+    (snn.CrossEntropyLoss, torch.nn.CrossEntropyLoss, {"reduction": "none"}, _class_inputs),
+    (
+        snn.NLLLoss,
+        torch.nn.NLLLoss,
+        {"weight": torch.rand(5, dtype=torch.float64) + 0.5, "reduction": "sum"},
+        _log_prob_inputs,
+    ),
+    (snn.Softmax, torch.nn.Softmax, {"dim": 1}, _along_dim_inputs),
+    (snn.LogSoftmax, torch.nn.LogSoftmax, {"dim": 0}, _along_dim_inputs),
+]
+_IDS = [f"{pair[0].__name__}-{index}" for index, pair in enumerate(MODULE_PAIRS)]
+
+
+def _sum_and_grads(output: torch.Tensor, inputs) -> tuple[torch.Tensor, ...]:
+    leaves = [tensor for tensor in inputs if tensor.requires_grad]
+    return (output, *torch.autograd.grad(output.sum(), leaves))
+
+
+@pytest.mark.parametrize(("ours", "theirs", "arguments", "inputs"), MODULE_PAIRS, ids=_IDS)
+def test_modules_are_torch_classes_with_torch_state(ours, theirs, arguments, inputs):
+    module, reference = ours(**arguments), theirs(**arguments)
+    assert isinstance(module, theirs)
+    assert repr(module) == repr(reference)
+    assert list(module.state_dict()) == list(reference.state_dict())
+    assert vars(module).keys() == vars(reference).keys()
+    reference.load_state_dict(module.state_dict())
+    module.load_state_dict(reference.state_dict())
+    assert_close(_module_outputs(module, inputs), _module_outputs(reference, inputs))
+
+
+def _module_outputs(module, make_inputs):
+    inputs = make_inputs()
+    return _sum_and_grads(module(*inputs), inputs)
+
+
+@pytest.mark.parametrize(("ours", "theirs", "arguments", "inputs"), MODULE_PAIRS, ids=_IDS)
+@pytest.mark.parametrize("convert", ["fx", "jit"])
+def test_modules_trace_and_script(ours, theirs, arguments, inputs, convert):
+    module = ours(**arguments)
+    converted = torch.fx.symbolic_trace(module) if convert == "fx" else torch.jit.script(module)
+    expected = _module_outputs(theirs(**arguments), inputs)
+    assert_close(_module_outputs(converted, inputs), expected)
+
+
+def test_fx_records_one_call_of_the_functional_form():
+    graph = torch.fx.symbolic_trace(snn.CrossEntropyLoss(label_smoothing=0.2)).graph
+    targets = [node.target for node in graph.nodes if node.op == "call_function"]
+    assert targets == [S.cross_entropy]
+
+
+def test_probability_losses_and_linear_cross_entropy_script():
+    probs = torch.softmax(torch.randn(4, 3), 1)
+    labels = torch.tensor([0, 2, 1, 1])
+    for module, function in ((snn.MCEELoss(), S.mcee), (snn.OneHotMSELoss(), S.mse_onehot)):
+        scripted = torch.jit.script(module)
+        assert_close(scripted(probs, labels), function(probs, labels))
+        assert_close(torch.fx.symbolic_trace(module)(probs, labels), function(probs, labels))
+    module = snn.LinearCrossEntropyLoss(4, 5, bias=True)
+    assert isinstance(module, torch.nn.LinearCrossEntropyLoss)
+    scripted = torch.jit.script(module)
+    features = torch.randn(3, 4, requires_grad=True)
+    target = torch.tensor([0, 4, 1])
+    assert_close(
+        _sum_and_grads(scripted(features, target), (features,)),
+        _sum_and_grads(module(features, target), (features,)),
+    )
+
+
+def test_scripted_module_keeps_the_errors():
+    """The TorchScript interpreter reports an operator's error as a RuntimeError (torch's own
+    scripted CrossEntropyLoss too) that carries the original message."""
+    scripted = torch.jit.script(snn.CrossEntropyLoss())
+    with pytest.raises(
+        RuntimeError, match=r"IndexError: .*Target 9 is out of bounds at position 1"
+    ):
+        scripted(torch.randn(2, 3), torch.tensor([0, 9]))
+    with pytest.raises(RuntimeError, match=r"TorchScript interpreter"):
+        torch.jit.script(torch.nn.CrossEntropyLoss())(torch.randn(2, 3), torch.tensor([0, 9]))
+
+
+def test_linear_module_refuses_torch_chunking_options():
+    with pytest.raises(NotImplementedError, match=r"options=.*leave options=None"):
+        snn.LinearCrossEntropyLoss(4, 5, options=object())
+
+
+def _skorch_fit(criterion, softmax_output: bool):
+    skorch = pytest.importorskip("skorch")
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 4)) * 2.0
+    labels = rng.integers(0, 3, 240)
+    features = (centres[labels] + rng.normal(size=(240, 4))).astype(np.float32)
+    layers = [torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)]
+    if softmax_output:
+        layers.append(torch.nn.Softmax(dim=1))
+    net = skorch.NeuralNetClassifier(
+        torch.nn.Sequential(*layers),
+        criterion=criterion,
+        max_epochs=8,
+        lr=0.1,
+        batch_size=32,
+        train_split=None,
+        iterator_train__shuffle=False,
+        verbose=0,
+    )
+    net.fit(features, labels)
+    probabilities = net.predict_proba(features)
+    return probabilities, float((probabilities.argmax(1) == labels).mean())
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "softmax_output"),
+    [
+        (snn.CrossEntropyLoss, torch.nn.CrossEntropyLoss, False),
+        (snn.NLLLoss, torch.nn.NLLLoss, True),
+    ],
+)
+def test_skorch_treats_the_criteria_as_torch_ones(ours, theirs, softmax_output):
+    """skorch applies softmax in predict_proba for a CrossEntropyLoss and takes the log of the
+    probabilities for an NLLLoss — only if it recognises the class."""
+    probabilities, accuracy = _skorch_fit(ours, softmax_output)
+    expected_probabilities, expected_accuracy = _skorch_fit(theirs, softmax_output)
+    assert_close(probabilities.sum(1), np.ones(len(probabilities), dtype=np.float32))
+    assert_close(probabilities, expected_probabilities, atol=1e-5, rtol=1e-4)
+    assert accuracy == expected_accuracy
+    assert accuracy > 0.8
+
+
+# The cases torch computes: forward and gradient parity over shapes, dtypes and options.
+_SHAPES = [(7, 5), (1, 1), (4, 3, 2), (5,), (300, 33)]
+_DTYPES = [torch.float32, torch.float64, torch.bfloat16]
+_TOLERANCE = {torch.bfloat16: {"atol": 2e-2, "rtol": 2e-2}, torch.float32: {}, torch.float64: {}}
+
+
+def _problem(shape, dtype, probability: bool, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(shape, generator=generator) * 3).to(dtype)
+    n_classes = shape[1] if len(shape) > 1 else shape[0]
+    if probability:
+        target = torch.softmax(torch.randn(shape, generator=generator), 1 if len(shape) > 1 else 0)
+        return logits, target.to(dtype)
+    item_shape = (shape[0], *shape[2:]) if len(shape) > 1 else ()
+    return logits, torch.randint(0, n_classes, item_shape, generator=generator)
+
+
+def _loss_and_grads(function, logits, target, weight, grad_weight: bool, **options):
+    logits = logits.clone().requires_grad_()
+    leaves = [logits]
+    if grad_weight:
+        weight = weight.clone().requires_grad_()
+        leaves.append(weight)
+    loss = function(logits, target, weight, **options)
+    grad_output = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+    return (loss, *torch.autograd.grad(loss, leaves, grad_output))
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "reduction", "probability"),
+    list(itertools.product(_SHAPES, _DTYPES, ["mean", "sum", "none"], [False, True])),
+)
+def test_negative_label_smoothing_computes_as_torch(shape, dtype, reduction, probability):
+    logits, target = _problem(shape, dtype, probability)
+    options = {"reduction": reduction, "label_smoothing": -0.1}
+    ours = _loss_and_grads(S.cross_entropy, logits, target, None, False, **options)
+    theirs = _loss_and_grads(F.cross_entropy, logits, target, None, False, **options)
+    assert_close(ours, theirs, **_TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "reduction", "smoothing"),
+    list(itertools.product(_SHAPES, _DTYPES, ["mean", "sum", "none"], [0.0, 0.2])),
+)
+def test_probability_targets_give_a_weight_its_gradient(shape, dtype, reduction, smoothing):
+    logits, target = _problem(shape, dtype, probability=True)
+    n_classes = shape[1] if len(shape) > 1 else shape[0]
+    weight = (torch.rand(n_classes, generator=torch.Generator().manual_seed(1)) + 0.5).to(dtype)
+    options = {"reduction": reduction, "label_smoothing": smoothing}
+    ours = _loss_and_grads(S.cross_entropy, logits, target, weight, True, **options)
+    theirs = _loss_and_grads(F.cross_entropy, logits, target, weight, True, **options)
+    assert_close(ours, theirs, **_TOLERANCE[dtype])
+
+
+def test_index_targets_still_refuse_a_weight_that_requires_grad():
+    weight = torch.rand(4, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"not differentiable with respect to argument 'weight'"):
+        S.cross_entropy(torch.randn(3, 4), torch.tensor([0, 1, 2]), weight)
+
+
+def _changed_after_the_loss(function, logits, target, reduction, smoothing, change):
+    logits = logits.clone().requires_grad_()
+    scores = logits * 1.0  # a non-leaf, changed in place below
+    loss = function(scores, target, reduction=reduction, label_smoothing=smoothing)
+    with torch.no_grad():
+        change(scores)
+    grad_output = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+    return (loss, *torch.autograd.grad(loss, logits, grad_output))
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "reduction", "probability", "smoothing"),
+    list(itertools.product(_SHAPES, _DTYPES, ["mean", "sum", "none"], [False, True], [0.0, 0.1])),
+)
+def test_logits_changed_in_place_before_backward(shape, dtype, reduction, probability, smoothing):
+    """torch's backward does not read the logits: changing them after the loss is allowed."""
+    logits, target = _problem(shape, dtype, probability)
+    for change in (lambda scores: scores.mul_(0.0), lambda scores: scores.add_(5.0)):
+        ours = _changed_after_the_loss(
+            S.cross_entropy, logits, target, reduction, smoothing, change
+        )
+        theirs = _changed_after_the_loss(
+            F.cross_entropy, logits, target, reduction, smoothing, change
+        )
+        assert_close(ours, theirs, **_TOLERANCE[dtype])
+
+
+def test_a_second_backward_after_an_in_place_change_names_the_logits():
+    logits = torch.randn(5, 4, requires_grad=True)
+    scores = logits * 1.0
+    loss = S.cross_entropy(scores, torch.tensor([0, 1, 2, 3, 0]))
+    with torch.no_grad():
+        scores.add_(1.0)
+    torch.autograd.grad(loss, logits, retain_graph=True)
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation: the logits"):
+        torch.autograd.grad(loss, logits)
+
+
+@pytest.mark.parametrize("mode", ["compile", "export"])
+def test_out_of_range_target_message_is_the_eager_one_when_traced(mode):
+    torch._dynamo.reset()
+    logits, target = torch.randn(3, 4), torch.tensor([0, 7, 1])
+    with pytest.raises(IndexError, match=r"Target 7 is out of bounds at position 1") as eager:
+        S.cross_entropy(logits, target)
+    if mode == "compile":
+        traced = torch.compile(S.cross_entropy, backend="aot_eager", fullgraph=True)
+    else:
+        program = torch.export.export(snn.CrossEntropyLoss(), (logits, torch.tensor([0, 1, 1])))
+        traced = program.module()
+    with pytest.raises(IndexError) as caught:
+        traced(logits, target)
+    assert str(eager.value) in str(caught.value)

@@ -1,0 +1,174 @@
+"""Adding a design, an activation and an optimizer is one registry entry each: registered at run
+time (torch backend: no compiled branch), they reach --help, compare's table and agreement,
+train, predict, the report and its figures, and softclass.Classifier with nothing else edited."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from softclass import Classifier, functional
+from softclass.data import bundled_path
+from softclass.evaluation import plots
+from softclass.mlp import activations, designs, optimizers
+from softclass.mlp.activations import Activation, register_activation
+from softclass.mlp.designs import Design, register_design
+from softclass.mlp.optimizers import BatchedState, Optimizer, OptimizerParams, register_optimizer
+from softclass.option_table import names_text
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+IRIS = bundled_path("iris")
+SMOOTHING = 0.1
+RMSPROP_ALPHA = 0.99  # torch.optim.RMSprop's default smoothing constant
+
+
+def _smoothed_cross_entropy(logits, targets, reduction="mean"):
+    return functional.cross_entropy(logits, targets, reduction=reduction, label_smoothing=SMOOTHING)
+
+
+def _silu_backward(grad, pre, out):
+    sigmoid = torch.sigmoid(pre)
+    return grad * sigmoid * (1.0 + pre * (1.0 - sigmoid))
+
+
+def _rmsprop_step(parameters, gradients, state: BatchedState, params: OptimizerParams) -> None:
+    """torch.optim.RMSprop (not centred, no momentum) on a list of tensors."""
+    state.step_count += 1
+    if params.weight_decay != 0.0:
+        gradients = torch._foreach_add(gradients, parameters, alpha=params.weight_decay)
+    torch._foreach_mul_(state.first_moments, RMSPROP_ALPHA)
+    torch._foreach_addcmul_(state.first_moments, gradients, gradients, value=1 - RMSPROP_ALPHA)
+    denominators = torch._foreach_sqrt(state.first_moments)
+    torch._foreach_add_(denominators, params.eps)
+    torch._foreach_addcdiv_(parameters, gradients, denominators, value=-params.learning_rate)
+
+
+DESIGN_E = Design(
+    "E",
+    "logits + label-smoothed cross entropy",
+    "cross_entropy",
+    "index",
+    lambda logits: logits,
+    _smoothed_cross_entropy,
+    lambda logits: functional.softmax(logits, 1),
+    lambda logits: functional.log_softmax(logits, 1),
+    label="CE ε=0.1",
+    color="#9467bd",
+    linestyle="-.",
+    relation="another loss",
+    meaning="E smooths the targets of A (ε = 0.1): another loss, with another minimiser.",
+)
+SILU = Activation("silu", nn.SiLU, nn.functional.silu, _silu_backward, None)
+RMSPROP = Optimizer("rmsprop", "RMSprop (α = 0.99)", 1, _rmsprop_step, None)
+
+
+@pytest.fixture
+def extended():
+    """Design E, activation silu and optimizer rmsprop registered for one test."""
+    register_design(DESIGN_E)
+    register_activation(SILU)
+    register_optimizer(RMSPROP)
+    yield
+    del designs.DESIGNS["E"], activations.ACTIVATIONS["silu"], optimizers.OPTIMIZERS["rmsprop"]
+
+
+def test_the_new_entries_match_their_torch_references(extended):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 4, (6,), generator=generator)
+    assert_close(
+        DESIGN_E.loss_from_logits(logits, DESIGN_E.encode_targets(targets, 4)),
+        torch.nn.functional.cross_entropy(logits, targets, label_smoothing=SMOOTHING),
+    )
+    pre = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    (expected,) = torch.autograd.grad(nn.functional.silu(pre).sum(), pre)
+    assert_close(_silu_backward(torch.ones_like(pre), pre, None), expected)
+    params = OptimizerParams(learning_rate=0.05, eps=1e-6, weight_decay=0.01)
+    ours = [torch.randn(3, 2, generator=generator)]
+    reference = [ours[0].clone().requires_grad_()]
+    torch_rmsprop = torch.optim.RMSprop(
+        reference, lr=0.05, alpha=RMSPROP_ALPHA, eps=1e-6, weight_decay=0.01
+    )
+    state = RMSPROP.new_state(ours)
+    for _ in range(3):
+        gradient = torch.randn(3, 2, generator=generator)
+        RMSPROP.batched_step(ours, [gradient], state, params)
+        reference[0].grad = gradient.clone()
+        torch_rmsprop.step()
+    assert_close(ours[0], reference[0].detach())
+
+
+def test_help_lists_the_new_entries(extended, run):
+    _, compare_help, _ = run("compare", "--help")
+    _, train_help, _ = run("train", "--help")
+    compare_text, train_text = (
+        " ".join(text.replace("│", " ").split()) for text in (compare_help, train_help)
+    )
+    for registry in (designs.DESIGNS, activations.ACTIVATIONS, optimizers.OPTIMIZERS):
+        assert names_text(registry) in compare_text and names_text(registry) in train_text
+    assert "E" in designs.DESIGNS and "silu" in compare_text and "rmsprop" in train_text
+
+
+def test_compare_train_predict_and_the_report_carry_the_new_entries(
+    extended, run, tmp_path, monkeypatch
+):
+    drawn = {}
+    for builder in ("loss_curves_figure", "calibration_figure", "agreement_figure"):
+        original = getattr(plots, builder)
+
+        def recording(*args, _original=original, _builder=builder, **kwargs):
+            drawn[_builder] = (list(args[0]), kwargs["styles"])
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(plots, builder, recording)
+    network = ("--epochs", "3", "--activation", "silu", "--optimizer", "rmsprop")
+    code, out, err = run("compare", *network, "--out", tmp_path / "compare")
+    assert code == 0, err
+    table = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] != []}
+    assert "CE ε=0.1" in table["E"]  # its own loss label, from the entry
+    assert "A vs E: different" in out
+    report = json.loads((tmp_path / "compare" / "report.json").read_text())
+    assert list(report["designs"]) == list(designs.DESIGNS)
+    assert "A-E" in {agreement["pair"] for agreement in report["agreement"]}
+    page = (tmp_path / "compare" / "report.html").read_text()
+    assert DESIGN_E.meaning in page
+    assert drawn["loss_curves_figure"] == (
+        list(designs.DESIGNS),
+        {name: (entry.color, entry.linestyle) for name, entry in designs.DESIGNS.items()},
+    )
+    assert "E" in drawn["calibration_figure"][0] and "A vs E" in drawn["agreement_figure"][0]
+    assert drawn["agreement_figure"][1]["E"] == ("#9467bd", "-.")
+
+    model = tmp_path / "model"
+    code, out, err = run("train", IRIS, "--out", model, "--design", "E", *network)
+    assert code == 0, err
+    assert "design E (logits + label-smoothed cross entropy)" in out
+    saved = json.loads((model / "model.json").read_text())
+    assert saved["train_config"]["optimizer"] == "rmsprop"
+    code, out, err = run("predict", model, IRIS, "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 150
+    probabilities = [rows[0][name] for name in ("setosa", "versicolor", "virginica")]
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+    assert rows[0]["predicted"] in ("setosa", "versicolor", "virginica")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 5 epochs
+def test_the_estimator_takes_the_new_entries(extended):
+    import polars
+
+    table = polars.read_csv(IRIS)
+    features, labels = table[:, :4].to_numpy(), table[:, 4].to_numpy()
+    model = Classifier(
+        design="E", activation="silu", solver="rmsprop", max_iter=5, random_state=0
+    ).fit(features, labels)
+    assert model.design_ == "E"
+    probabilities = model.predict_proba(features)
+    assert probabilities.shape == (150, 3)
+    assert_close(probabilities.sum(axis=1), np.ones(150))
+    assert set(model.predict(features)) <= set(labels)
