@@ -2,7 +2,7 @@
 and peak memory against a good ``softclass predict`` of the same model measured in the same run.
 
     python -m benchmarks.hostile_files           # issue 14's model files, then issue 22's cases
-    python -m benchmarks.hostile_files issue22   # issue 22's cases only
+    python -m benchmarks.hostile_files issue22 [TEXT]   # issue 22's cases (named with TEXT)
 
 Appends one row per case to RESULTS.md ("Hostile model files"); the last column is the in-process
 time of the load call alone (``load_model`` / ``load_checkpoint_file``, or for the batched
@@ -82,8 +82,8 @@ def _edit(directory: Path, hidden: list) -> Path:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["issue22"]:
-        _issue_22()
+    if sys.argv[1:2] == ["issue22"]:
+        _issue_22(*sys.argv[2:3])
         return
     iris = str(bundled_path("iris"))
     with tempfile.TemporaryDirectory() as scratch:
@@ -144,14 +144,14 @@ def main() -> None:
     _issue_22()
 
 
-def _issue_22() -> None:
+def _issue_22(only: str = "") -> None:
     """Issue 22's cases (:mod:`benchmarks.hostile_outputs`), with the counts per outcome."""
     from benchmarks import hostile_outputs
 
     with tempfile.TemporaryDirectory() as scratch:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         hostile_outputs.run_all(
-            Path(scratch), bundled_path("iris"), stamp, commit(), machine(), append_row
+            Path(scratch), bundled_path("iris"), stamp, commit(), machine(), append_row, only
         )
 
 

@@ -244,9 +244,14 @@ def cases(root: Path, iris: Path) -> dict[str, tuple[list[str], list[Path], str]
     return found
 
 
-def run_all(root: Path, iris: Path, stamp: str, commit: str, machine: str, append_row) -> None:
+def run_all(
+    root: Path, iris: Path, stamp: str, commit: str, machine: str, append_row, only: str = ""
+) -> None:
+    """Run every case whose name holds ``only``; print and append each, then the counts."""
     outcomes: Counter[str] = Counter()
     for name, (args, inputs, stdout) in cases(root, iris).items():
+        if only not in name:
+            continue
         result = run_case(args, inputs, stdout)
         outcomes[result["outcome"]] += 1
         outcomes["inputs intact" if result["intact"] else "INPUT CHANGED"] += 1
