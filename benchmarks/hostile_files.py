@@ -1,7 +1,8 @@
 """Issue 14's hostile model files, each run as a fresh ``softclass`` process: exit code, wall time
 and peak memory against a good ``softclass predict`` of the same model measured in the same run.
 
-    python -m benchmarks.hostile_files
+    python -m benchmarks.hostile_files           # issue 14's model files, then issue 22's cases
+    python -m benchmarks.hostile_files issue22 [TEXT]   # issue 22's cases (named with TEXT)
 
 Appends one row per case to RESULTS.md ("Hostile model files"); the last column is the in-process
 time of the load call alone (``load_model``, or for checkpoints
@@ -80,6 +81,9 @@ def _edit(directory: Path, hidden: list) -> Path:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["issue22"]:
+        _issue_22(*sys.argv[2:3])
+        return
     iris = str(bundled_path("iris"))
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -136,6 +140,18 @@ def main() -> None:
                 f"{seconds / reference:.2f}× | {peak:.0f} | {load_seconds:.3f} |",
             )
         _format_cost(good_checkpoint, stamp)
+    _issue_22()
+
+
+def _issue_22(only: str = "") -> None:
+    """Issue 22's cases (:mod:`benchmarks.hostile_outputs`), with the counts per outcome."""
+    from benchmarks import hostile_outputs
+
+    with tempfile.TemporaryDirectory() as scratch:
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        hostile_outputs.run_all(
+            Path(scratch), bundled_path("iris"), stamp, commit(), machine(), append_row, only
+        )
 
 
 def _time_load(load: Callable[[], object]) -> float:

@@ -167,7 +167,7 @@ DAMAGED_FIELDS = [
     (_set("train_config", "adam"), r"field 'train_config' is 'adam'; expected a mapping"),
     (_nested("train_config", "lr", 1), r"field 'train_config': unknown training option\(s\) \['lr"),
     (_nested("train_config", "epochs", 1e30), r"field 'train_config': epochs=1e\+30 must be an"),
-    (_nested("train_config", "epochs", 10**9), r"'train_config\.epochs' is 1000000000; expected"),
+    (_nested("train_config", "epochs", 10**9), r"epochs=1000000000 must be at most 1,000,000"),
     (_nested("train_config", "betas", [0.9]), r"'train_config\.betas' is a list of 1 items"),
     (_nested("train_config", "betas", [0.9, "x"]), r"'train_config\.betas\[1\]' is 'x'; expected"),
     (

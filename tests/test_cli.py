@@ -101,7 +101,9 @@ def test_a_users_table_trains_with_the_table_defaults_and_says_so(run, tmp_path)
     # Early stopping: a tenth of the training rows chooses the epoch, apart from validation.
     assert report["rows"] == {"train": 145, "stopping": 15, "validation": 40}
     assert report["history_rows"] == "stopping"
-    code, out, err = run("compare", "--epochs", "2", "--design", "A", "--out", out_dir, "--json")
+    code, out, err = run(
+        "compare", "--epochs", "2", "--design", "A", "--out", out_dir, "--json", "--overwrite"
+    )
     assert json.loads(out)["defaults"]["name"] == "demonstration"
 
 
@@ -224,7 +226,9 @@ def test_train_refuses_to_overwrite_then_resumes(run, tmp_path):
     model_dir = tmp_path / "model"
     assert run("train", people, "--epochs", "2", "--out", model_dir)[0] == 0
     code, _, err = run("train", people, "--epochs", "2", "--out", model_dir)
-    assert code == 2 and "already holds a model or checkpoint: pass --resume" in err
+    assert (
+        code == 2 and "already holds a train run: pass --resume to continue it, --overwrite" in err
+    )
     code, out, err = run("train", people, "--epochs", "4", "--out", model_dir, "--resume")
     assert code == 0, err
     assert "4 epochs" in out
@@ -329,7 +333,10 @@ def test_check_a_saved_model_on_its_table(run, tmp_path):
             "compare needs validation rows: set validation_fraction > 0",
             "compare needs validation rows: set --validation > 0",
         ),
-        ("seeds=0 must be an integer ≥ 1", "--seeds 0 must be an integer ≥ 1"),
+        (
+            "seeds=0 must be an integer from 1 to 1,000",
+            "--seeds 0 must be an integer from 1 to 1,000",
+        ),
         (
             "backend='compiled' cannot train with precision='bf16': only backend='autograd' "
             "(or 'auto') does",

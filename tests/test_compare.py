@@ -271,7 +271,7 @@ def test_a_diverged_run_stops_naming_the_epoch_and_writes_nothing(iris, tmp_path
 
 
 def test_compare_refuses_bad_arguments(iris):
-    with pytest.raises(ConfigError, match="seeds=0 must be an integer ≥ 1"):
+    with pytest.raises(ConfigError, match="seeds=0 must be an integer from 1 to 1,000"):
         compare(iris, seeds=0)
     no_validation = PreparedData(
         iris.train_features, iris.train_targets, None, None, iris.class_names

@@ -480,7 +480,7 @@ def test_non_finite_numeric_target():
         ),
         (
             {"normalization": "divide", "divisors": {**PEOPLE_DIVISORS, "age": 0}},
-            r"the divisor for 'age' must be a finite nonzero number, got 0",
+            r"the divisor for 'age' must be a finite positive number, got 0",
         ),
         (
             {"normalization": "divide", "divisors": {**PEOPLE_DIVISORS, "age": "100"}},

@@ -17,6 +17,7 @@ from torch.testing import assert_close
 from torch_reference import torch_optimizer
 
 import softclass
+from softclass.errors import TrainingDiverged
 from softclass.estimator import Classifier, expected_failed_checks
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
@@ -252,3 +253,33 @@ def test_alpha_is_the_registry_optimizers_weight_decay(solver):
             optimizer.step()
     for got, want in zip(model.to_mlp().parameters(), reference.parameters(), strict=True):
         assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+# -- the command line's divergence rule (issue 22) ------------------------------------------------
+
+
+def test_negative_sample_weights_are_refused():
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
+        Classifier(max_iter=2).fit(X, y, sample_weight=-np.ones(len(y)))
+
+
+def test_inputs_beyond_float32_are_refused_before_training():
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=r"X holds a value of magnitude 7.9e\+300, beyond float32"):
+        Classifier(max_iter=2).fit(X * 1e300, y)
+
+
+def test_a_huge_learning_rate_stops_the_fit_with_the_divergence_rule():
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch \d+: .*learning_rate_init"):
+        Classifier(learning_rate_init=1e6, max_iter=50, random_state=0).fit(X, y)
+
+
+def test_predict_proba_never_returns_nan():
+    X, y = load_iris(return_X_y=True)
+    fitted = Classifier(max_iter=5, random_state=0).fit(X, y)
+    with torch.no_grad():
+        next(iter(fitted._trainer.network.parameters())).fill_(float("inf"))
+    with pytest.raises(ValueError, match=r"150 of 150 row\(s\) of X get NaN or infinite"):
+        fitted.predict_proba(X)

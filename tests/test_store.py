@@ -234,3 +234,42 @@ def test_non_finite_recipe_statistics_are_refused_at_save_time(tmp_path):
     ):
         save_model(tmp_path / "m", model, get_design("A"), recipe, TrainConfig(), {})
     assert list(tmp_path.iterdir()) == []
+
+
+# -- extreme but finite model files (issue 22) ---------------------------------------------------
+
+
+def _edit_recipe_scales(directory: Path, scale: float) -> None:
+    path = directory / METADATA_FILE
+    metadata = json.loads(path.read_text())
+    for feature in metadata["recipe"]["features"]:
+        feature["scale"] = scale
+    path.write_text(json.dumps(metadata))
+
+
+def test_a_tiny_recipe_scale_gives_an_error_not_nan_predictions(saved_dir):
+    from softclass.jobs.train_predict import predict_table
+
+    directory, _ = saved_dir
+    _edit_recipe_scales(directory, 1e-300)
+    with pytest.raises(ModelFileError, match=r"150 of 150 row\(s\) get NaN or infinite .*row 2\)"):
+        predict_table(load_model(directory), load_bundled("iris"))
+
+
+def test_a_negative_recipe_scale_is_refused(saved_dir):
+    directory, _ = saved_dir
+    _edit_recipe_scales(directory, -1.0)
+    with pytest.raises(ModelFileError, match=r"field .*scale' should be a positive number, got -1"):
+        load_model(directory)
+
+
+def test_huge_weights_give_an_error_not_nan_predictions(saved_dir):
+    from safetensors.torch import load_file, save_file
+
+    directory, _ = saved_dir
+    weights = load_file(str(directory / WEIGHTS_FILE))
+    weights = {name: torch.full_like(tensor, 1e38) for name, tensor in weights.items()}
+    save_file(weights, str(directory / WEIGHTS_FILE), metadata={"format": "1"})
+    saved = load_model(directory)
+    with pytest.raises(ModelFileError, match=r"get NaN or infinite probabilities .*first: row 0"):
+        saved.predict_proba(torch.ones(3, 4))

@@ -35,6 +35,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from softclass.errors import TrainingDiverged
 from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLP, MLPConfig
@@ -47,8 +48,22 @@ from softclass.training.early_stopping import EarlyStopping
 from softclass.training.loop import FitLoop
 from softclass.training.stacked import Member
 from softclass.training.threads import available_cores, choose_threads, torch_threads
+from softclass.training.trainer import divergence
 
 _SEED_BOUND = 2**31 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_range(X: np.ndarray) -> None:
+    """Training runs in float32: values beyond its range would become infinite (then NaN)."""
+    largest = float(np.abs(X).max()) if X.size else 0.0
+    if largest > _FLOAT32_MAX:
+        raise ValueError(
+            f"X holds a value of magnitude {largest:.3g}, beyond float32's {_FLOAT32_MAX:.3g}: "
+            "training would turn it into infinity; scale X first (e.g. StandardScaler)"
+        )
+
+
 # Values a parameter takes beyond its training option's rule.
 _EXTRA_VALUES = {"batch_size": [StrOptions({"auto"})]}
 
@@ -60,6 +75,8 @@ def _constraint(rule: Rule) -> object:
     if rule.kind == "flag":
         return "boolean"
     closed = "neither" if rule.low_open else "left"
+    if rule.kind == "integer" and rule.high is not None:
+        closed = "both"  # an integer rule's bound is included
     kind = Integral if rule.kind == "integer" else Real
     return Interval(kind, rule.low, rule.high, closed=closed)
 
@@ -182,6 +199,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         hidden = self._checked_hidden_sizes()
         X = self._without_id_columns(X, reset=True)
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
+        _check_float32_range(X)
         check_classification_targets(y)
         self.classes_, targets = np.unique(y, return_inverse=True)
         self.n_outputs_ = 1
@@ -210,6 +228,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             raise ValueError("classes must be passed on the first call to partial_fit")
         X = self._without_id_columns(X, reset=first_call)
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first_call)
+        _check_float32_range(X)
         check_classification_targets(y)
         if first_call:
             self.classes_ = np.unique(np.asarray(classes))
@@ -308,11 +327,38 @@ class Classifier(ClassifierMixin, BaseEstimator):
     def _tensor(self, X: np.ndarray) -> torch.Tensor:
         return torch.tensor(np.asarray(X), dtype=torch.float32, device=self._device())
 
+    def _check_divergence(
+        self, loss: float, validation_loss: float | None, check_weights: bool = True
+    ) -> None:
+        """The command line's divergence rule after every epoch: a NaN or infinite loss or
+        weight, or a loss exploded far above uniform predictions, stops the fit."""
+        network = self._trainer.network
+        finite = not check_weights or all(
+            bool(torch.isfinite(tensor).all()) for tensor in network.parameters()
+        )
+        reason = divergence(
+            loss,
+            validation_loss,
+            finite,
+            get_design(self.design_),
+            self._trainer.config,
+            float(self.learning_rate_init),
+        )
+        if reason is not None:
+            problem = reason.split("; lower the learning rate")[0]
+            raise TrainingDiverged(
+                f"softclass.Classifier diverged at epoch {self.n_iter_}: {problem}; lower "
+                f"learning_rate_init (now {self.learning_rate_init:g}) or scale X (e.g. "
+                "StandardScaler)"
+            )
+
     def _row_weights(self, X, targets: np.ndarray, sample_weight) -> np.ndarray | None:
         """Per-row weights: sample_weight × class_weight[target]; None when all are 1."""
         weights = None
         if sample_weight is not None:
-            weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            weights = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
         if self.class_weight is not None:
             if isinstance(self.class_weight, str):
                 present = np.unique(targets)
@@ -405,6 +451,10 @@ class Classifier(ClassifierMixin, BaseEstimator):
                 self.best_validation_score_ = max(
                     self.best_validation_score_, numbers["val_accuracy"]
                 )
+            # The command line's divergence rule on every epoch the loop ran (the weights once,
+            # after the last).
+            last = epoch == loop.epochs_run[0]
+            self._check_divergence(loss, numbers.get("val_loss"), check_weights=last)
         if max_epochs > 1 and not self._stopping.stopped[0]:
             warnings.warn(
                 f"softclass.Classifier: reached max_iter={self.max_iter} epochs without "
@@ -429,7 +479,16 @@ class Classifier(ClassifierMixin, BaseEstimator):
         """Probabilities ``(n, n_classes)`` float64, columns in ``classes_`` order (design rule)."""
         with torch.no_grad():
             logits = self._logits(X)
-            return get_design(self.design_).predict_proba(logits).cpu().numpy()
+            probabilities = get_design(self.design_).predict_proba(logits)
+        finite = torch.isfinite(probabilities).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()
+            raise ValueError(
+                f"{bad.numel()} of {finite.numel()} row(s) of X get NaN or infinite "
+                f"probabilities (first: row {int(bad[0])}): their values are too large for the "
+                "network (scale X as it was scaled for fit)"
+            )
+        return probabilities.cpu().numpy()
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Log-probabilities ``(n, n_classes)``: log_softmax of the logits (A, B); the clamped

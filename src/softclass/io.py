@@ -184,6 +184,8 @@ def atomic_directory(
             is full.
     """
     destination = Path(destination)
+    if destination.is_symlink():  # swap the directory it names, never the link itself
+        destination = destination.resolve()
     with translate_os_error(destination):
         if destination.exists() and not destination.is_dir():
             raise OutputError(f"{destination} is a file, expected a directory")
@@ -310,6 +312,35 @@ def remove_stale_temporaries(directory: str | os.PathLike[str], name: str | None
             continue
         removed += 1
     return removed
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is a temporary of this module (``.<name>.<host>-<pid>.<random>.tmp``)."""
+    return _TEMP_NAME.match(name) is not None
+
+
+def temporary_path(destination: str | os.PathLike[str]) -> Path:
+    """A fresh temporary name beside ``destination`` (not created): removed as stale by the next
+    writer once this process is gone, so a file kept there only while the process runs."""
+    destination = Path(destination)
+    return destination.parent / f"{_temp_prefix(destination)}{secrets.token_hex(6)}.tmp"
+
+
+def write_all(descriptor: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``descriptor``, continuing after short writes.
+
+    A buffered stream may accept part of a write and drop the rest without an error (a full
+    disk); here each ``write(2)`` is checked, so the caller learns of every byte not written.
+
+    Raises:
+        OSError: the write failed (EPIPE when the reader went away, ENOSPC on a full device).
+    """
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "the device accepted no bytes")
+        view = view[written:]
 
 
 def _process_alive(pid: int) -> bool:

@@ -71,6 +71,8 @@ class Rule:
             return None if isinstance(value, bool) else "must be True or False"
         if self.kind == "integer":
             valid = isinstance(value, int) and not isinstance(value, bool) and value >= self.low
+            if valid and self.high is not None and value > self.high:  # integers: high included
+                return f"must be at most {int(self.high):,} (a bound on time and memory)"
             return None if valid else f"must be an integer ≥ {self.low:g}"
         if self.kind == "pair":
             parts = tuple(value) if isinstance(value, tuple | list) else ()

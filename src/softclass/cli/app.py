@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
+from typer._click.exceptions import ClickException as _ClickException
+from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelpError
 
 from softclass.cli.options import _as_typed, _with_registry_names
 from softclass.errors import (
@@ -118,39 +120,62 @@ _python_show_warning = warnings.showwarning
 def main() -> None:
     """Entry point of the console script: run the app, turning known errors into one line.
 
-    Exit codes: 0 success; 2 an error (one line on stderr); 128 + the signal number when
-    SIGINT (130) or SIGTERM (143) stopped the command, after one line saying what was kept;
-    141 (128 + SIGPIPE, what a shell reports for a writer killed by SIGPIPE) without a message
-    when the reader of stdout went away (``softclass predict ... | head``).
+    Exit codes: 0 success; 2 an error or a bad option value (one line on stderr); 128 + the
+    signal number when SIGINT (130) or SIGTERM (143) stopped the command, after one line saying
+    what was kept; 141 (128 + SIGPIPE, what a shell reports for a writer killed by SIGPIPE)
+    without a message when the reader of stdout went away (``softclass predict ... | head``);
+    2 with one line when stdout is closed or its device full (the output is incomplete).
     """
+    from softclass.cli.streams import StdoutFailed, install_checked_stdout
     from softclass.evaluation.figure_pool import figure_pool
 
+    install_checked_stdout()
     warnings.showwarning = _show_warning
+    code = 0
     with _signals_interrupt():
         try:
             try:
                 with figure_pool(enabled=_draws_figures(sys.argv[1:])):
-                    app()
+                    code = app(standalone_mode=False) or 0
             finally:
                 _flush_stdout()
+        except StdoutFailed as failure:
+            _stdout_failed(failure.error)
         except Interrupted as interrupt:
             name = signal.Signals(interrupt.signal_number).name
-            err_console.print(
-                f"interrupted by {name}: {escape(interrupt.kept or 'nothing was written')}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            _error_line(f"interrupted by {name}: {escape(interrupt.kept or 'nothing was written')}")
             sys.exit(128 + interrupt.signal_number)
+        except _ClickException as error:
+            _usage_failed(error)
+        except typer.Abort:
+            sys.exit(130)
         except (SoftclassError, ValueError, RuntimeError, IndexError, OSError) as error:
             if _state["debug"]:
                 raise
-            err_console.print(
-                "[bold red]error:[/]",
-                escape(_as_typed(error)),
-                highlight=False,
-                soft_wrap=True,
-            )
+            _error_line("[bold red]error:[/] " + escape(_as_typed(error)))
             sys.exit(2)
+        except MemoryError as error:
+            if _state["debug"]:
+                raise
+            _error_line("[bold red]error:[/] " + escape(f"out of memory: {error}"))
+            sys.exit(2)
+    if code:
+        sys.exit(code)
+
+
+def _error_line(markup: str) -> None:
+    err_console.print(markup, highlight=False, soft_wrap=True)
+
+
+def _usage_failed(error: _ClickException) -> NoReturn:
+    """A bad command line or option value as one line (not click's boxed usage text)."""
+    if isinstance(error, _NoArgsIsHelpError):
+        error.show()
+        sys.exit(error.exit_code)
+    context = getattr(error, "ctx", None)
+    hint = f" (see {context.command_path} --help)" if context is not None else ""
+    _error_line("[bold red]error:[/] " + escape(error.format_message() + hint))
+    sys.exit(error.exit_code)
 
 
 _EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
@@ -186,35 +211,57 @@ def _write_stdout(text: str) -> None:
     """Write ``text`` to stdout and flush, so that a failed write is seen here, not lost at exit.
 
     Raises:
-        SystemExit: code 141, quietly, when the reader closed the pipe (``| head``).
-        OutputError: any other failure (``> file`` on a full disk): the output is incomplete.
+        SystemExit: code 141, quietly, when the reader closed the pipe (``| head``); code 2
+            after one line for any other failure (``> file`` on a full disk, ``>&-``).
     """
+    from softclass.cli.streams import StdoutFailed
+
     try:
         sys.stdout.write(text)
+        sys.stdout.flush()
+    except StdoutFailed as failure:
+        _stdout_failed(failure.error)
     except OSError as error:
         _stdout_failed(error)
-    _flush_stdout()
+
+
+def _write_stdout_bytes(data: bytes) -> None:
+    """:func:`_write_stdout` for encoded text (a chunk of predictions): straight to the buffer
+    under ``sys.stdout``, checked the same way."""
+    from softclass.cli.streams import StdoutFailed
+
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except StdoutFailed as failure:
+        _stdout_failed(failure.error)
+    except OSError as error:
+        _stdout_failed(error)
 
 
 def _flush_stdout() -> None:
+    from softclass.cli.streams import StdoutFailed
+
     try:
         sys.stdout.flush()
-    except OSError as error:
-        _stdout_failed(error)
+    except StdoutFailed as failure:
+        _stdout_failed(failure.error)
+    except (OSError, ValueError) as error:  # ValueError: flushing a closed file
+        _stdout_failed(error if isinstance(error, OSError) else OSError(errno.EBADF, str(error)))
 
 
 def _stdout_failed(error: OSError) -> NoReturn:
     _silence_stdout()
-    if isinstance(error, BrokenPipeError):
+    if isinstance(error, BrokenPipeError) or error.errno == errno.EPIPE:
         sys.exit(_EXIT_BROKEN_PIPE)
-    from softclass.errors import OutputError
-
     problem = (
         "no space left on the device behind standard output"
         if error.errno == errno.ENOSPC
         else f"writing to standard output failed ({error.strerror or error})"
     )
-    raise OutputError(f"{problem}: the output is incomplete") from None
+    _error_line("[bold red]error:[/] " + escape(f"{problem}: the output is incomplete"))
+    sys.exit(2)
 
 
 def _silence_stdout() -> None:

@@ -19,6 +19,7 @@ from softclass.errors import (
     python_spelling,
 )
 from softclass.jobs.defaults import DEMONSTRATION, TABLE
+from softclass.limits import DEFAULT_LIMITS
 from softclass.option_table import Option, names_text, options_of
 from softclass.training.config import TrainConfig
 
@@ -257,6 +258,24 @@ _SPECS: tuple[_Spec, ...] = (
         **_DATA,
     ),
     _Spec("delimiter", "--delimiter", "delimiter", _Delimiter, panel="Data"),
+    *(
+        _spec(
+            name,
+            "--" + name.replace("_", "-"),
+            kind,
+            help_text,
+            metavar="N",
+            default=getattr(DEFAULT_LIMITS, name),
+            **_DATA,
+        )
+        for name, kind, help_text in (
+            ("max_bytes", int, "Most bytes a .gz/.bz2/.zst table may decompress to."),
+            ("max_ratio", float, "Most a compressed table may grow when decompressed (times)."),
+            ("max_columns", int, "Most columns a table may have."),
+            ("max_cells", int, "Most rows × columns a table may have."),
+            ("max_classes", int, "Most distinct classes the target may have."),
+        )
+    ),
     _spec(
         "decimal",
         "--decimal",

@@ -4,6 +4,7 @@ table, torch threads, the distributed context and the report's run context."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import sys
 from collections.abc import Iterator
@@ -71,12 +72,20 @@ def _prepared_data(
     the split follows ``config`` (its validation fraction and seed)."""
     from softclass.data import load_bundled, read_table
     from softclass.data.prepare import prepare_table
+    from softclass.limits import ReadLimits
 
     delimiter, typing = _read_options(typed)
+    limit_names = {field.name for field in dataclasses.fields(ReadLimits)}
+    values = _library_values(typed)
+    limits = ReadLimits(
+        **{spec.library: values[spec] for spec in values if spec.library in limit_names}
+    )
     data_options = {
         spec.library: value
-        for spec, value in _library_values(typed).items()
-        if spec.panel == "Data" and spec.library not in _READ_OPTIONS
+        for spec, value in values.items()
+        if spec.panel == "Data"
+        and spec.library not in _READ_OPTIONS
+        and spec.library not in limit_names
     }
     with (
         err_console.status(f"reading and typing {'the bundled Iris' if data is None else data} …")
@@ -86,7 +95,7 @@ def _prepared_data(
         table = (
             load_bundled("iris")
             if data is None
-            else read_table(data, delimiter=delimiter, typing=typing, raw=True)
+            else read_table(data, delimiter=delimiter, typing=typing, raw=True, limits=limits)
         )
         prepared = prepare_table(
             table,
@@ -96,6 +105,7 @@ def _prepared_data(
             typing=typing,
             source="the bundled Iris" if data is None else str(data),
         )
+    limits.check_classes(prepared.n_classes, data)  # before any N × classes table is built
     if show:
         _print_typing_table(prepared.recipe)
         for warning in prepared.warnings:

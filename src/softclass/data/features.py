@@ -221,9 +221,9 @@ def checked_divisors(
             raise ConfigError(
                 f"the divisor for {clip(repr(name))} must be a number, got {clip(repr(divisor))}"
             )
-        if not math.isfinite(divisor) or divisor == 0:
+        if not math.isfinite(divisor) or divisor <= 0:
             raise ConfigError(
-                f"the divisor for {clip(repr(name))} must be a finite nonzero number, got "
+                f"the divisor for {clip(repr(name))} must be a finite positive number, got "
                 f"{divisor!r}"
             )
     return {name: float(divisor) for name, divisor in divisors.items()}

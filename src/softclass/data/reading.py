@@ -22,6 +22,7 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import polars as pl
@@ -32,6 +33,7 @@ import pyarrow.parquet as pa_parquet
 from softclass.data.column_types import TypingOptions, type_columns
 from softclass.data.messages import clip, quoted_names
 from softclass.errors import DataError
+from softclass.limits import DEFAULT_LIMITS, LimitedStream, ReadLimitError, ReadLimits
 
 TABLE_SUFFIXES = {
     ".csv": "csv",
@@ -54,6 +56,8 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 _CHUNK_BYTES = 1024 * 1024
 _BLOCK_BYTES = 1024 * 1024  # pyarrow's block: rows up to this long parse fastest, in parallel
 _SNIFF_LINES = 50
+# The limits of the read_table call under way (every scan of the file opens it through _open).
+_LIMITS: ContextVar[ReadLimits] = ContextVar("read_limits", default=DEFAULT_LIMITS)
 
 
 def read_table(
@@ -62,6 +66,7 @@ def read_table(
     delimiter: str | None = None,
     typing: TypingOptions | None = None,
     raw: bool = False,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> pl.DataFrame:
     """Read a CSV or Parquet file (or a directory of Parquet files) into a DataFrame.
 
@@ -76,6 +81,8 @@ def read_table(
             ``--na-values``).
         raw: return the cells untyped (CSV: every column ``String``; Parquet: as stored), for a
             recipe to type them as it was fitted.
+        limits: the most the table may cost (:mod:`softclass.limits`): decompressed bytes
+            and ratio, columns, rows × columns.
 
     Returns:
         One column per header name, typed by :func:`softclass.data.column_types.type_columns`
@@ -87,8 +94,20 @@ def read_table(
             more or fewer fields than the header or longer than :data:`MAX_LINE_BYTES`, has empty
             or repeated column names, mixes numbers and text in a column, or has an unsupported
             extension. The message names the file and, where there is one, the row and column.
+        ReadLimitError: (a DataError) the table exceeds ``limits``; the message names the flag
+            that raises the limit.
     """
-    path = Path(path)
+    token = _LIMITS.set(limits)
+    try:
+        frame = _read_frame(Path(path), delimiter, limits)
+    finally:
+        _LIMITS.reset(token)
+    if raw:
+        return frame
+    return type_columns(frame, source=str(path), options=typing)
+
+
+def _read_frame(path: Path, delimiter: str | None, limits: ReadLimits) -> pl.DataFrame:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     file_format, compression = _format_of(path)
@@ -102,17 +121,17 @@ def read_table(
             f"--delimiter {delimiter!r}: expected one character other than a quote or line break"
         )
     if file_format == "csv":
-        frame = pl.from_arrow(_read_csv(path, compression, delimiter))
-    else:
-        frame = _read_parquet(path)
-        _check_column_names(frame.columns, path)
-        if frame.height == 0:
-            raise DataError(
-                f"{path}: the table has a header ({quoted_names(frame.columns)}) but no data rows"
-            )
-    if raw:
-        return frame
-    return type_columns(frame, source=str(path), options=typing)
+        table = _read_csv(path, compression, delimiter)
+        limits.check_cells(table.num_rows, table.num_columns, path)
+        return pl.from_arrow(table)
+    _check_parquet_size(path, limits)
+    frame = _read_parquet(path)
+    _check_column_names(frame.columns, path)
+    if frame.height == 0:
+        raise DataError(
+            f"{path}: the table has a header ({quoted_names(frame.columns)}) but no data rows"
+        )
+    return frame
 
 
 def _format_of(path: Path) -> tuple[str, str | None]:
@@ -146,6 +165,7 @@ def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.
         delimiter = "\t" if suffix in ("tsv", "tab") else _sniff_delimiter(text)
     header, blank_lines = _header(text, delimiter, path)
     names = _named_columns([name.strip() for name in header])
+    _LIMITS.get().check_columns(len(names), path)
     _check_column_names(names, path)
     if _odd_quote_count(path, compression):
         problem = _structure_problem(path, compression, delimiter)
@@ -185,6 +205,8 @@ def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.
             if "straddling" not in str(error) or MAX_LINE_BYTES <= _BLOCK_BYTES:
                 raise
             table = parse(MAX_LINE_BYTES)  # a row longer than a block: larger blocks
+    except ReadLimitError:
+        raise
     except (pa.ArrowException, ValueError, OSError) as error:
         raise DataError(_explain(error, path, compression, delimiter)) from None
     if invalid_rows:
@@ -200,12 +222,32 @@ def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.
 
 
 def _open(path: Path, compression: str | None) -> pa.NativeFile:
+    """The file's (decompressed) bytes; a compressed file counted against the read limits."""
     try:
-        return pa.input_stream(str(path), compression=compression)
+        stream = pa.input_stream(str(path), compression=compression)
     except (OSError, pa.ArrowException) as error:
         raise DataError(
             f"{path}: cannot be read: {getattr(error, 'strerror', None) or error}"
         ) from None
+    if compression is None:
+        return stream
+    return pa.PythonFile(LimitedStream(stream, path, _LIMITS.get()), mode="r")
+
+
+def _check_parquet_size(path: Path, limits: ReadLimits) -> None:
+    """Columns and rows × columns from the Parquet metadata, before any row is read."""
+    import pyarrow.dataset as pa_dataset
+
+    try:
+        dataset = pa_dataset.dataset(str(path), format="parquet")
+        n_columns = len(dataset.schema)
+        limits.check_columns(n_columns, path)
+        n_rows = dataset.count_rows()
+    except (pa.ArrowException, OSError, ValueError) as error:
+        if isinstance(error, ReadLimitError):
+            raise
+        return  # unreadable: _read_parquet explains it
+    limits.check_cells(n_rows, n_columns, path)
 
 
 def _chunks(path: Path, compression: str | None) -> Iterator[bytes]:
@@ -214,6 +256,8 @@ def _chunks(path: Path, compression: str | None) -> Iterator[bytes]:
         while True:
             try:
                 chunk = stream.read(_CHUNK_BYTES)
+            except ReadLimitError:
+                raise
             except (OSError, pa.ArrowException) as error:
                 raise DataError(f"{path}: cannot be read: {error}") from None
             if not chunk:

@@ -288,8 +288,8 @@ class _RecipeReader:
         needs_fill = missing == "impute"
         if kind == "numeric":
             scale = self.number(data, "scale", where)
-            if scale == 0:
-                raise self.fail(where + "scale", "a nonzero number", scale)
+            if not scale > 0:  # zscore and minmax give positive scales, divide positive divisors
+                raise self.fail(where + "scale", "a positive number", scale)
             fill_value = self.field(data, "fill_value", where)
             if needs_fill or fill_value is not None:
                 fill_value = self.number(data, "fill_value", where)

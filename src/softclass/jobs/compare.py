@@ -55,6 +55,7 @@ from softclass.evaluation.report import RunContext
 from softclass.io import atomic_write_json, claim_output_directory
 from softclass.jobs.comparison import ComparisonResult
 from softclass.jobs.defaults import Defaults
+from softclass.jobs.destination import check_output_directory, replace_run, unit_fingerprint
 from softclass.jobs.report import write_report
 from softclass.jobs.store import check_finite_recipe, save_model
 from softclass.kernels import native
@@ -75,6 +76,7 @@ from softclass.training.ensemble import design_seed_grid, train_ensemble
 from softclass.training.loop import Callback, FitLoop
 from softclass.training.results import ProgressCallback, TrainResult
 
+MAX_SEEDS = 1000  # seeds of one comparison (each trains every design once more)
 # Share of the training rows held out to choose the epoch when early stopping (three-way split).
 STOPPING_FRACTION = 0.1
 
@@ -105,6 +107,7 @@ def compare(
     stopping_fraction: float = STOPPING_FRACTION,
     defaults: Defaults | None = None,
     context: RunContext | None = None,
+    overwrite: bool = False,
 ) -> ComparisonResult:
     """Train ``designs`` on ``data`` with the same network, split and seed(s); measure; save.
 
@@ -125,9 +128,14 @@ def compare(
             for the reported numbers. Unused without early stopping.
         defaults: the default set the options came from; recorded in the report.
         context: the table's name and the command, for report.html.
+        overwrite: replace the comparison already in ``out_dir`` (else refused). The run's
+            files replace the earlier ones in one swap at the end
+            (:func:`softclass.jobs.destination.replace_run`).
 
     Raises:
-        ConfigError: bad designs, seeds, stopping fraction, or data without validation rows.
+        ConfigError: bad designs, seeds, stopping fraction, or data without validation rows;
+            ``out_dir`` holds another comparison and ``overwrite`` is False, or is no place for
+            one (:func:`softclass.jobs.destination.check_output_directory`).
         OutputBusyError: another run is writing ``out_dir``.
         OutputError: ``out_dir`` is a file or not writable (checked before training), or the
             device fills up while writing.
@@ -140,6 +148,7 @@ def compare(
     else:
         if data.recipe is not None:
             check_finite_recipe(data.recipe)
+        out_dir = check_output_directory(out_dir, "compare", overwrite=overwrite)
         claim = claim_output_directory(out_dir)
     with claim:
         return _compare(
@@ -174,8 +183,8 @@ def _compare(
 ) -> ComparisonResult:
     config = TrainConfig() if config is None else config
     names = parse_designs(designs)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds={seeds!r} must be an integer ≥ 1")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"seeds={seeds!r} must be an integer from 1 to {MAX_SEEDS:,}")
     if data.validation_features is None or data.validation_targets is None:
         raise ConfigError("compare needs validation rows: set validation_fraction > 0")
     stopping = None
@@ -227,7 +236,8 @@ def _compare(
         trained_together=together,
     )
     if out_dir is not None and distributed.is_main:
-        write_outputs(result, data, Path(out_dir), context)
+        with replace_run(out_dir) as staging:  # the whole run replaces the earlier one at once
+            write_outputs(result, data, staging, context)
     barrier(distributed)
     return result
 
@@ -481,23 +491,20 @@ def _lockstep(
     return results
 
 
-def describe_written(out_dir: str | Path) -> str:
-    """One line on what a stopped ``compare`` left in ``out_dir`` (complete files only).
+def describe_written(out_dir: str | Path, before: int | None = None) -> str:
+    """One line on what a stopped ``compare`` left in ``out_dir``, read from the files.
 
-    For the command line's message after an interrupt; never raises.
+    ``before``: :func:`softclass.jobs.destination.unit_fingerprint` of ``out_dir`` taken before
+    the run (None: no run was there); the run's files are swapped in together, so a changed
+    fingerprint means they were all saved. For the command line's message; never raises.
     """
     out_dir = Path(out_dir)
-    models_dir = out_dir / "models"
-    models = (
-        sorted(entry.name for entry in models_dir.iterdir() if (entry / "model.json").is_file())
-        if models_dir.is_dir()
-        else []
-    )
-    files = sorted(entry.name for entry in out_dir.glob("*.*") if not entry.name.startswith("."))
-    if not models and not files:
-        return "nothing was kept (compare keeps no checkpoints: run it again)"
-    kept = ([f"models {', '.join(models)}"] if models else []) + files
-    return f"kept in {out_dir}: {', '.join(kept)} (complete files; compare keeps no checkpoints)"
+    now = unit_fingerprint(out_dir)
+    if now is not None and now != before:
+        return f"this run's models, report and figures were saved in {out_dir} before it stopped"
+    if now is not None:
+        return f"the comparison saved in {out_dir} before this run is untouched"
+    return "nothing was kept (compare keeps no checkpoints: run it again)"
 
 
 def write_outputs(

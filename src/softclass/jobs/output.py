@@ -12,24 +12,32 @@ terminal they are printed on. Three rules, used by ``softclass predict`` and the
   bidirectional overrides that reorder what is shown) become U+FFFD; newlines and tabs stay.
 - :func:`probability_columns`: the probability columns of a prediction are named by their
   classes, never colliding with ``row``, ``predicted`` or one another.
+
+:func:`serialized_chunks` turns a prediction table into CSV, a JSON array or JSON lines a chunk
+of rows at a time, so that writing it never holds the whole text in memory.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import polars as pl
 
 __all__ = [
+    "CHUNK_ROWS",
+    "FORMATS",
     "FORMULA_PREFIXES",
     "RESERVED_COLUMNS",
     "neutralise_cell",
     "probability_columns",
+    "serialized_chunks",
     "spreadsheet_safe",
     "terminal_text",
 ]
 
+FORMATS = ("csv", "json", "jsonl")
+CHUNK_ROWS = 65_536  # rows serialized at a time: a few MB of text, whatever the table's size
 ROW_COLUMN = "row"
 PREDICTED_COLUMN = "predicted"
 REASON_COLUMN = "reason"  # why a row has no prediction (empty when it has one)
@@ -96,3 +104,28 @@ def spreadsheet_safe(table: pl.DataFrame) -> pl.DataFrame:
         for name in text_columns
     )
     return safe.rename(dict(zip(middle, renamed, strict=True)))
+
+
+def serialized_chunks(
+    table: pl.DataFrame, output_format: str, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[bytes]:
+    """``table`` as UTF-8 text in pieces of ``chunk_rows`` rows: "csv" (header first), "json"
+    (one array, one object per line) or "jsonl" (one object per line, no array).
+
+    The pieces joined are the whole document; each holds at most ``chunk_rows`` rows' text.
+    """
+    if output_format not in FORMATS:
+        raise ValueError(f"output_format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    if output_format == "json":
+        yield b"["
+    for start in range(0, max(table.height, 1), chunk_rows):
+        chunk = table.slice(start, chunk_rows)
+        if output_format == "csv":
+            yield chunk.write_csv(include_header=start == 0).encode("utf-8")
+        elif chunk.height:
+            lines = chunk.write_ndjson()
+            if output_format == "json":
+                lines = ("\n" if start == 0 else ",\n") + lines.rstrip("\n").replace("\n", ",\n")
+            yield lines.encode("utf-8")
+    if output_format == "json":
+        yield b"\n]\n"

@@ -67,9 +67,28 @@ class SavedModel:
         return self.recipe.classes
 
     @torch.no_grad()
-    def predict_proba(self, features: torch.Tensor) -> torch.Tensor:
-        """Probabilities float32 (N, C), columns in :attr:`classes` order, for features (N, F)."""
-        return self.design.predict_proba(self.model(features.to(torch.float32)))
+    def predict_proba(
+        self, features: torch.Tensor, row_numbers: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Probabilities float32 (N, C), columns in :attr:`classes` order, for features (N, F).
+
+        ``row_numbers`` (N,): how messages name the rows (default: 0 to N - 1).
+
+        Raises:
+            ModelFileError: a row's probabilities are NaN or infinite (weights or recipe
+                scales too extreme for float32 arithmetic): never returned as a prediction.
+        """
+        probabilities = self.design.predict_proba(self.model(features.to(torch.float32)))
+        finite = torch.isfinite(probabilities).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten()
+            first = int(bad[0] if row_numbers is None else row_numbers[bad[0]])
+            raise ModelFileError(
+                f"{bad.numel()} of {finite.numel()} row(s) get NaN or infinite probabilities "
+                f"(first: row {first}): the model's weights or its recipe's scales are too "
+                "extreme for float32 arithmetic (a damaged or diverged model); nothing predicted"
+            )
+        return probabilities
 
 
 def save_model(

@@ -28,8 +28,9 @@ from softclass.errors import ConfigError, DataError, ModelFileError
 from softclass.evaluation import metrics
 from softclass.evaluation.measure import measure
 from softclass.evaluation.report import RunContext
-from softclass.io import claim_output_directory
+from softclass.io import claim_output_directory, temporary_path
 from softclass.jobs.comparison import ComparisonResult
+from softclass.jobs.destination import check_output_directory, replace_run, unit_fingerprint
 from softclass.jobs.output import (
     PREDICTED_COLUMN,
     REASON_COLUMN,
@@ -60,6 +61,7 @@ def train_to_directory(
     progress: ProgressCallback | None = None,
     distributed: DistContext | None = None,
     context: RunContext | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``design`` and save it in ``out_dir`` (model.safetensors, model.json, report.html).
 
@@ -71,13 +73,17 @@ def train_to_directory(
     training rows, and says so, when there are none).
 
     Rank 0 holds a lock on ``out_dir`` for the whole run (a second run on the same directory is
-    refused at once) and checks that it can write there before training. The model directory is
-    replaced as one unit at the end (:func:`softclass.jobs.store.save_model`): a run that fails,
-    diverges or is killed leaves the last checkpoint and any earlier model untouched.
+    refused at once) and checks that it can write there before training. The run's files (model,
+    report, figures, checkpoint) replace the earlier ones as one unit at the end
+    (:func:`softclass.jobs.destination.replace_run`): a run that fails, diverges or is killed
+    leaves the earlier run whole. With ``overwrite`` over an earlier run, this run's checkpoints
+    are kept under a temporary name until then (such a run cannot be resumed once killed).
 
     Raises:
-        ConfigError: ``out_dir`` already holds a model or checkpoint and ``resume`` is False, the
-            data has no recipe, or the recipe's statistics are not finite.
+        ConfigError: ``out_dir`` holds a model or checkpoint and neither ``resume`` nor
+            ``overwrite`` is set, ``out_dir`` is not a train directory
+            (:func:`softclass.jobs.destination.check_output_directory`), the data has no recipe,
+            or the recipe's statistics are not finite.
         ModelFileError: resuming from a missing, unsafe or mismatched checkpoint.
         OutputBusyError: another run is writing ``out_dir``.
         OutputError: ``out_dir`` is a file, is not writable, or the device is full.
@@ -86,8 +92,8 @@ def train_to_directory(
     if data.recipe is None:
         raise ConfigError("train_to_directory needs data prepared from a table (with a recipe)")
     check_finite_recipe(data.recipe)
-    out_dir = Path(out_dir)
     distributed = DistContext() if distributed is None else distributed
+    out_dir = check_output_directory(out_dir, "train", overwrite=overwrite, resume=resume)
     claim = claim_output_directory(out_dir) if distributed.is_main else contextlib.nullcontext()
     with claim:
         return _train_into(
@@ -116,37 +122,49 @@ def _train_into(
     distributed: DistContext,
     context: RunContext | None,
 ) -> TrainResult:
+    # Replacing an earlier run: its checkpoint stays until this run's unit is swapped in.
+    replacing = not resume and unit_fingerprint(out_dir) is not None
     checkpoint = out_dir / CHECKPOINT_FILE
-    if not resume and (checkpoint.exists() or (out_dir / METADATA_FILE).exists()):
-        raise ConfigError(
-            f"{out_dir} already holds a model or checkpoint: pass --resume (resume=True) to "
-            "continue it, or choose another output directory"
-        )
+    if replacing:
+        checkpoint = temporary_path(checkpoint)
     barrier(distributed)  # every rank has looked before rank 0 writes a checkpoint
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
-    result = train_model(
-        design,
-        model_config,
-        config,
-        data.train_features,
-        data.train_targets,
-        data.validation_features,
-        data.validation_targets,
-        checkpoint_path=checkpoint,
-        resume=resume,
-        progress=progress,
-        distributed=distributed,
-    )
-    if distributed.is_main:
-        save_model(out_dir, result.model, design, data.recipe, config, result.history.summary())
-        _write_train_report(result, data, out_dir, context)
+    try:
+        result = train_model(
+            design,
+            model_config,
+            config,
+            data.train_features,
+            data.train_targets,
+            data.validation_features,
+            data.validation_targets,
+            checkpoint_path=checkpoint,
+            resume=resume,
+            progress=progress,
+            distributed=distributed,
+        )
+        if distributed.is_main:
+            with replace_run(out_dir, keep=() if replacing else (CHECKPOINT_FILE,)) as staging:
+                save_model(
+                    staging, result.model, design, data.recipe, config, result.history.summary()
+                )
+                _write_train_report(result, data, out_dir, staging, context)
+                if replacing and checkpoint.is_file():
+                    checkpoint.replace(staging / CHECKPOINT_FILE)
+    finally:
+        if replacing:
+            checkpoint.unlink(missing_ok=True)
     barrier(distributed)
     return result
 
 
 def _write_train_report(
-    result: TrainResult, data: PreparedData, out_dir: Path, context: RunContext | None
+    result: TrainResult,
+    data: PreparedData,
+    out_dir: Path,
+    staging: Path,
+    context: RunContext | None,
 ) -> None:
     """report.html of one trained design: a one-design comparison measured like ``compare``."""
     if data.validation_features is None:
@@ -174,39 +192,48 @@ def _write_train_report(
         n_validation=int(data.validation_features.shape[0]),
         out_dir=out_dir,
     )
-    write_report(comparison, data, out_dir, context, kind="train")
+    write_report(comparison, data, staging, context, kind="train")
 
 
-def describe_kept(out_dir: str | Path) -> str:
-    """One line on what a stopped ``train`` left in ``out_dir``: checkpoint epoch, earlier model.
+def describe_kept(out_dir: str | Path, before: int | None = None) -> str:
+    """One line on what a stopped ``train`` left in ``out_dir``, read from the files.
 
-    For the command line's message after an interrupt or a divergence; never raises.
+    ``before`` is :func:`softclass.jobs.destination.unit_fingerprint` of ``out_dir`` taken before
+    the run (None: no run was there): a run's files are swapped in as a new directory, so a
+    changed fingerprint means this run's model was saved before the stop. For the command
+    line's message after an interrupt or a divergence; never raises.
     """
     out_dir = Path(out_dir)
+    if (out_dir / METADATA_FILE).is_file() and unit_fingerprint(out_dir) != before:
+        return f"this run's model, checkpoint and report were saved in {out_dir} before it stopped"
     checkpoint = out_dir / CHECKPOINT_FILE
     parts = []
     if checkpoint.is_file():
-        try:
-            epoch, epochs = checkpoint_progress(checkpoint)
-            parts.append(
-                f"kept the checkpoint of epoch {epoch} of {epochs or '?'} in {checkpoint} "
-                "(train again with --resume to continue it)"
-            )
-        except (
-            ModelFileError,
-            OSError,
-            RuntimeError,
-            KeyError,
-            TypeError,
-            ValueError,
-            AttributeError,
-        ):
-            parts.append(f"kept {checkpoint} (unreadable: {checkpoint.name} may be damaged)")
+        parts.append(_describe_checkpoint(checkpoint))
     if (out_dir / METADATA_FILE).is_file():
         parts.append(f"the model saved in {out_dir} before this run is untouched")
     if not parts:
         return "nothing was kept (no epoch finished, no checkpoint written)"
     return "; ".join(parts)
+
+
+def _describe_checkpoint(checkpoint: Path) -> str:
+    try:
+        epoch, epochs = checkpoint_progress(checkpoint)
+    except (
+        ModelFileError,
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+    ):
+        return f"kept {checkpoint} (unreadable: {checkpoint.name} may be damaged)"
+    return (
+        f"kept the checkpoint of epoch {epoch} of {epochs or '?'} in {checkpoint} "
+        "(train again with --resume to continue it)"
+    )
 
 
 @dataclass(frozen=True)
@@ -297,7 +324,10 @@ def predict_table(
     total = prepared.features.shape[0]
     parts = []
     for start in range(0, total, batch_rows):
-        parts.append(saved.predict_proba(prepared.features[start : start + batch_rows]))
+        batch = slice(start, start + batch_rows)
+        parts.append(
+            saved.predict_proba(prepared.features[batch], prepared.rows[batch] + HEADER_ROWS + 1)
+        )
         if progress is not None:
             progress(min(start + batch_rows, total), total)
     probabilities = torch.cat(parts) if parts else torch.empty(0, saved.model_config.n_classes)

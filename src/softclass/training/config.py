@@ -40,6 +40,15 @@ def _choice(names: tuple[str, ...]) -> Rule:
     return Rule("choice", choices=lambda: names)
 
 
+# Bounds on what one option may cost: a run's histories grow with the epochs, a batch's work
+# space with its rows, and each seed fits in the 64-bit seeds of the generators (with room for
+# seed + K of --seeds); threads beyond a few hundred only exhaust the system's task table.
+MAX_EPOCHS = 1_000_000
+MAX_BATCH_SIZE = 2**24
+MAX_SEED = 2**62
+MAX_THREADS = 1024
+
+
 @dataclass(frozen=True)
 class TrainConfig(OptimizerParams):
     """How to train. The defaults train the seed's Iris network (4-7-3 tanh, SGD) in seconds.
@@ -55,7 +64,7 @@ class TrainConfig(OptimizerParams):
         100,
         "--epochs",
         "Passes over the training rows (at most, with --patience).",
-        Rule("integer", low=1),
+        Rule("integer", low=1, high=MAX_EPOCHS),
         metavar="N",
         sklearn="max_iter",
     )
@@ -64,7 +73,7 @@ class TrainConfig(OptimizerParams):
         16,
         "--batch-size",
         "Rows per optimizer step.",
-        Rule("integer", low=1),
+        Rule("integer", low=1, high=MAX_BATCH_SIZE),
         metavar="ROWS",
         sklearn="batch_size",
     )
@@ -79,7 +88,11 @@ class TrainConfig(OptimizerParams):
     )
     # initial weights, batch order and the validation split
     seed: int = option(
-        0, "--seed", "Seed of weights, batch order and split.", Rule("integer"), metavar="N"
+        0,
+        "--seed",
+        "Seed of weights, batch order and split.",
+        Rule("integer", high=MAX_SEED),
+        metavar="N",
     )
     # share of each class held out for validation; 0 = none
     validation_fraction: float = option(
@@ -165,7 +178,7 @@ class TrainConfig(OptimizerParams):
         "CPU threads for torch; 0 = chosen by the size of a training step: one for small "
         "networks (a second thread only adds synchronisation there), every idle core for large "
         "ones.",
-        Rule("integer"),
+        Rule("integer", high=MAX_THREADS),
         metavar="N",
     )
 

@@ -55,6 +55,13 @@ def compare(
             "plots and one model per design (default runs/compare-DATE-TIME).",
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the comparison already in --out (its files change together, at the end).",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     design: Annotated[
         str | None,
@@ -83,15 +90,21 @@ def compare(
 
     from softclass.jobs.compare import compare as run_comparison
     from softclass.jobs.compare import describe_written
+    from softclass.jobs.destination import check_output_directory, unit_fingerprint
 
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"compare-{stamp}"
+    inputs = [] if data is None else [data]
+    out = check_output_directory(out, "compare", inputs=inputs, overwrite=overwrite)
+    before = unit_fingerprint(out)
     network = _resolve(_is_bundled_iris(data), options)
     config = network.config
     with _distributed_context(config.device) as context:
-        prepared = _prepared_data(data, options, config, show=context.is_main and not json_output)
-        if out is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            out = Path("runs") / f"compare-{stamp}"
         try:
+            prepared = _prepared_data(
+                data, options, config, show=context.is_main and not json_output
+            )
             with (
                 _torch_threads(config, prepared, network.hidden),
                 _ProgressBars(enabled=context.is_main and not json_output) as bars,
@@ -109,9 +122,10 @@ def compare(
                     stopping_fraction=stopping,
                     defaults=network.defaults,
                     context=_run_context(data),
+                    overwrite=overwrite,
                 )
         except Interrupted as interrupt:
-            interrupt.kept = describe_written(out)
+            interrupt.kept = describe_written(out, before)
             raise
         if not context.is_main:
             return

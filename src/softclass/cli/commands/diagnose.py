@@ -14,7 +14,15 @@ if TYPE_CHECKING:
     pass
 
 
+_MAX_FLOATS = 1000  # explain prints every value a few times: a screenful, not a file
+
+
 def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    if text.count(",") >= _MAX_FLOATS:
+        raise typer.BadParameter(
+            f"{text.count(',') + 1:,} values: at most {_MAX_FLOATS:,} are explained",
+            param_hint=option,
+        )
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:

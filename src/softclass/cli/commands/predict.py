@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from softclass.cli.app import _Command, _write_stdout, app, err_console
+from softclass.cli.app import _Command, _write_stdout_bytes, app, err_console
 from softclass.cli.options import _Delimiter, _Unknown
 from softclass.cli.run import _delimiter
 from softclass.errors import DataError, Interrupted
@@ -34,10 +34,14 @@ def predict(
     data: Annotated[Path, typer.Argument(help="CSV or Parquet table of raw rows.", metavar="DATA")],
     output_format: Annotated[
         str | None,
-        typer.Option("--format", help="csv (default) or json; --format json is --json."),
+        typer.Option(
+            "--format",
+            help="csv (default), json (one array) or jsonl (one JSON object per line); "
+            "--format json is --json.",
+        ),
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print JSON (one object per row), as --format json.")
+        bool, typer.Option("--json", help="Print JSON (one array of rows), as --format json.")
     ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", help="Write to this file instead of stdout.")
@@ -74,18 +78,19 @@ def predict(
 
     The row column counts rows as every message does: header = row 1, first data row = 2.
     """
-    import json
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from softclass.data import ERROR_POLICIES, read_table
     from softclass.data.checks import check_choice
+    from softclass.jobs.destination import check_output_file
     from softclass.jobs.output import spreadsheet_safe
     from softclass.jobs.store import load_model
     from softclass.jobs.train_predict import predict_table, unpredicted_message
 
     output_format = _output_format(output_format, json_output)
     check_choice("on_error", on_error, ERROR_POLICIES)
+    if output is not None:
+        output = check_output_file(output, [model_dir, data], "--output")
     saved = load_model(model_dir)
     delimiter = _delimiter(delimiter)
     live = err_console.is_terminal  # progress only on a terminal: a pipe gets just the results
@@ -118,12 +123,10 @@ def predict(
     for warning in prediction.warnings:
         if warning != unpredicted or on_error == "skip":
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    if output_format == "csv":
-        _write(
-            output, (prediction.table if raw else spreadsheet_safe(prediction.table)).write_csv()
-        )
-    else:
-        _write(output, json.dumps(prediction.table.to_dicts(), indent=1) + "\n")
+    table = prediction.table
+    if output_format == "csv" and not raw:
+        table = spreadsheet_safe(table)
+    _write_prediction(table, output_format, output)
     if prediction.accuracy is not None:
         counted = prediction.table.height - len(prediction.skipped) - prediction.unknown_labels
         err_console.print(
@@ -136,27 +139,37 @@ def predict(
         raise DataError(f"{unpredicted}; --on-error skip accepts such rows (exit 0)")
 
 
-def _write(output: Path | None, text: str) -> None:
-    """``text`` to ``output`` (atomically), or to stdout when None."""
-    from softclass.io import atomic_write_text
+def _write_prediction(table, output_format: str, output: Path | None) -> None:
+    """Stream ``table`` in chunks to stdout, or into ``output`` (renamed into place at the end:
+    an interrupted or failed write leaves an earlier file there whole)."""
+    from softclass.io import atomic_path, translate_os_error
+    from softclass.jobs.output import serialized_chunks
 
+    chunks = serialized_chunks(table, output_format)
     if output is None:
-        _write_stdout(text)
+        for chunk in chunks:
+            _write_stdout_bytes(chunk)
         return
     try:
-        atomic_write_text(output, text)
+        with atomic_path(output) as temporary, translate_os_error(output):
+            with open(temporary, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
     except Interrupted as interrupt:
         interrupt.kept = f"nothing was written to {output} (an earlier file there is kept)"
         raise
 
 
 def _output_format(output_format: str | None, json_output: bool) -> str:
-    """ "csv" or "json" from ``--format`` and ``--json`` (the flag every command spells alike);
-    ConfigError for another format or the two flags asking for different ones."""
+    """One of the output formats from ``--format`` and ``--json`` (the flag every command spells
+    alike); ConfigError for another format or the two flags asking for different ones."""
     from softclass.errors import ConfigError
+    from softclass.jobs.output import FORMATS
 
-    if output_format not in (None, "csv", "json"):
-        raise ConfigError(f"--format {output_format!r}: expected csv or json")
-    if json_output and output_format == "csv":
-        raise ConfigError("--json and --format csv ask for different outputs: give one of them")
+    if output_format is not None and output_format not in FORMATS:
+        raise ConfigError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    if json_output and output_format not in (None, "json"):
+        raise ConfigError(
+            f"--json and --format {output_format} ask for different outputs: give one of them"
+        )
     return "json" if json_output else output_format or "csv"

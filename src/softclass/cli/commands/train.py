@@ -55,20 +55,30 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the checkpoint in --out.")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the model already in --out (its files change together, at the end).",
+        ),
+    ] = False,
     *,
     options: _Typed,
 ) -> None:
     """Train one design on a table and save the model (with checkpoints, resumable)."""
     from softclass.errors import TrainingDiverged
+    from softclass.jobs.destination import check_output_directory, unit_fingerprint
     from softclass.jobs.train_predict import describe_kept, train_to_directory
     from softclass.mlp.designs import REFERENCE, get_design
 
+    out = check_output_directory(out, "train", inputs=[data], overwrite=overwrite, resume=resume)
+    before = unit_fingerprint(out)
     chosen = get_design(REFERENCE if design is None else design)
     network = _resolve(_is_bundled_iris(data), options)
     config = network.config
     with _distributed_context(config.device) as context:
-        prepared = _prepared_data(data, options, config, show=context.is_main)
         try:
+            prepared = _prepared_data(data, options, config, show=context.is_main)
             with (
                 _torch_threads(config, prepared, network.hidden),
                 _ProgressBars(enabled=context.is_main) as bars,
@@ -84,12 +94,13 @@ def train(
                     progress=bars,
                     distributed=context,
                     context=_run_context(data),
+                    overwrite=overwrite,
                 )
         except Interrupted as interrupt:
-            interrupt.kept = describe_kept(out)
+            interrupt.kept = describe_kept(out, before)
             raise
         except TrainingDiverged as diverged:
-            raise TrainingDiverged(f"{diverged}; {describe_kept(out)}") from diverged
+            raise TrainingDiverged(f"{diverged}; {describe_kept(out, before)}") from diverged
         if not context.is_main:
             return
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
