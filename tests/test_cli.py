@@ -296,7 +296,7 @@ def test_bad_options_are_one_line(run, tmp_path):
     code, _, err = run("predict", tmp_path / "nowhere", bundled_path("iris"))
     assert code == 2 and "no such model directory" in err
     code, _, err = run("predict", tmp_path, bundled_path("iris"), "--format", "xml")
-    assert code == 2 and "expected csv or json" in err
+    assert code == 2 and "expected one of csv, json, jsonl" in err
     assert not (tmp_path / "o").exists()
 
 

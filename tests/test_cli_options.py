@@ -99,14 +99,15 @@ def test_compare_and_train_declare_each_shared_option_once():
     spec_flags = [spec.flag for spec in cli._SPECS]
     assert len(spec_flags) == len(set(spec_flags))
     # Beside the table, the two commands share only options whose meaning differs: compare's
-    # --out has a default and --design takes several letters, train's needs both.
+    # --out has a default and --design takes several letters, train's needs both; --overwrite is
+    # an output flag (not a training option), declared beside --out in each.
     shared = set(flags["compare"]) & set(flags["train"])
     declared_apart = {
         flag
         for flag in shared
         if not any(flag in (spec.flag, f"--no-{spec.flag[2:]}") for spec in cli._SPECS)
     }
-    assert declared_apart == {"--out", "--design"}
+    assert declared_apart == {"--out", "--design", "--overwrite"}
     # Each table entry is the very declaration both commands carry.
     import inspect
 

@@ -8,8 +8,9 @@ import pytest
 from disk_full import DiskFull
 
 from softclass.data import bundled_path
+from softclass.data.prepare import prepare_table
 from softclass.errors import ConfigError, OutputError
-from softclass.jobs.compare import compare, describe_written, prepare_table
+from softclass.jobs.compare import compare, describe_written
 from softclass.jobs.destination import (
     check_output_directory,
     check_output_file,
@@ -19,7 +20,7 @@ from softclass.jobs.destination import (
 from softclass.jobs.store import load_model
 from softclass.jobs.train_predict import describe_kept, train_to_directory
 from softclass.mlp.designs import get_design
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 IRIS = bundled_path("iris")
 QUICK = TrainConfig(epochs=2)

@@ -19,7 +19,7 @@ from softclass.data.prepare import prepare_table
 from softclass.jobs.store import METADATA_FILE
 from softclass.jobs.train_predict import train_to_directory
 from softclass.mlp.designs import get_design
-from softclass.training.trainer import TrainConfig
+from softclass.training.config import TrainConfig
 
 IRIS = bundled_path("iris")
 ENVIRONMENT = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -2,6 +2,7 @@
 closed pipe or a diverging loss: each ends with one clear line and an exit code, and never leaves
 a half-written model, a temporary file or a stale lock."""
 
+import builtins
 import errno
 import json
 import math
@@ -272,6 +273,33 @@ def test_an_interrupted_compare_while_writing_keeps_nothing_of_the_run(run, tmp_
     assert _leftovers(tmp_path) == []
 
 
+def _on_streamed_writes(monkeypatch, name, write):
+    """Files opened for writing whose name is a temporary of ``name`` (``.name.…``) call
+    ``write(handle, data)`` instead of writing: predict streams its chunks through ``open``."""
+    real_open = builtins.open
+
+    class Streamed:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            return write(self.handle, data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def open_(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and Path(file).name.startswith(f".{name}."):
+            return Streamed(handle)
+        return handle
+
+    monkeypatch.setattr(builtins, "open", open_)
+
+
 @pytest.mark.parametrize("interrupt", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_predict_output_keeps_the_earlier_file(
     run, tmp_path, monkeypatch, interrupt
@@ -280,14 +308,13 @@ def test_an_interrupted_predict_output_keeps_the_earlier_file(
     assert run("train", IRIS, "--epochs", 2, "--out", model_dir)[0] == 0
     output = tmp_path / "predictions.csv"
     output.write_text("earlier predictions\n")
-    real_write = Path.write_bytes
 
-    def half_then_signal(path, data):
-        real_write(path, data[: len(data) // 2])
+    def half_then_signal(handle, data):
+        handle.write(data[: len(data) // 2])
         os.kill(os.getpid(), interrupt)  # the handler raises on the next bytecode
-        real_write(path, data)
+        handle.write(data[len(data) // 2 :])
 
-    monkeypatch.setattr(Path, "write_bytes", half_then_signal)
+    _on_streamed_writes(monkeypatch, output.name, half_then_signal)
     code, _, err = run("predict", model_dir, IRIS, "--output", output)
     assert code == 128 + interrupt
     assert err.strip().splitlines()[-1] == (
@@ -388,6 +415,12 @@ def _full_disk_for(monkeypatch, name):
         return real_write(path, data)
 
     monkeypatch.setattr(Path, "write_bytes", write)
+
+    def full(handle, data):
+        handle.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", handle.name)
+
+    _on_streamed_writes(monkeypatch, name, full)
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_model(

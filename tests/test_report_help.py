@@ -56,4 +56,4 @@ def test_predict_json_flag_is_the_format_json_alias(run, tmp_path):
     assert code == 2
     assert "--json and --format csv ask for different outputs" in err
     code, _, err = run("predict", model_dir, rows, "--format", "xml")
-    assert code == 2 and "--format 'xml': expected csv or json" in err
+    assert code == 2 and "--format 'xml': expected one of csv, json, jsonl" in err

@@ -42,13 +42,12 @@ from softclass.mlp.model import MLP, MLPConfig
 from softclass.mlp.optimizers import DEFAULTS
 from softclass.option_table import Rule, options_of
 from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
-from softclass.training.callbacks import EarlyStoppingCallback
+from softclass.training.callbacks import EarlyStoppingCallback, divergence
 from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
 from softclass.training.loop import FitLoop
 from softclass.training.stacked import Member
 from softclass.training.threads import available_cores, choose_threads, torch_threads
-from softclass.training.trainer import divergence
 
 _SEED_BOUND = 2**31 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -454,7 +453,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
             # The command line's divergence rule on every epoch the loop ran (the weights once,
             # after the last).
             last = epoch == loop.epochs_run[0]
-            self._check_divergence(loss, numbers.get("val_loss"), check_weights=last)
+            validation_loss = None if validation is None else numbers["val_loss"]
+            self._check_divergence(loss, validation_loss, check_weights=last)
         if max_epochs > 1 and not self._stopping.stopped[0]:
             warnings.warn(
                 f"softclass.Classifier: reached max_iter={self.max_iter} epochs without "
