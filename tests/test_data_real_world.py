@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from softclass.data import Recipe, TypingOptions, read_table, reading, type_columns
 from softclass.data.messages import MESSAGE_LIMIT
 from softclass.errors import DataError
+from softclass.limits import ReadLimits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,13 +124,17 @@ def test_wide_table_reads_and_repeated_names_are_listed_briefly(tmp_path):
     header = ",".join(f"c{index}" for index in range(n_columns))
     row = ",".join(str(index % 7) for index in range(n_columns))
     path = write(tmp_path, "wide.csv", f"{header}\n{row}\n{row}\n")
-    assert read_table(path).shape == (2, n_columns)
+    # Past the default column limit (10,000): refused in one line unless raised (--max-columns).
+    with pytest.raises(DataError, match=r"20,000 columns, more than the limit of 10,000"):
+        read_table(path)
+    wide = ReadLimits(max_columns=n_columns)
+    assert read_table(path, limits=wide).shape == (2, n_columns)
     repeated = ",".join(f"c{index % (n_columns // 2)}" for index in range(n_columns))
     path = write(tmp_path, "dup.csv", f"{repeated}\n{row}\n")
     with pytest.raises(
         DataError, match=r"repeats the column name\(s\) 'c0', 'c1', .* and \d+ more"
     ):
-        read_table(path)
+        read_table(path, limits=wide)
 
 
 def test_unsupported_compressed_parquet_is_refused(tmp_path):

@@ -358,7 +358,10 @@ def test_paths_alternate_between_epochs_sharing_the_optimizer_state(optimizer, m
 def test_compiled_run_reports_a_work_space_it_cannot_allocate():
     features, targets = _table(4)
     trainer = BatchedTrainer(MLPConfig(4, 3), [Member("A", 0)], SETTINGS["sgd"])
-    trainer.settings = TrainConfig(batch_size=2**45, momentum=0.0)
+    # A batch past TrainConfig's bound (2**24), set behind its check, reaches the C allocator.
+    settings = TrainConfig(momentum=0.0)
+    object.__setattr__(settings, "batch_size", 2**45)
+    trainer.settings = settings
     rows = trainer.training_rows(features.float(), torch.nn.functional.one_hot(targets, 3).float())
     with pytest.raises(MemoryError, match="could not allocate the work space"):
         trainer.run_compiled_epochs(rows, 0, 1)

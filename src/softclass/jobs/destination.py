@@ -111,7 +111,8 @@ def check_output_directory(
     resume: bool = False,
 ) -> Path:
     """Check that ``kind`` ("train" or "compare") may write its run into ``out_dir``; return the
-    resolved directory (a symlink followed) that the run must then use.
+    directory the run must then use (``out_dir`` itself, or the resolved one when a symlink is
+    on its path).
 
     Raises:
         ConfigError: one line naming the path and the rule: ``out_dir`` is or lies inside an
@@ -124,10 +125,12 @@ def check_output_directory(
     given = Path(out_dir)
     resolved = _resolved(given)
     shown = given if resolved == given.absolute() else f"{given} (→ {resolved})"
+    # The directory as the user wrote it when no symlink is involved (messages show it so).
+    usable = given if resolved == given.absolute() else resolved
     _refuse_inputs(resolved, shown, inputs, "--out")
     _refuse_inside_run(resolved, shown, "--out")
     if resolved.exists() and not resolved.is_dir():
-        return resolved  # the writer's own one-line error: "is a file, expected a directory"
+        return usable  # the writer's own one-line error: "is a file, expected a directory"
     found = run_kind(resolved)
     if found is None:
         foreign = _foreign_entries(resolved)
@@ -136,14 +139,14 @@ def check_output_directory(
                 f"--out {shown} holds files that no softclass run wrote "
                 f"({_listed(foreign)}): it may be a dataset; choose a new or empty directory"
             )
-        return resolved
+        return usable
     if found != kind:
         raise ConfigError(
             f"--out {shown} holds a {found} run; {kind} writes a different kind of directory: "
             "choose another --out"
         )
     if overwrite or (kind == "train" and resume):
-        return resolved
+        return usable
     hint = "--resume to continue it, " if kind == "train" else ""
     raise ConfigError(
         f"--out {shown} already holds a {kind} run: pass {hint}--overwrite to replace it, or "
