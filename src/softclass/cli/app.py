@@ -11,7 +11,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,9 +26,6 @@ from softclass.errors import (
     SoftclassError,
     SoftclassWarning,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def _flags_without_placeholder(params: list) -> list:

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -22,10 +22,6 @@ from softclass.jobs.defaults import DEMONSTRATION, TABLE
 from softclass.limits import DEFAULT_LIMITS
 from softclass.option_table import Option, names_text, options_of
 from softclass.training.config import TrainConfig
-
-if TYPE_CHECKING:
-    pass
-
 
 _DataArgument = Annotated[
     Path | None,

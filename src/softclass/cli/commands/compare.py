@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -19,14 +19,8 @@ from softclass.cli.run import (
     _run_context,
     _torch_threads,
 )
-from softclass.errors import (
-    Interrupted,
-)
+from softclass.errors import Interrupted
 from softclass.jobs.defaults import TABLE
-
-if TYPE_CHECKING:
-    pass
-
 
 _COMPARE_HELP = "\n\n".join(
     (

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from softclass.cli.app import _Command, app, console, err_console
 from softclass.cli.render import _findings_table
-
-if TYPE_CHECKING:
-    pass
-
 
 _MAX_FLOATS = 1000  # explain prints every value a few times: a screenful, not a file
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -12,10 +12,6 @@ from softclass.cli.app import _Command, _write_stdout_bytes, app, err_console
 from softclass.cli.options import _Delimiter, _Unknown
 from softclass.cli.run import _delimiter
 from softclass.errors import DataError, Interrupted
-
-if TYPE_CHECKING:
-    pass
-
 
 _PREDICT_HELP = "\n\n".join(
     (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -19,13 +19,7 @@ from softclass.cli.run import (
     _run_context,
     _torch_threads,
 )
-from softclass.errors import (
-    Interrupted,
-)
-
-if TYPE_CHECKING:
-    pass
-
+from softclass.errors import Interrupted
 
 _TRAIN_HELP = "\n\n".join(
     (
