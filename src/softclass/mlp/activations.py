@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from softclass.errors import ConfigError
+from softclass.mlp.registry import add_entry
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -95,10 +96,7 @@ ACTIVATIONS: dict[str, Activation] = {}
 def register_activation(activation: Activation) -> Activation:
     """Add ``activation`` to :data:`ACTIVATIONS` (the command line, the estimator and every
     backend then take it); ConfigError when its name is taken."""
-    if activation.name in ACTIVATIONS:
-        raise ConfigError(f"activation {activation.name!r} is already registered")
-    ACTIVATIONS[activation.name] = activation
-    return activation
+    return add_entry(ACTIVATIONS, "activation", activation)
 
 
 register_activation(Activation("tanh", nn.Tanh, torch.tanh, _tanh_backward, 0))

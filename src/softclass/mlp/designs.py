@@ -34,6 +34,7 @@ import torch
 
 from softclass import functional
 from softclass.errors import ConfigError
+from softclass.mlp.registry import add_entry
 
 
 def _identity(logits: torch.Tensor) -> torch.Tensor:
@@ -211,15 +212,14 @@ def register_design(design: Design) -> Design:
 
     Raises ConfigError when its name is taken, or when it says it is the reference and is not
     :data:`REFERENCE` (the entry itself checks its facts when it is made)."""
-    if design.name in DESIGNS:
-        raise ConfigError(f"design {design.name!r} is already registered")
-    if (design.relation == "reference") != (design.name == REFERENCE):
+    if design.name not in DESIGNS and (design.relation == "reference") != (
+        design.name == REFERENCE
+    ):
         raise ConfigError(
             f"design {design.name!r}: fact 'relation' is {design.relation!r}; only the reference "
             f"design {REFERENCE} has relation 'reference'"
         )
-    DESIGNS[design.name] = design
-    return design
+    return add_entry(DESIGNS, "design", design)
 
 
 register_design(

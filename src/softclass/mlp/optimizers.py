@@ -32,6 +32,7 @@ import torch
 
 from softclass.errors import ConfigError
 from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
+from softclass.mlp.registry import add_entry
 
 __all__ = [
     "DEFAULTS",
@@ -228,10 +229,7 @@ OPTIMIZERS: dict[str, Optimizer] = {}
 def register_optimizer(optimizer: Optimizer) -> Optimizer:
     """Add ``optimizer`` to :data:`OPTIMIZERS` (the command line, the estimator and every
     backend then take it); ConfigError when its name is taken."""
-    if optimizer.name in OPTIMIZERS:
-        raise ConfigError(f"optimizer {optimizer.name!r} is already registered")
-    OPTIMIZERS[optimizer.name] = optimizer
-    return optimizer
+    return add_entry(OPTIMIZERS, "optimizer", optimizer)
 
 
 _SGD_PARAMS = ("learning_rate", "weight_decay", "momentum", "nesterov")
