@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from softclass import functional, nn, validation
+from softclass import functional, kernels, nn, validation
 from softclass.jobs import bench
-from softclass.kernels import cpu, native
+from softclass.kernels import cross_entropy_cpu, native, native_loops
 
 REDUCTIONS = ("none", "mean", "sum")
 TOLERANCES = {
@@ -27,11 +27,11 @@ def backend(request, monkeypatch):
     """Run a test on the compiled row loops (with the gradient made in the backward, as traced
     calls do, and made in the forward, as eager calls do) and on the plain torch-ops path."""
     if request.param == "torch-ops":
-        monkeypatch.setattr(cpu, "_native_library", lambda logits, target: None)
+        monkeypatch.setattr(native_loops, "library_for", lambda logits, target: None)
     elif native.library() is None:
         pytest.fail(f"compiled kernels unavailable: {native.unavailable_reason()}")
     if request.param == "compiled":
-        monkeypatch.setattr(cpu, "_gradient_in_forward", lambda logits, target: False)
+        monkeypatch.setattr(cross_entropy_cpu, "_gradient_in_forward", lambda logits, target: False)
     return request.param
 
 
@@ -80,7 +80,7 @@ def test_fused_matches_torch(
     logits = logits64.to(dtype).requires_grad_()
     target_in = target.to(dtype) if probability else target
     weight_in = None if weight is None else weight.to(dtype)
-    loss = cpu.cross_entropy(logits, target_in, weight_in, block_rows=5, **options)
+    loss = kernels.cross_entropy(logits, target_in, weight_in, block_rows=5, **options)
     grad_output = torch.rand(loss.shape, dtype=torch.float64) + 0.5  # per item for 'none'
     (grad,) = torch.autograd.grad(loss, logits, grad_output.to(dtype))
     # bf16 is compared with the reference on the same (rounded) values, computed in fp64.
@@ -110,7 +110,7 @@ def test_probability_target_gradient_matches_torch(backend):
     logits64, target, weight = _problem(9, 6, True, -100, True)
     target = target.requires_grad_()
     logits = logits64.clone().requires_grad_()
-    loss = cpu.cross_entropy(logits, target, weight, label_smoothing=0.2, block_rows=4)
+    loss = kernels.cross_entropy(logits, target, weight, label_smoothing=0.2, block_rows=4)
     grads = torch.autograd.grad(loss, (logits, target))
     expected = F.cross_entropy(logits, target, weight, label_smoothing=0.2)
     expected_grads = torch.autograd.grad(expected, (logits, target))
@@ -139,7 +139,7 @@ def test_block_boundaries_and_chunked_equals_unchunked(backend, n_rows, n_classe
     results = []
     for block_rows in (1, 8, n_rows):
         logits = logits64.float().requires_grad_()
-        loss = cpu.cross_entropy(
+        loss = kernels.cross_entropy(
             logits, target, weight.float(), label_smoothing=0.1, block_rows=block_rows
         )
         loss.backward()
@@ -167,7 +167,7 @@ def test_extreme_logits(backend):
         ours = logits.clone().requires_grad_()
         theirs = logits.double().requires_grad_()
         options = dict(reduction="none") if smoothing else {}
-        loss = cpu.cross_entropy(ours, target, label_smoothing=smoothing, **options)
+        loss = kernels.cross_entropy(ours, target, label_smoothing=smoothing, **options)
         expected = F.cross_entropy(theirs, target, label_smoothing=smoothing, **options)
         loss.sum().backward()
         expected.sum().backward()
@@ -181,7 +181,7 @@ def test_all_ignored_mean_is_nan_with_zero_gradient(backend):
     logits = torch.randn(6, 5, requires_grad=True)
     target = torch.full((6,), -100)
     for smoothing, weight in ((0.0, None), (0.2, torch.rand(5))):
-        loss = cpu.cross_entropy(logits, target, weight, label_smoothing=smoothing)
+        loss = kernels.cross_entropy(logits, target, weight, label_smoothing=smoothing)
         expected = F.cross_entropy(logits, target, weight, label_smoothing=smoothing)
         assert torch.isnan(loss) and torch.isnan(expected)
         (grad,) = torch.autograd.grad(loss, logits)
@@ -191,7 +191,7 @@ def test_all_ignored_mean_is_nan_with_zero_gradient(backend):
 def test_default_backward_leaves_logits_unchanged(backend):
     logits = torch.randn(10, 300, requires_grad=True)
     before = logits.detach().clone()
-    cpu.cross_entropy(logits, torch.randint(0, 300, (10,))).backward()
+    kernels.cross_entropy(logits, torch.randint(0, 300, (10,))).backward()
     assert torch.equal(logits.detach(), before)
     assert logits.grad.data_ptr() != logits.data_ptr()
 
@@ -208,7 +208,7 @@ def test_inplace_backward_matches_and_reuses_logits_memory(backend, dtype):
         logits.register_hook(
             lambda grad, a=address, i=inplace: grads.append((i, grad.data_ptr() == a))
         )
-        loss = cpu.cross_entropy(logits, target, inplace_backward=inplace, block_rows=5)
+        loss = kernels.cross_entropy(logits, target, inplace_backward=inplace, block_rows=5)
         grads.append(torch.autograd.grad(loss, (hidden, projection)))
     assert grads[0] == (False, False) and grads[2] == (True, True)
     for got, want in zip(grads[3], grads[1], strict=False):
@@ -218,14 +218,14 @@ def test_inplace_backward_matches_and_reuses_logits_memory(backend, dtype):
 def test_inplace_backward_raises_when_another_node_saved_the_logits(backend):
     scores = torch.randn(5, 7, requires_grad=True)
     logits = scores.exp()  # exp saves its output for its own backward
-    loss = cpu.cross_entropy(logits, torch.randint(0, 7, (5,)), inplace_backward=True)
+    loss = kernels.cross_entropy(logits, torch.randint(0, 7, (5,)), inplace_backward=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
 
 
 def test_inplace_backward_refuses_a_leaf():
     with pytest.raises(ValueError, match="leaf tensor that requires grad"):
-        cpu.cross_entropy(
+        kernels.cross_entropy(
             torch.randn(3, 4, requires_grad=True), torch.tensor([0, 1, 2]), inplace_backward=True
         )
 
@@ -243,7 +243,7 @@ def test_rows_past_two_to_the_31_elements(backend):
     logits.copy_(values)
     target = torch.tensor([3, n_classes - 1])
     leaf = logits.requires_grad_()
-    loss = cpu.cross_entropy(leaf, target, reduction="none")
+    loss = kernels.cross_entropy(leaf, target, reduction="none")
     loss.sum().backward()
     reference = values.double().requires_grad_()
     expected = F.cross_entropy(reference, target, reduction="none")
@@ -287,7 +287,7 @@ def test_linear_cross_entropy_bf16_and_blocks(backend, block_rows):
     hidden = torch.randn(15, 8, generator=generator).bfloat16().requires_grad_()
     weight = torch.randn(9, 8, generator=generator).bfloat16().requires_grad_()
     target = torch.randint(0, 9, (15,), generator=generator)
-    loss = cpu.linear_cross_entropy(hidden, weight, target, block_rows=block_rows)
+    loss = kernels.linear_cross_entropy(hidden, weight, target, block_rows=block_rows)
     grads = torch.autograd.grad(loss, (hidden, weight))
     reference = [hidden.detach().float().requires_grad_(), weight.detach().float().requires_grad_()]
     expected = F.cross_entropy(F.linear(*reference), target)
@@ -374,9 +374,11 @@ def test_functional_cross_entropy_dispatches_by_the_rule(monkeypatch):
     from softclass.kernels import lean
 
     calls = []
-    original = cpu.cross_entropy
+    original = cross_entropy_cpu.cross_entropy
     monkeypatch.setattr(
-        cpu, "cross_entropy", lambda *a, **k: calls.append(a[0].shape) or original(*a, **k)
+        cross_entropy_cpu,
+        "cross_entropy",
+        lambda *a, **k: calls.append(a[0].shape) or original(*a, **k),
     )
     original_lean = lean._forward
     monkeypatch.setattr(lean, "_forward", lambda *a: calls.append(a[1].shape) or original_lean(*a))
@@ -396,7 +398,7 @@ def test_functional_cross_entropy_dispatches_by_the_rule(monkeypatch):
         expected = F.cross_entropy(logits.double(), reference_target)
         torch.testing.assert_close(loss.double(), expected, atol=1e-2, rtol=1e-2)
         assert (calls == [logits.shape]) == fused, (logits.shape, logits.dtype, calls)
-        assert cpu.prefers_fused(logits, target) == fused
+        assert kernels.prefers_fused(logits, target) == fused
 
 
 def test_native_library_can_be_disabled(monkeypatch):
@@ -420,7 +422,7 @@ def test_native_library_not_built_falls_back(monkeypatch):
         logits = torch.randn(40, 600, requires_grad=True)
         target = torch.randint(0, 600, (40,))
         torch.testing.assert_close(
-            cpu.cross_entropy(logits, target), F.cross_entropy(logits, target)
+            kernels.cross_entropy(logits, target), F.cross_entropy(logits, target)
         )
     finally:
         native.library.cache_clear()
@@ -439,7 +441,7 @@ def test_cuda_tensors_dispatch_to_triton_or_warn_once(monkeypatch):
     """CUDA inputs take the Triton kernel when it can run, else the plain path with one warning."""
     import warnings
 
-    from softclass import functional
+    from softclass.kernels import dispatch
     from softclass.kernels import triton as triton_kernels
 
     class FakeCuda:
@@ -447,16 +449,15 @@ def test_cuda_tensors_dispatch_to_triton_or_warn_once(monkeypatch):
 
     monkeypatch.setattr(triton_kernels, "triton_available", lambda: True)
     assert (
-        functional._fused_cross_entropy_kernel(FakeCuda(), None, False)
-        is triton_kernels.fused_cross_entropy
+        dispatch.cross_entropy_kernel(FakeCuda(), None, False) is triton_kernels.fused_cross_entropy
     )
     monkeypatch.setattr(triton_kernels, "triton_available", lambda: False)
-    monkeypatch.setattr(functional, "_warned_no_triton", False)
+    monkeypatch.setattr(dispatch, "_warned_no_triton", False)
     with pytest.warns(RuntimeWarning, match=r"Triton is not importable"):
-        assert functional._fused_cross_entropy_kernel(FakeCuda(), None, False) is None
+        assert dispatch.cross_entropy_kernel(FakeCuda(), None, False) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert functional._fused_cross_entropy_kernel(FakeCuda(), None, False) is None
+        assert dispatch.cross_entropy_kernel(FakeCuda(), None, False) is None
 
 
 def _validation_error(target, n_classes, ignore_index):
@@ -498,10 +499,14 @@ def test_range_error_from_compiled_loops_matches_validation(
 
 def test_kernel_called_directly_raises_on_out_of_range_target():
     """The compiled loops never read through a bad target, even without validation in front."""
-    with pytest.raises(cpu.TargetOutOfBoundsError, match="Target 6 is out of bounds at position 2"):
-        cpu.cross_entropy(torch.randn(40, 5), torch.tensor([0, 1, 6] + [0] * 37))
+    with pytest.raises(
+        kernels.TargetOutOfBoundsError, match="Target 6 is out of bounds at position 2"
+    ):
+        kernels.cross_entropy(torch.randn(40, 5), torch.tensor([0, 1, 6] + [0] * 37))
     with pytest.raises(IndexError, match="Target -3 is out of bounds at position 0"):
-        cpu.linear_cross_entropy(torch.randn(3, 2), torch.randn(50, 2), torch.tensor([-3, 0, 1]))
+        kernels.linear_cross_entropy(
+            torch.randn(3, 2), torch.randn(50, 2), torch.tensor([-3, 0, 1])
+        )
 
 
 @pytest.mark.parametrize("n_classes", [1, 2, 3, 7, 8, 10, 31, 32, 33, 100])
@@ -533,7 +538,7 @@ def test_per_row_loss_with_expanded_grad_output(backend):
     """loss.sum().backward() hands the 'none' backward a stride-0 grad_output."""
     logits = torch.randn(37, 5, requires_grad=True)
     target = torch.randint(0, 5, (37,))
-    cpu.cross_entropy(logits, target, reduction="none").sum().backward()
+    kernels.cross_entropy(logits, target, reduction="none").sum().backward()
     expected = logits.detach().clone().requires_grad_()
     F.cross_entropy(expected, target, reduction="none").sum().backward()
     torch.testing.assert_close(logits.grad, expected.grad)
@@ -546,11 +551,11 @@ def test_double_backward_through_the_fused_function(backend, probability):
     logits = logits64.clone().requires_grad_()
     options = dict(label_smoothing=0.2, ignore_index=-100 if probability else 1)
     assert torch.autograd.gradgradcheck(
-        lambda x: cpu.cross_entropy(x, target, weight, **options), (logits,)
+        lambda x: kernels.cross_entropy(x, target, weight, **options), (logits,)
     )
     for reduction in REDUCTIONS:
         (grad,) = torch.autograd.grad(
-            cpu.cross_entropy(logits, target, weight, reduction=reduction, **options).sum(),
+            kernels.cross_entropy(logits, target, weight, reduction=reduction, **options).sum(),
             logits,
             create_graph=True,
         )
@@ -572,7 +577,7 @@ def test_gradient_made_in_forward_survives_retain_graph(backend, reduction):
     target = torch.randint(0, 70, (33,))
     target[::5] = -100
     weight = torch.rand(70) + 0.5
-    loss = cpu.cross_entropy(logits, target, weight, reduction=reduction, label_smoothing=0.1)
+    loss = kernels.cross_entropy(logits, target, weight, reduction=reduction, label_smoothing=0.1)
     expected_logits = logits.detach().clone().requires_grad_()
     expected = F.cross_entropy(
         expected_logits, target, weight, reduction=reduction, label_smoothing=0.1
@@ -590,14 +595,14 @@ def test_eager_backward_makes_no_second_pass(monkeypatch, reduction):
     """An eager loss's gradient is made by the forward (per row for 'none'), so its backward
     never walks the logits again (and may follow an in-place change of the logits)."""
     backward_passes = []
-    original = cpu._native_gradient
+    original = native_loops.gradient
     monkeypatch.setattr(
-        cpu, "_native_gradient", lambda *a: backward_passes.append(1) or original(*a)
+        native_loops, "gradient", lambda *a: backward_passes.append(1) or original(*a)
     )
     logits = torch.randn(40, 70, requires_grad=True)
     target = torch.randint(0, 70, (40,))
     grad_output = torch.rand(40) if reduction == "none" else torch.tensor(1.5)
-    loss = cpu.cross_entropy(logits, target, reduction=reduction)
+    loss = kernels.cross_entropy(logits, target, reduction=reduction)
     (grad,) = torch.autograd.grad(loss, logits, grad_output)
     expected_loss = F.cross_entropy(logits, target, reduction=reduction)
     (expected,) = torch.autograd.grad(expected_loss, logits, grad_output)
@@ -609,13 +614,13 @@ def test_no_gradient_is_made_under_no_grad(monkeypatch):
     """Under torch.no_grad() no backward can follow: the forward must not write a gradient, even
     for logits that require grad (ctx.needs_input_grad says True there)."""
     made = []
-    original = cpu._native_forward
+    original = native_loops.forward
     monkeypatch.setattr(
-        cpu, "_native_forward", lambda *a: made.append(a[-2] is not None) or original(*a)
+        native_loops, "forward", lambda *a: made.append(a[-2] is not None) or original(*a)
     )
     logits = torch.randn(20, 9, requires_grad=True)
     target = torch.randint(0, 9, (20,))
     with torch.no_grad():
-        cpu.cross_entropy(logits, target)
-    cpu.cross_entropy(logits, target)
+        kernels.cross_entropy(logits, target)
+    kernels.cross_entropy(logits, target)
     assert made == [False, True]

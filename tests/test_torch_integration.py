@@ -625,17 +625,17 @@ def test_vmap_rules_of_the_registered_ops_match_a_loop():
     """torch.func routes softclass.functional to torch ops; the operators themselves (reached
     e.g. through softclass.kernels) carry their own vmap rules: per batch entry, or the batch
     folded into the rows for softmax."""
-    from softclass.kernels import cpu
+    from softclass import kernels
 
     logits = torch.randn(3, 6, 5, dtype=torch.float64)
     target = torch.randint(0, 5, (3, 6))
-    batched = torch.func.vmap(lambda x, t: cpu.cross_entropy(x, t, label_smoothing=0.1))
+    batched = torch.func.vmap(lambda x, t: kernels.cross_entropy(x, t, label_smoothing=0.1))
     expected = torch.stack(
         [F.cross_entropy(x, t, label_smoothing=0.1) for x, t in zip(logits, target, strict=True)]
     )
     torch.testing.assert_close(batched(logits, target), expected)
     hidden, weight = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(5, 4).double()
-    linear = torch.func.vmap(lambda h, t: cpu.linear_cross_entropy(h, weight, t))
+    linear = torch.func.vmap(lambda h, t: kernels.linear_cross_entropy(h, weight, t))
     expected = torch.stack(
         [F.cross_entropy(h @ weight.t(), t) for h, t in zip(hidden, target, strict=True)]
     )

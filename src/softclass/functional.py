@@ -31,15 +31,15 @@ in float32 as torch's do (its float32 list), the softmax family keeps the input 
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from softclass import validation
-from softclass.kernels import cpu as cpu_kernels
+from softclass.kernels import cross_entropy_cpu, dispatch
 from softclass.kernels import lean as lean_kernels
 from softclass.kernels import softmax as softmax_kernels
+from softclass.kernels.row_blocks import TargetOutOfBoundsError, compute_dtype
+from softclass.probability_losses import mcee, mse_onehot, one_hot
 
 __all__ = [
     "cross_entropy",
@@ -52,11 +52,6 @@ __all__ = [
     "one_hot",
     "softmax",
 ]
-
-
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half-precision dtypes, the dtype itself otherwise."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -73,41 +68,6 @@ def _autocast_float32(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | Non
         tensor.float() if tensor is not None and tensor.dtype in _HALF_DTYPES else tensor
         for tensor in tensors
     )
-
-
-class _SoftmaxFunction(torch.autograd.Function):
-    """softmax (``log``: log_softmax) along ``dim`` for torch.func transforms and forward-mode AD
-    (setup_context, a generated vmap rule, jvp): the same formulas as the registered operator
-    ``softclass::softmax`` in torch ops (Dynamo cannot trace a Function with ``jvp``, so
-    everything else goes through the operator). Saves only its output; the backward is
-    differentiable (double backward)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(input: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-        return softmax_kernels.softmax_reference(input, dim, log)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
-        ctx.dim, ctx.log = inputs[1], inputs[2]
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (output,) = ctx.saved_tensors
-        return softmax_kernels.softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
-
-    @staticmethod
-    def jvp(ctx, input_tangent: torch.Tensor, *unused_tangents) -> torch.Tensor:
-        """softmax: p·(t − Σ p·t) (its Jacobian is symmetric); log_softmax: t − Σ p·t."""
-        (output,) = ctx.saved_tensors
-        accumulate = _accumulation_dtype(output.dtype)
-        tangent = input_tangent.to(accumulate)
-        probs = output.to(accumulate).exp() if ctx.log else output.to(accumulate)
-        centred = tangent - (probs * tangent).sum(ctx.dim, keepdim=True)
-        return (centred if ctx.log else probs * centred).to(output.dtype)
 
 
 def _softmax_family(
@@ -127,7 +87,7 @@ def _softmax_family(
     dim = validation.normalize_dim(dim, input.dim(), op)
     rows = input.reshape(1) if input.dim() == 0 else input
     if validation.is_transformed(rows):
-        result = _SoftmaxFunction.apply(rows, dim, log)
+        result = softmax_kernels.SoftmaxFunction.apply(rows, dim, log)
     else:
         result = softmax_kernels.softmax(rows, dim, log)
     return result.reshape(()) if input.dim() == 0 else result
@@ -197,7 +157,7 @@ def logsumexp(
     dims = tuple(validation.normalize_dim(d, input.dim(), op) for d in dims)
     if not input.is_floating_point():
         input = input.to(torch.get_default_dtype())
-    values = input.to(_accumulation_dtype(input.dtype))
+    values = input.to(compute_dtype(input.dtype))
     maxes = (
         values.detach().amax(dims, keepdim=True)
         if values.numel()
@@ -312,7 +272,7 @@ def nll_loss(
     validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
     target = validation.check_target_range(target, n_classes, ignore_index, op)
     log_probs, flat_target, item_shape = _flatten_classes(input, target, probability_target=False)
-    log_probs = log_probs.to(_accumulation_dtype(input.dtype))
+    log_probs = log_probs.to(compute_dtype(input.dtype))
     losses, row_weights, _ = _nll_rows(log_probs, flat_target, weight, ignore_index)
     return _reduce(losses, row_weights, reduction, item_shape).to(input.dtype)
 
@@ -332,7 +292,7 @@ def _cross_entropy_rows(
     ``smooth = -sum_c w_c·logp_c``, both normalised by the same sum of row weights.
     """
     n_classes = logits.shape[1]
-    log_probs = log_softmax(logits, 1, dtype=_accumulation_dtype(logits.dtype))
+    log_probs = log_softmax(logits, 1, dtype=compute_dtype(logits.dtype))
     item_shape = logits.shape[:1]
     class_weights = None if weight is None else weight.to(log_probs.dtype)
     if target.dtype == torch.int64 or target.dtype == torch.uint8:
@@ -349,52 +309,6 @@ def _cross_entropy_rows(
     if class_weights is not None:
         weighted = weighted * class_weights
     return _reduce(-weighted.sum(1), None, reduction, item_shape)
-
-
-def _cuda_kernels():
-    """The Triton kernel module when it can run on CUDA here, else None (warned once)."""
-    from softclass.kernels import triton as triton_kernels
-
-    if triton_kernels.triton_available():
-        return triton_kernels
-    _warn_no_triton_once()
-    return None
-
-
-_warned_no_triton = False
-
-
-def _warn_no_triton_once() -> None:
-    global _warned_no_triton
-    if not _warned_no_triton:
-        _warned_no_triton = True
-        warnings.warn(
-            "softclass: Triton is not importable, so CUDA cross entropy runs the plain "
-            "(unfused) path; install the 'gpu' extra (pip install 'softclass[gpu]') for the "
-            "fused kernels",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-def _fused_cross_entropy_kernel(
-    logits: torch.Tensor, flat_target: torch.Tensor, probability_target: bool
-):
-    """The fused kernel for this validated (M, C) cross entropy, or None for the plain path.
-
-    CUDA tensors go to the Triton kernels (when importable); CPU (and meta) tensors to the fused
-    CPU operator where it measured faster (``cpu_kernels.prefers_fused``).
-    """
-    if logits.is_cuda:
-        kernels = _cuda_kernels()
-        return None if kernels is None else kernels.fused_cross_entropy
-    if logits.device.type not in ("cpu", "meta") or (
-        probability_target and flat_target.dtype != logits.dtype
-    ):
-        return None
-    if cpu_kernels.prefers_fused(logits, flat_target):
-        return cpu_kernels.cross_entropy
-    return None
 
 
 def cross_entropy(
@@ -454,7 +368,7 @@ def cross_entropy(
         # The common call: the short road where it applies (see softclass.kernels.lean).
         try:
             loss = lean_kernels.cross_entropy(input, target, ignore_index, reduction == "mean")
-        except cpu_kernels.TargetOutOfBoundsError as error:
+        except TargetOutOfBoundsError as error:
             raise validation.target_out_of_bounds(
                 target, error.row, input.shape[1], ignore_index, "cross_entropy"
             ) from None
@@ -463,23 +377,10 @@ def cross_entropy(
     op = "cross_entropy"
     reduction = validation.resolve_reduction(reduction, size_average, reduce)
     label_smoothing = validation.label_smoothing_value(label_smoothing)
-    validation.check_tensor(input, "input", op)
-    validation.check_tensor(target, "target", op)
-    if input.dim() == 0:
-        raise validation.zero_dim_cross_entropy_error(target)
-    validation.check_class_input(input, op)
-    n_classes = input.shape[1] if input.dim() >= 2 else input.shape[0]
+    input, target, weight, out_dtype = _checked_cross_entropy_inputs(
+        input, target, weight, ignore_index, op
+    )
     probability_target = target.shape == input.shape
-    if probability_target:
-        validation.check_probability_target(input, target, ignore_index)
-        input, target, weight = _autocast_float32(input, target, weight)
-        validation.check_weight(weight, input, n_classes, op, strict_dtype=False)
-        out_dtype = torch.promote_types(input.dtype, target.dtype)
-    else:
-        validation.check_index_target(input, target, op)
-        input, weight = _autocast_float32(input, weight)
-        validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
-        out_dtype = input.dtype
     logits, flat_target, item_shape = _flatten_classes(input, target, probability_target)
     loss = _cross_entropy_2d(
         logits, flat_target, target, weight, ignore_index, reduction, label_smoothing, op
@@ -487,6 +388,42 @@ def cross_entropy(
     if reduction == "none":
         loss = loss.reshape(item_shape)
     return loss if loss.dtype == out_dtype else loss.to(out_dtype)
+
+
+def _checked_cross_entropy_inputs(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    op: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.dtype]:
+    """Validate a cross entropy's tensors (torch's errors) and apply the autocast policy: returns
+    (input, target, weight, the loss's dtype). A target of ``input``'s shape holds probabilities."""
+    validation.check_tensor(input, "input", op)
+    validation.check_tensor(target, "target", op)
+    if input.dim() == 0:
+        raise validation.zero_dim_cross_entropy_error(target)
+    validation.check_class_input(input, op)
+    n_classes = input.shape[1] if input.dim() >= 2 else input.shape[0]
+    if target.shape == input.shape:
+        validation.check_probability_target(input, target, ignore_index)
+        input, target, weight = _autocast_float32(input, target, weight)
+        validation.check_weight(weight, input, n_classes, op, strict_dtype=False)
+        return input, target, weight, torch.promote_types(input.dtype, target.dtype)
+    validation.check_index_target(input, target, op)
+    input, weight = _autocast_float32(input, weight)
+    validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
+    return input, target, weight, input.dtype
+
+
+def _needs_torch_ops(weight: torch.Tensor | None, *tensors: torch.Tensor | None) -> bool:
+    """Whether a loss takes the differentiable torch-ops path instead of the fused operators:
+    under torch.func transforms or forward-mode AD (the operators have no jvp), or with a class
+    weight that needs a gradient (probability targets; the kernels treat the weight as a
+    constant)."""
+    return validation.is_transformed(*tensors, weight) or (
+        weight is not None and weight.requires_grad and torch.is_grad_enabled()
+    )
 
 
 def _cross_entropy_2d(
@@ -503,16 +440,11 @@ def _cross_entropy_2d(
     caller's, for error positions): the fused kernel where one applies, else torch ops."""
     probability_target = flat_target.dim() == 2
     n_classes = logits.shape[1]
-    # torch.func transforms (and forward-mode AD) take the differentiable torch-ops path, and so
-    # does a class weight that needs a gradient (probability targets; the kernels treat the
-    # weight as a constant).
-    plain = validation.is_transformed(logits, flat_target, weight) or (
-        weight is not None and weight.requires_grad and torch.is_grad_enabled()
-    )
+    plain = _needs_torch_ops(weight, logits, flat_target)
     fused_kernel = (
-        None if plain else _fused_cross_entropy_kernel(logits, flat_target, probability_target)
+        None if plain else dispatch.cross_entropy_kernel(logits, flat_target, probability_target)
     )
-    if not probability_target and fused_kernel is not cpu_kernels.cross_entropy:
+    if not probability_target and fused_kernel is not cross_entropy_cpu.cross_entropy:
         checked = validation.check_target_range(target, n_classes, ignore_index, op)
         flat_target = checked.reshape(flat_target.shape)
     if fused_kernel is None:
@@ -528,113 +460,11 @@ def _cross_entropy_2d(
             reduction,
             label_smoothing,
         )
-    except cpu_kernels.TargetOutOfBoundsError as error:
+    except TargetOutOfBoundsError as error:
         # The fused operator found it (its range check replaces validation's here).
         raise validation.target_out_of_bounds(
             target, error.row, n_classes, ignore_index, op
         ) from None
-
-
-def one_hot(
-    tensor: torch.Tensor, num_classes: int = -1, dtype: torch.dtype = torch.int64
-) -> torch.Tensor:
-    """One-hot encode class indices: ``(*,)`` int → ``(*, num_classes)`` with a 1 at each index.
-
-    As ``torch.nn.functional.one_hot`` (int64 result, ``num_classes=-1`` uses
-    ``tensor.max() + 1``); ``dtype`` (a softclass extension) gives e.g. float targets for the
-    losses of designs C and D directly.
-    """
-    if has_torch_function_variadic(tensor):
-        return handle_torch_function(one_hot, (tensor,), tensor, num_classes, dtype)
-    op = "one_hot"
-    validation.check_tensor(tensor, "tensor", op)
-    if tensor.is_floating_point() or tensor.dtype == torch.bool:
-        raise RuntimeError(
-            f"{op}: tensor must hold integer class indices, got dtype {tensor.dtype}"
-        )
-    if num_classes == -1:
-        if tensor.numel() == 0:
-            raise RuntimeError(
-                f"{op}: cannot infer num_classes from an empty tensor; pass num_classes"
-            )
-        num_classes = int(tensor.max()) + 1
-    if num_classes < 1:
-        raise ValueError(f"{op}: num_classes must be -1 or at least 1, got {num_classes}")
-    indices = validation.check_target_range(tensor, num_classes, ignore_index=-100, op=op)
-    encoded = torch.zeros(*tensor.shape, num_classes, dtype=dtype, device=tensor.device)
-    return encoded.scatter_(-1, indices.unsqueeze(-1), 1)
-
-
-def _probability_targets(probs: torch.Tensor, targets: torch.Tensor, op: str) -> torch.Tensor:
-    """Validate ``(N, C)``/``(C,)`` probabilities and return one-hot (or soft) float targets."""
-    validation.check_tensor(probs, "probs", op)
-    validation.check_tensor(targets, "targets", op)
-    validation.check_floating(probs, "probs", op)
-    validation.check_same_device(probs, targets, "probs and targets", op)
-    if probs.dim() not in (1, 2):
-        raise ValueError(f"{op}: probs must have shape (N, C) or (C,), got {list(probs.shape)}")
-    n_classes = probs.shape[-1]
-    if targets.is_floating_point():
-        if targets.shape != probs.shape:
-            raise ValueError(
-                f"{op}: one-hot targets must have the shape of probs {list(probs.shape)}, got "
-                f"{list(targets.shape)}; class indices must have shape {list(probs.shape[:-1])}"
-            )
-        return targets.to(_accumulation_dtype(probs.dtype))
-    if targets.dtype == torch.bool or targets.shape != probs.shape[:-1]:
-        raise ValueError(
-            f"{op}: targets must be class indices of shape {list(probs.shape[:-1])} (integer) or "
-            f"one-hot rows of shape {list(probs.shape)} (float), got {targets.dtype} of shape "
-            f"{list(targets.shape)}"
-        )
-    return one_hot(targets, n_classes, dtype=_accumulation_dtype(probs.dtype))
-
-
-def mse_onehot(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Squared error against one-hot targets, summed over classes: the seed's MSE (Brier score).
-
-    ``loss_n = sum_c (p[n, c] - y[n, c])^2``; ``mean`` averages over the N items (not over N·C
-    elements as ``torch.nn.functional.mse_loss`` does). Example: p = (0.2, 0.7, 0.1), y = (0, 1, 0)
-    gives 0.04 + 0.09 + 0.01 = 0.14.
-
-    Args:
-        probs: probabilities ``(N, C)`` or ``(C,)``, floating.
-        targets: one-hot (or soft) float targets of ``probs``' shape, or int class indices of
-            shape ``(N,)`` / ``()``.
-        reduction: ``"none"`` (per item), ``"sum"`` or ``"mean"``.
-
-    Returns:
-        The loss in ``probs``' dtype.
-    """
-    if has_torch_function_variadic(probs, targets):
-        return handle_torch_function(mse_onehot, (probs, targets), probs, targets, reduction)
-    op = "mse_onehot"
-    reduction = validation.resolve_reduction(reduction)
-    encoded = _probability_targets(probs, targets, op)
-    squared = (probs.to(encoded.dtype) - encoded).square().sum(-1)
-    return _reduce(squared.reshape(-1), None, reduction, squared.shape).to(probs.dtype)
-
-
-def mcee(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Mean cross-entropy error of probabilities: ``-sum_c y[n, c] * log p[n, c]`` per item.
-
-    With one-hot targets this is ``-log p[n, target]``: e.g. ``-log(0.70) = 0.36``. It equals
-    cross entropy of the logits the probabilities came from. Probabilities are clamped below at
-    the dtype's smallest normal number (about 1.2e-38 for float32) so the loss stays finite
-    (at most about 87.3 per item in float32) where a probability underflowed to 0; the clamp
-    passes no gradient there.
-
-    Args and return: as :func:`mse_onehot`.
-    """
-    if has_torch_function_variadic(probs, targets):
-        return handle_torch_function(mcee, (probs, targets), probs, targets, reduction)
-    op = "mcee"
-    reduction = validation.resolve_reduction(reduction)
-    encoded = _probability_targets(probs, targets, op)
-    floor = torch.finfo(encoded.dtype).tiny
-    log_probs = probs.to(encoded.dtype).clamp_min(floor).log()
-    losses = -(encoded * log_probs).sum(-1)
-    return _reduce(losses.reshape(-1), None, reduction, losses.shape).to(probs.dtype)
 
 
 def linear_cross_entropy(
@@ -654,7 +484,7 @@ def linear_cross_entropy(
     softclass always streams blocks of rows). Logits are made one block of rows at a time, used
     for the loss and the gradients, and dropped: peak extra memory is one block of logits plus
     the gradients of input, linear_weight and linear_bias (see
-    :func:`softclass.kernels.cpu.linear_cross_entropy`). Gradients flow to those three (not to
+    :mod:`softclass.kernels.linear_cross_entropy_cpu`). Gradients flow to those three (not to
     ``target`` or ``weight``). Under autocast the whole op runs in float32 (torch's policy for
     the cross entropy; the product is not lowered to bfloat16 either).
 
@@ -692,25 +522,8 @@ def linear_cross_entropy(
     input, linear_weight, linear_bias, weight = _autocast_float32(
         input, linear_weight, linear_bias, weight
     )
-    probability_target = target.dim() == 2
-    class_input = input.new_zeros(()).expand(input.shape[0], n_classes)  # shape only, no memory
-    if probability_target:
-        if target.shape != class_input.shape:
-            raise ValueError(
-                f"{op}: a 2-D target holds class probabilities and must have shape (N, C) = "
-                f"{list(class_input.shape)}, got {list(target.shape)}"
-            )
-        validation.check_probability_target(class_input, target, ignore_index)
-        validation.check_weight(weight, input, n_classes, op, strict_dtype=False)
-    else:
-        validation.check_index_target(class_input, target, op)
-        validation.check_weight(weight, input, n_classes, op, strict_dtype=True)
-        target = target.long()
-    if validation.is_transformed(input, linear_weight, linear_bias, target) or (
-        weight is not None and weight.requires_grad and torch.is_grad_enabled()
-    ):
-        # torch.func transforms and forward-mode AD (the op has no jvp), and class weights that
-        # need a gradient (probability targets): differentiable torch ops.
+    target = validation.check_linear_target(input, target, weight, n_classes, ignore_index, op)
+    if _needs_torch_ops(weight, input, linear_weight, linear_bias, target):
         logits = input @ linear_weight.t()
         if linear_bias is not None:
             logits = logits + linear_bias
@@ -722,11 +535,8 @@ def linear_cross_entropy(
             reduction=reduction,
             label_smoothing=label_smoothing,
         )
-    kernels = _cuda_kernels() if input.is_cuda else cpu_kernels
-    if kernels is None:
-        kernels = cpu_kernels  # its block loop runs in plain torch ops on any device
     try:
-        return kernels.linear_cross_entropy(
+        return dispatch.linear_cross_entropy_kernel(input)(
             input,
             linear_weight,
             target,
@@ -736,7 +546,7 @@ def linear_cross_entropy(
             reduction,
             float(label_smoothing),
         )
-    except cpu_kernels.TargetOutOfBoundsError as error:
+    except TargetOutOfBoundsError as error:
         raise validation.target_out_of_bounds(
             target, error.row, n_classes, ignore_index, op
         ) from None

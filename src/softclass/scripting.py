@@ -28,40 +28,21 @@ def _softmax_entry(input, dim, log):
     return family(input, dim)
 
 
-def _cross_entropy_entry(input, target, weight, ignore_index, reduction, label_smoothing):
-    return functional.cross_entropy(
-        input,
-        target,
-        weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-    )
+def _by_keyword(function: Callable[..., torch.Tensor], schema: str):
+    """``function`` called with the schema's arguments by name (the operators' schemas use the
+    functional forms' own argument names, several of them keyword-only there)."""
+    names = [argument.split()[-1] for argument in schema[1 : schema.index(")")].split(",")]
 
+    def entry(*args):
+        return function(**dict(zip(names, args, strict=True)))
 
-def _nll_loss_entry(input, target, weight, ignore_index, reduction):
-    return functional.nll_loss(
-        input, target, weight, ignore_index=ignore_index, reduction=reduction
-    )
-
-
-def _linear_cross_entropy_entry(
-    input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing
-):
-    return functional.linear_cross_entropy(
-        input,
-        linear_weight,
-        target,
-        linear_bias=linear_bias,
-        weight=weight,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-    )
+    return entry
 
 
 def _register(name: str, schema: str, function: Callable[..., torch.Tensor]):
     """Register ``softclass::name`` with ``schema``, computing ``function`` (see module doc)."""
+    if function is not _softmax_entry:
+        function = _by_keyword(function, schema)
 
     def implementation(*args):
         with torch.no_grad():
@@ -121,12 +102,12 @@ ENTRY_OPS = {
         "nn_cross_entropy",
         "(Tensor input, Tensor target, Tensor? weight, int ignore_index, str reduction, "
         "float label_smoothing) -> Tensor",
-        _cross_entropy_entry,
+        functional.cross_entropy,
     ),
     "nn_nll_loss": _register(
         "nn_nll_loss",
         "(Tensor input, Tensor target, Tensor? weight, int ignore_index, str reduction) -> Tensor",
-        _nll_loss_entry,
+        functional.nll_loss,
     ),
     "nn_mse_onehot": _register(
         "nn_mse_onehot",
@@ -140,6 +121,6 @@ ENTRY_OPS = {
         "nn_linear_cross_entropy",
         "(Tensor input, Tensor linear_weight, Tensor target, Tensor? linear_bias, "
         "Tensor? weight, str reduction, int? ignore_index, float label_smoothing) -> Tensor",
-        _linear_cross_entropy_entry,
+        functional.linear_cross_entropy,
     ),
 }

@@ -20,7 +20,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from softclass.kernels.cpu import is_eager, out_of_bounds_message
+from softclass.kernels.row_blocks import is_eager, out_of_bounds_message
 
 REDUCTIONS = ("none", "mean", "sum")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -352,6 +352,32 @@ def check_linear_inputs(
             "target) there"
         )
     return linear_weight.shape[0]
+
+
+def check_linear_target(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    n_classes: int,
+    ignore_index: int,
+    op: str,
+) -> torch.Tensor:
+    """The target (and class weights) of a linear + cross entropy of ``input`` (N, H) into
+    ``n_classes``: class indices (N,), returned as int64, or probabilities (N, C), returned as
+    they are; checked as the cross entropy of (N, C) logits would check them."""
+    class_input = input.new_zeros(()).expand(input.shape[0], n_classes)  # shape only, no memory
+    if target.dim() == 2:
+        if target.shape != class_input.shape:
+            raise ValueError(
+                f"{op}: a 2-D target holds class probabilities and must have shape (N, C) = "
+                f"{list(class_input.shape)}, got {list(target.shape)}"
+            )
+        check_probability_target(class_input, target, ignore_index)
+        check_weight(weight, input, n_classes, op, strict_dtype=False)
+        return target
+    check_index_target(class_input, target, op)
+    check_weight(weight, input, n_classes, op, strict_dtype=True)
+    return target.long()
 
 
 def check_linear_module(

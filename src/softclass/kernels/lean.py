@@ -21,11 +21,11 @@ import torch
 from torch import Tensor
 
 from softclass.kernels import native
-from softclass.kernels.cpu import (
+from softclass.kernels.cross_entropy_cpu import saved_logits
+from softclass.kernels.row_blocks import (
     TargetOutOfBoundsError,
-    _differentiable_gradients,
-    _saved_logits,
-    _unfused_loss,
+    differentiable_gradients,
+    unfused_loss,
 )
 
 __all__ = ["cross_entropy"]
@@ -70,7 +70,7 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int, mean: bool)
     indices, or None when the lean path does not apply (or the compiled loops are unavailable).
 
     Raises:
-        softclass.kernels.cpu.TargetOutOfBoundsError: a kept target outside [0, C).
+        softclass.kernels.row_blocks.TargetOutOfBoundsError: a kept target outside [0, C).
     """
     if not _applicable(logits, target):
         return None
@@ -156,18 +156,16 @@ class _LeanCrossEntropy(torch.autograd.Function):
             # A second backward (retain_graph): the same compiled forward makes the gradient
             # again, so that every backward gives exactly the same numbers.
             ignore_index, reduction = ctx.options
-            logits = _saved_logits(ctx)
+            logits = saved_logits(ctx)
             ctx.gradient = _forward(
                 native.library(), logits, ctx.target, ignore_index, reduction == "mean", True
             )[1]
         if torch.is_grad_enabled():
             ignore_index, reduction = ctx.options
-            (grad,) = _differentiable_gradients(
+            (grad,) = differentiable_gradients(
                 (True,),
-                (_saved_logits(ctx),),
-                lambda logits: _unfused_loss(
-                    logits, ctx.target, None, ignore_index, reduction, 0.0
-                ),
+                (saved_logits(ctx),),
+                lambda logits: unfused_loss(logits, ctx.target, None, ignore_index, reduction, 0.0),
                 grad_loss,
             )
             return grad, None, None, None

@@ -17,37 +17,18 @@ import torch
 from torch import Tensor
 
 from softclass.kernels import native
-from softclass.kernels.cpu import _compute_dtype, is_eager
+from softclass.kernels.row_blocks import compute_dtype, is_eager
 
-__all__ = ["softmax", "softmax_reference", "softmax_vjp"]
+__all__ = ["SoftmaxFunction", "softmax", "softmax_reference", "softmax_vjp"]
 
 
 # softmax / log_softmax rows in compiled C: softmax_forward_*(input, row_stride, n_classes,
 # row_begin, row_end, out, out_row_stride, log_output) and softmax_backward_*(grad,
 # grad_row_stride, output, output_row_stride, n_classes, row_begin, row_end, result,
 # result_row_stride, log_output).
-_SOFTMAX_FORWARD_ARGS = [
-    ctypes.c_void_p,
-    ctypes.c_int64,
-    ctypes.c_int64,
-    ctypes.c_int64,
-    ctypes.c_int64,
-    ctypes.c_void_p,
-    ctypes.c_int64,
-    ctypes.c_int64,
-]
-_SOFTMAX_BACKWARD_ARGS = [
-    ctypes.c_void_p,
-    ctypes.c_int64,
-    ctypes.c_void_p,
-    ctypes.c_int64,
-    ctypes.c_int64,
-    ctypes.c_int64,
-    ctypes.c_int64,
-    ctypes.c_void_p,
-    ctypes.c_int64,
-    ctypes.c_int64,
-]
+_PTR, _I64 = ctypes.c_void_p, ctypes.c_int64
+_SOFTMAX_FORWARD_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64]
+_SOFTMAX_BACKWARD_ARGS = [_PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64]
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,7 +69,7 @@ def _as_rows(tensor: Tensor) -> Tensor:
 def softmax_reference(input: Tensor, dim: int, log: bool) -> Tensor:
     """softmax (``log``: log_softmax) along ``dim`` in torch ops, accumulated in fp32 for
     half-precision inputs; a contiguous result in ``input``'s dtype."""
-    logits = input.to(_compute_dtype(input.dtype)).contiguous()
+    logits = input.to(compute_dtype(input.dtype)).contiguous()
     maxes = logits.amax(dim, keepdim=True) if logits.shape[dim] else logits.sum(dim, keepdim=True)
     shifted = logits - maxes
     if log:
@@ -101,8 +82,8 @@ def softmax_reference(input: Tensor, dim: int, log: bool) -> Tensor:
 def softmax_vjp(output: Tensor, grad_output: Tensor, dim: int, log: bool) -> Tensor:
     """The backward of softmax (``y·(g − Σ g·y)``) or log_softmax (``g − exp(y)·Σ g``) from its
     output ``y``, in differentiable torch ops (also the double-backward graph)."""
-    compute_dtype = _compute_dtype(output.dtype)
-    output_acc, grad_acc = output.to(compute_dtype), grad_output.to(compute_dtype)
+    dtype = compute_dtype(output.dtype)
+    output_acc, grad_acc = output.to(dtype), grad_output.to(dtype)
     if log:
         total = grad_acc.sum(dim, keepdim=True)
         return (grad_acc - output_acc.exp() * total).to(output.dtype)
@@ -230,8 +211,8 @@ def _eager_softmax_backward(ctx, grad_output: Tensor):
 
 
 class _Softmax(torch.autograd.Function):
-    """The eager entry of ``softclass::softmax`` (see :class:`FusedCrossEntropyFunction` for
-    why): same implementation and backward, without the dispatcher's per-call cost. Its
+    """The eager entry of ``softclass::softmax`` (see ``FusedCrossEntropyFunction`` for why):
+    same implementation and backward, without the dispatcher's per-call cost. Its
     grad_fn name (``_SoftmaxBackward``) is what ``softclass.diagnostics.check`` recognises."""
 
     @staticmethod
@@ -255,3 +236,38 @@ class _LogSoftmax(torch.autograd.Function):
         return output
 
     backward = staticmethod(_eager_softmax_backward)
+
+
+class SoftmaxFunction(torch.autograd.Function):
+    """softmax (``log``: log_softmax) along ``dim`` for torch.func transforms and forward-mode AD
+    (setup_context, a generated vmap rule, jvp): the same formulas as the registered operator
+    ``softclass::softmax`` in torch ops (Dynamo cannot trace a Function with ``jvp``, so
+    everything else goes through the operator). Saves only its output; the backward is
+    differentiable (double backward)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, dim: int, log: bool) -> Tensor:
+        return softmax_reference(input, dim, log)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+        ctx.dim, ctx.log = inputs[1], inputs[2]
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor, None, None]:
+        (output,) = ctx.saved_tensors
+        return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None, None
+
+    @staticmethod
+    def jvp(ctx, input_tangent: Tensor, *unused_tangents) -> Tensor:
+        """softmax: p·(t − Σ p·t) (its Jacobian is symmetric); log_softmax: t − Σ p·t."""
+        (output,) = ctx.saved_tensors
+        accumulate = compute_dtype(output.dtype)
+        tangent = input_tangent.to(accumulate)
+        probs = output.to(accumulate).exp() if ctx.log else output.to(accumulate)
+        centred = tangent - (probs * tangent).sum(ctx.dim, keepdim=True)
+        return (centred if ctx.log else probs * centred).to(output.dtype)

@@ -1,0 +1,226 @@
+"""The cross entropy's calls into the compiled row loops of ``cpu_native.c`` (see
+:mod:`softclass.kernels.native` for how they are built and loaded).
+
+Each function takes already-validated CPU tensors (logits (M, C) with class stride 1, class-index
+targets (M,), class weights as :func:`real_weight` makes them) and hands their addresses to one
+compiled loop per row range; nothing here reads tensor values in Python except the single target
+named in a :class:`~softclass.kernels.row_blocks.TargetOutOfBoundsError`. Called by the
+operators' real implementations only (real tensors, never during tracing).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from softclass.kernels import native
+from softclass.kernels.native import pointer
+from softclass.kernels.row_blocks import TargetOutOfBoundsError, compute_dtype
+
+__all__ = [
+    "applicable",
+    "cross_entropy_forward",
+    "finish",
+    "forward",
+    "gradient",
+    "kept_weight_sum",
+    "library_for",
+    "real_weight",
+    "scale",
+]
+
+_FORWARD_NAMES, _FINISH_NAMES, _BACKWARD_NAMES, _SCALE_NAMES, _KEPT_WEIGHT_SUM_NAMES = (
+    {dtype: f"ce_{step}_{suffix}" for dtype, suffix in native.SUPPORTED_DTYPES.items()}
+    for step in ("forward", "finish", "backward", "scale", "kept_weight_sum")
+)
+
+
+def applicable(logits: Tensor, target: Tensor) -> bool:
+    """Whether the compiled loops compute this (M, C) problem: class-index targets and
+    fp32/bf16/fp64 logits (any class stride: the fused cross entropy makes other strides
+    contiguous first)."""
+    return not target.is_floating_point() and logits.dtype in native.SUPPORTED_DTYPES
+
+
+def library_for(logits: Tensor, target: Tensor):
+    """The compiled kernels where they apply, else None: CPU logits (M, C) of fp32/bf16/fp64 with
+    class stride 1, class-index targets, and a library that could be built."""
+    if not applicable(logits, target) or not logits.is_cpu:
+        return None
+    if logits.shape[1] > 1 and logits.stride(1) != 1:
+        return None
+    return native.library()
+
+
+def real_weight(weight: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """Class weights as the compiled loops read them: contiguous, in the compute dtype."""
+    return None if weight is None else weight.to(compute_dtype(dtype)).contiguous()
+
+
+def forward(
+    library,
+    logits: Tensor,
+    target: Tensor,
+    class_weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    logsumexp: Tensor,
+    row_loss: Tensor | None,
+    loss: Tensor | None,
+    mean: bool,
+    grad: Tensor | None = None,
+    grad_denominator: Tensor | None = None,
+) -> Tensor:
+    """One compiled pass over the logits (M, C): L into ``logsumexp`` (M,) (compute dtype), loss_n
+    into ``row_loss`` (M,) (logits' dtype) when given, and the reduced loss (Σ loss_n, divided by
+    Σ w_y when ``mean``) into the 0-d ``loss`` when given. With ``grad`` (M, C), class stride 1,
+    also writes the gradient of the reduced loss for a unit grad_output (divided by
+    ``grad_denominator[0]`` when given), each row while it is still in cache. ``class_weight``
+    as :func:`real_weight` makes it.
+
+    Returns the reduction state, (1 + 2R,) fp64 for R row ranges: [0] = Σ w_y over kept rows
+    (written only with ``loss``; the 'mean' denominator of the backward), then per range
+    (Σ loss_n, Σ w_y) for :func:`finish`.
+
+    Raises:
+        TargetOutOfBoundsError: a kept target outside [0, C) (the first one in row order).
+    """
+    n_rows, n_classes = logits.shape
+    ranges = native.row_ranges(n_rows, n_classes)
+    state = torch.empty(1 + 2 * len(ranges), dtype=torch.float64)
+    loop = getattr(library, _FORWARD_NAMES[logits.dtype])
+    state_address = state.data_ptr()
+    head = (logits.data_ptr(), logits.stride(0), n_classes)
+    tail = (
+        *(target.data_ptr(), target.stride(0), ignore_index, pointer(class_weight)),
+        *(label_smoothing, logsumexp.data_ptr(), pointer(row_loss)),
+        0 if row_loss is None else row_loss.stride(0),
+    )
+    gradient_arguments = (pointer(grad), 0 if grad is None else grad.stride(0))
+    gradient_arguments += (pointer(grad_denominator),)
+    # With one range the loop also reduces into ``loss`` and state[0]; with several, finish() does.
+    single = len(ranges) == 1
+    reduce_arguments = (pointer(loss), state_address) if single else (None, None)
+    bad_rows = native.run_ranges(
+        lambda index, begin, end: loop(
+            *head,
+            begin,
+            end,
+            *tail,
+            state_address + 8 + 16 * index,
+            mean,
+            *reduce_arguments,
+            *gradient_arguments,
+        ),
+        ranges,
+    )
+    first_bad = min((row for row in bad_rows if row >= 0), default=-1)
+    if first_bad >= 0:
+        raise TargetOutOfBoundsError(first_bad, int(target[first_bad]), n_classes, ignore_index)
+    if not single and loss is not None:
+        finish(library, state, mean, loss)
+    return state
+
+
+def finish(library, state: Tensor, mean: bool, loss: Tensor) -> None:
+    """Reduce the per-range sums of a reduction state (:func:`forward`'s, or several
+    concatenated after one leading slot): write the 0-d ``loss`` in its dtype and Σ w_y into
+    ``state[0]``."""
+    loop = getattr(library, _FINISH_NAMES[loss.dtype])
+    address = state.data_ptr()
+    loop(address + 8, (state.numel() - 1) // 2, mean, loss.data_ptr(), address)
+
+
+def gradient(
+    library,
+    logits: Tensor,
+    target: Tensor,
+    class_weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    logsumexp: Tensor,
+    grad_output: Tensor,
+    denominator: Tensor | None,
+    grad_logits: Tensor,
+) -> None:
+    """Write ∂output/∂logits (M, C) into ``grad_logits`` (class stride 1; may be ``logits``).
+
+    ``grad_output``: 0-d or (M,) ∂output/∂loss_n in the compute dtype; ``denominator``: fp64
+    tensor whose first element Σ w_y divides it ('mean'), or None.
+    """
+    n_rows, n_classes = logits.shape
+    loop = getattr(library, _BACKWARD_NAMES[logits.dtype])
+    head = (logits.data_ptr(), logits.stride(0), n_classes)
+    tail = (
+        *(target.data_ptr(), target.stride(0), ignore_index, pointer(class_weight)),
+        *(label_smoothing, logsumexp.data_ptr(), grad_output.data_ptr()),
+        grad_output.stride(0) if grad_output.dim() else 0,
+        *(pointer(denominator), grad_logits.data_ptr(), grad_logits.stride(0)),
+    )
+    native.run_ranges(
+        lambda index, begin, end: loop(*head, begin, end, *tail),
+        native.row_ranges(n_rows, n_classes),
+    )
+
+
+def kept_weight_sum(
+    library, target: Tensor, class_weight: Tensor | None, ignore_index: int, n_classes: int, dtype
+) -> Tensor:
+    """Σ w_y over kept rows, (1,) fp64, from the compiled loop (the 'mean' denominator)."""
+    total = torch.empty(1, dtype=torch.float64)
+    getattr(library, _KEPT_WEIGHT_SUM_NAMES[dtype])(
+        *(target.data_ptr(), target.stride(0), target.shape[0], ignore_index, n_classes),
+        *(pointer(class_weight), total.data_ptr()),
+    )
+    return total
+
+
+def scale(library, grad: Tensor, factor: Tensor) -> None:
+    """Multiply ``grad`` (M, C), class stride 1, in place by the 0-d ``factor`` (compute dtype);
+    the compiled loop returns at once when it is 1."""
+    n_rows, n_classes = grad.shape
+    loop = getattr(library, _SCALE_NAMES[grad.dtype])
+    arguments = (grad.data_ptr(), grad.stride(0), n_classes)
+    native.run_ranges(
+        lambda index, begin, end: loop(*arguments, begin, end, factor.data_ptr()),
+        native.row_ranges(n_rows, n_classes),
+    )
+
+
+def cross_entropy_forward(
+    library,
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    gradient_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The compiled branch of the fused cross entropy's forward: (loss, L (M,) compute dtype,
+    the 'mean' denominator (1,) fp64 (0 for 'none'), the gradient for grad_output 1 (M, C) when
+    ``gradient_in_forward``, else an empty (0,))."""
+    n_rows, n_classes = logits.shape
+    class_weight = real_weight(weight, logits.dtype)
+    per_row = reduction == "none"
+    logsumexp = torch.empty(n_rows, dtype=compute_dtype(logits.dtype))
+    loss = torch.empty((n_rows,) if per_row else (), dtype=logits.dtype)
+    # A large scalar loss gets its gradient (for grad_output 1) in this same pass over the
+    # logits; the backward then only scales it (one read of the logits in all).
+    grad = grad_denominator = None
+    if gradient_in_forward:
+        grad = torch.empty(logits.shape, dtype=logits.dtype)
+        if reduction == "mean":
+            grad_denominator = kept_weight_sum(
+                library, target, class_weight, ignore_index, n_classes, logits.dtype
+            )
+    state = forward(
+        *(library, logits, target, class_weight, ignore_index, label_smoothing, logsumexp),
+        loss if per_row else None,
+        None if per_row else loss,
+        reduction == "mean",
+        grad,
+        grad_denominator,
+    )
+    denominator = torch.zeros(1, dtype=torch.float64) if per_row else state[:1].clone()
+    return loss, logsumexp, denominator, logits.new_empty((0,)) if grad is None else grad
