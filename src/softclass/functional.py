@@ -537,13 +537,7 @@ def linear_cross_entropy(
         )
     try:
         return dispatch.linear_cross_entropy_kernel(input)(
-            input,
-            linear_weight,
-            target,
-            linear_bias,
-            weight,
-            ignore_index,
-            reduction,
+            *(input, linear_weight, target, linear_bias, weight, ignore_index, reduction),
             float(label_smoothing),
         )
     except TargetOutOfBoundsError as error:
