@@ -314,3 +314,82 @@ def test_lean_road_matches_torch(monkeypatch, dtype, reduction, ignore_index, sh
 def test_lean_road_reports_the_target_position():
     with pytest.raises(IndexError, match=r"Target 5 is out of bounds at position 2"):
         S.cross_entropy(torch.randn(3, 4, requires_grad=True), torch.tensor([0, 1, 5]))
+
+
+class _Classifier(torch.nn.Module):
+    """A small network whose forward returns its loss, computed by ``criterion``."""
+
+    def __init__(self, criterion: torch.nn.Module) -> None:
+        super().__init__()
+        self.hidden = torch.nn.Linear(8, 16)
+        self.out = torch.nn.Linear(16, 5)
+        self.criterion = criterion
+
+    def forward(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.criterion(self.out(torch.tanh(self.hidden(features))), target)
+
+
+_CRITERION_OPTIONS = [
+    {},
+    {"weight": torch.rand(5) + 0.5, "label_smoothing": 0.1, "ignore_index": 2},
+    {"reduction": "sum"},
+]
+
+
+def _twin_classifiers(options):
+    torch.manual_seed(0)
+    theirs = _Classifier(torch.nn.CrossEntropyLoss(**options))
+    ours = _Classifier(snn.CrossEntropyLoss(**options))
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def _train_steps(model, batches) -> list[torch.Tensor]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for features, target in batches:
+        loss = model(features, target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.detach())
+    return losses
+
+
+def _batches(n_batches: int = 4, rows: int = 32):
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(n_batches, rows, 8, generator=generator)
+    target = torch.randint(0, 5, (n_batches, rows), generator=generator)
+    return list(zip(features, target, strict=True))
+
+
+@pytest.mark.parametrize("options", _CRITERION_OPTIONS, ids=["plain", "weighted", "sum"])
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_model_with_the_module_trains_as_torchs(options, backend):
+    """torch.compile(fullgraph=True) of a model whose loss is softclass.nn.CrossEntropyLoss takes
+    the same training steps as the same model with torch's loss, compiled and eager."""
+    torch._dynamo.reset()
+    ours, theirs = _twin_classifiers(options)
+    batches = _batches()
+    our_losses = _train_steps(torch.compile(ours, fullgraph=True, backend=backend), batches)
+    their_losses = _train_steps(torch.compile(theirs, fullgraph=True, backend=backend), batches)
+    assert_close(our_losses, their_losses, rtol=1e-5, atol=1e-6)
+    for got, want in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert_close(got, want, rtol=1e-5, atol=1e-6)
+    _, eager = _twin_classifiers(options)
+    assert_close(our_losses, _train_steps(eager, batches), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", _CRITERION_OPTIONS, ids=["plain", "weighted", "sum"])
+def test_exported_model_with_the_module_matches_torchs(options):
+    """torch.export of the model (dynamic batch) holds softclass's op, keeps the criterion's
+    weight buffer, and gives torch's loss on batches of other sizes."""
+    ours, theirs = _twin_classifiers(options)
+    batch = torch.export.Dim("batch", min=2)
+    features, target = _batches(1, rows=16)[0]
+    program = torch.export.export(ours, (features, target), dynamic_shapes=({0: batch}, {0: batch}))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert any("softclass" in target for target in targets), targets
+    assert ("criterion.weight" in program.state_dict) == ("weight" in options)
+    for features, target in _batches(3, rows=29):
+        assert_close(program.module()(features, target), theirs(features, target))
