@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def _cross_entropy_rows(shape, repeats: int, use_compile: bool, floors) -> dict:
     return {"shape": list(shape), "times": times, "floor": floor}
 
 
-def _linear_rows(repeats: int) -> dict:
+def _linear_rows(repeats: int, use_compile: bool) -> dict:
     tokens, hidden, vocabulary = LINEAR
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(tokens, hidden, generator=generator).requires_grad_()
@@ -112,7 +113,16 @@ def _linear_rows(repeats: int) -> dict:
         logits @ weight.detach()
         logits.t() @ features.detach()
 
-    times = _interleaved({"softclass": fused, "torch": unfused, "products": products}, repeats)
+    steps = {"softclass": fused, "torch": unfused, "products": products}
+    if use_compile:
+        compiled = torch.compile(lambda h, w, t: F.cross_entropy(F.linear(h, w), t))
+
+        def torch_compiled() -> None:
+            compiled(features, weight, target).backward()
+            features.grad = weight.grad = None
+
+        steps["torch compiled"] = torch_compiled
+    times = _interleaved(steps, repeats)
     return {"shape": list(LINEAR), "times": times}
 
 
@@ -120,6 +130,7 @@ def measure(threads: int, repeats: int, use_compile: bool, quick: bool) -> dict:
     """All rows for one thread count (run in a process of its own); ``quick``: the first five
     shapes, no linear + cross entropy (for a loaded machine)."""
     torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
     floors = _floors(repeats)
     shapes = SHAPES[:5] if quick else SHAPES
     rows = [_cross_entropy_rows(shape, repeats, use_compile, floors) for shape in shapes]
@@ -128,7 +139,8 @@ def measure(threads: int, repeats: int, use_compile: bool, quick: bool) -> dict:
         "copy_gb_s": floors[0] / 1e9,
         "exp_g_s": floors[1] / 1e9,
         "rows": rows,
-        "linear": None if quick else _linear_rows(repeats),
+        "linear": None if quick else _linear_rows(repeats, use_compile),
+        "load": [load_before, os.getloadavg()[0]],
     }
 
 
@@ -136,11 +148,12 @@ def _format(result: dict) -> str:
     compiled = "softclass compiled" in result["rows"][0]["times"]
     header = (
         f"\n**{result['threads']} thread(s)**: copy {result['copy_gb_s']:.1f} GB/s, "
-        f"exp {result['exp_g_s']:.2f} G/s\n\n"
+        f"exp {result['exp_g_s']:.2f} G/s, load average {result['load'][0]:.1f} before, "
+        f"{result['load'][1]:.1f} after\n\n"
         "| shape | softclass ms | torch ms | softclass ÷ torch | speed-up | floor ms | "
-        "% of floor |" + (" compiled softclass ÷ compiled torch |" if compiled else "")
+        "% of floor |" + (" softclass in compile ms | torch.compile ms | ÷ |" if compiled else "")
     )
-    lines = [header, "|---" * (7 + compiled) + "|"]
+    lines = [header, "|---" * (7 + 3 * compiled) + "|"]
     for row in result["rows"]:
         times = row["times"]
         ours, theirs = times["softclass"], times["torch"]
@@ -150,7 +163,11 @@ def _format(result: dict) -> str:
             f"{100 * row['floor'] / ours:.0f} % |"
         )
         if compiled:
-            line += f" {times['softclass compiled'] / times['torch compiled']:.2f} |"
+            ours_compiled, theirs_compiled = times["softclass compiled"], times["torch compiled"]
+            line += (
+                f" {ours_compiled * 1e3:.3f} | {theirs_compiled * 1e3:.3f} | "
+                f"{ours_compiled / theirs_compiled:.2f} |"
+            )
         lines.append(line)
     if result["linear"] is None:
         return "\n".join(lines)
@@ -161,6 +178,12 @@ def _format(result: dict) -> str:
         f"(speed-up {linear['torch'] / linear['softclass']:.2f}×), three products alone "
         f"{linear['products'] * 1e3:.0f} ms ({100 * linear['products'] / linear['softclass']:.0f} "
         "% of softclass's time)"
+        + (
+            f"; torch.compile of linear + CE {linear['torch compiled'] * 1e3:.0f} ms "
+            f"(softclass ÷ it {linear['softclass'] / linear['torch compiled']:.2f})"
+            if "torch compiled" in linear
+            else ""
+        )
     )
     return "\n".join(lines)
 
