@@ -3,6 +3,7 @@ hierarchy (isinstance, state_dict, repr), FX, TorchScript, skorch, and the cases
 
 from __future__ import annotations
 
+import inspect
 import itertools
 
 import numpy as np
@@ -393,3 +394,54 @@ def test_exported_model_with_the_module_matches_torchs(options):
     assert ("criterion.weight" in program.state_dict) == ("weight" in options)
     for features, target in _batches(3, rows=29):
         assert_close(program.module()(features, target), theirs(features, target))
+
+
+def test_linear_cross_entropy_has_torchs_signature():
+    ours = inspect.signature(S.linear_cross_entropy).parameters
+    theirs = inspect.signature(F.linear_cross_entropy).parameters
+    assert [(p.name, p.kind, p.default) for p in ours.values()] == [
+        (p.name, p.kind, p.default) for p in theirs.values() if p.name != "options"
+    ]
+
+
+def test_linear_cross_entropy_loss_module_matches_torchs():
+    torch.manual_seed(3)
+    ours = snn.LinearCrossEntropyLoss(4, 5, bias=True, weight=torch.rand(5), ignore_index=1)
+    theirs = torch.nn.LinearCrossEntropyLoss(4, 5, bias=True, weight=ours.weight, ignore_index=1)
+    theirs.load_state_dict(ours.state_dict())
+    hidden, target = torch.randn(6, 4), torch.randint(0, 5, (6,))
+    torch.testing.assert_close(ours(hidden, target), theirs(hidden, target))
+    with pytest.raises(NotImplementedError, match=r"out_features=\(2,\)"):
+        snn.LinearCrossEntropyLoss(4, 5, out_features=(2,))
+    with pytest.raises(RuntimeError, match=r"expected weight shape to be \(5,\), got \(4,\)"):
+        snn.LinearCrossEntropyLoss(4, 5, weight=torch.rand(4))
+
+
+def test_one_hot_is_torchs():
+    target = torch.tensor([0, 2, 1])
+    assert torch.equal(S.one_hot(target, num_classes=4), F.one_hot(target, num_classes=4))
+    assert S.one_hot(target).dtype == torch.int64
+    assert S.one_hot(tensor=target, num_classes=3, dtype=torch.float32).dtype == torch.float32
+
+
+def test_class_weight_that_requires_grad_raises_as_torch():
+    weight = torch.rand(5, requires_grad=True)
+    logits, target = torch.randn(3, 5, requires_grad=True), torch.tensor([0, 1, 2])
+    for function in (S.cross_entropy, S.nll_loss):
+        with pytest.raises(RuntimeError, match="not differentiable with respect to argument"):
+            function(logits, target, weight)
+    with torch.no_grad():
+        S.cross_entropy(logits, target, weight)  # torch allows it without grad mode
+
+
+def test_elementwise_mean_is_mean_with_torchs_warning():
+    logits, target = torch.randn(3, 5), torch.tensor([0, 1, 2])
+    with pytest.warns(UserWarning, match="elementwise_mean"):
+        loss = S.cross_entropy(logits, target, reduction="elementwise_mean")
+    torch.testing.assert_close(loss, F.cross_entropy(logits, target))
+
+
+def test_label_smoothing_is_checked_when_the_module_is_called():
+    module = snn.CrossEntropyLoss(label_smoothing=1.2)  # constructs, as torch's does
+    with pytest.raises(RuntimeError, match=r"label_smoothing must be between 0\.0 and 1\.0"):
+        module(torch.randn(3, 5), torch.tensor([0, 1, 2]))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from softclass import functional, kernels, nn, validation
 from softclass.jobs import bench
 from softclass.kernels import cross_entropy_cpu, native, native_loops
+from softclass.kernels import softmax as softmax_kernels
 
 REDUCTIONS = ("none", "mean", "sum")
 TOLERANCES = {
@@ -401,33 +402,6 @@ def test_functional_cross_entropy_dispatches_by_the_rule(monkeypatch):
         assert kernels.prefers_fused(logits, target) == fused
 
 
-def test_native_library_can_be_disabled(monkeypatch):
-    monkeypatch.setenv("SOFTCLASS_NATIVE", "0")
-    native.library.cache_clear()
-    try:
-        assert native.library() is None
-        assert "SOFTCLASS_NATIVE=0" in native.unavailable_reason()
-    finally:
-        native.library.cache_clear()
-
-
-def test_native_library_not_built_falls_back(monkeypatch):
-    monkeypatch.setattr(native, "built_path", lambda directory, stem: None)
-    monkeypatch.setattr(native, "_warned", [])
-    native.library.cache_clear()
-    try:
-        with pytest.warns(native.NativeUnavailableWarning, match="not built at install"):
-            assert native.library() is None
-        assert "not built at install" in native.unavailable_reason()
-        logits = torch.randn(40, 600, requires_grad=True)
-        target = torch.randint(0, 600, (40,))
-        torch.testing.assert_close(
-            kernels.cross_entropy(logits, target), F.cross_entropy(logits, target)
-        )
-    finally:
-        native.library.cache_clear()
-
-
 def test_bench_measures_a_small_case():
     case = bench.Case(64, 500)
     (result,) = bench.run_benchmarks((case,), repeats=1)
@@ -435,29 +409,6 @@ def test_bench_measures_a_small_case():
     assert result.softclass_peak_bytes is not None and result.softclass_peak_bytes >= 0
     table = bench.format_markdown([result])
     assert "CE 64x500 float32" in table
-
-
-def test_cuda_tensors_dispatch_to_triton_or_warn_once(monkeypatch):
-    """CUDA inputs take the Triton kernel when it can run, else the plain path with one warning."""
-    import warnings
-
-    from softclass.kernels import dispatch
-    from softclass.kernels import triton as triton_kernels
-
-    class FakeCuda:
-        is_cuda = True
-
-    monkeypatch.setattr(triton_kernels, "triton_available", lambda: True)
-    assert (
-        dispatch.cross_entropy_kernel(FakeCuda(), None, False) is triton_kernels.fused_cross_entropy
-    )
-    monkeypatch.setattr(triton_kernels, "triton_available", lambda: False)
-    monkeypatch.setattr(dispatch, "_warned_no_triton", False)
-    with pytest.warns(RuntimeWarning, match=r"Triton is not importable"):
-        assert dispatch.cross_entropy_kernel(FakeCuda(), None, False) is None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert dispatch.cross_entropy_kernel(FakeCuda(), None, False) is None
 
 
 def _validation_error(target, n_classes, ignore_index):
@@ -624,3 +575,24 @@ def test_no_gradient_is_made_under_no_grad(monkeypatch):
         kernels.cross_entropy(logits, target)
     kernels.cross_entropy(logits, target)
     assert made == [False, True]
+
+
+def test_vmap_rules_of_the_registered_ops_match_a_loop():
+    """torch.func routes softclass.functional to torch ops; the operators themselves (reached
+    e.g. through softclass.kernels) carry their own vmap rules: per batch entry, or the batch
+    folded into the rows for softmax."""
+    logits = torch.randn(3, 6, 5, dtype=torch.float64)
+    target = torch.randint(0, 5, (3, 6))
+    batched = torch.func.vmap(lambda x, t: kernels.cross_entropy(x, t, label_smoothing=0.1))
+    expected = torch.stack(
+        [F.cross_entropy(x, t, label_smoothing=0.1) for x, t in zip(logits, target, strict=True)]
+    )
+    torch.testing.assert_close(batched(logits, target), expected)
+    hidden, weight = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(5, 4).double()
+    linear = torch.func.vmap(lambda h, t: kernels.linear_cross_entropy(h, weight, t))
+    expected = torch.stack(
+        [F.cross_entropy(h @ weight.t(), t) for h, t in zip(hidden, target, strict=True)]
+    )
+    torch.testing.assert_close(linear(hidden, target), expected)
+    softmax = torch.func.vmap(lambda x: softmax_kernels.softmax(x, 1, log=True), in_dims=1)
+    torch.testing.assert_close(softmax(logits), F.log_softmax(logits, 2).transpose(0, 1))

@@ -10,7 +10,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 
+from softclass import kernels
 from softclass.kernels import native
 from softclass.training import mlp_native
 
@@ -187,3 +190,30 @@ def test_the_listed_sources_are_what_each_library_includes():
     ]  # fmt: skip
     setup = (REPOSITORY / "setup.py").read_text()
     assert "depends=depends" in setup and '[f"{KERNELS}/cpu_native.c", *ROW_MATH]' in setup
+
+
+def test_native_library_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("SOFTCLASS_NATIVE", "0")
+    native.library.cache_clear()
+    try:
+        assert native.library() is None
+        assert "SOFTCLASS_NATIVE=0" in native.unavailable_reason()
+    finally:
+        native.library.cache_clear()
+
+
+def test_native_library_not_built_falls_back(monkeypatch):
+    monkeypatch.setattr(native, "built_path", lambda directory, stem: None)
+    monkeypatch.setattr(native, "_warned", [])
+    native.library.cache_clear()
+    try:
+        with pytest.warns(native.NativeUnavailableWarning, match="not built at install"):
+            assert native.library() is None
+        assert "not built at install" in native.unavailable_reason()
+        logits = torch.randn(40, 600, requires_grad=True)
+        target = torch.randint(0, 600, (40,))
+        torch.testing.assert_close(
+            kernels.cross_entropy(logits, target), F.cross_entropy(logits, target)
+        )
+    finally:
+        native.library.cache_clear()

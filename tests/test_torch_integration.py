@@ -10,7 +10,6 @@ grid; compile and export (seconds each) run a representative part of it.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from softclass import functional as S
 from softclass import nn as snn
-from softclass.kernels import softmax as softmax_kernels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -563,85 +561,11 @@ def test_autocast_keeps_softmax_family_in_bf16_as_torch():
         assert S.softmax(logits, 1).dtype == torch.bfloat16
 
 
-def test_linear_cross_entropy_has_torchs_signature():
-    ours = inspect.signature(S.linear_cross_entropy).parameters
-    theirs = inspect.signature(F.linear_cross_entropy).parameters
-    assert [(p.name, p.kind, p.default) for p in ours.values()] == [
-        (p.name, p.kind, p.default) for p in theirs.values() if p.name != "options"
-    ]
-
-
-def test_linear_cross_entropy_loss_module_matches_torchs():
-    torch.manual_seed(3)
-    ours = snn.LinearCrossEntropyLoss(4, 5, bias=True, weight=torch.rand(5), ignore_index=1)
-    theirs = torch.nn.LinearCrossEntropyLoss(4, 5, bias=True, weight=ours.weight, ignore_index=1)
-    theirs.load_state_dict(ours.state_dict())
-    hidden, target = torch.randn(6, 4), torch.randint(0, 5, (6,))
-    torch.testing.assert_close(ours(hidden, target), theirs(hidden, target))
-    with pytest.raises(NotImplementedError, match=r"out_features=\(2,\)"):
-        snn.LinearCrossEntropyLoss(4, 5, out_features=(2,))
-    with pytest.raises(RuntimeError, match=r"expected weight shape to be \(5,\), got \(4,\)"):
-        snn.LinearCrossEntropyLoss(4, 5, weight=torch.rand(4))
-
-
-def test_one_hot_is_torchs():
-    target = torch.tensor([0, 2, 1])
-    assert torch.equal(S.one_hot(target, num_classes=4), F.one_hot(target, num_classes=4))
-    assert S.one_hot(target).dtype == torch.int64
-    assert S.one_hot(tensor=target, num_classes=3, dtype=torch.float32).dtype == torch.float32
-
-
-def test_class_weight_that_requires_grad_raises_as_torch():
-    weight = torch.rand(5, requires_grad=True)
-    logits, target = torch.randn(3, 5, requires_grad=True), torch.tensor([0, 1, 2])
-    for function in (S.cross_entropy, S.nll_loss):
-        with pytest.raises(RuntimeError, match="not differentiable with respect to argument"):
-            function(logits, target, weight)
-    with torch.no_grad():
-        S.cross_entropy(logits, target, weight)  # torch allows it without grad mode
-
-
-def test_elementwise_mean_is_mean_with_torchs_warning():
-    logits, target = torch.randn(3, 5), torch.tensor([0, 1, 2])
-    with pytest.warns(UserWarning, match="elementwise_mean"):
-        loss = S.cross_entropy(logits, target, reduction="elementwise_mean")
-    torch.testing.assert_close(loss, F.cross_entropy(logits, target))
-
-
-def test_label_smoothing_is_checked_when_the_module_is_called():
-    module = snn.CrossEntropyLoss(label_smoothing=1.2)  # constructs, as torch's does
-    with pytest.raises(RuntimeError, match=r"label_smoothing must be between 0\.0 and 1\.0"):
-        module(torch.randn(3, 5), torch.tensor([0, 1, 2]))
-
-
 @pytest.mark.parametrize("function", [S.softmax, S.log_softmax], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("shape", [(0, 10), (10, 0)])
 def test_double_backward_on_empty_inputs(function, shape):
     logits = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda x: function(x, 1), (logits,))
-
-
-def test_vmap_rules_of_the_registered_ops_match_a_loop():
-    """torch.func routes softclass.functional to torch ops; the operators themselves (reached
-    e.g. through softclass.kernels) carry their own vmap rules: per batch entry, or the batch
-    folded into the rows for softmax."""
-    from softclass import kernels
-
-    logits = torch.randn(3, 6, 5, dtype=torch.float64)
-    target = torch.randint(0, 5, (3, 6))
-    batched = torch.func.vmap(lambda x, t: kernels.cross_entropy(x, t, label_smoothing=0.1))
-    expected = torch.stack(
-        [F.cross_entropy(x, t, label_smoothing=0.1) for x, t in zip(logits, target, strict=True)]
-    )
-    torch.testing.assert_close(batched(logits, target), expected)
-    hidden, weight = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(5, 4).double()
-    linear = torch.func.vmap(lambda h, t: kernels.linear_cross_entropy(h, weight, t))
-    expected = torch.stack(
-        [F.cross_entropy(h @ weight.t(), t) for h, t in zip(hidden, target, strict=True)]
-    )
-    torch.testing.assert_close(linear(hidden, target), expected)
-    softmax = torch.func.vmap(lambda x: softmax_kernels.softmax(x, 1, log=True), in_dims=1)
-    torch.testing.assert_close(softmax(logits), F.log_softmax(logits, 2).transpose(0, 1))
 
 
 @pytest.mark.parametrize("case", REPRESENTATIVE, ids=repr)

@@ -386,3 +386,21 @@ def test_more_than_2_31_elements(monkeypatch):
     expected.sum().backward()
     torch.testing.assert_close(loss[last].float(), expected.detach(), rtol=1.6e-2, atol=1e-5)
     torch.testing.assert_close(logits.grad[last].float(), tail.grad, rtol=1.6e-2, atol=1e-5)
+
+
+def test_cuda_tensors_dispatch_to_triton_or_warn_once(monkeypatch):
+    """CUDA inputs take the Triton kernel when it can run, else the plain path with one warning."""
+    from softclass.kernels import dispatch
+
+    class FakeCuda:
+        is_cuda = True
+
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    assert dispatch.cross_entropy_kernel(FakeCuda(), None, False) is kernels.fused_cross_entropy
+    monkeypatch.setattr(kernels, "triton_available", lambda: False)
+    monkeypatch.setattr(dispatch, "_warned_no_triton", False)
+    with pytest.warns(RuntimeWarning, match=r"Triton is not importable"):
+        assert dispatch.cross_entropy_kernel(FakeCuda(), None, False) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dispatch.cross_entropy_kernel(FakeCuda(), None, False) is None
