@@ -3,7 +3,7 @@
 Two shared libraries, loaded with ctypes (they call no Python API):
 
 - ``softclass/kernels/_cpu_native*.so`` from ``kernels/cpu_native.c`` (+ ``loss_rows.h``): the
-  fused cross-entropy and softmax row loops of :mod:`softclass.kernels.cpu`;
+  fused cross-entropy and softmax row loops (:mod:`softclass.kernels.native_loops`, ``.softmax``);
 - ``softclass/training/_mlp_native*.so`` from ``training/mlp_native.c`` (which includes both): the
   compiled training loops of :mod:`softclass.training.ensemble`.
 
