@@ -16,6 +16,7 @@ depend on the other rows it is predicted with.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import warnings
 from numbers import Integral, Real
@@ -35,12 +36,13 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from softclass.errors import TrainingDiverged
+from softclass.errors import OptionError, TrainingDiverged
 from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLP, MLPConfig
+from softclass.mlp.optimizer_params import OptimizerParams
 from softclass.mlp.optimizers import DEFAULTS
-from softclass.option_table import Rule, options_of
+from softclass.option_table import Option, Rule, options_of
 from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
 from softclass.training.callbacks import EarlyStoppingCallback, divergence
 from softclass.training.config import TrainConfig
@@ -67,12 +69,30 @@ def _check_float32_range(X: np.ndarray) -> None:
 _EXTRA_VALUES = {"batch_size": [StrOptions({"auto"})]}
 
 
+def _estimator_options() -> dict[str, tuple[str, Option]]:
+    """scikit-learn name → (training option, its Option) of every training option the
+    estimator takes: those with a scikit-learn name, and every optimizer hyper-parameter
+    (:class:`OptimizerParams`; without a scikit-learn name it keeps its own), so that a
+    hyper-parameter declared there is a parameter of :class:`Classifier` at once."""
+    optimizer_fields = set(options_of(OptimizerParams))
+    return {
+        declared.sklearn or name: (name, declared)
+        for name, declared in options_of(TrainConfig).items()
+        if declared.sklearn is not None or name in optimizer_fields
+    }
+
+
+_OPTIONS = _estimator_options()
+
+
 def _constraint(rule: Rule) -> object:
     """An option table rule as a scikit-learn parameter constraint."""
     if rule.kind == "choice":
         return StrOptions(set(rule.choices()))
     if rule.kind == "flag":
         return "boolean"
+    if rule.kind == "pair":
+        return "array-like"  # the two numbers' range: checked by the training option's rule
     closed = "neither" if rule.low_open else "left"
     if rule.kind == "integer" and rule.high is not None:
         closed = "both"  # an integer rule's bound is included
@@ -90,7 +110,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             (log_softmax + NLL), "C" (softmax + squared error on one-hot), "D" (softmax + mean
             cross-entropy error), or one registered since.
         solver: an optimizer of ``softclass.mlp.optimizers.OPTIMIZERS``: "sgd" (with
-            ``momentum``), "adam" or "adamw" (their betas and eps: the registry's defaults).
+            ``momentum``), "adam" or "adamw" (with ``betas`` and ``eps``), or one registered since.
         learning_rate_init: step size.
         batch_size: rows per step, or "auto" = min(200, n_samples).
         max_iter: maximum number of epochs (one epoch per ``partial_fit`` call).
@@ -111,6 +131,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
             (one thread for small matrices, where a second one only adds synchronisation; see
             :mod:`softclass.training.threads`), -1 uses every core, k uses k. The caller's torch
             thread setting is restored afterwards.
+        nesterov, betas, eps (keyword-only): the other optimizer hyper-parameters, generated
+            from :class:`softclass.mlp.optimizer_params.OptimizerParams` with its defaults: one
+            declared there is a parameter here, with the same name and allowed values.
         keep_columns: columns of a pandas/polars ``X`` kept as features even when they look
             like row numbers or IDs (by name or values, :mod:`softclass.data.typing_table`),
             which are otherwise dropped with a warning and listed in ``id_columns_``.
@@ -127,9 +150,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         scikit-learn names, :mod:`softclass.option_table`), the registries' names as they are
         now (an entry registered at run time is accepted), and the estimator's own."""
         generated = {
-            declared.sklearn: [*_EXTRA_VALUES.get(declared.sklearn, []), _constraint(declared.rule)]
-            for declared in options_of(TrainConfig).values()
-            if declared.sklearn is not None
+            sklearn: [*_EXTRA_VALUES.get(sklearn, []), _constraint(declared.rule)]
+            for sklearn, (_, declared) in _OPTIONS.items()
         }
         return {
             "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
@@ -170,6 +192,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         device="cpu",
         n_jobs=None,
         keep_columns=None,
+        **optimizer_params,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -189,6 +212,14 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.n_jobs = n_jobs
         self.keep_columns = keep_columns
+        unknown = sorted(set(optimizer_params) - set(_GENERATED))
+        if unknown:
+            raise TypeError(
+                f"Classifier got unexpected keyword argument(s) {unknown}; its parameters are "
+                f"{sorted(_parameter_names())}"
+            )
+        for name, default in _GENERATED.items():
+            setattr(self, name, optimizer_params.get(name, default))
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -384,15 +415,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self._trainer = BatchedTrainer(
             config,
             [Member(self.design_, seed)],
-            TrainConfig(
-                epochs=self.max_iter,
-                batch_size=200 if self.batch_size == "auto" else self.batch_size,
-                optimizer=self.solver,
-                learning_rate=float(self.learning_rate_init),
-                momentum=float(self.momentum) if self.solver == "sgd" else 0.0,
-                weight_decay=float(self.alpha),
-                seed=seed,
-            ),
+            self._train_config(seed),
             device=self._device(),
         )
         # scikit-learn's rule: stop after more than n_iter_no_change epochs without improving by
@@ -408,6 +431,27 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.validation_scores_ = [] if self.early_stopping else None
         self.validation_loss_curve_ = [] if self.early_stopping else None
         self.best_validation_score_ = -np.inf if self.early_stopping else None
+
+    def _train_config(self, seed: int) -> TrainConfig:
+        """The training options of this estimator's parameters (momentum only with sgd); a
+        value the option table refuses is a ValueError naming the parameter."""
+        values = {
+            name: _python_value(getattr(self, sklearn)) for sklearn, (name, _) in _OPTIONS.items()
+        }
+        values["momentum"] = values["momentum"] if self.solver == "sgd" else 0.0
+        if values["batch_size"] == "auto":
+            values["batch_size"] = 200
+        try:
+            return TrainConfig(**values, seed=seed)
+        except OptionError as error:
+            spelling = {name: sklearn for sklearn, (name, _) in _OPTIONS.items()}
+            raise ValueError(
+                error.spelled(
+                    lambda name, value: (
+                        f"{spelling.get(name, name)}" + (f"={value[0]!r}" if value else "")
+                    )
+                )
+            ) from None
 
     def _run_epochs(self, X, targets, row_weights, max_epochs: int, validation) -> None:
         n_rows = X.shape[0]
@@ -512,6 +556,44 @@ class Classifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _python_value(value: object) -> object:
+    """A numpy scalar as its Python number, an array or list (a pair) as a tuple."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | np.ndarray):
+        return tuple(float(part) for part in value)
+    return value
+
+
+# The parameters generated from the option table, beyond the ones __init__ spells out: every
+# optimizer hyper-parameter of OptimizerParams, keyword-only, with its registry default.
+_GENERATED = {
+    sklearn: getattr(DEFAULTS, name)
+    for sklearn, (name, _) in _OPTIONS.items()
+    if sklearn not in inspect.signature(Classifier.__init__).parameters
+}
+
+
+def _parameter_names() -> list[str]:
+    return list(inspect.signature(Classifier).parameters)
+
+
+def _with_generated_parameters(init):
+    """``init``'s signature with ``**optimizer_params`` replaced by one keyword-only parameter
+    per generated parameter (what scikit-learn's get_params, clone and repr read)."""
+    signature = inspect.signature(init)
+    spelled = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    generated = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+        for name, default in _GENERATED.items()
+    ]
+    init.__signature__ = signature.replace(parameters=[*spelled, *generated])
+    return init
+
+
+_with_generated_parameters(Classifier.__init__)
 
 
 def expected_failed_checks(estimator: Classifier) -> dict[str, str]:
