@@ -87,6 +87,7 @@ class _RunBuffers(ctypes.Structure):
         ("orders", _PTR),
         ("order_of_member", _PTR),
         ("loss_of_member", _PTR),
+        ("design_params_of_member", _PTR),
         ("val_features", _PTR),
         ("val_targets", _PTR),
         ("train_loss", _PTR),
@@ -137,6 +138,8 @@ class RunTensors:
         table: ``(N, F + C [+ 1])`` features, one-hot targets, optional row weights.
         orders: ``(S, epochs, N)`` int64 row orders; ``order_of_member (M,)`` int64 picks one.
         loss_of_member: ``(M,)`` int64 ``native_code`` of each member's design.
+        design_params_of_member: ``(M, MAX_NATIVE_PARAMS)`` float64, each member's design
+            parameters (:func:`softclass.mlp.designs.native_values`).
         val_features ``(V, F)``, val_targets ``(V,)`` int64: validation rows, or None.
         train_loss, train_accuracy, val_loss, val_accuracy: ``(M, epochs)`` float64 outputs.
     """
@@ -148,6 +151,7 @@ class RunTensors:
     orders: Tensor
     order_of_member: Tensor
     loss_of_member: Tensor
+    design_params_of_member: Tensor
     val_features: Tensor | None
     val_targets: Tensor | None
     train_loss: Tensor
@@ -249,6 +253,7 @@ def _buffers(tensors: RunTensors) -> _RunBuffers:
         orders=pointer(tensors.orders),
         order_of_member=pointer(tensors.order_of_member),
         loss_of_member=pointer(tensors.loss_of_member),
+        design_params_of_member=pointer(tensors.design_params_of_member),
         val_features=pointer(tensors.val_features),
         val_targets=pointer(tensors.val_targets),
         train_loss=pointer(tensors.train_loss),
