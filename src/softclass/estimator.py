@@ -16,7 +16,6 @@ depend on the other rows it is predicted with.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import warnings
 from numbers import Integral, Real
@@ -36,16 +35,19 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from softclass.errors import OptionError, TrainingDiverged
+from softclass.errors import TrainingDiverged
+from softclass.estimator_options import (
+    add_generated_parameters,
+    generated_constraints,
+    generated_values,
+    train_config,
+)
 from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLP, MLPConfig
-from softclass.mlp.optimizer_params import OptimizerParams
 from softclass.mlp.optimizers import DEFAULTS
-from softclass.option_table import Option, Rule, options_of
 from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
 from softclass.training.callbacks import EarlyStoppingCallback, divergence
-from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
 from softclass.training.loop import FitLoop
 from softclass.training.stacked import Member
@@ -63,41 +65,6 @@ def _check_float32_range(X: np.ndarray) -> None:
             f"X holds a value of magnitude {largest:.3g}, beyond float32's {_FLOAT32_MAX:.3g}: "
             "training would turn it into infinity; scale X first (e.g. StandardScaler)"
         )
-
-
-# Values a parameter takes beyond its training option's rule.
-_EXTRA_VALUES = {"batch_size": [StrOptions({"auto"})]}
-
-
-def _estimator_options() -> dict[str, tuple[str, Option]]:
-    """scikit-learn name → (training option, its Option) of every training option the
-    estimator takes: those with a scikit-learn name, and every optimizer hyper-parameter
-    (:class:`OptimizerParams`; without a scikit-learn name it keeps its own), so that a
-    hyper-parameter declared there is a parameter of :class:`Classifier` at once."""
-    optimizer_fields = set(options_of(OptimizerParams))
-    return {
-        declared.sklearn or name: (name, declared)
-        for name, declared in options_of(TrainConfig).items()
-        if declared.sklearn is not None or name in optimizer_fields
-    }
-
-
-_OPTIONS = _estimator_options()
-
-
-def _constraint(rule: Rule) -> object:
-    """An option table rule as a scikit-learn parameter constraint."""
-    if rule.kind == "choice":
-        return StrOptions(set(rule.choices()))
-    if rule.kind == "flag":
-        return "boolean"
-    if rule.kind == "pair":
-        return "array-like"  # the two numbers' range: checked by the training option's rule
-    closed = "neither" if rule.low_open else "left"
-    if rule.kind == "integer" and rule.high is not None:
-        closed = "both"  # an integer rule's bound is included
-    kind = Integral if rule.kind == "integer" else Real
-    return Interval(kind, rule.low, rule.high, closed=closed)
 
 
 class Classifier(ClassifierMixin, BaseEstimator):
@@ -149,15 +116,11 @@ class Classifier(ClassifierMixin, BaseEstimator):
         """scikit-learn's constraints: the training options' from the option table (their
         scikit-learn names, :mod:`softclass.option_table`), the registries' names as they are
         now (an entry registered at run time is accepted), and the estimator's own."""
-        generated = {
-            sklearn: [*_EXTRA_VALUES.get(sklearn, []), _constraint(declared.rule)]
-            for sklearn, (_, declared) in _OPTIONS.items()
-        }
         return {
             "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
             "activation": [StrOptions(set(ACTIVATIONS))],
             "design": [StrOptions(set(DESIGNS) | {name.lower() for name in DESIGNS})],
-            **generated,
+            **generated_constraints(),
             "early_stopping": ["boolean"],
             "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
             "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -212,14 +175,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.n_jobs = n_jobs
         self.keep_columns = keep_columns
-        unknown = sorted(set(optimizer_params) - set(_GENERATED))
-        if unknown:
-            raise TypeError(
-                f"Classifier got unexpected keyword argument(s) {unknown}; its parameters are "
-                f"{sorted(_parameter_names())}"
-            )
-        for name, default in _GENERATED.items():
-            setattr(self, name, optimizer_params.get(name, default))
+        for name, value in generated_values(type(self), optimizer_params).items():
+            setattr(self, name, value)
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -415,7 +372,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self._trainer = BatchedTrainer(
             config,
             [Member(self.design_, seed)],
-            self._train_config(seed),
+            train_config(self, seed),
             device=self._device(),
         )
         # scikit-learn's rule: stop after more than n_iter_no_change epochs without improving by
@@ -431,27 +388,6 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.validation_scores_ = [] if self.early_stopping else None
         self.validation_loss_curve_ = [] if self.early_stopping else None
         self.best_validation_score_ = -np.inf if self.early_stopping else None
-
-    def _train_config(self, seed: int) -> TrainConfig:
-        """The training options of this estimator's parameters (momentum only with sgd); a
-        value the option table refuses is a ValueError naming the parameter."""
-        values = {
-            name: _python_value(getattr(self, sklearn)) for sklearn, (name, _) in _OPTIONS.items()
-        }
-        values["momentum"] = values["momentum"] if self.solver == "sgd" else 0.0
-        if values["batch_size"] == "auto":
-            values["batch_size"] = 200
-        try:
-            return TrainConfig(**values, seed=seed)
-        except OptionError as error:
-            spelling = {name: sklearn for sklearn, (name, _) in _OPTIONS.items()}
-            raise ValueError(
-                error.spelled(
-                    lambda name, value: (
-                        f"{spelling.get(name, name)}" + (f"={value[0]!r}" if value else "")
-                    )
-                )
-            ) from None
 
     def _run_epochs(self, X, targets, row_weights, max_epochs: int, validation) -> None:
         n_rows = X.shape[0]
@@ -558,42 +494,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _python_value(value: object) -> object:
-    """A numpy scalar as its Python number, an array or list (a pair) as a tuple."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | np.ndarray):
-        return tuple(float(part) for part in value)
-    return value
-
-
-# The parameters generated from the option table, beyond the ones __init__ spells out: every
-# optimizer hyper-parameter of OptimizerParams, keyword-only, with its registry default.
-_GENERATED = {
-    sklearn: getattr(DEFAULTS, name)
-    for sklearn, (name, _) in _OPTIONS.items()
-    if sklearn not in inspect.signature(Classifier.__init__).parameters
-}
-
-
-def _parameter_names() -> list[str]:
-    return list(inspect.signature(Classifier).parameters)
-
-
-def _with_generated_parameters(init):
-    """``init``'s signature with ``**optimizer_params`` replaced by one keyword-only parameter
-    per generated parameter (what scikit-learn's get_params, clone and repr read)."""
-    signature = inspect.signature(init)
-    spelled = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    generated = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-        for name, default in _GENERATED.items()
-    ]
-    init.__signature__ = signature.replace(parameters=[*spelled, *generated])
-    return init
-
-
-_with_generated_parameters(Classifier.__init__)
+add_generated_parameters(Classifier)
 
 
 def expected_failed_checks(estimator: Classifier) -> dict[str, str]:
