@@ -264,18 +264,17 @@ def test_a_design_claiming_a_native_code_the_compiled_loops_lack_is_refused(monk
         (
             get_activation,
             "no-such-activation",
-            "unknown activation 'no-such-activation': expected one of tanh, relu, sigmoid, "
-            "gelu, identity$",
+            f"unknown activation 'no-such-activation': expected one of {', '.join(ACTIVATIONS)}$",
         ),
         (
             get_optimizer,
             "no-such-optimizer",
-            "unknown optimizer 'no-such-optimizer': expected one of sgd, adam, adamw$",
+            f"unknown optimizer 'no-such-optimizer': expected one of {', '.join(OPTIMIZERS)}$",
         ),
         (
             get_design,
             "no-such-design",
-            r"unknown design 'no-such-design': expected one of A, B, C, D \(A = ",
+            f"unknown design 'no-such-design': expected one of {', '.join(DESIGNS)} \\(A = ",
         ),
     ],
 )

@@ -316,5 +316,5 @@ def test_a_refused_generated_parameter_is_named_as_the_estimator_spells_it():
         Classifier(max_iter=1, betas=(0.9, 1.5)).fit(X, y)
     with pytest.raises(ValueError, match=r"nesterov=True needs solver='sgd'"):
         Classifier(max_iter=1, solver="adam", nesterov=True).fit(X, y)
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['rho'\]"):
-        Classifier(rho=0.9)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['tau'\]"):
+        Classifier(tau=0.9)
