@@ -7,6 +7,7 @@ by name.
 
 import dataclasses
 import functools
+import re
 
 import pytest
 import torch
@@ -100,6 +101,20 @@ def test_every_backend_matches_autograd_over_the_registries(
     members = [Member(name, seed) for seed in (1, 2) for name in DESIGNS]
     runs = [members] if models == "stacked" else [[member] for member in members[: len(DESIGNS)]]
     row_weights = _weights(weights, targets)
+    lacking = [
+        f"{kind} {entry.name!r}"
+        for kind, entry in (
+            ("activation", ACTIVATIONS[activation]),
+            ("optimizer", OPTIMIZERS[optimizer]),
+            *(("design", design) for design in DESIGNS.values()),
+        )
+        if entry.native_code is None
+    ]
+    if backend == "compiled" and lacking:
+        # An entry without a compiled branch (it did not ask for speed) is refused by name.
+        with pytest.raises(ConfigError, match=re.escape(lacking[0])):
+            train_ensemble(model_config, members, features, targets, config, dtype=torch.float64)
+        return
     for run in runs:
         result = train_ensemble(
             model_config, run, features, targets, config, dtype=torch.float64,
