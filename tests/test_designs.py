@@ -56,8 +56,9 @@ def test_target_encoding():
 
 
 def test_unknown_design_lists_the_valid_ones():
+    listed = ", ".join(DESIGNS)
     with pytest.raises(
-        ConfigError, match=r"unknown design 'no-such-design': expected one of A, B, C, D \(A = "
+        ConfigError, match=rf"unknown design 'no-such-design': expected one of {listed} \(A = "
     ):
         get_design("no-such-design")
 

@@ -6,6 +6,8 @@ by name.
 """
 
 import dataclasses
+import functools
+import re
 
 import pytest
 import torch
@@ -99,6 +101,20 @@ def test_every_backend_matches_autograd_over_the_registries(
     members = [Member(name, seed) for seed in (1, 2) for name in DESIGNS]
     runs = [members] if models == "stacked" else [[member] for member in members[: len(DESIGNS)]]
     row_weights = _weights(weights, targets)
+    lacking = [
+        f"{kind} {entry.name!r}"
+        for kind, entry in (
+            ("activation", ACTIVATIONS[activation]),
+            ("optimizer", OPTIMIZERS[optimizer]),
+            *(("design", design) for design in DESIGNS.values()),
+        )
+        if entry.native_code is None
+    ]
+    if backend == "compiled" and lacking:
+        # An entry without a compiled branch (it did not ask for speed) is refused by name.
+        with pytest.raises(ConfigError, match=re.escape(lacking[0])):
+            train_ensemble(model_config, members, features, targets, config, dtype=torch.float64)
+        return
     for run in runs:
         result = train_ensemble(
             model_config, run, features, targets, config, dtype=torch.float64,
@@ -206,7 +222,7 @@ def test_an_entry_changed_at_run_time_is_refused_by_the_compiled_backend_and_tra
     monkeypatch.setitem(designs.DESIGNS, "B", doubled)
     features, targets = _table()
     model_config = MLPConfig(N_FEATURES, N_CLASSES)
-    with pytest.raises(ConfigError, match="design 'B' is not the registry entry its compiled"):
+    with pytest.raises(ConfigError, match=r"design .B. is not what its compiled branch"):
         train_ensemble(
             model_config, [Member("B", 0)], features, targets, TrainConfig(backend="compiled")
         )
@@ -220,7 +236,7 @@ def test_an_entry_changed_at_run_time_is_refused_by_the_compiled_backend_and_tra
         assert_close(got, want, rtol=1e-10, atol=1e-12)
     changed = dataclasses.replace(ACTIVATIONS["tanh"], forward=torch.sigmoid)
     monkeypatch.setitem(activations.ACTIVATIONS, "tanh", changed)
-    with pytest.raises(ConfigError, match="activation 'tanh' is not the registry entry"):
+    with pytest.raises(ConfigError, match=r"activation .tanh. is not what its compiled branch"):
         BatchedTrainer(model_config, [Member("A", 0)], TrainConfig(backend="compiled"))
 
 
@@ -263,18 +279,17 @@ def test_a_design_claiming_a_native_code_the_compiled_loops_lack_is_refused(monk
         (
             get_activation,
             "no-such-activation",
-            "unknown activation 'no-such-activation': expected one of tanh, relu, sigmoid, "
-            "gelu, identity$",
+            f"unknown activation 'no-such-activation': expected one of {', '.join(ACTIVATIONS)}$",
         ),
         (
             get_optimizer,
             "no-such-optimizer",
-            "unknown optimizer 'no-such-optimizer': expected one of sgd, adam, adamw$",
+            f"unknown optimizer 'no-such-optimizer': expected one of {', '.join(OPTIMIZERS)}$",
         ),
         (
             get_design,
             "no-such-design",
-            r"unknown design 'no-such-design': expected one of A, B, C, D \(A = ",
+            f"unknown design 'no-such-design': expected one of {', '.join(DESIGNS)} \\(A = ",
         ),
     ],
 )
@@ -486,3 +501,80 @@ def _rewrite_document(path, change):
     header["__metadata__"][BATCHED_METADATA_KEY] = json.dumps(document)
     text = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size :])
+
+
+SMOOTHED_CE = designs.Design(
+    "E",
+    "logits + label-smoothed cross entropy",
+    "cross_entropy",
+    "index",
+    designs.identity,
+    functools.partial(functional.cross_entropy, label_smoothing=0.1),
+    designs.softmax_rows,
+    designs.log_softmax_rows,
+    label="CE ε=0.1",
+    color="#9467bd",
+    linestyle="-.",
+    relation="another loss",
+    meaning="E smooths the targets of A (ε = 0.1): another loss, with another minimiser.",
+    native_code=0,
+    native_params=(0.1,),
+)
+
+
+@pytest.mark.parametrize("weights", ["none", "row"])
+@pytest.mark.parametrize("backend", ["compiled", "torch"])
+def test_a_design_registered_at_run_time_trains_through_its_compiled_branch_with_its_parameters(
+    monkeypatch, backend, weights
+):
+    # E is the cross-entropy branch with its label smoothing passed to the C code as data: the
+    # compiled loops train it (with A beside it, smoothing 0) as autograd through its own loss.
+    monkeypatch.setitem(designs.DESIGNS, "E", SMOOTHED_CE)
+    features, targets = _table()
+    model_config = MLPConfig(N_FEATURES, N_CLASSES, hidden=(5,))
+    config = TrainConfig(epochs=2, batch_size=6, optimizer="adam", backend=backend)
+    members = [Member("E", 1), Member("A", 1)]
+    row_weights = _weights(weights, targets)
+    result = train_ensemble(
+        model_config, members, features, targets, config, dtype=torch.float64,
+        val_features=features[:7], val_targets=targets[:7], row_weights=row_weights,
+    )  # fmt: skip
+    assert result.backend == backend
+    for position, member in enumerate(members):
+        expected = _reference(config, model_config, member, features, targets, row_weights)
+        for got, want in zip(
+            result.model(position).parameters(), expected.parameters(), strict=True
+        ):
+            assert_close(got, want, rtol=1e-10, atol=1e-12)
+        with torch.no_grad():
+            logits = expected(features[:7])
+            design = get_design(member.design)
+            val_loss = design.loss(design.output(logits), targets[:7])
+        assert result.val_loss[position, -1] == pytest.approx(float(val_loss), rel=1e-9)
+    smoothed, plain = (next(iter(result.model(i).parameters())) for i in (0, 1))
+    assert not torch.equal(smoothed, plain)  # the smoothing was read
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"native_params": (0.2,)}, "the loss smooths by 0.1, the branch is told 0.2"),
+        ({"native_params": ()}, "the loss smooths, the branch would not"),
+        ({"output": lambda logits: logits}, "not the branch's output function"),
+        ({"native_params": (0.1, 0.5)}, "the branch reads one parameter"),
+    ],
+)
+def test_a_design_that_does_not_compute_its_branch_is_refused_by_the_compiled_backend(
+    monkeypatch, change, why
+):
+    monkeypatch.setitem(designs.DESIGNS, "E", dataclasses.replace(SMOOTHED_CE, **change))
+    assert not designs.computes_native_branch(designs.DESIGNS["E"]), why
+    with pytest.raises(ConfigError, match=r"design 'E' is not what its compiled branch"):
+        BatchedTrainer(
+            MLPConfig(N_FEATURES, N_CLASSES), [Member("E", 0)], TrainConfig(backend="compiled")
+        )
+
+
+def test_a_design_with_too_many_native_params_is_refused_when_made():
+    with pytest.raises(ConfigError, match=r"design 'E': fact 'native_params' has 3 values"):
+        dataclasses.replace(SMOOTHED_CE, native_params=(0.1, 0.0, 0.0))

@@ -283,3 +283,38 @@ def test_predict_proba_never_returns_nan():
         next(iter(fitted._trainer.network.parameters())).fill_(float("inf"))
     with pytest.raises(ValueError, match=r"150 of 150 row\(s\) of X get NaN or infinite"):
         fitted.predict_proba(X)
+
+
+def test_every_optimizer_hyper_parameter_is_a_parameter():
+    from dataclasses import fields
+
+    from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
+    from softclass.option_table import options_of
+
+    parameters = Classifier().get_params()
+    for item in fields(OptimizerParams):
+        declared = options_of(OptimizerParams)[item.name]
+        assert (declared.sklearn or item.name) in parameters
+    assert parameters["betas"] == DEFAULTS.betas and parameters["eps"] == DEFAULTS.eps
+    assert clone(Classifier(eps=1e-6, betas=(0.8, 0.99))).get_params()["betas"] == (0.8, 0.99)
+
+
+def test_the_generated_parameters_reach_the_training_options():
+    X, y = load_iris(return_X_y=True)
+    model = Classifier(
+        hidden_layer_sizes=(5,), max_iter=2, solver="adam", betas=[0.8, 0.95], eps=1e-6
+    )
+    with pytest.warns(ConvergenceWarning):
+        model.fit(X, y)
+    settings = model._trainer.settings  # the run's TrainConfig
+    assert (settings.optimizer, settings.betas, settings.eps) == ("adam", (0.8, 0.95), 1e-6)
+
+
+def test_a_refused_generated_parameter_is_named_as_the_estimator_spells_it():
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=r"betas=\(0\.9, 1\.5\) must be two numbers in \[0, 1\)"):
+        Classifier(max_iter=1, betas=(0.9, 1.5)).fit(X, y)
+    with pytest.raises(ValueError, match=r"nesterov=True needs solver='sgd'"):
+        Classifier(max_iter=1, solver="adam", nesterov=True).fit(X, y)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['tau'\]"):
+        Classifier(tau=0.9)

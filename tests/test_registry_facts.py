@@ -88,7 +88,7 @@ def test_every_design_has_its_own_label_and_style():
         ({"title": ""}, "optimizer 'sgd': fact 'title' is missing"),
         ({"n_moments": 3}, "fact 'n_moments' is 3, expected 0, 1 or 2"),
         ({"native_params": ()}, "fact 'native_params' is missing"),
-        ({"native_params": ("learning_rate", "rho")}, r"native_params' is .*'rho'.*expected at"),
+        ({"native_params": ("learning_rate", "tau")}, r"native_params' is .*'tau'.*expected at"),
         ({"native_params": ("eps",) * (MAX_OPTIMIZER_PARAMS + 1)}, "expected at most 8 of"),
     ],
 )

@@ -36,14 +36,18 @@ from sklearn.utils.validation import (
 )
 
 from softclass.errors import TrainingDiverged
+from softclass.estimator_options import (
+    add_generated_parameters,
+    generated_constraints,
+    generated_values,
+    train_config,
+)
 from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.mlp.optimizers import DEFAULTS
-from softclass.option_table import Rule, options_of
 from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
 from softclass.training.callbacks import EarlyStoppingCallback, divergence
-from softclass.training.config import TrainConfig
 from softclass.training.early_stopping import EarlyStopping
 from softclass.training.loop import FitLoop
 from softclass.training.stacked import Member
@@ -63,23 +67,6 @@ def _check_float32_range(X: np.ndarray) -> None:
         )
 
 
-# Values a parameter takes beyond its training option's rule.
-_EXTRA_VALUES = {"batch_size": [StrOptions({"auto"})]}
-
-
-def _constraint(rule: Rule) -> object:
-    """An option table rule as a scikit-learn parameter constraint."""
-    if rule.kind == "choice":
-        return StrOptions(set(rule.choices()))
-    if rule.kind == "flag":
-        return "boolean"
-    closed = "neither" if rule.low_open else "left"
-    if rule.kind == "integer" and rule.high is not None:
-        closed = "both"  # an integer rule's bound is included
-    kind = Integral if rule.kind == "integer" else Real
-    return Interval(kind, rule.low, rule.high, closed=closed)
-
-
 class Classifier(ClassifierMixin, BaseEstimator):
     """Multi-layer perceptron classifier over softclass's designs.
 
@@ -90,7 +77,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             (log_softmax + NLL), "C" (softmax + squared error on one-hot), "D" (softmax + mean
             cross-entropy error), or one registered since.
         solver: an optimizer of ``softclass.mlp.optimizers.OPTIMIZERS``: "sgd" (with
-            ``momentum``), "adam" or "adamw" (their betas and eps: the registry's defaults).
+            ``momentum``), "adam" or "adamw" (with ``betas`` and ``eps``), or one registered since.
         learning_rate_init: step size.
         batch_size: rows per step, or "auto" = min(200, n_samples).
         max_iter: maximum number of epochs (one epoch per ``partial_fit`` call).
@@ -111,6 +98,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
             (one thread for small matrices, where a second one only adds synchronisation; see
             :mod:`softclass.training.threads`), -1 uses every core, k uses k. The caller's torch
             thread setting is restored afterwards.
+        nesterov, betas, eps (keyword-only): the other optimizer hyper-parameters, generated
+            from :class:`softclass.mlp.optimizer_params.OptimizerParams` with its defaults: one
+            declared there is a parameter here, with the same name and allowed values.
         keep_columns: columns of a pandas/polars ``X`` kept as features even when they look
             like row numbers or IDs (by name or values, :mod:`softclass.data.typing_table`),
             which are otherwise dropped with a warning and listed in ``id_columns_``.
@@ -126,16 +116,11 @@ class Classifier(ClassifierMixin, BaseEstimator):
         """scikit-learn's constraints: the training options' from the option table (their
         scikit-learn names, :mod:`softclass.option_table`), the registries' names as they are
         now (an entry registered at run time is accepted), and the estimator's own."""
-        generated = {
-            declared.sklearn: [*_EXTRA_VALUES.get(declared.sklearn, []), _constraint(declared.rule)]
-            for declared in options_of(TrainConfig).values()
-            if declared.sklearn is not None
-        }
         return {
             "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
             "activation": [StrOptions(set(ACTIVATIONS))],
             "design": [StrOptions(set(DESIGNS) | {name.lower() for name in DESIGNS})],
-            **generated,
+            **generated_constraints(),
             "early_stopping": ["boolean"],
             "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
             "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -170,6 +155,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         device="cpu",
         n_jobs=None,
         keep_columns=None,
+        **optimizer_params,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -189,6 +175,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.n_jobs = n_jobs
         self.keep_columns = keep_columns
+        for name, value in generated_values(type(self), optimizer_params).items():
+            setattr(self, name, value)
 
     # -- fitting ---------------------------------------------------------------------------------
 
@@ -384,15 +372,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self._trainer = BatchedTrainer(
             config,
             [Member(self.design_, seed)],
-            TrainConfig(
-                epochs=self.max_iter,
-                batch_size=200 if self.batch_size == "auto" else self.batch_size,
-                optimizer=self.solver,
-                learning_rate=float(self.learning_rate_init),
-                momentum=float(self.momentum) if self.solver == "sgd" else 0.0,
-                weight_decay=float(self.alpha),
-                seed=seed,
-            ),
+            train_config(self, seed),
             device=self._device(),
         )
         # scikit-learn's rule: stop after more than n_iter_no_change epochs without improving by
@@ -512,6 +492,9 @@ class Classifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+add_generated_parameters(Classifier)
 
 
 def expected_failed_checks(estimator: Classifier) -> dict[str, str]:

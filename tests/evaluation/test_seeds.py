@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from softclass.errors import ConfigError
-from softclass.evaluation.seeds import compare_seeds
+from softclass.evaluation.seeds import compare_seeds, seed_bands
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig
 
@@ -66,3 +66,17 @@ def test_compare_seeds_refuses_what_it_cannot_compare(kwargs, match):
     arguments = {"settings": SETTINGS, "seeds": [0, 1], **kwargs}
     with pytest.raises(ConfigError, match=match):
         compare_seeds(MLPConfig(4, 3), features, targets, features, targets, **arguments)
+
+
+class _OneSeedRun:
+    """A run with one seed of design A: too few for a band."""
+
+    val_loss = np.ones((1, 3))
+
+    def indices(self, design):
+        return [0]
+
+
+def test_a_band_needs_two_seeds_per_design():
+    with pytest.raises(ConfigError, match="bands need at least 2 seeds per design, A has 1"):
+        seed_bands(_OneSeedRun(), "val_loss", ["A"])

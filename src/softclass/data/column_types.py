@@ -349,16 +349,6 @@ def parse_number_text(text: pl.Series, decimal: str = ".") -> pl.Series:
     return _decorated_values(text, decimal)
 
 
-def kind_of(column: pl.Series) -> str:
-    """The kind of a column returned by :func:`type_columns` (from its dtype)."""
-    dtype = column.dtype
-    if dtype == pl.Boolean:
-        return BOOLEAN
-    if dtype.is_temporal():
-        return DATE
-    return NUMBER if dtype.is_numeric() or dtype == pl.Null else TEXT
-
-
 # -- numbers -----------------------------------------------------------------------------------
 
 

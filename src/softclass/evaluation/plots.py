@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from softclass.evaluation.curves import as_array, macro_average_precision, macro_average_roc
 from softclass.evaluation.stacking import coinciding, stacked_label, stacked_style
 from softclass.io import atomic_write_bytes
 
@@ -157,14 +158,6 @@ def _plain_log_labels(panel, label_minor: bool = False) -> None:
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     panel.yaxis.set_major_formatter(plain)
     panel.yaxis.set_minor_formatter(plain if label_minor else NullFormatter())
-
-
-def _array(values) -> np.ndarray:
-    """A tensor (any device) or array as a numpy array: the figures take either, so that a
-    drawing process without torch can render them from plain arrays."""
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values)
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:
@@ -328,7 +321,7 @@ def confusion_figure(
         normalised: show each row divided by its total (recall on the diagonal).
     """
     figure, panels = _confusion_grid(class_names, 1, 1)
-    _draw_confusion(panels[0], _array(matrix), class_names, normalised, title)
+    _draw_confusion(panels[0], as_array(matrix), class_names, normalised, title)
     _caption(figure, caption)
     return figure
 
@@ -343,36 +336,9 @@ def confusion_matrices_figure(
     columns = len(names) if len(class_names) <= 10 else 1
     figure, panels = _confusion_grid(class_names, math.ceil(len(names) / columns), columns)
     for panel, name in zip(panels, names, strict=True):
-        _draw_confusion(panel, _array(matrices[name]), class_names, False, f"design {name}")
+        _draw_confusion(panel, as_array(matrices[name]), class_names, False, f"design {name}")
     _caption(figure, caption)
     return figure
-
-
-def _macro_average_roc(curves: OneVsRest, grid: np.ndarray) -> np.ndarray:
-    """Mean over the classes with a defined ROC of each curve interpolated on ``grid``."""
-    rows = [
-        np.interp(grid, _array(fpr), _array(tpr))
-        for fpr, tpr, auc in zip(
-            curves.false_positive_rate, curves.true_positive_rate, curves.roc_auc, strict=True
-        )
-        if math.isfinite(float(auc))
-    ]
-    return np.mean(rows, axis=0) if rows else np.full_like(grid, np.nan)
-
-
-def _macro_average_precision_curve(curves: OneVsRest, grid: np.ndarray) -> np.ndarray:
-    """Mean over the classes with rows of each class's interpolated precision (the best
-    precision at this recall or more) on the recall ``grid``."""
-    rows = []
-    for recall, precision, average in zip(
-        curves.recall, curves.precision, curves.average_precision, strict=True
-    ):
-        if not math.isfinite(float(average)):
-            continue
-        envelope = np.maximum.accumulate(_array(precision)[::-1])[::-1]
-        positions = np.searchsorted(_array(recall), grid, side="left")
-        rows.append(envelope[np.minimum(positions, len(envelope) - 1)])
-    return np.mean(rows, axis=0) if rows else np.full_like(grid, np.nan)
 
 
 def roc_pr_figure(
@@ -401,33 +367,33 @@ def roc_pr_figure(
         auc = float(curves.roc_auc[index])
         precision = float(curves.average_precision[index])
         roc_panel.plot(
-            _array(curves.false_positive_rate[index]),
-            _array(curves.true_positive_rate[index]),
+            as_array(curves.false_positive_rate[index]),
+            as_array(curves.true_positive_rate[index]),
             label=f"{short_label(name)} (AUC {auc:.3f})" if labelled else None,
             drawstyle="default",
             **style,
         )
         pr_panel.plot(
-            _array(curves.recall[index]),
-            _array(curves.precision[index]),
+            as_array(curves.recall[index]),
+            as_array(curves.precision[index]),
             label=f"{short_label(name)} (AP {precision:.3f})" if labelled else None,
             drawstyle="steps-post",
             **style,
         )
     if not labelled:
         grid = np.linspace(0, 1, 201)
-        macro_auc = float(np.nanmean(_array(curves.roc_auc)))
-        macro_ap = float(np.nanmean(_array(curves.average_precision)))
+        macro_auc = float(np.nanmean(as_array(curves.roc_auc)))
+        macro_ap = float(np.nanmean(as_array(curves.average_precision)))
         roc_panel.plot(
             grid,
-            _macro_average_roc(curves, grid),
+            macro_average_roc(curves, grid),
             color="black",
             linewidth=2,
             label=f"macro average of {n_classes} classes (AUC {macro_auc:.3f})",
         )
         pr_panel.plot(
             grid,
-            _macro_average_precision_curve(curves, grid),
+            macro_average_precision(curves, grid),
             color="black",
             linewidth=2,
             label=f"macro average, interpolated (mean AP {macro_ap:.3f})",
@@ -466,17 +432,17 @@ def calibration_figure(
     names = list(calibrations)
     under = coinciding(
         {
-            name: np.concatenate([_array(result.confidence), _array(result.accuracy)])
+            name: np.concatenate([as_array(result.confidence), as_array(result.accuracy)])
             for name, result in calibrations.items()
         },
         span=1.0,
     )
     for offset, name in enumerate(names):
         result = calibrations[name]
-        filled = _array(result.counts) > 0
-        confidence = _array(result.confidence)[filled]
-        accuracy = _array(result.accuracy)[filled]
-        counts = _array(result.counts)[filled]
+        filled = as_array(result.counts) > 0
+        confidence = as_array(result.confidence)[filled]
+        accuracy = as_array(result.accuracy)[filled]
+        counts = as_array(result.counts)[filled]
         ece = float(result.ece)
         reliability.plot(
             confidence,
@@ -498,11 +464,11 @@ def calibration_figure(
                     fontsize=7,
                     color=styles[name][0],
                 )
-        edges = _array(result.bin_edges)
+        edges = as_array(result.bin_edges)
         width = (edges[1:] - edges[:-1]) / (len(names) + 0.5)
         histogram.bar(
             edges[:-1] + width * (offset + 0.25),
-            _array(result.counts),
+            as_array(result.counts),
             width=width,
             align="edge",
             color=styles[name][0],
@@ -541,7 +507,7 @@ def seed_bands_figure(
     for panel, metric in zip(panels, metrics, strict=True):
         bounded = any(word in metric for word in UNIT_INTERVAL_METRICS)
         label = BAND_LABELS.get(metric, metric.replace("_", " "))
-        means = {name: _array(band["mean"]) for name, band in bands[metric].items()}
+        means = {name: as_array(band["mean"]) for name, band in bands[metric].items()}
         finite = np.concatenate([values[np.isfinite(values)] for values in means.values()])
         under = coinciding(means, span=float(np.ptp(finite)) if finite.size else 0.0)
         for name, band in bands[metric].items():

@@ -345,14 +345,54 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
             shape than ``ComparisonResult.to_dict()``).
     """
     summary = inputs.summary
-    held_out = inputs.held_out
-    rows_phrase = _rows_phrase(summary, held_out)
+    rows_phrase = _rows_phrase(summary, inputs.held_out)
     caption = f"{inputs.context.table} · target {inputs.target!r} · {rows_phrase}"
+    agreements = _first_seed_agreements(summary)
+    jobs = _figure_jobs(inputs, caption, rows_phrase, agreements)
+    design_sections = _design_sections(inputs, caption, jobs)
+    figures = render_figures([*jobs, *extra_figures])
+    for section in design_sections:
+        name, alt, text = section["curve_figure"]
+        section["curve_figure"] = _figure(name, figures[name], alt, text)
+    page = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            **_page_values(inputs, rows_phrase),
+            agreements=agreements,
+            design_sections=design_sections,
+            figure=lambda name, alt, text: _figure(name, figures[name], alt, text),
+            has_figure=lambda name: name in figures,
+        )
+    )
+    return RenderedReport(page, figures)
+
+
+def _first_seed_agreements(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The agreement rows of the first seed, each with its index and the registry's sentence
+    on what the pair is expected to give."""
+    return [
+        {
+            **agreement,
+            "index": index,
+            "meaning": get_design(agreement["pair"].split("-")[1]).meaning,
+        }
+        for index, agreement in enumerate(summary["agreement"])
+        if agreement["seed"] == summary["seeds"][0]
+    ]
+
+
+def _figure_jobs(
+    inputs: ReportInput, caption: str, rows_phrase: str, agreements: Sequence[Mapping[str, Any]]
+) -> list[FigureJob]:
+    """The page's run-wide figures: loss curves, calibration, the agreement of the first seed's
+    pairs and, with several seeds, the seed bands."""
+    summary = inputs.summary
     first = {detail.name: detail for detail in inputs.designs}
     styles = _styles(first)
+    where = f"{inputs.context.table} · target {inputs.target!r}"
     # The per-epoch held-out loss comes from the rows that chose the epoch when there are some.
-    history_rows = summary.get("history_rows", held_out)
-
+    history_rows = summary.get("history_rows", inputs.held_out)
     jobs = [
         FigureJob(
             "loss_curves",
@@ -360,8 +400,7 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
             (
                 {name: detail.history for name, detail in first.items()},
                 {name: detail.loss_name for name, detail in first.items()},
-                f"{inputs.context.table} · target {inputs.target!r} · training and "
-                f"{history_rows} rows",
+                f"{where} · training and {history_rows} rows",
             ),
             {"held_out_label": f"{history_rows} rows", "styles": styles},
             weight=len(first),
@@ -374,31 +413,18 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
             weight=2,
         ),
     ]
-    agreements = [
-        {
-            **agreement,
-            "index": index,
-            "meaning": get_design(agreement["pair"].split("-")[1]).meaning,
-        }
-        for index, agreement in enumerate(summary["agreement"])
-        if agreement["seed"] == summary["seeds"][0]
-    ]
     if agreements:
+        weight_diffs = {
+            agreement["pair"].replace("-", " vs "): [
+                math.nan if value is None else value for value in agreement["weight_diff_per_epoch"]
+            ]
+            for agreement in agreements
+        }
         jobs.append(
             FigureJob(
                 "agreement",
                 "agreement_figure",
-                (
-                    {
-                        agreement["pair"].replace("-", " vs "): [
-                            math.nan if value is None else value
-                            for value in agreement["weight_diff_per_epoch"]
-                        ]
-                        for agreement in agreements
-                    },
-                    f"{inputs.context.table} · target {inputs.target!r} · seed "
-                    f"{summary['seeds'][0]}",
-                ),
+                (weight_diffs, f"{where} · seed {summary['seeds'][0]}"),
                 {"styles": _styles(summary["designs"])},
             )
         )
@@ -407,71 +433,58 @@ def render_report(inputs: ReportInput, extra_figures: Sequence[FigureJob] = ()) 
             FigureJob(
                 "seed_bands",
                 "seed_bands_figure",
-                (
-                    inputs.bands,
-                    f"{inputs.context.table} · target {inputs.target!r} · {rows_phrase}, "
-                    f"{len(summary['seeds'])} seeds",
-                ),
+                (inputs.bands, f"{where} · {rows_phrase}, {len(summary['seeds'])} seeds"),
                 {"styles": styles},
                 weight=len(inputs.bands),
             )
         )
-    design_sections = _design_sections(inputs, caption, jobs)
-    figures = render_figures([*jobs, *extra_figures])
-    for section in design_sections:
-        name, alt, text = section["curve_figure"]
-        section["curve_figure"] = _figure(name, figures[name], alt, text)
-    class_rows = _class_rows(inputs)
-    common = [
-        {"key": f"{held_out}_{key}", "label": label, "spec": spec, "help": help_text}
-        for key, label, spec, help_text in COMMON_METRICS
-    ]
-    statistics = summary.get("seed_statistics")
-    page = (
-        _environment()
-        .get_template("report.html.j2")
-        .render(
-            kind=inputs.kind,
-            summary=summary,
-            lookup=lambda path: json_at(summary, path),
-            context=inputs.context,
-            target=inputs.target,
-            held_out=held_out,
-            rows_phrase=rows_phrase,
-            row_parts=[
-                {"name": name, "count": count, "purpose": _row_purpose(name, inputs)}
-                for name, count in summary["rows"].items()
-                if count or name in ("train", held_out)  # no stopping rows without --patience
-            ],
-            class_rows=class_rows,
-            columns=inputs.columns,
-            column_headers=list(inputs.columns[0]) if inputs.columns else [],
-            designs=list(first),
-            design_titles={detail.name: detail.title for detail in inputs.designs},
-            loss_names={detail.name: detail.loss_name for detail in inputs.designs},
-            common=common,
-            several_seeds=len(summary["seeds"]) > 1,
-            verdicts=verdict_sentences(summary),
-            epochs=epochs_shown(summary, list(first)),
-            timing=_timing(summary),
-            agreements=agreements,
-            statistics=statistics,
-            design_sections=design_sections,
-            figure=lambda name, alt, text: _figure(name, figures[name], alt, text),
-            has_figure=lambda name: name in figures,
-            notes=inputs.notes,
-            settings={"model": summary["model_config"], "training": summary["train_config"]},
-            version=__version__,
-            torch_version=torch.__version__,
-            created=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-            patience=inputs.patience,
-            history_rows=history_rows,
-            max_matrix_classes=plots.CONFUSION_MAX_CLASSES,
-            metric_labels=METRIC_LABELS,
-            bins=len(inputs.designs[0].calibration.counts),
-        )
-    )
-    return RenderedReport(page, figures)
+    return jobs
+
+
+def _page_values(inputs: ReportInput, rows_phrase: str) -> dict[str, Any]:
+    """The template's values that need no figure."""
+    summary = inputs.summary
+    held_out = inputs.held_out
+    names = [detail.name for detail in inputs.designs]
+    return {
+        "kind": inputs.kind,
+        "summary": summary,
+        "lookup": lambda path: json_at(summary, path),
+        "context": inputs.context,
+        "target": inputs.target,
+        "held_out": held_out,
+        "rows_phrase": rows_phrase,
+        "row_parts": [
+            {"name": name, "count": count, "purpose": _row_purpose(name, inputs)}
+            for name, count in summary["rows"].items()
+            if count or name in ("train", held_out)  # no stopping rows without --patience
+        ],
+        "class_rows": _class_rows(inputs),
+        "columns": inputs.columns,
+        "column_headers": list(inputs.columns[0]) if inputs.columns else [],
+        "designs": names,
+        "design_titles": {detail.name: detail.title for detail in inputs.designs},
+        "loss_names": {detail.name: detail.loss_name for detail in inputs.designs},
+        "common": [
+            {"key": f"{held_out}_{key}", "label": label, "spec": spec, "help": help_text}
+            for key, label, spec, help_text in COMMON_METRICS
+        ],
+        "several_seeds": len(summary["seeds"]) > 1,
+        "verdicts": verdict_sentences(summary),
+        "epochs": epochs_shown(summary, names),
+        "timing": _timing(summary),
+        "statistics": summary.get("seed_statistics"),
+        "notes": inputs.notes,
+        "settings": {"model": summary["model_config"], "training": summary["train_config"]},
+        "version": __version__,
+        "torch_version": torch.__version__,
+        "created": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "patience": inputs.patience,
+        "history_rows": summary.get("history_rows", held_out),
+        "max_matrix_classes": plots.CONFUSION_MAX_CLASSES,
+        "metric_labels": METRIC_LABELS,
+        "bins": len(inputs.designs[0].calibration.counts),
+    }
 
 
 def epochs_shown(summary: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:

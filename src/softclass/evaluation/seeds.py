@@ -4,6 +4,7 @@ intervals of the last epoch's validation numbers and paired tests between design
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,18 +17,39 @@ from softclass.evaluation.stats import (
     PairedComparison,
     mean_interval,
     paired_comparison,
+    t_quantile,
 )
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig
 from softclass.training.ensemble import EnsembleResult, design_seed_grid, train_ensemble
 
-__all__ = ["METRICS", "PAIRED_METRICS", "SeedComparison", "compare_seeds"]
+__all__ = ["METRICS", "PAIRED_METRICS", "SeedComparison", "compare_seeds", "seed_bands"]
 
 METRICS = ("val_loss", "val_accuracy")
 # Designs are paired only on a measure common to them all: "val_loss" is each design's own loss
 # (C's squared error is not a cross entropy), so it is summarised per design, never paired.
 PAIRED_METRICS = ("val_accuracy",)
+
+
+def seed_bands(
+    result: EnsembleResult, metric: str, designs: Sequence[str], confidence: float = 0.95
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per design, per epoch over its seeds: ``{"mean", "low", "high"}`` arrays ``(epochs,)``.
+
+    ``metric``: "train_loss", "val_loss" or "val_accuracy" of ``result``; the band is the
+    Student-t interval of the mean (each design needs at least 2 seeds).
+    """
+    bands = {}
+    for design in designs:
+        history = getattr(result, metric)[result.indices(design)]
+        n = history.shape[0]
+        if n < 2:
+            raise ConfigError(f"bands need at least 2 seeds per design, {design} has {n}")
+        mean = history.mean(0)
+        half = t_quantile(confidence, n - 1) * history.std(0, ddof=1) / math.sqrt(n)
+        bands[design] = {"mean": mean, "low": mean - half, "high": mean + half}
+    return bands
 
 
 @dataclass
@@ -55,7 +77,7 @@ class SeedComparison:
 
     def bands(self, metric: str, confidence: float = 0.95) -> dict[str, dict[str, np.ndarray]]:
         """Per design, per epoch: ``{"mean", "low", "high"}`` arrays ``(epochs,)`` (Student t)."""
-        return self.result.bands(metric, self.designs, confidence)
+        return seed_bands(self.result, metric, self.designs, confidence)
 
     def to_dict(self) -> dict:
         """JSON-safe summary (no histories)."""

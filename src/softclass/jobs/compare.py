@@ -52,6 +52,7 @@ from softclass.evaluation.agreement import (
 )
 from softclass.evaluation.measure import DesignRun, measure
 from softclass.evaluation.report import RunContext
+from softclass.evaluation.seeds import seed_bands
 from softclass.io import atomic_write_json, claim_output_directory
 from softclass.jobs.comparison import ComparisonResult
 from softclass.jobs.defaults import Defaults
@@ -368,7 +369,7 @@ def _engine_compare(
 
         _set_noise_floor(agreements, runs[first_seed["A"]].result.model, data, seed, train_again)
     bands = (
-        {metric: result.bands(metric, names) for metric in ("val_loss", "val_accuracy")}
+        {metric: seed_bands(result, metric, names) for metric in ("val_loss", "val_accuracy")}
         if several
         else None
     )

@@ -26,6 +26,7 @@ they lack it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -37,15 +38,20 @@ from softclass.errors import ConfigError
 from softclass.mlp.registry import add_entry
 
 
-def _identity(logits: torch.Tensor) -> torch.Tensor:
+# The designs' outputs (public: a new entry built from them and a functional loss computes a
+# compiled branch, see NATIVE_BRANCHES).
+def identity(logits: torch.Tensor) -> torch.Tensor:
+    """The logits themselves ``(N, C)``: A's output, B's log-probabilities."""
     return logits
 
 
-def _log_softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+def log_softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the classes (dim 1)."""
     return functional.log_softmax(logits, 1)
 
 
-def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """softmax over the classes (dim 1)."""
     return functional.softmax(logits, 1)
 
 
@@ -63,6 +69,8 @@ def _clamped_log(probs: torch.Tensor) -> torch.Tensor:
 RELATIONS = ("reference", "same computation", "same minimiser", "another loss")
 REFERENCE = "A"
 """The design every other is compared with (its relation is "reference")."""
+MAX_NATIVE_PARAMS = 2
+"""How many values a compiled loss branch may read (``MAX_DESIGN_PARAMS`` of mlp_native.c)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,9 @@ class Design:
         meaning: the sentence explaining that relation (shown in the report beside the numbers).
         native_code: the loss branch of ``mlp_native.c`` that computes this design (0 fused
             cross entropy, 1 squared error of softmax, 2 MCEE of softmax, 3 NLL of log_softmax),
-            or None (the compiled backend then refuses it).
+            or None (the compiled backend then refuses it); see :data:`NATIVE_BRANCHES`.
+        native_params: the values that branch reads, passed to it as data, in the order of
+            :data:`NATIVE_BRANCHES` (branch 0: the label smoothing); () = all 0.
 
     A missing or empty fact raises ConfigError naming it when the entry is made.
     """
@@ -105,11 +115,12 @@ class Design:
     relation: str
     meaning: str
     native_code: int | None = None
+    native_params: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name != "native_code" and (value is None or value == ""):
+            if item.name not in ("native_code", "native_params") and value in (None, ""):
                 raise ConfigError(f"design {self.name!r}: fact {item.name!r} is missing")
         if not re.fullmatch(r"[A-Z]", self.name):
             raise ConfigError(
@@ -128,6 +139,11 @@ class Design:
         if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.color):
             raise ConfigError(
                 f"design {self.name!r}: fact 'color' is {self.color!r}, expected #rrggbb"
+            )
+        if len(self.native_params) > MAX_NATIVE_PARAMS:
+            raise ConfigError(
+                f"design {self.name!r}: fact 'native_params' has {len(self.native_params)} "
+                f"values, expected at most {MAX_NATIVE_PARAMS}"
             )
         if self.linestyle not in ("-", "--", ":", "-."):
             raise ConfigError(
@@ -228,10 +244,10 @@ register_design(
         "logits + cross entropy",
         "cross_entropy",
         "index",
-        _identity,
+        identity,
         functional.cross_entropy,
-        _softmax_rows,
-        _log_softmax_rows,
+        softmax_rows,
+        log_softmax_rows,
         label="CE",
         color="#1f77b4",
         linestyle="-",
@@ -246,10 +262,10 @@ register_design(
         "log_softmax + NLL",
         "nll",
         "index",
-        _log_softmax_rows,
+        log_softmax_rows,
         functional.nll_loss,
         _exp,
-        _identity,
+        identity,
         label="NLL",
         color="#ff7f0e",
         linestyle="--",  # dashed over A, so that two identical curves stay visible
@@ -266,9 +282,9 @@ register_design(
         "softmax + MSE (one-hot)",
         "mse",
         "one_hot",
-        _softmax_rows,
+        softmax_rows,
         functional.mse_onehot,
-        _identity,
+        identity,
         _clamped_log,
         label="sq. error",
         color="#2ca02c",
@@ -286,9 +302,9 @@ register_design(
         "softmax + mean cross-entropy error",
         "mcee",
         "one_hot",
-        _softmax_rows,
+        softmax_rows,
         functional.mcee,
-        _identity,
+        identity,
         _clamped_log,
         label="MCEE",
         color="#d62728",
@@ -312,14 +328,55 @@ def agreement_pairs() -> tuple[tuple[str, str], ...]:
     return tuple((REFERENCE, design.name) for design in others)
 
 
-# The entries the compiled branches were written from, as this module defines them (native_code
-# -> entry). An entry changed or replaced at run time keeps its native_code but is no longer what
-# that branch computes: the compiled backend refuses it (the torch backend trains it from the
-# registry); a code no entry shipped with is refused by the compiled loops themselves. Editing
-# an entry here is caught by the parity tests of every backend.
-NATIVE_ENTRIES: dict[int, Design] = {
-    entry.native_code: entry for entry in DESIGNS.values() if entry.native_code is not None
+@dataclass(frozen=True)
+class NativeBranch:
+    """What a loss branch of ``mlp_native.c`` computes: ``loss(output(logits), targets,
+    **dict(zip(params, native_params)))`` with these functions of this module and
+    :mod:`softclass.functional`."""
+
+    output: Callable[[torch.Tensor], torch.Tensor]
+    loss: Callable[..., torch.Tensor]
+    params: tuple[str, ...] = ()
+
+
+NATIVE_BRANCHES = {
+    0: NativeBranch(identity, functional.cross_entropy, ("label_smoothing",)),
+    1: NativeBranch(softmax_rows, functional.mse_onehot),
+    2: NativeBranch(softmax_rows, functional.mcee),
+    3: NativeBranch(log_softmax_rows, functional.nll_loss),
 }
+"""native_code → what its branch computes. A design computes its branch when its ``output`` is
+the branch's and its ``loss`` is the branch's loss, or ``functools.partial`` of it with exactly
+the keywords its ``native_params`` give (zeros left out): so a label-smoothed cross entropy is
+``Design(..., output=identity, loss=functools.partial(functional.cross_entropy,
+label_smoothing=0.1), native_code=0, native_params=(0.1,))``. An entry changed or replaced at
+run time so that it no longer computes its branch is refused by the compiled backend (the
+parity tests of every backend hold each branch to autograd through these functions)."""
+
+
+def computes_native_branch(design: Design) -> bool:
+    """Whether ``design`` computes what the compiled branch of its ``native_code`` computes
+    (True for a code without a branch here: the compiled loops refuse those by number)."""
+    branch = NATIVE_BRANCHES.get(design.native_code)
+    if branch is None:
+        return True
+    if len(design.native_params) > len(branch.params):
+        return False
+    expected = {
+        name: value
+        for name, value in zip(branch.params, design.native_params, strict=False)
+        if value != 0
+    }
+    loss, keywords = design.loss, {}
+    if isinstance(loss, functools.partial) and not loss.args:
+        loss, keywords = loss.func, dict(loss.keywords)
+    return design.output is branch.output and loss is branch.loss and keywords == expected
+
+
+def native_values(design: Design) -> tuple[float, ...]:
+    """``design.native_params`` padded with zeros to :data:`MAX_NATIVE_PARAMS` floats."""
+    values = tuple(float(value) for value in design.native_params)
+    return values + (0.0,) * (MAX_NATIVE_PARAMS - len(values))
 
 
 def get_design(name: str) -> Design:

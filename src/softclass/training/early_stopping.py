@@ -71,10 +71,6 @@ class EarlyStopping:
                 self.stopped[model] = True
         return improved
 
-    @property
-    def all_stopped(self) -> bool:
-        return all(self.stopped)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers and lists (a checkpoint holds it)."""
         return {

@@ -9,7 +9,6 @@ member equals the same model trained alone (the parity tests hold it to the auto
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 
 from softclass.errors import ConfigError, DataError
-from softclass.evaluation.stats import t_quantile
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
@@ -90,25 +88,6 @@ class EnsembleResult:
         ]
         best_epoch = None if self.best_epoch is None else self.best_epoch[member]
         return History(records, best_epoch, ran < len(self.epoch_seconds))
-
-    def bands(
-        self, metric: str, designs: Sequence[str], confidence: float = 0.95
-    ) -> dict[str, dict[str, np.ndarray]]:
-        """Per design, per epoch over its seeds: ``{"mean", "low", "high"}`` arrays ``(epochs,)``.
-
-        ``metric``: "train_loss", "val_loss" or "val_accuracy"; the band is the Student-t
-        interval of the mean (each design needs at least 2 seeds).
-        """
-        bands = {}
-        for design in designs:
-            history = getattr(self, metric)[self.indices(design)]
-            n = history.shape[0]
-            if n < 2:
-                raise ConfigError(f"bands need at least 2 seeds per design, {design} has {n}")
-            mean = history.mean(0)
-            half = t_quantile(confidence, n - 1) * history.std(0, ddof=1) / math.sqrt(n)
-            bands[design] = {"mean": mean, "low": mean - half, "high": mean + half}
-        return bands
 
     def indices(self, design: str) -> list[int]:
         """Positions of the members with design ``design``, in seed order."""

@@ -53,6 +53,9 @@ int64_t mlp_implements(int64_t kind, int64_t code) {
 /* Hyper-parameters an optimizer branch may read (mlp_native.py's MAX_OPTIMIZER_PARAMS). */
 #define MAX_OPTIMIZER_PARAMS 8
 
+/* Parameters a loss branch may read per member (softclass.mlp.designs.MAX_NATIVE_PARAMS). */
+#define MAX_DESIGN_PARAMS 2
+
 /* Shapes and hyper-parameters of one call (mirrored by mlp_native.py's RunSettings). */
 typedef struct {
     int64_t n_layers;        /* linear layers: hidden layers + 1 */
@@ -83,6 +86,9 @@ typedef struct {
     const int64_t *orders;       /* (n_orders, n_epochs, n_rows): row indices, batch by batch */
     const int64_t *order_of_member; /* (M,): which of the orders each member follows */
     const int64_t *loss_of_member;  /* (M,): LOSS_* */
+    /* (M, MAX_DESIGN_PARAMS): each member's design parameters (Design.native_params, zeros
+     * after them); LOSS_CROSS_ENTROPY reads its label smoothing, the others none. */
+    const double *design_params_of_member;
     const void *val_features;    /* (n_val_rows, n_features) */
     const int64_t *val_targets;  /* (n_val_rows,) class indices */
     double *train_loss;          /* (M, n_epochs) out: batch losses averaged over the epoch */
@@ -202,22 +208,25 @@ static void NAME(network_forward_row)(const RunSettings *settings, REAL *const *
 }
 
 /* The design's losses of a batch of rows of logits ((rows, C), contiguous) with class indices
- * targets (rows,) into row_loss (rows,); with grad not NULL also d (Σ_r scale_r·loss_r) / d logits
+ * targets (rows,) into row_loss (rows,), with the member's design parameters design_params; with grad not NULL also d (Σ_r scale_r·loss_r) / d logits
  * into grad (rows, C). scratch: (rows, C) for probabilities, logsumexp: (rows,). The kernels of
  * softclass.functional on CPU, as it composes them: the fused cross entropy (A) forward and
  * backward for per-row upstream gradients row_scale; else the softmax (log_softmax for B), the
  * squared error (C), MCEE (D) or NLL (B) of its output (loss_rows.h), and the softmax backward. */
-static void NAME(design_batch)(int64_t loss_kind, REAL tiny, int64_t rows, int64_t n_classes,
+static void NAME(design_batch)(int64_t loss_kind, const double *design_params, REAL tiny,
+                               int64_t rows, int64_t n_classes,
                                const REAL *logits, const int64_t *targets, const REAL *row_scale,
                                REAL *row_loss, REAL *logsumexp, REAL *scratch, REAL *grad) {
     if (loss_kind == LOSS_CROSS_ENTROPY) {
         double sums[2];
+        const double label_smoothing = design_params[0];
         NAME(ce_forward)(logits, n_classes, n_classes, 0, rows, targets, 1, NO_IGNORED_TARGET,
-                         NULL, 0.0, logsumexp, row_loss, 1, sums, 0, NULL, NULL, NULL, 0, NULL);
+                         NULL, label_smoothing, logsumexp, row_loss, 1, sums, 0, NULL, NULL, NULL,
+                         0, NULL);
         if (grad)
             NAME(ce_backward)(logits, n_classes, n_classes, 0, rows, targets, 1,
-                              NO_IGNORED_TARGET, NULL, 0.0, logsumexp, row_scale, 1, NULL, grad,
-                              n_classes);
+                              NO_IGNORED_TARGET, NULL, label_smoothing, logsumexp, row_scale, 1,
+                              NULL, grad, n_classes);
         return;
     }
     const int64_t log_output = loss_kind == LOSS_NLL_LOG_SOFTMAX;
@@ -285,7 +294,8 @@ static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, R
 /* Design loss (design_batch) and correctness of every validation row for one member, in blocks
  * of up to settings->batch_size rows laid out as in training (act/pre: batch bases per level). */
 static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffers,
-                           int64_t loss_kind, REAL *const *weights, REAL *const *biases,
+                           int64_t loss_kind, const double *design_params,
+                           REAL *const *weights, REAL *const *biases,
                            REAL *const *act, REAL *const *pre, REAL **row_act, REAL **row_pre,
                            REAL *row_loss, REAL *logsumexp, double *loss_out,
                            double *accuracy_out) {
@@ -312,8 +322,8 @@ static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffer
             for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
             correct += best == targets[r];
         }
-        NAME(design_batch)(loss_kind, (REAL)settings->tiny, rows, n_classes, act[n_layers],
-                           targets, NULL, row_loss, logsumexp, pre[n_layers], NULL);
+        NAME(design_batch)(loss_kind, design_params, (REAL)settings->tiny, rows, n_classes,
+                           act[n_layers], targets, NULL, row_loss, logsumexp, pre[n_layers], NULL);
         for (int64_t r = 0; r < rows; ++r) loss_total += (double)row_loss[r];
     }
     *loss_out = loss_total / (double)settings->n_val_rows;
@@ -372,6 +382,8 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
 
     for (int64_t member = member_begin; member < member_end; ++member) {
         const int64_t loss_kind = buffers->loss_of_member[member];
+        const double *design_params =
+            buffers->design_params_of_member + member * MAX_DESIGN_PARAMS;
         for (int64_t k = 0; k < n_layers; ++k) {
             const int64_t n_weights = settings->widths[k + 1] * settings->widths[k];
             weights[k] = (REAL *)buffers->parameters[2 * k] + member * n_weights;
@@ -417,8 +429,8 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                     epoch_correct += best == target;
                     targets[r] = target;
                 }
-                NAME(design_batch)(loss_kind, tiny, rows, n_classes, act[n_layers], targets,
-                                   row_scale, row_loss, logsumexp, pre[n_layers], delta);
+                NAME(design_batch)(loss_kind, design_params, tiny, rows, n_classes, act[n_layers],
+                                   targets, row_scale, row_loss, logsumexp, pre[n_layers], delta);
                 double batch_loss = 0.0;
                 for (int64_t r = 0; r < rows; ++r)
                     batch_loss += settings->weighted ? (double)(row_loss[r] * row_scale[r])
@@ -479,8 +491,8 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
             buffers->train_loss[at] = epoch_loss;
             buffers->train_accuracy[at] = (double)epoch_correct / (double)n_rows;
             if (settings->n_val_rows > 0) {
-                NAME(evaluate)(settings, buffers, loss_kind, weights, biases, act, pre, row_act,
-                               row_pre, row_loss, logsumexp, buffers->val_loss + at,
+                NAME(evaluate)(settings, buffers, loss_kind, design_params, weights, biases, act,
+                               pre, row_act, row_pre, row_loss, logsumexp, buffers->val_loss + at,
                                buffers->val_accuracy + at);
             }
         }

@@ -87,6 +87,7 @@ class _RunBuffers(ctypes.Structure):
         ("orders", _PTR),
         ("order_of_member", _PTR),
         ("loss_of_member", _PTR),
+        ("design_params_of_member", _PTR),
         ("val_features", _PTR),
         ("val_targets", _PTR),
         ("train_loss", _PTR),
@@ -137,6 +138,8 @@ class RunTensors:
         table: ``(N, F + C [+ 1])`` features, one-hot targets, optional row weights.
         orders: ``(S, epochs, N)`` int64 row orders; ``order_of_member (M,)`` int64 picks one.
         loss_of_member: ``(M,)`` int64 ``native_code`` of each member's design.
+        design_params_of_member: ``(M, MAX_NATIVE_PARAMS)`` float64, each member's design
+            parameters (:func:`softclass.mlp.designs.native_values`).
         val_features ``(V, F)``, val_targets ``(V,)`` int64: validation rows, or None.
         train_loss, train_accuracy, val_loss, val_accuracy: ``(M, epochs)`` float64 outputs.
     """
@@ -148,6 +151,7 @@ class RunTensors:
     orders: Tensor
     order_of_member: Tensor
     loss_of_member: Tensor
+    design_params_of_member: Tensor
     val_features: Tensor | None
     val_targets: Tensor | None
     train_loss: Tensor
@@ -179,39 +183,16 @@ def train(
         ConfigError: an activation, optimizer or design has no ``native_code``, or one the
             compiled loops do not implement.
     """
-    entries = [
-        ("activation", activation),
-        ("optimizer", optimizer),
-        *(("design", design) for design in designs),
-    ]
-    for kind, entry in entries:
-        if entry.native_code is None:
-            raise ConfigError(
-                f"{kind} {entry.name!r} has no compiled implementation (no native_code in its "
-                "registry): the compiled backend cannot train it; use backend='torch'"
-            )
-    for kind, entry in entries:
-        if not implements(compiled, kind, entry.native_code):
-            raise ConfigError(
-                f"{kind} {entry.name!r} claims native_code {entry.native_code}, which the "
-                "compiled loops (training/mlp_native.c) do not implement: add its branch there "
-                "or set native_code=None"
-            )
+    _check_entries(
+        compiled,
+        [
+            ("activation", activation),
+            ("optimizer", optimizer),
+            *(("design", design) for design in designs),
+        ],
+    )
     dtype = tensors.table.dtype
     widths_array = (ctypes.c_int64 * len(widths))(*widths)
-    parameter_pointers = (ctypes.c_void_p * len(tensors.parameters))(
-        *(pointer(tensor) for tensor in tensors.parameters)
-    )
-    first_pointers = (ctypes.c_void_p * len(tensors.first_moments))(
-        *(pointer(tensor) for tensor in tensors.first_moments)
-    )
-    second_pointers = (
-        None
-        if tensors.second_moments is None
-        else (ctypes.c_void_p * len(tensors.second_moments))(
-            *(pointer(tensor) for tensor in tensors.second_moments)
-        )
-    )
     n_members = tensors.parameters[0].shape[0]
     settings = _RunSettings(
         n_layers=len(widths) - 1,
@@ -228,14 +209,51 @@ def train(
         step_count=step_count,
         n_val_rows=0 if tensors.val_features is None else tensors.val_features.shape[0],
     )
-    buffers = _RunBuffers(
-        parameters=ctypes.cast(parameter_pointers, _PTR),
-        first_moments=ctypes.cast(first_pointers, _PTR),
-        second_moments=None if second_pointers is None else ctypes.cast(second_pointers, _PTR),
+    buffers = _buffers(tensors)
+    status = getattr(compiled, f"mlp_train_{SUPPORTED_DTYPES[dtype]}")(
+        ctypes.byref(settings), ctypes.byref(buffers), 0, n_members
+    )
+    if status != 0:
+        raise MemoryError("mlp_native: could not allocate the work space of a training run")
+
+
+def _check_entries(compiled: ctypes.CDLL, entries: Sequence[tuple[str, object]]) -> None:
+    """ConfigError for the first ``(kind, entry)`` without a ``native_code``, then for the first
+    whose code the compiled loops do not implement."""
+    for kind, entry in entries:
+        if entry.native_code is None:
+            raise ConfigError(
+                f"{kind} {entry.name!r} has no compiled implementation (no native_code in its "
+                "registry): the compiled backend cannot train it; use backend='torch'"
+            )
+    for kind, entry in entries:
+        if not implements(compiled, kind, entry.native_code):
+            raise ConfigError(
+                f"{kind} {entry.name!r} claims native_code {entry.native_code}, which the "
+                "compiled loops (training/mlp_native.c) do not implement: add its branch there "
+                "or set native_code=None"
+            )
+
+
+def _pointers(tensors: Sequence[Tensor] | None) -> ctypes.c_void_p | None:
+    """A C array of the tensors' data pointers, as one pointer (None for None)."""
+    if tensors is None:
+        return None
+    array = (ctypes.c_void_p * len(tensors))(*(pointer(tensor) for tensor in tensors))
+    return ctypes.cast(array, _PTR)
+
+
+def _buffers(tensors: RunTensors) -> _RunBuffers:
+    """The C view of ``tensors`` (pointers only: the tensors must outlive the call)."""
+    return _RunBuffers(
+        parameters=_pointers(tensors.parameters),
+        first_moments=_pointers(tensors.first_moments),
+        second_moments=_pointers(tensors.second_moments),
         table=pointer(tensors.table),
         orders=pointer(tensors.orders),
         order_of_member=pointer(tensors.order_of_member),
         loss_of_member=pointer(tensors.loss_of_member),
+        design_params_of_member=pointer(tensors.design_params_of_member),
         val_features=pointer(tensors.val_features),
         val_targets=pointer(tensors.val_targets),
         train_loss=pointer(tensors.train_loss),
@@ -243,8 +261,3 @@ def train(
         val_loss=pointer(tensors.val_loss),
         val_accuracy=pointer(tensors.val_accuracy),
     )
-    status = getattr(compiled, f"mlp_train_{SUPPORTED_DTYPES[dtype]}")(
-        ctypes.byref(settings), ctypes.byref(buffers), 0, n_members
-    )
-    if status != 0:
-        raise MemoryError("mlp_native: could not allocate the work space of a training run")

@@ -79,45 +79,24 @@ def compare(
     options: _Typed,
 ) -> None:
     """Train the same network with every design on the same data, split and seed; compare them."""
-    import datetime
     import json
 
-    from softclass.jobs.compare import compare as run_comparison
     from softclass.jobs.compare import describe_written
     from softclass.jobs.destination import check_output_directory, unit_fingerprint
 
     if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"compare-{stamp}"
+        out = Path("runs") / f"compare-{_stamp()}"
     inputs = [] if data is None else [data]
     out = check_output_directory(out, "compare", inputs=inputs, overwrite=overwrite)
     before = unit_fingerprint(out)
     network = _resolve(_is_bundled_iris(data), options)
-    config = network.config
-    with _distributed_context(config.device) as context:
+    with _distributed_context(network.config.device) as context:
+        quiet = json_output or not context.is_main
         try:
-            prepared = _prepared_data(
-                data, options, config, show=context.is_main and not json_output
+            prepared = _prepared_data(data, options, network.config, show=not quiet)
+            result = _run_comparison(
+                prepared, network, context, data, design, seeds, out, stopping, overwrite, quiet
             )
-            with (
-                _torch_threads(config, prepared, network.hidden),
-                _ProgressBars(enabled=context.is_main and not json_output) as bars,
-            ):
-                result = run_comparison(
-                    prepared,
-                    design,
-                    config,
-                    hidden=network.hidden,
-                    activation=network.activation,
-                    seeds=seeds,
-                    out_dir=out,
-                    progress=bars,
-                    distributed=context,
-                    stopping_fraction=stopping,
-                    defaults=network.defaults,
-                    context=_run_context(data),
-                    overwrite=overwrite,
-                )
         except Interrupted as interrupt:
             interrupt.kept = describe_written(out, before)
             raise
@@ -128,3 +107,37 @@ def compare(
             _write_stdout(json.dumps(report) + "\n")
             return
         _print_comparison(result, "the bundled Iris" if data is None else str(data))
+
+
+def _stamp() -> str:
+    import datetime
+
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _run_comparison(
+    prepared, network, context, data, design, seeds, out, stopping, overwrite, quiet
+) -> object:
+    """Train and compare the designs on ``prepared`` (progress bars unless ``quiet``)."""
+    from softclass.jobs.compare import compare as run_comparison
+
+    config = network.config
+    with (
+        _torch_threads(config, prepared, network.hidden),
+        _ProgressBars(enabled=not quiet) as bars,
+    ):
+        return run_comparison(
+            prepared,
+            design,
+            config,
+            hidden=network.hidden,
+            activation=network.activation,
+            seeds=seeds,
+            out_dir=out,
+            progress=bars,
+            distributed=context,
+            stopping_fraction=stopping,
+            defaults=network.defaults,
+            context=_run_context(data),
+            overwrite=overwrite,
+        )

@@ -16,8 +16,7 @@ import torch
 
 from softclass.errors import ConfigError
 from softclass.mlp.activations import NATIVE_ENTRIES as NATIVE_ACTIVATIONS
-from softclass.mlp.designs import NATIVE_ENTRIES as NATIVE_DESIGNS
-from softclass.mlp.designs import get_design
+from softclass.mlp.designs import computes_native_branch, get_design, native_values
 from softclass.mlp.optimizers import NATIVE_ENTRIES as NATIVE_OPTIMIZERS
 from softclass.training import backend_choice, mlp_native
 from softclass.training.batching import batch_bounds, epoch_permutation
@@ -54,14 +53,17 @@ class CompiledLoops:
             for kind, entry, written_for in (
                 ("activation", self.activation, NATIVE_ACTIVATIONS),
                 ("optimizer", self.optimizer, NATIVE_OPTIMIZERS),
-                *(("design", design, NATIVE_DESIGNS) for design, _ in self._design_groups),
             )
             if entry.native_code in written_for and written_for[entry.native_code] != entry
+        ] + [
+            f"design {design.name!r}"
+            for design, _ in self._design_groups
+            if not computes_native_branch(design)
         ]
         if changed:
             return (
-                f"{', '.join(changed)} is not the registry entry its compiled branch "
-                "(native_code) was written from: changed or replaced at run time"
+                f"{', '.join(changed)} is not what its compiled branch (native_code) computes: "
+                "changed or replaced at run time"
             )
         if not all(tensor.is_contiguous() for tensor in self.network.parameters()):
             return "non-contiguous parameters"
@@ -153,6 +155,10 @@ class CompiledLoops:
                 loss_of_member=torch.tensor(
                     [get_design(member.design).native_code for member in self.members],
                     dtype=torch.int64,
+                ),
+                design_params_of_member=torch.tensor(
+                    [native_values(get_design(member.design)) for member in self.members],
+                    dtype=torch.float64,
                 ),
                 val_features=val_features.to(self.dtype).contiguous() if has_val else None,
                 val_targets=val_targets.to(torch.int64).contiguous() if has_val else None,

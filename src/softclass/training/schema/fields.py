@@ -73,10 +73,6 @@ def _number(path: Path, name: str, value: object, *, finite: bool = True) -> flo
     return float(value)
 
 
-def _optional_number(path: Path, name: str, value: object) -> float | None:
-    return None if value is None else _number(path, name, value, finite=False)
-
-
 def _kind(path: Path, name: str, value: object, kind: type, expected: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise bad_field(path, name, value, expected)
