@@ -121,12 +121,19 @@ def run_library(train: Path, test: Path, target: str, seed: int) -> tuple[float,
     the table defaults; (accuracy, log loss, train seconds)."""
     from softclass.data import read_table
     from softclass.data.prepare import prepare_table
+    from softclass.jobs.defaults import TABLE
 
     start = time.perf_counter()
     train_table = read_table(train, raw=True)
     drop = [ID_COLUMN] if ID_COLUMN in train_table.columns else []
     data = prepare_table(
-        train_table, target, missing="impute", drop=drop, validation_fraction=0.2, seed=seed
+        train_table,
+        target,
+        missing="impute",
+        drop=drop,
+        validation_fraction=0.2,
+        seed=seed,
+        normalization=TABLE.normalization,
     )
     model = train_default(data, seed)
     seconds = time.perf_counter() - start

@@ -24,16 +24,17 @@ import numpy as np
 
 from benchmarks.real_tables import ID_COLUMN, POINT, _split, load_corpus, load_frame, score
 
-# name: (TrainConfig options, hidden widths, activation, validation share, members, refit)
+# name: (TrainConfig options, hidden widths, activation, validation share, members, refit,
+# normalization)
 MAIN = {"epochs": 200, "batch_size": 200, "optimizer": "adam", "learning_rate": 1e-3}
 MAIN["patience"] = 10
 LONG = {**MAIN, "batch_size": 64, "patience": 20, "epochs": 300}
 CANDIDATES = {
-    "main": (MAIN, (100,), "relu", 0.2, 1, False),
-    "b64": (LONG, (100,), "relu", 0.2, 1, False),
-    "b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False),
-    "b64_v10": (LONG, (100,), "relu", 0.1, 1, False),
-    "w256x2_b64": (LONG, (256, 256), "relu", 0.2, 1, False),
+    "main": (MAIN, (100,), "relu", 0.2, 1, False, "zscore"),
+    "b64": (LONG, (100,), "relu", 0.2, 1, False, "zscore"),
+    "b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False, "zscore"),
+    "b64_v10": (LONG, (100,), "relu", 0.1, 1, False, "zscore"),
+    "w256x2_b64": (LONG, (256, 256), "relu", 0.2, 1, False, "zscore"),
     "w256x2_b64_wd": (
         {**LONG, "optimizer": "adamw", "weight_decay": 0.1},
         (256, 256),
@@ -41,14 +42,22 @@ CANDIDATES = {
         0.2,
         1,
         False,
+        "zscore",
     ),
-    "w512_b64_lr3": ({**LONG, "learning_rate": 3e-4}, (512,), "relu", 0.2, 1, False),
-    "b64_refit": (LONG, (100,), "relu", 0.2, 1, True),
-    "b64_ens4": (LONG, (100,), "relu", 0.2, 4, False),
+    "w512_b64_lr3": ({**LONG, "learning_rate": 3e-4}, (512,), "relu", 0.2, 1, False, "zscore"),
+    "b64_refit": (LONG, (100,), "relu", 0.2, 1, True, "zscore"),
+    "b64_ens4": (LONG, (100,), "relu", 0.2, 4, False, "zscore"),
+    "robust": (LONG, (100,), "relu", 0.2, 1, False, "robust"),
+    "robust_ens4": (LONG, (100,), "relu", 0.2, 4, False, "robust"),
+    "robust_w256x2": (LONG, (256, 256), "relu", 0.2, 1, False, "robust"),
+    "robust_w256": (LONG, (256,), "relu", 0.2, 1, False, "robust"),
+    "robust_b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False, "robust"),
 }
 
 
-def prepared_split(package: str, item: str, target: str, seed: int, max_rows: int, share: float):
+def prepared_split(
+    package: str, item: str, target: str, seed: int, max_rows: int, share: float, scaling: str
+):
     """(PreparedData of the training rows, test features, test label indices)."""
     import tempfile
 
@@ -65,7 +74,13 @@ def prepared_split(package: str, item: str, target: str, seed: int, max_rows: in
         test_table = read_table(test, raw=True)
     drop = [ID_COLUMN] if ID_COLUMN in train_table.columns else []
     data = prepare_table(
-        train_table, target, missing="impute", drop=drop, validation_fraction=share, seed=seed
+        train_table,
+        target,
+        missing="impute",
+        drop=drop,
+        validation_fraction=share,
+        seed=seed,
+        normalization=scaling,
     )
     prepared = data.recipe.prepare(test_table, use_target=False, on_error="skip")
     labels = data.recipe.label_indices(test_table)[prepared.rows]
@@ -81,7 +96,7 @@ def train_probabilities(data, test_features, candidate, seed: int):
     from softclass.training.config import TrainConfig
     from softclass.training.engine import train_model
 
-    options, hidden, activation, share, members, refit = candidate
+    options, hidden, activation, share, members, refit, _ = candidate
     design = get_design("A")
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
     start = time.perf_counter()
@@ -110,10 +125,10 @@ def run_task(task: tuple) -> list[dict]:
     prepared = {}
     for name in names:
         candidate = CANDIDATES[name]
-        share = candidate[3]
-        if share not in prepared:
-            prepared[share] = prepared_split(package, item, target, seed, max_rows, share)
-        data, features, labels = prepared[share]
+        key = (candidate[3], candidate[6])
+        if key not in prepared:
+            prepared[key] = prepared_split(package, item, target, seed, max_rows, *key)
+        data, features, labels = prepared[key]
         classes = [str(index) for index in range(data.n_classes)]
         probabilities, seconds = train_probabilities(data, features, candidate, seed)
         label_names = np.array([str(int(label)) for label in labels], dtype=object)

@@ -228,10 +228,10 @@ _SPECS: tuple[_Spec, ...] = (
         "normalize",
         "--normalize",
         str,
-        "{normalizations}.",
+        "{normalizations}. Default: "
+        f"{DEMONSTRATION.normalization} on the bundled Iris, {TABLE.normalization} on your table.",
         library="normalization",
         metavar="NAME",
-        default="zscore",
         **_DATA,
     ),
     _spec(

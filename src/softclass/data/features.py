@@ -7,8 +7,11 @@
 * **Normalization** of numeric outputs: ``"zscore"`` (offset = mean, scale = population standard
   deviation), ``"minmax"`` (offset = minimum, scale = maximum - minimum) or ``"divide"`` (offset =
   0, scale = a constant given per number column, e.g. the seed's age/100, income/100000,
-  weight/1000; boolean and date outputs are z-scored). A constant output under zscore/minmax has
-  scale 1, so it becomes all zeros on the training data instead of dividing by zero.
+  weight/1000; boolean and date outputs are z-scored) or ``"robust"`` (offset = median, scale =
+  the interquartile range, or half the range when that is 0, then smoothly clipped to
+  ±:data:`SMOOTH_CLIP`: an outlier or a long tail no longer squeezes the other values into a
+  sliver). A constant output has scale 1, so it becomes all zeros on the training data instead
+  of dividing by zero.
 * NaN, infinite and out-of-float32-range feature values are an error naming the row and column.
 """
 
@@ -29,7 +32,10 @@ from softclass.data.messages import clip, quoted_names, row_number
 from softclass.data.missing import INDICATOR_PART, MISSING_CATEGORY, complete_rows
 from softclass.errors import ConfigError, DataError
 
-NORMALIZATIONS = ("zscore", "minmax", "divide")
+NORMALIZATIONS = ("zscore", "minmax", "divide", "robust")
+SMOOTH_CLIP = 3.0
+"""Under ``"robust"`` a scaled value z becomes z / sqrt(1 + (z / SMOOTH_CLIP)²): about z near 0,
+never beyond ±SMOOTH_CLIP (RealMLP's smooth clipping, Holzmüller et al. 2024)."""
 DATE_PARTS = ("year", "month", "day_of_week")
 """The numeric features a date column becomes (``col.year`` …; day of week: Monday = 1)."""
 MAX_ONE_HOT = 200
@@ -47,9 +53,10 @@ class NumericFeature:
 
     ``column`` is the table column it comes from (None: the column called ``name``) and ``part``
     the date part for a date column, ``"missing"`` for the 0/1 missing indicator of ``column``
-    (None otherwise). ``fill_value`` replaces missing values under ``missing="impute"`` (the
-    training median; else None); ``mean``, ``std``, ``minimum`` and ``maximum`` are the
-    training statistics of the raw value.
+    (None otherwise). ``clip``: the bound of the smooth clipping applied after scaling
+    (normalization ``"robust"``; None: none). ``fill_value`` replaces missing values under
+    ``missing="impute"`` (the training median; else None); ``mean``, ``std``, ``minimum`` and
+    ``maximum`` are the training statistics of the raw value.
     """
 
     name: str
@@ -62,6 +69,7 @@ class NumericFeature:
     maximum: float
     column: str | None = None
     part: str | None = None
+    clip: float | None = None
     kind: ClassVar[str] = "numeric"
 
     @property
@@ -122,7 +130,10 @@ def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, wid
         for feature, values in sources:
             part = values[start:stop]
             if isinstance(feature, NumericFeature):
-                block[position] = (part - feature.offset) / feature.scale
+                scaled = (part - feature.offset) / feature.scale
+                if feature.clip is not None:
+                    scaled = scaled / np.sqrt(1.0 + np.square(scaled / feature.clip))
+                block[position] = scaled
                 position += 1
                 continue
             n_categories = len(feature.categories)
@@ -265,8 +276,11 @@ def fit_numeric(
     std = float(column.std(ddof=0))
     minimum = float(column.min())
     maximum = float(column.max())
+    clip = None
     if normalization == "minmax":
         offset, scale = minimum, maximum - minimum
+    elif normalization == "robust":
+        offset, scale, clip = robust_scale(column, minimum, maximum)
     elif normalization == "divide" and column.name in divisors:
         offset, scale = 0.0, divisors[column.name]
     else:
@@ -282,7 +296,18 @@ def fit_numeric(
         maximum=maximum,
         column=source[0],
         part=source[1],
+        clip=clip,
     )
+
+
+def robust_scale(column: pl.Series, minimum: float, maximum: float) -> tuple[float, float, float]:
+    """(offset, scale, clip) of normalization "robust": the median, the interquartile range (half
+    the range when the quartiles meet, as for a 0/1 column that is mostly 0) and SMOOTH_CLIP."""
+    present = column.drop_nulls()
+    spread = float(present.quantile(0.75, "linear")) - float(present.quantile(0.25, "linear"))
+    if not spread > 0:
+        spread = (maximum - minimum) / 2
+    return float(column.median()), spread, SMOOTH_CLIP
 
 
 def fit_categorical(column: pl.Series, missing: str) -> CategoricalFeature:

@@ -92,6 +92,8 @@ def feature_to_dict(feature: Feature) -> dict[str, Any]:
         }
         if feature.column is not None:
             data.update(column=feature.column, part=feature.part)
+        if feature.clip is not None:
+            data["clip"] = feature.clip
         return data
     return {
         "name": feature.name,
@@ -140,6 +142,15 @@ class _RecipeReader:
         ):
             raise self.fail(where + key, "a finite number", value)
         return float(value)
+
+    def clip(self, data: dict[str, Any], where: str) -> float | None:
+        """A numeric feature's smooth-clipping bound: absent (files before "robust") is None."""
+        if "clip" not in data:
+            return None
+        value = self.number(data, "clip", where)
+        if not value > 0:
+            raise self.fail(where + "clip", "a positive number", value)
+        return value
 
     def count(self, data: dict[str, Any], key: str, where: str = "") -> int:
         value = self.field(data, key, where)
@@ -313,6 +324,7 @@ class _RecipeReader:
                 std=self.number(data, "std", where),
                 minimum=self.number(data, "minimum", where),
                 maximum=self.number(data, "maximum", where),
+                clip=self.clip(data, where),
             )
         if kind == "categorical":
             categories = self.texts(data, "categories", where)
