@@ -134,6 +134,7 @@ def run_library(train: Path, test: Path, target: str, seed: int) -> tuple[float,
         validation_fraction=0.2,
         seed=seed,
         normalization=TABLE.normalization,
+        bins=TABLE.bins,
     )
     model = train_default(data, seed)
     seconds = time.perf_counter() - start

@@ -52,7 +52,48 @@ CANDIDATES = {
     "robust_w256x2": (LONG, (256, 256), "relu", 0.2, 1, False, "robust"),
     "robust_w256": (LONG, (256,), "relu", 0.2, 1, False, "robust"),
     "robust_b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False, "robust"),
+    "robust_ple8": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple8"),
+    "robust_ple16": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple16"),
+    "zscore_ple16": (LONG, (100,), "relu", 0.2, 1, False, "zscore+ple16"),
+    "robust_ple32": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple32"),
+    "robust_ple16_ens4": (LONG, (100,), "relu", 0.2, 4, False, "robust+ple16"),
+    "robust_ple16_w256": (LONG, (256,), "relu", 0.2, 1, False, "robust+ple16"),
 }
+
+
+def piecewise_linear(data, test_features, bins: int):
+    """``data`` and ``test_features`` with, after the features, a piecewise-linear encoding of
+    every output with more than 2 distinct training values: per quantile bin [e_t, e_t+1] of the
+    training rows, clip((x - e_t) / (e_t+1 - e_t), 0, 1) (Gorishniy et al. 2022)."""
+    import dataclasses
+
+    import torch
+
+    train = data.train_features
+    columns = [j for j in range(train.shape[1]) if torch.unique(train[:, j]).numel() > 2]
+    pieces: list[tuple[int, torch.Tensor]] = []
+    for column in columns:
+        quantiles = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+        edges = torch.unique(torch.quantile(train[:, column].double(), quantiles)).float()
+        if edges.numel() >= 3:
+            pieces.append((column, edges))
+
+    def expand(features):
+        if features is None or not pieces:
+            return features
+        extra = []
+        for column, edges in pieces:
+            values = features[:, column : column + 1]
+            low, width = edges[:-1], edges[1:] - edges[:-1]
+            extra.append(((values - low) / width).clamp(0, 1))
+        return torch.cat([features, *extra], dim=1)
+
+    expanded = dataclasses.replace(
+        data,
+        train_features=expand(data.train_features),
+        validation_features=expand(data.validation_features),
+    )
+    return expanded, expand(test_features)
 
 
 def prepared_split(
@@ -80,10 +121,14 @@ def prepared_split(
         drop=drop,
         validation_fraction=share,
         seed=seed,
-        normalization=scaling,
+        normalization=scaling.split("+")[0],
     )
     prepared = data.recipe.prepare(test_table, use_target=False, on_error="skip")
     labels = data.recipe.label_indices(test_table)[prepared.rows]
+    if "+ple" in scaling:
+        bins = int(scaling.split("+ple")[1])
+        expanded, test_features = piecewise_linear(data, prepared.features, bins)
+        return expanded, test_features, labels
     return data, prepared.features, labels
 
 

@@ -245,6 +245,15 @@ _SPECS: tuple[_Spec, ...] = (
         **_DATA,
     ),
     _spec(
+        "bins",
+        "--bins",
+        int,
+        "Quantile bins of each number column, each one more input (0: none). Default: "
+        f"{DEMONSTRATION.bins} on the bundled Iris, {TABLE.bins} on your table.",
+        metavar="N",
+        **_DATA,
+    ),
+    _spec(
         "missing",
         "--missing",
         str,
