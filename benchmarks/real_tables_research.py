@@ -58,6 +58,17 @@ CANDIDATES = {
     "robust_ple32": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple32"),
     "robust_ple16_ens4": (LONG, (100,), "relu", 0.2, 4, False, "robust+ple16"),
     "robust_ple16_w256": (LONG, (256,), "relu", 0.2, 1, False, "robust+ple16"),
+    "robust_ple16_b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False, "robust+ple16"),
+    "robust_ple16_lr3e3": (
+        {**LONG, "learning_rate": 3e-3},
+        (100,),
+        "relu",
+        0.2,
+        1,
+        False,
+        "robust+ple16",
+    ),
+    "robust_ple16_v10": (LONG, (100,), "relu", 0.1, 1, False, "robust+ple16"),
 }
 
 
