@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from softclass.data import Recipe
 from softclass.errors import DataError
+from softclass.jobs.predict import predict_table
 from softclass.jobs.store import SavedModel
-from softclass.jobs.train_predict import predict_table
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.training.config import TrainConfig

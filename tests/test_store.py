@@ -248,7 +248,7 @@ def _edit_recipe_scales(directory: Path, scale: float) -> None:
 
 
 def test_a_tiny_recipe_scale_gives_an_error_not_nan_predictions(saved_dir):
-    from softclass.jobs.train_predict import predict_table
+    from softclass.jobs.predict import predict_table
 
     directory, _ = saved_dir
     _edit_recipe_scales(directory, 1e-300)

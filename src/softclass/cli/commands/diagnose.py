@@ -90,8 +90,8 @@ def check(
         ]
     elif model_dir is not None and data is not None:
         from softclass.data import read_table
+        from softclass.jobs.predict import check_saved_model
         from softclass.jobs.store import load_model
-        from softclass.jobs.train_predict import check_saved_model
 
         saved = load_model(model_dir)
         findings = check_saved_model(saved, read_table(data, raw=True), rows)

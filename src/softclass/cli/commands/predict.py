@@ -80,8 +80,8 @@ def predict(
     from softclass.data.checks import check_choice
     from softclass.jobs.destination import check_output_file
     from softclass.jobs.output import spreadsheet_safe
+    from softclass.jobs.predict import predict_table, unpredicted_message
     from softclass.jobs.store import load_model
-    from softclass.jobs.train_predict import predict_table, unpredicted_message
 
     output_format = _output_format(output_format, json_output)
     check_choice("on_error", on_error, ERROR_POLICIES)
