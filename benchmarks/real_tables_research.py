@@ -24,16 +24,17 @@ import numpy as np
 
 from benchmarks.real_tables import ID_COLUMN, POINT, _split, load_corpus, load_frame, score
 
-# name: (TrainConfig options, hidden widths, activation, validation share, members, refit)
+# name: (TrainConfig options, hidden widths, activation, validation share, members, refit,
+# normalization)
 MAIN = {"epochs": 200, "batch_size": 200, "optimizer": "adam", "learning_rate": 1e-3}
 MAIN["patience"] = 10
 LONG = {**MAIN, "batch_size": 64, "patience": 20, "epochs": 300}
 CANDIDATES = {
-    "main": (MAIN, (100,), "relu", 0.2, 1, False),
-    "b64": (LONG, (100,), "relu", 0.2, 1, False),
-    "b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False),
-    "b64_v10": (LONG, (100,), "relu", 0.1, 1, False),
-    "w256x2_b64": (LONG, (256, 256), "relu", 0.2, 1, False),
+    "main": (MAIN, (100,), "relu", 0.2, 1, False, "zscore"),
+    "b64": (LONG, (100,), "relu", 0.2, 1, False, "zscore"),
+    "b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False, "zscore"),
+    "b64_v10": (LONG, (100,), "relu", 0.1, 1, False, "zscore"),
+    "w256x2_b64": (LONG, (256, 256), "relu", 0.2, 1, False, "zscore"),
     "w256x2_b64_wd": (
         {**LONG, "optimizer": "adamw", "weight_decay": 0.1},
         (256, 256),
@@ -41,14 +42,74 @@ CANDIDATES = {
         0.2,
         1,
         False,
+        "zscore",
     ),
-    "w512_b64_lr3": ({**LONG, "learning_rate": 3e-4}, (512,), "relu", 0.2, 1, False),
-    "b64_refit": (LONG, (100,), "relu", 0.2, 1, True),
-    "b64_ens4": (LONG, (100,), "relu", 0.2, 4, False),
+    "w512_b64_lr3": ({**LONG, "learning_rate": 3e-4}, (512,), "relu", 0.2, 1, False, "zscore"),
+    "b64_refit": (LONG, (100,), "relu", 0.2, 1, True, "zscore"),
+    "b64_ens4": (LONG, (100,), "relu", 0.2, 4, False, "zscore"),
+    "robust": (LONG, (100,), "relu", 0.2, 1, False, "robust"),
+    "robust_ens4": (LONG, (100,), "relu", 0.2, 4, False, "robust"),
+    "robust_w256x2": (LONG, (256, 256), "relu", 0.2, 1, False, "robust"),
+    "robust_w256": (LONG, (256,), "relu", 0.2, 1, False, "robust"),
+    "robust_b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False, "robust"),
+    "robust_ple8": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple8"),
+    "robust_ple16": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple16"),
+    "zscore_ple16": (LONG, (100,), "relu", 0.2, 1, False, "zscore+ple16"),
+    "robust_ple32": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple32"),
+    "robust_ple16_ens4": (LONG, (100,), "relu", 0.2, 4, False, "robust+ple16"),
+    "robust_ple16_w256": (LONG, (256,), "relu", 0.2, 1, False, "robust+ple16"),
+    "robust_ple16_b32": ({**LONG, "batch_size": 32}, (100,), "relu", 0.2, 1, False, "robust+ple16"),
+    "robust_ple16_lr3e3": (
+        {**LONG, "learning_rate": 3e-3},
+        (100,),
+        "relu",
+        0.2,
+        1,
+        False,
+        "robust+ple16",
+    ),
+    "robust_ple16_v10": (LONG, (100,), "relu", 0.1, 1, False, "robust+ple16"),
 }
 
 
-def prepared_split(package: str, item: str, target: str, seed: int, max_rows: int, share: float):
+def piecewise_linear(data, test_features, bins: int):
+    """``data`` and ``test_features`` with, after the features, a piecewise-linear encoding of
+    every output with more than 2 distinct training values: per quantile bin [e_t, e_t+1] of the
+    training rows, clip((x - e_t) / (e_t+1 - e_t), 0, 1) (Gorishniy et al. 2022)."""
+    import dataclasses
+
+    import torch
+
+    train = data.train_features
+    columns = [j for j in range(train.shape[1]) if torch.unique(train[:, j]).numel() > 2]
+    pieces: list[tuple[int, torch.Tensor]] = []
+    for column in columns:
+        quantiles = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+        edges = torch.unique(torch.quantile(train[:, column].double(), quantiles)).float()
+        if edges.numel() >= 3:
+            pieces.append((column, edges))
+
+    def expand(features):
+        if features is None or not pieces:
+            return features
+        extra = []
+        for column, edges in pieces:
+            values = features[:, column : column + 1]
+            low, width = edges[:-1], edges[1:] - edges[:-1]
+            extra.append(((values - low) / width).clamp(0, 1))
+        return torch.cat([features, *extra], dim=1)
+
+    expanded = dataclasses.replace(
+        data,
+        train_features=expand(data.train_features),
+        validation_features=expand(data.validation_features),
+    )
+    return expanded, expand(test_features)
+
+
+def prepared_split(
+    package: str, item: str, target: str, seed: int, max_rows: int, share: float, scaling: str
+):
     """(PreparedData of the training rows, test features, test label indices)."""
     import tempfile
 
@@ -65,10 +126,20 @@ def prepared_split(package: str, item: str, target: str, seed: int, max_rows: in
         test_table = read_table(test, raw=True)
     drop = [ID_COLUMN] if ID_COLUMN in train_table.columns else []
     data = prepare_table(
-        train_table, target, missing="impute", drop=drop, validation_fraction=share, seed=seed
+        train_table,
+        target,
+        missing="impute",
+        drop=drop,
+        validation_fraction=share,
+        seed=seed,
+        normalization=scaling.split("+")[0],
     )
     prepared = data.recipe.prepare(test_table, use_target=False, on_error="skip")
     labels = data.recipe.label_indices(test_table)[prepared.rows]
+    if "+ple" in scaling:
+        bins = int(scaling.split("+ple")[1])
+        expanded, test_features = piecewise_linear(data, prepared.features, bins)
+        return expanded, test_features, labels
     return data, prepared.features, labels
 
 
@@ -81,7 +152,7 @@ def train_probabilities(data, test_features, candidate, seed: int):
     from softclass.training.config import TrainConfig
     from softclass.training.engine import train_model
 
-    options, hidden, activation, share, members, refit = candidate
+    options, hidden, activation, share, members, refit, _ = candidate
     design = get_design("A")
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
     start = time.perf_counter()
@@ -110,10 +181,10 @@ def run_task(task: tuple) -> list[dict]:
     prepared = {}
     for name in names:
         candidate = CANDIDATES[name]
-        share = candidate[3]
-        if share not in prepared:
-            prepared[share] = prepared_split(package, item, target, seed, max_rows, share)
-        data, features, labels = prepared[share]
+        key = (candidate[3], candidate[6])
+        if key not in prepared:
+            prepared[key] = prepared_split(package, item, target, seed, max_rows, *key)
+        data, features, labels = prepared[key]
         classes = [str(index) for index in range(data.n_classes)]
         probabilities, seconds = train_probabilities(data, features, candidate, seed)
         label_names = np.array([str(int(label)) for label in labels], dtype=object)

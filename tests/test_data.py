@@ -463,7 +463,7 @@ def test_non_finite_numeric_target():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"normalization": "robust"}, r"--normalize 'robust' is not allowed; expected one of"),
+        ({"normalization": "quantile"}, r"--normalize 'quantile' is not allowed; expected one of"),
         ({"missing": "ignore"}, r"--missing 'ignore' is not allowed"),
         (
             {"divisors": {"age": 1}},

@@ -228,10 +228,10 @@ _SPECS: tuple[_Spec, ...] = (
         "normalize",
         "--normalize",
         str,
-        "{normalizations}.",
+        "{normalizations}. Default: "
+        f"{DEMONSTRATION.normalization} on the bundled Iris, {TABLE.normalization} on your table.",
         library="normalization",
         metavar="NAME",
-        default="zscore",
         **_DATA,
     ),
     _spec(
@@ -242,6 +242,15 @@ _SPECS: tuple[_Spec, ...] = (
         library="divisors",
         metavar="COLUMN=VALUE",
         parse=lambda items: _parse_divisors(items),
+        **_DATA,
+    ),
+    _spec(
+        "bins",
+        "--bins",
+        int,
+        "Quantile bins of each number column, each one more input (0: none). Default: "
+        f"{DEMONSTRATION.bins} on the bundled Iris, {TABLE.bins} on your table.",
+        metavar="N",
         **_DATA,
     ),
     _spec(

@@ -87,6 +87,9 @@ def _prepared_data(
         and spec.library not in _READ_OPTIONS
         and spec.library not in limit_names
     }
+    defaults = defaults_for(_is_bundled_iris(data))
+    data_options.setdefault("normalization", defaults.normalization)
+    data_options.setdefault("bins", defaults.bins)
     with (
         err_console.status(f"reading and typing {'the bundled Iris' if data is None else data} …")
         if show and err_console.is_terminal

@@ -30,6 +30,19 @@ def check_choice(option: str, value: object, allowed: Sequence[str]) -> None:
         )
 
 
+MAX_BINS = 256
+"""The most quantile bins a number may get (``--bins``)."""
+
+
+def check_bins(bins: object) -> None:
+    """``bins`` is a whole number from 0 to MAX_BINS (``--bins``)."""
+    if isinstance(bins, bool) or not isinstance(bins, int) or not 0 <= bins <= MAX_BINS:
+        raise ConfigError(
+            f"--bins {clip(repr(bins))} is not allowed; expected a whole number from 0 (no bins) "
+            f"to {MAX_BINS}"
+        )
+
+
 def check_has_columns(table: pl.DataFrame, names: Sequence[object], role: str) -> None:
     present = set(table.columns)
     absent = [name for name in names if name not in present]

@@ -7,13 +7,22 @@
 * **Normalization** of numeric outputs: ``"zscore"`` (offset = mean, scale = population standard
   deviation), ``"minmax"`` (offset = minimum, scale = maximum - minimum) or ``"divide"`` (offset =
   0, scale = a constant given per number column, e.g. the seed's age/100, income/100000,
-  weight/1000; boolean and date outputs are z-scored). A constant output under zscore/minmax has
-  scale 1, so it becomes all zeros on the training data instead of dividing by zero.
+  weight/1000; boolean and date outputs are z-scored) or ``"robust"`` (offset = median, scale =
+  the interquartile range, or half the range when that is 0, then smoothly clipped to
+  ±:data:`SMOOTH_CLIP`: an outlier or a long tail no longer squeezes the other values into a
+  sliver). A constant output has scale 1, so it becomes all zeros on the training data instead
+  of dividing by zero.
+* **Bins** (``bins`` > 0, RealMLP / Gorishniy et al. 2022's piecewise-linear encoding): a
+  number or date output with more than two distinct training values also gets one output per
+  quantile bin [e_k, e_k+1] of its training values, clip((value - e_k) / (e_k+1 - e_k), 0, 1):
+  0 below the bin, 1 above, linear inside. A network reads a threshold ("more than 36") from
+  one such output instead of learning it from one scaled number.
 * NaN, infinite and out-of-float32-range feature values are an error naming the row and column.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +38,10 @@ from softclass.data.messages import clip, quoted_names, row_number
 from softclass.data.missing import INDICATOR_PART, MISSING_CATEGORY, complete_rows
 from softclass.errors import ConfigError, DataError
 
-NORMALIZATIONS = ("zscore", "minmax", "divide")
+NORMALIZATIONS = ("zscore", "minmax", "divide", "robust")
+SMOOTH_CLIP = 3.0
+"""Under ``"robust"`` a scaled value z becomes z / sqrt(1 + (z / SMOOTH_CLIP)²): about z near 0,
+never beyond ±SMOOTH_CLIP (RealMLP's smooth clipping, Holzmüller et al. 2024)."""
 DATE_PARTS = ("year", "month", "day_of_week")
 """The numeric features a date column becomes (``col.year`` …; day of week: Monday = 1)."""
 MAX_ONE_HOT = 200
@@ -47,9 +59,11 @@ class NumericFeature:
 
     ``column`` is the table column it comes from (None: the column called ``name``) and ``part``
     the date part for a date column, ``"missing"`` for the 0/1 missing indicator of ``column``
-    (None otherwise). ``fill_value`` replaces missing values under ``missing="impute"`` (the
-    training median; else None); ``mean``, ``std``, ``minimum`` and ``maximum`` are the
-    training statistics of the raw value.
+    (None otherwise). ``clip``: the bound of the smooth clipping applied after scaling
+    (normalization ``"robust"``; None: none). ``edges``: the increasing bin edges of the
+    piecewise-linear encoding (``bins``; empty: none). ``fill_value`` replaces missing values under
+    ``missing="impute"`` (the training median; else None); ``mean``, ``std``, ``minimum`` and
+    ``maximum`` are the training statistics of the raw value.
     """
 
     name: str
@@ -62,12 +76,15 @@ class NumericFeature:
     maximum: float
     column: str | None = None
     part: str | None = None
+    clip: float | None = None
+    edges: tuple[float, ...] = ()
     kind: ClassVar[str] = "numeric"
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        """The names of the output columns this feature produces: just its own name."""
-        return (self.name,)
+        """The names of the output columns this feature produces: its own name, then
+        ``name#binK`` for each bin of its piecewise-linear encoding (none without ``edges``)."""
+        return (self.name, *(f"{self.name}#bin{k}" for k in range(1, len(self.edges))))
 
     @property
     def source(self) -> str:
@@ -122,8 +139,14 @@ def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, wid
         for feature, values in sources:
             part = values[start:stop]
             if isinstance(feature, NumericFeature):
-                block[position] = (part - feature.offset) / feature.scale
+                scaled = (part - feature.offset) / feature.scale
+                if feature.clip is not None:
+                    scaled = scaled / np.sqrt(1.0 + np.square(scaled / feature.clip))
+                block[position] = scaled
                 position += 1
+                for low, high in itertools.pairwise(feature.edges):
+                    block[position] = np.clip((part - low) / (high - low), 0.0, 1.0)
+                    position += 1
                 continue
             n_categories = len(feature.categories)
             if n_categories <= _ROW_BY_ROW_CATEGORIES:
@@ -260,13 +283,17 @@ def fit_numeric(
     divisors: Mapping[str, float],
     missing: str,
     source: tuple[str | None, str | None],
+    bins: int = 0,
 ) -> NumericFeature:
     mean = float(column.mean())  # polars aggregations skip missing cells
     std = float(column.std(ddof=0))
     minimum = float(column.min())
     maximum = float(column.max())
+    clip = None
     if normalization == "minmax":
         offset, scale = minimum, maximum - minimum
+    elif normalization == "robust":
+        offset, scale, clip = robust_scale(column, minimum, maximum)
     elif normalization == "divide" and column.name in divisors:
         offset, scale = 0.0, divisors[column.name]
     else:
@@ -282,7 +309,30 @@ def fit_numeric(
         maximum=maximum,
         column=source[0],
         part=source[1],
+        clip=clip,
+        edges=bin_edges(column, bins),
     )
+
+
+def bin_edges(column: pl.Series, bins: int) -> tuple[float, ...]:
+    """The distinct training quantiles 0, 1/bins, …, 1 of ``column`` (missing cells left out),
+    or () when ``bins`` is 0 or they give fewer than two bins (a 0/1 column)."""
+    present = column.drop_nulls().cast(pl.Float64)
+    if bins <= 0 or present.n_unique() <= 2:
+        return ()
+    levels = np.linspace(0.0, 1.0, bins + 1)
+    edges = np.unique(np.quantile(present.to_numpy(), levels))
+    return tuple(float(edge) for edge in edges) if len(edges) >= 3 else ()
+
+
+def robust_scale(column: pl.Series, minimum: float, maximum: float) -> tuple[float, float, float]:
+    """(offset, scale, clip) of normalization "robust": the median, the interquartile range (half
+    the range when the quartiles meet, as for a 0/1 column that is mostly 0) and SMOOTH_CLIP."""
+    present = column.drop_nulls()
+    spread = float(present.quantile(0.75, "linear")) - float(present.quantile(0.25, "linear"))
+    if not spread > 0:
+        spread = (maximum - minimum) / 2
+    return float(column.median()), spread, SMOOTH_CLIP
 
 
 def fit_categorical(column: pl.Series, missing: str) -> CategoricalFeature:
@@ -367,8 +417,10 @@ def fit_features(
     missing: str,
     normalization: str,
     scales: Mapping[str, float],
+    bins: int = 0,
 ) -> tuple[tuple[Feature, ...], pl.Series | None]:
-    """The features fitted on the rows the missing policy keeps, and those rows (None: all)."""
+    """The features fitted on the rows the missing policy keeps, and those rows (None: all);
+    numbers get ``bins`` quantile bins (0: none)."""
     kept = complete_rows(inputs, labels.is_not_null().alias(labels.name), missing)
     if kept is not None and not kept.any():
         raise DataError(
@@ -390,7 +442,14 @@ def fit_features(
         }
         inputs, origin = add_indicators(inputs, origin, with_missing)
     features = tuple(
-        fit_numeric(column, normalization, scales, missing, stored_source(origin[name]))
+        fit_numeric(
+            column,
+            normalization,
+            scales,
+            missing,
+            stored_source(origin[name]),
+            0 if origin[name][1] == INDICATOR_PART else bins,
+        )
         if column.dtype.is_numeric()
         else fit_categorical(column, missing)
         for name, column in inputs.items()

@@ -59,6 +59,7 @@ def prepare_table(
     normalization: str = "zscore",
     divisors: dict[str, float] | None = None,
     missing: str = "impute",
+    bins: int = 0,
     validation_fraction: float = 0.2,
     seed: int = 0,
     keep: Sequence[str] = (),
@@ -76,7 +77,7 @@ def prepare_table(
     Args:
         table: the data, from :func:`softclass.data.read_table` (raw or typed).
         target: the class column (default: the last column).
-        normalization, divisors, missing, keep, drop, ids, typing: as
+        normalization, divisors, missing, bins, keep, drop, ids, typing: as
             :meth:`softclass.data.Recipe.fit`.
         validation_fraction: share of each class held out; 0 for no validation rows.
         seed: seed of the split.
@@ -92,6 +93,7 @@ def prepare_table(
         "normalization": normalization,
         "divisors": divisors,
         "missing": missing,
+        "bins": bins,
         "ids": ids,
         "typing": typing,
     }

@@ -37,6 +37,7 @@ import polars as pl
 import torch
 
 from softclass.data.checks import (
+    check_bins,
     check_choice,
     check_has_columns,
     check_named_columns,
@@ -156,6 +157,7 @@ class Recipe:
         normalization: str = "zscore",
         divisors: Mapping[str, float] | None = None,
         missing: str = "impute",
+        bins: int = 0,
         keep: Sequence[str] = (),
         drop: Sequence[str] = (),
         ids: Sequence[str] = (),
@@ -173,6 +175,8 @@ class Recipe:
                 column, e.g. ``{"age": 100, "income": 100_000, "weight": 1000}`` (``--divide``).
             missing: "impute" (default), "drop" or "error" (``--missing``; see
                 :mod:`~softclass.data.missing`).
+            bins: quantile bins of the piecewise-linear encoding of each number (``--bins``;
+                0, the default: none; see :mod:`~softclass.data.features`).
             keep: columns kept as features even when ID-like (``--keep``).
             drop: columns left out (``--drop``).
             ids: columns carried into predictions, not features (``--id``).
@@ -191,6 +195,7 @@ class Recipe:
         """
         check_choice("normalization", normalization, NORMALIZATIONS)
         check_choice("missing", missing, MISSING_POLICIES)
+        check_bins(bins)
         typing = typing or TypingOptions()
         default_target = target is None
         target = _checked_target(table, target, {"--keep": keep, "--drop": drop, "--id": ids})
@@ -218,7 +223,7 @@ class Recipe:
                 )
             )
         scales = checked_divisors(normalization, divisors, inputs, types)
-        features, kept = fit_features(inputs, origin, labels, missing, normalization, scales)
+        features, kept = fit_features(inputs, origin, labels, missing, normalization, scales, bins)
         labels = labels if kept is None else labels.filter(kept)
         classes, class_counts = sorted_classes(target_column, labels)
         notes = _fit_notes(target_column, labels, kept, types, left_out)

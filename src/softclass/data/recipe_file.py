@@ -6,6 +6,7 @@ loading only reads and checks data, it never executes anything.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -92,6 +93,10 @@ def feature_to_dict(feature: Feature) -> dict[str, Any]:
         }
         if feature.column is not None:
             data.update(column=feature.column, part=feature.part)
+        if feature.clip is not None:
+            data["clip"] = feature.clip
+        if feature.edges:
+            data["edges"] = list(feature.edges)
         return data
     return {
         "name": feature.name,
@@ -140,6 +145,28 @@ class _RecipeReader:
         ):
             raise self.fail(where + key, "a finite number", value)
         return float(value)
+
+    def clip(self, data: dict[str, Any], where: str) -> float | None:
+        """A numeric feature's smooth-clipping bound: absent (files before "robust") is None."""
+        if "clip" not in data:
+            return None
+        value = self.number(data, "clip", where)
+        if not value > 0:
+            raise self.fail(where + "clip", "a positive number", value)
+        return value
+
+    def edges(self, data: dict[str, Any], where: str) -> tuple[float, ...]:
+        """A numeric feature's bin edges: absent (files before ``bins``) is ()."""
+        if "edges" not in data:
+            return ()
+        values = data["edges"]
+        numbers = isinstance(values, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+        if not numbers or len(values) < 3 or any(a >= b for a, b in itertools.pairwise(values)):
+            raise self.fail(where + "edges", "3 or more increasing finite numbers", values)
+        return tuple(float(value) for value in values)
 
     def count(self, data: dict[str, Any], key: str, where: str = "") -> int:
         value = self.field(data, key, where)
@@ -313,6 +340,8 @@ class _RecipeReader:
                 std=self.number(data, "std", where),
                 minimum=self.number(data, "minimum", where),
                 maximum=self.number(data, "maximum", where),
+                clip=self.clip(data, where),
+                edges=self.edges(data, where),
             )
         if kind == "categorical":
             categories = self.texts(data, "categories", where)

@@ -287,6 +287,9 @@ def _feature_action(
         if normalization == "divide" and column_type.kind == NUMBER
         else f"scaled ({'zscore' if normalization == 'divide' else normalization})"
     )
+    binned = max((len(getattr(item, "edges", ())) - 1 for item in features), default=0)
+    if binned > 0:
+        scaling += f" + up to {binned} bins" if column_type.kind == DATE else f" + {binned} bins"
     if column_type.kind == DATE:
         scaling = f"year, month, weekday; {scaling}"
     elif column_type.kind == BOOLEAN:

@@ -49,6 +49,8 @@ def _derived_columns(recipe: Recipe) -> list[dict[str, Any]]:
                 "zscore": f"z-score: (x - {feature.offset:.4g}) / {feature.scale:.4g}",
                 "minmax": f"min-max: (x - {feature.offset:.4g}) / {feature.scale:.4g}",
                 "divide": f"divided by {feature.scale:.4g}",
+                "robust": f"robust: (x - {feature.offset:.4g}) / {feature.scale:.4g}, smoothly "
+                f"clipped to ±{feature.clip or 0:g}",
             }.get(recipe.normalization, f"(x - {feature.offset:.4g}) / {feature.scale:.4g}")
             values = f"{feature.minimum:.4g} … {feature.maximum:.4g} (mean {feature.mean:.4g})"
         else:

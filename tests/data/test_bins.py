@@ -1,0 +1,68 @@
+"""Quantile bins of numbers: the piecewise-linear encoding (issue 19 part 2, ``--bins``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from softclass.data import Recipe
+from softclass.errors import ConfigError, ModelFileError
+
+
+def table() -> pl.DataFrame:
+    values = [0.5 * index for index in range(12)]
+    return pl.DataFrame(
+        {
+            "x": values,
+            "flag": [0.0, 1.0] * 6,
+            "missing": [None, 1.0, 2.0, 3.0] * 3,
+            "y": list("ab") * 6,
+        }
+    )
+
+
+def test_each_number_gets_one_output_per_quantile_bin():
+    recipe = Recipe.fit(table(), normalization="robust", bins=4)
+    x = recipe.features[0]
+    expected = np.unique(np.quantile(table()["x"].to_numpy(), [0, 0.25, 0.5, 0.75, 1]))
+    np.testing.assert_allclose(x.edges, expected)
+    assert recipe.feature_names[:5] == ("x", "x#bin1", "x#bin2", "x#bin3", "x#bin4")
+    encoded = recipe.transform(table())
+    values = table()["x"].to_numpy()[:, None]
+    low, high = expected[:-1], expected[1:]
+    piecewise = np.clip((values - low) / (high - low), 0, 1)
+    torch.testing.assert_close(encoded[:, 1:5], torch.tensor(piecewise, dtype=torch.float32))
+
+
+def test_a_zero_one_column_and_a_missing_indicator_get_no_bins():
+    recipe = Recipe.fit(table(), bins=4)
+    by_name = {feature.name: feature for feature in recipe.features}
+    assert by_name["flag"].edges == () and by_name["missing.missing"].edges == ()
+    assert len(by_name["missing"].edges) >= 3  # three distinct values: bins between them
+    assert "x scaled (zscore) + 4 bins" in [
+        f"{row['name']} {row['action']}" for row in recipe.typing_table()
+    ]
+
+
+def test_no_bins_by_default_and_bins_survive_save_and_load(tmp_path):
+    assert all(feature.edges == () for feature in Recipe.fit(table()).features[:2])
+    recipe = Recipe.fit(table(), bins=3)
+    loaded = Recipe.load(recipe.save(tmp_path / "recipe.json"))
+    assert loaded == recipe
+    torch.testing.assert_close(loaded.transform(table()), recipe.transform(table()))
+
+
+@pytest.mark.parametrize("bins", [-1, 257, 2.5, True])
+def test_bins_out_of_range_are_refused(bins):
+    with pytest.raises(ConfigError, match=r"--bins .* is not allowed; expected a whole number"):
+        Recipe.fit(table(), bins=bins)
+
+
+@pytest.mark.parametrize("edges", [[1.0, 0.0, 2.0], [0.0, 1.0], "0,1,2", [0.0, float("nan"), 2.0]])
+def test_damaged_edges_in_a_recipe_file_are_refused(edges):
+    data = Recipe.fit(table(), bins=4).to_dict()
+    data["features"][0]["edges"] = edges
+    with pytest.raises(ModelFileError, match=r"'features\[0\]\.edges' should be 3 or more"):
+        Recipe.from_dict(data)
