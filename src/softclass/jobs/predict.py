@@ -9,6 +9,7 @@ probabilities and reasons whatever the chunk size.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ PredictProgress = Callable[[int, int], None]
 """Called as ``progress(rows_done, rows_total)`` after each batch of :func:`predict_table`."""
 
 
+_DROPPED_WARNING = re.compile(r"dropped \d+ row\(s\) with missing values: ")
 _KEPT_ROWS = 10  # rows named in a warning: the messages show the first few and a count
 
 
@@ -314,13 +316,13 @@ def _predict_chunk(
     for index in dropped:
         local[index] = f"a missing value (the model was trained with --missing {recipe.missing})"
     unpredicted = sorted(local.items())
-    expected = {
+    # Warnings that name rows or count cells are the chunk's: the tally words them for the table.
+    per_chunk = {
         skipped_rows_warning(prepared.skipped),
-        dropped_rows_warning(pl.Series(dropped, dtype=pl.Int64)),
         unknown_categories_warning(prepared.unknown_categories),
     }
     for warning in prepared.warnings:
-        if warning not in expected:
+        if warning not in per_chunk and not _DROPPED_WARNING.match(warning):
             tally.notes.setdefault(warning, None)
     tally.add_skipped([(index + offset, reason) for index, reason in unpredicted])
     tally.add_dropped([index + offset for index in dropped])
