@@ -8,9 +8,10 @@ Parquet files and directories, JSON lines — and yields polars DataFrames of at
   :data:`~softclass.data.reading.MAX_LINE_BYTES` at most, every cell as text, with the header,
   delimiter, quoting and ragged-row rules of :mod:`softclass.data.reading` (the helpers are
   shared, not copied).
-* **Parquet** is read one record batch at a time (``ParquetFile.iter_batches``, which reads a
-  row group at a time); a directory's files are read in the order the whole-table reader uses,
-  each batch cast to the dataset's schema.
+* **Parquet** is read one record batch at a time (``ParquetFile.iter_batches``, one row group
+  at a time: asked for every row group at once, pyarrow pre-buffers the whole file); a
+  directory's files are read in the order the whole-table reader uses, each batch cast to the
+  dataset's schema.
 * **JSON lines** is read in blocks of whole lines; the column types are those of the first
   block (whole numbers widened to floats, so that a later ``1.5`` fits), and a later block that
   does not fit them is an error naming its lines.
@@ -182,10 +183,13 @@ class TableChunks:
         for file in self._files:
             try:
                 parquet = pa_parquet.ParquetFile(file)
-                for batch in parquet.iter_batches(batch_size=self.chunk_rows):
-                    if batch.schema != self._schema:
-                        batch = pa.Table.from_batches([batch]).cast(self._schema)
-                    yield pl.from_arrow(batch)
+                for group in range(parquet.num_row_groups):
+                    # One row group at a time: over all of them, pyarrow pre-buffers the file.
+                    batches = parquet.iter_batches(batch_size=self.chunk_rows, row_groups=[group])
+                    for batch in batches:
+                        if batch.schema != self._schema:
+                            batch = pa.Table.from_batches([batch]).cast(self._schema)
+                        yield pl.from_arrow(batch)
             except (pa.ArrowException, OSError, ValueError) as error:
                 raise DataError(
                     f"{file}: not a readable Parquet file: {clip(str(error).splitlines()[0], 160)}"
