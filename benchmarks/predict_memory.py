@@ -1,9 +1,10 @@
-"""Peak memory of ``softclass predict`` as the table grows: the output is streamed in chunks
-(:func:`softclass.jobs.output.serialized_chunks`), so the peak follows the table, not the text.
+"""Peak memory of ``softclass predict`` as the table grows: the table is read, predicted and
+written a chunk of rows at a time (:class:`softclass.jobs.predict.PredictionStream`), so the peak
+should stay flat as the rows grow.
 
     python -m benchmarks.predict_memory [ROWS ...]     (default: 1000000 5000000)
 
-Each size runs ``predict M table.csv --output F`` for CSV, JSON and JSON lines in a fresh
+Each size runs ``predict M table.csv --output F`` for CSV, JSON, JSON lines and Parquet in a fresh
 process; the peak RSS is the child's own (``wait4``), beside the same predict on the bundled
 Iris (150 rows) measured in the same run. Appends rows to RESULTS.md ("predict peak memory").
 """
@@ -29,7 +30,7 @@ HEADER = (
     "| date | commit | machine | rows | input MB | format | output MB | wall s | peak RSS MiB "
     "| ÷ Iris predict |\n|---|---|---|---|---|---|---|---|---|---|"
 )
-FORMATS = ("csv", "json", "jsonl")
+FORMATS = ("csv", "json", "jsonl", "parquet")
 
 
 def _run(args: list[str]) -> tuple[int, float, float]:

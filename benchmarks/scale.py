@@ -13,7 +13,8 @@ Arrow arrays (summed over the generated chunks); ``÷ table`` is the peak RSS ov
 Each job runs in a fresh process; its peak RSS is that process's own (``os.wait4``):
 
 * ``predict``: ``softclass predict MODEL TABLE --output out.csv`` (and ``--output out.parquet``)
-  with a model trained for one epoch on a 20,000-row sample of the same table;
+  with a model trained for one epoch on a 20,000-row sample of the same table, beside the same
+  predict on that sample (the process's constant: imports, model, one chunk);
 * ``sgd``: ``SGDClassifier.partial_fit`` over the row groups (one-hot categories), one pass;
 * ``hgb``: ``HistGradientBoostingClassifier(max_iter=20)`` on the whole table read into memory.
 
@@ -139,6 +140,12 @@ def _model(cache: Path, table: Path) -> Path:
 def _predict_rows(cache: Path, table: Path, scratch: Path) -> list[tuple[str, float, float]]:
     model = _model(cache, table)
     rows = []
+    reference = ["-m", "softclass", "predict", str(model), str(cache / "sample.parquet")]
+    output = scratch / "reference.csv"
+    code, seconds, peak = run_child([*reference, "--output", str(output), "--quiet"])
+    if code != 0:
+        raise SystemExit(f"softclass predict on the sample failed (exit {code})")
+    rows.append(("softclass predict (20,000-row sample)", seconds, peak))
     for suffix in ("csv", "parquet"):
         output = scratch / f"predictions.{suffix}"
         arguments = ["-m", "softclass", "predict", str(model), str(table), "--output", str(output)]
