@@ -169,12 +169,16 @@ def test_the_output_format_follows_the_extension_unless_format_is_given(run, tmp
 
 
 def test_progress_lines_go_to_a_stderr_that_is_not_a_terminal_unless_quiet(
-    run, tmp_path, model_dir
+    run, tmp_path, model_dir, monkeypatch
 ):
     data = tmp_path / "new.csv"
     _new_rows(30).write_csv(data)
+    code, _, err = run("predict", model_dir, data, "--on-error", "skip")
+    assert code == 0 and "rows done" not in err  # shorter than a progress interval: quiet
+    monkeypatch.setattr(predict_command, "_PROGRESS_SECONDS", 0.0)
     code, _, err = run("predict", model_dir, data, "--chunk-rows", "7", "--on-error", "skip")
     assert code == 0
+    assert "predict: 7 rows done, " in err and "predict: 28 rows done, " in err
     assert "predict: 30 rows done in" in err and "rows/s (streamed in chunks of 7 rows)" in err
     code, _, err = run("predict", model_dir, data, "--on-error", "skip")
     assert "rows/s (in one chunk)" in err
@@ -189,9 +193,11 @@ def test_a_progress_line_every_few_seconds_without_a_terminal(capsys):
         for _ in range(10):
             now[0] += 1.0
             progress.advance(1000)
+        progress.finish("in one chunk")
     err = capsys.readouterr().err
-    assert err.count("predict: ") == 2  # at 5 s and 10 s
+    assert err.count("predict: ") == 3  # at 5 s and 10 s, then the closing line
     assert "predict: 5,000 rows done, 1,000 rows/s" in err
+    assert "predict: 10,000 rows done in 10.0 s, 1,000 rows/s (in one chunk)" in err
 
 
 def test_the_read_limits_flags_reach_the_reader(run, tmp_path, model_dir):

@@ -189,7 +189,8 @@ def _limits(max_bytes, max_ratio, max_columns, max_cells):
 
 class _Progress:
     """Rows done and rows per second on stderr: a bar on a terminal; otherwise a line every
-    :data:`_PROGRESS_SECONDS` and one at the end (a log file then shows the run is alive)."""
+    :data:`_PROGRESS_SECONDS` and, after those, one at the end (a log file then shows the run is
+    alive)."""
 
     def __init__(self, total: int | None, enabled: bool, clock=None) -> None:
         import time
@@ -200,6 +201,7 @@ class _Progress:
         self._live = enabled and err_console.is_terminal
         self._bar = None
         self.rows = 0
+        self._lines = 0
         self._started = self._last = self._clock()
 
     def __enter__(self) -> _Progress:
@@ -240,7 +242,9 @@ class _Progress:
             self._line(f"predict: {self.rows:,}{total} rows done, {self._speed(now)}")
 
     def finish(self, how: str) -> None:
-        if self._enabled:
+        """The closing line, when lines were shown (a run shorter than the interval is quiet:
+        its output and exit code say everything)."""
+        if self._enabled and self._lines:
             now = self._clock()
             self._line(
                 f"predict: {self.rows:,} rows done in {now - self._started:.1f} s, "
@@ -251,6 +255,7 @@ class _Progress:
         return f"{self.rows / max(now - self._started, 1e-9):,.0f} rows/s"
 
     def _line(self, text: str) -> None:
+        self._lines += 1
         err_console.print(text, highlight=False, soft_wrap=True)
 
 
