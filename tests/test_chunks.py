@@ -171,3 +171,16 @@ def test_rebatch_keeps_every_row_in_order_in_full_chunks(sizes, chunk_rows):
     assert all(1 <= frame.height <= chunk_rows for frame in out)
     joined = pl.concat(out)["i"].to_list() if out else []
     assert joined == list(range(start))
+
+
+def test_a_csv_row_longer_than_a_block_is_read_again_from_where_the_reading_stopped(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(chunks_module, "_CSV_BLOCK_BYTES", 64)
+    rows = [f"{index},short" for index in range(40)]
+    rows[25] = "25," + "long" * 50
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "\n".join(rows) + "\n")
+    whole = pl.concat(list(TableChunks(path, chunk_rows=3)))
+    assert whole.equals(read_table(path, raw=True))
+    assert whole["a"].to_list() == [str(index) for index in range(40)]

@@ -4,8 +4,9 @@
 Parquet files and directories, JSON lines — and yields polars DataFrames of at most
 ``chunk_rows`` rows, in file order, with the same checks and messages:
 
-* **CSV** is parsed by pyarrow's streaming reader (``open_csv``) in blocks of
-  :data:`~softclass.data.reading.MAX_LINE_BYTES` at most, every cell as text, with the header,
+* **CSV** is parsed by pyarrow's streaming reader (``open_csv``) in blocks of 1 MiB (read again
+  in blocks of :data:`~softclass.data.reading.MAX_LINE_BYTES` from where it stopped when a row is
+  longer), every cell as text, with the header,
   delimiter, quoting and ragged-row rules of :mod:`softclass.data.reading` (the helpers are
   shared, not copied).
 * **Parquet** is read one record batch at a time (``ParquetFile.iter_batches``, one row group
@@ -50,6 +51,11 @@ CHUNK_ROWS = 100_000
 """Rows per chunk by default: a few tens of MB for a table of tens of columns."""
 
 _JSON_BLOCK_BYTES = 4 * 1024 * 1024
+_CSV_BLOCK_BYTES = 1024 * 1024  # pyarrow's block: a row longer than this is read again larger
+
+
+class _RowLongerThanBlock(Exception):
+    """A CSV row does not fit in the block: the pass is started again with larger blocks."""
 
 
 class TableChunks:
@@ -152,6 +158,19 @@ class TableChunks:
         return pl.DataFrame(columns)
 
     def _csv_batches(self) -> Iterator[pl.DataFrame]:
+        """The rows in blocks of :data:`_CSV_BLOCK_BYTES`; should a row be longer than that,
+        read again in blocks of :data:`MAX_LINE_BYTES`, from the first row not yet given."""
+        block_bytes, given = _CSV_BLOCK_BYTES, 0
+        while True:
+            try:
+                for frame in self._csv_pass(block_bytes, skip=given):
+                    given += frame.height
+                    yield frame
+                return
+            except _RowLongerThanBlock:
+                block_bytes = MAX_LINE_BYTES
+
+    def _csv_pass(self, block_bytes: int, skip: int) -> Iterator[pl.DataFrame]:
         layout = self._csv
         invalid_rows: list[pa_csv.InvalidRow] = []
 
@@ -162,17 +181,20 @@ class TableChunks:
         rows = 0
         try:
             reader = pa_csv.open_csv(
-                layout.open(), **layout.options(MAX_LINE_BYTES, record_invalid_row)
+                layout.open(), **layout.options(block_bytes, record_invalid_row)
             )
             for batch in reader:
                 if invalid_rows:
                     break
                 rows += batch.num_rows
-                if batch.num_rows:
+                if rows > skip:
+                    batch = batch.slice(max(0, batch.num_rows - (rows - skip)))
                     yield pl.from_arrow(batch.rename_columns(layout.names))
         except ReadLimitError:
             raise
         except (pa.ArrowException, ValueError, OSError) as error:
+            if "straddling" in str(error) and block_bytes < MAX_LINE_BYTES:
+                raise _RowLongerThanBlock from None
             raise layout.failure(error) from None
         if invalid_rows:
             raise layout.ragged(invalid_rows[0])
