@@ -46,7 +46,7 @@ def _run(args: list[str]) -> tuple[int, float, float]:
     return process.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
-def _table(path: Path, rows: int) -> None:
+def _table(path: Path | str, rows: int) -> None:
     """Iris-shaped rows: the bundled rows repeated with a little noise."""
     iris = pl.read_csv(bundled_path("iris"))
     generator = np.random.default_rng(0)
@@ -74,7 +74,13 @@ def main() -> None:
         print(f"Iris predict (150 rows): peak {reference:.0f} MiB; load {os.getloadavg()[0]:.1f}")
         for rows in sizes:
             table = root / f"rows_{rows}.csv"
-            _table(table, rows)
+            # In its own process: a child's peak RSS (wait4) starts from its parent's resident
+            # size at the spawn (Linux counts the parent's memory up to exec), so the parent
+            # must not hold the table.
+            generate = (
+                f"from benchmarks.predict_memory import _table; _table({str(table)!r}, {rows})"
+            )
+            subprocess.run([sys.executable, "-c", generate], check=True)
             input_mb = table.stat().st_size / 1e6
             for output_format in FORMATS:
                 arguments = ["predict", str(model), str(table), "--format", output_format]

@@ -106,8 +106,15 @@ def cached_table(cache: Path, rows: int) -> tuple[Path, int]:
     sidecar = cache / f"mixed_{rows}.json"
     if not (path.is_file() and sidecar.is_file()):
         started = time.perf_counter()
-        arrow_bytes = generate(path, rows)
-        sidecar.write_text(json.dumps({"rows": rows, "arrow_bytes": arrow_bytes}))
+        # In a child: a child's peak RSS (wait4) starts from its parent's resident size at the
+        # spawn (Linux counts it up to exec), so this process stays small.
+        script = (
+            "import json, pathlib; from benchmarks.scale import generate; "
+            f"size = generate(pathlib.Path({str(path)!r}), {rows}); "
+            f"pathlib.Path({str(sidecar)!r}).write_text(json.dumps("
+            f"{{'rows': {rows}, 'arrow_bytes': size}}))"
+        )
+        subprocess.run([sys.executable, "-c", script], check=True)
         print(f"generated {path} in {time.perf_counter() - started:.1f} s", flush=True)
     return path, json.loads(sidecar.read_text())["arrow_bytes"]
 
