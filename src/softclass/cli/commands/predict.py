@@ -10,7 +10,7 @@ import typer
 from softclass.cli.app import _Command, _write_stdout_bytes, app, err_console
 from softclass.cli.options import _Delimiter, _Unknown
 from softclass.cli.run import _delimiter
-from softclass.errors import DataError, Interrupted
+from softclass.errors import ConfigError, DataError, Interrupted
 
 _PREDICT_HELP = "\n\n".join(
     (
@@ -52,6 +52,16 @@ _MaxRatio = _limit_option(
 )
 _MaxColumns = _limit_option("max_columns", int, "Most columns a table may have.")
 _MaxCells = _limit_option("max_cells", int, "Most rows × columns a table may have.")
+_Data = Annotated[
+    Path, typer.Argument(help="CSV, Parquet or JSON-lines table of raw rows.", metavar="DATA")
+]
+_ChunkRows = Annotated[
+    int,
+    typer.Option("--chunk-rows", metavar="N", help="Rows read, predicted and written at a time."),
+]
+_Quiet = Annotated[
+    bool, typer.Option("--quiet", help="No progress on stderr (warnings still shown).")
+]
 
 
 @app.command(cls=_Command, help=_PREDICT_HELP)
@@ -59,10 +69,7 @@ def predict(
     model_dir: Annotated[
         Path, typer.Argument(help="Model directory written by train/compare.", metavar="MODEL_DIR")
     ],
-    data: Annotated[
-        Path,
-        typer.Argument(help="CSV, Parquet or JSON-lines table of raw rows.", metavar="DATA"),
-    ],
+    data: _Data,
     output_format: Annotated[
         str | None,
         typer.Option(
@@ -104,24 +111,15 @@ def predict(
         ),
     ] = False,
     delimiter: _Delimiter = None,
-    chunk_rows: Annotated[
-        int,
-        typer.Option(
-            "--chunk-rows", metavar="N", help="Rows read, predicted and written at a time."
-        ),
-    ] = PREDICT_CHUNK_ROWS,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", help="No progress on stderr (warnings still shown).")
-    ] = False,
+    chunk_rows: _ChunkRows = PREDICT_CHUNK_ROWS,
+    quiet: _Quiet = False,
     max_bytes: _MaxBytes = None,
     max_ratio: _MaxRatio = None,
     max_columns: _MaxColumns = None,
     max_cells: _MaxCells = None,
 ) -> None:
-    """Class probabilities and the predicted class name for each row of a table.
-
-    The row column counts rows as every message does: header = row 1, first data row = 2.
-    """
+    """Class probabilities and the predicted class name for each row of a table (the row column
+    counts rows as every message does: header = row 1, first data row = 2)."""
     from softclass.data import ERROR_POLICIES
     from softclass.data.checks import check_choice
     from softclass.data.chunks import TableChunks
@@ -134,11 +132,9 @@ def predict(
     if output is not None:
         output = check_output_file(output, [model_dir, data], "--output")
     saved = load_model(model_dir)
-    limits = _limits(max_bytes, max_ratio, max_columns, max_cells)
     if chunk_rows < 1:
-        from softclass.errors import ConfigError
-
         raise ConfigError(f"--chunk-rows {chunk_rows}: expected a number of rows, 1 or more")
+    limits = _limits(max_bytes, max_ratio, max_columns, max_cells)
     chunks = TableChunks(
         data, chunk_rows=chunk_rows, delimiter=_delimiter(delimiter), limits=limits
     )
@@ -146,6 +142,12 @@ def predict(
     with _Progress(chunks.n_rows, enabled=not quiet) as progress:
         _write_prediction(progress.counted(stream), output_format, output, raw)
         progress.finish(_how(stream, chunk_rows))
+    _report(stream, on_error, saved.recipe.target)
+
+
+def _report(stream, on_error: str, target: str) -> None:
+    """The warnings and the accuracy on stderr once the output is written; DataError (exit 2)
+    when some row has no prediction under ``--on-error error``."""
     unpredicted = stream.unpredicted()
     for warning in stream.warnings:
         if warning != unpredicted or on_error == "skip":
@@ -153,7 +155,7 @@ def predict(
     if stream.accuracy is not None:
         err_console.print(
             f"accuracy {stream.accuracy:.3f} on {stream.counted} rows with a known class in "
-            f"{saved.recipe.target!r}",
+            f"{target!r}",
             highlight=False,
             soft_wrap=True,
         )
@@ -179,8 +181,6 @@ def _limits(max_bytes, max_ratio, max_columns, max_cells):
     }
     for name, value in given.items():
         if value is not None and value <= 0:
-            from softclass.errors import ConfigError
-
             raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a positive number")
     return dataclasses.replace(
         DEFAULT_LIMITS, **{name: value for name, value in given.items() if value is not None}
@@ -290,7 +290,6 @@ def _output_format(output_format: str | None, json_output: bool, output: Path | 
     """One of the output formats from ``--format``, ``--json`` (the flag every command spells
     alike) and the extension of ``--output``; ConfigError for another format, parquet to stdout
     or the two flags asking for different ones."""
-    from softclass.errors import ConfigError
     from softclass.jobs.output import format_of
 
     if json_output and output_format not in (None, "json"):
