@@ -1,9 +1,10 @@
-"""Peak memory of ``softclass predict`` as the table grows: the output is streamed in chunks
-(:func:`softclass.jobs.output.serialized_chunks`), so the peak follows the table, not the text.
+"""Peak memory of ``softclass predict`` as the table grows: the table is read, predicted and
+written a chunk of rows at a time (:class:`softclass.jobs.predict.PredictionStream`), so the peak
+should stay flat as the rows grow.
 
     python -m benchmarks.predict_memory [ROWS ...]     (default: 1000000 5000000)
 
-Each size runs ``predict M table.csv --output F`` for CSV, JSON and JSON lines in a fresh
+Each size runs ``predict M table.csv --output F`` for CSV, JSON, JSON lines and Parquet in a fresh
 process; the peak RSS is the child's own (``wait4``), beside the same predict on the bundled
 Iris (150 rows) measured in the same run. Appends rows to RESULTS.md ("predict peak memory").
 """
@@ -29,7 +30,7 @@ HEADER = (
     "| date | commit | machine | rows | input MB | format | output MB | wall s | peak RSS MiB "
     "| ÷ Iris predict |\n|---|---|---|---|---|---|---|---|---|---|"
 )
-FORMATS = ("csv", "json", "jsonl")
+FORMATS = ("csv", "json", "jsonl", "parquet")
 
 
 def _run(args: list[str]) -> tuple[int, float, float]:
@@ -45,7 +46,7 @@ def _run(args: list[str]) -> tuple[int, float, float]:
     return process.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
-def _table(path: Path, rows: int) -> None:
+def _table(path: Path | str, rows: int) -> None:
     """Iris-shaped rows: the bundled rows repeated with a little noise."""
     iris = pl.read_csv(bundled_path("iris"))
     generator = np.random.default_rng(0)
@@ -73,7 +74,13 @@ def main() -> None:
         print(f"Iris predict (150 rows): peak {reference:.0f} MiB; load {os.getloadavg()[0]:.1f}")
         for rows in sizes:
             table = root / f"rows_{rows}.csv"
-            _table(table, rows)
+            # In its own process: a child's peak RSS (wait4) starts from its parent's resident
+            # size at the spawn (Linux counts the parent's memory up to exec), so the parent
+            # must not hold the table.
+            generate = (
+                f"from benchmarks.predict_memory import _table; _table({str(table)!r}, {rows})"
+            )
+            subprocess.run([sys.executable, "-c", generate], check=True)
             input_mb = table.stat().st_size / 1e6
             for output_format in FORMATS:
                 arguments = ["predict", str(model), str(table), "--format", output_format]

@@ -8,6 +8,11 @@
   first; a comma when none does).
 * **Parquet** (``.parquet``, ``.pq``, or a directory of Parquet files — a dataset) is read by
   pyarrow's Parquet reader; its typed columns stay typed.
+* **JSON lines** (``.jsonl``, ``.ndjson``: one JSON object per line) is read by
+  :class:`softclass.data.chunks.TableChunks`; its numbers, booleans and text stay typed.
+
+:class:`softclass.data.chunks.TableChunks` reads the same files a chunk of rows at a time, with
+the same checks and messages.
 
 A row may be at most :data:`MAX_LINE_BYTES` long. Every problem is a
 :class:`~softclass.errors.DataError` whose message starts with the file name and, where there is
@@ -18,11 +23,13 @@ is only scanned again (streaming, in constant memory) to explain a problem.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -41,6 +48,8 @@ TABLE_SUFFIXES = {
     ".tab": "csv",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
 }
 """File name endings read_table understands (case-insensitive) and the format each means."""
 
@@ -68,7 +77,7 @@ def read_table(
     raw: bool = False,
     limits: ReadLimits = DEFAULT_LIMITS,
 ) -> pl.DataFrame:
-    """Read a CSV or Parquet file (or a directory of Parquet files) into a DataFrame.
+    """Read a CSV, Parquet or JSON-lines file (or a directory of Parquet files) into a DataFrame.
 
     A CSV file must be UTF-8 (a byte-order mark is allowed) with a header row naming every
     column and the same number of fields on every row; blank lines are skipped and values may
@@ -97,17 +106,52 @@ def read_table(
         ReadLimitError: (a DataError) the table exceeds ``limits``; the message names the flag
             that raises the limit.
     """
-    token = _LIMITS.set(limits)
-    try:
+    with limits_in_force(limits):
         frame = _read_frame(Path(path), delimiter, limits)
-    finally:
-        _LIMITS.reset(token)
     if raw:
         return frame
     return type_columns(frame, source=str(path), options=typing)
 
 
+@contextlib.contextmanager
+def limits_in_force(limits: ReadLimits) -> Iterator[None]:
+    """Within the block, every scan of a file counts against ``limits``."""
+    token = _LIMITS.set(limits)
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
 def _read_frame(path: Path, delimiter: str | None, limits: ReadLimits) -> pl.DataFrame:
+    file_format, compression = check_source(path, delimiter)
+    if file_format == "csv":
+        table = _read_csv(path, compression, delimiter)
+        limits.check_cells(table.num_rows, table.num_columns, path)
+        return pl.from_arrow(table)
+    if file_format == "jsonl":
+        from softclass.data.chunks import TableChunks
+
+        chunks = TableChunks(path, limits=limits)
+        return pl.concat(list(chunks), how="vertical")
+    _check_parquet_size(path, limits)
+    frame = _read_parquet(path)
+    _check_column_names(frame.columns, path)
+    if frame.height == 0:
+        raise DataError(
+            f"{path}: the table has a header ({quoted_names(frame.columns)}) but no data rows"
+        )
+    return frame
+
+
+def check_source(path: Path, delimiter: str | None) -> tuple[str, str | None]:
+    """``(format, compression)`` of a table path ("csv", "parquet" or "jsonl"), once the path
+    exists, is a table file (or a Parquet directory) and ``delimiter`` is usable.
+
+    Raises:
+        DataError: the path is missing, a directory without Parquet files, has an unsupported
+            extension, or ``delimiter`` is not one usable character.
+    """
     if not path.exists():
         raise DataError(f"{path}: no such file")
     file_format, compression = _format_of(path)
@@ -120,18 +164,7 @@ def _read_frame(path: Path, delimiter: str | None, limits: ReadLimits) -> pl.Dat
         raise DataError(
             f"--delimiter {delimiter!r}: expected one character other than a quote or line break"
         )
-    if file_format == "csv":
-        table = _read_csv(path, compression, delimiter)
-        limits.check_cells(table.num_rows, table.num_columns, path)
-        return pl.from_arrow(table)
-    _check_parquet_size(path, limits)
-    frame = _read_parquet(path)
-    _check_column_names(frame.columns, path)
-    if frame.height == 0:
-        raise DataError(
-            f"{path}: the table has a header ({quoted_names(frame.columns)}) but no data rows"
-        )
-    return frame
+    return file_format, compression
 
 
 def _format_of(path: Path) -> tuple[str, str | None]:
@@ -144,7 +177,7 @@ def _format_of(path: Path) -> tuple[str, str | None]:
     file_format = TABLE_SUFFIXES.get(table_suffix)
     if path.is_dir() and (file_format == "parquet" or any(path.glob("*.parquet"))):
         return "parquet", None
-    if file_format == "parquet" and compression:
+    if file_format in ("parquet", "jsonl") and compression:
         file_format = None
     if file_format is None:
         shown = "".join(path.suffixes[-2:]) if compression else path.suffix
@@ -156,7 +189,73 @@ def _format_of(path: Path) -> tuple[str, str | None]:
     return file_format, compression
 
 
-def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.Table:
+@dataclass(frozen=True)
+class CsvLayout:
+    """What a CSV file's head says: its column names, delimiter and where the data starts."""
+
+    path: Path
+    compression: str | None
+    delimiter: str
+    names: list[str]
+    blank_lines: int
+    limits: ReadLimits = DEFAULT_LIMITS
+
+    def options(
+        self, block_size: int, on_invalid_row: Callable[[pa_csv.InvalidRow], str]
+    ) -> dict[str, object]:
+        """Keyword arguments of pyarrow's ``read_csv``/``open_csv``: every cell as text, the
+        header skipped, ragged rows passed to ``on_invalid_row``."""
+        generated = [f"f{position}" for position in range(len(self.names))]
+        return {
+            "read_options": pa_csv.ReadOptions(
+                column_names=generated,
+                skip_rows_after_names=self.blank_lines + 1,
+                block_size=block_size,
+            ),
+            "parse_options": pa_csv.ParseOptions(
+                delimiter=self.delimiter,
+                newlines_in_values=True,
+                invalid_row_handler=on_invalid_row,
+            ),
+            "convert_options": pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(generated, pa.string()), strings_can_be_null=False
+            ),
+        }
+
+    def open(self) -> pa.NativeFile:
+        """The file's (decompressed) bytes, counted against the read limits."""
+        with limits_in_force(self.limits):
+            return _open(self.path, self.compression)
+
+    def failure(self, error: Exception) -> DataError:
+        """The DataError for a pyarrow failure while parsing, found by scanning the file again."""
+        with limits_in_force(self.limits):
+            return DataError(_explain(error, self.path, self.compression, self.delimiter))
+
+    def ragged(self, first: pa_csv.InvalidRow) -> DataError:
+        """The DataError for a row with more or fewer fields than the header."""
+        with limits_in_force(self.limits):
+            problem = _structure_problem(self.path, self.compression, self.delimiter)
+        problem = problem or (
+            f"a row has {_fields(first.actual_columns)} but the header has "
+            f"{first.expected_columns}: {clip(repr(first.text), 80)}"
+        )
+        return DataError(f"{self.path}: {problem}")
+
+    def no_rows(self) -> DataError:
+        return DataError(
+            f"{self.path}: the table has a header ({quoted_names(self.names)}) but no data rows"
+        )
+
+
+def csv_layout(path: Path, compression: str | None, delimiter: str | None) -> CsvLayout:
+    """Read a CSV file's head: the delimiter (given, by extension or sniffed), the header's
+    names (checked against the column limit) and, when its quotes are odd, its structure.
+
+    Raises:
+        DataError: the file is empty, not UTF-8, has no or a bad header, or a quote that is
+            never closed; ReadLimitError: too many columns.
+    """
     text = _head_text(path, compression)
     if not text.strip():
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
@@ -171,32 +270,20 @@ def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.
         problem = _structure_problem(path, compression, delimiter)
         if problem:
             raise DataError(f"{path}: {problem}")
+    return CsvLayout(path, compression, delimiter, names, blank_lines, _LIMITS.get())
+
+
+def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.Table:
+    layout = csv_layout(path, compression, delimiter)
     invalid_rows: list[pa_csv.InvalidRow] = []
 
     def record_invalid_row(row: pa_csv.InvalidRow) -> str:
         invalid_rows.append(row)
         return "skip"
 
-    generated = [f"f{position}" for position in range(len(names))]
-
     def parse(block_size: int) -> pa.Table:
         invalid_rows.clear()
-        return pa_csv.read_csv(
-            _open(path, compression),
-            read_options=pa_csv.ReadOptions(
-                column_names=generated,
-                skip_rows_after_names=blank_lines + 1,
-                block_size=block_size,
-            ),
-            parse_options=pa_csv.ParseOptions(
-                delimiter=delimiter,
-                newlines_in_values=True,
-                invalid_row_handler=record_invalid_row,
-            ),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(generated, pa.string()), strings_can_be_null=False
-            ),
-        )
+        return pa_csv.read_csv(layout.open(), **layout.options(block_size, record_invalid_row))
 
     try:
         try:
@@ -208,17 +295,12 @@ def _read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.
     except ReadLimitError:
         raise
     except (pa.ArrowException, ValueError, OSError) as error:
-        raise DataError(_explain(error, path, compression, delimiter)) from None
+        raise layout.failure(error) from None
     if invalid_rows:
-        first = invalid_rows[0]
-        problem = _structure_problem(path, compression, delimiter) or (
-            f"a row has {_fields(first.actual_columns)} but the header has "
-            f"{first.expected_columns}: {clip(repr(first.text), 80)}"
-        )
-        raise DataError(f"{path}: {problem}")
+        raise layout.ragged(invalid_rows[0])
     if table.num_rows == 0:
-        raise DataError(f"{path}: the table has a header ({quoted_names(names)}) but no data rows")
-    return table.rename_columns(names)
+        raise layout.no_rows()
+    return table.rename_columns(layout.names)
 
 
 def _open(path: Path, compression: str | None) -> pa.NativeFile:

@@ -14,13 +14,17 @@ terminal they are printed on. Three rules, used by ``softclass predict`` and the
   classes, never colliding with ``row``, ``predicted`` or one another.
 
 :func:`serialized_chunks` turns a prediction table into CSV, a JSON array or JSON lines a chunk
-of rows at a time, so that writing it never holds the whole text in memory.
+of rows at a time, so that writing it never holds the whole text in memory;
+:func:`serialized_frames` does the same for a stream of prediction chunks, and
+:class:`ParquetSink` writes such a stream as one Parquet file, a row group per chunk.
+:func:`format_of` picks the format from ``--format`` or the output file's extension.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import polars as pl
 
@@ -29,14 +33,20 @@ __all__ = [
     "FORMATS",
     "FORMULA_PREFIXES",
     "RESERVED_COLUMNS",
+    "ParquetSink",
+    "format_of",
     "neutralise_cell",
     "probability_columns",
     "serialized_chunks",
+    "serialized_frames",
     "spreadsheet_safe",
     "terminal_text",
 ]
 
-FORMATS = ("csv", "json", "jsonl")
+FORMATS = ("csv", "json", "jsonl", "parquet")
+TEXT_FORMATS = ("csv", "json", "jsonl")
+_EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_EXTENSIONS |= {".parquet": "parquet", ".pq": "parquet"}
 CHUNK_ROWS = 65_536  # rows serialized at a time: a few MB of text, whatever the table's size
 ROW_COLUMN = "row"
 PREDICTED_COLUMN = "predicted"
@@ -106,6 +116,25 @@ def spreadsheet_safe(table: pl.DataFrame) -> pl.DataFrame:
     return safe.rename(dict(zip(middle, renamed, strict=True)))
 
 
+def format_of(output_format: str | None, output: Path | None) -> str:
+    """The output format: ``output_format`` when given, else the one ``output``'s extension
+    names (``.csv``, ``.json``, ``.jsonl``/``.ndjson``, ``.parquet``/``.pq``), else "csv".
+
+    Raises:
+        ValueError: ``output_format`` is not one of :data:`FORMATS`, or is "parquet" without
+            an output file (Parquet is binary and written with its footer last: not for a
+            terminal or a pipe).
+    """
+    if output_format is None and output is not None:
+        output_format = _EXTENSIONS.get(output.suffix.lower())
+    output_format = output_format or "csv"
+    if output_format not in FORMATS:
+        raise ValueError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    if output_format == "parquet" and output is None:
+        raise ValueError("--format parquet needs --output FILE: Parquet is not written to stdout")
+    return output_format
+
+
 def serialized_chunks(
     table: pl.DataFrame, output_format: str, chunk_rows: int = CHUNK_ROWS
 ) -> Iterator[bytes]:
@@ -114,18 +143,62 @@ def serialized_chunks(
 
     The pieces joined are the whole document; each holds at most ``chunk_rows`` rows' text.
     """
-    if output_format not in FORMATS:
-        raise ValueError(f"output_format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    slices = (
+        table.slice(start, chunk_rows) for start in range(0, max(table.height, 1), chunk_rows)
+    )
+    return serialized_frames(slices, output_format)
+
+
+def serialized_frames(frames: Iterable[pl.DataFrame], output_format: str) -> Iterator[bytes]:
+    """The rows of ``frames`` (all with the same columns) as one UTF-8 document in the text
+    format ``output_format`` ("csv", "json" or "jsonl"), a piece per frame (header or ``[``
+    with the first)."""
+    if output_format not in TEXT_FORMATS:
+        raise ValueError(
+            f"output_format {output_format!r}: expected one of {', '.join(TEXT_FORMATS)}"
+        )
     if output_format == "json":
         yield b"["
-    for start in range(0, max(table.height, 1), chunk_rows):
-        chunk = table.slice(start, chunk_rows)
+    first = True
+    for chunk in frames:
         if output_format == "csv":
-            yield chunk.write_csv(include_header=start == 0).encode("utf-8")
+            yield chunk.write_csv(include_header=first).encode("utf-8")
+            first = False
         elif chunk.height:
             lines = chunk.write_ndjson()
             if output_format == "json":
-                lines = ("\n" if start == 0 else ",\n") + lines.rstrip("\n").replace("\n", ",\n")
+                lines = ("\n" if first else ",\n") + lines.rstrip("\n").replace("\n", ",\n")
+            first = False
             yield lines.encode("utf-8")
     if output_format == "json":
         yield b"\n]\n"
+
+
+class ParquetSink:
+    """Write prediction chunks into one Parquet file (``path``), a row group per chunk.
+
+    The schema is the first chunk's; a later chunk is cast to it (an id column that is all
+    missing in one chunk, say). Use as a context manager: the file is complete (its footer
+    written) when the block ends without an error.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._writer = None
+
+    def write(self, chunk: pl.DataFrame) -> None:
+        import pyarrow.parquet as pa_parquet
+
+        table = chunk.to_arrow()
+        if self._writer is None:
+            self._writer = pa_parquet.ParquetWriter(str(self._path), table.schema)
+        elif table.schema != self._writer.schema:
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table)
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
