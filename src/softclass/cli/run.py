@@ -62,6 +62,7 @@ _READ_OPTIONS = (  # data flags for reading and the split, not passed to prepare
     "na_values",
     "categorical",
     "numeric",
+    "memory",
 )
 
 

@@ -129,3 +129,21 @@ def barrier(context: DistContext) -> None:
     """Wait for every rank (e.g. before reading a file rank 0 wrote)."""
     if context.enabled:
         dist.barrier()
+
+
+def broadcast_object(value: object, context: DistContext) -> object:
+    """Rank 0's ``value`` on every rank (pickled; for small things such as a recipe's dict)."""
+    if not context.enabled:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def threads_per_rank(threads: int) -> int:
+    """``threads`` shared among the ranks of this machine (``LOCAL_WORLD_SIZE``), at least 1.
+
+    Two ranks on two cores each take one thread: more threads than cores per rank makes the
+    ranks' threads fight for the cores and the run slower than one process.
+    """
+    return max(1, min(threads, (os.cpu_count() or 1) // max(_env_int("LOCAL_WORLD_SIZE", 1), 1)))
