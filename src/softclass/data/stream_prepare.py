@@ -80,7 +80,7 @@ def fit_streamed_recipe(
         if share < 1.0:
             chosen &= hashed_fraction(rows, share, seed ^ _SAMPLE_SALT)
         kept.append(frame.filter(pl.Series(chosen)))
-    sample = pl.concat(kept)
+    sample = pl.concat(kept, rechunk=True)  # one buffer: sums in the order of one read
     if sample.height == 0:
         raise DataError(f"{source.path}: no training row was sampled from its {n_rows} rows")
     typed, types = typed_table(
