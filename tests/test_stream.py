@@ -106,7 +106,9 @@ def test_the_hash_split_is_stable_and_takes_its_share():
     assert abs(first.mean() - 0.2) < 0.005
     assert not np.array_equal(first, hashed_fraction(rows, 0.2, seed=4))
     # a row's fate depends on its index alone, not on the chunk it is read in
-    pieces = [hashed_fraction(rows[start : start + 777], 0.2, 3) for start in range(0, 200_000, 777)]
+    pieces = [
+        hashed_fraction(rows[start : start + 777], 0.2, 3) for start in range(0, 200_000, 777)
+    ]
     assert np.array_equal(np.concatenate(pieces), first)
     assert len(np.unique(row_hash(rows, 0))) == len(rows)
 
@@ -114,7 +116,7 @@ def test_the_hash_split_is_stable_and_takes_its_share():
 def test_shards_are_disjoint_and_cover_every_chunk():
     for world in (1, 2, 3):
         shards = [owned_chunks(11, rank, world) for rank in range(world)]
-        assert sorted(sum(shards, [])) == list(range(11))
+        assert sorted(chunk for shard in shards for chunk in shard) == list(range(11))
 
 
 def _epoch_rows(plan: EpochPlan, epoch: int, sizes, starts) -> list[list[int]]:
@@ -142,7 +144,7 @@ def test_the_shuffle_is_seeded_and_every_row_comes_once_per_epoch():
     assert first == _epoch_rows(EpochPlan(sizes, 16, 3, seed=5), 0, sizes, starts)
     assert first != _epoch_rows(plan, 1, sizes, starts)
     assert first != _epoch_rows(EpochPlan(sizes, 16, 3, seed=6), 0, sizes, starts)
-    assert sorted(sum(first, [])) == list(range(sum(sizes)))
+    assert sorted(row for batch in first for row in batch) == list(range(sum(sizes)))
     assert len(first) == plan.n_batches() == -(-sum(sizes) // 16)
     assert all(len(batch) == 16 for batch in first[:-1])
 
@@ -313,3 +315,15 @@ def test_two_gloo_ranks_see_every_row_once_per_epoch(parquet_table, tmp_path):
     assert sorted(train + validation) == list(range(2_000))
     held_out = np.flatnonzero(validation_mask(np.arange(2_000), 0.2, 0)).tolist()
     assert sorted(validation) == held_out
+
+
+def test_threads_are_shared_among_the_ranks_of_a_machine(monkeypatch):
+    from softclass.training.distributed import threads_per_rank
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads_per_rank(2) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert threads_per_rank(2) == 2 and threads_per_rank(1) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert threads_per_rank(8) == 1

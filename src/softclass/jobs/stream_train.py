@@ -37,13 +37,19 @@ from softclass.data.stream_prepare import (
     prepare_chunks,
 )
 from softclass.errors import DataError
-from softclass.training.distributed import DistContext, all_reduce_sum, broadcast_object
+from softclass.training.distributed import (
+    DistContext,
+    all_reduce_sum,
+    broadcast_object,
+    patient_group,
+)
 
 __all__ = ["IN_MEMORY_FACTOR", "StreamedData", "choose_streamed", "default_memory"]
 
 IN_MEMORY_FACTOR = 20
 """Peak memory of the in-memory path over the table's Arrow size (measured 16-19× on the
 issue-25 table at 1M and 4M rows: the raw table, the typed table and the feature matrix)."""
+_PATIENCE_SECONDS = 3 * 3600  # ranks wait this long for rank 0's recipe and the others' chunks
 _REPORT_ROWS = 100_000  # validation rows report.html measures a streamed model on, at most
 _WINDOW_SHARE = 0.25  # of the memory bound, for the window of prepared chunks
 _SAMPLE_SHARE = 0.5  # of the memory bound, for the recipe's sample while it is fitted
@@ -135,6 +141,7 @@ def prepare_streamed(
     options = dict(options or {})
     row_bytes = source.arrow_bytes / max(source.n_rows or 1, 1)
     sample_rows = int(min(SAMPLE_ROWS, memory * _SAMPLE_SHARE / (row_bytes * IN_MEMORY_FACTOR)))
+    group = patient_group(distributed, _PATIENCE_SECONDS)
     fitted: Any = None
     if distributed.is_main:
         try:
@@ -148,7 +155,7 @@ def prepare_streamed(
             ).to_dict()
         except DataError as error:
             fitted = ("error", str(error))
-    fitted = broadcast_object(fitted, distributed)
+    fitted = broadcast_object(fitted, distributed, group)
     if isinstance(fitted, tuple):
         raise DataError(fitted[1])
     recipe = Recipe.from_dict(fitted)
@@ -173,7 +180,7 @@ def prepare_streamed(
         sizes[0, chunk] = count
     for chunk, count in validation.items():
         sizes[1, chunk] = count
-    all_reduce_sum(sizes, distributed)
+    all_reduce_sum(sizes, distributed, group)
     chunks = PreparedChunks(
         Path(scratch.name),
         tuple(sorted(train)),

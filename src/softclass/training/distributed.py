@@ -118,11 +118,25 @@ def loss_scale(global_batch_rows: int, context: DistContext) -> float:
     return context.world_size / global_batch_rows
 
 
-def all_reduce_sum(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
+def all_reduce_sum(
+    tensor: torch.Tensor, context: DistContext, group: object | None = None
+) -> torch.Tensor:
     """Sum ``tensor`` over ranks (in place) and return it; identity with one process."""
     if context.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     return tensor
+
+
+def patient_group(context: DistContext, seconds: float) -> object | None:
+    """A gloo group of every rank whose collectives wait ``seconds`` (None with one process).
+
+    For the steps where ranks legitimately wait long for one another, such as rank 0 fitting
+    a streamed table's recipe while the others wait for it; training keeps the short timeout.
+    Every rank must call it (creating a group is a collective).
+    """
+    if not context.enabled:
+        return None
+    return dist.new_group(backend="gloo", timeout=timedelta(seconds=seconds))
 
 
 def barrier(context: DistContext) -> None:
@@ -131,12 +145,12 @@ def barrier(context: DistContext) -> None:
         dist.barrier()
 
 
-def broadcast_object(value: object, context: DistContext) -> object:
+def broadcast_object(value: object, context: DistContext, group: object | None = None) -> object:
     """Rank 0's ``value`` on every rank (pickled; for small things such as a recipe's dict)."""
     if not context.enabled:
         return value
     holder = [value]
-    dist.broadcast_object_list(holder, src=0)
+    dist.broadcast_object_list(holder, src=0, group=group)
     return holder[0]
 
 
