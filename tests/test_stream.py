@@ -265,6 +265,11 @@ _RANK_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
+    import torch
+    from softclass.mlp.designs import get_design
+    from softclass.mlp.model import MLPConfig
+    from softclass.training.config import TrainConfig
+    from softclass.training.streamed import StreamedTrainer
     from softclass.data.stream import EpochPlan
     from softclass.jobs.stream_train import prepare_streamed
     from softclass.training import distributed
@@ -287,20 +292,23 @@ _RANK_SCRIPT = textwrap.dedent(
     validation = np.rint(validation.astype(np.float64) * feature.scale + feature.offset)
     with open(f"{sys.argv[2]}.{context.rank}", "w") as file:
         json.dump({"train": seen, "validation": validation.astype(int).tolist()}, file)
+    config = TrainConfig(epochs=3, batch_size=32, seed=0, learning_rate=0.05)
+    result = StreamedTrainer(
+        get_design("A"), MLPConfig(data.n_features, data.n_classes, (8,), "tanh"), config,
+        data.chunks, data.window_chunks, data.identity, distributed=context,
+    ).fit_stream()
+    if context.is_main:
+        torch.save(result.model.state_dict(), f"{sys.argv[2]}.weights")
     data.close()
     distributed.teardown(context)
     """
 )
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_see_every_row_once_per_epoch(parquet_table, tmp_path):
-    script = tmp_path / "ranks.py"
-    script.write_text(_RANK_SCRIPT)
-    out = tmp_path / "seen"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+def _run_ranks(script, table, out, n_processes):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     run = subprocess.run(
-        [*command, str(script), str(parquet_table), str(out)],
+        [*command, f"--nproc-per-node={n_processes}", str(script), str(table), str(out)],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
@@ -308,6 +316,19 @@ def test_two_gloo_ranks_see_every_row_once_per_epoch(parquet_table, tmp_path):
         check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_see_every_row_once_per_epoch(parquet_table, tmp_path):
+    """Each rank prepares its own chunks; together they cover every row once per epoch (and
+    the hash split's validation rows once), and train the weights of one process."""
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANK_SCRIPT)
+    _run_ranks(script, parquet_table, tmp_path / "one", 1)
+    _run_ranks(script, parquet_table, tmp_path / "seen", 2)
+    for name, weights in torch.load(tmp_path / "one.weights").items():
+        reached = torch.load(tmp_path / "seen.weights")[name]
+        torch.testing.assert_close(reached, weights, rtol=1e-5, atol=1e-6)
     ranks = [json.loads((tmp_path / f"seen.{rank}").read_text()) for rank in range(2)]
     train = ranks[0]["train"] + ranks[1]["train"]
     validation = ranks[0]["validation"] + ranks[1]["validation"]
