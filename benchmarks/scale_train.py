@@ -82,9 +82,11 @@ def _table(cache: Path, n_rows: int) -> tuple[Path, int]:
         from benchmarks.scale import cached_table
     except ImportError:
         cache.mkdir(parents=True, exist_ok=True)
-        path, sidecar = cache / f"train_{n_rows}.parquet", cache / f"train_{n_rows}.json"
-        if not sidecar.is_file():
-            sidecar.write_text(json.dumps({"arrow_bytes": generate(path, n_rows)}))
+        for stem in (f"mixed_{n_rows}", f"train_{n_rows}"):  # scale.py's table when cached
+            path, sidecar = cache / f"{stem}.parquet", cache / f"{stem}.json"
+            if sidecar.is_file():
+                return path, json.loads(sidecar.read_text())["arrow_bytes"]
+        sidecar.write_text(json.dumps({"arrow_bytes": generate(path, n_rows)}))
         return path, json.loads(sidecar.read_text())["arrow_bytes"]
     return cached_table(cache, n_rows)
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from softclass.data.stream import EpochPlan
@@ -111,15 +112,25 @@ class StreamedTrainer(Trainer):
         pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         pending_rows = offset = 0
         for window, chunk_ids in enumerate(self.plan_.windows(epoch)):
+            pieces = list(self.plan_.pieces(epoch, window, chunk_ids, offset))
             features, targets = self._window(chunk_ids, "train")
+            # the window in this epoch's order at once (one gather), then cut into the pieces
+            order = torch.from_numpy(np.concatenate([rows for rows, _ in pieces]))
+            lengths = [len(rows) for rows, _ in pieces]
+            features = features[order.to(self.device_)].split(lengths)
+            targets = targets[order.to(self.device_)]
             encoded = self.design.encode_targets(targets, self.model_config.n_classes)
-            for rows, n_global in self.plan_.pieces(epoch, window, chunk_ids, offset):
-                picked = torch.from_numpy(rows).to(self.device_)
-                pending.append((features[picked], targets[picked], encoded[picked]))
+            parts = zip(features, targets.split(lengths), encoded.split(lengths), strict=True)
+            for part, (_, n_global) in zip(parts, pieces, strict=True):
+                pending.append(part)
                 pending_rows += n_global
                 offset += n_global
                 if pending_rows == self.config.batch_size or offset == self.plan_.n_rows():
-                    batch = [torch.cat(parts) for parts in zip(*pending, strict=True)]
+                    batch = (
+                        pending[0]
+                        if len(pending) == 1
+                        else [torch.cat(columns) for columns in zip(*pending, strict=True)]
+                    )
                     batch_loss, batch_correct = self.train_step(*batch, global_rows=pending_rows)
                     loss_sum += batch_loss.detach().double() * pending_rows
                     correct += batch_correct
