@@ -1,6 +1,7 @@
 """Streamed tables (issue 25): the hash split, the seeded windowed shuffle, rank shards, the
 recipe fitted on a sample, and streamed training against the in-memory path."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,8 +23,8 @@ from softclass.data.stream import (
     parse_memory,
     row_hash,
 )
-from softclass.data.stream_prepare import fit_streamed_recipe, validation_mask
-from softclass.errors import ConfigError
+from softclass.data.stream_prepare import fit_streamed_recipe, prepare_chunks, validation_mask
+from softclass.errors import ConfigError, DataError
 from softclass.jobs.stream_train import choose_streamed, prepare_streamed
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
@@ -348,3 +349,54 @@ def test_threads_are_shared_among_the_ranks_of_a_machine(monkeypatch):
     assert threads_per_rank(2) == 2 and threads_per_rank(1) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert threads_per_rank(8) == 1
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_a_missing_table_or_an_empty_directory_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"nothing\.csv: no such table"):
+        TableSource(tmp_path / "nothing.csv")
+    with pytest.raises(DataError, match=r"the directory holds no \.parquet files"):
+        TableSource(tmp_path)
+
+
+def test_a_table_without_training_rows_is_refused(parquet_table):
+    with pytest.raises(DataError, match=r"no training row was sampled from its 2000 rows"):
+        fit_streamed_recipe(TableSource(parquet_table), "label", validation_fraction=1.0)
+    with pytest.raises(DataError, match=r"no training row was sampled"):
+        _streamed(parquet_table, validation=1.0)
+
+
+def test_a_bad_cell_outside_the_sample_names_its_row_in_the_table(tmp_path):
+    table = _table(600).with_columns(pl.col("row_id").cast(pl.String))
+    recipe = Recipe.fit(table, "label", keep=["row_id"])
+    bad = tmp_path / "bad.csv"
+    table.with_columns(
+        pl.when(pl.int_range(600) == 450)
+        .then(pl.lit("n/a?"))
+        .otherwise(pl.col("income"))
+        .alias("income")
+    ).write_csv(bad)
+    with pytest.raises(DataError, match=r"bad\.csv, rows 401-600 \(row numbers below count from"):
+        prepare_chunks(
+            TableSource(bad, chunk_rows=200), recipe, tmp_path, None, validation_fraction=0, seed=0
+        )
+
+
+def test_streamed_training_refuses_what_it_cannot_do(parquet_table, tmp_path):
+    data = _streamed(parquet_table)
+    try:
+        config = TrainConfig(epochs=1)
+        model_config = MLPConfig(data.n_features, data.n_classes, (4,), "tanh")
+        trainer = StreamedTrainer(
+            get_design("A"), model_config, config, data.chunks, 2, data.identity
+        )
+        with pytest.raises(ConfigError, match=r"resume needs a checkpoint_path"):
+            trainer.fit_stream(resume=True)
+        empty = dataclasses.replace(data.chunks, train_sizes=(0,) * data.n_chunks)
+        trainer = StreamedTrainer(get_design("A"), model_config, config, empty, 2, "x")
+        with pytest.raises(ConfigError, match=r"no training rows: every row of the table"):
+            trainer.fit_stream()
+    finally:
+        data.close()
