@@ -400,3 +400,26 @@ def test_streamed_training_refuses_what_it_cannot_do(parquet_table, tmp_path):
             trainer.fit_stream()
     finally:
         data.close()
+
+
+def test_train_says_which_path_it_took(tmp_path, parquet_table):
+    from typer.testing import CliRunner
+
+    from softclass.cli import app
+
+    big = tmp_path / "big.csv"
+    _table(120_000).write_csv(big)
+    assert choose_streamed(TableSource(big), parse_memory("64MiB"))
+    runs = {}
+    for name, table in (("small", parquet_table), ("big", big)):
+        runs[name] = CliRunner().invoke(
+            app,
+            [
+                "train", str(table), "--out", str(tmp_path / name), "--memory", "64MiB",
+                "--epochs", "1", "--batch-size", "256", "--target", "label", "--keep", "row_id",
+            ],
+        )  # fmt: skip
+        assert runs[name].exit_code == 0, runs[name].output
+        assert (tmp_path / name / "model.json").is_file()
+    assert "1 epochs, in memory," in runs["small"].output
+    assert "1 epochs, streamed, 2 chunks," in runs["big"].output

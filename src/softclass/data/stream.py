@@ -153,6 +153,13 @@ class TableSource:
         else:
             raise DataError(f"{self.path}: no such table (a CSV or Parquet file, or a directory)")
 
+    def scan(self) -> tuple[SourceChunk, ...]:
+        """The chunks, reading a CSV once to find them when it was not read yet."""
+        if self.n_rows is None:
+            for _ in self.read(owned=()):
+                pass
+        return self.chunks
+
     def read(
         self, owned: Sequence[int] | None = None
     ) -> Iterator[tuple[SourceChunk, pl.DataFrame]]:

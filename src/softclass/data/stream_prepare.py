@@ -71,7 +71,8 @@ def fit_streamed_recipe(
     Raises:
         DataError, ConfigError: as :meth:`Recipe.fit` on the sample.
     """
-    n_rows = source.n_rows or _count_rows(source)
+    source.scan()
+    n_rows = source.n_rows or 0
     share = min(1.0, sample_rows / max(n_rows, 1))
     kept = []
     for chunk, frame in source.read():
@@ -98,12 +99,6 @@ def fit_streamed_recipe(
         typing=typing,
         column_types=types,
     )
-
-
-def _count_rows(source: TableSource) -> int:
-    for _ in source.read(owned=()):
-        pass
-    return source.n_rows or 0
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from softclass.data.column_types import TypingOptions
 from softclass.data.prepare import PreparedData
 from softclass.data.recipe import Recipe
 from softclass.data.stream import TableSource, owned_chunks
@@ -160,11 +159,10 @@ def prepare_streamed(
         raise DataError(fitted[1])
     recipe = Recipe.from_dict(fitted)
     scratch = tempfile.TemporaryDirectory(prefix="softclass-stream-")
-    n_chunks = len(source.chunks) or None
     owned = (
         None
         if not distributed.enabled
-        else owned_chunks(n_chunks or _csv_chunks(source), distributed.rank, distributed.world_size)
+        else owned_chunks(len(source.scan()), distributed.rank, distributed.world_size)
     )
     train, validation, warnings = prepare_chunks(
         source,
@@ -193,37 +191,9 @@ def prepare_streamed(
     return StreamedData(recipe, chunks, window, identity, (*recipe.notes, *warnings), scratch)
 
 
-def _csv_chunks(source: TableSource) -> int:
-    """The number of blocks of a CSV (read once to count them)."""
-    for _ in source.read(owned=()):
-        pass
-    return len(source.chunks)
-
-
 def _window_chunks(memory: int, sizes: Sequence[int], n_features: int) -> int:
     """Chunks per window: the window's features (held, cut into batches and copied once) in a
     quarter of the memory bound; at least 2 (rows of two row groups mix), at most all."""
     largest = max(sizes) if sizes else 1
     chunk_bytes = max(largest, 1) * (n_features * 4 + 8) * 3
     return int(min(len(sizes), max(2, memory * _WINDOW_SHARE // chunk_bytes)))
-
-
-def recipe_options(
-    normalization: str = "zscore",
-    divisors: dict[str, float] | None = None,
-    missing: str = "impute",
-    keep: Sequence[str] = (),
-    drop: Sequence[str] = (),
-    ids: Sequence[str] = (),
-    typing: TypingOptions | None = None,
-) -> dict[str, Any]:
-    """The recipe's options as one dict (checked by name here, passed on as they are)."""
-    return {
-        "normalization": normalization,
-        "divisors": divisors,
-        "missing": missing,
-        "keep": keep,
-        "drop": drop,
-        "ids": ids,
-        "typing": typing,
-    }
