@@ -35,8 +35,8 @@ import numpy as np
 
 SECTION = "## scale: training tables larger than memory (issue 25)"
 HEADER = (
-    "| date | commit | machine | load | job | rows | Arrow MB | wall s | peak RSS MiB | ÷ table |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| date | commit | machine | job | rows | Arrow MB | wall s | peak RSS MiB | ÷ table |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 _ROW_GROUP_ROWS = 100_000
 _LEVELS = (10, 40, 100)
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         for job, seconds, peak in measured:
             ratio = peak * 2**20 / arrow_bytes
             row = (
-                f"| {stamp} | {commit()} | {machine()} | {os.getloadavg()[0]:.1f} | {job} | "
+                f"| {stamp} | {commit()} | {machine()} | {job} | "
                 f"{n_rows:,} | {arrow_bytes / 1e6:,.0f} | {seconds:.1f} | {peak:,.0f} | "
                 f"{ratio:.1f}× |"
             )
