@@ -125,7 +125,6 @@ def test_linear_module_refuses_torch_chunking_options():
 
 def _skorch_fit(criterion, softmax_output: bool):
     import skorch  # a test dependency (pyproject's test extra): never skipped
-
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 4)) * 2.0
