@@ -339,6 +339,17 @@ _SPECS: tuple[_Spec, ...] = (
         **_DATA,
     ),
     _Spec("unknown", "--unknown", "unknown", _Unknown, default="ignore", panel="Data"),
+    _spec(
+        "memory",
+        "--memory",
+        str | None,
+        "Most memory a table may take in memory, e.g. 2GB or 1.5GiB; a larger Parquet or CSV "
+        "table is streamed from disk in chunks (default: half the machine's memory).",
+        metavar="SIZE",
+        parse=_typed_parser(lambda text: _parse_memory(text), "--memory"),
+        commands=("train",),
+        **_DATA,
+    ),
 )
 
 # The options as one command received them (None: not typed, the defaults fill it in).
@@ -455,3 +466,10 @@ def _parse_divisors(items: list[str] | None) -> dict[str, float] | None:
                 f"expected COLUMN=VALUE like income=100000, got {item!r}", param_hint="--divide"
             )
     return divisors
+
+
+def _parse_memory(text: str) -> int:
+    """``--memory``'s bytes (:func:`softclass.data.stream.parse_memory`)."""
+    from softclass.data.stream import parse_memory
+
+    return parse_memory(text)

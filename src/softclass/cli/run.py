@@ -23,17 +23,20 @@ from softclass.training.config import TrainConfig
 if TYPE_CHECKING:
     from softclass.data.prepare import PreparedData
     from softclass.evaluation.report import RunContext
+    from softclass.jobs.stream_train import StreamedData
     from softclass.training.distributed import DistContext
 
 
 def _torch_threads(
-    config: TrainConfig, prepared: PreparedData, hidden: tuple[int, ...]
+    config: TrainConfig, prepared: PreparedData | StreamedData, hidden: tuple[int, ...]
 ) -> contextlib.AbstractContextManager[int]:
-    """``--threads`` torch threads for the training run (0: chosen by the size of a step)."""
+    """``--threads`` torch threads for the training run (0: chosen by the size of a step, and
+    shared among the torchrun ranks of this machine)."""
+    from softclass.training.distributed import threads_per_rank
     from softclass.training.threads import choose_threads, torch_threads
 
-    threads = config.threads or choose_threads(
-        config.batch_size, (prepared.n_features, *hidden, prepared.n_classes)
+    threads = config.threads or threads_per_rank(
+        choose_threads(config.batch_size, (prepared.n_features, *hidden, prepared.n_classes))
     )
     return torch_threads(threads)
 
@@ -62,6 +65,7 @@ _READ_OPTIONS = (  # data flags for reading and the split, not passed to prepare
     "na_values",
     "categorical",
     "numeric",
+    "memory",
 )
 
 

@@ -24,18 +24,20 @@ from softclass.jobs.comparison import ComparisonResult
 from softclass.jobs.destination import check_output_directory, replace_run, unit_fingerprint
 from softclass.jobs.report import write_report
 from softclass.jobs.store import METADATA_FILE, check_finite_recipe, save_model
+from softclass.jobs.stream_train import StreamedData
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig
 from softclass.training.distributed import DistContext, barrier
 from softclass.training.engine import checkpoint_progress, train_model
 from softclass.training.results import ProgressCallback, TrainResult
+from softclass.training.streamed import StreamedTrainer
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def train_to_directory(
-    data: PreparedData,
+    data: PreparedData | StreamedData,
     design: Design,
     out_dir: str | Path,
     config: TrainConfig | None = None,
@@ -55,7 +57,9 @@ def train_to_directory(
     run. Under torchrun (``distributed``), every rank trains and rank 0 alone writes the
     checkpoint and the model; the other ranks wait for it. ``context`` (the table's name, the
     command) goes into report.html, which measures the model on the validation rows (on the
-    training rows, and says so, when there are none).
+    training rows, and says so, when there are none). ``data`` is a table prepared in memory or
+    one streamed from disk (:class:`softclass.jobs.stream_train.StreamedData`; the report then
+    measures the model on at most 100,000 of rank 0's validation rows).
 
     Rank 0 holds a lock on ``out_dir`` for the whole run (a second run on the same directory is
     refused at once) and checks that it can write there before training. The run's files (model,
@@ -96,7 +100,7 @@ def train_to_directory(
 
 
 def _train_into(
-    data: PreparedData,
+    data: PreparedData | StreamedData,
     design: Design,
     out_dir: Path,
     config: TrainConfig | None,
@@ -116,25 +120,14 @@ def _train_into(
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
     try:
-        result = train_model(
-            design,
-            model_config,
-            config,
-            data.train_features,
-            data.train_targets,
-            data.validation_features,
-            data.validation_targets,
-            checkpoint_path=checkpoint,
-            resume=resume,
-            progress=progress,
-            distributed=distributed,
-        )
+        result = _fit(data, design, model_config, config, checkpoint, resume, progress, distributed)
         if distributed.is_main:
             with replace_run(out_dir, keep=() if replacing else (CHECKPOINT_FILE,)) as staging:
                 save_model(
                     staging, result.model, design, data.recipe, config, result.history.summary()
                 )
-                _write_train_report(result, data, out_dir, staging, context)
+                report_data = data.report_data() if isinstance(data, StreamedData) else data
+                _write_train_report(result, report_data, out_dir, staging, context)
                 if replacing and checkpoint.is_file():
                     checkpoint.replace(staging / CHECKPOINT_FILE)
     finally:
@@ -142,6 +135,44 @@ def _train_into(
             checkpoint.unlink(missing_ok=True)
     barrier(distributed)
     return result
+
+
+def _fit(
+    data: PreparedData | StreamedData,
+    design: Design,
+    model_config: MLPConfig,
+    config: TrainConfig,
+    checkpoint: Path,
+    resume: bool,
+    progress: ProgressCallback | None,
+    distributed: DistContext,
+) -> TrainResult:
+    """The run on the backend that fits the data: streamed chunks, or tensors in memory."""
+    if isinstance(data, StreamedData):
+        return StreamedTrainer(
+            design,
+            model_config,
+            config,
+            data.chunks,
+            data.window_chunks,
+            data.identity,
+            checkpoint_path=checkpoint,
+            progress=progress,
+            distributed=distributed,
+        ).fit_stream(resume=resume)
+    return train_model(
+        design,
+        model_config,
+        config,
+        data.train_features,
+        data.train_targets,
+        data.validation_features,
+        data.validation_targets,
+        checkpoint_path=checkpoint,
+        resume=resume,
+        progress=progress,
+        distributed=distributed,
+    )
 
 
 def _write_train_report(

@@ -118,14 +118,46 @@ def loss_scale(global_batch_rows: int, context: DistContext) -> float:
     return context.world_size / global_batch_rows
 
 
-def all_reduce_sum(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
+def all_reduce_sum(
+    tensor: torch.Tensor, context: DistContext, group: object | None = None
+) -> torch.Tensor:
     """Sum ``tensor`` over ranks (in place) and return it; identity with one process."""
     if context.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     return tensor
+
+
+def patient_group(context: DistContext, seconds: float) -> object | None:
+    """A gloo group of every rank whose collectives wait ``seconds`` (None with one process).
+
+    For the steps where ranks legitimately wait long for one another, such as rank 0 fitting
+    a streamed table's recipe while the others wait for it; training keeps the short timeout.
+    Every rank must call it (creating a group is a collective).
+    """
+    if not context.enabled:
+        return None
+    return dist.new_group(backend="gloo", timeout=timedelta(seconds=seconds))
 
 
 def barrier(context: DistContext) -> None:
     """Wait for every rank (e.g. before reading a file rank 0 wrote)."""
     if context.enabled:
         dist.barrier()
+
+
+def broadcast_object(value: object, context: DistContext, group: object | None = None) -> object:
+    """Rank 0's ``value`` on every rank (pickled; for small things such as a recipe's dict)."""
+    if not context.enabled:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0, group=group)
+    return holder[0]
+
+
+def threads_per_rank(threads: int) -> int:
+    """``threads`` shared among the ranks of this machine (``LOCAL_WORLD_SIZE``), at least 1.
+
+    Two ranks on two cores each take one thread: more threads than cores per rank makes the
+    ranks' threads fight for the cores and the run slower than one process.
+    """
+    return max(1, min(threads, (os.cpu_count() or 1) // max(_env_int("LOCAL_WORLD_SIZE", 1), 1)))

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from softclass.cli.app import _Command, app, console
+from softclass.cli.app import _Command, app, console, err_console
 from softclass.cli.options import _DEFAULTS_HELP, _Typed, _with_options
 from softclass.cli.progress import _ProgressBars
-from softclass.cli.render import _measured_rows
+from softclass.cli.render import _measured_rows, _print_typing_table
 from softclass.cli.run import (
     _distributed_context,
     _is_bundled_iris,
+    _library_values,
     _prepared_data,
+    _read_options,
     _resolve,
     _run_context,
     _torch_threads,
 )
 from softclass.errors import Interrupted
+
+if TYPE_CHECKING:
+    from softclass.data.prepare import PreparedData
+    from softclass.jobs.stream_train import StreamedData
+    from softclass.training.config import TrainConfig
+    from softclass.training.distributed import DistContext
 
 _TRAIN_HELP = "\n\n".join(
     (
@@ -70,9 +78,10 @@ def train(
     chosen = get_design(REFERENCE if design is None else design)
     network = _resolve(_is_bundled_iris(data), options)
     config = network.config
+    prepared = None
     with _distributed_context(config.device) as context:
         try:
-            prepared = _prepared_data(data, options, config, show=context.is_main)
+            prepared = _training_data(data, options, config, context)
             with (
                 _torch_threads(config, prepared, network.hidden),
                 _ProgressBars(enabled=context.is_main) as bars,
@@ -95,9 +104,14 @@ def train(
             raise
         except TrainingDiverged as diverged:
             raise TrainingDiverged(f"{diverged}; {describe_kept(out, before)}") from diverged
+        finally:
+            if prepared is not None and hasattr(prepared, "close"):
+                prepared.close()  # the streamed chunks' scratch directory
         if not context.is_main:
             return
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
+        chunks = getattr(prepared, "n_chunks", None)
+        ranks += ", in memory" if chunks is None else f", streamed, {chunks} chunks"
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
         console.print(
@@ -107,3 +121,42 @@ def train(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _training_data(
+    data: Path | None, options: _Typed, config: TrainConfig, context: DistContext
+) -> PreparedData | StreamedData:
+    """The table in memory, or streamed from disk when the in-memory path would need more than
+    ``--memory`` (:func:`softclass.jobs.stream_train.choose_streamed`)."""
+    from softclass.data.stream import TableSource
+    from softclass.jobs.stream_train import choose_streamed, default_memory, prepare_streamed
+
+    values = {spec.library: value for spec, value in _library_values(options).items()}
+    memory = values.get("memory") or default_memory()
+    streamable = data is not None and (
+        data.is_dir() or data.suffix.lower() in (".csv", ".parquet", ".pq")
+    )
+    if not streamable or _is_bundled_iris(data):
+        return _prepared_data(data, options, config, show=context.is_main)
+    delimiter, typing = _read_options(options)
+    source = TableSource(data, delimiter=delimiter)
+    if not choose_streamed(source, memory):
+        return _prepared_data(data, options, config, show=context.is_main)
+    recipe_names = ("normalization", "divisors", "missing", "keep", "drop", "ids")
+    streamed = prepare_streamed(
+        data,
+        memory=memory,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+        distributed=context,
+        delimiter=delimiter,
+        target=values.get("target"),
+        unknown=values.get("unknown", "ignore"),
+        options={name: values[name] for name in recipe_names if name in values}
+        | {"typing": typing},
+    )
+    if context.is_main:
+        _print_typing_table(streamed.recipe)
+        for warning in streamed.warnings:
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    return streamed

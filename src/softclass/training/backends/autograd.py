@@ -123,6 +123,10 @@ class Trainer:
         if resume and self.checkpoint_path is None:
             raise ConfigError("resume needs a checkpoint_path to resume from")
         self.initialize(train_features, train_targets, validation_features, validation_targets)
+        return self.fit_loop(resume)
+
+    def fit_loop(self, resume: bool) -> TrainResult:
+        """The loop over the data :meth:`initialize` (or a subclass's own) set up."""
         early = (
             EarlyStoppingCallback(
                 EarlyStopping.from_config(self.config), restore_best=self.config.restore_best
@@ -158,9 +162,7 @@ class Trainer:
                     self.checkpoint_path,
                     self.fingerprint_,
                     every=self.config.checkpoint_every,
-                    batches_per_epoch=len(
-                        batch_bounds(self.train_.features.shape[0], self.config.batch_size)
-                    ),
+                    batches_per_epoch=self.batches_per_epoch(),
                     has_validation=validation,
                     early_stopping=early,
                     resume=resume,
@@ -196,12 +198,20 @@ class Trainer:
             if validation_features is None
             else self._split(validation_features, validation_targets)
         )
+        self.build_model()
+
+    def build_model(self) -> None:
+        """The seeded model on ``device_``, its wrapper and the optimizer's zero state."""
         self.model_ = build_mlp(self.model_config, self.config.seed).to(self.device_)
         self.network_ = self.wrap_network(self.model_)
         self.parameters_ = dict(self.model_.named_parameters())
         self.optimizer_, self.optimizer_state_ = self.make_optimizer(self.model_)
         self.epochs_done_ = 0
         self.pairing_checked_ = False
+
+    def batches_per_epoch(self) -> int:
+        """Optimizer steps per epoch (for the checkpoint)."""
+        return len(batch_bounds(self.train_.features.shape[0], self.config.batch_size))
 
     def wrap_network(self, model: MLP) -> torch.nn.Module:
         """The module that trains: ``model`` itself, or DistributedDataParallel over it."""

@@ -1,0 +1,199 @@
+"""``softclass train`` on a table larger than memory: in memory or streamed, and the streamed setup.
+
+:func:`choose_streamed` compares what the in-memory path would hold (:data:`IN_MEMORY_FACTOR` ×
+the table's uncompressed size: the table, its typed copy and the float32 feature matrix, as
+measured on the issue-25 table) with the memory bound (``--memory``, default half of the
+machine's memory); below it the in-memory path runs (faster on small tables), above it
+:func:`prepare_streamed` does:
+
+1. rank 0 fits the recipe on a sample of the training rows
+   (:func:`softclass.data.stream_prepare.fit_streamed_recipe`) and broadcasts it;
+2. each rank prepares only its own chunks (:func:`~softclass.data.stream.owned_chunks`) into a
+   scratch directory, and the ranks share their chunks' row counts;
+3. training streams windows of chunks (:class:`softclass.training.streamed.StreamedTrainer`).
+
+The window (the shuffle buffer) and the sample are sized from the bound.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from softclass.data.prepare import PreparedData
+from softclass.data.recipe import Recipe
+from softclass.data.stream import TableSource, owned_chunks
+from softclass.data.stream_prepare import (
+    SAMPLE_ROWS,
+    PreparedChunks,
+    fit_streamed_recipe,
+    prepare_chunks,
+)
+from softclass.errors import DataError
+from softclass.training.distributed import (
+    DistContext,
+    all_reduce_sum,
+    broadcast_object,
+    patient_group,
+)
+
+__all__ = ["IN_MEMORY_FACTOR", "StreamedData", "choose_streamed", "default_memory"]
+
+IN_MEMORY_FACTOR = 20
+"""Peak memory of the in-memory path over the table's Arrow size (measured 16-19× on the
+issue-25 table at 1M and 4M rows: the raw table, the typed table and the feature matrix)."""
+_PATIENCE_SECONDS = 3 * 3600  # ranks wait this long for rank 0's recipe and the others' chunks
+_REPORT_ROWS = 100_000  # validation rows report.html measures a streamed model on, at most
+_WINDOW_SHARE = 0.25  # of the memory bound, for the window of prepared chunks
+_SAMPLE_SHARE = 0.5  # of the memory bound, for the recipe's sample while it is fitted
+
+
+def default_memory() -> int:
+    """Half of the machine's physical memory, in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def choose_streamed(source: TableSource, memory: int) -> bool:
+    """True when the in-memory path would need more than ``memory`` bytes for ``source``."""
+    return source.arrow_bytes * IN_MEMORY_FACTOR > memory
+
+
+@dataclass
+class StreamedData:
+    """A table prepared as chunks on disk, with what training and the report need.
+
+    The scratch directory is removed by :meth:`close`.
+    """
+
+    recipe: Recipe
+    chunks: PreparedChunks
+    window_chunks: int
+    identity: str
+    warnings: tuple[str, ...]
+    scratch: tempfile.TemporaryDirectory = field(repr=False)
+
+    @property
+    def n_features(self) -> int:
+        return self.recipe.n_features
+
+    @property
+    def n_classes(self) -> int:
+        return self.recipe.n_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.recipe.classes
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunks.train_sizes)
+
+    def report_data(self) -> PreparedData:
+        """This rank's first validation rows (at most 100,000; else training rows) as
+        :class:`PreparedData` for report.html."""
+        parts = []
+        for part in ("validation", "train"):
+            for chunk in self.chunks.owned:
+                if sum(len(targets) for _, targets in parts) >= _REPORT_ROWS:
+                    break
+                parts.append(self.chunks.load(chunk, part))
+            if parts and sum(len(targets) for _, targets in parts):
+                break
+        features = torch.cat([features for features, _ in parts])[:_REPORT_ROWS]
+        targets = torch.cat([targets for _, targets in parts])[:_REPORT_ROWS]
+        return PreparedData(
+            features, targets, features, targets, self.recipe.classes, self.recipe, self.warnings
+        )
+
+    def close(self) -> None:
+        self.scratch.cleanup()
+
+
+def prepare_streamed(
+    path: str | Path,
+    *,
+    memory: int,
+    validation_fraction: float,
+    seed: int,
+    distributed: DistContext,
+    delimiter: str | None = None,
+    target: str | None = None,
+    unknown: str = "ignore",
+    options: dict[str, Any] | None = None,
+) -> StreamedData:
+    """Fit the recipe (rank 0, broadcast), prepare this rank's chunks, share the row counts.
+
+    ``options``: the recipe's options (normalization, divisors, missing, keep, drop, ids,
+    typing), as :func:`softclass.data.prepare.prepare_table` takes them.
+
+    Raises:
+        DataError, ConfigError: as :func:`fit_streamed_recipe` and :func:`prepare_chunks` (on
+            rank 0's fit, every rank raises the same message).
+    """
+    source = TableSource(path, delimiter=delimiter)
+    options = dict(options or {})
+    row_bytes = source.arrow_bytes / max(source.n_rows or 1, 1)
+    sample_rows = int(min(SAMPLE_ROWS, memory * _SAMPLE_SHARE / (row_bytes * IN_MEMORY_FACTOR)))
+    group = patient_group(distributed, _PATIENCE_SECONDS)
+    fitted: Any = None
+    if distributed.is_main:
+        try:
+            fitted = fit_streamed_recipe(
+                source,
+                target,
+                validation_fraction=validation_fraction,
+                seed=seed,
+                sample_rows=max(sample_rows, 1_000),
+                **options,
+            ).to_dict()
+        except DataError as error:
+            fitted = ("error", str(error))
+    fitted = broadcast_object(fitted, distributed, group)
+    if isinstance(fitted, tuple):
+        raise DataError(fitted[1])
+    recipe = Recipe.from_dict(fitted)
+    scratch = tempfile.TemporaryDirectory(prefix="softclass-stream-")
+    owned = (
+        None
+        if not distributed.enabled
+        else owned_chunks(len(source.scan()), distributed.rank, distributed.world_size)
+    )
+    train, validation, warnings = prepare_chunks(
+        source,
+        recipe,
+        Path(scratch.name),
+        owned,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        unknown=unknown,
+    )
+    sizes = torch.zeros((2, len(source.chunks)), dtype=torch.int64)
+    for chunk, count in train.items():
+        sizes[0, chunk] = count
+    for chunk, count in validation.items():
+        sizes[1, chunk] = count
+    all_reduce_sum(sizes, distributed, group)
+    chunks = PreparedChunks(
+        Path(scratch.name),
+        tuple(sorted(train)),
+        tuple(sizes[0].tolist()),
+        tuple(sizes[1].tolist()),
+        warnings,
+    )
+    identity = f"{Path(path).resolve()}:{source.arrow_bytes}:{source.n_rows}:{fitted}"
+    window = _window_chunks(memory, chunks.train_sizes, recipe.n_features)
+    return StreamedData(recipe, chunks, window, identity, (*recipe.notes, *warnings), scratch)
+
+
+def _window_chunks(memory: int, sizes: Sequence[int], n_features: int) -> int:
+    """Chunks per window: the window's features (held, cut into batches and copied once) in a
+    quarter of the memory bound; at least 2 (rows of two row groups mix), at most all."""
+    largest = max(sizes) if sizes else 1
+    chunk_bytes = max(largest, 1) * (n_features * 4 + 8) * 3
+    return int(min(len(sizes), max(2, memory * _WINDOW_SHARE // chunk_bytes)))
