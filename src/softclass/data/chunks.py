@@ -36,7 +36,7 @@ import pyarrow.parquet as pa_parquet
 
 from softclass.data.column_types import MISSING_MARKERS, BadCells, ColumnType, read_column
 from softclass.data.messages import clip, quoted_names
-from softclass.data.reading import (
+from softclass.data.sources import (
     MAX_LINE_BYTES,
     check_source,
     csv_layout,
@@ -267,9 +267,9 @@ def _parquet_files(path: Path, limits: ReadLimits) -> tuple[list[str], pa.Schema
     limits.check_columns(len(schema), path)
     names = list(schema.names)
     if len(set(names)) != len(names) or not all(names):
-        from softclass.data.reading import _check_column_names
+        from softclass.data.sources import check_column_names
 
-        _check_column_names(names, path)
+        check_column_names(names, path)
     return files, schema
 
 
