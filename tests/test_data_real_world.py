@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from softclass.data import Recipe, TypingOptions, read_table, reading, type_columns
+from softclass.data import Recipe, TypingOptions, read_table, sources, type_columns
 from softclass.data.messages import MESSAGE_LIMIT
 from softclass.errors import DataError
 from softclass.limits import ReadLimits
@@ -110,7 +110,7 @@ def test_parquet_directory_is_one_table(tmp_path):
 def test_a_row_longer_than_the_limit_is_one_line_naming_the_limit(
     tmp_path, monkeypatch, content, row
 ):
-    monkeypatch.setattr(reading, "MAX_LINE_BYTES", 4096)
+    monkeypatch.setattr(sources, "MAX_LINE_BYTES", 4096)
     path = write(tmp_path, "long.csv", content.format(long="x" * 10_000))
     with pytest.raises(DataError) as caught:
         read_table(path)
