@@ -660,6 +660,25 @@ def test_stratified_split_is_deterministic_disjoint_and_covers_every_class():
     assert not torch.equal(validation, other[1])
 
 
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_stratified_split_keeps_each_class_quota_with_many_classes(fraction):
+    # 20,000 classes of 1 to 9 rows, shuffled: every class gives round(n * fraction) rows,
+    # clamped to [1, n - 1], to validation (0 for single-row classes), whatever its position.
+    generator = torch.Generator().manual_seed(3)
+    sizes = torch.randint(1, 10, (20_000,), generator=generator)
+    targets = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+    targets = targets[torch.randperm(targets.numel(), generator=generator)]
+    train, validation = stratified_split(targets, fraction, seed=11)
+    assert torch.equal(
+        torch.sort(torch.cat([train, validation])).values, torch.arange(targets.numel())
+    )
+    expected = [0 if n == 1 else min(max(round(n * fraction), 1), n - 1) for n in sizes.tolist()]
+    assert torch.bincount(targets[validation], minlength=sizes.numel()).tolist() == expected
+    # the rows drawn within a class depend on the seed
+    other = stratified_split(targets, fraction, seed=12)[1]
+    assert not torch.equal(validation, other)
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, True])
 def test_stratified_split_fraction_must_be_inside_zero_one(fraction):
     with pytest.raises(

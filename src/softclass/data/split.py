@@ -41,18 +41,20 @@ def stratified_split(
         )
     targets = targets.detach().to("cpu", torch.int64)
     generator = torch.Generator().manual_seed(seed)
-    train_parts, validation_parts = [], []
-    # Rows grouped by class, ascending within each (a stable sort): linear in N, not N × C.
-    by_class = torch.sort(targets, stable=True).indices
-    counts = torch.unique(targets, return_counts=True)[1].tolist()
-    for rows in torch.split(by_class, counts):
-        shuffled = rows[torch.randperm(rows.numel(), generator=generator)]
-        n_validation = 0
-        if rows.numel() >= 2:
-            n_validation = min(max(round(rows.numel() * validation_fraction), 1), rows.numel() - 1)
-        validation_parts.append(shuffled[:n_validation])
-        train_parts.append(shuffled[n_validation:])
-    empty = torch.empty(0, dtype=torch.int64)
-    train_indices = torch.cat(train_parts) if train_parts else empty
-    validation_indices = torch.cat(validation_parts) if validation_parts else empty
-    return torch.sort(train_indices).values, torch.sort(validation_indices).values
+    # Linear in N whatever the number of classes (no loop over classes): shuffle every row once,
+    # then group the shuffled rows by class with a stable sort, so each class's rows come in a
+    # random order; a row goes to validation when its rank inside its class is below the class's
+    # quota.
+    shuffled = torch.randperm(targets.numel(), generator=generator)
+    grouped = shuffled[torch.sort(targets[shuffled], stable=True).indices]
+    _, inverse, counts = torch.unique(targets, return_inverse=True, return_counts=True)
+    quota = torch.round(counts.double() * validation_fraction).long()
+    quota = torch.minimum(torch.clamp(quota, min=1), counts - 1)  # 0 for a single-row class
+    starts = torch.cumsum(counts, 0) - counts
+    class_of_grouped = inverse[grouped]
+    rank = torch.arange(targets.numel()) - starts[class_of_grouped]
+    to_validation = rank < quota[class_of_grouped]
+    return (
+        torch.sort(grouped[~to_validation]).values,
+        torch.sort(grouped[to_validation]).values,
+    )
