@@ -41,20 +41,22 @@ def stratified_split(
         )
     targets = targets.detach().to("cpu", torch.int64)
     generator = torch.Generator().manual_seed(seed)
-    # Linear in N whatever the number of classes (no loop over classes): shuffle every row once,
-    # then group the shuffled rows by class with a stable sort, so each class's rows come in a
-    # random order; a row goes to validation when its rank inside its class is below the class's
-    # quota.
-    shuffled = torch.randperm(targets.numel(), generator=generator)
-    grouped = shuffled[torch.sort(targets[shuffled], stable=True).indices]
-    _, inverse, counts = torch.unique(targets, return_inverse=True, return_counts=True)
-    quota = torch.round(counts.double() * validation_fraction).long()
-    quota = torch.minimum(torch.clamp(quota, min=1), counts - 1)  # 0 for a single-row class
-    starts = torch.cumsum(counts, 0) - counts
-    class_of_grouped = inverse[grouped]
-    rank = torch.arange(targets.numel()) - starts[class_of_grouped]
-    to_validation = rank < quota[class_of_grouped]
-    return (
-        torch.sort(grouped[~to_validation]).values,
-        torch.sort(grouped[to_validation]).values,
-    )
+    train_parts, validation_parts = [], []
+    # Rows grouped by class, ascending within each (a stable sort), then one draw per class:
+    # O(N log N + C), not N × C (0.80 s for 50,000 classes in 100,000 rows). A loop-free draw
+    # (one shuffle, a stable sort by class) measured 0.027 s there, but it draws other rows
+    # for a seed, and a checkpoint written before then would no longer resume (its split is
+    # part of what it checks), so the per-class draw stays.
+    by_class = torch.sort(targets, stable=True).indices
+    counts = torch.unique(targets, return_counts=True)[1].tolist()
+    for rows in torch.split(by_class, counts):
+        shuffled = rows[torch.randperm(rows.numel(), generator=generator)]
+        n_validation = 0
+        if rows.numel() >= 2:
+            n_validation = min(max(round(rows.numel() * validation_fraction), 1), rows.numel() - 1)
+        validation_parts.append(shuffled[:n_validation])
+        train_parts.append(shuffled[n_validation:])
+    empty = torch.empty(0, dtype=torch.int64)
+    train_indices = torch.cat(train_parts) if train_parts else empty
+    validation_indices = torch.cat(validation_parts) if validation_parts else empty
+    return torch.sort(train_indices).values, torch.sort(validation_indices).values

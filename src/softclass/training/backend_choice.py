@@ -242,9 +242,8 @@ def _measure(trainer: BatchedRun, shape: StepShape) -> tuple[float, float]:
         probe.device, probe.dtype
     )
     classes = torch.arange(n_rows, device=probe.device) % shape.widths[-1]
-    one_hot = torch.nn.functional.one_hot(classes, shape.widths[-1]).to(probe.dtype)
-    warm_up = probe.training_rows(features[: shape.batch_rows], one_hot[: shape.batch_rows])
-    rows = probe.training_rows(features, one_hot)
+    warm_up = probe.training_rows(features[: shape.batch_rows], targets=classes[: shape.batch_rows])
+    rows = probe.training_rows(features, targets=classes)
     steps = len(batch_bounds(n_rows, shape.batch_rows))
     runs = {
         "compiled": lambda table: probe.run_compiled_epochs(table, 0, 1),

@@ -70,7 +70,7 @@ typedef struct {
     double tiny;             /* smallest normal of the element type: design D's clamp */
     int64_t batch_size;
     int64_t n_rows;          /* training rows */
-    int64_t n_columns;       /* table columns: features, one-hot targets, [row weight] */
+    int64_t n_columns;       /* table columns: features, class index, [row weight] */
     int64_t weighted;        /* 1 when the last table column holds row weights */
     int64_t n_epochs;        /* epochs run by this call */
     int64_t step_count;      /* optimizer steps every member took before this call */
@@ -420,12 +420,9 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                     memcpy(row_act[0], source, (size_t)n_features * sizeof(REAL));
                     NAME(network_forward_row)(settings, weights, biases, row_act, row_pre);
                     const REAL *logits = row_act[n_layers];
-                    const REAL *one_hot = source + n_features;
-                    int64_t best = 0, target = 0;
-                    for (int64_t c = 1; c < n_classes; ++c) {
-                        best = logits[c] > logits[best] ? c : best;
-                        target = one_hot[c] > one_hot[target] ? c : target;
-                    }
+                    const int64_t target = (int64_t)source[n_features];
+                    int64_t best = 0;
+                    for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
                     epoch_correct += best == target;
                     targets[r] = target;
                 }

@@ -135,7 +135,8 @@ class RunTensors:
     Attributes:
         parameters: ``[W0, b0, W1, b1, ...]``, ``W_k (M, out, in)``, ``b_k (M, out)``; updated.
         first_moments, second_moments: optimizer state of the same shapes (second: Adam only).
-        table: ``(N, F + C [+ 1])`` features, one-hot targets, optional row weights.
+        table: ``(N, F + 1 [+ 1])`` features, the class index (a whole number stored in the
+            table's float dtype), optional row weights.
         orders: ``(S, epochs, N)`` int64 row orders; ``order_of_member (M,)`` int64 picks one.
         loss_of_member: ``(M,)`` int64 ``native_code`` of each member's design.
         design_params_of_member: ``(M, MAX_NATIVE_PARAMS)`` float64, each member's design

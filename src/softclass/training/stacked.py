@@ -19,6 +19,7 @@ from softclass.training.batching import batch_bounds
 
 # Rows per chunk when evaluating on a large table (bounds the (M, rows, width) activations).
 _EVAL_CHUNK_ROWS = 16384
+_EVAL_LOGITS_BUDGET = 1 << 24  # 64 MB of float32 logits held at once by member_scores
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,35 @@ def member_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return (logits.argmax(2) == targets.view(1, -1)).double().mean(1)
 
 
+def member_scores(
+    network: StackedMLP, features: torch.Tensor, targets: torch.Tensor, members: Sequence[Member]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each member's design loss (mean, in the parameters' dtype) and accuracy (float64), both
+    ``(M,)``, on shared rows ``features`` ``(N, F)`` with class indices ``targets`` ``(N,)``.
+
+    The ``(M, N, C)`` logits are held at once up to :data:`_EVAL_LOGITS_BUDGET` logits; beyond
+    it (thousands of classes) the rows are scored in chunks and the means taken at the end.
+    """
+    n_members, n_rows = network.n_members, features.shape[0]
+    chunk = max(1, _EVAL_LOGITS_BUDGET // (n_members * network.config.n_classes))
+    if n_rows <= chunk:
+        logits = network.logits(features)
+        return member_losses(logits, targets, members), member_accuracy(logits, targets)
+    loss_sum = torch.zeros(n_members, dtype=torch.float64, device=features.device)
+    correct = torch.zeros(n_members, dtype=torch.float64, device=features.device)
+    for start, stop in batch_bounds(n_rows, chunk):
+        logits = network.logits(features[start:stop])
+        loss_sum += member_losses(logits, targets[start:stop], members).double() * (stop - start)
+        correct += member_accuracy(logits, targets[start:stop]) * (stop - start)
+    return (loss_sum / n_rows).to(network.weights[0].dtype), correct / n_rows
+
+
 @dataclass(frozen=True)
 class TrainingRows:
-    """Training rows as one table ``(N, F + C [+ 1])``: features, one-hot targets, row weights;
-    and the class indices ``(N,)`` int64 of the targets (the torch backend gathers them per epoch
-    instead of taking an arg-max of the one-hot columns per batch)."""
+    """Training rows as one table ``(N, F + 1 [+ 1])``: features, the class index (as a float,
+    exact) and the optional row weight; and the class indices ``(N,)`` int64 of the targets (the
+    torch backend gathers them per epoch; the compiled backend reads the table's column). No
+    column per class: the table's size does not grow with the number of classes."""
 
     table: torch.Tensor
     n_features: int

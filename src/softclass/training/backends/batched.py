@@ -53,8 +53,7 @@ from softclass.training.stacked import (
     Member,
     StackedMLP,
     TrainingRows,
-    member_accuracy,
-    member_losses,
+    member_scores,
 )
 
 
@@ -222,6 +221,10 @@ class BatchedTrainer(CompiledLoops):
     ) -> TrainingRows:
         """The training table, built once and reused by every epoch.
 
+        The table is ``(N, F + 1 [+ 1])``: the features, the class index (exact in the table's
+        float dtype) and the optional row weight. Nothing in it grows with the number of classes:
+        each step builds the targets its design needs (one-hot rows for C) for its batch only.
+
         Args:
             features: ``(N, F)`` floating, on the trainer's device (copied into the table in the
                 trainer's dtype).
@@ -230,27 +233,30 @@ class BatchedTrainer(CompiledLoops):
             row_weights: optional ``(N,)`` non-negative row weights (class weights are row
                 weights ``w[target]``); a batch's loss is then Σ w·loss / Σ w (torch's weighted
                 mean).
-            targets: ``(N,)`` int64 class indices, instead of ``targets_one_hot`` (the one-hot
-                columns are then written straight into the table).
+            targets: ``(N,)`` int64 class indices, instead of ``targets_one_hot``.
 
         Raises:
-            ConfigError: neither or both of ``targets_one_hot`` and ``targets``.
+            ConfigError: neither or both of ``targets_one_hot`` and ``targets``; more classes
+                than the table's dtype holds exactly as whole numbers.
         """
         if (targets_one_hot is None) == (targets is None):
             raise ConfigError("training_rows takes targets_one_hot or targets, exactly one")
         n_rows, n_features = features.shape
         n_classes = self.config.n_classes if targets_one_hot is None else targets_one_hot.shape[1]
-        width = n_features + n_classes + (row_weights is not None)
+        exact = round(2 / torch.finfo(self.dtype).eps)  # 2**24 in float32
+        if n_classes > exact:
+            raise ConfigError(
+                f"{n_classes:,} classes: a {self.dtype} training table holds class indices "
+                f"exactly up to {exact:,}; train in float64 or with fewer classes"
+            )
+        if targets is None:
+            targets = targets_one_hot.argmax(1)
+        targets = targets.to(self.device, torch.int64)
+        width = n_features + 1 + (row_weights is not None)
         # Written column block by column block into one fresh table (no concatenated copies).
         table = torch.empty(n_rows, width, dtype=self.dtype, device=self.device)
         table[:, :n_features] = features
-        one_hot = table[:, n_features : n_features + n_classes]
-        if targets is None:
-            one_hot.copy_(targets_one_hot)
-            targets = targets_one_hot.argmax(1)
-        else:
-            targets = targets.to(self.device, torch.int64)
-            one_hot.zero_().scatter_(1, targets.view(-1, 1), 1.0)
+        table[:, n_features] = targets
         if row_weights is not None:
             table[:, -1] = row_weights
         return TrainingRows(table, n_features, n_classes, row_weights is not None, targets)
@@ -273,7 +279,7 @@ class BatchedTrainer(CompiledLoops):
             return loss[:, 0].to(self.dtype), accuracy[:, 0]
         n_rows = rows.table.shape[0]
         n_members = self.network.n_members
-        n_features, n_classes = rows.n_features, rows.n_classes
+        n_features = rows.n_features
         order = self.epoch_order(n_rows, epoch)
         if n_members == 1:  # no member axis at all (see _StepTensors)
             order = order[0]
@@ -301,7 +307,7 @@ class BatchedTrainer(CompiledLoops):
             if not rows.weighted:
                 row_scale = None
             else:
-                weights = batch[..., n_features + n_classes]
+                weights = batch[..., n_features + 1]
                 row_scale = weights / weights.sum(-1, keepdim=True).clamp_min(tiny)
             batch_loss, batch_correct = self._step(
                 batch[..., :n_features], epoch_targets[..., start:stop], row_scale
@@ -480,8 +486,7 @@ class BatchedTrainer(CompiledLoops):
         Returns:
             ``(loss, accuracy)``, each ``(M,)``: loss in the trainer's dtype, accuracy float64.
         """
-        logits = self.network.logits(features)
-        return member_losses(logits, targets, self.members), member_accuracy(logits, targets)
+        return member_scores(self.network, features, targets, self.members)
 
 
 class BatchedEpochs:
