@@ -460,3 +460,16 @@ def test_pairing_checker_warns_once_on_a_wrong_pairing_and_never_on_the_designs(
     with pytest.warns(PairingWarning, match="double-softmax") as caught:
         fit(double_softmax, CONFIG, features, targets, config=TrainConfig(epochs=3))
     assert len([w for w in caught if issubclass(w.category, PairingWarning)]) == 1
+
+
+def test_a_report_larger_than_the_memory_budget_is_refused_before_training():
+    from softclass.jobs.train_predict import check_report_fits
+
+    check_report_fits(10_000, 20_000, 12 * 2**30)  # the default class limit fits in 12 GiB
+    with pytest.raises(
+        ConfigError,
+        match=r"50,000 classes: the training report would need about 48\.4 GiB \(a 50,000 × "
+        r"50,000 confusion matrix and 20,000 validation rows × 50,000 probabilities\), more "
+        r"than the 12\.0 GiB",
+    ):
+        check_report_fits(50_000, 20_000, 12 * 2**30)

@@ -24,7 +24,7 @@ from softclass.jobs.comparison import ComparisonResult
 from softclass.jobs.destination import check_output_directory, replace_run, unit_fingerprint
 from softclass.jobs.report import write_report
 from softclass.jobs.store import METADATA_FILE, check_finite_recipe, save_model
-from softclass.jobs.stream_train import StreamedData
+from softclass.jobs.stream_train import StreamedData, default_memory
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig
@@ -119,6 +119,8 @@ def _train_into(
     barrier(distributed)  # every rank has looked before rank 0 writes a checkpoint
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
+    if isinstance(data, PreparedData):
+        check_report_fits(data.n_classes, int(data.validation_targets.numel()), default_memory())
     try:
         result = _fit(data, design, model_config, config, checkpoint, resume, progress, distributed)
         if distributed.is_main:
@@ -135,6 +137,27 @@ def _train_into(
             checkpoint.unlink(missing_ok=True)
     barrier(distributed)
     return result
+
+
+def check_report_fits(n_classes: int, n_validation: int, budget: int) -> None:
+    """Refuse, before training, a run whose report could not be held in ``budget`` bytes.
+
+    The report holds a ``C × C`` confusion matrix (int64) and the validation rows' ``N × C``
+    probabilities with their float64 copies (about 32 bytes a cell in all), so with tens of
+    thousands of classes it outgrows the machine; failing after the training would lose it.
+
+    Raises:
+        ConfigError: the estimate ``8·C² + 32·N·C`` bytes exceeds ``budget``.
+    """
+    needed = 8 * n_classes**2 + 32 * n_validation * n_classes
+    if needed > budget:
+        raise ConfigError(
+            f"{n_classes:,} classes: the training report would need about {needed / 2**30:.1f} "
+            f"GiB (a {n_classes:,} × {n_classes:,} confusion matrix and {n_validation:,} "
+            f"validation rows × {n_classes:,} probabilities), more than the "
+            f"{budget / 2**30:.1f} GiB a run may use (half of this machine's memory); train on "
+            "fewer classes, or fit softclass.Classifier, which writes no report"
+        )
 
 
 def _fit(
