@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from softclass.evaluation.curves import as_array, macro_average_precision, macro_average_roc
+from softclass.evaluation.figure_layout import pin_titles
 from softclass.evaluation.stacking import coinciding, stacked_label, stacked_style
 from softclass.io import atomic_write_bytes
 
@@ -83,6 +84,7 @@ def render_png(figure: Figure) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
+    pin_titles(figure)
     buffer = io.BytesIO()
     # Constrained layout already fits every label: no "tight" bounding box (a second draw).
     figure.savefig(buffer, format="png", dpi=DPI)

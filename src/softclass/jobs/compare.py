@@ -32,6 +32,7 @@ weights with its inputs one float32 ulp away), measured when the drift exceeds 1
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -520,6 +521,43 @@ def write_outputs(
     Each model directory is replaced as one unit and each file atomically: a run stopped while
     writing leaves every file complete (the new or the earlier version), never half of one.
     """
+    report = result.to_dict()  # holds every run's history: history.json reuses them
+    # The files below need nothing from the page: they are written by a second thread while
+    # this one waits for the figure helpers (the wait releases the GIL), so that a run with
+    # long histories (--seeds 10 --epochs 1000) serializes its JSON while its figures are drawn.
+    files = _FileWriter(lambda: _write_files(result, data, out_dir, report))
+    try:
+        write_report(result, data, out_dir, context, summary=report)
+    except BaseException:
+        files.join()  # the page's error is the one reported; the staging is then dropped
+        raise
+    files.finish()
+
+
+class _FileWriter(threading.Thread):
+    """Runs ``write`` in a thread; :meth:`finish` waits and re-raises what it raised."""
+
+    def __init__(self, write: Callable[[], None]) -> None:
+        super().__init__(name="softclass-compare-files", daemon=True)
+        self._write, self._error = write, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._write()
+        except BaseException as error:  # re-raised in the caller's thread by join()
+            self._error = error
+
+    def finish(self) -> None:
+        self.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _write_files(
+    result: ComparisonResult, data: PreparedData, out_dir: Path, report: dict[str, Any]
+) -> None:
+    """The first seed's models (when a recipe is known), history.json and report.json."""
     recipe = data.recipe
     first_runs = {run.design: run for run in result.runs if run.seed == result.seeds[0]}
     if recipe is not None:
@@ -532,7 +570,6 @@ def write_outputs(
                 run.result.config,
                 run.history.summary(),
             )
-    report = result.to_dict()  # holds every run's history: history.json reuses them
     atomic_write_json(
         out_dir / "history.json",
         {
@@ -544,4 +581,3 @@ def write_outputs(
         },
     )
     atomic_write_json(out_dir / "report.json", report)
-    write_report(result, data, out_dir, context, summary=report)

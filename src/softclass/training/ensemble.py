@@ -75,13 +75,19 @@ class EnsembleResult:
         ran = self.epochs_run[member]
         validation = not np.isnan(self.val_loss[member, :ran]).all()
         divide = len(self.members) if shared else 1
+        # Whole rows as Python floats at once (``tolist``), not one numpy scalar per number.
+        train_loss = self.train_loss[member, :ran].tolist()
+        train_accuracy = self.train_accuracy[member, :ran].tolist()
+        no_validation = [None] * ran
+        val_loss = self.val_loss[member, :ran].tolist() if validation else no_validation
+        val_accuracy = self.val_accuracy[member, :ran].tolist() if validation else no_validation
         records = [
             EpochRecord(
                 epoch,
-                float(self.train_loss[member, epoch - 1]),
-                float(self.train_accuracy[member, epoch - 1]),
-                float(self.val_loss[member, epoch - 1]) if validation else None,
-                float(self.val_accuracy[member, epoch - 1]) if validation else None,
+                train_loss[epoch - 1],
+                train_accuracy[epoch - 1],
+                val_loss[epoch - 1],
+                val_accuracy[epoch - 1],
                 self.epoch_seconds[epoch - 1] / divide,
             )
             for epoch in range(1, ran + 1)
