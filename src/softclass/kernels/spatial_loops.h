@@ -25,13 +25,20 @@ static void spatial_block_backward_##SUFFIX(                                    
     const double *denominator, TYPE *grad) {                                                       \
     REAL scale[SPATIAL_BLOCK], true_class[SPATIAL_BLOCK], smoothing_scale[SPATIAL_BLOCK];          \
     int64_t safe_target[SPATIAL_BLOCK];                                                            \
+    const double divisor = denominator ? *denominator : 1.0;                                       \
+    _Pragma("omp simd")                                                                            \
     for (int64_t s = 0; s < width; ++s) {                                                          \
-        const CeGradientScales scales = row_gradient_scales_##SUFFIX(                              \
-            s, y, 1, ignore_index, class_weight, label_smoothing, n_classes, weight_total,         \
-            grad_output, grad_output_stride, denominator, &safe_target[s]);                        \
+        const int kept = y[s] != ignore_index;                                                     \
+        const int64_t target_class = kept ? y[s] : 0;                                              \
+        const double upstream = (double)grad_output[s * grad_output_stride];                       \
+        const double row_scale = kept ? upstream / divisor : 0.0;                                  \
+        const double target_weight = class_weight ? (double)class_weight[target_class] : 1.0;      \
+        const CeGradientScales scales = ce_gradient_scales(                                        \
+            row_scale, target_weight, label_smoothing, n_classes, weight_total);                   \
         scale[s] = (REAL)scales.scale;                                                             \
         true_class[s] = (REAL)scales.true_class;                                                   \
         smoothing_scale[s] = (REAL)scales.smoothing_scale;                                         \
+        safe_target[s] = target_class;                                                             \
     }                                                                                              \
     for (int64_t c = 0; c < n_classes; ++c) {                                                      \
         const TYPE *line = x + c * class_stride;                                                   \
@@ -58,7 +65,7 @@ static int64_t spatial_block_forward_##SUFFIX(                                  
     const double *grad_denominator) {                                                              \
     REAL column_max[SPATIAL_BLOCK], shift[SPATIAL_BLOCK], weighted[SPATIAL_BLOCK];                 \
     REAL partial[SPATIAL_BLOCK];                                                                   \
-    double total[SPATIAL_BLOCK];                                                                   \
+    double total[SPATIAL_BLOCK], losses[SPATIAL_BLOCK];                                            \
     for (int64_t s = 0; s < width; ++s) {                                                          \
         if (y[s] != ignore_index && (y[s] < 0 || y[s] >= n_classes)) return s;                     \
         column_max[s] = -(REAL)__builtin_inf();                                                    \
@@ -96,19 +103,26 @@ static int64_t spatial_block_forward_##SUFFIX(                                  
     _Pragma("omp simd")                                                                            \
     for (int64_t s = 0; s < width; ++s)                                                            \
         total[s] = (double)shift[s] + log_f64(total[s]);                                           \
+    double block_loss = 0.0, block_weight = 0.0;                                                   \
+    _Pragma("omp simd reduction(+ : block_loss, block_weight)")                                    \
     for (int64_t s = 0; s < width; ++s) {                                                          \
         lse[s] = (REAL)total[s];                                                                   \
-        double loss = 0.0;                                                                         \
-        if (y[s] != ignore_index) {                                                                \
-            const double target_weight = class_weight ? (double)class_weight[y[s]] : 1.0;          \
-            loss = ce_row_loss(total[s], (double)load_##SUFFIX(x + y[s] * class_stride, s),        \
-                               target_weight, label_smoothing, n_classes, weight_total,            \
-                               (double)weighted[s]);                                               \
-            *weight_sum += target_weight;                                                          \
-        }                                                                                          \
-        if (row_loss) store_##SUFFIX(row_loss, s, (REAL)loss);                                     \
-        *loss_sum += loss;                                                                         \
+        const int kept = y[s] != ignore_index;                                                     \
+        const int64_t target_class = kept ? y[s] : 0;                                              \
+        const double target_weight = class_weight ? (double)class_weight[target_class] : 1.0;      \
+        const double target_logit = (double)load_##SUFFIX(x + target_class * class_stride, s);     \
+        const double loss = kept ? ce_row_loss(total[s], target_logit, target_weight,              \
+                                               label_smoothing, n_classes, weight_total,           \
+                                               (double)weighted[s])                                \
+                                 : 0.0;                                                            \
+        losses[s] = loss;                                                                          \
+        block_loss += loss;                                                                        \
+        block_weight += kept ? target_weight : 0.0;                                                \
     }                                                                                              \
+    *loss_sum += block_loss;                                                                       \
+    *weight_sum += block_weight;                                                                   \
+    if (row_loss)                                                                                  \
+        for (int64_t s = 0; s < width; ++s) store_##SUFFIX(row_loss, s, (REAL)losses[s]);          \
     if (grad) {                                                                                    \
         const REAL unit = 1;                                                                       \
         spatial_block_backward_##SUFFIX(x, class_stride, n_classes, width, y, ignore_index,        \
@@ -148,7 +162,8 @@ int64_t ce_spatial_forward_##SUFFIX(                                            
 }                                                                                                  \
                                                                                                    \
 /* Backward over the flat positions [begin, end): grad (the logits' layout) = ∂output/∂x with      \
- * ∂output/∂loss_p = grad_output[p·grad_output_stride], divided by *denominator when not NULL. */  \
+ * ∂output/∂loss_p = grad_output[p·grad_output_stride], divided by *denominator when not           \
+ * NULL. */                                                                                        \
 void ce_spatial_backward_##SUFFIX(                                                                 \
     const TYPE *logits, int64_t batch_stride, int64_t n_classes, int64_t n_spatial,                \
     int64_t begin, int64_t end, const int64_t *target, int64_t ignore_index,                       \
