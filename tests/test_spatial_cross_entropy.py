@@ -135,3 +135,23 @@ def test_without_gradient_and_with_uint8_targets():
     with torch.no_grad():
         loss = SF.cross_entropy(logits, target.to(torch.uint8), reduction="sum")
     torch.testing.assert_close(loss, F.cross_entropy(logits, target, reduction="sum"))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradient_computed_in_the_backward(reduction):
+    """The two-pass path: the forward writes no gradient, the backward computes it from the
+    saved logits and log-sum-exps (the 'mean' divisor from the forward's reduction)."""
+    logits, target = _case((2, 6, 5, 3), torch.float64)
+    weight = torch.rand(6, dtype=torch.float64)
+    options = dict(weight=weight, reduction=reduction, ignore_index=2, label_smoothing=0.1)
+    leaf = logits.clone().requires_grad_()
+    loss = spatial.SpatialCrossEntropyFunction.apply(
+        leaf, target.reshape(-1), weight, 2, reduction, 0.1, False
+    )
+    reference = logits.clone().requires_grad_()
+    expected = F.cross_entropy(reference, target, **options)
+    torch.testing.assert_close(loss, expected)
+    grad_output = torch.rand_like(expected)
+    loss.backward(grad_output)
+    expected.backward(grad_output)
+    torch.testing.assert_close(leaf.grad, reference.grad)

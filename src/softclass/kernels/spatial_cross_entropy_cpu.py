@@ -71,12 +71,13 @@ def applicable(logits: Tensor, target: Tensor, weight: Tensor | None) -> bool:
 
 def _forward(library, logits, target, class_weight, ignore_index, label_smoothing, outputs):
     """Run the compiled forward over every position; ``outputs``: (logsumexp, row_loss or None,
-    grad or None, grad_denominator or None). Returns the per-range sums (2R,) fp64."""
+    grad or None, grad_denominator or None). Returns the reduction state (1 + 2R,) fp64: a free
+    first slot, then the per-range sums (for ``native_loops.finish``)."""
     n_batch, n_classes = logits.shape[:2]
     n_spatial = logits[0, 0].numel()
     logsumexp, row_loss, grad, grad_denominator = outputs
     ranges = native.row_ranges(n_batch * n_spatial, n_classes)
-    sums = torch.empty(2 * len(ranges), dtype=torch.float64)
+    state = torch.empty(1 + 2 * len(ranges), dtype=torch.float64)
     forward, _ = _loops(library, logits.dtype)
     head = (logits.data_ptr(), logits.stride(0), n_classes, n_spatial)
     middle = (target.data_ptr(), ignore_index, native.pointer(class_weight), label_smoothing)
@@ -84,14 +85,14 @@ def _forward(library, logits, target, class_weight, ignore_index, label_smoothin
     gradient = (native.pointer(grad), native.pointer(grad_denominator))
     bad = native.run_ranges(
         lambda index, begin, end: forward(
-            *head, begin, end, *middle, *tail, sums.data_ptr() + 16 * index, *gradient
+            *head, begin, end, *middle, *tail, state.data_ptr() + 8 + 16 * index, *gradient
         ),
         ranges,
     )
     first_bad = min((position for position in bad if position >= 0), default=-1)
     if first_bad >= 0:
         raise TargetOutOfBoundsError(first_bad, int(target[first_bad]), n_classes, ignore_index)
-    return sums
+    return state
 
 
 def _backward(ctx, grad_output: Tensor) -> Tensor:
@@ -136,20 +137,21 @@ class SpatialCrossEntropyFunction(torch.autograd.Function):
         row_loss = torch.empty(item_shape, dtype=logits.dtype) if per_position else None
         grad = torch.empty_like(logits) if gradient_in_forward else None
         denominator = None
-        if reduction == "mean":
+        if reduction == "mean" and gradient_in_forward:  # the gradient's divisor, needed now
             denominator = native_loops.kept_weight_sum(
                 library, target, class_weight, ignore_index, logits.shape[1], logits.dtype
             )
         outputs = (logsumexp, row_loss, grad, denominator)
-        sums = _forward(
+        state = _forward(
             library, logits, target, class_weight, ignore_index, label_smoothing, outputs
         )
         if per_position:
             loss = row_loss
         else:
             loss = torch.empty((), dtype=logits.dtype)
-            state = torch.cat((sums.new_zeros(1), sums))
             native_loops.finish(library, state, reduction == "mean", loss)
+            if denominator is None and reduction == "mean":
+                denominator = state[:1]  # Σ w_y of the kept positions, written by finish
         ctx.save_for_backward(target, class_weight, logsumexp, denominator)
         ctx.options = (ignore_index, reduction, label_smoothing)
         ctx.unfused = (weight, logits.shape)
