@@ -120,7 +120,9 @@ def _train_into(
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
     if isinstance(data, PreparedData):
-        check_report_fits(data.n_classes, int(data.validation_targets.numel()), default_memory())
+        held_out = data.validation_targets  # None with --validation 0
+        n_validation = 0 if held_out is None else int(held_out.numel())
+        check_report_fits(data.n_classes, n_validation, default_memory())
     try:
         result = _fit(data, design, model_config, config, checkpoint, resume, progress, distributed)
         if distributed.is_main:
