@@ -256,6 +256,58 @@ def test_streamed_training_is_reproducible_and_learns(parquet_table):
     assert records[-1].validation_accuracy > 0.6
 
 
+def test_an_unknown_sync_is_refused(parquet_table):
+    data = _streamed(parquet_table)
+    try:
+        with pytest.raises(ConfigError, match="sync='weights': expected 'auto', 'data' or"):
+            StreamedTrainer(
+                get_design("A"), MLPConfig(data.n_features, data.n_classes, (8,), "tanh"),
+                TrainConfig(epochs=1), data.chunks, data.window_chunks, data.identity,
+                sync="weights",
+            )  # fmt: skip
+    finally:
+        data.close()
+
+
+def test_progress_writes_a_line_every_interval_and_a_closing_line():
+    from softclass.jobs.stream_train import RowProgress
+
+    now, lines = [0.0], []
+    progress = RowProgress("preparing", 1_000, lines.append, interval=5.0, clock=lambda: now[0])
+    for _ in range(4):
+        now[0] += 2.0
+        progress.advance(100)
+    assert lines == ["preparing: 300 of 1,000 rows done, 50 rows/s"]  # at 6 s, not at 2 or 4
+    progress.finish()
+    assert lines[-1] == "preparing: 400 rows done in 8.0 s, 50 rows/s"
+    quiet = []
+    RowProgress("preparing", None, quiet.append, interval=5.0, clock=lambda: 1.0).finish()
+    assert quiet == []  # a pass shorter than the interval writes nothing
+
+
+def test_streamed_preparation_reports_its_progress(parquet_table, monkeypatch):
+    from softclass.jobs import stream_train
+
+    monkeypatch.setattr(stream_train, "PROGRESS_SECONDS", 0.0)
+    lines = []
+    data = prepare_streamed(
+        parquet_table,
+        memory=64 * 2**20,
+        validation_fraction=0.2,
+        seed=0,
+        distributed=DistContext(),
+        target="label",
+        progress=lines.append,
+    )
+    data.close()
+    sample = [line for line in lines if line.startswith("reading the recipe's sample: ")]
+    preparing = [line for line in lines if line.startswith("preparing: ")]
+    assert len(sample) == len(preparing) == 14 + 1  # a line per chunk, then the closing line
+    assert sample[0].startswith("reading the recipe's sample: 150 of 2,000 rows done, ")
+    assert preparing[-1].startswith("preparing: 2,000 rows done in ")
+    assert all(line.endswith(" rows/s") for line in lines)
+
+
 def test_the_table_size_against_memory_chooses_the_path(parquet_table):
     source = TableSource(parquet_table)
     assert not choose_streamed(source, 2**40)
@@ -294,22 +346,23 @@ _RANK_SCRIPT = textwrap.dedent(
     with open(f"{sys.argv[2]}.{context.rank}", "w") as file:
         json.dump({"train": seen, "validation": validation.astype(int).tolist()}, file)
     config = TrainConfig(epochs=3, batch_size=32, seed=0, learning_rate=0.05)
-    result = StreamedTrainer(
+    trainer = StreamedTrainer(
         get_design("A"), MLPConfig(data.n_features, data.n_classes, (8,), "tanh"), config,
-        data.chunks, data.window_chunks, data.identity, distributed=context,
-    ).fit_stream()
-    if context.is_main:
-        torch.save(result.model.state_dict(), f"{sys.argv[2]}.weights")
+        data.chunks, data.window_chunks, data.identity, distributed=context, sync=sys.argv[3],
+    )
+    result = trainer.fit_stream()
+    assert trainer.network_ is trainer.model_  # one flat all-reduce per step, no DDP wrapper
+    torch.save(result.model.state_dict(), f"{sys.argv[2]}.weights.{context.rank}")
     data.close()
     distributed.teardown(context)
     """
 )
 
 
-def _run_ranks(script, table, out, n_processes):
+def _run_ranks(script, table, out, n_processes, sync="gradients"):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     run = subprocess.run(
-        [*command, f"--nproc-per-node={n_processes}", str(script), str(table), str(out)],
+        [*command, f"--nproc-per-node={n_processes}", str(script), str(table), str(out), sync],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
@@ -320,16 +373,23 @@ def _run_ranks(script, table, out, n_processes):
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_see_every_row_once_per_epoch(parquet_table, tmp_path):
+@pytest.mark.parametrize("sync", ["gradients", "data"])
+def test_two_gloo_ranks_see_every_row_once_per_epoch(parquet_table, tmp_path, sync):
     """Each rank prepares its own chunks; together they cover every row once per epoch (and
-    the hash split's validation rows once), and train the weights of one process."""
+    the hash split's validation rows once), and train the weights of one process: to float
+    tolerance when the ranks all-reduce gradients, bit for bit when they share the windows."""
     script = tmp_path / "ranks.py"
     script.write_text(_RANK_SCRIPT)
-    _run_ranks(script, parquet_table, tmp_path / "one", 1)
-    _run_ranks(script, parquet_table, tmp_path / "seen", 2)
-    for name, weights in torch.load(tmp_path / "one.weights").items():
-        reached = torch.load(tmp_path / "seen.weights")[name]
-        torch.testing.assert_close(reached, weights, rtol=1e-5, atol=1e-6)
+    _run_ranks(script, parquet_table, tmp_path / "one", 1, sync)
+    _run_ranks(script, parquet_table, tmp_path / "seen", 2, sync)
+    rank1 = torch.load(tmp_path / "seen.weights.1")
+    for name, weights in torch.load(tmp_path / "one.weights.0").items():
+        reached = torch.load(tmp_path / "seen.weights.0")[name]
+        if sync == "data":
+            assert torch.equal(reached, weights)
+        else:
+            torch.testing.assert_close(reached, weights, rtol=1e-5, atol=1e-6)
+        assert torch.equal(rank1[name], reached)  # the ranks stay identical
     ranks = [json.loads((tmp_path / f"seen.{rank}").read_text()) for rank in range(2)]
     train = ranks[0]["train"] + ranks[1]["train"]
     validation = ranks[0]["validation"] + ranks[1]["validation"]

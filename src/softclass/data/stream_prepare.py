@@ -21,7 +21,7 @@ validation rows apart, in a scratch directory: epochs then load a few chunks at 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +62,13 @@ def fit_streamed_recipe(
     drop: Sequence[str] = (),
     ids: Sequence[str] = (),
     typing: TypingOptions | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Recipe:
     """The recipe of ``source``'s training rows, fitted on a seeded sample of them.
 
     Args: as :func:`softclass.data.prepare.prepare_table`; ``sample_rows``: the sample's
-    expected size (every training row when the table has no more rows than this).
+    expected size (every training row when the table has no more rows than this);
+    ``progress``: called with the row count of each chunk read.
 
     Raises:
         DataError, ConfigError: as :meth:`Recipe.fit` on the sample.
@@ -81,6 +83,8 @@ def fit_streamed_recipe(
         if share < 1.0:
             chosen &= hashed_fraction(rows, share, seed ^ _SAMPLE_SALT)
         kept.append(frame.filter(pl.Series(chosen)))
+        if progress is not None:
+            progress(chunk.n_rows)
     sample = pl.concat(kept, rechunk=True)  # one buffer: sums in the order of one read
     if sample.height == 0:
         raise DataError(f"{source.path}: no training row was sampled from its {n_rows} rows")
@@ -133,8 +137,10 @@ def prepare_chunks(
     validation_fraction: float,
     seed: int,
     unknown: str = "ignore",
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[int, int], dict[int, int], tuple[str, ...]]:
-    """Prepare the chunks in ``owned`` (None: all) into ``directory``.
+    """Prepare the chunks in ``owned`` (None: all) into ``directory`` (``progress``: called
+    with the row count of each chunk prepared).
 
     Returns:
         ``(train_sizes, validation_sizes, warnings)``: per chunk prepared, its training and
@@ -160,6 +166,8 @@ def prepare_chunks(
         validation_sizes[chunk.index] = int(held_out.sum())
         for warning in prepared.warnings:
             warnings.setdefault(f"{_where(source, chunk)}: {warning}", None)
+        if progress is not None:
+            progress(chunk.n_rows)
     return train_sizes, validation_sizes, tuple(warnings)
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,13 @@ from softclass.training.distributed import (
     patient_group,
 )
 
-__all__ = ["IN_MEMORY_FACTOR", "StreamedData", "choose_streamed", "default_memory"]
+__all__ = [
+    "IN_MEMORY_FACTOR",
+    "RowProgress",
+    "StreamedData",
+    "choose_streamed",
+    "default_memory",
+]
 
 IN_MEMORY_FACTOR = 20
 """Peak memory of the in-memory path over the table's Arrow size (measured 16-19× on the
@@ -52,6 +59,52 @@ _PATIENCE_SECONDS = 3 * 3600  # ranks wait this long for rank 0's recipe and the
 _REPORT_ROWS = 100_000  # validation rows report.html measures a streamed model on, at most
 _WINDOW_SHARE = 0.25  # of the memory bound, for the window of prepared chunks
 _SAMPLE_SHARE = 0.5  # of the memory bound, for the recipe's sample while it is fitted
+PROGRESS_SECONDS = 5.0  # a progress line this often while the table is read
+
+
+class RowProgress:
+    """Progress lines of one pass over a table: rows done and rows/s, one line every
+    ``interval`` seconds at most (whatever stderr is: a run is never silent while it reads),
+    and a closing line when any was written. ``line`` writes a line (the CLI's stderr)."""
+
+    def __init__(
+        self,
+        phase: str,
+        total: int | None,
+        line: Callable[[str], None],
+        *,
+        interval: float = PROGRESS_SECONDS,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.phase, self.total, self.line = phase, total, line
+        self.interval, self.clock = interval, clock
+        self.rows = self.lines = 0
+        self.started = self.last = clock()
+
+    def advance(self, rows: int) -> None:
+        """Count ``rows`` more; write a line when ``interval`` has passed since the last."""
+        self.rows += rows
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            total = f" of {self.total:,}" if self.total else ""
+            self._write(f"{self.phase}: {self.rows:,}{total} rows done, {self._speed(now)}")
+
+    def finish(self) -> None:
+        """The closing line, when lines were written (a pass shorter than the interval is quiet)."""
+        if self.lines:
+            now = self.clock()
+            elapsed = now - self.started
+            self._write(
+                f"{self.phase}: {self.rows:,} rows done in {elapsed:.1f} s, {self._speed(now)}"
+            )
+
+    def _speed(self, now: float) -> str:
+        return f"{self.rows / max(now - self.started, 1e-9):,.0f} rows/s"
+
+    def _write(self, text: str) -> None:
+        self.lines += 1
+        self.line(text)
 
 
 def default_memory() -> int:
@@ -126,11 +179,13 @@ def prepare_streamed(
     target: str | None = None,
     unknown: str = "ignore",
     options: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> StreamedData:
     """Fit the recipe (rank 0, broadcast), prepare this rank's chunks, share the row counts.
 
     ``options``: the recipe's options (normalization, divisors, missing, keep, drop, ids,
-    typing), as :func:`softclass.data.prepare.prepare_table` takes them.
+    typing), as :func:`softclass.data.prepare.prepare_table` takes them. ``progress``: where
+    rank 0 writes its :class:`RowProgress` lines (None: no lines).
 
     Raises:
         DataError, ConfigError: as :func:`fit_streamed_recipe` and :func:`prepare_chunks` (on
@@ -143,6 +198,7 @@ def prepare_streamed(
     group = patient_group(distributed, _PATIENCE_SECONDS)
     fitted: Any = None
     if distributed.is_main:
+        reading = _progress("reading the recipe's sample", source.n_rows, progress)
         try:
             fitted = fit_streamed_recipe(
                 source,
@@ -150,8 +206,11 @@ def prepare_streamed(
                 validation_fraction=validation_fraction,
                 seed=seed,
                 sample_rows=max(sample_rows, 1_000),
+                progress=reading.advance if reading else None,
                 **options,
             ).to_dict()
+            if reading:
+                reading.finish()
         except DataError as error:
             fitted = ("error", str(error))
     fitted = broadcast_object(fitted, distributed, group)
@@ -164,6 +223,7 @@ def prepare_streamed(
         if not distributed.enabled
         else owned_chunks(len(source.scan()), distributed.rank, distributed.world_size)
     )
+    preparing = _progress("preparing", None, progress if distributed.is_main else None)
     train, validation, warnings = prepare_chunks(
         source,
         recipe,
@@ -172,7 +232,10 @@ def prepare_streamed(
         validation_fraction=validation_fraction,
         seed=seed,
         unknown=unknown,
+        progress=preparing.advance if preparing else None,
     )
+    if preparing:
+        preparing.finish()
     sizes = torch.zeros((2, len(source.chunks)), dtype=torch.int64)
     for chunk, count in train.items():
         sizes[0, chunk] = count
@@ -189,6 +252,12 @@ def prepare_streamed(
     identity = f"{Path(path).resolve()}:{source.arrow_bytes}:{source.n_rows}:{fitted}"
     window = _window_chunks(memory, chunks.train_sizes, recipe.n_features)
     return StreamedData(recipe, chunks, window, identity, (*recipe.notes, *warnings), scratch)
+
+
+def _progress(
+    phase: str, total: int | None, line: Callable[[str], None] | None
+) -> RowProgress | None:
+    return None if line is None else RowProgress(phase, total, line, interval=PROGRESS_SECONDS)
 
 
 def _window_chunks(memory: int, sizes: Sequence[int], n_features: int) -> int:

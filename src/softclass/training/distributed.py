@@ -127,6 +127,14 @@ def all_reduce_sum(
     return tensor
 
 
+def broadcast_tensor(tensor: torch.Tensor, context: DistContext, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s ``tensor`` copied into ``tensor`` on every rank (in place); identity
+    with one process."""
+    if context.enabled:
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
 def patient_group(context: DistContext, seconds: float) -> object | None:
     """A gloo group of every rank whose collectives wait ``seconds`` (None with one process).
 

@@ -154,6 +154,7 @@ def _training_data(
         unknown=values.get("unknown", "ignore"),
         options={name: values[name] for name in recipe_names if name in values}
         | {"typing": typing},
+        progress=lambda text: err_console.print(text, highlight=False, soft_wrap=True),
     )
     if context.is_main:
         _print_typing_table(streamed.recipe)
