@@ -2,6 +2,7 @@
 recipe fitted on a sample, and streamed training against the in-memory path."""
 
 import dataclasses
+import gzip
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from softclass.data.stream import (
     owned_chunks,
     parse_memory,
     row_hash,
+    streamable,
 )
 from softclass.data.stream_prepare import fit_streamed_recipe, prepare_chunks, validation_mask
 from softclass.errors import ConfigError, DataError
@@ -414,9 +416,59 @@ def test_threads_are_shared_among_the_ranks_of_a_machine(monkeypatch):
 # -- errors ------------------------------------------------------------------------------------
 
 
+def test_compressed_csv_and_json_lines_stream_through_the_table_reader(tmp_path, parquet_table):
+    table = _table(2_000)
+    plain, packed, lines = tmp_path / "t.csv", tmp_path / "t.csv.gz", tmp_path / "t.jsonl"
+    table.write_csv(plain)
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    table.write_ndjson(lines)
+    recipes = {}
+    for path in (plain, packed, lines):
+        source = TableSource(path, chunk_rows=150)
+        frames = [frame for _, frame in source.read()]
+        assert [chunk.n_rows for chunk in source.chunks] == [150] * 13 + [50]
+        whole = pl.concat(frames)
+        assert whole.height == 2_000 and whole["label"].to_list() == table["label"].to_list()
+        recipes[path] = fit_streamed_recipe(source, "label").to_dict()
+    assert recipes[packed] == recipes[plain]  # the same text, the same recipe
+    assert (
+        Recipe.from_dict(recipes[lines]).n_features == Recipe.from_dict(recipes[plain]).n_features
+    )
+    assert TableSource(packed).arrow_bytes == 4 * packed.stat().st_size
+    assert streamable(packed) and streamable(lines) and streamable(parquet_table)
+    assert not streamable(tmp_path / "t.txt") and not streamable(tmp_path / "missing.csv")
+
+
+def test_a_ragged_streamed_csv_row_gets_the_table_readers_message(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,b,label\n1,2,x\n3,4,5,y\n")
+    with pytest.raises(DataError, match=r"ragged\.csv: row 3 has 4 fields but the header has 3"):
+        TableSource(path).scan()
+
+
+def test_train_streams_a_compressed_csv(tmp_path):
+    from typer.testing import CliRunner
+
+    from softclass.cli import app
+
+    packed = tmp_path / "big.csv.gz"
+    packed.write_bytes(gzip.compress(_table(60_000).write_csv().encode()))
+    run = CliRunner().invoke(
+        app,
+        [
+            "train", str(packed), "--out", str(tmp_path / "model"), "--memory", "64MiB",
+            "--epochs", "1", "--batch-size", "256", "--target", "label",
+        ],
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    assert "1 epochs, streamed, 1 chunks," in run.output
+
+
 def test_a_missing_table_or_an_empty_directory_is_named(tmp_path):
     with pytest.raises(DataError, match=r"nothing\.csv: no such table"):
         TableSource(tmp_path / "nothing.csv")
+    with pytest.raises(DataError, match=r"nothing\.jsonl: no such table \(a CSV, JSON-lines"):
+        TableSource(tmp_path / "nothing.jsonl")
     with pytest.raises(DataError, match=r"the directory holds no \.parquet files"):
         TableSource(tmp_path)
 
