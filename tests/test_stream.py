@@ -473,6 +473,19 @@ def test_a_missing_table_or_an_empty_directory_is_named(tmp_path):
         TableSource(tmp_path)
 
 
+def test_a_bad_recipe_option_is_a_config_error_on_every_rank(parquet_table):
+    with pytest.raises(ConfigError, match=r"--normalize 'bogus' is not allowed; expected one"):
+        prepare_streamed(
+            parquet_table,
+            memory=64 * 2**20,
+            validation_fraction=0.2,
+            seed=0,
+            distributed=DistContext(),
+            target="label",
+            options={"normalization": "bogus"},
+        )
+
+
 def test_a_table_without_training_rows_is_refused(parquet_table):
     with pytest.raises(DataError, match=r"no training row was sampled from its 2000 rows"):
         fit_streamed_recipe(TableSource(parquet_table), "label", validation_fraction=1.0)

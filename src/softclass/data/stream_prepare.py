@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -73,26 +74,17 @@ def fit_streamed_recipe(
     Raises:
         DataError, ConfigError: as :meth:`Recipe.fit` on the sample.
     """
-    source.scan()
-    n_rows = source.n_rows or 0
-    share = min(1.0, sample_rows / max(n_rows, 1))
-    kept = []
-    for chunk, frame in source.read():
-        rows = np.arange(chunk.start, chunk.start + chunk.n_rows, dtype=np.int64)
-        chosen = ~validation_mask(rows, validation_fraction, seed)
-        if share < 1.0:
-            chosen &= hashed_fraction(rows, share, seed ^ _SAMPLE_SALT)
-        kept.append(frame.filter(pl.Series(chosen)))
-        if progress is not None:
-            progress(chunk.n_rows)
-    sample = pl.concat(kept, rechunk=True)  # one buffer: sums in the order of one read
-    if sample.height == 0:
-        raise DataError(f"{source.path}: no training row was sampled from its {n_rows} rows")
-    typed, types = typed_table(
-        sample, target, drop=drop, ids=ids, typing=typing, source=str(source.path)
+    pieces = sample_chunks(
+        source,
+        None,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        sample_rows=sample_rows,
+        progress=progress,
     )
-    return Recipe.fit(
-        typed,
+    return fit_sample(
+        pieces,
+        source,
         target,
         normalization=normalization,
         divisors=divisors,
@@ -101,8 +93,55 @@ def fit_streamed_recipe(
         drop=drop,
         ids=ids,
         typing=typing,
-        column_types=types,
     )
+
+
+def sample_chunks(
+    source: TableSource,
+    owned: Sequence[int] | None,
+    *,
+    validation_fraction: float,
+    seed: int,
+    sample_rows: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[int, pl.DataFrame]]:
+    """``(chunk index, sampled training rows)`` of the chunks in ``owned`` (None: all): the
+    rows :func:`fit_streamed_recipe` fits on, so torchrun ranks can each read their share."""
+    source.scan()
+    n_rows = source.n_rows or 0
+    share = min(1.0, sample_rows / max(n_rows, 1))
+    kept = []
+    for chunk, frame in source.read(owned):
+        rows = np.arange(chunk.start, chunk.start + chunk.n_rows, dtype=np.int64)
+        chosen = ~validation_mask(rows, validation_fraction, seed)
+        if share < 1.0:
+            chosen &= hashed_fraction(rows, share, seed ^ _SAMPLE_SALT)
+        kept.append((chunk.index, frame.filter(pl.Series(chosen))))
+        if progress is not None:
+            progress(chunk.n_rows)
+    return kept
+
+
+def fit_sample(
+    pieces: Sequence[tuple[int, pl.DataFrame]],
+    source: TableSource,
+    target: str | None = None,
+    **options: Any,
+) -> Recipe:
+    """The recipe fitted on the sampled ``pieces`` (from any ranks), taken in chunk order
+    (the options as :func:`fit_streamed_recipe` takes them)."""
+    ordered = [frame for _, frame in sorted(pieces, key=lambda piece: piece[0])]
+    # one buffer: sums in the order of one read
+    sample = pl.concat(ordered, rechunk=True) if ordered else pl.DataFrame()
+    if sample.height == 0:
+        raise DataError(
+            f"{source.path}: no training row was sampled from its {source.n_rows or 0} rows"
+        )
+    drop, ids, typing = options.get("drop", ()), options.get("ids", ()), options.get("typing")
+    typed, types = typed_table(
+        sample, target, drop=drop, ids=ids, typing=typing, source=str(source.path)
+    )
+    return Recipe.fit(typed, target, **options, column_types=types)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ measured on the issue-25 table) with the memory bound (``--memory``, default hal
 machine's memory); below it the in-memory path runs (faster on small tables), above it
 :func:`prepare_streamed` does:
 
-1. rank 0 fits the recipe on a sample of the training rows
-   (:func:`softclass.data.stream_prepare.fit_streamed_recipe`) and broadcasts it;
+1. each rank reads the seeded sample of the training rows in its own chunks
+   (:func:`softclass.data.stream_prepare.sample_chunks`), rank 0 gathers them, fits the
+   recipe on them in chunk order (the recipe of one process) and broadcasts it;
 2. each rank prepares only its own chunks (:func:`~softclass.data.stream.owned_chunks`) into a
    scratch directory, and the ranks share their chunks' row counts;
 3. training streams windows of chunks (:class:`softclass.training.streamed.StreamedTrainer`).
@@ -33,14 +34,16 @@ from softclass.data.stream import TableSource, owned_chunks
 from softclass.data.stream_prepare import (
     SAMPLE_ROWS,
     PreparedChunks,
-    fit_streamed_recipe,
+    fit_sample,
     prepare_chunks,
+    sample_chunks,
 )
-from softclass.errors import DataError
+from softclass.errors import ConfigError, DataError
 from softclass.training.distributed import (
     DistContext,
     all_reduce_sum,
     broadcast_object,
+    gather_object,
     patient_group,
 )
 
@@ -181,48 +184,44 @@ def prepare_streamed(
     options: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> StreamedData:
-    """Fit the recipe (rank 0, broadcast), prepare this rank's chunks, share the row counts.
+    """Fit the recipe (on every rank's share of the sample, on rank 0, broadcast), prepare
+    this rank's chunks, share the row counts.
 
     ``options``: the recipe's options (normalization, divisors, missing, keep, drop, ids,
     typing), as :func:`softclass.data.prepare.prepare_table` takes them. ``progress``: where
     rank 0 writes its :class:`RowProgress` lines (None: no lines).
 
     Raises:
-        DataError, ConfigError: as :func:`fit_streamed_recipe` and :func:`prepare_chunks` (on
-            rank 0's fit, every rank raises the same message).
+        DataError, ConfigError: as :func:`~softclass.data.stream_prepare.fit_streamed_recipe`
+            and :func:`prepare_chunks` (on the recipe's fit, every rank raises the same one).
     """
     source = TableSource(path, delimiter=delimiter)
     options = dict(options or {})
     row_bytes = source.arrow_bytes / max(source.n_rows or 1, 1)
     sample_rows = int(min(SAMPLE_ROWS, memory * _SAMPLE_SHARE / (row_bytes * IN_MEMORY_FACTOR)))
     group = patient_group(distributed, _PATIENCE_SECONDS)
-    fitted: Any = None
-    if distributed.is_main:
-        reading = _progress("reading the recipe's sample", source.n_rows, progress)
-        try:
-            fitted = fit_streamed_recipe(
-                source,
-                target,
-                validation_fraction=validation_fraction,
-                seed=seed,
-                sample_rows=max(sample_rows, 1_000),
-                progress=reading.advance if reading else None,
-                **options,
-            ).to_dict()
-            if reading:
-                reading.finish()
-        except DataError as error:
-            fitted = ("error", str(error))
-    fitted = broadcast_object(fitted, distributed, group)
-    if isinstance(fitted, tuple):
-        raise DataError(fitted[1])
-    recipe = Recipe.from_dict(fitted)
-    scratch = tempfile.TemporaryDirectory(prefix="softclass-stream-")
     owned = (
         None
         if not distributed.enabled
         else owned_chunks(len(source.scan()), distributed.rank, distributed.world_size)
     )
+    fitted = _fit_recipe(
+        source,
+        owned,
+        distributed,
+        group,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        sample_rows=max(sample_rows, 1_000),
+        target=target,
+        options=options,
+        progress=progress,
+    )
+    fitted = broadcast_object(fitted, distributed, group)
+    if isinstance(fitted, tuple):
+        raise (ConfigError if fitted[0] == "config" else DataError)(fitted[1])
+    recipe = Recipe.from_dict(fitted)
+    scratch = tempfile.TemporaryDirectory(prefix="softclass-stream-")
     preparing = _progress("preparing", None, progress if distributed.is_main else None)
     train, validation, warnings = prepare_chunks(
         source,
@@ -252,6 +251,53 @@ def prepare_streamed(
     identity = f"{Path(path).resolve()}:{source.arrow_bytes}:{source.n_rows}:{fitted}"
     window = _window_chunks(memory, chunks.train_sizes, recipe.n_features)
     return StreamedData(recipe, chunks, window, identity, (*recipe.notes, *warnings), scratch)
+
+
+def _fit_recipe(
+    source: TableSource,
+    owned: Sequence[int] | None,
+    distributed: DistContext,
+    group: object | None,
+    *,
+    validation_fraction: float,
+    seed: int,
+    sample_rows: int,
+    target: str | None,
+    options: dict[str, Any],
+    progress: Callable[[str], None] | None,
+) -> Any:
+    """The recipe's dict on rank 0 (None elsewhere), or ``("error", message)``: each rank reads
+    the sample rows of its own chunks and rank 0 fits on all of them, in chunk order (the
+    recipe one process fits on the same sample)."""
+    shown = progress if distributed.is_main else None
+    total = source.n_rows // distributed.world_size if source.n_rows else None
+    reading = _progress("reading the recipe's sample", total, shown)
+    try:
+        pieces: Any = sample_chunks(
+            source,
+            owned,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            sample_rows=sample_rows,
+            progress=reading.advance if reading else None,
+        )
+    except DataError as error:
+        pieces = ("error", str(error))
+    if reading:
+        reading.finish()
+    gathered = gather_object(pieces, distributed, group)
+    if not distributed.is_main:
+        return None
+    errors = [part for part in gathered if isinstance(part, tuple)]
+    if errors:
+        return errors[0]
+    try:
+        every = [piece for part in gathered for piece in part]
+        return fit_sample(every, source, target, **options).to_dict()
+    except DataError as error:
+        return ("error", str(error))
+    except ConfigError as error:  # every rank raises it, none waits for a recipe forever
+        return ("config", str(error))
 
 
 def _progress(
