@@ -36,7 +36,7 @@ if os.environ.get("SOFTCLASS_PORTABLE_BUILD", "0") != "1" and platform.machine()
 ):
     COMPILE_ARGS.append("-march=native")
 LIBRARIES = [] if platform.system() == "Windows" else ["m"]
-ROW_MATH = [f"{KERNELS}/loss_rows.h"]
+ROW_MATH = [f"{KERNELS}/loss_rows.h", f"{KERNELS}/spatial_loops.h"]
 
 
 def native_library(name: str, source: str, depends: list[str]) -> Extension:

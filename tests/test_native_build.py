@@ -181,12 +181,13 @@ def test_the_listed_sources_are_what_each_library_includes():
     def included(path):
         return re.findall(r'^#include "([^"]+)"', path.read_text(), re.MULTILINE)
 
-    cpu_source, row_header = native.CE_SOURCES
-    assert included(cpu_source) == [row_header.name]
+    cpu_source, row_header, spatial_header = native.CE_SOURCES
+    assert included(cpu_source) == [row_header.name, spatial_header.name]
+    assert included(spatial_header) == []
     mlp_source = mlp_native._SOURCES[0]
     assert set(included(mlp_source)) == {cpu_source.name, mlp_source.name}
     assert [path.name for path in mlp_native._SOURCES] == [
-        mlp_source.name, cpu_source.name, row_header.name,
+        mlp_source.name, cpu_source.name, row_header.name, spatial_header.name,
     ]  # fmt: skip
     setup = (REPOSITORY / "setup.py").read_text()
     assert "depends=depends" in setup and '[f"{KERNELS}/cpu_native.c", *ROW_MATH]' in setup

@@ -38,6 +38,7 @@ from softclass import validation
 from softclass.kernels import cross_entropy_cpu, dispatch
 from softclass.kernels import lean as lean_kernels
 from softclass.kernels import softmax as softmax_kernels
+from softclass.kernels import spatial_cross_entropy_cpu as spatial_kernels
 from softclass.kernels.row_blocks import TargetOutOfBoundsError, compute_dtype
 from softclass.probability_losses import mcee, mse_onehot, one_hot
 
@@ -380,6 +381,9 @@ def cross_entropy(
     input, target, weight, out_dtype = _checked_cross_entropy_inputs(
         input, target, weight, ignore_index, op
     )
+    options = (weight, ignore_index, reduction, label_smoothing)
+    if (spatial_loss := _spatial_cross_entropy(input, target, *options)) is not None:
+        return spatial_loss
     probability_target = target.shape == input.shape
     logits, flat_target, item_shape = _flatten_classes(input, target, probability_target)
     loss = _cross_entropy_2d(
@@ -388,6 +392,33 @@ def cross_entropy(
     if reduction == "none":
         loss = loss.reshape(item_shape)
     return loss if loss.dtype == out_dtype else loss.to(out_dtype)
+
+
+def _spatial_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> torch.Tensor | None:
+    """Cross entropy of validated (N, C, d1, ...) logits and class indices in the logits' own
+    layout (the compiled spatial loops, :mod:`softclass.kernels.spatial_cross_entropy_cpu`), or
+    None where those do not apply."""
+    if (
+        target.shape == input.shape
+        or not spatial_kernels.applicable(input, target, weight)
+        or _needs_torch_ops(weight, input, target)
+    ):
+        return None
+    try:
+        return spatial_kernels.cross_entropy(
+            input, target, weight, ignore_index, reduction, label_smoothing
+        )
+    except TargetOutOfBoundsError as error:
+        raise validation.target_out_of_bounds(
+            target, error.row, input.shape[1], ignore_index, "cross_entropy"
+        ) from None
 
 
 def _checked_cross_entropy_inputs(

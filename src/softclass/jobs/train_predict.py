@@ -120,7 +120,9 @@ def _train_into(
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
     if isinstance(data, PreparedData):
-        check_report_fits(data.n_classes, int(data.validation_targets.numel()), default_memory())
+        held_out = data.validation_targets
+        report_rows = data.train_targets if held_out is None else held_out  # what it scores
+        check_report_fits(data.n_classes, int(report_rows.numel()), default_memory())
     try:
         result = _fit(data, design, model_config, config, checkpoint, resume, progress, distributed)
         if distributed.is_main:

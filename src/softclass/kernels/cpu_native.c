@@ -456,3 +456,4 @@
 DEFINE_KERNELS(f32, float, float)
 DEFINE_KERNELS(bf16, uint16_t, float)
 DEFINE_KERNELS(f64, double, double)
+#include "spatial_loops.h"

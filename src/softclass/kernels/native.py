@@ -53,7 +53,9 @@ SUPPORTED_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float64:
 # The files the library is built from (setup.py): the row loops, and the row math of the losses
 # (log-sum-exp, cross entropy and its gradient, softmax, the design losses of probabilities) that
 # the compiled MLP training loops (softclass/training/mlp_native.c) include too.
-CE_SOURCES = (Path(__file__).with_name("cpu_native.c"), Path(__file__).with_name("loss_rows.h"))
+CE_SOURCES = tuple(
+    Path(__file__).with_name(name) for name in ("cpu_native.c", "loss_rows.h", "spatial_loops.h")
+)
 # Below this many logit elements (~4 ms of work) a pass runs on the calling thread: handing off
 # to the pool while torch's OpenMP threads still spin measured up to 10x slower at 65536x10.
 _PARALLEL_MIN_ELEMENTS = 1 << 22
@@ -88,7 +90,10 @@ _BACKWARD_ARGS = [
 _SYMBOLS = tuple(
     f"ce_{step}_{suffix}"
     for suffix in SUPPORTED_DTYPES.values()
-    for step in ("forward", "finish", "backward", "scale", "kept_weight_sum")
+    for step in (
+        *("forward", "finish", "backward", "scale", "kept_weight_sum"),
+        *("spatial_forward", "spatial_backward"),
+    )
 )
 
 
