@@ -2,6 +2,7 @@
 recipe fitted on a sample, and streamed training against the in-memory path."""
 
 import dataclasses
+import gzip
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from softclass.data.stream import (
     owned_chunks,
     parse_memory,
     row_hash,
+    streamable,
 )
 from softclass.data.stream_prepare import fit_streamed_recipe, prepare_chunks, validation_mask
 from softclass.errors import ConfigError, DataError
@@ -256,6 +258,58 @@ def test_streamed_training_is_reproducible_and_learns(parquet_table):
     assert records[-1].validation_accuracy > 0.6
 
 
+def test_an_unknown_sync_is_refused(parquet_table):
+    data = _streamed(parquet_table)
+    try:
+        with pytest.raises(ConfigError, match="sync='weights': expected 'auto', 'data' or"):
+            StreamedTrainer(
+                get_design("A"), MLPConfig(data.n_features, data.n_classes, (8,), "tanh"),
+                TrainConfig(epochs=1), data.chunks, data.window_chunks, data.identity,
+                sync="weights",
+            )  # fmt: skip
+    finally:
+        data.close()
+
+
+def test_progress_writes_a_line_every_interval_and_a_closing_line():
+    from softclass.jobs.stream_train import RowProgress
+
+    now, lines = [0.0], []
+    progress = RowProgress("preparing", 1_000, lines.append, interval=5.0, clock=lambda: now[0])
+    for _ in range(4):
+        now[0] += 2.0
+        progress.advance(100)
+    assert lines == ["preparing: 300 of 1,000 rows done, 50 rows/s"]  # at 6 s, not at 2 or 4
+    progress.finish()
+    assert lines[-1] == "preparing: 400 rows done in 8.0 s, 50 rows/s"
+    quiet = []
+    RowProgress("preparing", None, quiet.append, interval=5.0, clock=lambda: 1.0).finish()
+    assert quiet == []  # a pass shorter than the interval writes nothing
+
+
+def test_streamed_preparation_reports_its_progress(parquet_table, monkeypatch):
+    from softclass.jobs import stream_train
+
+    monkeypatch.setattr(stream_train, "PROGRESS_SECONDS", 0.0)
+    lines = []
+    data = prepare_streamed(
+        parquet_table,
+        memory=64 * 2**20,
+        validation_fraction=0.2,
+        seed=0,
+        distributed=DistContext(),
+        target="label",
+        progress=lines.append,
+    )
+    data.close()
+    sample = [line for line in lines if line.startswith("reading the recipe's sample: ")]
+    preparing = [line for line in lines if line.startswith("preparing: ")]
+    assert len(sample) == len(preparing) == 14 + 1  # a line per chunk, then the closing line
+    assert sample[0].startswith("reading the recipe's sample: 150 of 2,000 rows done, ")
+    assert preparing[-1].startswith("preparing: 2,000 rows done in ")
+    assert all(line.endswith(" rows/s") for line in lines)
+
+
 def test_the_table_size_against_memory_chooses_the_path(parquet_table):
     source = TableSource(parquet_table)
     assert not choose_streamed(source, 2**40)
@@ -294,22 +348,23 @@ _RANK_SCRIPT = textwrap.dedent(
     with open(f"{sys.argv[2]}.{context.rank}", "w") as file:
         json.dump({"train": seen, "validation": validation.astype(int).tolist()}, file)
     config = TrainConfig(epochs=3, batch_size=32, seed=0, learning_rate=0.05)
-    result = StreamedTrainer(
+    trainer = StreamedTrainer(
         get_design("A"), MLPConfig(data.n_features, data.n_classes, (8,), "tanh"), config,
-        data.chunks, data.window_chunks, data.identity, distributed=context,
-    ).fit_stream()
-    if context.is_main:
-        torch.save(result.model.state_dict(), f"{sys.argv[2]}.weights")
+        data.chunks, data.window_chunks, data.identity, distributed=context, sync=sys.argv[3],
+    )
+    result = trainer.fit_stream()
+    assert trainer.network_ is trainer.model_  # one flat all-reduce per step, no DDP wrapper
+    torch.save(result.model.state_dict(), f"{sys.argv[2]}.weights.{context.rank}")
     data.close()
     distributed.teardown(context)
     """
 )
 
 
-def _run_ranks(script, table, out, n_processes):
+def _run_ranks(script, table, out, n_processes, sync="gradients"):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     run = subprocess.run(
-        [*command, f"--nproc-per-node={n_processes}", str(script), str(table), str(out)],
+        [*command, f"--nproc-per-node={n_processes}", str(script), str(table), str(out), sync],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
@@ -320,16 +375,23 @@ def _run_ranks(script, table, out, n_processes):
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_see_every_row_once_per_epoch(parquet_table, tmp_path):
+@pytest.mark.parametrize("sync", ["gradients", "data"])
+def test_two_gloo_ranks_see_every_row_once_per_epoch(parquet_table, tmp_path, sync):
     """Each rank prepares its own chunks; together they cover every row once per epoch (and
-    the hash split's validation rows once), and train the weights of one process."""
+    the hash split's validation rows once), and train the weights of one process: to float
+    tolerance when the ranks all-reduce gradients, bit for bit when they share the windows."""
     script = tmp_path / "ranks.py"
     script.write_text(_RANK_SCRIPT)
-    _run_ranks(script, parquet_table, tmp_path / "one", 1)
-    _run_ranks(script, parquet_table, tmp_path / "seen", 2)
-    for name, weights in torch.load(tmp_path / "one.weights").items():
-        reached = torch.load(tmp_path / "seen.weights")[name]
-        torch.testing.assert_close(reached, weights, rtol=1e-5, atol=1e-6)
+    _run_ranks(script, parquet_table, tmp_path / "one", 1, sync)
+    _run_ranks(script, parquet_table, tmp_path / "seen", 2, sync)
+    rank1 = torch.load(tmp_path / "seen.weights.1")
+    for name, weights in torch.load(tmp_path / "one.weights.0").items():
+        reached = torch.load(tmp_path / "seen.weights.0")[name]
+        if sync == "data":
+            assert torch.equal(reached, weights)
+        else:
+            torch.testing.assert_close(reached, weights, rtol=1e-5, atol=1e-6)
+        assert torch.equal(rank1[name], reached)  # the ranks stay identical
     ranks = [json.loads((tmp_path / f"seen.{rank}").read_text()) for rank in range(2)]
     train = ranks[0]["train"] + ranks[1]["train"]
     validation = ranks[0]["validation"] + ranks[1]["validation"]
@@ -354,11 +416,74 @@ def test_threads_are_shared_among_the_ranks_of_a_machine(monkeypatch):
 # -- errors ------------------------------------------------------------------------------------
 
 
+def test_compressed_csv_and_json_lines_stream_through_the_table_reader(tmp_path, parquet_table):
+    table = _table(2_000)
+    plain, packed, lines = tmp_path / "t.csv", tmp_path / "t.csv.gz", tmp_path / "t.jsonl"
+    table.write_csv(plain)
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    table.write_ndjson(lines)
+    recipes = {}
+    for path in (plain, packed, lines):
+        source = TableSource(path, chunk_rows=150)
+        frames = [frame for _, frame in source.read()]
+        assert [chunk.n_rows for chunk in source.chunks] == [150] * 13 + [50]
+        whole = pl.concat(frames)
+        assert whole.height == 2_000 and whole["label"].to_list() == table["label"].to_list()
+        recipes[path] = fit_streamed_recipe(source, "label").to_dict()
+    assert recipes[packed] == recipes[plain]  # the same text, the same recipe
+    assert (
+        Recipe.from_dict(recipes[lines]).n_features == Recipe.from_dict(recipes[plain]).n_features
+    )
+    assert TableSource(packed).arrow_bytes == 4 * packed.stat().st_size
+    assert streamable(packed) and streamable(lines) and streamable(parquet_table)
+    assert not streamable(tmp_path / "t.txt") and not streamable(tmp_path / "missing.csv")
+
+
+def test_a_ragged_streamed_csv_row_gets_the_table_readers_message(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,b,label\n1,2,x\n3,4,5,y\n")
+    with pytest.raises(DataError, match=r"ragged\.csv: row 3 has 4 fields but the header has 3"):
+        TableSource(path).scan()
+
+
+def test_train_streams_a_compressed_csv(tmp_path):
+    from typer.testing import CliRunner
+
+    from softclass.cli import app
+
+    packed = tmp_path / "big.csv.gz"
+    packed.write_bytes(gzip.compress(_table(60_000).write_csv().encode()))
+    run = CliRunner().invoke(
+        app,
+        [
+            "train", str(packed), "--out", str(tmp_path / "model"), "--memory", "64MiB",
+            "--epochs", "1", "--batch-size", "256", "--target", "label",
+        ],
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    assert "1 epochs, streamed, 1 chunks," in run.output
+
+
 def test_a_missing_table_or_an_empty_directory_is_named(tmp_path):
     with pytest.raises(DataError, match=r"nothing\.csv: no such table"):
         TableSource(tmp_path / "nothing.csv")
+    with pytest.raises(DataError, match=r"nothing\.jsonl: no such table \(a CSV, JSON-lines"):
+        TableSource(tmp_path / "nothing.jsonl")
     with pytest.raises(DataError, match=r"the directory holds no \.parquet files"):
         TableSource(tmp_path)
+
+
+def test_a_bad_recipe_option_is_a_config_error_on_every_rank(parquet_table):
+    with pytest.raises(ConfigError, match=r"--normalize 'bogus' is not allowed; expected one"):
+        prepare_streamed(
+            parquet_table,
+            memory=64 * 2**20,
+            validation_fraction=0.2,
+            seed=0,
+            distributed=DistContext(),
+            target="label",
+            options={"normalization": "bogus"},
+        )
 
 
 def test_a_table_without_training_rows_is_refused(parquet_table):

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
+from softclass.data.chunks import TableChunks
+from softclass.data.sources import check_source
 from softclass.errors import ConfigError, DataError
 
 __all__ = [
@@ -53,6 +53,9 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 _SMALLEST_MEMORY = 64 * 2**20
+# A compressed CSV's text is taken as this many times its file (gzip on tables: 3-6x), to
+# compare with a memory bound before a row is read.
+_COMPRESSION_FACTOR = 4
 
 
 def parse_memory(text: str) -> int:
@@ -117,17 +120,19 @@ class SourceChunk:
 
 
 class TableSource:
-    """A Parquet file, a directory of Parquet files, or a CSV file, read a chunk at a time.
+    """A Parquet file, a directory of Parquet files, a CSV (also compressed) or JSON-lines
+    file, read a chunk at a time (Parquet: a row group; else ``chunk_rows`` rows).
 
     Cells are raw (as :func:`softclass.data.read_table` with ``raw=True``: CSV cells are text),
     so the recipe's column types read them exactly as in the in-memory path.
 
     Attributes:
-        chunks: the source chunks, in file order (for a CSV, known after the first
+        chunks: the source chunks, in file order (for a CSV or JSON lines, known after the first
             :meth:`read`; before, an empty tuple).
-        n_rows: the number of rows (None for a CSV before it was read once).
+        n_rows: the number of rows (None for a CSV or JSON lines before it was read once).
         arrow_bytes: the table's uncompressed size as the files say it (Parquet), else the file's
-            size: what the in-memory path would hold before typing, to compare with a memory bound.
+            size (a compressed file's times :data:`_COMPRESSION_FACTOR`): what the in-memory
+            path would hold before typing, to compare with a memory bound.
     """
 
     def __init__(
@@ -135,9 +140,9 @@ class TableSource:
     ) -> None:
         self.path = Path(path)
         self.chunk_rows = chunk_rows
-        self.delimiter = delimiter or ","
+        self.delimiter = delimiter
         files = _parquet_files(self.path)
-        self.format = "parquet" if files else "csv"
+        self.format = "parquet" if files else "table"
         self.chunks: tuple[SourceChunk, ...] = ()
         self.n_rows: int | None = None
         if files:
@@ -149,9 +154,13 @@ class TableSource:
                 for group in range(pa_parquet.ParquetFile(name).metadata.num_row_groups)
             )
         elif self.path.is_file():
-            self.arrow_bytes = self.path.stat().st_size
+            _, compression = check_source(self.path, delimiter)
+            factor = _COMPRESSION_FACTOR if compression else 1
+            self.arrow_bytes = self.path.stat().st_size * factor
         else:
-            raise DataError(f"{self.path}: no such table (a CSV or Parquet file, or a directory)")
+            raise DataError(
+                f"{self.path}: no such table (a CSV, JSON-lines or Parquet file, or a directory)"
+            )
 
     def scan(self) -> tuple[SourceChunk, ...]:
         """The chunks, reading a CSV once to find them when it was not read yet."""
@@ -171,38 +180,31 @@ class TableSource:
                     table = pa_parquet.ParquetFile(chunk.file).read_row_group(chunk.row_group)
                     yield chunk, pl.from_arrow(table)
             return
-        yield from self._csv_chunks(wanted)
+        yield from self._table_chunks(wanted)
 
-    def _csv_chunks(self, wanted: set[int] | None) -> Iterator[tuple[SourceChunk, pl.DataFrame]]:
-        parse = pa_csv.ParseOptions(delimiter=self.delimiter)
-        names = pa_csv.open_csv(self.path, parse_options=parse).schema.names
-        reader = pa_csv.open_csv(
-            self.path,
-            parse_options=parse,
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
-            ),
-        )
-        chunks, start, pending = [], 0, []
-        for batch in reader:
-            pending.append(pl.from_arrow(batch))
-            while sum(frame.height for frame in pending) >= self.chunk_rows:
-                whole = pl.concat(pending)
-                pending = [whole[self.chunk_rows :]]
-                chunk = SourceChunk(len(chunks), start, self.chunk_rows, str(self.path))
-                chunks.append(chunk)
-                start += self.chunk_rows
-                if wanted is None or chunk.index in wanted:
-                    yield chunk, whole[: self.chunk_rows]
-        rest = [frame for frame in pending if frame.height]
-        if rest:
-            whole = pl.concat(rest)
-            chunk = SourceChunk(len(chunks), start, whole.height, str(self.path))
+    def _table_chunks(self, wanted: set[int] | None) -> Iterator[tuple[SourceChunk, pl.DataFrame]]:
+        """CSV (also compressed) and JSON lines through :class:`~softclass.data.chunks.
+        TableChunks`: the whole-table reader's header, delimiter, quoting and type rules and
+        messages, ``chunk_rows`` rows at a time."""
+        chunks, start = [], 0
+        for frame in TableChunks(self.path, chunk_rows=self.chunk_rows, delimiter=self.delimiter):
+            chunk = SourceChunk(len(chunks), start, frame.height, str(self.path))
             chunks.append(chunk)
-            start += whole.height
+            start += frame.height
             if wanted is None or chunk.index in wanted:
-                yield chunk, whole
+                yield chunk, frame
         self.chunks, self.n_rows = tuple(chunks), start
+
+
+def streamable(path: Path) -> bool:
+    """True when :class:`TableSource` can stream ``path``: an existing Parquet file or
+    directory, CSV (also compressed) or JSON-lines file (else the in-memory reader names
+    what is wrong)."""
+    try:
+        check_source(path, None)
+    except DataError:
+        return False
+    return True
 
 
 def _parquet_files(path: Path) -> list[str]:

@@ -21,9 +21,10 @@ validation rows apart, in a scratch directory: epochs then load a few chunks at 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -62,33 +63,28 @@ def fit_streamed_recipe(
     drop: Sequence[str] = (),
     ids: Sequence[str] = (),
     typing: TypingOptions | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Recipe:
     """The recipe of ``source``'s training rows, fitted on a seeded sample of them.
 
     Args: as :func:`softclass.data.prepare.prepare_table`; ``sample_rows``: the sample's
-    expected size (every training row when the table has no more rows than this).
+    expected size (every training row when the table has no more rows than this);
+    ``progress``: called with the row count of each chunk read.
 
     Raises:
         DataError, ConfigError: as :meth:`Recipe.fit` on the sample.
     """
-    source.scan()
-    n_rows = source.n_rows or 0
-    share = min(1.0, sample_rows / max(n_rows, 1))
-    kept = []
-    for chunk, frame in source.read():
-        rows = np.arange(chunk.start, chunk.start + chunk.n_rows, dtype=np.int64)
-        chosen = ~validation_mask(rows, validation_fraction, seed)
-        if share < 1.0:
-            chosen &= hashed_fraction(rows, share, seed ^ _SAMPLE_SALT)
-        kept.append(frame.filter(pl.Series(chosen)))
-    sample = pl.concat(kept, rechunk=True)  # one buffer: sums in the order of one read
-    if sample.height == 0:
-        raise DataError(f"{source.path}: no training row was sampled from its {n_rows} rows")
-    typed, types = typed_table(
-        sample, target, drop=drop, ids=ids, typing=typing, source=str(source.path)
+    pieces = sample_chunks(
+        source,
+        None,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        sample_rows=sample_rows,
+        progress=progress,
     )
-    return Recipe.fit(
-        typed,
+    return fit_sample(
+        pieces,
+        source,
         target,
         normalization=normalization,
         divisors=divisors,
@@ -97,8 +93,55 @@ def fit_streamed_recipe(
         drop=drop,
         ids=ids,
         typing=typing,
-        column_types=types,
     )
+
+
+def sample_chunks(
+    source: TableSource,
+    owned: Sequence[int] | None,
+    *,
+    validation_fraction: float,
+    seed: int,
+    sample_rows: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[int, pl.DataFrame]]:
+    """``(chunk index, sampled training rows)`` of the chunks in ``owned`` (None: all): the
+    rows :func:`fit_streamed_recipe` fits on, so torchrun ranks can each read their share."""
+    source.scan()
+    n_rows = source.n_rows or 0
+    share = min(1.0, sample_rows / max(n_rows, 1))
+    kept = []
+    for chunk, frame in source.read(owned):
+        rows = np.arange(chunk.start, chunk.start + chunk.n_rows, dtype=np.int64)
+        chosen = ~validation_mask(rows, validation_fraction, seed)
+        if share < 1.0:
+            chosen &= hashed_fraction(rows, share, seed ^ _SAMPLE_SALT)
+        kept.append((chunk.index, frame.filter(pl.Series(chosen))))
+        if progress is not None:
+            progress(chunk.n_rows)
+    return kept
+
+
+def fit_sample(
+    pieces: Sequence[tuple[int, pl.DataFrame]],
+    source: TableSource,
+    target: str | None = None,
+    **options: Any,
+) -> Recipe:
+    """The recipe fitted on the sampled ``pieces`` (from any ranks), taken in chunk order
+    (the options as :func:`fit_streamed_recipe` takes them)."""
+    ordered = [frame for _, frame in sorted(pieces, key=lambda piece: piece[0])]
+    # one buffer: sums in the order of one read
+    sample = pl.concat(ordered, rechunk=True) if ordered else pl.DataFrame()
+    if sample.height == 0:
+        raise DataError(
+            f"{source.path}: no training row was sampled from its {source.n_rows or 0} rows"
+        )
+    drop, ids, typing = options.get("drop", ()), options.get("ids", ()), options.get("typing")
+    typed, types = typed_table(
+        sample, target, drop=drop, ids=ids, typing=typing, source=str(source.path)
+    )
+    return Recipe.fit(typed, target, **options, column_types=types)
 
 
 @dataclass(frozen=True)
@@ -133,8 +176,10 @@ def prepare_chunks(
     validation_fraction: float,
     seed: int,
     unknown: str = "ignore",
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[int, int], dict[int, int], tuple[str, ...]]:
-    """Prepare the chunks in ``owned`` (None: all) into ``directory``.
+    """Prepare the chunks in ``owned`` (None: all) into ``directory`` (``progress``: called
+    with the row count of each chunk prepared).
 
     Returns:
         ``(train_sizes, validation_sizes, warnings)``: per chunk prepared, its training and
@@ -160,6 +205,8 @@ def prepare_chunks(
         validation_sizes[chunk.index] = int(held_out.sum())
         for warning in prepared.warnings:
             warnings.setdefault(f"{_where(source, chunk)}: {warning}", None)
+        if progress is not None:
+            progress(chunk.n_rows)
     return train_sizes, validation_sizes, tuple(warnings)
 
 

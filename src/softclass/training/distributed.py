@@ -127,6 +127,24 @@ def all_reduce_sum(
     return tensor
 
 
+def broadcast_tensor(tensor: torch.Tensor, context: DistContext, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s ``tensor`` copied into ``tensor`` on every rank (in place); identity
+    with one process."""
+    if context.enabled:
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
+def gather_object(value: object, context: DistContext, group: object | None = None) -> list:
+    """Every rank's ``value`` (pickled), in rank order, on rank 0; ``[]`` on the others and
+    ``[value]`` with one process."""
+    if not context.enabled:
+        return [value]
+    gathered = [None] * context.world_size if context.is_main else None
+    dist.gather_object(value, gathered, dst=0, group=group)
+    return gathered if context.is_main else []
+
+
 def patient_group(context: DistContext, seconds: float) -> object | None:
     """A gloo group of every rank whose collectives wait ``seconds`` (None with one process).
 

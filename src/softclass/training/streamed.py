@@ -7,11 +7,22 @@ tensors held in memory: it loads one window of prepared chunks
 (:class:`~softclass.data.stream_prepare.PreparedChunks`) at a time, so memory holds a few chunks,
 never the table.
 
-Under torchrun each rank holds only its own chunks and takes their rows out of every global
-batch; the step scales its summed loss by ``world_size / global batch rows`` and DDP averages the
-gradients (:mod:`softclass.training.distributed`), so a step equals the one-process step on the
-same global batch up to the order of float additions. A rank with no row in a batch still steps
-(a zero gradient), so every rank takes part in every all-reduce.
+Under torchrun each rank reads and prepares only its own chunks (the expensive part on tabular
+data), and the ranks keep in step one of two ways (``sync``):
+
+* ``"data"`` (the default on CPU): at each window the owner of each chunk broadcasts its rows,
+  so every rank holds the whole window and takes every step of one process on the whole global
+  batch itself, with no collective per step. The weights are those of one process, bit for
+  bit, on every rank. Small tabular networks spend a step mostly in fixed per-step costs, so
+  splitting the batch saves little while a collective per step makes each rank wait for the
+  other (on a shared 2-core machine, for the scheduler) 16,000 times an epoch at 4M rows.
+* ``"gradients"`` (the default on CUDA): each rank takes its own rows out of every global batch,
+  scales its summed loss by ``world_size / global batch rows``, and the gradients are summed in
+  one flat all-reduce per step (:meth:`reduce_gradients`) and averaged: a step equals the
+  one-process step up to the order of float additions. A rank with no row in a batch still
+  steps (a zero gradient), so every rank takes part in every all-reduce. No
+  DistributedDataParallel: its reducer's per-step bookkeeping is a measurable part of a small
+  network's step.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
 from softclass.training.backends.autograd import Trainer
 from softclass.training.config import TrainConfig, resolve_device
-from softclass.training.distributed import DistContext, all_reduce_sum
+from softclass.training.distributed import DistContext, all_reduce_sum, broadcast_tensor
 from softclass.training.results import EpochRecord, ProgressCallback, TrainResult
 
 __all__ = ["StreamedTrainer"]
@@ -58,6 +69,7 @@ class StreamedTrainer(Trainer):
         checkpoint_path: str | Path | None = None,
         progress: ProgressCallback | None = None,
         distributed: DistContext | None = None,
+        sync: str = "auto",
     ) -> None:
         super().__init__(
             design,
@@ -70,6 +82,9 @@ class StreamedTrainer(Trainer):
         self.chunks = chunks
         self.window_chunks = window_chunks
         self.identity = identity
+        if sync not in ("auto", "data", "gradients"):
+            raise ConfigError(f"sync={sync!r}: expected 'auto', 'data' or 'gradients'")
+        self.sync = sync
 
     def fit_stream(self, *, resume: bool = False) -> TrainResult:
         """Train on the chunks and return the result (raises as :meth:`Trainer.fit`)."""
@@ -82,12 +97,16 @@ class StreamedTrainer(Trainer):
             if self.distributed.enabled
             else resolve_device(self.config.device)
         )
+        sync = self.sync if self.sync != "auto" else "data"
+        if self.sync == "auto" and self.device_.type == "cuda":
+            sync = "gradients"
+        self.replicated_ = self.distributed.enabled and sync == "data"
         self.plan_ = EpochPlan(
             self.chunks.train_sizes,
             self.config.batch_size,
             self.window_chunks,
             self.config.seed,
-            self.chunks.owned,
+            None if self.replicated_ else self.chunks.owned,
         )
         self.fingerprint_ = hashlib.sha256(
             json.dumps(
@@ -101,6 +120,60 @@ class StreamedTrainer(Trainer):
 
     def batches_per_epoch(self) -> int:
         return self.plan_.n_batches()
+
+    def train_step(
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        encoded_targets: torch.Tensor,
+        global_rows: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`Trainer.train_step`; replicated ranks step as one process does."""
+        if not self.replicated_:
+            return super().train_step(features, targets, encoded_targets, global_rows)
+        distributed, self.distributed = self.distributed, DistContext()
+        try:
+            return super().train_step(features, targets, encoded_targets)
+        finally:
+            self.distributed = distributed
+
+    def wrap_network(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model itself: under torchrun :meth:`reduce_gradients` replaces DDP. The ranks
+        start from rank 0's weights (one broadcast), as DDP would make them."""
+        self.flat_gradients_ = None
+        if self.distributed.enabled:
+            flat = torch.cat([tensor.detach().reshape(-1) for tensor in model.parameters()])
+            broadcast_tensor(flat, self.distributed)
+            with torch.no_grad():
+                for tensor, piece in zip(model.parameters(), _pieces(flat, model), strict=True):
+                    tensor.copy_(piece)
+        return model
+
+    @torch.no_grad()
+    def optimizer_step(self) -> None:
+        """Average the gradients over the ranks (one all-reduce), then step as one process."""
+        if self.distributed.enabled and not self.replicated_:
+            self.reduce_gradients()
+        super().optimizer_step()
+
+    def reduce_gradients(self) -> None:
+        """Every parameter's gradient summed over the ranks in one flat all-reduce, then
+        divided by the world size (a parameter without a gradient counts as zeros)."""
+        parameters = list(self.parameters_.values())
+        for tensor in parameters:
+            if tensor.grad is None:
+                tensor.grad = torch.zeros_like(tensor)
+        if self.flat_gradients_ is None:
+            total = sum(tensor.numel() for tensor in parameters)
+            self.flat_gradients_ = torch.empty(
+                total, dtype=parameters[0].dtype, device=self.device_
+            )
+        flat = self.flat_gradients_
+        torch.cat([tensor.grad.reshape(-1) for tensor in parameters], out=flat)
+        all_reduce_sum(flat, self.distributed)
+        flat.div_(self.distributed.world_size)
+        for tensor, piece in zip(parameters, _pieces(flat, parameters), strict=True):
+            tensor.grad.copy_(piece)
 
     def run_epoch(self) -> EpochRecord:
         """One pass over the windows of this epoch's plan, then the validation rows."""
@@ -136,8 +209,9 @@ class StreamedTrainer(Trainer):
                     correct += batch_correct
                     pending, pending_rows = [], 0
             del features, targets, encoded
-        all_reduce_sum(loss_sum, self.distributed)
-        all_reduce_sum(correct, self.distributed)
+        if not self.replicated_:  # replicated: every rank took every step on every row
+            all_reduce_sum(loss_sum, self.distributed)
+            all_reduce_sum(correct, self.distributed)
         n_rows = self.plan_.n_rows()
         validation_loss = validation_accuracy = None
         if self.validation_ is not None:
@@ -179,8 +253,13 @@ class StreamedTrainer(Trainer):
             super().check_first_batch(outputs, encoded_targets)
 
     def _window(self, chunk_ids: Sequence[int], part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's rows of ``chunk_ids`` (in that order): features and targets on device."""
-        loaded = [self.chunks.load(chunk, part) for chunk in chunk_ids if chunk in self.owned_]
+        """This rank's rows of ``chunk_ids`` (in that order): features and targets on device.
+        Replicated ranks hold every training row of the window: each chunk's owner broadcasts
+        it."""
+        if self.replicated_ and part == "train":
+            loaded = [self._shared_chunk(chunk) for chunk in chunk_ids]
+        else:
+            loaded = [self.chunks.load(chunk, part) for chunk in chunk_ids if chunk in self.owned_]
         if not loaded:
             empty = torch.empty((0, self.model_config.n_features), dtype=torch.float32)
             return empty.to(self.device_), torch.empty(0, dtype=torch.int64, device=self.device_)
@@ -188,6 +267,26 @@ class StreamedTrainer(Trainer):
         targets = torch.cat([targets for _, targets in loaded]).to(self.device_)
         return features, targets
 
+    def _shared_chunk(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training rows of ``chunk`` on every rank, broadcast by the rank that owns it."""
+        if chunk in self.owned_:
+            features, targets = self.chunks.load(chunk, "train")
+        else:
+            rows = self.chunks.train_sizes[chunk]
+            features = torch.empty((rows, self.model_config.n_features), dtype=torch.float32)
+            targets = torch.empty(rows, dtype=torch.int64)
+        owner = chunk % self.distributed.world_size  # owned_chunks: c % world_size == rank
+        broadcast_tensor(features, self.distributed, src=owner)
+        broadcast_tensor(targets, self.distributed, src=owner)
+        return features, targets
+
     @property
     def owned_(self) -> set[int]:
         return set(self.chunks.owned)
+
+
+def _pieces(flat: torch.Tensor, parameters) -> list[torch.Tensor]:
+    """``flat`` cut into views shaped as ``parameters`` (a module or a list of tensors)."""
+    tensors = list(parameters.parameters() if hasattr(parameters, "parameters") else parameters)
+    pieces = flat.split([tensor.numel() for tensor in tensors])
+    return [piece.view_as(tensor) for piece, tensor in zip(pieces, tensors, strict=True)]

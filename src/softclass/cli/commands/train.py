@@ -128,15 +128,12 @@ def _training_data(
 ) -> PreparedData | StreamedData:
     """The table in memory, or streamed from disk when the in-memory path would need more than
     ``--memory`` (:func:`softclass.jobs.stream_train.choose_streamed`)."""
-    from softclass.data.stream import TableSource
+    from softclass.data.stream import TableSource, streamable
     from softclass.jobs.stream_train import choose_streamed, default_memory, prepare_streamed
 
     values = {spec.library: value for spec, value in _library_values(options).items()}
     memory = values.get("memory") or default_memory()
-    streamable = data is not None and (
-        data.is_dir() or data.suffix.lower() in (".csv", ".parquet", ".pq")
-    )
-    if not streamable or _is_bundled_iris(data):
+    if data is None or not streamable(data) or _is_bundled_iris(data):
         return _prepared_data(data, options, config, show=context.is_main)
     delimiter, typing = _read_options(options)
     source = TableSource(data, delimiter=delimiter)
@@ -154,6 +151,7 @@ def _training_data(
         unknown=values.get("unknown", "ignore"),
         options={name: values[name] for name in recipe_names if name in values}
         | {"typing": typing},
+        progress=lambda text: err_console.print(text, highlight=False, soft_wrap=True),
     )
     if context.is_main:
         _print_typing_table(streamed.recipe)
