@@ -3,7 +3,7 @@ and peak memory against a good ``softclass predict`` of the same model measured 
 
     python -m benchmarks.hostile_files           # issue 14's model files, then issue 22's cases
     python -m benchmarks.hostile_files issue22 [TEXT]   # issue 22's cases (named with TEXT)
-    python -m benchmarks.hostile_files classes [--before SRC]   # many classes (issue 22)
+    python -m benchmarks.hostile_files classes [--before SRC] [--only PART] [--classes K,..]
 
 Appends one row per case to RESULTS.md ("Hostile model files"); the last column is the in-process
 time of the load call alone (``load_model``, or for checkpoints
@@ -90,9 +90,16 @@ def main() -> None:
         _issue_22(*sys.argv[2:3])
         return
     if sys.argv[1:2] == ["classes"]:
-        from benchmarks.many_classes import many_classes
+        from benchmarks.many_classes import CLASS_COUNTS, many_classes
 
-        many_classes(sys.argv[3] if sys.argv[2:3] == ["--before"] else None, _run)
+        options = dict(zip(sys.argv[2::2], sys.argv[3::2], strict=False))
+        counts = options.get("--classes")
+        many_classes(
+            options.get("--before"),
+            _run,
+            options.get("--only", ""),
+            tuple(int(count) for count in counts.split(",")) if counts else CLASS_COUNTS,
+        )
         return
     iris = str(bundled_path("iris"))
     with tempfile.TemporaryDirectory() as scratch:

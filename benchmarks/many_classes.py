@@ -6,7 +6,8 @@ K = 5,000, 10,000 and 50,000; with ``--before SRC`` the same runs import softcla
 first (an older tree, its extensions built in place) — except where that tree's training table
 alone would pass 8 GB (``(N, F + C)`` float32), which is printed as not run. Then
 ``stratified_split`` at 50,000 classes in 100,000 rows (best of 3) for the version of the
-split at the commit the issue was filed against, SRC's and this tree's.
+split at the commit the issue was filed against, SRC's and this tree's. ``--only train|fit|split``
+runs one part, ``--classes K1,K2`` other class counts.
 
 Appends one row per measurement to RESULTS.md ("Issue 22: index targets (s6-targets)").
 """
@@ -52,6 +53,31 @@ print(best)
 """
 
 
+_FIT = """
+import resource, sys, time
+import numpy as np
+import softclass
+n_rows, n_classes = int(sys.argv[1]), int(sys.argv[2])
+features = np.random.default_rng(0).standard_normal((n_rows, 2)).astype(np.float32)
+labels = np.array([f"c{index % n_classes}" for index in range(n_rows)])
+started = time.perf_counter()
+softclass.Classifier(max_iter=1, random_state=0).fit(features, labels)
+print(time.perf_counter() - started)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def _fit(n_classes: int, python_path: str) -> tuple[float, float]:
+    """Wall seconds of the fit and the process's peak RSS (MiB)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FIT, str(N_ROWS), str(n_classes)],
+        capture_output=True, text=True, check=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": python_path},
+    )  # fmt: skip
+    seconds, peak = done.stdout.strip().splitlines()[-2:]
+    return float(seconds), float(peak)
+
+
 def _table(path: Path, n_classes: int) -> None:
     generator = np.random.default_rng(0)
     numbers = generator.standard_normal((N_ROWS, 2)).astype(np.float32)
@@ -80,8 +106,14 @@ def _split_seconds(source_text: str, python_path: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def many_classes(before: str | None, run: Callable[..., tuple[int, float, float, str]]) -> None:
-    """Run the cases (``run`` is hostile_files' measured ``softclass`` process)."""
+def many_classes(
+    before: str | None,
+    run: Callable[..., tuple[int, float, float, str]],
+    only: str = "",
+    class_counts: tuple[int, ...] = CLASS_COUNTS,
+) -> None:
+    """Run the cases (``run`` is hostile_files' measured ``softclass`` process); ``only``: one
+    of "train", "fit", "split" or "" for all."""
     here = str(Path(__file__).resolve().parents[1] / "src")
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     trees = ([("before", before)] if before else []) + [("this tree", here)]
@@ -94,8 +126,25 @@ def many_classes(before: str | None, run: Callable[..., tuple[int, float, float,
             f"{outcome} |"
         )  # fmt: skip
 
+    if only in ("", "train"):
+        _train_cases(trees, run, record, class_counts)
+    if only in ("", "fit"):
+        for n_classes in class_counts:
+            case = f"Classifier(max_iter=1).fit, {N_ROWS:,} rows, {n_classes:,} classes"
+            for code, source in trees:
+                if code == "before" and _before_table_bytes(n_classes) > 8 * 10**9:
+                    size = _before_table_bytes(n_classes) / 1e9
+                    record(case, code, f"not run ({size:.0f} GB table) | | ")
+                    continue
+                seconds, peak = _fit(n_classes, source)
+                record(case, code, f"0 | {seconds:.1f} | {peak:.0f}")
+    if only in ("", "split"):
+        _split_cases(trees, here, record)
+
+
+def _train_cases(trees, run, record, class_counts) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        for n_classes in CLASS_COUNTS:
+        for n_classes in class_counts:
             table = Path(scratch) / f"classes_{n_classes}.csv"
             _table(table, n_classes)
             case = f"train, {N_ROWS:,} rows, {n_classes:,} classes, 1 epoch"
@@ -112,6 +161,9 @@ def many_classes(before: str | None, run: Callable[..., tuple[int, float, float,
                 if exit_code != 0:
                     print(f"    {stderr[-200:]}")
                 record(case, code, f"{exit_code} | {seconds:.1f} | {peak:.0f}")
+
+
+def _split_cases(trees, here, record) -> None:
     repository = Path(__file__).resolve().parents[1]
     filed = subprocess.run(
         ["git", "show", f"{FILED_SPLIT}:src/softclass/data/split.py"],

@@ -120,7 +120,8 @@ def _train_into(
     config = TrainConfig() if config is None else config
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
     if isinstance(data, PreparedData):
-        check_report_fits(data.n_classes, int(data.validation_targets.numel()), default_memory())
+        scored = data.train_targets if data.validation_targets is None else data.validation_targets
+        check_report_fits(data.n_classes, int(scored.numel()), default_memory())
     try:
         result = _fit(data, design, model_config, config, checkpoint, resume, progress, distributed)
         if distributed.is_main:
