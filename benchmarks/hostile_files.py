@@ -3,6 +3,7 @@ and peak memory against a good ``softclass predict`` of the same model measured 
 
     python -m benchmarks.hostile_files           # issue 14's model files, then issue 22's cases
     python -m benchmarks.hostile_files issue22 [TEXT]   # issue 22's cases (named with TEXT)
+    python -m benchmarks.hostile_files classes [--before SRC] [--only PART] [--classes K,..]
 
 Appends one row per case to RESULTS.md ("Hostile model files"); the last column is the in-process
 time of the load call alone (``load_model``, or for checkpoints
@@ -52,11 +53,15 @@ HEADER = (
 )
 
 
-def _run(*args: str) -> tuple[int, float, float, str]:
-    """Exit code, wall seconds, peak RSS (MiB) and stderr of ``softclass ARGS`` in a new process."""
+def _run(*args: str, source: str | None = None) -> tuple[int, float, float, str]:
+    """Exit code, wall seconds, peak RSS (MiB) and stderr of ``softclass ARGS`` in a new process
+    (importing softclass from the ``source`` folder when given)."""
     command = [sys.executable, "-c", _MEASURED, *args]
+    environment = dict(os.environ)
+    if source is not None:
+        environment["PYTHONPATH"] = source
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=os.environ)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     seconds = time.perf_counter() - started
     peak = float(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else float("nan")
     return done.returncode, seconds, peak, done.stderr.strip()
@@ -83,6 +88,18 @@ def _edit(directory: Path, hidden: list) -> Path:
 def main() -> None:
     if sys.argv[1:2] == ["issue22"]:
         _issue_22(*sys.argv[2:3])
+        return
+    if sys.argv[1:2] == ["classes"]:
+        from benchmarks.many_classes import CLASS_COUNTS, many_classes
+
+        options = dict(zip(sys.argv[2::2], sys.argv[3::2], strict=False))
+        counts = options.get("--classes")
+        many_classes(
+            options.get("--before"),
+            _run,
+            options.get("--only", ""),
+            tuple(int(count) for count in counts.split(",")) if counts else CLASS_COUNTS,
+        )
         return
     iris = str(bundled_path("iris"))
     with tempfile.TemporaryDirectory() as scratch:

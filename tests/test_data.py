@@ -679,6 +679,18 @@ def test_stratified_split_keeps_each_class_quota_with_many_classes(fraction):
     assert not torch.equal(validation, other)
 
 
+def test_stratified_split_of_50000_two_row_classes_holds_one_row_of_each_out():
+    # Issue 22's shape: 50,000 classes in 100,000 rows. round(2 × 0.2) = 0 is clamped to 1, so
+    # every class has exactly one row on each side, and the draw is the seed's.
+    targets = torch.arange(100_000) % 50_000
+    train, validation = stratified_split(targets, 0.2, seed=3)
+    assert torch.bincount(targets[validation], minlength=50_000).eq(1).all()
+    assert torch.bincount(targets[train], minlength=50_000).eq(1).all()
+    assert torch.equal(train, torch.sort(train).values)
+    assert torch.equal(validation, stratified_split(targets, 0.2, seed=3)[1])
+    assert not torch.equal(validation, stratified_split(targets, 0.2, seed=4)[1])
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, True])
 def test_stratified_split_fraction_must_be_inside_zero_one(fraction):
     with pytest.raises(

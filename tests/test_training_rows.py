@@ -116,3 +116,18 @@ def test_validation_scores_in_chunks_equal_the_whole_pass(monkeypatch):
     torch.testing.assert_close(chunked[0], whole[0], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(chunked[1], whole[1], rtol=0, atol=1e-12)
     assert chunked[0].dtype == whole[0].dtype == torch.float32
+
+
+def test_the_table_holds_the_same_numbers_for_4_classes_as_for_a_million():
+    # O(N·F + N) memory: features, one class-index column and the row weight, whatever C.
+    features = torch.randn(50, 3)
+    classes = torch.arange(50) % 4
+    weights = torch.rand(50)
+    tables = []
+    for n_classes in (4, 5_000, 2**20):
+        config = MLPConfig(3, n_classes, (2,), "tanh")
+        settings = TrainConfig(batch_size=8, optimizer="sgd", backend="torch")
+        trainer = BatchedTrainer(config, [Member("A", 0), Member("C", 0)], settings)
+        tables.append(trainer.training_rows(features, row_weights=weights, targets=classes).table)
+    assert [table.shape for table in tables] == [(50, 3 + 1 + 1)] * 3
+    assert all(torch.equal(table, tables[0]) for table in tables)

@@ -401,8 +401,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         rule as its early-stopping callback (one epoch of ``partial_fit`` never stops)."""
         trainer = self._trainer
         device = self._device()
-        # X and the class indices go straight into the engine's table (one float32 copy of X,
-        # the one-hot columns written in place).
+        # X and the class indices go straight into the engine's table (one float32 copy of X and
+        # one column of class indices; each step builds the targets of its batch).
         X = np.asarray(X)
         rows = trainer.training_rows(
             torch.as_tensor(X, device=device) if X.flags.writeable else self._tensor(X),
