@@ -98,13 +98,19 @@ def prepare_table(
         "typing": typing,
     }
     typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
-    whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **options)
-    prepared = whole.prepare(typed)
-    warnings = tuple(dict.fromkeys((*whole.notes, *prepared.warnings)))  # each line once
     if validation_fraction == 0:
+        whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **options)
+        prepared = whole.prepare(typed)
+        warnings = tuple(dict.fromkeys((*whole.notes, *prepared.warnings)))  # each line once
         return PreparedData(
             prepared.features, prepared.targets, None, None, whole.classes, whole, warnings
         )
+    # The whole table's recipe gives the typing table, the ID-like columns, the classes and the
+    # rows to split; its scales and bins are refitted on the training rows, so it needs none.
+    whole_options = {**options, "bins": 0}
+    whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **whole_options)
+    prepared = whole.prepare(typed, features=False)
+    warnings = tuple(dict.fromkeys((*whole.notes, *prepared.warnings)))  # each line once
     train_positions, validation_positions = stratified_split(
         prepared.targets, validation_fraction, seed
     )
@@ -116,9 +122,12 @@ def prepare_table(
             "--validation 0"
         )
     train_table = typed[train_rows.numpy()]
+    validation_table = typed[validation_rows.numpy()]
+    del typed, prepared  # each row is in one of the two tables now
     recipe = _refit(whole, train_table, types, drop, options)
     trained = recipe.prepare(train_table)
-    validated = recipe.prepare(typed[validation_rows.numpy()], unknown=unknown)
+    del train_table
+    validated = recipe.prepare(validation_table, unknown=unknown)
     validation_rows = validation_rows[validated.rows]  # less the rows prepare dropped
     return PreparedData(
         trained.features,
