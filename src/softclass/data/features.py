@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -309,11 +308,12 @@ def fit_numeric(
     std = float(column.std(ddof=0))
     minimum = float(column.min())
     maximum = float(column.max())
+    median = float(column.median()) if missing == "impute" or normalization == "robust" else 0.0
     clip = None
     if normalization == "minmax":
         offset, scale = minimum, maximum - minimum
     elif normalization == "robust":
-        offset, scale, clip = robust_scale(column, minimum, maximum)
+        offset, scale, clip = robust_scale(column, minimum, maximum, median)
     elif normalization == "divide" and column.name in divisors:
         offset, scale = 0.0, divisors[column.name]
     else:
@@ -322,7 +322,7 @@ def fit_numeric(
         name=column.name,
         offset=offset,
         scale=scale if scale != 0 else 1.0,
-        fill_value=float(column.median()) if missing == "impute" else None,
+        fill_value=median if missing == "impute" else None,
         mean=mean,
         std=std,
         minimum=minimum,
@@ -330,29 +330,35 @@ def fit_numeric(
         column=source[0],
         part=source[1],
         clip=clip,
-        edges=bin_edges(column, bins),
+        edges=bin_edges(column, bins, minimum, maximum),
     )
 
 
-def bin_edges(column: pl.Series, bins: int) -> tuple[float, ...]:
-    """The distinct training quantiles 0, 1/bins, …, 1 of ``column`` (missing cells left out),
-    or () when ``bins`` is 0 or they give fewer than two bins (a 0/1 column)."""
+def bin_edges(column: pl.Series, bins: int, minimum: float, maximum: float) -> tuple[float, ...]:
+    """The distinct training quantiles 0, 1/bins, …, 1 of ``column`` (missing cells left out,
+    ``minimum`` and ``maximum`` its extremes), or () when ``bins`` is 0 or they give fewer than
+    two bins (a 0/1 column: no value lies strictly between the extremes)."""
+    if bins <= 0:
+        return ()
     present = column.drop_nulls().cast(pl.Float64)
-    if bins <= 0 or present.n_unique() <= 2:
+    if not ((present > minimum) & (present < maximum)).any():
         return ()
     levels = np.linspace(0.0, 1.0, bins + 1)
     edges = np.unique(np.quantile(present.to_numpy(), levels))
     return tuple(float(edge) for edge in edges) if len(edges) >= 3 else ()
 
 
-def robust_scale(column: pl.Series, minimum: float, maximum: float) -> tuple[float, float, float]:
-    """(offset, scale, clip) of normalization "robust": the median, the interquartile range (half
-    the range when the quartiles meet, as for a 0/1 column that is mostly 0) and SMOOTH_CLIP."""
+def robust_scale(
+    column: pl.Series, minimum: float, maximum: float, median: float
+) -> tuple[float, float, float]:
+    """(offset, scale, clip) of normalization "robust": the median (given), the interquartile
+    range (half the range when the quartiles meet, as for a 0/1 column that is mostly 0) and
+    SMOOTH_CLIP."""
     present = column.drop_nulls()
     spread = float(present.quantile(0.75, "linear")) - float(present.quantile(0.25, "linear"))
     if not spread > 0:
         spread = (maximum - minimum) / 2
-    return float(column.median()), spread, SMOOTH_CLIP
+    return median, spread, SMOOTH_CLIP
 
 
 def fit_categorical(column: pl.Series, missing: str) -> CategoricalFeature:
