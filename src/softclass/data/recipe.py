@@ -381,9 +381,8 @@ class Recipe:
         not finite, unknown category under ``unknown="error"``, unknown class) are left out.
         ``rows`` says which input rows were kept; warnings name the others. Unused columns are
         ignored with a warning.
-        Row numbers in errors refer to ``table`` as given. ``features=False`` skips encoding the
-        features (an (N, 0) tensor; their values are then not checked): the rows and targets
-        alone, e.g. of the table a recipe was fitted on, to split it.
+        Row numbers in errors refer to ``table`` as given. ``features=False``: rows and targets
+        alone, features not encoded nor checked (an (N, 0) tensor), e.g. to split a table.
 
         Raises:
             DataError: as :meth:`transform` and :meth:`encode_targets` (under
@@ -436,11 +435,9 @@ class Recipe:
             inputs = {name: column.filter(keep) for name, column in inputs.items()}
             labels = None if labels is None else labels.filter(keep)
         self._check_no_missing(inputs, keep)
-        n_rows = table.height if keep is None else int(keep.sum())
-        encoded, unknown_counts = (
-            encode(self.features, self.n_features, inputs, keep, unknown)
-            if features
-            else (torch.empty((n_rows, 0)), {})
+        used = self.features if features else ()  # none: an (N, 0) tensor
+        encoded, unknown_counts = encode(
+            used, len(self.feature_names) if used else 0, inputs, keep, unknown
         )
         if unknown_counts:
             warnings.append(unknown_categories_warning(unknown_counts))
