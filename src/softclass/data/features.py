@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,36 +127,56 @@ def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, wid
 
     Each block is filled output by output into contiguous rows of an (F, rows) buffer and
     transposed into place, so no full-size temporary exists beside the result (writing the
-    columns of an (N, F) array one by one strides through memory and is several times slower).
+    columns of an (N, F) array one by one strides through memory and is several times slower);
+    torch's transposing copy works in tiles, several times faster than numpy's. The bins of a
+    number are computed together, in float64 as the scaled value.
     """
-    matrix = np.empty((n_rows, width), dtype=np.float32)
+    matrix = torch.empty((n_rows, width), dtype=torch.float32)
     block_rows = max(1, _ENCODE_BLOCK_VALUES // max(width, 1))
+    bounds = [_bin_bounds(feature) for feature, _ in sources]
+    widest = max((len(low) for low, _ in bounds), default=0)
+    scratch = np.empty((widest, block_rows), dtype=np.float64)
+    block = np.empty((width, block_rows), dtype=np.float32)
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
-        block = np.zeros((width, stop - start), dtype=np.float32)
+        rows = stop - start
         position = 0
-        for feature, values in sources:
+        for (feature, values), (lows, widths) in zip(sources, bounds, strict=True):
             part = values[start:stop]
             if isinstance(feature, NumericFeature):
                 scaled = (part - feature.offset) / feature.scale
                 if feature.clip is not None:
                     scaled = scaled / np.sqrt(1.0 + np.square(scaled / feature.clip))
-                block[position] = scaled
+                block[position, :rows] = scaled
                 position += 1
-                for low, high in itertools.pairwise(feature.edges):
-                    block[position] = np.clip((part - low) / (high - low), 0.0, 1.0)
-                    position += 1
+                if len(lows):
+                    bins = scratch[: len(lows), :rows]
+                    np.subtract(part[None, :], lows, out=bins)
+                    np.divide(bins, widths, out=bins)
+                    np.clip(bins, 0.0, 1.0, out=bins)
+                    block[position : position + len(lows), :rows] = bins
+                    position += len(lows)
                 continue
             n_categories = len(feature.categories)
+            outputs = block[position : position + n_categories, :rows]
             if n_categories <= _ROW_BY_ROW_CATEGORIES:
                 for index in range(n_categories):
-                    block[position + index] = part == index
+                    np.equal(part, index, out=outputs[index], casting="unsafe")
             else:
+                outputs[:] = 0.0
                 known = np.flatnonzero(part >= 0)
-                block[position + part[known], known] = 1.0
+                outputs[part[known], known] = 1.0
             position += n_categories
-        matrix[start:stop] = block.T
+        matrix[start:stop].copy_(torch.from_numpy(block[:, :rows]).t())  # tiled: 2-4x numpy's
     return matrix
+
+
+def _bin_bounds(feature: Feature) -> tuple[np.ndarray, np.ndarray]:
+    """(lower edges, widths) of a number's bins as (K, 1) float64 columns; empty without bins."""
+    edges = np.asarray(getattr(feature, "edges", ()), dtype=np.float64)
+    if len(edges) < 2:
+        return np.empty((0, 1)), np.empty((0, 1))
+    return edges[:-1, None], np.diff(edges)[:, None]
 
 
 def feature_inputs(
@@ -289,11 +308,12 @@ def fit_numeric(
     std = float(column.std(ddof=0))
     minimum = float(column.min())
     maximum = float(column.max())
+    median = float(column.median()) if missing == "impute" or normalization == "robust" else 0.0
     clip = None
     if normalization == "minmax":
         offset, scale = minimum, maximum - minimum
     elif normalization == "robust":
-        offset, scale, clip = robust_scale(column, minimum, maximum)
+        offset, scale, clip = robust_scale(column, minimum, maximum, median)
     elif normalization == "divide" and column.name in divisors:
         offset, scale = 0.0, divisors[column.name]
     else:
@@ -302,7 +322,7 @@ def fit_numeric(
         name=column.name,
         offset=offset,
         scale=scale if scale != 0 else 1.0,
-        fill_value=float(column.median()) if missing == "impute" else None,
+        fill_value=median if missing == "impute" else None,
         mean=mean,
         std=std,
         minimum=minimum,
@@ -310,29 +330,35 @@ def fit_numeric(
         column=source[0],
         part=source[1],
         clip=clip,
-        edges=bin_edges(column, bins),
+        edges=bin_edges(column, bins, minimum, maximum),
     )
 
 
-def bin_edges(column: pl.Series, bins: int) -> tuple[float, ...]:
-    """The distinct training quantiles 0, 1/bins, …, 1 of ``column`` (missing cells left out),
-    or () when ``bins`` is 0 or they give fewer than two bins (a 0/1 column)."""
+def bin_edges(column: pl.Series, bins: int, minimum: float, maximum: float) -> tuple[float, ...]:
+    """The distinct training quantiles 0, 1/bins, …, 1 of ``column`` (missing cells left out,
+    ``minimum`` and ``maximum`` its extremes), or () when ``bins`` is 0 or they give fewer than
+    two bins (a 0/1 column: no value lies strictly between the extremes)."""
+    if bins <= 0:
+        return ()
     present = column.drop_nulls().cast(pl.Float64)
-    if bins <= 0 or present.n_unique() <= 2:
+    if not ((present > minimum) & (present < maximum)).any():
         return ()
     levels = np.linspace(0.0, 1.0, bins + 1)
     edges = np.unique(np.quantile(present.to_numpy(), levels))
     return tuple(float(edge) for edge in edges) if len(edges) >= 3 else ()
 
 
-def robust_scale(column: pl.Series, minimum: float, maximum: float) -> tuple[float, float, float]:
-    """(offset, scale, clip) of normalization "robust": the median, the interquartile range (half
-    the range when the quartiles meet, as for a 0/1 column that is mostly 0) and SMOOTH_CLIP."""
+def robust_scale(
+    column: pl.Series, minimum: float, maximum: float, median: float
+) -> tuple[float, float, float]:
+    """(offset, scale, clip) of normalization "robust": the median (given), the interquartile
+    range (half the range when the quartiles meet, as for a 0/1 column that is mostly 0) and
+    SMOOTH_CLIP."""
     present = column.drop_nulls()
     spread = float(present.quantile(0.75, "linear")) - float(present.quantile(0.25, "linear"))
     if not spread > 0:
         spread = (maximum - minimum) / 2
-    return float(column.median()), spread, SMOOTH_CLIP
+    return median, spread, SMOOTH_CLIP
 
 
 def fit_categorical(column: pl.Series, missing: str) -> CategoricalFeature:
@@ -407,7 +433,7 @@ def encode(
                 )
             unknown_counts[feature.name] = int(unseen.sum())
         sources.append((feature, indices))
-    return torch.from_numpy(encoded_rows(sources, n_rows, width)), unknown_counts
+    return encoded_rows(sources, n_rows, width), unknown_counts
 
 
 def fit_features(

@@ -13,6 +13,7 @@ import polars as pl
 import torch
 
 from softclass.data.column_types import TypingOptions
+from softclass.data.prepared import PreparedTable
 from softclass.data.recipe import Recipe, typed_table
 from softclass.data.split import stratified_split
 from softclass.errors import DataError
@@ -98,10 +99,10 @@ def prepare_table(
         "typing": typing,
     }
     typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
-    whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **options)
-    prepared = whole.prepare(typed)
+    split = validation_fraction > 0
+    whole, prepared = _fit_whole(typed, target, types, keep, drop, options, split)
     warnings = tuple(dict.fromkeys((*whole.notes, *prepared.warnings)))  # each line once
-    if validation_fraction == 0:
+    if not split:
         return PreparedData(
             prepared.features, prepared.targets, None, None, whole.classes, whole, warnings
         )
@@ -116,9 +117,12 @@ def prepare_table(
             "--validation 0"
         )
     train_table = typed[train_rows.numpy()]
+    validation_table = typed[validation_rows.numpy()]
+    del typed, prepared  # each row is in one of the two tables now
     recipe = _refit(whole, train_table, types, drop, options)
     trained = recipe.prepare(train_table)
-    validated = recipe.prepare(typed[validation_rows.numpy()], unknown=unknown)
+    del train_table
+    validated = recipe.prepare(validation_table, unknown=unknown)
     validation_rows = validation_rows[validated.rows]  # less the rows prepare dropped
     return PreparedData(
         trained.features,
@@ -131,6 +135,23 @@ def prepare_table(
         table[validation_rows.numpy()],
         validation_rows,
     )
+
+
+def _fit_whole(
+    typed: pl.DataFrame,
+    target: str | None,
+    types: tuple,
+    keep: Sequence[str],
+    drop: Sequence[str],
+    options: dict,
+    split: bool,
+) -> tuple[Recipe, PreparedTable]:
+    """The whole table's recipe and its prepared rows. Before a split (``split``) the recipe
+    gives only the typing table, the ID-like columns, the classes and the rows to split (the
+    training rows' recipe is refitted): it is fitted without bins and encodes no features."""
+    fitted = {**options, "bins": 0} if split else options
+    whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **fitted)
+    return whole, whole.prepare(typed, features=not split)
 
 
 def _refit(

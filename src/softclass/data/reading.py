@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from softclass.data.column_types import TypingOptions, type_columns
 from softclass.data.messages import quoted_names
@@ -101,7 +102,7 @@ def _read_frame(path: Path, delimiter: str | None, limits: ReadLimits) -> pl.Dat
     if file_format == "csv":
         table = read_csv(path, compression, delimiter)
         limits.check_cells(table.num_rows, table.num_columns, path)
-        return pl.from_arrow(table)
+        return _polars_frame(table)
     if file_format == "jsonl":
         from softclass.data.chunks import TableChunks
 
@@ -115,3 +116,20 @@ def _read_frame(path: Path, delimiter: str | None, limits: ReadLimits) -> pl.Dat
             f"{path}: the table has a header ({quoted_names(frame.columns)}) but no data rows"
         )
     return frame
+
+
+def _polars_frame(table: pa.Table) -> pl.DataFrame:
+    """``table`` as a polars DataFrame, converted a column at a time.
+
+    Each Arrow column is released once converted and pyarrow's allocator hands the freed memory
+    back, so the text cells are held twice only one column at a time (``pl.from_arrow`` of the
+    whole table held both copies, and pyarrow kept its pages after: about 4x the typed table for
+    a CSV of numbers).
+    """
+    columns = []
+    pool = pa.default_memory_pool()
+    while table.num_columns:
+        columns.append(pl.from_arrow(table.column(0)).alias(table.column_names[0]))
+        table = table.remove_column(0)
+        pool.release_unused()
+    return pl.DataFrame(columns)

@@ -371,6 +371,7 @@ class Recipe:
         use_target: bool = True,
         source: str = "the table",
         allow_no_rows: bool = False,
+        features: bool = True,
     ) -> PreparedTable:
         """Features, targets (when the target column is present and used) and warnings.
 
@@ -380,7 +381,8 @@ class Recipe:
         not finite, unknown category under ``unknown="error"``, unknown class) are left out.
         ``rows`` says which input rows were kept; warnings name the others. Unused columns are
         ignored with a warning.
-        Row numbers in errors refer to ``table`` as given.
+        Row numbers in errors refer to ``table`` as given. ``features=False``: rows and targets
+        alone, features not encoded nor checked (an (N, 0) tensor), e.g. to split a table.
 
         Raises:
             DataError: as :meth:`transform` and :meth:`encode_targets` (under
@@ -433,12 +435,15 @@ class Recipe:
             inputs = {name: column.filter(keep) for name, column in inputs.items()}
             labels = None if labels is None else labels.filter(keep)
         self._check_no_missing(inputs, keep)
-        features, unknown_counts = encode(self.features, self.n_features, inputs, keep, unknown)
+        used = self.features if features else ()  # none: an (N, 0) tensor
+        encoded, unknown_counts = encode(
+            used, len(self.feature_names) if used else 0, inputs, keep, unknown
+        )
         if unknown_counts:
             warnings.append(unknown_categories_warning(unknown_counts))
         rows = torch.arange(table.height, dtype=torch.int64)
         return PreparedTable(
-            features=features,
+            features=encoded,
             targets=None if labels is None else class_indices(labels, self.classes, keep),
             rows=rows if keep is None else rows[torch.from_numpy(keep.to_numpy())],
             warnings=tuple(warnings),
