@@ -113,11 +113,9 @@ def prepare_table(
     validation_rows = prepared.rows[validation_positions]
     if validation_rows.numel() == 0:
         raise DataError(
-            f"no validation rows: the table has {table.height} rows; use more rows or "
-            "--validation 0"
+            f"no validation rows: the table has {table.height} rows; add rows or --validation 0"
         )
-    train_table = typed[train_rows.numpy()]
-    validation_table = typed[validation_rows.numpy()]
+    train_table, validation_table = typed[train_rows.numpy()], typed[validation_rows.numpy()]
     del typed, prepared  # each row is in one of the two tables now
     recipe = _refit(whole, train_table, types, drop, options)
     trained = recipe.prepare(train_table)
