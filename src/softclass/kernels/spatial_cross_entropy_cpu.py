@@ -25,7 +25,7 @@ from torch import Tensor
 
 from softclass.kernels import native, native_loops
 from softclass.kernels import row_blocks as rows
-from softclass.kernels.cross_entropy_cpu import _scale_impl
+from softclass.kernels.cross_entropy_cpu import _scale_impl, saved_logits
 from softclass.kernels.row_blocks import TargetOutOfBoundsError
 
 __all__ = ["SpatialCrossEntropyFunction", "applicable", "cross_entropy"]
@@ -170,25 +170,13 @@ class SpatialCrossEntropyFunction(torch.autograd.Function):
             gradient, ctx.gradient = ctx.gradient, None
             _scale_impl(gradient.view(-1, gradient.shape[-1]), grad_loss)
             return gradient, *(None,) * 6
-        _check_logits(ctx)
+        saved_logits(ctx)
         return _backward(ctx, grad_loss), *(None,) * 6
-
-
-def _check_logits(ctx) -> None:
-    """Raise autograd's error for logits changed in place since the forward."""
-    if ctx.logits._version != ctx.logits_version:
-        raise RuntimeError(
-            "one of the variables needed for gradient computation has been modified by an "
-            "inplace operation: the logits of softclass's cross entropy are at version "
-            f"{ctx.logits._version}; expected version {ctx.logits_version} (a second backward "
-            "or create_graph needs the logits unchanged)"
-        )
-    return True
 
 
 def _differentiable_gradient(ctx, grad_loss: Tensor) -> Tensor:
     """The logits' gradient as a graph of torch ops (double backward), from the moved layout."""
-    _check_logits(ctx)
+    saved_logits(ctx)
     target = ctx.saved_tensors[0]
     ignore_index, reduction, label_smoothing = ctx.options
     weight, shape = ctx.unfused
