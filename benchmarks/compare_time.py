@@ -20,6 +20,7 @@ machine's load and appends one row to ``benchmarks/results/compare_time_cold_war
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import io
@@ -57,11 +58,30 @@ def _process_seconds(arguments: list[str], env: dict[str, str] | None = None) ->
         env=dict(os.environ) if env is None else env,
     )
     wall = time.perf_counter() - started
+    _reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     command = arguments[: arguments.index("--out")] if "--out" in arguments else arguments
     CPU_SECONDS.setdefault(" ".join(command), []).append(cpu)
     return wall
+
+
+def _become_subreaper() -> None:
+    """Linux: the figure helpers a helper forked (see evaluation/figure_pool.py) become this
+    process's children when their parent ends, so their CPU seconds are counted too."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_orphans() -> None:
+    """Wait for every orphan handed to this process (they end once their pipes close)."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 def _drop_page_cache() -> int:
@@ -140,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     arguments = parser.parse_args()
+    _become_subreaper()
     rounds, loads = [], []
     with tempfile.TemporaryDirectory() as directory:
         for repeat in range(arguments.repeats):

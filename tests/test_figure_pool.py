@@ -46,7 +46,7 @@ _SCRIPT = textwrap.dedent(
         plots.agreement_figure = agreement_figure
     in_process = render_figures(jobs)
     with figure_pool() as pool:
-        helpers = [] if pool is None else [helper.pid for helper in pool._helpers]
+        helpers = [] if pool is None else pool.pids()
         if mode == "killed":
             for pid in helpers:
                 os.kill(pid, signal.SIGKILL)
@@ -58,6 +58,21 @@ _SCRIPT = textwrap.dedent(
             leftover.append(pid)
         except ChildProcessError:
             pass
+    # the spares (forked by the first helper) end once their pipes close: none runs on
+    import time
+    for _ in range(100):
+        running = []
+        for pid in helpers:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        running.append(pid)
+            except FileNotFoundError:
+                pass
+        if not running:
+            break
+        time.sleep(0.05)
+    leftover += running
     print(json.dumps({
         "helpers": len(helpers),
         "same": {name: pooled[name] == in_process[name] for name in in_process},

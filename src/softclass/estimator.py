@@ -46,7 +46,8 @@ from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.mlp.optimizers import DEFAULTS
-from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
+from softclass.training.backends.batched import BatchedTrainer
+from softclass.training.backends.epochs import BatchedEpochs
 from softclass.training.callbacks import EarlyStoppingCallback, divergence
 from softclass.training.early_stopping import EarlyStopping
 from softclass.training.loop import FitLoop

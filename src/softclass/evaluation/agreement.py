@@ -279,17 +279,53 @@ class AgreementProbe(Callback):
         ]
         self.probe = probe
         self.probe_every = probe_every
+        self.watched = False  # the backend reports the pairs' differences (on_train_begin)
+        self.seen = 0  # epochs recorded
+
+    def on_train_begin(self, loop: FitLoop) -> None:
+        """Ask the backend for each pair's max |ΔW| after every epoch of a call (then the loop
+        may run several epochs per call); a backend without ``watch`` is asked after each."""
+        watch = getattr(loop.backend, "watch", None)
+        self.watched = bool(watch([(i, j) for _, i, j in self.pairs])) if watch else False
+        self.seen = loop.epoch
+
+    @property
+    def per_epoch(self) -> bool:  # type: ignore[override]
+        return not self.watched
+
+    def next_needed_epoch(self, loop: FitLoop) -> int | None:
+        """The next epoch of a gradient probe (the first, every ``probe_every``-th, the last)."""
+        if not self.watched:
+            return loop.epoch + 1
+        following = (loop.epoch // self.probe_every + 1) * self.probe_every
+        return min(following, loop.epochs) if loop.epoch >= 1 else 1
 
     def on_epoch_end(self, loop: FitLoop) -> None:
-        epoch, epochs_run = loop.epoch, loop.epochs_run
-        pairs = [(a, i, j) for a, i, j in self.pairs if epoch <= min(epochs_run[i], epochs_run[j])]
-        if not pairs:
+        first, self.seen = self.seen, loop.epoch
+        watched = loop.extras.get("pair_weight_diff") if self.watched else None
+        for epoch in range(first + 1, loop.epoch + 1):
+            column = None if watched is None else watched[:, epoch - first - 1].tolist()
+            self._record_epoch(loop, epoch, column)
+
+    def _record_epoch(self, loop: FitLoop, epoch: int, watched: list[float] | None) -> None:
+        """Epoch ``epoch``'s weight and loss differences; the gradient probe when due (only at
+        the call's last epoch, where the members' weights are)."""
+        epochs_run = loop.epochs_run
+        live = [
+            (k, a, i, j)
+            for k, (a, i, j) in enumerate(self.pairs)
+            if epoch <= min(epochs_run[i], epochs_run[j])
+        ]
+        if not live:
             return
         backend = loop.backend
-        weight_diffs = backend.max_weight_differences([(i, j) for _, i, j in pairs])
+        if watched is None:
+            weight_diffs = backend.max_weight_differences([(i, j) for _, _, i, j in live])
+        else:
+            weight_diffs = [watched[k] for k, _, _, _ in live]
         # Per member whose weights the probe ran at: its network and each design's gradient.
         probed: dict[int, tuple[torch.nn.Module, dict[str, list[torch.Tensor]]]] = {}
-        for (agreement, i, j), weight_diff in zip(pairs, weight_diffs, strict=True):
+        for (_, agreement, i, j), weight_diff in zip(live, weight_diffs, strict=True):
             agreement.weight_diff.append(float(weight_diff))
             if agreement.loss_diff is not None:
                 agreement.loss_diff.append(
@@ -299,7 +335,8 @@ class AgreementProbe(Callback):
                     )
                 )
             last = epoch in (epochs_run[i], epochs_run[j])
-            if epoch == 1 or epoch % self.probe_every == 0 or last:
+            due = epoch == 1 or epoch % self.probe_every == 0 or last
+            if due and epoch == loop.epoch:
                 if i not in probed:
                     probed[i] = (backend.member_model(i), {})
                 record_gradient_pair(agreement, *probed[i], self.probe, epoch)

@@ -124,12 +124,25 @@ def _receive(fd: int, deadline: float | None = None) -> Any:
     return pickle.loads(read(size))
 
 
-def _serve(jobs_fd: int, answers_fd: int) -> None:
-    """A helper's life: warm matplotlib up, then draw every batch it is sent until EOF."""
+def _serve(jobs_fd: int, answers_fd: int, spares: Sequence[_Pipes] = ()) -> None:
+    """A helper's life: warm matplotlib up, start the ``spares`` (further helpers forked from this
+    one once matplotlib is loaded, so its import is paid once), then draw every batch it is sent
+    until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from softclass.evaluation import plots
 
     plots.warm_up()
+    for index, pipes in enumerate(spares):
+        others = [fd for other in spares[index + 1 :] for fd in other.helper_ends]
+        with contextlib.suppress(OSError):  # a spare not started: its pipe closes, main draws
+            if os.fork() == 0:
+                _run_helper(pipes, [jobs_fd, answers_fd, *others], hello=True)
+        for fd in pipes.helper_ends:
+            os.close(fd)
+    _answer(jobs_fd, answers_fd)
+
+
+def _answer(jobs_fd: int, answers_fd: int) -> None:
     while True:
         try:
             jobs = _receive(jobs_fd)
@@ -142,9 +155,51 @@ def _serve(jobs_fd: int, answers_fd: int) -> None:
         _send(answers_fd, answers)
 
 
+def _run_helper(pipes: _Pipes, closing: Sequence[int], hello: bool = False, spares=()) -> None:
+    """The body of a forked helper; never returns into the caller's code. A spare first sends
+    its process id (the main process did not fork it, so it does not know it)."""
+    status = 0
+    try:
+        for fd in closing:
+            os.close(fd)
+        if hello:
+            _send(pipes.answers_write, os.getpid())
+            _answer(pipes.jobs_read, pipes.answers_write)
+        else:
+            _serve(pipes.jobs_read, pipes.answers_write, spares)
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
+
+
+@dataclass(frozen=True)
+class _Pipes:
+    """The two pipes between the main process and one helper."""
+
+    jobs_read: int
+    jobs_write: int
+    answers_read: int
+    answers_write: int
+
+    @classmethod
+    def open(cls) -> _Pipes:
+        jobs_read, jobs_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+        return cls(jobs_read, jobs_write, answers_read, answers_write)
+
+    @property
+    def helper_ends(self) -> tuple[int, int]:
+        return self.jobs_read, self.answers_write
+
+    @property
+    def main_ends(self) -> tuple[int, int]:
+        return self.jobs_write, self.answers_read
+
+
 @dataclass
 class _Helper:
-    pid: int
+    pid: int | None  # None: a spare that has not sent its process id yet
     jobs_fd: int  # the main process writes batches here
     answers_fd: int  # and reads the drawn figures here
 
@@ -157,47 +212,54 @@ class FigurePool:
 
     def __init__(self, helpers: int) -> None:
         self._helpers: list[_Helper] = []
-        for _ in range(helpers):
-            helper = self._fork([fd for h in self._helpers for fd in (h.jobs_fd, h.answers_fd)])
-            if helper is None:
-                break
-            self._helpers.append(helper)
-
-    @property
-    def size(self) -> int:
-        """How many helpers are running."""
-        return len(self._helpers)
-
-    @staticmethod
-    def _fork(inherited: list[int]) -> _Helper | None:
-        """Start one helper; ``inherited`` are the main process's ends of the earlier helpers'
-        pipes, which the new helper closes (else an earlier helper would never see EOF)."""
-        jobs_read, jobs_write = os.pipe()
-        answers_read, answers_write = os.pipe()
+        self._first: _Helper | None = None
+        if helpers < 1:
+            return
+        pipes = [_Pipes.open() for _ in range(helpers)]
         try:
             pid = os.fork()
         except OSError:
-            for fd in (jobs_read, jobs_write, answers_read, answers_write):
-                os.close(fd)
-            return None
-        if pid == 0:  # the helper: never returns into the caller's code
-            status = 0
-            try:
-                for fd in (jobs_write, answers_read, *inherited):
+            for pair in pipes:
+                for fd in (*pair.helper_ends, *pair.main_ends):
                     os.close(fd)
-                _serve(jobs_read, answers_write)
-            except BaseException:
-                status = 1
-            finally:
-                os._exit(status)
-        os.close(jobs_read)
-        os.close(answers_write)
-        return _Helper(pid, jobs_write, answers_read)
+            return
+        if pid == 0:  # the first helper; it forks the others once matplotlib is loaded
+            closing = [fd for pair in pipes for fd in pair.main_ends]
+            _run_helper(pipes[0], closing, spares=pipes[1:])
+        for index, pair in enumerate(pipes):
+            for fd in pair.helper_ends:
+                os.close(fd)
+            self._helpers.append(_Helper(pid if index == 0 else None, *pair.main_ends))
+        self._first = self._helpers[0]
+
+    @property
+    def size(self) -> int:
+        """How many helpers are running (or starting)."""
+        return len(self._helpers)
+
+    def pids(self, deadline: float | None = None) -> list[int]:
+        """The helpers' process ids, waiting for the spares' (a spare that never says is
+        dropped)."""
+        for helper in list(self._helpers):
+            if helper.pid is None:
+                try:
+                    pid = _receive(helper.answers_fd, deadline)
+                except (EOFError, TimeoutError, OSError, pickle.UnpicklingError, struct.error):
+                    pid = None
+                if not isinstance(pid, int):
+                    self._drop(helper)  # its id unknown: closing the pipes is all there is
+                    continue
+                helper.pid = pid
+        return [helper.pid for helper in self._helpers if helper.pid is not None]
 
     def render(self, jobs: Sequence[FigureJob]) -> dict[str, bytes]:
         """Draw ``jobs`` in the helpers, balanced by weight; returns what they drew (a helper
         that fails or times out is dropped, its figures are simply absent)."""
         if not self._helpers or not jobs:
+            return {}
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        self.pids(deadline)
+        if not self._helpers:
             return {}
         shares: list[list[FigureJob]] = [[] for _ in self._helpers]
         loads = [0.0] * len(self._helpers)
@@ -206,7 +268,6 @@ class FigurePool:
             shares[lightest].append(job)
             loads[lightest] += job.weight
         sent = []
-        deadline = time.monotonic() + ANSWER_TIMEOUT
         for helper, share in zip(list(self._helpers), shares, strict=True):
             if not share:
                 continue
@@ -220,42 +281,40 @@ class FigurePool:
                     deadline,
                 )
                 sent.append(helper)
-            except (OSError, TimeoutError):
-                self._drop(helper)
+            except (OSError, TimeoutError) as error:
+                self._drop(helper, stuck=isinstance(error, TimeoutError))
         drawn: dict[str, bytes] = {}
         for helper in sent:
             try:
                 answers = _receive(helper.answers_fd, deadline)
-            except (EOFError, TimeoutError, OSError, pickle.UnpicklingError, struct.error):
-                self._drop(helper)
+            except (EOFError, TimeoutError, OSError, pickle.UnpicklingError, struct.error) as error:
+                self._drop(helper, stuck=isinstance(error, TimeoutError))
                 continue
             if isinstance(answers, dict):
                 drawn.update((name, png) for name, png in answers.items() if isinstance(png, bytes))
         return drawn
 
-    def _drop(self, helper: _Helper) -> None:
+    def _drop(self, helper: _Helper, stuck: bool = False) -> None:
+        """Forget ``helper``: closing its pipes ends it. The own child is also killed and
+        reaped; a spare (the first helper's child) only when ``stuck`` — one that closed its
+        pipe may have exited already, and its process id may belong to another process now."""
         self._helpers.remove(helper)
-        with contextlib.suppress(OSError):
-            os.kill(helper.pid, signal.SIGKILL)
-        self._reap(helper)
-
-    @staticmethod
-    def _reap(helper: _Helper) -> None:
+        if helper.pid is not None and (stuck or helper is self._first):
+            with contextlib.suppress(OSError):
+                os.kill(helper.pid, signal.SIGKILL)
         for fd in (helper.jobs_fd, helper.answers_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(helper.pid, 0)
+        if helper is self._first:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(helper.pid, 0)
 
     def close(self) -> None:
-        """Stop and reap the helpers. They hold nothing but figures already returned, so they
-        are killed rather than waited for: a command that fails early (a missing file) does not
-        wait for their matplotlib import."""
-        helpers, self._helpers = self._helpers, []
-        for helper in helpers:
-            with contextlib.suppress(OSError):
-                os.kill(helper.pid, signal.SIGKILL)
-            self._reap(helper)
+        """Stop the helpers. They hold nothing but figures already returned, so the first is
+        killed rather than waited for (a command that fails early, a missing file, does not wait
+        for its matplotlib import); the spares end when their pipes close."""
+        for helper in list(self._helpers):
+            self._drop(helper)
 
 
 def _helper_count() -> int:

@@ -155,11 +155,15 @@ def _plain_log_labels(panel, label_minor: bool = False) -> None:
     """Tick labels of a log or symlog y axis as plain text: 0.2, 4, 1e-05 (``%g``) instead of
     matplotlib's default 2×10⁻¹, which is typeset as mathematics (a third of a figure's drawing
     time) and too wide for the panel's margin."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     panel.yaxis.set_major_formatter(plain)
     panel.yaxis.set_minor_formatter(plain if label_minor else NullFormatter())
+    if not label_minor and panel.get_yscale() == "log":
+        # Unlabelled minor ticks at 2 and 5 of each decade, not all eight: every tick is a
+        # costly object to draw (most of a long-run loss figure's time) and adds nothing here.
+        panel.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
 
 
 def _finite(values: Sequence[float | None]) -> np.ndarray:

@@ -225,20 +225,27 @@ class ProgressReport(Callback):
         validation: the histories hold validation numbers (else they are None in the records).
     """
 
+    per_epoch = False  # the events of a chunk of epochs are sent after it, in epoch order
+
     def __init__(
         self, progress: ProgressCallback, labels: Mapping[int, str], *, validation: bool
     ) -> None:
         self.progress = progress
         self.labels = dict(labels)
         self.validation = validation
+        self.reported = 0  # epochs already sent
+
+    def on_train_begin(self, loop: FitLoop) -> None:
+        self.reported = loop.epoch
 
     def on_epoch_end(self, loop: FitLoop) -> None:
-        epoch = loop.epoch
-        for member, label in self.labels.items():
-            if epoch <= loop.epochs_run[member]:
-                record = epoch_record(loop, member, epoch, self.validation)
-                finished = epoch == loop.epochs_run[member]
-                self.progress(ProgressEvent(label, epoch, loop.epochs, record, finished))
+        for epoch in range(self.reported + 1, loop.epoch + 1):
+            for member, label in self.labels.items():
+                if epoch <= loop.epochs_run[member]:
+                    record = epoch_record(loop, member, epoch, self.validation)
+                    finished = epoch == loop.epochs_run[member]
+                    self.progress(ProgressEvent(label, epoch, loop.epochs, record, finished))
+        self.reported = loop.epoch
 
 
 def epoch_record(loop: FitLoop, member: int, epoch: int, validation: bool) -> EpochRecord:

@@ -19,7 +19,8 @@ import torch
 from softclass.errors import ConfigError, DataError
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig
-from softclass.training.backends.batched import BatchedEpochs, BatchedTrainer
+from softclass.training.backends.batched import BatchedTrainer
+from softclass.training.backends.epochs import BatchedEpochs
 from softclass.training.batching import batch_bounds
 from softclass.training.callbacks import EarlyStoppingCallback, ProgressReport
 from softclass.training.checkpoint import Checkpoint, data_fingerprint

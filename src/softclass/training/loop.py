@@ -8,7 +8,7 @@ owns the epoch count, the per-member histories and which members still run; a ba
 
 * :class:`softclass.training.backends.autograd.AutogradEpochs` — the reference, one
   :class:`~softclass.training.backends.autograd.Trainer` per member, ``torch.autograd``;
-* :class:`softclass.training.backends.batched.BatchedEpochs` — every member stacked, the torch
+* :class:`softclass.training.backends.epochs.BatchedEpochs` — every member stacked, the torch
   path with a hand-written backward or the compiled loops, whole chunks of epochs per call when no
   callback needs to see each one.
 
@@ -32,6 +32,9 @@ __all__ = ["HISTORY_NAMES", "Callback", "EpochBackend", "FitLoop"]
 # The per-epoch numbers every backend returns, each (M, epochs) float64: the training loss and
 # accuracy measured while training, the validation ones after the epoch (NaN without rows).
 HISTORY_NAMES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# Aim of one backend call's length in seconds when the callbacks allow several epochs per call:
+# long enough that the loop's own work between calls is small, short enough for progress.
+CALL_SECONDS = 0.25
 
 
 class EpochBackend(Protocol):
@@ -75,6 +78,11 @@ class Callback:
 
     per_epoch = True
 
+    def next_needed_epoch(self, loop: FitLoop) -> int | None:
+        """The epoch count (``loop.epoch`` after a call) at which this callback must be called
+        next; None: any. Default: the next epoch when :attr:`per_epoch`."""
+        return loop.epoch + 1 if self.per_epoch else None
+
     def on_train_begin(self, loop: FitLoop) -> None:
         """Before the first epoch (a checkpoint callback restores a run here)."""
 
@@ -113,6 +121,7 @@ class FitLoop:
         self.epochs_run = [epochs] * n_members
         self.stopped = [False] * n_members
         self.seconds = [0.0] * epochs
+        self.extras: dict[str, torch.Tensor] = {}
 
     @property
     def finished(self) -> bool:
@@ -136,17 +145,37 @@ class FitLoop:
                 history[member, count:] = math.nan
         return self
 
+    def epochs_this_call(self) -> int:
+        """Epochs of the next backend call: up to the epoch a callback needs next
+        (:meth:`Callback.next_needed_epoch`), what the backend allows, and about
+        :data:`CALL_SECONDS` of work at the last call's pace (the callbacks, e.g. progress,
+        still hear from the run that often)."""
+        stop = self.epochs
+        for callback in self.callbacks:
+            needed = callback.next_needed_epoch(self)
+            if needed is not None:
+                stop = min(stop, needed)
+        per_call = min(stop - self.epoch, self.backend.epochs_per_call())
+        if self.epoch > 0 and self.seconds[self.epoch - 1] > 0:
+            per_call = min(per_call, int(CALL_SECONDS / self.seconds[self.epoch - 1]))
+        return max(1, per_call)
+
     def run_epochs(self) -> None:
-        """One backend call (one epoch, or a chunk when no callback watches each epoch), then
-        the callbacks."""
-        per_call = 1 if any(c.per_epoch for c in self.callbacks) else self.backend.epochs_per_call()
-        first, stop = self.epoch, min(self.epoch + per_call, self.epochs)
+        """One backend call (one epoch, or a chunk of :meth:`epochs_this_call`), then the
+        callbacks. Results beyond :data:`HISTORY_NAMES` (e.g. a watched pair's weight
+        differences) stay in :attr:`extras` for the callbacks of this call."""
+        first = self.epoch
+        stop = min(first + self.epochs_this_call(), self.epochs)
         started = time.perf_counter()
         running = [not stopped for stopped in self.stopped]
         results = self.backend.run_epochs(first, stop - first, running)
         seconds = (time.perf_counter() - started) / (stop - first)
+        self.extras = {}
         for name, values in results.items():
-            self.histories[name][:, first:stop] = values
+            if name in self.histories:
+                self.histories[name][:, first:stop] = values
+            else:
+                self.extras[name] = values
         self.seconds[first:stop] = [seconds] * (stop - first)
         self.epoch = stop
         for callback in self.callbacks:

@@ -95,6 +95,11 @@ typedef struct {
     double *train_accuracy;      /* (M, n_epochs) out: share of rows classified right in training */
     double *val_loss;            /* (M, n_epochs) out: design loss on the validation rows */
     double *val_accuracy;        /* (M, n_epochs) out */
+    /* (M,): each member's slot in snapshots, -1 for none; NULL: no snapshots taken. */
+    const int64_t *snapshot_of_member;
+    /* (slots, n_epochs, one member's parameter count) out: its weights and biases after each
+     * epoch, W_0, b_0, W_1, b_1, ... flattened (what the agreement probe compares). */
+    void *snapshots;
 } RunBuffers;
 
 /* tanh in float, inlined and branch-free (glibc's tanhf is an out-of-line call per unit):
@@ -485,6 +490,17 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                 }
             }
             const int64_t at = member * settings->n_epochs + epoch;
+            if (buffers->snapshot_of_member != NULL && buffers->snapshot_of_member[member] >= 0) {
+                REAL *to = (REAL *)buffers->snapshots +
+                           (buffers->snapshot_of_member[member] * settings->n_epochs + epoch) *
+                               parameter_total;
+                for (int64_t k = 0; k < n_layers; ++k) {
+                    const int64_t n_out = settings->widths[k + 1], n_in = settings->widths[k];
+                    memcpy(to, weights[k], (size_t)(n_out * n_in) * sizeof(REAL));
+                    memcpy(to + n_out * n_in, biases[k], (size_t)n_out * sizeof(REAL));
+                    to += n_out * (n_in + 1);
+                }
+            }
             buffers->train_loss[at] = epoch_loss;
             buffers->train_accuracy[at] = (double)epoch_correct / (double)n_rows;
             if (settings->n_val_rows > 0) {

@@ -94,6 +94,8 @@ class _RunBuffers(ctypes.Structure):
         ("train_accuracy", _PTR),
         ("val_loss", _PTR),
         ("val_accuracy", _PTR),
+        ("snapshot_of_member", _PTR),
+        ("snapshots", _PTR),
     ]
 
 
@@ -143,6 +145,9 @@ class RunTensors:
             parameters (:func:`softclass.mlp.designs.native_values`).
         val_features ``(V, F)``, val_targets ``(V,)`` int64: validation rows, or None.
         train_loss, train_accuracy, val_loss, val_accuracy: ``(M, epochs)`` float64 outputs.
+        snapshot_of_member: ``(M,)`` int64, each member's slot in ``snapshots`` or -1; None: no
+            snapshots. snapshots: ``(slots, epochs, P)`` in the parameters' dtype, output: the
+            member's ``P`` weights and biases (``W0, b0, W1, ...`` flattened) after each epoch.
     """
 
     parameters: list[Tensor]
@@ -159,6 +164,8 @@ class RunTensors:
     train_accuracy: Tensor
     val_loss: Tensor
     val_accuracy: Tensor
+    snapshot_of_member: Tensor | None = None
+    snapshots: Tensor | None = None
 
 
 def train(
@@ -261,4 +268,6 @@ def _buffers(tensors: RunTensors) -> _RunBuffers:
         train_accuracy=pointer(tensors.train_accuracy),
         val_loss=pointer(tensors.val_loss),
         val_accuracy=pointer(tensors.val_accuracy),
+        snapshot_of_member=pointer(tensors.snapshot_of_member),
+        snapshots=pointer(tensors.snapshots),
     )

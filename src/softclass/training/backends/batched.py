@@ -42,12 +42,11 @@ import torch
 from softclass.errors import ConfigError
 from softclass.mlp.activations import get_activation
 from softclass.mlp.designs import get_design
-from softclass.mlp.model import MLP, MLPConfig
+from softclass.mlp.model import MLPConfig
 from softclass.mlp.optimizers import get_optimizer
 from softclass.training import backend_choice
 from softclass.training.backends.compiled import CompiledLoops
 from softclass.training.batching import batch_bounds, epoch_permutation
-from softclass.training.checkpoint import StackedState
 from softclass.training.config import TrainConfig
 from softclass.training.stacked import (
     Member,
@@ -487,100 +486,3 @@ class BatchedTrainer(CompiledLoops):
             ``(loss, accuracy)``, each ``(M,)``: loss in the trainer's dtype, accuracy float64.
         """
         return member_scores(self.network, features, targets, self.members)
-
-
-class BatchedEpochs:
-    """The loop's backend (:class:`softclass.training.loop.EpochBackend`) over a
-    :class:`BatchedTrainer`: the compiled loops (a chunk of epochs per call) or the torch path
-    (one epoch and the validation rows' scores per call), as the trainer chose for the rows.
-
-    Args:
-        trainer: the trainer; rows: from :meth:`BatchedTrainer.training_rows`.
-        val_features ``(V, F)`` in the trainer's dtype and device, val_targets ``(V,)`` int64:
-            rows scored after every epoch, or None.
-    """
-
-    def __init__(
-        self,
-        trainer: BatchedTrainer,
-        rows: TrainingRows,
-        val_features: torch.Tensor | None = None,
-        val_targets: torch.Tensor | None = None,
-    ) -> None:
-        self.trainer = trainer
-        self.rows = rows
-        self.val_features = val_features
-        self.val_targets = val_targets
-        self.choice = trainer.choose_backend(rows.table.shape[0])
-
-    @property
-    def n_members(self) -> int:
-        return len(self.trainer.members)
-
-    @property
-    def compiled(self) -> bool:
-        return self.choice.backend == "compiled"
-
-    def epochs_per_call(self) -> int:
-        if not self.compiled:
-            return 1
-        return self.trainer.compiled_epochs_per_call(self.rows.table.shape[0])
-
-    def run_epochs(
-        self, first_epoch: int, n_epochs: int, running: Sequence[bool]
-    ) -> dict[str, torch.Tensor]:
-        """Every member trains (a stopped one too: members are independent, and skipping one
-        would cost a gather); the loop ignores what stopped members did."""
-        names = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-        if self.compiled:
-            results = self.trainer.run_compiled_epochs(
-                self.rows, first_epoch, n_epochs, self.val_features, self.val_targets
-            )
-            return dict(zip(names, results, strict=True))
-        columns = []
-        for epoch in range(first_epoch, first_epoch + n_epochs):
-            loss, accuracy = self.trainer.train_epoch(self.rows, epoch)
-            column = [loss.double(), accuracy]
-            if self.val_features is not None:
-                column.extend(self.trainer.evaluate(self.val_features, self.val_targets))
-            columns.append(torch.stack([value.double() for value in column]).cpu())
-        stacked = torch.stack(columns, dim=2)  # (names, M, n_epochs)
-        results = {name: stacked[index] for index, name in enumerate(names[: len(stacked)])}
-        return results
-
-    def member_parameters(self, member: int) -> list[torch.Tensor]:
-        return [tensor[member] for tensor in self.trainer.network.parameters()]
-
-    def member_model(self, member: int) -> MLP:
-        return self.trainer.network.to_mlp(member)
-
-    @torch.no_grad()
-    def max_weight_differences(self, pairs: Sequence[tuple[int, int]]) -> list[float]:
-        first = torch.tensor([i for i, _ in pairs], device=self.trainer.device)
-        second = torch.tensor([j for _, j in pairs], device=self.trainer.device)
-        differences = torch.stack(
-            [
-                (tensor[first] - tensor[second]).abs().flatten(1).amax(1)
-                for tensor in self.trainer.network.parameters()  # stacked: (M, ...) each
-            ]
-        )
-        return differences.amax(0).tolist()
-
-    @torch.no_grad()
-    def finite_members(self) -> list[bool]:
-        parameters = self.trainer.network.parameters()
-        flags = torch.stack([torch.isfinite(tensor).flatten(1).all(1) for tensor in parameters])
-        return flags.all(0).tolist()
-
-    def stacked_state(self) -> StackedState:
-        trainer, state = self.trainer, self.trainer.optimizer_state
-        return StackedState(
-            members=tuple((member.design, member.seed) for member in trainer.members),
-            model_config=trainer.config,
-            settings=trainer.settings,
-            dtype=trainer.dtype,
-            parameters=trainer.network.parameters(),
-            first_moments=state.first_moments,
-            second_moments=state.second_moments,
-            optimizer_state=state,
-        )

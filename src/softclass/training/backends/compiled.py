@@ -100,31 +100,9 @@ class CompiledLoops:
         """Epochs per :meth:`run_compiled_epochs` call that keep its row orders bounded."""
         return max(1, _COMPILED_ORDER_ELEMENTS // max(1, n_rows * len(self._unique_seeds)))
 
-    def run_compiled_epochs(
-        self,
-        rows: TrainingRows,
-        first_epoch: int,
-        n_epochs: int,
-        val_features: torch.Tensor | None = None,
-        val_targets: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Epochs ``first_epoch .. first_epoch + n_epochs - 1`` through the compiled loops
-        (only when :attr:`uses_compiled`); the same updates as :meth:`train_epoch` to rounding.
-
-        Args:
-            rows: from :meth:`training_rows`.
-            val_features ``(V, F)`` in the trainer's dtype, val_targets ``(V,)`` int64: optional
-                rows scored after every epoch (:func:`member_losses`, :func:`member_accuracy`).
-
-        Returns:
-            ``(train_loss, train_accuracy, val_loss, val_accuracy)``, each ``(M, n_epochs)``
-            float64 (the validation ones NaN without validation rows).
-        """
-        reason = self.compiled_unsupported_reason()
-        if reason is not None:
-            raise ConfigError(f"backend='compiled' cannot train this run: {reason}")
-        n_rows = rows.table.shape[0]
-        orders = torch.stack(
+    def _row_orders(self, n_rows: int, first_epoch: int, n_epochs: int) -> torch.Tensor:
+        """``(seeds, n_epochs, n_rows)``: each seed's row order of each epoch."""
+        return torch.stack(
             [
                 torch.stack(
                     [
@@ -137,6 +115,36 @@ class CompiledLoops:
                 for seed in self._unique_seeds
             ]
         )
+
+    def run_compiled_epochs(
+        self,
+        rows: TrainingRows,
+        first_epoch: int,
+        n_epochs: int,
+        val_features: torch.Tensor | None = None,
+        val_targets: torch.Tensor | None = None,
+        snapshots: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Epochs ``first_epoch .. first_epoch + n_epochs - 1`` through the compiled loops
+        (only when :attr:`uses_compiled`); the same updates as :meth:`train_epoch` to rounding.
+
+        Args:
+            rows: from :meth:`training_rows`.
+            val_features ``(V, F)`` in the trainer's dtype, val_targets ``(V,)`` int64: optional
+                rows scored after every epoch (:func:`member_losses`, :func:`member_accuracy`).
+            snapshots: ``(snapshot_of_member, snapshots)`` as in
+                :class:`~softclass.training.mlp_native.RunTensors`: weights after each epoch of
+                the members given a slot, written into ``snapshots``; None: none.
+
+        Returns:
+            ``(train_loss, train_accuracy, val_loss, val_accuracy)``, each ``(M, n_epochs)``
+            float64 (the validation ones NaN without validation rows).
+        """
+        reason = self.compiled_unsupported_reason()
+        if reason is not None:
+            raise ConfigError(f"backend='compiled' cannot train this run: {reason}")
+        n_rows = rows.table.shape[0]
+        orders = self._row_orders(n_rows, first_epoch, n_epochs)
         outputs = [
             torch.full((self.network.n_members, n_epochs), math.nan, dtype=torch.float64)
             for _ in range(4)
@@ -166,6 +174,8 @@ class CompiledLoops:
                 train_accuracy=outputs[1],
                 val_loss=outputs[2],
                 val_accuracy=outputs[3],
+                snapshot_of_member=None if snapshots is None else snapshots[0],
+                snapshots=None if snapshots is None else snapshots[1],
             ),
             [self.config.n_features, *self.config.hidden, self.config.n_classes],
             self.activation,
