@@ -403,18 +403,18 @@ def _spatial_cross_entropy(
     label_smoothing: float,
 ) -> torch.Tensor | None:
     """Cross entropy of validated (N, C, d1, ...) logits and class indices in the logits' own
-    layout (the compiled spatial loops, :mod:`softclass.kernels.spatial_cross_entropy_cpu`), or
-    None where those do not apply."""
-    if (
-        target.shape == input.shape
-        or not spatial_kernels.applicable(input, target, weight)
-        or _needs_torch_ops(weight, input, target)
-    ):
+    layout (:mod:`softclass.kernels.spatial_cross_entropy_cpu`: its compiled loops in eager mode,
+    its registered operator when traced), or None where those do not apply."""
+    if target.shape == input.shape or _needs_torch_ops(weight, input, target):
+        return None
+    if spatial_kernels.applicable(input, target, weight):
+        kernel = spatial_kernels.cross_entropy
+    elif spatial_kernels.traceable(input, target):
+        kernel = spatial_kernels.registered_cross_entropy
+    else:
         return None
     try:
-        return spatial_kernels.cross_entropy(
-            input, target, weight, ignore_index, reduction, label_smoothing
-        )
+        return kernel(input, target, weight, ignore_index, reduction, label_smoothing)
     except TargetOutOfBoundsError as error:
         raise validation.target_out_of_bounds(
             target, error.row, input.shape[1], ignore_index, "cross_entropy"
