@@ -38,6 +38,7 @@ __all__ = [
     "applicable",
     "cross_entropy",
     "registered_cross_entropy",
+    "spatial_loops",
     "traceable",
 ]
 
@@ -53,7 +54,7 @@ _BACKWARD_ARGS = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _F64, _P
 _BACKWARD_ARGS += [_PTR, _PTR]
 
 
-def _loops(library, dtype: torch.dtype):
+def spatial_loops(library, dtype: torch.dtype):
     """(forward, backward) compiled loops for ``dtype``, their signatures declared once."""
     suffix = native.SUPPORTED_DTYPES[dtype]
     forward = getattr(library, f"ce_spatial_forward_{suffix}")
@@ -110,7 +111,7 @@ def _forward(library, logits, target, class_weight, ignore_index, label_smoothin
     logsumexp, row_loss, grad, grad_denominator = outputs
     ranges = native.row_ranges(n_batch * n_spatial, n_classes)
     state = torch.empty(1 + 2 * len(ranges), dtype=torch.float64)
-    forward, _ = _loops(library, logits.dtype)
+    forward, _ = spatial_loops(library, logits.dtype)
     head = (logits.data_ptr(), logits.stride(0), n_classes, n_spatial)
     middle = (target.data_ptr(), ignore_index, native.pointer(class_weight), label_smoothing)
     tail = (logsumexp.data_ptr(), native.pointer(row_loss))
@@ -236,7 +237,7 @@ def _backward_impl(
     n_spatial = flat_target.numel() // n_batch
     grad_output = grad_output.to(logsumexp.dtype).contiguous()
     grad = torch.empty(logits.shape, dtype=logits.dtype)
-    _, backward = _loops(library, logits.dtype)
+    _, backward = spatial_loops(library, logits.dtype)
     arguments = (
         *(logits.data_ptr(), logits.stride(0), n_classes, n_spatial),
         *(flat_target.data_ptr(), ignore_index),
