@@ -16,8 +16,9 @@ The stable formulas (the max is subtracted so that nothing overflows)::
     ce(x, t)       = nll(log_softmax(x), t)
 
 Inside the rest of PyTorch: the fused kernels are ``torch.library`` operators
-(``torch.ops.softclass.softmax``, ``.cross_entropy``, ``.linear_cross_entropy``, their backward
-ops and ``.check_target_range``), each with a fake implementation, so torch.compile
+(``torch.ops.softclass.softmax``, ``.cross_entropy``, ``.spatial_cross_entropy`` for
+(N, C, d1, ...) logits in their own layout, ``.linear_cross_entropy``, their backward ops and
+``.check_target_range``), each with a fake implementation, so torch.compile
 (``fullgraph=True``, no graph break), torch.export, FakeTensor and the meta device see one opaque
 op of the right shape and dtype and never run compiled code on a tensor without storage. In
 plain eager mode the same implementations are called directly (through autograd Functions:
