@@ -1,8 +1,9 @@
 """Cross entropy where clients run it: fwd+bwd against torch eager (and torch.compile), against
 the machine's own floor, on 1 and 2 threads; fused linear + cross entropy against torch's.
 
-``python -m benchmarks.cross_entropy_clients [--threads 1 2] [--compile] [--quick] [--repeats N]``
-prints a markdown table (one subprocess per thread count, so each has its own thread pools).
+``python -m benchmarks.cross_entropy_clients [--threads 1 2] [--compile] [--quick] [--repeats N]
+[--shapes "(4, 5, 33, 17)" ...] [--no-linear]`` prints a markdown table (one subprocess per
+thread count, so each has its own thread pools).
 Called by ``python -m benchmarks.cross_entropy``, which records the table in RESULTS.md.
 
 Floor of a shape (N, C), fp32, measured in the same run: the larger of (logits read once +
@@ -27,7 +28,17 @@ import torch.nn.functional as F
 
 from softclass import functional as S
 
-SHAPES = [(256, 10), (256, 3), (64, 1000), (8, 21, 128, 128), (4096, 32000), (4096, 50257)]
+SHAPES = [
+    (256, 10),
+    (256, 3),
+    (64, 1000),
+    (8, 21, 128, 128),
+    (4, 5, 33, 17),
+    (4096, 32000),
+    (4096, 50257),
+]
+# The shapes of --quick (a loaded machine): all but the two large ones.
+QUICK_SHAPES = SHAPES[:5]
 # Tokens × hidden × vocabulary of the linear + cross entropy case (smaller than the issue's
 # 4096 × 1024 × 32000, which takes ~15 s per step on the shared 2-core machine).
 LINEAR = (1024, 512, 32000)
@@ -126,20 +137,28 @@ def _linear_rows(repeats: int, use_compile: bool) -> dict:
     return {"shape": list(LINEAR), "times": times}
 
 
-def measure(threads: int, repeats: int, use_compile: bool, quick: bool) -> dict:
-    """All rows for one thread count (run in a process of its own); ``quick``: the first five
-    shapes, no linear + cross entropy (for a loaded machine)."""
+def measure(
+    threads: int,
+    repeats: int,
+    use_compile: bool,
+    quick: bool,
+    shapes: list[tuple[int, ...]] | None = None,
+    linear: bool = True,
+) -> dict:
+    """All rows for one thread count (run in a process of its own); ``quick``: the
+    ``QUICK_SHAPES``, no linear + cross entropy (for a loaded machine); ``shapes``: these
+    instead."""
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
     floors = _floors(repeats)
-    shapes = SHAPES[:5] if quick else SHAPES
+    shapes = shapes or (QUICK_SHAPES if quick else SHAPES)
     rows = [_cross_entropy_rows(shape, repeats, use_compile, floors) for shape in shapes]
     return {
         "threads": threads,
         "copy_gb_s": floors[0] / 1e9,
         "exp_g_s": floors[1] / 1e9,
         "rows": rows,
-        "linear": None if quick else _linear_rows(repeats, use_compile),
+        "linear": _linear_rows(repeats, use_compile) if linear and not quick else None,
         "load": [load_before, os.getloadavg()[0]],
     }
 
@@ -188,7 +207,14 @@ def _format(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(threads: list[int], repeats: int, use_compile: bool, quick: bool = False) -> str:
+def run(
+    threads: list[int],
+    repeats: int,
+    use_compile: bool,
+    quick: bool = False,
+    shapes: list[str] | None = None,
+    linear: bool = True,
+) -> str:
     """Measure each thread count in a subprocess; return the markdown of all."""
     parts = []
     for count in threads:
@@ -196,6 +222,8 @@ def run(threads: list[int], repeats: int, use_compile: bool, quick: bool = False
         command += ["--threads", str(count), "--repeats", str(repeats)]
         command += ["--compile"] if use_compile else []
         command += ["--quick"] if quick else []
+        command += ["--shapes", *shapes] if shapes else []
+        command += [] if linear else ["--no-linear"]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         parts.append(_format(json.loads(output.strip().splitlines()[-1])))
     return "\n".join(parts)
@@ -207,15 +235,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="also torch.compile both")
     parser.add_argument("--quick", action="store_true", help="five shapes, no linear + CE")
+    parser.add_argument(
+        "--shapes", nargs="+", help='only these shapes, e.g. "(4, 5, 33, 17)" "(4096, 50257)"'
+    )
+    parser.add_argument("--no-linear", action="store_true", help="no linear + CE row")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    linear = not arguments.no_linear
     if arguments.child:
+        shapes = [_shape(text) for text in arguments.shapes] if arguments.shapes else None
         result = measure(
-            arguments.threads[0], arguments.repeats, arguments.compile, arguments.quick
+            *(arguments.threads[0], arguments.repeats, arguments.compile, arguments.quick),
+            shapes,
+            linear,
         )
         print(json.dumps(result))
         return
-    print(run(arguments.threads, arguments.repeats, arguments.compile, arguments.quick))
+    print(
+        run(
+            *(arguments.threads, arguments.repeats, arguments.compile, arguments.quick),
+            arguments.shapes,
+            linear,
+        )
+    )
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """``"(4, 5, 33, 17)"`` (or ``4,5,33,17``) as a tuple of ints."""
+    numbers = text.strip().strip("()").split(",")
+    return tuple(int(number) for number in numbers if number.strip())
 
 
 if __name__ == "__main__":

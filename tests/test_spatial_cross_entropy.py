@@ -67,7 +67,10 @@ def test_the_spatial_loops_compute_it(monkeypatch):
     original = spatial.cross_entropy
     monkeypatch.setattr(spatial, "cross_entropy", lambda *a: calls.append(1) or original(*a))
     logits, target = _case((2, 5, 6, 7), torch.float32)
-    SF.cross_entropy(logits, target)
+    weight = torch.rand(5)  # a class weight: not the lean road's common call
+    torch.testing.assert_close(
+        SF.cross_entropy(logits, target, weight), F.cross_entropy(logits, target, weight)
+    )
     assert calls == [1]
     # non-contiguous logits go the 2-D way (and agree)
     transposed = logits.transpose(2, 3)

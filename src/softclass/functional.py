@@ -16,8 +16,9 @@ The stable formulas (the max is subtracted so that nothing overflows)::
     ce(x, t)       = nll(log_softmax(x), t)
 
 Inside the rest of PyTorch: the fused kernels are ``torch.library`` operators
-(``torch.ops.softclass.softmax``, ``.cross_entropy``, ``.linear_cross_entropy``, their backward
-ops and ``.check_target_range``), each with a fake implementation, so torch.compile
+(``torch.ops.softclass.softmax``, ``.cross_entropy``, ``.spatial_cross_entropy`` for
+(N, C, d1, ...) logits in their own layout, ``.linear_cross_entropy``, their backward ops and
+``.check_target_range``), each with a fake implementation, so torch.compile
 (``fullgraph=True``, no graph break), torch.export, FakeTensor and the meta device see one opaque
 op of the right shape and dtype and never run compiled code on a tensor without storage. In
 plain eager mode the same implementations are called directly (through autograd Functions:
@@ -403,18 +404,18 @@ def _spatial_cross_entropy(
     label_smoothing: float,
 ) -> torch.Tensor | None:
     """Cross entropy of validated (N, C, d1, ...) logits and class indices in the logits' own
-    layout (the compiled spatial loops, :mod:`softclass.kernels.spatial_cross_entropy_cpu`), or
-    None where those do not apply."""
-    if (
-        target.shape == input.shape
-        or not spatial_kernels.applicable(input, target, weight)
-        or _needs_torch_ops(weight, input, target)
-    ):
+    layout (:mod:`softclass.kernels.spatial_cross_entropy_cpu`: its compiled loops in eager mode,
+    its registered operator when traced), or None where those do not apply."""
+    if target.shape == input.shape or _needs_torch_ops(weight, input, target):
+        return None
+    if spatial_kernels.applicable(input, target, weight):
+        kernel = spatial_kernels.cross_entropy
+    elif spatial_kernels.traceable(input, target):
+        kernel = spatial_kernels.registered_cross_entropy
+    else:
         return None
     try:
-        return spatial_kernels.cross_entropy(
-            input, target, weight, ignore_index, reduction, label_smoothing
-        )
+        return kernel(input, target, weight, ignore_index, reduction, label_smoothing)
     except TargetOutOfBoundsError as error:
         raise validation.target_out_of_bounds(
             target, error.row, input.shape[1], ignore_index, "cross_entropy"

@@ -6,7 +6,9 @@ linear + cross entropy, registered as torch.library operators
 ops, each with a fake implementation for FakeTensor/meta/compile/export, an autograd formula and
 a vmap rule); the row loops are compiled from ``cpu_native.c`` at install (see
 :mod:`softclass.kernels.native`), with a plain torch-ops path computing the same numbers where
-they were not built (:mod:`softclass.kernels.row_blocks`). ``triton``: the same on CUDA.
+they were not built (:mod:`softclass.kernels.row_blocks`). ``spatial_cross_entropy_cpu``: the
+cross entropy of (N, C, d1, ...) logits in their own layout (``softclass::spatial_cross_entropy``);
+``lean``: the short eager road of the common small call. ``triton``: the same on CUDA.
 """
 
 from softclass.kernels.cross_entropy_cpu import (

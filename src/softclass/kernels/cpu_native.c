@@ -217,6 +217,93 @@
         return 0;                                                                                \
     }
 
+/* forward_row_* that also writes the row's gradient for a unit grad_output (divided by
+ * *grad_denominator when not NULL) with one exp per logit: the exps of the log-sum-exp pass are
+ * kept in the gradient row (in cache) and scaled by scale/Σ, p_c·scale = e_c·(scale/Σ), instead
+ * of being computed again as exp(x_c − L). For TYPE == REAL (a bf16 row would round the exps
+ * before scaling them). Returns 1 if the kept target is out of range (nothing written), else 0. */
+#define DEFINE_FORWARD_GRADIENT_ROW(SUFFIX, TYPE, REAL)                                          \
+    static int forward_gradient_row_##SUFFIX(                                                   \
+        const TYPE *logits, int64_t row_stride, int64_t n_classes, int64_t n,                   \
+        const int64_t *target, int64_t target_stride, int64_t ignore_index,                     \
+        const REAL *class_weight, double label_smoothing, double weight_total,                  \
+        REAL *logsumexp, TYPE *row_loss, int64_t row_loss_stride, double *loss_sum,             \
+        double *weight_sum, TYPE *grad, int64_t grad_row_stride,                                \
+        const double *grad_denominator) {                                                       \
+        const int64_t target_value = target[n * target_stride];                                 \
+        const int kept = target_value != ignore_index;                                          \
+        if (kept && (target_value < 0 || target_value >= n_classes)) return 1;                  \
+        const TYPE *row = logits + n * row_stride;                                              \
+        TYPE *grad_row = grad + n * grad_row_stride;                                            \
+        REAL max_value = -(REAL)__builtin_inf();                                                \
+        _Pragma("omp simd reduction(max : max_value)")                                          \
+        for (int64_t c = 0; c < n_classes; ++c) {                                               \
+            const REAL value = load_##SUFFIX(row, c);                                           \
+            max_value = value > max_value ? value : max_value;                                  \
+        }                                                                                       \
+        const REAL shift = logsumexp_shift_##SUFFIX(max_value);                                 \
+        double total = 0.0;                                                                     \
+        for (int64_t chunk = 0; chunk < n_classes; chunk += SUM_CHUNK) {                        \
+            const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK         \
+                                                                    : n_classes;                \
+            REAL partial = 0;                                                                   \
+            _Pragma("omp simd reduction(+ : partial)")                                          \
+            for (int64_t c = chunk; c < chunk_end; ++c) {                                       \
+                const REAL e = exp_##SUFFIX(load_##SUFFIX(row, c) - shift);                     \
+                store_##SUFFIX(grad_row, c, e);                                                 \
+                partial += e;                                                                   \
+            }                                                                                   \
+            total += partial;                                                                   \
+        }                                                                                       \
+        double weighted_logits = 0.0; /* Σ_c w_c·x_c, summed as logsumexp_row_* does */       \
+        for (int64_t chunk = 0; label_smoothing > 0.0 && chunk < n_classes; chunk += SUM_CHUNK) { \
+            const int64_t chunk_end = chunk + SUM_CHUNK < n_classes ? chunk + SUM_CHUNK         \
+                                                                    : n_classes;                \
+            REAL weighted_partial = 0;                                                          \
+            _Pragma("omp simd reduction(+ : weighted_partial)")                                 \
+            for (int64_t c = chunk; c < chunk_end; ++c)                                         \
+                weighted_partial +=                                                             \
+                    (class_weight ? class_weight[c] : (REAL)1) * load_##SUFFIX(row, c);         \
+            weighted_logits += weighted_partial;                                                \
+        }                                                                                       \
+        const double row_logsumexp = (double)shift + log(total);                                \
+        logsumexp[n] = (REAL)row_logsumexp;                                                     \
+        const REAL unit = 1;                                                                    \
+        int64_t y;                                                                              \
+        const CeGradientScales scales = row_gradient_scales_##SUFFIX(                          \
+            n, target, target_stride, ignore_index, class_weight, label_smoothing, n_classes,   \
+            weight_total, &unit, 0, grad_denominator, &y);                                      \
+        double loss = 0.0;                                                                      \
+        if (kept) {                                                                             \
+            const double target_weight = class_weight ? (double)class_weight[y] : 1.0;          \
+            loss = ce_row_loss(row_logsumexp, (double)load_##SUFFIX(row, y), target_weight,     \
+                               label_smoothing, n_classes, weight_total, weighted_logits);      \
+            *weight_sum += target_weight;                                                       \
+        }                                                                                       \
+        if (row_loss) store_##SUFFIX(row_loss, n * row_loss_stride, (REAL)loss);                \
+        *loss_sum += loss;                                                                      \
+        const REAL factor = (REAL)(scales.scale / total);                                       \
+        const REAL smoothing_scale = (REAL)scales.smoothing_scale;                              \
+        const REAL target_smoothing = label_smoothing > 0.0                                     \
+            ? smoothing_scale * (class_weight ? class_weight[y] : (REAL)1) : (REAL)0;           \
+        const REAL uniform_smoothing = label_smoothing > 0.0 ? smoothing_scale : (REAL)0;       \
+        const REAL true_value = (load_##SUFFIX(grad_row, y) * factor - (REAL)scales.true_class) \
+                                - target_smoothing;                                             \
+        if (label_smoothing > 0.0 && class_weight) {                                            \
+            _Pragma("omp simd")                                                                 \
+            for (int64_t c = 0; c < n_classes; ++c)                                             \
+                store_##SUFFIX(grad_row, c, load_##SUFFIX(grad_row, c) * factor                 \
+                                                - smoothing_scale * class_weight[c]);           \
+        } else {                                                                                \
+            _Pragma("omp simd")                                                                 \
+            for (int64_t c = 0; c < n_classes; ++c)                                             \
+                store_##SUFFIX(grad_row, c,                                                     \
+                               load_##SUFFIX(grad_row, c) * factor - uniform_smoothing);        \
+        }                                                                                       \
+        store_##SUFFIX(grad_row, y, true_value);                                                \
+        return 0;                                                                               \
+    }
+
 /* Forward over rows [row_begin, row_end): logsumexp[n] = L_n; row_loss[n·row_loss_stride] =
  * loss_n in the logits' type (when row_loss is not NULL); sums[0] = Σ loss_n and
  * sums[1] = Σ w_y over kept rows of the range, in double. When loss is not NULL (a call that
@@ -256,6 +343,15 @@
             }                                                                                   \
         } else {                                                                                \
             for (int64_t n = row_begin; n < row_end; ++n) {                                     \
+                if (grad && sizeof(TYPE) == sizeof(REAL)) {                                     \
+                    if (forward_gradient_row_##SUFFIX(                                          \
+                            logits, row_stride, n_classes, n, target, target_stride,            \
+                            ignore_index, class_weight, label_smoothing, weight_total,          \
+                            logsumexp, row_loss, row_loss_stride, &loss_sum, &weight_sum, grad, \
+                            grad_row_stride, grad_denominator))                                 \
+                        return n;                                                               \
+                    continue;                                                                   \
+                }                                                                               \
                 if (forward_row_##SUFFIX(logits, row_stride, n_classes, n, target, target_stride, \
                                          ignore_index, class_weight, label_smoothing,           \
                                          weight_total, logsumexp, row_loss, row_loss_stride,    \
@@ -447,6 +543,7 @@
     DEFINE_BACKWARD_TILE(SUFFIX, TYPE, REAL)                                                     \
     DEFINE_FORWARD_TILE(SUFFIX, TYPE, REAL)                                                      \
     DEFINE_FORWARD_ROW(SUFFIX, TYPE, REAL)                                                       \
+    DEFINE_FORWARD_GRADIENT_ROW(SUFFIX, TYPE, REAL)                                              \
     DEFINE_FINISH(SUFFIX, TYPE, REAL)                                                            \
     DEFINE_BACKWARD(SUFFIX, TYPE, REAL)                                                          \
     DEFINE_FORWARD(SUFFIX, TYPE, REAL)                                                           \

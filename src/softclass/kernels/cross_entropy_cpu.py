@@ -15,7 +15,8 @@ Why it is faster than ``torch.nn.functional.cross_entropy`` on large inputs:
   small inputs do not pay torch's per-op (thread-pool) overhead either; up to 32 classes, rows
   are processed 16 at a time across SIMD lanes. For a large scalar loss the forward also writes
   the gradient (for grad_output 1) while each row is still in cache, and the backward only scales
-  it: one read of the logits in all.
+  it: one read of the logits in all. With more classes than the SIMD tiles take (f32/f64), the
+  log-sum-exp pass keeps its exps in the gradient row, which is then scaled: one exp per logit.
   First-touching the fresh 512 MiB gradient still costs ~130 ms of page faults at 4096×32768.
   (Transparent huge pages cut that to ~20 ms when the machine is quiet, but measured 0.2–2 s
   stalls under memory pressure from other processes, so the gradient is a plain ``torch.empty``.)

@@ -27,6 +27,7 @@ from softclass.kernels.row_blocks import (
     differentiable_gradients,
     unfused_loss,
 )
+from softclass.kernels.spatial_cross_entropy_cpu import spatial_loops
 
 __all__ = ["cross_entropy"]
 
@@ -41,22 +42,12 @@ _COMPUTE = {
 }
 
 
-def _applicable(logits: Tensor, target: Tensor) -> bool:
-    """Whether the lean path computes this call exactly as the general one would (shapes,
-    dtypes, strides, device, plain eager mode)."""
+def _plain_eager(logits: Tensor, target: Tensor) -> bool:
+    """CPU tensors in plain eager mode (no dispatch mode, forward AD, autocast or torch.func
+    transform; :func:`_applicable` has ruled out subclasses and the compiler)."""
     return (
-        type(logits) in _TENSOR_TYPES
-        and type(target) is Tensor
-        and logits.dim() == 2
-        and target.dim() == 1
-        and logits.dtype in native.SUPPORTED_DTYPES
-        and target.dtype == torch.int64
-        and logits.is_cpu
+        logits.is_cpu
         and target.is_cpu
-        and 0 < logits.numel() <= _LEAN_MAX_ELEMENTS
-        and logits.shape[0] == target.shape[0]
-        and (logits.stride(1) == 1 or logits.shape[1] == 1)
-        and not torch.compiler.is_compiling()
         and torch._C._len_torch_dispatch_stack() == 0
         and torch.autograd.forward_ad._current_level < 0
         and not torch.is_autocast_enabled("cpu")
@@ -65,9 +56,41 @@ def _applicable(logits: Tensor, target: Tensor) -> bool:
     )
 
 
+def _applicable(logits: Tensor, target: Tensor) -> bool:
+    """Whether the lean path computes this call exactly as the general one would (shapes,
+    dtypes, strides, device, plain eager mode): (M, C) logits with classes adjacent and (M,)
+    targets, or contiguous (N, C, d1, ...) logits and (N, d1, ...) targets."""
+    if (
+        type(logits) not in _TENSOR_TYPES  # first: no guards on traced (symbolic) shapes
+        or type(target) is not Tensor
+        or torch.compiler.is_compiling()
+        or logits.dtype not in native.SUPPORTED_DTYPES
+        or target.dtype != torch.int64
+        or not 0 < logits.numel() <= _LEAN_MAX_ELEMENTS
+    ):
+        return False
+    if logits.dim() == 2:
+        shapes_fit = (
+            target.dim() == 1
+            and logits.shape[0] == target.shape[0]
+            and (logits.stride(1) == 1 or logits.shape[1] == 1)
+        )
+    else:
+        shapes_fit = (
+            logits.dim() >= 3
+            and target.dim() == logits.dim() - 1
+            and logits.shape[0] == target.shape[0]
+            and logits.shape[2:] == target.shape[1:]
+            and logits.is_contiguous()
+            and target.is_contiguous()
+        )
+    return shapes_fit and _plain_eager(logits, target)
+
+
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int, mean: bool) -> Tensor | None:
     """The 0-d cross entropy ('mean' when ``mean``, else 'sum') of (M, C) logits and (M,) class
-    indices, or None when the lean path does not apply (or the compiled loops are unavailable).
+    indices (or (N, C, d1, ...) logits and (N, d1, ...) class indices), or None when the lean path
+    does not apply (or the compiled loops are unavailable).
 
     Raises:
         softclass.kernels.row_blocks.TargetOutOfBoundsError: a kept target outside [0, C).
@@ -86,6 +109,8 @@ def _forward(
     library, logits: Tensor, target: Tensor, ignore_index: int, mean: bool, with_gradient: bool
 ) -> tuple[Tensor, Tensor | None]:
     """(loss, gradient for grad_output 1 or None) from one call of the compiled forward."""
+    if logits.dim() > 2:
+        return _forward_spatial(library, logits, target, ignore_index, mean, with_gradient)
     n_rows, n_classes = logits.shape
     suffix = native.SUPPORTED_DTYPES[logits.dtype]
     compute = _COMPUTE[logits.dtype]
@@ -136,6 +161,51 @@ def _forward(
     return loss, grad
 
 
+def _forward_spatial(
+    library, logits: Tensor, target: Tensor, ignore_index: int, mean: bool, with_gradient: bool
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`_forward` of contiguous (N, C, d1, ...) logits: one call of the compiled spatial
+    loops (``spatial_loops.h``), classes S = d1·...·dK apart, then the reduction."""
+    n_classes = logits.shape[1]
+    n_positions = target.numel()
+    forward, _ = spatial_loops(library, logits.dtype)
+    suffix = native.SUPPORTED_DTYPES[logits.dtype]
+    logsumexp = torch.empty(n_positions, dtype=_COMPUTE[logits.dtype])
+    loss = torch.empty((), dtype=logits.dtype)
+    state = torch.empty(4, dtype=torch.float64)
+    state_address = state.data_ptr()
+    grad = grad_address = grad_denominator = None
+    if with_gradient:
+        grad = torch.empty(logits.shape, dtype=logits.dtype)
+        grad_address = grad.data_ptr()
+        if mean:
+            grad_denominator = state_address + 24
+            getattr(library, f"ce_kept_weight_sum_{suffix}")(
+                target.data_ptr(), 1, n_positions, ignore_index, n_classes, None, grad_denominator
+            )
+    first_bad = forward(
+        *(logits.data_ptr(), logits.stride(0), n_classes, n_positions // logits.shape[0]),
+        *(0, n_positions, target.data_ptr(), ignore_index, None, 0.0, logsumexp.data_ptr()),
+        *(None, state_address + 8, grad_address, grad_denominator),
+    )
+    if first_bad >= 0:
+        flat_target = target.view(-1)
+        raise TargetOutOfBoundsError(
+            first_bad, int(flat_target[first_bad]), n_classes, ignore_index
+        )
+    getattr(library, f"ce_finish_{suffix}")(
+        state_address + 8, 1, mean, loss.data_ptr(), state_address
+    )
+    return loss, grad
+
+
+def _as_rows(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """(M, C) logits and (M,) targets: (N, C, d1, ...) ones with the classes moved last."""
+    if logits.dim() == 2:
+        return logits, target
+    return logits.movedim(1, -1).reshape(-1, logits.shape[1]), target.reshape(-1)
+
+
 class _LeanCrossEntropy(torch.autograd.Function):
     """The lean path's autograd node: the gradient is made by the forward and scaled by the
     backward; a second backward (retain_graph) makes it again from the logits, a differentiable
@@ -165,13 +235,16 @@ class _LeanCrossEntropy(torch.autograd.Function):
             (grad,) = differentiable_gradients(
                 (True,),
                 (saved_logits(ctx),),
-                lambda logits: unfused_loss(logits, ctx.target, None, ignore_index, reduction, 0.0),
+                lambda logits: unfused_loss(
+                    *_as_rows(logits, ctx.target), None, ignore_index, reduction, 0.0
+                ),
                 grad_loss,
             )
             return grad, None, None, None
         gradient, ctx.gradient = ctx.gradient, None
         factor = grad_loss.to(_COMPUTE[gradient.dtype])
-        n_rows, n_classes = gradient.shape
+        n_rows = gradient.shape[0]
+        n_classes = gradient.numel() // n_rows
         suffix = native.SUPPORTED_DTYPES[gradient.dtype]
         getattr(native.library(), f"ce_scale_{suffix}")(
             gradient.data_ptr(), n_classes, n_classes, 0, n_rows, factor.data_ptr()

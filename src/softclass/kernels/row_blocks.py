@@ -255,12 +255,16 @@ def out_of_bounds_message(
 class TargetOutOfBoundsError(IndexError):
     """A kept class-index target outside [0, C), met by the compiled forward (which checks every
     row it reads). ``row`` is its row in the (M,) target and ``value`` the target there;
-    :func:`softclass.functional.cross_entropy` re-raises it with the position in the caller's
-    target (traced calls keep this message, which names the row)."""
+    ``position``, when given, is what the message names instead (the index in a K-dim target,
+    as eager mode names it). :func:`softclass.functional.cross_entropy` re-raises it with the
+    position in the caller's target (traced calls keep this message)."""
 
-    def __init__(self, row: int, value: int, n_classes: int, ignore_index: int) -> None:
+    def __init__(
+        self, row: int, value: int, n_classes: int, ignore_index: int, position: object = None
+    ) -> None:
+        shown = row if position is None else position
         super().__init__(
-            out_of_bounds_message("cross_entropy", value, row, n_classes, ignore_index)
+            out_of_bounds_message("cross_entropy", value, shown, n_classes, ignore_index)
         )
         self.row = row
         self.value = value

@@ -8,12 +8,17 @@ of each position S = d1·...·dK apart, a block of adjacent positions at a time,
 gradient in the logits' own (contiguous) layout: at (8, 21, 128, 128) one read of the logits and
 one write of the gradient, as for the 2-D fused kernel.
 
-Taken for eager calls only (:func:`applicable`): contiguous fp32/bf16/fp64 logits with at least
-one spatial dimension, class-index targets, real CPU tensors; traced and compiled calls take the
-registered 2-D operator of :mod:`softclass.kernels.cross_entropy_cpu`, which computes the same
-numbers. Same values and gradients as ``torch.nn.functional.cross_entropy`` (weight,
-ignore_index, every reduction, label smoothing); the gradient for grad_output 1 is written by the
-forward (each block while it is in cache), the backward scales it.
+Operators: ``softclass::spatial_cross_entropy`` and ``softclass::spatial_cross_entropy_backward``
+(``torch.library.custom_op``, with a fake implementation, an autograd formula and a vmap rule,
+like ``softclass::cross_entropy``), so torch.compile, torch.export, FakeTensor and the meta device
+keep one opaque op of the logits' own shape (:func:`registered_cross_entropy`). Plain eager calls
+with contiguous fp32/bf16/fp64 logits (:func:`applicable`) enter the same implementations through
+an autograd Function, without the dispatcher's per-call cost. Where the compiled loops cannot run
+(no library, fp16 logits) the operator computes the same numbers through the 2-D implementation of
+:mod:`softclass.kernels.cross_entropy_cpu` on the moved logits. Same values and gradients as
+``torch.nn.functional.cross_entropy`` (weight, ignore_index, every reduction, label smoothing);
+in eager mode the gradient for grad_output 1 is written by the forward (each block while it is in
+cache) and the backward scales it; traced, the backward is its own op.
 """
 
 from __future__ import annotations
@@ -23,12 +28,19 @@ import ctypes
 import torch
 from torch import Tensor
 
-from softclass.kernels import native, native_loops
+from softclass.kernels import cross_entropy_cpu, native, native_loops
 from softclass.kernels import row_blocks as rows
 from softclass.kernels.cross_entropy_cpu import _scale_impl, saved_logits
 from softclass.kernels.row_blocks import TargetOutOfBoundsError
 
-__all__ = ["SpatialCrossEntropyFunction", "applicable", "cross_entropy"]
+__all__ = [
+    "SpatialCrossEntropyFunction",
+    "applicable",
+    "cross_entropy",
+    "registered_cross_entropy",
+    "spatial_loops",
+    "traceable",
+]
 
 _I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
 # ce_spatial_forward_*(logits, batch_stride, n_classes, n_spatial, begin, end, target,
@@ -42,7 +54,7 @@ _BACKWARD_ARGS = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _F64, _P
 _BACKWARD_ARGS += [_PTR, _PTR]
 
 
-def _loops(library, dtype: torch.dtype):
+def spatial_loops(library, dtype: torch.dtype):
     """(forward, backward) compiled loops for ``dtype``, their signatures declared once."""
     suffix = native.SUPPORTED_DTYPES[dtype]
     forward = getattr(library, f"ce_spatial_forward_{suffix}")
@@ -51,6 +63,17 @@ def _loops(library, dtype: torch.dtype):
         forward.argtypes, forward.restype = _FORWARD_ARGS, _I64
         backward.argtypes, backward.restype = _BACKWARD_ARGS, None
     return forward, backward
+
+
+def traceable(logits: Tensor, target: Tensor) -> bool:
+    """Whether :func:`registered_cross_entropy` computes this validated call (any mode): logits
+    (N, C, d1, ...) with at least one element on CPU or meta, class-index targets."""
+    return (
+        logits.dim() >= 3
+        and logits.device.type in ("cpu", "meta")
+        and not target.is_floating_point()
+        and logits.numel() > 0
+    )
 
 
 def applicable(logits: Tensor, target: Tensor, weight: Tensor | None) -> bool:
@@ -69,16 +92,26 @@ def applicable(logits: Tensor, target: Tensor, weight: Tensor | None) -> bool:
     )
 
 
+def _position(shape: torch.Size, flat_index: int) -> tuple[int, ...]:
+    """The index in a tensor of ``shape`` of its row-major element ``flat_index``."""
+    position = []
+    for size in reversed(shape):
+        position.append(flat_index % size)
+        flat_index //= size
+    return tuple(reversed(position))
+
+
 def _forward(library, logits, target, class_weight, ignore_index, label_smoothing, outputs):
-    """Run the compiled forward over every position; ``outputs``: (logsumexp, row_loss or None,
-    grad or None, grad_denominator or None). Returns the reduction state (1 + 2R,) fp64: a free
-    first slot, then the per-range sums (for ``native_loops.finish``)."""
+    """Run the compiled forward over every position of contiguous logits and the flat (N·S,)
+    int64 target; ``outputs``: (logsumexp, row_loss or None, grad or None, grad_denominator or
+    None). Returns the reduction state (1 + 2R,) fp64: a free first slot, then the per-range sums
+    (for ``native_loops.finish``)."""
     n_batch, n_classes = logits.shape[:2]
-    n_spatial = logits[0, 0].numel()
+    n_spatial = target.numel() // n_batch
     logsumexp, row_loss, grad, grad_denominator = outputs
     ranges = native.row_ranges(n_batch * n_spatial, n_classes)
     state = torch.empty(1 + 2 * len(ranges), dtype=torch.float64)
-    forward, _ = _loops(library, logits.dtype)
+    forward, _ = spatial_loops(library, logits.dtype)
     head = (logits.data_ptr(), logits.stride(0), n_classes, n_spatial)
     middle = (target.data_ptr(), ignore_index, native.pointer(class_weight), label_smoothing)
     tail = (logsumexp.data_ptr(), native.pointer(row_loss))
@@ -95,20 +128,120 @@ def _forward(library, logits, target, class_weight, ignore_index, label_smoothin
     return state
 
 
-def _backward(ctx, grad_output: Tensor) -> Tensor:
-    """The gradient of the logits for ``grad_output`` (0-d, or the per-position losses' shape),
-    computed again from the saved logits (a second backward of the same graph)."""
-    target, class_weight, logsumexp, denominator = ctx.saved_tensors
-    ignore_index, reduction, label_smoothing = ctx.options
-    logits = ctx.logits
+def _compiled_forward(
+    library, logits, flat_target, weight, ignore_index, reduction, smoothing, gradient_in_forward
+):
+    """The compiled branch of :func:`_forward_impl` (contiguous logits, flat int64 target)."""
+    class_weight = native_loops.real_weight(weight, logits.dtype)
+    per_position = reduction == "none"
+    item_shape = (logits.shape[0], *logits.shape[2:])
+    logsumexp = torch.empty(flat_target.shape, dtype=rows.compute_dtype(logits.dtype))
+    row_loss = torch.empty(item_shape, dtype=logits.dtype) if per_position else None
+    grad = torch.empty(logits.shape, dtype=logits.dtype) if gradient_in_forward else None
+    denominator = None
+    if reduction == "mean" and gradient_in_forward:  # the gradient's divisor, needed now
+        denominator = native_loops.kept_weight_sum(
+            library, flat_target, class_weight, ignore_index, logits.shape[1], logits.dtype
+        )
+    outputs = (logsumexp, row_loss, grad, denominator)
+    state = _forward(library, logits, flat_target, class_weight, ignore_index, smoothing, outputs)
+    if per_position:
+        loss = row_loss
+    else:
+        loss = torch.empty((), dtype=logits.dtype)
+        native_loops.finish(library, state, reduction == "mean", loss)
+        if denominator is None:
+            denominator = state[:1]  # Σ w_y of the kept positions, written by finish
+    if denominator is None:
+        denominator = torch.zeros(1, dtype=torch.float64)
+    gradient = logits.new_empty((0,)) if grad is None else grad
+    return loss, logsumexp, denominator, gradient
+
+
+def _moved(logits: Tensor) -> Tensor:
+    """(N·S, C) logits, classes last (the 2-D implementation's layout)."""
+    return logits.movedim(1, -1).reshape(-1, logits.shape[1])
+
+
+def _moved_back(grad: Tensor, shape: torch.Size) -> Tensor:
+    """A (N·S, C) gradient in the logits' own (contiguous) layout ``shape``."""
+    return grad.reshape(shape[0], *shape[2:], shape[1]).movedim(-1, 1).contiguous()
+
+
+def _forward_impl(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    gradient_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The real forward of ``softclass::spatial_cross_entropy``: logits (N, C, d1, ...), target
+    (N, d1, ...) class indices (or any shape of N·d1·... elements). Returns (loss: 0-d, or
+    (N, d1, ...) for 'none'; L (N·S,) in the compute dtype; the 'mean' denominator (1,) fp64
+    (Σ w_y of the kept positions; 0 for 'none'); the gradient of the loss for grad_output 1 in
+    the logits' shape when ``gradient_in_forward``, else an empty (0,)).
+
+    Raises:
+        TargetOutOfBoundsError: a kept target outside [0, C), named by its position in target.
+    """
+    flat_target = target.reshape(-1).long().contiguous()
+    arguments = (weight, ignore_index, reduction, label_smoothing, gradient_in_forward)
+    library = native.library() if logits.dtype in native.SUPPORTED_DTYPES else None
+    try:
+        if library is not None:
+            return _compiled_forward(library, logits.contiguous(), flat_target, *arguments)
+        block_rows = cross_entropy_cpu.default_block_rows(flat_target.numel(), logits.shape[1])
+        loss, logsumexp, denominator, grad = cross_entropy_cpu._cross_entropy_forward_impl(
+            _moved(logits), flat_target, *arguments[:4], block_rows, gradient_in_forward
+        )
+    except TargetOutOfBoundsError as error:
+        raise TargetOutOfBoundsError(
+            error.row,
+            error.value,
+            logits.shape[1],
+            ignore_index,
+            position=_position(target.shape, error.row),
+        ) from None
+    if reduction == "none":
+        loss = loss.reshape(logits.shape[0], *logits.shape[2:])
+    return loss, logsumexp, denominator, _moved_back(grad, logits.shape) if grad.numel() else grad
+
+
+def _backward_impl(
+    grad_output: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    logsumexp: Tensor,
+    denominator: Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    """∂output/∂logits (the logits' shape, contiguous) for ``grad_output`` (0-d, or the
+    per-position losses' shape), from the logits and the forward's L and denominator."""
+    flat_target = target.reshape(-1).long().contiguous()
+    library = native.library() if logits.dtype in native.SUPPORTED_DTYPES else None
+    if library is None:
+        block_rows = cross_entropy_cpu.default_block_rows(flat_target.numel(), logits.shape[1])
+        grad, _ = cross_entropy_cpu._cross_entropy_backward_impl(
+            grad_output.reshape(-1) if grad_output.dim() else grad_output,
+            *(_moved(logits), flat_target, weight, logsumexp, denominator, ignore_index),
+            *(reduction, label_smoothing, block_rows, True, False),
+        )
+        return _moved_back(grad, logits.shape)
+    logits = logits.contiguous()
     n_batch, n_classes = logits.shape[:2]
-    n_spatial = logits[0, 0].numel()
+    n_spatial = flat_target.numel() // n_batch
     grad_output = grad_output.to(logsumexp.dtype).contiguous()
-    grad = torch.empty_like(logits)
-    _, backward = _loops(native.library(), logits.dtype)
+    grad = torch.empty(logits.shape, dtype=logits.dtype)
+    _, backward = spatial_loops(library, logits.dtype)
     arguments = (
         *(logits.data_ptr(), logits.stride(0), n_classes, n_spatial),
-        *(target.data_ptr(), ignore_index, native.pointer(class_weight), label_smoothing),
+        *(flat_target.data_ptr(), ignore_index),
+        *(native.pointer(native_loops.real_weight(weight, logits.dtype)), label_smoothing),
         *(logsumexp.data_ptr(), grad_output.data_ptr(), 1 if grad_output.dim() else 0),
         native.pointer(denominator if reduction == "mean" else None),
         grad.data_ptr(),
@@ -120,73 +253,138 @@ def _backward(ctx, grad_output: Tensor) -> Tensor:
     return grad
 
 
+_spatial_op = torch.library.custom_op(
+    "softclass::spatial_cross_entropy", _forward_impl, mutates_args=(), device_types="cpu"
+)
+
+
+@_spatial_op.register_fake
+def _spatial_fake(logits, target, weight, ignore_index, reduction, label_smoothing, in_forward):
+    item_shape = (logits.shape[0], *logits.shape[2:])
+    return (
+        logits.new_empty(item_shape if reduction == "none" else ()),
+        logits.new_empty((target.numel(),), dtype=rows.compute_dtype(logits.dtype)),
+        logits.new_empty((1,), dtype=torch.float64),
+        logits.new_empty(logits.shape if in_forward else (0,)),
+    )
+
+
+@torch.library.custom_op(
+    "softclass::spatial_cross_entropy_backward", mutates_args=(), device_types="cpu"
+)
+def _spatial_backward_op(
+    grad_output: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    logsumexp: Tensor,
+    denominator: Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    """:func:`_backward_impl` as an operator."""
+    return _backward_impl(
+        *(grad_output, logits, target, weight, logsumexp, denominator, ignore_index, reduction),
+        label_smoothing,
+    )
+
+
+@_spatial_backward_op.register_fake
+def _spatial_backward_fake(grad_output, logits, *options):
+    return logits.new_empty(logits.shape)
+
+
+def _save(ctx, inputs, output, registered: bool) -> None:
+    """What the backward needs, for the operator's autograd formula (``registered``) and for the
+    eager Function. The gradient made by the forward is a saved tensor of the operator (so that
+    a trace sees it) and a plain attribute of the Function (handed over and scaled in place)."""
+    logits, target, weight, ignore_index, reduction, label_smoothing, in_forward = inputs
+    _, logsumexp, denominator, gradient = output
+    ctx.save_for_backward(target, weight, logsumexp, denominator, gradient if registered else None)
+    ctx.options = (ignore_index, reduction, label_smoothing)
+    ctx.in_forward = in_forward
+    # Non-differentiable output: holding it here makes no reference cycle.
+    ctx.gradient = gradient if in_forward and not registered else None
+    # Held as they are (see cross_entropy_cpu): changed in place after the loss, they fail only
+    # where they are needed again (a second backward, create_graph), by name.
+    ctx.logits, ctx.logits_version = logits, logits._version
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)
+    _save(ctx, inputs, output, registered=True)
+
+
+def _gradient(ctx, grad_loss: Tensor | None, direct: bool) -> Tensor | None:
+    """∂/∂logits for the operator's registered backward (``direct=False``: through the backward
+    op, so a trace records it) and for the eager Function (``direct=True``)."""
+    if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
+        return None
+    if torch.is_grad_enabled():  # create_graph: a differentiable gradient
+        return _differentiable_gradient(ctx, grad_loss)
+    target, weight, logsumexp, denominator, gradient = ctx.saved_tensors
+    if not direct and ctx.in_forward:
+        factor = grad_loss.to(gradient.dtype)
+        return gradient * (factor.unsqueeze(1) if factor.dim() else factor)
+    if ctx.gradient is not None:
+        if grad_loss.dim():
+            # 'none': kept as made for a unit grad_output, so a second backward agrees.
+            return ctx.gradient * grad_loss.to(ctx.gradient.dtype).unsqueeze(1)
+        # A scalar loss: scaled in place and handed over once; a second backward (retain_graph)
+        # makes it again below.
+        gradient, ctx.gradient = ctx.gradient, None
+        _scale_impl(gradient.view(gradient.shape[0], -1), grad_loss)
+        return gradient
+    arguments = (grad_loss, saved_logits(ctx), target, weight, logsumexp, denominator)
+    if direct:
+        return _backward_impl(*arguments, *ctx.options)
+    return torch.ops.softclass.spatial_cross_entropy_backward(*arguments, *ctx.options)
+
+
+def _spatial_backward(ctx, grad_loss, *unused_grads):
+    return _gradient(ctx, grad_loss, direct=False), *(None,) * 6
+
+
+_spatial_op.register_autograd(_spatial_backward, setup_context=_setup_context)
+_spatial_op.register_vmap(rows.vmap_by_loop(_spatial_op))
+_spatial_backward_op.register_vmap(rows.vmap_by_loop(_spatial_backward_op))
+
+
 class SpatialCrossEntropyFunction(torch.autograd.Function):
-    """``apply(logits, flat_target, weight, ignore_index, reduction, label_smoothing,
-    gradient_in_forward)`` → the loss (0-d, or (N, d1, ...) for 'none') of contiguous logits
-    (N, C, d1, ...) and int64 targets (N·d1·...,) contiguous."""
+    """The eager entry: ``apply(logits, target, weight, ignore_index, reduction,
+    label_smoothing, gradient_in_forward)`` → the loss (0-d, or (N, d1, ...) for 'none') through
+    the operator's own implementations and backward, without the dispatcher's per-call cost."""
 
     @staticmethod
     def forward(
         ctx, logits, target, weight, ignore_index, reduction, label_smoothing, gradient_in_forward
     ):
-        library = native.library()
-        class_weight = native_loops.real_weight(weight, logits.dtype)
-        per_position = reduction == "none"
-        item_shape = (logits.shape[0], *logits.shape[2:])
-        logsumexp = torch.empty(target.shape, dtype=rows.compute_dtype(logits.dtype))
-        row_loss = torch.empty(item_shape, dtype=logits.dtype) if per_position else None
-        grad = torch.empty_like(logits) if gradient_in_forward else None
-        denominator = None
-        if reduction == "mean" and gradient_in_forward:  # the gradient's divisor, needed now
-            denominator = native_loops.kept_weight_sum(
-                library, target, class_weight, ignore_index, logits.shape[1], logits.dtype
-            )
-        outputs = (logsumexp, row_loss, grad, denominator)
-        state = _forward(
-            library, logits, target, class_weight, ignore_index, label_smoothing, outputs
-        )
-        if per_position:
-            loss = row_loss
-        else:
-            loss = torch.empty((), dtype=logits.dtype)
-            native_loops.finish(library, state, reduction == "mean", loss)
-            if denominator is None and reduction == "mean":
-                denominator = state[:1]  # Σ w_y of the kept positions, written by finish
-        ctx.save_for_backward(target, class_weight, logsumexp, denominator)
-        ctx.options = (ignore_index, reduction, label_smoothing)
-        ctx.unfused = (weight, logits.shape)
-        ctx.gradient, ctx.logits, ctx.logits_version = grad, logits, logits._version
-        return loss
+        inputs = (logits, target, weight, ignore_index, reduction, label_smoothing)
+        output = _forward_impl(*inputs, gradient_in_forward)
+        _save(ctx, (*inputs, gradient_in_forward), output, registered=False)
+        return output[0]
 
     @staticmethod
     def backward(ctx, grad_loss):
-        if torch.is_grad_enabled():  # create_graph: a differentiable gradient
-            return _differentiable_gradient(ctx, grad_loss), *(None,) * 6
-        if ctx.gradient is not None:
-            if grad_loss.dim():
-                # 'none': kept as made for a unit grad_output, so a second backward agrees.
-                factor = grad_loss.to(ctx.gradient.dtype).unsqueeze(1)
-                return ctx.gradient * factor, *(None,) * 6
-            gradient, ctx.gradient = ctx.gradient, None
-            _scale_impl(gradient.view(-1, gradient.shape[-1]), grad_loss)
-            return gradient, *(None,) * 6
-        saved_logits(ctx)
-        return _backward(ctx, grad_loss), *(None,) * 6
+        return _gradient(ctx, grad_loss, direct=True), *(None,) * 6
 
 
 def _differentiable_gradient(ctx, grad_loss: Tensor) -> Tensor:
     """The logits' gradient as a graph of torch ops (double backward), from the moved layout."""
-    saved_logits(ctx)
-    target = ctx.saved_tensors[0]
+    logits = saved_logits(ctx)
+    target, weight = ctx.saved_tensors[:2]
+    flat_target = target.reshape(-1).long()
     ignore_index, reduction, label_smoothing = ctx.options
-    weight, shape = ctx.unfused
 
     def loss_of(logits: Tensor) -> Tensor:
-        moved = logits.movedim(1, -1).reshape(-1, shape[1])
-        loss = rows.unfused_loss(moved, target, weight, ignore_index, reduction, label_smoothing)
+        loss = rows.unfused_loss(
+            _moved(logits), flat_target, weight, ignore_index, reduction, label_smoothing
+        )
         return loss.reshape(grad_loss.shape) if reduction == "none" else loss
 
-    return rows.differentiable_gradients((True,), (ctx.logits,), loss_of, grad_loss)[0]
+    return rows.differentiable_gradients((True,), (logits,), loss_of, grad_loss)[0]
 
 
 def cross_entropy(
@@ -197,15 +395,35 @@ def cross_entropy(
     reduction: str,
     label_smoothing: float,
 ) -> Tensor:
-    """Cross entropy of validated logits (N, C, d1, ...) (:func:`applicable`) and class indices
-    (N, d1, ...): the value and gradient of ``torch.nn.functional.cross_entropy``.
+    """Cross entropy of validated logits (N, C, d1, ...) (:func:`applicable`: plain eager) and
+    class indices (N, d1, ...): the value and gradient of ``torch.nn.functional.cross_entropy``.
 
     Raises:
         TargetOutOfBoundsError: a kept target outside [0, C), at its flat position.
     """
-    flat_target = target.reshape(-1).long().contiguous()
     gradient_in_forward = torch.is_grad_enabled() and logits.requires_grad
     return SpatialCrossEntropyFunction.apply(
-        *(logits, flat_target, weight, ignore_index, reduction, label_smoothing),
+        *(logits, target, weight, ignore_index, reduction, label_smoothing),
         gradient_in_forward,
     )
+
+
+def registered_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Tensor:
+    """:func:`cross_entropy` through the registered ``softclass::spatial_cross_entropy``
+    (:func:`traceable` calls: torch.compile, torch.export, FakeTensor, meta, dispatch modes), so
+    a trace holds one op of the logits' own shape. Under tracing the backward is its own op;
+    otherwise the forward also writes the gradient, as in eager mode."""
+    gradient_in_forward = (
+        not torch.compiler.is_compiling() and torch.is_grad_enabled() and logits.requires_grad
+    )
+    return torch.ops.softclass.spatial_cross_entropy(
+        *(logits, target, weight, ignore_index, reduction, label_smoothing),
+        gradient_in_forward,
+    )[0]

@@ -66,8 +66,14 @@ static int64_t spatial_block_forward_##SUFFIX(                                  
     REAL column_max[SPATIAL_BLOCK], shift[SPATIAL_BLOCK], weighted[SPATIAL_BLOCK];                 \
     REAL partial[SPATIAL_BLOCK];                                                                   \
     double total[SPATIAL_BLOCK], losses[SPATIAL_BLOCK];                                            \
-    for (int64_t s = 0; s < width; ++s) {                                                          \
+    int bad = 0; /* any kept target outside [0, C): checked in SIMD, located only then */        \
+    _Pragma("omp simd reduction(| : bad)")                                                         \
+    for (int64_t s = 0; s < width; ++s)                                                            \
+        bad |= (y[s] != ignore_index) & ((uint64_t)y[s] >= (uint64_t)n_classes);                   \
+    for (int64_t s = 0; bad && s < width; ++s)                                                     \
         if (y[s] != ignore_index && (y[s] < 0 || y[s] >= n_classes)) return s;                     \
+    _Pragma("omp simd")                                                                            \
+    for (int64_t s = 0; s < width; ++s) {                                                          \
         column_max[s] = -(REAL)__builtin_inf();                                                    \
         total[s] = 0.0;                                                                            \
         weighted[s] = 0;                                                                           \
