@@ -49,11 +49,14 @@ from softclass.training.config import TrainConfig, resolve_device
 from softclass.training.distributed import DistContext, all_reduce_sum, broadcast_tensor
 from softclass.training.results import EpochRecord, ProgressCallback, TrainResult
 
-__all__ = ["SLAB_ROWS", "StreamedTrainer"]
+__all__ = ["SLAB_ROWS", "SYNC_MODES", "StreamedTrainer", "resolve_sync"]
 
 SLAB_ROWS = 65_536
 """Rows of a window gathered in the epoch's order at a time (whole global batches; when the
 ranks share the data, one broadcast per rank per slab)."""
+SYNC_MODES = ("auto", "data", "gradients")
+"""How torchrun ranks keep in step (see the module's text); "auto": "gradients" on CUDA, else
+"data"."""
 RowsCallback = Callable[[int, int], None]
 """Called after each step as ``(epoch, training rows done in it)`` (epochs count from 1)."""
 
@@ -92,7 +95,7 @@ class StreamedTrainer(Trainer):
         self.chunks = chunks
         self.window_chunks = window_chunks
         self.identity = identity
-        if sync not in ("auto", "data", "gradients"):
+        if sync not in SYNC_MODES:
             raise ConfigError(f"sync={sync!r}: expected 'auto', 'data' or 'gradients'")
         self.sync = sync
         self.on_rows = on_rows
@@ -108,9 +111,7 @@ class StreamedTrainer(Trainer):
             if self.distributed.enabled
             else resolve_device(self.config.device)
         )
-        sync = self.sync if self.sync != "auto" else "data"
-        if self.sync == "auto" and self.device_.type == "cuda":
-            sync = "gradients"
+        sync = resolve_sync(self.sync, self.device_)
         self.sync_ = sync if self.distributed.enabled else None
         self.replicated_ = self.distributed.enabled and sync == "data"
         self.plan_ = EpochPlan(
@@ -320,6 +321,13 @@ def _pieces(flat: torch.Tensor, parameters) -> list[torch.Tensor]:
     tensors = list(parameters.parameters() if hasattr(parameters, "parameters") else parameters)
     pieces = flat.split([tensor.numel() for tensor in tensors])
     return [piece.view_as(tensor) for piece, tensor in zip(pieces, tensors, strict=True)]
+
+
+def resolve_sync(sync: str, device: torch.device | str) -> str:
+    """The mode ``sync`` means on ``device``: "auto" is "gradients" on CUDA, "data" elsewhere."""
+    if sync != "auto":
+        return sync
+    return "gradients" if torch.device(device).type == "cuda" else "data"
 
 
 def _slabs(
