@@ -343,8 +343,9 @@ _SPECS: tuple[_Spec, ...] = (
         "memory",
         "--memory",
         str | None,
-        "Most memory a table may take in memory, e.g. 2GB or 1.5GiB; a larger Parquet or CSV "
-        "table is streamed from disk in chunks (default: half the machine's memory).",
+        "Most memory a run may take, e.g. 2GB or 1.5GiB (each rank's, under torchrun): a "
+        "larger Parquet or CSV table is streamed from disk in chunks, its sample and window "
+        "sized to stay under it (default: half the machine's memory).",
         metavar="SIZE",
         parse=_typed_parser(lambda text: _parse_memory(text), "--memory"),
         commands=("train",),
