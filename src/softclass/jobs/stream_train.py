@@ -14,16 +14,15 @@ machine's memory); below it the in-memory path runs (faster on small tables), ab
 3. training streams windows of chunks (:class:`softclass.training.streamed.StreamedTrainer`).
 
 The window (the shuffle buffer) and the sample are sized from the bound (:class:`MemoryPlan`):
-the bound less the process's own memory when the run starts (Python, torch, polars) and what
-reading and preparing one chunk takes is shared between the recipe's sample and the window, so
-the run's peak stays under the bound. A bound below that floor is named in a warning, and the
-run goes on with the smallest sample and window.
+what the bound leaves above the process at the start (:data:`START_BYTES`: Python, torch,
+polars) and reading and preparing one chunk is shared between the recipe's sample and the
+window, so the run's peak stays under the bound. A bound below that floor is named in a
+warning, and the run goes on with the smallest sample and window.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -60,7 +59,6 @@ __all__ = [
     "StreamedData",
     "choose_streamed",
     "default_memory",
-    "process_bytes",
 ]
 
 IN_MEMORY_FACTOR = 20
@@ -74,6 +72,11 @@ CHUNK_FACTOR = 15
 """Memory that reading and preparing one chunk adds, over the chunk's Arrow size (measured:
 about 290 MiB for a 100,000-row group of the issue-25 table, 20 MB of Arrow: the read, the
 typed copy, the prepared matrix, and what the readers' allocators keep)."""
+START_BYTES = 320 * 2**20
+"""What a streamed run counts for the process before it reads a row (Python, torch, polars and
+softclass imported: measured 280-300 MiB). A constant, not the process's measured memory, so that
+the sample and the window, and with them the results, are the same from run to run and on
+every rank."""
 _SLAB_COPIES = 3  # a slab of the window gathered, its features made contiguous, its batches
 _SMALLEST_SAMPLE = 1_000
 PROGRESS_SECONDS = 5.0  # a progress line this often while the table is read
@@ -124,19 +127,6 @@ class RowProgress:
         self.line(text)
 
 
-def process_bytes() -> int:
-    """This process's resident memory now, in bytes (Linux ``/proc/self/statm``; elsewhere its
-    peak so far)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-
-
 @dataclass(frozen=True)
 class MemoryPlan:
     """How a streamed run shares its memory bound (bytes): ``floor`` is what it holds whatever
@@ -145,19 +135,18 @@ class MemoryPlan:
     between the recipe's sample and the window."""
 
     memory: int
-    start: int  # the process when the streamed run starts
+    start: int  # the process before the run reads a row (START_BYTES)
     chunk: int  # reading and preparing one chunk
     row_bytes: float  # one row of the table in Arrow
     largest_chunk_rows: int
 
     @classmethod
     def of(cls, memory: int, source: TableSource) -> MemoryPlan:
-        """The plan of ``source`` (scanned: its chunks known) under ``memory``, from this
-        process's memory now."""
+        """The plan of ``source`` (scanned: its chunks known) under ``memory``."""
         largest = max((chunk.n_rows for chunk in source.chunks), default=1)
         row_bytes = source.arrow_bytes / max(source.n_rows or 1, 1)
         chunk = int(largest * row_bytes * CHUNK_FACTOR)
-        return cls(memory, process_bytes(), chunk, row_bytes, largest)
+        return cls(memory, START_BYTES, chunk, row_bytes, largest)
 
     @property
     def free(self) -> int:
