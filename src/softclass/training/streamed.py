@@ -289,18 +289,9 @@ class StreamedTrainer(Trainer):
         chunks (in window order), and when the ranks share the data, where every row of the
         window lives (which rank, which of its rows)."""
         owned = [chunk for chunk in chunk_ids if chunk in self.owned_]
-        loaded = [self.chunks.load(chunk, "train") for chunk in owned]
-        features = (
-            torch.cat([features for features, _ in loaded])
-            if loaded
-            else torch.empty((0, self.model_config.n_features), dtype=torch.float32)
-        )
-        targets = (
-            torch.cat([targets for _, targets in loaded])
-            if loaded
-            else torch.empty(0, dtype=torch.int64)
-        )
-        del loaded
+        features, targets = self.chunks.load_rows(owned, "train")
+        if not owned:
+            features = torch.empty((0, self.model_config.n_features), dtype=torch.float32)
         if not self.replicated_:
             return _WindowRows(features, targets, self.device_)
         sizes = [self.chunks.train_sizes[chunk] for chunk in chunk_ids]
