@@ -125,7 +125,7 @@ def test_every_field_of_the_training_configuration_has_a_flag():
     for spec in cli._SPECS:
         if spec.library in CONFIG_FIELDS and spec.library != "checkpoint_every":
             assert spec.commands == ("compare", "train"), spec.flag
-    train_only = ("checkpoint_every", "memory")  # --memory: the table's path, train alone
+    train_only = ("checkpoint_every", "memory", "sync")  # streamed-table options: train alone
     assert _specs_of("compare") == [s for s in cli._SPECS if s.library not in train_only]
 
 

@@ -343,12 +343,25 @@ _SPECS: tuple[_Spec, ...] = (
         "memory",
         "--memory",
         str | None,
-        "Most memory a table may take in memory, e.g. 2GB or 1.5GiB; a larger Parquet or CSV "
-        "table is streamed from disk in chunks (default: half the machine's memory).",
+        "Most memory a run may take, e.g. 2GB or 1.5GiB (each rank's, under torchrun): a "
+        "larger Parquet or CSV table is streamed from disk in chunks, its sample and window "
+        "sized to stay under it (default: half the machine's memory).",
         metavar="SIZE",
         parse=_typed_parser(lambda text: _parse_memory(text), "--memory"),
         commands=("train",),
         **_DATA,
+    ),
+    _spec(
+        "sync",
+        "--sync",
+        str | None,
+        "How torchrun ranks keep in step on a streamed table: data (the ranks share their "
+        "chunks and each takes every step: one process's weights, bit for bit) or gradients "
+        "(each steps on its own rows, one all-reduce per step). Default: auto, gradients on "
+        "CUDA, else data.",
+        metavar="MODE",
+        parse=_typed_parser(lambda text: _parse_sync(text), "--sync"),
+        commands=("train",),
     ),
 )
 
@@ -473,3 +486,12 @@ def _parse_memory(text: str) -> int:
     from softclass.data.stream import parse_memory
 
     return parse_memory(text)
+
+
+def _parse_sync(text: str) -> str:
+    """``--sync``'s mode (:data:`softclass.training.streamed.SYNC_MODES`)."""
+    from softclass.training.streamed import SYNC_MODES
+
+    if text not in SYNC_MODES:
+        raise ValueError(f"{text!r}: expected one of {', '.join(SYNC_MODES)}")
+    return text

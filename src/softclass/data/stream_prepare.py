@@ -166,6 +166,31 @@ class PreparedChunks:
         targets = np.load(stem.with_suffix(".targets.npy"))
         return torch.from_numpy(features), torch.from_numpy(targets)
 
+    def load_rows(
+        self, chunks: Sequence[int], part: str = "train"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of ``part`` of ``chunks`` one after the other: features float32 (N, F) and
+        targets int64 (N,), each chunk copied from its file (mapped, not loaded) into one
+        tensor, so that memory holds the result and nothing more."""
+        sizes = self.train_sizes if part == "train" else self.validation_sizes
+        total = sum(sizes[chunk] for chunk in chunks)
+        features = targets = None
+        start = 0
+        for chunk in chunks:
+            stem = self.directory / f"{part}_{chunk}"
+            stored = np.load(stem.with_suffix(".features.npy"), mmap_mode="r")
+            if features is None:
+                features = np.empty((total, stored.shape[1]), dtype=np.float32)
+                targets = np.empty(total, dtype=np.int64)
+            stop = start + stored.shape[0]
+            features[start:stop] = stored
+            targets[start:stop] = np.load(stem.with_suffix(".targets.npy"), mmap_mode="r")
+            del stored
+            start = stop
+        if features is None:
+            return torch.empty((0, 0), dtype=torch.float32), torch.empty(0, dtype=torch.int64)
+        return torch.from_numpy(features), torch.from_numpy(targets)
+
 
 def prepare_chunks(
     source: TableSource,

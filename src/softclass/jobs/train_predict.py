@@ -184,6 +184,8 @@ def _fit(
             checkpoint_path=checkpoint,
             progress=progress,
             distributed=distributed,
+            sync=data.sync,
+            on_rows=data.epoch_progress(),
         ).fit_stream(resume=resume)
     return train_model(
         design,

@@ -4,16 +4,19 @@
 (same step, optimizer, callbacks, checkpoint and :class:`~softclass.training.loop.FitLoop`)
 whose epoch walks an :class:`~softclass.data.stream.EpochPlan` instead of a permutation of
 tensors held in memory: it loads one window of prepared chunks
-(:class:`~softclass.data.stream_prepare.PreparedChunks`) at a time, so memory holds a few chunks,
-never the table.
+(:class:`~softclass.data.stream_prepare.PreparedChunks`) at a time and takes its rows in the
+epoch's order a slab (:data:`SLAB_ROWS` rows) at a time, so memory holds a few chunks and one
+slab, never the table.
 
 Under torchrun each rank reads and prepares only its own chunks (the expensive part on tabular
 data), and the ranks keep in step one of two ways (``sync``):
 
-* ``"data"`` (the default on CPU): at each window the owner of each chunk broadcasts its rows,
-  so every rank holds the whole window and takes every step of one process on the whole global
-  batch itself, with no collective per step. The weights are those of one process, bit for
-  bit, on every rank. Small tabular networks spend a step mostly in fixed per-step costs, so
+* ``"data"`` (the default on CPU): each rank loads only its own chunks of a window; for each
+  slab every rank broadcasts its rows of the slab (one broadcast per rank per slab, about 50
+  slabs an epoch at 4M rows), so every rank holds the slab and takes every step of one process
+  on the whole global batch itself, with no collective per step. A rank holds its share of the
+  window (window ÷ ranks) and one slab. The weights are those of one process, bit for bit, on
+  every rank. Small tabular networks spend a step mostly in fixed per-step costs, so
   splitting the batch saves little while a collective per step makes each rank wait for the
   other (on a shared 2-core machine, for the scheduler) 16,000 times an epoch at 4M rows.
 * ``"gradients"`` (the default on CUDA): each rank takes its own rows out of every global batch,
@@ -30,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +49,16 @@ from softclass.training.config import TrainConfig, resolve_device
 from softclass.training.distributed import DistContext, all_reduce_sum, broadcast_tensor
 from softclass.training.results import EpochRecord, ProgressCallback, TrainResult
 
-__all__ = ["StreamedTrainer"]
+__all__ = ["SLAB_ROWS", "SYNC_MODES", "StreamedTrainer", "resolve_sync"]
+
+SLAB_ROWS = 65_536
+"""Rows of a window gathered in the epoch's order at a time (whole global batches; when the
+ranks share the data, one broadcast per rank per slab)."""
+SYNC_MODES = ("auto", "data", "gradients")
+"""How torchrun ranks keep in step (see the module's text); "auto": "gradients" on CUDA, else
+"data"."""
+RowsCallback = Callable[[int, int], None]
+"""Called after each step as ``(epoch, training rows done in it)`` (epochs count from 1)."""
 
 
 class StreamedTrainer(Trainer):
@@ -70,6 +82,7 @@ class StreamedTrainer(Trainer):
         progress: ProgressCallback | None = None,
         distributed: DistContext | None = None,
         sync: str = "auto",
+        on_rows: RowsCallback | None = None,
     ) -> None:
         super().__init__(
             design,
@@ -82,9 +95,10 @@ class StreamedTrainer(Trainer):
         self.chunks = chunks
         self.window_chunks = window_chunks
         self.identity = identity
-        if sync not in ("auto", "data", "gradients"):
+        if sync not in SYNC_MODES:
             raise ConfigError(f"sync={sync!r}: expected 'auto', 'data' or 'gradients'")
         self.sync = sync
+        self.on_rows = on_rows
 
     def fit_stream(self, *, resume: bool = False) -> TrainResult:
         """Train on the chunks and return the result (raises as :meth:`Trainer.fit`)."""
@@ -97,9 +111,8 @@ class StreamedTrainer(Trainer):
             if self.distributed.enabled
             else resolve_device(self.config.device)
         )
-        sync = self.sync if self.sync != "auto" else "data"
-        if self.sync == "auto" and self.device_.type == "cuda":
-            sync = "gradients"
+        sync = resolve_sync(self.sync, self.device_)
+        self.sync_ = sync if self.distributed.enabled else None
         self.replicated_ = self.distributed.enabled and sync == "data"
         self.plan_ = EpochPlan(
             self.chunks.train_sizes,
@@ -176,42 +189,37 @@ class StreamedTrainer(Trainer):
             tensor.grad.copy_(piece)
 
     def run_epoch(self) -> EpochRecord:
-        """One pass over the windows of this epoch's plan, then the validation rows."""
+        """One pass over the windows of this epoch's plan, then the validation rows.
+
+        A window's rows are taken in the epoch's order a slab (:data:`SLAB_ROWS` rows, whole
+        global batches) at a time: this rank holds its own chunks of the window and one slab,
+        never the window twice (nor, when ranks share the data, the other ranks' chunks)."""
         started = time.perf_counter()
         epoch = self.epochs_done_
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device_)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device_)
+        self.loss_sum_ = torch.zeros((), dtype=torch.float64, device=self.device_)
+        self.correct_ = torch.zeros((), dtype=torch.int64, device=self.device_)
         self.network_.train()
-        pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        pending_rows = offset = 0
+        self.pending_, self.pending_rows_, self.rows_done_ = [], 0, 0
+        offset = 0
         for window, chunk_ids in enumerate(self.plan_.windows(epoch)):
             pieces = list(self.plan_.pieces(epoch, window, chunk_ids, offset))
-            features, targets = self._window(chunk_ids, "train")
-            # the window in this epoch's order at once (one gather), then cut into the pieces
-            order = torch.from_numpy(np.concatenate([rows for rows, _ in pieces]))
-            lengths = [len(rows) for rows, _ in pieces]
-            features = features[order.to(self.device_)].split(lengths)
-            targets = targets[order.to(self.device_)]
-            encoded = self.design.encode_targets(targets, self.model_config.n_classes)
-            parts = zip(features, targets.split(lengths), encoded.split(lengths), strict=True)
-            for part, (_, n_global) in zip(parts, pieces, strict=True):
-                pending.append(part)
-                pending_rows += n_global
-                offset += n_global
-                if pending_rows == self.config.batch_size or offset == self.plan_.n_rows():
-                    batch = (
-                        pending[0]
-                        if len(pending) == 1
-                        else [torch.cat(columns) for columns in zip(*pending, strict=True)]
-                    )
-                    batch_loss, batch_correct = self.train_step(*batch, global_rows=pending_rows)
-                    loss_sum += batch_loss.detach().double() * pending_rows
-                    correct += batch_correct
-                    pending, pending_rows = [], 0
-            del features, targets, encoded
+            rows = self._window(chunk_ids)
+            for slab in _slabs(pieces, max(SLAB_ROWS, self.config.batch_size)):
+                features, targets = rows.take(np.concatenate([local for local, _ in slab]))
+                lengths = [len(local) for local, _ in slab]
+                encoded = self.design.encode_targets(targets, self.model_config.n_classes)
+                parts = zip(
+                    features.split(lengths), targets.split(lengths), encoded.split(lengths),
+                    strict=True,
+                )  # fmt: skip
+                for part, (_, n_global) in zip(parts, slab, strict=True):
+                    offset += n_global
+                    self._feed(part, n_global, epoch, last=offset == self.plan_.n_rows())
+                del features, targets, encoded, parts
+            del rows
         if not self.replicated_:  # replicated: every rank took every step on every row
-            all_reduce_sum(loss_sum, self.distributed)
-            all_reduce_sum(correct, self.distributed)
+            all_reduce_sum(self.loss_sum_, self.distributed)
+            all_reduce_sum(self.correct_, self.distributed)
         n_rows = self.plan_.n_rows()
         validation_loss = validation_accuracy = None
         if self.validation_ is not None:
@@ -219,12 +227,34 @@ class StreamedTrainer(Trainer):
         self.epochs_done_ = epoch + 1
         return EpochRecord(
             epoch=epoch + 1,
-            train_loss=float(loss_sum) / n_rows,
-            train_accuracy=float(correct) / n_rows,
+            train_loss=float(self.loss_sum_) / n_rows,
+            train_accuracy=float(self.correct_) / n_rows,
             validation_loss=validation_loss,
             validation_accuracy=validation_accuracy,
             seconds=time.perf_counter() - started,
         )
+
+    def _feed(
+        self, part: tuple[torch.Tensor, ...], n_global: int, epoch: int, *, last: bool
+    ) -> None:
+        """Add a piece of a global batch; step when the batch is whole (or the epoch ends)."""
+        self.pending_.append(part)
+        self.pending_rows_ += n_global
+        if self.pending_rows_ < self.config.batch_size and not last:
+            return
+        pending, rows = self.pending_, self.pending_rows_
+        batch = (
+            pending[0]
+            if len(pending) == 1
+            else [torch.cat(columns) for columns in zip(*pending, strict=True)]
+        )
+        batch_loss, batch_correct = self.train_step(*batch, global_rows=rows)
+        self.loss_sum_ += batch_loss.detach().double() * rows
+        self.correct_ += batch_correct
+        self.pending_, self.pending_rows_ = [], 0
+        self.rows_done_ += rows
+        if self.on_rows is not None:
+            self.on_rows(epoch + 1, self.rows_done_)
 
     @torch.no_grad()
     def evaluate_chunks(self) -> tuple[float, float]:
@@ -235,7 +265,9 @@ class StreamedTrainer(Trainer):
         for chunk in self.chunks.owned:
             if not self.chunks.validation_sizes[chunk]:
                 continue
-            features, targets = self._window([chunk], "validation")
+            features, targets = (
+                tensor.to(self.device_) for tensor in self.chunks.load(chunk, "validation")
+            )
             encoded = self.design.encode_targets(targets, self.model_config.n_classes)
             with self._autocast():
                 logits = self.model_(features)
@@ -252,33 +284,23 @@ class StreamedTrainer(Trainer):
         if outputs.shape[0]:
             super().check_first_batch(outputs, encoded_targets)
 
-    def _window(self, chunk_ids: Sequence[int], part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's rows of ``chunk_ids`` (in that order): features and targets on device.
-        Replicated ranks hold every training row of the window: each chunk's owner broadcasts
-        it."""
-        if self.replicated_ and part == "train":
-            loaded = [self._shared_chunk(chunk) for chunk in chunk_ids]
-        else:
-            loaded = [self.chunks.load(chunk, part) for chunk in chunk_ids if chunk in self.owned_]
-        if not loaded:
-            empty = torch.empty((0, self.model_config.n_features), dtype=torch.float32)
-            return empty.to(self.device_), torch.empty(0, dtype=torch.int64, device=self.device_)
-        features = torch.cat([features for features, _ in loaded]).to(self.device_)
-        targets = torch.cat([targets for _, targets in loaded]).to(self.device_)
-        return features, targets
-
-    def _shared_chunk(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training rows of ``chunk`` on every rank, broadcast by the rank that owns it."""
-        if chunk in self.owned_:
-            features, targets = self.chunks.load(chunk, "train")
-        else:
-            rows = self.chunks.train_sizes[chunk]
-            features = torch.empty((rows, self.model_config.n_features), dtype=torch.float32)
-            targets = torch.empty(rows, dtype=torch.int64)
-        owner = chunk % self.distributed.world_size  # owned_chunks: c % world_size == rank
-        broadcast_tensor(features, self.distributed, src=owner)
-        broadcast_tensor(targets, self.distributed, src=owner)
-        return features, targets
+    def _window(self, chunk_ids: Sequence[int]) -> _WindowRows:
+        """The training rows of window ``chunk_ids`` as this rank can take them: its own
+        chunks (in window order), and when the ranks share the data, where every row of the
+        window lives (which rank, which of its rows)."""
+        owned = [chunk for chunk in chunk_ids if chunk in self.owned_]
+        features, targets = self.chunks.load_rows(owned, "train")
+        if not owned:
+            features = torch.empty((0, self.model_config.n_features), dtype=torch.float32)
+        if not self.replicated_:
+            return _WindowRows(features, targets, self.device_)
+        sizes = [self.chunks.train_sizes[chunk] for chunk in chunk_ids]
+        world = self.distributed.world_size
+        owner = np.repeat([chunk % world for chunk in chunk_ids], sizes)  # owned_chunks' rule
+        local = np.full(len(owner), -1, dtype=np.int64)
+        mine = owner == self.distributed.rank
+        local[mine] = np.arange(int(mine.sum()))
+        return _WindowRows(features, targets, self.device_, owner, local, self.distributed)
 
     @property
     def owned_(self) -> set[int]:
@@ -290,3 +312,73 @@ def _pieces(flat: torch.Tensor, parameters) -> list[torch.Tensor]:
     tensors = list(parameters.parameters() if hasattr(parameters, "parameters") else parameters)
     pieces = flat.split([tensor.numel() for tensor in tensors])
     return [piece.view_as(tensor) for piece, tensor in zip(pieces, tensors, strict=True)]
+
+
+def resolve_sync(sync: str, device: torch.device | str) -> str:
+    """The mode ``sync`` means on ``device``: "auto" is "gradients" on CUDA, "data" elsewhere."""
+    if sync != "auto":
+        return sync
+    return "gradients" if torch.device(device).type == "cuda" else "data"
+
+
+def _slabs(
+    pieces: Sequence[tuple[np.ndarray, int]], rows: int
+) -> Iterator[list[tuple[np.ndarray, int]]]:
+    """Consecutive pieces grouped until they cover at least ``rows`` global rows."""
+    slab, covered = [], 0
+    for piece in pieces:
+        slab.append(piece)
+        covered += piece[1]
+        if covered >= rows:
+            yield slab
+            slab, covered = [], 0
+    if slab:
+        yield slab
+
+
+class _WindowRows:
+    """One window's training rows as a rank takes them, a slab at a time.
+
+    ``features`` (N, F) float32 and ``targets`` (N,) int64: this rank's rows of the window.
+    Without ``owner`` the plan's indices point into them. With ``owner`` (int (M,): the rank
+    holding each of the window's M rows) and ``local`` (int64 (M,): its index among this rank's
+    rows, -1 for another rank's), the indices point into the whole window and :meth:`take`
+    assembles the slab from every rank: each broadcasts its rows of the slab, in slab order.
+    """
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        device: torch.device,
+        owner: np.ndarray | None = None,
+        local: np.ndarray | None = None,
+        distributed: DistContext | None = None,
+    ) -> None:
+        self.features, self.targets, self.device = features, targets, device
+        self.owner, self.local, self.distributed = owner, local, distributed
+
+    def take(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (len(rows), F) and targets (len(rows),) of ``rows``, on the device."""
+        if self.owner is None:
+            order = torch.from_numpy(rows)
+            return self.features[order].to(self.device), self.targets[order].to(self.device)
+        n_features = self.features.shape[1]
+        # features and the int64 targets' bits side by side: one broadcast per rank
+        slab = torch.empty((len(rows), n_features + 2), dtype=torch.float32)
+        owners = self.owner[rows]
+        for rank in range(self.distributed.world_size):
+            mask = owners == rank
+            if not mask.any():  # every rank knows the owners: all skip it
+                continue
+            if rank == self.distributed.rank:
+                mine = torch.from_numpy(self.local[rows[mask]])
+                targets = self.targets[mine].view(torch.float32).reshape(-1, 2)
+                part = torch.cat([self.features[mine], targets], dim=1)
+            else:
+                part = torch.empty((int(mask.sum()), n_features + 2), dtype=torch.float32)
+            broadcast_tensor(part, self.distributed, src=rank)
+            slab[torch.from_numpy(mask)] = part
+        features = slab[:, :n_features].contiguous()
+        targets = slab[:, n_features:].contiguous().view(torch.int64).reshape(-1)
+        return features.to(self.device), targets.to(self.device)

@@ -110,8 +110,7 @@ def train(
         if not context.is_main:
             return
         ranks = f" on {context.world_size} ranks ({context.backend})" if context.enabled else ""
-        chunks = getattr(prepared, "n_chunks", None)
-        ranks += ", in memory" if chunks is None else f", streamed, {chunks} chunks"
+        ranks += _path_text(prepared, context)
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
         console.print(
@@ -152,9 +151,24 @@ def _training_data(
         options={name: values[name] for name in recipe_names if name in values}
         | {"typing": typing},
         progress=lambda text: err_console.print(text, highlight=False, soft_wrap=True),
+        sync=values.get("sync", "auto"),
     )
     if context.is_main:
         _print_typing_table(streamed.recipe)
         for warning in streamed.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     return streamed
+
+
+def _path_text(prepared: PreparedData | StreamedData, context: DistContext) -> str:
+    """In memory or streamed, and how the ranks kept in step, for the closing line."""
+    chunks = getattr(prepared, "n_chunks", None)
+    if chunks is None:
+        return ", in memory"
+    if not context.enabled:
+        return f", streamed, {chunks} chunks"
+    from softclass.training.streamed import resolve_sync
+
+    mode = resolve_sync(prepared.sync, context.device)
+    how = "ranks shared the data" if mode == "data" else "gradients all-reduced every step"
+    return f", streamed, {chunks} chunks, {how} (--sync {mode})"
