@@ -84,6 +84,10 @@ CANDIDATES = {
     "ple8_ls05": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple8", 0.05),
     "ple8_ls1": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple8", 0.1),
     "ple8_ls2": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple8", 0.2),
+    # s7: label smoothing around 0.1, alone and with validation share 0.1
+    "ple8_ls15": (LONG, (100,), "relu", 0.2, 1, False, "robust+ple8", 0.15),
+    "ple8_ls05_v10": (LONG, (100,), "relu", 0.1, 1, False, "robust+ple8", 0.05),
+    "ple8_ls1_v10": (LONG, (100,), "relu", 0.1, 1, False, "robust+ple8", 0.1),
 }
 
 
@@ -169,7 +173,7 @@ def smoothed_design(smoothing: float):
     from softclass import functional
     from softclass.mlp.designs import DESIGNS, get_design, register_design
 
-    name = {0.05: "E", 0.1: "F", 0.2: "G"}[smoothing]
+    name = {0.05: "E", 0.1: "F", 0.2: "G", 0.15: "H"}[smoothing]
     if name not in DESIGNS:
         loss = functools.partial(functional.cross_entropy, label_smoothing=smoothing)
         register_design(dataclasses.replace(get_design("A"), name=name, loss=loss,

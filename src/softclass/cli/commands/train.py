@@ -114,8 +114,9 @@ def train(
         ranks += ", in memory" if chunks is None else f", streamed, {chunks} chunks"
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
+        smoothing = f", label smoothing {config.label_smoothing:g}" * bool(config.label_smoothing)
         console.print(
-            f"design {chosen.name} ({chosen.title}): {history.epochs} epochs{ranks}, "
+            f"design {chosen.name} ({chosen.title}{smoothing}): {history.epochs} epochs{ranks}, "
             f"training loss {kept.train_loss:.4f}{_measured_rows(history, config)}; model "
             f"saved to {out}",
             highlight=False,
