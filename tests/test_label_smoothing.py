@@ -232,6 +232,8 @@ def test_train_saves_the_smoothing_in_the_model_directory_and_says_it(run, tmp_p
     saved = json.loads((model_dir / "model.json").read_text())
     assert saved["train_config"]["label_smoothing"] == 0.1
     assert load_model(model_dir).train_config.label_smoothing == 0.1
+    settings = (model_dir / "report.html").read_text().split('id="table-settings"')[1]
+    assert "label_smoothing" in settings.split("</table>")[0]
     compared = ("--epochs", "2", "--label-smoothing", "0.05", "--out", tmp_path / "compare")
     code, out, err = run("compare", *compared)
     assert code == 0, err
