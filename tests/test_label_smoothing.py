@@ -159,6 +159,11 @@ def test_compare_still_shows_a_equal_b_equal_d_with_smoothing():
     assert pairs[("A", "C")].verdict == "different"
     plain = compare(iris, "A", TrainConfig(epochs=4))
     assert plain.runs_of("A")[0].metrics != result.runs_of("A")[0].metrics
+    for run in result.runs:  # the own loss reported is the smoothed one the design trained on
+        with torch.no_grad():
+            logits = run.result.model(iris.validation_features).double()
+        want = _torch_loss(run.design, logits, iris.validation_targets, 0.1)
+        assert run.metrics["validation_loss"] == pytest.approx(float(want), rel=1e-5)
 
 
 def test_a_design_without_a_smoothing_fact_refuses_smoothing_naming_the_takers(monkeypatch):
