@@ -44,6 +44,7 @@ TYPED = {
     "checkpoint_every": (("--checkpoint-every", "2"), 2),
     "backend": (("--backend", "torch"), "torch"),
     "threads": (("--threads", "1"), 1),
+    "label_smoothing": (("--label-smoothing", "0.1"), 0.1),
 }
 
 

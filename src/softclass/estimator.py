@@ -105,6 +105,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
         keep_columns: columns of a pandas/polars ``X`` kept as features even when they look
             like row numbers or IDs (by name or values, :mod:`softclass.data.typing_table`),
             which are otherwise dropped with a warning and listed in ``id_columns_``.
+        label_smoothing: ε in [0, 1): train against the targets (1 - ε)·onehot + ε/C (every
+            design's loss; :meth:`softclass.mlp.designs.Design.smoothed`); 0 = none.
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_`` for frames),
     ``n_outputs_``, ``loss_curve_`` (training loss per epoch), ``validation_scores_`` and
@@ -156,6 +158,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         device="cpu",
         n_jobs=None,
         keep_columns=None,
+        label_smoothing=0.0,
         **optimizer_params,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -176,6 +179,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.n_jobs = n_jobs
         self.keep_columns = keep_columns
+        self.label_smoothing = label_smoothing
         for name, value in generated_values(type(self), optimizer_params).items():
             setattr(self, name, value)
 

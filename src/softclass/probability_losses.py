@@ -1,6 +1,10 @@
 """The losses of the two older designs (C: softmax + squared error, D: softmax + mean
 cross-entropy error) on probabilities, and the one-hot encoding of their targets.
 
+Both take a softclass extension, ``label_smoothing`` ε: the target rows ``y`` become
+``(1 - ε)·y + ε/C`` (as torch's cross entropy smooths its targets), so that every design can
+train against label-smoothed targets (:meth:`softclass.mlp.designs.Design.smoothed`).
+
 Re-exported by :mod:`softclass.functional` (``one_hot``, ``mse_onehot``, ``mcee``); half-precision
 probabilities are computed in float32 and the result is cast back to their dtype.
 """
@@ -53,8 +57,22 @@ def one_hot(
     return encoded.scatter_(-1, indices.unsqueeze(-1), 1)
 
 
-def _probability_targets(probs: torch.Tensor, targets: torch.Tensor, op: str) -> torch.Tensor:
-    """Validate ``(N, C)``/``(C,)`` probabilities and return one-hot (or soft) float targets."""
+def _probability_targets(
+    probs: torch.Tensor, targets: torch.Tensor, op: str, label_smoothing: float
+) -> torch.Tensor:
+    """Validate ``(N, C)``/``(C,)`` probabilities and return one-hot (or soft) float targets,
+    label-smoothed by ``label_smoothing`` ε: ``(1 - ε)·y + ε/C``."""
+    encoded = _unsmoothed_targets(probs, targets, op)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(
+            f"{op}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}"
+        )
+    if label_smoothing == 0.0:
+        return encoded
+    return encoded * (1.0 - label_smoothing) + label_smoothing / probs.shape[-1]
+
+
+def _unsmoothed_targets(probs: torch.Tensor, targets: torch.Tensor, op: str) -> torch.Tensor:
     validation.check_tensor(probs, "probs", op)
     validation.check_tensor(targets, "targets", op)
     validation.check_floating(probs, "probs", op)
@@ -78,7 +96,12 @@ def _probability_targets(probs: torch.Tensor, targets: torch.Tensor, op: str) ->
     return one_hot(targets, n_classes, dtype=compute_dtype(probs.dtype))
 
 
-def mse_onehot(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def mse_onehot(
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Squared error against one-hot targets, summed over classes: the seed's MSE (Brier score).
 
     ``loss_n = sum_c (p[n, c] - y[n, c])^2``; ``mean`` averages over the N items (not over N·C
@@ -90,35 +113,46 @@ def mse_onehot(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mea
         targets: one-hot (or soft) float targets of ``probs``' shape, or int class indices of
             shape ``(N,)`` / ``()``.
         reduction: ``"none"`` (per item), ``"sum"`` or ``"mean"``.
+        label_smoothing: ε in [0, 1]: the targets become ``(1 - ε)·y + ε/C`` (0: as given).
 
     Returns:
         The loss in ``probs``' dtype.
     """
     if has_torch_function_variadic(probs, targets):
-        return handle_torch_function(mse_onehot, (probs, targets), probs, targets, reduction)
+        return handle_torch_function(
+            mse_onehot, (probs, targets), probs, targets, reduction, label_smoothing
+        )
     op = "mse_onehot"
     reduction = validation.resolve_reduction(reduction)
-    encoded = _probability_targets(probs, targets, op)
+    encoded = _probability_targets(probs, targets, op, label_smoothing)
     squared = (probs.to(encoded.dtype) - encoded).square().sum(-1)
     return _reduce_items(squared, reduction).to(probs.dtype)
 
 
-def mcee(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def mcee(
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Mean cross-entropy error of probabilities: ``-sum_c y[n, c] * log p[n, c]`` per item.
 
     With one-hot targets this is ``-log p[n, target]``: e.g. ``-log(0.70) = 0.36``. It equals
     cross entropy of the logits the probabilities came from. Probabilities are clamped below at
     the dtype's smallest normal number (about 1.2e-38 for float32) so the loss stays finite
     (at most about 87.3 per item in float32) where a probability underflowed to 0; the clamp
-    passes no gradient there.
+    passes no gradient there. With ``label_smoothing`` ε and logits' probabilities it equals
+    ``cross_entropy(logits, targets, label_smoothing=ε)``.
 
     Args and return: as :func:`mse_onehot`.
     """
     if has_torch_function_variadic(probs, targets):
-        return handle_torch_function(mcee, (probs, targets), probs, targets, reduction)
+        return handle_torch_function(
+            mcee, (probs, targets), probs, targets, reduction, label_smoothing
+        )
     op = "mcee"
     reduction = validation.resolve_reduction(reduction)
-    encoded = _probability_targets(probs, targets, op)
+    encoded = _probability_targets(probs, targets, op, label_smoothing)
     floor = torch.finfo(encoded.dtype).tiny
     log_probs = probs.to(encoded.dtype).clamp_min(floor).log()
     losses = -(encoded * log_probs).sum(-1)

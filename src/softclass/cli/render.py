@@ -91,6 +91,7 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
         f"[bold]{' vs '.join(result.designs)}[/] on {escape(source)}: MLP {shape.n_features}-"
         f"{'-'.join(str(w) for w in shape.hidden)}-{shape.n_classes} {shape.activation}, "
         f"{config.optimizer} lr {config.learning_rate:g}, batch {config.batch_size}, "
+        + (f"label smoothing {config.label_smoothing:g}, " if config.label_smoothing else "")
         + (f"mean of {seeds} seeds" if seeds > 1 else f"seed {result.seeds[0]}")
         + ("" if result.defaults is None else f" ({result.defaults.name} defaults)"),
         highlight=False,

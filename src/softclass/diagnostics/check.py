@@ -71,6 +71,7 @@ LOSS_NAMES = tuple(dict.fromkeys(design.loss_name for design in DESIGNS.values()
 _LOSS_BY_KEY = {
     "crossentropy": "cross_entropy",
     "nll": "nll",
+    "nllsmoothed": "nll",  # design B's loss (softclass.mlp.designs.nll_smoothed)
     "mse": "mse",
     "mseonehot": "mse",
     "onehotmse": "mse",

@@ -55,8 +55,9 @@ METRIC_NAMES = tuple(METRICS)
 @torch.no_grad()
 def measure(result: TrainResult, data: PreparedData) -> DesignRun:
     """Final numbers of a trained model: its own loss and accuracy on both parts, and on the
-    validation rows log loss, Brier score and calibration (ECE) of its probabilities."""
-    design, model = result.design, result.model
+    validation rows log loss, Brier score and calibration (ECE) of its probabilities. The own
+    loss is the one it trained on (with the run's label smoothing)."""
+    design, model = result.design.smoothed(result.config.label_smoothing), result.model
     numbers: dict[str, float] = {}
     for part, features, targets in (
         ("train", data.train_features, data.train_targets),

@@ -11,7 +11,9 @@ with MLPClassifier's batch 200 / 200 epochs / patience 10 a table of a few hundr
 two steps per epoch and stops undertrained (wins/losses against HistGradientBoosting 10/16; 12/12
 with these). The numbers of a table are scaled robustly (median and interquartile range, smoothly
 clipped) and each also gets 8 quantile bins (a piecewise-linear encoding), as RealMLP does: on the
-same corpus that took the median accuracy from below HistGradientBoosting's to above it. Any
+same corpus that took the median accuracy from below HistGradientBoosting's to above it. Every
+design trains against label-smoothed targets (ε = 0.15, RealMLP's default is 0.1): the one
+setting found that beats LogisticRegression and MLPClassifier on two thirds of the tables. Any
 option given on the command line overrides its default; ``python -m
 benchmarks.defaults_vs_sklearn`` and ``benchmarks.real_tables`` measure the table defaults against
 scikit-learn (figures in benchmarks/RESULTS.md).
@@ -39,6 +41,8 @@ class Defaults:
         normalization: how number columns are scaled (``--normalize``,
             :data:`softclass.data.features.NORMALIZATIONS`).
         bins: quantile bins of each number column (``--bins``; 0: none).
+        label_smoothing: ε of the targets every design trains against (``--label-smoothing``;
+            0: none).
     """
 
     name: str
@@ -54,6 +58,7 @@ class Defaults:
     stopping_fraction: float
     normalization: str
     bins: int
+    label_smoothing: float
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (report.json's ``defaults``)."""
@@ -69,6 +74,7 @@ class Defaults:
             "learning_rate": self.learning_rate,
             "momentum": self.momentum,
             "patience": self.patience,
+            "label_smoothing": self.label_smoothing,
         }
 
 
@@ -87,13 +93,14 @@ DEMONSTRATION = Defaults(
     stopping_fraction=0.1,
     normalization="zscore",  # the articles' example scales Iris by mean and deviation
     bins=0,  # the articles' 4-7-3 network reads the four numbers as they are
+    label_smoothing=0.0,  # the articles' losses, against the one-hot targets themselves
 )
 
 TABLE = Defaults(
     name="table",
     reason="numbers scaled robustly with 8 quantile bins each, 100 ReLU units and Adam with lr "
     "1e-3 (scikit-learn MLPClassifier's), batch 64, at most 300 epochs, early stopping (patience "
-    "20) on held-out rows: chosen on 42 real tables",
+    "20) on held-out rows, label smoothing 0.15: chosen on 42 real tables",
     # Rule for the next three: the candidate with the best wins/losses against
     # HistGradientBoosting (by > 1 point) on the corpus of benchmarks.real_tables_research
     # (seed 0, the 38 tables softclass trained on; RESULTS.md). Batch 200 / 200 epochs /
@@ -108,7 +115,7 @@ TABLE = Defaults(
     # 24 / 20, 5e-4: 24 / 22; hidden (100, 100): 22 / 21, (50,): 24 / 22; patience 40: 25 / 23;
     # refit on all rows: 23 / 20. 3 seeds: defaults 27 / 25; validation share 0.1: 27 / 31 but
     # digits 0.972 < MLPClassifier's 0.976; (50,): 24 / 29; label smoothing 0.1 (design A
-    # only): 26 / 30, not usable as long as B and D have no smoothed loss (A = B = D).
+    # only): 26 / 30, then not usable (B and D had no smoothed loss; session 7 added it).
     hidden=(100,),  # wider (256,256 or 512) lost more tables than it won: 9/13, 8/15
     activation="relu",
     optimizer="adam",
@@ -130,6 +137,17 @@ TABLE = Defaults(
     # on top (seed 0) did not help: W/L 12/14 against 13/13 alone, log loss 0.537 vs 0.540, at
     # 4x the time; nor did width 256 (12/14), batch 32 (13/14) or lr 3e-3 (12/15).
     bins=8,
+    # Rule, session 7: the smoothing with the most goals of issue 19 met on the corpus, none
+    # lost (benchmarks.real_tables_research, 42 tables x 3 seeds, every design trained against
+    # (1 - e)*onehot + e/C; RESULTS.md "issue 19: label smoothing (s7-smooth)"). Tables beating
+    # LR / MLPClassifier (28 needed), W/L vs HGB, median accuracy (HGB 0.822), log loss (HGB
+    # 0.728), digits (MLPClassifier 0.976): none 27 / 25, 14/13, 0.875, 0.535, 0.978; 0.05:
+    # 27 / 27, 12/10, 0.883, 0.544, 0.983; 0.1: 26 / 30, 14/11, 0.889, 0.559, 0.982; 0.15:
+    # 28 / 29, 15/10, 0.896, 0.573, 0.982 (chosen: the only one meeting both two-thirds
+    # goals); 0.1 with validation share 0.1: 26 / 31; 0.05 with it: 26 / 31. On train's own
+    # path (benchmarks.real_tables, runs defaults-s5 -> defaults-s7): LR 27 -> 30, MLPClassifier
+    # 24 -> 27 (one short of 28), W/L 14/12 -> 14/10, log loss 0.533 -> 0.572, other goals kept.
+    label_smoothing=0.15,
 )
 
 

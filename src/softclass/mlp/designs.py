@@ -17,8 +17,12 @@ D      softmax(logits)        mean CE error        one-hot    output
 ====== ====================== ==================== ========== ====================
 
 A and B are the same computation; D equals them mathematically (but takes the log of a rounded
-probability); C is a different loss. All losses come from :mod:`softclass.functional`, and so does
-the gradient of the loss with respect to the logits that the batched engine uses
+probability); C is a different loss. Label smoothing ε is an option of a run, not a design: every
+shipped design's loss takes ``label_smoothing`` and :meth:`Design.smoothed` gives the entry a run
+trains with (the target rows become ``(1 - ε)·onehot + ε/C``; each entry's ``smoothing`` fact
+says what that means for it), so A = B = D still holds with smoothing on. All losses come from
+:mod:`softclass.functional` (B's smoothed NLL, :func:`nll_smoothed`, is written with it), and so
+does the gradient of the loss with respect to the logits that the batched engine uses
 (:meth:`Design.output_gradient`: autograd through the design's output and loss only). Each design
 also names its branch of the compiled training loops (``training/mlp_native.c``), or None when
 they lack it.
@@ -27,9 +31,10 @@ they lack it.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -53,6 +58,29 @@ def log_softmax_rows(logits: torch.Tensor) -> torch.Tensor:
 def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
     """softmax over the classes (dim 1)."""
     return functional.softmax(logits, 1)
+
+
+def nll_smoothed(
+    log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """B's loss: NLL of log-probabilities ``(N, C)`` at class indices ``(N,)``, against
+    label-smoothed targets ``(1 - ε)·onehot + ε/C``.
+
+    Per row ``(1 - ε)·(-log_probs[target]) + ε·mean_c(-log_probs[c])``: with ``log_probs =
+    log_softmax(logits)`` the number ``cross_entropy(logits, targets, label_smoothing=ε)`` gives
+    (torch's formula). ε = 0 is :func:`softclass.functional.nll_loss` itself (whose signature
+    stays torch's, without smoothing). ``reduction``: "none" ``(N,)``, "sum" or "mean" (0-dim).
+    """
+    loss = functional.nll_loss(log_probs, targets, reduction=reduction)
+    if label_smoothing == 0.0:
+        return loss
+    uniform = -log_probs.mean(-1)
+    if reduction != "none":
+        uniform = uniform.sum() if reduction == "sum" else uniform.mean()
+    return (1.0 - label_smoothing) * loss + label_smoothing * uniform
 
 
 def _exp(log_probs: torch.Tensor) -> torch.Tensor:
@@ -96,7 +124,10 @@ class Design:
             cross entropy, 1 squared error of softmax, 2 MCEE of softmax, 3 NLL of log_softmax),
             or None (the compiled backend then refuses it); see :data:`NATIVE_BRANCHES`.
         native_params: the values that branch reads, passed to it as data, in the order of
-            :data:`NATIVE_BRANCHES` (branch 0: the label smoothing); () = all 0.
+            :data:`NATIVE_BRANCHES` (every branch: the label smoothing); () = all 0.
+        smoothing: what label smoothing ε means for this design (shown with ``--help`` and in
+            the report), or None when it refuses smoothing; when given, ``loss`` takes a
+            ``label_smoothing`` keyword (:meth:`smoothed` passes ε to it).
 
     A missing or empty fact raises ConfigError naming it when the entry is made.
     """
@@ -116,11 +147,13 @@ class Design:
     meaning: str
     native_code: int | None = None
     native_params: tuple[float, ...] = ()
+    smoothing: str | None = None
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name not in ("native_code", "native_params") and value in (None, ""):
+            optional = item.name in ("native_code", "native_params", "smoothing")
+            if (isinstance(value, str) and not value) or (value is None and not optional):
                 raise ConfigError(f"design {self.name!r}: fact {item.name!r} is missing")
         if not re.fullmatch(r"[A-Z]", self.name):
             raise ConfigError(
@@ -145,11 +178,43 @@ class Design:
                 f"design {self.name!r}: fact 'native_params' has {len(self.native_params)} "
                 f"values, expected at most {MAX_NATIVE_PARAMS}"
             )
+        if self.smoothing is not None and not _takes_label_smoothing(self.loss):
+            raise ConfigError(
+                f"design {self.name!r}: fact 'smoothing' is given but its loss "
+                f"{getattr(self.loss, '__name__', self.loss)!r} takes no label_smoothing keyword"
+            )
         if self.linestyle not in ("-", "--", ":", "-."):
             raise ConfigError(
                 f"design {self.name!r}: fact 'linestyle' is {self.linestyle!r}, "
                 "expected -, --, : or -."
             )
+
+    def smoothed(self, label_smoothing: float) -> Design:
+        """This design as a run with label smoothing ε trains it: its loss with
+        ``label_smoothing=ε`` and the compiled branch told ε; itself when ε = 0.
+
+        Raises:
+            ConfigError: ε outside [0, 1), or ε > 0 for a design without a ``smoothing`` fact.
+        """
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(
+                f"label smoothing {label_smoothing!r} for design {self.name!r}: expected a "
+                "number in [0, 1)"
+            )
+        if label_smoothing == 0.0:
+            return self
+        if self.smoothing is None:
+            takers = [design.name for design in DESIGNS.values() if design.smoothing]
+            raise ConfigError(
+                f"design {self.name!r} does not take label smoothing (its entry has no "
+                f"'smoothing' fact), got label smoothing {label_smoothing}: use 0, or one of the "
+                f"designs {', '.join(takers)}"
+            )
+        return replace(
+            self,
+            loss=functools.partial(self.loss, label_smoothing=label_smoothing),
+            native_params=(float(label_smoothing), *self.native_params[1:]),
+        )
 
     @property
     def same_loss_quantity(self) -> bool:
@@ -219,6 +284,18 @@ class Design:
         return self.output_to_log_proba(self.output(logits))
 
 
+def _takes_label_smoothing(loss: Callable[..., torch.Tensor]) -> bool:
+    """Whether ``loss`` has a ``label_smoothing`` parameter (or takes any keyword)."""
+    try:
+        parameters = inspect.signature(loss).parameters.values()
+    except (TypeError, ValueError):  # a callable Python cannot read the signature of
+        return False
+    return any(
+        parameter.name == "label_smoothing" or parameter.kind is parameter.VAR_KEYWORD
+        for parameter in parameters
+    )
+
+
 DESIGNS: dict[str, Design] = {}
 """The registry: design name → :class:`Design`, in the order tables and defaults list them."""
 
@@ -254,6 +331,8 @@ register_design(
         relation="reference",
         meaning="A (logits + cross entropy) is the reference every other design is compared with.",
         native_code=0,
+        smoothing="cross entropy against (1 - ε)·onehot + ε/C: torch's "
+        "cross_entropy(label_smoothing=ε).",
     )
 )
 register_design(
@@ -263,7 +342,7 @@ register_design(
         "nll",
         "index",
         log_softmax_rows,
-        functional.nll_loss,
+        nll_smoothed,
         _exp,
         identity,
         label="NLL",
@@ -274,6 +353,8 @@ register_design(
         "the same loss, gradients and weights for the same seed. Any difference is float32 "
         "rounding (A's loss runs softclass's fused kernel, B's runs log_softmax then NLL).",
         native_code=3,
+        smoothing="NLL against (1 - ε)·onehot + ε/C: (1 - ε)·NLL + ε·mean of -log p over the "
+        "classes, the number A's smoothed cross entropy gives (still the same computation).",
     )
 )
 register_design(
@@ -294,6 +375,9 @@ register_design(
         "so its weights are expected to differ; compare it with the others on the common "
         "metrics (accuracy, log loss, Brier, ECE), never on its own loss.",
         native_code=1,
+        smoothing="squared error against the smoothed one-hot rows (1 - ε)·onehot + ε/C: its "
+        "minimiser becomes that smoothed distribution, as for the likelihood designs (still "
+        "another loss).",
     )
 )
 register_design(
@@ -314,6 +398,9 @@ register_design(
         "in float32 it takes the log of a rounded softmax, so tiny differences can grow slowly "
         "over the epochs.",
         native_code=2,
+        smoothing="mean cross-entropy error against the smoothed one-hot rows "
+        "(1 - ε)·onehot + ε/C: A's smoothed cross entropy written on probabilities (still the "
+        "same minimiser).",
     )
 )
 
@@ -341,9 +428,9 @@ class NativeBranch:
 
 NATIVE_BRANCHES = {
     0: NativeBranch(identity, functional.cross_entropy, ("label_smoothing",)),
-    1: NativeBranch(softmax_rows, functional.mse_onehot),
-    2: NativeBranch(softmax_rows, functional.mcee),
-    3: NativeBranch(log_softmax_rows, functional.nll_loss),
+    1: NativeBranch(softmax_rows, functional.mse_onehot, ("label_smoothing",)),
+    2: NativeBranch(softmax_rows, functional.mcee, ("label_smoothing",)),
+    3: NativeBranch(log_softmax_rows, nll_smoothed, ("label_smoothing",)),
 }
 """native_code → what its branch computes. A design computes its branch when its ``output`` is
 the branch's and its ``loss`` is the branch's loss, or ``functools.partial`` of it with exactly

@@ -86,6 +86,16 @@ class TrainConfig(OptimizerParams):
         metavar="NAME",
         sklearn="solver",
     )
+    # ε of the smoothed targets (1 - ε)·onehot + ε/C every design's loss trains against
+    label_smoothing: float = option(
+        0.0,
+        "--label-smoothing",
+        "Train every design against the smoothed targets (1 - ε)·onehot + ε/C (A: torch's "
+        "cross_entropy(label_smoothing=ε); B, C, D the same targets in their own loss).",
+        Rule("number", high=1, note=" (0 = none)"),
+        metavar="EPSILON",
+        sklearn="label_smoothing",
+    )
     # initial weights, batch order and the validation split
     seed: int = option(
         0,

@@ -87,7 +87,7 @@ typedef struct {
     const int64_t *order_of_member; /* (M,): which of the orders each member follows */
     const int64_t *loss_of_member;  /* (M,): LOSS_* */
     /* (M, MAX_DESIGN_PARAMS): each member's design parameters (Design.native_params, zeros
-     * after them); LOSS_CROSS_ENTROPY reads its label smoothing, the others none. */
+     * after them); every loss branch reads the first as its label smoothing. */
     const double *design_params_of_member;
     const void *val_features;    /* (n_val_rows, n_features) */
     const int64_t *val_targets;  /* (n_val_rows,) class indices */
@@ -212,6 +212,38 @@ static void NAME(network_forward_row)(const RunSettings *settings, REAL *const *
     }
 }
 
+/* One row of design C (squared error), D (MCEE) or B (NLL) against the label-smoothed target
+ * q_c = (1−ε)·[c = y] + ε/C (softclass.mlp.designs: the entries' losses with label_smoothing=ε):
+ * C Σ_c (p_c − q_c)², D −Σ_c q_c·log max(p_c, tiny), B −Σ_c q_c·log_p_c; with grad_row not NULL
+ * also ∂(scale·loss)/∂output_c: 2·scale·(p_c − q_c), −scale·q_c / max(p_c, tiny) (0 where
+ * p_c < tiny), −scale·q_c. */
+static REAL NAME(smoothed_row)(int64_t loss_kind, const REAL *output, int64_t n_classes,
+                               int64_t y, double label_smoothing, REAL tiny, REAL scale,
+                               REAL *grad_row) {
+    const REAL off = (REAL)(label_smoothing / (double)n_classes);
+    const REAL on = (REAL)(1.0 - label_smoothing) + off;
+    double loss = 0.0;
+    for (int64_t c = 0; c < n_classes; ++c) {
+        const REAL target = c == y ? on : off;
+        const REAL value = output[c];
+        REAL gradient;
+        if (loss_kind == LOSS_SQUARED_ERROR) {
+            const REAL residual = value - target;
+            loss += residual * residual;
+            gradient = scale * (residual + residual);
+        } else if (loss_kind == LOSS_MCEE) {
+            const REAL clamped = value > tiny ? value : tiny;
+            loss -= target * log(clamped);
+            gradient = value < tiny ? (REAL)0 : -scale * target / clamped;
+        } else {
+            loss -= target * value;
+            gradient = -scale * target;
+        }
+        if (grad_row) grad_row[c] = gradient;
+    }
+    return (REAL)loss;
+}
+
 /* The design's losses of a batch of rows of logits ((rows, C), contiguous) with class indices
  * targets (rows,) into row_loss (rows,), with the member's design parameters design_params; with grad not NULL also d (Σ_r scale_r·loss_r) / d logits
  * into grad (rows, C). scratch: (rows, C) for probabilities, logsumexp: (rows,). The kernels of
@@ -235,13 +267,17 @@ static void NAME(design_batch)(int64_t loss_kind, const double *design_params, R
         return;
     }
     const int64_t log_output = loss_kind == LOSS_NLL_LOG_SOFTMAX;
+    const double label_smoothing = design_params[0];
     NAME(softmax_forward)(logits, n_classes, n_classes, 0, rows, scratch, n_classes, log_output);
     for (int64_t r = 0; r < rows; ++r) {
         const REAL *output = scratch + r * n_classes;
         const int64_t y = targets[r];
         REAL *grad_row = grad ? grad + r * n_classes : NULL;
         const REAL scale = grad ? row_scale[r] : (REAL)1;
-        row_loss[r] = log_output ? NAME(nll_row)(output, n_classes, y, scale, grad_row)
+        row_loss[r] = label_smoothing != 0.0
+                          ? NAME(smoothed_row)(loss_kind, output, n_classes, y, label_smoothing,
+                                               tiny, scale, grad_row)
+                      : log_output ? NAME(nll_row)(output, n_classes, y, scale, grad_row)
                       : loss_kind == LOSS_MCEE
                           ? NAME(mcee_row)(output, n_classes, y, tiny, scale, grad_row)
                           : NAME(mse_onehot_row)(output, n_classes, y, scale, grad_row);

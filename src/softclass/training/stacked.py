@@ -134,14 +134,18 @@ def _linear_layers(mlp: MLP) -> list[torch.nn.Linear]:
 
 
 def member_losses(
-    logits: torch.Tensor, targets: torch.Tensor, members: Sequence[Member]
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    members: Sequence[Member],
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Each member's design loss ``(M,)`` (mean over rows) from logits ``(M, N, C)`` and class
-    indices ``(N,)``: the design's own :mod:`softclass.functional` loss."""
+    indices ``(N,)``: the design's own :mod:`softclass.functional` loss, with the run's label
+    smoothing (:meth:`~softclass.mlp.designs.Design.smoothed`)."""
     n_classes = logits.shape[2]
     losses = []
     for position, member in enumerate(members):
-        design = get_design(member.design)
+        design = get_design(member.design).smoothed(label_smoothing)
         encoded = design.encode_targets(targets, n_classes)
         losses.append(design.row_losses(logits[position], encoded).mean())
     return torch.stack(losses)
@@ -153,10 +157,15 @@ def member_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 def member_scores(
-    network: StackedMLP, features: torch.Tensor, targets: torch.Tensor, members: Sequence[Member]
+    network: StackedMLP,
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    members: Sequence[Member],
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each member's design loss (mean, in the parameters' dtype) and accuracy (float64), both
-    ``(M,)``, on shared rows ``features`` ``(N, F)`` with class indices ``targets`` ``(N,)``.
+    """Each member's design loss (mean, in the parameters' dtype; label-smoothed by
+    ``label_smoothing`` as in training) and accuracy (float64), both ``(M,)``, on shared rows
+    ``features`` ``(N, F)`` with class indices ``targets`` ``(N,)``.
 
     The ``(M, N, C)`` logits are held at once up to :data:`_EVAL_LOGITS_BUDGET` logits; beyond
     it (thousands of classes) the rows are scored in chunks and the means taken at the end.
@@ -165,12 +174,14 @@ def member_scores(
     chunk = max(1, _EVAL_LOGITS_BUDGET // (n_members * network.config.n_classes))
     if n_rows <= chunk:
         logits = network.logits(features)
-        return member_losses(logits, targets, members), member_accuracy(logits, targets)
+        losses = member_losses(logits, targets, members, label_smoothing)
+        return losses, member_accuracy(logits, targets)
     loss_sum = torch.zeros(n_members, dtype=torch.float64, device=features.device)
     correct = torch.zeros(n_members, dtype=torch.float64, device=features.device)
     for start, stop in batch_bounds(n_rows, chunk):
         logits = network.logits(features[start:stop])
-        loss_sum += member_losses(logits, targets[start:stop], members).double() * (stop - start)
+        losses = member_losses(logits, targets[start:stop], members, label_smoothing)
+        loss_sum += losses.double() * (stop - start)
         correct += member_accuracy(logits, targets[start:stop]) * (stop - start)
     return (loss_sum / n_rows).to(network.weights[0].dtype), correct / n_rows
 

@@ -113,8 +113,9 @@ def train(
         ranks += _path_text(prepared, context)
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
+        smoothing = f", label smoothing {config.label_smoothing:g}" * bool(config.label_smoothing)
         console.print(
-            f"design {chosen.name} ({chosen.title}): {history.epochs} epochs{ranks}, "
+            f"design {chosen.name} ({chosen.title}{smoothing}): {history.epochs} epochs{ranks}, "
             f"training loss {kept.train_loss:.4f}{_measured_rows(history, config)}; model "
             f"saved to {out}",
             highlight=False,

@@ -87,9 +87,9 @@ class Trainer:
         label: str | None = None,
         distributed: DistContext | None = None,
     ) -> None:
-        self.design = design
         self.model_config = model_config
         self.config = TrainConfig() if config is None else config
+        self.design = design.smoothed(self.config.label_smoothing)
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.progress = progress
         self.label = design.name if label is None else label

@@ -180,7 +180,7 @@ class BatchedTrainer(CompiledLoops):
         names = [member.design for member in self.members]
         self._design_groups = [
             (
-                get_design(name),
+                get_design(name).smoothed(settings.label_smoothing),
                 None
                 if len(set(names)) == 1
                 else torch.tensor(
@@ -485,4 +485,6 @@ class BatchedTrainer(CompiledLoops):
         Returns:
             ``(loss, accuracy)``, each ``(M,)``: loss in the trainer's dtype, accuracy float64.
         """
-        return member_scores(self.network, features, targets, self.members)
+        return member_scores(
+            self.network, features, targets, self.members, self.settings.label_smoothing
+        )

@@ -151,6 +151,8 @@ class CompiledLoops:
         ]
         state = self.optimizer_state
         has_val = val_features is not None and val_targets is not None
+        smoothing = self.settings.label_smoothing
+        member_designs = [get_design(member.design).smoothed(smoothing) for member in self.members]
         mlp_native.train(
             mlp_native.library(),
             mlp_native.RunTensors(
@@ -161,12 +163,10 @@ class CompiledLoops:
                 orders=orders,
                 order_of_member=self._seed_rows,
                 loss_of_member=torch.tensor(
-                    [get_design(member.design).native_code for member in self.members],
-                    dtype=torch.int64,
+                    [design.native_code for design in member_designs], dtype=torch.int64
                 ),
                 design_params_of_member=torch.tensor(
-                    [native_values(get_design(member.design)) for member in self.members],
-                    dtype=torch.float64,
+                    [native_values(design) for design in member_designs], dtype=torch.float64
                 ),
                 val_features=val_features.to(self.dtype).contiguous() if has_val else None,
                 val_targets=val_targets.to(torch.int64).contiguous() if has_val else None,
