@@ -10,6 +10,7 @@ install leaves the torch path. The compiled loops implement the registries' entr
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -18,12 +19,15 @@ from softclass.errors import ConfigError
 from softclass.mlp.activations import NATIVE_ENTRIES as NATIVE_ACTIVATIONS
 from softclass.mlp.designs import computes_native_branch, get_design, native_values
 from softclass.mlp.optimizers import NATIVE_ENTRIES as NATIVE_OPTIMIZERS
-from softclass.training import backend_choice, mlp_native
+from softclass.training import backend_choice, blas, mlp_native
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.stacked import TrainingRows
 
 # Row indices per compiled call: (seeds, epochs, rows) int64 orders are built a chunk at a time.
 _COMPILED_ORDER_ELEMENTS = 1 << 22
+# Forward multiply-adds of one member's step (B·Σ in·out) from which its products go to the BLAS
+# (mlp_step.c) rather than the row loops (mlp_native.c); measured in benchmarks/train_step.py.
+BLAS_MIN_WORK = 16_384
 
 
 class CompiledLoops:
@@ -70,6 +74,20 @@ class CompiledLoops:
         if mlp_native.library() is None:
             return f"the compiled library is unavailable ({mlp_native.unavailable_reason()})"
         return None
+
+    def blas_step(self, n_rows: int | None = None) -> blas.Gemm | None:
+        """The BLAS whose gemm computes this run's products in the compiled step (mlp_step.c),
+        or None for the row loops: when one member's step on ``n_rows`` rows (None: a full
+        batch) has fewer than :data:`BLAS_MIN_WORK` forward multiply-adds, or the step library
+        or the BLAS is unavailable (:mod:`softclass.training.blas`)."""
+        widths = [self.config.n_features, *self.config.hidden, self.config.n_classes]
+        batch = (
+            self.settings.batch_size if n_rows is None else min(self.settings.batch_size, n_rows)
+        )
+        work = batch * sum(a * b for a, b in itertools.pairwise(widths))
+        if work < BLAS_MIN_WORK or mlp_native.step_library() is None:
+            return None
+        return blas.gemm()
 
     def choose_backend(self, n_rows: int | None = None) -> backend_choice.BackendChoice:
         """The backend that trains this run, and why: the one ``settings.backend`` forces; with
@@ -175,6 +193,7 @@ class CompiledLoops:
             rows.weighted,
             state.step_count,
             [design for design, _ in self._design_groups],
+            self.blas_step(n_rows),
         )
         steps = n_epochs * len(batch_bounds(n_rows, self.settings.batch_size))
         state.step_count += steps
