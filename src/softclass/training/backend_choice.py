@@ -202,7 +202,7 @@ def _decide(trainer: BatchedRun, shape: StepShape, n_rows: int | None) -> Backen
             "compiled",
             f"{work:,} multiply-adds per step: the compiled step computes the products through "
             "BLAS's gemm, as torch does, without torch's per-op dispatch and allocations "
-            "(measured 1.6-2.4x faster per step on one thread; not measured here)",
+            "(1.2-2.6x faster per step on one thread in benchmarks/train_step.py; not measured)",
         )
     if work >= _TORCH_SURE_WORK and shape.largest_layer >= _TORCH_SURE_LAYER:
         return BackendChoice(

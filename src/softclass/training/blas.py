@@ -84,7 +84,7 @@ def _unavailable(reason: str) -> None:
         warnings.warn(
             f"softclass's BLAS for the compiled training step is unavailable ({reason}): "
             "networks with wide layers train on softclass's torch path, which computes the same "
-            "numbers 1.5-2.5x more slowly on one CPU thread (benchmarks/train_step.py). Install it "
+            "numbers 1.2-2.6x more slowly on one CPU thread (benchmarks/train_step.py). Install it "
             "with `pip install scipy-openblas32`; SOFTCLASS_BLAS=0 silences this",
             NativeUnavailableWarning,
             stacklevel=4,

@@ -1,8 +1,11 @@
-"""The compiled backend: whole epochs of small networks in C (:mod:`softclass.training.mlp_native`).
+"""The compiled backend: whole epochs in C (:mod:`softclass.training.mlp_native`).
 
 Small networks on CPU train through compiled loops (the network row by row in C and each design's
 loss through softclass.functional's compiled kernels, whole epochs per call), since there the cost
-of a step is torch's per-op dispatch, not arithmetic; ``backend="auto"`` picks the faster per
+of a step is torch's per-op dispatch, not arithmetic. Wider ones take the same loops with each
+batch's products through a BLAS gemm (``mlp_step.c``, :meth:`CompiledLoops.blas_step`): the
+products torch would compute, and the rest of the step (bias, activation, loss, optimizer) in C
+with no per-op dispatch or allocation; ``backend="auto"`` picks the faster per
 shape (:meth:`CompiledLoops.choose_backend`), and ``SOFTCLASS_NATIVE=0`` or a library not built at
 install leaves the torch path. The compiled loops implement the registries' entries that carry a
 ``native_code``; ``backend="compiled"`` on a run they lack is refused naming it.
