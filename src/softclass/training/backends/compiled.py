@@ -158,10 +158,8 @@ class CompiledLoops:
                 for seed in self._unique_seeds
             ]
         )
-        outputs = [
-            torch.full((self.network.n_members, n_epochs), math.nan, dtype=torch.float64)
-            for _ in range(4)
-        ]
+        # (4, M, n_epochs): each of the four is a contiguous (M, n_epochs) block
+        outputs = torch.full((4, self.network.n_members, n_epochs), math.nan, dtype=torch.float64)
         state = self.optimizer_state
         has_val = val_features is not None and val_targets is not None
         mlp_native.train(
