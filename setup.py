@@ -1,13 +1,16 @@
 """Build softclass's C code at install time, as setuptools extensions beside the Python modules.
 
-Two shared libraries, loaded with ctypes (they call no Python API):
+Three shared libraries, loaded with ctypes (they call no Python API):
 
 - ``softclass/kernels/_cpu_native*.so`` from ``kernels/cpu_native.c`` (+ ``loss_rows.h``): the
   fused cross-entropy and softmax row loops (:mod:`softclass.kernels.native_loops`, ``.softmax``);
 - ``softclass/training/_mlp_native*.so`` from ``training/mlp_native.c`` (which includes both): the
-  compiled training loops of :mod:`softclass.training.ensemble`.
+  compiled training loops of :mod:`softclass.training.ensemble`;
+- ``softclass/training/_mlp_step*.so`` from ``training/mlp_step.c`` (which includes
+  ``mlp_native.c``): the same loops with a batch's products through a BLAS gemm whose address
+  it receives at run time (:mod:`softclass.training.blas`: no BLAS is linked at build time).
 
-Both are optional: without a C compiler the install still succeeds and softclass runs the same
+All three are optional: without a C compiler the install still succeeds and softclass runs the same
 math on torch ops (one warning at run time says what is slower). ``pip install -e .`` builds them
 in place (``src/softclass/...``), so checkouts used through ``PYTHONPATH=src`` find them too;
 after editing a C file, ``python setup.py build_ext --inplace`` rebuilds what changed.
@@ -71,6 +74,11 @@ setup(
             "softclass.training._mlp_native",
             f"{TRAINING}/mlp_native.c",
             [f"{KERNELS}/cpu_native.c", *ROW_MATH],
+        ),
+        native_library(
+            "softclass.training._mlp_step",
+            f"{TRAINING}/mlp_step.c",
+            [f"{TRAINING}/mlp_native.c", f"{KERNELS}/cpu_native.c", *ROW_MATH],
         ),
     ],
 )

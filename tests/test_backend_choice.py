@@ -2,6 +2,8 @@
 
 Times are never asserted: a fake clock, advanced by the measured runs themselves, makes the
 measurement deterministic, so each side of the boundary can be shown to pick the faster backend.
+The measured rule is that of an install without the compiled step's BLAS (the tests turn it off);
+with it, every step above the row loops' bound goes to the BLAS step (the last tests).
 """
 
 import math
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from softclass.mlp.model import MLPConfig
-from softclass.training import backend_choice
+from softclass.training import backend_choice, blas, mlp_native
 from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds
 from softclass.training.config import TrainConfig
@@ -23,8 +25,10 @@ MEMBERS = [Member("A", 0), Member("D", 1)]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_decisions(monkeypatch):
+def _fresh_decisions(monkeypatch, request):
     monkeypatch.delenv("SOFTCLASS_MEASURE_BACKEND", raising=False)
+    if "blas_on" not in request.fixturenames:
+        monkeypatch.setattr(blas, "gemm", lambda: None)
     backend_choice.clear_decisions()
     yield
     backend_choice.clear_decisions()
@@ -157,8 +161,6 @@ def test_forced_and_unsupported_backends_say_why(monkeypatch):
     for backend in ("compiled", "torch"):
         choice = _trainer(settings=TrainConfig(backend=backend)).choose_backend(100)
         assert choice == backend_choice.BackendChoice(backend, f"backend={backend!r} was asked")
-    from softclass.training import mlp_native
-
     monkeypatch.setattr(mlp_native, "library", lambda: None)
     monkeypatch.setattr(mlp_native, "unavailable_reason", lambda: "no C compiler found")
     choice = _trainer().choose_backend(100)
@@ -204,3 +206,27 @@ def test_cpu_time_is_measured_unless_torch_runs_on_several_threads(monkeypatch, 
     # two reads per timed run; the compiled runs always on the thread's CPU clock
     assert calls["wall"] == (0 if threads == 1 else calls["cpu"])
     assert calls["cpu"] >= 4
+
+
+@pytest.fixture
+def blas_on():
+    """The compiled step and its BLAS, which this checkout's install must provide."""
+    assert mlp_native.step_library() is not None, mlp_native.step_unavailable_reason()
+    assert blas.gemm() is not None, blas.unavailable_reason()
+
+
+def test_with_a_blas_wide_steps_go_to_the_compiled_step_unmeasured(monkeypatch, blas_on):
+    monkeypatch.setattr(backend_choice, "_measure", _no_measuring)
+    wide = BatchedTrainer(
+        MLPConfig(50, 10, hidden=(128, 128)), [Member("A", 0)], TrainConfig(batch_size=256)
+    )
+    choice = wide.choose_backend(200_000)
+    assert choice.backend == "compiled"
+    assert (
+        "6,160,384 multiply-adds per step: the compiled step computes the products through "
+        "BLAS's gemm" in choice.reason
+    )
+    assert wide.blas_step(200_000) is blas.gemm()
+    iris = _trainer(MLPConfig(4, 3, hidden=(7,)), TrainConfig(batch_size=16))
+    assert iris.choose_backend(120).backend == "compiled"
+    assert iris.blas_step(120) is None  # the row loops

@@ -21,7 +21,8 @@ from softclass.mlp.activations import ACTIVATIONS, Activation, get_activation
 from softclass.mlp.designs import DESIGNS, get_design
 from softclass.mlp.model import MLPConfig, build_mlp
 from softclass.mlp.optimizers import OPTIMIZERS, get_optimizer
-from softclass.training import mlp_native
+from softclass.training import blas, mlp_native
+from softclass.training.backends import compiled
 from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.config import TrainConfig
@@ -78,8 +79,14 @@ def _weights(kind, targets):
 
 
 # Backends and how many models train at once: the stacked members of compare, and one model
-# alone (the estimator's and train's path: no member axis on the torch backend).
-PATHS = [("compiled", "stacked"), ("torch", "stacked"), ("torch", "one model")]
+# alone (the estimator's and train's path: no member axis on the torch backend). "compiled blas":
+# the compiled step with its products through the BLAS (mlp_step.c), which wide layers take.
+PATHS = [
+    ("compiled", "stacked"),
+    ("compiled blas", "stacked"),
+    ("torch", "stacked"),
+    ("torch", "one model"),
+]
 
 
 @pytest.mark.parametrize(("backend", "models"), PATHS, ids=[" ".join(path) for path in PATHS])
@@ -87,8 +94,12 @@ PATHS = [("compiled", "stacked"), ("torch", "stacked"), ("torch", "one model")]
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
 def test_every_backend_matches_autograd_over_the_registries(
-    backend, models, weights, optimizer, activation
+    backend, models, weights, optimizer, activation, monkeypatch
 ):
+    if backend == "compiled blas":
+        monkeypatch.setattr(compiled, "BLAS_MIN_WORK", 0)
+        assert mlp_native.step_library() is not None and blas.gemm() is not None
+        backend = "compiled"
     features, targets = _table()
     model_config = MLPConfig(N_FEATURES, N_CLASSES, hidden=(5, 4), activation=activation)
     config = TrainConfig(

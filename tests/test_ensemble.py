@@ -10,7 +10,7 @@ from softclass.kernels import native
 from softclass.mlp.activations import ACTIVATIONS
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
-from softclass.training import mlp_native
+from softclass.training import backend_choice, blas, mlp_native
 from softclass.training.backends.autograd import fit
 from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds, epoch_permutation
@@ -302,11 +302,20 @@ def test_compiled_path_is_taken_when_supported(monkeypatch):
     assert np.isfinite(result.train_loss).all()
 
 
-def test_compiled_path_is_left_for_large_layers_and_when_disabled(monkeypatch):
+def test_compiled_path_is_left_for_large_layers_without_blas_and_when_disabled(monkeypatch):
     settings = SETTINGS["sgd"]
-    assert not BatchedTrainer(
-        MLPConfig(64, 10, hidden=(128,)), [Member("A", 0)], TrainConfig(batch_size=512)
-    ).uses_compiled
+
+    def wide():
+        return BatchedTrainer(
+            MLPConfig(64, 10, hidden=(128,)), [Member("A", 0)], TrainConfig(batch_size=512)
+        )
+
+    backend_choice.clear_decisions()
+    assert wide().uses_compiled and wide().blas_step() is not None  # the BLAS step
+    monkeypatch.setattr(blas, "gemm", lambda: None)
+    backend_choice.clear_decisions()
+    assert not wide().uses_compiled
+    backend_choice.clear_decisions()
     monkeypatch.setenv("SOFTCLASS_NATIVE", "0")
     mlp_native.library.cache_clear()
     try:

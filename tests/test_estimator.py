@@ -21,6 +21,7 @@ from softclass.errors import TrainingDiverged
 from softclass.estimator import Classifier, expected_failed_checks
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig, build_mlp
+from softclass.training import backend_choice, blas
 from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.batching import batch_bounds, epoch_permutation
 
@@ -201,7 +202,13 @@ def test_partial_fit_refuses_unknown_labels_and_changed_classes():
         model.partial_fit(features, labels, classes=["a", "b"])
 
 
-def test_fit_takes_the_compiled_path_for_small_networks_only(monkeypatch):
+@pytest.mark.parametrize("with_blas", [True, False])
+def test_fit_takes_the_compiled_path_for_small_networks_and_wide_ones_with_blas(
+    monkeypatch, with_blas
+):
+    if not with_blas:
+        monkeypatch.setattr(blas, "gemm", lambda: None)
+    backend_choice.clear_decisions()
     taken = []
     torch_step = BatchedTrainer._step
 
@@ -215,7 +222,8 @@ def test_fit_takes_the_compiled_path_for_small_networks_only(monkeypatch):
     assert taken == []
     wide = Classifier(hidden_layer_sizes=(300,), max_iter=1, batch_size=75, random_state=0)
     wide.fit(features, labels)
-    assert taken == [(300,), (300,)]
+    assert taken == ([] if with_blas else [(300,), (300,)])
+    backend_choice.clear_decisions()
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam", "adamw"])

@@ -38,8 +38,8 @@ class CountCalls(Callback):
         self.calls += 1
 
 
-def _run(data, per_epoch: bool, epochs: int = 23, backend: str = "auto"):
-    config = MLPConfig(4, 3, hidden=(6,), activation="tanh")
+def _run(data, per_epoch: bool, epochs: int = 23, backend: str = "auto", hidden=(6,)):
+    config = MLPConfig(4, 3, hidden=hidden, activation="tanh")
     settings = TrainConfig(epochs=epochs, batch_size=16, learning_rate=0.05, backend=backend)
     names = ("A", "B", "C", "D")
     members = design_seed_grid("".join(names), [0, 1])
@@ -72,11 +72,19 @@ def iris():
     return prepare_table(load_bundled("iris"))
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch"])
-def test_chunked_calls_report_what_one_call_per_epoch_reports(iris, backend, monkeypatch):
+@pytest.mark.parametrize(
+    ("backend", "hidden"),
+    [("auto", (6,)), ("auto", (256,)), ("torch", (6,))],
+    ids=["compiled-rows", "compiled-wide", "torch"],
+)
+def test_chunked_calls_report_what_one_call_per_epoch_reports(iris, backend, hidden, monkeypatch):
+    """The row loops (Iris), the wide step (products through BLAS when it is installed) and the
+    torch path each give the same numbers in chunks as one epoch per call."""
     monkeypatch.setattr(loop_module, "CALL_SECONDS", 1e9)  # chunks bounded by the probe only
-    reference, reference_agreements, reference_events, calls = _run(iris, True, backend=backend)
-    chunked, agreements, events, chunked_calls = _run(iris, False, backend=backend)
+    reference, reference_agreements, reference_events, calls = _run(
+        iris, True, backend=backend, hidden=hidden
+    )
+    chunked, agreements, events, chunked_calls = _run(iris, False, backend=backend, hidden=hidden)
     assert calls == 23
     if backend == "auto":  # the compiled loops: epoch 1, then up to each probe epoch, the last
         assert chunked_calls < 23

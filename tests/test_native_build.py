@@ -50,6 +50,8 @@ def test_the_installed_libraries_are_loaded():
         assert module.library() is not None, module.unavailable_reason()
         path = native.built_path(Path(module.__file__).parent, stem)
         assert path is not None and path.suffix == ".so"
+    assert mlp_native.step_library() is not None, mlp_native.step_unavailable_reason()
+    assert native.built_path(Path(mlp_native.__file__).parent, "_mlp_step") is not None
 
 
 def test_a_built_library_is_loaded_as_is(built, fresh_warning):
@@ -170,7 +172,8 @@ def test_the_install_succeeds_without_a_compiler(tmp_path):
         cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("failed") >= 2 and "_mlp_native" in done.stderr
+    assert done.stderr.count("failed") >= 3 and "_mlp_native" in done.stderr
+    assert "_mlp_step" in done.stderr
     assert list((tmp_path / "lib").rglob("*.so")) == []
 
 
@@ -189,8 +192,12 @@ def test_the_listed_sources_are_what_each_library_includes():
     assert [path.name for path in mlp_native._SOURCES] == [
         mlp_source.name, cpu_source.name, row_header.name, spatial_header.name,
     ]  # fmt: skip
+    step_source = mlp_native._STEP_SOURCES[0]
+    assert included(step_source) == [mlp_source.name, step_source.name, step_source.name]
+    assert mlp_native._STEP_SOURCES[1:] == mlp_native._SOURCES
     setup = (REPOSITORY / "setup.py").read_text()
     assert "depends=depends" in setup and '[f"{KERNELS}/cpu_native.c", *ROW_MATH]' in setup
+    assert '[f"{TRAINING}/mlp_native.c", f"{KERNELS}/cpu_native.c", *ROW_MATH]' in setup
 
 
 def test_native_library_can_be_disabled(monkeypatch):

@@ -89,14 +89,21 @@ def test_torch_threads_restores_the_setting_even_after_an_error(caller_threads):
 
 
 def _record_threads(monkeypatch):
+    """The torch thread count of every epoch trained (torch path or compiled step, whose BLAS
+    runs on that count)."""
     seen = []
-    train_epoch = BatchedTrainer.train_epoch
+    train_epoch, run_compiled = BatchedTrainer.train_epoch, BatchedTrainer.run_compiled_epochs
 
     def recording(self, *args):
         seen.append(torch.get_num_threads())
         return train_epoch(self, *args)
 
+    def recording_compiled(self, rows, first_epoch, n_epochs, *args):
+        seen.extend([torch.get_num_threads()] * n_epochs)
+        return run_compiled(self, rows, first_epoch, n_epochs, *args)
+
     monkeypatch.setattr(BatchedTrainer, "train_epoch", recording)
+    monkeypatch.setattr(BatchedTrainer, "run_compiled_epochs", recording_compiled)
     return seen
 
 

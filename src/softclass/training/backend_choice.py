@@ -5,13 +5,18 @@ thread: their cost grows with the step's arithmetic, ``M·B·Σ_k in_k·out_k`` 
 forward (the backward about twice that). The torch backend pays ~40 op dispatches per step
 (~0.1 ms) whatever the size, then runs BLAS on torch's threads. So small steps belong to C, large
 ones to torch, and in between the answer depends on the machine, the thread count and the layer
-shapes; there it is measured.
+shapes; there it is measured. When the compiled step has a BLAS (``mlp_step.c``: a batch's
+products through gemm, the rest of the step in C, no per-op dispatch), it serves the large steps
+too.
 
 The rule (:func:`choose_by_speed`), per problem shape (:class:`StepShape`):
 
 * obvious by a wide margin, not measured: at most ``_COMPILED_SURE_WORK`` multiply-adds per step
-  → compiled; at least ``_TORCH_SURE_WORK`` with a layer of at least ``_TORCH_SURE_LAYER`` weights
-  → torch (the bounds are a factor ~4 outside the crossings measured in benchmarks/RESULTS.md);
+  → compiled; above it, when the compiled step has a BLAS for its products
+  (:meth:`~softclass.training.backends.compiled.CompiledLoops.blas_step`) → compiled (the same
+  products as torch's, the rest of the step in C); else at least ``_TORCH_SURE_WORK`` with a
+  layer of at least ``_TORCH_SURE_LAYER`` weights → torch (the bounds are a factor ~4 outside
+  the crossings measured in benchmarks/RESULTS.md);
 * otherwise measured: a copy of the trainer runs ``_MEASURED_STEPS`` steps of each backend on
   synthetic rows of the run's shape (its widths, members, batch size, dtype, optimizer, designs and
   torch's thread count), after a one-step warm-up, best of up to ``_MEASURED_REPEATS`` interleaved
@@ -94,6 +99,8 @@ class BatchedRun(Protocol):
     def run_compiled_epochs(self, rows: Any, first_epoch: int, n_epochs: int) -> Any: ...
 
     def train_epoch(self, rows: Any, epoch: int) -> Any: ...
+
+    def blas_step(self, n_rows: int | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,13 @@ def _decide(trainer: BatchedRun, shape: StepShape, n_rows: int | None) -> Backen
             "compiled",
             f"{work:,} multiply-adds per step (<= {_COMPILED_SURE_WORK:,}): the compiled loops "
             "win by a wide margin (not measured)",
+        )
+    if trainer.blas_step(n_rows) is not None:
+        return BackendChoice(
+            "compiled",
+            f"{work:,} multiply-adds per step: the compiled step computes the products through "
+            "BLAS's gemm, as torch does, without torch's per-op dispatch and allocations "
+            "(1.2-2.6x faster per step on one thread in benchmarks/train_step.py; not measured)",
         )
     if work >= _TORCH_SURE_WORK and shape.largest_layer >= _TORCH_SURE_LAYER:
         return BackendChoice(

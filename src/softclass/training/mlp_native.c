@@ -289,6 +289,24 @@ static void NAME(design_batch)(int64_t loss_kind, const double *design_params, R
 
 /* One optimizer update of n values (torch.optim.SGD / Adam / AdamW on one tensor); step is
  * 1-based. */
+/* The member's weights and biases after `epoch` into its slot of buffers->snapshots (when it has
+ * one): W_0, b_0, W_1, b_1, ... flattened. */
+static void NAME(snapshot)(const RunSettings *settings, const RunBuffers *buffers, int64_t member,
+                           int64_t epoch, REAL *const *weights, REAL *const *biases) {
+    if (buffers->snapshot_of_member == NULL || buffers->snapshot_of_member[member] < 0) return;
+    int64_t parameter_total = 0;
+    for (int64_t k = 0; k < settings->n_layers; ++k)
+        parameter_total += settings->widths[k + 1] * (settings->widths[k] + 1);
+    REAL *to = (REAL *)buffers->snapshots +
+               (buffers->snapshot_of_member[member] * settings->n_epochs + epoch) * parameter_total;
+    for (int64_t k = 0; k < settings->n_layers; ++k) {
+        const int64_t n_out = settings->widths[k + 1], n_in = settings->widths[k];
+        memcpy(to, weights[k], (size_t)(n_out * n_in) * sizeof(REAL));
+        memcpy(to + n_out * n_in, biases[k], (size_t)n_out * sizeof(REAL));
+        to += n_out * (n_in + 1);
+    }
+}
+
 static void NAME(update)(const RunSettings *settings, int64_t step, int64_t n, REAL *param,
                          const REAL *grad, REAL *first, REAL *second) {
     const double *hyper = settings->optimizer_params;
@@ -526,17 +544,7 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                 }
             }
             const int64_t at = member * settings->n_epochs + epoch;
-            if (buffers->snapshot_of_member != NULL && buffers->snapshot_of_member[member] >= 0) {
-                REAL *to = (REAL *)buffers->snapshots +
-                           (buffers->snapshot_of_member[member] * settings->n_epochs + epoch) *
-                               parameter_total;
-                for (int64_t k = 0; k < n_layers; ++k) {
-                    const int64_t n_out = settings->widths[k + 1], n_in = settings->widths[k];
-                    memcpy(to, weights[k], (size_t)(n_out * n_in) * sizeof(REAL));
-                    memcpy(to + n_out * n_in, biases[k], (size_t)n_out * sizeof(REAL));
-                    to += n_out * (n_in + 1);
-                }
-            }
+            NAME(snapshot)(settings, buffers, member, epoch, weights, biases);
             buffers->train_loss[at] = epoch_loss;
             buffers->train_accuracy[at] = (double)epoch_correct / (double)n_rows;
             if (settings->n_val_rows > 0) {

@@ -34,6 +34,7 @@ from softclass.kernels.native import CE_SOURCES, load_built, pointer
 from softclass.mlp.activations import Activation
 from softclass.mlp.designs import Design
 from softclass.mlp.optimizers import MAX_OPTIMIZER_PARAMS, Optimizer, OptimizerParams
+from softclass.training.blas import Gemm
 
 __all__ = [
     "REGISTRY_KINDS",
@@ -41,6 +42,8 @@ __all__ = [
     "RunTensors",
     "implements",
     "library",
+    "step_library",
+    "step_unavailable_reason",
     "train",
     "unavailable_reason",
 ]
@@ -50,6 +53,8 @@ SUPPORTED_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 REGISTRY_KINDS = {"activation": 0, "design": 1, "optimizer": 2}
 # The files the library is built from (setup.py): this loop and the fused CE kernels it includes.
 _SOURCES = (Path(__file__).with_name("mlp_native.c"), *CE_SOURCES)
+# The step whose products call a BLAS (mlp_step.c) includes mlp_native.c.
+_STEP_SOURCES = (Path(__file__).with_name("mlp_step.c"), *_SOURCES)
 
 _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
@@ -99,7 +104,40 @@ class _RunBuffers(ctypes.Structure):
     ]
 
 
+class _GemmFunctions(ctypes.Structure):
+    """Mirror of ``GemmFunctions`` in mlp_step.c: the BLAS's gemm addresses."""
+
+    _fields_ = [("sgemm", _PTR), ("dgemm", _PTR)]
+
+
 _failure: list[str] = []
+_step_failure: list[str] = []
+
+
+@functools.lru_cache(maxsize=1)
+def step_library() -> ctypes.CDLL | None:
+    """The compiled step whose products call a BLAS (``mlp_step.c``; loaded on first call), or
+    None if unavailable (:func:`step_unavailable_reason`)."""
+    symbols = [f"mlp_step_train_{suffix}" for suffix in SUPPORTED_DTYPES.values()]
+    loaded = load_built(Path(__file__).parent, "_mlp_step", _STEP_SOURCES, symbols, _step_failure)
+    if loaded is None:
+        return None
+    for suffix in SUPPORTED_DTYPES.values():
+        function = getattr(loaded, f"mlp_step_train_{suffix}")
+        function.argtypes = [
+            ctypes.POINTER(_RunSettings),
+            ctypes.POINTER(_RunBuffers),
+            _I64,
+            _I64,
+            ctypes.POINTER(_GemmFunctions),
+        ]
+        function.restype = _I64
+    return loaded
+
+
+def step_unavailable_reason() -> str | None:
+    """Why :func:`step_library` returned None (None when available or not tried yet)."""
+    return _step_failure[-1] if _step_failure else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -179,13 +217,17 @@ def train(
     weighted: bool,
     step_count: int,
     designs: Sequence[Design] = (),
+    gemm: Gemm | None = None,
 ) -> None:
-    """Run ``tensors.orders.shape[1]`` epochs of every member in one C call (one thread).
+    """Run ``tensors.orders.shape[1]`` epochs of every member in one C call.
 
     ``widths``: features, hidden widths, classes. ``activation``, ``optimizer``: registry entries
     (their ``native_code`` picks the C branch); ``designs``: the members' designs (their codes are
     ``tensors.loss_of_member``), checked like them. ``step_count``: optimizer steps already taken
     (SGD momentum starts its buffer on step 1, Adam's bias corrections count from it).
+    ``gemm`` None: the row loops of ``mlp_native.c``, one thread. Else the matrix step of
+    ``mlp_step.c`` (:func:`step_library`, which must be available), its products through that
+    BLAS on ``torch.get_num_threads()`` threads.
 
     Raises:
         ConfigError: an activation, optimizer or design has no ``native_code``, or one the
@@ -218,9 +260,17 @@ def train(
         n_val_rows=0 if tensors.val_features is None else tensors.val_features.shape[0],
     )
     buffers = _buffers(tensors)
-    status = getattr(compiled, f"mlp_train_{SUPPORTED_DTYPES[dtype]}")(
-        ctypes.byref(settings), ctypes.byref(buffers), 0, n_members
-    )
+    suffix = SUPPORTED_DTYPES[dtype]
+    if gemm is None:
+        status = getattr(compiled, f"mlp_train_{suffix}")(
+            ctypes.byref(settings), ctypes.byref(buffers), 0, n_members
+        )
+    else:
+        gemm.set_threads(torch.get_num_threads())
+        functions = _GemmFunctions(sgemm=gemm.sgemm, dgemm=gemm.dgemm)
+        status = getattr(step_library(), f"mlp_step_train_{suffix}")(
+            ctypes.byref(settings), ctypes.byref(buffers), 0, n_members, ctypes.byref(functions)
+        )
     if status != 0:
         raise MemoryError("mlp_native: could not allocate the work space of a training run")
 

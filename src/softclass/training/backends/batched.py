@@ -24,8 +24,11 @@ are written into buffers kept for the run. Everything with a name comes from a r
 Small networks on CPU train through compiled loops instead (:mod:`softclass.training.mlp_native`:
 the network row by row in C and each design's loss through softclass.functional's compiled
 kernels, whole epochs per call), since there the cost of a step is torch's per-op dispatch, not
-arithmetic; ``backend="auto"`` picks the faster per shape (:meth:`BatchedTrainer.choose_backend`),
-and ``SOFTCLASS_NATIVE=0`` or a missing C compiler leaves the torch path. The two paths agree
+arithmetic; wider ones through the same loops with each batch's products in a BLAS gemm
+(``mlp_step.c``: the products of this path without its per-op dispatch, when the
+``scipy-openblas32`` wheel is installed); ``backend="auto"`` picks the faster per shape
+(:meth:`BatchedTrainer.choose_backend`), and ``SOFTCLASS_NATIVE=0`` or a missing C compiler
+leaves the torch path. The two paths agree
 to rounding (the order of the sums differs). The compiled loops implement the registries'
 entries that carry a ``native_code``; ``backend="compiled"`` on a run they lack (an activation,
 design or optimizer without one) is refused naming it.

@@ -1,8 +1,11 @@
-"""The compiled backend: whole epochs of small networks in C (:mod:`softclass.training.mlp_native`).
+"""The compiled backend: whole epochs in C (:mod:`softclass.training.mlp_native`).
 
 Small networks on CPU train through compiled loops (the network row by row in C and each design's
 loss through softclass.functional's compiled kernels, whole epochs per call), since there the cost
-of a step is torch's per-op dispatch, not arithmetic; ``backend="auto"`` picks the faster per
+of a step is torch's per-op dispatch, not arithmetic. Wider ones take the same loops with each
+batch's products through a BLAS gemm (``mlp_step.c``, :meth:`CompiledLoops.blas_step`): the
+products torch would compute, and the rest of the step (bias, activation, loss, optimizer) in C
+with no per-op dispatch or allocation; ``backend="auto"`` picks the faster per
 shape (:meth:`CompiledLoops.choose_backend`), and ``SOFTCLASS_NATIVE=0`` or a library not built at
 install leaves the torch path. The compiled loops implement the registries' entries that carry a
 ``native_code``; ``backend="compiled"`` on a run they lack is refused naming it.
@@ -10,6 +13,7 @@ install leaves the torch path. The compiled loops implement the registries' entr
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -18,12 +22,17 @@ from softclass.errors import ConfigError
 from softclass.mlp.activations import NATIVE_ENTRIES as NATIVE_ACTIVATIONS
 from softclass.mlp.designs import computes_native_branch, get_design, native_values
 from softclass.mlp.optimizers import NATIVE_ENTRIES as NATIVE_OPTIMIZERS
-from softclass.training import backend_choice, mlp_native
+from softclass.training import backend_choice, blas, mlp_native
 from softclass.training.batching import batch_bounds, epoch_permutation
 from softclass.training.stacked import TrainingRows
 
 # Row indices per compiled call: (seeds, epochs, rows) int64 orders are built a chunk at a time.
 _COMPILED_ORDER_ELEMENTS = 1 << 22
+# Forward multiply-adds of one member's step (B·Σ in·out) from which its products go to the BLAS
+# (mlp_step.c) rather than the row loops (mlp_native.c). benchmarks/train_step.py measured the
+# BLAS step faster at every shape, 1.3x at compare's Iris 4-7-3 and 2.7x at 25,600; the bound is
+# the row loops' "sure" one (backend_choice), so compare's small runs keep their exact numbers.
+BLAS_MIN_WORK = 16_384
 
 
 class CompiledLoops:
@@ -70,6 +79,20 @@ class CompiledLoops:
         if mlp_native.library() is None:
             return f"the compiled library is unavailable ({mlp_native.unavailable_reason()})"
         return None
+
+    def blas_step(self, n_rows: int | None = None) -> blas.Gemm | None:
+        """The BLAS whose gemm computes this run's products in the compiled step (mlp_step.c),
+        or None for the row loops: when one member's step on ``n_rows`` rows (None: a full
+        batch) has fewer than :data:`BLAS_MIN_WORK` forward multiply-adds, or the step library
+        or the BLAS is unavailable (:mod:`softclass.training.blas`)."""
+        widths = [self.config.n_features, *self.config.hidden, self.config.n_classes]
+        batch = (
+            self.settings.batch_size if n_rows is None else min(self.settings.batch_size, n_rows)
+        )
+        work = batch * sum(a * b for a, b in itertools.pairwise(widths))
+        if work < BLAS_MIN_WORK or mlp_native.step_library() is None:
+            return None
+        return blas.gemm()
 
     def choose_backend(self, n_rows: int | None = None) -> backend_choice.BackendChoice:
         """The backend that trains this run, and why: the one ``settings.backend`` forces; with
@@ -145,10 +168,8 @@ class CompiledLoops:
             raise ConfigError(f"backend='compiled' cannot train this run: {reason}")
         n_rows = rows.table.shape[0]
         orders = self._row_orders(n_rows, first_epoch, n_epochs)
-        outputs = [
-            torch.full((self.network.n_members, n_epochs), math.nan, dtype=torch.float64)
-            for _ in range(4)
-        ]
+        # (4, M, n_epochs): each of the four is a contiguous (M, n_epochs) block
+        outputs = torch.full((4, self.network.n_members, n_epochs), math.nan, dtype=torch.float64)
         state = self.optimizer_state
         has_val = val_features is not None and val_targets is not None
         smoothing = self.settings.label_smoothing
@@ -185,6 +206,7 @@ class CompiledLoops:
             rows.weighted,
             state.step_count,
             [design for design, _ in self._design_groups],
+            self.blas_step(n_rows),
         )
         steps = n_epochs * len(batch_bounds(n_rows, self.settings.batch_size))
         state.step_count += steps
