@@ -12,10 +12,19 @@ from dataclasses import dataclass
 import polars as pl
 import torch
 
-from softclass.data.column_types import TypingOptions
-from softclass.data.prepared import PreparedTable
+from softclass.data.checks import check_has_columns
+from softclass.data.column_types import TEXT, ColumnType, TypingOptions, read_column
+from softclass.data.features import feature_inputs, unusable_message, unusable_numbers
+from softclass.data.missing import (
+    check_labelled,
+    complete_rows,
+    dropped_rows_warning,
+    unlabelled_warning,
+)
 from softclass.data.recipe import Recipe, typed_table
 from softclass.data.split import stratified_split
+from softclass.data.target import as_target_type, class_indices, class_labels, sorted_classes
+from softclass.data.typing_table import left_out_columns, typed_candidates
 from softclass.errors import DataError
 
 
@@ -97,30 +106,30 @@ def prepare_table(
         "bins": bins,
         "ids": ids,
         "typing": typing,
+        "keep": keep,
+        "drop": drop,
     }
     typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
-    split = validation_fraction > 0
-    whole, prepared = _fit_whole(typed, target, types, keep, drop, options, split)
-    warnings = tuple(dict.fromkeys((*whole.notes, *prepared.warnings)))  # each line once
-    if not split:
+    if validation_fraction <= 0:
+        recipe = Recipe.fit(typed, target, column_types=types, **options)
+        prepared = recipe.prepare(typed)
+        warnings = tuple(dict.fromkeys((*recipe.notes, *prepared.warnings)))  # each line once
         return PreparedData(
-            prepared.features, prepared.targets, None, None, whole.classes, whole, warnings
+            prepared.features, prepared.targets, None, None, recipe.classes, recipe, warnings
         )
-    train_positions, validation_positions = stratified_split(
-        prepared.targets, validation_fraction, seed
-    )
-    train_rows = prepared.rows[train_positions]
-    validation_rows = prepared.rows[validation_positions]
+    rows, targets, split_warnings = _rows_to_split(typed, types, target, options)
+    train_positions, validation_positions = stratified_split(targets, validation_fraction, seed)
+    train_rows, validation_rows = rows[train_positions], rows[validation_positions]
     if validation_rows.numel() == 0:
         raise DataError(
             f"no validation rows: the table has {table.height} rows; add rows or --validation 0"
         )
-    train_table, validation_table = typed[train_rows.numpy()], typed[validation_rows.numpy()]
-    del typed, prepared  # each row is in one of the two tables now
-    recipe = _refit(whole, train_table, types, drop, options)
-    trained = recipe.prepare(train_table)
-    del train_table
-    validated = recipe.prepare(validation_table, unknown=unknown)
+    recipe = Recipe.fit(typed, target, column_types=types, rows=train_rows.numpy(), **options)
+    warnings = tuple(dict.fromkeys((*recipe.notes, *split_warnings)))  # each line once
+    used = typed.select(*recipe.source_columns, recipe.target)
+    del typed  # the encoders read the rows of the used columns
+    trained = recipe.prepare(used[train_rows.numpy()])
+    validated = recipe.prepare(used[validation_rows.numpy()], unknown=unknown)
     validation_rows = validation_rows[validated.rows]  # less the rows prepare dropped
     return PreparedData(
         trained.features,
@@ -135,40 +144,47 @@ def prepare_table(
     )
 
 
-def _fit_whole(
-    typed: pl.DataFrame,
-    target: str | None,
-    types: tuple,
-    keep: Sequence[str],
-    drop: Sequence[str],
-    options: dict,
-    split: bool,
-) -> tuple[Recipe, PreparedTable]:
-    """The whole table's recipe and its prepared rows. Before a split (``split``) the recipe
-    gives only the typing table, the ID-like columns, the classes and the rows to split (the
-    training rows' recipe is refitted): it is fitted without bins and encodes no features."""
-    fitted = {**options, "bins": 0} if split else options
-    whole = Recipe.fit(typed, target, keep=keep, drop=drop, column_types=types, **fitted)
-    return whole, whole.prepare(typed, features=not split)
+def _rows_to_split(
+    typed: pl.DataFrame, types: tuple[ColumnType, ...], target: str | None, options: dict
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """The rows a split draws from and their class indices (classes in the recipe's order),
+    with the warnings about the rows left out: rows without a class, and under
+    ``missing="drop"`` rows with a missing value in a feature column (as :meth:`Recipe.fit`
+    leaves its columns out: ID-like or empty ones are not feature columns).
 
-
-def _refit(
-    whole: Recipe,
-    train_table: pl.DataFrame,
-    types: dict,
-    drop: Sequence[str],
-    options: dict,
-) -> Recipe:
-    """The recipe fitted on the training rows alone, with the whole table's typing table.
-
-    Every class keeps at least one training row (stratified_split), so the classes match; the
-    columns the whole table dropped as ID-like stay dropped.
+    Raises:
+        DataError: as :meth:`Recipe.fit` for the target, and for a missing value under
+            ``missing="error"``.
     """
-    return Recipe.fit(
-        train_table,
-        whole.target,
-        keep=whole.source_columns,
-        drop=[*drop, *(name for name in whole.dropped_columns if name not in drop)],
-        column_types=types,
-        **options,
-    ).with_typing_table_of(whole)
+    typing = options["typing"] or TypingOptions()
+    target = typed.columns[-1] if target is None and typed.width else target
+    check_has_columns(typed, [target], "the target")
+    known = {column_type.name: column_type for column_type in types}
+    target_type = as_target_type(known.get(target) or ColumnType(target, TEXT))
+    target_column, _ = read_column(typed.get_column(target), target_type, typing.missing_markers)
+    labels = class_labels(target_column)
+    check_labelled(labels)
+    skipped = {target, *options["drop"], *options["ids"]}
+    candidates = [name for name in typed.columns if name not in skipped]
+    column_types, columns = typed_candidates(typed, candidates, known, typing)
+    labelled = labels.is_not_null()
+    left_out = left_out_columns(columns, column_types, options["keep"], labelled)
+    used = {name: column for name, column in columns.items() if name not in left_out}
+    inputs = feature_inputs(used, column_types)[0]
+    kept = complete_rows(inputs, labelled, options["missing"])
+    for column in inputs.values():  # checked on every row, so that errors name the file's row
+        if column.dtype.is_numeric() and (bad := unusable_numbers(column)).any():
+            bad = bad & (labelled if kept is None else kept)
+            if bad.any():
+                raise DataError(unusable_message(column, bad, None))
+    warnings = []
+    if labels.null_count():
+        warnings.append(unlabelled_warning(labels.is_null().arg_true(), target))
+    if kept is not None and (dropped := kept.not_() & labelled).any():
+        warnings.append(dropped_rows_warning(dropped.arg_true()))
+    rows = torch.arange(typed.height, dtype=torch.int64)
+    if kept is not None:
+        rows = rows[torch.from_numpy(kept.to_numpy())]
+        labels = labels.filter(kept)
+    classes, _ = sorted_classes(target_column, labels)
+    return rows, class_indices(labels, classes, kept), tuple(warnings)
