@@ -122,8 +122,16 @@ class CategoricalFeature:
 Feature = NumericFeature | CategoricalFeature
 
 
-def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, width: int):
+def encoded_rows(
+    sources: Sequence[tuple[Feature, np.ndarray]],
+    n_rows: int,
+    width: int,
+    rows: np.ndarray | None = None,
+) -> torch.Tensor:
     """The float32 (N, F) feature matrix, written a block of rows at a time.
+
+    ``rows``: int64 positions (N,) into the sources, encoded in that order (default: the first
+    ``n_rows``); each block gathers its rows, so no row subset of the table is copied whole.
 
     Each block is filled output by output into contiguous rows of an (F, rows) buffer and
     transposed into place, so no full-size temporary exists beside the result (writing the
@@ -139,26 +147,27 @@ def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, wid
     block = np.empty((width, block_rows), dtype=np.float32)
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
-        rows = stop - start
+        count = stop - start
         position = 0
+        chosen = None if rows is None else rows[start:stop]
         for (feature, values), (lows, widths) in zip(sources, bounds, strict=True):
-            part = values[start:stop]
+            part = values[start:stop] if chosen is None else values[chosen]
             if isinstance(feature, NumericFeature):
                 scaled = (part - feature.offset) / feature.scale
                 if feature.clip is not None:
                     scaled = scaled / np.sqrt(1.0 + np.square(scaled / feature.clip))
-                block[position, :rows] = scaled
+                block[position, :count] = scaled
                 position += 1
                 if len(lows):
-                    bins = scratch[: len(lows), :rows]
+                    bins = scratch[: len(lows), :count]
                     np.subtract(part[None, :], lows, out=bins)
                     np.divide(bins, widths, out=bins)
                     np.clip(bins, 0.0, 1.0, out=bins)
-                    block[position : position + len(lows), :rows] = bins
+                    block[position : position + len(lows), :count] = bins
                     position += len(lows)
                 continue
             n_categories = len(feature.categories)
-            outputs = block[position : position + n_categories, :rows]
+            outputs = block[position : position + n_categories, :count]
             if n_categories <= _ROW_BY_ROW_CATEGORIES:
                 for index in range(n_categories):
                     np.equal(part, index, out=outputs[index], casting="unsafe")
@@ -167,7 +176,7 @@ def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, wid
                 known = np.flatnonzero(part >= 0)
                 outputs[part[known], known] = 1.0
             position += n_categories
-        matrix[start:stop].copy_(torch.from_numpy(block[:, :rows]).t())  # tiled: 2-4x numpy's
+        matrix[start:stop].copy_(torch.from_numpy(block[:, :count]).t())  # tiled: 2-4x numpy's
     return matrix
 
 
@@ -403,8 +412,23 @@ def encode(
     caller's table for errors.
     """
     n_rows = next(iter(columns.values())).len()
-    sources: list[tuple[Feature, np.ndarray]] = []  # per feature: float64 values or indices
-    unknown_counts: dict[str, int] = {}
+    sources, unseen = encoder_sources(features, columns, keep)
+    counts = unknown_counts(features, columns, unseen, None, keep, unknown)
+    return encoded_rows(sources, n_rows, width), counts
+
+
+def encoder_sources(
+    features: Sequence[Feature], columns: dict[str, pl.Series], keep: pl.Series | None
+) -> tuple[list[tuple[Feature, np.ndarray]], dict[str, np.ndarray]]:
+    """What :func:`encoded_rows` reads: per feature its imputed float64 values (numbers) or
+    category indices (-1: not seen in training), and per categorical column without an
+    "other" category a boolean (N,) array, True where the cell holds an unseen category.
+
+    Raises:
+        DataError: a number is NaN, infinite or beyond float32's range.
+    """
+    sources: list[tuple[Feature, np.ndarray]] = []
+    unseen_cells: dict[str, np.ndarray] = {}
     for feature in features:
         column = columns[feature.name]
         if feature.fill_value is not None:
@@ -421,19 +445,45 @@ def encode(
         unseen = (indices < 0) & column.is_not_null().to_numpy()
         if feature.other:
             indices[unseen] = lookup[OTHER_CATEGORY]
-        elif unseen.any():
-            if unknown == "error":
-                first = int(np.flatnonzero(unseen)[0])
-                raise DataError(
-                    f"row {row_number(source_index(first, keep))}, column "
-                    f"{clip(repr(feature.name))}: unknown category {clip(repr(column[first]))}"
-                    f"; the categories seen in training are "
-                    f"{quoted_names(feature.categories)} (--unknown ignore encodes unknown "
-                    "categories as all zeros)"
-                )
-            unknown_counts[feature.name] = int(unseen.sum())
+        else:
+            unseen_cells[feature.name] = unseen
         sources.append((feature, indices))
-    return encoded_rows(sources, n_rows, width), unknown_counts
+    return sources, unseen_cells
+
+
+def unknown_counts(
+    features: Sequence[Feature],
+    columns: dict[str, pl.Series],
+    unseen_cells: dict[str, np.ndarray],
+    rows: np.ndarray | None,
+    keep: pl.Series | None,
+    unknown: str,
+) -> dict[str, int]:
+    """Per categorical column, the cells of ``rows`` (default: all) with a category not seen in
+    training, from :func:`encoder_sources`.
+
+    Raises:
+        DataError: under ``unknown="error"``, naming the first such cell.
+    """
+    counts: dict[str, int] = {}
+    for feature in features:
+        if feature.name not in unseen_cells:
+            continue
+        unseen = unseen_cells[feature.name] if rows is None else unseen_cells[feature.name][rows]
+        if not unseen.any():
+            continue
+        if unknown == "error":
+            first = int(np.flatnonzero(unseen)[0])
+            first = first if rows is None else int(rows[first])
+            raise DataError(
+                f"row {row_number(source_index(first, keep))}, column "
+                f"{clip(repr(feature.name))}: unknown category "
+                f"{clip(repr(columns[feature.name][first]))}; the categories seen in training "
+                f"are {quoted_names(feature.categories)} (--unknown ignore encodes unknown "
+                "categories as all zeros)"
+            )
+        counts[feature.name] = int(unseen.sum())
+    return counts
 
 
 def fit_features(

@@ -9,18 +9,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import torch
 
 from softclass.data.checks import check_has_columns
 from softclass.data.column_types import TEXT, ColumnType, TypingOptions, read_column
-from softclass.data.features import feature_inputs, unusable_message, unusable_numbers
+from softclass.data.features import (
+    encoded_rows,
+    encoder_sources,
+    feature_inputs,
+    unknown_counts,
+    unusable_message,
+    unusable_numbers,
+)
 from softclass.data.missing import (
     check_labelled,
     complete_rows,
     dropped_rows_warning,
     unlabelled_warning,
 )
+from softclass.data.prepared import unknown_categories_warning
 from softclass.data.recipe import Recipe, typed_table
 from softclass.data.split import stratified_split
 from softclass.data.target import as_target_type, class_indices, class_labels, sorted_classes
@@ -111,12 +120,7 @@ def prepare_table(
     }
     typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
     if validation_fraction <= 0:
-        recipe = Recipe.fit(typed, target, column_types=types, **options)
-        prepared = recipe.prepare(typed)
-        warnings = tuple(dict.fromkeys((*recipe.notes, *prepared.warnings)))  # each line once
-        return PreparedData(
-            prepared.features, prepared.targets, None, None, recipe.classes, recipe, warnings
-        )
+        return _prepared_whole(Recipe.fit(typed, target, column_types=types, **options), typed)
     rows, targets, split_warnings = _rows_to_split(typed, types, target, options)
     train_positions, validation_positions = stratified_split(targets, validation_fraction, seed)
     train_rows, validation_rows = rows[train_positions], rows[validation_positions]
@@ -126,22 +130,50 @@ def prepare_table(
         )
     recipe = Recipe.fit(typed, target, column_types=types, rows=train_rows.numpy(), **options)
     warnings = tuple(dict.fromkeys((*recipe.notes, *split_warnings)))  # each line once
-    used = typed.select(*recipe.source_columns, recipe.target)
-    del typed  # the encoders read the rows of the used columns
-    trained = recipe.prepare(used[train_rows.numpy()])
-    validated = recipe.prepare(used[validation_rows.numpy()], unknown=unknown)
-    validation_rows = validation_rows[validated.rows]  # less the rows prepare dropped
+    parts = (train_rows.numpy(), validation_rows.numpy())
+    targets = recipe.label_indices(typed)
+    (train_features, validation_features), unknown_cells = _encoded_parts(
+        recipe, typed, parts, unknown
+    )
+    if unknown_cells:
+        warnings += (f"validation rows: {unknown_categories_warning(unknown_cells)}",)
     return PreparedData(
-        trained.features,
-        trained.targets,
-        validated.features,
-        validated.targets,
+        train_features,
+        targets[train_rows],
+        validation_features,
+        targets[validation_rows],
         recipe.classes,
         recipe,
-        (*warnings, *(f"validation rows: {warning}" for warning in validated.warnings)),
-        table[validation_rows.numpy()],
+        warnings,
+        table[parts[1]],
         validation_rows,
     )
+
+
+def _prepared_whole(recipe: Recipe, typed: pl.DataFrame) -> PreparedData:
+    """Every row of ``typed`` encoded as training rows (no validation rows)."""
+    prepared = recipe.prepare(typed)
+    warnings = tuple(dict.fromkeys((*recipe.notes, *prepared.warnings)))  # each line once
+    return PreparedData(
+        prepared.features, prepared.targets, None, None, recipe.classes, recipe, warnings
+    )
+
+
+def _encoded_parts(
+    recipe: Recipe, typed: pl.DataFrame, parts: tuple[np.ndarray, ...], unknown: str
+) -> tuple[list[torch.Tensor], dict[str, int]]:
+    """The float32 features of each part (int64 rows of ``typed``, each labelled and complete),
+    encoded from the typed columns without copying a part's rows first, and the cells of the
+    last part (the validation rows) whose category training did not see.
+
+    Raises:
+        DataError: under ``unknown="error"``, a category of the last part not seen in training.
+    """
+    inputs, _ = recipe.read_inputs(typed, skip=False)
+    sources, unseen = encoder_sources(recipe.features, inputs, None)
+    counts = unknown_counts(recipe.features, inputs, unseen, parts[-1], None, unknown)
+    del inputs, unseen
+    return [encoded_rows(sources, len(part), recipe.n_features, part) for part in parts], counts
 
 
 def _rows_to_split(

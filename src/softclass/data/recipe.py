@@ -335,7 +335,7 @@ class Recipe:
                 ``unknown="error"``) a category was not seen in training.
         """
         check_choice("unknown", unknown, UNKNOWN_POLICIES)
-        inputs, _ = self._read_inputs(table, skip=False)
+        inputs, _ = self.read_inputs(table, skip=False)
         self._check_no_missing(inputs)
         features, _ = encode(self.features, self.n_features, inputs, None, unknown)
         return features
@@ -410,7 +410,7 @@ class Recipe:
         shown = [name for name in self.unused_columns(table) if use_target or name != self.target]
         if shown:
             warnings.append(f"ignoring column(s) not used by the model: {quoted_names(shown)}")
-        inputs, bad = self._read_inputs(table, skip=skip, source=source)
+        inputs, bad = self.read_inputs(table, skip=skip, source=source)
         labels = self._target_labels(table) if use_target and self.target in table.columns else None
         if labels is not None and skip:
             unlabelled_rows(labels, self.classes, bad)
@@ -497,7 +497,7 @@ class Recipe:
         """
         return cls.from_dict(read_recipe_json(path), source=str(path))
 
-    def _read_inputs(
+    def read_inputs(
         self, table: pl.DataFrame, skip: bool, source: str = "the table"
     ) -> tuple[dict[str, pl.Series], dict[int, str]]:
         """The feature inputs of ``table`` read as in training, and (under ``skip``) bad rows.
