@@ -9,7 +9,8 @@ the cells of 5 number columns, 2 money columns and 2 category columns are missin
 Each case runs in its own subprocess and does read + type + fit + transform:
 
 * softclass: the path ``softclass train TABLE.csv`` takes with today's defaults:
-  ``read_table(path, raw=True)`` then ``prepare_table`` with the table defaults of
+  ``prepare_file(path)`` (``read_table(path, raw=True)`` + ``prepare_table``, typing each
+  column as it leaves the reader) with the table defaults of
   :data:`softclass.jobs.defaults.TABLE` (robust scaling, 8 quantile bins per number) and the
   default 20 % validation split (types every column once, fits the recipe on the training rows —
   imputation, scaling, bins, one-hot, date → year/month/weekday — and encodes float32 features
@@ -89,11 +90,9 @@ def _resident_bytes() -> int:
 
 def run_softclass(path: Path, options: dict) -> list[np.ndarray]:
     """``softclass train``'s preparation: read raw, type, split, fit on training rows, encode."""
-    from softclass.data import read_table
-    from softclass.data.prepare import prepare_table
+    from softclass.data.prepare import prepare_file
 
-    table = read_table(path, raw=True)
-    prepared = prepare_table(table, "label", seed=0, source=str(path), **options)
+    prepared = prepare_file(path, "label", seed=0, **options)
     return [
         tensor.numpy()
         for tensor in (prepared.train_features, prepared.validation_features)
