@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -486,8 +486,26 @@ def unknown_counts(
     return counts
 
 
+class GatheredColumns(Mapping[str, pl.Series]):
+    """``columns`` at ``rows`` (int64 positions), each column gathered when it is read and
+    not kept, so that fitting on a subset of rows holds one gathered column at a time."""
+
+    def __init__(self, columns: Mapping[str, pl.Series], rows: pl.Series) -> None:
+        self._columns = columns
+        self._rows = rows
+
+    def __getitem__(self, name: str) -> pl.Series:
+        return self._columns[name].gather(self._rows)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+
 def fit_features(
-    inputs: dict[str, pl.Series],
+    inputs: Mapping[str, pl.Series],
     origin: dict[str, tuple[str, str | None]],
     labels: pl.Series,
     missing: str,
@@ -496,38 +514,34 @@ def fit_features(
     bins: int = 0,
 ) -> tuple[tuple[Feature, ...], pl.Series | None]:
     """The features fitted on the rows the missing policy keeps, and those rows (None: all);
-    numbers get ``bins`` quantile bins (0: none)."""
+    numbers get ``bins`` quantile bins (0: none). Under "impute" a number column with missing
+    cells gets its 0/1 indicator after its last input. Each input is read once here (and once
+    by the missing policy), a column at a time."""
     kept = complete_rows(inputs, labels.is_not_null().alias(labels.name), missing)
     if kept is not None and not kept.any():
         raise DataError(
             "no rows are left after dropping the rows with missing values (--missing drop); "
             "--missing impute keeps them"
         )
-    if kept is not None:
-        inputs = {name: column.filter(kept) for name, column in inputs.items()}
-    for column in inputs.values():
-        if column.dtype.is_numeric():
-            bad_rows = unusable_numbers(column)
-            if bad_rows.any():
-                raise DataError(unusable_message(column, bad_rows, kept))
-    if missing == "impute":
-        with_missing = {
-            origin[name][0]
-            for name, column in inputs.items()
-            if column.null_count() and column.dtype.is_numeric()
-        }
-        inputs, origin = add_indicators(inputs, origin, with_missing)
-    features = tuple(
-        fit_numeric(
-            column,
-            normalization,
-            scales,
-            missing,
-            stored_source(origin[name]),
-            0 if origin[name][1] == INDICATOR_PART else bins,
-        )
-        if column.dtype.is_numeric()
-        else fit_categorical(column, missing)
-        for name, column in inputs.items()
-    )
-    return features, kept
+    names = list(inputs)
+    features: list[Feature] = []
+    with_missing = set()
+    for position, name in enumerate(names):
+        column = inputs[name] if kept is None else inputs[name].filter(kept)
+        source = origin[name][0]
+        if not column.dtype.is_numeric():
+            features.append(fit_categorical(column, missing))
+            continue
+        bad_rows = unusable_numbers(column)
+        if bad_rows.any():
+            raise DataError(unusable_message(column, bad_rows, kept))
+        if missing == "impute" and column.null_count():
+            with_missing.add(source)
+        where = stored_source(origin[name])
+        features.append(fit_numeric(column, normalization, scales, missing, where, bins))
+        is_last = position + 1 == len(names) or origin[names[position + 1]][0] != source
+        if source in with_missing and is_last:
+            indicator = column.is_null().cast(pl.Float64).alias(f"{source}.{INDICATOR_PART}")
+            part = (source, INDICATOR_PART)
+            features.append(fit_numeric(indicator, normalization, scales, missing, part, 0))
+    return tuple(features), kept

@@ -17,7 +17,7 @@ same.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import polars as pl
 
@@ -70,6 +70,22 @@ def missing_cells(columns: Mapping[str, pl.Series]) -> tuple[list[tuple[int, str
     return [(index, name) for index, _, name in cells], total
 
 
+class _Filtered(Mapping[str, pl.Series]):
+    """``columns`` at the rows where ``mask`` is True, each filtered when read (none kept)."""
+
+    def __init__(self, columns: Mapping[str, pl.Series], mask: pl.Series) -> None:
+        self._columns, self._mask = columns, mask
+
+    def __getitem__(self, name: str) -> pl.Series:
+        return self._columns[name].filter(self._mask)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+
 def complete_rows(
     columns: Mapping[str, pl.Series], labelled: pl.Series, missing: str
 ) -> pl.Series | None:
@@ -80,10 +96,8 @@ def complete_rows(
     Raises:
         DataError: missing feature values under "error".
     """
-    cells, total = missing_cells(
-        {name: column.filter(labelled) for name, column in columns.items()}
-    )
-    if cells and missing == "error":
+    cells, total = missing_cells(_Filtered(columns, labelled)) if missing == "error" else ([], 0)
+    if cells:
         cells = [(int(labelled.arg_true()[index]), name) for index, name in cells]
         raise DataError(
             f"missing values: {cell_list(cells, total)}; fill them in, or use --missing impute "

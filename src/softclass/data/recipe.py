@@ -55,6 +55,7 @@ from softclass.data.features import (
     NORMALIZATIONS,
     CategoricalFeature,
     Feature,
+    GatheredColumns,
     NumericFeature,
     add_indicators,
     checked_divisors,
@@ -234,7 +235,7 @@ class Recipe:
         scales = checked_divisors(normalization, divisors, inputs, types)
         counted = labels if rows is None else labels.gather(rows)  # the rows fitted on
         if rows is not None:
-            inputs = {name: column.gather(rows) for name, column in inputs.items()}
+            inputs = GatheredColumns(inputs, rows)  # one column at a time
         features, kept = fit_features(inputs, origin, counted, missing, normalization, scales, bins)
         del inputs
         counted = counted if kept is None else counted.filter(kept)
