@@ -127,11 +127,13 @@ def encoded_rows(
     n_rows: int,
     width: int,
     rows: np.ndarray | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The float32 (N, F) feature matrix, written a block of rows at a time.
 
     ``rows``: int64 positions (N,) into the sources, encoded in that order (default: the first
     ``n_rows``); each block gathers its rows, so no row subset of the table is copied whole.
+    ``out``: an (N, F) float32 view to write into (e.g. some columns of a wider matrix).
 
     Each block is filled output by output into contiguous rows of an (F, rows) buffer and
     transposed into place, so no full-size temporary exists beside the result (writing the
@@ -139,7 +141,7 @@ def encoded_rows(
     torch's transposing copy works in tiles, several times faster than numpy's. The bins of a
     number are computed together, in float64 as the scaled value.
     """
-    matrix = torch.empty((n_rows, width), dtype=torch.float32)
+    matrix = torch.empty((n_rows, width), dtype=torch.float32) if out is None else out
     block_rows = max(1, _ENCODE_BLOCK_VALUES // max(width, 1))
     bounds = [_bin_bounds(feature) for feature, _ in sources]
     widest = max((len(low) for low, _ in bounds), default=0)

@@ -18,6 +18,7 @@ import torch
 from softclass.data.checks import check_has_columns
 from softclass.data.column_types import TEXT, ColumnType, TypingOptions, read_column
 from softclass.data.features import (
+    Feature,
     encoded_rows,
     encoder_sources,
     feature_inputs,
@@ -39,6 +40,8 @@ from softclass.data.target import as_target_type, class_indices, class_labels, s
 from softclass.data.typing_table import left_out_columns, typed_candidates
 from softclass.errors import DataError
 from softclass.limits import DEFAULT_LIMITS, ReadLimits
+
+_GROUP_OUTPUTS = 64  # output columns encoded together (a 256-byte run of each matrix row)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,8 @@ def prepare_file(
     **options: Any,
 ) -> PreparedData:
     """Read a table file and prepare it: ``prepare_table(read_table(path, raw=True), ...)``
-    with the same result, in less memory.
+    with the same result, in less memory (Parquet files of several row groups without
+    validation rows: statistics summed in another order, equal to float rounding).
 
     The cells are typed a column at a time as they leave the reader (a CSV's text is never
     held as polars cells, 16 bytes each, beside the typed table), and only the validation
@@ -222,10 +226,37 @@ def _encoded_parts(
         DataError: under ``unknown="error"``, a category of the last part not seen in training.
     """
     inputs, _ = recipe.read_inputs(typed, skip=False)
-    sources, unseen = encoder_sources(recipe.features, inputs, None)
-    counts = unknown_counts(recipe.features, inputs, unseen, parts[-1], None, unknown)
-    del inputs, unseen
-    return [encoded_rows(sources, len(part), recipe.n_features, part) for part in parts], counts
+    matrices = [torch.empty((len(part), recipe.n_features), dtype=torch.float32) for part in parts]
+    counts: dict[str, int] = {}
+    start = 0
+    for group in _feature_groups(recipe.features):
+        sources, unseen = encoder_sources(group, inputs, None)
+        counts |= unknown_counts(group, inputs, unseen, parts[-1], None, unknown)
+        stop = start + sum(len(feature.output_names) for feature in group)
+        for matrix, part in zip(matrices, parts, strict=True):
+            encoded_rows(sources, len(part), stop - start, part, out=matrix[:, start:stop])
+        start = stop
+        del sources, unseen  # before the next group's values are made
+    return matrices, counts
+
+
+def _feature_groups(features: Sequence[Feature]) -> list[tuple[Feature, ...]]:
+    """Consecutive features in groups of about :data:`_GROUP_OUTPUTS` output columns.
+
+    A group's imputed values exist only while its columns are written (all of them at once
+    held about the typed table again), and each row of a group is still written as one
+    contiguous run of the matrix (a feature at a time strided through it: 1.8x the time).
+    """
+    groups: list[tuple[Feature, ...]] = []
+    group: list[Feature] = []
+    size = 0
+    for feature in features:
+        group.append(feature)
+        size += len(feature.output_names)
+        if size >= _GROUP_OUTPUTS:
+            groups.append(tuple(group))
+            group, size = [], 0
+    return [*groups, tuple(group)] if group else groups
 
 
 def _rows_to_split(

@@ -130,9 +130,12 @@ class RawTable:
     def get_column(self, name: str) -> pl.Series:
         """The column ``name`` as a polars Series, cells as read (CSV: ``String``)."""
         cells = self._held()
-        if isinstance(cells, pa.Table):
-            return pl.from_arrow(cells.column(name)).alias(name)
-        return cells.get_column(name)
+        column = (
+            pl.from_arrow(cells.column(name)).alias(name)
+            if isinstance(cells, pa.Table)
+            else cells.get_column(name)
+        )
+        return column.rechunk()  # one array: the typed column is one too, read without a copy
 
     def rows(self, positions: np.ndarray) -> pl.DataFrame:
         """The rows at ``positions`` (0-based int64), every column, cells as read."""
@@ -201,7 +204,7 @@ def _polars_frame(holder: list[pa.Table]) -> pl.DataFrame:
     columns = []
     pool = pa.default_memory_pool()
     while table.num_columns:
-        columns.append(pl.from_arrow(table.column(0)).alias(table.column_names[0]))
+        columns.append(pl.from_arrow(table.column(0)).alias(table.column_names[0]).rechunk())
         table = table.remove_column(0)
         pool.release_unused()
     return pl.DataFrame(columns)
