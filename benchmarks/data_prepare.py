@@ -9,7 +9,8 @@ the cells of 5 number columns, 2 money columns and 2 category columns are missin
 Each case runs in its own subprocess and does read + type + fit + transform:
 
 * softclass: the path ``softclass train TABLE.csv`` takes with today's defaults:
-  ``read_table(path, raw=True)`` then ``prepare_table`` with the table defaults of
+  ``prepare_file(path)`` (``read_table(path, raw=True)`` + ``prepare_table``, typing each
+  column as it leaves the reader) with the table defaults of
   :data:`softclass.jobs.defaults.TABLE` (robust scaling, 8 quantile bins per number) and the
   default 20 % validation split (types every column once, fits the recipe on the training rows —
   imputation, scaling, bins, one-hot, date → year/month/weekday — and encodes float32 features
@@ -20,8 +21,10 @@ Each case runs in its own subprocess and does read + type + fit + transform:
   ``SimpleImputer(most_frequent)`` + ``OneHotEncoder``) ``fit_transform`` and a ``LabelEncoder``
   on the class column.
 
-Reported per case: the fastest of ``--repeats`` runs (seconds), the peak memory the case added to
-its process (``ru_maxrss`` minus the resident size after imports) divided by the in-memory
+Reported per case: the fastest of ``--repeats`` runs (seconds; also its CPU seconds, user +
+system of every thread, which a loaded machine inflates less than the wall time), the peak
+memory the case added to its process (``ru_maxrss`` minus the resident size after imports) divided
+by the in-memory
 (Arrow) size of the typed table (polars ``estimated_size``), and the same peak less the
 float32 feature matrices the case returns (what preparing needs beyond its result: with 8 bins
 the result alone is several times the table). Printed ratios: peak / table per format and
@@ -89,11 +92,9 @@ def _resident_bytes() -> int:
 
 def run_softclass(path: Path, options: dict) -> list[np.ndarray]:
     """``softclass train``'s preparation: read raw, type, split, fit on training rows, encode."""
-    from softclass.data import read_table
-    from softclass.data.prepare import prepare_table
+    from softclass.data.prepare import prepare_file
 
-    table = read_table(path, raw=True)
-    prepared = prepare_table(table, "label", seed=0, source=str(path), **options)
+    prepared = prepare_file(path, "label", seed=0, **options)
     return [
         tensor.numpy()
         for tensor in (prepared.train_features, prepared.validation_features)
@@ -145,14 +146,19 @@ def child(case: str, path: Path, options: dict) -> None:
     import softclass.jobs.compare  # noqa: F401
 
     baseline = _resident_bytes()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = CASES[case](path, options)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     features = sum(array.nbytes for array in result if array.dtype == np.float32)
     print(
         json.dumps(
-            {"seconds": seconds, "peak_extra": max(peak - baseline, 0), "features": features}
+            {
+                "seconds": seconds,
+                "cpu": cpu,
+                "peak_extra": max(peak - baseline, 0),
+                "features": features,
+            }
         )
     )
 
@@ -177,6 +183,7 @@ def measure(case: str, path: Path, repeats: int, options: dict) -> dict[str, flo
         runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
     return {
         "seconds": min(run["seconds"] for run in runs),
+        "cpu": min(run["cpu"] for run in runs),
         "peak_extra": min(run["peak_extra"] for run in runs),
         "features": runs[0]["features"],
     }
@@ -208,7 +215,8 @@ def _line(file_format: str, ours: dict, reference: dict, table_bytes: int) -> st
         f"{(ours['peak_extra'] - ours['features']) / table_bytes:.2f}x beyond its "
         f"{ours['features'] / 2**20:.0f} MiB of features); pandas+sklearn "
         f"{reference['seconds']:.2f} s, peak {reference['peak_extra'] / table_bytes:.2f}x "
-        f"table: pandas+sklearn / softclass time {speedup:.2f}x"
+        f"table: pandas+sklearn / softclass time {speedup:.2f}x (CPU {ours['cpu']:.2f} s vs "
+        f"{reference['cpu']:.2f} s: {reference['cpu'] / ours['cpu']:.2f}x)"
     )
 
 

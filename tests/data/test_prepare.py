@@ -5,9 +5,10 @@ import polars as pl
 import pytest
 import torch
 
-from softclass.data import Recipe, load_bundled
+from softclass.data import Recipe, load_bundled, read_table
 from softclass.data.features import NumericFeature, encoded_rows
-from softclass.data.prepare import prepare_table
+from softclass.data.prepare import prepare_file, prepare_table
+from softclass.data.reading import read_raw
 from softclass.errors import DataError
 
 
@@ -87,3 +88,109 @@ def test_encoded_bins_are_piecewise_linear_between_the_edges():
     matrix = encoded_rows([(feature, values)], len(values), 3)
     expected = [[-1, 0, 0], [0.5, 0.5, 0], [1, 1, 0], [2.5, 1, 0.5], [9, 1, 1]]
     assert torch.equal(matrix, torch.tensor(expected, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_prepare_file_gives_what_prepare_table_gives_on_the_raw_table(tmp_path, suffix):
+    path = tmp_path / f"mixed.{suffix}"
+    table = _mixed_table().with_columns(  # a row without a class: a warning
+        label=pl.when(pl.int_range(400) == 7).then(None).otherwise(pl.col("label"))
+    )
+    table.write_csv(path) if suffix == "csv" else table.write_parquet(path)
+    options = {"normalization": "robust", "bins": 4, "validation_fraction": 0.25}
+    expected = prepare_table(read_table(path, raw=True), "label", source=str(path), **options)
+    prepared = prepare_file(path, "label", **options)
+    for name in ("train_features", "train_targets", "validation_features", "validation_targets"):
+        assert torch.equal(getattr(prepared, name), getattr(expected, name)), name
+    assert torch.equal(prepared.validation_rows, expected.validation_rows)
+    assert prepared.validation_source.equals(expected.validation_source)
+    assert prepared.recipe.to_dict() == expected.recipe.to_dict()
+    assert prepared.warnings == expected.warnings and prepared.warnings
+
+
+def test_a_released_raw_table_refuses_to_give_cells(tmp_path):
+    path = tmp_path / "mixed.csv"
+    _mixed_table(30).write_csv(path)
+    raw = read_raw(path)
+    assert raw.get_column("x").dtype == pl.String and raw.height == 30 and raw.width == 5
+    assert raw.rows(np.array([3, 0])).get_column("label").to_list() == ["a", "a"]
+    raw.release()
+    with pytest.raises(RuntimeError, match="the raw table was released"):
+        raw.get_column("x")
+
+
+def test_validation_rows_with_a_category_training_never_saw(tmp_path):
+    table = _mixed_table(60).with_columns(
+        label=pl.when(pl.int_range(60) >= 58).then(pl.lit("d")).otherwise(pl.col("label")),
+        colour=pl.when(pl.int_range(60) >= 58).then(pl.lit("pink")).otherwise(pl.col("colour")),
+    )
+    table = table.with_columns(colour=table["colour"].scatter([59], "purple"))
+    prepared = prepare_table(table, "label", validation_fraction=0.5)
+    assert (
+        "validation rows: categories not seen in training, encoded as all zeros (cells per "
+        "column): 'colour' 1; --unknown error refuses them"
+    ) in prepared.warnings
+    unseen = int(prepared.validation_rows[prepared.validation_targets == 3][0])
+    assert prepared.validation_features[prepared.validation_rows == unseen, 3:7].sum() == 0
+    with pytest.raises(DataError, match=rf"row {unseen + 2}, column 'colour': unknown category"):
+        prepare_table(table, "label", validation_fraction=0.5, unknown="error")
+
+
+def _robust(values: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Robust scaling and smooth clipping, straight from the formulas (float64)."""
+    low, median, high = np.quantile(train, [0.25, 0.5, 0.75])
+    spread = high - low if high > low else (train.max() - train.min()) / 2
+    scaled = (values - median) / (spread or 1.0)  # a constant: scale 1
+    return scaled / np.sqrt(1 + (scaled / 3) ** 2)
+
+
+def _bins(values: np.ndarray, train: np.ndarray, bins: int) -> np.ndarray:
+    """Piecewise-linear encoding on the training quantiles: (N, edges - 1)."""
+    if not ((train > train.min()) & (train < train.max())).any():
+        return np.empty((len(values), 0))
+    edges = np.unique(np.quantile(train, np.linspace(0, 1, bins + 1)))
+    if len(edges) < 3:
+        return np.empty((len(values), 0))
+    return np.clip((values[:, None] - edges[:-1]) / np.diff(edges), 0, 1)
+
+
+def _reference_features(table: pl.DataFrame, train: np.ndarray, bins: int) -> np.ndarray:
+    """The features of ``_mixed_table`` (robust scaling, bins, missing median + indicator,
+    one-hot with a '(missing)' category, date → year, month, weekday), computed with numpy."""
+    outputs = []
+    x = np.array([np.nan if cell is None else float(cell) for cell in table["x"]])
+    present = ~np.isnan(x)
+    filled = np.where(present, x, np.median(x[train][present[train]]))
+    outputs += [
+        _robust(filled, x[train][present[train]])[:, None],
+        _bins(filled, x[train][present[train]], bins),
+    ]
+    indicator = (~present).astype(float)
+    outputs.append(_robust(indicator, indicator[train])[:, None])
+    z = table["z"].cast(pl.Float64).to_numpy()
+    outputs += [_robust(z, z[train])[:, None], _bins(z, z[train], bins)]
+    colours = np.array(["(missing)" if cell is None else cell for cell in table["colour"]])
+    outputs.append(colours[:, None] == np.array(sorted(set(colours[train])))[None, :])
+    days = np.array(table["day"].to_list(), dtype="datetime64[D]")
+    years = days.astype("datetime64[Y]").astype(int) + 1970
+    months = days.astype("datetime64[M]").astype(int) % 12 + 1
+    weekdays = (days.astype(int) + 3) % 7 + 1  # 1970-01-01 was a Thursday; Monday = 1
+    for part in (years, months, weekdays):
+        part = part.astype(float)
+        outputs += [_robust(part, part[train])[:, None], _bins(part, part[train], bins)]
+    return np.concatenate([np.asarray(block, dtype=np.float64) for block in outputs], axis=1)
+
+
+def test_prepared_features_equal_a_numpy_reference():
+    table = _mixed_table(500)
+    prepared = prepare_table(table, "label", normalization="robust", bins=5)
+    is_train = np.ones(table.height, dtype=bool)
+    is_train[prepared.validation_rows.numpy()] = False
+    expected = _reference_features(table, is_train, 5)
+    assert prepared.n_features == expected.shape[1]
+    torch.testing.assert_close(
+        prepared.train_features, torch.tensor(expected[is_train], dtype=torch.float32)
+    )
+    torch.testing.assert_close(
+        prepared.validation_features, torch.tensor(expected[~is_train], dtype=torch.float32)
+    )

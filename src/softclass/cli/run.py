@@ -74,8 +74,8 @@ def _prepared_data(
 ) -> PreparedData:
     """Read ``data`` (the bundled Iris when None) and prepare it with the data options typed;
     the split follows ``config`` (its validation fraction and seed)."""
-    from softclass.data import load_bundled, read_table
-    from softclass.data.prepare import prepare_table
+    from softclass.data import load_bundled
+    from softclass.data.prepare import prepare_file, prepare_table
     from softclass.limits import ReadLimits
 
     delimiter, typing = _read_options(typed)
@@ -99,18 +99,17 @@ def _prepared_data(
         if show and err_console.is_terminal
         else contextlib.nullcontext()
     ):
-        table = (
-            load_bundled("iris")
-            if data is None
-            else read_table(data, delimiter=delimiter, typing=typing, raw=True, limits=limits)
-        )
-        prepared = prepare_table(
-            table,
+        options = {
             **data_options,
-            validation_fraction=config.validation_fraction,
-            seed=config.seed,
-            typing=typing,
-            source="the bundled Iris" if data is None else str(data),
+            "validation_fraction": config.validation_fraction,
+            "seed": config.seed,
+            "typing": typing,
+            "source": "the bundled Iris" if data is None else str(data),
+        }
+        prepared = (
+            prepare_table(load_bundled("iris"), **options)
+            if data is None
+            else prepare_file(data, delimiter=delimiter, limits=limits, **options)
         )
     limits.check_classes(prepared.n_classes, data)  # before any N × classes table is built
     if show:

@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -122,8 +122,18 @@ class CategoricalFeature:
 Feature = NumericFeature | CategoricalFeature
 
 
-def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, width: int):
+def encoded_rows(
+    sources: Sequence[tuple[Feature, np.ndarray]],
+    n_rows: int,
+    width: int,
+    rows: np.ndarray | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The float32 (N, F) feature matrix, written a block of rows at a time.
+
+    ``rows``: int64 positions (N,) into the sources, encoded in that order (default: the first
+    ``n_rows``); each block gathers its rows, so no row subset of the table is copied whole.
+    ``out``: an (N, F) float32 view to write into (e.g. some columns of a wider matrix).
 
     Each block is filled output by output into contiguous rows of an (F, rows) buffer and
     transposed into place, so no full-size temporary exists beside the result (writing the
@@ -131,7 +141,7 @@ def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, wid
     torch's transposing copy works in tiles, several times faster than numpy's. The bins of a
     number are computed together, in float64 as the scaled value.
     """
-    matrix = torch.empty((n_rows, width), dtype=torch.float32)
+    matrix = torch.empty((n_rows, width), dtype=torch.float32) if out is None else out
     block_rows = max(1, _ENCODE_BLOCK_VALUES // max(width, 1))
     bounds = [_bin_bounds(feature) for feature, _ in sources]
     widest = max((len(low) for low, _ in bounds), default=0)
@@ -139,26 +149,27 @@ def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, wid
     block = np.empty((width, block_rows), dtype=np.float32)
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
-        rows = stop - start
+        count = stop - start
         position = 0
+        chosen = None if rows is None else rows[start:stop]
         for (feature, values), (lows, widths) in zip(sources, bounds, strict=True):
-            part = values[start:stop]
+            part = values[start:stop] if chosen is None else values[chosen]
             if isinstance(feature, NumericFeature):
                 scaled = (part - feature.offset) / feature.scale
                 if feature.clip is not None:
                     scaled = scaled / np.sqrt(1.0 + np.square(scaled / feature.clip))
-                block[position, :rows] = scaled
+                block[position, :count] = scaled
                 position += 1
                 if len(lows):
-                    bins = scratch[: len(lows), :rows]
+                    bins = scratch[: len(lows), :count]
                     np.subtract(part[None, :], lows, out=bins)
                     np.divide(bins, widths, out=bins)
                     np.clip(bins, 0.0, 1.0, out=bins)
-                    block[position : position + len(lows), :rows] = bins
+                    block[position : position + len(lows), :count] = bins
                     position += len(lows)
                 continue
             n_categories = len(feature.categories)
-            outputs = block[position : position + n_categories, :rows]
+            outputs = block[position : position + n_categories, :count]
             if n_categories <= _ROW_BY_ROW_CATEGORIES:
                 for index in range(n_categories):
                     np.equal(part, index, out=outputs[index], casting="unsafe")
@@ -167,7 +178,7 @@ def encoded_rows(sources: Sequence[tuple[Feature, np.ndarray]], n_rows: int, wid
                 known = np.flatnonzero(part >= 0)
                 outputs[part[known], known] = 1.0
             position += n_categories
-        matrix[start:stop].copy_(torch.from_numpy(block[:, :rows]).t())  # tiled: 2-4x numpy's
+        matrix[start:stop].copy_(torch.from_numpy(block[:, :count]).t())  # tiled: 2-4x numpy's
     return matrix
 
 
@@ -403,8 +414,23 @@ def encode(
     caller's table for errors.
     """
     n_rows = next(iter(columns.values())).len()
-    sources: list[tuple[Feature, np.ndarray]] = []  # per feature: float64 values or indices
-    unknown_counts: dict[str, int] = {}
+    sources, unseen = encoder_sources(features, columns, keep)
+    counts = unknown_counts(features, columns, unseen, None, keep, unknown)
+    return encoded_rows(sources, n_rows, width), counts
+
+
+def encoder_sources(
+    features: Sequence[Feature], columns: dict[str, pl.Series], keep: pl.Series | None
+) -> tuple[list[tuple[Feature, np.ndarray]], dict[str, np.ndarray]]:
+    """What :func:`encoded_rows` reads: per feature its imputed float64 values (numbers) or
+    category indices (-1: not seen in training), and per categorical column without an
+    "other" category a boolean (N,) array, True where the cell holds an unseen category.
+
+    Raises:
+        DataError: a number is NaN, infinite or beyond float32's range.
+    """
+    sources: list[tuple[Feature, np.ndarray]] = []
+    unseen_cells: dict[str, np.ndarray] = {}
     for feature in features:
         column = columns[feature.name]
         if feature.fill_value is not None:
@@ -421,23 +447,67 @@ def encode(
         unseen = (indices < 0) & column.is_not_null().to_numpy()
         if feature.other:
             indices[unseen] = lookup[OTHER_CATEGORY]
-        elif unseen.any():
-            if unknown == "error":
-                first = int(np.flatnonzero(unseen)[0])
-                raise DataError(
-                    f"row {row_number(source_index(first, keep))}, column "
-                    f"{clip(repr(feature.name))}: unknown category {clip(repr(column[first]))}"
-                    f"; the categories seen in training are "
-                    f"{quoted_names(feature.categories)} (--unknown ignore encodes unknown "
-                    "categories as all zeros)"
-                )
-            unknown_counts[feature.name] = int(unseen.sum())
+        else:
+            unseen_cells[feature.name] = unseen
         sources.append((feature, indices))
-    return encoded_rows(sources, n_rows, width), unknown_counts
+    return sources, unseen_cells
+
+
+def unknown_counts(
+    features: Sequence[Feature],
+    columns: dict[str, pl.Series],
+    unseen_cells: dict[str, np.ndarray],
+    rows: np.ndarray | None,
+    keep: pl.Series | None,
+    unknown: str,
+) -> dict[str, int]:
+    """Per categorical column, the cells of ``rows`` (default: all) with a category not seen in
+    training, from :func:`encoder_sources`.
+
+    Raises:
+        DataError: under ``unknown="error"``, naming the first such cell.
+    """
+    counts: dict[str, int] = {}
+    for feature in features:
+        if feature.name not in unseen_cells:
+            continue
+        unseen = unseen_cells[feature.name] if rows is None else unseen_cells[feature.name][rows]
+        if not unseen.any():
+            continue
+        if unknown == "error":
+            first = int(np.flatnonzero(unseen)[0])
+            first = first if rows is None else int(rows[first])
+            raise DataError(
+                f"row {row_number(source_index(first, keep))}, column "
+                f"{clip(repr(feature.name))}: unknown category "
+                f"{clip(repr(columns[feature.name][first]))}; the categories seen in training "
+                f"are {quoted_names(feature.categories)} (--unknown ignore encodes unknown "
+                "categories as all zeros)"
+            )
+        counts[feature.name] = int(unseen.sum())
+    return counts
+
+
+class GatheredColumns(Mapping[str, pl.Series]):
+    """``columns`` at ``rows`` (int64 positions), each column gathered when it is read and
+    not kept, so that fitting on a subset of rows holds one gathered column at a time."""
+
+    def __init__(self, columns: Mapping[str, pl.Series], rows: pl.Series) -> None:
+        self._columns = columns
+        self._rows = rows
+
+    def __getitem__(self, name: str) -> pl.Series:
+        return self._columns[name].gather(self._rows)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 def fit_features(
-    inputs: dict[str, pl.Series],
+    inputs: Mapping[str, pl.Series],
     origin: dict[str, tuple[str, str | None]],
     labels: pl.Series,
     missing: str,
@@ -446,38 +516,34 @@ def fit_features(
     bins: int = 0,
 ) -> tuple[tuple[Feature, ...], pl.Series | None]:
     """The features fitted on the rows the missing policy keeps, and those rows (None: all);
-    numbers get ``bins`` quantile bins (0: none)."""
+    numbers get ``bins`` quantile bins (0: none). Under "impute" a number column with missing
+    cells gets its 0/1 indicator after its last input. Each input is read once here (and once
+    by the missing policy), a column at a time."""
     kept = complete_rows(inputs, labels.is_not_null().alias(labels.name), missing)
     if kept is not None and not kept.any():
         raise DataError(
             "no rows are left after dropping the rows with missing values (--missing drop); "
             "--missing impute keeps them"
         )
-    if kept is not None:
-        inputs = {name: column.filter(kept) for name, column in inputs.items()}
-    for column in inputs.values():
-        if column.dtype.is_numeric():
-            bad_rows = unusable_numbers(column)
-            if bad_rows.any():
-                raise DataError(unusable_message(column, bad_rows, kept))
-    if missing == "impute":
-        with_missing = {
-            origin[name][0]
-            for name, column in inputs.items()
-            if column.null_count() and column.dtype.is_numeric()
-        }
-        inputs, origin = add_indicators(inputs, origin, with_missing)
-    features = tuple(
-        fit_numeric(
-            column,
-            normalization,
-            scales,
-            missing,
-            stored_source(origin[name]),
-            0 if origin[name][1] == INDICATOR_PART else bins,
-        )
-        if column.dtype.is_numeric()
-        else fit_categorical(column, missing)
-        for name, column in inputs.items()
-    )
-    return features, kept
+    names = list(inputs)
+    features: list[Feature] = []
+    with_missing = set()
+    for position, name in enumerate(names):
+        column = inputs[name] if kept is None else inputs[name].filter(kept)
+        source = origin[name][0]
+        if not column.dtype.is_numeric():
+            features.append(fit_categorical(column, missing))
+            continue
+        bad_rows = unusable_numbers(column)
+        if bad_rows.any():
+            raise DataError(unusable_message(column, bad_rows, kept))
+        if missing == "impute" and column.null_count():
+            with_missing.add(source)
+        where = stored_source(origin[name])
+        features.append(fit_numeric(column, normalization, scales, missing, where, bins))
+        is_last = position + 1 == len(names) or origin[names[position + 1]][0] != source
+        if source in with_missing and is_last:
+            indicator = column.is_null().cast(pl.Float64).alias(f"{source}.{INDICATOR_PART}")
+            part = (source, INDICATOR_PART)
+            features.append(fit_numeric(indicator, normalization, scales, missing, part, 0))
+    return tuple(features), kept

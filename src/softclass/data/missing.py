@@ -17,11 +17,12 @@ same.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import polars as pl
 
-from softclass.data.messages import ROW_NUMBERING, cell_list, clip, row_list
+from softclass.data.column_types import ColumnType
+from softclass.data.messages import ROW_NUMBERING, cell_list, clip, quoted_names, row_list
 from softclass.errors import DataError
 
 MISSING_POLICIES = ("error", "drop", "impute")
@@ -69,6 +70,22 @@ def missing_cells(columns: Mapping[str, pl.Series]) -> tuple[list[tuple[int, str
     return [(index, name) for index, _, name in cells], total
 
 
+class _Filtered(Mapping[str, pl.Series]):
+    """``columns`` at the rows where ``mask`` is True, each filtered when read (none kept)."""
+
+    def __init__(self, columns: Mapping[str, pl.Series], mask: pl.Series) -> None:
+        self._columns, self._mask = columns, mask
+
+    def __getitem__(self, name: str) -> pl.Series:
+        return self._columns[name].filter(self._mask)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+
 def complete_rows(
     columns: Mapping[str, pl.Series], labelled: pl.Series, missing: str
 ) -> pl.Series | None:
@@ -79,10 +96,8 @@ def complete_rows(
     Raises:
         DataError: missing feature values under "error".
     """
-    cells, total = missing_cells(
-        {name: column.filter(labelled) for name, column in columns.items()}
-    )
-    if cells and missing == "error":
+    cells, total = missing_cells(_Filtered(columns, labelled)) if missing == "error" else ([], 0)
+    if cells:
         cells = [(int(labelled.arg_true()[index]), name) for index, name in cells]
         raise DataError(
             f"missing values: {cell_list(cells, total)}; fill them in, or use --missing impute "
@@ -94,3 +109,33 @@ def complete_rows(
         for column in columns.values():
             keep = keep & column.is_not_null()
     return None if keep.all() else keep
+
+
+def fit_notes(
+    target_column: pl.Series,
+    labels: pl.Series,
+    kept: pl.Series | None,
+    types: Mapping[str, ColumnType],
+    left_out: Mapping[str, str],
+) -> list[str]:
+    """What fitting tells the user: rows without a class, rows dropped (``kept``: the rows the
+    fit kept; None: all), column notes, columns left out."""
+    notes = []
+    unlabelled = target_column.is_null()
+    if unlabelled.any():
+        notes.append(unlabelled_warning(unlabelled.arg_true(), target_column.name))
+    if kept is not None and (kept.len() - kept.sum()) > unlabelled.sum():
+        notes.append(dropped_rows_warning((~kept & ~unlabelled).arg_true()))
+    for name, column_type in types.items():
+        if column_type.note:
+            notes.append(f"column {clip(repr(name))}: {column_type.note}")
+    id_like = [name for name, reason in left_out.items() if reason.startswith("ID-like")]
+    if id_like:
+        notes.append(
+            f"dropped ID-like column(s) {quoted_names(id_like)} (row numbers or identifiers); "
+            "pass --keep COL to use one as a feature"
+        )
+    empty = [name for name in left_out if name not in id_like]
+    if empty:
+        notes.append(f"dropped column(s) {quoted_names(empty)}: every cell is missing")
+    return notes

@@ -55,6 +55,7 @@ from softclass.data.features import (
     NORMALIZATIONS,
     CategoricalFeature,
     Feature,
+    GatheredColumns,
     NumericFeature,
     add_indicators,
     checked_divisors,
@@ -67,6 +68,7 @@ from softclass.data.missing import (
     MISSING_POLICIES,
     check_labelled,
     dropped_rows_warning,
+    fit_notes,
     missing_cells,
     unlabelled_warning,
 )
@@ -163,6 +165,7 @@ class Recipe:
         ids: Sequence[str] = (),
         typing: TypingOptions | None = None,
         column_types: Sequence[ColumnType] | None = None,
+        rows: np.ndarray | torch.Tensor | None = None,
     ) -> Recipe:
         """Learn a recipe from a training table.
 
@@ -184,6 +187,9 @@ class Recipe:
             column_types: the column types from :func:`typed_table` (with the same options)
                 when ``table`` is its typed table: cells already typed are not read again;
                 default: inferred here.
+            rows: 0-based positions (int64, ascending) of the rows the features, classes and
+                counts are fitted on, e.g. a split's training rows; the typing table, ID-like
+                columns and notes still describe every row. Default: every row.
 
         Raises:
             ConfigError: an unknown normalization or missing policy, or divisors that do not
@@ -209,7 +215,11 @@ class Recipe:
         check_labelled(labels)
         candidates = [name for name in table.columns if name not in {target, *drop, *ids}]
         types, typed = typed_candidates(table, candidates, known, typing)
-        left_out = left_out_columns(typed, types, keep, labels.is_not_null())
+        in_rows = labels.is_not_null()
+        if rows is not None:
+            rows = pl.Series(np.asarray(rows, dtype=np.int64))
+            in_rows = in_rows & pl.repeat(False, table.height, eager=True).scatter(rows, True)
+        left_out = left_out_columns(typed, types, keep, in_rows)
         inputs, origin = feature_inputs(
             {name: typed[name] for name in typed if name not in left_out}, types
         )
@@ -223,11 +233,16 @@ class Recipe:
                 )
             )
         scales = checked_divisors(normalization, divisors, inputs, types)
-        features, kept = fit_features(inputs, origin, labels, missing, normalization, scales, bins)
-        labels = labels if kept is None else labels.filter(kept)
-        classes, class_counts = sorted_classes(target_column, labels)
-        notes = _fit_notes(target_column, labels, kept, types, left_out)
-        notes += target_notes(target, target_column, classes, class_counts, default_target)
+        counted = labels if rows is None else labels.gather(rows)  # the rows fitted on
+        if rows is not None:
+            inputs = GatheredColumns(inputs, rows)  # one column at a time
+        features, kept = fit_features(inputs, origin, counted, missing, normalization, scales, bins)
+        del inputs
+        counted = counted if kept is None else counted.filter(kept)
+        classes, class_counts = sorted_classes(target_column, counted)
+        notes = fit_notes(target_column, labels, kept if rows is None else None, types, left_out)
+        whole = class_counts if rows is None else sorted_classes(target_column, labels)[1]
+        notes += target_notes(target, target_column, classes, whole, default_target)
         columns = column_table(
             table,
             target,
@@ -251,7 +266,7 @@ class Recipe:
             features=features,
             normalization=normalization,
             missing=missing,
-            n_rows=labels.len(),
+            n_rows=counted.len(),
             columns=columns,
             id_columns=tuple(ids),
             missing_markers=tuple(markers),
@@ -321,7 +336,7 @@ class Recipe:
                 ``unknown="error"``) a category was not seen in training.
         """
         check_choice("unknown", unknown, UNKNOWN_POLICIES)
-        inputs, _ = self._read_inputs(table, skip=False)
+        inputs, _ = self.read_inputs(table, skip=False)
         self._check_no_missing(inputs)
         features, _ = encode(self.features, self.n_features, inputs, None, unknown)
         return features
@@ -396,7 +411,7 @@ class Recipe:
         shown = [name for name in self.unused_columns(table) if use_target or name != self.target]
         if shown:
             warnings.append(f"ignoring column(s) not used by the model: {quoted_names(shown)}")
-        inputs, bad = self._read_inputs(table, skip=skip, source=source)
+        inputs, bad = self.read_inputs(table, skip=skip, source=source)
         labels = self._target_labels(table) if use_target and self.target in table.columns else None
         if labels is not None and skip:
             unlabelled_rows(labels, self.classes, bad)
@@ -483,7 +498,7 @@ class Recipe:
         """
         return cls.from_dict(read_recipe_json(path), source=str(path))
 
-    def _read_inputs(
+    def read_inputs(
         self, table: pl.DataFrame, skip: bool, source: str = "the table"
     ) -> tuple[dict[str, pl.Series], dict[int, str]]:
         """The feature inputs of ``table`` read as in training, and (under ``skip``) bad rows.
@@ -549,35 +564,6 @@ class Recipe:
 def _bad_mask(bad: Any, column: pl.Series) -> pl.Series:
     """True at the rows of ``bad`` (a :class:`~softclass.data.column_types.BadCells`)."""
     return pl.Series([False] * column.len()).scatter(bad.rows, True)
-
-
-def _fit_notes(
-    target_column: pl.Series,
-    labels: pl.Series,
-    kept: pl.Series | None,
-    types: Mapping[str, ColumnType],
-    left_out: Mapping[str, str],
-) -> list[str]:
-    """What fitting tells the user: rows without a class, column notes, columns left out."""
-    notes = []
-    unlabelled = target_column.is_null()
-    if unlabelled.any():
-        notes.append(unlabelled_warning(unlabelled.arg_true(), target_column.name))
-    if kept is not None and (kept.len() - kept.sum()) > unlabelled.sum():
-        notes.append(dropped_rows_warning((~kept & ~unlabelled).arg_true()))
-    for name, column_type in types.items():
-        if column_type.note:
-            notes.append(f"column {clip(repr(name))}: {column_type.note}")
-    id_like = [name for name, reason in left_out.items() if reason.startswith("ID-like")]
-    if id_like:
-        notes.append(
-            f"dropped ID-like column(s) {quoted_names(id_like)} (row numbers or identifiers); "
-            "pass --keep COL to use one as a feature"
-        )
-    empty = [name for name in left_out if name not in id_like]
-    if empty:
-        notes.append(f"dropped column(s) {quoted_names(empty)}: every cell is missing")
-    return notes
 
 
 def _checked_target(
