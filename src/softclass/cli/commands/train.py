@@ -34,8 +34,9 @@ _TRAIN_HELP = "\n\n".join(
         "Train one design on a table and save the model (with checkpoints, resumable).",
         _DEFAULTS_HELP,
         "Under torchrun (torchrun --nproc-per-node N -m softclass train ...) the N processes "
-        "train together (DistributedDataParallel; gloo on CPU, nccl on CUDA) and rank 0 alone "
-        "writes and prints.",
+        "train together (gloo on CPU, nccl on CUDA; a table in memory under "
+        "DistributedDataParallel, a streamed one as --sync says) and rank 0 alone writes and "
+        "prints.",
     )
 )
 
