@@ -119,3 +119,33 @@ def test_compare_writes_the_same_agreement_whatever_the_chunks(iris, monkeypatch
     second = compare(iris, "ABCD", TrainConfig(epochs=30))
     for got, want in zip(first.agreements, second.agreements, strict=True):
         assert got.weight_diff == want.weight_diff and len(got.weight_diff) == 30
+
+
+def test_the_gradient_probe_differentiates_the_smoothed_losses(iris):
+    """With label smoothing the probe compares the losses the designs train on: A's gradient is
+    that of torch's cross_entropy(label_smoothing=ε), B and D make the same update, C does not."""
+    import torch.nn.functional as F
+
+    from softclass.evaluation.agreement import record_gradient_pair
+    from softclass.mlp.model import build_mlp
+
+    model = build_mlp(MLPConfig(4, 3, hidden=(5,), activation="tanh"), 0)
+    agreements, probe, _ = agreement_plan(("A", "B", "C", "D"), 0, iris, 10, 0.1)
+    assert probe.label_smoothing == 0.1
+    gradients: dict = {}
+    for agreement in agreements:
+        record_gradient_pair(agreement, model, gradients, probe, 1)
+    weights = {
+        name: p.detach().double().requires_grad_(True) for name, p in model.named_parameters()
+    }
+    logits = torch.func.functional_call(model, weights, (probe.features.double(),))
+    loss = F.cross_entropy(logits, probe.targets, label_smoothing=0.1)
+    reference = torch.autograd.grad(loss, list(weights.values()), retain_graph=True)
+    unsmoothed = torch.autograd.grad(F.cross_entropy(logits, probe.targets), list(weights.values()))
+    for got, want in zip(gradients["A"], reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    pairs = zip(gradients["A"], unsmoothed, strict=True)
+    assert any(not torch.allclose(got, plain) for got, plain in pairs)
+    verdicts = {(a.first, a.second): a.gradient_diff[0] for a in agreements}
+    assert verdicts[("A", "B")] < 1e-9 and verdicts[("A", "D")] < 1e-9
+    assert verdicts[("A", "C")] > 1e-3

@@ -171,10 +171,15 @@ class Agreement:
 
 
 def agreement_plan(
-    names: tuple[str, ...], seed: int, data: PreparedData, epochs: int
+    names: tuple[str, ...],
+    seed: int,
+    data: PreparedData,
+    epochs: int,
+    label_smoothing: float = 0.0,
 ) -> tuple[list[Agreement], Probe, int]:
     """The pairs of ``names`` to compare (empty records), the rows of the float64 gradient probe
-    (the first training rows, at most PROBE_ROWS) and every how many epochs it runs."""
+    (the first training rows, at most PROBE_ROWS, and the run's label smoothing) and every how
+    many epochs it runs."""
     rows = min(PROBE_ROWS, int(data.train_features.shape[0]))
     agreements = [
         Agreement(
@@ -187,17 +192,21 @@ def agreement_plan(
         for first, second in agreement_pairs()
         if first in names and second in names
     ]
-    probe = Probe(data.train_features[:rows], data.train_targets[:rows], data.n_classes)
+    probe = Probe(
+        data.train_features[:rows], data.train_targets[:rows], data.n_classes, label_smoothing
+    )
     return agreements, probe, max(1, epochs // PROBE_CHECKS)
 
 
 @dataclass(frozen=True)
 class Probe:
-    """The rows the float64 gradient check runs on: features (P, F), targets (P,)."""
+    """The rows the float64 gradient check runs on: features (P, F), targets (P,); the run's
+    label smoothing (each design's gradient is that of the loss it trains on)."""
 
     features: torch.Tensor
     targets: torch.Tensor
     n_classes: int
+    label_smoothing: float = 0.0
 
 
 def perturb_one_ulp(tensors: list[torch.Tensor], seed: int) -> None:
@@ -246,7 +255,8 @@ def record_gradient_pair(
     design's after ``epoch``); ``gradients`` caches each design's gradient at those weights."""
     for name in (agreement.first, agreement.second):
         if name not in gradients:
-            gradients[name] = gradients_float64(model, get_design(name), probe)
+            design = get_design(name).smoothed(probe.label_smoothing)
+            gradients[name] = gradients_float64(model, design, probe)
     reference, other = gradients[agreement.first], gradients[agreement.second]
     scale = max(float(gradient.abs().max()) for gradient in reference)
     difference = max(float((a - b).abs().max()) for a, b in zip(reference, other, strict=True))

@@ -316,13 +316,12 @@ def _engine_compare(
     index = {(member.design, member.seed): m for m, member in enumerate(members)}
     seed = seed_values[0]
     watched = _watched(data, stopping)
-    agreements, probe, probe_every = agreement_plan(names, seed, data, config.epochs)
+    agreements, probe, probe_every = agreement_plan(
+        names, seed, data, config.epochs, config.label_smoothing
+    )
     first_seed = {name: index[(name, seed)] for name in names}
-    several = len(seed_values) > 1
-    labels = {
-        m: f"{name} × {len(seed_values)} seeds" if several else name
-        for name, m in first_seed.items()
-    }
+    suffix = f" × {len(seed_values)} seeds" if len(seed_values) > 1 else ""
+    labels = {m: name + suffix for name, m in first_seed.items()}
     callbacks: list[Callback] = [
         DivergenceCheck(
             [get_design(member.design) for member in members],
@@ -371,7 +370,7 @@ def _engine_compare(
         _set_noise_floor(agreements, runs[first_seed["A"]].result.model, data, seed, train_again)
     bands = (
         {metric: seed_bands(result, metric, names) for metric in ("val_loss", "val_accuracy")}
-        if several
+        if len(seed_values) > 1
         else None
     )
     return runs, agreements, bands
@@ -427,7 +426,9 @@ def _compare_one_seed(
     trainers = trainers_for(
         names, lambda name: f"{name} seed {config.seed}" if label_seed else name
     )
-    agreements, probe, probe_every = agreement_plan(names, config.seed, data, config.epochs)
+    agreements, probe, probe_every = agreement_plan(
+        names, config.seed, data, config.epochs, config.label_smoothing
+    )
     results = _lockstep(
         trainers, data.train_features, data, watched, progress, agreements, probe, probe_every
     )
