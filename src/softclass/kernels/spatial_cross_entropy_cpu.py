@@ -269,25 +269,12 @@ def _spatial_fake(logits, target, weight, ignore_index, reduction, label_smoothi
     )
 
 
-@torch.library.custom_op(
-    "softclass::spatial_cross_entropy_backward", mutates_args=(), device_types="cpu"
+_spatial_backward_op = torch.library.custom_op(
+    "softclass::spatial_cross_entropy_backward",
+    _backward_impl,
+    mutates_args=(),
+    device_types="cpu",
 )
-def _spatial_backward_op(
-    grad_output: Tensor,
-    logits: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    logsumexp: Tensor,
-    denominator: Tensor,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-) -> Tensor:
-    """:func:`_backward_impl` as an operator."""
-    return _backward_impl(
-        *(grad_output, logits, target, weight, logsumexp, denominator, ignore_index, reduction),
-        label_smoothing,
-    )
 
 
 @_spatial_backward_op.register_fake

@@ -289,6 +289,18 @@ static void NAME(design_batch)(int64_t loss_kind, const double *design_params, R
 
 /* One optimizer update of n values (torch.optim.SGD / Adam / AdamW on one tensor); step is
  * 1-based. */
+/* A batch's share of the epoch's training loss: its mean row loss (weighted: the row scales'
+ * weighted sum) times its share of the rows. */
+static double NAME(epoch_loss_share)(const RunSettings *settings, int64_t rows,
+                                     const REAL *row_loss, const REAL *row_scale) {
+    double batch_loss = 0.0;
+    for (int64_t r = 0; r < rows; ++r)
+        batch_loss +=
+            settings->weighted ? (double)(row_loss[r] * row_scale[r]) : (double)row_loss[r];
+    return settings->weighted ? batch_loss * (double)rows / (double)settings->n_rows
+                              : batch_loss / (double)settings->n_rows;
+}
+
 /* The member's weights and biases after `epoch` into its slot of buffers->snapshots (when it has
  * one): W_0, b_0, W_1, b_1, ... flattened. */
 static void NAME(snapshot)(const RunSettings *settings, const RunBuffers *buffers, int64_t member,
@@ -487,12 +499,7 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                 }
                 NAME(design_batch)(loss_kind, design_params, tiny, rows, n_classes, act[n_layers],
                                    targets, row_scale, row_loss, logsumexp, pre[n_layers], delta);
-                double batch_loss = 0.0;
-                for (int64_t r = 0; r < rows; ++r)
-                    batch_loss += settings->weighted ? (double)(row_loss[r] * row_scale[r])
-                                                     : (double)row_loss[r];
-                epoch_loss += settings->weighted ? batch_loss * (double)rows / (double)n_rows
-                                                 : batch_loss / (double)n_rows;
+                epoch_loss += NAME(epoch_loss_share)(settings, rows, row_loss, row_scale);
                 /* Backward: delta holds d loss / d (level k+1 pre-activation), (rows, width). */
                 for (int64_t k = n_layers - 1; k >= 0; --k) {
                     const int64_t n_in = settings->widths[k], n_out = settings->widths[k + 1];

@@ -297,13 +297,8 @@ static void NAME(train_member)(const RunSettings *settings, const RunBuffers *bu
             const int64_t rows = start + batch_size <= n_rows ? batch_size : n_rows - start;
             epoch_correct += NAME(batch_forward)(settings, blas, table, order + start, rows,
                                                  loss_kind, design_params, space);
-            double batch_loss = 0.0;
-            for (int64_t r = 0; r < rows; ++r)
-                batch_loss += settings->weighted
-                                  ? (double)(space->row_loss[r] * space->row_scale[r])
-                                  : (double)space->row_loss[r];
-            epoch_loss += settings->weighted ? batch_loss * (double)rows / (double)n_rows
-                                             : batch_loss / (double)n_rows;
+            epoch_loss +=
+                NAME(epoch_loss_share)(settings, rows, space->row_loss, space->row_scale);
             NAME(matrix_backward)(settings, blas, rows, space);
             NAME(update_member)(settings, buffers, member, ++step, space);
         }
