@@ -283,3 +283,84 @@ def test_json_text_keeps_records_on_one_line_and_refuses_nan():
         json_text({"a": [{"b": float("inf")}]})
     with pytest.raises(TypeError, match="keys must be str, int, float, bool or None, not tuple"):
         json_text({(1, 2): [1]})
+
+
+def _record_fsyncs(monkeypatch):
+    """Record the path of every fsync (files and directories) and the swaps, in order."""
+    events = []
+    real_fsync, real_swap = os.fsync, io._swap_into_place
+
+    def fsync(descriptor):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        return real_fsync(descriptor)
+
+    def swap(staging, destination):
+        events.append(("swap", str(destination)))
+        return real_swap(staging, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(io, "_swap_into_place", swap)
+    return events
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name descriptors")
+def test_a_directory_is_synced_once_whole_before_its_swap_and_writes_inside_skip_theirs(
+    tmp_path, monkeypatch
+):
+    events = _record_fsyncs(monkeypatch)
+    out = tmp_path / "run"
+    with io.atomic_directory(out) as staging:
+        atomic_write_text(staging / "report.html", "<p>")
+        atomic_write_json(staging / "report.json", {"a": 1})
+        with io.atomic_directory(staging / "models" / "A") as model:
+            io.atomic_write_bytes(model / "model.safetensors", b"\0" * 64)
+            atomic_write_text(model / "model.json", "{}")
+        staged = str(staging)
+    swaps = [index for index, (kind, _) in enumerate(events) if kind == "swap"]
+    assert [events[index][1] for index in swaps] == [f"{staged}/models/A", str(out)]
+    before = [path for kind, path in events[: swaps[-1]] if kind == "fsync"]
+    # Nothing synced while the block wrote (the inner model's swap included) ...
+    assert all(kind == "swap" for kind, _ in events[: swaps[0] + 1])
+    # ... then each file and directory of the finished tree once, then the parent after the swap.
+    expected = {
+        staged,
+        f"{staged}/report.html",
+        f"{staged}/report.json",
+        f"{staged}/models",
+        f"{staged}/models/A",
+        f"{staged}/models/A/model.safetensors",
+        f"{staged}/models/A/model.json",
+    }
+    assert sorted(before) == sorted(expected)
+    assert [path for kind, path in events[swaps[-1] :] if kind == "fsync"] == [str(tmp_path)]
+    assert (out / "models" / "A" / "model.json").read_text() == "{}"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name descriptors")
+def test_a_file_written_alone_is_synced_with_its_directory(tmp_path, monkeypatch):
+    events = _record_fsyncs(monkeypatch)
+    atomic_write_text(tmp_path / "alone.txt", "x")
+    synced = [path for kind, path in events if kind == "fsync"]
+    assert len(synced) == 2 and synced[0].startswith(str(tmp_path / ".alone.txt."))
+    assert synced[1] == str(tmp_path)
+
+
+def test_a_file_that_cannot_be_synced_fails_the_directory_and_keeps_the_old_one(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    with io.atomic_directory(out) as staging:
+        atomic_write_text(staging / "old.txt", "old")
+    real_fsync = os.fsync
+
+    def failing(descriptor):
+        if os.readlink(f"/proc/self/fd/{descriptor}").endswith("b.txt"):
+            raise OSError(errno.EIO, "I/O error")
+        return real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OutputError, match="I/O error"):
+        with io.atomic_directory(out) as staging:
+            for name in ("a.txt", "b.txt", "c.txt"):
+                atomic_write_text(staging / name, name)
+    assert sorted(path.name for path in out.iterdir()) == ["old.txt"]

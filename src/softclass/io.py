@@ -24,6 +24,7 @@ the cause (``no space left on the device holding ...``, ``... is not writable``)
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import errno
 import json
@@ -46,6 +47,12 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are n
     fcntl = None  # type: ignore[assignment]
 
 _TEMP_KINDS = ("tmp", "tmpdir", "old")
+# The staging directories of the atomic_directory blocks open in this context. What is written
+# inside one is made durable by that block's one sync of the whole tree before the swap, so the
+# writes inside skip their own fsyncs (a compare run: 36 fsyncs one after another before, ~0.3 s).
+_STAGING: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "softclass_staging", default=()
+)
 _TEMP_NAME = re.compile(
     r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?P<kind>tmp|tmpdir|old)$"
 )
@@ -66,6 +73,7 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
         OutputError: the directory cannot be created or written, or the device is full.
     """
     destination = Path(destination)
+    staged = _staged(destination.parent)
     with translate_os_error(destination):
         destination.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(destination.parent, destination.name)
@@ -83,14 +91,16 @@ def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
                 except FileExistsError:
                     continue
             yield temp_path
-            with open(temp_path, "rb+") as written:
-                os.fsync(written.fileno())
+            if not staged:
+                with open(temp_path, "rb+") as written:
+                    os.fsync(written.fileno())
             os.chmod(temp_path, _default_file_mode())
             os.replace(temp_path, destination)
         finally:
             if temp_path is not None:
                 temp_path.unlink(missing_ok=True)
-        _fsync_directory(destination.parent)
+        if not staged:
+            _fsync_directory(destination.parent)
 
 
 def atomic_write_bytes(destination: str | os.PathLike[str], data: bytes) -> Path:
@@ -196,14 +206,21 @@ def atomic_directory(
                 prefix=_temp_prefix(destination), suffix=".tmpdir", dir=destination.parent
             )
         )
+        staged = _staged(destination.parent)
         try:
             if destination.is_dir():
                 _carry_over(destination, staging, set(replaced))
-            yield staging
-            _fsync_tree(staging)
+            token = _STAGING.set((*_STAGING.get(), os.path.abspath(staging)))
+            try:
+                yield staging
+            finally:
+                _STAGING.reset(token)
+            if not staged:  # inside another staging directory: its sync covers this one
+                _fsync_tree(staging)
             os.chmod(staging, 0o777 & ~_umask())
             _swap_into_place(staging, destination)
-            _fsync_directory(destination.parent)
+            if not staged:
+                _fsync_directory(destination.parent)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -522,13 +539,39 @@ def _default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def _staged(directory: Path) -> bool:
+    """``directory`` lies in the staging directory of an enclosing :func:`atomic_directory`."""
+    path = os.path.abspath(directory)
+    return any(os.path.commonpath((path, root)) == root for root in _STAGING.get())
+
+
 def _fsync_tree(directory: Path) -> None:
-    """fsync every regular file directly in ``directory`` and the directory itself."""
-    for entry in directory.iterdir():
-        if entry.is_file() and not entry.is_symlink():
-            with open(entry, "rb") as written:
-                os.fsync(written.fileno())
-    _fsync_directory(directory)
+    """fsync every regular file and directory under ``directory``, itself included. The calls
+    run concurrently: the file system then commits them together, where one after another each
+    waits for a commit of its own (30 small files: 0.12 s in turn, 0.01-0.02 s together)."""
+    files, directories = [], [directory]
+    for root, names, entries in os.walk(directory):
+        directories += [path for name in names if not (path := Path(root, name)).is_symlink()]
+        paths = [Path(root, name) for name in entries]
+        files += [path for path in paths if path.is_file() and not path.is_symlink()]
+    if len(files) + len(directories) <= 2:
+        for path in files:
+            _fsync_file(path)
+        for path in directories:
+            _fsync_directory(path)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(16, len(files) + len(directories))) as pool:
+        done = [pool.submit(_fsync_file, path) for path in files]
+        done += [pool.submit(_fsync_directory, path) for path in directories]
+        for future in done:
+            future.result()  # a file that cannot be synced fails the block, as in turn
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as written:
+        os.fsync(written.fileno())
 
 
 def _fsync_directory(directory: Path) -> None:

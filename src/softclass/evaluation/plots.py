@@ -87,7 +87,9 @@ def render_png(figure: Figure) -> bytes:
     pin_titles(figure)
     buffer = io.BytesIO()
     # Constrained layout already fits every label: no "tight" bounding box (a second draw).
-    figure.savefig(buffer, format="png", dpi=DPI)
+    # zlib level 1 instead of 6: the eight figures of a compare report encode in ~0.07 s instead
+    # of ~0.22 s of CPU, for files ~8 % larger (493 KB against 457 KB together).
+    figure.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 
 

@@ -32,6 +32,7 @@ weights with its inputs one float32 ulp away), measured when the drift exceeds 1
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -536,16 +537,19 @@ def write_outputs(
 
 
 class _FileWriter(threading.Thread):
-    """Runs ``write`` in a thread; :meth:`finish` waits and re-raises what it raised."""
+    """Runs ``write`` in a thread, in a copy of the caller's context (the output's staging
+    directory lives there, :mod:`softclass.io`); :meth:`finish` waits and re-raises what it
+    raised."""
 
     def __init__(self, write: Callable[[], None]) -> None:
         super().__init__(name="softclass-compare-files", daemon=True)
         self._write, self._error = write, None
+        self._context = contextvars.copy_context()
         self.start()
 
     def run(self) -> None:
         try:
-            self._write()
+            self._context.run(self._write)
         except BaseException as error:  # re-raised in the caller's thread by join()
             self._error = error
 
