@@ -15,9 +15,11 @@ Three shared libraries, loaded with ctypes (they call no Python API):
   (TORCH_LIBRARY, a C++ autograd kernel), the eager road of small calls
   (:mod:`softclass.kernels.cross_entropy_op`). Built only when torch is importable at build time,
   against that torch: the file name carries its version, and softclass loads it (with
-  ``torch.ops.load_library``) only under the same version. pip builds in an isolated environment
-  where torch comes from ``[build-system] requires``; set ``PIP_CONSTRAINT=constraints.txt`` (the
-  README's install line does) so that it is the pinned CPU build, not a CUDA download.
+  ``torch.ops.load_library``) only under the same version. pip's isolated build environment
+  has no torch (``[build-system] requires`` does not list it: that would install a second torch,
+  from PyPI a CUDA build, on every install, and ``-c constraints.txt`` does not reach it), so the
+  README's install line installs torch first and builds with ``--no-build-isolation``; a plain
+  ``pip install .`` builds the rest and softclass says once at run time what is slower.
 
 All four are optional: without a C compiler the install still succeeds and softclass runs the same
 math on torch ops (one warning at run time says what is slower). ``pip install -e .`` builds them

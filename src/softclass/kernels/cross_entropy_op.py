@@ -62,7 +62,8 @@ def _warn(reason: str) -> None:
         f"softclass's C++ cross-entropy operator is unavailable ({reason}): small CPU "
         "cross_entropy calls take the Python road, ~30 µs more per forward + backward (e.g. "
         "256×3 slower than torch's own instead of faster); the numbers are the same. Build it "
-        "with `pip install -e .` (see setup.py); SOFTCLASS_NATIVE=0 silences this",
+        "against the installed torch: `pip install --no-build-isolation -e .` (the README's "
+        "install line; pip's isolated build has no torch); SOFTCLASS_NATIVE=0 silences this",
         NativeUnavailableWarning,
         stacklevel=4,
     )
