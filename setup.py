@@ -10,7 +10,18 @@ Three shared libraries, loaded with ctypes (they call no Python API):
   ``mlp_native.c``): the same loops with a batch's products through a BLAS gemm whose address
   it receives at run time (:mod:`softclass.training.blas`: no BLAS is linked at build time).
 
-All three are optional: without a C compiler the install still succeeds and softclass runs the same
+- ``softclass/kernels/_cross_entropy_op_torch<version>*.so`` from ``kernels/cross_entropy_op.cpp``
+  and ``cpu_native.c``: cross entropy as a C++ operator registered with torch
+  (TORCH_LIBRARY, a C++ autograd kernel), the eager road of small calls
+  (:mod:`softclass.kernels.cross_entropy_op`). Built only when torch is importable at build time,
+  against that torch: the file name carries its version, and softclass loads it (with
+  ``torch.ops.load_library``) only under the same version. pip's isolated build environment
+  has no torch (``[build-system] requires`` does not list it: that would install a second torch,
+  from PyPI a CUDA build, on every install, and ``-c constraints.txt`` does not reach it), so the
+  README's install line installs torch first and builds with ``--no-build-isolation``; a plain
+  ``pip install .`` builds the rest and softclass says once at run time what is slower.
+
+All four are optional: without a C compiler the install still succeeds and softclass runs the same
 math on torch ops (one warning at run time says what is slower). ``pip install -e .`` builds them
 in place (``src/softclass/...``), so checkouts used through ``PYTHONPATH=src`` find them too;
 after editing a C file, ``python setup.py build_ext --inplace`` rebuilds what changed.
@@ -22,6 +33,7 @@ after editing a C file, ``python setup.py build_ext --inplace`` rebuilds what ch
 import compileall
 import os
 import platform
+import re
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -55,6 +67,45 @@ def native_library(name: str, source: str, depends: list[str]) -> Extension:
     )
 
 
+def torch_tag(version: str) -> str:
+    """A torch version as a file-name part (``2.13.0+cpu`` -> ``2_13_0_cpu``); the loader
+    (softclass/kernels/cross_entropy_op.py) computes the same from the running torch."""
+    return re.sub(r"[^0-9A-Za-z]", "_", version)
+
+
+def torch_operator() -> list[Extension]:
+    """The C++ cross-entropy operator, built against the torch importable now (none without)."""
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:
+        return []
+    abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
+    return [
+        Extension(
+            f"softclass.kernels._cross_entropy_op_torch{torch_tag(torch.__version__)}",
+            # cpu_native.c compiled as C, as in _cpu_native: the same numbers on both roads
+            sources=[f"{KERNELS}/cpu_native.c", f"{KERNELS}/cross_entropy_op.cpp"],
+            depends=ROW_MATH,
+            include_dirs=[KERNELS, *cpp_extension.include_paths()],
+            library_dirs=cpp_extension.library_paths(),
+            libraries=["c10", "torch", "torch_cpu"],
+            runtime_library_dirs=cpp_extension.library_paths(),
+            extra_compile_args=[
+                *COMPILE_ARGS,
+                # GNU dialect: contracts a·b + c into FMAs as the C build does (ISO C++ does
+                # not), so both compiled roads give the same numbers
+                "-std=gnu++20",
+                "-g0",
+                f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+                "-fvisibility=hidden",
+            ],
+            language="c++",
+            optional=True,
+        )
+    ]
+
+
 class BuildInPlace(build_ext):
     """``build_ext`` that, when it builds in place (``pip install -e .``), also writes the bytecode
     of the package's modules, as a regular install does: the first command after the install then
@@ -80,5 +131,6 @@ setup(
             f"{TRAINING}/mlp_step.c",
             [f"{TRAINING}/mlp_native.c", f"{KERNELS}/cpu_native.c", *ROW_MATH],
         ),
+        *torch_operator(),
     ],
 )

@@ -11,7 +11,7 @@ from torch.testing import assert_close
 
 import softclass.functional as SF
 import softclass.nn as snn
-from softclass.kernels import lean, native
+from softclass.kernels import cross_entropy_op, lean, native
 from softclass.kernels import spatial_cross_entropy_cpu as spatial
 
 pytestmark = pytest.mark.skipif(
@@ -219,14 +219,19 @@ def _torch_reference(dtype):
         )
     ),
 )
+@pytest.mark.parametrize("road", ["operator", "python"])
 def test_lean_road_of_spatial_inputs_matches_torch(
-    monkeypatch, dtype, reduction, ignore_index, shape
+    monkeypatch, dtype, reduction, ignore_index, shape, road
 ):
-    """Small (N, C, d1, ...) calls take softclass.kernels.lean (one compiled call); loss,
-    gradient for grad_output 1 and not, second and double backward and no-grad are torch's."""
+    """Small (N, C, d1, ...) calls take softclass.kernels.lean (one compiled call: the C++
+    operator, or without it the Python road); loss, gradient for grad_output 1 and not, second
+    and double backward and no-grad are torch's."""
     taken = []
-    original = lean._forward_spatial
-    monkeypatch.setattr(lean, "_forward_spatial", lambda *a: taken.append(1) or original(*a))
+    if road == "python":
+        monkeypatch.setattr(cross_entropy_op, "operator", lambda: None)
+    name = "_forward_spatial" if road == "python" else "_operator_forward"
+    original = getattr(lean, name)
+    monkeypatch.setattr(lean, name, lambda *a: taken.append(1) or original(*a))
     logits, target = _case(shape, dtype, seed=3)
     if shape[1] == 1:
         target.zero_()
@@ -242,7 +247,8 @@ def test_lean_road_of_spatial_inputs_matches_torch(
             no_grad_loss = function(leaf, target, ignore_index=ignore_index, reduction=reduction)
         results.append((loss, *first, *again, *second, curvature, no_grad_loss))
     assert_close(results[0], results[1], **_LEAN_TOLERANCE[dtype])
-    assert len(taken) == 3  # the loss, the second backward, the no-grad loss
+    # the loss, the second backward (made inside the operator's C++ node), the no-grad loss
+    assert len(taken) == (3 if road == "python" else 2)
 
 
 def test_lean_road_of_spatial_inputs_reports_the_target_position():
@@ -254,8 +260,9 @@ def test_lean_road_of_spatial_inputs_reports_the_target_position():
 
 def test_lean_road_leaves_other_spatial_calls_to_the_general_path(monkeypatch):
     taken = []
-    original = lean._forward_spatial
-    monkeypatch.setattr(lean, "_forward_spatial", lambda *a: taken.append(1) or original(*a))
+    for name in ("_forward_spatial", "_operator_forward"):
+        original = getattr(lean, name)
+        monkeypatch.setattr(lean, name, lambda *a, f=original: taken.append(1) or f(*a))
     logits, target = _case((2, 5, 4, 3), torch.float32)
     transposed = logits.transpose(2, 3)
     assert_close(

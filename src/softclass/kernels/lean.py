@@ -11,6 +11,10 @@ the compiled forward computes the loss and, when a backward will follow, the gra
 grad_output 1, already divided by the 'mean' denominator); the backward only scales it, in
 place. The numbers are those of the general path (the same compiled loops).
 
+Where softclass's C++ operator was built (:mod:`softclass.kernels.cross_entropy_op`) the call is
+one dispatcher call of it: checks, the compiled forward with the gradient and the autograd node
+in C++; else the compiled loops through ctypes and a Python ``autograd.Function`` (same numbers).
+
 Only below ``_LEAN_MAX_ELEMENTS`` logits (one thread range; larger inputs spend their time in the
 loops, not here).
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from softclass.kernels import native
+from softclass.kernels import cross_entropy_op, native
 from softclass.kernels.cross_entropy_cpu import saved_logits
 from softclass.kernels.row_blocks import (
     TargetOutOfBoundsError,
@@ -97,12 +101,29 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int, mean: bool)
     """
     if not _applicable(logits, target):
         return None
+    operator = cross_entropy_op.operator()
+    if operator is not None:
+        return _operator_forward(operator, logits, target, ignore_index, mean)
     library = native.library()
     if library is None:
         return None
     if torch.is_grad_enabled() and logits.requires_grad:
         return _LeanCrossEntropy.apply(logits, target, ignore_index, mean)
     return _forward(library, logits, target, ignore_index, mean, False)[0]
+
+
+def _operator_forward(
+    operator, logits: Tensor, target: Tensor, ignore_index: int, mean: bool
+) -> Tensor:
+    """The loss by one call of the C++ operator (its autograd node makes the gradient)."""
+    try:
+        return operator(logits, target, ignore_index, mean)
+    except IndexError as error:
+        index = cross_entropy_op.flat_index(error)
+        if index is None:
+            raise
+        value = int(target.reshape(-1)[index])
+        raise TargetOutOfBoundsError(index, value, logits.shape[1], ignore_index) from None
 
 
 def _forward(
