@@ -25,6 +25,7 @@ Measured on one CPU thread, six tensors of the 50-128-128-10 network: fused Adam
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -175,13 +176,14 @@ def _sgd_step(
     )
 
 
-def _adam_family_update(
+def _adam_family_step(
     kernel: Callable[..., None],
     parameters: list[torch.Tensor],
     gradients: list[torch.Tensor],
     state: BatchedState,
     params: OptimizerParams,
 ) -> None:
+    """Adam's and AdamW's step: ``kernel`` is torch's fused Adam or AdamW (bound per entry)."""
     state.step_count += 1
     if state.step_vector is not None:
         state.step_vector.add_(1.0)
@@ -204,24 +206,6 @@ def _adam_family_update(
     )
 
 
-def _adam_step(
-    parameters: list[torch.Tensor],
-    gradients: list[torch.Tensor],
-    state: BatchedState,
-    params: OptimizerParams,
-) -> None:
-    _adam_family_update(torch._fused_adam_, parameters, gradients, state, params)
-
-
-def _adamw_step(
-    parameters: list[torch.Tensor],
-    gradients: list[torch.Tensor],
-    state: BatchedState,
-    params: OptimizerParams,
-) -> None:
-    _adam_family_update(torch._fused_adamw_, parameters, gradients, state, params)
-
-
 OPTIMIZERS: dict[str, Optimizer] = {}
 """The registry: optimizer name → :class:`Optimizer` (what ``--optimizer`` takes)."""
 
@@ -237,6 +221,8 @@ _ADAM_PARAMS = ("learning_rate", "weight_decay", "beta1", "beta2", "eps")
 register_optimizer(
     Optimizer("sgd", "SGD with momentum (Nesterov optional)", 1, _sgd_step, 0, _SGD_PARAMS)
 )
+_adam_step = functools.partial(_adam_family_step, torch._fused_adam_)
+_adamw_step = functools.partial(_adam_family_step, torch._fused_adamw_)
 register_optimizer(Optimizer("adam", "Adam (L2 weight decay)", 2, _adam_step, 1, _ADAM_PARAMS))
 register_optimizer(
     Optimizer("adamw", "AdamW (decoupled weight decay)", 2, _adamw_step, 2, _ADAM_PARAMS)
