@@ -8,9 +8,7 @@ epoch; then it measures each design on the validation rows and, when asked, writ
 history, report and plots to a directory.
 
 Several seeds (seed, seed + 1, ...) each have their own batch order and initial weights; the
-split stays the one of the configured seed. Every design × seed model is trained once, in one
-batched run (:mod:`softclass.training.ensemble`); the first seed's designs are compared after
-every epoch from the engine's weights, and with several seeds the report adds each design's
+split stays the one of the configured seed. With several seeds the report adds each design's
 mean ± 95 % interval over the seeds and paired comparisons (:mod:`softclass.evaluation.stats`).
 What the batched engine refuses (bf16, torchrun, ``backend="autograd"``) trains in lockstep
 autograd :class:`Trainer` runs, one seed after the other.
@@ -197,7 +195,6 @@ def _compare(
     runs: list[DesignRun] = []
     agreements: list[Agreement] = []
     bands = None
-    distributed = DistContext() if distributed is None else distributed
     one_time = _load_compiled(config)
     together = _engine_fits(config, distributed)
     if together:
