@@ -19,7 +19,7 @@ from softclass.errors import TrainingDiverged
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.loop import Callback, FitLoop
+from softclass.training.loop import MONITORED_HISTORY, Callback, FitLoop
 from softclass.training.results import EpochRecord, History, ProgressCallback, ProgressEvent
 
 __all__ = [
@@ -35,13 +35,6 @@ __all__ = [
 # designs) means the weights exploded: ln 3 x 1000 = 1099 on Iris, where sound training starts
 # near 1.1 and --lr 1e6 gives 4.8e5 after one epoch (tanh keeps the weights finite).
 EXPLODED_LOSS_FACTOR = 1000.0
-
-# EarlyStopping's monitor names → the loop's history names.
-MONITORED_HISTORY = {
-    "train_loss": "train_loss",
-    "validation_loss": "val_loss",
-    "validation_accuracy": "val_accuracy",
-}
 
 
 def divergence(
