@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -267,14 +268,5 @@ def history_of(
     records = []
     for epoch in range(1, loop.epochs_run[member] + 1):
         record = epoch_record(loop, member, epoch, validation)
-        records.append(
-            EpochRecord(
-                record.epoch,
-                record.train_loss,
-                record.train_accuracy,
-                record.validation_loss,
-                record.validation_accuracy,
-                record.seconds / shared_by,
-            )
-        )
+        records.append(replace(record, seconds=record.seconds / shared_by))
     return History(records, best_epoch, loop.epochs_run[member] < loop.epochs)
