@@ -13,18 +13,11 @@ mean ± 95 % interval over the seeds and paired comparisons (:mod:`softclass.eva
 What the batched engine refuses (bf16, torchrun, ``backend="autograd"``) trains in lockstep
 autograd :class:`Trainer` runs, one seed after the other.
 
-Designs are set side by side only on common metrics (log loss, accuracy, Brier score and ECE of
-the predicted probabilities, on the validation rows); a design's own training loss is reported as
-such and never compared across designs. With early stopping the training rows are split once
-more: the epoch is chosen on *stopping* rows, and the reported numbers come from validation rows
-that neither trained the weights nor chose the epoch (three-way split).
-
-Are A and B (and A and D) the same computation? Trained in float32, their weights drift apart by
-rounding, and over many steps that drift can grow large. :class:`Agreement` therefore decides on
-the two designs' loss gradients at the *same* weights in float64, after a sample of the epochs
-(equal to ~1e-15 for the same loss, far apart for another one), and shows the float32 drift
-beside the rounding noise floor of the same run (design A trained again from the same initial
-weights with its inputs one float32 ulp away), measured when the drift exceeds 1e-3.
+Designs are set side by side only on common metrics (:mod:`softclass.evaluation.measure`). With
+early stopping the training rows are split once more: the epoch is chosen on *stopping* rows, and
+the reported numbers come from validation rows that neither trained the weights nor chose the
+epoch (three-way split). Whether two designs are the same computation is decided on their
+float64 gradients at the same weights (:mod:`softclass.evaluation.agreement`).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from softclass.errors import ConfigError
-from softclass.mlp.registry import add_entry
+from softclass.mlp.registry import add_entry, get_entry, native_entries
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -106,17 +106,9 @@ register_activation(Activation("gelu", nn.GELU, nn.functional.gelu, _gelu_backwa
 register_activation(Activation("identity", nn.Identity, _identity, _identity_backward, 4))
 
 
-# The entries the compiled branches were written from, as this module defines them (native_code
-# -> entry). An entry changed or replaced at run time keeps its native_code but is no longer what
-# that branch computes: the compiled backend refuses it (the torch backend trains it from the
-# registry). Editing an entry here is caught by the parity tests of every backend.
-NATIVE_ENTRIES: dict[int, Activation] = {
-    entry.native_code: entry for entry in ACTIVATIONS.values() if entry.native_code is not None
-}
+NATIVE_ENTRIES: dict[int, Activation] = native_entries(ACTIVATIONS)
 
 
 def get_activation(name: str) -> Activation:
     """The activation called ``name``; ConfigError listing the accepted names otherwise."""
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}: expected one of {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return get_entry(ACTIVATIONS, "activation", name)

@@ -33,7 +33,7 @@ import torch
 
 from softclass.errors import ConfigError
 from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
-from softclass.mlp.registry import add_entry
+from softclass.mlp.registry import add_entry, get_entry, native_entries
 
 __all__ = [
     "DEFAULTS",
@@ -229,17 +229,9 @@ register_optimizer(
 )
 
 
-# The entries the compiled branches were written from, as this module defines them (native_code
-# -> entry). An entry changed or replaced at run time keeps its native_code but is no longer what
-# that branch computes: the compiled backend refuses it (the torch backend trains it from the
-# registry). Editing an entry here is caught by the parity tests of every backend.
-NATIVE_ENTRIES: dict[int, Optimizer] = {
-    entry.native_code: entry for entry in OPTIMIZERS.values() if entry.native_code is not None
-}
+NATIVE_ENTRIES: dict[int, Optimizer] = native_entries(OPTIMIZERS)
 
 
 def get_optimizer(name: str) -> Optimizer:
     """The optimizer called ``name``; ConfigError listing the accepted names otherwise."""
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name]
+    return get_entry(OPTIMIZERS, "optimizer", name)
