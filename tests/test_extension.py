@@ -30,9 +30,10 @@ def _smoothed_cross_entropy(logits, targets, reduction="mean"):
     return functional.cross_entropy(logits, targets, reduction=reduction, label_smoothing=SMOOTHING)
 
 
-def _silu_backward(grad, pre, out):
-    sigmoid = torch.sigmoid(pre)
-    return grad * sigmoid * (1.0 + pre * (1.0 - sigmoid))
+def _mish_backward(grad, pre, out):
+    """d/dx x·tanh(softplus(x)) = tanh(sp) + x·(1 - tanh(sp)²)·σ(x)."""
+    tanh_softplus = torch.tanh(nn.functional.softplus(pre))
+    return grad * (tanh_softplus + pre * (1.0 - tanh_softplus**2) * torch.sigmoid(pre))
 
 
 def _rmsprop_step(parameters, gradients, state: BatchedState, params: OptimizerParams) -> None:
@@ -62,18 +63,18 @@ DESIGN_E = Design(
     relation="another loss",
     meaning="E smooths the targets of A (ε = 0.1): another loss, with another minimiser.",
 )
-SILU = Activation("silu", nn.SiLU, nn.functional.silu, _silu_backward, None)
+MISH = Activation("mish", nn.Mish, nn.functional.mish, _mish_backward, None)
 RMSPROP = Optimizer("rmsprop", "RMSprop (α = 0.99)", 1, _rmsprop_step, None)
 
 
 @pytest.fixture
 def extended():
-    """Design E, activation silu and optimizer rmsprop registered for one test."""
+    """Design E, activation mish and optimizer rmsprop registered for one test."""
     register_design(DESIGN_E)
-    register_activation(SILU)
+    register_activation(MISH)
     register_optimizer(RMSPROP)
     yield
-    del designs.DESIGNS["E"], activations.ACTIVATIONS["silu"], optimizers.OPTIMIZERS["rmsprop"]
+    del designs.DESIGNS["E"], activations.ACTIVATIONS["mish"], optimizers.OPTIMIZERS["rmsprop"]
 
 
 def test_the_new_entries_match_their_torch_references(extended):
@@ -85,8 +86,8 @@ def test_the_new_entries_match_their_torch_references(extended):
         torch.nn.functional.cross_entropy(logits, targets, label_smoothing=SMOOTHING),
     )
     pre = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    (expected,) = torch.autograd.grad(nn.functional.silu(pre).sum(), pre)
-    assert_close(_silu_backward(torch.ones_like(pre), pre, None), expected)
+    (expected,) = torch.autograd.grad(nn.functional.mish(pre).sum(), pre)
+    assert_close(_mish_backward(torch.ones_like(pre), pre, None), expected)
     params = OptimizerParams(learning_rate=0.05, eps=1e-6, weight_decay=0.01)
     ours = [torch.randn(3, 2, generator=generator)]
     reference = [ours[0].clone().requires_grad_()]
@@ -110,7 +111,7 @@ def test_help_lists_the_new_entries(extended, run):
     )
     for registry in (designs.DESIGNS, activations.ACTIVATIONS, optimizers.OPTIMIZERS):
         assert names_text(registry) in compare_text and names_text(registry) in train_text
-    assert "E" in designs.DESIGNS and "silu" in compare_text and "rmsprop" in train_text
+    assert "E" in designs.DESIGNS and "mish" in compare_text and "rmsprop" in train_text
 
 
 def test_compare_train_predict_and_the_report_carry_the_new_entries(
@@ -125,7 +126,7 @@ def test_compare_train_predict_and_the_report_carry_the_new_entries(
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(plots, builder, recording)
-    network = ("--epochs", "3", "--activation", "silu", "--optimizer", "rmsprop")
+    network = ("--epochs", "3", "--activation", "mish", "--optimizer", "rmsprop")
     code, out, err = run("compare", *network, "--out", tmp_path / "compare")
     assert code == 0, err
     table = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] != []}
@@ -165,7 +166,7 @@ def test_the_estimator_takes_the_new_entries(extended):
     table = polars.read_csv(IRIS)
     features, labels = table[:, :4].to_numpy(), table[:, 4].to_numpy()
     model = Classifier(
-        design="E", activation="silu", solver="rmsprop", max_iter=5, random_state=0
+        design="E", activation="mish", solver="rmsprop", max_iter=5, random_state=0
     ).fit(features, labels)
     assert model.design_ == "E"
     probabilities = model.predict_proba(features)

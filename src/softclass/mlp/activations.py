@@ -15,6 +15,7 @@ relu       max(x, 0)           g where y > 0, else 0                 1
 sigmoid    1 / (1 + e^-x)      g·y·(1 - y)                           2
 gelu       x·Φ(x)              g·(Φ(x) + x·φ(x))                     3
 identity   x                   g                                     4
+silu       x·σ(x)              g·σ(x)·(1 + x·(1 - σ(x)))             —
 ========== =================== ===================================== =========
 """
 
@@ -81,6 +82,11 @@ def _gelu_backward(grad: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> 
     return grad * (cdf + pre * pdf)
 
 
+def _silu_backward(grad: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    sigmoid = torch.sigmoid(pre)
+    return grad * sigmoid * (1.0 + pre * (1.0 - sigmoid))
+
+
 def _identity(pre: torch.Tensor) -> torch.Tensor:
     return pre
 
@@ -104,6 +110,7 @@ register_activation(Activation("relu", nn.ReLU, torch.relu, _relu_backward, 1))
 register_activation(Activation("sigmoid", nn.Sigmoid, torch.sigmoid, _sigmoid_backward, 2))
 register_activation(Activation("gelu", nn.GELU, nn.functional.gelu, _gelu_backward, 3))
 register_activation(Activation("identity", nn.Identity, _identity, _identity_backward, 4))
+register_activation(Activation("silu", nn.SiLU, nn.functional.silu, _silu_backward, None))
 
 
 NATIVE_ENTRIES: dict[int, Activation] = native_entries(ACTIVATIONS)
