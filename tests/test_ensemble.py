@@ -209,7 +209,7 @@ def test_stacked_logits_and_extracted_model_agree():
         ({"batch_size": 0}, "batch_size=0 must be an integer ≥ 1"),
         (
             {"optimizer": "no-such-optimizer"},
-            "optimizer='no-such-optimizer': expected one of sgd, adam, adamw$",
+            "optimizer='no-such-optimizer': expected one of sgd, adam, adamw, rmsprop$",
         ),
         ({"learning_rate": 0.0}, "learning_rate=0.0 must be > 0"),
         ({"momentum": 1.0}, r"momentum=1.0 must lie in \[0, 1\)"),
