@@ -172,7 +172,7 @@ DAMAGED_FIELDS = [
     (_nested("train_config", "betas", [0.9, "x"]), r"'train_config\.betas\[1\]' is 'x'; expected"),
     (
         _nested("train_config", "optimizer", "no-such-optimizer"),
-        r"optimizer='no-such-optimizer': expected one of sgd, adam, adamw$",
+        r"optimizer='no-such-optimizer': expected one of sgd, adam, adamw, rmsprop$",
     ),
     (_nested("train_config", "seed", [0]), r"'train_config\.seed' is a list of 1 items; expected"),
     (_nested("train_config", "seed", 10**30), r"'train_config\.seed' is an integer of about 31 d"),

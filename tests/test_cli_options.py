@@ -32,6 +32,7 @@ TYPED = {
     "nesterov": (("--nesterov",), True),
     "betas": (("--betas", "0.8,0.99"), (0.8, 0.99)),
     "eps": (("--eps", "1e-6"), 1e-6),
+    "rms_decay": (("--rms-decay", "0.9"), 0.9),
     "weight_decay": (("--weight-decay", "0.01"), 0.01),
     "seed": (("--seed", "3"), 3),
     "validation_fraction": (("--validation", "0.3"), 0.3),

@@ -192,7 +192,7 @@ def test_members_start_from_build_mlp_and_visit_rows_in_their_own_seed_order():
     assert not torch.equal(order[0], order[1])
 
 
-def test_stacked_logits_and_extracted_model_agree_and_state_round_trips():
+def test_stacked_logits_and_extracted_model_agree():
     config = MLPConfig(4, 3, hidden=(6, 2), activation="relu")
     network = StackedMLP.from_seeds(config, [1, 2, 3], dtype=torch.float64)
     features, _ = _table(9)
@@ -200,8 +200,6 @@ def test_stacked_logits_and_extracted_model_agree_and_state_round_trips():
     assert logits.shape == (3, 9, 3)
     with torch.no_grad():
         assert_close(logits[2], network.to_mlp(2)(features))
-    restored = StackedMLP.from_state_arrays(config, network.state_arrays())
-    assert_close(restored.logits(features), logits, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +209,7 @@ def test_stacked_logits_and_extracted_model_agree_and_state_round_trips():
         ({"batch_size": 0}, "batch_size=0 must be an integer ≥ 1"),
         (
             {"optimizer": "no-such-optimizer"},
-            "optimizer='no-such-optimizer': expected one of sgd, adam, adamw$",
+            "optimizer='no-such-optimizer': expected one of sgd, adam, adamw, rmsprop$",
         ),
         ({"learning_rate": 0.0}, "learning_rate=0.0 must be > 0"),
         ({"momentum": 1.0}, r"momentum=1.0 must lie in \[0, 1\)"),

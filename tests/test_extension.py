@@ -23,25 +23,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 IRIS = bundled_path("iris")
 SMOOTHING = 0.1
-RMSPROP_ALPHA = 0.99  # torch.optim.RMSprop's default smoothing constant
 
 
 def _smoothed_cross_entropy(logits, targets, reduction="mean"):
     return functional.cross_entropy(logits, targets, reduction=reduction, label_smoothing=SMOOTHING)
 
 
-def _silu_backward(grad, pre, out):
-    sigmoid = torch.sigmoid(pre)
-    return grad * sigmoid * (1.0 + pre * (1.0 - sigmoid))
+def _mish_backward(grad, pre, out):
+    """d/dx x·tanh(softplus(x)) = tanh(sp) + x·(1 - tanh(sp)²)·σ(x)."""
+    tanh_softplus = torch.tanh(nn.functional.softplus(pre))
+    return grad * (tanh_softplus + pre * (1.0 - tanh_softplus**2) * torch.sigmoid(pre))
 
 
-def _rmsprop_step(parameters, gradients, state: BatchedState, params: OptimizerParams) -> None:
-    """torch.optim.RMSprop (not centred, no momentum) on a list of tensors."""
+def _adagrad_step(parameters, gradients, state: BatchedState, params: OptimizerParams) -> None:
+    """torch.optim.Adagrad (no learning-rate decay) on a list of tensors."""
     state.step_count += 1
     if params.weight_decay != 0.0:
         gradients = torch._foreach_add(gradients, parameters, alpha=params.weight_decay)
-    torch._foreach_mul_(state.first_moments, RMSPROP_ALPHA)
-    torch._foreach_addcmul_(state.first_moments, gradients, gradients, value=1 - RMSPROP_ALPHA)
+    torch._foreach_addcmul_(state.first_moments, gradients, gradients, value=1.0)
     denominators = torch._foreach_sqrt(state.first_moments)
     torch._foreach_add_(denominators, params.eps)
     torch._foreach_addcdiv_(parameters, gradients, denominators, value=-params.learning_rate)
@@ -62,18 +61,18 @@ DESIGN_E = Design(
     relation="another loss",
     meaning="E smooths the targets of A (ε = 0.1): another loss, with another minimiser.",
 )
-SILU = Activation("silu", nn.SiLU, nn.functional.silu, _silu_backward, None)
-RMSPROP = Optimizer("rmsprop", "RMSprop (α = 0.99)", 1, _rmsprop_step, None)
+MISH = Activation("mish", nn.Mish, nn.functional.mish, _mish_backward, None)
+ADAGRAD = Optimizer("adagrad", "Adagrad", 1, _adagrad_step, None)
 
 
 @pytest.fixture
 def extended():
-    """Design E, activation silu and optimizer rmsprop registered for one test."""
+    """Design E, activation mish and optimizer adagrad registered for one test."""
     register_design(DESIGN_E)
-    register_activation(SILU)
-    register_optimizer(RMSPROP)
+    register_activation(MISH)
+    register_optimizer(ADAGRAD)
     yield
-    del designs.DESIGNS["E"], activations.ACTIVATIONS["silu"], optimizers.OPTIMIZERS["rmsprop"]
+    del designs.DESIGNS["E"], activations.ACTIVATIONS["mish"], optimizers.OPTIMIZERS["adagrad"]
 
 
 def test_the_new_entries_match_their_torch_references(extended):
@@ -85,20 +84,18 @@ def test_the_new_entries_match_their_torch_references(extended):
         torch.nn.functional.cross_entropy(logits, targets, label_smoothing=SMOOTHING),
     )
     pre = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    (expected,) = torch.autograd.grad(nn.functional.silu(pre).sum(), pre)
-    assert_close(_silu_backward(torch.ones_like(pre), pre, None), expected)
+    (expected,) = torch.autograd.grad(nn.functional.mish(pre).sum(), pre)
+    assert_close(_mish_backward(torch.ones_like(pre), pre, None), expected)
     params = OptimizerParams(learning_rate=0.05, eps=1e-6, weight_decay=0.01)
     ours = [torch.randn(3, 2, generator=generator)]
     reference = [ours[0].clone().requires_grad_()]
-    torch_rmsprop = torch.optim.RMSprop(
-        reference, lr=0.05, alpha=RMSPROP_ALPHA, eps=1e-6, weight_decay=0.01
-    )
-    state = RMSPROP.new_state(ours)
+    torch_adagrad = torch.optim.Adagrad(reference, lr=0.05, eps=1e-6, weight_decay=0.01)
+    state = ADAGRAD.new_state(ours)
     for _ in range(3):
         gradient = torch.randn(3, 2, generator=generator)
-        RMSPROP.batched_step(ours, [gradient], state, params)
+        ADAGRAD.batched_step(ours, [gradient], state, params)
         reference[0].grad = gradient.clone()
-        torch_rmsprop.step()
+        torch_adagrad.step()
     assert_close(ours[0], reference[0].detach())
 
 
@@ -110,7 +107,7 @@ def test_help_lists_the_new_entries(extended, run):
     )
     for registry in (designs.DESIGNS, activations.ACTIVATIONS, optimizers.OPTIMIZERS):
         assert names_text(registry) in compare_text and names_text(registry) in train_text
-    assert "E" in designs.DESIGNS and "silu" in compare_text and "rmsprop" in train_text
+    assert "E" in designs.DESIGNS and "mish" in compare_text and "adagrad" in train_text
 
 
 def test_compare_train_predict_and_the_report_carry_the_new_entries(
@@ -125,7 +122,7 @@ def test_compare_train_predict_and_the_report_carry_the_new_entries(
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(plots, builder, recording)
-    network = ("--epochs", "3", "--activation", "silu", "--optimizer", "rmsprop")
+    network = ("--epochs", "3", "--activation", "mish", "--optimizer", "adagrad")
     code, out, err = run("compare", *network, "--out", tmp_path / "compare")
     assert code == 0, err
     table = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] != []}
@@ -148,7 +145,7 @@ def test_compare_train_predict_and_the_report_carry_the_new_entries(
     assert code == 0, err
     assert "design E (logits + label-smoothed cross entropy)" in out
     saved = json.loads((model / "model.json").read_text())
-    assert saved["train_config"]["optimizer"] == "rmsprop"
+    assert saved["train_config"]["optimizer"] == "adagrad"
     code, out, err = run("predict", model, IRIS, "--format", "json")
     assert code == 0, err
     rows = json.loads(out)
@@ -165,7 +162,7 @@ def test_the_estimator_takes_the_new_entries(extended):
     table = polars.read_csv(IRIS)
     features, labels = table[:, :4].to_numpy(), table[:, 4].to_numpy()
     model = Classifier(
-        design="E", activation="silu", solver="rmsprop", max_iter=5, random_state=0
+        design="E", activation="mish", solver="adagrad", max_iter=5, random_state=0
     ).fit(features, labels)
     assert model.design_ == "E"
     probabilities = model.predict_proba(features)

@@ -382,7 +382,7 @@ def test_history_json_round_trip_turns_nan_into_null():
         ({"batch_size": 2.5}, r"batch_size=2.5 must be an integer"),
         (
             {"optimizer": "no-such-optimizer"},
-            r"optimizer='no-such-optimizer': expected one of sgd, adam, adamw$",
+            r"optimizer='no-such-optimizer': expected one of sgd, adam, adamw, rmsprop$",
         ),
         ({"device": "tpu"}, r"device='tpu': expected one of auto, cpu, cuda"),
         ({"precision": "fp16"}, r"precision='fp16': expected one of fp32, bf16"),

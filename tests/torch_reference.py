@@ -31,6 +31,15 @@ def torch_optimizer(
             weight_decay=params.weight_decay,
             fused=fused,
         )
+    if name == "rmsprop":  # torch has no fused RMSprop: its for-each form is the same sequence
+        return torch.optim.RMSprop(
+            parameters,
+            lr=params.learning_rate,
+            alpha=params.rms_decay,
+            eps=params.eps,
+            weight_decay=params.weight_decay,
+            foreach=fused,
+        )
     adam_family = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if name not in adam_family:
         raise KeyError(

@@ -71,6 +71,10 @@ class _DataSafeConsole(Console):
 
         return super().render_str(terminal_text(text), **options)
 
+    def line(self, *objects: Any) -> None:
+        """Print a message as written: no highlighting of its numbers, no hard line breaks."""
+        self.print(*objects, highlight=False, soft_wrap=True)
+
 
 console = _DataSafeConsole()
 err_console = _DataSafeConsole(stderr=True)
@@ -104,9 +108,7 @@ def _show_warning(
 ) -> None:
     """softclass's own warnings as one ``warning:`` line; others as Python shows them."""
     if issubclass(category, SoftclassWarning):
-        err_console.print(
-            "[yellow]warning:[/]", escape(str(message)), highlight=False, soft_wrap=True
-        )
+        err_console.line("[yellow]warning:[/]", escape(str(message)))
     else:
         _python_show_warning(message, category, *args, **kwargs)
 
@@ -161,7 +163,7 @@ def main() -> None:
 
 
 def _error_line(markup: str) -> None:
-    err_console.print(markup, highlight=False, soft_wrap=True)
+    err_console.line(markup)
 
 
 def _usage_failed(error: _ClickException) -> NoReturn:

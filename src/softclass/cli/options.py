@@ -297,37 +297,14 @@ _SPECS: tuple[_Spec, ...] = (
         metavar="TEXT",
         **_DATA,
     ),
-    _spec(
-        "categorical",
-        "--categorical",
-        list[str] | None,
-        "Read this column as text: each value a category (repeat).",
-        metavar="COLUMN",
-        **_DATA,
-    ),
-    _spec(
-        "numeric",
-        "--numeric",
-        list[str] | None,
-        "Read this column as numbers: other cell text is missing (repeat).",
-        metavar="COLUMN",
-        **_DATA,
-    ),
-    _spec(
-        "keep",
-        "--keep",
-        list[str] | None,
-        "Keep this column as a feature even if it looks like an ID.",
-        metavar="COLUMN",
-        **_DATA,
-    ),
-    _spec(
-        "drop",
-        "--drop",
-        list[str] | None,
-        "Leave this column out (repeat).",
-        metavar="COLUMN",
-        **_DATA,
+    *(  # the columns a user types by name
+        _spec(name, f"--{name}", list[str] | None, help_text, metavar="COLUMN", **_DATA)
+        for name, help_text in {
+            "categorical": "Read this column as text: each value a category (repeat).",
+            "numeric": "Read this column as numbers: other cell text is missing (repeat).",
+            "keep": "Keep this column as a feature even if it looks like an ID.",
+            "drop": "Leave this column out (repeat).",
+        }.items()
     ),
     _spec(
         "id_columns",

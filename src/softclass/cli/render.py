@@ -44,11 +44,9 @@ def _print_typing_table(recipe) -> None:
     classes = ", ".join(recipe.classes[:8]) + (
         f" … and {recipe.n_classes - 8} more" if recipe.n_classes > 8 else ""
     )
-    console.print(
+    console.line(
         f"{len(recipe.columns)} columns; target {recipe.target!r}: {recipe.n_classes} classes "
-        f"({classes}); {recipe.n_features} features",
-        highlight=False,
-        soft_wrap=True,
+        f"({classes}); {recipe.n_features} features"
     )
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("column", "type", "missing", "distinct", "use"):
@@ -87,26 +85,22 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
     summary = result.to_dict()
     _print_answer(summary)
     epochs = epochs_shown(summary, result.designs)
-    console.print(
+    console.line(
         f"[bold]{' vs '.join(result.designs)}[/] on {escape(source)}: MLP {shape.n_features}-"
         f"{'-'.join(str(w) for w in shape.hidden)}-{shape.n_classes} {shape.activation}, "
         f"{config.optimizer} lr {config.learning_rate:g}, batch {config.batch_size}, "
         + (f"label smoothing {config.label_smoothing:g}, " if config.label_smoothing else "")
         + (f"mean of {seeds} seeds" if seeds > 1 else f"seed {result.seeds[0]}")
-        + ("" if result.defaults is None else f" ({result.defaults.name} defaults)"),
-        highlight=False,
-        soft_wrap=True,
+        + ("" if result.defaults is None else f" ({result.defaults.name} defaults)")
     )
     stopping = (
         f", {result.n_stopping} stopping rows chose the epoch (patience {config.patience})"
         if result.n_stopping
         else ""
     )
-    console.print(
+    console.line(
         f"rows: {result.n_train} trained the weights{stopping}, {result.n_validation} validation "
-        "rows gave every number below",
-        highlight=False,
-        soft_wrap=True,
+        "rows gave every number below"
     )
     console.print(_design_table(result, epochs))
     seconds = sum(run.metrics["seconds"] for run in result.runs)
@@ -131,11 +125,9 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
     shown = [a for a in result.agreements if a.seed == result.seeds[0]]
     for agreement in shown:
         colour = "yellow" if agreement.verdict == "different" else "green"
-        console.print(
+        console.line(
             f"{agreement.first} vs {agreement.second}: [{colour}]{agreement.verdict}[/] "
-            f"({escape(agreement.explanation())})",
-            highlight=False,
-            soft_wrap=True,
+            f"({escape(agreement.explanation())})"
         )
     if shown:
         _print_wrapped(f"  how: {shown[0].method}", indent="    ")
@@ -143,10 +135,8 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
     if statistics is not None:
         _print_seed_statistics(statistics, len(result.seeds))
     if result.out_dir is not None:
-        console.print(
-            f"models, history.json, report.json, report.html and plots written to {result.out_dir}",
-            highlight=False,
-            soft_wrap=True,
+        console.line(
+            f"models, history.json, report.json, report.html and plots written to {result.out_dir}"
         )
 
 
@@ -155,7 +145,7 @@ def _print_wrapped(text: str, indent: str = "  ") -> None:
     import textwrap
 
     lines = textwrap.wrap(text, width=console.width, subsequent_indent=indent)
-    console.print("\n".join(escape(line) for line in lines), highlight=False, soft_wrap=True)
+    console.line("\n".join(escape(line) for line in lines))
 
 
 def _print_answer(summary: dict) -> None:
@@ -254,12 +244,10 @@ def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
                 _SHORT_VERDICTS.get(pair["verdict"], pair["verdict"]),
             )
     console.print(paired)
-    console.print(
+    console.line(
         "  common metrics only (a design's own loss is never paired: C's squared error is not a "
         "cross entropy); rounding: every paired difference within float tolerance (1e-5); "
-        "every pair of designs in report.json",
-        highlight=False,
-        soft_wrap=True,
+        "every pair of designs in report.json"
     )
 
 

@@ -115,7 +115,7 @@ def _prepared_data(
     if show:
         _print_typing_table(prepared.recipe)
         for warning in prepared.warnings:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            err_console.line(f"[yellow]warning:[/] {warning}")
     return prepared
 
 

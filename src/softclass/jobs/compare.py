@@ -8,25 +8,16 @@ epoch; then it measures each design on the validation rows and, when asked, writ
 history, report and plots to a directory.
 
 Several seeds (seed, seed + 1, ...) each have their own batch order and initial weights; the
-split stays the one of the configured seed. Every design × seed model is trained once, in one
-batched run (:mod:`softclass.training.ensemble`); the first seed's designs are compared after
-every epoch from the engine's weights, and with several seeds the report adds each design's
+split stays the one of the configured seed. With several seeds the report adds each design's
 mean ± 95 % interval over the seeds and paired comparisons (:mod:`softclass.evaluation.stats`).
 What the batched engine refuses (bf16, torchrun, ``backend="autograd"``) trains in lockstep
 autograd :class:`Trainer` runs, one seed after the other.
 
-Designs are set side by side only on common metrics (log loss, accuracy, Brier score and ECE of
-the predicted probabilities, on the validation rows); a design's own training loss is reported as
-such and never compared across designs. With early stopping the training rows are split once
-more: the epoch is chosen on *stopping* rows, and the reported numbers come from validation rows
-that neither trained the weights nor chose the epoch (three-way split).
-
-Are A and B (and A and D) the same computation? Trained in float32, their weights drift apart by
-rounding, and over many steps that drift can grow large. :class:`Agreement` therefore decides on
-the two designs' loss gradients at the *same* weights in float64, after a sample of the epochs
-(equal to ~1e-15 for the same loss, far apart for another one), and shows the float32 drift
-beside the rounding noise floor of the same run (design A trained again from the same initial
-weights with its inputs one float32 ulp away), measured when the drift exceeds 1e-3.
+Designs are set side by side only on common metrics (:mod:`softclass.evaluation.measure`). With
+early stopping the training rows are split once more: the epoch is chosen on *stopping* rows, and
+the reported numbers come from validation rows that neither trained the weights nor chose the
+epoch (three-way split). Whether two designs are the same computation is decided on their
+float64 gradients at the same weights (:mod:`softclass.evaluation.agreement`).
 """
 
 from __future__ import annotations
@@ -198,7 +189,6 @@ def _compare(
     runs: list[DesignRun] = []
     agreements: list[Agreement] = []
     bands = None
-    distributed = DistContext() if distributed is None else distributed
     one_time = _load_compiled(config)
     together = _engine_fits(config, distributed)
     if together:

@@ -15,6 +15,7 @@ relu       max(x, 0)           g where y > 0, else 0                 1
 sigmoid    1 / (1 + e^-x)      g·y·(1 - y)                           2
 gelu       x·Φ(x)              g·(Φ(x) + x·φ(x))                     3
 identity   x                   g                                     4
+silu       x·σ(x)              g·σ(x)·(1 + x·(1 - σ(x)))             —
 ========== =================== ===================================== =========
 """
 
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from softclass.errors import ConfigError
-from softclass.mlp.registry import add_entry
+from softclass.mlp.registry import add_entry, get_entry, native_entries
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -81,6 +82,11 @@ def _gelu_backward(grad: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> 
     return grad * (cdf + pre * pdf)
 
 
+def _silu_backward(grad: torch.Tensor, pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    sigmoid = torch.sigmoid(pre)
+    return grad * sigmoid * (1.0 + pre * (1.0 - sigmoid))
+
+
 def _identity(pre: torch.Tensor) -> torch.Tensor:
     return pre
 
@@ -104,19 +110,12 @@ register_activation(Activation("relu", nn.ReLU, torch.relu, _relu_backward, 1))
 register_activation(Activation("sigmoid", nn.Sigmoid, torch.sigmoid, _sigmoid_backward, 2))
 register_activation(Activation("gelu", nn.GELU, nn.functional.gelu, _gelu_backward, 3))
 register_activation(Activation("identity", nn.Identity, _identity, _identity_backward, 4))
+register_activation(Activation("silu", nn.SiLU, nn.functional.silu, _silu_backward, None))
 
 
-# The entries the compiled branches were written from, as this module defines them (native_code
-# -> entry). An entry changed or replaced at run time keeps its native_code but is no longer what
-# that branch computes: the compiled backend refuses it (the torch backend trains it from the
-# registry). Editing an entry here is caught by the parity tests of every backend.
-NATIVE_ENTRIES: dict[int, Activation] = {
-    entry.native_code: entry for entry in ACTIVATIONS.values() if entry.native_code is not None
-}
+NATIVE_ENTRIES: dict[int, Activation] = native_entries(ACTIVATIONS)
 
 
 def get_activation(name: str) -> Activation:
     """The activation called ``name``; ConfigError listing the accepted names otherwise."""
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}: expected one of {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+    return get_entry(ACTIVATIONS, "activation", name)

@@ -53,11 +53,19 @@ class OptimizerParams:
         metavar="B1,B2",
         parse=_parse_pair,
     )
-    # Adam/AdamW denominator guard
+    # Adam/AdamW/RMSprop denominator guard
     eps: float = option(
-        1e-8, "--eps", "Adam/AdamW denominator guard.", Rule("number"), metavar="EPS"
+        1e-8, "--eps", "Adam/AdamW/RMSprop denominator guard.", Rule("number"), metavar="EPS"
     )
-    # λ: L2 penalty (sgd, adam) or decoupled decay (adamw)
+    # RMSprop's moving-average rate of the squared gradients (torch.optim.RMSprop's alpha)
+    rms_decay: float = option(
+        0.99,
+        "--rms-decay",
+        "RMSprop: moving-average rate of the squared gradients.",
+        Rule("number", high=1),
+        metavar="ALPHA",
+    )
+    # λ: L2 penalty (sgd, adam, rmsprop) or decoupled decay (adamw)
     weight_decay: float = option(
         0.0,
         "--weight-decay",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from softclass.errors import TrainingDiverged
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
 from softclass.training.early_stopping import EarlyStopping
-from softclass.training.loop import Callback, FitLoop
+from softclass.training.loop import MONITORED_HISTORY, Callback, FitLoop
 from softclass.training.results import EpochRecord, History, ProgressCallback, ProgressEvent
 
 __all__ = [
@@ -35,13 +36,6 @@ __all__ = [
 # designs) means the weights exploded: ln 3 x 1000 = 1099 on Iris, where sound training starts
 # near 1.1 and --lr 1e6 gives 4.8e5 after one epoch (tanh keeps the weights finite).
 EXPLODED_LOSS_FACTOR = 1000.0
-
-# EarlyStopping's monitor names → the loop's history names.
-MONITORED_HISTORY = {
-    "train_loss": "train_loss",
-    "validation_loss": "val_loss",
-    "validation_accuracy": "val_accuracy",
-}
 
 
 def divergence(
@@ -274,14 +268,5 @@ def history_of(
     records = []
     for epoch in range(1, loop.epochs_run[member] + 1):
         record = epoch_record(loop, member, epoch, validation)
-        records.append(
-            EpochRecord(
-                record.epoch,
-                record.train_loss,
-                record.train_accuracy,
-                record.validation_loss,
-                record.validation_accuracy,
-                record.seconds / shared_by,
-            )
-        )
+        records.append(replace(record, seconds=record.seconds / shared_by))
     return History(records, best_epoch, loop.epochs_run[member] < loop.epochs)

@@ -27,11 +27,17 @@ import torch
 
 from softclass.mlp.model import MLP
 
-__all__ = ["HISTORY_NAMES", "Callback", "EpochBackend", "FitLoop"]
+__all__ = ["HISTORY_NAMES", "MONITORED_HISTORY", "Callback", "EpochBackend", "FitLoop"]
 
 # The per-epoch numbers every backend returns, each (M, epochs) float64: the training loss and
 # accuracy measured while training, the validation ones after the epoch (NaN without rows).
 HISTORY_NAMES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+# The history the early-stopping rule reads for each monitor of softclass.training.config.MONITORS.
+MONITORED_HISTORY = {
+    "train_loss": "train_loss",
+    "validation_loss": "val_loss",
+    "validation_accuracy": "val_accuracy",
+}
 # Aim of one backend call's length in seconds when the callbacks allow several epochs per call:
 # long enough that the loop's own work between calls is small, short enough for progress.
 CALL_SECONDS = 0.25

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from softclass.mlp.designs import Design
@@ -31,14 +31,8 @@ class EpochRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form: non-finite numbers become None."""
-        return {
-            "epoch": self.epoch,
-            "train_loss": json_number(self.train_loss),
-            "train_accuracy": json_number(self.train_accuracy),
-            "validation_loss": json_number(self.validation_loss),
-            "validation_accuracy": json_number(self.validation_accuracy),
-            "seconds": json_number(self.seconds),
-        }
+        numbers = {item.name: json_number(getattr(self, item.name)) for item in fields(self)}
+        return numbers | {"epoch": self.epoch}
 
 
 @dataclass
@@ -76,23 +70,20 @@ class History:
         def number(value: float | None) -> float:
             return math.nan if value is None else float(value)
 
-        records = []
-        for item in data["records"]:
-            validation_loss = item["validation_loss"]
-            records.append(
-                EpochRecord(
-                    epoch=int(item["epoch"]),
-                    train_loss=number(item["train_loss"]),
-                    train_accuracy=number(item["train_accuracy"]),
-                    validation_loss=None if validation_loss is None else float(validation_loss),
-                    validation_accuracy=(
-                        None
-                        if item["validation_accuracy"] is None
-                        else float(item["validation_accuracy"])
-                    ),
-                    seconds=number(item["seconds"]),
-                )
+        def measured(value: float | None) -> float | None:  # None: no validation rows
+            return None if value is None else float(value)
+
+        records = [
+            EpochRecord(
+                epoch=int(item["epoch"]),
+                train_loss=number(item["train_loss"]),
+                train_accuracy=number(item["train_accuracy"]),
+                validation_loss=measured(item["validation_loss"]),
+                validation_accuracy=measured(item["validation_accuracy"]),
+                seconds=number(item["seconds"]),
             )
+            for item in data["records"]
+        ]
         best_epoch = data.get("best_epoch")
         return cls(
             records,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from softclass.mlp.activations import get_activation
@@ -109,24 +108,6 @@ class StackedMLP:
                 layer.weight.copy_(weight[member].cpu())
                 layer.bias.copy_(bias[member].cpu())
         return mlp
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """Plain numpy copies of every parameter (for pickling without torch objects)."""
-        return {
-            f"{kind}{index}": tensor.detach().cpu().numpy().copy()
-            for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True))
-            for kind, tensor in (("weight", weight), ("bias", bias))
-        }
-
-    @classmethod
-    def from_state_arrays(
-        cls, config: MLPConfig, arrays: dict[str, np.ndarray], device: torch.device | str = "cpu"
-    ) -> StackedMLP:
-        """Inverse of :meth:`state_arrays`."""
-        n_layers = len(config.hidden) + 1
-        weights = [torch.from_numpy(arrays[f"weight{k}"]).to(device) for k in range(n_layers)]
-        biases = [torch.from_numpy(arrays[f"bias{k}"]).to(device) for k in range(n_layers)]
-        return cls(config, weights, biases)
 
 
 def _linear_layers(mlp: MLP) -> list[torch.nn.Linear]:

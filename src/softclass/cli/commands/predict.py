@@ -151,13 +151,11 @@ def _report(stream, on_error: str, target: str) -> None:
     unpredicted = stream.unpredicted()
     for warning in stream.warnings:
         if warning != unpredicted or on_error == "skip":
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            err_console.line(f"[yellow]warning:[/] {warning}")
     if stream.accuracy is not None:
-        err_console.print(
+        err_console.line(
             f"accuracy {stream.accuracy:.3f} on {stream.counted} rows with a known class in "
-            f"{target!r}",
-            highlight=False,
-            soft_wrap=True,
+            f"{target!r}"
         )
     if unpredicted is not None and on_error == "error":
         raise DataError(f"{unpredicted}; --on-error skip accepts such rows (exit 0)")
@@ -256,7 +254,7 @@ class _Progress:
 
     def _line(self, text: str) -> None:
         self._lines += 1
-        err_console.print(text, highlight=False, soft_wrap=True)
+        err_console.line(text)
 
 
 def _write_prediction(frames, output_format: str, output: Path | None, raw: bool) -> None:

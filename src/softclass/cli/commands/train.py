@@ -115,12 +115,10 @@ def train(
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
         smoothing = f", label smoothing {config.label_smoothing:g}" * bool(config.label_smoothing)
-        console.print(
+        console.line(
             f"design {chosen.name} ({chosen.title}{smoothing}): {history.epochs} epochs{ranks}, "
             f"training loss {kept.train_loss:.4f}{_measured_rows(history, config)}; model "
-            f"saved to {out}",
-            highlight=False,
-            soft_wrap=True,
+            f"saved to {out}"
         )
 
 
@@ -152,13 +150,13 @@ def _training_data(
         unknown=values.get("unknown", "ignore"),
         options={name: values[name] for name in recipe_names if name in values}
         | {"typing": typing},
-        progress=lambda text: err_console.print(text, highlight=False, soft_wrap=True),
+        progress=lambda text: err_console.line(text),
         sync=values.get("sync", "auto"),
     )
     if context.is_main:
         _print_typing_table(streamed.recipe)
         for warning in streamed.warnings:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            err_console.line(f"[yellow]warning:[/] {warning}")
     return streamed
 
 

@@ -28,6 +28,7 @@ from softclass.errors import ConfigError, ModelFileError
 from softclass.mlp.model import MLPConfig
 from softclass.mlp.optimizers import get_optimizer
 from softclass.training.config import TrainConfig
+from softclass.training.loop import HISTORY_NAMES, MONITORED_HISTORY
 from softclass.training.schema.checkpoint_fields import (
     _check_epochs_run,
     _early_stopping_field,
@@ -51,14 +52,6 @@ from softclass.training.schema.tensors_file import (
 BATCHED_CHECKPOINT_FORMAT = 2
 BATCHED_ENGINE = "batched"
 BATCHED_METADATA_KEY = "softclass_checkpoint"
-# History name → the training metric it records, (M, epochs) float64 each.
-HISTORY_NAMES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-# The history the early-stopping rule reads for each monitor of softclass.training.config.MONITORS.
-MONITORED_HISTORY = {
-    "validation_loss": "val_loss",
-    "validation_accuracy": "val_accuracy",
-    "train_loss": "train_loss",
-}
 _BATCHED_FIELDS = (
     "format",
     "engine",
