@@ -115,6 +115,8 @@ def train(
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
         smoothing = f", label smoothing {config.label_smoothing:g}" * bool(config.label_smoothing)
+        members = result.config.members
+        smoothing += f", mean of {members} networks (epochs: the first's)" * (members > 1)
         console.print(
             f"design {chosen.name} ({chosen.title}{smoothing}): {history.epochs} epochs{ranks}, "
             f"training loss {kept.train_loss:.4f}{_measured_rows(history, config)}; model "
