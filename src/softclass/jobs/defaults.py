@@ -13,10 +13,12 @@ with these). The numbers of a table are scaled robustly (median and interquartil
 clipped) and each also gets 8 quantile bins (a piecewise-linear encoding), as RealMLP does: on the
 same corpus that took the median accuracy from below HistGradientBoosting's to above it. Every
 design trains against label-smoothed targets (ε = 0.15, RealMLP's default is 0.1): the one
-setting found that beats LogisticRegression and MLPClassifier on two thirds of the tables. Any
-option given on the command line overrides its default; ``python -m
-benchmarks.defaults_vs_sklearn`` and ``benchmarks.real_tables`` measure the table defaults against
-scikit-learn (figures in benchmarks/RESULTS.md).
+setting found that beats LogisticRegression and MLPClassifier on two thirds of the tables.
+``train`` trains 4 such networks at once (the engine's members, seeds seed, seed + 1000, …) and
+predicts the mean of their probabilities, as TabM averages its k members (``compare`` trains
+one network per design and seed). Any option given on the command line overrides its default;
+``python -m benchmarks.defaults_vs_sklearn`` and ``benchmarks.real_tables`` measure the table
+defaults against scikit-learn (figures in benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ TABLE = Defaults(
     name="table",
     reason="numbers scaled robustly with 8 quantile bins each, 100 ReLU units and Adam with lr "
     "1e-3 (scikit-learn MLPClassifier's), batch 64, at most 300 epochs, early stopping (patience "
-    "20) on held-out rows, label smoothing 0.15: chosen on 42 real tables",
+    "20) on held-out rows, label smoothing 0.15, the mean of 4 networks trained at once: chosen "
+    "on 42 real tables",
     # Rule for the next three: the candidate with the best wins/losses against
     # HistGradientBoosting (by > 1 point) on the corpus of benchmarks.real_tables_research
     # (seed 0, the 38 tables softclass trained on; RESULTS.md). Batch 200 / 200 epochs /
