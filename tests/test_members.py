@@ -181,6 +181,16 @@ def test_train_on_a_table_averages_four_and_predict_reads_them(run, table_file, 
     assert load_model(tmp_path / "one").train_config.members == 1
 
 
+def test_a_bf16_run_on_a_table_says_it_trained_one_network(run, table_file, tmp_path):
+    out_dir = tmp_path / "m"
+    code, out, err = run(
+        "train", table_file, "--out", out_dir, "--epochs", "2", "--precision", "bf16"
+    )
+    assert code == 0, err
+    assert "one network (members 4 needs one fp32 in-memory run)" in out
+    assert load_model(out_dir).train_config.members == 1
+
+
 def test_the_bundled_iris_trains_one_network_and_compare_one_per_design(run, tmp_path):
     code, out, err = run("train", bundled_path("iris"), "--out", tmp_path / "m", "--epochs", "3")
     assert code == 0, err

@@ -117,6 +117,8 @@ def train(
         smoothing = f", label smoothing {config.label_smoothing:g}" * bool(config.label_smoothing)
         members = result.config.members
         smoothing += f", mean of {members} networks (epochs: the first's)" * (members > 1)
+        if members < config.members:  # torchrun, bf16 or a streamed table: one network
+            smoothing += f", one network (members {config.members} needs one fp32 in-memory run)"
         console.print(
             f"design {chosen.name} ({chosen.title}{smoothing}): {history.epochs} epochs{ranks}, "
             f"training loss {kept.train_loss:.4f}{_measured_rows(history, config)}; model "
