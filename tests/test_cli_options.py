@@ -46,7 +46,9 @@ TYPED = {
     "backend": (("--backend", "torch"), "torch"),
     "threads": (("--threads", "1"), 1),
     "label_smoothing": (("--label-smoothing", "0.1"), 0.1),
+    "members": (("--members", "2"), 2),
 }
+TRAIN_ONLY = ("checkpoint_every", "members")  # compare keeps no checkpoints, trains one network
 
 
 def _command(name):
@@ -125,9 +127,9 @@ def test_every_field_of_the_training_configuration_has_a_flag():
     assert {spec.library for spec in cli._SPECS} >= CONFIG_FIELDS
     assert set(TYPED) == CONFIG_FIELDS  # a new field needs a flag and an example here
     for spec in cli._SPECS:
-        if spec.library in CONFIG_FIELDS and spec.library != "checkpoint_every":
+        if spec.library in CONFIG_FIELDS and spec.library not in TRAIN_ONLY:
             assert spec.commands == ("compare", "train"), spec.flag
-    train_only = ("checkpoint_every", "memory", "sync")  # streamed-table options: train alone
+    train_only = (*TRAIN_ONLY, "memory", "sync")  # and the streamed-table options
     assert _specs_of("compare") == [s for s in cli._SPECS if s.library not in train_only]
 
 
@@ -135,9 +137,9 @@ def test_every_field_of_the_training_configuration_has_a_flag():
 @pytest.mark.parametrize("field", sorted(TYPED))
 def test_each_option_lands_in_the_training_configuration(resolve, run, command, field):
     typed, expected = TYPED[field]
-    if field == "checkpoint_every" and command == "compare":
-        code, _, err = run(command, *typed)  # compare keeps no checkpoints
-        assert code == 2 and "No such option: --checkpoint-every" in err
+    if field in TRAIN_ONLY and command == "compare":
+        code, _, err = run(command, *typed)
+        assert code == 2 and f"No such option: {typed[0]}" in err
         return
     network = resolve(command, *typed)
     assert getattr(network.config, field) == expected
@@ -392,17 +394,19 @@ def test_every_option_reaches_the_saved_configuration(run, tmp_path):
     assert code == 0, err
     saved = json.loads((model / "model.json").read_text())["train_config"]
     assert {field: saved[field] for field in expected} == expected
-    compare_typed = (
-        typed[: typed.index("--checkpoint-every")] + typed[typed.index("--checkpoint-every") + 2 :]
-    )
+    compare_typed = list(typed)
+    for field in TRAIN_ONLY:
+        flag = TYPED[field][0][0]
+        del compare_typed[compare_typed.index(flag) : compare_typed.index(flag) + 2]
     code, out, err = run(
         "compare", *compare_typed, "--design", "AB", "--out", tmp_path / "c", "--json"
     )
     assert code == 0, err
     report = json.loads(out)["train_config"]
-    expected.pop("checkpoint_every")
+    for field in TRAIN_ONLY:
+        expected.pop(field)
+        assert report[field] == getattr(TrainConfig(), field)
     assert {field: report[field] for field in expected} == expected
-    assert report["checkpoint_every"] == TrainConfig().checkpoint_every
 
 
 def test_train_without_validation_rows_labels_its_rows(run, tmp_path):

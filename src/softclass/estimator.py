@@ -50,6 +50,7 @@ from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.backends.epochs import BatchedEpochs
 from softclass.training.callbacks import EarlyStoppingCallback, divergence
 from softclass.training.early_stopping import EarlyStopping
+from softclass.training.ensemble import AveragedMLP, member_seeds
 from softclass.training.loop import FitLoop
 from softclass.training.stacked import Member
 from softclass.training.threads import available_cores, choose_threads, torch_threads
@@ -108,6 +109,10 @@ class Classifier(ClassifierMixin, BaseEstimator):
             which are otherwise dropped with a warning and listed in ``id_columns_``.
         label_smoothing: ε in [0, 1): train against the targets (1 - ε)·onehot + ε/C (every
             design's loss; :meth:`softclass.mlp.designs.Design.smoothed`); 0 = none.
+        n_members (keyword-only, generated from ``--members``): networks trained at once from
+            seeds ``s, s + 1000, …`` on the same rows, each early-stopped on its own; the
+            probabilities are their mean. The fitted curves and ``n_iter_`` are the first
+            network's.
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_`` for frames),
     ``n_outputs_``, ``loss_curve_`` (training loss per epoch), ``validation_scores_`` and
@@ -377,7 +382,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         self.design_ = get_design(self.design).name
         self._trainer = BatchedTrainer(
             config,
-            [Member(self.design_, seed)],
+            [Member(self.design_, each) for each in member_seeds(seed, self.n_members)],
             train_config(self, seed),
             device=self._device(),
         )
@@ -387,6 +392,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             "validation_accuracy" if self.early_stopping else "train_loss",
             self.n_iter_no_change + 1,
             float(self.tol),
+            self.n_members,
         )
         self.n_iter_ = 0
         self.loss_curve_ = []
@@ -441,7 +447,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
             last = epoch == loop.epochs_run[0]
             validation_loss = None if validation is None else numbers["val_loss"]
             self._check_divergence(loss, validation_loss, check_weights=last)
-        if max_epochs > 1 and not self._stopping.stopped[0]:
+        if max_epochs > 1 and not all(self._stopping.stopped):
             warnings.warn(
                 f"softclass.Classifier: reached max_iter={self.max_iter} epochs without "
                 f"converging (tol={self.tol}, n_iter_no_change={self.n_iter_no_change})",
@@ -459,7 +465,14 @@ class Classifier(ClassifierMixin, BaseEstimator):
         features = torch.tensor(np.asarray(X), dtype=torch.float64, device=self._device())
         # A forward pass is a third of a training step's work (no backward).
         with torch_threads(self._threads(max(1, features.shape[0] // 3))):
-            return self._trainer.network.logits(features, torch.float64)[0]
+            logits = self._trainer.network.logits(features, torch.float64)
+        if logits.shape[0] == 1:
+            return logits[0]
+        # The members' mean probabilities as log-probabilities, which every design maps back
+        # to that mean (softclass.training.ensemble.AveragedMLP).
+        design = get_design(self.design_)
+        log_probs = torch.stack([design.predict_log_proba(member) for member in logits])
+        return torch.logsumexp(log_probs, dim=0) - math.log(logits.shape[0])
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities ``(n, n_classes)`` float64, columns in ``classes_`` order (design rule)."""
@@ -489,10 +502,16 @@ class Classifier(ClassifierMixin, BaseEstimator):
             indices = self._logits(X).argmax(1).cpu().numpy()
         return self.classes_[indices]
 
-    def to_mlp(self) -> MLP:
-        """The trained network as a :class:`softclass.mlp.model.MLP` (float32, CPU, logits out)."""
+    def to_mlp(self) -> MLP | AveragedMLP:
+        """The trained network as a :class:`softclass.mlp.model.MLP` (float32, CPU, logits out);
+        with ``n_members`` > 1 an :class:`~softclass.training.ensemble.AveragedMLP` of them (out:
+        the log of their mean probabilities)."""
         check_is_fitted(self)
-        return self._trainer.network.to_mlp(0)
+        network = self._trainer.network
+        if network.n_members == 1:
+            return network.to_mlp(0)
+        members = [network.to_mlp(member) for member in range(network.n_members)]
+        return AveragedMLP(members, get_design(self.design_)).eval()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

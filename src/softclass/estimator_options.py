@@ -6,6 +6,7 @@ beyond those ``__init__`` spells out (every optimizer hyper-parameter of
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from numbers import Integral, Real
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from softclass.errors import OptionError
-from softclass.mlp.optimizer_params import DEFAULTS, OptimizerParams
+from softclass.mlp.optimizer_params import OptimizerParams
 from softclass.option_table import Option, Rule, options_of
 from softclass.training.config import TrainConfig
 
@@ -36,6 +37,8 @@ def _estimator_options() -> dict[str, tuple[str, Option]]:
 
 
 OPTIONS = _estimator_options()
+# Each training option's default (TrainConfig's, which extends OptimizerParams').
+_TRAIN_DEFAULTS = {item.name: item.default for item in dataclasses.fields(TrainConfig)}
 # The parameters generated beyond the ones __init__ spells out, with their defaults (set by
 # add_generated_parameters).
 _GENERATED: dict[str, Any] = {}
@@ -75,7 +78,7 @@ def add_generated_parameters(cls: type) -> None:
     names = {p.name for p in spelled}
     _GENERATED.update(
         {
-            sklearn: getattr(DEFAULTS, name)
+            sklearn: _TRAIN_DEFAULTS[name]
             for sklearn, (name, _) in OPTIONS.items()
             if sklearn not in names
         }

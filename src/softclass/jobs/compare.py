@@ -127,7 +127,8 @@ def compare(
             (:func:`softclass.jobs.destination.replace_run`).
 
     Raises:
-        ConfigError: bad designs, seeds, stopping fraction, or data without validation rows;
+        ConfigError: bad designs, seeds, stopping fraction, ``config.members`` above 1, or
+            data without validation rows;
             ``out_dir`` holds another comparison and ``overwrite`` is False, or is no place for
             one (:func:`softclass.jobs.destination.check_output_directory`).
         OutputBusyError: another run is writing ``out_dir``.
@@ -176,6 +177,11 @@ def _compare(
     context: RunContext | None,
 ) -> ComparisonResult:
     config = TrainConfig() if config is None else config
+    if config.members > 1:
+        raise ConfigError(
+            f"members={config.members}: compare trains one network per design and seed (its "
+            "seeds show the spread); averaged members are for train (--members)"
+        )
     names = parse_designs(designs)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(f"seeds={seeds!r} must be an integer from 1 to {MAX_SEEDS:,}")

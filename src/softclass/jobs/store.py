@@ -32,6 +32,7 @@ from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.training import schema
 from softclass.training.config import TrainConfig
+from softclass.training.ensemble import AveragedMLP
 from softclass.training.schema import MODEL_FORMAT
 from softclass.version import __version__
 
@@ -45,7 +46,8 @@ class SavedModel:
     """A model read back from disk, ready to predict on raw tables.
 
     Attributes:
-        model: the MLP on the CPU, in eval mode.
+        model: the MLP on the CPU, in eval mode (an :class:`AveragedMLP` of
+            ``train_config.members`` networks when that is above 1).
         design: its output/loss design (decides how logits become probabilities).
         model_config: the network's shape.
         recipe: the preprocessing learned from the training table.
@@ -54,7 +56,7 @@ class SavedModel:
         softclass_version: the version that saved it.
     """
 
-    model: MLP
+    model: MLP | AveragedMLP
     design: Design
     model_config: MLPConfig
     recipe: Recipe
@@ -93,7 +95,7 @@ class SavedModel:
 
 def save_model(
     directory: str | Path,
-    model: MLP,
+    model: MLP | AveragedMLP,
     design: Design,
     recipe: Recipe,
     train_config: TrainConfig,
@@ -104,11 +106,13 @@ def save_model(
     Both files are built in a staging directory beside ``directory`` and swapped in together
     (:func:`softclass.io.atomic_directory`): a reader, or a run killed at any moment, sees the
     complete earlier model or the complete new one, never weights of one with metadata of the
-    other. Other files already in ``directory`` (a checkpoint) stay.
+    other. Other files already in ``directory`` (a checkpoint) stay. An :class:`AveragedMLP`
+    is stored as one network's tensors stacked on a leading member axis; ``train_config.members``
+    says how many.
 
     Raises:
-        ConfigError: the recipe does not match the network (features or classes), or a recipe
-            statistic is NaN or infinite.
+        ConfigError: the recipe does not match the network (features or classes), a recipe
+            statistic is NaN or infinite, or ``train_config.members`` is not the model's count.
         TrainingDiverged: a weight is NaN or infinite (such a model is never saved).
         OutputError: the directory cannot be written (full device, read-only, a file in the way).
     """
@@ -120,9 +124,14 @@ def save_model(
         )
     directory = Path(directory)
     check_finite_recipe(recipe)
-    state = {
-        name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()
-    }
+    n_members = model.n_members if isinstance(model, AveragedMLP) else 1
+    if train_config.members != n_members:
+        raise ConfigError(
+            f"the training options say members={train_config.members} but the model holds "
+            f"{n_members} network(s)"
+        )
+    stacked = model.stacked_state() if isinstance(model, AveragedMLP) else model.state_dict()
+    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in stacked.items()}
     check_finite_weights(state, f"the model for {directory}")
     metadata = {
         "format_version": MODEL_FORMAT,
@@ -237,10 +246,10 @@ def load_model(directory: str | Path) -> SavedModel:
             f"{recipe.n_classes} classes but field 'model_config' describes "
             f"{model_config.n_features} and {model_config.n_classes}"
         )
-    header = schema.read_safetensors_header(weights_path)
-    schema.check_weights_header(weights_path, header, model_config, METADATA_FILE)
-    model = MLP(model_config)
-    _load_weights(weights_path, model)
+    members = train_config.members
+    header = schema.read_safetensors_header(weights_path, 2 + (members > 1))
+    schema.check_weights_header(weights_path, header, model_config, METADATA_FILE, members)
+    model = _load_weights(weights_path, model_config, members, metadata.design)
     return SavedModel(
         model=model.eval(),
         design=metadata.design,
@@ -264,8 +273,9 @@ def _parsed(
         raise ModelFileError(f"{path}: bad field {name!r}: {error}") from None
 
 
-def _load_weights(path: Path, model: MLP) -> None:
-    """Read the weights (whose header was checked to fit ``model``) into ``model``."""
+def _load_weights(path: Path, config: MLPConfig, members: int, design: Design) -> MLP | AveragedMLP:
+    """The network (``members`` of them averaged when above 1) with the weights of ``path``,
+    whose header was checked to fit ``config``."""
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
@@ -276,4 +286,9 @@ def _load_weights(path: Path, model: MLP) -> None:
             f"{path}: tensors {not_finite[:5]} hold NaN or infinite values; the model diverged "
             "when it was trained"
         )
-    model.load_state_dict({name: tensor.to(torch.float32) for name, tensor in state.items()})
+    state = {name: tensor.to(torch.float32) for name, tensor in state.items()}
+    if members > 1:
+        return AveragedMLP.from_stacked_state(config, state, design)
+    model = MLP(config)
+    model.load_state_dict(state)
+    return model

@@ -29,7 +29,7 @@ from softclass.mlp.designs import Design
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig
 from softclass.training.distributed import DistContext, barrier
-from softclass.training.engine import checkpoint_progress, train_model
+from softclass.training.engine import checkpoint_progress, choose_backend, train_model
 from softclass.training.results import ProgressCallback, TrainResult
 from softclass.training.streamed import StreamedTrainer
 
@@ -117,7 +117,9 @@ def _train_into(
     if replacing:
         checkpoint = temporary_path(checkpoint)
     barrier(distributed)  # every rank has looked before rank 0 writes a checkpoint
-    config = TrainConfig() if config is None else config
+    config = one_network_where_needed(
+        TrainConfig() if config is None else config, data, distributed
+    )
     model_config = MLPConfig(data.n_features, data.n_classes, tuple(hidden), activation)
     if isinstance(data, PreparedData):
         held_out = data.validation_targets
@@ -139,6 +141,19 @@ def _train_into(
             checkpoint.unlink(missing_ok=True)
     barrier(distributed)
     return result
+
+
+def one_network_where_needed(
+    config: TrainConfig, data: PreparedData | StreamedData, distributed: DistContext
+) -> TrainConfig:
+    """``config`` with ``members`` = 1 for a run that trains one network whatever it asks: a
+    streamed table, torchrun or bf16 (the autograd backend); the saved model and the closing
+    line then say 1. Every other run keeps its ``members``."""
+    if config.members == 1:
+        return config
+    if isinstance(data, StreamedData) or choose_backend(config, distributed) == "autograd":
+        return replace(config, members=1)
+    return config
 
 
 def check_report_fits(n_classes: int, n_validation: int, budget: int) -> None:

@@ -47,6 +47,7 @@ MAX_EPOCHS = 1_000_000
 MAX_BATCH_SIZE = 2**24
 MAX_SEED = 2**62
 MAX_THREADS = 1024
+MAX_MEMBERS = 64  # each member is a whole network: 64 is far beyond what averaging gains
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,19 @@ class TrainConfig(OptimizerParams):
         Rule("number", high=1, note=" (0 = none)"),
         metavar="EPSILON",
         sklearn="label_smoothing",
+    )
+    # networks trained at once from seeds seed, seed + 1000, ...; probabilities averaged
+    members: int = option(
+        1,
+        "--members",
+        "Networks trained at once from different initial weights (seeds seed, seed + 1000, "
+        "...) on the same rows, each early-stopped on its own; the model predicts the mean of "
+        "their probabilities. Runs the in-memory engine trains (not torchrun, bf16 or a "
+        "streamed table, which train one).",
+        Rule("integer", low=1, high=MAX_MEMBERS),
+        metavar="K",
+        sklearn="n_members",
+        commands=("train",),
     )
     # initial weights, batch order and the validation split
     seed: int = option(

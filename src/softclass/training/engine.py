@@ -35,7 +35,7 @@ from softclass.training.callbacks import DivergenceCheck, ProgressReport
 from softclass.training.checkpoint import checkpoint_progress
 from softclass.training.config import TrainConfig, resolve_device
 from softclass.training.distributed import DistContext
-from softclass.training.ensemble import Member, train_ensemble
+from softclass.training.ensemble import AveragedMLP, Member, member_seeds, train_ensemble
 from softclass.training.loop import Callback
 from softclass.training.results import ProgressCallback, TrainResult
 
@@ -81,15 +81,25 @@ def train_model(
     progress: ProgressCallback | None = None,
     distributed: DistContext | None = None,
 ) -> TrainResult:
-    """Train one model (M = 1) on the backend :func:`choose_backend` picks.
+    """Train one model on the backend :func:`choose_backend` picks: one network, or with
+    ``config.members`` = K > 1 K networks trained at once by the batched engine (seeds
+    :func:`~softclass.training.ensemble.member_seeds`) whose probabilities are averaged.
 
     Args and raises: as :meth:`softclass.training.backends.autograd.Trainer.fit`
-    (``config.seed`` is the model's seed).
+    (``config.seed`` is the model's seed); ConfigError: ``config.members`` > 1 on the autograd
+    backend (bf16, torchrun), which trains one network.
 
     Returns:
-        :class:`TrainResult` with the model on the CPU (float32, eval mode) and its history.
+        :class:`TrainResult` with the model on the CPU (float32, eval mode; an
+        :class:`~softclass.training.ensemble.AveragedMLP` for K > 1) and its history (the first
+        member's for K > 1).
     """
     if choose_backend(config, distributed) == "autograd":
+        if config.members > 1:
+            raise ConfigError(
+                f"members={config.members}: the autograd backend (bf16, torchrun) trains one "
+                "network; use members=1 or the batched engine (backend 'auto', fp32, one process)"
+            )
         trainer = Trainer(
             design,
             model_config,
@@ -110,14 +120,18 @@ def train_model(
     validation = validation_features is not None
     callbacks: list[Callback] = [
         DivergenceCheck(
-            [design], [design.name], model_config, config.learning_rate, validation=validation
+            [design] * config.members,
+            [design.name] * config.members,
+            model_config,
+            config.learning_rate,
+            validation=validation,
         )
     ]
     if progress is not None:
         callbacks.append(ProgressReport(progress, {0: design.name}, validation=validation))
     result = train_ensemble(
         model_config,
-        [Member(design.name, config.seed)],
+        [Member(design.name, seed) for seed in member_seeds(config.seed, config.members)],
         train_features,
         train_targets,
         config,
@@ -128,5 +142,6 @@ def train_model(
         checkpoint_path=checkpoint_path,
         resume=resume,
     )
-    model = result.model(0).float().eval()
+    models = [result.model(member).float().eval() for member in range(config.members)]
+    model = models[0] if len(models) == 1 else AveragedMLP(models, design).eval()
     return TrainResult(model, design, model_config, config, result.history(0))

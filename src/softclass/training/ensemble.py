@@ -9,6 +9,7 @@ member equals the same model trained alone (the parity tests hold it to the auto
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from softclass.errors import ConfigError, DataError
-from softclass.mlp.designs import get_design
+from softclass.mlp.designs import Design, get_design
 from softclass.mlp.model import MLP, MLPConfig
 from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.backends.epochs import BatchedEpochs
@@ -30,7 +31,66 @@ from softclass.training.loop import Callback, FitLoop
 from softclass.training.results import EpochRecord, History
 from softclass.training.stacked import Member, StackedMLP
 
-__all__ = ["EnsembleResult", "Member", "design_seed_grid", "train_ensemble"]
+__all__ = [
+    "AveragedMLP",
+    "EnsembleResult",
+    "Member",
+    "design_seed_grid",
+    "member_seeds",
+    "train_ensemble",
+]
+
+
+def member_seeds(seed: int, members: int) -> list[int]:
+    """The seeds of ``members`` networks of one run: ``seed``, ``seed + 1000``, … (the first is
+    the run's own, so one member is the network the run trains alone)."""
+    return [seed + 1000 * member for member in range(members)]
+
+
+class AveragedMLP(torch.nn.Module):
+    """Several MLPs of one shape and design whose probabilities are averaged.
+
+    ``forward``: features ``(N, F)`` → ``log(mean_k p_k)`` ``(N, C)``, the log of the members'
+    mean probabilities (a logsumexp of their log-probabilities, finite where each member's is).
+    Every design turns it back into that mean: softmax of a log-probability row is the row's
+    probabilities, so A (softmax), B (exp of log_softmax), C and D (softmax) all predict the
+    mean, and argmax is the class the mean favours.
+    """
+
+    def __init__(self, members: Sequence[MLP], design: Design) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ConfigError(f"an averaged model needs at least 2 members, got {len(members)}")
+        self.members = torch.nn.ModuleList(members)
+        self.config: MLPConfig = members[0].config
+        self.design = design
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([self.design.predict_log_proba(m(features)) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+
+    def stacked_state(self) -> dict[str, torch.Tensor]:
+        """The members' parameters under one network's names, stacked on a leading member axis
+        (``layers.0.weight``: ``(K, out, in)``), as a model directory stores them."""
+        states = [member.state_dict() for member in self.members]
+        return {name: torch.stack([state[name] for state in states]) for name in states[0]}
+
+    @classmethod
+    def from_stacked_state(
+        cls, config: MLPConfig, state: dict[str, torch.Tensor], design: Design
+    ) -> AveragedMLP:
+        """Inverse of :meth:`stacked_state` (tensors already checked to fit ``config``)."""
+        n_members = next(iter(state.values())).shape[0]
+        members = []
+        for member in range(n_members):
+            mlp = MLP(config)
+            mlp.load_state_dict({name: tensor[member] for name, tensor in state.items()})
+            members.append(mlp.eval())
+        return cls(members, design).eval()
 
 
 @dataclass

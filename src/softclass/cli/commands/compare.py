@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -90,6 +91,8 @@ def compare(
     out = check_output_directory(out, "compare", inputs=inputs, overwrite=overwrite)
     before = unit_fingerprint(out)
     network = _resolve(_is_bundled_iris(data), options)
+    # The table's averaged members are train's (compare has no --members): one network each.
+    network = dataclasses.replace(network, config=dataclasses.replace(network.config, members=1))
     with _distributed_context(network.config.device) as context:
         quiet = json_output or not context.is_main
         try:

@@ -114,12 +114,24 @@ def train(
         ranks += _path_text(prepared, context)
         history = result.history
         kept = history.records[(history.best_epoch or history.epochs) - 1]
-        smoothing = f", label smoothing {config.label_smoothing:g}" * bool(config.label_smoothing)
+        trained = _trained_text(config, result.config)
         console.line(
-            f"design {chosen.name} ({chosen.title}{smoothing}): {history.epochs} epochs{ranks}, "
+            f"design {chosen.name} ({chosen.title}{trained}): {history.epochs} epochs{ranks}, "
             f"training loss {kept.train_loss:.4f}{_measured_rows(history, config)}; model "
             f"saved to {out}"
         )
+
+
+def _trained_text(asked: TrainConfig, trained: TrainConfig) -> str:
+    """The label smoothing and the networks averaged, for the closing line: ``asked`` is the
+    run's configuration, ``trained`` the one it trained with (one network under torchrun, bf16
+    or a streamed table)."""
+    text = f", label smoothing {asked.label_smoothing:g}" * bool(asked.label_smoothing)
+    members = trained.members
+    text += f", mean of {members} networks (epochs: the first's)" * (members > 1)
+    if members < asked.members:
+        text += f", one network (members {asked.members} needs one fp32 in-memory run)"
+    return text
 
 
 def _training_data(

@@ -44,14 +44,17 @@ class SafetensorsLayout:
     file_size: int
 
 
-def read_safetensors_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+def read_safetensors_header(
+    path: Path, max_dims: int = 2
+) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Name → (dtype, shape) of every tensor in a safetensors file, from its header alone
-    (:func:`read_safetensors_layout` with at most 2 dimensions per tensor).
+    (:func:`read_safetensors_layout` with at most ``max_dims`` dimensions per tensor: 2 for a
+    network, 3 for networks stacked on a member axis).
 
     Raises:
         ModelFileError: as :func:`read_safetensors_layout`.
     """
-    return read_safetensors_layout(path).tensors
+    return read_safetensors_layout(path, max_dims).tensors
 
 
 def read_safetensors_layout(path: Path, max_dims: int = 2) -> SafetensorsLayout:
@@ -147,15 +150,22 @@ def _entry(
 
 
 def check_weights_header(
-    path: Path, tensors: Mapping[str, tuple[str, tuple[int, ...]]], config: MLPConfig, source: str
+    path: Path,
+    tensors: Mapping[str, tuple[str, tuple[int, ...]]],
+    config: MLPConfig,
+    source: str,
+    members: int = 1,
 ) -> None:
     """The tensors named in a safetensors header must be exactly the network's (``source`` says
-    where the network was described, e.g. ``model.json``).
+    where the network was described, e.g. ``model.json``); with ``members`` > 1, each stacked
+    on a leading axis of that many networks.
 
     Raises:
         ModelFileError: a tensor is missing, unexpected, or of another shape.
     """
     expected = config.parameter_shapes()
+    if members > 1:
+        expected = {name: (members, *shape) for name, shape in expected.items()}
     found = {name: shape for name, (_, shape) in tensors.items()}
     if found == expected:
         return
