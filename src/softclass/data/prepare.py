@@ -237,9 +237,13 @@ def _encoded_parts(
     """
     inputs, _ = recipe.read_inputs(typed, skip=False)
     expansion = InputExpansion.of(recipe.features)
-    features = compact_features(recipe.features)
+    features = recipe.features if expansion is None else compact_features(recipe.features)
     width = sum(len(feature.output_names) for feature in features)
-    binned = {feature.name: k for k, feature in enumerate(binned_features(recipe.features))}
+    binned = (
+        {}
+        if expansion is None
+        else {feature.name: k for k, feature in enumerate(binned_features(recipe.features))}
+    )
     matrices = [torch.empty((len(part), width), dtype=torch.float32) for part in parts]
     raws = [np.empty((len(part), len(binned)), dtype=np.float64) for part in parts]
     counts: dict[str, int] = {}

@@ -517,5 +517,6 @@ def _check_part(
             f"{part} target {int(targets[position])} at row {position} is outside "
             f"[0, {model_config.n_classes - 1}] for {model_config.n_classes} classes"
         )
-    if not bool(torch.isfinite(features).all()):
+    parts = (features.compact, features.raw) if isinstance(features, FeatureRows) else (features,)
+    if not all(bool(torch.isfinite(part).all()) for part in parts):
         raise ConfigError(f"{part} features contain NaN or infinite values")
