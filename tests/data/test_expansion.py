@@ -264,3 +264,22 @@ def test_softclass_train_and_predict_give_the_same_model_from_compact_rows(
     state, reference = compact.model.state_dict(), dense.model.state_dict()
     assert all(torch.equal(state[key], reference[key]) for key in reference)
     assert compact_out == dense_out and compact_out.count("\n") > 600
+
+
+def test_without_validation_rows_the_training_rows_stay_compact(monkeypatch):
+    table = _table(300, seed=2)
+    compact = prepare_table(table, "label", bins=8, validation_fraction=0)
+    _dense_path(monkeypatch)
+    dense = prepare_table(table, "label", bins=8, validation_fraction=0)
+    assert isinstance(compact.train_features, FeatureRows) and compact.validation_features is None
+    assert torch.equal(_bits(compact.train_features.dense()), _bits(dense.train_features))
+    assert torch.equal(compact.train_targets, dense.train_targets)
+
+
+def test_recipe_prepare_keeps_the_rows_compact_when_asked(both):
+    recipe = both[0].recipe
+    table = _table(100, seed=5)
+    prepared = recipe.prepare(table, compact=True)
+    assert isinstance(prepared.features, FeatureRows)
+    assert torch.equal(_bits(prepared.features.dense()), _bits(recipe.prepare(table).features))
+    assert isinstance(recipe.prepare(table, features=False, compact=True).features, torch.Tensor)

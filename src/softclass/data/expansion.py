@@ -21,9 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import torch
 
-from softclass.data.features import Feature, NumericFeature
+from softclass.data.features import (
+    Feature,
+    NumericFeature,
+    encode,
+    encoded_rows,
+    encoder_sources,
+    unknown_counts,
+)
 
 _EXPAND_BLOCK_VALUES = 1 << 22  # network inputs per block when a whole matrix is expanded
 
@@ -112,6 +120,31 @@ class InputExpansion:
             cached = tuple(tensor.to(device) for tensor in cached)
             object.__setattr__(self, "_cache", cached)
         return cached
+
+
+def encode_compact(
+    features: Sequence[Feature],
+    columns: dict[str, pl.Series],
+    keep: pl.Series | None,
+    unknown: str,
+) -> tuple[torch.Tensor | FeatureRows, dict[str, int]]:
+    """:func:`softclass.data.features.encode` with the bins left to the expansion:
+    :class:`FeatureRows` when a feature has bins, else the float32 (N, F) tensor; and the
+    unknown categories per column. Raises as ``encode``."""
+    expansion = InputExpansion.of(features)
+    if expansion is None:
+        return encode(features, sum(len(f.output_names) for f in features), columns, keep, unknown)
+    n_rows = next(iter(columns.values())).len()
+    sources, unseen = encoder_sources(features, columns, keep)
+    counts = unknown_counts(features, columns, unseen, None, keep, unknown)
+    stripped = compact_features(features)
+    compact = [(feature, values) for feature, (_, values) in zip(stripped, sources, strict=True)]
+    matrix = encoded_rows(compact, n_rows, expansion.n_compact)
+    raw = np.empty((n_rows, expansion.n_raw), dtype=np.float64)
+    binned = [values for feature, values in sources if _edges(feature) is not None]
+    for column, values in enumerate(binned):
+        raw[:, column] = values
+    return FeatureRows(matrix, torch.from_numpy(raw), expansion), counts
 
 
 def compact_features(features: Sequence[Feature]) -> tuple[Feature, ...]:

@@ -216,7 +216,7 @@ def _release(table: pl.DataFrame | RawTable) -> None:
 
 def _prepared_whole(recipe: Recipe, typed: pl.DataFrame) -> PreparedData:
     """Every row of ``typed`` encoded as training rows (no validation rows)."""
-    prepared = recipe.prepare(typed)
+    prepared = recipe.prepare(typed, compact=True)
     warnings = tuple(dict.fromkeys((*recipe.notes, *prepared.warnings)))  # each line once
     return PreparedData(
         prepared.features, prepared.targets, None, None, recipe.classes, recipe, warnings
