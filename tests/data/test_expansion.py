@@ -17,6 +17,7 @@ from softclass.data.expansion import (
     as_dense,
     compact_features,
     in_blocks,
+    row_blocks,
     take_rows,
 )
 from softclass.data.features import NumericFeature, encoded_rows
@@ -283,3 +284,12 @@ def test_recipe_prepare_keeps_the_rows_compact_when_asked(both):
     assert isinstance(prepared.features, FeatureRows)
     assert torch.equal(_bits(prepared.features.dense()), _bits(recipe.prepare(table).features))
     assert isinstance(recipe.prepare(table, features=False, compact=True).features, torch.Tensor)
+
+
+def test_row_blocks_cover_the_rows_once(both, monkeypatch):
+    compact, dense = both
+    assert row_blocks(dense.train_features) == [slice(0, 960)]
+    monkeypatch.setattr(expansion_module, "_EXPAND_BLOCK_VALUES", 100 * compact.n_features)
+    blocks = row_blocks(compact.train_features)
+    assert len(blocks) == 10 and blocks[-1] == slice(900, 960)
+    assert torch.equal(_bits(compact.train_features.dense()), _bits(dense.train_features))

@@ -228,14 +228,9 @@ class FeatureRows:
         """The whole (N, F) matrix in ``dtype`` (default: :attr:`dtype`), expanded a block of
         rows at a time."""
         dtype = dtype or self.dtype
-        n_rows = len(self)
-        matrix = torch.empty((n_rows, self.expansion.n_inputs), dtype=dtype, device=self.device)
-        block = max(1, _EXPAND_BLOCK_VALUES // max(self.expansion.n_inputs, 1))
-        for start in range(0, n_rows, block):
-            stop = min(start + block, n_rows)
-            matrix[start:stop] = self.expansion.expand(
-                self.compact[start:stop], self.raw[start:stop], dtype
-            )
+        matrix = torch.empty((len(self), self.expansion.n_inputs), dtype=dtype, device=self.device)
+        for rows in row_blocks(self):
+            matrix[rows] = self.expansion.expand(self.compact[rows], self.raw[rows], dtype)
         return matrix
 
 
@@ -251,21 +246,26 @@ def take_rows(
     return features.rows(index) if isinstance(features, FeatureRows) else features[index]
 
 
+def row_blocks(features: torch.Tensor | FeatureRows) -> list[slice]:
+    """Slices of ``features``' rows to use a block at a time: one slice of every row for a
+    tensor, blocks of about 4M network inputs (16 MiB in float32) for :class:`FeatureRows`."""
+    n_rows = features.shape[0]
+    if not isinstance(features, FeatureRows):
+        return [slice(0, n_rows)]
+    block = max(1, _EXPAND_BLOCK_VALUES // max(features.expansion.n_inputs, 1))
+    return [slice(start, min(start + block, n_rows)) for start in range(0, max(n_rows, 1), block)]
+
+
 def in_blocks(
     function: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor | FeatureRows
 ) -> torch.Tensor:
     """``function(features)`` for a tensor; for :class:`FeatureRows`, ``function`` of each block
-    of expanded rows (about 4M inputs), the results concatenated along dim 0 -- e.g. a model's
-    logits without the whole (N, F) matrix."""
+    of expanded rows (:func:`row_blocks`), the results concatenated along dim 0 -- e.g. a
+    model's logits without the whole (N, F) matrix."""
     if not isinstance(features, FeatureRows):
         return function(features)
-    block = max(1, _EXPAND_BLOCK_VALUES // max(features.expansion.n_inputs, 1))
-    n_rows = len(features)
-    if n_rows <= block:
-        return function(features[:])
-    return torch.cat(
-        [function(features[start : start + block]) for start in range(0, n_rows, block)]
-    )
+    blocks = [function(features[rows]) for rows in row_blocks(features)]
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 def fingerprint_tensors(
