@@ -25,13 +25,16 @@ from softclass.data.prepare import prepare_table
 from softclass.errors import ConfigError
 from softclass.jobs.compare import compare
 from softclass.jobs.store import load_model
+from softclass.jobs.stream_train import prepare_streamed
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
 from softclass.training import mlp_native
 from softclass.training.backends.compiled import BLAS_MIN_WORK
 from softclass.training.config import TrainConfig
+from softclass.training.distributed import DistContext
 from softclass.training.engine import train_model
 from softclass.training.ensemble import design_seed_grid, train_ensemble
+from softclass.training.streamed import StreamedTrainer
 
 
 def _table(n_rows: int = 1200, seed: int = 0) -> pl.DataFrame:
@@ -293,3 +296,47 @@ def test_row_blocks_cover_the_rows_once(both, monkeypatch):
     blocks = row_blocks(compact.train_features)
     assert len(blocks) == 10 and blocks[-1] == slice(900, 960)
     assert torch.equal(_bits(compact.train_features.dense()), _bits(dense.train_features))
+
+
+def test_streamed_training_reads_compact_chunks_and_trains_the_same_bits(tmp_path, monkeypatch):
+    path = tmp_path / "table.parquet"
+    _table(1_500, seed=6).write_parquet(path, row_group_size=200)
+    results = []
+    for name in ("compact", "dense"):
+        if name == "dense":
+            _dense_path(monkeypatch)
+        data = prepare_streamed(
+            path,
+            memory=64 * 2**20,
+            validation_fraction=0.2,
+            seed=0,
+            distributed=DistContext(),
+            target="label",
+            options={"bins": 8, "normalization": "robust"},
+        )
+        try:
+            stored = sorted(item.name for item in data.chunks.directory.iterdir())
+            assert any(item.endswith(".raw.npy") for item in stored) == (name == "compact")
+            features, _ = data.chunks.load(data.chunks.owned[0])
+            assert isinstance(features, FeatureRows) == (name == "compact")
+            config = TrainConfig(epochs=2, batch_size=32, seed=0)
+            model_config = MLPConfig(data.n_features, data.n_classes, (8,), "tanh")
+            trainer = StreamedTrainer(
+                get_design("A"),
+                model_config,
+                config,
+                data.chunks,
+                data.window_chunks,
+                data.identity,
+            )
+            results.append(trainer.fit_stream())
+            report = data.report_data()
+            assert isinstance(report.train_features, torch.Tensor)
+        finally:
+            data.close()
+    for mine, reference in zip(
+        results[0].model.parameters(), results[1].model.parameters(), strict=True
+    ):
+        assert torch.equal(_bits(mine.detach()), _bits(reference.detach()))
+    for name in ("train_loss", "validation_loss"):
+        assert results[0].history.column(name) == results[1].history.column(name)
