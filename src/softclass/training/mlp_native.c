@@ -101,14 +101,10 @@ typedef struct {
     /* (slots, n_epochs, one member's parameter count) out: its weights and biases after each
      * epoch, W_0, b_0, W_1, b_1, ... flattened (what the agreement probe compares). */
     void *snapshots;
-    /* The inputs' expansion (data/expansion.py, InputExpansion), NULL when the table holds the
-     * network's inputs as they are. Then the table's feature columns (n_columns - 1 - weighted)
-     * are compact, and input j of a row is compact column input_sources[j] when >= 0, else
-     * clip((raw[k] - input_lower[j]) / input_width[j], 0, 1) in double, rounded to float, of the
-     * row's binned value k = -1 - input_sources[j]. */
-    const int64_t *input_sources; /* (widths[0],) */
-    const double *input_lower;    /* (widths[0],) */
-    const double *input_width;    /* (widths[0],) */
+    /* The inputs' expansion (see row_inputs), NULL when the table's feature columns (n_columns -
+     * 1 - weighted) are the network's inputs; each (widths[0],). */
+    const int64_t *input_sources;
+    const double *input_lower, *input_width;
     const double *raw;            /* (n_rows, n_raw) binned values of the training rows */
     const double *val_raw;        /* (n_val_rows, n_raw) binned values of the validation rows */
 } RunBuffers;
@@ -206,8 +202,9 @@ static inline REAL NAME(activation_backward)(int64_t activation, REAL grad, REAL
  * by the caller) and, for l >= 1, its pre-activation at pre[l]; the logits land at act[n_layers]
  * (equal to pre[n_layers]). weights[k], biases[k] are this member's layer k. */
 /* The network's widths[0] inputs of one row into `inputs`: its feature columns `features`
- * copied, or expanded with its binned values `raw` (RunBuffers.input_sources): the same numbers
- * as data/expansion.py's InputExpansion.expand. */
+ * copied, or (input_sources) input j is column input_sources[j] when >= 0, else the bin
+ * clip((raw[k] - lower[j]) / width[j], 0, 1) in double, rounded to float, of the row's binned
+ * value k = -1 - input_sources[j]: data/expansion.py's InputExpansion.expand, bit for bit. */
 static void NAME(row_inputs)(const RunSettings *settings, const RunBuffers *buffers,
                              const REAL *features, const double *raw, REAL *inputs) {
     const int64_t n_inputs = settings->widths[0];
@@ -217,14 +214,10 @@ static void NAME(row_inputs)(const RunSettings *settings, const RunBuffers *buff
     }
     for (int64_t j = 0; j < n_inputs; ++j) {
         const int64_t source = buffers->input_sources[j];
-        if (source >= 0) {
-            inputs[j] = features[source];
-            continue;
-        }
-        double value = (raw[-1 - source] - buffers->input_lower[j]) / buffers->input_width[j];
-        value = value < 0.0 ? 0.0 : value; /* keeps -0.0, as torch.clamp and numpy.clip */
-        value = value > 1.0 ? 1.0 : value;
-        inputs[j] = (REAL)(float)value;
+        double bin = source >= 0 ? 0.0 : (raw[-1 - source] - buffers->input_lower[j]) /
+                                             buffers->input_width[j];
+        bin = bin > 1.0 ? 1.0 : bin < 0.0 ? 0.0 : bin; /* keeps -0.0, as torch.clamp, numpy.clip */
+        inputs[j] = source >= 0 ? features[source] : (REAL)(float)bin;
     }
 }
 
