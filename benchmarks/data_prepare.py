@@ -26,8 +26,9 @@ system of every thread, which a loaded machine inflates less than the wall time)
 memory the case added to its process (``ru_maxrss`` minus the resident size after imports) divided
 by the in-memory
 (Arrow) size of the typed table (polars ``estimated_size``), and the same peak less the
-float32 feature matrices the case returns (what preparing needs beyond its result: with 8 bins
-the result alone is several times the table). Printed ratios: peak / table per format and
+features the case returns (what preparing needs beyond its result; with 8 bins softclass returns
+compact features and each binned number's float64 value, the bins being made where the rows are
+used: :mod:`softclass.data.expansion`). Printed ratios: peak / table per format and
 pandas + sklearn time / softclass time. Goals (issue 21): peak ≤ 3× the table for Parquet and
 CSV, CSV ≥ 2× faster than the reference. ``--bins 0 --normalization zscore`` measures the
 recipe the goal was first set on. Appends a row to benchmarks/RESULTS.md.
@@ -92,14 +93,17 @@ def _resident_bytes() -> int:
 
 def run_softclass(path: Path, options: dict) -> list[np.ndarray]:
     """``softclass train``'s preparation: read raw, type, split, fit on training rows, encode."""
+    from softclass.data.expansion import FeatureRows
     from softclass.data.prepare import prepare_file
 
     prepared = prepare_file(path, "label", seed=0, **options)
-    return [
-        tensor.numpy()
-        for tensor in (prepared.train_features, prepared.validation_features)
-        if tensor is not None
-    ]
+    arrays = []
+    for features in (prepared.train_features, prepared.validation_features):
+        if isinstance(features, FeatureRows):  # with bins: compact features and binned values
+            arrays.extend((features.compact.numpy(), features.raw.numpy()))
+        elif features is not None:
+            arrays.append(features.numpy())
+    return arrays
 
 
 def run_pandas(path: Path, options: dict) -> list[np.ndarray]:
@@ -150,7 +154,7 @@ def child(case: str, path: Path, options: dict) -> None:
     result = CASES[case](path, options)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    features = sum(array.nbytes for array in result if array.dtype == np.float32)
+    features = sum(array.nbytes for array in result if array.dtype.kind == "f")
     print(
         json.dumps(
             {

@@ -17,6 +17,12 @@ import torch
 
 from softclass.data.checks import check_has_columns
 from softclass.data.column_types import TEXT, ColumnType, TypingOptions, read_column
+from softclass.data.expansion import (
+    FeatureRows,
+    InputExpansion,
+    binned_features,
+    compact_features,
+)
 from softclass.data.features import (
     Feature,
     encoded_rows,
@@ -49,8 +55,10 @@ class PreparedData:
     """Training and validation tensors of one table, and the recipe that made them.
 
     Attributes:
-        train_features: float32 (N, F); train_targets: int64 (N,).
-        validation_features: float32 (M, F) or None; validation_targets: int64 (M,) or None.
+        train_features: float32 (N, F), or with bins :class:`FeatureRows` (compact features,
+            expanded where the rows are used); train_targets: int64 (N,).
+        validation_features: as train_features, (M, F), or None; validation_targets: int64
+            (M,) or None.
         class_names: C names, index order.
         recipe: the preprocessing (fitted on the training rows), or None for raw tensors.
         warnings: what the user should hear (ignored columns, dropped rows).
@@ -59,9 +67,9 @@ class PreparedData:
         validation_rows: int64 (M,) 0-based position of each validation row in the input table.
     """
 
-    train_features: torch.Tensor
+    train_features: torch.Tensor | FeatureRows
     train_targets: torch.Tensor
-    validation_features: torch.Tensor | None
+    validation_features: torch.Tensor | FeatureRows | None
     validation_targets: torch.Tensor | None
     class_names: tuple[str, ...]
     recipe: Recipe | None = None
@@ -208,7 +216,7 @@ def _release(table: pl.DataFrame | RawTable) -> None:
 
 def _prepared_whole(recipe: Recipe, typed: pl.DataFrame) -> PreparedData:
     """Every row of ``typed`` encoded as training rows (no validation rows)."""
-    prepared = recipe.prepare(typed)
+    prepared = recipe.prepare(typed, compact=True)
     warnings = tuple(dict.fromkeys((*recipe.notes, *prepared.warnings)))  # each line once
     return PreparedData(
         prepared.features, prepared.targets, None, None, recipe.classes, recipe, warnings
@@ -217,27 +225,47 @@ def _prepared_whole(recipe: Recipe, typed: pl.DataFrame) -> PreparedData:
 
 def _encoded_parts(
     recipe: Recipe, typed: pl.DataFrame, parts: tuple[np.ndarray, ...], unknown: str
-) -> tuple[list[torch.Tensor], dict[str, int]]:
-    """The float32 features of each part (int64 rows of ``typed``, each labelled and complete),
+) -> tuple[list[torch.Tensor | FeatureRows], dict[str, int]]:
+    """The features of each part (int64 rows of ``typed``, each labelled and complete),
     encoded from the typed columns without copying a part's rows first, and the cells of the
-    last part (the validation rows) whose category training did not see.
+    last part (the validation rows) whose category training did not see. With bins, each part
+    is :class:`FeatureRows` (compact features and binned values; the bins are made where the
+    rows are used), else a float32 (N, F) tensor.
 
     Raises:
         DataError: under ``unknown="error"``, a category of the last part not seen in training.
     """
     inputs, _ = recipe.read_inputs(typed, skip=False)
-    matrices = [torch.empty((len(part), recipe.n_features), dtype=torch.float32) for part in parts]
+    expansion = InputExpansion.of(recipe.features)
+    features = recipe.features if expansion is None else compact_features(recipe.features)
+    width = sum(len(feature.output_names) for feature in features)
+    binned = (
+        {}
+        if expansion is None
+        else {feature.name: k for k, feature in enumerate(binned_features(recipe.features))}
+    )
+    matrices = [torch.empty((len(part), width), dtype=torch.float32) for part in parts]
+    raws = [np.empty((len(part), len(binned)), dtype=np.float64) for part in parts]
     counts: dict[str, int] = {}
     start = 0
-    for group in _feature_groups(recipe.features):
+    for group in _feature_groups(features):
         sources, unseen = encoder_sources(group, inputs, None)
         counts |= unknown_counts(group, inputs, unseen, parts[-1], None, unknown)
         stop = start + sum(len(feature.output_names) for feature in group)
-        for matrix, part in zip(matrices, parts, strict=True):
+        for matrix, raw, part in zip(matrices, raws, parts, strict=True):
             encoded_rows(sources, len(part), stop - start, part, out=matrix[:, start:stop])
+            for feature, values in sources:
+                if feature.name in binned:
+                    np.take(values, part, out=raw[:, binned[feature.name]])
         start = stop
         del sources, unseen  # before the next group's values are made
-    return matrices, counts
+    if expansion is None:
+        return matrices, counts
+    lazy = [
+        FeatureRows(matrix, torch.from_numpy(raw), expansion)
+        for matrix, raw in zip(matrices, raws, strict=True)
+    ]
+    return lazy, counts
 
 
 def _feature_groups(features: Sequence[Feature]) -> list[tuple[Feature, ...]]:

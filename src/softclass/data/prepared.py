@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 import torch
+
+if TYPE_CHECKING:
+    from softclass.data.expansion import FeatureRows
 
 from softclass.data.features import CategoricalFeature, Feature, unusable_numbers
 from softclass.data.messages import ROW_NUMBERING, clip, row_number
@@ -17,7 +21,9 @@ class PreparedTable:
     """A table turned into tensors by :meth:`Recipe.prepare`.
 
     Attributes:
-        features: float32 (N, F) encoded features of the kept rows.
+        features: float32 (N, F) encoded features of the kept rows (with
+            ``Recipe.prepare(compact=True)`` and bins: :class:`FeatureRows`, the same rows kept
+            compact).
         targets: int64 (N,) class indices, or None when the target column is absent or ignored.
         rows: int64 (N,) 0-based position in the input table of each kept row.
         warnings: what the user should hear about: ignored columns, dropped and skipped rows,
@@ -27,7 +33,7 @@ class PreparedTable:
             training (encoded as all zeros under ``unknown="ignore"``).
     """
 
-    features: torch.Tensor
+    features: torch.Tensor | FeatureRows
     targets: torch.Tensor | None
     rows: torch.Tensor
     warnings: tuple[str, ...]

@@ -51,6 +51,7 @@ from softclass.data.column_types import (
     TypingOptions,
     read_column,
 )
+from softclass.data.expansion import encode_compact
 from softclass.data.features import (
     NORMALIZATIONS,
     CategoricalFeature,
@@ -387,6 +388,7 @@ class Recipe:
         source: str = "the table",
         allow_no_rows: bool = False,
         features: bool = True,
+        compact: bool = False,
     ) -> PreparedTable:
         """Features, targets (when the target column is present and used) and warnings.
 
@@ -398,6 +400,8 @@ class Recipe:
         ignored with a warning.
         Row numbers in errors refer to ``table`` as given. ``features=False``: rows and targets
         alone, features not encoded nor checked (an (N, 0) tensor), e.g. to split a table.
+        ``compact``: with bins, the features as :class:`~softclass.data.expansion.FeatureRows`
+        (the bins made where the rows are used) instead of the (N, F) matrix.
 
         Raises:
             DataError: as :meth:`transform` and :meth:`encode_targets` (under
@@ -451,8 +455,10 @@ class Recipe:
             labels = None if labels is None else labels.filter(keep)
         self._check_no_missing(inputs, keep)
         used = self.features if features else ()  # none: an (N, 0) tensor
-        encoded, unknown_counts = encode(
-            used, len(self.feature_names) if used else 0, inputs, keep, unknown
+        encoded, unknown_counts = (
+            encode_compact(used, inputs, keep, unknown)
+            if compact and used
+            else encode(used, len(self.feature_names) if used else 0, inputs, keep, unknown)
         )
         if unknown_counts:
             warnings.append(unknown_categories_warning(unknown_counts))

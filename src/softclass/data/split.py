@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from softclass.errors import ConfigError, DataError
@@ -47,8 +48,7 @@ def stratified_split(
     # (one shuffle, a stable sort by class) measured 0.027 s there, but it draws other rows
     # for a seed, and a checkpoint written before then would no longer resume (its split is
     # part of what it checks), so the per-class draw stays.
-    by_class = torch.sort(targets, stable=True).indices
-    counts = torch.unique(targets, return_counts=True)[1].tolist()
+    by_class, counts = _rows_by_class(targets)
     for rows in torch.split(by_class, counts):
         shuffled = rows[torch.randperm(rows.numel(), generator=generator)]
         n_validation = 0
@@ -56,7 +56,25 @@ def stratified_split(
             n_validation = min(max(round(rows.numel() * validation_fraction), 1), rows.numel() - 1)
         validation_parts.append(shuffled[:n_validation])
         train_parts.append(shuffled[n_validation:])
-    empty = torch.empty(0, dtype=torch.int64)
-    train_indices = torch.cat(train_parts) if train_parts else empty
-    validation_indices = torch.cat(validation_parts) if validation_parts else empty
-    return torch.sort(train_indices).values, torch.sort(validation_indices).values
+    # Each part in ascending order through a mask of the validation rows: O(N), where sorting
+    # the two parts cost 0.4 s for 1M rows.
+    held_out = torch.zeros(targets.numel(), dtype=torch.bool)
+    if validation_parts:
+        held_out[torch.cat(validation_parts)] = True
+    return torch.nonzero(~held_out).flatten(), torch.nonzero(held_out).flatten()
+
+
+def _rows_by_class(targets: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Row positions grouped by class (classes ascending, rows ascending within each: a stable
+    sort) and the size of each present class. Class indices in [0, 65535] sort as uint16 with
+    numpy's radix sort: 3-60 ms for 1M rows, where torch's stable sort of int64 took 0.4 s."""
+    if (
+        targets.numel()
+        and int(targets.min()) >= 0
+        and int(targets.max()) <= np.iinfo(np.uint16).max
+    ):
+        by_class = np.argsort(targets.numpy().astype(np.uint16), kind="stable")
+        counts = torch.bincount(targets)
+        return torch.from_numpy(by_class.astype(np.int64, copy=False)), counts[counts > 0].tolist()
+    by_class = torch.sort(targets, stable=True).indices
+    return by_class, torch.unique(targets, return_counts=True)[1].tolist()

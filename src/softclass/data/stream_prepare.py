@@ -31,6 +31,7 @@ import polars as pl
 import torch
 
 from softclass.data.column_types import TypingOptions
+from softclass.data.expansion import FeatureRows, InputExpansion, take_rows
 from softclass.data.recipe import Recipe, typed_table
 from softclass.data.stream import SourceChunk, TableSource, hashed_fraction
 from softclass.errors import DataError
@@ -158,38 +159,48 @@ class PreparedChunks:
     train_sizes: tuple[int, ...]
     validation_sizes: tuple[int, ...]
     warnings: tuple[str, ...] = ()
+    expansion: InputExpansion | None = None
 
-    def load(self, chunk: int, part: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-        """Features float32 (N, F) and targets int64 (N,) of ``part`` of chunk ``chunk``."""
+    def load(
+        self, chunk: int, part: str = "train"
+    ) -> tuple[torch.Tensor | FeatureRows, torch.Tensor]:
+        """Features (N, F) and targets int64 (N,) of ``part`` of chunk ``chunk``: with an
+        ``expansion`` (bins), compact :class:`FeatureRows`, else a float32 tensor."""
         stem = self.directory / f"{part}_{chunk}"
-        features = np.load(stem.with_suffix(".features.npy"))
-        targets = np.load(stem.with_suffix(".targets.npy"))
-        return torch.from_numpy(features), torch.from_numpy(targets)
+        features = torch.from_numpy(np.load(stem.with_suffix(".features.npy")))
+        targets = torch.from_numpy(np.load(stem.with_suffix(".targets.npy")))
+        if self.expansion is None:
+            return features, targets
+        raw = torch.from_numpy(np.load(stem.with_suffix(".raw.npy")))
+        return FeatureRows(features, raw, self.expansion), targets
 
     def load_rows(
         self, chunks: Sequence[int], part: str = "train"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows of ``part`` of ``chunks`` one after the other: features float32 (N, F) and
-        targets int64 (N,), each chunk copied from its file (mapped, not loaded) into one
-        tensor, so that memory holds the result and nothing more."""
+    ) -> tuple[torch.Tensor | FeatureRows, torch.Tensor]:
+        """The rows of ``part`` of ``chunks`` one after the other: features (N, F) as
+        :meth:`load` and targets int64 (N,), each chunk copied from its files (mapped, not
+        loaded) into one array each, so that memory holds the result and nothing more."""
         sizes = self.train_sizes if part == "train" else self.validation_sizes
         total = sum(sizes[chunk] for chunk in chunks)
-        features = targets = None
+        suffixes = (".features.npy", ".targets.npy", *((".raw.npy",) if self.expansion else ()))
+        arrays: list[np.ndarray] = []
         start = 0
         for chunk in chunks:
             stem = self.directory / f"{part}_{chunk}"
-            stored = np.load(stem.with_suffix(".features.npy"), mmap_mode="r")
-            if features is None:
-                features = np.empty((total, stored.shape[1]), dtype=np.float32)
-                targets = np.empty(total, dtype=np.int64)
-            stop = start + stored.shape[0]
-            features[start:stop] = stored
-            targets[start:stop] = np.load(stem.with_suffix(".targets.npy"), mmap_mode="r")
+            stored = [np.load(stem.with_suffix(suffix), mmap_mode="r") for suffix in suffixes]
+            if not arrays:
+                arrays = [np.empty((total, *array.shape[1:]), array.dtype) for array in stored]
+            stop = start + stored[0].shape[0]
+            for array, values in zip(arrays, stored, strict=True):
+                array[start:stop] = values
             del stored
             start = stop
-        if features is None:
+        if not arrays:
             return torch.empty((0, 0), dtype=torch.float32), torch.empty(0, dtype=torch.int64)
-        return torch.from_numpy(features), torch.from_numpy(targets)
+        features, targets = torch.from_numpy(arrays[0]), torch.from_numpy(arrays[1])
+        if self.expansion is None:
+            return features, targets
+        return FeatureRows(features, torch.from_numpy(arrays[2]), self.expansion), targets
 
 
 def prepare_chunks(
@@ -217,14 +228,18 @@ def prepare_chunks(
     train_sizes, validation_sizes, warnings = {}, {}, {}
     for chunk, frame in source.read(owned):
         try:
-            prepared = recipe.prepare(frame, unknown=unknown, allow_no_rows=True)
+            prepared = recipe.prepare(frame, unknown=unknown, allow_no_rows=True, compact=True)
         except DataError as error:
             raise DataError(f"{_where(source, chunk)}: {error}") from error
         rows = chunk.start + prepared.rows.numpy()
         held_out = torch.from_numpy(validation_mask(rows, validation_fraction, seed))
         for part, mask in (("train", ~held_out), ("validation", held_out)):
             stem = directory / f"{part}_{chunk.index}"
-            np.save(stem.with_suffix(".features.npy"), prepared.features[mask].numpy())
+            features = take_rows(prepared.features, mask)
+            if isinstance(features, FeatureRows):  # bins: compact columns and binned values
+                np.save(stem.with_suffix(".raw.npy"), features.raw.numpy())
+                features = features.compact
+            np.save(stem.with_suffix(".features.npy"), features.numpy())
             np.save(stem.with_suffix(".targets.npy"), prepared.targets[mask].numpy())
         train_sizes[chunk.index] = int((~held_out).sum())
         validation_sizes[chunk.index] = int(held_out.sum())

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from softclass.data.expansion import as_dense
 from softclass.data.prepare import PreparedData
 from softclass.mlp.designs import Design, agreement_pairs, get_design
 from softclass.training.config import json_number
@@ -362,6 +363,6 @@ def noise_floor(
     ``train_again(features)``, design A trained again with the same seed and initial weights on
     the training features moved by one float32 ulp (the inputs differ at every step, as two
     kernels' rounding does): how far rounding alone moves the weights on this problem."""
-    nudged_features = train_features.clone()
+    nudged_features = as_dense(train_features).clone()
     perturb_one_ulp([nudged_features], seed)
     return max_weight_diff(trained, train_again(nudged_features))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from softclass.data.expansion import in_blocks
 from softclass.data.prepare import PreparedData
 from softclass.evaluation import metrics
 from softclass.training.results import History, TrainResult
@@ -63,11 +64,10 @@ def measure(result: TrainResult, data: PreparedData) -> DesignRun:
         ("train", data.train_features, data.train_targets),
         ("validation", data.validation_features, data.validation_targets),
     ):
-        logits = model(features)
+        logits = in_blocks(model, features)
         encoded = design.encode_targets(targets, data.n_classes)
         numbers[f"{part}_loss"] = float(design.loss_from_logits(logits, encoded))
         numbers[f"{part}_accuracy"] = float(metrics.accuracy(logits, targets))
-    logits = model(data.validation_features)
     probs = design.predict_proba(logits)
     reliability = metrics.calibration(probs, data.validation_targets)
     numbers["validation_log_loss"] = float(

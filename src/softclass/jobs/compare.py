@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from softclass.data import stratified_split
+from softclass.data.expansion import take_rows
 from softclass.data.prepare import PreparedData
 from softclass.errors import ConfigError, DataError
 from softclass.evaluation.agreement import (
@@ -277,10 +278,10 @@ def split_stopping_rows(
             f"no rows left to choose the epoch on: {data.train_targets.numel()} training rows, "
             "one per class; use more rows or leave --patience unset"
         )
-    stopping = (data.train_features[stopping_rows], data.train_targets[stopping_rows])
+    stopping = (take_rows(data.train_features, stopping_rows), data.train_targets[stopping_rows])
     fitted = replace(
         data,
-        train_features=data.train_features[fit_rows],
+        train_features=take_rows(data.train_features, fit_rows),
         train_targets=data.train_targets[fit_rows],
     )
     return fitted, stopping

@@ -19,6 +19,7 @@ import polars as pl
 import torch
 
 from softclass.data.checks import check_choice
+from softclass.data.expansion import row_blocks
 from softclass.data.messages import HEADER_ROWS, ROW_NUMBERING, row_list, row_number
 from softclass.data.missing import dropped_rows_warning
 from softclass.data.prepared import skipped_rows_warning, unknown_categories_warning
@@ -307,6 +308,7 @@ def _predict_chunk(
         use_target=False,
         source=source,
         allow_no_rows=True,
+        compact=True,
     )
     reasons = dict(prepared.skipped)
     kept = np.zeros(chunk.height, dtype=bool)
@@ -328,9 +330,15 @@ def _predict_chunk(
     tally.add_dropped([index + offset for index in dropped])
     tally.unknown_categories.update(prepared.unknown_categories)
     row_numbers = prepared.rows + offset + HEADER_ROWS + 1
+    features = prepared.features  # with bins: compact rows, expanded a block at a time
     probabilities = (
-        saved.predict_proba(prepared.features, row_numbers)
-        if prepared.features.shape[0]
+        torch.cat(
+            [
+                saved.predict_proba(features[rows], row_numbers[rows])
+                for rows in row_blocks(features)
+            ]
+        )
+        if features.shape[0]
         else torch.empty(0, saved.model_config.n_classes)
     )
     if accuracy:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from softclass.data import Recipe
+from softclass.data.expansion import in_blocks
 from softclass.data.messages import row_number
 from softclass.data.prepare import PreparedData
 from softclass.evaluation.figure_pool import FigureJob
@@ -123,7 +124,7 @@ def write_report(
     for name in result.designs:
         run = next(run for run in result.runs_of(name) if run.seed == first_seed)
         model, design = run.result.model, run.result.design
-        probabilities = design.predict_proba(model(features)).float().cpu()
+        probabilities = design.predict_proba(in_blocks(model, features)).float().cpu()
         details.append(
             DesignDetail(
                 name=name,

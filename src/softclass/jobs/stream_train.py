@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from softclass.data.expansion import InputExpansion, as_dense
 from softclass.data.prepare import PreparedData
 from softclass.data.recipe import Recipe
 from softclass.data.stream import TableSource, owned_chunks
@@ -266,7 +267,7 @@ class StreamedData:
                 parts.append(self.chunks.load(chunk, part))
             if parts and sum(len(targets) for _, targets in parts):
                 break
-        features = torch.cat([features for features, _ in parts])[:_REPORT_ROWS]
+        features = torch.cat([as_dense(features) for features, _ in parts])[:_REPORT_ROWS]
         targets = torch.cat([targets for _, targets in parts])[:_REPORT_ROWS]
         return PreparedData(
             features, targets, features, targets, self.recipe.classes, self.recipe, self.warnings
@@ -382,6 +383,7 @@ def _prepare_owned(
         tuple(sizes[0].tolist()),
         tuple(sizes[1].tolist()),
         warnings,
+        InputExpansion.of(recipe.features),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from softclass.data.expansion import FeatureRows, fingerprint_tensors
 from softclass.errors import ConfigError, DataError
 from softclass.mlp.designs import Design, get_design
 from softclass.mlp.model import MLP, MLPConfig
@@ -295,8 +296,9 @@ _NEEDS_VALIDATION = (
 )
 
 
-def _fingerprint(*tensors: torch.Tensor | None) -> str:
-    return data_fingerprint(*(None if t is None else torch.as_tensor(t) for t in tensors))
+def _fingerprint(*tensors: torch.Tensor | FeatureRows | None) -> str:
+    flat = fingerprint_tensors(*tensors)
+    return data_fingerprint(*(None if t is None else torch.as_tensor(t) for t in flat))
 
 
 def design_seed_grid(designs: Sequence[str], seeds: Sequence[int]) -> list[Member]:
@@ -307,7 +309,7 @@ def design_seed_grid(designs: Sequence[str], seeds: Sequence[int]) -> list[Membe
 def _check_rows(
     features: torch.Tensor, targets: torch.Tensor, config: MLPConfig, where: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    features = torch.as_tensor(features)
+    features = features if isinstance(features, FeatureRows) else torch.as_tensor(features)
     targets = torch.as_tensor(targets)
     if features.dim() != 2 or features.shape[1] != config.n_features:
         raise DataError(

@@ -75,6 +75,7 @@ typedef struct {
     int64_t n_epochs;        /* epochs run by this call */
     int64_t step_count;      /* optimizer steps every member took before this call */
     int64_t n_val_rows;      /* 0: no validation */
+    int64_t n_raw;           /* binned values a row has (raw, val_raw); 0: no expansion */
 } RunSettings;
 
 /* Tensors of one call (mirrored by mlp_native.py's RunBuffers); all contiguous. */
@@ -89,7 +90,7 @@ typedef struct {
     /* (M, MAX_DESIGN_PARAMS): each member's design parameters (Design.native_params, zeros
      * after them); every loss branch reads the first as its label smoothing. */
     const double *design_params_of_member;
-    const void *val_features;    /* (n_val_rows, n_features) */
+    const void *val_features;    /* (n_val_rows, table's feature columns) */
     const int64_t *val_targets;  /* (n_val_rows,) class indices */
     double *train_loss;          /* (M, n_epochs) out: batch losses averaged over the epoch */
     double *train_accuracy;      /* (M, n_epochs) out: share of rows classified right in training */
@@ -100,6 +101,12 @@ typedef struct {
     /* (slots, n_epochs, one member's parameter count) out: its weights and biases after each
      * epoch, W_0, b_0, W_1, b_1, ... flattened (what the agreement probe compares). */
     void *snapshots;
+    /* The inputs' expansion (see row_inputs), NULL when the table's feature columns (n_columns -
+     * 1 - weighted) are the network's inputs; each (widths[0],). */
+    const int64_t *input_sources;
+    const double *input_lower, *input_width;
+    const double *raw;            /* (n_rows, n_raw) binned values of the training rows */
+    const double *val_raw;        /* (n_val_rows, n_raw) binned values of the validation rows */
 } RunBuffers;
 
 /* tanh in float, inlined and branch-free (glibc's tanhf is an out-of-line call per unit):
@@ -194,6 +201,26 @@ static inline REAL NAME(activation_backward)(int64_t activation, REAL grad, REAL
 /* Forward pass of one row: level l of the row lives at act[l] (level 0: the input, copied there
  * by the caller) and, for l >= 1, its pre-activation at pre[l]; the logits land at act[n_layers]
  * (equal to pre[n_layers]). weights[k], biases[k] are this member's layer k. */
+/* The network's widths[0] inputs of one row into `inputs`: its feature columns `features`
+ * copied, or (input_sources) input j is column input_sources[j] when >= 0, else the bin
+ * clip((raw[k] - lower[j]) / width[j], 0, 1) in double, rounded to float, of the row's binned
+ * value k = -1 - input_sources[j]: data/expansion.py's InputExpansion.expand, bit for bit. */
+static void NAME(row_inputs)(const RunSettings *settings, const RunBuffers *buffers,
+                             const REAL *features, const double *raw, REAL *inputs) {
+    const int64_t n_inputs = settings->widths[0];
+    if (buffers->input_sources == NULL) {
+        memcpy(inputs, features, (size_t)n_inputs * sizeof(REAL));
+        return;
+    }
+    for (int64_t j = 0; j < n_inputs; ++j) {
+        const int64_t source = buffers->input_sources[j];
+        double bin = source >= 0 ? 0.0 : (raw[-1 - source] - buffers->input_lower[j]) /
+                                             buffers->input_width[j];
+        bin = bin > 1.0 ? 1.0 : bin < 0.0 ? 0.0 : bin; /* keeps -0.0, as torch.clamp, numpy.clip */
+        inputs[j] = source >= 0 ? features[source] : (REAL)(float)bin;
+    }
+}
+
 static void NAME(network_forward_row)(const RunSettings *settings, REAL *const *weights,
                               REAL *const *biases, REAL *const *act, REAL *const *pre) {
     const int64_t n_layers = settings->n_layers;
@@ -371,8 +398,9 @@ static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffer
                            REAL *row_loss, REAL *logsumexp, double *loss_out,
                            double *accuracy_out) {
     const int64_t n_layers = settings->n_layers;
-    const int64_t n_features = settings->widths[0], n_classes = settings->widths[n_layers];
+    const int64_t n_classes = settings->widths[n_layers];
     const REAL *features = (const REAL *)buffers->val_features;
+    const int64_t n_compact = settings->n_columns - 1 - settings->weighted;
     double loss_total = 0.0;
     int64_t correct = 0;
     for (int64_t start = 0; start < settings->n_val_rows; start += settings->batch_size) {
@@ -385,8 +413,8 @@ static void NAME(evaluate)(const RunSettings *settings, const RunBuffers *buffer
                 row_act[l] = act[l] + r * settings->widths[l];
                 row_pre[l] = pre[l] + r * settings->widths[l];
             }
-            memcpy(row_act[0], features + (start + r) * n_features,
-                   (size_t)n_features * sizeof(REAL));
+            NAME(row_inputs)(settings, buffers, features + (start + r) * n_compact,
+                             buffers->val_raw + (start + r) * settings->n_raw, row_act[0]);
             NAME(network_forward_row)(settings, weights, biases, row_act, row_pre);
             const REAL *logits = row_act[n_layers];
             int64_t best = 0;
@@ -407,7 +435,8 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                         int64_t member_begin, int64_t member_end) {
     const int64_t n_layers = settings->n_layers, batch_size = settings->batch_size;
     const int64_t n_rows = settings->n_rows, n_columns = settings->n_columns;
-    const int64_t n_features = settings->widths[0], n_classes = settings->widths[n_layers];
+    const int64_t n_compact = n_columns - 1 - settings->weighted; /* the class index's column */
+    const int64_t n_classes = settings->widths[n_layers];
     const REAL tiny = (REAL)settings->tiny;
     /* Work space: per level l, activations and pre-activations of a whole batch (B, width_l);
      * two gradient rows of the widest level; per parameter tensor, its gradient. */
@@ -488,10 +517,12 @@ int64_t NAME(mlp_train)(const RunSettings *settings, const RunBuffers *buffers,
                         row_act[l] = act[l] + r * settings->widths[l];
                         row_pre[l] = pre[l] + r * settings->widths[l];
                     }
-                    memcpy(row_act[0], source, (size_t)n_features * sizeof(REAL));
+                    NAME(row_inputs)(settings, buffers, source,
+                                     buffers->raw + order[start + r] * settings->n_raw,
+                                     row_act[0]);
                     NAME(network_forward_row)(settings, weights, biases, row_act, row_pre);
                     const REAL *logits = row_act[n_layers];
-                    const int64_t target = (int64_t)source[n_features];
+                    const int64_t target = (int64_t)source[n_compact];
                     int64_t best = 0;
                     for (int64_t c = 1; c < n_classes; ++c) best = logits[c] > logits[best] ? c : best;
                     epoch_correct += best == target;

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from softclass.data.expansion import InputExpansion
 from softclass.errors import ConfigError
 from softclass.kernels.native import CE_SOURCES, load_built, pointer
 from softclass.mlp.activations import Activation
@@ -78,6 +79,7 @@ class _RunSettings(ctypes.Structure):
         ("n_epochs", _I64),
         ("step_count", _I64),
         ("n_val_rows", _I64),
+        ("n_raw", _I64),
     ]
 
 
@@ -101,6 +103,11 @@ class _RunBuffers(ctypes.Structure):
         ("val_accuracy", _PTR),
         ("snapshot_of_member", _PTR),
         ("snapshots", _PTR),
+        ("input_sources", _PTR),
+        ("input_lower", _PTR),
+        ("input_width", _PTR),
+        ("raw", _PTR),
+        ("val_raw", _PTR),
     ]
 
 
@@ -176,12 +183,15 @@ class RunTensors:
         parameters: ``[W0, b0, W1, b1, ...]``, ``W_k (M, out, in)``, ``b_k (M, out)``; updated.
         first_moments, second_moments: optimizer state of the same shapes (second: Adam only).
         table: ``(N, F + 1 [+ 1])`` features, the class index (a whole number stored in the
-            table's float dtype), optional row weights.
+            table's float dtype), optional row weights; with ``expansion`` F is its compact
+            columns and the network's inputs are expanded row by row as the loops gather them.
         orders: ``(S, epochs, N)`` int64 row orders; ``order_of_member (M,)`` int64 picks one.
         loss_of_member: ``(M,)`` int64 ``native_code`` of each member's design.
         design_params_of_member: ``(M, MAX_NATIVE_PARAMS)`` float64, each member's design
             parameters (:func:`softclass.mlp.designs.native_values`).
         val_features ``(V, F)``, val_targets ``(V,)`` int64: validation rows, or None.
+        expansion: how the network's inputs are made from compact features (None: the table
+            holds them); raw, val_raw: float64 ``(N, B)`` / ``(V, B)`` binned values with it.
         train_loss, train_accuracy, val_loss, val_accuracy: ``(M, epochs)`` float64 outputs.
         snapshot_of_member: ``(M,)`` int64, each member's slot in ``snapshots`` or -1; None: no
             snapshots. snapshots: ``(slots, epochs, P)`` in the parameters' dtype, output: the
@@ -204,6 +214,9 @@ class RunTensors:
     val_accuracy: Tensor
     snapshot_of_member: Tensor | None = None
     snapshots: Tensor | None = None
+    expansion: InputExpansion | None = None
+    raw: Tensor | None = None
+    val_raw: Tensor | None = None
 
 
 def train(
@@ -258,6 +271,7 @@ def train(
         n_epochs=tensors.orders.shape[1],
         step_count=step_count,
         n_val_rows=0 if tensors.val_features is None else tensors.val_features.shape[0],
+        n_raw=0 if tensors.expansion is None else tensors.expansion.n_raw,
     )
     buffers = _buffers(tensors)
     suffix = SUPPORTED_DTYPES[dtype]
@@ -302,7 +316,14 @@ def _pointers(tensors: Sequence[Tensor] | None) -> ctypes.c_void_p | None:
 
 
 def _buffers(tensors: RunTensors) -> _RunBuffers:
-    """The C view of ``tensors`` (pointers only: the tensors must outlive the call)."""
+    """The C view of ``tensors`` (pointers only: the tensors must outlive the call; the
+    expansion's arrays live as long as it)."""
+    spec = tensors.expansion
+    expansion = (
+        (None, None, None)
+        if spec is None
+        else tuple(array.ctypes.data for array in (spec.sources, spec.lower, spec.width))
+    )
     return _RunBuffers(
         parameters=_pointers(tensors.parameters),
         first_moments=_pointers(tensors.first_moments),
@@ -320,4 +341,9 @@ def _buffers(tensors: RunTensors) -> _RunBuffers:
         val_accuracy=pointer(tensors.val_accuracy),
         snapshot_of_member=pointer(tensors.snapshot_of_member),
         snapshots=pointer(tensors.snapshots),
+        input_sources=expansion[0],
+        input_lower=expansion[1],
+        input_width=expansion[2],
+        raw=pointer(tensors.raw),
+        val_raw=pointer(tensors.val_raw),
     )

@@ -196,18 +196,20 @@ static int64_t NAME(allocate_space)(const RunSettings *settings, NAME(StepSpace)
 /* Rows [start, start + rows) of order into act[0] and targets, their scales (1/rows, or the
  * weights over their sum clamped at tiny); returns the count the network gets right after the
  * forward pass, the batch's losses and d loss / d logits in space->delta. */
-static int64_t NAME(batch_forward)(const RunSettings *settings, const GemmFunctions *blas,
-                                   const REAL *table, const int64_t *order, int64_t rows,
+static int64_t NAME(batch_forward)(const RunSettings *settings, const RunBuffers *buffers,
+                                   const GemmFunctions *blas, const REAL *table, const int64_t *order, int64_t rows,
                                    int64_t loss_kind, const double *design_params,
                                    NAME(StepSpace) *space) {
     const int64_t n_layers = settings->n_layers, n_columns = settings->n_columns;
     const int64_t n_features = settings->widths[0], n_classes = settings->widths[n_layers];
+    const int64_t n_compact = n_columns - 1 - settings->weighted; /* the class index's column */
     const REAL tiny = (REAL)settings->tiny;
     REAL weight_sum = (REAL)0;
     for (int64_t r = 0; r < rows; ++r) {
         const REAL *source = table + order[r] * n_columns;
-        memcpy(space->act[0] + r * n_features, source, (size_t)n_features * sizeof(REAL));
-        space->targets[r] = (int64_t)source[n_features];
+        NAME(row_inputs)(settings, buffers, source, buffers->raw + order[r] * settings->n_raw,
+                         space->act[0] + r * n_features);
+        space->targets[r] = (int64_t)source[n_compact];
         if (settings->weighted) weight_sum += source[n_columns - 1];
     }
     weight_sum = weight_sum > tiny ? weight_sum : tiny;
@@ -253,14 +255,17 @@ static void NAME(matrix_evaluate)(const RunSettings *settings, const RunBuffers 
     const int64_t n_layers = settings->n_layers, n_rows = settings->n_val_rows;
     const int64_t n_features = settings->widths[0], n_classes = settings->widths[n_layers];
     const REAL *features = (const REAL *)buffers->val_features;
+    const int64_t n_compact = settings->n_columns - 1 - settings->weighted;
     double loss_total = 0.0;
     int64_t correct = 0;
     for (int64_t start = 0; start < n_rows; start += settings->batch_size) {
         const int64_t rows = start + settings->batch_size <= n_rows ? settings->batch_size
                                                                     : n_rows - start;
         const int64_t *targets = buffers->val_targets + start;
-        memcpy(space->act[0], features + start * n_features,
-               (size_t)(rows * n_features) * sizeof(REAL));
+        for (int64_t r = 0; r < rows; ++r)
+            NAME(row_inputs)(settings, buffers, features + (start + r) * n_compact,
+                             buffers->val_raw + (start + r) * settings->n_raw,
+                             space->act[0] + r * n_features);
         NAME(matrix_forward)(settings, blas, rows, space);
         const REAL *logits = space->act[n_layers];
         for (int64_t r = 0; r < rows; ++r) {
@@ -295,7 +300,7 @@ static void NAME(train_member)(const RunSettings *settings, const RunBuffers *bu
         int64_t epoch_correct = 0;
         for (int64_t start = 0; start < n_rows; start += batch_size) {
             const int64_t rows = start + batch_size <= n_rows ? batch_size : n_rows - start;
-            epoch_correct += NAME(batch_forward)(settings, blas, table, order + start, rows,
+            epoch_correct += NAME(batch_forward)(settings, buffers, blas, table, order + start, rows,
                                                  loss_kind, design_params, space);
             epoch_loss +=
                 NAME(epoch_loss_share)(settings, rows, space->row_loss, space->row_scale);

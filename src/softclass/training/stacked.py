@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from softclass.data.expansion import InputExpansion
 from softclass.mlp.activations import get_activation
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLP, MLPConfig, build_mlp
@@ -172,10 +173,14 @@ class TrainingRows:
     """Training rows as one table ``(N, F + 1 [+ 1])``: features, the class index (as a float,
     exact) and the optional row weight; and the class indices ``(N,)`` int64 of the targets (the
     torch backend gathers them per epoch; the compiled backend reads the table's column). No
-    column per class: the table's size does not grow with the number of classes."""
+    column per class: the table's size does not grow with the number of classes. With bins
+    (``expansion``) the table's F columns are the compact features and ``raw`` float64 (N, B)
+    the binned values; each batch is expanded to the network's inputs where it is gathered."""
 
     table: torch.Tensor
     n_features: int
     n_classes: int
     weighted: bool
     targets: torch.Tensor
+    raw: torch.Tensor | None = None
+    expansion: InputExpansion | None = None

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from softclass.data.expansion import FeatureRows, as_dense
 from softclass.data.stream import EpochPlan
 from softclass.data.stream_prepare import PreparedChunks
 from softclass.errors import ConfigError
@@ -265,9 +266,8 @@ class StreamedTrainer(Trainer):
         for chunk in self.chunks.owned:
             if not self.chunks.validation_sizes[chunk]:
                 continue
-            features, targets = (
-                tensor.to(self.device_) for tensor in self.chunks.load(chunk, "validation")
-            )
+            features, targets = self.chunks.load(chunk, "validation")
+            features, targets = as_dense(features).to(self.device_), targets.to(self.device_)
             encoded = self.design.encode_targets(targets, self.model_config.n_classes)
             with self._autocast():
                 logits = self.model_(features)
@@ -339,7 +339,8 @@ def _slabs(
 class _WindowRows:
     """One window's training rows as a rank takes them, a slab at a time.
 
-    ``features`` (N, F) float32 and ``targets`` (N,) int64: this rank's rows of the window.
+    ``features`` (N, F) float32 (or compact :class:`FeatureRows`, expanded as a slab is
+    taken) and ``targets`` (N,) int64: this rank's rows of the window.
     Without ``owner`` the plan's indices point into them. With ``owner`` (int (M,): the rank
     holding each of the window's M rows) and ``local`` (int64 (M,): its index among this rank's
     rows, -1 for another rank's), the indices point into the whole window and :meth:`take`
@@ -348,7 +349,7 @@ class _WindowRows:
 
     def __init__(
         self,
-        features: torch.Tensor,
+        features: torch.Tensor | FeatureRows,
         targets: torch.Tensor,
         device: torch.device,
         owner: np.ndarray | None = None,

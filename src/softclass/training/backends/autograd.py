@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from softclass.data.expansion import FeatureRows, as_dense, fingerprint_tensors, take_rows
 from softclass.diagnostics.check import check_pairing, warn_findings
 from softclass.errors import ConfigError
 from softclass.mlp.designs import Design
@@ -50,7 +51,7 @@ __all__ = ["AutogradEpochs", "Trainer", "fit"]
 class _Split:
     """One part of the data on the training device: features, indices, design-encoded targets."""
 
-    features: torch.Tensor  # (N, F) float32
+    features: torch.Tensor | FeatureRows  # (N, F) float32 (training rows: maybe compact)
     targets: torch.Tensor  # (N,) int64 class indices
     encoded: torch.Tensor  # what the design's loss takes: (N,) int64 or (N, C) float32
 
@@ -190,13 +191,15 @@ class Trainer:
         )
         # The batched engine's fingerprint (no row weights): either backend resumes the other's.
         self.fingerprint_ = data_fingerprint(
-            train_features, train_targets, validation_features, validation_targets, None
+            *fingerprint_tensors(
+                train_features, train_targets, validation_features, validation_targets, None
+            )
         )
         self.train_ = self._split(train_features, train_targets)
         self.validation_ = (
             None
             if validation_features is None
-            else self._split(validation_features, validation_targets)
+            else self._split(as_dense(validation_features), validation_targets)
         )
         self.build_model()
 
@@ -237,7 +240,8 @@ class Trainer:
         epoch_index = self.epochs_done_  # 0-based index of the epoch being run
         n_rows = self.train_.features.shape[0]
         order = epoch_permutation(n_rows, self.config.seed, epoch_index).to(self.device_)
-        features = self.train_.features[order]
+        # compact rows (FeatureRows) stay compact: each batch is expanded as it is taken
+        features = take_rows(self.train_.features, order)
         targets = self.train_.targets[order]
         encoded = self.train_.encoded[order]
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device_)
@@ -361,7 +365,7 @@ class Trainer:
             enabled=self.config.precision == "bf16",
         )
 
-    def _split(self, features: torch.Tensor, targets: torch.Tensor) -> _Split:
+    def _split(self, features: torch.Tensor | FeatureRows, targets: torch.Tensor) -> _Split:
         features = features.to(self.device_, torch.float32)
         targets = targets.to(self.device_, torch.int64)
         encoded = self.design.encode_targets(targets, self.model_config.n_classes)
@@ -486,14 +490,16 @@ def fit(
 def _check_part(
     part: str, features: torch.Tensor, targets: torch.Tensor | None, model_config: MLPConfig
 ) -> None:
-    if not isinstance(features, torch.Tensor) or not isinstance(targets, torch.Tensor):
+    if not isinstance(features, torch.Tensor | FeatureRows) or not isinstance(
+        targets, torch.Tensor
+    ):
         raise ConfigError(f"{part} features and targets must be torch tensors")
     if features.dim() != 2 or features.shape[1] != model_config.n_features:
         raise ConfigError(
             f"{part} features must have shape (N, {model_config.n_features}), got "
             f"{tuple(features.shape)}"
         )
-    if not features.is_floating_point():
+    if isinstance(features, torch.Tensor) and not features.is_floating_point():
         raise ConfigError(f"{part} features must be floating point, got {features.dtype}")
     if targets.dim() != 1 or targets.shape[0] != features.shape[0]:
         raise ConfigError(
@@ -511,5 +517,6 @@ def _check_part(
             f"{part} target {int(targets[position])} at row {position} is outside "
             f"[0, {model_config.n_classes - 1}] for {model_config.n_classes} classes"
         )
-    if not bool(torch.isfinite(features).all()):
+    parts = (features.compact, features.raw) if isinstance(features, FeatureRows) else (features,)
+    if not all(bool(torch.isfinite(part).all()) for part in parts):
         raise ConfigError(f"{part} features contain NaN or infinite values")

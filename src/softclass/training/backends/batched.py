@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
+from softclass.data.expansion import FeatureRows
 from softclass.errors import ConfigError
 from softclass.mlp.activations import get_activation
 from softclass.mlp.designs import get_design
@@ -215,7 +216,7 @@ class BatchedTrainer(CompiledLoops):
 
     def training_rows(
         self,
-        features: torch.Tensor,
+        features: torch.Tensor | FeatureRows,
         targets_one_hot: torch.Tensor | None = None,
         row_weights: torch.Tensor | None = None,
         *,
@@ -229,7 +230,8 @@ class BatchedTrainer(CompiledLoops):
 
         Args:
             features: ``(N, F)`` floating, on the trainer's device (copied into the table in the
-                trainer's dtype).
+                trainer's dtype), or :class:`FeatureRows` (its compact columns in the table, its
+                binned values beside it, expanded per batch).
             targets_one_hot: ``(N, C)`` one-hot rows of the class indices; or None with
                 ``targets``.
             row_weights: optional ``(N,)`` non-negative row weights (class weights are row
@@ -254,6 +256,11 @@ class BatchedTrainer(CompiledLoops):
         if targets is None:
             targets = targets_one_hot.argmax(1)
         targets = targets.to(self.device, torch.int64)
+        raw = expansion = None
+        if isinstance(features, FeatureRows):
+            raw, expansion = features.raw.to(self.device), features.expansion
+            features = features.compact.to(self.device)
+            n_features = features.shape[1]
         width = n_features + 1 + (row_weights is not None)
         # Written column block by column block into one fresh table (no concatenated copies).
         table = torch.empty(n_rows, width, dtype=self.dtype, device=self.device)
@@ -261,7 +268,8 @@ class BatchedTrainer(CompiledLoops):
         table[:, n_features] = targets
         if row_weights is not None:
             table[:, -1] = row_weights
-        return TrainingRows(table, n_features, n_classes, row_weights is not None, targets)
+        weighted = row_weights is not None
+        return TrainingRows(table, n_features, n_classes, weighted, targets, raw, expansion)
 
     def train_epoch(self, rows: TrainingRows, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass over the training rows for every member.
@@ -311,8 +319,14 @@ class BatchedTrainer(CompiledLoops):
             else:
                 weights = batch[..., n_features + 1]
                 row_scale = weights / weights.sum(-1, keepdim=True).clamp_min(tiny)
+            inputs = batch[..., :n_features]
+            if rows.expansion is not None:
+                chosen = order[start:stop] if n_members == 1 else order[:, start:stop].reshape(-1)
+                inputs = rows.expansion.expand(
+                    inputs.reshape(-1, n_features), rows.raw[chosen], self.dtype
+                ).view(*inputs.shape[:-1], -1)
             batch_loss, batch_correct = self._step(
-                batch[..., :n_features], epoch_targets[..., start:stop], row_scale
+                inputs, epoch_targets[..., start:stop], row_scale
             )
             correct += batch_correct
             epoch_loss.add_(batch_loss, alpha=(stop - start) / n_rows)

@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from softclass.data.expansion import FeatureRows, as_dense
 from softclass.errors import ConfigError
 from softclass.mlp.activations import NATIVE_ENTRIES as NATIVE_ACTIVATIONS
 from softclass.mlp.designs import computes_native_branch, get_design, native_values
@@ -153,8 +154,9 @@ class CompiledLoops:
 
         Args:
             rows: from :meth:`training_rows`.
-            val_features ``(V, F)`` in the trainer's dtype, val_targets ``(V,)`` int64: optional
-                rows scored after every epoch (:func:`member_losses`, :func:`member_accuracy`).
+            val_features ``(V, F)`` in the trainer's dtype (:class:`FeatureRows` when ``rows``
+                has an expansion), val_targets ``(V,)`` int64: optional rows scored after every
+                epoch (:func:`member_losses`, :func:`member_accuracy`).
             snapshots: ``(snapshot_of_member, snapshots)`` as in
                 :class:`~softclass.training.mlp_native.RunTensors`: weights after each epoch of
                 the members given a slot, written into ``snapshots``; None: none.
@@ -172,6 +174,7 @@ class CompiledLoops:
         outputs = torch.full((4, self.network.n_members, n_epochs), math.nan, dtype=torch.float64)
         state = self.optimizer_state
         has_val = val_features is not None and val_targets is not None
+        val_features, val_raw = _validation_parts(rows, val_features if has_val else None)
         smoothing = self.settings.label_smoothing
         member_designs = [get_design(member.design).smoothed(smoothing) for member in self.members]
         mlp_native.train(
@@ -197,6 +200,9 @@ class CompiledLoops:
                 val_accuracy=outputs[3],
                 snapshot_of_member=None if snapshots is None else snapshots[0],
                 snapshots=None if snapshots is None else snapshots[1],
+                expansion=rows.expansion,
+                raw=None if rows.raw is None else rows.raw.contiguous(),
+                val_raw=val_raw,
             ),
             [self.config.n_features, *self.config.hidden, self.config.n_classes],
             self.activation,
@@ -214,3 +220,26 @@ class CompiledLoops:
         return outputs[0], outputs[1], outputs[2], outputs[3]
 
     # -- one epoch -----------------------------------------------------------------------------
+
+
+def _validation_parts(
+    rows: TrainingRows, val_features: torch.Tensor | FeatureRows | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The validation rows as the compiled loops read them beside ``rows``: their feature
+    columns, and with ``rows``' expansion their binned values (float64).
+
+    Raises:
+        ConfigError: ``rows`` are expanded and the validation rows are not compact rows of the
+            same expansion.
+    """
+    if val_features is None:
+        return None, None
+    if rows.expansion is None:
+        return as_dense(val_features), None
+    if not isinstance(val_features, FeatureRows) or val_features.expansion is not rows.expansion:
+        raise ConfigError(
+            "the training rows are compact (FeatureRows, bins expanded per batch) but the "
+            f"validation rows are {type(val_features).__name__}, not compact rows of the same "
+            "expansion: give both from one prepared table, or both as tensors"
+        )
+    return val_features.compact, val_features.raw.contiguous()
