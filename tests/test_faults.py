@@ -273,6 +273,47 @@ def test_an_interrupted_compare_while_writing_keeps_nothing_of_the_run(run, tmp_
     assert _leftovers(tmp_path) == []
 
 
+class _Interrupted(BaseException):
+    pass
+
+
+def test_an_interruption_while_compare_waits_for_its_file_thread_lets_the_thread_end_first():
+    """Ctrl-C while the main thread waits for the thread writing models into the run's staging
+    directory: the interruption is raised only once the writes ended (the staging directory is
+    then removed whole, never under a thread still writing into it)."""
+    import threading
+
+    from softclass.jobs.compare import _FileWriter
+
+    release, ended = threading.Event(), threading.Event()
+
+    def write():
+        release.wait(10)
+        time.sleep(0.05)
+        ended.set()
+
+    def interrupt(main):
+        time.sleep(0.2)
+        signal.pthread_kill(main, signal.SIGINT)
+        time.sleep(0.2)
+        release.set()
+
+    def handler(signum, frame):
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        writer = _FileWriter(write)
+        threading.Thread(target=interrupt, args=(threading.get_ident(),)).start()
+        with pytest.raises(_Interrupted):
+            writer.finish()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ended.is_set()
+    writer.join(5)
+    assert not writer.is_alive()
+
+
 def _on_streamed_writes(monkeypatch, name, write):
     """Files opened for writing whose name is a temporary of ``name`` (``.name.…``) call
     ``write(handle, data)`` instead of writing: predict streams its chunks through ``open``."""

@@ -528,30 +528,45 @@ def write_outputs(
     try:
         write_report(result, data, out_dir, context, summary=report)
     except BaseException:
-        files.join()  # the page's error is the one reported; the staging is then dropped
+        files.wait()  # the page's error is the one reported; the staging is then dropped
         raise
     files.finish()
 
 
 class _FileWriter(threading.Thread):
-    """Runs ``write`` in a thread, in a copy of the caller's context (the output's staging
-    directory lives there, :mod:`softclass.io`); :meth:`finish` waits and re-raises what it
-    raised."""
+    """Runs ``write`` in a thread, in a copy of the caller's context (where :mod:`softclass.io`
+    keeps the staging directory); :meth:`finish` waits and re-raises what it raised."""
 
     def __init__(self, write: Callable[[], None]) -> None:
         super().__init__(name="softclass-compare-files", daemon=True)
         self._write, self._error = write, None
         self._context = contextvars.copy_context()
+        self._done = threading.Event()
         self.start()
 
     def run(self) -> None:
         try:
             self._context.run(self._write)
-        except BaseException as error:  # re-raised in the caller's thread by join()
+        except BaseException as error:  # re-raised in the caller's thread by finish()
             self._error = error
+        finally:
+            self._done.set()
+
+    def wait(self) -> None:
+        """Wait for the writes to end, also through a Ctrl-C while waiting (re-raised after): the
+        staging directory they write into must not be removed under them. An event, not join():
+        an interrupted join marks a running thread as stopped (CPython 3.11)."""
+        interrupted: BaseException | None = None
+        while not self._done.is_set():
+            try:
+                self._done.wait()
+            except BaseException as error:
+                interrupted = interrupted or error
+        if interrupted is not None:
+            raise interrupted
 
     def finish(self) -> None:
-        self.join()
+        self.wait()
         if self._error is not None:
             raise self._error
 
