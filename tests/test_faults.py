@@ -273,6 +273,44 @@ def test_an_interrupted_compare_while_writing_keeps_nothing_of_the_run(run, tmp_
     assert _leftovers(tmp_path) == []
 
 
+def test_a_stop_whose_exception_was_lost_still_keeps_nothing_of_the_run(run, tmp_path, monkeypatch):
+    """The handler's Interrupted can be dropped (a signal handled inside a finalizer): the stop
+    request it recorded still keeps the run's directory from being swapped into place."""
+    from softclass.errors import STOP_REQUESTS
+    from softclass.jobs import store
+
+    out = tmp_path / "run"
+    real_write = Path.write_text
+
+    def write_then_lose_a_stop(path, text, *args, **kwargs):
+        real_write(path, text, *args, **kwargs)
+        if path.name == store.METADATA_FILE and path.parent.name.startswith(".B."):
+            STOP_REQUESTS.append(signal.SIGINT)  # what the handler records before raising
+
+    monkeypatch.setattr(Path, "write_text", write_then_lose_a_stop)
+    code, _, err = run("compare", "--epochs", 2, "--out", out)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (
+        "interrupted by SIGINT: nothing was kept (compare keeps no checkpoints: run it again)"
+    )
+    assert not out.exists()
+    assert _leftovers(tmp_path) == [] and STOP_REQUESTS == []
+
+
+def test_a_directory_is_not_swapped_into_place_after_a_stop_request(tmp_path):
+    from softclass.errors import STOP_REQUESTS, Interrupted
+
+    out = tmp_path / "model"
+    try:
+        with pytest.raises(Interrupted):
+            with io.atomic_directory(out) as staging:
+                (staging / "model.json").write_text("{}")
+                STOP_REQUESTS.append(signal.SIGTERM)
+    finally:
+        STOP_REQUESTS.clear()
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
 class _Interrupted(BaseException):
     pass
 

@@ -116,6 +116,13 @@ class Interrupted(BaseException):
         self.kept: str | None = None
 
 
+# The signals that asked the command line to stop, in order (its handler appends; it clears the
+# list when the command ends). The handler's Interrupted can be lost: a signal handled while a
+# finalizer runs (``__del__``, a weakref callback) has its exception printed and dropped. So a
+# step that must not follow a stop request, a run's directory swapped into place, checks here too.
+STOP_REQUESTS: list[int] = []
+
+
 class SoftclassWarning(UserWarning):
     """Base class of the warnings softclass gives about its own files (the CLI prints each as one
     ``warning:`` line)."""

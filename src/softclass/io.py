@@ -39,7 +39,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from softclass.errors import OutputBusyError, OutputError
+from softclass.errors import STOP_REQUESTS, Interrupted, OutputBusyError, OutputError
 
 try:
     import fcntl
@@ -215,6 +215,8 @@ def atomic_directory(
                 yield staging
             finally:
                 _STAGING.reset(token)
+            if STOP_REQUESTS:  # a stop whose exception was lost on the way: keep nothing
+                raise Interrupted(STOP_REQUESTS[0])
             if not staged:  # inside another staging directory: its sync covers this one
                 _fsync_tree(staging)
             os.chmod(staging, 0o777 & ~_umask())

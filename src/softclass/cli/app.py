@@ -22,6 +22,7 @@ from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelpError
 
 from softclass.cli.options import _as_typed, _with_registry_names
 from softclass.errors import (
+    STOP_REQUESTS,
     Interrupted,
     SoftclassError,
     SoftclassWarning,
@@ -187,7 +188,8 @@ def _signals_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    arrived: list[int] = []
+    arrived = STOP_REQUESTS  # also read where an Interrupted lost on the way must still stop
+    arrived.clear()
 
     def handler(signal_number: int, _frame: object) -> None:
         if arrived:
@@ -201,6 +203,7 @@ def _signals_interrupt() -> Iterator[None]:
     finally:
         for number, action in previous.items():
             signal.signal(number, action)
+        arrived.clear()
 
 
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
