@@ -321,7 +321,7 @@ def test_an_interruption_while_compare_waits_for_its_file_thread_lets_the_thread
     then removed whole, never under a thread still writing into it)."""
     import threading
 
-    from softclass.jobs.compare import _FileWriter
+    from softclass.jobs.file_thread import FileThread
 
     release, ended = threading.Event(), threading.Event()
 
@@ -341,7 +341,8 @@ def test_an_interruption_while_compare_waits_for_its_file_thread_lets_the_thread
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        writer = _FileWriter(write)
+        writer = FileThread(write)
+        writer.start()
         threading.Thread(target=interrupt, args=(threading.get_ident(),)).start()
         with pytest.raises(_Interrupted):
             writer.finish()
@@ -655,3 +656,17 @@ def test_the_next_run_removes_what_a_killed_run_left(run, tmp_path):
     assert run("predict", out, IRIS, "--output", tmp_path / "predictions.csv")[0] == 0
     assert [path for path in stale if path.exists()] == []
     assert _leftovers(tmp_path) == []
+
+
+def test_file_writes_interrupted_before_they_begin_never_begin():
+    """An interruption while the file thread starts (before its writes began) cancels them: the
+    staging directory is then removed with nothing writing into it."""
+    from softclass.jobs.file_thread import FileThread
+
+    calls = []
+    writer = FileThread(lambda: calls.append("wrote"))
+    writer.wait()  # the handler's wait, before the thread ran
+    writer.start()
+    writer.join(5)
+    assert calls == [] and not writer.is_alive()
+    writer.finish()  # nothing to re-raise

@@ -23,8 +23,6 @@ float64 gradients at the same weights (:mod:`softclass.evaluation.agreement`).
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -51,6 +49,7 @@ from softclass.io import atomic_write_json, claim_output_directory
 from softclass.jobs.comparison import ComparisonResult
 from softclass.jobs.defaults import Defaults
 from softclass.jobs.destination import check_output_directory, replace_run, unit_fingerprint
+from softclass.jobs.file_thread import FileThread
 from softclass.jobs.report import write_report
 from softclass.jobs.store import check_finite_recipe, save_model
 from softclass.kernels import native
@@ -524,51 +523,14 @@ def write_outputs(
     # The files below need nothing from the page: they are written by a second thread while
     # this one waits for the figure helpers (the wait releases the GIL), so that a run with
     # long histories (--seeds 10 --epochs 1000) serializes its JSON while its figures are drawn.
-    files = _FileWriter(lambda: _write_files(result, data, out_dir, report))
+    files = FileThread(lambda: _write_files(result, data, out_dir, report))
     try:
+        files.start()
         write_report(result, data, out_dir, context, summary=report)
     except BaseException:
         files.wait()  # the page's error is the one reported; the staging is then dropped
         raise
     files.finish()
-
-
-class _FileWriter(threading.Thread):
-    """Runs ``write`` in a thread, in a copy of the caller's context (where :mod:`softclass.io`
-    keeps the staging directory); :meth:`finish` waits and re-raises what it raised."""
-
-    def __init__(self, write: Callable[[], None]) -> None:
-        super().__init__(name="softclass-compare-files", daemon=True)
-        self._write, self._error = write, None
-        self._context = contextvars.copy_context()
-        self._done = threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._context.run(self._write)
-        except BaseException as error:  # re-raised in the caller's thread by finish()
-            self._error = error
-        finally:
-            self._done.set()
-
-    def wait(self) -> None:
-        """Wait for the writes to end, also through a Ctrl-C while waiting (re-raised after): the
-        staging directory they write into must not be removed under them. An event, not join():
-        an interrupted join marks a running thread as stopped (CPython 3.11)."""
-        interrupted: BaseException | None = None
-        while not self._done.is_set():
-            try:
-                self._done.wait()
-            except BaseException as error:
-                interrupted = interrupted or error
-        if interrupted is not None:
-            raise interrupted
-
-    def finish(self) -> None:
-        self.wait()
-        if self._error is not None:
-            raise self._error
 
 
 def _write_files(
