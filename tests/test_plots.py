@@ -184,6 +184,26 @@ def test_each_design_has_its_own_loss_panel():
     assert figure._suptitle.get_text() == CAPTION
 
 
+@pytest.mark.parametrize("n_classes", [3, 12])
+def test_the_designs_confusion_matrices_share_one_colour_scale(n_classes):
+    """The designs are judged on the same rows: a colour means the same count in every panel,
+    and one bar per row of panels says which (not one per matrix)."""
+    generator = torch.Generator().manual_seed(1)
+    matrices = {
+        name: torch.randint(0, top, (n_classes, n_classes), generator=generator)
+        for name, top in zip("ABCD", (5, 40, 9, 17), strict=True)
+    }
+    figure = plots.confusion_matrices_figure(matrices, _names(n_classes), CAPTION)
+    images = [image for panel in figure.axes for image in panel.get_images()]
+    assert len(images) == 4
+    highest = max(int(matrix.max()) for matrix in matrices.values())
+    assert {image.get_clim() for image in images} == {(0.0, float(highest))}
+    rows = 1 if n_classes <= 10 else 4
+    assert len(figure.axes) == 4
+    assert sum(len(panel.child_axes) for panel in figure.axes) == rows  # the colour bars
+    _assert_png(plots.render_png(figure))
+
+
 def test_plot_files_are_written_atomically(tmp_path):
     path = plots.plot_confusion_matrices(
         {"A": torch.tensor([[3, 1], [0, 4]]), "B": torch.tensor([[2, 2], [1, 3]])},

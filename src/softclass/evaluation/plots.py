@@ -93,10 +93,6 @@ def render_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
-    return atomic_write_bytes(path, render_png(figure))
-
-
 def _fixed_figure(
     width: float,
     height: float,
@@ -235,23 +231,21 @@ def _confusion_labels(class_names: Sequence[str]) -> tuple[float, float, int]:
 
 
 def _draw_confusion(
-    panel, matrix: np.ndarray, class_names: Sequence[str], normalised: bool, title: str
-) -> None:
-    """One confusion matrix on ``panel``: true class down, predicted class across, and its
-    colour scale in a bar just right of it."""
-    n_classes = len(class_names)
+    panel, matrix: np.ndarray, class_names: Sequence[str], normalised: bool, title: str, top=None
+):
+    """One confusion matrix on ``panel``, true class down, predicted class across; returns its
+    image. ``top``: the count of the darkest colour (default: the matrix's largest)."""
+    n_classes, values = len(class_names), matrix
     if normalised:
         totals = matrix.sum(axis=1, keepdims=True)
         values = np.divide(
             matrix, totals, out=np.zeros(matrix.shape, dtype=np.float64), where=totals > 0
         )
-        image = panel.imshow(values, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    else:
-        values = matrix
-        image = panel.imshow(values, cmap="Blues", vmin=0, interpolation="nearest")
+    top = 1.0 if normalised else top
+    image = panel.imshow(values, cmap="Blues", vmin=0, vmax=top, interpolation="nearest")
     label_size, _, rotation = _confusion_labels(class_names)
     if n_classes <= ANNOTATE_MAX_CLASSES:
-        threshold = (1.0 if normalised else max(float(values.max()), 1.0)) / 2
+        threshold = max(float(values.max() if top is None else top), 1.0) / 2
         cell_size = 9 if n_classes <= 10 else 6.5
         for row in range(n_classes):
             for column in range(n_classes):
@@ -276,6 +270,11 @@ def _draw_confusion(
     panel.set_xlabel("predicted class")
     panel.set_ylabel("true class")
     panel.set_title(title, fontsize="medium")
+    return image
+
+
+def _colour_bar(panel, image, n_classes: int, normalised: bool) -> None:
+    """``image``'s colour scale in a bar just right of ``panel``."""
     side = _confusion_side(n_classes)  # the panel's size in inches (see _confusion_grid)
     bar = panel.inset_axes([1 + 0.1 / side, 0.0, 0.18 / side, 1.0])
     panel.figure.colorbar(image, cax=bar, label="share of the true class" if normalised else "rows")
@@ -329,7 +328,8 @@ def confusion_figure(
         normalised: show each row divided by its total (recall on the diagonal).
     """
     figure, panels = _confusion_grid(class_names, 1, 1)
-    _draw_confusion(panels[0], as_array(matrix), class_names, normalised, title)
+    image = _draw_confusion(panels[0], as_array(matrix), class_names, normalised, title)
+    _colour_bar(panels[0], image, len(class_names), normalised)
     _caption(figure, caption)
     return figure
 
@@ -339,12 +339,15 @@ def confusion_matrices_figure(
     class_names: Sequence[str],
     caption: str | None = None,
 ) -> Figure:
-    """Counts of every design, side by side up to 10 classes, one above the other beyond."""
-    names = list(matrices)
-    columns = len(names) if len(class_names) <= 10 else 1
-    figure, panels = _confusion_grid(class_names, math.ceil(len(names) / columns), columns)
-    for panel, name in zip(panels, names, strict=True):
-        _draw_confusion(panel, as_array(matrices[name]), class_names, False, f"design {name}")
+    """Counts of every design, side by side up to 10 classes, one above the other beyond, in one
+    colour scale (the designs are judged on the same rows) shown right of each row's last."""
+    columns = len(matrices) if len(class_names) <= 10 else 1
+    figure, panels = _confusion_grid(class_names, math.ceil(len(matrices) / columns), columns)
+    top = max(1, *(int(matrix.max()) for matrix in matrices.values()))
+    for index, (panel, (name, matrix)) in enumerate(zip(panels, matrices.items(), strict=True)):
+        image = _draw_confusion(panel, as_array(matrix), class_names, False, f"design {name}", top)
+        if (index + 1) % columns == 0 or index == len(matrices) - 1:
+            _colour_bar(panel, image, len(class_names), False)
     _caption(figure, caption)
     return figure
 
@@ -593,4 +596,5 @@ def plot_confusion_matrices(
     caption: str | None = None,
 ) -> Path:
     """:func:`confusion_matrices_figure` written to ``path`` as PNG."""
-    return _save(confusion_matrices_figure(matrices, class_names, caption), path)
+    figure = confusion_matrices_figure(matrices, class_names, caption)
+    return atomic_write_bytes(path, render_png(figure))
