@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 IRIS = bundled_path("iris")
 SMOOTHING = 0.1
+NEW = next(letter for letter in "EFGHIJKLMNOPQRSTUVWXYZ" if letter not in designs.DESIGNS)
 
 
 def _smoothed_cross_entropy(logits, targets, reduction="mean"):
@@ -47,7 +48,7 @@ def _adagrad_step(parameters, gradients, state: BatchedState, params: OptimizerP
 
 
 DESIGN_E = Design(
-    "E",
+    NEW,
     "logits + label-smoothed cross entropy",
     "cross_entropy",
     "index",
@@ -59,7 +60,7 @@ DESIGN_E = Design(
     color="#9467bd",
     linestyle="-.",
     relation="another loss",
-    meaning="E smooths the targets of A (ε = 0.1): another loss, with another minimiser.",
+    meaning=f"{NEW} smooths the targets of A (ε = 0.1): another loss, with another minimiser.",
 )
 MISH = Activation("mish", nn.Mish, nn.functional.mish, _mish_backward, None)
 ADAGRAD = Optimizer("adagrad", "Adagrad", 1, _adagrad_step, None)
@@ -67,12 +68,12 @@ ADAGRAD = Optimizer("adagrad", "Adagrad", 1, _adagrad_step, None)
 
 @pytest.fixture
 def extended():
-    """Design E, activation mish and optimizer adagrad registered for one test."""
+    """Design NEW (E when no E ships), activation mish and optimizer adagrad, for one test."""
     register_design(DESIGN_E)
     register_activation(MISH)
     register_optimizer(ADAGRAD)
     yield
-    del designs.DESIGNS["E"], activations.ACTIVATIONS["mish"], optimizers.OPTIMIZERS["adagrad"]
+    del designs.DESIGNS[NEW], activations.ACTIVATIONS["mish"], optimizers.OPTIMIZERS["adagrad"]
 
 
 def test_the_new_entries_match_their_torch_references(extended):
@@ -107,7 +108,7 @@ def test_help_lists_the_new_entries(extended, run):
     )
     for registry in (designs.DESIGNS, activations.ACTIVATIONS, optimizers.OPTIMIZERS):
         assert names_text(registry) in compare_text and names_text(registry) in train_text
-    assert "E" in designs.DESIGNS and "mish" in compare_text and "adagrad" in train_text
+    assert NEW in designs.DESIGNS and "mish" in compare_text and "adagrad" in train_text
 
 
 def test_compare_train_predict_and_the_report_carry_the_new_entries(
@@ -126,24 +127,25 @@ def test_compare_train_predict_and_the_report_carry_the_new_entries(
     code, out, err = run("compare", *network, "--out", tmp_path / "compare")
     assert code == 0, err
     table = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] != []}
-    assert "CE ε=0.1" in table["E"]  # its own loss label, from the entry
-    assert "A vs E: different" in out
+    assert "CE ε=0.1" in table[NEW]  # its own loss label, from the entry
+    assert f"A vs {NEW}: different" in out
     report = json.loads((tmp_path / "compare" / "report.json").read_text())
     assert list(report["designs"]) == list(designs.DESIGNS)
-    assert "A-E" in {agreement["pair"] for agreement in report["agreement"]}
+    assert f"A-{NEW}" in {agreement["pair"] for agreement in report["agreement"]}
     page = (tmp_path / "compare" / "report.html").read_text()
     assert DESIGN_E.meaning in page
     assert drawn["loss_curves_figure"] == (
         list(designs.DESIGNS),
         {name: (entry.color, entry.linestyle) for name, entry in designs.DESIGNS.items()},
     )
-    assert "E" in drawn["calibration_figure"][0] and "A vs E" in drawn["agreement_figure"][0]
-    assert drawn["agreement_figure"][1]["E"] == ("#9467bd", "-.")
+    assert NEW in drawn["calibration_figure"][0]
+    assert f"A vs {NEW}" in drawn["agreement_figure"][0]
+    assert drawn["agreement_figure"][1][NEW] == ("#9467bd", "-.")
 
     model = tmp_path / "model"
-    code, out, err = run("train", IRIS, "--out", model, "--design", "E", *network)
+    code, out, err = run("train", IRIS, "--out", model, "--design", NEW, *network)
     assert code == 0, err
-    assert "design E (logits + label-smoothed cross entropy)" in out
+    assert f"design {NEW} (logits + label-smoothed cross entropy)" in out
     saved = json.loads((model / "model.json").read_text())
     assert saved["train_config"]["optimizer"] == "adagrad"
     code, out, err = run("predict", model, IRIS, "--format", "json")
@@ -162,10 +164,33 @@ def test_the_estimator_takes_the_new_entries(extended):
     table = polars.read_csv(IRIS)
     features, labels = table[:, :4].to_numpy(), table[:, 4].to_numpy()
     model = Classifier(
-        design="E", activation="mish", solver="adagrad", max_iter=5, random_state=0
+        design=NEW, activation="mish", solver="adagrad", max_iter=5, random_state=0
     ).fit(features, labels)
-    assert model.design_ == "E"
+    assert model.design_ == NEW
     probabilities = model.predict_proba(features)
     assert probabilities.shape == (150, 3)
     assert_close(probabilities.sum(axis=1), np.ones(150))
     assert set(model.predict(features)) <= set(labels)
+
+
+def test_compare_leaves_out_a_design_without_smoothing_when_the_defaults_smooth(
+    extended, run, tmp_path
+):
+    """On a user's table the default label smoothing is on: compare then trains every design
+    that takes it, says which it left out and why; naming the design is an error that says so."""
+    table = tmp_path / "flowers.csv"
+    table.write_bytes(IRIS.read_bytes())
+    assert DESIGN_E.smoothing is None
+    code, _, err = run("compare", table, "--epochs", "2", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert f"design {NEW} left out: its entry has no 'smoothing' fact" in " ".join(err.split())
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    takers = [name for name, entry in designs.DESIGNS.items() if entry.smoothing]
+    assert list(report["designs"]) == takers and NEW not in report["designs"]
+    code, _, err = run("compare", table, "--design", f"A{NEW}", "--epochs", "2")
+    assert code == 2
+    assert f"design {NEW!r} does not take label smoothing" in " ".join(err.split())
+    code, _, err = run("compare", "--epochs", "2", "--out", tmp_path / "iris")  # no smoothing
+    assert code == 0, err
+    assert "left out" not in err
+    assert NEW in json.loads((tmp_path / "iris" / "report.json").read_text())["designs"]

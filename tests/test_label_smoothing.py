@@ -46,7 +46,7 @@ SHAPES = [(1, 1), (1, 3), (4, 2), (7, 5), (17, 13), (9, 131)]
 @pytest.mark.parametrize("smoothing", [0.0, 0.05, 0.1, 0.5, 0.99])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{n}x{c}" for n, c in SHAPES])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("name", list(DESIGNS))
+@pytest.mark.parametrize("name", [name for name, design in DESIGNS.items() if design.smoothing])
 def test_every_smoothed_design_gives_torchs_loss_and_gradient(name, shape, reduction, smoothing):
     n_rows, n_classes = shape
     generator = torch.Generator().manual_seed(n_rows * 1000 + n_classes)

@@ -8,6 +8,7 @@ import pytest
 from softclass.evaluation.report import epochs_shown
 from softclass.evaluation.stacking import coinciding, stacked_label, stacked_style
 from softclass.evaluation.verdicts import bound, verdict_sentences
+from softclass.mlp.designs import DESIGNS
 
 TITLES = {"A": "logits + cross entropy", "B": "log_softmax + NLL", "C": "softmax + MSE"}
 LOSSES = {"A": "cross_entropy", "B": "nll", "C": "mse"}
@@ -108,7 +109,7 @@ def test_compare_printout_opens_with_the_answer(run, tmp_path):
     text = " ".join(printout.split())
     opening = " ".join(sentences)
     assert text.startswith(opening)  # the answer first, one sentence per pair
-    assert text.index("A vs B vs C vs D on the bundled Iris") > len(opening)
+    assert text.index(f"{' vs '.join(DESIGNS)} on the bundled Iris") > len(opening)
     assert "(the designs trained together); before it," in text
     assert "s loading the compiled code (not counted in the training time)" in text
 

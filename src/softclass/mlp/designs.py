@@ -405,6 +405,21 @@ register_design(
 )
 
 
+def designs_for(label_smoothing: float) -> tuple[tuple[str, ...], str | None]:
+    """The designs a run with ``label_smoothing`` trains when none are named (every registered
+    one at 0, else those with a ``smoothing`` fact), and a sentence naming any left out."""
+    names = tuple(
+        name for name, design in DESIGNS.items() if not label_smoothing or design.smoothing
+    )
+    left_out = [name for name in DESIGNS if name not in names]
+    if not left_out:
+        return names, None
+    return names, (
+        f"design {', '.join(left_out)} left out: its entry has no 'smoothing' fact and this run's "
+        f"label smoothing is {label_smoothing} (--label-smoothing 0 compares every design)"
+    )
+
+
 def agreement_pairs() -> tuple[tuple[str, str], ...]:
     """``(REFERENCE, name)`` for every other design, closest expected agreement first (the
     same computation, then the same minimiser, then another loss), registry order within."""

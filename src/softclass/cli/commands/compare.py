@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from softclass.cli.app import _Command, _write_stdout, app
+from softclass.cli.app import _Command, _write_stdout, app, err_console
 from softclass.cli.options import _DEFAULTS_HELP, _DataArgument, _Typed, _with_options
 from softclass.cli.progress import _ProgressBars
 from softclass.cli.render import _print_comparison
@@ -84,6 +84,7 @@ def compare(
 
     from softclass.jobs.compare import describe_written
     from softclass.jobs.destination import check_output_directory, unit_fingerprint
+    from softclass.mlp.designs import designs_for
 
     if out is None:
         out = Path("runs") / f"compare-{_stamp()}"
@@ -97,6 +98,11 @@ def compare(
         quiet = json_output or not context.is_main
         try:
             prepared = _prepared_data(data, options, network.config, show=not quiet)
+            if design is None:  # every design that can take this run's options
+                names, left_out = designs_for(network.config.label_smoothing)
+                design = "".join(names)
+                if left_out and not quiet:
+                    err_console.line(f"[yellow]warning:[/] {left_out}")
             result = _run_comparison(
                 prepared, network, context, data, design, seeds, out, stopping, overwrite, quiet
             )
