@@ -62,6 +62,54 @@ def test_registration_refuses_a_taken_name_and_a_second_reference():
         register_optimizer(OPTIMIZERS["sgd"])
 
 
+def test_a_design_whose_loss_the_pairing_checker_cannot_place_is_refused():
+    def focal(output, targets, reduction="mean"):
+        return output.sum()
+
+    entry = dataclasses.replace(
+        DESIGNS["C"], name="Z", loss=focal, loss_name="focal", smoothing=None
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"design 'Z': fact 'loss' \(<function .*focal.*, loss name 'focal'\) is no loss "
+        "the pairing checker knows",
+    ):
+        register_design(entry)
+    assert "Z" not in DESIGNS
+
+
+def test_a_new_loss_name_is_checked_through_the_designs_loss_function():
+    """A design named its loss afresh ("smoothed_ce") but built it on softclass.functional's
+    cross entropy: training's pairing check knows it from the function, and flags softmax
+    outputs fed to it as it does for cross_entropy."""
+    import functools
+
+    import torch
+
+    from softclass import functional
+    from softclass.diagnostics.check import check_pairing
+
+    smoothed = functools.partial(functional.cross_entropy, label_smoothing=0.1)
+    entry = dataclasses.replace(
+        DESIGNS["A"], name="Z", loss=smoothed, loss_name="smoothed_ce", relation="another loss"
+    )
+    register_design(entry)
+    try:
+        logits = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+        targets = torch.arange(8) % 3
+        assert check_pairing(logits, targets, "smoothed_ce") == []
+        both = check_pairing(torch.softmax(logits, 1), targets, "smoothed_ce")
+        assert both == check_pairing(torch.softmax(logits, 1), targets, "cross_entropy") != []
+        with pytest.raises(
+            ValueError,
+            match=r"unknown loss 'hinge' \(name 'hinge'\); expected one of 'cross_entropy', "
+            r".*'smoothed_ce'",
+        ):
+            check_pairing(logits, targets, "hinge")
+    finally:
+        del DESIGNS["Z"]
+
+
 def test_agreement_pairs_follow_each_designs_relation(monkeypatch):
     assert DESIGNS[REFERENCE].relation == "reference"
     pairs = agreement_pairs()

@@ -50,6 +50,7 @@ import torch
 from softclass import functional
 from softclass.diagnostics.check_targets import check_targets
 from softclass.diagnostics.findings import Finding, LossSpec
+from softclass.diagnostics.loss_kinds import loss_spec
 from softclass.mlp.designs import DESIGNS
 
 __all__ = [
@@ -64,20 +65,9 @@ __all__ = [
 
 LOSS_NAMES = tuple(dict.fromkeys(design.loss_name for design in DESIGNS.values()))
 """The losses :func:`check_pairing` knows, as accepted in its ``loss`` argument: the
-``loss_name`` of each design of the registry (:data:`softclass.mlp.designs.DESIGNS`)."""
+``loss_name`` of each design of the registry (:data:`softclass.mlp.designs.DESIGNS`); a design
+registered later is known too."""
 
-# Loss names after lower-casing, dropping "_" and a trailing "loss": "CrossEntropyLoss",
-# "cross_entropy", "NLLLoss", "nll_loss", "MSELoss", "mse_loss", "mse_onehot", "MCEELoss", ...
-_LOSS_BY_KEY = {
-    "crossentropy": "cross_entropy",
-    "nll": "nll",
-    "nllsmoothed": "nll",  # design B's loss (softclass.mlp.designs.nll_smoothed)
-    "mse": "mse",
-    "mseonehot": "mse",
-    "onehotmse": "mse",
-    "mcee": "mcee",
-}
-_TORCH_DEFAULT_IGNORE_INDEX = -100
 # grad_fn class names of torch's and softclass.functional's softmax / log_softmax
 _SOFTMAX_GRAD_FNS = frozenset({"SoftmaxBackward0", "_SoftmaxBackward"})
 _LOG_SOFTMAX_GRAD_FNS = frozenset({"LogSoftmaxBackward0", "_LogSoftmaxBackward"})
@@ -195,31 +185,19 @@ def warn_findings(findings: Sequence[Finding], *, stacklevel: int = 2) -> None:
 def _resolve_loss(
     loss: str | Callable[..., torch.Tensor] | torch.nn.Module, ignore_index: int | None
 ) -> LossSpec:
-    if isinstance(loss, str):
-        raw_name, module_name, ignore_default = loss, "", _TORCH_DEFAULT_IGNORE_INDEX
-    else:
+    spec = loss_spec(loss, ignore_index, DESIGNS.values())
+    if spec is None:
         function = loss.func if isinstance(loss, functools.partial) else loss
         raw_name = getattr(function, "__name__", None) or type(function).__name__
-        module_name = getattr(function, "__module__", None) or ""
-        ignore_default = getattr(loss, "ignore_index", _TORCH_DEFAULT_IGNORE_INDEX)
-        if isinstance(loss, functools.partial):
-            ignore_default = loss.keywords.get("ignore_index", ignore_default)
-    key = raw_name.lower().replace("_", "")
-    if key.endswith("loss") and key != "loss":
-        key = key[: -len("loss")]
-    if key not in _LOSS_BY_KEY:
-        accepted = ", ".join(repr(name) for name in LOSS_NAMES)
+        raw_name = loss if isinstance(loss, str) else raw_name
+        names = dict.fromkeys(design.loss_name for design in DESIGNS.values())
+        accepted = ", ".join(repr(name) for name in names)
         raise ValueError(
             f"check_pairing: unknown loss {loss!r} (name {raw_name!r}); expected one of "
             f"{accepted} or a matching torch / softclass loss function or module "
             f"(e.g. torch.nn.CrossEntropyLoss(), torch.nn.functional.nll_loss)"
         )
-    name = _LOSS_BY_KEY[key]
-    if name in ("cross_entropy", "nll"):
-        chosen_ignore = ignore_default if ignore_index is None else ignore_index
-        return LossSpec(name, index_targets_ok=True, ignore_index=chosen_ignore)
-    index_ok = key in ("mseonehot", "onehotmse") or module_name.startswith("softclass")
-    return LossSpec(name, index_targets_ok=index_ok, ignore_index=None)
+    return spec
 
 
 def _grad_fn_name(grad_fn: object) -> str:

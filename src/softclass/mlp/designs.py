@@ -39,6 +39,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from softclass import functional
+from softclass.diagnostics.loss_kinds import loss_spec
 from softclass.errors import ConfigError
 from softclass.mlp.registry import add_entry
 
@@ -303,14 +304,22 @@ DESIGNS: dict[str, Design] = {}
 def register_design(design: Design) -> Design:
     """Add ``design`` to :data:`DESIGNS` (every table, default and help text then has it).
 
-    Raises ConfigError when its name is taken, or when it says it is the reference and is not
-    :data:`REFERENCE` (the entry itself checks its facts when it is made)."""
+    Raises ConfigError when its name is taken, when it says it is the reference and is not
+    :data:`REFERENCE`, or when the pairing checker cannot tell what its loss takes (the entry
+    itself checks its other facts when it is made)."""
     if design.name not in DESIGNS and (design.relation == "reference") != (
         design.name == REFERENCE
     ):
         raise ConfigError(
             f"design {design.name!r}: fact 'relation' is {design.relation!r}; only the reference "
             f"design {REFERENCE} has relation 'reference'"
+        )
+    if loss_spec(design.loss_name) is None and loss_spec(design.loss) is None:
+        raise ConfigError(
+            f"design {design.name!r}: fact 'loss' ({design.loss!r}, loss name "
+            f"{design.loss_name!r}) is no loss the pairing checker knows: build it on one of "
+            "softclass.functional's (cross_entropy, nll_loss, mse_onehot, mcee; functools.partial "
+            "of one is fine) or name it after one (loss_name)"
         )
     return add_entry(DESIGNS, "design", design)
 
