@@ -40,3 +40,23 @@ def test_masking_hides_only_what_differs_between_runs():
 def test_readme_examples_match_a_new_run():
     script = _script()
     assert script.differences(script.README.read_text(encoding="utf-8")) == []
+
+
+def test_every_import_in_the_readmes_python_blocks_works():
+    """A reader copies the README's Python blocks: each name they import must exist where the
+    block says (an import line of a moved function failed with ImportError)."""
+    import ast
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    imports = [
+        node
+        for block in blocks
+        for node in ast.walk(ast.parse(block))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+    assert len(imports) >= 5  # the blocks were found
+    for node in imports:
+        code = ast.unparse(node)
+        exec(compile(code, "README.md", "exec"), {})  # raises ImportError naming what is missing
