@@ -109,13 +109,11 @@ TABLE = Defaults(
     "1e-3 (scikit-learn MLPClassifier's), batch 64, at most 300 epochs, early stopping (patience "
     "20) on held-out rows, label smoothing 0.15, the mean of 4 networks trained at once: chosen "
     "on 42 real tables",
-    # The values below were chosen on the corpus of benchmarks.real_tables_research (42 real
-    # tables), never on one table; the figures of every candidate are in benchmarks/RESULTS.md
-    # ("Issue 19 parts 2-3", "issue 19: defaults (s6-tables2)", "label smoothing (s7-smooth)",
-    # "members (s8-tables)"). Rule for batch, epochs and patience: the best wins/losses against
-    # HistGradientBoosting (MLPClassifier's 200 / 200 / 10: 10/16; these: 12/12). Rule from
-    # session 6 on: keep a setting only if it lifts the strict win-rates against
-    # LogisticRegression and MLPClassifier without losing another goal.
+    # Chosen on benchmarks.real_tables_research (module docstring); every candidate's figures
+    # are in benchmarks/RESULTS.md ("Issue 19 parts 2-3", "issue 19: defaults (s6-tables2)",
+    # "label smoothing (s7-smooth)", "members (s8-tables)"). From session 6 on, a setting is
+    # kept only if it lifts the strict win-rates against LogisticRegression and MLPClassifier
+    # without losing another goal.
     hidden=(100,),  # wider (256,256 or 512) lost more tables than it won: 9/13, 8/15
     activation="relu",
     optimizer="adam",

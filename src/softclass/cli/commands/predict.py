@@ -155,7 +155,6 @@ class _Progress:
 
         from softclass.jobs.stream_train import RowProgress
 
-        self._enabled = enabled
         self._live = enabled and err_console.is_terminal
         line = err_console.line if enabled and not self._live else lambda _: None
         self._rows = RowProgress(
