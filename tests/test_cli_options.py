@@ -434,3 +434,10 @@ def test_train_without_validation_rows_labels_its_rows(run, tmp_path):
     )
     page = (tmp_path / "m" / "report.html").read_text()
     assert "rows this page calls validation or held-out rows are the 150 training rows" in page
+
+
+@pytest.mark.parametrize("command", ["compare", "train"])
+def test_a_read_limit_below_one_is_refused_by_every_command_that_reads(run, tmp_path, command):
+    where = ("--out", tmp_path / "out") if command == "train" else ()
+    code, _, err = run(command, IRIS, *where, "--max-columns", "0")
+    assert code == 2 and "--max-columns 0: expected a positive number" in err

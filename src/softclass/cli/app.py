@@ -209,48 +209,44 @@ def _signals_interrupt() -> Iterator[None]:
 _INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _write_stdout(text: str) -> None:
-    """Write ``text`` to stdout and flush, so that a failed write is seen here, not lost at exit.
-
-    Raises:
-        SystemExit: code 141, quietly, when the reader closed the pipe (``| head``); code 2
-            after one line for any other failure (``> file`` on a full disk, ``>&-``).
-    """
+@contextlib.contextmanager
+def _stdout_checked() -> Iterator[None]:
+    """A failure to write standard output inside the block ends the command: code 141, quietly,
+    when the reader closed the pipe (``| head``); code 2 after one line for any other failure
+    (``> file`` on a full disk, ``>&-``)."""
     from softclass.cli.streams import StdoutFailed
 
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        yield
     except StdoutFailed as failure:
         _stdout_failed(failure.error)
     except OSError as error:
         _stdout_failed(error)
+
+
+def _write_stdout(text: str) -> None:
+    """Write ``text`` to stdout and flush, so that a failed write is seen here, not lost at exit
+    (:func:`_stdout_checked`)."""
+    with _stdout_checked():
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def _write_stdout_bytes(data: bytes) -> None:
     """:func:`_write_stdout` for encoded text (a chunk of predictions): straight to the buffer
-    under ``sys.stdout``, checked the same way."""
-    from softclass.cli.streams import StdoutFailed
-
-    try:
+    under ``sys.stdout``."""
+    with _stdout_checked():
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    except StdoutFailed as failure:
-        _stdout_failed(failure.error)
-    except OSError as error:
-        _stdout_failed(error)
 
 
 def _flush_stdout() -> None:
-    from softclass.cli.streams import StdoutFailed
-
-    try:
-        sys.stdout.flush()
-    except StdoutFailed as failure:
-        _stdout_failed(failure.error)
-    except (OSError, ValueError) as error:  # ValueError: flushing a closed file
-        _stdout_failed(error if isinstance(error, OSError) else OSError(errno.EBADF, str(error)))
+    with _stdout_checked():
+        try:
+            sys.stdout.flush()
+        except ValueError as error:  # flushing a closed file
+            raise OSError(errno.EBADF, str(error)) from None
 
 
 def _stdout_failed(error: OSError) -> NoReturn:

@@ -14,10 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from softclass.errors import (
-    OptionError,
-    python_spelling,
-)
+from softclass.errors import ConfigError, OptionError, python_spelling
 from softclass.jobs.defaults import DEMONSTRATION, TABLE
 from softclass.limits import DEFAULT_LIMITS
 from softclass.option_table import Option, names_text, options_of
@@ -166,6 +163,8 @@ def _spec(
 
 
 _DATA = {"panel": "Data"}
+_TRAINERS = ("compare", "train")
+_READERS = (*_TRAINERS, "predict")  # the options of reading a table, which predict shares
 # Option → its value's type as typed (a pair is typed as text and parsed).
 _TYPED_KINDS = {"integer": int, "number": float, "flag": bool, "choice": str, "pair": str}
 
@@ -180,6 +179,15 @@ def _typed_parser(parse: Callable[[str], Any], flag: str) -> Callable[[str], Any
             raise typer.BadParameter(str(error), param_hint=flag) from None
 
     return parse_typed
+
+
+def _positive(flag: str) -> Callable[[float], float]:
+    def positive(value: float) -> float:
+        if value <= 0:
+            raise ConfigError(f"{flag} {value}: expected a positive number")
+        return value
+
+    return positive
 
 
 def _config_spec(library: str, declared: Option) -> _Spec:
@@ -262,7 +270,7 @@ _SPECS: tuple[_Spec, ...] = (
         default="impute",
         **_DATA,
     ),
-    _Spec("delimiter", "--delimiter", "delimiter", _Delimiter, panel="Data"),
+    _Spec("delimiter", "--delimiter", "delimiter", _Delimiter, commands=_READERS, panel="Data"),
     *(
         _spec(
             name,
@@ -271,14 +279,21 @@ _SPECS: tuple[_Spec, ...] = (
             help_text,
             metavar="N",
             default=getattr(DEFAULT_LIMITS, name),
+            parse=_positive("--" + name.replace("_", "-")),
+            commands=commands,
             **_DATA,
         )
-        for name, kind, help_text in (
-            ("max_bytes", int, "Most bytes a .gz/.bz2/.zst table may decompress to."),
-            ("max_ratio", float, "Most a compressed table may grow when decompressed (times)."),
-            ("max_columns", int, "Most columns a table may have."),
-            ("max_cells", int, "Most rows × columns a table may have."),
-            ("max_classes", int, "Most distinct classes the target may have."),
+        for name, kind, help_text, commands in (
+            ("max_bytes", int, "Most bytes a .gz/.bz2/.zst table may decompress to.", _READERS),
+            (
+                "max_ratio",
+                float,
+                "Most a compressed table may grow when decompressed (times).",
+                _READERS,
+            ),
+            ("max_columns", int, "Most columns a table may have.", _READERS),
+            ("max_cells", int, "Most rows × columns a table may have.", _READERS),
+            ("max_classes", int, "Most distinct classes the target may have.", _TRAINERS),
         )
     ),
     _spec(
@@ -315,7 +330,7 @@ _SPECS: tuple[_Spec, ...] = (
         library="ids",
         **_DATA,
     ),
-    _Spec("unknown", "--unknown", "unknown", _Unknown, default="ignore", panel="Data"),
+    _Spec("unknown", "--unknown", "unknown", _Unknown, "ignore", commands=_READERS, panel="Data"),
     _spec(
         "memory",
         "--memory",

@@ -4,7 +4,6 @@ table, torch threads, the distributed context and the report's run context."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import shlex
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from softclass.data.prepare import PreparedData
     from softclass.evaluation.report import RunContext
     from softclass.jobs.stream_train import StreamedData
+    from softclass.limits import ReadLimits
     from softclass.training.distributed import DistContext
 
 
@@ -76,20 +76,15 @@ def _prepared_data(
     the split follows ``config`` (its validation fraction and seed)."""
     from softclass.data import load_bundled
     from softclass.data.prepare import prepare_file, prepare_table
-    from softclass.limits import ReadLimits
 
     delimiter, typing = _read_options(typed)
-    limit_names = {field.name for field in dataclasses.fields(ReadLimits)}
-    values = _library_values(typed)
-    limits = ReadLimits(
-        **{spec.library: values[spec] for spec in values if spec.library in limit_names}
-    )
+    limits = _read_limits(typed)
     data_options = {
         spec.library: value
-        for spec, value in values.items()
+        for spec, value in _library_values(typed).items()
         if spec.panel == "Data"
         and spec.library not in _READ_OPTIONS
-        and spec.library not in limit_names
+        and not hasattr(limits, spec.library)
     }
     defaults = defaults_for(_is_bundled_iris(data))
     data_options.setdefault("normalization", defaults.normalization)
@@ -117,6 +112,16 @@ def _prepared_data(
         for warning in prepared.warnings:
             err_console.line(f"[yellow]warning:[/] {warning}")
     return prepared
+
+
+def _read_limits(typed: _Typed) -> ReadLimits:
+    """The read limits typed (``--max-cells``, ...), else their defaults."""
+    from softclass.limits import ReadLimits
+
+    values = _library_values(typed).items()
+    return ReadLimits(
+        **{spec.library: value for spec, value in values if hasattr(ReadLimits, spec.library)}
+    )
 
 
 def _library_values(typed: _Typed) -> dict[_Spec, Any]:

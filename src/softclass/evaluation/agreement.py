@@ -1,11 +1,6 @@
-"""Are two designs the same computation? The agreement of their trainings, and how it is measured.
-
-Trained in float32, two designs' weights drift apart by rounding, and over many steps that drift
-can grow large. :class:`Agreement` therefore decides on the two designs' loss gradients at the
-*same* weights in float64, after a sample of the epochs (equal to ~1e-15 for the same loss, far
-apart for another one), and shows the float32 drift beside the rounding noise floor of the same
-run (design A trained again from the same initial weights with its inputs one float32 ulp away),
-measured when the drift exceeds FLOAT_TOLERANCE.
+"""Are two designs the same computation? The agreement of their trainings (:class:`Agreement`),
+probed during training (:class:`AgreementProbe`), and the rounding noise floor that gives a
+float32 drift its scale (:func:`noise_floor`).
 """
 
 from __future__ import annotations
@@ -58,9 +53,8 @@ class Agreement:
         gradient_epochs: the 1-based epochs the gradient probe ran after.
         noise_floor: max |W_A - W_A'| after the last epoch, where A' is design A trained again
             with the same initial weights and its training features moved by one float32 ulp: how
-            far
-            rounding alone moves the weights on this problem. Measured only when this pair is the
-            same loss quantity and drifts beyond FLOAT_TOLERANCE; None otherwise.
+            far rounding alone moves the weights on this problem. Measured only when this pair is
+            the same loss quantity and drifts beyond FLOAT_TOLERANCE; None otherwise.
         probe_rows: how many training rows the gradient probe used.
     """
 

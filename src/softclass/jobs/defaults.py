@@ -109,21 +109,11 @@ TABLE = Defaults(
     "1e-3 (scikit-learn MLPClassifier's), batch 64, at most 300 epochs, early stopping (patience "
     "20) on held-out rows, label smoothing 0.15, the mean of 4 networks trained at once: chosen "
     "on 42 real tables",
-    # Rule for the next three: the candidate with the best wins/losses against
-    # HistGradientBoosting (by > 1 point) on the corpus of benchmarks.real_tables_research
-    # (seed 0, the 38 tables softclass trained on; RESULTS.md). Batch 200 / 200 epochs /
-    # patience 10 (MLPClassifier's): 10/16, mean log loss 0.683; batch 64 / 300 / 20: 12/12,
-    # 0.642; batch 32: 9/12, 0.640; validation share 0.1: 9/14; two layers of 256: 9/13, 0.633
-    # at 2.6x the time; a 4-model ensemble: 9/13; refitting on all rows for the chosen epoch
-    # count: 9/15 (HistGradientBoosting's log loss: 0.817).
-    # Rule, session 6: keep a setting unless it lifts the strict win-rates against LR and
-    # MLPClassifier without losing another goal (benchmarks.real_tables_research, 42 tables;
-    # tables beating LR / MLP, seed 0; RESULTS.md "issue 19: defaults (s6-tables2)"). These
-    # defaults 25 / 23; AdamW decay 0.1: 25 / 23, 1.0: 24 / 24; L2 1e-4: 24 / 23; lr 2e-3:
-    # 24 / 20, 5e-4: 24 / 22; hidden (100, 100): 22 / 21, (50,): 24 / 22; patience 40: 25 / 23;
-    # refit on all rows: 23 / 20. 3 seeds: defaults 27 / 25; validation share 0.1: 27 / 31 but
-    # digits 0.972 < MLPClassifier's 0.976; (50,): 24 / 29; label smoothing 0.1 (design A
-    # only): 26 / 30, then not usable (B and D had no smoothed loss; session 7 added it).
+    # Chosen on benchmarks.real_tables_research (module docstring); every candidate's figures
+    # are in benchmarks/RESULTS.md ("Issue 19 parts 2-3", "issue 19: defaults (s6-tables2)",
+    # "label smoothing (s7-smooth)", "members (s8-tables)"). From session 6 on, a setting is
+    # kept only if it lifts the strict win-rates against LogisticRegression and MLPClassifier
+    # without losing another goal.
     hidden=(100,),  # wider (256,256 or 512) lost more tables than it won: 9/13, 8/15
     activation="relu",
     optimizer="adam",
@@ -133,44 +123,18 @@ TABLE = Defaults(
     epochs=300,  # an upper bound: early stopping ends most runs well before
     patience=20,  # 10 stopped small tables on a noisy validation loss
     stopping_fraction=0.1,
-    # Rule: the scaling with the better corpus figures (3 seeds, benchmarks.real_tables_research,
-    # 42 tables). zscore: beats LR on 50 %, MLPClassifier on 55 %, wins/losses vs HGB 10/16,
-    # log loss 0.593; robust (median / IQR, smooth clip at ±3, RealMLP's): 62 %, 60 %, 9/14, 0.562.
+    # zscore: beats LR on 50 % of the tables, MLPClassifier on 55 %; robust (median / IQR,
+    # smooth clip at ±3, RealMLP's): 62 %, 60 %.
     normalization="robust",
-    # Rule: as above (3 seeds). Robust without bins: median acc 0.811 (HGB 0.822), W/L 9/14,
-    # beats LR / MLP 62 % / 60 %, log loss 0.562. With quantile bins (piecewise-linear): 8 bins
-    # 0.875, 14/12, 64 % / 60 %, 0.534; 16 bins 0.857, 15/11, 60 % / 64 %, 0.537; 32 bins 0.817,
-    # 14/14, 52 % / 52 %, 0.543. 8 and 16 tie on the corpus; 8 has half the inputs and is also
-    # >= MLPClassifier on digits (0.978 vs 0.976; 16: 0.973). An ensemble of 4 averaged members
-    # on top (seed 0) did not help: W/L 12/14 against 13/13 alone, log loss 0.537 vs 0.540, at
-    # 4x the time; nor did width 256 (12/14), batch 32 (13/14) or lr 3e-3 (12/15).
+    # Median accuracy 0.811 without bins, 0.875 with 8 (16 ties on the corpus with twice the
+    # inputs and loses digits to MLPClassifier; 32: 0.817).
     bins=8,
-    # Rule, session 7: the smoothing with the most goals of issue 19 met on the corpus, none
-    # lost (benchmarks.real_tables_research, 42 tables x 3 seeds, every design trained against
-    # (1 - e)*onehot + e/C; RESULTS.md "issue 19: label smoothing (s7-smooth)"). Tables beating
-    # LR / MLPClassifier (28 needed), W/L vs HGB, median accuracy (HGB 0.822), log loss (HGB
-    # 0.728), digits (MLPClassifier 0.976): none 27 / 25, 14/13, 0.875, 0.535, 0.978; 0.05:
-    # 27 / 27, 12/10, 0.883, 0.544, 0.983; 0.1: 26 / 30, 14/11, 0.889, 0.559, 0.982; 0.15:
-    # 28 / 29, 15/10, 0.896, 0.573, 0.982 (chosen: the only one meeting both two-thirds
-    # goals); 0.1 with validation share 0.1: 26 / 31; 0.05 with it: 26 / 31. On train's own
-    # path (benchmarks.real_tables, runs defaults-s5 -> defaults-s7): LR 27 -> 30, MLPClassifier
-    # 24 -> 27 (one short of 28), W/L 14/12 -> 14/10, log loss 0.533 -> 0.572, other goals kept.
+    # 0.15: the only ε meeting both two-thirds goals (tables beating LR / MLPClassifier, 28
+    # needed: 28 / 29; none 27 / 25, 0.05 27 / 27, 0.1 26 / 30).
     label_smoothing=0.15,
-    # Rule, session 8: TabM's lever (k networks trained at once, probabilities averaged) or a
-    # refit on every training row for the early-stopped epoch count, kept only if it meets
-    # every goal the one network meets and lifts a two-thirds count
-    # (benchmarks.real_tables_research, 42 tables x 3 seeds; RESULTS.md "issue 19: members
-    # (s8-tables)"). Tables beating LR / MLPClassifier (28 needed), W/L vs HGB, median
-    # accuracy (HGB 0.822), log loss (HGB 0.728), wine / breast cancer / digits
-    # (MLPClassifier 0.981 / 0.971 / 0.976): one network 28 / 29, 15/10, 0.896, 0.573,
-    # 0.981 / 0.974 / 0.982; 4 members, one holdout 29 / 29, 12/10, 0.908, 0.571,
-    # 0.981 / 0.974 / 0.984; 8 members 28 / 28, 13/11, 0.905, 0.571; 4 members each
-    # early-stopped on its own holdout 27 / 31 (LR goal lost); refit 29 / 28, 14/9, 0.902,
-    # 0.565, breast cancer 0.968 (lost). 4 members chosen; on train's own path
-    # (benchmarks.real_tables, runs defaults-s7 -> defaults-s8): LR 30 -> 28, MLPClassifier
-    # 27 -> 28 (both goals met, at exactly two thirds), W/L 14/10 -> 14/10, median 0.896 ->
-    # 0.903, log loss 0.572 -> 0.571, breast cancer 0.977 -> 0.971 (= MLPClassifier's); time
-    # 1.96x HGB's fit at 5,000 x 20 (load 9).
+    # TabM's lever, kept because it meets every goal one network meets and lifts a two-thirds
+    # count (LR / MLPClassifier 29 / 29 against 28 / 29; 8 members 28 / 28, a refit on every
+    # row lost breast cancer); time 1.96x HistGradientBoosting's fit at 5,000 x 20.
     members=4,
 )
 

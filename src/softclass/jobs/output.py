@@ -3,21 +3,10 @@
 Class names and column names come from the user's data (or a model directory, which is input
 too), so they may hold anything: a cell such as ``=HYPERLINK("http://…")`` runs as a formula when
 the CSV is opened in a spreadsheet, and ANSI escapes or other control characters rewrite the
-terminal they are printed on. Three rules, used by ``softclass predict`` and the command line:
-
-- :func:`neutralise_cell`: a CSV cell that starts with ``= + - @``, a tab or a carriage return
-  (and is not a plain number) gets a leading ``'``, the spreadsheet convention for "text, not a
-  formula" (OWASP's CSV-injection advice); control characters become U+FFFD.
-- :func:`terminal_text`: escape sequences are removed and other control characters (and the
-  bidirectional overrides that reorder what is shown) become U+FFFD; newlines and tabs stay.
-- :func:`probability_columns`: the probability columns of a prediction are named by their
-  classes, never colliding with ``row``, ``predicted`` or one another.
-
-:func:`serialized_chunks` turns a prediction table into CSV, a JSON array or JSON lines a chunk
-of rows at a time, so that writing it never holds the whole text in memory;
-:func:`serialized_frames` does the same for a stream of prediction chunks, and
-:class:`ParquetSink` writes such a stream as one Parquet file, a row group per chunk.
-:func:`format_of` picks the format from ``--format`` or the output file's extension.
+terminal they are printed on. :func:`neutralise_cell` (CSV cells, after OWASP's CSV-injection
+advice), :func:`terminal_text` and :func:`probability_columns` make them safe;
+:func:`serialized_chunks`, :func:`serialized_frames` and :class:`ParquetSink` write a prediction
+table a chunk of rows at a time, so that writing it never holds the whole text in memory.
 """
 
 from __future__ import annotations

@@ -40,16 +40,11 @@ class Prediction:
     """What :func:`predict_table` returns.
 
     Attributes:
-        table: one row per input row, in input order: ``row`` (the row number as messages count
-            it: header = row 1, first data row = 2), the ``--id`` columns, one probability column
-            per class, ``predicted`` (the class name) and, when some row has no prediction (its
-            probabilities and ``predicted`` are then empty), ``reason`` (why; empty for the
-            rows that have one). A
-            probability column is named by its class, prefixed with ``proba_`` (as often as
-            needed) when that name is ``row``, ``predicted``, ``reason`` or another column's:
-            see :func:`softclass.jobs.output.probability_columns`; an id column whose name is
-            taken is prefixed with ``id_``. Class names are kept as they are;
-            :func:`softclass.jobs.output.spreadsheet_safe` neutralises them for CSV files.
+        table: one row per input row, in input order: ``row`` (header = row 1, first data
+            row = 2), the ``--id`` columns, one probability column per class
+            (:func:`softclass.jobs.output.probability_columns` names them), ``predicted`` (the
+            class name) and, when some row has no prediction (its probabilities and
+            ``predicted`` then empty), ``reason`` (empty for the rows that have one).
         accuracy: share of right predictions among the predicted rows whose label is a known
             class, when accuracy was asked for, else None.
         warnings: what the user should hear (ignored columns, rows without a prediction,

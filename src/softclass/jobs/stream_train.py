@@ -109,18 +109,19 @@ class RowProgress:
         if now - self.last >= self.interval:
             self.last = now
             total = f" of {self.total:,}" if self.total else ""
-            self._write(f"{self.phase}: {self.rows:,}{total} rows done, {self._speed(now)}")
+            self._write(f"{self.phase}: {self.rows:,}{total} rows done, {self.speed(now)}")
 
-    def finish(self) -> None:
-        """The closing line, when lines were written (a pass shorter than the interval is quiet)."""
+    def finish(self, note: str = "") -> None:
+        """The closing line, ending in ``note``, when lines were written (a pass shorter than
+        the interval is quiet)."""
         if self.lines:
             now = self.clock()
             elapsed = now - self.started
             self._write(
-                f"{self.phase}: {self.rows:,} rows done in {elapsed:.1f} s, {self._speed(now)}"
+                f"{self.phase}: {self.rows:,} rows done in {elapsed:.1f} s, {self.speed(now)}{note}"
             )
 
-    def _speed(self, now: float) -> str:
+    def speed(self, now: float) -> str:
         return f"{self.rows / max(now - self.started, 1e-9):,.0f} rows/s"
 
     def _write(self, text: str) -> None:

@@ -102,6 +102,15 @@ MAX_NATIVE_PARAMS = 2
 """How many values a compiled loss branch may read (``MAX_DESIGN_PARAMS`` of mlp_native.c)."""
 
 
+# The facts of a design with a closed set of values: fact → (test, what is expected).
+_FACT_RULES = {
+    "target_encoding": (lambda value: value in ("index", "one_hot"), "'index' or 'one_hot'"),
+    "relation": (lambda value: value in RELATIONS, "one of " + ", ".join(RELATIONS)),
+    "color": (lambda value: re.fullmatch(r"#[0-9a-fA-F]{6}", value), "#rrggbb"),
+    "linestyle": (lambda value: value in ("-", "--", ":", "-."), "-, --, : or -."),
+}
+
+
 @dataclass(frozen=True)
 class Design:
     """One output/loss pairing.
@@ -160,20 +169,12 @@ class Design:
             raise ConfigError(
                 f"design name {self.name!r}: expected one capital letter (--design takes letters)"
             )
-        if self.target_encoding not in ("index", "one_hot"):
-            raise ConfigError(
-                f"design {self.name!r}: fact 'target_encoding' is {self.target_encoding!r}, "
-                "expected 'index' or 'one_hot'"
-            )
-        if self.relation not in RELATIONS:
-            raise ConfigError(
-                f"design {self.name!r}: fact 'relation' is {self.relation!r}, expected one of "
-                + ", ".join(RELATIONS)
-            )
-        if not re.fullmatch(r"#[0-9a-fA-F]{6}", self.color):
-            raise ConfigError(
-                f"design {self.name!r}: fact 'color' is {self.color!r}, expected #rrggbb"
-            )
+        for fact, (valid, expected) in _FACT_RULES.items():
+            if not valid(getattr(self, fact)):
+                raise ConfigError(
+                    f"design {self.name!r}: fact {fact!r} is {getattr(self, fact)!r}, "
+                    f"expected {expected}"
+                )
         if len(self.native_params) > MAX_NATIVE_PARAMS:
             raise ConfigError(
                 f"design {self.name!r}: fact 'native_params' has {len(self.native_params)} "
@@ -183,11 +184,6 @@ class Design:
             raise ConfigError(
                 f"design {self.name!r}: fact 'smoothing' is given but its loss "
                 f"{getattr(self.loss, '__name__', self.loss)!r} takes no label_smoothing keyword"
-            )
-        if self.linestyle not in ("-", "--", ":", "-."):
-            raise ConfigError(
-                f"design {self.name!r}: fact 'linestyle' is {self.linestyle!r}, "
-                "expected -, --, : or -."
             )
 
     def smoothed(self, label_smoothing: float) -> Design:

@@ -40,11 +40,9 @@ class OptimizerParams:
         metavar="M",
         sklearn="momentum",
     )
-    # SGD: Nesterov momentum (needs momentum > 0)
     nesterov: bool = option(
         False, "--nesterov", "SGD: Nesterov momentum (needs --momentum > 0).", Rule("flag")
     )
-    # Adam/AdamW moving-average rates
     betas: tuple[float, float] = option(
         (0.9, 0.999),
         "--betas",
@@ -53,7 +51,6 @@ class OptimizerParams:
         metavar="B1,B2",
         parse=_parse_pair,
     )
-    # Adam/AdamW/RMSprop denominator guard
     eps: float = option(
         1e-8, "--eps", "Adam/AdamW/RMSprop denominator guard.", Rule("number"), metavar="EPS"
     )

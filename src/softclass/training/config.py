@@ -60,7 +60,6 @@ class TrainConfig(OptimizerParams):
     name a parameter of :class:`softclass.Classifier`.
     """
 
-    # passes over the training rows (an upper bound with early stopping)
     epochs: int = option(
         100,
         "--epochs",
@@ -69,7 +68,6 @@ class TrainConfig(OptimizerParams):
         metavar="N",
         sklearn="max_iter",
     )
-    # rows per optimizer step; the last batch of an epoch may be shorter
     batch_size: int = option(
         16,
         "--batch-size",
@@ -78,7 +76,6 @@ class TrainConfig(OptimizerParams):
         metavar="ROWS",
         sklearn="batch_size",
     )
-    # a key of softclass.mlp.optimizers.OPTIMIZERS
     optimizer: str = option(
         "sgd",
         "--optimizer",
@@ -87,7 +84,6 @@ class TrainConfig(OptimizerParams):
         metavar="NAME",
         sklearn="solver",
     )
-    # ε of the smoothed targets (1 - ε)·onehot + ε/C every design's loss trains against
     label_smoothing: float = option(
         0.0,
         "--label-smoothing",
@@ -97,7 +93,6 @@ class TrainConfig(OptimizerParams):
         metavar="EPSILON",
         sklearn="label_smoothing",
     )
-    # networks trained at once from seeds seed, seed + 1000, ...; probabilities averaged
     members: int = option(
         1,
         "--members",
@@ -110,7 +105,6 @@ class TrainConfig(OptimizerParams):
         sklearn="n_members",
         commands=("train",),
     )
-    # initial weights, batch order and the validation split
     seed: int = option(
         0,
         "--seed",
@@ -118,7 +112,6 @@ class TrainConfig(OptimizerParams):
         Rule("integer", high=MAX_SEED),
         metavar="N",
     )
-    # share of each class held out for validation; 0 = none
     validation_fraction: float = option(
         0.2,
         "--validation",
@@ -128,7 +121,6 @@ class TrainConfig(OptimizerParams):
         metavar="FRACTION",
         panel="Data",
     )
-    # early stopping: epochs without improvement; None = off
     patience: int | None = option(
         None,
         "--patience",
@@ -138,7 +130,6 @@ class TrainConfig(OptimizerParams):
         Rule("integer", low=1, optional=True),
         metavar="EPOCHS",
     )
-    # what early stopping watches (a key of MONITORS)
     monitor: str = option(
         "validation_loss",
         "--monitor",
@@ -146,7 +137,6 @@ class TrainConfig(OptimizerParams):
         _choice(tuple(MONITORS)),
         metavar="NAME",
     )
-    # an improvement must beat the best by more than this
     min_delta: float = option(
         0.0,
         "--min-delta",
@@ -155,14 +145,12 @@ class TrainConfig(OptimizerParams):
         metavar="D",
         sklearn="tol",
     )
-    # early stopping ends on the best epoch's weights
     restore_best: bool = option(
         True,
         "--restore-best/--no-restore-best",
         "Early stopping: end on the best epoch's weights (or on the last epoch's).",
         Rule("flag"),
     )
-    # "auto" (cuda when available), "cpu" or "cuda"
     device: str = option(
         "auto",
         "--device",
@@ -178,7 +166,6 @@ class TrainConfig(OptimizerParams):
         _choice(PRECISIONS),
         metavar="NAME",
     )
-    # epochs between checkpoints (when a checkpoint path is given)
     checkpoint_every: int = option(
         1,
         "--checkpoint-every",
@@ -187,7 +174,6 @@ class TrainConfig(OptimizerParams):
         metavar="EPOCHS",
         commands=("train",),
     )
-    # training backend, one of BACKENDS ("auto": fastest that supports it)
     backend: str = option(
         "auto",
         "--backend",
@@ -195,7 +181,6 @@ class TrainConfig(OptimizerParams):
         _choice(BACKENDS),
         metavar="NAME",
     )
-    # CPU threads for torch; 0 = leave torch's setting
     threads: int = option(
         0,
         "--threads",

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from softclass.cli.app import _Command, _write_stdout_bytes, app, err_console
-from softclass.cli.options import _Delimiter, _Unknown
-from softclass.cli.run import _delimiter
+from softclass.cli.options import _Typed, _with_options
+from softclass.cli.run import _delimiter, _read_limits
 from softclass.errors import ConfigError, DataError, Interrupted
 
 _PREDICT_HELP = "\n\n".join(
@@ -31,27 +31,6 @@ PREDICT_CHUNK_ROWS = 20_000
 _PROGRESS_SECONDS = 5.0  # without a terminal, a progress line on stderr this often
 
 
-def _limit_option(name: str, kind: type, text: str) -> object:
-    from softclass.limits import DEFAULT_LIMITS
-
-    return Annotated[
-        kind | None,
-        typer.Option(
-            "--" + name.replace("_", "-"),
-            metavar="N",
-            help=f"{text} [default: {getattr(DEFAULT_LIMITS, name):,}]",
-            show_default=False,
-            rich_help_panel="Data",
-        ),
-    ]
-
-
-_MaxBytes = _limit_option("max_bytes", int, "Most bytes a .gz/.bz2/.zst table may decompress to.")
-_MaxRatio = _limit_option(
-    "max_ratio", float, "Most a compressed table may grow when decompressed (times)."
-)
-_MaxColumns = _limit_option("max_columns", int, "Most columns a table may have.")
-_MaxCells = _limit_option("max_cells", int, "Most rows × columns a table may have.")
 _Data = Annotated[
     Path, typer.Argument(help="CSV, Parquet or JSON-lines table of raw rows.", metavar="DATA")
 ]
@@ -65,6 +44,7 @@ _Quiet = Annotated[
 
 
 @app.command(cls=_Command, help=_PREDICT_HELP)
+@_with_options("predict")
 def predict(
     model_dir: Annotated[
         Path, typer.Argument(help="Model directory written by train/compare.", metavar="MODEL_DIR")
@@ -102,7 +82,6 @@ def predict(
             "prediction and a reason.",
         ),
     ] = "error",
-    unknown: _Unknown = "ignore",
     accuracy: Annotated[
         bool,
         typer.Option(
@@ -110,13 +89,10 @@ def predict(
             help="Measure accuracy on the target column (else the column is ignored).",
         ),
     ] = False,
-    delimiter: _Delimiter = None,
     chunk_rows: _ChunkRows = PREDICT_CHUNK_ROWS,
     quiet: _Quiet = False,
-    max_bytes: _MaxBytes = None,
-    max_ratio: _MaxRatio = None,
-    max_columns: _MaxColumns = None,
-    max_cells: _MaxCells = None,
+    *,
+    options: _Typed,
 ) -> None:
     """Class probabilities and the predicted class name for each row of a table (the row column
     counts rows as every message does: header = row 1, first data row = 2)."""
@@ -134,11 +110,15 @@ def predict(
     saved = load_model(model_dir)
     if chunk_rows < 1:
         raise ConfigError(f"--chunk-rows {chunk_rows}: expected a number of rows, 1 or more")
-    limits = _limits(max_bytes, max_ratio, max_columns, max_cells)
     chunks = TableChunks(
-        data, chunk_rows=chunk_rows, delimiter=_delimiter(delimiter), limits=limits
+        data,
+        chunk_rows=chunk_rows,
+        delimiter=_delimiter(options.delimiter),
+        limits=_read_limits(options),
     )
-    stream = PredictionStream(saved, chunks, unknown=unknown, accuracy=accuracy, source=str(data))
+    stream = PredictionStream(
+        saved, chunks, unknown=options.unknown, accuracy=accuracy, source=str(data)
+    )
     with _Progress(chunks.n_rows, enabled=not quiet) as progress:
         _write_prediction(progress.counted(stream), output_format, output, raw)
         progress.finish(_how(stream, chunk_rows))
@@ -165,42 +145,22 @@ def _how(stream, chunk_rows: int) -> str:
     return f"streamed in chunks of {chunk_rows:,} rows" if stream.streamed else "in one chunk"
 
 
-def _limits(max_bytes, max_ratio, max_columns, max_cells):
-    """The read limits: each flag given replaces its default."""
-    import dataclasses
-
-    from softclass.limits import DEFAULT_LIMITS
-
-    given = {
-        "max_bytes": max_bytes,
-        "max_ratio": max_ratio,
-        "max_columns": max_columns,
-        "max_cells": max_cells,
-    }
-    for name, value in given.items():
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a positive number")
-    return dataclasses.replace(
-        DEFAULT_LIMITS, **{name: value for name, value in given.items() if value is not None}
-    )
-
-
 class _Progress:
-    """Rows done and rows per second on stderr: a bar on a terminal; otherwise a line every
-    :data:`_PROGRESS_SECONDS` and, after those, one at the end (a log file then shows the run is
-    alive)."""
+    """Rows done and rows per second on stderr: a bar on a terminal; otherwise the lines of
+    :class:`~softclass.jobs.stream_train.RowProgress`, one every :data:`_PROGRESS_SECONDS` and,
+    after those, one at the end (a log file then shows the run is alive)."""
 
     def __init__(self, total: int | None, enabled: bool, clock=None) -> None:
         import time
 
-        self._clock = clock or time.monotonic
-        self._total = total
-        self._enabled = enabled
+        from softclass.jobs.stream_train import RowProgress
+
         self._live = enabled and err_console.is_terminal
+        line = err_console.line if enabled and not self._live else lambda _: None
+        self._rows = RowProgress(
+            "predict", total, line, interval=_PROGRESS_SECONDS, clock=clock or time.monotonic
+        )
         self._bar = None
-        self.rows = 0
-        self._lines = 0
-        self._started = self._last = self._clock()
 
     def __enter__(self) -> _Progress:
         if self._live:
@@ -216,7 +176,7 @@ class _Progress:
                 transient=True,
             )
             self._bar.__enter__()
-            self._task = self._bar.add_task("predict", total=self._total, speed="")
+            self._task = self._bar.add_task("predict", total=self._rows.total, speed="")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -230,31 +190,15 @@ class _Progress:
             self.advance(frame.height)
 
     def advance(self, rows: int) -> None:
-        self.rows += rows
-        now = self._clock()
+        self._rows.advance(rows)
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.rows, speed=self._speed(now))
-        elif self._enabled and now - self._last >= _PROGRESS_SECONDS:
-            self._last = now
-            total = f" of {self._total:,}" if self._total else ""
-            self._line(f"predict: {self.rows:,}{total} rows done, {self._speed(now)}")
+            speed = self._rows.speed(self._rows.clock())
+            self._bar.update(self._task, completed=self._rows.rows, speed=speed)
 
     def finish(self, how: str) -> None:
         """The closing line, when lines were shown (a run shorter than the interval is quiet:
         its output and exit code say everything)."""
-        if self._enabled and self._lines:
-            now = self._clock()
-            self._line(
-                f"predict: {self.rows:,} rows done in {now - self._started:.1f} s, "
-                f"{self._speed(now)} ({how})"
-            )
-
-    def _speed(self, now: float) -> str:
-        return f"{self.rows / max(now - self._started, 1e-9):,.0f} rows/s"
-
-    def _line(self, text: str) -> None:
-        self._lines += 1
-        err_console.line(text)
+        self._rows.finish(f" ({how})")
 
 
 def _write_prediction(frames, output_format: str, output: Path | None, raw: bool) -> None:
