@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from softclass.cli.app import console
+from softclass.evaluation import metric_table
 from softclass.training.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -105,9 +106,9 @@ def _print_comparison(result: ComparisonResult, source: str) -> None:
     console.print(_design_table(result, epochs))
     seconds = sum(run.metrics["seconds"] for run in result.runs)
     _print_wrapped(
-        "  acc, log loss, Brier, ECE: the same measure for every design, on the validation "
-        "rows. own loss: the design's training loss (C's is squared error) on the training and "
-        "validation rows, not comparable across designs"
+        f"  {', '.join(metric.header for metric in metric_table.METRICS)}: the same measure for "
+        "every design, on the validation rows. own loss: the design's training loss (C's is "
+        "squared error) on the training and validation rows, not comparable across designs"
         + (
             ". epochs: best/trained" + (", means over the seeds" if seeds > 1 else "")
             if "/" in "".join(epochs.values())
@@ -169,17 +170,15 @@ def _design_table(result: ComparisonResult, epochs: dict[str, str]):
     from softclass.mlp.designs import get_design
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
-    columns = ("design", "acc", "log loss", "Brier", "ECE", "own loss", "train", "val", "epochs")
+    metrics = metric_table.METRICS
+    columns = ("design", *(m.header for m in metrics), "own loss", "train", "val", "epochs")
     for column in columns:
         table.add_column(column, justify="left" if "design" in column else "right", no_wrap=True)
     for name in result.designs:
         numbers = result.summary(name)
         table.add_row(
             name,
-            f"{numbers['validation_accuracy']:.3f}",
-            f"{numbers['validation_log_loss']:.4f}",
-            f"{numbers['validation_brier']:.4f}",
-            f"{numbers['validation_ece']:.3f}",
+            *(f"{numbers[f'validation_{m.key}']:{m.terminal_format}}" for m in metrics),
             get_design(name).label,
             f"{numbers['train_loss']:.4f}",
             f"{numbers['validation_loss']:.4f}",
@@ -198,8 +197,9 @@ def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
     from rich import box
     from rich.table import Table
 
-    from softclass.evaluation.stats import COMMON_METRICS
+    from softclass.evaluation.stats import common_metrics
 
+    common = common_metrics()
     summary, pairs = statistics["summary"], statistics["pairs"]
     table = Table(
         title=f"{n_seeds} seeds, validation rows: mean ± 95 % interval",
@@ -209,7 +209,7 @@ def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
     )
     table.add_column("design", no_wrap=True)
     for metric in summary:
-        table.add_column(COMMON_METRICS[metric].label, justify="right", no_wrap=True)
+        table.add_column(common[metric].name, justify="right", no_wrap=True)
     designs = next(iter(summary.values())).keys() if summary else []
     for name in designs:
         table.add_row(
@@ -237,7 +237,7 @@ def _print_seed_statistics(statistics: dict, n_seeds: int) -> None:
         for pair in (pair for pair in comparisons if pair["a"] == reference):
             paired.add_row(
                 f"{pair['a']} vs {pair['b']}",
-                COMMON_METRICS[metric].label,
+                common[metric].name,
                 f"{pair['mean_difference']:+.1e}",
                 escape(f"[{pair['low']:+.1e}, {pair['high']:+.1e}]"),
                 f"{pair['p_value']:.2g}",

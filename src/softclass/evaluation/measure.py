@@ -13,7 +13,7 @@ import torch
 
 from softclass.data.expansion import in_blocks
 from softclass.data.prepare import PreparedData
-from softclass.evaluation import metrics
+from softclass.evaluation import metric_table, metrics
 from softclass.training.results import History, TrainResult
 
 
@@ -40,10 +40,10 @@ class DesignRun:
 # every design (computed from the predicted probabilities, so designs may be compared on it) or a
 # design's own training loss (cross entropy for A/B/D, squared error for C: never compared).
 METRICS: dict[str, dict[str, str]] = {
-    "validation_accuracy": {"label": "accuracy", "rows": "validation", "kind": "common"},
-    "validation_log_loss": {"label": "log loss", "rows": "validation", "kind": "common"},
-    "validation_brier": {"label": "Brier score", "rows": "validation", "kind": "common"},
-    "validation_ece": {"label": "ECE", "rows": "validation", "kind": "common"},
+    **{
+        f"validation_{metric.key}": {"label": metric.name, "rows": "validation", "kind": "common"}
+        for metric in metric_table.METRICS
+    },
     "train_accuracy": {"label": "accuracy", "rows": "training", "kind": "common"},
     "train_loss": {"label": "own loss", "rows": "training", "kind": "own loss"},
     "validation_loss": {"label": "own loss", "rows": "validation", "kind": "own loss"},

@@ -22,6 +22,7 @@ import numpy as np
 
 from softclass.evaluation.curves import as_array, macro_average_precision, macro_average_roc
 from softclass.evaluation.figure_layout import pin_titles
+from softclass.evaluation.metric_table import band_facts
 from softclass.evaluation.stacking import coinciding, stacked_label, stacked_style
 from softclass.io import atomic_write_bytes
 
@@ -42,14 +43,6 @@ ANNOTATE_MAX_CLASSES = 20
 # ROC / PR: one coloured, labelled curve per class up to this many; beyond, thin grey lines.
 CURVE_LEGEND_MAX_CLASSES = 10
 LABEL_MAX_CHARS = 18  # class names are cut (with "…") beyond this in ticks and legends
-# Bands of metrics named here are clamped to [0, 1] (an interval cannot leave the metric's range).
-UNIT_INTERVAL_METRICS = ("accuracy", "brier", "ece")
-BAND_LABELS = {
-    "val_loss": "validation loss (each design's own)",
-    "val_accuracy": "validation accuracy",
-    "val_log_loss": "validation log loss",
-    "val_brier": "validation Brier score",
-}
 
 
 class History(Protocol):
@@ -516,8 +509,7 @@ def seed_bands_figure(
     figure, panels = _fixed_figure(5.6 * len(metrics) + 0.4, 4.4, 1, len(metrics), left=0.85)
     panels = panels[0]
     for panel, metric in zip(panels, metrics, strict=True):
-        bounded = any(word in metric for word in UNIT_INTERVAL_METRICS)
-        label = BAND_LABELS.get(metric, metric.replace("_", " "))
+        label, bounded = band_facts(metric)
         means = {name: as_array(band["mean"]) for name, band in bands[metric].items()}
         finite = np.concatenate([values[np.isfinite(values)] for values in means.values()])
         under = coinciding(means, span=float(np.ptp(finite)) if finite.size else 0.0)

@@ -22,8 +22,9 @@ import jinja2
 import torch
 from markupsafe import Markup
 
-from softclass.evaluation import metrics, plots
+from softclass.evaluation import metric_table, metrics, plots
 from softclass.evaluation.figure_pool import FigureJob, render_figures
+from softclass.evaluation.stats import common_metrics
 from softclass.evaluation.verdicts import verdict_sentences
 from softclass.mlp.designs import get_design
 from softclass.version import __version__
@@ -45,25 +46,6 @@ ROW_PURPOSES = {
     "validation": "held out from training: the metrics on held-out rows are measured here",
     "test": "held out from training and from choosing the epoch: final metrics",
 }
-
-# How the seed statistics name a metric of report.json; a design's own loss says so, since pairs
-# of designs with different losses compare different quantities.
-METRIC_LABELS = {
-    "validation_loss": "validation loss, each design's own",
-    "validation_accuracy": "validation accuracy",
-    "validation_log_loss": "validation log loss",
-    "validation_brier": "validation Brier score",
-    "test_accuracy": "test accuracy",
-    "test_log_loss": "test log loss",
-    "test_brier": "test Brier score",
-}
-
-COMMON_METRICS = (
-    ("accuracy", "accuracy", ".3f", "share of rows whose most probable class is the true one"),
-    ("log_loss", "log loss", ".4f", "mean -log p(true class); lower is better"),
-    ("brier", "Brier", ".4f", "mean squared distance of the probabilities to the one-hot target"),
-    ("ece", "ECE", ".4f", "expected calibration error: mean |accuracy - confidence| over bins"),
-)
 
 
 @dataclass(frozen=True)
@@ -466,8 +448,13 @@ def _page_values(inputs: ReportInput, rows_phrase: str) -> dict[str, Any]:
         "design_titles": {detail.name: detail.title for detail in inputs.designs},
         "loss_names": {detail.name: detail.loss_name for detail in inputs.designs},
         "common": [
-            {"key": f"{held_out}_{key}", "label": label, "spec": spec, "help": help_text}
-            for key, label, spec, help_text in COMMON_METRICS
+            {
+                "key": f"{held_out}_{m.key}",
+                "label": m.label,
+                "spec": m.format,
+                "help": m.explanation,
+            }
+            for m in metric_table.METRICS
         ],
         "several_seeds": len(summary["seeds"]) > 1,
         "verdicts": verdict_sentences(summary),
@@ -482,7 +469,8 @@ def _page_values(inputs: ReportInput, rows_phrase: str) -> dict[str, Any]:
         "patience": inputs.patience,
         "history_rows": summary.get("history_rows", held_out),
         "max_matrix_classes": plots.CONFUSION_MAX_CLASSES,
-        "metric_labels": METRIC_LABELS,
+        # how the seed statistics' captions name a metric of report.json
+        "metric_labels": {key: f"validation {m.name}" for key, m in common_metrics().items()},
         "bins": len(inputs.designs[0].calibration.counts),
     }
 

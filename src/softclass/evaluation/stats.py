@@ -9,7 +9,7 @@ t-test p-value. When every difference is exactly zero the designs are reported a
 (difference 0, interval [0, 0], p = 1), never as NaN.
 
 Designs are paired only on a metric that measures the same quantity for every design
-(:data:`COMMON_METRICS`: log loss, accuracy, Brier score of the predicted probabilities). A
+(:func:`common_metrics`: log loss, accuracy, Brier score of the predicted probabilities). A
 design's own training loss is a different quantity per design (C's squared error is not a cross
 entropy): :func:`compare_designs` refuses it, and every verdict names the metric it compared.
 """
@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from softclass.errors import ConfigError
+from softclass.evaluation import metric_table
+from softclass.evaluation.metric_table import Metric
 
 
 @dataclass(frozen=True)
@@ -44,44 +46,28 @@ class MeanInterval:
         return {**asdict(self), "half_width": self.half_width}
 
 
-@dataclass(frozen=True)
-class CommonMetric:
-    """A number measured the same way for every design, so designs may be compared on it.
-
-    Attributes:
-        name: the key in a run's metrics, e.g. "validation_log_loss".
-        label: how people read it, e.g. "log loss".
-    """
-
-    name: str
-    label: str
+def common_metrics() -> dict[str, Metric]:
+    """The metrics designs are compared on, by their key on the validation rows
+    ("validation_log_loss"): the paired entries of :data:`metric_table.METRICS`, each computed
+    from the predicted probabilities on the same held-out rows, whatever loss the design trained
+    with."""
+    return {f"validation_{metric.key}": metric for metric in metric_table.paired_metrics()}
 
 
-# The metrics designs are compared on: each is computed from the predicted probabilities on the
-# same held-out rows, whatever loss the design trained with.
-COMMON_METRICS: dict[str, CommonMetric] = {
-    metric.name: metric
-    for metric in (
-        CommonMetric("validation_log_loss", "log loss"),
-        CommonMetric("validation_accuracy", "accuracy"),
-        CommonMetric("validation_brier", "Brier score"),
-    )
-}
-
-
-def common_metric(name: str) -> CommonMetric:
+def common_metric(name: str) -> Metric:
     """The common metric called ``name``; ConfigError (naming the accepted ones) otherwise.
 
     A design's own training loss (``validation_loss``, ``train_loss``) is refused: it is cross
     entropy for one design and squared error for another, so a paired difference would set two
     different quantities side by side.
     """
-    if name not in COMMON_METRICS:
+    common = common_metrics()
+    if name not in common:
         raise ConfigError(
             f"designs are compared only on a common metric, got {name!r}: expected one of "
-            f"{', '.join(COMMON_METRICS)} (a design's own loss differs from design to design)"
+            f"{', '.join(common)} (a design's own loss differs from design to design)"
         )
-    return COMMON_METRICS[name]
+    return common[name]
 
 
 @dataclass(frozen=True)
@@ -231,7 +217,7 @@ def compare_designs(
     Args:
         values: per design (in the order to pair them), K values of ``metric``, value k from
             seed k.
-        metric: a key of :data:`COMMON_METRICS`; a design's own loss is refused.
+        metric: a key of :func:`common_metrics`; a design's own loss is refused.
         confidence: of the intervals and the test.
 
     Returns:
@@ -241,7 +227,7 @@ def compare_designs(
     Raises:
         ConfigError: ``metric`` is not a common metric, or as :func:`paired_comparison`.
     """
-    label = f"validation {common_metric(metric).label}"
+    label = f"validation {common_metric(metric).name}"
     names = list(values)
     return [
         paired_comparison(values[first], values[second], first, second, confidence, label)

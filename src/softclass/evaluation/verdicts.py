@@ -7,8 +7,8 @@ the technical detail (how the verdict was reached, per-epoch drift) follows belo
 
 Every number in a sentence is an honest bound or a value of the table: a bound ("≤ 4e-7") is
 rounded *up* to two significant digits, so it never claims less than was measured, and a metric is
-printed with the digits the common-metric table uses. The sentences read the design's title and
-loss from report.json, which takes them from the design registry.
+printed with the digits of its entry in ``metric_table.METRICS``. The sentences read the design's
+title and loss from report.json, which takes them from the design registry.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Metrics quoted in a "different" sentence: (key in mean_over_seeds, label, format).
-QUOTED_METRICS = (("accuracy", "accuracy", ".3f"), ("log_loss", "log loss", ".4f"))
+from softclass.evaluation import metric_table
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,15 @@ def _metrics_phrase(summary: Mapping[str, Any], first: str, second: str) -> str:
     """ "on the validation rows C's accuracy is 0.967 (A: 0.967) and its log loss ..." """
     rows = summary.get("held_out", "validation")
     parts = []
-    for key, label, spec in QUOTED_METRICS:
+    for metric in (metric for metric in metric_table.METRICS if metric.quoted):
         numbers = [
-            summary["designs"][name]["mean_over_seeds"].get(f"{rows}_{key}")
+            summary["designs"][name]["mean_over_seeds"].get(f"{rows}_{metric.key}")
             for name in (second, first)
         ]
         if any(number is None for number in numbers):
             continue
-        parts.append(f"{label} {numbers[0]:{spec}} ({first}: {numbers[1]:{spec}})")
+        spec = metric.format
+        parts.append(f"{metric.label} {numbers[0]:{spec}} ({first}: {numbers[1]:{spec}})")
     if not parts:
         return ""
     return f"; on the {rows} rows {second} has " + " and ".join(parts)

@@ -14,7 +14,7 @@ from typing import Any
 
 from softclass.evaluation.agreement import Agreement
 from softclass.evaluation.measure import METRIC_NAMES, METRICS, DesignRun
-from softclass.evaluation.stats import COMMON_METRICS, compare_designs, mean_interval
+from softclass.evaluation.stats import common_metrics, compare_designs, mean_interval
 from softclass.jobs.defaults import Defaults
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
@@ -79,7 +79,7 @@ class ComparisonResult:
             return None
         summary: dict[str, dict[str, Any]] = {}
         pairs: dict[str, list[dict[str, Any]]] = {}
-        for metric in COMMON_METRICS:
+        for metric in common_metrics():
             values = {name: self._per_seed(name, metric) for name in self.designs}
             if not all(math.isfinite(value) for row in values.values() for value in row):
                 continue
