@@ -46,6 +46,27 @@ def training_path(request, monkeypatch):
 
 
 @pytest.fixture
+def table_file(tmp_path):
+    """A small user's table (not the bundled Iris, so the table defaults apply): a number, a
+    category and a two-class target, 120 rows, as a CSV file."""
+    import numpy as np
+    import polars as pl
+
+    generator = np.random.default_rng(0)
+    size = generator.normal(size=120) * 10 + 50
+    frame = pl.DataFrame(
+        {
+            "size": size,
+            "colour": generator.choice(["red", "blue"], size=120),
+            "label": np.where(size > 50, "big", "small"),
+        }
+    )
+    path = tmp_path / "table.csv"
+    frame.write_csv(path)
+    return path
+
+
+@pytest.fixture
 def one_thread():
     """Tiny networks run fastest (and reproducibly) on one thread of a shared machine."""
     threads = torch.get_num_threads()

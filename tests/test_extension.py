@@ -188,6 +188,8 @@ def test_compare_leaves_out_a_design_without_smoothing_when_the_defaults_smooth(
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     takers = [name for name, entry in designs.DESIGNS.items() if entry.smoothing]
     assert list(report["designs"]) == takers and NEW not in report["designs"]
+    page = " ".join((tmp_path / "r" / "report.html").read_text().split())
+    assert f"{NEW} left out: its entry has no &#39;smoothing&#39; fact" in page
     code, _, err = run("compare", table, "--design", f"A{NEW}", "--epochs", "2")
     assert code == 2
     assert f"design {NEW!r} does not take label smoothing" in " ".join(err.split())

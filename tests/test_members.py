@@ -8,7 +8,6 @@ import dataclasses
 import json
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
@@ -27,22 +26,6 @@ from softclass.training.engine import train_model
 from softclass.training.ensemble import AveragedMLP, member_seeds
 
 SHAPE = MLPConfig(3, 4, (5,), "relu")
-
-
-@pytest.fixture
-def table_file(tmp_path):
-    generator = np.random.default_rng(0)
-    size = generator.normal(size=120) * 10 + 50
-    frame = pl.DataFrame(
-        {
-            "size": size,
-            "colour": generator.choice(["red", "blue"], size=120),
-            "label": np.where(size > 50, "big", "small"),
-        }
-    )
-    path = tmp_path / "table.csv"
-    frame.write_csv(path)
-    return path
 
 
 @pytest.fixture

@@ -3,29 +3,9 @@ quantile bins on a user's table, the articles' z-score on the bundled Iris; flag
 
 from __future__ import annotations
 
-import numpy as np
-import polars as pl
-import pytest
-
 from softclass.data import bundled_path
 from softclass.jobs.defaults import DEMONSTRATION, TABLE
 from softclass.jobs.store import load_model
-
-
-@pytest.fixture
-def table_file(tmp_path):
-    generator = np.random.default_rng(0)
-    size = generator.normal(size=120) * 10 + 50
-    frame = pl.DataFrame(
-        {
-            "size": size,
-            "colour": generator.choice(["red", "blue"], size=120),
-            "label": np.where(size > 50, "big", "small"),
-        }
-    )
-    path = tmp_path / "table.csv"
-    frame.write_csv(path)
-    return path
 
 
 def _train(run, data, out, *flags):

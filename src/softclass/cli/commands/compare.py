@@ -101,8 +101,11 @@ def compare(
             if design is None:  # every design that can take this run's options
                 names, left_out = designs_for(network.config.label_smoothing)
                 design = "".join(names)
-                if left_out and not quiet:
-                    err_console.line(f"[yellow]warning:[/] {left_out}")
+                if left_out:  # said now, and among the report's notes
+                    notes = (*prepared.warnings, left_out)
+                    prepared = dataclasses.replace(prepared, warnings=notes)
+                    if not quiet:
+                        err_console.line(f"[yellow]warning:[/] {left_out}")
             result = _run_comparison(
                 prepared, network, context, data, design, seeds, out, stopping, overwrite, quiet
             )
