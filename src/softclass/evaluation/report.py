@@ -447,15 +447,7 @@ def _page_values(inputs: ReportInput, rows_phrase: str) -> dict[str, Any]:
         "designs": names,
         "design_titles": {detail.name: detail.title for detail in inputs.designs},
         "loss_names": {detail.name: detail.loss_name for detail in inputs.designs},
-        "common": [
-            {
-                "key": f"{held_out}_{m.key}",
-                "label": m.label,
-                "spec": m.format,
-                "help": m.explanation,
-            }
-            for m in metric_table.METRICS
-        ],
+        "common": metric_table.METRICS,
         "several_seeds": len(summary["seeds"]) > 1,
         "verdicts": verdict_sentences(summary),
         "epochs": epochs_shown(summary, names),
