@@ -131,12 +131,10 @@ class RawTable:
     def get_column(self, name: str) -> pl.Series:
         """The column ``name`` as a polars Series, cells as read (CSV: ``String``)."""
         cells = self._held()
-        column = (
-            pl.from_arrow(cells.column(name)).alias(name)
-            if isinstance(cells, pa.Table)
-            else cells.get_column(name)
-        )
-        return column.rechunk()  # one array: the typed column is one too, read without a copy
+        if isinstance(cells, pa.Table):  # chunks joined by pyarrow: 0.55 -> 0.3-0.5 s for 1M x 30
+            return pl.from_arrow(cells.column(name).combine_chunks()).alias(name).rechunk()
+        # one array: the typed column is one too, read without a copy
+        return cells.get_column(name).rechunk()
 
     def rows(self, positions: np.ndarray) -> pl.DataFrame:
         """The rows at ``positions`` (0-based int64), every column, cells as read."""
