@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from softclass.data import Recipe
+from softclass.data.features import fit_numeric
 from softclass.errors import ConfigError, ModelFileError
 
 
@@ -66,3 +67,28 @@ def test_damaged_edges_in_a_recipe_file_are_refused(edges):
     data["features"][0]["edges"] = edges
     with pytest.raises(ModelFileError, match=r"'features\[0\]\.edges' should be 3 or more"):
         Recipe.from_dict(data)
+
+
+@pytest.mark.parametrize("zeros", ["plain", "both signs"])
+def test_median_quartiles_and_edges_are_the_bits_of_each_statistic_taken_apart(zeros):
+    # fit_numeric sorts the present values once for all of them (features._ranked); each must
+    # be the bits polars' median and quantile and numpy's quantile give on the column as read,
+    # also when a sort could reorder 0.0 and -0.0
+    generator = np.random.default_rng(3)
+    values = np.round(generator.normal(0.0, 0.002, 2001), 3)
+    if zeros == "plain":
+        values[values == 0] = 0.0
+    else:
+        assert np.signbit(values[values == 0]).any() and not np.signbit(values[values == 0]).all()
+    column = pl.Series("x", values).scatter([5, 70, 900], None)
+    feature = fit_numeric(column, "robust", {}, "impute", ("x", None), bins=8)
+    present = column.drop_nulls()
+    quartiles = float(present.quantile(0.75, "linear")) - float(present.quantile(0.25, "linear"))
+    edges = np.unique(np.quantile(present.to_numpy(), np.linspace(0.0, 1.0, 9)))
+
+    def bits(numbers):
+        return np.asarray(numbers, dtype=np.float64).view(np.int64).tolist()
+
+    assert bits([feature.offset, feature.fill_value]) == bits([column.median()] * 2)
+    assert bits(feature.scale) == bits(quartiles)
+    assert bits(feature.edges) == bits(edges) and len(edges) >= 3

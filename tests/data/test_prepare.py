@@ -122,6 +122,17 @@ def test_a_released_raw_table_refuses_to_give_cells(tmp_path):
         raw.get_column("x")
 
 
+def test_raw_rows_of_a_csv_read_in_several_blocks_are_the_rows_as_read(tmp_path):
+    # pyarrow parses a CSV in blocks of 1 MiB, each a chunk of every column: the rows are taken
+    # from each column's joined chunks, in the order asked
+    path = tmp_path / "long.csv"
+    _mixed_table(100_000).write_csv(path)
+    raw = read_raw(path)
+    assert path.stat().st_size > 2**21 and raw._held().column("x").num_chunks > 1
+    positions = np.array([99_999, 0, 51_000, 7, 51_000])
+    assert raw.rows(positions).equals(read_table(path, raw=True)[positions])
+
+
 def test_validation_rows_with_a_category_training_never_saw(tmp_path):
     table = _mixed_table(60).with_columns(
         label=pl.when(pl.int_range(60) >= 58).then(pl.lit("d")).otherwise(pl.col("label")),

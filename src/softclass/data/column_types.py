@@ -432,8 +432,11 @@ def _plain_numbers(
     if decimal == "," or _has_number_marker(missing_markers):
         return None
     text = column if column.dtype == pl.String else column.cast(pl.String)
-    values = text.cast(pl.Float64, strict=False)
-    if values.null_count() != text.null_count() or text.null_count() == text.len():
+    for cells in (text.head(_SAMPLE), text):  # a text column fails in its first cells
+        values = cells.cast(pl.Float64, strict=False)
+        if values.null_count() != cells.null_count():
+            return None
+    if text.null_count() == text.len():
         return None
     return values.alias(column.name)
 

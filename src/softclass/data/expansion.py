@@ -96,31 +96,31 @@ class InputExpansion:
         ``(n, n_compact)`` and binned values float64 ``(n, n_raw)`` (on one device).
 
         Bins are computed in float64 and rounded to float32 (as the dense encoder), then to
-        ``dtype``; passed columns are copied.
+        ``dtype``; passed columns are copied (float32 to ``dtype``, no float64 arithmetic).
         """
-        columns, lower, width, low, high = self._tensors(compact.device)
-        # Computed input-major, (F, n): gathering whole rows of the transposed values is several
-        # times faster than gathering columns. A passed column is (value - 0) / 1 clamped to
-        # ±inf: itself; a bin is clamped to [0, 1] (keeping -0.0, as numpy's clip).
-        values = torch.cat([compact[:, : self.n_compact].double().t(), raw.t()])
-        inputs = values.index_select(0, columns).sub_(lower).div_(width)
-        inputs = torch.clamp(inputs, low, high).to(torch.float32).t()
-        return inputs.to(dtype).contiguous()
+        passed, binned, raw_columns, lower, width = self._tensors(compact.device)
+        inputs = torch.empty((compact.shape[0], self.n_inputs), dtype=dtype, device=compact.device)
+        inputs.index_copy_(1, passed, compact[:, : self.n_compact].to(torch.float32).to(dtype))
+        # Bins computed input-major, (bins, n): gathering whole rows of the transposed values is
+        # several times faster than gathering columns; clamped to [0, 1] keeping -0.0 (as
+        # numpy's clip in the dense encoder).
+        bins = raw.t().index_select(0, raw_columns).sub_(lower).div_(width).clamp_(0.0, 1.0)
+        inputs.index_copy_(1, binned, bins.to(torch.float32).t().to(dtype))
+        return inputs
 
     def _tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(value column of each input among the compact and binned columns, lower, width, low
-        and high clamp bounds as (F, 1) columns), on ``device``, made once."""
+        """(positions of the passed inputs, positions of the bins, the binned value of each
+        bin, its lower edge and width as (bins, 1) float64 columns), on ``device``, made once."""
         cached = self.__dict__.get("_cache")
         if cached is None or cached[0].device != device:
             sources = torch.from_numpy(self.sources)
-            passed = sources >= 0
-            infinity = torch.full(sources.shape, torch.inf, dtype=torch.float64)
+            binned = torch.nonzero(sources < 0).flatten()
             cached = (
-                torch.where(passed, sources, self.n_compact - 1 - sources),
-                torch.from_numpy(self.lower)[:, None],
-                torch.from_numpy(self.width)[:, None],
-                torch.where(passed, -infinity, 0.0)[:, None],
-                torch.where(passed, infinity, 1.0)[:, None],
+                torch.nonzero(sources >= 0).flatten(),
+                binned,
+                -1 - sources[binned],
+                torch.from_numpy(self.lower)[binned][:, None],
+                torch.from_numpy(self.width)[binned][:, None],
             )
             cached = tuple(tensor.to(device) for tensor in cached)
             object.__setattr__(self, "_cache", cached)

@@ -48,6 +48,7 @@ from softclass.errors import DataError
 from softclass.limits import DEFAULT_LIMITS, ReadLimits
 
 _GROUP_OUTPUTS = 64  # output columns encoded together (a 256-byte run of each matrix row)
+_GATHER_BLOCK_VALUES = 1 << 20  # binned values gathered per block of rows (8 MiB)
 
 
 @dataclass(frozen=True)
@@ -252,11 +253,11 @@ def _encoded_parts(
         sources, unseen = encoder_sources(group, inputs, None)
         counts |= unknown_counts(group, inputs, unseen, parts[-1], None, unknown)
         stop = start + sum(len(feature.output_names) for feature in group)
+        group_binned = [values for feature, values in sources if feature.name in binned]
+        first = next((binned[feature.name] for feature in group if feature.name in binned), 0)
         for matrix, raw, part in zip(matrices, raws, parts, strict=True):
             encoded_rows(sources, len(part), stop - start, part, out=matrix[:, start:stop])
-            for feature, values in sources:
-                if feature.name in binned:
-                    np.take(values, part, out=raw[:, binned[feature.name]])
+            _gather_columns(group_binned, part, raw[:, first : first + len(group_binned)])
         start = stop
         del sources, unseen  # before the next group's values are made
     if expansion is None:
@@ -266,6 +267,23 @@ def _encoded_parts(
         for matrix, raw in zip(matrices, raws, strict=True)
     ]
     return lazy, counts
+
+
+def _gather_columns(columns: Sequence[np.ndarray], rows: np.ndarray, out: np.ndarray) -> None:
+    """``out[:, k] = columns[k][rows]`` for float64 columns, a block of rows at a time: each
+    block gathered into contiguous rows of a (K, block) buffer and transposed into place by
+    torch's tiled copy (gathering straight into the strided columns of ``out``: 0.6-0.7 s for
+    27 columns of 800,000 rows, this 0.2 s)."""
+    if not columns:
+        return
+    block_rows = max(1, _GATHER_BLOCK_VALUES // len(columns))
+    buffer = np.empty((len(columns), min(block_rows, len(rows))), dtype=np.float64)
+    target = torch.from_numpy(out)
+    for start in range(0, len(rows), block_rows):
+        chosen = rows[start : start + block_rows]
+        for column, values in enumerate(columns):
+            np.take(values, chosen, out=buffer[column, : len(chosen)])
+        target[start : start + len(chosen)].copy_(torch.from_numpy(buffer[:, : len(chosen)]).t())
 
 
 def _feature_groups(features: Sequence[Feature]) -> list[tuple[Feature, ...]]:

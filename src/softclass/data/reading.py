@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pa_compute
 
 from softclass.data.column_types import TypingOptions, type_columns
 from softclass.data.messages import quoted_names
@@ -130,19 +131,26 @@ class RawTable:
     def get_column(self, name: str) -> pl.Series:
         """The column ``name`` as a polars Series, cells as read (CSV: ``String``)."""
         cells = self._held()
-        column = (
-            pl.from_arrow(cells.column(name)).alias(name)
-            if isinstance(cells, pa.Table)
-            else cells.get_column(name)
-        )
-        return column.rechunk()  # one array: the typed column is one too, read without a copy
+        if isinstance(cells, pa.Table):  # chunks joined by pyarrow: 0.55 -> 0.3-0.5 s for 1M x 30
+            return pl.from_arrow(cells.column(name).combine_chunks()).alias(name).rechunk()
+        # one array: the typed column is one too, read without a copy
+        return cells.get_column(name).rechunk()
 
     def rows(self, positions: np.ndarray) -> pl.DataFrame:
         """The rows at ``positions`` (0-based int64), every column, cells as read."""
         cells = self._held()
-        if isinstance(cells, pa.Table):
-            return _polars_frame([cells.take(positions)])
-        return cells[positions]
+        if not isinstance(cells, pa.Table):
+            return cells[positions]
+        # A column at a time, its chunks (one per block the reader parsed) joined first: taking
+        # from the chunked table cost 0.6 s for 200,000 of 1M rows × 30, this 0.2 s.
+        return pl.DataFrame(
+            [
+                pl.from_arrow(pa_compute.take(cells.column(name).combine_chunks(), positions))
+                .alias(name)
+                .rechunk()
+                for name in cells.column_names
+            ]
+        )
 
     def release(self) -> None:
         """Let the cells go (pyarrow hands its memory back); later calls fail."""

@@ -84,7 +84,6 @@ def compare(
 
     from softclass.jobs.compare import describe_written
     from softclass.jobs.destination import check_output_directory, unit_fingerprint
-    from softclass.mlp.designs import designs_for
 
     if out is None:
         out = Path("runs") / f"compare-{_stamp()}"
@@ -98,14 +97,8 @@ def compare(
         quiet = json_output or not context.is_main
         try:
             prepared = _prepared_data(data, options, network.config, show=not quiet)
-            if design is None:  # every design that can take this run's options
-                names, left_out = designs_for(network.config.label_smoothing)
-                design = "".join(names)
-                if left_out:  # said now, and among the report's notes
-                    notes = (*prepared.warnings, left_out)
-                    prepared = dataclasses.replace(prepared, warnings=notes)
-                    if not quiet:
-                        err_console.line(f"[yellow]warning:[/] {left_out}")
+            if design is None:
+                design, prepared = _default_designs(prepared, network.config, quiet)
             result = _run_comparison(
                 prepared, network, context, data, design, seeds, out, stopping, overwrite, quiet
             )
@@ -119,6 +112,19 @@ def compare(
             _write_stdout(json.dumps(report) + "\n")
             return
         _print_comparison(result, "the bundled Iris" if data is None else str(data))
+
+
+def _default_designs(prepared, config, quiet: bool) -> tuple[str, object]:
+    """Every design that can take the run's options, and the prepared data with a note naming
+    any left out (said now too, unless ``quiet``)."""
+    from softclass.mlp.designs import designs_for
+
+    names, left_out = designs_for(config.label_smoothing)
+    if left_out:
+        prepared = dataclasses.replace(prepared, warnings=(*prepared.warnings, left_out))
+        if not quiet:
+            err_console.line(f"[yellow]warning:[/] {left_out}")
+    return "".join(names), prepared
 
 
 def _stamp() -> str:
