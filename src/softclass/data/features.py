@@ -343,7 +343,7 @@ def fit_numeric(
         column=source[0],
         part=source[1],
         clip=clip,
-        edges=bin_edges(ranked, bins, minimum, maximum),
+        edges=bin_edges(ranked, bins, minimum, maximum, ranked is not column),
     )
 
 
@@ -360,18 +360,42 @@ def _ranked(column: pl.Series) -> pl.Series:
     return present.sort()
 
 
-def bin_edges(column: pl.Series, bins: int, minimum: float, maximum: float) -> tuple[float, ...]:
+def bin_edges(
+    column: pl.Series, bins: int, minimum: float, maximum: float, ranked: bool = False
+) -> tuple[float, ...]:
     """The distinct training quantiles 0, 1/bins, …, 1 of ``column`` (missing cells left out,
     ``minimum`` and ``maximum`` its extremes), or () when ``bins`` is 0 or they give fewer than
-    two bins (a 0/1 column: no value lies strictly between the extremes)."""
+    two bins (a 0/1 column: no value lies strictly between the extremes). ``ranked``: the
+    column is its present values sorted by :func:`_ranked`."""
     if bins <= 0:
         return ()
     present = column.drop_nulls().cast(pl.Float64)
     if not ((present > minimum) & (present < maximum)).any():
         return ()
     levels = np.linspace(0.0, 1.0, bins + 1)
-    edges = np.unique(np.quantile(present.to_numpy(), levels))
+    values = present.to_numpy()
+    if ranked and not np.isnan(values[-1]):
+        edges = np.unique(sorted_quantiles(values, levels))
+    else:
+        edges = np.unique(np.quantile(values, levels))
     return tuple(float(edge) for edge in edges) if len(edges) >= 3 else ()
+
+
+def sorted_quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, levels)`` ("linear") of ascending ``values`` without NaN, the same
+    bits, read off the sorted values instead of numpy's partition of a copy (10-30 ms a column
+    of 800,000): numpy's virtual index (n - 1) * level, its neighbours (the last value at and
+    beyond the end) and its ``_lerp``, whose weight from 0.5 on counts back from the upper one."""
+    virtual = (len(values) - 1) * levels
+    below = np.floor(virtual).astype(np.intp)
+    above = below + 1
+    below[virtual >= len(values) - 1] = above[virtual >= len(values) - 1] = -1
+    below[virtual < 0] = above[virtual < 0] = 0
+    low, high, weight = values[below], values[above], virtual - below
+    spread = high - low
+    result = low + spread * weight
+    np.subtract(high, spread * (1 - weight), out=result, where=weight >= 0.5)
+    return result
 
 
 def robust_scale(
