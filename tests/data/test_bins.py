@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from softclass.data import Recipe
-from softclass.data.features import fit_numeric
+from softclass.data.features import fit_numeric, sorted_quantiles
 from softclass.errors import ConfigError, ModelFileError
 
 
@@ -92,3 +92,32 @@ def test_median_quartiles_and_edges_are_the_bits_of_each_statistic_taken_apart(z
     assert bits([feature.offset, feature.fill_value]) == bits([column.median()] * 2)
     assert bits(feature.scale) == bits(quartiles)
     assert bits(feature.edges) == bits(edges) and len(edges) >= 3
+
+
+def _arrays_to_rank():
+    generator = np.random.default_rng(7)
+    yield from ([1.5], [-0.0], [0.0], [2.0, 1.0], [-0.0, -0.0, 3.0], [0.0, 0.0, 1e-300])
+    yield [-1e308, 1e308, 1e308]  # a spread beyond float64's range
+    yield [1.0, 1.0 + 2**-52, 1.0 + 2**-51]
+    for size in (3, 4, 5, 8, 9, 10, 17, 100, 101, 1000, 1001, 4096):
+        yield generator.normal(0.0, 1.0, size)
+        yield np.round(generator.normal(5.0, 3.0, size), 1) + 0.0  # ties, zeros made 0.0
+        yield generator.integers(-3, 4, size).astype(np.float64)  # mostly ties
+        yield -np.abs(np.round(generator.normal(0.0, 0.01, size), 2))  # -0.0 among the ties
+        yield generator.exponential(1e-5, size) * generator.choice([1e-300, 1.0, 1e300], size)
+
+
+@pytest.mark.parametrize("case", range(len(list(_arrays_to_rank()))))
+def test_quantiles_read_off_the_sorted_values_are_numpys_bits(case):
+    values = np.sort(list(_arrays_to_rank())[case])
+    if (values == 0).any():  # one sign of zero: a sort leaves equal values the same bits
+        assert np.signbit(values[values == 0]).all() or not np.signbit(values[values == 0]).any()
+    generator = np.random.default_rng(case)
+    for levels in [np.linspace(0.0, 1.0, bins + 1) for bins in (1, 2, 3, 4, 7, 8, 16, 255)] + [
+        np.array([0.25, 0.5, 0.75]),
+        generator.random(50),
+        np.array([0.5 - 2**-53, 0.5, 0.5 + 2**-53, 1 / 3, 2 / 3, 0.1, 0.9]),
+    ]:
+        expected = np.quantile(values, levels)
+        found = sorted_quantiles(values, levels)
+        assert found.view(np.int64).tolist() == expected.view(np.int64).tolist(), levels

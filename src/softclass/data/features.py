@@ -128,12 +128,14 @@ def encoded_rows(
     width: int,
     rows: np.ndarray | None = None,
     out: torch.Tensor | None = None,
+    gathered: Iterable[int] = (),
 ) -> torch.Tensor:
     """The float32 (N, F) feature matrix, written a block of rows at a time.
 
     ``rows``: int64 positions (N,) into the sources, encoded in that order (default: the first
     ``n_rows``); each block gathers its rows, so no row subset of the table is copied whole.
     ``out``: an (N, F) float32 view to write into (e.g. some columns of a wider matrix).
+    ``gathered``: the sources whose values are already in the order of ``rows`` (N values).
 
     Each block is filled output by output into contiguous rows of an (F, rows) buffer and
     transposed into place, so no full-size temporary exists beside the result (writing the
@@ -142,6 +144,7 @@ def encoded_rows(
     number are computed together, in float64 as the scaled value.
     """
     matrix = torch.empty((n_rows, width), dtype=torch.float32) if out is None else out
+    gathered = set(gathered)
     block_rows = max(1, _ENCODE_BLOCK_VALUES // max(width, 1))
     bounds = [_bin_bounds(feature) for feature, _ in sources]
     widest = max((len(low) for low, _ in bounds), default=0)
@@ -152,8 +155,9 @@ def encoded_rows(
         count = stop - start
         position = 0
         chosen = None if rows is None else rows[start:stop]
-        for (feature, values), (lows, widths) in zip(sources, bounds, strict=True):
-            part = values[start:stop] if chosen is None else values[chosen]
+        for index, (feature, values) in enumerate(sources):
+            lows, widths = bounds[index]
+            part = values[start:stop] if chosen is None or index in gathered else values[chosen]
             if isinstance(feature, NumericFeature):
                 scaled = (part - feature.offset) / feature.scale
                 if feature.clip is not None:
@@ -343,7 +347,7 @@ def fit_numeric(
         column=source[0],
         part=source[1],
         clip=clip,
-        edges=bin_edges(ranked, bins, minimum, maximum),
+        edges=bin_edges(ranked, bins, minimum, maximum, ranked is not column),
     )
 
 
@@ -360,18 +364,42 @@ def _ranked(column: pl.Series) -> pl.Series:
     return present.sort()
 
 
-def bin_edges(column: pl.Series, bins: int, minimum: float, maximum: float) -> tuple[float, ...]:
+def bin_edges(
+    column: pl.Series, bins: int, minimum: float, maximum: float, ranked: bool = False
+) -> tuple[float, ...]:
     """The distinct training quantiles 0, 1/bins, …, 1 of ``column`` (missing cells left out,
     ``minimum`` and ``maximum`` its extremes), or () when ``bins`` is 0 or they give fewer than
-    two bins (a 0/1 column: no value lies strictly between the extremes)."""
+    two bins (a 0/1 column: no value lies strictly between the extremes). ``ranked``: the
+    column is its present values sorted by :func:`_ranked`."""
     if bins <= 0:
         return ()
     present = column.drop_nulls().cast(pl.Float64)
     if not ((present > minimum) & (present < maximum)).any():
         return ()
     levels = np.linspace(0.0, 1.0, bins + 1)
-    edges = np.unique(np.quantile(present.to_numpy(), levels))
+    values = present.to_numpy()
+    if ranked and not np.isnan(values[-1]):
+        edges = np.unique(sorted_quantiles(values, levels))
+    else:
+        edges = np.unique(np.quantile(values, levels))
     return tuple(float(edge) for edge in edges) if len(edges) >= 3 else ()
+
+
+def sorted_quantiles(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``np.quantile(values, levels)`` ("linear") of ascending ``values`` without NaN, the same
+    bits, read off the sorted values instead of numpy's partition of a copy (10-30 ms a column
+    of 800,000): numpy's virtual index (n - 1) * level, its neighbours (the last value at and
+    beyond the end) and its ``_lerp``, whose weight from 0.5 on counts back from the upper one."""
+    virtual = (len(values) - 1) * levels
+    below = np.floor(virtual).astype(np.intp)
+    above = below + 1
+    below[virtual >= len(values) - 1] = above[virtual >= len(values) - 1] = -1
+    below[virtual < 0] = above[virtual < 0] = 0
+    low, high, weight = values[below], values[above], virtual - below
+    spread = high - low
+    result = low + spread * weight
+    np.subtract(high, spread * (1 - weight), out=result, where=weight >= 0.5)
+    return result
 
 
 def robust_scale(

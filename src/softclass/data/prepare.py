@@ -192,8 +192,10 @@ def _prepared(
     recipe = Recipe.fit(typed, target, column_types=types, rows=parts[0], **options)
     warnings = tuple(dict.fromkeys((*recipe.notes, *split_warnings)))  # each line once
     targets = recipe.label_indices(typed)
+    holder = [typed]  # _encoded_parts drops the typed columns it no longer needs
+    del typed
     (train_features, validation_features), unknown_cells = _encoded_parts(
-        recipe, typed, parts, split["unknown"]
+        recipe, holder, parts, split["unknown"]
     )
     if unknown_cells:
         warnings += (f"validation rows: {unknown_categories_warning(unknown_cells)}",)
@@ -225,9 +227,10 @@ def _prepared_whole(recipe: Recipe, typed: pl.DataFrame) -> PreparedData:
 
 
 def _encoded_parts(
-    recipe: Recipe, typed: pl.DataFrame, parts: tuple[np.ndarray, ...], unknown: str
+    recipe: Recipe, typed: list[pl.DataFrame], parts: tuple[np.ndarray, ...], unknown: str
 ) -> tuple[list[torch.Tensor | FeatureRows], dict[str, int]]:
-    """The features of each part (int64 rows of ``typed``, each labelled and complete),
+    """The features of each part (int64 rows of ``typed``'s one table, which is taken out of the
+    list so that its columns can be released early; rows each labelled and complete),
     encoded from the typed columns without copying a part's rows first, and the cells of the
     last part (the validation rows) whose category training did not see. With bins, each part
     is :class:`FeatureRows` (compact features and binned values; the bins are made where the
@@ -236,30 +239,30 @@ def _encoded_parts(
     Raises:
         DataError: under ``unknown="error"``, a category of the last part not seen in training.
     """
-    inputs, _ = recipe.read_inputs(typed, skip=False)
+    inputs, _ = recipe.read_inputs(typed.pop(), skip=False)  # the caller's table released
     expansion = InputExpansion.of(recipe.features)
     features = recipe.features if expansion is None else compact_features(recipe.features)
     width = sum(len(feature.output_names) for feature in features)
-    binned = (
-        {}
-        if expansion is None
-        else {feature.name: k for k, feature in enumerate(binned_features(recipe.features))}
-    )
+    binned, raws = _binned_first(recipe.features if expansion else (), inputs, parts)
     matrices = [torch.empty((len(part), width), dtype=torch.float32) for part in parts]
-    raws = [np.empty((len(part), len(binned)), dtype=np.float64) for part in parts]
     counts: dict[str, int] = {}
     start = 0
     for group in _feature_groups(features):
-        sources, unseen = encoder_sources(group, inputs, None)
-        counts |= unknown_counts(group, inputs, unseen, parts[-1], None, unknown)
+        plain = [feature for feature in group if feature.name not in binned]
+        sources, unseen = encoder_sources(plain, inputs, None)
+        counts |= unknown_counts(plain, inputs, unseen, parts[-1], None, unknown)
+        made = {feature.name: values for feature, values in sources}
+        gathered = {index for index, feature in enumerate(group) if feature.name in binned}
         stop = start + sum(len(feature.output_names) for feature in group)
-        group_binned = [values for feature, values in sources if feature.name in binned]
-        first = next((binned[feature.name] for feature in group if feature.name in binned), 0)
         for matrix, raw, part in zip(matrices, raws, parts, strict=True):
-            encoded_rows(sources, len(part), stop - start, part, out=matrix[:, start:stop])
-            _gather_columns(group_binned, part, raw[:, first : first + len(group_binned)])
+            group_sources = [
+                (feature, raw[:, binned[feature.name]] if index in gathered else made[feature.name])
+                for index, feature in enumerate(group)
+            ]
+            out = matrix[:, start:stop]
+            encoded_rows(group_sources, len(part), stop - start, part, out, gathered)
         start = stop
-        del sources, unseen  # before the next group's values are made
+        del sources, unseen, made  # before the next group's values are made
     if expansion is None:
         return matrices, counts
     lazy = [
@@ -267,6 +270,27 @@ def _encoded_parts(
         for matrix, raw in zip(matrices, raws, strict=True)
     ]
     return lazy, counts
+
+
+def _binned_first(
+    features: Sequence[Feature], inputs: dict[str, pl.Series], parts: tuple[np.ndarray, ...]
+) -> tuple[dict[str, int], list[np.ndarray]]:
+    """``{name: k}`` of each binned number (k: its column of the binned values) and each
+    part's float64 (N, K) binned values, written before any compact feature; the binned
+    numbers' inputs are then dropped from ``inputs``. So the compact matrices (row-major,
+    written a group of columns at a time: the first group touches every page) are written
+    while the typed table holds only the other columns, the scaled values of binned numbers
+    read from their binned values (the same float64 values)."""
+    chosen = binned_features(features)
+    raws = [np.empty((len(part), len(chosen)), dtype=np.float64) for part in parts]
+    if chosen:
+        sources, _ = encoder_sources(chosen, inputs, None)
+        for raw, part in zip(raws, parts, strict=True):
+            _gather_columns([values for _, values in sources], part, raw)
+        del sources
+        for feature in chosen:
+            del inputs[feature.name]
+    return {feature.name: k for k, feature in enumerate(chosen)}, raws
 
 
 def _gather_columns(columns: Sequence[np.ndarray], rows: np.ndarray, out: np.ndarray) -> None:
