@@ -299,6 +299,20 @@ def test_linear_cross_entropy_bf16_and_blocks(backend, block_rows):
         torch.testing.assert_close(got.float(), want, **TOLERANCES[torch.bfloat16])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_cross_entropy_no_rows_gives_zero_weight_gradient(backend, dtype):
+    """The first block writes the weight gradient (no zero fill): with no rows it is still 0."""
+    hidden = torch.randn(0, 4, dtype=dtype, requires_grad=True)
+    weight = torch.full((5, 4), 7.0, dtype=dtype, requires_grad=True)
+    target = torch.zeros(0, dtype=torch.long)
+    F.cross_entropy(F.linear(hidden, weight), target, reduction="sum").backward()
+    expected = weight.grad.clone()
+    weight.grad = None
+    functional.linear_cross_entropy(hidden, weight, target, reduction="sum").backward()
+    torch.testing.assert_close(weight.grad, expected)
+    assert not weight.grad.any()
+
+
 def test_linear_cross_entropy_module_and_no_grad():
     class_weight = torch.rand(5)
     module = nn.LinearCrossEntropyLoss(3, 5, bias=True, weight=class_weight, label_smoothing=0.1)
