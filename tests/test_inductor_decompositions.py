@@ -77,3 +77,15 @@ def test_decompositions_decline_other_calls(logits, target, options):
         decompositions._forward_spatial(spatial_logits, spatial_target, *options, False)
         is NotImplemented
     )
+
+
+def test_dynamic_sizes_are_decomposed_too(fresh_inductor):
+    """A second batch size recompiles with a symbolic one (automatic dynamic shapes): still
+    decomposed (inductor's out-of-range error, not the operator's)."""
+    compiled = torch.compile(S.cross_entropy, fullgraph=True)
+    for rows in (6, 9):
+        logits = torch.randn(rows, 5, dtype=torch.float64, requires_grad=True)
+        target = torch.randint(0, 5, (rows,))
+        torch.testing.assert_close(compiled(logits, target), F.cross_entropy(logits, target))
+    with pytest.raises(RuntimeError, match="index out of bounds"):
+        compiled(torch.randn(7, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 4, 5, 0]))

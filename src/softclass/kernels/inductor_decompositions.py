@@ -6,7 +6,7 @@ Inside torch.compile the loss is one opaque operator (``softclass::cross_entropy
 the compiled loops), but for small ones the operator's Python implementation and autograd formula
 cost more per call than inductor's fused code for the whole loss (1.8-2.5× torch.compile's time
 at (256, 10) ... (4, 5, 33, 17)). For the common call — class indices, no class weights, no
-smoothing, 'mean' or 'sum', static sizes up to ``_MAX_ELEMENTS`` logits — these decompositions
+smoothing, 'mean' or 'sum', up to ``_MAX_ELEMENTS`` logits — these decompositions
 give inductor the loss and its gradient as plain tensor ops:
 
     loss = Σ_kept (L_n - x_n[t_n]) (/ number kept for 'mean'),  L_n = log Σ_c exp x_nc
@@ -40,14 +40,16 @@ _MAX_ELEMENTS = 1 << 20
 
 
 def _decomposes(logits: Tensor, target: Tensor, weight, reduction: str, smoothing: float) -> bool:
-    """The common call, with static sizes (no guard is added on symbolic ones)."""
+    """The common call. With dynamic sizes the size test is a guard of the compiled graph (a
+    recompile past it); sizes known only from data decline."""
+    from torch.fx.experimental.symbolic_shapes import guard_or_false  # loaded when tracing
+
     return (
-        all(type(size) is int for size in logits.shape)
-        and logits.numel() <= _MAX_ELEMENTS
-        and not target.is_floating_point()
+        not target.is_floating_point()
         and weight is None
         and smoothing == 0.0
         and reduction in ("mean", "sum")
+        and guard_or_false(logits.numel() <= _MAX_ELEMENTS)
     )
 
 
