@@ -135,6 +135,16 @@ def register() -> None:
         operators.spatial_cross_entropy.default: _forward_spatial,
         operators.spatial_cross_entropy_backward.default: _backward_spatial,
     }
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    # Called from a fake implementation: inductor's modules are imported outside the tracing
+    # modes (FakeTensor, proxy), so that their module-level tensors are real.
+    with _disable_current_modes():
+        _enter(entries)
+
+
+def _enter(entries: dict) -> None:
+    """Make the operators' fallbacks, then enter ``entries`` in inductor's table."""
     try:
         from torch._inductor import decomposition, lowering
         from torch._library.utils import get_layout_constraint_tag
