@@ -272,3 +272,45 @@ def test_the_install_succeeds_without_torch_or_a_compiler_at_build_time(tmp_path
     (no_torch / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
     without_torch = _build_without_compilers(tmp_path / "b", no_torch.parent)
     assert "_cross_entropy_op" not in without_torch and "_cpu_native" in without_torch
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (torch.randn(5, 7).t(), torch.randint(0, 5, (7,))),  # class stride 7
+        lambda: (torch.randn(2, 3, 8)[:, :, ::2], torch.randint(0, 3, (2, 4))),  # not contiguous
+        lambda: (torch.randn(4, 3), torch.randint(0, 3, (4,), dtype=torch.uint8)),  # uint8
+    ],
+)
+def test_inputs_the_operator_refuses_take_the_general_path(operator, monkeypatch, make):
+    """The lean road leaves dtype and layout checks to the operator: its refusal (and nothing
+    else) sends the call to the general path, which agrees with torch."""
+    from softclass.kernels import lean
+
+    refused = []
+    original = lean._operator_forward
+    monkeypatch.setattr(
+        lean, "_operator_forward", lambda *a: refused.append(original(*a) is None) or None
+    )
+    values, target = make()
+    logits = values.requires_grad_()
+    loss = SF.cross_entropy(logits, target)
+    loss.backward()
+    reference = values.detach().clone().requires_grad_()
+    expected = F.cross_entropy(reference, target.long())
+    expected.backward()
+    assert refused == [True]
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(logits.grad, reference.grad)
+
+
+def test_other_operator_errors_propagate():
+    """Only the operator's input refusal falls back; any other RuntimeError reaches the caller."""
+    from softclass.kernels import lean
+
+    def failing(*args):
+        raise RuntimeError("something else went wrong")
+
+    logits, target = _inputs((4, 3), torch.float32, -100)
+    with pytest.raises(RuntimeError, match="something else went wrong"):
+        lean._operator_forward(failing, logits, target, -100, True)

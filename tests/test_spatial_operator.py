@@ -259,10 +259,23 @@ def test_lean_road_of_spatial_inputs_reports_the_target_position():
 
 
 def test_lean_road_leaves_other_spatial_calls_to_the_general_path(monkeypatch):
+    """Non-contiguous or uint8 inputs: the C++ operator (which checks dtypes and layout itself)
+    refuses them, the compiled spatial loops are not called, the general path computes."""
     taken = []
-    for name in ("_forward_spatial", "_operator_forward"):
-        original = getattr(lean, name)
-        monkeypatch.setattr(lean, name, lambda *a, f=original: taken.append(1) or f(*a))
+    original_spatial = lean._forward_spatial
+    monkeypatch.setattr(
+        lean, "_forward_spatial", lambda *a: taken.append("loops") or original_spatial(*a)
+    )
+    original_operator = lean._operator_forward
+    monkeypatch.setattr(
+        lean,
+        "_operator_forward",
+        lambda *a: (
+            loss
+            if (loss := original_operator(*a)) is None
+            else taken.append("operator computed") or loss
+        ),
+    )
     logits, target = _case((2, 5, 4, 3), torch.float32)
     transposed = logits.transpose(2, 3)
     assert_close(

@@ -48,7 +48,7 @@ _COMPUTE = {
 
 def _plain_eager(logits: Tensor, target: Tensor) -> bool:
     """CPU tensors in plain eager mode (no dispatch mode, forward AD, autocast or torch.func
-    transform; :func:`_applicable` has ruled out subclasses and the compiler)."""
+    transform; :func:`_routable` has ruled out subclasses and the compiler)."""
     return (
         logits.is_cpu
         and target.is_cpu
@@ -60,35 +60,38 @@ def _plain_eager(logits: Tensor, target: Tensor) -> bool:
     )
 
 
-def _applicable(logits: Tensor, target: Tensor) -> bool:
-    """Whether the lean path computes this call exactly as the general one would (shapes,
-    dtypes, strides, device, plain eager mode): (M, C) logits with classes adjacent and (M,)
-    targets, or contiguous (N, C, d1, ...) logits and (N, d1, ...) targets."""
-    if (
-        type(logits) not in _TENSOR_TYPES  # first: no guards on traced (symbolic) shapes
-        or type(target) is not Tensor
-        or torch.compiler.is_compiling()
-        or logits.dtype not in native.SUPPORTED_DTYPES
-        or target.dtype != torch.int64
-        or not 0 < logits.numel() <= _LEAN_MAX_ELEMENTS
-    ):
+def _routable(logits: Tensor, target: Tensor) -> bool:
+    """What decides the road but no kernel checks: plain CPU tensors (no subclass) in plain eager
+    mode, not traced, 1 to ``_LEAN_MAX_ELEMENTS`` logits, at least 2-D."""
+    return (
+        type(logits) in _TENSOR_TYPES  # first: no guards on traced (symbolic) shapes
+        and type(target) is Tensor
+        and not torch.compiler.is_compiling()
+        and 0 < logits.numel() <= _LEAN_MAX_ELEMENTS
+        and logits.dim() >= 2
+        and _plain_eager(logits, target)
+    )
+
+
+def _layout_fits(logits: Tensor, target: Tensor) -> bool:
+    """Dtypes and layout the compiled loops take (the C++ operator checks the same itself): (M, C)
+    logits with classes adjacent and (M,) int64 targets, or contiguous (N, C, d1, ...) logits
+    and (N, d1, ...) targets."""
+    if logits.dtype not in native.SUPPORTED_DTYPES or target.dtype != torch.int64:
         return False
     if logits.dim() == 2:
-        shapes_fit = (
+        return (
             target.dim() == 1
             and logits.shape[0] == target.shape[0]
             and (logits.stride(1) == 1 or logits.shape[1] == 1)
         )
-    else:
-        shapes_fit = (
-            logits.dim() >= 3
-            and target.dim() == logits.dim() - 1
-            and logits.shape[0] == target.shape[0]
-            and logits.shape[2:] == target.shape[1:]
-            and logits.is_contiguous()
-            and target.is_contiguous()
-        )
-    return shapes_fit and _plain_eager(logits, target)
+    return (
+        target.dim() == logits.dim() - 1
+        and logits.shape[0] == target.shape[0]
+        and logits.shape[2:] == target.shape[1:]
+        and logits.is_contiguous()
+        and target.is_contiguous()
+    )
 
 
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int, mean: bool) -> Tensor | None:
@@ -99,13 +102,13 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int, mean: bool)
     Raises:
         softclass.kernels.row_blocks.TargetOutOfBoundsError: a kept target outside [0, C).
     """
-    if not _applicable(logits, target):
+    if not _routable(logits, target):
         return None
     operator = cross_entropy_op.operator()
-    if operator is not None:
+    if operator is not None:  # it checks dtypes and layout itself: no second check here
         return _operator_forward(operator, logits, target, ignore_index, mean)
     library = native.library()
-    if library is None:
+    if library is None or not _layout_fits(logits, target):
         return None
     if torch.is_grad_enabled() and logits.requires_grad:
         return _LeanCrossEntropy.apply(logits, target, ignore_index, mean)
@@ -114,8 +117,9 @@ def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int, mean: bool)
 
 def _operator_forward(
     operator, logits: Tensor, target: Tensor, ignore_index: int, mean: bool
-) -> Tensor:
-    """The loss by one call of the C++ operator (its autograd node makes the gradient)."""
+) -> Tensor | None:
+    """The loss by one call of the C++ operator (its autograd node makes the gradient), or None
+    when the operator refuses the dtypes or layout (the general path then takes the call)."""
     try:
         return operator(logits, target, ignore_index, mean)
     except IndexError as error:
@@ -124,6 +128,10 @@ def _operator_forward(
             raise
         value = int(target.reshape(-1)[index])
         raise TargetOutOfBoundsError(index, value, logits.shape[1], ignore_index) from None
+    except RuntimeError as error:
+        if cross_entropy_op.refused_inputs(error):
+            return None
+        raise
 
 
 def _forward(

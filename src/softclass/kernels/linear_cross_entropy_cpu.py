@@ -47,7 +47,9 @@ class _LinearGradients:
         compute_dtype: torch.dtype,
     ) -> None:
         self.hidden = torch.empty_like(hidden) if wants[0] else None
-        self.weight = torch.zeros(weight.shape, dtype=compute_dtype) if wants[1] else None
+        # Written (not accumulated) by the first block: no zero fill of the (C, H) gradient.
+        self.weight = torch.empty(weight.shape, dtype=compute_dtype) if wants[1] else None
+        self.weight_started = False
         self.bias = (
             torch.zeros(weight.shape[0], dtype=compute_dtype)
             if wants[2] and bias is not None
@@ -62,15 +64,25 @@ class _LinearGradients:
         if self.hidden is not None:
             torch.mm(grad_in_dtype, weight, out=self.hidden[start:stop])
         if self.weight is not None:
-            if grad_in_dtype.dtype == self.weight.dtype:
+            if grad_in_dtype.dtype != self.weight.dtype:
+                block_product = grad_in_dtype.t() @ hidden_block
+                (self.weight.add_ if self.weight_started else self.weight.copy_)(block_product)
+            elif self.weight_started:
                 self.weight.addmm_(grad_in_dtype.t(), hidden_block)
             else:
-                self.weight.add_(grad_in_dtype.t() @ hidden_block)
+                torch.mm(grad_in_dtype.t(), hidden_block, out=self.weight)
+            self.weight_started = True
         if self.bias is not None:
             self.bias.add_(grad_logits.sum(0, dtype=self.bias.dtype))
 
+    def _finish(self) -> None:
+        """Zero the weight gradient when no block wrote it (no rows)."""
+        if self.weight is not None and not self.weight_started:
+            self.weight.zero_()
+
     def as_outputs(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The three accumulators as op outputs: an empty (0,) for each one not wanted."""
+        self._finish()
         return tuple(
             hidden.new_empty((0,)) if gradient is None else gradient
             for gradient in (self.hidden, self.weight, self.bias)
@@ -78,6 +90,7 @@ class _LinearGradients:
 
     def scaled(self, grad_output: Tensor, weight: Tensor, bias: Tensor | None):
         """(∂hidden, ∂weight, ∂bias) multiplied by a 0-d grad_output, in the inputs' dtypes."""
+        self._finish()
         results = []
         for gradient, like in (
             (self.hidden, self.hidden),

@@ -28,7 +28,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from softclass.kernels import cross_entropy_cpu, native, native_loops
+from softclass.kernels import cross_entropy_cpu, inductor_decompositions, native, native_loops
 from softclass.kernels import row_blocks as rows
 from softclass.kernels.cross_entropy_cpu import _scale_impl, saved_logits
 from softclass.kernels.row_blocks import TargetOutOfBoundsError
@@ -260,6 +260,7 @@ _spatial_op = torch.library.custom_op(
 
 @_spatial_op.register_fake
 def _spatial_fake(logits, target, weight, ignore_index, reduction, label_smoothing, in_forward):
+    inductor_decompositions.register()  # traced: inductor may now decompose small calls
     item_shape = (logits.shape[0], *logits.shape[2:])
     return (
         logits.new_empty(item_shape if reduction == "none" else ()),
