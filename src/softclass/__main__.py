@@ -1,6 +1,6 @@
 """``python -m softclass`` runs the command line (also under torchrun)."""
 
-from softclass.cli import main
+from softclass.cli import script_main
 
 if __name__ == "__main__":
-    main()
+    script_main()

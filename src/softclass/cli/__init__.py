@@ -10,7 +10,7 @@ Modules: :mod:`~softclass.cli.app` (the typer app, :func:`main`, signals, stdout
 :mod:`~softclass.cli.progress` and one module per command under ``commands/``.
 """
 
-from softclass.cli.app import _show_warning, app, main
+from softclass.cli.app import _show_warning, app, main, script_main
 from softclass.cli.commands.compare import compare
 from softclass.cli.commands.diagnose import bench, check, explain
 from softclass.cli.commands.predict import predict
@@ -38,5 +38,6 @@ __all__ = [
     "explain",
     "main",
     "predict",
+    "script_main",
     "train",
 ]

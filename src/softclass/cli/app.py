@@ -3,6 +3,7 @@ line, exit codes, signals) and the plumbing of standard output."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -161,6 +162,30 @@ def main() -> None:
             sys.exit(2)
     if code:
         sys.exit(code)
+
+
+def script_main() -> NoReturn:
+    """The console script (``softclass``, ``python -m softclass``): :func:`main`, then the
+    process ends without tearing the interpreter down.
+
+    When :func:`main` returns or exits, the command's files are complete (written atomically,
+    synced) and standard output is flushed; a normal exit would then run the exit handlers (run
+    here too) and destroy every module, which costs torch alone about 0.45 s (``python -c
+    "import torch"``: 1.36-1.47 s with it, 0.97-1.00 s without, measured 2026-12-04). A message
+    as exit code or a thread still running take the normal exit."""
+    try:
+        main()
+        code: object = 0
+    except SystemExit as stop:
+        code = 0 if stop.code is None else stop.code
+    others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if not isinstance(code, int) or any(not thread.daemon for thread in others):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # main already reported a failed stdout
+            stream.flush()
+    os._exit(code)
 
 
 def _error_line(markup: str) -> None:
