@@ -1,6 +1,7 @@
 """Designs compared over seeds: intervals per design, paired tests, refused arguments."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from softclass.errors import ConfigError
 from softclass.evaluation.seeds import compare_seeds, seed_bands
+from softclass.mlp.designs import DESIGNS
 from softclass.mlp.model import MLPConfig
 from softclass.training.config import TrainConfig
 
@@ -37,7 +39,7 @@ def test_compare_seeds_reports_a_b_identical_and_intervals_for_each_design(train
     # Each design's own loss is never paired across designs (C's is a squared error).
     assert set(comparison.pairs) == {"val_accuracy"}
     pairs = {(pair.a, pair.b): pair for pair in comparison.pairs["val_accuracy"]}
-    assert len(pairs) == 6
+    assert len(pairs) == math.comb(len(DESIGNS), 2)
     identical = pairs[("A", "B")]
     assert identical.verdict == "identical" and identical.metric == "validation accuracy"
     assert identical.mean_difference == 0.0 and identical.p_value == 1.0
