@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from benchmarks.linear_cross_entropy import linear_steps
 from softclass import functional as S
 
 SHAPES = [
@@ -105,34 +106,7 @@ def _cross_entropy_rows(shape, repeats: int, use_compile: bool, floors) -> dict:
 
 
 def _linear_rows(repeats: int, use_compile: bool) -> dict:
-    tokens, hidden, vocabulary = LINEAR
-    generator = torch.Generator().manual_seed(0)
-    features = torch.randn(tokens, hidden, generator=generator).requires_grad_()
-    weight = (torch.randn(vocabulary, hidden, generator=generator) * 0.02).requires_grad_()
-    target = torch.randint(0, vocabulary, (tokens,), generator=generator)
-
-    def fused() -> None:
-        S.linear_cross_entropy(features, weight, target).backward()
-        features.grad = weight.grad = None
-
-    def unfused() -> None:
-        F.cross_entropy(F.linear(features, weight), target).backward()
-        features.grad = weight.grad = None
-
-    def products() -> None:  # the three matrix products alone: the ceiling
-        logits = features.detach() @ weight.detach().t()
-        logits @ weight.detach()
-        logits.t() @ features.detach()
-
-    steps = {"softclass": fused, "torch": unfused, "products": products}
-    if use_compile:
-        compiled = torch.compile(lambda h, w, t: F.cross_entropy(F.linear(h, w), t))
-
-        def torch_compiled() -> None:
-            compiled(features, weight, target).backward()
-            features.grad = weight.grad = None
-
-        steps["torch compiled"] = torch_compiled
+    steps = linear_steps(*LINEAR, use_compile=use_compile)
     times = _interleaved(steps, repeats)
     return {"shape": list(LINEAR), "times": times}
 

@@ -32,7 +32,10 @@ from softclass.jobs import bench
 SHAPE = (4096, 1024, 32000)  # tokens, hidden features, vocabulary: issue 23's case
 
 
-def _steps(tokens: int, hidden: int, vocabulary: int) -> dict:
+def linear_steps(tokens: int, hidden: int, vocabulary: int, use_compile: bool = False) -> dict:
+    """One forward + backward each of softclass's linear_cross_entropy, torch eager's linear +
+    cross entropy, the three matrix products alone (the ceiling) and, with ``use_compile``,
+    torch.compile of linear + cross entropy, on the same seeded inputs."""
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(tokens, hidden, generator=generator).requires_grad_()
     weight = (torch.randn(vocabulary, hidden, generator=generator) * 0.02).requires_grad_()
@@ -51,14 +54,23 @@ def _steps(tokens: int, hidden: int, vocabulary: int) -> dict:
         logits @ weight.detach()
         logits.t() @ features.detach()
 
-    return {"softclass": fused, "torch": unfused, "products": products}
+    steps = {"softclass": fused, "torch": unfused, "products": products}
+    if use_compile:
+        compiled = torch.compile(lambda h, w, t: F.cross_entropy(F.linear(h, w), t))
+
+        def torch_compiled() -> None:
+            compiled(features, weight, target).backward()
+            features.grad = weight.grad = None
+
+        steps["torch compiled"] = torch_compiled
+    return steps
 
 
 def measure(threads: int, repeats: int, shape: tuple[int, int, int]) -> dict:
     """Median wall and CPU seconds of each step on ``threads`` threads (this process)."""
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
-    steps = _steps(*shape)
+    steps = linear_steps(*shape)
     for step in steps.values():
         step()
     wall: dict[str, list[float]] = {name: [] for name in steps}

@@ -188,8 +188,8 @@ def _resolve_loss(
     spec = loss_spec(loss, ignore_index, DESIGNS.values())
     if spec is None:
         function = loss.func if isinstance(loss, functools.partial) else loss
-        raw_name = getattr(function, "__name__", None) or type(function).__name__
-        raw_name = loss if isinstance(loss, str) else raw_name
+        raw_name = loss if isinstance(loss, str) else getattr(function, "__name__", None)
+        raw_name = raw_name or type(function).__name__
         names = dict.fromkeys(design.loss_name for design in DESIGNS.values())
         accepted = ", ".join(repr(name) for name in names)
         raise ValueError(
