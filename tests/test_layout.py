@@ -177,3 +177,20 @@ def test_the_import_reader_sees_type_checking_and_function_imports(tmp_path):
         for stem in ("low", "high")
     }
     assert _cycles(graph) == [["softclass.high", "softclass.low"]]
+
+
+def test_the_tests_mirror_the_package_folders():
+    """Each folder of tests/ is named after a folder of src/softclass (fixtures aside), so a test
+    of ``softclass/<folder>/...`` is found under ``tests/<folder>/``."""
+    tests = Path(__file__).resolve().parent
+    folders = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()}
+    test_folders = {
+        path.name
+        for path in tests.iterdir()
+        if path.is_dir() and path.name not in {"fixtures", "__pycache__"}
+    }
+    assert test_folders, "no test folder found: the layout reader is looking in the wrong place"
+    strays = sorted(test_folders - folders)
+    assert not strays, f"test folders with no package folder of the same name: {strays}"
+    for folder in test_folders:
+        assert any((tests / folder).glob("test_*.py")), f"tests/{folder}/ holds no test file"

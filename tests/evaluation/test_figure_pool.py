@@ -18,7 +18,7 @@ from softclass.evaluation.figure_pool import FigureJob, figure_pool, plain, rend
 from softclass.training.results import EpochRecord, History
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 # Runs in a fresh interpreter without torch (the pool refuses to fork a process running torch).
 _SCRIPT = textwrap.dedent(

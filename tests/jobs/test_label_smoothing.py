@@ -243,6 +243,6 @@ def test_train_saves_the_smoothing_in_the_model_directory_and_says_it(run, tmp_p
     code, out, err = run("compare", *compared)
     assert code == 0, err
     assert "label smoothing 0.05" in out
-    old = Path(__file__).parent / "fixtures" / "main_6f3aaeb" / "model"
+    old = Path(__file__).resolve().parents[1] / "fixtures" / "main_6f3aaeb" / "model"
     assert "label_smoothing" not in json.loads((old / "model.json").read_text())["train_config"]
     assert load_model(old).train_config.label_smoothing == 0.0

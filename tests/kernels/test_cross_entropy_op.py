@@ -19,7 +19,7 @@ import softclass.functional as SF
 from softclass.errors import NativeUnavailableWarning
 from softclass.kernels import cross_entropy_op
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 SHAPES = [(1, 1), (256, 3), (256, 10), (64, 1000), (7, 33), (4, 5, 33, 17), (2, 3, 8, 8), (3, 4, 5)]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 TOLERANCE = {

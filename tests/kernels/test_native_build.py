@@ -17,7 +17,7 @@ from softclass import kernels
 from softclass.kernels import native
 from softclass.training import mlp_native
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 ANSWER_SOURCE = "int softclass_test_answer(void) { return 42; }\n"
 SYMBOLS = ("softclass_test_answer",)
 

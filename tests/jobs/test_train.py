@@ -26,7 +26,7 @@ from softclass.training.checkpoint import checkpoint_progress
 from softclass.training.config import TrainConfig, resolve_device
 from softclass.training.results import EpochRecord, History
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 CONFIG = MLPConfig(4, 3)
 
 
