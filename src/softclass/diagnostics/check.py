@@ -50,7 +50,7 @@ import torch
 from softclass import functional
 from softclass.diagnostics.check_targets import check_targets
 from softclass.diagnostics.findings import Finding, LossSpec
-from softclass.diagnostics.loss_kinds import loss_spec
+from softclass.mlp.loss_kinds import loss_spec
 from softclass.mlp.designs import DESIGNS
 
 __all__ = [

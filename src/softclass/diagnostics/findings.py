@@ -1,11 +1,16 @@
-"""What the pairing checker reports (:class:`Finding`) and what it knows of a loss
-(:class:`LossSpec`): shared by the checks of outputs (:mod:`softclass.diagnostics.check`) and
-of targets (:mod:`softclass.diagnostics.check_targets`)."""
+"""What the pairing checker reports (:class:`Finding`), shared by the checks of outputs
+(:mod:`softclass.diagnostics.check`) and of targets (:mod:`softclass.diagnostics.check_targets`).
+What it knows of a loss (:class:`LossSpec`) lives with the losses' kinds, in
+:mod:`softclass.mlp.loss_kinds`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from softclass.mlp.loss_kinds import LossSpec
+
+__all__ = ["Finding", "LossSpec", "Severity"]
 
 Severity = Literal["error", "warning"]
 
@@ -29,12 +34,3 @@ class Finding:
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.code}: {self.seen} Fix: {self.fix}"
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """What the checker needs to know about a loss."""
-
-    name: str  # a design's loss_name (softclass.diagnostics.check.LOSS_NAMES)
-    index_targets_ok: bool  # mse/mcee implementation that also takes class indices (softclass's)
-    ignore_index: int | None  # label value skipped by cross_entropy / nll

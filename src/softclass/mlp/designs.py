@@ -39,7 +39,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from softclass import functional
-from softclass.diagnostics.loss_kinds import loss_spec
+from softclass.mlp.loss_kinds import loss_spec
 from softclass.errors import ConfigError
 from softclass.mlp.registry import add_entry
 

@@ -1,15 +1,24 @@
-"""Which checks of the pairing checker a loss gets, found from its name, function or module.
+"""What kind of loss a loss is (:class:`LossSpec`), found from its name, function or module.
 
-Kept apart from :mod:`softclass.diagnostics.check` so that the design registry can ask it when a
-design is registered (the checker itself reads the registry)."""
+The design registry asks it when a design is registered, and the pairing checker
+(:mod:`softclass.diagnostics.check`, which reads the registry) asks it which checks a loss gets;
+it lives here, below both, so that neither imports upward."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from softclass.diagnostics.findings import LossSpec
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the checker needs to know about a loss."""
+
+    name: str  # a design's loss_name (softclass.diagnostics.check.LOSS_NAMES)
+    index_targets_ok: bool  # mse/mcee implementation that also takes class indices (softclass's)
+    ignore_index: int | None  # label value skipped by cross_entropy / nll
 
 TORCH_DEFAULT_IGNORE_INDEX = -100
 # Loss names after lower-casing, dropping "_" and a trailing "loss": "CrossEntropyLoss",
