@@ -88,7 +88,8 @@ def test_updates_equal_torch_optim_bit_for_bit(name, params, dtype):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_updates_are_torch_optims_default_implementation_up_to_rounding(name, params):
     """torch.optim's for-each kernels round differently from its fused ones; in float64 the
-    registry stays within rounding of them too (the autograd reference of tests/training/test_engine.py)."""
+    registry stays within rounding of them too (the autograd reference of
+    tests/training/test_engine.py)."""
     ours, reference = _network(torch.float64), _network(torch.float64)
     state = get_optimizer(name).new_state(list(ours.parameters()))
     optimizer = torch_optimizer(name, reference.parameters(), params, fused=False)

@@ -429,7 +429,11 @@ def test_a_checkpoint_of_another_network_data_members_or_options_is_refused(tmp_
     with pytest.raises(ModelFileError, match=r"the checkpoint's model_config \{.*'hidden': \[5\]"):
         _train(path, 4, resume=True)
     _train(path, 2)
-    with pytest.raises(ModelFileError, match=r"was written for other training data \(or another"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"written for other training data \(or another split, or the same table prepared by "
+        r"another softclass version\); train again without --resume",
+    ):
         _train(path, 4, resume=True, features=FEATURES + 1)
     with pytest.raises(ModelFileError, match=r"the checkpoint's train_config \{.*'batch_size': 16"):
         _train(path, 4, resume=True, batch_size=8)

@@ -50,8 +50,8 @@ import torch
 from softclass import functional
 from softclass.diagnostics.check_targets import check_targets
 from softclass.diagnostics.findings import Finding, LossSpec
-from softclass.mlp.loss_kinds import loss_spec
 from softclass.mlp.designs import DESIGNS
+from softclass.mlp.loss_kinds import loss_spec
 
 __all__ = [
     "LOSS_NAMES",

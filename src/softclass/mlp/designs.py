@@ -39,8 +39,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from softclass import functional
-from softclass.mlp.loss_kinds import loss_spec
 from softclass.errors import ConfigError
+from softclass.mlp.loss_kinds import loss_spec
 from softclass.mlp.registry import add_entry
 
 

@@ -20,6 +20,7 @@ class LossSpec:
     index_targets_ok: bool  # mse/mcee implementation that also takes class indices (softclass's)
     ignore_index: int | None  # label value skipped by cross_entropy / nll
 
+
 TORCH_DEFAULT_IGNORE_INDEX = -100
 # Loss names after lower-casing, dropping "_" and a trailing "loss": "CrossEntropyLoss",
 # "cross_entropy", "NLLLoss", "nll_loss", "MSELoss", "mse_loss", "mse_onehot", "MCEELoss", ...

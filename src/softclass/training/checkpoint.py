@@ -220,7 +220,8 @@ class Checkpoint(Callback):
                     f"from this run's {value!r}"
                     if key != "data_fingerprint"
                     else f"{self.path}: cannot resume, the checkpoint was written for other "
-                    "training data (or another split)"
+                    "training data (or another split, or the same table prepared by another "
+                    "softclass version); train again without --resume"
                 )
 
 
