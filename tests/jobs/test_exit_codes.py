@@ -350,3 +350,11 @@ def test_the_console_script_ends_without_teardown_but_runs_exit_handlers(tmp_pat
     failed = command("compare", "--epochs", "0")
     assert failed.returncode == 2 and "exit handler ran" in failed.stdout
     assert "--epochs" in failed.stderr
+    # An interpreter without CPython's atexit._run_exitfuncs takes the normal exit.
+    script = script.replace(
+        "import atexit, sys\n", "import atexit, sys\ndel atexit._run_exitfuncs\n"
+    )
+    done = command("compare", "--epochs", "2", "--out", tmp_path / "plain")
+    assert done.returncode == 0, done.stderr
+    assert "exit handler ran" in done.stdout and "torn down" in done.stdout
+    assert "not reached" not in done.stdout and (tmp_path / "plain" / "report.json").is_file()

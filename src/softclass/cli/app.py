@@ -179,9 +179,14 @@ def script_main() -> NoReturn:
     except SystemExit as stop:
         code = 0 if stop.code is None else stop.code
     others = [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
-    if not isinstance(code, int) or any(not thread.daemon for thread in others):
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; absent: normal exit
+    if (
+        not isinstance(code, int)
+        or any(not thread.daemon for thread in others)
+        or run_exit_handlers is None
+    ):
         sys.exit(code)
-    atexit._run_exitfuncs()
+    run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # main already reported a failed stdout
             stream.flush()
