@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from softclass import cli
+from softclass.cli.options import _SPECS, _Typed, _as_typed
+from softclass.cli.progress import _ProgressBars
+from softclass.cli.run import _is_bundled_iris, _resolve
 from softclass.data import bundled_path
 from softclass.jobs.defaults import DEMONSTRATION, TABLE
 from softclass.jobs.store import load_model
@@ -23,12 +26,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _resolved(bundled, **typed):
-    return cli._resolve(bundled, cli._Typed(**typed))
+    return _resolve(bundled, _Typed(**typed))
 
 
 def test_the_bundled_iris_keeps_the_demonstration_and_a_table_gets_competitive_defaults():
     library = TrainConfig()
-    training = [spec for spec in cli._SPECS if spec.panel != "Data"]
+    training = [spec for spec in _SPECS if spec.panel != "Data"]
     for command in (cli.compare, cli.train):
         parameters = inspect.signature(command).parameters
         # Training options are left unset and filled in later: the table's default, else the
@@ -135,7 +138,7 @@ def test_early_stopping_says_which_rows_chose_the_epoch(run, tmp_path):
 def test_progress_bars_show_the_time_left():
     from rich.progress import TimeRemainingColumn
 
-    bars = cli._ProgressBars(enabled=False)
+    bars = _ProgressBars(enabled=False)
     assert any(isinstance(column, TimeRemainingColumn) for column in bars.progress.columns)
 
 
@@ -361,12 +364,12 @@ def test_messages_of_other_modules_name_training_options_as_typed(message, typed
     only TrainConfig fields and --seeds are rewritten (a recipe's fields are not flags)."""
     from softclass.errors import ConfigError
 
-    assert cli._as_typed(ConfigError(message)) == typed
+    assert _as_typed(ConfigError(message)) == typed
 
 
 def test_the_bundled_iris_file_is_the_demonstration_wherever_it_is_named(tmp_path):
-    assert cli._is_bundled_iris(None) and cli._is_bundled_iris(bundled_path("iris"))
-    assert not cli._is_bundled_iris(bundled_path("people"))
+    assert _is_bundled_iris(None) and _is_bundled_iris(bundled_path("iris"))
+    assert not _is_bundled_iris(bundled_path("people"))
     copy = tmp_path / "iris.csv"
     copy.write_bytes(bundled_path("iris").read_bytes())
-    assert not cli._is_bundled_iris(copy)  # a user's copy is a user's table
+    assert not _is_bundled_iris(copy)  # a user's copy is a user's table

@@ -10,6 +10,8 @@ import pytest
 import typer.main
 
 from softclass import cli
+from softclass.cli.options import _REGISTRY_NAMES, _SPECS, _as_typed
+from softclass.cli.run import _resolve
 from softclass.data import bundled_path
 from softclass.errors import ConfigError, OptionError
 from softclass.jobs.defaults import DEMONSTRATION, TABLE
@@ -65,7 +67,7 @@ def _flags(name):
 
 
 def _specs_of(command):
-    return [spec for spec in cli._SPECS if command in spec.commands]
+    return [spec for spec in _SPECS if command in spec.commands]
 
 
 class _Resolved(Exception):
@@ -79,7 +81,7 @@ class _Resolved(Exception):
 @pytest.fixture
 def resolve(monkeypatch, run, tmp_path):
     """Run a command up to the mapping of its options; return the network and TrainConfig."""
-    mapping = cli._resolve
+    mapping = _resolve
 
     def stop(bundled, typed):
         raise _Resolved(mapping(bundled, typed))
@@ -100,7 +102,7 @@ def test_compare_and_train_declare_each_shared_option_once():
     flags = {name: _flags(name) for name in ("compare", "train")}
     for name, listed in flags.items():
         assert len(listed) == len(set(listed)), name
-    spec_flags = [spec.flag for spec in cli._SPECS]
+    spec_flags = [spec.flag for spec in _SPECS]
     assert len(spec_flags) == len(set(spec_flags))
     # Beside the table, the two commands share only options whose meaning differs: compare's
     # --out has a default and --design takes several letters, train's needs both; --overwrite is
@@ -109,7 +111,7 @@ def test_compare_and_train_declare_each_shared_option_once():
     declared_apart = {
         flag
         for flag in shared
-        if not any(flag in (spec.flag, f"--no-{spec.flag[2:]}") for spec in cli._SPECS)
+        if not any(flag in (spec.flag, f"--no-{spec.flag[2:]}") for spec in _SPECS)
     }
     assert declared_apart == {"--out", "--design", "--overwrite"}
     # Each table entry is the very declaration both commands carry.
@@ -124,13 +126,13 @@ def test_compare_and_train_declare_each_shared_option_once():
 
 
 def test_every_field_of_the_training_configuration_has_a_flag():
-    assert {spec.library for spec in cli._SPECS} >= CONFIG_FIELDS
+    assert {spec.library for spec in _SPECS} >= CONFIG_FIELDS
     assert set(TYPED) == CONFIG_FIELDS  # a new field needs a flag and an example here
-    for spec in cli._SPECS:
+    for spec in _SPECS:
         if spec.library in CONFIG_FIELDS and spec.library not in TRAIN_ONLY:
             assert spec.commands == ("compare", "train"), spec.flag
     train_only = (*TRAIN_ONLY, "memory", "sync")  # and the streamed-table options
-    assert _specs_of("compare") == [s for s in cli._SPECS if s.library not in train_only]
+    assert _specs_of("compare") == [s for s in _SPECS if s.library not in train_only]
 
 
 @pytest.mark.parametrize("command", ["compare", "train"])
@@ -179,7 +181,7 @@ def test_help_states_every_default_and_lists_the_registries(run):
         code, out, _ = run(command, "--help")
         assert code == 0
         text = " ".join(out.replace("│", " ").split())
-        assert not any(placeholder in text for placeholder in cli._REGISTRY_NAMES)
+        assert not any(placeholder in text for placeholder in _REGISTRY_NAMES)
         for names in (OPTIMIZERS, ACTIVATIONS, MONITORS, BACKENDS):
             *rest, last = names
             assert f"{', '.join(rest)} or {last}" in text
@@ -188,7 +190,7 @@ def test_help_states_every_default_and_lists_the_registries(run):
         assert "Default: 0.2." in text and "Default: on." in text
     train = _command("train")
     for param in train.get_params(train.make_context("train", [str(IRIS), "--out", "m"])):
-        spec = next((s for s in cli._SPECS if s.flag in param.opts), None)
+        spec = next((s for s in _SPECS if s.flag in param.opts), None)
         if spec is not None and spec.default is None and spec.panel != "Data":
             assert "Default:" in param.help, spec.flag
 
@@ -314,7 +316,7 @@ def test_errors_name_the_flag_on_the_command_line_and_the_parameter_in_python(
 ):
     with pytest.raises(OptionError, match=f"^{re.escape(library)}$") as raised:
         TrainConfig(**keywords)
-    assert cli._as_typed(raised.value) == typed_message
+    assert _as_typed(raised.value) == typed_message
     for command, where in (("compare", ()), ("train", (IRIS, "--out", tmp_path / "model"))):
         code, out, err = run(command, *where, *typed)
         assert (code, out) == (2, ""), err
@@ -338,7 +340,7 @@ def test_a_missing_cuda_device_is_named_per_front_door(monkeypatch):
         match=r"^device='cuda' was asked for but no CUDA device is available; use device='cpu'$",
     ) as raised:
         resolve_device("cuda")
-    assert cli._as_typed(raised.value) == (
+    assert _as_typed(raised.value) == (
         "--device cuda was asked for but no CUDA device is available; use --device cpu"
     )
 
@@ -371,7 +373,7 @@ def test_an_option_error_spells_each_option_per_front_door():
         == "nesterov=False needs optimizer='sgd'; patience=None and other=1; momentum > 0"
     )
     # Flags as typed; an option without a flag keeps the library's spelling.
-    assert cli._as_typed(error) == (
+    assert _as_typed(error) == (
         "--no-nesterov needs --optimizer sgd; --patience 0 and other=1; --momentum > 0"
     )
     assert isinstance(error, ConfigError) and isinstance(error, ValueError)

@@ -20,11 +20,11 @@ from softclass.errors import ConfigError, ModelFileError
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
 from softclass.mlp.optimizers import OPTIMIZERS
-from softclass.training import schema
 from softclass.training.backends.autograd import Trainer, fit
 from softclass.training.checkpoint import checkpoint_progress
 from softclass.training.config import TrainConfig, resolve_device
 from softclass.training.results import EpochRecord, History
+from softclass.training.schema import checkpoint as schema
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 CONFIG = MLPConfig(4, 3)

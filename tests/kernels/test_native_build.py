@@ -105,9 +105,9 @@ def test_compiled_code_can_be_turned_off_silently(built, monkeypatch):
 
 
 def test_the_command_line_shows_the_warning_as_one_line(capsys, monkeypatch):
-    from softclass import cli
+    from softclass.cli.app import _show_warning
 
-    monkeypatch.setattr(warnings, "showwarning", cli._show_warning)
+    monkeypatch.setattr(warnings, "showwarning", _show_warning)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         message = "compiled \x1b[2Jcode is unavailable"

@@ -22,12 +22,12 @@ from softclass.data import bundled_path
 from softclass.errors import ConfigError, ModelFileError, TrainingDiverged
 from softclass.mlp.designs import get_design
 from softclass.mlp.model import MLPConfig
-from softclass.training import schema
 from softclass.training.backends.autograd import fit
 from softclass.training.config import TrainConfig
 from softclass.training.engine import checkpoint_progress, train_model
 from softclass.training.ensemble import Member, train_ensemble
-from softclass.training.schema import BATCHED_METADATA_KEY as KEY
+from softclass.training.schema import checkpoint as schema
+from softclass.training.schema.checkpoint import BATCHED_METADATA_KEY as KEY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -111,7 +111,7 @@ def no_tensor_read(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a tensor was read from a checkpoint that should be refused")
 
-    monkeypatch.setattr(schema.checkpoint, "safetensors_load", refuse)
+    monkeypatch.setattr(schema, "safetensors_load", refuse)
 
 
 @pytest.fixture
@@ -404,7 +404,7 @@ def test_the_run_bounds_what_is_read(checkpoint, monkeypatch, run, message):
     header = schema.read_batched_checkpoint_header(checkpoint)
     if "history" not in message:
         monkeypatch.setattr(
-            schema.checkpoint, "safetensors_load", lambda data: pytest.fail("tensors read")
+            schema, "safetensors_load", lambda data: pytest.fail("tensors read")
         )
     with pytest.raises(ModelFileError, match=rf"^{checkpoint}: {message}"):
         schema.load_batched_checkpoint(checkpoint, header, run)

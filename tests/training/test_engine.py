@@ -502,7 +502,7 @@ def _rewrite_document(path, change):
     import json
     import struct
 
-    from softclass.training.schema import BATCHED_METADATA_KEY
+    from softclass.training.schema.checkpoint import BATCHED_METADATA_KEY
 
     raw = path.read_bytes()
     (size,) = struct.unpack("<Q", raw[:8])

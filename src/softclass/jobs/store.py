@@ -30,10 +30,10 @@ from softclass.errors import ConfigError, DataError, ModelFileError, TrainingDiv
 from softclass.io import atomic_directory
 from softclass.mlp.designs import Design
 from softclass.mlp.model import MLP, MLPConfig
-from softclass.training import schema
 from softclass.training.config import TrainConfig
 from softclass.training.ensemble import AveragedMLP
-from softclass.training.schema import MODEL_FORMAT
+from softclass.training.schema.model_dir import MODEL_FORMAT, check_metadata, read_json_object
+from softclass.training.schema.tensors_file import check_weights_header, read_safetensors_header
 from softclass.version import __version__
 
 T = TypeVar("T")
@@ -222,9 +222,7 @@ def load_model(directory: str | Path) -> SavedModel:
             raise ModelFileError(
                 f"{path}: missing file; a model directory holds {METADATA_FILE} and {WEIGHTS_FILE}"
             )
-    metadata = schema.check_metadata(
-        metadata_path, schema.read_json_object(metadata_path, "model.json")
-    )
+    metadata = check_metadata(metadata_path, read_json_object(metadata_path, "model.json"))
     recipe = _parsed(
         metadata_path,
         "recipe",
@@ -247,8 +245,8 @@ def load_model(directory: str | Path) -> SavedModel:
             f"{model_config.n_features} and {model_config.n_classes}"
         )
     members = train_config.members
-    header = schema.read_safetensors_header(weights_path, 2 + (members > 1))
-    schema.check_weights_header(weights_path, header, model_config, METADATA_FILE, members)
+    header = read_safetensors_header(weights_path, 2 + (members > 1))
+    check_weights_header(weights_path, header, model_config, METADATA_FILE, members)
     model = _load_weights(weights_path, model_config, members, metadata.design)
     return SavedModel(
         model=model.eval(),
