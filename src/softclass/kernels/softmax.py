@@ -10,9 +10,6 @@ autograd Functions (``_Softmax``, ``_LogSoftmax``), without the dispatcher's per
 
 from __future__ import annotations
 
-import ctypes
-import functools
-
 import torch
 from torch import Tensor
 
@@ -20,31 +17,6 @@ from softclass.kernels import native
 from softclass.kernels.row_blocks import compute_dtype, is_eager
 
 __all__ = ["SoftmaxFunction", "softmax", "softmax_reference", "softmax_vjp"]
-
-
-# softmax / log_softmax rows in compiled C: softmax_forward_*(input, row_stride, n_classes,
-# row_begin, row_end, out, out_row_stride, log_output) and softmax_backward_*(grad,
-# grad_row_stride, output, output_row_stride, n_classes, row_begin, row_end, result,
-# result_row_stride, log_output).
-_PTR, _I64 = ctypes.c_void_p, ctypes.c_int64
-_SOFTMAX_FORWARD_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64]
-_SOFTMAX_BACKWARD_ARGS = [_PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64]
-
-
-@functools.lru_cache(maxsize=1)
-def _softmax_library():
-    """The compiled library with the softmax rows' argument types declared, or None."""
-    library = native.library()
-    if library is None or not hasattr(library, "softmax_forward_f32"):
-        return None
-    for suffix in native.SUPPORTED_DTYPES.values():
-        forward = getattr(library, f"softmax_forward_{suffix}")
-        forward.argtypes = _SOFTMAX_FORWARD_ARGS
-        forward.restype = None
-        backward = getattr(library, f"softmax_backward_{suffix}")
-        backward.argtypes = _SOFTMAX_BACKWARD_ARGS
-        backward.restype = None
-    return library
 
 
 def _softmax_rows_library(tensor: Tensor, dim: int):
@@ -57,7 +29,7 @@ def _softmax_rows_library(tensor: Tensor, dim: int):
         or tensor.numel() == 0
     ):
         return None
-    return _softmax_library()
+    return native.library()
 
 
 def _as_rows(tensor: Tensor) -> Tensor:
