@@ -72,8 +72,10 @@ _SIGNATURES = {
     #  class_weight, label_smoothing, logsumexp, row_loss, row_loss_stride, sums, mean, loss,
     #  denominator, grad, grad_row_stride, grad_denominator) -> first bad row or -1
     "ce_forward": (
-        (_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64, _PTR, _PTR, _I64, _PTR, _I64)
-        + (_PTR, _PTR, _PTR, _I64, _PTR),
+        (
+            *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
+            *(_PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _PTR),
+        ),
         _I64,
     ),
     # (sums, n_parts, mean, loss, denominator)
@@ -82,8 +84,10 @@ _SIGNATURES = {
     #  class_weight, label_smoothing, logsumexp, grad_output, grad_output_stride, denominator,
     #  grad, grad_row_stride)
     "ce_backward": (
-        (_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64, _PTR, _PTR, _I64, _PTR, _PTR)
-        + (_I64,),
+        (
+            *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
+            *(_PTR, _PTR, _I64, _PTR, _PTR, _I64),
+        ),
         None,
     ),
     # (grad, grad_row_stride, n_classes, row_begin, row_end, factor)
@@ -134,14 +138,11 @@ def _why_not_loadable(path: Path | None, sources: Sequence[Path]) -> str | None:
     if path is None:
         return "it was not built at install (no C compiler then?)"
     # Only a checkout carries the C files: there a library older than one of them is stale.
-    newer = [source.name for source in sources if source.is_file() and _newer(source, path)]
+    built = path.stat().st_mtime
+    newer = [file.name for file in sources if file.is_file() and file.stat().st_mtime > built]
     if newer:
         return f"{path.name} is older than {', '.join(newer)}"
     return None
-
-
-def _newer(source: Path, built: Path) -> bool:
-    return source.stat().st_mtime > built.stat().st_mtime
 
 
 def _warn_once(reason: str) -> None:

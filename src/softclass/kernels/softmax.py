@@ -175,13 +175,6 @@ def _softmax_backward_impl(grad_output: Tensor, output: Tensor, dim: int, log: b
     return result
 
 
-def _eager_softmax_backward(ctx, grad_output: Tensor):
-    (output,) = ctx.saved_tensors
-    if torch.is_grad_enabled():
-        return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None
-    return _softmax_backward_impl(grad_output, output, ctx.dim, ctx.log), None
-
-
 class _Softmax(torch.autograd.Function):
     """The eager entry of ``softclass::softmax`` (see ``FusedCrossEntropyFunction`` for why):
     same implementation and backward, without the dispatcher's per-call cost. Its
@@ -189,25 +182,29 @@ class _Softmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input: Tensor, dim: int) -> Tensor:
-        output = _softmax_impl(input, dim, False)
-        ctx.save_for_backward(output)
-        ctx.dim, ctx.log = dim, False
-        return output
+        return _eager_softmax_forward(ctx, input, dim, False)
 
-    backward = staticmethod(_eager_softmax_backward)
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (output,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None
+        return _softmax_backward_impl(grad_output, output, ctx.dim, ctx.log), None
 
 
-class _LogSoftmax(torch.autograd.Function):
+class _LogSoftmax(_Softmax):
     """:class:`_Softmax` for log_softmax (grad_fn ``_LogSoftmaxBackward``)."""
 
     @staticmethod
     def forward(ctx, input: Tensor, dim: int) -> Tensor:
-        output = _softmax_impl(input, dim, True)
-        ctx.save_for_backward(output)
-        ctx.dim, ctx.log = dim, True
-        return output
+        return _eager_softmax_forward(ctx, input, dim, True)
 
-    backward = staticmethod(_eager_softmax_backward)
+
+def _eager_softmax_forward(ctx, input: Tensor, dim: int, log: bool) -> Tensor:
+    output = _softmax_impl(input, dim, log)
+    ctx.save_for_backward(output)
+    ctx.dim, ctx.log = dim, log
+    return output
 
 
 class SoftmaxFunction(torch.autograd.Function):

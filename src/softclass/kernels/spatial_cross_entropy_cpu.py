@@ -28,7 +28,7 @@ from torch import Tensor
 
 from softclass.kernels import cross_entropy_cpu, inductor_decompositions, native, native_loops
 from softclass.kernels import row_blocks as rows
-from softclass.kernels.cross_entropy_cpu import _scale_impl, saved_logits
+from softclass.kernels.cross_entropy_cpu import forward_gradient, saved_logits
 from softclass.kernels.native_loops import spatial_loops
 from softclass.kernels.row_blocks import TargetOutOfBoundsError
 
@@ -67,15 +67,6 @@ def applicable(logits: Tensor, target: Tensor, weight: Tensor | None) -> bool:
         and rows.is_eager(logits, target, weight)
         and native.library() is not None
     )
-
-
-def _position(shape: torch.Size, flat_index: int) -> tuple[int, ...]:
-    """The index in a tensor of ``shape`` of its row-major element ``flat_index``."""
-    position = []
-    for size in reversed(shape):
-        position.append(flat_index % size)
-        flat_index //= size
-    return tuple(reversed(position))
 
 
 def _moved(logits: Tensor) -> Tensor:
@@ -124,7 +115,7 @@ def _forward_impl(
             error.value,
             logits.shape[1],
             ignore_index,
-            position=_position(target.shape, error.row),
+            position=rows.position(target.shape, error.row),
         ) from None
     if reduction == "none":
         loss = loss.reshape(logits.shape[0], *logits.shape[2:])
@@ -229,14 +220,7 @@ def _gradient(ctx, grad_loss: Tensor | None, direct: bool) -> Tensor | None:
         factor = grad_loss.to(gradient.dtype)
         return gradient * (factor.unsqueeze(1) if factor.dim() else factor)
     if ctx.gradient is not None:
-        if grad_loss.dim():
-            # 'none': kept as made for a unit grad_output, so a second backward agrees.
-            return ctx.gradient * grad_loss.to(ctx.gradient.dtype).unsqueeze(1)
-        # A scalar loss: scaled in place and handed over once; a second backward (retain_graph)
-        # makes it again below.
-        gradient, ctx.gradient = ctx.gradient, None
-        _scale_impl(gradient.view(gradient.shape[0], -1), grad_loss)
-        return gradient
+        return forward_gradient(ctx, grad_loss, ctx.gradient.dtype, direct=True)
     arguments = (grad_loss, saved_logits(ctx), target, weight, logsumexp, denominator)
     if direct:
         return _backward_impl(*arguments, *ctx.options)
