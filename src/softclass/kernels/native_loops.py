@@ -1,11 +1,13 @@
-"""The cross entropy's calls into the compiled row loops of ``cpu_native.c`` (see
-:mod:`softclass.kernels.native` for how they are built and loaded).
+"""The cross entropy's calls into the compiled row loops of ``cpu_native.c`` and the spatial
+loops of ``spatial_loops.h`` (see :mod:`softclass.kernels.native` for how they are built and
+loaded).
 
-Each function takes already-validated CPU tensors (logits (M, C) with class stride 1, class-index
-targets (M,), class weights as :func:`real_weight` makes them) and hands their addresses to one
-compiled loop per row range; nothing here reads tensor values in Python except the single target
-named in a :class:`~softclass.kernels.row_blocks.TargetOutOfBoundsError`. Called by the
-operators' real implementations only (real tensors, never during tracing).
+Each function takes already-validated CPU tensors (logits (M, C) with class stride 1, or
+contiguous (N, C, d1, ...) for the spatial loops; class-index targets (M,); class weights as
+:func:`real_weight` makes them) and hands their addresses to one compiled loop per row range;
+nothing here reads tensor values in Python except the single target named in a
+:class:`~softclass.kernels.row_blocks.TargetOutOfBoundsError`. Called by the operators' real
+implementations only (real tensors, never during tracing).
 """
 
 from __future__ import annotations
