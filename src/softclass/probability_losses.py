@@ -57,19 +57,21 @@ def one_hot(
     return encoded.scatter_(-1, indices.unsqueeze(-1), 1)
 
 
-def _probability_targets(
-    probs: torch.Tensor, targets: torch.Tensor, op: str, label_smoothing: float
-) -> torch.Tensor:
-    """Validate ``(N, C)``/``(C,)`` probabilities and return one-hot (or soft) float targets,
-    label-smoothed by ``label_smoothing`` ε: ``(1 - ε)·y + ε/C``."""
+def _prepared(
+    probs: torch.Tensor, targets: torch.Tensor, reduction: str, label_smoothing: float, op: str
+) -> tuple[str, torch.Tensor]:
+    """Validate the reduction and ``(N, C)``/``(C,)`` probabilities; return (the reduction,
+    one-hot (or soft) float targets label-smoothed by ``label_smoothing`` ε: ``(1 - ε)·y + ε/C``).
+    """
+    reduction = validation.resolve_reduction(reduction)
     encoded = _unsmoothed_targets(probs, targets, op)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(
             f"{op}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}"
         )
     if label_smoothing == 0.0:
-        return encoded
-    return encoded * (1.0 - label_smoothing) + label_smoothing / probs.shape[-1]
+        return reduction, encoded
+    return reduction, encoded * (1.0 - label_smoothing) + label_smoothing / probs.shape[-1]
 
 
 def _unsmoothed_targets(probs: torch.Tensor, targets: torch.Tensor, op: str) -> torch.Tensor:
@@ -122,9 +124,7 @@ def mse_onehot(
         return handle_torch_function(
             mse_onehot, (probs, targets), probs, targets, reduction, label_smoothing
         )
-    op = "mse_onehot"
-    reduction = validation.resolve_reduction(reduction)
-    encoded = _probability_targets(probs, targets, op, label_smoothing)
+    reduction, encoded = _prepared(probs, targets, reduction, label_smoothing, "mse_onehot")
     squared = (probs.to(encoded.dtype) - encoded).square().sum(-1)
     return _reduce_items(squared, reduction).to(probs.dtype)
 
@@ -150,9 +150,7 @@ def mcee(
         return handle_torch_function(
             mcee, (probs, targets), probs, targets, reduction, label_smoothing
         )
-    op = "mcee"
-    reduction = validation.resolve_reduction(reduction)
-    encoded = _probability_targets(probs, targets, op, label_smoothing)
+    reduction, encoded = _prepared(probs, targets, reduction, label_smoothing, "mcee")
     floor = torch.finfo(encoded.dtype).tiny
     log_probs = probs.to(encoded.dtype).clamp_min(floor).log()
     losses = -(encoded * log_probs).sum(-1)

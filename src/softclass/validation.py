@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from softclass.kernels.row_blocks import is_eager, out_of_bounds_message
+from softclass.kernels.row_blocks import position as row_position
 
 REDUCTIONS = ("none", "mean", "sum")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -257,14 +258,11 @@ def check_target_range(
     """
     if not is_eager(target):
         return torch.ops.softclass.check_target_range(target, n_classes, ignore_index, op)
-    valid = target != ignore_index
-    bad = valid & ((target < 0) | (target >= n_classes))
     if target.device.type != "cpu":
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
         torch._assert_async(~bad.any(), f"{op}: target out of bounds [0, {n_classes})")
         return target.long()
-    if bool(bad.any()):
-        flat_index = int(bad.reshape(-1).nonzero()[0, 0])
-        raise target_out_of_bounds(target, flat_index, n_classes, ignore_index, op)
+    _raise_out_of_bounds(target, n_classes, ignore_index, op)
     return target.long()
 
 
@@ -272,12 +270,16 @@ def check_target_range(
 def _check_target_range_op(target: Tensor, n_classes: int, ignore_index: int, op: str) -> Tensor:
     """The range check as an operator: raises as :func:`check_target_range` does, at run time;
     returns the target as a new int64 tensor (the value the loss reads, so the check is kept)."""
-    valid = target != ignore_index
-    bad = valid & ((target < 0) | (target >= n_classes))
+    _raise_out_of_bounds(target, n_classes, ignore_index, op)
+    return target.to(torch.int64, copy=True)
+
+
+def _raise_out_of_bounds(target: Tensor, n_classes: int, ignore_index: int, op: str) -> None:
+    """Raise :func:`target_out_of_bounds` for the first kept target outside [0, n_classes)."""
+    bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
     if bool(bad.any()):
         flat_index = int(bad.reshape(-1).nonzero()[0, 0])
         raise target_out_of_bounds(target, flat_index, n_classes, ignore_index, op)
-    return target.to(torch.int64, copy=True)
 
 
 @_check_target_range_op.register_fake
@@ -297,12 +299,7 @@ def target_out_of_bounds(
     target: torch.Tensor, flat_index: int, n_classes: int, ignore_index: int, op: str
 ) -> IndexError:
     """The error for the out-of-range class index at ``flat_index`` of ``target`` (row-major)."""
-    position = []
-    remainder = flat_index
-    for size in reversed(target.shape):
-        position.append(remainder % size)
-        remainder //= size
-    position = tuple(reversed(position))
+    position = row_position(target.shape, flat_index)
     value = int(target[position])
     shown = (position[0] if len(position) == 1 else position) if position else None
     return IndexError(out_of_bounds_message(op, value, shown, n_classes, ignore_index))

@@ -107,6 +107,19 @@ def test_second_backward_and_double_backward(reduction):
     torch.testing.assert_close(hessian_row, expected_row)
 
 
+def test_second_backward_of_bfloat16_logits_with_class_weights():
+    """The backward's class weights converted to fp32 stay alive for the whole compiled call (a
+    converted copy freed before the call once gave a garbage second gradient)."""
+    logits, target = _case((3, 7, 5, 4), torch.bfloat16)
+    weight = torch.rand(7, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    logits.requires_grad_()
+    for reduction in ("mean", "sum"):
+        loss = SF.cross_entropy(logits, target, weight=weight, reduction=reduction)
+        first = torch.autograd.grad(loss, logits, retain_graph=True)[0]
+        second = torch.autograd.grad(loss, logits)[0]
+        torch.testing.assert_close(second.float(), first.float(), rtol=2e-2, atol=1e-3)
+
+
 def test_logits_changed_in_place_after_the_loss():
     logits, target = _case((2, 4, 5, 5), torch.float32)
     expected = F.cross_entropy(logits.clone().requires_grad_(), target)

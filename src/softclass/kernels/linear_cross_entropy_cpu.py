@@ -104,21 +104,20 @@ class _LinearGradients:
         return tuple(results)
 
 
-def _block_logits(
-    hidden_block: Tensor, weight: Tensor, bias: Tensor | None, buffer: Tensor
-) -> Tensor:
-    """hidden_block (B, H) @ weight (C, H)ᵀ + bias, written into the first B rows of ``buffer``
-    (≥ B, C) in the inputs' dtype (one block buffer for all blocks: no second block is ever
-    allocated while the previous one is alive). Returns that (B, C) slice."""
-    out = buffer[: hidden_block.shape[0]]
-    if bias is None:
-        return torch.mm(hidden_block, weight.t(), out=out)
-    return torch.addmm(bias, hidden_block, weight.t(), out=out)
-
-
-def _block_buffer(hidden: Tensor, n_classes: int, block_rows: int) -> Tensor:
-    """The (min(block_rows, N), C) logits buffer of :func:`_block_logits`, ``hidden``'s dtype."""
-    return torch.empty((min(block_rows, hidden.shape[0]), n_classes), dtype=hidden.dtype)
+def _logit_blocks(hidden: Tensor, weight: Tensor, bias: Tensor | None, block_rows: int, dtype=None):
+    """Yield (start, stop, hidden block (B, H), its logits (B, C)) for each block of rows: the
+    logits ``hidden_block @ weight.T + bias`` made in the inputs' dtype into one (≤ block_rows, C)
+    buffer shared by all blocks (no second block is ever allocated while the previous one is
+    alive), converted to ``dtype`` when given."""
+    buffer = torch.empty((min(block_rows, hidden.shape[0]), weight.shape[0]), dtype=hidden.dtype)
+    for start, stop in rows.row_blocks(hidden.shape[0], block_rows):
+        hidden_block = hidden[start:stop]
+        out = buffer[: stop - start]
+        if bias is None:
+            logits = torch.mm(hidden_block, weight.t(), out=out)
+        else:
+            logits = torch.addmm(bias, hidden_block, weight.t(), out=out)
+        yield start, stop, hidden_block, logits if dtype is None else logits.to(dtype)
 
 
 def _kept_weight_sum(target: Tensor, class_weight: Tensor | None, ignore_index: int) -> Tensor:
@@ -161,16 +160,8 @@ class _NativeLinearBlocks:
         logits (B, C); the block's sums are kept for :meth:`finish`."""
         block_loss = None if row_loss is None else row_loss[start:stop]
         state = native_loops.forward(
-            self.library,
-            logits,
-            self.target[start:stop],
-            self.real_weight,
-            self.ignore_index,
-            self.label_smoothing,
-            self.logsumexp[start:stop],
-            block_loss,
-            None,
-            False,
+            *(self.library, logits, self.target[start:stop], self.real_weight, self.ignore_index),
+            *(self.label_smoothing, self.logsumexp[start:stop], block_loss, None, False),
         )
         self.sums.append(state[1:])
 
@@ -186,15 +177,8 @@ class _NativeLinearBlocks:
         (N,) in the compute dtype, ``denominator`` (1,) fp64 for 'mean' else None."""
         block_grad_output = grad_output[start:stop] if grad_output.dim() else grad_output
         native_loops.gradient(
-            self.library,
-            logits,
-            self.target[start:stop],
-            self.real_weight,
-            self.ignore_index,
-            self.label_smoothing,
-            self.logsumexp[start:stop],
-            block_grad_output,
-            denominator,
+            *(self.library, logits, self.target[start:stop], self.real_weight, self.ignore_index),
+            *(self.label_smoothing, self.logsumexp[start:stop], block_grad_output, denominator),
             logits,
         )
 
@@ -216,14 +200,17 @@ def _linear_forward_impl(
     reduction: str,
     label_smoothing: float,
     block_rows: int,
-    gradients_in_forward: tuple[bool, bool, bool],
+    hidden_grad_in_forward: bool,
+    weight_grad_in_forward: bool,
+    bias_grad_in_forward: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The real forward of ``softclass::linear_cross_entropy``.
 
     Returns (loss, L (N,) compute dtype, ∂/∂hidden (N, H) hidden's dtype, ∂/∂weight (C, H) and
-    ∂/∂bias (C,) in the compute dtype), each gradient for grad_output 1 when asked for in
-    ``gradients_in_forward`` (a scalar loss), else an empty (0,).
+    ∂/∂bias (C,) in the compute dtype), each gradient for grad_output 1 when asked for by its
+    ``*_grad_in_forward`` (a scalar loss), else an empty (0,).
     """
+    gradients_in_forward = (hidden_grad_in_forward, weight_grad_in_forward, bias_grad_in_forward)
     n_rows = hidden.shape[0]
     n_classes = weight.shape[0]
     dtype = rows.compute_dtype(hidden.dtype)
@@ -231,28 +218,17 @@ def _linear_forward_impl(
     gradients = _LinearGradients(hidden, weight, bias, gradients_in_forward, dtype)
     # An empty (0, C) tensor stands for every block of logits: same dtype, device, layout.
     library = native_loops.library_for(hidden.new_empty((0, n_classes)), target)
-    buffer = _block_buffer(hidden, n_classes, block_rows)
     if library is not None:
         blocks = _NativeLinearBlocks(
-            library,
-            torch.empty(n_rows, dtype=dtype),
-            target,
-            class_weight,
-            ignore_index,
-            label_smoothing,
-            hidden.dtype,
+            *(library, torch.empty(n_rows, dtype=dtype), target, class_weight, ignore_index),
+            *(label_smoothing, hidden.dtype),
         )
         row_loss = torch.empty(n_rows, dtype=hidden.dtype) if reduction == "none" else None
-        if accumulate:
-            unit = torch.ones((), dtype=dtype)
-            denominator = (
-                _kept_weight_sum(target, class_weight, ignore_index)
-                if reduction == "mean"
-                else None
-            )
-        for start, stop in rows.row_blocks(n_rows, block_rows):
-            hidden_block = hidden[start:stop]
-            logits = _block_logits(hidden_block, weight, bias, buffer)
+        unit = torch.ones((), dtype=dtype)
+        denominator = None
+        if accumulate and reduction == "mean":
+            denominator = _kept_weight_sum(target, class_weight, ignore_index)
+        for start, stop, hidden_block, logits in _logit_blocks(hidden, weight, bias, block_rows):
             blocks.forward(logits, start, stop, row_loss)
             if accumulate:
                 blocks.gradient(logits, start, stop, unit, denominator)
@@ -273,9 +249,7 @@ def _linear_forward_impl(
     target_logit = torch.empty(n_rows, dtype=dtype)
     weighted_logit_sum = torch.empty(n_rows, dtype=dtype)
     scratch = torch.empty(min(block_rows, n_rows), n_classes, dtype=dtype)
-    for start, stop in rows.row_blocks(n_rows, block_rows):
-        hidden_block = hidden[start:stop]
-        logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
+    for start, stop, hidden_block, logits in _logit_blocks(hidden, weight, bias, block_rows, dtype):
         targets.block_statistics(
             logits, start, stop, scratch, logsumexp, target_logit, weighted_logit_sum
         )
@@ -298,23 +272,20 @@ def _linear_backward_impl(
     ignore_index: int,
     label_smoothing: float,
     block_rows: int,
-    wants: tuple[bool, bool, bool],
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """(∂hidden, ∂weight, ∂bias) in the inputs' dtypes for a per-row ``grad_output`` (N,) (the
-    'none' loss; a scalar loss accumulates its gradients in the forward): each block's logits
-    are made again."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The real backward op ``softclass::linear_cross_entropy_backward``: (∂hidden, ∂weight,
+    ∂bias, the last an empty (0,) without a bias) in the inputs' dtypes for a per-row
+    ``grad_output`` (N,) (the 'none' loss; a scalar loss accumulates its gradients in the
+    forward): each block's logits are made again."""
     dtype = logsumexp.dtype
-    gradients = _LinearGradients(hidden, weight, bias, wants, dtype)
+    gradients = _LinearGradients(hidden, weight, bias, (True, True, bias is not None), dtype)
     row_grad_output = grad_output.to(dtype)
     library = native_loops.library_for(hidden.new_empty((0, weight.shape[0])), target)
-    buffer = _block_buffer(hidden, weight.shape[0], block_rows)
     if library is not None:
         blocks = _NativeLinearBlocks(
             library, logsumexp, target, class_weight, ignore_index, label_smoothing, hidden.dtype
         )
-        for start, stop in rows.row_blocks(hidden.shape[0], block_rows):
-            hidden_block = hidden[start:stop]
-            logits = _block_logits(hidden_block, weight, bias, buffer)
+        for start, stop, hidden_block, logits in _logit_blocks(hidden, weight, bias, block_rows):
             blocks.gradient(logits, start, stop, row_grad_output, None)
             gradients.add_block(logits, hidden_block, weight, start, stop)
     else:
@@ -322,35 +293,17 @@ def _linear_backward_impl(
             target, class_weight, ignore_index, label_smoothing, weight.shape[0], dtype, block_rows
         )
         coefficients = targets.gradient_coefficients(row_grad_output)
-        for start, stop in rows.row_blocks(hidden.shape[0], block_rows):
-            hidden_block = hidden[start:stop]
-            logits = _block_logits(hidden_block, weight, bias, buffer).to(dtype)
+        blocks = _logit_blocks(hidden, weight, bias, block_rows, dtype)
+        for start, stop, hidden_block, logits in blocks:
             targets.write_block_gradient(logits, logsumexp, coefficients, start, stop, logits)
             gradients.add_block(logits, hidden_block, weight, start, stop)
-    return gradients.scaled(torch.ones((), dtype=dtype), weight, bias)
+    grads = gradients.scaled(torch.ones((), dtype=dtype), weight, bias)
+    return grads[0], grads[1], hidden.new_empty((0,)) if grads[2] is None else grads[2]
 
 
-@torch.library.custom_op("softclass::linear_cross_entropy", mutates_args=(), device_types="cpu")
-def _linear_cross_entropy_op(
-    hidden: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    target: Tensor,
-    class_weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    block_rows: int,
-    hidden_grad_in_forward: bool,
-    weight_grad_in_forward: bool,
-    bias_grad_in_forward: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(loss, L, ∂hidden, ∂weight, ∂bias): see :func:`_linear_forward_impl`."""
-    return _linear_forward_impl(
-        *(hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing),
-        block_rows,
-        (hidden_grad_in_forward, weight_grad_in_forward, bias_grad_in_forward),
-    )
+_linear_cross_entropy_op = torch.library.custom_op(
+    "softclass::linear_cross_entropy", _linear_forward_impl, mutates_args=(), device_types="cpu"
+)
 
 
 @_linear_cross_entropy_op.register_fake
@@ -371,27 +324,12 @@ def _linear_cross_entropy_fake(hidden, weight, bias, target, class_weight, *opti
     )
 
 
-@torch.library.custom_op(
-    "softclass::linear_cross_entropy_backward", mutates_args=(), device_types="cpu"
+_linear_cross_entropy_backward_op = torch.library.custom_op(
+    "softclass::linear_cross_entropy_backward",
+    _linear_backward_impl,
+    mutates_args=(),
+    device_types="cpu",
 )
-def _linear_cross_entropy_backward_op(
-    grad_output: Tensor,
-    hidden: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    target: Tensor,
-    class_weight: Tensor | None,
-    logsumexp: Tensor,
-    ignore_index: int,
-    label_smoothing: float,
-    block_rows: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(∂hidden, ∂weight, ∂bias, the last empty (0,) without a bias) of a 'none' loss."""
-    grads = _linear_backward_impl(
-        *(grad_output, hidden, weight, bias, target, class_weight, logsumexp, ignore_index),
-        *(label_smoothing, block_rows, (True, True, bias is not None)),
-    )
-    return grads[0], grads[1], hidden.new_empty((0,)) if grads[2] is None else grads[2]
 
 
 @_linear_cross_entropy_backward_op.register_fake
@@ -404,10 +342,8 @@ def _linear_cross_entropy_backward_fake(grad_output, hidden, weight, bias, *opti
 
 
 def _linear_setup_context(ctx, inputs, output) -> None:
-    hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing = inputs[
-        :8
-    ]
-    block_rows, *in_forward = inputs[8:]
+    hidden, weight, bias, target, class_weight = inputs[:5]
+    ignore_index, reduction, label_smoothing, block_rows, *in_forward = inputs[5:]
     _, logsumexp, *gradients = output
     ctx.mark_non_differentiable(logsumexp, *gradients)
     ctx.set_materialize_grads(False)
@@ -431,13 +367,11 @@ def _linear_backward(ctx, grad_loss, *unused_grads):
     if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
         return (None, None, None, *nothing)
     if torch.is_grad_enabled():
+        options = (target, class_weight, ignore_index, reduction, label_smoothing)
         grads = rows.differentiable_gradients(
             wants,
             (hidden, weight, bias),
-            lambda hidden, weight, bias: _linear_unfused_loss(
-                *(hidden, weight, bias, target, class_weight, ignore_index, reduction),
-                label_smoothing,
-            ),
+            lambda *linear: _linear_unfused_loss(*linear, *options),
             grad_loss,
         )
         return (*grads, *nothing)
@@ -448,16 +382,8 @@ def _linear_backward(ctx, grad_loss, *unused_grads):
         )
         return (*grads, *nothing)
     grads = torch.ops.softclass.linear_cross_entropy_backward(
-        grad_loss,
-        hidden,
-        weight,
-        bias,
-        target,
-        class_weight,
-        logsumexp,
-        ignore_index,
-        label_smoothing,
-        block_rows,
+        *(grad_loss, hidden, weight, bias, target, class_weight, logsumexp, ignore_index),
+        *(label_smoothing, block_rows),
     )
     return (*(grad if needs else None for grad, needs in zip(grads, wants, strict=True)), *nothing)
 
@@ -510,14 +436,6 @@ def linear_cross_entropy(
     grad_enabled = torch.is_grad_enabled() and any(wants)
     in_forward = wants if grad_enabled and reduction != "none" else (False, False, False)
     return torch.ops.softclass.linear_cross_entropy(
-        hidden,
-        weight,
-        bias,
-        target,
-        class_weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        block_rows,
-        *in_forward,
+        *(hidden, weight, bias, target, class_weight, ignore_index, reduction, label_smoothing),
+        *(block_rows, *in_forward),
     )[0]

@@ -65,36 +65,56 @@ _RANGES_PER_WORKER = 8
 _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
 _PTR = ctypes.c_void_p
-# ce_forward_*(logits, row_stride, n_classes, row_begin, row_end, target, target_stride,
-#   ignore_index, class_weight, label_smoothing, logsumexp, row_loss, row_loss_stride, sums,
-#   mean, loss, denominator, grad, grad_row_stride, grad_denominator)
-_FORWARD_ARGS = [
-    *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
-    *(_PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _PTR),
-]
-# ce_scale_*(grad, grad_row_stride, n_classes, row_begin, row_end, factor)
-_SCALE_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR]
-# ce_kept_weight_sum_*(target, target_stride, n_rows, ignore_index, n_classes, class_weight, out)
-_KEPT_WEIGHT_SUM_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR]
-# ce_finish_*(sums, n_parts, mean, loss, denominator)
-_FINISH_ARGS = [_PTR, _I64, _I64, _PTR, _PTR]
-# ce_backward_*(logits, row_stride, n_classes, row_begin, row_end, target, target_stride,
-#   ignore_index, class_weight, label_smoothing, logsumexp, grad_output, grad_output_stride,
-#   denominator, grad, grad_row_stride)
-_BACKWARD_ARGS = [
-    *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
-    *(_PTR, _PTR, _I64, _PTR, _PTR, _I64),
-]
-
-# Every function library() binds: a library without one of them is not loaded.
-_SYMBOLS = tuple(
-    f"ce_{step}_{suffix}"
-    for suffix in SUPPORTED_DTYPES.values()
-    for step in (
-        *("forward", "finish", "backward", "scale", "kept_weight_sum"),
-        *("spatial_forward", "spatial_backward"),
-    )
-)
+# The compiled functions library() binds, per dtype suffix ``<name>_<suffix>``: (argument types,
+# result type). A library without one of them is not loaded.
+_SIGNATURES = {
+    # (logits, row_stride, n_classes, row_begin, row_end, target, target_stride, ignore_index,
+    #  class_weight, label_smoothing, logsumexp, row_loss, row_loss_stride, sums, mean, loss,
+    #  denominator, grad, grad_row_stride, grad_denominator) -> first bad row or -1
+    "ce_forward": (
+        (
+            *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
+            *(_PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _PTR),
+        ),
+        _I64,
+    ),
+    # (sums, n_parts, mean, loss, denominator)
+    "ce_finish": ((_PTR, _I64, _I64, _PTR, _PTR), None),
+    # (logits, row_stride, n_classes, row_begin, row_end, target, target_stride, ignore_index,
+    #  class_weight, label_smoothing, logsumexp, grad_output, grad_output_stride, denominator,
+    #  grad, grad_row_stride)
+    "ce_backward": (
+        (
+            *(_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _F64),
+            *(_PTR, _PTR, _I64, _PTR, _PTR, _I64),
+        ),
+        None,
+    ),
+    # (grad, grad_row_stride, n_classes, row_begin, row_end, factor)
+    "ce_scale": ((_PTR, _I64, _I64, _I64, _I64, _PTR), None),
+    # (target, target_stride, n_rows, ignore_index, n_classes, class_weight, out)
+    "ce_kept_weight_sum": ((_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR), None),
+    # (logits, batch_stride, n_classes, n_spatial, begin, end, target, ignore_index,
+    #  class_weight, label_smoothing, logsumexp, row_loss, sums, grad, grad_denominator)
+    #  -> first bad position or -1
+    "ce_spatial_forward": (
+        (_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _F64, _PTR, _PTR, _PTR, _PTR, _PTR),
+        _I64,
+    ),
+    # (logits, batch_stride, n_classes, n_spatial, begin, end, target, ignore_index,
+    #  class_weight, label_smoothing, logsumexp, grad_output, grad_output_stride, denominator,
+    #  grad)
+    "ce_spatial_backward": (
+        (_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _F64, _PTR, _PTR, _I64, _PTR, _PTR),
+        None,
+    ),
+    # (input, row_stride, n_classes, row_begin, row_end, out, out_row_stride, log_output)
+    "softmax_forward": ((_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64), None),
+    # (grad, grad_row_stride, output, output_row_stride, n_classes, row_begin, row_end, result,
+    #  result_row_stride, log_output)
+    "softmax_backward": ((_PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64), None),
+}
+_SYMBOLS = tuple(f"{name}_{dtype}" for dtype in SUPPORTED_DTYPES.values() for name in _SIGNATURES)
 
 
 T = TypeVar("T")
@@ -118,14 +138,11 @@ def _why_not_loadable(path: Path | None, sources: Sequence[Path]) -> str | None:
     if path is None:
         return "it was not built at install (no C compiler then?)"
     # Only a checkout carries the C files: there a library older than one of them is stale.
-    newer = [source.name for source in sources if source.is_file() and _newer(source, path)]
+    built = path.stat().st_mtime
+    newer = [file.name for file in sources if file.is_file() and file.stat().st_mtime > built]
     if newer:
         return f"{path.name} is older than {', '.join(newer)}"
     return None
-
-
-def _newer(source: Path, built: Path) -> bool:
-    return source.stat().st_mtime > built.stat().st_mtime
 
 
 def _warn_once(reason: str) -> None:
@@ -184,20 +201,9 @@ def library() -> ctypes.CDLL | None:
     if loaded is None:
         return None
     for suffix in SUPPORTED_DTYPES.values():
-        forward = getattr(loaded, f"ce_forward_{suffix}")
-        forward.argtypes = _FORWARD_ARGS
-        forward.restype = _I64
-        finish = getattr(loaded, f"ce_finish_{suffix}")
-        finish.argtypes = _FINISH_ARGS
-        finish.restype = None
-        for name, argtypes in (
-            ("backward", _BACKWARD_ARGS),
-            ("scale", _SCALE_ARGS),
-            ("kept_weight_sum", _KEPT_WEIGHT_SUM_ARGS),
-        ):
-            function = getattr(loaded, f"ce_{name}_{suffix}")
-            function.argtypes = argtypes
-            function.restype = None
+        for name, (argtypes, restype) in _SIGNATURES.items():
+            function = getattr(loaded, f"{name}_{suffix}")
+            function.argtypes, function.restype = argtypes, restype
     return loaded
 
 

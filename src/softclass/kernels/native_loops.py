@@ -1,11 +1,13 @@
-"""The cross entropy's calls into the compiled row loops of ``cpu_native.c`` (see
-:mod:`softclass.kernels.native` for how they are built and loaded).
+"""The cross entropy's calls into the compiled row loops of ``cpu_native.c`` and the spatial
+loops of ``spatial_loops.h`` (see :mod:`softclass.kernels.native` for how they are built and
+loaded).
 
-Each function takes already-validated CPU tensors (logits (M, C) with class stride 1, class-index
-targets (M,), class weights as :func:`real_weight` makes them) and hands their addresses to one
-compiled loop per row range; nothing here reads tensor values in Python except the single target
-named in a :class:`~softclass.kernels.row_blocks.TargetOutOfBoundsError`. Called by the
-operators' real implementations only (real tensors, never during tracing).
+Each function takes already-validated CPU tensors (logits (M, C) with class stride 1, or
+contiguous (N, C, d1, ...) for the spatial loops; class-index targets (M,); class weights as
+:func:`real_weight` makes them) and hands their addresses to one compiled loop per row range;
+nothing here reads tensor values in Python except the single target named in a
+:class:`~softclass.kernels.row_blocks.TargetOutOfBoundsError`. Called by the operators' real
+implementations only (real tensors, never during tracing).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "library_for",
     "real_weight",
     "scale",
+    "spatial_loops",
 ]
 
 _FORWARD_NAMES, _FINISH_NAMES, _BACKWARD_NAMES, _SCALE_NAMES, _KEPT_WEIGHT_SUM_NAMES = (
@@ -57,6 +60,15 @@ def real_weight(weight: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if weight is None else weight.to(compute_dtype(dtype)).contiguous()
 
 
+def spatial_loops(library, dtype: torch.dtype):
+    """(forward, backward) loops of ``spatial_loops.h`` for ``dtype`` (declared by the library)."""
+    suffix = native.SUPPORTED_DTYPES[dtype]
+    return (
+        getattr(library, f"ce_spatial_forward_{suffix}"),
+        getattr(library, f"ce_spatial_backward_{suffix}"),
+    )
+
+
 def forward(
     library,
     logits: Tensor,
@@ -71,12 +83,13 @@ def forward(
     grad: Tensor | None = None,
     grad_denominator: Tensor | None = None,
 ) -> Tensor:
-    """One compiled pass over the logits (M, C): L into ``logsumexp`` (M,) (compute dtype), loss_n
-    into ``row_loss`` (M,) (logits' dtype) when given, and the reduced loss (Σ loss_n, divided by
-    Σ w_y when ``mean``) into the 0-d ``loss`` when given. With ``grad`` (M, C), class stride 1,
-    also writes the gradient of the reduced loss for a unit grad_output (divided by
-    ``grad_denominator[0]`` when given), each row while it is still in cache. ``class_weight``
-    as :func:`real_weight` makes it.
+    """One compiled pass over the logits (M, C) (or, through the spatial loops, contiguous logits
+    (N, C, d1, ...) with the flat (M = N·d1·...,) target): L into ``logsumexp`` (M,) (compute
+    dtype), loss_n into ``row_loss`` (M elements, logits' dtype) when given, and the reduced loss
+    (Σ loss_n, divided by Σ w_y when ``mean``) into the 0-d ``loss`` when given. With ``grad``
+    (the logits' shape, class stride 1 or contiguous), also writes the gradient of the reduced
+    loss for a unit grad_output (divided by ``grad_denominator[0]`` when given), each row while
+    it is still in cache. ``class_weight`` as :func:`real_weight` makes it.
 
     Returns the reduction state, (1 + 2R,) fp64 for R row ranges: [0] = Σ w_y over kept rows
     (written only with ``loss``; the 'mean' denominator of the backward), then per range
@@ -85,33 +98,28 @@ def forward(
     Raises:
         TargetOutOfBoundsError: a kept target outside [0, C) (the first one in row order).
     """
-    n_rows, n_classes = logits.shape
+    n_rows, n_classes = target.shape[0], logits.shape[1]
     ranges = native.row_ranges(n_rows, n_classes)
     state = torch.empty(1 + 2 * len(ranges), dtype=torch.float64)
-    loop = getattr(library, _FORWARD_NAMES[logits.dtype])
-    state_address = state.data_ptr()
-    head = (logits.data_ptr(), logits.stride(0), n_classes)
-    tail = (
-        *(target.data_ptr(), target.stride(0), ignore_index, pointer(class_weight)),
-        *(label_smoothing, logsumexp.data_ptr(), pointer(row_loss)),
-        0 if row_loss is None else row_loss.stride(0),
-    )
-    gradient_arguments = (pointer(grad), 0 if grad is None else grad.stride(0))
-    gradient_arguments += (pointer(grad_denominator),)
-    # With one range the loop also reduces into ``loss`` and state[0]; with several, finish() does.
-    single = len(ranges) == 1
-    reduce_arguments = (pointer(loss), state_address) if single else (None, None)
+    address = state.data_ptr()
+    middle = (ignore_index, pointer(class_weight), label_smoothing, logsumexp.data_ptr())
+    middle += (pointer(row_loss),)
+    # With one range the 2-D loop also reduces into ``loss`` and state[0]; else finish() does.
+    single = len(ranges) == 1 and logits.dim() == 2
+    if logits.dim() == 2:
+        loop = getattr(library, _FORWARD_NAMES[logits.dtype])
+        head = (logits.data_ptr(), logits.stride(0), n_classes)
+        middle = (target.data_ptr(), target.stride(0), *middle)
+        middle += (0 if row_loss is None else row_loss.stride(0),)
+        tail = (mean, *((pointer(loss), address) if single else (None, None)), pointer(grad))
+        tail += (0 if grad is None else grad.stride(0), pointer(grad_denominator))
+    else:
+        loop = spatial_loops(library, logits.dtype)[0]
+        head = (logits.data_ptr(), logits.stride(0), n_classes, n_rows // logits.shape[0])
+        middle = (target.data_ptr(), *middle)
+        tail = (pointer(grad), pointer(grad_denominator))
     bad_rows = native.run_ranges(
-        lambda index, begin, end: loop(
-            *head,
-            begin,
-            end,
-            *tail,
-            state_address + 8 + 16 * index,
-            mean,
-            *reduce_arguments,
-            *gradient_arguments,
-        ),
+        lambda index, begin, end: loop(*head, begin, end, *middle, address + 8 + 16 * index, *tail),
         ranges,
     )
     first_bad = min((row for row in bad_rows if row >= 0), default=-1)
@@ -143,22 +151,26 @@ def gradient(
     denominator: Tensor | None,
     grad_logits: Tensor,
 ) -> None:
-    """Write ∂output/∂logits (M, C) into ``grad_logits`` (class stride 1; may be ``logits``).
+    """Write ∂output/∂logits into ``grad_logits`` (may be ``logits``): (M, C) with class stride 1,
+    or contiguous (N, C, d1, ...) with the flat (M,) target (the spatial loops).
 
     ``grad_output``: 0-d or (M,) ∂output/∂loss_n in the compute dtype; ``denominator``: fp64
     tensor whose first element Σ w_y divides it ('mean'), or None.
     """
-    n_rows, n_classes = logits.shape
-    loop = getattr(library, _BACKWARD_NAMES[logits.dtype])
-    head = (logits.data_ptr(), logits.stride(0), n_classes)
-    tail = (
-        *(target.data_ptr(), target.stride(0), ignore_index, pointer(class_weight)),
-        *(label_smoothing, logsumexp.data_ptr(), grad_output.data_ptr()),
-        grad_output.stride(0) if grad_output.dim() else 0,
-        *(pointer(denominator), grad_logits.data_ptr(), grad_logits.stride(0)),
-    )
+    n_rows, n_classes = target.shape[0], logits.shape[1]
+    middle = (ignore_index, pointer(class_weight), label_smoothing, logsumexp.data_ptr())
+    middle += (grad_output.data_ptr(), grad_output.stride(0) if grad_output.dim() else 0)
+    middle += (pointer(denominator), grad_logits.data_ptr())
+    if logits.dim() == 2:
+        loop = getattr(library, _BACKWARD_NAMES[logits.dtype])
+        head = (logits.data_ptr(), logits.stride(0), n_classes)
+        middle = (target.data_ptr(), target.stride(0), *middle, grad_logits.stride(0))
+    else:
+        loop = spatial_loops(library, logits.dtype)[1]
+        head = (logits.data_ptr(), logits.stride(0), n_classes, n_rows // logits.shape[0])
+        middle = (target.data_ptr(), *middle)
     native.run_ranges(
-        lambda index, begin, end: loop(*head, begin, end, *tail),
+        lambda index, begin, end: loop(*head, begin, end, *middle),
         native.row_ranges(n_rows, n_classes),
     )
 
@@ -197,14 +209,16 @@ def cross_entropy_forward(
     label_smoothing: float,
     gradient_in_forward: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The compiled branch of the fused cross entropy's forward: (loss, L (M,) compute dtype,
-    the 'mean' denominator (1,) fp64 (0 for 'none'), the gradient for grad_output 1 (M, C) when
-    ``gradient_in_forward``, else an empty (0,))."""
-    n_rows, n_classes = logits.shape
+    """The compiled branch of the fused cross entropy's forward, of (M, C) logits or contiguous
+    (N, C, d1, ...) ones with the flat (M,) target (:func:`forward`): (loss ((M,) or (N, d1, ...)
+    for 'none', else 0-d), L (M,) compute dtype, the 'mean' denominator (1,) fp64 (0 for
+    'none'), the gradient for grad_output 1 in the logits' shape when ``gradient_in_forward``,
+    else an empty (0,))."""
     class_weight = real_weight(weight, logits.dtype)
     per_row = reduction == "none"
-    logsumexp = torch.empty(n_rows, dtype=compute_dtype(logits.dtype))
-    loss = torch.empty((n_rows,) if per_row else (), dtype=logits.dtype)
+    logsumexp = torch.empty(target.shape[0], dtype=compute_dtype(logits.dtype))
+    item_shape = (logits.shape[0], *logits.shape[2:]) if per_row else ()
+    loss = torch.empty(item_shape, dtype=logits.dtype)
     # A large scalar loss gets its gradient (for grad_output 1) in this same pass over the
     # logits; the backward then only scales it (one read of the logits in all).
     grad = grad_denominator = None
@@ -212,15 +226,16 @@ def cross_entropy_forward(
         grad = torch.empty(logits.shape, dtype=logits.dtype)
         if reduction == "mean":
             grad_denominator = kept_weight_sum(
-                library, target, class_weight, ignore_index, n_classes, logits.dtype
+                library, target, class_weight, ignore_index, logits.shape[1], logits.dtype
             )
     state = forward(
         *(library, logits, target, class_weight, ignore_index, label_smoothing, logsumexp),
-        loss if per_row else None,
-        None if per_row else loss,
+        *((loss, None) if per_row else (None, loss)),
         reduction == "mean",
         grad,
         grad_denominator,
     )
+    # The gradient's divisor, when made: a second backward divides by the same number.
     denominator = torch.zeros(1, dtype=torch.float64) if per_row else state[:1].clone()
+    denominator = denominator if grad_denominator is None else grad_denominator
     return loss, logsumexp, denominator, logits.new_empty((0,)) if grad is None else grad

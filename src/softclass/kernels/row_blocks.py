@@ -20,6 +20,8 @@ computed.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -32,6 +34,7 @@ __all__ = [
     "first_bad_target",
     "is_eager",
     "out_of_bounds_message",
+    "position",
     "probability_target_gradient",
     "reduce_rows",
     "row_blocks",
@@ -59,23 +62,16 @@ def row_blocks(n_rows: int, block_rows: int):
         yield start, min(start + block_rows, n_rows)
 
 
-class _GradientCoefficients:
+class _GradientCoefficients(NamedTuple):
     """Per-row factors of ∂output/∂logits = p·softmax − true_class·[c=y] − smoothing·w_c − row·u_c.
 
     All (M,) tensors in the compute dtype; ``smoothing`` is None without label smoothing.
     """
 
-    def __init__(
-        self,
-        softmax: Tensor,
-        true_class: Tensor | None,
-        smoothing: Tensor | None,
-        row: Tensor,
-    ) -> None:
-        self.softmax = softmax
-        self.true_class = true_class
-        self.smoothing = smoothing
-        self.row = row
+    softmax: Tensor
+    true_class: Tensor | None
+    smoothing: Tensor | None
+    row: Tensor
 
 
 class RowTargets:
@@ -237,6 +233,15 @@ def reduce_rows(per_row_loss: Tensor, reduction: str, denominator: Tensor) -> Te
         return per_row_loss
     total = per_row_loss.sum()
     return total if reduction == "sum" else total / denominator
+
+
+def position(shape: torch.Size, flat_index: int) -> tuple[int, ...]:
+    """The index in a tensor of ``shape`` of its row-major element ``flat_index``."""
+    index = []
+    for size in reversed(shape):
+        index.append(flat_index % size)
+        flat_index //= size
+    return tuple(reversed(index))
 
 
 def out_of_bounds_message(

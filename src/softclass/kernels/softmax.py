@@ -10,9 +10,6 @@ autograd Functions (``_Softmax``, ``_LogSoftmax``), without the dispatcher's per
 
 from __future__ import annotations
 
-import ctypes
-import functools
-
 import torch
 from torch import Tensor
 
@@ -20,31 +17,6 @@ from softclass.kernels import native
 from softclass.kernels.row_blocks import compute_dtype, is_eager
 
 __all__ = ["SoftmaxFunction", "softmax", "softmax_reference", "softmax_vjp"]
-
-
-# softmax / log_softmax rows in compiled C: softmax_forward_*(input, row_stride, n_classes,
-# row_begin, row_end, out, out_row_stride, log_output) and softmax_backward_*(grad,
-# grad_row_stride, output, output_row_stride, n_classes, row_begin, row_end, result,
-# result_row_stride, log_output).
-_PTR, _I64 = ctypes.c_void_p, ctypes.c_int64
-_SOFTMAX_FORWARD_ARGS = [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64]
-_SOFTMAX_BACKWARD_ARGS = [_PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64]
-
-
-@functools.lru_cache(maxsize=1)
-def _softmax_library():
-    """The compiled library with the softmax rows' argument types declared, or None."""
-    library = native.library()
-    if library is None or not hasattr(library, "softmax_forward_f32"):
-        return None
-    for suffix in native.SUPPORTED_DTYPES.values():
-        forward = getattr(library, f"softmax_forward_{suffix}")
-        forward.argtypes = _SOFTMAX_FORWARD_ARGS
-        forward.restype = None
-        backward = getattr(library, f"softmax_backward_{suffix}")
-        backward.argtypes = _SOFTMAX_BACKWARD_ARGS
-        backward.restype = None
-    return library
 
 
 def _softmax_rows_library(tensor: Tensor, dim: int):
@@ -57,7 +29,7 @@ def _softmax_rows_library(tensor: Tensor, dim: int):
         or tensor.numel() == 0
     ):
         return None
-    return _softmax_library()
+    return native.library()
 
 
 def _as_rows(tensor: Tensor) -> Tensor:
@@ -203,13 +175,6 @@ def _softmax_backward_impl(grad_output: Tensor, output: Tensor, dim: int, log: b
     return result
 
 
-def _eager_softmax_backward(ctx, grad_output: Tensor):
-    (output,) = ctx.saved_tensors
-    if torch.is_grad_enabled():
-        return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None
-    return _softmax_backward_impl(grad_output, output, ctx.dim, ctx.log), None
-
-
 class _Softmax(torch.autograd.Function):
     """The eager entry of ``softclass::softmax`` (see ``FusedCrossEntropyFunction`` for why):
     same implementation and backward, without the dispatcher's per-call cost. Its
@@ -217,25 +182,29 @@ class _Softmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input: Tensor, dim: int) -> Tensor:
-        output = _softmax_impl(input, dim, False)
-        ctx.save_for_backward(output)
-        ctx.dim, ctx.log = dim, False
-        return output
+        return _eager_softmax_forward(ctx, input, dim, False)
 
-    backward = staticmethod(_eager_softmax_backward)
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (output,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return softmax_vjp(output, grad_output, ctx.dim, ctx.log), None
+        return _softmax_backward_impl(grad_output, output, ctx.dim, ctx.log), None
 
 
-class _LogSoftmax(torch.autograd.Function):
+class _LogSoftmax(_Softmax):
     """:class:`_Softmax` for log_softmax (grad_fn ``_LogSoftmaxBackward``)."""
 
     @staticmethod
     def forward(ctx, input: Tensor, dim: int) -> Tensor:
-        output = _softmax_impl(input, dim, True)
-        ctx.save_for_backward(output)
-        ctx.dim, ctx.log = dim, True
-        return output
+        return _eager_softmax_forward(ctx, input, dim, True)
 
-    backward = staticmethod(_eager_softmax_backward)
+
+def _eager_softmax_forward(ctx, input: Tensor, dim: int, log: bool) -> Tensor:
+    output = _softmax_impl(input, dim, log)
+    ctx.save_for_backward(output)
+    ctx.dim, ctx.log = dim, log
+    return output
 
 
 class SoftmaxFunction(torch.autograd.Function):

@@ -23,14 +23,13 @@ cache) and the backward scales it; traced, the backward is its own op.
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 
 from softclass.kernels import cross_entropy_cpu, inductor_decompositions, native, native_loops
 from softclass.kernels import row_blocks as rows
-from softclass.kernels.cross_entropy_cpu import _scale_impl, saved_logits
+from softclass.kernels.cross_entropy_cpu import forward_gradient, saved_logits
+from softclass.kernels.native_loops import spatial_loops
 from softclass.kernels.row_blocks import TargetOutOfBoundsError
 
 __all__ = [
@@ -41,28 +40,6 @@ __all__ = [
     "spatial_loops",
     "traceable",
 ]
-
-_I64, _F64, _PTR = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
-# ce_spatial_forward_*(logits, batch_stride, n_classes, n_spatial, begin, end, target,
-#   ignore_index, class_weight, label_smoothing, logsumexp, row_loss, sums, grad, grad_denominator)
-_FORWARD_ARGS = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _F64, _PTR, _PTR, _PTR]
-_FORWARD_ARGS += [_PTR, _PTR]
-# ce_spatial_backward_*(logits, batch_stride, n_classes, n_spatial, begin, end, target,
-#   ignore_index, class_weight, label_smoothing, logsumexp, grad_output, grad_output_stride,
-#   denominator, grad)
-_BACKWARD_ARGS = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _I64, _PTR, _F64, _PTR, _PTR, _I64]
-_BACKWARD_ARGS += [_PTR, _PTR]
-
-
-def spatial_loops(library, dtype: torch.dtype):
-    """(forward, backward) compiled loops for ``dtype``, their signatures declared once."""
-    suffix = native.SUPPORTED_DTYPES[dtype]
-    forward = getattr(library, f"ce_spatial_forward_{suffix}")
-    backward = getattr(library, f"ce_spatial_backward_{suffix}")
-    if forward.argtypes is None:
-        forward.argtypes, forward.restype = _FORWARD_ARGS, _I64
-        backward.argtypes, backward.restype = _BACKWARD_ARGS, None
-    return forward, backward
 
 
 def traceable(logits: Tensor, target: Tensor) -> bool:
@@ -90,72 +67,6 @@ def applicable(logits: Tensor, target: Tensor, weight: Tensor | None) -> bool:
         and rows.is_eager(logits, target, weight)
         and native.library() is not None
     )
-
-
-def _position(shape: torch.Size, flat_index: int) -> tuple[int, ...]:
-    """The index in a tensor of ``shape`` of its row-major element ``flat_index``."""
-    position = []
-    for size in reversed(shape):
-        position.append(flat_index % size)
-        flat_index //= size
-    return tuple(reversed(position))
-
-
-def _forward(library, logits, target, class_weight, ignore_index, label_smoothing, outputs):
-    """Run the compiled forward over every position of contiguous logits and the flat (N·S,)
-    int64 target; ``outputs``: (logsumexp, row_loss or None, grad or None, grad_denominator or
-    None). Returns the reduction state (1 + 2R,) fp64: a free first slot, then the per-range sums
-    (for ``native_loops.finish``)."""
-    n_batch, n_classes = logits.shape[:2]
-    n_spatial = target.numel() // n_batch
-    logsumexp, row_loss, grad, grad_denominator = outputs
-    ranges = native.row_ranges(n_batch * n_spatial, n_classes)
-    state = torch.empty(1 + 2 * len(ranges), dtype=torch.float64)
-    forward, _ = spatial_loops(library, logits.dtype)
-    head = (logits.data_ptr(), logits.stride(0), n_classes, n_spatial)
-    middle = (target.data_ptr(), ignore_index, native.pointer(class_weight), label_smoothing)
-    tail = (logsumexp.data_ptr(), native.pointer(row_loss))
-    gradient = (native.pointer(grad), native.pointer(grad_denominator))
-    bad = native.run_ranges(
-        lambda index, begin, end: forward(
-            *head, begin, end, *middle, *tail, state.data_ptr() + 8 + 16 * index, *gradient
-        ),
-        ranges,
-    )
-    first_bad = min((position for position in bad if position >= 0), default=-1)
-    if first_bad >= 0:
-        raise TargetOutOfBoundsError(first_bad, int(target[first_bad]), n_classes, ignore_index)
-    return state
-
-
-def _compiled_forward(
-    library, logits, flat_target, weight, ignore_index, reduction, smoothing, gradient_in_forward
-):
-    """The compiled branch of :func:`_forward_impl` (contiguous logits, flat int64 target)."""
-    class_weight = native_loops.real_weight(weight, logits.dtype)
-    per_position = reduction == "none"
-    item_shape = (logits.shape[0], *logits.shape[2:])
-    logsumexp = torch.empty(flat_target.shape, dtype=rows.compute_dtype(logits.dtype))
-    row_loss = torch.empty(item_shape, dtype=logits.dtype) if per_position else None
-    grad = torch.empty(logits.shape, dtype=logits.dtype) if gradient_in_forward else None
-    denominator = None
-    if reduction == "mean" and gradient_in_forward:  # the gradient's divisor, needed now
-        denominator = native_loops.kept_weight_sum(
-            library, flat_target, class_weight, ignore_index, logits.shape[1], logits.dtype
-        )
-    outputs = (logsumexp, row_loss, grad, denominator)
-    state = _forward(library, logits, flat_target, class_weight, ignore_index, smoothing, outputs)
-    if per_position:
-        loss = row_loss
-    else:
-        loss = torch.empty((), dtype=logits.dtype)
-        native_loops.finish(library, state, reduction == "mean", loss)
-        if denominator is None:
-            denominator = state[:1]  # Σ w_y of the kept positions, written by finish
-    if denominator is None:
-        denominator = torch.zeros(1, dtype=torch.float64)
-    gradient = logits.new_empty((0,)) if grad is None else grad
-    return loss, logsumexp, denominator, gradient
 
 
 def _moved(logits: Tensor) -> Tensor:
@@ -191,7 +102,9 @@ def _forward_impl(
     library = native.library() if logits.dtype in native.SUPPORTED_DTYPES else None
     try:
         if library is not None:
-            return _compiled_forward(library, logits.contiguous(), flat_target, *arguments)
+            return native_loops.cross_entropy_forward(
+                library, logits.contiguous(), flat_target, *arguments
+            )
         block_rows = cross_entropy_cpu.default_block_rows(flat_target.numel(), logits.shape[1])
         loss, logsumexp, denominator, grad = cross_entropy_cpu._cross_entropy_forward_impl(
             _moved(logits), flat_target, *arguments[:4], block_rows, gradient_in_forward
@@ -202,7 +115,7 @@ def _forward_impl(
             error.value,
             logits.shape[1],
             ignore_index,
-            position=_position(target.shape, error.row),
+            position=rows.position(target.shape, error.row),
         ) from None
     if reduction == "none":
         loss = loss.reshape(logits.shape[0], *logits.shape[2:])
@@ -223,32 +136,22 @@ def _backward_impl(
     """∂output/∂logits (the logits' shape, contiguous) for ``grad_output`` (0-d, or the
     per-position losses' shape), from the logits and the forward's L and denominator."""
     flat_target = target.reshape(-1).long().contiguous()
+    grad_output = grad_output.reshape(-1) if grad_output.dim() else grad_output
     library = native.library() if logits.dtype in native.SUPPORTED_DTYPES else None
     if library is None:
         block_rows = cross_entropy_cpu.default_block_rows(flat_target.numel(), logits.shape[1])
         grad, _ = cross_entropy_cpu._cross_entropy_backward_impl(
-            grad_output.reshape(-1) if grad_output.dim() else grad_output,
-            *(_moved(logits), flat_target, weight, logsumexp, denominator, ignore_index),
-            *(reduction, label_smoothing, block_rows, True, False),
+            *(grad_output, _moved(logits), flat_target, weight, logsumexp, denominator),
+            *(ignore_index, reduction, label_smoothing, block_rows, True, False),
         )
         return _moved_back(grad, logits.shape)
-    logits = logits.contiguous()
-    n_batch, n_classes = logits.shape[:2]
-    n_spatial = flat_target.numel() // n_batch
-    grad_output = grad_output.to(logsumexp.dtype).contiguous()
     grad = torch.empty(logits.shape, dtype=logits.dtype)
-    _, backward = spatial_loops(library, logits.dtype)
-    arguments = (
-        *(logits.data_ptr(), logits.stride(0), n_classes, n_spatial),
-        *(flat_target.data_ptr(), ignore_index),
-        *(native.pointer(native_loops.real_weight(weight, logits.dtype)), label_smoothing),
-        *(logsumexp.data_ptr(), grad_output.data_ptr(), 1 if grad_output.dim() else 0),
-        native.pointer(denominator if reduction == "mean" else None),
-        grad.data_ptr(),
-    )
-    native.run_ranges(
-        lambda index, begin, end: backward(*arguments[:4], begin, end, *arguments[4:]),
-        native.row_ranges(n_batch * n_spatial, n_classes),
+    native_loops.gradient(
+        *(library, logits.contiguous(), flat_target),
+        *(native_loops.real_weight(weight, logits.dtype), ignore_index, label_smoothing),
+        *(logsumexp, grad_output.to(logsumexp.dtype).contiguous()),
+        denominator if reduction == "mean" else None,
+        grad,
     )
     return grad
 
@@ -317,14 +220,7 @@ def _gradient(ctx, grad_loss: Tensor | None, direct: bool) -> Tensor | None:
         factor = grad_loss.to(gradient.dtype)
         return gradient * (factor.unsqueeze(1) if factor.dim() else factor)
     if ctx.gradient is not None:
-        if grad_loss.dim():
-            # 'none': kept as made for a unit grad_output, so a second backward agrees.
-            return ctx.gradient * grad_loss.to(ctx.gradient.dtype).unsqueeze(1)
-        # A scalar loss: scaled in place and handed over once; a second backward (retain_graph)
-        # makes it again below.
-        gradient, ctx.gradient = ctx.gradient, None
-        _scale_impl(gradient.view(gradient.shape[0], -1), grad_loss)
-        return gradient
+        return forward_gradient(ctx, grad_loss, ctx.gradient.dtype, direct=True)
     arguments = (grad_loss, saved_logits(ctx), target, weight, logsumexp, denominator)
     if direct:
         return _backward_impl(*arguments, *ctx.options)
