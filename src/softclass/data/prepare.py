@@ -243,26 +243,18 @@ def _encoded_parts(
     expansion = InputExpansion.of(recipe.features)
     features = recipe.features if expansion is None else compact_features(recipe.features)
     width = sum(len(feature.output_names) for feature in features)
-    binned, raws = _binned_first(recipe.features if expansion else (), inputs, parts)
+    raws = _binned_first(recipe.features if expansion else (), inputs, parts)
     matrices = [torch.empty((len(part), width), dtype=torch.float32) for part in parts]
     counts: dict[str, int] = {}
     start = 0
     for group in _feature_groups(features):
-        plain = [feature for feature in group if feature.name not in binned]
-        sources, unseen = encoder_sources(plain, inputs, None)
-        counts |= unknown_counts(plain, inputs, unseen, parts[-1], None, unknown)
-        made = {feature.name: values for feature, values in sources}
-        gathered = {index for index, feature in enumerate(group) if feature.name in binned}
+        sources, unseen = encoder_sources(group, inputs, None)
+        counts |= unknown_counts(group, inputs, unseen, parts[-1], None, unknown)
         stop = start + sum(len(feature.output_names) for feature in group)
-        for matrix, raw, part in zip(matrices, raws, parts, strict=True):
-            group_sources = [
-                (feature, raw[:, binned[feature.name]] if index in gathered else made[feature.name])
-                for index, feature in enumerate(group)
-            ]
-            out = matrix[:, start:stop]
-            encoded_rows(group_sources, len(part), stop - start, part, out, gathered)
+        for matrix, part in zip(matrices, parts, strict=True):
+            encoded_rows(sources, len(part), stop - start, part, matrix[:, start:stop])
         start = stop
-        del sources, unseen, made  # before the next group's values are made
+        del sources, unseen  # before the next group's values are made
     if expansion is None:
         return matrices, counts
     lazy = [
@@ -274,13 +266,13 @@ def _encoded_parts(
 
 def _binned_first(
     features: Sequence[Feature], inputs: dict[str, pl.Series], parts: tuple[np.ndarray, ...]
-) -> tuple[dict[str, int], list[np.ndarray]]:
-    """``{name: k}`` of each binned number (k: its column of the binned values) and each
-    part's float64 (N, K) binned values, written before any compact feature; the binned
-    numbers' inputs are then dropped from ``inputs``. So the compact matrices (row-major,
-    written a group of columns at a time: the first group touches every page) are written
-    while the typed table holds only the other columns, the scaled values of binned numbers
-    read from their binned values (the same float64 values)."""
+) -> list[np.ndarray]:
+    """Each part's float64 (N, K) binned values (column k: the k-th binned number), written
+    before any compact feature; the binned numbers' inputs are then dropped from ``inputs``.
+    So the compact matrices (row-major, written a group of columns at a time: the first group
+    touches every page; without the binned numbers, whose scaled values and bins are made from
+    the binned values where the rows are used) are written while the typed table holds only
+    the other columns."""
     chosen = binned_features(features)
     raws = [np.empty((len(part), len(chosen)), dtype=np.float64) for part in parts]
     if chosen:
@@ -290,7 +282,7 @@ def _binned_first(
         del sources
         for feature in chosen:
             del inputs[feature.name]
-    return {feature.name: k for k, feature in enumerate(chosen)}, raws
+    return raws
 
 
 def _gather_columns(columns: Sequence[np.ndarray], rows: np.ndarray, out: np.ndarray) -> None:
