@@ -49,6 +49,7 @@ from softclass.limits import DEFAULT_LIMITS, ReadLimits
 
 _GROUP_OUTPUTS = 64  # output columns encoded together (a 256-byte run of each matrix row)
 _GATHER_BLOCK_VALUES = 1 << 20  # binned values gathered per block of rows (8 MiB)
+_GATHER_COLUMNS = 4  # binned numbers gathered together (their imputed values made together)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def _prepared(
         targets, split["validation_fraction"], split["seed"]
     )
     train_rows, validation_rows = rows[train_positions], rows[validation_positions]
+    del rows, targets, train_positions, validation_positions  # 8 bytes a row each
     if validation_rows.numel() == 0:
         raise DataError(
             f"no validation rows: the table has {table.height} rows; add rows or --validation 0"
@@ -192,8 +194,9 @@ def _prepared(
     recipe = Recipe.fit(typed, target, column_types=types, rows=parts[0], **options)
     warnings = tuple(dict.fromkeys((*recipe.notes, *split_warnings)))  # each line once
     targets = recipe.label_indices(typed)
+    train_targets, validation_targets = targets[train_rows], targets[validation_rows]
     holder = [typed]  # _encoded_parts drops the typed columns it no longer needs
-    del typed
+    del typed, targets
     (train_features, validation_features), unknown_cells = _encoded_parts(
         recipe, holder, parts, split["unknown"]
     )
@@ -201,9 +204,9 @@ def _prepared(
         warnings += (f"validation rows: {unknown_categories_warning(unknown_cells)}",)
     return PreparedData(
         train_features,
-        targets[train_rows],
+        train_targets,
         validation_features,
-        targets[validation_rows],
+        validation_targets,
         recipe.classes,
         recipe,
         warnings,
@@ -275,12 +278,14 @@ def _binned_first(
     the other columns."""
     chosen = binned_features(features)
     raws = [np.empty((len(part), len(chosen)), dtype=np.float64) for part in parts]
-    if chosen:
-        sources, _ = encoder_sources(chosen, inputs, None)
+    for start in range(0, len(chosen), _GATHER_COLUMNS):
+        group = chosen[start : start + _GATHER_COLUMNS]
+        sources, _ = encoder_sources(group, inputs, None)
         for raw, part in zip(raws, parts, strict=True):
-            _gather_columns([values for _, values in sources], part, raw)
+            columns = raw[:, start : start + len(group)]
+            _gather_columns([values for _, values in sources], part, columns)
         del sources
-        for feature in chosen:
+        for feature in group:  # freed while the next group is gathered
             del inputs[feature.name]
     return raws
 
