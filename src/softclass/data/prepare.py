@@ -236,8 +236,8 @@ def _encoded_parts(
     list so that its columns can be released early; rows each labelled and complete),
     encoded from the typed columns without copying a part's rows first, and the cells of the
     last part (the validation rows) whose category training did not see. With bins, each part
-    is :class:`FeatureRows` (compact features and binned values; the bins are made where the
-    rows are used), else a float32 (N, F) tensor.
+    is :class:`FeatureRows` (compact features and binned values; a binned number's scaled value
+    and bins are made where the rows are used), else a float32 (N, F) tensor.
 
     Raises:
         DataError: under ``unknown="error"``, a category of the last part not seen in training.
