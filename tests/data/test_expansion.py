@@ -4,6 +4,7 @@ the same training on every backend, the same trained model from ``softclass trai
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import polars as pl
@@ -90,14 +91,20 @@ def test_expanded_rows_are_bit_identical_to_the_dense_matrix(both):
     assert torch.equal(lazy.dense(torch.float64), dense.train_features.double())
 
 
-def test_a_bin_of_minus_zero_keeps_its_sign_as_the_dense_encoder():
-    feature = NumericFeature("x", 0.0, 1.0, None, 0.0, 1.0, -1.0, 2.0, edges=(-1.0, 0.0, 1.0, 2.0))
-    values = np.array([-0.0, 0.0, -0.5, 0.5, 1.5, 3.0, -2.0, 1e-300])
-    dense = encoded_rows([(feature, values)], len(values), 4)
+@pytest.mark.parametrize("clip", [None, 3.0, 1e-3])
+def test_a_bin_of_minus_zero_keeps_its_sign_as_the_dense_encoder(clip):
+    feature = NumericFeature(
+        "x", 0.0, 1.0, None, 0.0, 1.0, -1.0, 2.0, clip=clip, edges=(-1.0, 0.0, 1.0, 2.0)
+    )
+    values = np.array([-0.0, 0.0, -0.5, 0.5, 1.5, 3.0, -2.0, 1e-300, -1e300, 1e300])
+    with np.errstate(over="ignore"):  # 1e300 / 1e-3 squared: inf, the clipped value 0
+        dense = encoded_rows([(feature, values)], len(values), 4)
     spec = InputExpansion.of([feature])
-    compact = encoded_rows([(compact_features([feature])[0], values)], len(values), spec.n_compact)
+    assert compact_features([feature]) == () and spec.n_compact == 0  # all made from the value
+    compact = torch.empty((len(values), 0))
     expanded = spec.expand(compact, torch.from_numpy(values[:, None].copy()))
-    assert torch.signbit(dense[0, 2]) and torch.equal(_bits(expanded), _bits(dense))
+    assert torch.signbit(dense[0, 0]) and torch.signbit(dense[0, 2])
+    assert torch.equal(_bits(expanded), _bits(dense))
 
 
 def test_the_expansion_lists_each_input_source_in_the_recipes_order(both):
@@ -105,12 +112,80 @@ def test_the_expansion_lists_each_input_source_in_the_recipes_order(both):
     spec = compact.train_features.expansion
     names = compact.recipe.feature_names
     assert spec.n_inputs == len(names) == dense.train_features.shape[1]
-    binned = [name for name in names if "#bin" in name]
-    assert (spec.sources < 0).sum() == len(binned)
-    assert spec.n_compact == len(names) - len(binned) == compact.train_features.compact.shape[1]
+    # a binned number's scaled value and bins are made from its binned value
+    made = [name for name in names if name.split("#")[0] in ("wide", "steps", "gappy")]
+    assert len(made) == 3 + sum("#bin" in name for name in names)
+    assert [names[j] for j in np.flatnonzero(spec.sources < 0)] == made
+    assert spec.n_compact == len(names) - len(made) == compact.train_features.compact.shape[1]
     assert spec.n_raw == compact.train_features.raw.shape[1] == 3  # wide, steps, gappy (not 0/1)
-    first_bins = [index for index, name in enumerate(names) if name.startswith("wide#bin")]
-    assert (spec.sources[first_bins] == -1).all()
+    first = [index for index, name in enumerate(names) if name.split("#")[0] == "wide"]
+    assert (spec.sources[first] == -1).all()
+    assert (spec.bound[first] == [3.0] + [0.0] * (len(first) - 1)).all()  # robust's clip, bins
+
+
+def _every_kind(n_rows: int = 900) -> pl.DataFrame:
+    """A number of each shape (with missing cells, integer, constant, 0/1, -0.0 and huge
+    values), a boolean, a date, categories (with missing cells, and more than 64 levels)."""
+    generator = np.random.default_rng(7)
+    spread = generator.standard_cauchy(n_rows) * 1e5
+    spread[::50] = -0.0
+    spread[1::97] = 3e38
+    return pl.DataFrame(
+        {
+            "spread": spread,
+            "gappy": [
+                None if i % 9 == 0 else float(v) for i, v in enumerate(generator.random(n_rows))
+            ],
+            "count": generator.integers(-5, 500, n_rows),
+            "constant": np.full(n_rows, 2.5),
+            "binary": generator.integers(0, 2, n_rows).astype(float),
+            "switch": generator.random(n_rows) < 0.3,
+            "day": np.datetime64("2020-01-01") + generator.integers(0, 900, n_rows),
+            "colour": [
+                None if i % 11 == 0 else colour
+                for i, colour in enumerate(generator.choice(["a", "b", "c"], n_rows))
+            ],
+            "city": [f"c{v}" for v in generator.integers(0, 90, n_rows)],
+            "label": generator.choice(["p", "q", "r"], n_rows),
+        }
+    )
+
+
+@pytest.mark.parametrize("normalization", ["robust", "zscore", "minmax"])
+def test_every_column_kind_expands_to_the_dense_matrix_in_python_and_the_compiled_loops(
+    normalization,
+):
+    table = _every_kind()
+    compact = prepare_table(table, "label", normalization=normalization, bins=8)
+    with pytest.MonkeyPatch.context() as patch:
+        _dense_path(patch)
+        dense = prepare_table(table, "label", normalization=normalization, bins=8)
+    spec = compact.train_features.expansion
+    assert spec.n_raw >= 4 and spec.n_compact == compact.train_features.compact.shape[1]
+    assert ((spec.bound == math.inf).sum() == spec.n_raw) == (normalization != "robust")
+    for mine, reference in [
+        (compact.train_features, dense.train_features),
+        (compact.validation_features, dense.validation_features),
+    ]:
+        assert torch.equal(_bits(mine.dense()), _bits(reference))
+        assert torch.equal(mine.dense(torch.float64), reference.double())
+    results = [  # the compiled row loops expand each row as they gather it
+        train_ensemble(
+            _network(data.n_features, (8,)),
+            design_seed_grid(["A"], [0]),
+            data.train_features,
+            data.train_targets,
+            TrainConfig(epochs=1, batch_size=16, backend="compiled", optimizer="adam"),
+            data.validation_features,
+            data.validation_targets,
+        )
+        for data in (compact, dense)
+    ]
+    for mine, reference in zip(
+        results[0].network.parameters(), results[1].network.parameters(), strict=True
+    ):
+        assert torch.equal(_bits(mine), _bits(reference))
+    assert np.array_equal(results[0].val_loss, results[1].val_loss)
 
 
 def test_without_bins_the_features_stay_a_tensor():

@@ -3,20 +3,27 @@
 With ``bins`` > 0 a number becomes its scaled value and one output per quantile bin
 (:mod:`softclass.data.features`): 274 outputs a row instead of 61 for a table of 30 columns,
 4.9x the table in float32. The bins are a function of the number alone, so the prepared rows
-keep the *compact* features (scaled numbers, missing indicators, one-hot: every output but the
-bins) and each binned number's imputed value (float64), and :class:`InputExpansion` makes the
-network's inputs from them for the rows in use (a batch, a block to predict), in the arithmetic
-of :func:`softclass.data.features.encoded_rows`: ``clip((value - lower) / width, 0, 1)`` in
-float64, then float32 -- so every input is bit-identical to the dense matrix.
+keep the *compact* features (the outputs of features without bins: scaled numbers, missing
+indicators, one-hot) and each binned number's imputed value (float64), and
+:class:`InputExpansion` makes the network's inputs from them for the rows in use (a batch, a
+block to predict), in the arithmetic of :func:`softclass.data.features.encoded_rows`:
+``clip((value - lower) / width, 0, 1)`` in float64, then float32 -- so every input is
+bit-identical to the dense matrix.
 
-The compiled training loops (``training/mlp_native.c``) apply the same rule to each row they
-gather, from the arrays :attr:`InputExpansion.sources`, :attr:`~InputExpansion.lower` and
-:attr:`~InputExpansion.width`.
+A binned number's scaled value is made the same way from its binned value (the compact rows do
+not hold it): ``(value - offset) / scale`` in float64, under "robust" then smoothly clipped
+(``s / sqrt(1 + (s / clip)²)``), then float32 -- :func:`~softclass.data.features.encoded_rows`'
+arithmetic, operation by operation, so these inputs too are bit-identical to the dense matrix.
+
+The compiled training loops (``training/mlp_native.c``) apply the same rules to each row they
+gather, from the arrays :attr:`InputExpansion.sources`, :attr:`~InputExpansion.lower`,
+:attr:`~InputExpansion.width` and :attr:`~InputExpansion.bound`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,15 +49,20 @@ class InputExpansion:
 
     Attributes:
         sources: int64 (F,): input j is compact column ``sources[j]`` when >= 0 (passed
-            through), else bin ``clip((raw[k] - lower[j]) / width[j], 0, 1)`` of binned value
-            ``k = -1 - sources[j]``.
-        lower, width: float64 (F,): each bin's lower edge and width (0 and 1 for passed inputs).
+            through), else made from binned value ``k = -1 - sources[j]``: ``v = (raw[k] -
+            lower[j]) / width[j]`` in float64, then as ``bound[j]`` says.
+        lower, width: float64 (F,): each bin's lower edge and width, each scaled value's offset
+            and scale (0 and 1 for passed inputs).
+        bound: float64 (F,): 0 for a bin (``v`` clipped to [0, 1]), inf for a scaled value
+            (``v``), else the smooth clip c of a scaled value (``v / sqrt(1 + (v / c)²)``); 0 for
+            passed inputs.
         n_compact: compact columns a row has; n_raw: binned values a row has.
     """
 
     sources: np.ndarray
     lower: np.ndarray
     width: np.ndarray
+    bound: np.ndarray
     n_compact: int
     n_raw: int
 
@@ -60,19 +72,24 @@ class InputExpansion:
         sources: list[int] = []
         lower: list[float] = []
         width: list[float] = []
+        bound: list[float] = []
         n_compact = n_raw = 0
         for feature in features:
             edges = _edges(feature)
-            passed = len(feature.output_names) - (0 if edges is None else len(edges) - 1)
-            sources.extend(range(n_compact, n_compact + passed))
-            lower.extend([0.0] * passed)
-            width.extend([1.0] * passed)
-            n_compact += passed
             if edges is None:
+                passed = len(feature.output_names)
+                sources.extend(range(n_compact, n_compact + passed))
+                lower.extend([0.0] * passed)
+                width.extend([1.0] * passed)
+                bound.extend([0.0] * passed)
+                n_compact += passed
                 continue
-            sources.extend([-1 - n_raw] * (len(edges) - 1))
-            lower.extend(edges[:-1].tolist())
-            width.extend(np.diff(edges).tolist())
+            # the scaled value, then the bins, all from binned value n_raw
+            sources.extend([-1 - n_raw] * len(edges))
+            lower.extend([feature.offset, *edges[:-1].tolist()])
+            width.extend([feature.scale, *np.diff(edges).tolist()])
+            clip = math.inf if feature.clip is None else feature.clip
+            bound.extend([clip, *[0.0] * (len(edges) - 1)])
             n_raw += 1
         if n_raw == 0:
             return None
@@ -80,6 +97,7 @@ class InputExpansion:
             np.asarray(sources, dtype=np.int64),
             np.asarray(lower, dtype=np.float64),
             np.asarray(width, dtype=np.float64),
+            np.asarray(bound, dtype=np.float64),
             n_compact,
             n_raw,
         )
@@ -95,34 +113,53 @@ class InputExpansion:
         """The network inputs ``(n, F)`` in ``dtype`` of rows given as compact features
         ``(n, n_compact)`` and binned values float64 ``(n, n_raw)`` (on one device).
 
-        Bins are computed in float64 and rounded to float32 (as the dense encoder), then to
-        ``dtype``; passed columns are copied (float32 to ``dtype``, no float64 arithmetic).
+        Bins and scaled values are computed in float64 and rounded to float32 (as the dense
+        encoder), then to ``dtype``; passed columns are copied (float32 to ``dtype``, no float64
+        arithmetic).
         """
-        passed, binned, raw_columns, lower, width = self._tensors(compact.device)
+        passed, derived, raw_columns, lower, width, counts, clips = self._tensors(compact.device)
         inputs = torch.empty((compact.shape[0], self.n_inputs), dtype=dtype, device=compact.device)
         inputs.index_copy_(1, passed, compact[:, : self.n_compact].to(torch.float32).to(dtype))
-        # Bins computed input-major, (bins, n): gathering whole rows of the transposed values is
-        # several times faster than gathering columns; clamped to [0, 1] keeping -0.0 (as
-        # numpy's clip in the dense encoder).
-        bins = raw.t().index_select(0, raw_columns).sub_(lower).div_(width).clamp_(0.0, 1.0)
-        inputs.index_copy_(1, binned, bins.to(torch.float32).t().to(dtype))
+        # Made input-major, (inputs, n): gathering whole rows of the transposed values is several
+        # times faster than gathering columns. The bins come first, clamped to [0, 1] keeping
+        # -0.0 (as numpy's clip in the dense encoder); then the smoothly clipped scaled values,
+        # each operation as the dense encoder's; then the scaled values left as they are.
+        values = raw.t().index_select(0, raw_columns).sub_(lower).div_(width)
+        n_bins, n_clipped = counts
+        values[:n_bins].clamp_(0.0, 1.0)
+        clipped = values[n_bins : n_bins + n_clipped]
+        if n_clipped:
+            ratio = clipped / clips
+            clipped.div_(ratio.mul_(ratio).add_(1.0).sqrt_())
+        inputs.index_copy_(1, derived, values.to(torch.float32).t().to(dtype))
         return inputs
 
-    def _tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(positions of the passed inputs, positions of the bins, the binned value of each
-        bin, its lower edge and width as (bins, 1) float64 columns), on ``device``, made once."""
+    def _tensors(self, device: torch.device) -> tuple:
+        """(positions of the passed inputs, positions of the derived inputs -- bins, smoothly
+        clipped scaled values, other scaled values --, the binned value of each, its lower edge
+        (offset) and width (scale) as (D, 1) float64 columns, (bins, clipped scaled values), the
+        clips as a float64 column), on ``device``, made once."""
         cached = self.__dict__.get("_cache")
         if cached is None or cached[0].device != device:
             sources = torch.from_numpy(self.sources)
-            binned = torch.nonzero(sources < 0).flatten()
-            cached = (
+            bound = torch.from_numpy(self.bound)
+            kinds = [
+                (sources < 0) & (bound == 0),
+                (sources < 0) & (bound > 0) & (bound < math.inf),
+                (sources < 0) & (bound == math.inf),
+            ]
+            derived = torch.cat([torch.nonzero(kind).flatten() for kind in kinds])
+            counts = (int(kinds[0].sum()), int(kinds[1].sum()))
+            tensors = (
                 torch.nonzero(sources >= 0).flatten(),
-                binned,
-                -1 - sources[binned],
-                torch.from_numpy(self.lower)[binned][:, None],
-                torch.from_numpy(self.width)[binned][:, None],
+                derived,
+                -1 - sources[derived],
+                torch.from_numpy(self.lower)[derived][:, None],
+                torch.from_numpy(self.width)[derived][:, None],
+                bound[derived][counts[0] : counts[0] + counts[1], None],
             )
-            cached = tuple(tensor.to(device) for tensor in cached)
+            tensors = tuple(tensor.to(device) for tensor in tensors)
+            cached = (*tensors[:5], counts, tensors[5])
             object.__setattr__(self, "_cache", cached)
         return cached
 
@@ -142,8 +179,7 @@ def encode_compact(
     n_rows = next(iter(columns.values())).len()
     sources, unseen = encoder_sources(features, columns, keep)
     counts = unknown_counts(features, columns, unseen, None, keep, unknown)
-    stripped = compact_features(features)
-    compact = [(feature, values) for feature, (_, values) in zip(stripped, sources, strict=True)]
+    compact = [(feature, values) for feature, values in sources if _edges(feature) is None]
     matrix = encoded_rows(compact, n_rows, expansion.n_compact)
     raw = np.empty((n_rows, expansion.n_raw), dtype=np.float64)
     binned = [values for feature, values in sources if _edges(feature) is not None]
@@ -153,11 +189,9 @@ def encode_compact(
 
 
 def compact_features(features: Sequence[Feature]) -> tuple[Feature, ...]:
-    """``features`` without their bins: what the compact columns encode."""
-    return tuple(
-        dataclasses.replace(feature, edges=()) if _edges(feature) is not None else feature
-        for feature in features
-    )
+    """The features without bins: what the compact columns encode (a binned number's scaled
+    value and bins are made from its binned value)."""
+    return tuple(feature for feature in features if _edges(feature) is None)
 
 
 def binned_features(features: Sequence[Feature]) -> tuple[NumericFeature, ...]:

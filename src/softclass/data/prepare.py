@@ -49,6 +49,7 @@ from softclass.limits import DEFAULT_LIMITS, ReadLimits
 
 _GROUP_OUTPUTS = 64  # output columns encoded together (a 256-byte run of each matrix row)
 _GATHER_BLOCK_VALUES = 1 << 20  # binned values gathered per block of rows (8 MiB)
+_GATHER_COLUMNS = 4  # binned numbers gathered together (their imputed values made together)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def _prepared(
         targets, split["validation_fraction"], split["seed"]
     )
     train_rows, validation_rows = rows[train_positions], rows[validation_positions]
+    del rows, targets, train_positions, validation_positions  # 8 bytes a row each
     if validation_rows.numel() == 0:
         raise DataError(
             f"no validation rows: the table has {table.height} rows; add rows or --validation 0"
@@ -192,8 +194,9 @@ def _prepared(
     recipe = Recipe.fit(typed, target, column_types=types, rows=parts[0], **options)
     warnings = tuple(dict.fromkeys((*recipe.notes, *split_warnings)))  # each line once
     targets = recipe.label_indices(typed)
+    train_targets, validation_targets = targets[train_rows], targets[validation_rows]
     holder = [typed]  # _encoded_parts drops the typed columns it no longer needs
-    del typed
+    del typed, targets
     (train_features, validation_features), unknown_cells = _encoded_parts(
         recipe, holder, parts, split["unknown"]
     )
@@ -201,9 +204,9 @@ def _prepared(
         warnings += (f"validation rows: {unknown_categories_warning(unknown_cells)}",)
     return PreparedData(
         train_features,
-        targets[train_rows],
+        train_targets,
         validation_features,
-        targets[validation_rows],
+        validation_targets,
         recipe.classes,
         recipe,
         warnings,
@@ -233,8 +236,8 @@ def _encoded_parts(
     list so that its columns can be released early; rows each labelled and complete),
     encoded from the typed columns without copying a part's rows first, and the cells of the
     last part (the validation rows) whose category training did not see. With bins, each part
-    is :class:`FeatureRows` (compact features and binned values; the bins are made where the
-    rows are used), else a float32 (N, F) tensor.
+    is :class:`FeatureRows` (compact features and binned values; a binned number's scaled value
+    and bins are made where the rows are used), else a float32 (N, F) tensor.
 
     Raises:
         DataError: under ``unknown="error"``, a category of the last part not seen in training.
@@ -243,26 +246,18 @@ def _encoded_parts(
     expansion = InputExpansion.of(recipe.features)
     features = recipe.features if expansion is None else compact_features(recipe.features)
     width = sum(len(feature.output_names) for feature in features)
-    binned, raws = _binned_first(recipe.features if expansion else (), inputs, parts)
+    raws = _binned_first(recipe.features if expansion else (), inputs, parts)
     matrices = [torch.empty((len(part), width), dtype=torch.float32) for part in parts]
     counts: dict[str, int] = {}
     start = 0
     for group in _feature_groups(features):
-        plain = [feature for feature in group if feature.name not in binned]
-        sources, unseen = encoder_sources(plain, inputs, None)
-        counts |= unknown_counts(plain, inputs, unseen, parts[-1], None, unknown)
-        made = {feature.name: values for feature, values in sources}
-        gathered = {index for index, feature in enumerate(group) if feature.name in binned}
+        sources, unseen = encoder_sources(group, inputs, None)
+        counts |= unknown_counts(group, inputs, unseen, parts[-1], None, unknown)
         stop = start + sum(len(feature.output_names) for feature in group)
-        for matrix, raw, part in zip(matrices, raws, parts, strict=True):
-            group_sources = [
-                (feature, raw[:, binned[feature.name]] if index in gathered else made[feature.name])
-                for index, feature in enumerate(group)
-            ]
-            out = matrix[:, start:stop]
-            encoded_rows(group_sources, len(part), stop - start, part, out, gathered)
+        for matrix, part in zip(matrices, parts, strict=True):
+            encoded_rows(sources, len(part), stop - start, part, matrix[:, start:stop])
         start = stop
-        del sources, unseen, made  # before the next group's values are made
+        del sources, unseen  # before the next group's values are made
     if expansion is None:
         return matrices, counts
     lazy = [
@@ -274,23 +269,25 @@ def _encoded_parts(
 
 def _binned_first(
     features: Sequence[Feature], inputs: dict[str, pl.Series], parts: tuple[np.ndarray, ...]
-) -> tuple[dict[str, int], list[np.ndarray]]:
-    """``{name: k}`` of each binned number (k: its column of the binned values) and each
-    part's float64 (N, K) binned values, written before any compact feature; the binned
-    numbers' inputs are then dropped from ``inputs``. So the compact matrices (row-major,
-    written a group of columns at a time: the first group touches every page) are written
-    while the typed table holds only the other columns, the scaled values of binned numbers
-    read from their binned values (the same float64 values)."""
+) -> list[np.ndarray]:
+    """Each part's float64 (N, K) binned values (column k: the k-th binned number), written
+    before any compact feature; the binned numbers' inputs are then dropped from ``inputs``.
+    So the compact matrices (row-major, written a group of columns at a time: the first group
+    touches every page; without the binned numbers, whose scaled values and bins are made from
+    the binned values where the rows are used) are written while the typed table holds only
+    the other columns."""
     chosen = binned_features(features)
     raws = [np.empty((len(part), len(chosen)), dtype=np.float64) for part in parts]
-    if chosen:
-        sources, _ = encoder_sources(chosen, inputs, None)
+    for start in range(0, len(chosen), _GATHER_COLUMNS):
+        group = chosen[start : start + _GATHER_COLUMNS]
+        sources, _ = encoder_sources(group, inputs, None)
         for raw, part in zip(raws, parts, strict=True):
-            _gather_columns([values for _, values in sources], part, raw)
+            columns = raw[:, start : start + len(group)]
+            _gather_columns([values for _, values in sources], part, columns)
         del sources
-        for feature in chosen:
+        for feature in group:  # freed while the next group is gathered
             del inputs[feature.name]
-    return {feature.name: k for k, feature in enumerate(chosen)}, raws
+    return raws
 
 
 def _gather_columns(columns: Sequence[np.ndarray], rows: np.ndarray, out: np.ndarray) -> None:

@@ -107,6 +107,7 @@ typedef struct {
     const double *input_lower, *input_width;
     const double *raw;            /* (n_rows, n_raw) binned values of the training rows */
     const double *val_raw;        /* (n_val_rows, n_raw) binned values of the validation rows */
+    const double *input_bound;    /* (widths[0],) 0: a bin; inf: a scaled value; c: clipped */
 } RunBuffers;
 
 /* tanh in float, inlined and branch-free (glibc's tanhf is an out-of-line call per unit):
@@ -198,13 +199,11 @@ static inline REAL NAME(activation_backward)(int64_t activation, REAL grad, REAL
     }
 }
 
-/* Forward pass of one row: level l of the row lives at act[l] (level 0: the input, copied there
- * by the caller) and, for l >= 1, its pre-activation at pre[l]; the logits land at act[n_layers]
- * (equal to pre[n_layers]). weights[k], biases[k] are this member's layer k. */
-/* The network's widths[0] inputs of one row into `inputs`: its feature columns `features`
- * copied, or (input_sources) input j is column input_sources[j] when >= 0, else the bin
- * clip((raw[k] - lower[j]) / width[j], 0, 1) in double, rounded to float, of the row's binned
- * value k = -1 - input_sources[j]: data/expansion.py's InputExpansion.expand, bit for bit. */
+/* The network's widths[0] inputs of one row into `inputs`: `features` copied, or (input_sources)
+ * input j is column input_sources[j] when >= 0, else made from binned value k = -1 - source:
+ * v = (raw[k] - lower[j]) / width[j] in double; a bin clip(v, 0, 1) when input_bound[j] is 0, a
+ * scaled value v when inf, else v / sqrt(1 + (v / c)^2), c = input_bound[j]; rounded to float:
+ * InputExpansion.expand bit for bit (the square stored first: no fused multiply-add). */
 static void NAME(row_inputs)(const RunSettings *settings, const RunBuffers *buffers,
                              const REAL *features, const double *raw, REAL *inputs) {
     const int64_t n_inputs = settings->widths[0];
@@ -213,14 +212,22 @@ static void NAME(row_inputs)(const RunSettings *settings, const RunBuffers *buff
         return;
     }
     for (int64_t j = 0; j < n_inputs; ++j) {
-        const int64_t source = buffers->input_sources[j];
-        double bin = source >= 0 ? 0.0 : (raw[-1 - source] - buffers->input_lower[j]) /
-                                             buffers->input_width[j];
-        bin = bin > 1.0 ? 1.0 : bin < 0.0 ? 0.0 : bin; /* keeps -0.0, as torch.clamp, numpy.clip */
-        inputs[j] = source >= 0 ? features[source] : (REAL)(float)bin;
+        const int64_t k = -1 - buffers->input_sources[j];
+        const double bound = buffers->input_bound[j];
+        double value = k < 0 ? 0.0 : (raw[k] - buffers->input_lower[j]) / buffers->input_width[j];
+        if (bound == 0.0) {
+            value = value > 1.0 ? 1.0 : value < 0.0 ? 0.0 : value; /* keeps -0.0, as clamp */
+        } else if (bound != INFINITY) {
+            volatile double square = (value / bound) * (value / bound);
+            value = value / sqrt(1.0 + square);
+        }
+        inputs[j] = k < 0 ? features[-1 - k] : (REAL)(float)value;
     }
 }
 
+/* Forward pass of one row: level l of the row lives at act[l] (level 0: the input, copied there
+ * by the caller) and, for l >= 1, its pre-activation at pre[l]; the logits land at act[n_layers]
+ * (equal to pre[n_layers]). weights[k], biases[k] are this member's layer k. */
 static void NAME(network_forward_row)(const RunSettings *settings, REAL *const *weights,
                               REAL *const *biases, REAL *const *act, REAL *const *pre) {
     const int64_t n_layers = settings->n_layers;

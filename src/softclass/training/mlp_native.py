@@ -108,6 +108,7 @@ class _RunBuffers(ctypes.Structure):
         ("input_width", _PTR),
         ("raw", _PTR),
         ("val_raw", _PTR),
+        ("input_bound", _PTR),
     ]
 
 
@@ -320,9 +321,11 @@ def _buffers(tensors: RunTensors) -> _RunBuffers:
     expansion's arrays live as long as it)."""
     spec = tensors.expansion
     expansion = (
-        (None, None, None)
+        (None, None, None, None)
         if spec is None
-        else tuple(array.ctypes.data for array in (spec.sources, spec.lower, spec.width))
+        else tuple(
+            array.ctypes.data for array in (spec.sources, spec.lower, spec.width, spec.bound)
+        )
     )
     return _RunBuffers(
         parameters=_pointers(tensors.parameters),
@@ -346,4 +349,5 @@ def _buffers(tensors: RunTensors) -> _RunBuffers:
         input_width=expansion[2],
         raw=pointer(tensors.raw),
         val_raw=pointer(tensors.val_raw),
+        input_bound=expansion[3],
     )
