@@ -12,7 +12,7 @@
  * softclass.functional themselves: softclass/kernels/cpu_native.c (fused cross entropy, softmax
  * and their backward, on a whole batch of logits) is compiled into this library, and the
  * probability losses of designs C and D are the row functions of softclass/kernels/loss_rows.h
- * (the float64 parity tests of tests/test_engine.py hold every branch to autograd through
+ * (the float64 parity tests of tests/training/test_engine.py hold every branch to autograd through
  * softclass.functional).
  *
  * Built at install time (setup.py) and loaded with ctypes. The body below is compiled
