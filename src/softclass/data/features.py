@@ -358,17 +358,17 @@ def _ranked(column: pl.Series, bins: int) -> pl.Series:
     and -0.0 (and so change which zero a quantile gives): a column holding both stays as it
     is when one of those statistics reads a zero or its neighbours."""
     present = column.drop_nulls()
-    ranked = present.sort()
     values = present.to_numpy()
     zeros = np.signbit(values[values == 0])
-    if zeros.any() and not zeros.all():
-        ranked_values = ranked.to_numpy()
-        levels = np.concatenate(([0.25, 0.5, 0.75], np.linspace(0.0, 1.0, max(bins, 0) + 1)))
-        below = np.floor((len(values) - 1) * levels).astype(np.intp)
-        read = np.clip(below[:, None] + np.arange(-1, 3), 0, len(values) - 1)
-        if np.isnan(ranked_values[-1]) or (ranked_values[read] == 0).any():
-            return column
-    return ranked
+    if not zeros.any() or zeros.all():
+        return present.sort()
+    ranked = np.sort(values)  # numpy's memory, handed back when freed (polars' is kept a while)
+    levels = np.concatenate(([0.25, 0.5, 0.75], np.linspace(0.0, 1.0, max(bins, 0) + 1)))
+    below = np.floor((len(values) - 1) * levels).astype(np.intp)
+    read = np.clip(below[:, None] + np.arange(-1, 3), 0, len(values) - 1)
+    if np.isnan(ranked[-1]) or (ranked[read] == 0).any():
+        return column
+    return pl.Series(column.name, ranked).set_sorted()
 
 
 def bin_edges(
