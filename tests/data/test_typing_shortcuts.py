@@ -13,6 +13,8 @@ from softclass.data.column_types import (
     read_column,
     type_column,
 )
+from softclass.data.typing_table import typed_table
+from softclass.errors import DataError
 
 
 @pytest.mark.parametrize(
@@ -68,3 +70,13 @@ def test_a_text_column_is_found_in_its_first_cells_as_in_all_of_them(cells, kind
     assert column_type.kind == kind
     if kind == NUMBER:
         assert typed.null_count() == cells.count("NA")
+
+
+def test_columns_typed_side_by_side_raise_the_first_bad_column_in_order():
+    bad = ["1.5", "2,5"] * 2000
+    table = pl.DataFrame({"z": bad, "ok": ["1"] * 4000, "a": bad, "y": ["a", "b"] * 2000})
+    for _ in range(5):
+        with pytest.raises(DataError, match=r"column 'z' writes numbers with '\.'"):
+            typed_table(table, "y")
+    typed, types = typed_table(table.drop("z", "a"), "y")
+    assert typed.columns == ["ok", "y"] and [t.kind for t in types] == [NUMBER, TEXT]
