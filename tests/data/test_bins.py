@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from softclass.data import Recipe
-from softclass.data.features import fit_numeric, sorted_quantiles
+from softclass.data.features import _ranked, fit_numeric, sorted_quantiles
 from softclass.errors import ConfigError, ModelFileError
 
 
@@ -69,18 +69,26 @@ def test_damaged_edges_in_a_recipe_file_are_refused(edges):
         Recipe.from_dict(data)
 
 
-@pytest.mark.parametrize("zeros", ["plain", "both signs"])
+@pytest.mark.parametrize("zeros", ["plain", "both signs", "both signs, away", "both, lowest"])
 def test_median_quartiles_and_edges_are_the_bits_of_each_statistic_taken_apart(zeros):
     # fit_numeric sorts the present values once for all of them (features._ranked); each must
     # be the bits polars' median and quantile and numpy's quantile give on the column as read,
-    # also when a sort could reorder 0.0 and -0.0
+    # also when a sort could reorder 0.0 and -0.0: sorted only where no statistic reads a zero
     generator = np.random.default_rng(3)
     values = np.round(generator.normal(0.0, 0.002, 2001), 3)
     if zeros == "plain":
         values[values == 0] = 0.0
-    else:
-        assert np.signbit(values[values == 0]).any() and not np.signbit(values[values == 0]).all()
+    elif zeros == "both signs, away":  # the zeros between the 0.125 and 0.25 quantiles
+        values = np.round(generator.normal(5.0, 3.0, 2001), 3) + 0.0
+        values[values == 0] = 1.0
+        values[[10, 20, 30, 40]] = [0.0, -0.0, 0.0, -0.0]
+    elif zeros == "both, lowest":  # the lowest values are zeros: the fallback
+        values = np.abs(values)
+        values[np.flatnonzero(values == 0)[::2]] = -0.0
+    assert (zeros == "plain") != bool(np.signbit(values[values == 0]).any())
+    assert zeros == "plain" or not np.signbit(values[values == 0]).all()
     column = pl.Series("x", values).scatter([5, 70, 900], None)
+    assert (_ranked(column, 8) is column) == (zeros in ("both signs", "both, lowest"))
     feature = fit_numeric(column, "robust", {}, "impute", ("x", None), bins=8)
     present = column.drop_nulls()
     quartiles = float(present.quantile(0.75, "linear")) - float(present.quantile(0.25, "linear"))

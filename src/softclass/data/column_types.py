@@ -236,7 +236,8 @@ def type_column(
         )
     plain = _plain_numbers(column, options.decimal, options.missing_markers)
     if plain is not None:
-        return ColumnType(name, NUMBER, note=_three_decimals_note(column, plain)), plain
+        markers = options.missing_markers if plain.null_count() > column.null_count() else None
+        return ColumnType(name, NUMBER, note=_three_decimals_note(column, plain, markers)), plain
     text = present_text(column, options.missing_markers)
     if text.null_count() == text.len():
         return ColumnType(name, NUMBER), text.cast(pl.Float64)
@@ -424,10 +425,13 @@ def _decorations(decimal: str) -> list[str]:
 def _plain_numbers(
     column: pl.Series, decimal: str | None, missing_markers: tuple[str, ...]
 ) -> pl.Series | None:
-    """The values of a text column whose every cell is a plain number, else None.
+    """The values of a text column whose every cell is a plain number or a missing marker
+    (null), else None.
 
-    The fast path of typing: one cast, no stripping, no regular expression. Not taken when a
-    missing marker is itself a number (``--na-values -999``) or the decimal mark is ``,``.
+    The fast path of typing: one cast, no stripping, no regular expression (only the cells the
+    cast leaves null are checked for markers: a plain number has no surrounding blanks). Not
+    taken when a missing marker is itself a number (``--na-values -999``) or the decimal mark
+    is ``,``.
     """
     if decimal == "," or _has_number_marker(missing_markers):
         return None
@@ -435,8 +439,10 @@ def _plain_numbers(
     for cells in (text.head(_SAMPLE), text):  # a text column fails in its first cells
         values = cells.cast(pl.Float64, strict=False)
         if values.null_count() != cells.null_count():
-            return None
-    if text.null_count() == text.len():
+            failed = cells.filter(values.is_null() & cells.is_not_null())
+            if present_text(failed, missing_markers).null_count() != failed.len():
+                return None
+    if values.null_count() == values.len():
         return None
     return values.alias(column.name)
 
@@ -453,11 +459,16 @@ def _has_number_marker(markers: tuple[str, ...]) -> bool:
     return False
 
 
-def _three_decimals_note(text: pl.Series, values: pl.Series) -> str:
-    """A note when every plain number could also be thousands written with '.' (``1.234``)."""
-    first = [cell for cell in text.head(8).to_list() if cell is not None]
+def _three_decimals_note(
+    text: pl.Series, values: pl.Series, markers: Sequence[str] | None = None
+) -> str:
+    """A note when every plain number could also be thousands written with '.' (``1.234``).
+    ``markers``: read ``text`` as :func:`present_text` with them gives it."""
+    head = text.head(8) if markers is None else present_text(text.head(8), markers)
+    first = [cell for cell in head.to_list() if cell is not None]
     if not all(_GROUPED_THOUSANDS.match(cell.strip()) for cell in first):
         return ""  # decided by the first cells, without a polars call per column
+    text = text if markers is None else present_text(text, markers)
     for cells, numbers in ((text.head(_SAMPLE), values.head(_SAMPLE)), (text, values)):
         text_cells = cells.cast(pl.String)
         magnitude = numbers.abs()
@@ -485,6 +496,8 @@ def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Ser
         if not _all_match(present, decimal):
             return None
         return decimal, "", parse_number_text(text, decimal)
+    if _has_a_word(text.head(_SAMPLE)):
+        return None  # a text column: not every cell cast and matched (-1M cells)
     plain = text.cast(pl.Float64, strict=False)
     failed = text.is_not_null() & plain.is_null()
     if not failed.any():
@@ -497,6 +510,16 @@ def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Ser
     if _all_match(present, ","):
         return ",", "", _decorated_values(text, ",", True)
     return None
+
+
+def _has_a_word(cells: pl.Series) -> bool:
+    """Whether an ASCII cell of ``cells`` is no number with either mark: then no number type
+    fits whatever other cells hold (a non-ASCII cell may, beside a digit of another script)."""
+    cells = cells.drop_nulls()
+    cells = cells.filter(cells.cast(pl.Float64, strict=False).is_null())
+    cells = cells.filter(cells.str.len_bytes() == cells.str.len_chars())
+    point, comma = (cells.str.contains(_number_pattern(mark)) for mark in DECIMAL_MARKS)
+    return bool((~point & ~comma).any())
 
 
 def _ambiguity_note(present: pl.Series) -> str:

@@ -140,8 +140,7 @@ def encoded_rows(
     Each block is filled output by output into contiguous rows of an (F, rows) buffer and
     transposed into place, so no full-size temporary exists beside the result (writing the
     columns of an (N, F) array one by one strides through memory and is several times slower);
-    torch's transposing copy works in tiles, several times faster than numpy's. The bins of a
-    number are computed together, in float64 as the scaled value.
+    torch's transposing copy works in tiles. A number's bins: together, in float64.
     """
     matrix = torch.empty((n_rows, width), dtype=torch.float32) if out is None else out
     gathered = set(gathered)
@@ -149,6 +148,7 @@ def encoded_rows(
     bounds = [_bin_bounds(feature) for feature, _ in sources]
     widest = max((len(low) for low, _ in bounds), default=0)
     scratch = np.empty((widest, block_rows), dtype=np.float64)
+    work = np.empty((2, min(block_rows, n_rows)), dtype=np.float64)
     block = np.empty((width, block_rows), dtype=np.float32)
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
@@ -158,10 +158,13 @@ def encoded_rows(
         for index, (feature, values) in enumerate(sources):
             lows, widths = bounds[index]
             part = values[start:stop] if chosen is None or index in gathered else values[chosen]
-            if isinstance(feature, NumericFeature):
-                scaled = (part - feature.offset) / feature.scale
-                if feature.clip is not None:
-                    scaled = scaled / np.sqrt(1.0 + np.square(scaled / feature.clip))
+            if isinstance(feature, NumericFeature):  # in place: 3x numpy's temporaries' speed
+                scaled = np.subtract(part, feature.offset, out=work[0, :count])
+                np.divide(scaled, feature.scale, out=scaled)
+                if feature.clip is not None:  # scaled / sqrt(1 + (scaled / clip)²)
+                    ratio = np.divide(scaled, feature.clip, out=work[1, :count])
+                    np.sqrt(np.add(1.0, np.square(ratio, out=ratio), out=ratio), out=ratio)
+                    np.divide(scaled, ratio, out=scaled)
                 block[position, :count] = scaled
                 position += 1
                 if len(lows):
@@ -324,7 +327,7 @@ def fit_numeric(
     minimum = float(column.min())
     maximum = float(column.max())
     needs_median = missing == "impute" or normalization == "robust"
-    ranked = _ranked(column) if needs_median or bins > 0 else column
+    ranked = _ranked(column, bins) if needs_median or bins > 0 else column
     median = float(ranked.median()) if needs_median else 0.0
     clip = None
     if normalization == "minmax":
@@ -351,17 +354,22 @@ def fit_numeric(
     )
 
 
-def _ranked(column: pl.Series) -> pl.Series:
-    """The present values of ``column`` sorted, for its median and quantiles (one sort, where
-    each selected them apart: 38 -> 24 ms for 800,000 values); the column as it is when it
-    holds both 0.0 and -0.0, whose order a sort may change (and so which zero a quantile
-    gives). Equal values being the same bits otherwise, the quantiles are the same bits."""
+def _ranked(column: pl.Series, bins: int) -> pl.Series:
+    """The present values of ``column`` sorted once for its median, quartiles and bin edges
+    (the same bits: equal values are the same bits, but for 0.0 and -0.0, whose order a sort
+    may change: a column holding both stays as it is when a statistic reads near a zero)."""
     present = column.drop_nulls()
     values = present.to_numpy()
     zeros = np.signbit(values[values == 0])
-    if zeros.any() and not zeros.all():
+    if not zeros.any() or zeros.all():
+        return present.sort()
+    ranked = np.sort(values)  # memory handed back when freed (polars' allocator keeps it)
+    levels = np.concatenate(([0.25, 0.5, 0.75], np.linspace(0.0, 1.0, max(bins, 0) + 1)))
+    below = np.floor((len(values) - 1) * levels).astype(np.intp)
+    read = np.clip(below[:, None] + np.arange(-1, 3), 0, len(values) - 1)
+    if np.isnan(ranked[-1]) or (ranked[read] == 0).any():
         return column
-    return present.sort()
+    return pl.Series(column.name, ranked).set_sorted()
 
 
 def bin_edges(

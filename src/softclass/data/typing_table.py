@@ -21,8 +21,10 @@ COL``: not a feature, carried into predictions); or ``"dropped"`` (``--drop COL`
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,8 @@ ID_MIN_ROWS = 20
 EXACT_DISTINCT_ROWS = 100_000
 """Number and date columns longer than this have their distinct count in the typing table
 estimated (HyperLogLog, polars ``approx_n_unique``): five times faster than counting."""
+TYPING_THREADS = 2
+"""Columns typed at once by :func:`typed_table` (at most the CPU count)."""
 ID_RANGE_FACTOR = 2.0
 """A column of distinct whole numbers whose range is at most this many times its row count is
 ID-like: 1..N sampled at any fraction above a half, in any order."""
@@ -134,20 +138,23 @@ def typed_table(
     for option, names in (("--categorical", typing.categorical), ("--numeric", typing.numeric)):
         check_named_columns(table, names, option, None)
     skipped = {*drop, *ids}
-    types = []
-    columns = []
-    for name in table.columns:
+
+    def typed_column(name: str) -> tuple[ColumnType | None, pl.Series]:
         column = table.get_column(name)
         if name in skipped:
-            columns.append(column)
-            continue
+            return None, column
         column_type, typed = type_column(column, source, typing)
         if name == target and as_target_type(column_type) != column_type:
             column_type = as_target_type(column_type)
             typed = read_column(column, column_type, typing.missing_markers)[0]
-        types.append(column_type)
-        columns.append(typed)
-    return pl.DataFrame(columns), tuple(types)
+        return column_type, typed
+
+    # polars and pyarrow let go of the GIL: columns typed side by side (the first error in
+    # column order raised, as one at a time)
+    with ThreadPoolExecutor(min(TYPING_THREADS, os.cpu_count() or 1)) as pool:
+        typed = list(pool.map(typed_column, table.columns))
+    types = tuple(column_type for column_type, _ in typed if column_type is not None)
+    return pl.DataFrame([column for _, column in typed]), types
 
 
 def left_out_columns(
