@@ -86,13 +86,16 @@ def _gradient(
     scale = grad_output.to(compute)
     if reduction == "mean":
         scale = scale / denominator.reshape(()).to(compute)
+    # The kept mask from the target again (not the forward's, which would then be saved), and
+    # the target class of ignored items 0 (their gradient is 0 anyway): the one-hot comparison
+    # as torch's own decomposition makes it, whose code inductor writes faster when the class
+    # count is symbolic (a (256, 3) forward: 56 µs with the plain comparison, 34 so; torch 35).
+    kept = target.unsqueeze(1) != ignore_index
     classes = torch.arange(logits.shape[1], device=logits.device)
     classes = classes.reshape(1, -1, *(1,) * (logits.dim() - 2))
-    is_target = (classes == target.unsqueeze(1)).to(compute)
+    is_target = (classes == torch.where(kept, target.unsqueeze(1), 0)).to(compute)
     logsumexp = logsumexp.reshape(target.shape).unsqueeze(1)
     probabilities = torch.exp(logits.to(compute) - logsumexp)
-    # Recomputed from the target (not the forward's mask, which would then be saved for it).
-    kept = target.unsqueeze(1) != ignore_index
     return torch.where(kept, (probabilities - is_target) * scale, 0.0).to(logits.dtype)
 
 
