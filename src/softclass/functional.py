@@ -37,9 +37,9 @@ from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from softclass import validation
 from softclass.kernels import cross_entropy_cpu, dispatch
-from softclass.kernels import lean as lean_kernels
 from softclass.kernels import softmax as softmax_kernels
 from softclass.kernels import spatial_cross_entropy_cpu as spatial_kernels
+from softclass.kernels.lean import cross_entropy as lean_cross_entropy  # by name: see lean._traced
 from softclass.kernels.row_blocks import TargetOutOfBoundsError, compute_dtype
 from softclass.probability_losses import mcee, mse_onehot, one_hot
 
@@ -367,9 +367,9 @@ def cross_entropy(
         and (reduction == "mean" or reduction == "sum")
         and (label_smoothing == 0.0 or -1.0 < label_smoothing < 0.0)
     ):
-        # The common call: the short road where it applies (see softclass.kernels.lean).
+        # The common call: the short road where it applies (softclass.kernels.lean; compiled too).
         try:
-            loss = lean_kernels.cross_entropy(input, target, ignore_index, reduction == "mean")
+            loss = lean_cross_entropy(input, target, ignore_index, reduction == "mean")
         except TargetOutOfBoundsError as error:
             raise validation.target_out_of_bounds(
                 target, error.row, input.shape[1], ignore_index, "cross_entropy"

@@ -2,6 +2,8 @@
 call is decomposed into tensor ops inductor fuses (kernels/inductor_decompositions.py), with
 torch's numbers and torch.compile's own out-of-range error; every other call keeps the operator."""
 
+import operator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,6 +88,52 @@ def test_dynamic_sizes_are_decomposed_too(fresh_inductor):
     for rows in (6, 9):
         logits = torch.randn(rows, 5, dtype=torch.float64, requires_grad=True)
         target = torch.randint(0, 5, (rows,))
-        torch.testing.assert_close(compiled(logits, target), F.cross_entropy(logits, target))
+        target[::4] = -100  # ignored items: no gradient
+        loss = compiled(logits, target)
+        (gradient,) = torch.autograd.grad(loss, logits)
+        expected = F.cross_entropy(logits, target)
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(gradient, torch.autograd.grad(expected, logits)[0])
     with pytest.raises(RuntimeError, match="index out of bounds"):
         compiled(torch.randn(7, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 4, 5, 0]))
+
+
+@pytest.mark.parametrize(
+    ("logits", "calls"),
+    [
+        (torch.randn(8, 5), ["softclass.cross_entropy"]),
+        # Class stride 8: one copy first, as the general path makes.
+        (torch.randn(5, 8).t(), ["contiguous", "softclass.cross_entropy"]),
+        (torch.randn(2, 3, 4, 5), ["softclass.spatial_cross_entropy"]),
+    ],
+)
+def test_compiled_common_call_is_one_operator_and_no_python_guard(logits, calls):
+    """Traced, the common call is the operator and nothing else of softclass's (the entry reads
+    one module's globals only): no ``target.long()`` in the graph, no relational guard (a Python
+    lambda comparing two routes to one object, run on every call of the compiled code)."""
+    graphs = []
+
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module
+
+    torch._dynamo.reset()
+    compiled = torch.compile(S.cross_entropy, backend=backend, fullgraph=True)
+    leaf = logits.clone().requires_grad_()
+    target = torch.randint(0, logits.shape[1], (logits.shape[0], *logits.shape[2:]))
+    loss = compiled(leaf, target, reduction="sum")
+    loss.backward()
+    expected = logits.clone().requires_grad_()
+    F.cross_entropy(expected, target, reduction="sum").backward()
+    torch.testing.assert_close(loss.detach(), F.cross_entropy(logits, target, reduction="sum"))
+    torch.testing.assert_close(leaf.grad, expected.grad)
+    (graph,) = graphs
+    assert [
+        str(node.target)
+        for node in graph.graph.nodes
+        if node.op in ("call_function", "call_method")
+        and node.target not in (getattr, operator.getitem)
+    ] == calls
+    (entry,) = torch._dynamo.eval_frame._debug_get_cache_entry_list(S.cross_entropy)
+    assert entry.guard_manager.root.get_epilogue_lambda_guards() == []
+    torch._dynamo.reset()

@@ -57,14 +57,15 @@ def _loss_parts(
     logits: Tensor, target: Tensor, ignore_index: int, reduction: str
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(loss in the logits' dtype, L per item flattened (compute dtype), number kept (1,) fp64)
-    of (N, C, d1, ...) or (M, C) logits, the class dimension 1."""
+    of (N, C, d1, ...) or (M, C) logits, the class dimension 1. L is made with the class
+    dimension kept, the buffer the backward reads without a view between."""
     compute = rows.compute_dtype(logits.dtype)
     values = logits.to(compute)
-    logsumexp = torch.logsumexp(values, 1)
+    logsumexp = torch.logsumexp(values, 1, keepdim=True)
     target = target.long()
     kept = target != ignore_index
-    picked = values.gather(1, torch.where(kept, target, 0).unsqueeze(1)).squeeze(1)
-    total = torch.where(kept, logsumexp - picked, 0.0).sum()
+    picked = values.gather(1, torch.where(kept, target, 0).unsqueeze(1))
+    total = torch.where(kept, (logsumexp - picked).squeeze(1), 0.0).sum()
     count = kept.sum(dtype=compute)
     loss = total / count if reduction == "mean" else total
     return loss.to(logits.dtype), logsumexp.reshape(-1), count.to(torch.float64).reshape(1)
@@ -84,12 +85,17 @@ def _gradient(
     target = target.long()
     scale = grad_output.to(compute)
     if reduction == "mean":
-        scale = scale / denominator.to(compute).reshape(())
+        scale = scale / denominator.reshape(()).to(compute)
+    # The kept mask from the target again (not the forward's, which would then be saved), and
+    # the target class of ignored items 0 (their gradient is 0 anyway): the one-hot comparison
+    # as torch's own decomposition makes it, whose code inductor writes faster when the class
+    # count is symbolic (a (256, 3) forward: 56 µs with the plain comparison, 34 so; torch 35).
+    kept = target.unsqueeze(1) != ignore_index
     classes = torch.arange(logits.shape[1], device=logits.device)
     classes = classes.reshape(1, -1, *(1,) * (logits.dim() - 2))
-    is_target = (classes == target.unsqueeze(1)).to(compute)
-    probabilities = torch.exp(logits.to(compute) - logsumexp.reshape(target.shape).unsqueeze(1))
-    kept = (target != ignore_index).unsqueeze(1)
+    is_target = (classes == torch.where(kept, target.unsqueeze(1), 0)).to(compute)
+    logsumexp = logsumexp.reshape(target.shape).unsqueeze(1)
+    probabilities = torch.exp(logits.to(compute) - logsumexp)
     return torch.where(kept, (probabilities - is_target) * scale, 0.0).to(logits.dtype)
 
 
