@@ -137,3 +137,51 @@ def test_compiled_common_call_is_one_operator_and_no_python_guard(logits, calls)
     (entry,) = torch._dynamo.eval_frame._debug_get_cache_entry_list(S.cross_entropy)
     assert entry.guard_manager.root.get_epilogue_lambda_guards() == []
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+def test_large_compiled_call_writes_the_gradient_in_its_forward_with_torchs_numbers(
+    fresh_inductor, backend
+):
+    """Above the decomposed size the operator stays whole and its forward also writes the
+    gradient (the backward scales it): loss and gradient equal torch's, with ignored targets, for
+    'mean' and 'sum' and a grad_output that is not 1; under no_grad nothing is made for a
+    backward."""
+    rows, classes = 1100, 1000  # 1.1M logits: above decompositions.MAX_ELEMENTS
+    assert rows * classes > decompositions.MAX_ELEMENTS
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(rows, classes, generator=generator) * 3
+    target = torch.randint(0, classes, (rows,), generator=generator)
+    target[::7] = -100
+    compiled = torch.compile(S.cross_entropy, backend=backend, fullgraph=True)
+    for reduction in ("mean", "sum"):
+        ours = logits.clone().requires_grad_()
+        theirs = logits.clone().requires_grad_()
+        loss = compiled(ours, target, reduction=reduction)
+        expected = F.cross_entropy(theirs, target, reduction=reduction)
+        (loss * 2.5).backward()
+        (expected * 2.5).backward()
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(ours.grad, theirs.grad)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(logits, target), F.cross_entropy(logits, target))
+
+
+@pytest.mark.parametrize(("rows", "expected"), [(1100, True), (100, False)])
+def test_the_gradient_is_written_in_the_forward_only_above_the_decomposed_size(
+    fresh_inductor, rows, expected
+):
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    compiled = torch.compile(S.cross_entropy, backend=record, fullgraph=True)
+    compiled(torch.randn(rows, 1000, requires_grad=True), torch.randint(0, 1000, (rows,)))
+    calls = [
+        node
+        for node in graphs[0].graph.nodes
+        if node.op == "call_function" and "softclass.cross_entropy" in str(node.target)
+    ]
+    assert len(calls) == 1 and calls[0].args[-1] is expected

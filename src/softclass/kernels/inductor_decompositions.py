@@ -6,7 +6,7 @@ Inside torch.compile the loss is one opaque operator (``softclass::cross_entropy
 the compiled loops), but for small ones the operator's Python implementation and autograd formula
 cost more per call than inductor's fused code for the whole loss (1.8-2.5× torch.compile's time
 at (256, 10) ... (4, 5, 33, 17)). For the common call — class indices, no class weights, no
-smoothing, 'mean' or 'sum', up to ``_MAX_ELEMENTS`` logits — these decompositions
+smoothing, 'mean' or 'sum', up to ``MAX_ELEMENTS`` logits — these decompositions
 give inductor the loss and its gradient as plain tensor ops:
 
     loss = Σ_kept (L_n - x_n[t_n]) (/ number kept for 'mean'),  L_n = log Σ_c exp x_nc
@@ -31,12 +31,12 @@ from torch import Tensor
 
 from softclass.kernels import row_blocks as rows
 
-__all__ = ["register"]
+__all__ = ["MAX_ELEMENTS", "register"]
 
 # Up to this many logits inductor's fused code beats the opaque operator; above it the compiled
 # loops' single pass wins ((4096, 32000) in compile: the operator 0.75 of torch.compile's time;
 # (8, 21, 128, 128): 0.57, see benchmarks/RESULTS.md).
-_MAX_ELEMENTS = 1 << 20
+MAX_ELEMENTS = 1 << 20
 
 
 def _decomposes(logits: Tensor, target: Tensor, weight, reduction: str, smoothing: float) -> bool:
@@ -49,7 +49,7 @@ def _decomposes(logits: Tensor, target: Tensor, weight, reduction: str, smoothin
         and weight is None
         and smoothing == 0.0
         and reduction in ("mean", "sum")
-        and guard_or_false(logits.numel() <= _MAX_ELEMENTS)
+        and guard_or_false(logits.numel() <= MAX_ELEMENTS)
     )
 
 

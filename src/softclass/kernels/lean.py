@@ -26,6 +26,7 @@ from torch import Tensor
 
 from softclass.kernels import cross_entropy_op, native
 from softclass.kernels.cross_entropy_cpu import default_block_rows, saved_logits
+from softclass.kernels.inductor_decompositions import MAX_ELEMENTS as DECOMPOSED_MAX_ELEMENTS
 from softclass.kernels.row_blocks import (
     TargetOutOfBoundsError,
     differentiable_gradients,
@@ -150,8 +151,18 @@ def _traced(logits: Tensor, target: Tensor, ignore_index: int, mean: bool) -> Te
     if logits.shape[1] > 1 and logits.stride(1) != 1:
         logits = logits.contiguous()  # as softclass.kernels.cross_entropy_cpu.cross_entropy
     block_rows = default_block_rows(logits.shape[0], logits.shape[1])
+    # Above the size inductor decomposes, the operator stays whole in the graph: there its
+    # forward also writes the gradient (one pass over the logits, as in eager; the backward op
+    # then only scales it). (4096, 32000) fwd + bwd in compile, 1 / 2 threads: 277-279 /
+    # 171-175 ms → 239-240 / 149-151 ms. The spatial operator gained nothing from it at
+    # (8, 21, 128, 128) (2.68-2.72 → 2.71-2.89 ms, 1 thread): it keeps two passes.
+    in_forward = (
+        logits.numel() > DECOMPOSED_MAX_ELEMENTS
+        and torch.is_grad_enabled()
+        and logits.requires_grad
+    )
     return torch.ops.softclass.cross_entropy(
-        logits, target, None, ignore_index, reduction, 0.0, block_rows, False
+        logits, target, None, ignore_index, reduction, 0.0, block_rows, in_forward
     )[0]
 
 
