@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from softclass import cli
-from softclass.cli.options import _SPECS, _Typed, _as_typed
+from softclass.cli.options import _SPECS, _as_typed, _Typed
 from softclass.cli.progress import _ProgressBars
 from softclass.cli.run import _is_bundled_iris, _resolve
 from softclass.data import bundled_path

@@ -403,9 +403,7 @@ def test_validation_histories_are_nan_exactly_without_validation_rows(tmp_path):
 def test_the_run_bounds_what_is_read(checkpoint, monkeypatch, run, message):
     header = schema.read_batched_checkpoint_header(checkpoint)
     if "history" not in message:
-        monkeypatch.setattr(
-            schema, "safetensors_load", lambda data: pytest.fail("tensors read")
-        )
+        monkeypatch.setattr(schema, "safetensors_load", lambda data: pytest.fail("tensors read"))
     with pytest.raises(ModelFileError, match=rf"^{checkpoint}: {message}"):
         schema.load_batched_checkpoint(checkpoint, header, run)
 

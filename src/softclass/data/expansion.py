@@ -22,7 +22,6 @@ gather, from the arrays :attr:`InputExpansion.sources`, :attr:`~InputExpansion.l
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass

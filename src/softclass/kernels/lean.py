@@ -156,8 +156,12 @@ def _traced(logits: Tensor, target: Tensor, ignore_index: int, mean: bool) -> Te
     # then only scales it). (4096, 32000) fwd + bwd in compile, 1 / 2 threads: 277-279 /
     # 171-175 ms → 239-240 / 149-151 ms. The spatial operator gained nothing from it at
     # (8, 21, 128, 128) (2.68-2.72 → 2.71-2.89 ms, 1 thread): it keeps two passes.
+    # Static sizes only: with a dynamic size the test would add a guard (export refuses one on
+    # a dynamic dimension), so those calls keep the two passes.
+    size = logits.numel()
     in_forward = (
-        logits.numel() > DECOMPOSED_MAX_ELEMENTS
+        isinstance(size, int)
+        and size > DECOMPOSED_MAX_ELEMENTS
         and torch.is_grad_enabled()
         and logits.requires_grad
     )
