@@ -72,12 +72,11 @@ def test_other_calls_keep_the_operator_and_its_error(fresh_inductor):
     ],
 )
 def test_decompositions_decline_other_calls(logits, target, options):
-    assert decompositions._forward_2d(logits, target, *options, 64, False) is NotImplemented
+    assert decompositions._forward(logits, target, *options, 64, False) is NotImplemented
     spatial_logits = logits.unsqueeze(-1)
     spatial_target = target.unsqueeze(-1)
     assert (
-        decompositions._forward_spatial(spatial_logits, spatial_target, *options, False)
-        is NotImplemented
+        decompositions._forward(spatial_logits, spatial_target, *options, False) is NotImplemented
     )
 
 

@@ -128,14 +128,12 @@ def encoded_rows(
     width: int,
     rows: np.ndarray | None = None,
     out: torch.Tensor | None = None,
-    gathered: Iterable[int] = (),
 ) -> torch.Tensor:
     """The float32 (N, F) feature matrix, written a block of rows at a time.
 
     ``rows``: int64 positions (N,) into the sources, encoded in that order (default: the first
     ``n_rows``); each block gathers its rows, so no row subset of the table is copied whole.
     ``out``: an (N, F) float32 view to write into (e.g. some columns of a wider matrix).
-    ``gathered``: the sources whose values are already in the order of ``rows`` (N values).
 
     Each block is filled output by output into contiguous rows of an (F, rows) buffer and
     transposed into place, so no full-size temporary exists beside the result (writing the
@@ -143,7 +141,6 @@ def encoded_rows(
     torch's transposing copy works in tiles. A number's bins: together, in float64.
     """
     matrix = torch.empty((n_rows, width), dtype=torch.float32) if out is None else out
-    gathered = set(gathered)
     block_rows = max(1, _ENCODE_BLOCK_VALUES // max(width, 1))
     bounds = [_bin_bounds(feature) for feature, _ in sources]
     widest = max((len(low) for low, _ in bounds), default=0)
@@ -157,7 +154,7 @@ def encoded_rows(
         chosen = None if rows is None else rows[start:stop]
         for index, (feature, values) in enumerate(sources):
             lows, widths = bounds[index]
-            part = values[start:stop] if chosen is None or index in gathered else values[chosen]
+            part = values[start:stop] if chosen is None else values[chosen]
             if isinstance(feature, NumericFeature):  # in place: 3x numpy's temporaries' speed
                 scaled = np.subtract(part, feature.offset, out=work[0, :count])
                 np.divide(scaled, feature.scale, out=scaled)

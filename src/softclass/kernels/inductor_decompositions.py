@@ -99,8 +99,10 @@ def _gradient(
     return torch.where(kept, (probabilities - is_target) * scale, 0.0).to(logits.dtype)
 
 
-def _forward_2d(logits, target, weight, ignore_index, reduction, smoothing, block_rows, in_fwd):
-    if in_fwd or not _decomposes(logits, target, weight, reduction, smoothing):
+def _forward(logits, target, weight, ignore_index, reduction, smoothing, *options):
+    """Both operators' forward (2-D: ``options`` (block_rows, in_forward); spatial: (in_forward,));
+    a forward that also writes the gradient is left to the operator."""
+    if options[-1] or not _decomposes(logits, target, weight, reduction, smoothing):
         return NotImplemented
     return (*_loss_parts(logits, target, ignore_index, reduction), logits.new_empty((0,)))
 
@@ -113,12 +115,6 @@ def _backward_2d(grad_output, logits, target, weight, logsumexp, denominator, *o
         grad_output, logits, target, logsumexp, denominator, ignore_index, reduction
     )
     return gradient, target.new_empty((0,))
-
-
-def _forward_spatial(logits, target, weight, ignore_index, reduction, smoothing, in_forward):
-    if in_forward or not _decomposes(logits, target, weight, reduction, smoothing):
-        return NotImplemented
-    return (*_loss_parts(logits, target, ignore_index, reduction), logits.new_empty((0,)))
 
 
 def _backward_spatial(grad_output, logits, target, weight, logsumexp, denominator, *options):
@@ -136,9 +132,9 @@ def register() -> None:
     these (private) hooks: the operators then stay opaque, same numbers."""
     operators = torch.ops.softclass
     entries = {
-        operators.cross_entropy.default: _forward_2d,
+        operators.cross_entropy.default: _forward,
         operators.cross_entropy_backward.default: _backward_2d,
-        operators.spatial_cross_entropy.default: _forward_spatial,
+        operators.spatial_cross_entropy.default: _forward,
         operators.spatial_cross_entropy_backward.default: _backward_spatial,
     }
     from torch.utils._python_dispatch import _disable_current_modes
