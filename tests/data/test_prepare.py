@@ -209,3 +209,58 @@ def test_prepared_features_equal_a_numpy_reference():
         as_dense(prepared.validation_features),
         torch.tensor(expected[~is_train], dtype=torch.float32),
     )
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_prepare_file_splitting_before_typing_gives_what_prepare_table_gives(
+    tmp_path, suffix, monkeypatch
+):
+    # under "impute" the split is drawn from the target alone, each column as read let go once
+    # typed, numbers held in pages of their own and the binned values transposed block by block
+    import softclass.data.prepare as prepare_module
+    import softclass.data.typing_table as typing_module
+
+    monkeypatch.setattr(typing_module, "OWN_PAGES_ROWS", 1)
+    monkeypatch.setattr(prepare_module, "_GATHER_BLOCK_VALUES", 4096)
+    table = _mixed_table(3000).with_columns(
+        label=pl.when(pl.int_range(3000) % 101 == 5).then(None).otherwise(pl.col("label")),
+        x=pl.when(pl.int_range(3000) == 7).then(pl.lit("-0.0")).otherwise(pl.col("x")),
+    )
+    path = tmp_path / f"unlabelled.{suffix}"
+    table.write_csv(path) if suffix == "csv" else table.write_parquet(path)
+    options = {"normalization": "robust", "bins": 8, "validation_fraction": 0.2}
+    expected = prepare_table(read_table(path, raw=True), "label", source=str(path), **options)
+    prepared = prepare_file(path, "label", **options)
+    for name in ("train_features", "validation_features"):
+        ours, theirs = getattr(prepared, name), getattr(expected, name)
+        assert torch.equal(ours.compact, theirs.compact) and ours.raw.is_contiguous()
+        assert np.array_equal(ours.raw.numpy().view(np.int64), theirs.raw.numpy().view(np.int64))
+    for name in ("train_targets", "validation_targets", "validation_rows"):
+        assert torch.equal(getattr(prepared, name), getattr(expected, name)), name
+    assert prepared.validation_source.equals(expected.validation_source)
+    assert prepared.recipe.to_dict() == expected.recipe.to_dict()
+    assert prepared.warnings == expected.warnings and "no class" in " ".join(prepared.warnings)
+
+
+def test_prepare_file_names_a_bad_number_as_prepare_table_does(tmp_path):
+    table = _mixed_table(60).with_columns(
+        z=pl.when(pl.int_range(60) == 41).then(pl.lit("inf")).otherwise(pl.col("z"))
+    )
+    path = tmp_path / "infinite.csv"
+    table.write_csv(path)
+    with pytest.raises(DataError) as expected:
+        prepare_table(read_table(path, raw=True), "label", validation_fraction=0.2)
+    with pytest.raises(DataError, match="row 43, column 'z'") as found:
+        prepare_file(path, "label", validation_fraction=0.2)
+    assert str(found.value) == str(expected.value)
+
+
+def test_a_consumed_raw_table_hands_out_each_column_once(tmp_path):
+    path = tmp_path / "mixed.csv"
+    _mixed_table(30).write_csv(path)
+    raw = read_raw(path)
+    raw.consume()
+    assert raw.get_column("x").len() == 30 and raw.columns[0] == "x" and raw.height == 30
+    assert "x" not in raw._held().column_names
+    with pytest.raises(RuntimeError, match="its rows are gone"):
+        raw.rows(np.array([0]))

@@ -6,6 +6,7 @@ the training rows only, so validation rows never leak into the normalisation).
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import polars as pl
 import torch
 
 from softclass.data.checks import check_has_columns
-from softclass.data.column_types import TEXT, ColumnType, TypingOptions, read_column
+from softclass.data.column_types import TEXT, ColumnType, TypingOptions, read_column, type_column
 from softclass.data.expansion import (
     FeatureRows,
     InputExpansion,
@@ -44,7 +45,7 @@ from softclass.data.recipe import Recipe, typed_table
 from softclass.data.split import stratified_split
 from softclass.data.target import as_target_type, class_indices, class_labels, sorted_classes
 from softclass.data.typing_table import left_out_columns, typed_candidates
-from softclass.errors import DataError
+from softclass.errors import ConfigError, DataError
 from softclass.limits import DEFAULT_LIMITS, ReadLimits
 
 _GROUP_OUTPUTS = 64  # output columns encoded together (a 256-byte run of each matrix row)
@@ -172,25 +173,32 @@ def _prepared(
     table: pl.DataFrame | RawTable, target: str | None, options: dict, split: dict, source: str
 ) -> PreparedData:
     """:func:`prepare_table`'s work; a :class:`RawTable` is released once its validation rows
-    are taken (before the recipe is fitted and the features encoded)."""
+    are taken (before the recipe is fitted and the features encoded). Under ``missing="impute"``
+    the split needs the target alone: it is drawn first and the validation rows taken as read,
+    then each column as read is let go once typed (the same split, rows and errors)."""
     typing, drop, ids = options["typing"], options["drop"], options["ids"]
+    early = _split_before_typing(table, target, options, split, source)
+    if early is not None:
+        table.consume()
     typed, types = typed_table(table, target, drop=drop, ids=ids, typing=typing, source=source)
     if split["validation_fraction"] <= 0:
         _release(table)
         return _prepared_whole(Recipe.fit(typed, target, column_types=types, **options), typed)
-    rows, targets, split_warnings = _rows_to_split(typed, types, target, options)
-    train_positions, validation_positions = stratified_split(
-        targets, split["validation_fraction"], split["seed"]
-    )
-    train_rows, validation_rows = rows[train_positions], rows[validation_positions]
-    del rows, targets, train_positions, validation_positions  # 8 bytes a row each
-    if validation_rows.numel() == 0:
-        raise DataError(
-            f"no validation rows: the table has {table.height} rows; add rows or --validation 0"
-        )
-    parts = (train_rows.numpy(), validation_rows.numpy())
-    validation_source = table.rows(parts[1]) if isinstance(table, RawTable) else table[parts[1]]
+    if early is None:
+        rows, targets, split_warnings = _rows_to_split(typed, types, target, options)
+        train_rows, validation_rows = _drawn(rows, targets, split, table.height)
+        del rows, targets
+        positions = validation_rows.numpy()
+        if isinstance(table, RawTable):
+            validation_source = table.rows(positions)
+        else:
+            validation_source = table[positions]
+    else:
+        train_rows, validation_rows, split_warnings, validation_source = early
+        name = typed.columns[-1] if target is None else target
+        _checked_inputs(typed, types, name, options, _labels(typed, types, name, options)[1])
     _release(table)
+    parts = (train_rows.numpy(), validation_rows.numpy())
     recipe = Recipe.fit(typed, target, column_types=types, rows=parts[0], **options)
     warnings = tuple(dict.fromkeys((*recipe.notes, *split_warnings)))  # each line once
     targets = recipe.label_indices(typed)
@@ -213,6 +221,56 @@ def _prepared(
         validation_source,
         validation_rows,
     )
+
+
+def _drawn(
+    rows: torch.Tensor, targets: torch.Tensor, split: dict, height: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and validation rows of a stratified split of ``rows``.
+
+    Raises:
+        DataError: no row is left for validation.
+    """
+    train_positions, validation_positions = stratified_split(
+        targets, split["validation_fraction"], split["seed"]
+    )
+    train_rows, validation_rows = rows[train_positions], rows[validation_positions]
+    if validation_rows.numel() == 0:
+        raise DataError(
+            f"no validation rows: the table has {height} rows; add rows or --validation 0"
+        )
+    return train_rows, validation_rows
+
+
+def _split_before_typing(
+    table: pl.DataFrame | RawTable, target: str | None, options: dict, split: dict, source: str
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], pl.DataFrame] | None:
+    """For a :class:`RawTable` under ``missing="impute"`` with validation rows: the split drawn
+    from the target column alone (the rows to split are the labelled ones, whatever the other
+    columns hold), the split's warnings and the validation rows as read; None when that does
+    not apply or anything fails (then the usual order raises the usual first error)."""
+    if not isinstance(table, RawTable) or options["missing"] != "impute":
+        return None
+    if split["validation_fraction"] <= 0:
+        return None
+    target = table.columns[-1] if target is None and table.width else target
+    if target not in table.columns or target in {*options["drop"], *options["ids"]}:
+        return None
+    typing = options["typing"] or TypingOptions()
+    try:
+        raw = table.get_column(target)
+        column_type, column = type_column(raw, source, typing)
+        if as_target_type(column_type) != column_type:  # as typed_table types the target
+            column_type = as_target_type(column_type)
+            column = read_column(raw, column_type, typing.missing_markers)[0]
+        target_frame = pl.DataFrame([column])
+        target_column, labels = _labels(target_frame, (column_type,), target, options)
+        check_labelled(labels)
+        rows, targets, warnings = _labelled_rows(target_frame, target, target_column, labels)
+        train_rows, validation_rows = _drawn(rows, targets, split, table.height)
+    except (DataError, ConfigError):
+        return None
+    return train_rows, validation_rows, warnings, table.rows(validation_rows.numpy())
 
 
 def _release(table: pl.DataFrame | RawTable) -> None:
@@ -271,40 +329,58 @@ def _binned_first(
     features: Sequence[Feature], inputs: dict[str, pl.Series], parts: tuple[np.ndarray, ...]
 ) -> list[np.ndarray]:
     """Each part's float64 (N, K) binned values (column k: the k-th binned number), written
-    before any compact feature; the binned numbers' inputs are then dropped from ``inputs``.
-    So the compact matrices (row-major, written a group of columns at a time: the first group
-    touches every page; without the binned numbers, whose scaled values and bins are made from
-    the binned values where the rows are used) are written while the typed table holds only
-    the other columns."""
+    before any compact feature; the binned numbers' inputs are dropped from ``inputs`` as they
+    are read. Each number is gathered into a column of a (K, N) scratch of its own pages (the
+    scratch grows as the typed columns are freed), which is then transposed into the (N, K)
+    rows a block of rows at a time, each block's scratch pages handed back once copied: the
+    typed numbers, the scratch and the rows never all exist at once."""
     chosen = binned_features(features)
-    raws = [np.empty((len(part), len(chosen)), dtype=np.float64) for part in parts]
-    for start in range(0, len(chosen), _GATHER_COLUMNS):
-        group = chosen[start : start + _GATHER_COLUMNS]
-        sources, _ = encoder_sources(group, inputs, None)
-        for raw, part in zip(raws, parts, strict=True):
-            columns = raw[:, start : start + len(group)]
-            _gather_columns([values for _, values in sources], part, columns)
-        del sources
-        for feature in group:  # freed while the next group is gathered
-            del inputs[feature.name]
-    return raws
+    scratch = [_Scratch(len(chosen), len(part)) for part in parts]
+    for k, feature in enumerate(chosen):
+        sources, _ = encoder_sources((feature,), inputs, None)
+        for columns, part in zip(scratch, parts, strict=True):
+            np.take(sources[0][1], part, out=columns.values[k])
+        del sources, inputs[feature.name]  # its pages freed as the next one is gathered
+    return [columns.transposed() for columns in scratch]
 
 
-def _gather_columns(columns: Sequence[np.ndarray], rows: np.ndarray, out: np.ndarray) -> None:
-    """``out[:, k] = columns[k][rows]`` for float64 columns, a block of rows at a time: each
-    block gathered into contiguous rows of a (K, block) buffer and transposed into place by
-    torch's tiled copy (gathering straight into the strided columns of ``out``: 0.6-0.7 s for
-    27 columns of 800,000 rows, this 0.2 s)."""
-    if not columns:
-        return
-    block_rows = max(1, _GATHER_BLOCK_VALUES // len(columns))
-    buffer = np.empty((len(columns), min(block_rows, len(rows))), dtype=np.float64)
-    target = torch.from_numpy(out)
-    for start in range(0, len(rows), block_rows):
-        chosen = rows[start : start + block_rows]
-        for column, values in enumerate(columns):
-            np.take(values, chosen, out=buffer[column, : len(chosen)])
-        target[start : start + len(chosen)].copy_(torch.from_numpy(buffer[:, : len(chosen)]).t())
+class _Scratch:
+    """A (K, N) float64 array in an anonymous memory map, transposed into rows while its pages
+    are handed back."""
+
+    def __init__(self, n_columns: int, n_rows: int) -> None:
+        self._map = mmap.mmap(-1, max(n_columns * n_rows * 8, 1))
+        self.values = np.frombuffer(self._map, np.float64, n_columns * n_rows)
+        self.values = self.values.reshape(n_columns, n_rows)
+
+    def transposed(self) -> np.ndarray:
+        """The (N, K) rows, in row blocks (torch's tiled copy); the scratch is spent."""
+        n_columns, n_rows = self.values.shape
+        rows = np.empty((n_rows, n_columns), dtype=np.float64)
+        target = torch.from_numpy(rows)
+        block = max(1, _GATHER_BLOCK_VALUES // max(n_columns, 1))
+        done = 0  # rows whose scratch pages are handed back
+        for start in range(0, n_rows, block):
+            stop = min(start + block, n_rows)
+            target[start:stop].copy_(torch.from_numpy(self.values[:, start:stop]).t())
+            done = self._hand_back(done, stop)
+        del target
+        self.values = None
+        self._map.close()
+        return rows
+
+    def _hand_back(self, done: int, stop: int) -> int:
+        """Release the whole pages of rows ``done:stop`` of every column; the rows released."""
+        n_columns, n_rows = self.values.shape
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return stop
+        page = mmap.PAGESIZE
+        for column in range(n_columns):
+            low = -(-(column * n_rows + done) * 8 // page) * page
+            high = (column * n_rows + stop) * 8 // page * page
+            if high > low:
+                self._map.madvise(mmap.MADV_DONTNEED, low, high - low)
+        return stop
 
 
 def _feature_groups(features: Sequence[Feature]) -> list[tuple[Feature, ...]]:
@@ -326,6 +402,17 @@ def _feature_groups(features: Sequence[Feature]) -> list[tuple[Feature, ...]]:
     return [*groups, tuple(group)] if group else groups
 
 
+def _labels(
+    typed: pl.DataFrame, types: tuple[ColumnType, ...], target: str | None, options: dict
+) -> tuple[pl.Series, pl.Series]:
+    """The target column read as the recipe reads it, and its class labels (null: none)."""
+    typing = options["typing"] or TypingOptions()
+    known = {column_type.name: column_type for column_type in types}
+    target_type = as_target_type(known.get(target) or ColumnType(target, TEXT))
+    target_column, _ = read_column(typed.get_column(target), target_type, typing.missing_markers)
+    return target_column, class_labels(target_column)
+
+
 def _rows_to_split(
     typed: pl.DataFrame, types: tuple[ColumnType, ...], target: str | None, options: dict
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
@@ -338,14 +425,30 @@ def _rows_to_split(
         DataError: as :meth:`Recipe.fit` for the target, and for a missing value under
             ``missing="error"``.
     """
-    typing = options["typing"] or TypingOptions()
     target = typed.columns[-1] if target is None and typed.width else target
     check_has_columns(typed, [target], "the target")
-    known = {column_type.name: column_type for column_type in types}
-    target_type = as_target_type(known.get(target) or ColumnType(target, TEXT))
-    target_column, _ = read_column(typed.get_column(target), target_type, typing.missing_markers)
-    labels = class_labels(target_column)
+    target_column, labels = _labels(typed, types, target, options)
     check_labelled(labels)
+    kept = _checked_inputs(typed, types, target, options, labels)
+    return _labelled_rows(typed, target, target_column, labels, kept)
+
+
+def _checked_inputs(
+    typed: pl.DataFrame,
+    types: tuple[ColumnType, ...],
+    target: str | None,
+    options: dict,
+    labels: pl.Series,
+) -> pl.Series | None:
+    """The rows the missing policy keeps (None: all), after checking every feature input's
+    numbers on the rows kept (so that errors name the file's row).
+
+    Raises:
+        DataError: NaN, infinite or out-of-range numbers; a missing value under "error".
+    """
+    typing = options["typing"] or TypingOptions()
+    target = typed.columns[-1] if target is None and typed.width else target
+    known = {column_type.name: column_type for column_type in types}
     skipped = {target, *options["drop"], *options["ids"]}
     candidates = [name for name in typed.columns if name not in skipped]
     column_types, columns = typed_candidates(typed, candidates, known, typing)
@@ -354,11 +457,26 @@ def _rows_to_split(
     used = {name: column for name, column in columns.items() if name not in left_out}
     inputs = feature_inputs(used, column_types)[0]
     kept = complete_rows(inputs, labelled, options["missing"])
-    for column in inputs.values():  # checked on every row, so that errors name the file's row
+    for column in inputs.values():
         if column.dtype.is_numeric() and (bad := unusable_numbers(column)).any():
             bad = bad & (labelled if kept is None else kept)
             if bad.any():
                 raise DataError(unusable_message(column, bad, None))
+    return kept
+
+
+def _labelled_rows(
+    typed: pl.DataFrame,
+    target: str,
+    target_column: pl.Series,
+    labels: pl.Series,
+    kept: pl.Series | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """The rows to split (those ``kept``; default: the labelled ones), their class indices and
+    the warnings about the rows left out."""
+    if kept is None and labels.null_count():  # "impute": the labelled rows
+        kept = labels.is_not_null()
+    labelled = labels.is_not_null()
     warnings = []
     if labels.null_count():
         warnings.append(unlabelled_warning(labels.is_null().arg_true(), target))

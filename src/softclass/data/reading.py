@@ -22,6 +22,7 @@ is only scanned again (streaming, in constant memory) to explain a problem.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -108,16 +109,22 @@ class RawTable:
     A CSV file's text stays in pyarrow's strings (about 11 bytes a cell here, against 16 for a
     polars string view) and :meth:`get_column` converts one column when asked; Parquet and JSON
     lines are held as read. :meth:`rows` takes some rows of every column as a polars DataFrame
-    (as ``read_table(path, raw=True)[rows]``) and :meth:`release` lets the cells go.
+    (as ``read_table(path, raw=True)[rows]``) and :meth:`release` lets the cells go. After
+    :meth:`consume`, each column is let go as :meth:`get_column` hands it out, so that a table
+    typed a column at a time never holds the cells as read beside every typed column.
     """
 
     def __init__(self, cells: pa.Table | pl.DataFrame) -> None:
         self._cells: pa.Table | pl.DataFrame | None = cells
+        self._names = cells.column_names if isinstance(cells, pa.Table) else cells.columns
+        self._height = cells.num_rows if isinstance(cells, pa.Table) else cells.height
+        self._consume = False
+        self._lock = threading.Lock()  # columns are typed from two threads
 
     @property
     def columns(self) -> list[str]:
-        cells = self._held()
-        return cells.column_names if isinstance(cells, pa.Table) else cells.columns
+        self._held()
+        return list(self._names)
 
     @property
     def width(self) -> int:
@@ -125,20 +132,37 @@ class RawTable:
 
     @property
     def height(self) -> int:
-        cells = self._held()
-        return cells.num_rows if isinstance(cells, pa.Table) else cells.height
+        self._held()
+        return self._height
+
+    def consume(self) -> None:
+        """From now on :meth:`get_column` lets each column go once handed out (each column can
+        be read once; :meth:`rows` is refused)."""
+        self._consume = True
 
     def get_column(self, name: str) -> pl.Series:
         """The column ``name`` as a polars Series, cells as read (CSV: ``String``)."""
-        cells = self._held()
+        with self._lock:
+            cells = self._held()
+            if self._consume:  # the table keeps the other columns (no copy)
+                if isinstance(cells, pa.Table):
+                    self._cells = cells.drop_columns([name])
+                else:
+                    self._cells = cells.drop(name)
         if isinstance(cells, pa.Table):  # chunks joined by pyarrow: 0.55 -> 0.3-0.5 s for 1M x 30
-            return pl.from_arrow(cells.column(name).combine_chunks()).alias(name).rechunk()
-        # one array: the typed column is one too, read without a copy
-        return cells.get_column(name).rechunk()
+            column = pl.from_arrow(cells.column(name).combine_chunks()).alias(name).rechunk()
+        else:  # one array: the typed column is one too, read without a copy
+            column = cells.get_column(name).rechunk()
+        del cells
+        if self._consume:
+            pa.default_memory_pool().release_unused()
+        return column
 
     def rows(self, positions: np.ndarray) -> pl.DataFrame:
         """The rows at ``positions`` (0-based int64), every column, cells as read."""
         cells = self._held()
+        if self._consume:
+            raise RuntimeError("the raw table hands out each column once: its rows are gone")
         if not isinstance(cells, pa.Table):
             return cells[positions]
         # A column at a time, its chunks (one per block the reader parsed) joined first: taking

@@ -21,6 +21,7 @@ COL``: not a feature, carried into predictions); or ``"dropped"`` (``--drop COL`
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from softclass.data.checks import check_has_columns, check_named_columns
 from softclass.data.column_types import (
@@ -58,6 +60,8 @@ EXACT_DISTINCT_ROWS = 100_000
 estimated (HyperLogLog, polars ``approx_n_unique``): five times faster than counting."""
 TYPING_THREADS = 2
 """Columns typed at once by :func:`typed_table` (at most the CPU count)."""
+OWN_PAGES_ROWS = 1 << 17
+"""Typed Float64 columns at least this long are held in pages of their own (1 MiB and more)."""
 ID_RANGE_FACTOR = 2.0
 """A column of distinct whole numbers whose range is at most this many times its row count is
 ID-like: 1..N sampled at any fraction above a half, in any order."""
@@ -147,7 +151,7 @@ def typed_table(
         if name == target and as_target_type(column_type) != column_type:
             column_type = as_target_type(column_type)
             typed = read_column(column, column_type, typing.missing_markers)[0]
-        return column_type, typed
+        return column_type, _in_own_pages(typed)
 
     # polars and pyarrow let go of the GIL: columns typed side by side (the first error in
     # column order raised, as one at a time)
@@ -155,6 +159,19 @@ def typed_table(
         typed = list(pool.map(typed_column, table.columns))
     types = tuple(column_type for column_type, _ in typed if column_type is not None)
     return pl.DataFrame([column for _, column in typed]), types
+
+
+def _in_own_pages(column: pl.Series) -> pl.Series:
+    """A long Float64 column moved into pages of its own (an anonymous memory map, unmapped when
+    the column is freed), the same values and missing cells: polars' allocator keeps the pages
+    of a freed column for about a second, so the typed numbers freed while the features are
+    encoded would otherwise still be held while the features are written."""
+    if column.dtype != pl.Float64 or column.len() < OWN_PAGES_ROWS:
+        return column
+    values = np.frombuffer(mmap.mmap(-1, column.len() * 8), dtype=np.float64)
+    values[:] = column.to_numpy()  # missing cells NaN, then null again
+    mask = column.is_null().to_numpy() if column.null_count() else None
+    return pl.from_arrow(pa.array(values, mask=mask)).alias(column.name)
 
 
 def left_out_columns(
