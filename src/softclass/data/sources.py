@@ -192,7 +192,11 @@ def csv_layout(path: Path, compression: str | None, delimiter: str | None) -> Cs
     return CsvLayout(path, compression, delimiter, names, blank_lines, _LIMITS.get())
 
 
-def read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.Table:
+def read_csv(
+    path: Path, compression: str | None, delimiter: str | None, pool: pa.MemoryPool | None = None
+) -> pa.Table:
+    """Every cell of a CSV file as text (pyarrow strings, allocated from ``pool``: default
+    pyarrow's), with the checks and messages of :func:`softclass.data.read_table`."""
     layout = csv_layout(path, compression, delimiter)
     invalid_rows: list[pa_csv.InvalidRow] = []
 
@@ -202,7 +206,8 @@ def read_csv(path: Path, compression: str | None, delimiter: str | None) -> pa.T
 
     def parse(block_size: int) -> pa.Table:
         invalid_rows.clear()
-        return pa_csv.read_csv(layout.open(), **layout.options(block_size, record_invalid_row))
+        options = layout.options(block_size, record_invalid_row)
+        return pa_csv.read_csv(layout.open(), memory_pool=pool, **options)
 
     try:
         try:
