@@ -264,3 +264,27 @@ def test_a_consumed_raw_table_hands_out_each_column_once(tmp_path):
     assert "x" not in raw._held().column_names
     with pytest.raises(RuntimeError, match="its rows are gone"):
         raw.rows(np.array([0]))
+
+
+def test_a_parquet_file_read_raw_holds_the_cells_read_table_gives(tmp_path):
+    import datetime
+
+    table = pl.DataFrame(
+        {
+            "f": [1.5, None, -0.0, 2.0],
+            "i": [1, 2, None, 4],
+            "b": [True, None, False, True],
+            "d": [datetime.date(2021, 1, 2), None, datetime.date(2022, 3, 4), None],
+            "t": [datetime.datetime(2021, 1, 2, 3, 4), None, None, None],
+            "s": ["a", None, "ccccccccccccccccccccc", "é"],
+            "c": pl.Series(["x", "y", None, "x"], dtype=pl.Categorical),
+        }
+    )
+    path = tmp_path / "typed.parquet"
+    table.write_parquet(path)
+    raw = read_raw(path)
+    positions = np.array([3, 0, 2, 1])
+    expected = read_table(path, raw=True)
+    assert raw.rows(positions).equals(expected[positions])
+    assert raw.rows(positions).schema == expected.schema
+    assert all(raw.get_column(name).equals(expected.get_column(name)) for name in table.columns)

@@ -490,7 +490,8 @@ def encoder_sources(
             sources.append((feature, column.cast(pl.Float64).to_numpy()))
             continue
         lookup = {category: index for index, category in enumerate(feature.categories)}
-        indices = column.replace_strict(lookup, default=-1, return_dtype=pl.Int64)
+        index_type = pl.Int16 if len(lookup) < 2**15 else pl.Int64  # 2 bytes a row where it fits
+        indices = column.replace_strict(lookup, default=-1, return_dtype=index_type)
         indices = indices.fill_null(-1).to_numpy(writable=True)
         unseen = (indices < 0) & column.is_not_null().to_numpy()
         if feature.other:
