@@ -26,6 +26,7 @@ from softclass.data.expansion import (
 )
 from softclass.data.features import (
     Feature,
+    NumericFeature,
     encoded_rows,
     encoder_sources,
     feature_inputs,
@@ -300,7 +301,7 @@ def _encoded_parts(
     Raises:
         DataError: under ``unknown="error"``, a category of the last part not seen in training.
     """
-    inputs, _ = recipe.read_inputs(typed.pop(), skip=False)  # the caller's table released
+    inputs, _ = recipe.read_inputs(typed.pop(), skip=False, typed=True)  # the caller's released
     expansion = InputExpansion.of(recipe.features)
     features = recipe.features if expansion is None else compact_features(recipe.features)
     width = sum(len(feature.output_names) for feature in features)
@@ -337,11 +338,30 @@ def _binned_first(
     chosen = binned_features(features)
     scratch = [_Scratch(len(chosen), len(part)) for part in parts]
     for k, feature in enumerate(chosen):
-        sources, _ = encoder_sources((feature,), inputs, None)
+        values = _imputed(feature, inputs.pop(feature.name))
         for columns, part in zip(scratch, parts, strict=True):
-            np.take(sources[0][1], part, out=columns.values[k])
-        del sources, inputs[feature.name]  # its pages freed as the next one is gathered
+            np.take(values, part, out=columns.values[k])
+        del values  # its pages freed as the next one is gathered
     return [columns.transposed() for columns in scratch]
+
+
+def _imputed(feature: NumericFeature, column: pl.Series) -> np.ndarray:
+    """:func:`encoder_sources`' float64 values of a number (missing cells its fill value), made
+    in numpy's memory (handed back when freed; polars' allocator keeps freed pages a while).
+
+    Raises:
+        DataError: a number is NaN, infinite or beyond float32's range.
+    """
+    values = column.cast(pl.Float64).to_numpy()  # missing cells NaN (a copy), else a view
+    if column.null_count() and feature.fill_value is not None:
+        np.copyto(values, feature.fill_value, where=column.is_null().to_numpy())
+    filled = pl.Series(column.name, values, nan_to_null=False)
+    if feature.fill_value is None:
+        filled = column
+    unusable = unusable_numbers(filled)
+    if unusable.any():
+        raise DataError(unusable_message(filled, unusable, None))
+    return values
 
 
 class _Scratch:

@@ -505,9 +505,11 @@ class Recipe:
         return cls.from_dict(read_recipe_json(path), source=str(path))
 
     def read_inputs(
-        self, table: pl.DataFrame, skip: bool, source: str = "the table"
+        self, table: pl.DataFrame, skip: bool, source: str = "the table", typed: bool = False
     ) -> tuple[dict[str, pl.Series], dict[int, str]]:
         """The feature inputs of ``table`` read as in training, and (under ``skip``) bad rows.
+        ``typed``: ``table`` is :func:`typed_table`'s, typed by this recipe's column types (its
+        text columns are taken as they are: reading them again gives the same cells).
 
         Returns:
             ``(inputs, bad)``: one series per feature name (numbers Float64, categories
@@ -515,12 +517,15 @@ class Recipe:
         """
         sources = self.source_columns
         check_has_columns(table, list(sources), "feature")
-        typed: dict[str, pl.Series] = {}
+        typed_columns: dict[str, pl.Series] = {}
         types: dict[str, ColumnType] = {}
         bad: dict[int, str] = {}
         for name in sources:
             types[name] = self.column_type(name)
-            typed[name], cells = read_column(
+            if typed and types[name].kind == TEXT and table.schema[name] == pl.String:
+                typed_columns[name] = table.get_column(name)
+                continue
+            typed_columns[name], cells = read_column(
                 table.get_column(name), types[name], self.missing_markers
             )
             if cells is None:
@@ -532,7 +537,7 @@ class Recipe:
                 bad.setdefault(
                     index, f"column {clip(repr(name))}: {clip(repr(text))} {cells.problem}"
                 )
-        inputs, origin = feature_inputs(typed, types)
+        inputs, origin = feature_inputs(typed_columns, types)
         indicated = [
             feature.source
             for feature in self.features
