@@ -41,7 +41,7 @@ from softclass.data.missing import (
     unlabelled_warning,
 )
 from softclass.data.prepared import unknown_categories_warning
-from softclass.data.reading import RawTable, read_raw
+from softclass.data.reading import RawTable, hand_back, read_raw
 from softclass.data.recipe import Recipe, typed_table
 from softclass.data.split import stratified_split
 from softclass.data.target import as_target_type, class_indices, class_labels, sorted_classes
@@ -306,6 +306,7 @@ def _encoded_parts(
     features = recipe.features if expansion is None else compact_features(recipe.features)
     width = sum(len(feature.output_names) for feature in features)
     raws = _binned_first(recipe.features if expansion else (), inputs, parts)
+    hand_back()  # malloc's free pages returned before the compact rows are written
     matrices = [torch.empty((len(part), width), dtype=torch.float32) for part in parts]
     counts: dict[str, int] = {}
     start = 0
