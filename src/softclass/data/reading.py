@@ -179,7 +179,7 @@ class RawTable:
             taken = pa_compute.take(joined, positions, memory_pool=pool)
             columns.append(pl.from_arrow(taken).alias(name).rechunk())
             del joined, taken
-            hand_back()
+        hand_back()
         return pl.DataFrame(columns)
 
     def release(self) -> None:
