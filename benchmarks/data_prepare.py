@@ -31,7 +31,9 @@ compact features and each binned number's float64 value, the bins being made whe
 used: :mod:`softclass.data.expansion`). Printed ratios: peak / table per format and
 pandas + sklearn time / softclass time. Goals (issue 21): peak ≤ 3× the table for Parquet and
 CSV, CSV ≥ 2× faster than the reference. ``--bins 0 --normalization zscore`` measures the
-recipe the goal was first set on. Appends a row to benchmarks/RESULTS.md.
+recipe the goal was first set on. ``--phases`` also runs softclass's case once more per format
+with the resident size sampled every 2 ms and prints where the memory sits, phase by phase
+(:data:`PHASES`). Appends a row to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -138,17 +140,79 @@ def run_pandas(path: Path, options: dict) -> list[np.ndarray]:
 
 
 CASES = {"softclass": run_softclass, "pandas": run_pandas}
+PHASES = (  # (module, function, phase) wrapped by --phases, in the order preparation runs them
+    ("softclass.data.prepare", "read_raw", "read"),
+    ("softclass.data.prepare", "_split_before_typing", "split from the target, rows as read"),
+    ("softclass.data.prepare", "typed_table", "typing"),
+    ("softclass.data.prepare", "_rows_to_split", "rows to split (usual order)"),
+    ("softclass.data.reading.RawTable", "rows", "validation rows as read"),
+    ("softclass.data.recipe.Recipe", "fit", "fit"),
+    ("softclass.data.prepare", "_binned_first", "binned values"),
+    ("softclass.data.prepare", "encoded_rows", "compact rows"),
+)
 
 
-def child(case: str, path: Path, options: dict) -> None:
-    """Run one case in this (fresh) process and print its time and peak extra memory as JSON."""
-    import pandas  # noqa: F401  (imports are not part of the measured memory)
+def phase_peaks(path: Path, options: dict) -> list[tuple[str, float, float]]:
+    """Run softclass's case once with the resident size sampled every 2 ms from a thread:
+    (phase, MiB when it starts, most MiB until the next phase starts), MiB over the resident
+    size after imports; the last row is the result returned."""
+    import importlib
+    import threading
+
+    child_imports()
+    baseline = _resident_bytes()
+    rows: list[list] = [["start", 0.0, 0.0]]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.002):
+            rows[-1][2] = max(rows[-1][2], (_resident_bytes() - baseline) / 2**20)
+
+    def marked(function, phase: str):
+        def wrapper(*arguments, **keywords):
+            if rows[-1][0] != phase:
+                now = (_resident_bytes() - baseline) / 2**20
+                rows.append([phase, now, now])
+            return function(*arguments, **keywords)
+
+        return wrapper
+
+    for module, name, phase in PHASES:
+        owner_name, _, attribute = module.rpartition(".")
+        try:
+            owner = importlib.import_module(module)
+        except ModuleNotFoundError:  # a class: its module, then the class
+            owner = getattr(importlib.import_module(owner_name), attribute)
+        if hasattr(owner, name):
+            function = getattr(owner, name)
+            wrapped = marked(getattr(function, "__func__", function), phase)
+            setattr(owner, name, classmethod(wrapped) if hasattr(function, "__func__") else wrapped)
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    result = run_softclass(path, options)
+    marked(lambda: None, "result returned")()
+    done.set()
+    thread.join()
+    del result
+    return [tuple(row) for row in rows[1:]]
+
+
+def child_imports() -> None:
+    """The imports every case makes before its baseline (not part of the measured memory)."""
+    import pandas  # noqa: F401
     import polars  # noqa: F401
     import sklearn.compose  # noqa: F401
     import torch  # noqa: F401
 
     import softclass.jobs.compare  # noqa: F401
 
+
+def child(case: str, path: Path, options: dict) -> None:
+    """Run one case in this (fresh) process and print its time and peak extra memory as JSON."""
+    if case == "phases":
+        print(json.dumps(phase_peaks(path, options)))
+        return
+    child_imports()
     baseline = _resident_bytes()
     start, cpu_start = time.perf_counter(), time.process_time()
     result = CASES[case](path, options)
@@ -206,6 +270,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--validation", type=float, default=TrainConfig().validation_fraction)
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument(
+        "--phases", action="store_true", help="also print softclass's memory per phase"
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("CASE", "PATH", "OPTIONS"), help=argparse.SUPPRESS
     )
     return parser.parse_args()
@@ -222,6 +289,27 @@ def _line(file_format: str, ours: dict, reference: dict, table_bytes: int) -> st
         f"table: pandas+sklearn / softclass time {speedup:.2f}x (CPU {ours['cpu']:.2f} s vs "
         f"{reference['cpu']:.2f} s: {reference['cpu'] / ours['cpu']:.2f}x)"
     )
+
+
+def _print_phases(path: Path, options: dict, table_bytes: int) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.data_prepare",
+            "--child",
+            "phases",
+            str(path),
+            json.dumps(options),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    allowed = 3 * table_bytes / 2**20
+    print(f"         memory per phase (MiB over imports; 3x the table = {allowed:.0f}):")
+    for phase, start, most in json.loads(completed.stdout.strip().splitlines()[-1]):
+        print(f"           {phase:38s} from {start:5.0f}, at most {most:5.0f}")
 
 
 def main() -> None:
@@ -256,6 +344,8 @@ def main() -> None:
             ours = measure("softclass", path, arguments.repeats, options)
             reference = measure("pandas", path, arguments.repeats, options)
             print(_line(file_format, ours, reference, table_bytes), flush=True)
+            if arguments.phases:
+                _print_phases(path, options, table_bytes)
             print(f"         load average {os.getloadavg()[0]:.1f}", flush=True)
             if not arguments.no_record:
                 append_row(
