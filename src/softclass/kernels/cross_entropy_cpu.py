@@ -17,9 +17,11 @@ Why it is faster than ``torch.nn.functional.cross_entropy`` on large inputs:
   the gradient (for grad_output 1) while each row is still in cache, and the backward only scales
   it: one read of the logits in all. With more classes than the SIMD tiles take (f32/f64), the
   log-sum-exp pass keeps its exps in the gradient row, which is then scaled: one exp per logit.
-  First-touching the fresh 512 MiB gradient still costs ~130 ms of page faults at 4096×32768.
-  (Transparent huge pages cut that to ~20 ms when the machine is quiet, but measured 0.2–2 s
-  stalls under memory pressure from other processes, so the gradient is a plain ``torch.empty``.)
+  A fresh 524 MB gradient (4096×32000) cost 160 ms of page faults and 33 ms of unmapping per
+  step against 36 ms for the loop (transparent huge pages: ~22 ms, but 0.2–2 s stalls in
+  compaction), so a gradient from 64 MiB on is the reused block of the compiled library
+  (:func:`softclass.kernels.native.empty_gradient`): the memory the previous step's gradient
+  freed.
 
 The math and the torch-ops path: :mod:`softclass.kernels.row_blocks`; the calls into the
 compiled loops: :mod:`softclass.kernels.native_loops`.

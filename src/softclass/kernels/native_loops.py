@@ -223,7 +223,7 @@ def cross_entropy_forward(
     # logits; the backward then only scales it (one read of the logits in all).
     grad = grad_denominator = None
     if gradient_in_forward:
-        grad = torch.empty(logits.shape, dtype=logits.dtype)
+        grad = native.empty_gradient(logits.shape, logits.dtype)
         if reduction == "mean":
             grad_denominator = kept_weight_sum(
                 library, target, class_weight, ignore_index, logits.shape[1], logits.dtype
