@@ -97,3 +97,24 @@ def test_a_kept_gradient_accumulates_as_torch_s_does():
     F.cross_entropy(reference, target).backward()
     F.cross_entropy(reference, target, reduction="sum").backward()
     assert_close(logits.grad, reference.grad)
+
+
+def test_a_torch_that_refuses_the_block_gets_its_own_tensors_and_the_block_is_kept(monkeypatch):
+    kept = native.empty_gradient(SHAPE, torch.float32)
+    address = kept.data_ptr()
+    del kept  # now the kept block
+
+    def refuse(capsule):
+        raise RuntimeError("no DLPack here")
+
+    monkeypatch.setattr(torch.utils.dlpack, "from_dlpack", refuse)
+    monkeypatch.setattr(native, "_dlpack_refused", [])
+    with pytest.warns(RuntimeWarning, match="refused the reused gradient block.*no DLPack here"):
+        tensor = native.empty_gradient(SHAPE, torch.float32)
+    assert tensor.shape == SHAPE and tensor.untyped_storage().resizable()  # torch's allocation
+    again = native.empty_gradient(SHAPE, torch.float32)  # said once, torch's from now on
+    assert again.untyped_storage().resizable()
+    monkeypatch.undo()
+    # The block handed out before the refusal went back to the library, not lost.
+    back = native.empty_gradient(SHAPE, torch.float32)
+    assert back.data_ptr() == address

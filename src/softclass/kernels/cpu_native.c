@@ -80,8 +80,9 @@ static void gradient_block_free(GradientBlock *block) {
     free(block);
 }
 
-/* The DLPack deleter: keep the block, free the one kept before. */
-static void gradient_block_release(DLManagedTensor *managed) {
+/* The DLPack deleter: keep the block, free the one kept before. Also called by native.py when
+ * torch refuses the capsule, so that the block is not lost. */
+void gradient_block_release(DLManagedTensor *managed) {
     GradientBlock *block = (GradientBlock *)managed;
     gradient_block_free(__atomic_exchange_n(&kept_gradient_block, block, __ATOMIC_ACQ_REL));
 }

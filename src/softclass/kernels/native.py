@@ -121,6 +121,8 @@ _UNTYPED_SIGNATURES = {
     # (shape, ndim, DLPack type code, bits) -> DLManagedTensor* or NULL
     "gradient_block_take": ((_PTR, _I64, _I64, _I64), _PTR),
     "gradient_block_drop": ((), None),
+    # (DLManagedTensor*): the block given back (kept for the next request)
+    "gradient_block_release": ((_PTR,), None),
 }
 _SYMBOLS = (
     *(f"{name}_{dtype}" for dtype in SUPPORTED_DTYPES.values() for name in _SIGNATURES),
@@ -137,6 +139,8 @@ _REUSED_MIN_BYTES = 1 << 26
 _CAPSULE_NAME = b"dltensor"
 _new_capsule = ctypes.pythonapi.PyCapsule_New
 _new_capsule.argtypes, _new_capsule.restype = (_PTR, ctypes.c_char_p, _PTR), ctypes.py_object
+# The error of a torch.from_dlpack that refused the block (then torch allocates every gradient).
+_dlpack_refused: list[Exception] = []
 
 
 T = TypeVar("T")
@@ -243,13 +247,27 @@ def empty_gradient(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
     element_bytes = torch.empty((), dtype=dtype).element_size()
     size = element_bytes * int(torch.Size(shape).numel())
     loaded = library() if size >= _REUSED_MIN_BYTES and dtype in _DLPACK_TYPES else None
-    if loaded is None or os.environ.get("SOFTCLASS_REUSE_GRADIENT", "1") == "0":
+    if loaded is None or _dlpack_refused or os.environ.get("SOFTCLASS_REUSE_GRADIENT", "1") == "0":
         return torch.empty(shape, dtype=dtype)
     sizes = (ctypes.c_int64 * len(shape))(*shape)
     address = loaded.gradient_block_take(sizes, len(shape), *_DLPACK_TYPES[dtype])
     if not address:  # no memory for it (or more dimensions than it takes): torch's own error
         return torch.empty(shape, dtype=dtype)
-    return torch.utils.dlpack.from_dlpack(_new_capsule(address, _CAPSULE_NAME, None))
+    try:
+        return torch.utils.dlpack.from_dlpack(_new_capsule(address, _CAPSULE_NAME, None))
+    except (RuntimeError, TypeError, ValueError, BufferError) as error:
+        # A torch that does not take the capsule: the block goes back to the library and torch
+        # allocates this and every later gradient (said once).
+        loaded.gradient_block_release(address)
+        _dlpack_refused.append(error)
+        warnings.warn(
+            f"softclass: torch.from_dlpack refused the reused gradient block ({error}); large "
+            "gradients are allocated by torch from now on (each step pays the page faults of "
+            "fresh memory)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return torch.empty(shape, dtype=dtype)
 
 
 def drop_kept_gradient() -> None:
