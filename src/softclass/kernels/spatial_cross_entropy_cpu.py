@@ -26,7 +26,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from softclass.kernels import cross_entropy_cpu, inductor_decompositions, native, native_loops
+from softclass.kernels import (
+    cross_entropy_cpu,
+    cross_entropy_op,
+    inductor_decompositions,
+    native,
+    native_loops,
+)
 from softclass.kernels import row_blocks as rows
 from softclass.kernels.cross_entropy_cpu import forward_gradient, saved_logits
 from softclass.kernels.native_loops import spatial_loops
@@ -69,6 +75,38 @@ def applicable(logits: Tensor, target: Tensor, weight: Tensor | None) -> bool:
     )
 
 
+def _threaded_loops():
+    """``torch.ops.softclass_cpp`` where the C++ operator is loaded (its ``spatial_forward`` and
+    ``spatial_backward`` run the loops on torch's own intra-op threads), else None (the loops
+    through ctypes on the calling thread, or softclass's pool above its size)."""
+    return None if cross_entropy_op.operator() is None else torch.ops.softclass_cpp
+
+
+def _threaded_forward(
+    operators,
+    logits: Tensor,
+    flat_target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    gradient_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_forward_impl`'s outputs from the C++ ``spatial_forward`` (contiguous logits, flat
+    int64 target)."""
+    try:
+        return operators.spatial_forward(
+            *(logits, flat_target, native_loops.real_weight(weight, logits.dtype)),
+            *(ignore_index, reduction, label_smoothing, gradient_in_forward),
+        )
+    except IndexError as error:
+        position = cross_entropy_op.flat_index(error)
+        if position is None:
+            raise
+        value = int(flat_target[position])
+        raise TargetOutOfBoundsError(position, value, logits.shape[1], ignore_index) from None
+
+
 def _moved(logits: Tensor) -> Tensor:
     """(N·S, C) logits, classes last (the 2-D implementation's layout)."""
     return logits.movedim(1, -1).reshape(-1, logits.shape[1])
@@ -101,6 +139,8 @@ def _forward_impl(
     arguments = (weight, ignore_index, reduction, label_smoothing, gradient_in_forward)
     library = native.library() if logits.dtype in native.SUPPORTED_DTYPES else None
     try:
+        if library is not None and (operators := _threaded_loops()) is not None:
+            return _threaded_forward(operators, logits.contiguous(), flat_target, *arguments)
         if library is not None:
             return native_loops.cross_entropy_forward(
                 library, logits.contiguous(), flat_target, *arguments
@@ -145,6 +185,12 @@ def _backward_impl(
             *(ignore_index, reduction, label_smoothing, block_rows, True, False),
         )
         return _moved_back(grad, logits.shape)
+    if (operators := _threaded_loops()) is not None:
+        return operators.spatial_backward(
+            *(grad_output.to(logsumexp.dtype).contiguous(), logits.contiguous(), flat_target),
+            *(native_loops.real_weight(weight, logits.dtype), logsumexp),
+            *(denominator if reduction == "mean" else None, ignore_index, label_smoothing),
+        )
     grad = torch.empty(logits.shape, dtype=logits.dtype)
     native_loops.gradient(
         *(library, logits.contiguous(), flat_target),
