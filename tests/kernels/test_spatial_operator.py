@@ -2,8 +2,11 @@
 torch.library's own checks, torch.compile, torch.export, FakeTensor and meta; and the lean road of
 small (N, C, d1, ...) calls (softclass.kernels.lean) against torch.nn.functional.cross_entropy."""
 
+import ast
 import itertools
-import re
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -330,10 +333,19 @@ def test_threaded_loops_give_the_same_numbers_on_any_thread_count(dtype):
 )
 def test_one_openmp_runtime_in_the_process():
     """The C++ extension (compiled with -fopenmp for at::parallel_for) uses torch's own OpenMP
-    runtime: one libgomp/libomp/libiomp mapped in the process."""
-    mapped = {
-        line.split()[-1]
-        for line in Path("/proc/self/maps").read_text().splitlines()
-        if re.search(r"lib(g|i)?omp[^/]*\.so", line.split()[-1])
-    }
-    assert len(mapped) <= 1, mapped
+    runtime: a fresh process that loads torch and the extension maps one libgomp/libomp/libiomp
+    (other libraries, e.g. scikit-learn's, may bring their own)."""
+    script = (
+        "import re, torch\n"
+        "from softclass.kernels import cross_entropy_op\n"
+        "assert cross_entropy_op.operator() is not None\n"
+        "names = {line.split()[-1] for line in open('/proc/self/maps')}\n"
+        "print(sorted(n for n in names if re.search(r'lib(g|i)?omp[^/]*[.]so', n)))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(Path(spatial.__file__).parents[2])}
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    mapped = ast.literal_eval(run.stdout.strip().splitlines()[-1])
+    assert len(mapped) == 1, mapped

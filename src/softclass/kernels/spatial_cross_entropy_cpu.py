@@ -11,7 +11,12 @@ one write of the gradient, as for the 2-D fused kernel.
 Operators: ``softclass::spatial_cross_entropy`` and ``softclass::spatial_cross_entropy_backward``
 (``torch.library.custom_op``, with a fake implementation, an autograd formula and a vmap rule,
 like ``softclass::cross_entropy``), so torch.compile, torch.export, FakeTensor and the meta device
-keep one opaque op of the logits' own shape (:func:`registered_cross_entropy`). Plain eager calls
+keep one opaque op of the logits' own shape (:func:`registered_cross_entropy`). Their real
+implementations run the loops through the C++ extension's ``softclass_cpp::spatial_forward`` and
+``spatial_backward`` where it is built (:mod:`softclass.kernels.cross_entropy_op`): above 2^17
+logits on torch's own intra-op threads, the ones inductor's kernels use (at (8, 21, 128, 128) in
+torch.compile on 2 threads the loops on one thread took 1.4x torch.compile's time); else through
+ctypes (:mod:`softclass.kernels.native_loops`). Plain eager calls
 with contiguous fp32/bf16/fp64 logits (:func:`applicable`) enter the same implementations through
 an autograd Function, without the dispatcher's per-call cost. Where the compiled loops cannot run
 (no library, fp16 logits) the operator computes the same numbers through the 2-D implementation of
