@@ -81,6 +81,12 @@ def torch_operator() -> list[Extension]:
     except ImportError:
         return []
     abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
+    # at::parallel_for (the spatial loops on torch's intra-op threads) is OpenMP pragmas in
+    # torch's headers: without -fopenmp it runs on the calling thread only. Linked as torch's
+    # own libgomp (the same soname, found first in torch's library directory, already loaded
+    # by torch): one OpenMP runtime and thread pool in the process. GCC on Linux, as torch's
+    # own builds there; the C code's machine code is the same with or without the flag.
+    openmp = ["-fopenmp"] if platform.system() == "Linux" and torch._C.has_openmp else []
     return [
         Extension(
             f"softclass.kernels._cross_entropy_op_torch{torch_tag(torch.__version__)}",
@@ -99,7 +105,9 @@ def torch_operator() -> list[Extension]:
                 "-g0",
                 f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
                 "-fvisibility=hidden",
+                *openmp,
             ],
+            extra_link_args=openmp,
             language="c++",
             optional=True,
         )

@@ -2,7 +2,12 @@
 torch.library's own checks, torch.compile, torch.export, FakeTensor and meta; and the lean road of
 small (N, C, d1, ...) calls (softclass.kernels.lean) against torch.nn.functional.cross_entropy."""
 
+import ast
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -284,3 +289,63 @@ def test_lean_road_leaves_other_spatial_calls_to_the_general_path(monkeypatch):
     )
     assert_close(SF.cross_entropy(logits, target.to(torch.uint8)), F.cross_entropy(logits, target))
     assert taken == []
+
+
+@pytest.mark.skipif(cross_entropy_op.operator() is None, reason="needs the C++ operator")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_threaded_loops_give_the_same_numbers_on_any_thread_count(dtype):
+    """Above 2^17 logits the C++ spatial loops split the positions into parts run on torch's
+    intra-op threads; the parts depend on the sizes only, so 1 and 3 threads give bit-identical
+    losses, L, denominators and gradients (and the same numbers as torch)."""
+    logits, target = _case((3, 21, 64, 40), dtype)  # 161,280 logits: two parts or more
+    weight = _weight(21, dtype)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            for options in [(None, -100, "mean", 0.0), (weight, 1, "none", 0.1)]:
+                outputs = OP(logits, target, *options, True)
+                generator = torch.Generator().manual_seed(1)
+                grad_output = torch.rand(outputs[0].shape, generator=generator, dtype=dtype)
+                gradient = BACKWARD_OP(
+                    grad_output, logits, target, options[0], *outputs[1:3], *options[1:]
+                )
+                results.append((*outputs, gradient))
+    finally:
+        torch.set_num_threads(threads)
+    for one, three in zip(results[:2], results[2:], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(one, three, strict=True))
+    leaf = logits.clone().requires_grad_()
+    options = {"ignore_index": 1, "label_smoothing": 0.1}
+    SF.cross_entropy(leaf, target, weight=weight, **options).backward()
+    # torch in float64 (its float32 sums of weighted losses round: 3.5e-6 relative here)
+    reference = logits.double().requires_grad_()
+    expected = F.cross_entropy(reference, target, weight=weight.double(), **options)
+    expected.backward()
+    assert_close(SF.cross_entropy(logits, target, weight=weight, **options), expected.to(dtype))
+    assert_close(leaf.grad, reference.grad.to(dtype))
+
+
+@pytest.mark.skipif(
+    cross_entropy_op.operator() is None or not Path("/proc/self/maps").exists(),
+    reason="needs the C++ operator and /proc",
+)
+def test_one_openmp_runtime_in_the_process():
+    """The C++ extension (compiled with -fopenmp for at::parallel_for) uses torch's own OpenMP
+    runtime: a fresh process that loads torch and the extension maps one libgomp/libomp/libiomp
+    (other libraries, e.g. scikit-learn's, may bring their own)."""
+    script = (
+        "import re, torch\n"
+        "from softclass.kernels import cross_entropy_op\n"
+        "assert cross_entropy_op.operator() is not None\n"
+        "names = {line.split()[-1] for line in open('/proc/self/maps')}\n"
+        "print(sorted(n for n in names if re.search(r'lib(g|i)?omp[^/]*[.]so', n)))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(Path(spatial.__file__).parents[2])}
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    mapped = ast.literal_eval(run.stdout.strip().splitlines()[-1])
+    assert len(mapped) == 1, mapped

@@ -16,27 +16,36 @@
 //   cross_entropy_grad_graph(logits, target, ignore_index, mean, grad_loss) -> gradient
 //       the differentiable gradient (backward under create_graph); its kernel is Python's
 //       (softclass/kernels/cross_entropy_op.py registers it): the unfused torch-op formula.
+//   spatial_forward(logits, target, weight, ignore_index, reduction, label_smoothing,
+//                   with_gradient) -> (loss, logsumexp, denominator, gradient)
+//   spatial_backward(grad_output, logits, target, weight, logsumexp, denominator, ignore_index,
+//                    label_smoothing) -> gradient
+//       CPU only: the real implementations of softclass::spatial_cross_entropy and its backward
+//       (softclass/kernels/spatial_cross_entropy_cpu.py), every option.
 // Logits: (M, C) with class stride 1, or contiguous (N, C, d1, ...); target int64 (M,) or
 // contiguous (N, d1, ...). A kept target outside [0, C) raises IndexError naming its flat index.
+// (M, C) logits run on the calling thread; (N, C, d1, ...) ones, above 2^17 logits, on torch's
+// intra-op threads (at::parallel_for: setup.py compiles this file with -fopenmp, linked as
+// torch's own libgomp).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
 #include <vector>
 
 extern "C" {
 #include "loss_rows.h"
 
-// The functions of cpu_native.c / spatial_loops.h called here, per element type.
+// The functions of cpu_native.c called here, per element type.
 #define DECLARE_LOOPS(SUFFIX, TYPE, REAL)                                                         \
     int64_t ce_forward_##SUFFIX(const TYPE *, int64_t, int64_t, int64_t, int64_t,                \
                                 const int64_t *, int64_t, int64_t, const REAL *, double, REAL *, \
                                 TYPE *, int64_t, double *, int64_t, TYPE *, double *, TYPE *,    \
                                 int64_t, const double *);                                        \
-    int64_t ce_spatial_forward_##SUFFIX(const TYPE *, int64_t, int64_t, int64_t, int64_t,        \
-                                        int64_t, const int64_t *, int64_t, const REAL *, double, \
-                                        REAL *, TYPE *, double *, TYPE *, const double *);       \
     void ce_finish_##SUFFIX(const double *, int64_t, int64_t, TYPE *, double *);                 \
     void ce_kept_weight_sum_##SUFFIX(const int64_t *, int64_t, int64_t, int64_t, int64_t,        \
                                      const REAL *, double *);                                    \
@@ -44,6 +53,21 @@ extern "C" {
 DECLARE_LOOPS(f32, float, float)
 DECLARE_LOOPS(bf16, uint16_t, float)
 DECLARE_LOOPS(f64, double, double)
+}
+
+extern "C" {
+// The loops of spatial_loops.h (the spatial ops below), per element type.
+#define DECLARE_SPATIAL_LOOPS(SUFFIX, TYPE, REAL)                                                 \
+    int64_t ce_spatial_forward_##SUFFIX(const TYPE *, int64_t, int64_t, int64_t, int64_t,        \
+                                        int64_t, const int64_t *, int64_t, const REAL *, double, \
+                                        REAL *, TYPE *, double *, TYPE *, const double *);       \
+    void ce_spatial_backward_##SUFFIX(const TYPE *, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                      const int64_t *, int64_t, const REAL *, double,            \
+                                      const REAL *, const REAL *, int64_t, const double *,       \
+                                      TYPE *);
+DECLARE_SPATIAL_LOOPS(f32, float, float)
+DECLARE_SPATIAL_LOOPS(bf16, uint16_t, float)
+DECLARE_SPATIAL_LOOPS(f64, double, double)
 }
 
 namespace {
@@ -55,21 +79,18 @@ struct Loops {
     int64_t (*forward)(const T *, int64_t, int64_t, int64_t, int64_t, const int64_t *, int64_t,
                        int64_t, const R *, double, R *, T *, int64_t, double *, int64_t, T *,
                        double *, T *, int64_t, const double *);
-    int64_t (*spatial_forward)(const T *, int64_t, int64_t, int64_t, int64_t, int64_t,
-                               const int64_t *, int64_t, const R *, double, R *, T *, double *,
-                               T *, const double *);
     void (*finish)(const double *, int64_t, int64_t, T *, double *);
     void (*kept_weight_sum)(const int64_t *, int64_t, int64_t, int64_t, int64_t, const R *,
                             double *);
     void (*scale)(T *, int64_t, int64_t, int64_t, int64_t, const R *);
 };
 
-const Loops<float, float> kF32{ce_forward_f32, ce_spatial_forward_f32, ce_finish_f32,
-                               ce_kept_weight_sum_f32, ce_scale_f32};
-const Loops<uint16_t, float> kBF16{ce_forward_bf16, ce_spatial_forward_bf16, ce_finish_bf16,
-                                   ce_kept_weight_sum_bf16, ce_scale_bf16};
-const Loops<double, double> kF64{ce_forward_f64, ce_spatial_forward_f64, ce_finish_f64,
-                                 ce_kept_weight_sum_f64, ce_scale_f64};
+const Loops<float, float> kF32{ce_forward_f32, ce_finish_f32, ce_kept_weight_sum_f32,
+                               ce_scale_f32};
+const Loops<uint16_t, float> kBF16{ce_forward_bf16, ce_finish_bf16, ce_kept_weight_sum_bf16,
+                                   ce_scale_bf16};
+const Loops<double, double> kF64{ce_forward_f64, ce_finish_f64, ce_kept_weight_sum_f64,
+                                 ce_scale_f64};
 
 void check_inputs(const Tensor &logits, const Tensor &target) {
     TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16 ||
@@ -95,8 +116,8 @@ void check_inputs(const Tensor &logits, const Tensor &target) {
     }
 }
 
-// The loss (and, when `gradient` is defined, the gradient for grad_output 1 written into it)
-// by one call of the compiled loops on the calling thread.
+// The loss of (M, C) logits (and, when `gradient` is defined, the gradient for grad_output 1
+// written into it) by one call of the compiled loops on the calling thread.
 template <typename T, typename R>
 void run_forward(const Loops<T, R> &loops, const Tensor &logits, const Tensor &target,
                  int64_t ignore_index, bool mean, const Tensor &loss, const Tensor &gradient) {
@@ -111,28 +132,26 @@ void run_forward(const Loops<T, R> &loops, const Tensor &logits, const Tensor &t
     double state[4] = {0.0, 0.0, 0.0, 0.0};
     const double *grad_denominator = nullptr;
     if (grad && mean) {
-        const int64_t stride = logits.dim() == 2 ? target.stride(0) : 1;
-        loops.kept_weight_sum(y, stride, n_positions, ignore_index, n_classes, nullptr, &state[3]);
+        loops.kept_weight_sum(y, target.stride(0), n_positions, ignore_index, n_classes, nullptr,
+                              &state[3]);
         grad_denominator = &state[3];
     }
-    int64_t bad;
-    if (logits.dim() == 2) {
-        bad = loops.forward(x, logits.stride(0), n_classes, 0, n_positions, y, target.stride(0),
-                            ignore_index, nullptr, 0.0, logsumexp.data(), nullptr, 0, &state[1],
-                            mean, loss_value, &state[0], grad, n_classes, grad_denominator);
-    } else {
-        bad = loops.spatial_forward(x, logits.stride(0), n_classes,
-                                    n_positions / logits.size(0), 0, n_positions, y,
-                                    ignore_index, nullptr, 0.0, logsumexp.data(), nullptr,
-                                    &state[1], grad, grad_denominator);
-        if (bad < 0) loops.finish(&state[1], 1, mean, loss_value, &state[0]);
-    }
+    const int64_t bad =
+        loops.forward(x, logits.stride(0), n_classes, 0, n_positions, y, target.stride(0),
+                      ignore_index, nullptr, 0.0, logsumexp.data(), nullptr, 0, &state[1], mean,
+                      loss_value, &state[0], grad, n_classes, grad_denominator);
     TORCH_CHECK_INDEX(bad < 0, "softclass_cpp::cross_entropy: target out of bounds at flat index ",
                       bad);
 }
 
+void spatial_forward_into(const Tensor &logits, const Tensor &target, int64_t ignore_index,
+                          bool mean, const Tensor &loss, const Tensor &gradient);
+
 void forward_into(const Tensor &logits, const Tensor &target, int64_t ignore_index, bool mean,
                   const Tensor &loss, const Tensor &gradient) {
+    if (logits.dim() > 2) {  // the spatial loops, on torch's threads (below)
+        return spatial_forward_into(logits, target, ignore_index, mean, loss, gradient);
+    }
     switch (logits.scalar_type()) {
         case at::kFloat:
             return run_forward(kF32, logits, target, ignore_index, mean, loss, gradient);
@@ -304,6 +323,257 @@ Tensor cross_entropy_autograd(const Tensor &logits, const Tensor &target, int64_
     return op.call(logits, target, ignore_index, mean);
 }
 
+
+// ---- The spatial operator's loops, split over torch's intra-op threads ----
+// softclass::spatial_cross_entropy (spatial_cross_entropy_cpu.py) calls these two ops from its
+// real implementations: the positions of (N, C, d1, ...) logits are cut into parts by their
+// sizes alone (never by the thread count, so every thread count gives the same numbers), and
+// torch's own intra-op threads (at::parallel_for) take the parts as they come. Inside a compiled
+// graph these are the threads inductor's kernels run on. A pool of our own (helper threads that
+// the calling thread does not wait for unless they began a part) was measured against it at
+// (8, 21, 128, 128), 2 threads: forward + backward after a torch op each, +0.22-0.34 ms against
+// +0.04-0.10 (it fights torch's threads for the cores while they spin after a kernel), though
+// on a machine busy with other processes it is the steadier (an OpenMP region waits for every
+// thread it wakes).
+
+// Logits per part: smaller inputs are one part (one call, the calling thread), larger ones at
+// most kSpatialMaxParts parts (several per thread, so a thread slowed by another process holds
+// up little). Part bounds are multiples of kSpatialBlock positions.
+constexpr int64_t kSpatialPartElements = int64_t{1} << 16;
+constexpr int64_t kSpatialMaxParts = 64;
+// SPATIAL_BLOCK of spatial_loops.h (parts of whole blocks: only for speed).
+constexpr int64_t kSpatialBlock = 64;
+
+int64_t spatial_parts(int64_t n_positions, int64_t n_classes) {
+    const int64_t by_size = n_positions * n_classes / kSpatialPartElements;
+    const int64_t by_blocks = n_positions / kSpatialBlock;
+    return std::max<int64_t>(1, std::min({by_size, by_blocks, kSpatialMaxParts}));
+}
+
+int64_t part_bound(int64_t part, int64_t n_parts, int64_t n_positions) {
+    if (part == n_parts) return n_positions;
+    return n_positions * part / n_parts / kSpatialBlock * kSpatialBlock;
+}
+
+// run(part, begin, end) for every part: on the calling thread for one part or one thread, else
+// on torch's intra-op threads, each taking the next part until none is left.
+template <typename Run>
+void run_parts(int64_t n_parts, int64_t n_positions, const Run &run) {
+    const int64_t n_threads = std::min<int64_t>(at::get_num_threads(), n_parts);
+    auto run_part = [&](int64_t part) {
+        run(part, part_bound(part, n_parts, n_positions),
+            part_bound(part + 1, n_parts, n_positions));
+    };
+    if (n_threads <= 1 || at::in_parallel_region()) {
+        for (int64_t part = 0; part < n_parts; ++part) run_part(part);
+        return;
+    }
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, n_threads, 1, [&](int64_t, int64_t) {
+        for (int64_t part = next++; part < n_parts; part = next++) run_part(part);
+    });
+}
+
+template <typename T, typename R>
+struct SpatialLoops {
+    int64_t (*forward)(const T *, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t *,
+                       int64_t, const R *, double, R *, T *, double *, T *, const double *);
+    void (*backward)(const T *, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t *,
+                     int64_t, const R *, double, const R *, const R *, int64_t, const double *,
+                     T *);
+    void (*finish)(const double *, int64_t, int64_t, T *, double *);
+    void (*kept_weight_sum)(const int64_t *, int64_t, int64_t, int64_t, int64_t, const R *,
+                            double *);
+};
+
+const SpatialLoops<float, float> kSpatialF32{ce_spatial_forward_f32, ce_spatial_backward_f32,
+                                             ce_finish_f32, ce_kept_weight_sum_f32};
+const SpatialLoops<uint16_t, float> kSpatialBF16{ce_spatial_forward_bf16,
+                                                 ce_spatial_backward_bf16, ce_finish_bf16,
+                                                 ce_kept_weight_sum_bf16};
+const SpatialLoops<double, double> kSpatialF64{ce_spatial_forward_f64, ce_spatial_backward_f64,
+                                               ce_finish_f64, ce_kept_weight_sum_f64};
+
+at::ScalarType compute_type(const Tensor &logits) {
+    return logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Contiguous (N, C, d1, ...) logits of a supported dtype, N·d1·... int64 targets, class weights
+// (C,) in the compute dtype.
+void check_spatial_inputs(const char *op, const Tensor &logits, const Tensor &target,
+                          const std::optional<Tensor> &weight) {
+    TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16 ||
+                    logits.scalar_type() == at::kDouble,
+                op, ": logits must be float32, bfloat16 or float64, got ", logits.scalar_type());
+    TORCH_CHECK(logits.dim() >= 3 && logits.is_contiguous() && logits.numel() > 0 &&
+                    plain_cpu(logits),
+                op, ": contiguous CPU logits (N, C, d1, ...) expected, got ", logits.sizes());
+    TORCH_CHECK(target.scalar_type() == at::kLong && target.is_contiguous() && plain_cpu(target) &&
+                    target.numel() * logits.size(1) == logits.numel(),
+                op, ": a contiguous int64 target of N·d1·... elements expected, got ",
+                target.scalar_type(), " ", target.sizes(), " for logits ", logits.sizes());
+    if (weight.has_value()) {
+        TORCH_CHECK(weight->scalar_type() == compute_type(logits) && weight->is_contiguous() &&
+                        weight->numel() == logits.size(1) && plain_cpu(*weight),
+                    op, ": class weights (C,) in ", compute_type(logits), " expected, got ",
+                    weight->scalar_type(), " ", weight->sizes());
+    }
+}
+
+template <typename T, typename R>
+void spatial_forward_loops(const char *op, const SpatialLoops<T, R> &loops, const Tensor &logits,
+                           const Tensor &target, const std::optional<Tensor> &weight,
+                           int64_t ignore_index, double label_smoothing, bool per_position,
+                           bool mean, const Tensor &loss, const Tensor &logsumexp,
+                           const Tensor &state, const Tensor &gradient,
+                           const Tensor &grad_denominator) {
+    const auto *x = static_cast<const T *>(logits.const_data_ptr());
+    const auto *y = target.const_data_ptr<int64_t>();
+    const R *w = weight.has_value() ? static_cast<const R *>(weight->const_data_ptr()) : nullptr;
+    const int64_t n_classes = logits.size(1);
+    const int64_t n_positions = target.numel();
+    const int64_t n_spatial = n_positions / logits.size(0);
+    auto *lse = static_cast<R *>(logsumexp.data_ptr());
+    T *row_loss = per_position ? static_cast<T *>(loss.data_ptr()) : nullptr;
+    T *grad = gradient.defined() ? static_cast<T *>(gradient.data_ptr()) : nullptr;
+    double *sums = state.data_ptr<double>();
+    const double *divisor = nullptr;
+    if (grad_denominator.defined()) {
+        loops.kept_weight_sum(y, 1, n_positions, ignore_index, n_classes, w,
+                              grad_denominator.data_ptr<double>());
+        divisor = grad_denominator.const_data_ptr<double>();
+    }
+    const int64_t n_parts = (state.numel() - 1) / 2;
+    std::vector<int64_t> bad(static_cast<size_t>(n_parts), -1);
+    run_parts(n_parts, n_positions, [&](int64_t part, int64_t begin, int64_t end) {
+        bad[part] = loops.forward(x, logits.stride(0), n_classes, n_spatial, begin, end, y,
+                                  ignore_index, w, label_smoothing, lse, row_loss,
+                                  sums + 1 + 2 * part, grad, divisor);
+    });
+    for (const int64_t position : bad) {  // parts in order: the first bad position
+        TORCH_CHECK_INDEX(position < 0, op, ": target out of bounds at flat index ", position);
+    }
+    if (!per_position) loops.finish(sums + 1, n_parts, mean, static_cast<T *>(loss.data_ptr()), sums);
+}
+
+// softclass::spatial_cross_entropy's forward (see _forward_impl in
+// spatial_cross_entropy_cpu.py): (loss: 0-d, or (N, d1, ...) for 'none'; L (N·S,) in the compute
+// dtype; the 'mean' denominator (1,) fp64 (0 for 'none'); the gradient for grad_output 1 when
+// with_gradient, else (0,)).
+std::tuple<Tensor, Tensor, Tensor, Tensor> spatial_forward_cpu(
+    const Tensor &logits, const Tensor &target, const std::optional<Tensor> &weight,
+    int64_t ignore_index, c10::string_view reduction, double label_smoothing,
+    bool with_gradient) {
+    check_spatial_inputs("softclass_cpp::spatial_forward", logits, target, weight);
+    const bool per_position = reduction == "none", mean = reduction == "mean";
+    TORCH_CHECK(per_position || mean || reduction == "sum",
+                "softclass_cpp::spatial_forward: reduction 'none', 'mean' or 'sum' expected, got '",
+                reduction, "'");
+    std::vector<int64_t> item_shape{logits.size(0)};
+    for (int64_t d = 2; d < logits.dim(); ++d) item_shape.push_back(logits.size(d));
+    const auto f64 = logits.options().dtype(at::kDouble);
+    Tensor loss = per_position ? at::empty(item_shape, logits.options())
+                               : at::empty({}, logits.options());
+    Tensor logsumexp = at::empty({target.numel()}, logits.options().dtype(compute_type(logits)));
+    const int64_t n_parts = spatial_parts(target.numel(), logits.size(1));
+    Tensor state = at::empty({1 + 2 * n_parts}, f64);
+    Tensor gradient = with_gradient ? at::empty(logits.sizes(), logits.options()) : Tensor();
+    Tensor grad_denominator = with_gradient && mean ? at::empty({1}, f64) : Tensor();
+    const auto run = [&](const auto &loops) {
+        spatial_forward_loops("softclass_cpp::spatial_forward", loops, logits, target, weight,
+                              ignore_index, label_smoothing,
+                              per_position, mean, loss, logsumexp, state, gradient,
+                              grad_denominator);
+    };
+    switch (logits.scalar_type()) {
+        case at::kFloat: run(kSpatialF32); break;
+        case at::kBFloat16: run(kSpatialBF16); break;
+        default: run(kSpatialF64);
+    }
+    Tensor denominator = grad_denominator.defined() ? grad_denominator
+                         : per_position             ? at::zeros({1}, f64)
+                                                    : state.narrow(0, 0, 1).clone();
+    return {loss, logsumexp, denominator,
+            with_gradient ? gradient : at::empty({0}, logits.options())};
+}
+
+// forward_into's (N, C, d1, ...) logits (checked by check_inputs): the 0-d loss ('mean' or
+// 'sum', no class weights, no smoothing) and, when `gradient` is defined, the gradient for
+// grad_output 1, by the parts of spatial_forward.
+void spatial_forward_into(const Tensor &logits, const Tensor &target, int64_t ignore_index,
+                          bool mean, const Tensor &loss, const Tensor &gradient) {
+    const auto f64 = logits.options().dtype(at::kDouble);
+    Tensor logsumexp = at::empty({target.numel()}, logits.options().dtype(compute_type(logits)));
+    Tensor state = at::empty({1 + 2 * spatial_parts(target.numel(), logits.size(1))}, f64);
+    Tensor grad_denominator = gradient.defined() && mean ? at::empty({1}, f64) : Tensor();
+    const auto run = [&](const auto &loops) {
+        spatial_forward_loops("softclass_cpp::cross_entropy", loops, logits, target,
+                              std::nullopt, ignore_index, 0.0, false, mean, loss, logsumexp,
+                              state, gradient, grad_denominator);
+    };
+    switch (logits.scalar_type()) {
+        case at::kFloat: run(kSpatialF32); break;
+        case at::kBFloat16: run(kSpatialBF16); break;
+        default: run(kSpatialF64);
+    }
+}
+
+// softclass::spatial_cross_entropy_backward's loops: ∂output/∂logits (the logits' shape) for
+// grad_output (0-d, or one per position; in the compute dtype), divided by denominator[0] when
+// given ('mean').
+Tensor spatial_backward_cpu(const Tensor &grad_output, const Tensor &logits, const Tensor &target,
+                            const std::optional<Tensor> &weight, const Tensor &logsumexp,
+                            const std::optional<Tensor> &denominator, int64_t ignore_index,
+                            double label_smoothing) {
+    const char *op = "softclass_cpp::spatial_backward";
+    check_spatial_inputs(op, logits, target, weight);
+    const auto compute = compute_type(logits);
+    TORCH_CHECK(logsumexp.scalar_type() == compute && logsumexp.is_contiguous() &&
+                    logsumexp.numel() == target.numel() && plain_cpu(logsumexp),
+                op, ": L (N·d1·...,) in ", compute, " expected, got ", logsumexp.sizes());
+    TORCH_CHECK(grad_output.scalar_type() == compute && grad_output.is_contiguous() &&
+                    (grad_output.numel() == 1 || grad_output.numel() == target.numel()) &&
+                    plain_cpu(grad_output),
+                op, ": grad_output (0-d or one per position) in ", compute, " expected, got ",
+                grad_output.scalar_type(), " ", grad_output.sizes());
+    TORCH_CHECK(!denominator.has_value() ||
+                    (denominator->scalar_type() == at::kDouble && denominator->numel() >= 1 &&
+                     plain_cpu(*denominator)),
+                op, ": the denominator must be float64");
+    Tensor gradient = at::empty(logits.sizes(), logits.options());
+    const int64_t n_positions = target.numel();
+    const int64_t stride = grad_output.dim() == 0 ? 0 : 1;
+    const auto run = [&](const auto &loops, auto *grad, const auto *x, const auto *w) {
+        const auto *lse = static_cast<decltype(w)>(logsumexp.const_data_ptr());
+        const auto *upstream = static_cast<decltype(w)>(grad_output.const_data_ptr());
+        const double *divisor =
+            denominator.has_value() ? denominator->const_data_ptr<double>() : nullptr;
+        run_parts(spatial_parts(n_positions, logits.size(1)), n_positions,
+                  [&](int64_t, int64_t begin, int64_t end) {
+                      loops.backward(x, logits.stride(0), logits.size(1),
+                                     n_positions / logits.size(0), begin, end,
+                                     target.const_data_ptr<int64_t>(), ignore_index, w,
+                                     label_smoothing, lse, upstream, stride, divisor, grad);
+                  });
+    };
+    const void *w = weight.has_value() ? weight->const_data_ptr() : nullptr;
+    switch (logits.scalar_type()) {
+        case at::kFloat:
+            run(kSpatialF32, gradient.mutable_data_ptr<float>(),
+                logits.const_data_ptr<float>(), static_cast<const float *>(w));
+            break;
+        case at::kBFloat16:
+            run(kSpatialBF16, static_cast<uint16_t *>(gradient.data_ptr()),
+                static_cast<const uint16_t *>(logits.const_data_ptr()),
+                static_cast<const float *>(w));
+            break;
+        default:
+            run(kSpatialF64, gradient.mutable_data_ptr<double>(),
+                logits.const_data_ptr<double>(), static_cast<const double *>(w));
+    }
+    return gradient;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(softclass_cpp, m) {
@@ -314,11 +584,21 @@ TORCH_LIBRARY(softclass_cpp, m) {
     m.def(
         "cross_entropy_grad_graph(Tensor logits, Tensor target, int ignore_index, bool mean, "
         "Tensor grad_loss) -> Tensor");
+    m.def(
+        "spatial_forward(Tensor logits, Tensor target, Tensor? weight, int ignore_index, "
+        "str reduction, float label_smoothing, bool with_gradient) -> "
+        "(Tensor, Tensor, Tensor, Tensor)");
+    m.def(
+        "spatial_backward(Tensor grad_output, Tensor logits, Tensor target, Tensor? weight, "
+        "Tensor logsumexp, Tensor? denominator, int ignore_index, float label_smoothing) -> "
+        "Tensor");
 }
 
 TORCH_LIBRARY_IMPL(softclass_cpp, CPU, m) {
     m.impl("cross_entropy", &cross_entropy_cpu);
     m.impl("cross_entropy_fused", &cross_entropy_fused_cpu);
+    m.impl("spatial_forward", &spatial_forward_cpu);
+    m.impl("spatial_backward", &spatial_backward_cpu);
 }
 
 TORCH_LIBRARY_IMPL(softclass_cpp, Meta, m) {

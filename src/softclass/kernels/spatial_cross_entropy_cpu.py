@@ -11,7 +11,12 @@ one write of the gradient, as for the 2-D fused kernel.
 Operators: ``softclass::spatial_cross_entropy`` and ``softclass::spatial_cross_entropy_backward``
 (``torch.library.custom_op``, with a fake implementation, an autograd formula and a vmap rule,
 like ``softclass::cross_entropy``), so torch.compile, torch.export, FakeTensor and the meta device
-keep one opaque op of the logits' own shape (:func:`registered_cross_entropy`). Plain eager calls
+keep one opaque op of the logits' own shape (:func:`registered_cross_entropy`). Their real
+implementations run the loops through the C++ extension's ``softclass_cpp::spatial_forward`` and
+``spatial_backward`` where it is built (:mod:`softclass.kernels.cross_entropy_op`): above 2^17
+logits on torch's own intra-op threads, the ones inductor's kernels use (at (8, 21, 128, 128) in
+torch.compile on 2 threads the loops on one thread took 1.4x torch.compile's time); else through
+ctypes (:mod:`softclass.kernels.native_loops`). Plain eager calls
 with contiguous fp32/bf16/fp64 logits (:func:`applicable`) enter the same implementations through
 an autograd Function, without the dispatcher's per-call cost. Where the compiled loops cannot run
 (no library, fp16 logits) the operator computes the same numbers through the 2-D implementation of
@@ -26,7 +31,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from softclass.kernels import cross_entropy_cpu, inductor_decompositions, native, native_loops
+from softclass.kernels import (
+    cross_entropy_cpu,
+    cross_entropy_op,
+    inductor_decompositions,
+    native,
+    native_loops,
+)
 from softclass.kernels import row_blocks as rows
 from softclass.kernels.cross_entropy_cpu import forward_gradient, saved_logits
 from softclass.kernels.native_loops import spatial_loops
@@ -69,6 +80,38 @@ def applicable(logits: Tensor, target: Tensor, weight: Tensor | None) -> bool:
     )
 
 
+def _threaded_loops():
+    """``torch.ops.softclass_cpp`` where the C++ operator is loaded (its ``spatial_forward`` and
+    ``spatial_backward`` run the loops on torch's own intra-op threads), else None (the loops
+    through ctypes on the calling thread, or softclass's pool above its size)."""
+    return None if cross_entropy_op.operator() is None else torch.ops.softclass_cpp
+
+
+def _threaded_forward(
+    operators,
+    logits: Tensor,
+    flat_target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    gradient_in_forward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`_forward_impl`'s outputs from the C++ ``spatial_forward`` (contiguous logits, flat
+    int64 target)."""
+    try:
+        return operators.spatial_forward(
+            *(logits, flat_target, native_loops.real_weight(weight, logits.dtype)),
+            *(ignore_index, reduction, label_smoothing, gradient_in_forward),
+        )
+    except IndexError as error:
+        position = cross_entropy_op.flat_index(error)
+        if position is None:
+            raise
+        value = int(flat_target[position])
+        raise TargetOutOfBoundsError(position, value, logits.shape[1], ignore_index) from None
+
+
 def _moved(logits: Tensor) -> Tensor:
     """(N·S, C) logits, classes last (the 2-D implementation's layout)."""
     return logits.movedim(1, -1).reshape(-1, logits.shape[1])
@@ -101,6 +144,8 @@ def _forward_impl(
     arguments = (weight, ignore_index, reduction, label_smoothing, gradient_in_forward)
     library = native.library() if logits.dtype in native.SUPPORTED_DTYPES else None
     try:
+        if library is not None and (operators := _threaded_loops()) is not None:
+            return _threaded_forward(operators, logits.contiguous(), flat_target, *arguments)
         if library is not None:
             return native_loops.cross_entropy_forward(
                 library, logits.contiguous(), flat_target, *arguments
@@ -145,6 +190,12 @@ def _backward_impl(
             *(ignore_index, reduction, label_smoothing, block_rows, True, False),
         )
         return _moved_back(grad, logits.shape)
+    if (operators := _threaded_loops()) is not None:
+        return operators.spatial_backward(
+            *(grad_output.to(logsumexp.dtype).contiguous(), logits.contiguous(), flat_target),
+            *(native_loops.real_weight(weight, logits.dtype), logsumexp),
+            *(denominator if reduction == "mean" else None, ignore_index, label_smoothing),
+        )
     grad = torch.empty(logits.shape, dtype=logits.dtype)
     native_loops.gradient(
         *(library, logits.contiguous(), flat_target),
