@@ -39,3 +39,23 @@ def test_bins_out_of_range_on_the_command_line_is_one_error_line(run, table_file
     code, _, err = run("train", table_file, "--out", tmp_path / "model", "--bins", "-3")
     assert code == 2
     assert "--bins -3 is not allowed; expected a whole number from 0 (no bins) to 256" in err
+
+
+def test_a_table_of_binned_numbers_only_trains_on_every_backend(run, tmp_path):
+    # A copy of Iris is a user's table: its four numbers are all binned (robust + 8 bins), so the
+    # stored rows have no column of their own and every input comes from the expansion. The torch
+    # backend refused that with a reshape error from inside torch.
+    data = tmp_path / "flowers.csv"
+    data.write_bytes(bundled_path("iris").read_bytes())
+    for backend in ("torch", "compiled", "autograd"):
+        for members in ("1", "4"):
+            recipe = _train(
+                run,
+                data,
+                tmp_path / f"{backend}-{members}",
+                "--backend",
+                backend,
+                "--members",
+                members,
+            )
+            assert len(recipe.features[0].edges) == TABLE.bins + 1

@@ -322,8 +322,8 @@ class BatchedTrainer(CompiledLoops):
             inputs = batch[..., :n_features]
             if rows.expansion is not None:
                 chosen = order[start:stop] if n_members == 1 else order[:, start:stop].reshape(-1)
-                inputs = rows.expansion.expand(
-                    inputs.reshape(-1, n_features), rows.raw[chosen], self.dtype
+                inputs = rows.expansion.expand(  # rows counted: a table of binned numbers only
+                    inputs.reshape(len(chosen), n_features), rows.raw[chosen], self.dtype
                 ).view(*inputs.shape[:-1], -1)
             batch_loss, batch_correct = self._step(
                 inputs, epoch_targets[..., start:stop], row_scale
