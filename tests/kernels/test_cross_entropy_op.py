@@ -314,3 +314,40 @@ def test_other_operator_errors_propagate():
     logits, target = _inputs((4, 3), torch.float32, -100)
     with pytest.raises(RuntimeError, match="something else went wrong"):
         lean._operator_forward(failing, logits, target, -100, True)
+
+
+def _refused_case(case):
+    generator = torch.Generator().manual_seed(1)
+    logits, target = torch.randn(6, 4, generator=generator), torch.tensor([0, 1, 2, 3, 0, 1])
+    if case == "float16 logits":
+        return logits.half(), target
+    if case == "int32 target":
+        return logits, target.int()
+    if case == "class stride 6":
+        return torch.randn(4, 6, generator=generator).t(), target
+    if case == "(N, C, d1, d2) not contiguous":
+        logits = torch.randn(2, 5, 4, 3, generator=generator).transpose(2, 3)
+        return logits, torch.randint(0, 5, (2, 3, 4), generator=generator)
+    return torch.randn(0, 4), torch.zeros(0, dtype=torch.long)  # no rows
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "float16 logits",
+        "int32 target",
+        "class stride 6",
+        "(N, C, d1, d2) not contiguous",
+        "no rows",
+    ],
+)
+def test_inputs_the_loops_do_not_take_are_refused_by_type_and_computed_elsewhere(operator, case):
+    # The refusal is NotImplementedError (not a RuntimeError told apart by its message): the lean
+    # road gives such a call to the general path, which computes torch's numbers.
+    logits, target = _refused_case(case)
+    with pytest.raises(NotImplementedError, match=r"^softclass_cpp::cross_entropy: "):
+        operator(logits, target, -100, True)
+    if case != "int32 target":  # torch takes int64 class indices only
+        torch.testing.assert_close(
+            SF.cross_entropy(logits, target), F.cross_entropy(logits, target), equal_nan=True
+        )

@@ -92,27 +92,33 @@ const Loops<uint16_t, float> kBF16{ce_forward_bf16, ce_finish_bf16, ce_kept_weig
 const Loops<double, double> kF64{ce_forward_f64, ce_finish_f64, ce_kept_weight_sum_f64,
                                  ce_scale_f64};
 
+// The inputs the compiled loops take. Anything else is refused with NotImplementedError (in
+// Python): the lean road (kernels/lean.py) then gives the call to the general path, which
+// computes it or raises torch's own error.
 void check_inputs(const Tensor &logits, const Tensor &target) {
-    TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16 ||
-                    logits.scalar_type() == at::kDouble,
-                "softclass_cpp::cross_entropy: logits must be float32, bfloat16 or float64, got ",
-                logits.scalar_type());
-    TORCH_CHECK(target.scalar_type() == at::kLong,
-                "softclass_cpp::cross_entropy: target must be int64, got ", target.scalar_type());
-    TORCH_CHECK(logits.dim() >= 2 && target.dim() == logits.dim() - 1 &&
-                    logits.size(0) == target.size(0) && logits.numel() > 0,
-                "softclass_cpp::cross_entropy: logits (N, C, ...) and target (N, ...) expected, "
-                "got ", logits.sizes(), " and ", target.sizes());
+    const auto dtype = logits.scalar_type();
+    TORCH_CHECK_NOT_IMPLEMENTED(
+        dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kDouble,
+        "softclass_cpp::cross_entropy: logits must be float32, bfloat16 or float64, got ", dtype);
+    TORCH_CHECK_NOT_IMPLEMENTED(target.scalar_type() == at::kLong,
+                                "softclass_cpp::cross_entropy: target must be int64, got ",
+                                target.scalar_type());
+    TORCH_CHECK_NOT_IMPLEMENTED(logits.dim() >= 2 && target.dim() == logits.dim() - 1 &&
+                                    logits.size(0) == target.size(0) && logits.numel() > 0,
+                                "softclass_cpp::cross_entropy: logits (N, C, ...) and target "
+                                "(N, ...) expected, got ",
+                                logits.sizes(), " and ", target.sizes());
     if (logits.dim() == 2) {
-        TORCH_CHECK(logits.stride(1) == 1 || logits.size(1) == 1,
-                    "softclass_cpp::cross_entropy: (M, C) logits need class stride 1, got ",
-                    logits.strides());
+        TORCH_CHECK_NOT_IMPLEMENTED(
+            logits.stride(1) == 1 || logits.size(1) == 1,
+            "softclass_cpp::cross_entropy: (M, C) logits need class stride 1, got ",
+            logits.strides());
     } else {
-        TORCH_CHECK(logits.sizes().slice(2) == target.sizes().slice(1) &&
-                        logits.is_contiguous() && target.is_contiguous(),
-                    "softclass_cpp::cross_entropy: contiguous (N, C, d1, ...) logits and "
-                    "(N, d1, ...) target expected, got ", logits.sizes(), " and ",
-                    target.sizes());
+        TORCH_CHECK_NOT_IMPLEMENTED(logits.sizes().slice(2) == target.sizes().slice(1) &&
+                                        logits.is_contiguous() && target.is_contiguous(),
+                                    "softclass_cpp::cross_entropy: contiguous (N, C, d1, ...) "
+                                    "logits and (N, d1, ...) target expected, got ",
+                                    logits.sizes(), " and ", target.sizes());
     }
 }
 

@@ -33,8 +33,6 @@ _STEM = "_cross_entropy_op_torch"
 SOURCES = (_HERE / "cross_entropy_op.cpp", *CE_SOURCES)
 # The flat index in the operator's message for an out-of-range target.
 _FLAT_INDEX = re.compile(r"target out of bounds at flat index (\d+)")
-# How the operator's dtype and layout checks (check_inputs) begin their messages.
-_REFUSED = "softclass_cpp::cross_entropy: "
 
 _failure: list[str] = []
 
@@ -96,11 +94,6 @@ def operator():
 def unavailable_reason() -> str | None:
     """Why :func:`operator` returned None (None when it is available or was not tried yet)."""
     return _failure[-1] if _failure else None
-
-
-def refused_inputs(error: RuntimeError) -> bool:
-    """Whether an operator's error is its refusal of the inputs' dtypes or layout."""
-    return str(error).startswith(_REFUSED)
 
 
 def flat_index(error: IndexError) -> int | None:
