@@ -356,9 +356,10 @@ def _imputed(feature: NumericFeature, column: pl.Series) -> np.ndarray:
     values = column.cast(pl.Float64).to_numpy()  # missing cells NaN (a copy), else a view
     if column.null_count() and feature.fill_value is not None:
         np.copyto(values, feature.fill_value, where=column.is_null().to_numpy())
-    filled = pl.Series(column.name, values, nan_to_null=False)
     if feature.fill_value is None:
         filled = column
+    else:
+        filled = pl.Series(column.name, values, nan_to_null=False)
     unusable = unusable_numbers(filled)
     if unusable.any():
         raise DataError(unusable_message(filled, unusable, None))

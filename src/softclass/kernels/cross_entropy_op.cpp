@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 #include <vector>
 
 extern "C" {
@@ -382,6 +383,8 @@ void run_parts(int64_t n_parts, int64_t n_positions, const Run &run) {
 
 template <typename T, typename R>
 struct SpatialLoops {
+    using Element = T;  // the logits' storage type
+    using Real = R;     // the compute type (weights, L, grad_output)
     int64_t (*forward)(const T *, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t *,
                        int64_t, const R *, double, R *, T *, double *, T *, const double *);
     void (*backward)(const T *, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t *,
@@ -399,6 +402,17 @@ const SpatialLoops<uint16_t, float> kSpatialBF16{ce_spatial_forward_bf16,
                                                  ce_kept_weight_sum_bf16};
 const SpatialLoops<double, double> kSpatialF64{ce_spatial_forward_f64, ce_spatial_backward_f64,
                                                ce_finish_f64, ce_kept_weight_sum_f64};
+
+// run(loops) with the spatial loops of the logits' dtype (float32, bfloat16 or float64: checked
+// by the caller).
+template <typename Run>
+void with_spatial_loops(const Tensor &logits, const Run &run) {
+    switch (logits.scalar_type()) {
+        case at::kFloat: return run(kSpatialF32);
+        case at::kBFloat16: return run(kSpatialBF16);
+        default: return run(kSpatialF64);
+    }
+}
 
 at::ScalarType compute_type(const Tensor &logits) {
     return logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -485,17 +499,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> spatial_forward_cpu(
     Tensor state = at::empty({1 + 2 * n_parts}, f64);
     Tensor gradient = with_gradient ? at::empty(logits.sizes(), logits.options()) : Tensor();
     Tensor grad_denominator = with_gradient && mean ? at::empty({1}, f64) : Tensor();
-    const auto run = [&](const auto &loops) {
+    with_spatial_loops(logits, [&](const auto &loops) {
         spatial_forward_loops("softclass_cpp::spatial_forward", loops, logits, target, weight,
-                              ignore_index, label_smoothing,
-                              per_position, mean, loss, logsumexp, state, gradient,
-                              grad_denominator);
-    };
-    switch (logits.scalar_type()) {
-        case at::kFloat: run(kSpatialF32); break;
-        case at::kBFloat16: run(kSpatialBF16); break;
-        default: run(kSpatialF64);
-    }
+                              ignore_index, label_smoothing, per_position, mean, loss, logsumexp,
+                              state, gradient, grad_denominator);
+    });
     Tensor denominator = grad_denominator.defined() ? grad_denominator
                          : per_position             ? at::zeros({1}, f64)
                                                     : state.narrow(0, 0, 1).clone();
@@ -512,16 +520,11 @@ void spatial_forward_into(const Tensor &logits, const Tensor &target, int64_t ig
     Tensor logsumexp = at::empty({target.numel()}, logits.options().dtype(compute_type(logits)));
     Tensor state = at::empty({1 + 2 * spatial_parts(target.numel(), logits.size(1))}, f64);
     Tensor grad_denominator = gradient.defined() && mean ? at::empty({1}, f64) : Tensor();
-    const auto run = [&](const auto &loops) {
+    with_spatial_loops(logits, [&](const auto &loops) {
         spatial_forward_loops("softclass_cpp::cross_entropy", loops, logits, target,
                               std::nullopt, ignore_index, 0.0, false, mean, loss, logsumexp,
                               state, gradient, grad_denominator);
-    };
-    switch (logits.scalar_type()) {
-        case at::kFloat: run(kSpatialF32); break;
-        case at::kBFloat16: run(kSpatialBF16); break;
-        default: run(kSpatialF64);
-    }
+    });
 }
 
 // softclass::spatial_cross_entropy_backward's loops: ∂output/∂logits (the logits' shape) for
@@ -549,11 +552,17 @@ Tensor spatial_backward_cpu(const Tensor &grad_output, const Tensor &logits, con
     Tensor gradient = at::empty(logits.sizes(), logits.options());
     const int64_t n_positions = target.numel();
     const int64_t stride = grad_output.dim() == 0 ? 0 : 1;
-    const auto run = [&](const auto &loops, auto *grad, const auto *x, const auto *w) {
-        const auto *lse = static_cast<decltype(w)>(logsumexp.const_data_ptr());
-        const auto *upstream = static_cast<decltype(w)>(grad_output.const_data_ptr());
+    with_spatial_loops(logits, [&](const auto &loops) {
+        using Loops = std::decay_t<decltype(loops)>;
+        using T = typename Loops::Element;
+        using R = typename Loops::Real;
+        const auto *x = static_cast<const T *>(logits.const_data_ptr());
+        const R *w = weight.has_value() ? static_cast<const R *>(weight->const_data_ptr()) : nullptr;
+        const auto *lse = static_cast<const R *>(logsumexp.const_data_ptr());
+        const auto *upstream = static_cast<const R *>(grad_output.const_data_ptr());
         const double *divisor =
             denominator.has_value() ? denominator->const_data_ptr<double>() : nullptr;
+        auto *grad = static_cast<T *>(gradient.data_ptr());
         run_parts(spatial_parts(n_positions, logits.size(1)), n_positions,
                   [&](int64_t, int64_t begin, int64_t end) {
                       loops.backward(x, logits.stride(0), logits.size(1),
@@ -561,22 +570,7 @@ Tensor spatial_backward_cpu(const Tensor &grad_output, const Tensor &logits, con
                                      target.const_data_ptr<int64_t>(), ignore_index, w,
                                      label_smoothing, lse, upstream, stride, divisor, grad);
                   });
-    };
-    const void *w = weight.has_value() ? weight->const_data_ptr() : nullptr;
-    switch (logits.scalar_type()) {
-        case at::kFloat:
-            run(kSpatialF32, gradient.mutable_data_ptr<float>(),
-                logits.const_data_ptr<float>(), static_cast<const float *>(w));
-            break;
-        case at::kBFloat16:
-            run(kSpatialBF16, static_cast<uint16_t *>(gradient.data_ptr()),
-                static_cast<const uint16_t *>(logits.const_data_ptr()),
-                static_cast<const float *>(w));
-            break;
-        default:
-            run(kSpatialF64, gradient.mutable_data_ptr<double>(),
-                logits.const_data_ptr<double>(), static_cast<const double *>(w));
-    }
+    });
     return gradient;
 }
 

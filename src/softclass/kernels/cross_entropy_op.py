@@ -24,7 +24,11 @@ from torch import Tensor
 
 from softclass.errors import NativeUnavailableWarning
 from softclass.kernels.native import CE_SOURCES, built_path
-from softclass.kernels.row_blocks import differentiable_gradients, unfused_loss
+from softclass.kernels.row_blocks import (
+    TargetOutOfBoundsError,
+    differentiable_gradients,
+    unfused_loss,
+)
 
 __all__ = ["operator", "torch_tag", "unavailable_reason"]
 
@@ -100,6 +104,17 @@ def flat_index(error: IndexError) -> int | None:
     """The flat target index an operator's out-of-range error names (None for another error)."""
     found = _FLAT_INDEX.search(str(error))
     return None if found is None else int(found.group(1))
+
+
+def out_of_bounds(
+    error: IndexError, target: Tensor, n_classes: int, ignore_index: int
+) -> TargetOutOfBoundsError | None:
+    """softclass's error for the out-of-range target an operator's ``error`` names (the value
+    read from ``target``), or None when ``error`` is another IndexError."""
+    index = flat_index(error)
+    if index is None:
+        return None
+    return TargetOutOfBoundsError(index, int(target.reshape(-1)[index]), n_classes, ignore_index)
 
 
 def _grad_graph(

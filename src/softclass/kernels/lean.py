@@ -178,11 +178,10 @@ def _operator_forward(
     try:
         return operator(logits, target, ignore_index, mean)
     except IndexError as error:
-        index = cross_entropy_op.flat_index(error)
-        if index is None:
+        found = cross_entropy_op.out_of_bounds(error, target, logits.shape[1], ignore_index)
+        if found is None:
             raise
-        value = int(target.reshape(-1)[index])
-        raise TargetOutOfBoundsError(index, value, logits.shape[1], ignore_index) from None
+        raise found from None
     except NotImplementedError:  # the operator's refusal of the dtypes or layout
         return None
 

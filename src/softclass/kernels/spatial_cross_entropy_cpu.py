@@ -105,11 +105,10 @@ def _threaded_forward(
             *(ignore_index, reduction, label_smoothing, gradient_in_forward),
         )
     except IndexError as error:
-        position = cross_entropy_op.flat_index(error)
-        if position is None:
+        found = cross_entropy_op.out_of_bounds(error, flat_target, logits.shape[1], ignore_index)
+        if found is None:
             raise
-        value = int(flat_target[position])
-        raise TargetOutOfBoundsError(position, value, logits.shape[1], ignore_index) from None
+        raise found from None
 
 
 def _moved(logits: Tensor) -> Tensor:
