@@ -244,8 +244,7 @@ def empty_gradient(shape: Sequence[int], dtype: torch.dtype) -> Tensor:
     back to the library when torch frees the tensor; the last one released stays allocated for
     the next step (``SOFTCLASS_REUSE_GRADIENT=0``: never; :func:`drop_kept_gradient` frees it).
     """
-    element_bytes = torch.empty((), dtype=dtype).element_size()
-    size = element_bytes * int(torch.Size(shape).numel())
+    size = dtype.itemsize * int(torch.Size(shape).numel())
     loaded = library() if size >= _REUSED_MIN_BYTES and dtype in _DLPACK_TYPES else None
     if loaded is None or _dlpack_refused or os.environ.get("SOFTCLASS_REUSE_GRADIENT", "1") == "0":
         return torch.empty(shape, dtype=dtype)
