@@ -137,7 +137,7 @@ setup(
         native_library(
             "softclass.training._mlp_step",
             f"{TRAINING}/mlp_step.c",
-            [f"{TRAINING}/mlp_native.c", f"{KERNELS}/cpu_native.c", *ROW_MATH],
+            [f"{TRAINING}/small_gemm.c", f"{TRAINING}/mlp_native.c", f"{KERNELS}/cpu_native.c", *ROW_MATH],
         ),
         *torch_operator(),
     ],

@@ -16,10 +16,14 @@ alike), medians reported:
   layer) — repeated for as many steps as the fit takes; samples/s = rows / that time. Two
   versions:
 
-  - **best** (the goal's ceiling): each product computed the fastest way torch offers on this
-    machine, chosen in the same run by timing every candidate (``CANDIDATES``: BLAS's ``torch.mm``
-    with either operand order / layout, and oneDNN's ``torch.ops.mkldnn._linear_pointwise``,
-    which on this AVX-512 AMD CPU runs AVX-512 code where MKL runs its AVX2 code);
+  - **best** (the goal's ceiling): each product computed the fastest way this machine offers,
+    chosen in the same run by timing every candidate (``CANDIDATES``: BLAS's ``torch.mm`` with
+    either operand order / layout, oneDNN's ``torch.ops.mkldnn._linear_pointwise``, which on this
+    AVX-512 AMD CPU runs AVX-512 code where MKL runs its AVX2 code, and — where the CPU runs it —
+    softclass's own gemm, ``training/small_gemm.c``, called through ctypes into a new tensor, as
+    the compiled step calls it on one thread);
+  - **torch**: the same, torch's candidates only (the goal's ceiling until session 12, when the
+    step began to call its own gemm);
   - **mm**: every product as ``torch.mm`` in ``nn.Linear``'s layout (``a @ Wᵀ``, ``gᵀ @ a``,
     ``g @ W``), the ceiling this benchmark measured before (it under-states the machine: oneDNN
     computes the 128 × 128 layer's products 1.3–1.8× faster).
@@ -39,6 +43,7 @@ two rows (wall, CPU) to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import itertools
 import statistics
@@ -54,6 +59,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks._results import append_row, commit, machine
 from softclass.estimator import Classifier
+from softclass.training import mlp_native
 from softclass.training.batching import batch_bounds
 from softclass.training.threads import choose_threads, torch_threads
 
@@ -111,6 +117,27 @@ CANDIDATES = {
         "onednn(g, W.t())": lambda a, g, w, wt: _onednn(g, w.t()),
     },
 }
+_OWN_GEMM = mlp_native.own_sgemm()
+if _OWN_GEMM is not None:
+    _OWN = ctypes.CFUNCTYPE(
+        None, *[ctypes.c_int] * 6, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
+        ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
+    )(_OWN_GEMM)  # fmt: skip
+
+    def _own(left: torch.Tensor, right: torch.Tensor, trans_a: bool, trans_b: bool):
+        """op(left) @ op(right) through softclass's own gemm (row-major, as the step calls it)."""
+        m = left.shape[1] if trans_a else left.shape[0]
+        k = left.shape[0] if trans_a else left.shape[1]
+        n = right.shape[0] if trans_b else right.shape[1]
+        out = torch.empty(m, n)
+        _OWN(101, 112 if trans_a else 111, 112 if trans_b else 111, m, n, k, 1.0,
+             left.data_ptr(), left.shape[1], right.data_ptr(), right.shape[1], 0.0,
+             out.data_ptr(), n)  # fmt: skip
+        return out
+
+    CANDIDATES["forward"]["own(a, Wᵀ)"] = lambda a, g, w, wt: _own(a, w, False, True)
+    CANDIDATES["weight gradient"]["own(gᵀ, a)"] = lambda a, g, w, wt: _own(g, a, True, False)
+    CANDIDATES["input gradient"]["own(g, W)"] = lambda a, g, w, wt: _own(g, w, False, False)
 NN_LINEAR_LAYOUT = {
     "forward": "mm(a, W.t())",
     "weight gradient": "mm(g.t(), a)",
@@ -133,10 +160,13 @@ class Products:
             for rows in set(self.steps)
         }
 
-    def fastest(self, repeats: int = 3, calls: int = 30) -> dict[tuple[int, str], str]:
+    def fastest(
+        self, repeats: int = 3, calls: int = 30
+    ) -> tuple[dict[tuple[int, str], str], dict[tuple[int, str], str]]:
         """Per (layer, product): the candidate of CANDIDATES with the least CPU time at BATCH
-        rows (each timed ``calls`` times per round, ``repeats`` interleaved rounds, medians)."""
-        chosen = {}
+        rows (each timed ``calls`` times per round, ``repeats`` interleaved rounds, medians);
+        then the same among torch's candidates only."""
+        chosen, chosen_torch = {}, {}
         tensors = self.inputs[BATCH]
         for layer, (weight, weight_t) in enumerate(zip(self.weights, self.weights_t, strict=True)):
             arguments = (tensors[layer], tensors[layer + 1], weight, weight_t)
@@ -150,7 +180,11 @@ class Products:
                             compute(*arguments)
                         seconds[name].append(time.process_time() - started)
                 chosen[layer, product] = min(seconds, key=lambda n: statistics.median(seconds[n]))
-        return chosen
+                chosen_torch[layer, product] = min(
+                    (name for name in seconds if not name.startswith("own")),
+                    key=lambda n: statistics.median(seconds[n]),
+                )
+        return chosen, chosen_torch
 
     def run(
         self, epochs: int, choice: dict[tuple[int, str], str], with_first_input_gradient: bool
@@ -200,6 +234,7 @@ def main() -> None:
     cases = {
         "best9": lambda: products.run(epochs, best, True),
         "best8": lambda: products.run(epochs, best, False),
+        "torch9": lambda: products.run(epochs, best_torch, True),
         "mm9": lambda: products.run(epochs, nn_layout, True),
         "mm8": lambda: products.run(epochs, nn_layout, False),
         "softclass": lambda: fit(
@@ -215,7 +250,7 @@ def main() -> None:
     seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     with torch_threads(threads), threadpool_limits(threads):
         where = machine()  # torch's thread count as the cases run
-        best = products.fastest()
+        best, best_torch = products.fastest()
         nn_layout = {(layer, product): NN_LINEAR_LAYOUT[product] for layer, product in best}
         for _ in range(arguments.repeats):
             for name, run in cases.items():
@@ -237,13 +272,14 @@ def main() -> None:
         print(
             f"[{clock}] samples/s: ceiling best {speed['best9']:,.0f} (9 products), "
             f"{speed['best8']:,.0f} (8); ceiling mm {speed['mm9']:,.0f} (9), {speed['mm8']:,.0f} "
-            f"(8); softclass {ours:,.0f}; MLPClassifier {speed['sklearn32']:,.0f} float32, "
+            f"(8); ceiling torch {speed['torch9']:,.0f} (9); softclass {ours:,.0f}; MLPClassifier {speed['sklearn32']:,.0f} float32, "
             f"{speed['sklearn64']:,.0f} float64"
         )
         print(
             f"[{clock}] softclass / ceiling best: {ours / speed['best9']:.2f} (9 products; goal "
             f">= 0.80), {ours / speed['best8']:.2f} (8); / ceiling mm: "
-            f"{ours / speed['mm9']:.2f} (9), {ours / speed['mm8']:.2f} (8); softclass / "
+            f"{ours / speed['mm9']:.2f} (9), {ours / speed['mm8']:.2f} (8); / ceiling torch: "
+            f"{ours / speed['torch9']:.2f} (9); softclass / "
             f"MLPClassifier: {ours / speed['sklearn32']:.2f}x float32 (goal >= 3), "
             f"{ours / speed['sklearn64']:.2f}x float64; ceiling best / MLPClassifier float32: "
             f"{speed['best9'] / speed['sklearn32']:.2f}x"
@@ -257,7 +293,8 @@ def main() -> None:
                 HEADER,
                 f"| {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} | {commit()} | {where} "
                 f"| {threads} | {arguments.rows} x {epochs} | {clock}: {speed['best9']:,.0f}; "
-                f"{speed['best8']:,.0f} | {speed['mm9']:,.0f}; {speed['mm8']:,.0f} | "
+                f"{speed['best8']:,.0f} (torch's products only: {speed['torch9']:,.0f}) | "
+                f"{speed['mm9']:,.0f}; {speed['mm8']:,.0f} | "
                 f"{ours:,.0f} | {speed['sklearn64']:,.0f} / {speed['sklearn32']:,.0f} | "
                 f"{ours / speed['best9']:.2f}; {ours / speed['best8']:.2f} | "
                 f"{ours / speed['mm9']:.2f}; {ours / speed['mm8']:.2f} | "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,11 @@ REGISTRY_KINDS = {"activation": 0, "design": 1, "optimizer": 2}
 # The files the library is built from (setup.py): this loop and the fused CE kernels it includes.
 _SOURCES = (Path(__file__).with_name("mlp_native.c"), *CE_SOURCES)
 # The step whose products call a BLAS (mlp_step.c) includes mlp_native.c.
-_STEP_SOURCES = (Path(__file__).with_name("mlp_step.c"), *_SOURCES)
+_STEP_SOURCES = (
+    Path(__file__).with_name("mlp_step.c"),
+    Path(__file__).with_name("small_gemm.c"),
+    *_SOURCES,
+)
 
 _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
@@ -127,9 +132,12 @@ def step_library() -> ctypes.CDLL | None:
     """The compiled step whose products call a BLAS (``mlp_step.c``; loaded on first call), or
     None if unavailable (:func:`step_unavailable_reason`)."""
     symbols = [f"mlp_step_train_{suffix}" for suffix in SUPPORTED_DTYPES.values()]
+    symbols += ["small_sgemm", "small_sgemm_supported"]
     loaded = load_built(Path(__file__).parent, "_mlp_step", _STEP_SOURCES, symbols, _step_failure)
     if loaded is None:
         return None
+    loaded.small_sgemm_supported.argtypes = []
+    loaded.small_sgemm_supported.restype = ctypes.c_int
     for suffix in SUPPORTED_DTYPES.values():
         function = getattr(loaded, f"mlp_step_train_{suffix}")
         function.argtypes = [
@@ -146,6 +154,31 @@ def step_library() -> ctypes.CDLL | None:
 def step_unavailable_reason() -> str | None:
     """Why :func:`step_library` returned None (None when available or not tried yet)."""
     return _step_failure[-1] if _step_failure else None
+
+
+@functools.lru_cache(maxsize=1)
+def own_sgemm() -> int | None:
+    """The address of the step's own float32 gemm (``small_gemm.c``), or None where it does not
+    run: no compiled step, a CPU without AVX-512 (F, DQ, VL, BW), or ``SOFTCLASS_OWN_GEMM=0``.
+
+    On one thread it computes the step's products in 0.52 of the time of OpenBLAS's AVX2 kernels
+    and 0.90 of its AVX-512 ones (50-128-128-10 at batch 256, benchmarks/RESULTS.md, session 12):
+    the products are small, and a BLAS's packing and threading decisions are a large share of
+    each call.
+    """
+    loaded = step_library()
+    if os.environ.get("SOFTCLASS_OWN_GEMM", "1") == "0" or loaded is None:
+        return None
+    if not loaded.small_sgemm_supported():
+        return None
+    return ctypes.cast(loaded.small_sgemm, ctypes.c_void_p).value
+
+
+def step_functions(gemm: Gemm, dtype: torch.dtype, threads: int) -> _GemmFunctions:
+    """The gemm functions a step run calls: :func:`own_sgemm` for float32 on one thread where it
+    runs, else the BLAS's (whose own threads then split each product)."""
+    own = own_sgemm() if dtype == torch.float32 and threads == 1 else None
+    return _GemmFunctions(sgemm=own or gemm.sgemm, dgemm=gemm.dgemm)
 
 
 @functools.lru_cache(maxsize=1)
@@ -282,7 +315,7 @@ def train(
         )
     else:
         gemm.set_threads(torch.get_num_threads())
-        functions = _GemmFunctions(sgemm=gemm.sgemm, dgemm=gemm.dgemm)
+        functions = step_functions(gemm, dtype, torch.get_num_threads())
         status = getattr(step_library(), f"mlp_step_train_{suffix}")(
             ctypes.byref(settings), ctypes.byref(buffers), 0, n_members, ctypes.byref(functions)
         )

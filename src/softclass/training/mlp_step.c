@@ -13,11 +13,13 @@
  *
  * The BLAS is not linked at build time: the caller passes the addresses of a cblas_sgemm and a
  * cblas_dgemm with 32-bit integers (mlp_step.py takes them from the scipy-openblas32 wheel), so
- * this library builds without BLAS headers and a missing BLAS only leaves the row loops.
+ * this library builds without BLAS headers and a missing BLAS only leaves the row loops. For
+ * float32 on one thread the caller may pass small_sgemm (small_gemm.c) instead: same signature.
  */
 #ifndef REAL
 
 #include "mlp_native.c" /* RunSettings, RunBuffers, design_batch, activate, update, ... */
+#include "small_gemm.c"  /* small_sgemm: the step's own float32 products on AVX-512 CPUs */
 
 /* CBLAS's enum values (cblas.h): row-major storage, operand as stored or transposed. */
 enum { BLAS_ROW_MAJOR = 101, BLAS_NO_TRANS = 111, BLAS_TRANS = 112 };
