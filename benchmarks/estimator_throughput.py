@@ -272,7 +272,8 @@ def main() -> None:
         print(
             f"[{clock}] samples/s: ceiling best {speed['best9']:,.0f} (9 products), "
             f"{speed['best8']:,.0f} (8); ceiling mm {speed['mm9']:,.0f} (9), {speed['mm8']:,.0f} "
-            f"(8); ceiling torch {speed['torch9']:,.0f} (9); softclass {ours:,.0f}; MLPClassifier {speed['sklearn32']:,.0f} float32, "
+            f"(8); ceiling torch {speed['torch9']:,.0f} (9); softclass {ours:,.0f}; "
+            f"MLPClassifier {speed['sklearn32']:,.0f} float32, "
             f"{speed['sklearn64']:,.0f} float64"
         )
         print(

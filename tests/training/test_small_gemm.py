@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from softclass.mlp.model import MLPConfig
 from softclass.training import backend_choice, blas, mlp_native
 from softclass.training.backends.batched import BatchedTrainer
 from softclass.training.config import TrainConfig
-from softclass.mlp.model import MLPConfig
 from softclass.training.ensemble import Member
 
 # A step wide enough for the BLAS step: 64 · (20·48 + 48·32 + 32·7) multiply-adds.

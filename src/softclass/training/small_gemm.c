@@ -16,7 +16,7 @@
  * products in order within a block, blocks in order; no thread is started.
  *
  * small_sgemm_supported() says whether the running CPU (and the compiler) has what it needs; the
- * Python side (training/blas.py) calls small_sgemm only then.
+ * Python side (training/mlp_native.py, own_sgemm) passes small_sgemm to the step only then.
  */
 #include <stdint.h>
 
