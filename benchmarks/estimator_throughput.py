@@ -59,7 +59,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks._results import append_row, commit, machine
 from softclass.estimator import Classifier
-from softclass.training import mlp_native
+from softclass.training import blas, mlp_native
 from softclass.training.batching import batch_bounds
 from softclass.training.threads import choose_threads, torch_threads
 
@@ -256,7 +256,11 @@ def main() -> None:
             for name, run in cases.items():
                 seconds[name].append(timed(run))
     n_samples = arguments.rows * epochs
-    print(f"machine: {where}; medians of {arguments.repeats}")
+    loaded = blas.gemm()
+    step_gemm = "none (no BLAS)" if loaded is None else f"OpenBLAS {loaded.core}"
+    if loaded is not None and threads == 1 and _OWN_GEMM is not None:
+        step_gemm = f"softclass's own (AVX-512); OpenBLAS runs {loaded.core} kernels"
+    print(f"machine: {where}; medians of {arguments.repeats}; the step's float32 gemm: {step_gemm}")
     print(
         "fastest products: "
         + "; ".join(f"layer {layer} {product}: {name}" for (layer, product), name in best.items())

@@ -7,6 +7,9 @@ BLAS.
 """
 
 import ctypes
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -153,3 +156,14 @@ def test_a_step_run_through_its_own_gemm_trains_the_weights_of_one_through_the_b
     assert any(not torch.equal(x, y) for x, y in zip(through_own, through_blas, strict=True))
     for got, want in zip(through_own, through_blas, strict=True):
         assert_close(got, want, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("core", ["Haswell", "Sandybridge"])
+def test_the_blas_reports_the_kernels_openblas_runs(core):
+    """OPENBLAS_CORETYPE tells OpenBLAS which kernels to run; Gemm.core reads back its choice."""
+    script = "from softclass.training import blas; print(blas.gemm().core)"
+    environment = {**os.environ, "OPENBLAS_CORETYPE": core}
+    shown = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.strip() == core

@@ -34,12 +34,16 @@ class Gemm:
         sgemm, dgemm: addresses of ``cblas_sgemm`` / ``cblas_dgemm`` (32-bit integer variant).
         set_threads: the library's ``openblas_set_num_threads`` (threads of its products).
         origin: the library's file.
+        core: the kernels OpenBLAS runs (its ``openblas_get_corename``, e.g. ``"Haswell"``:
+            AVX2; ``"SkylakeX"``: AVX-512), as it detected the CPU or as ``OPENBLAS_CORETYPE``
+            told it.
     """
 
     sgemm: int
     dgemm: int
     set_threads: ctypes._CFuncPtr
     origin: str
+    core: str = ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,15 +64,19 @@ def gemm() -> Gemm | None:
         library = ctypes.CDLL(str(path))
         sgemm, dgemm = library[f"{prefix}cblas_sgemm"], library[f"{prefix}cblas_dgemm"]
         set_threads = library[f"{prefix}openblas_set_num_threads"]
+        corename = library[f"{prefix}openblas_get_corename"]
     except (OSError, AttributeError) as error:
         return _unavailable(f"{path} is not a usable OpenBLAS ({str(error)[-200:]})")
     set_threads.argtypes = [ctypes.c_int]
     set_threads.restype = None
+    corename.argtypes = []
+    corename.restype = ctypes.c_char_p
     return Gemm(
         sgemm=ctypes.cast(sgemm, ctypes.c_void_p).value,
         dgemm=ctypes.cast(dgemm, ctypes.c_void_p).value,
         set_threads=set_threads,
         origin=str(path),
+        core=corename().decode(errors="replace"),
     )
 
 
