@@ -32,13 +32,13 @@ needs_own_gemm = pytest.mark.skipif(
 )
 
 
-def _call(address, a, b, trans_a, trans_b, m, n, k, out, alpha=1.0, beta=0.0):
+def _call(address, a, b, trans_a, trans_b, m, n, k, out, alpha=1.0, beta=0.0, order=101):
     function = ctypes.CFUNCTYPE(
         None, *[ctypes.c_int] * 6, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
         ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
     )(address)  # fmt: skip
     function(
-        101, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, m, n, k, alpha,
+        order, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, m, n, k, alpha,
         a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), beta, out.data_ptr(), out.stride(0),
     )  # fmt: skip
 
@@ -91,6 +91,18 @@ def test_own_gemm_takes_other_alpha_and_beta_through_its_plain_loop():
     out = before.clone()
     _call(mlp_native.own_sgemm(), a, b, False, True, 19, 21, 23, out, alpha=0.5, beta=2.0)
     assert_close(out, 0.5 * (left @ right) + 2.0 * before, rtol=1e-5, atol=1e-5)
+
+
+@needs_own_gemm
+@pytest.mark.parametrize(("trans_a", "trans_b"), [(False, False), (True, False), (False, True)])
+def test_own_gemm_takes_column_major_storage_as_cblas_does(trans_a, trans_b):
+    """Column-major (102) with the operands swapped writes the row-major product's buffer."""
+    a, b, left, right = _operands(13, 40, 29, trans_a, trans_b, 2, seed=6)
+    out = torch.empty(13, 40)
+    _call(mlp_native.own_sgemm(), b, a, trans_b, trans_a, 40, 13, 29, out, order=102)
+    assert_close(out, left @ right, rtol=1e-5, atol=1e-5)
+    _call(mlp_native.own_sgemm(), b, a, trans_b, trans_a, 40, 13, 29, out, 0.5, 1.0, order=102)
+    assert_close(out, 1.5 * (left @ right), rtol=1e-5, atol=1e-5)
 
 
 @needs_own_gemm

@@ -7,8 +7,8 @@
  * small_sgemm has CBLAS's cblas_sgemm signature (32-bit integers) so that the step calls it
  * through the same GemmFunctions pointer as the BLAS's. It computes, row-major,
  *     c (m, n) = op(a) (m, k) @ op(b) (k, n)
- * for alpha = 1 and beta = 0, the only case the step asks for (other cases take a plain loop that
- * gives the same numbers more slowly). The work: k in blocks of SMALL_GEMM_KC; per block, op(b) in
+ * for alpha = 1 and beta = 0, the only case the step asks for (other alphas and betas take a plain
+ * loop; column-major storage is the row-major product of the transposes). The work: k in blocks of SMALL_GEMM_KC; per block, op(b) in
  * panels of 32 columns copied into a stack buffer (k-major, zero-padded to 32), then the rows of
  * op(a) in tiles of up to 8: a tile's 8 × 32 sums live in 16 AVX-512 registers, each step of k
  * broadcasts 8 values of op(a) and adds their products with the panel's two vectors (fused
@@ -178,9 +178,14 @@ SMALL_GEMM_TARGET static void small_sgemm_avx512(int trans_a, int trans_b, int64
 void small_sgemm(int order, int trans_a, int trans_b, int32_t m, int32_t n, int32_t k,
                  float alpha, const float *a, int32_t lda, const float *b, int32_t ldb,
                  float beta, float *c, int32_t ldc) {
+    if (order != SMALL_GEMM_ROW_MAJOR) {
+        /* Column-major c (m, n) is row-major cᵀ (n, m) = op(b)ᵀ @ op(a)ᵀ. */
+        small_sgemm(SMALL_GEMM_ROW_MAJOR, trans_b, trans_a, n, m, k, alpha, b, ldb, a, lda, beta,
+                    c, ldc);
+        return;
+    }
     const int ta = trans_a == SMALL_GEMM_TRANS, tb = trans_b == SMALL_GEMM_TRANS;
-    if (order != SMALL_GEMM_ROW_MAJOR || alpha != 1.0f || beta != 0.0f) {
-        /* Outside the step's use: row-major only (the step is), any alpha and beta. */
+    if (alpha != 1.0f || beta != 0.0f) { /* never asked by the step */
         small_sgemm_plain(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
@@ -194,7 +199,11 @@ int small_sgemm_supported(void) { return 0; }
 void small_sgemm(int order, int trans_a, int trans_b, int32_t m, int32_t n, int32_t k,
                  float alpha, const float *a, int32_t lda, const float *b, int32_t ldb,
                  float beta, float *c, int32_t ldc) {
-    (void)order;
+    if (order != SMALL_GEMM_ROW_MAJOR) {
+        small_sgemm_plain(trans_b == SMALL_GEMM_TRANS, trans_a == SMALL_GEMM_TRANS, n, m, k, alpha,
+                          b, ldb, a, lda, beta, c, ldc);
+        return;
+    }
     small_sgemm_plain(trans_a == SMALL_GEMM_TRANS, trans_b == SMALL_GEMM_TRANS, m, n, k, alpha, a,
                       lda, b, ldb, beta, c, ldc);
 }
