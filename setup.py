@@ -52,6 +52,7 @@ if os.environ.get("SOFTCLASS_PORTABLE_BUILD", "0") != "1" and platform.machine()
     COMPILE_ARGS.append("-march=native")
 LIBRARIES = [] if platform.system() == "Windows" else ["m"]
 ROW_MATH = [f"{KERNELS}/loss_rows.h", f"{KERNELS}/spatial_loops.h"]
+STEP_INCLUDES = [f"{TRAINING}/small_gemm.c", f"{TRAINING}/mlp_native.c", f"{KERNELS}/cpu_native.c"]
 
 
 def native_library(name: str, source: str, depends: list[str]) -> Extension:
@@ -137,7 +138,7 @@ setup(
         native_library(
             "softclass.training._mlp_step",
             f"{TRAINING}/mlp_step.c",
-            [f"{TRAINING}/small_gemm.c", f"{TRAINING}/mlp_native.c", f"{KERNELS}/cpu_native.c", *ROW_MATH],
+            [*STEP_INCLUDES, *ROW_MATH],
         ),
         *torch_operator(),
     ],

@@ -192,12 +192,19 @@ def test_the_listed_sources_are_what_each_library_includes():
     assert [path.name for path in mlp_native._SOURCES] == [
         mlp_source.name, cpu_source.name, row_header.name, spatial_header.name,
     ]  # fmt: skip
-    step_source = mlp_native._STEP_SOURCES[0]
-    assert included(step_source) == [mlp_source.name, step_source.name, step_source.name]
-    assert mlp_native._STEP_SOURCES[1:] == mlp_native._SOURCES
+    step_source, gemm_source = mlp_native._STEP_SOURCES[:2]
+    assert included(step_source) == [
+        mlp_source.name, gemm_source.name, step_source.name, step_source.name,
+    ]  # fmt: skip
+    assert included(gemm_source) == []
+    assert mlp_native._STEP_SOURCES[2:] == mlp_native._SOURCES
     setup = (REPOSITORY / "setup.py").read_text()
     assert "depends=depends" in setup and '[f"{KERNELS}/cpu_native.c", *ROW_MATH]' in setup
-    assert '[f"{TRAINING}/mlp_native.c", f"{KERNELS}/cpu_native.c", *ROW_MATH]' in setup
+    assert (
+        'STEP_INCLUDES = [f"{TRAINING}/small_gemm.c", f"{TRAINING}/mlp_native.c", '
+        'f"{KERNELS}/cpu_native.c"]'
+    ) in setup
+    assert "[*STEP_INCLUDES, *ROW_MATH]" in setup
 
 
 def test_native_library_can_be_disabled(monkeypatch):
