@@ -162,9 +162,8 @@ def own_sgemm() -> int | None:
     run: no compiled step, a CPU without AVX-512 (F, DQ, VL, BW), or ``SOFTCLASS_OWN_GEMM=0``.
 
     On one thread it computes the step's products in 0.52 of the time of OpenBLAS's AVX2 kernels
-    and 0.90 of its AVX-512 ones (50-128-128-10 at batch 256, benchmarks/RESULTS.md, session 12):
-    the products are small, and a BLAS's packing and threading decisions are a large share of
-    each call.
+    (those OpenBLAS runs under ``OPENBLAS_CORETYPE=Haswell``, as on the machine that measured it)
+    and 0.90 of its AVX-512 ones (50-128-128-10 at batch 256, benchmarks/RESULTS.md, session 12).
     """
     loaded = step_library()
     if os.environ.get("SOFTCLASS_OWN_GEMM", "1") == "0" or loaded is None:
