@@ -288,3 +288,43 @@ def test_a_parquet_file_read_raw_holds_the_cells_read_table_gives(tmp_path):
     assert raw.rows(positions).equals(expected[positions])
     assert raw.rows(positions).schema == expected.schema
     assert all(raw.get_column(name).equals(expected.get_column(name)) for name in table.columns)
+
+
+@pytest.mark.parametrize("bins", [0, 8])
+def test_sources_made_before_the_binned_values_encode_what_the_group_sources_encode(
+    monkeypatch, bins
+):
+    # missing indicators as uint8 and category indices (with unseen cells) made early
+    import softclass.data.prepare as prepare_module
+
+    table = _mixed_table(600).with_columns(
+        label=pl.when(pl.int_range(600) >= 590).then(pl.lit("d")).otherwise(pl.col("label")),
+        colour=pl.when(pl.int_range(600) >= 590)
+        .then(pl.format("pink{}", pl.int_range(600)))  # each once: some only in validation
+        .otherwise(pl.col("colour")),
+    )
+    options = {"normalization": "robust", "bins": bins, "validation_fraction": 0.5}
+    made = []
+    early = prepare_module._early_sources
+
+    def recorded(features, inputs, unknown):
+        ready = early(features, inputs, unknown)
+        made.append({name: values.dtype for name, (values, _) in ready.items()})
+        return ready
+
+    monkeypatch.setattr(prepare_module, "_early_sources", recorded)
+    ours = prepare_table(table, "label", **options)
+    assert made == [{"x.missing": np.uint8, "colour": np.int16}]
+    monkeypatch.setattr(prepare_module, "_early_sources", lambda *arguments: {})
+    theirs = prepare_table(table, "label", **options)
+    assert "'colour' 5" in " ".join(ours.warnings) and ours.warnings == theirs.warnings
+    for name in ("train_features", "validation_features"):
+        mine, reference = getattr(ours, name), getattr(theirs, name)
+        if bins:
+            assert torch.equal(mine.raw, reference.raw)
+            mine, reference = mine.compact, reference.compact
+        assert torch.equal(mine, reference)
+    monkeypatch.setattr(prepare_module, "_early_sources", recorded)
+    with pytest.raises(DataError, match=r"column 'colour': unknown category 'pink"):
+        prepare_table(table, "label", unknown="error", **options)
+    assert made[-1] == {"x.missing": np.uint8}  # "error" names the cell from the column
