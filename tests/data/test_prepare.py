@@ -328,3 +328,15 @@ def test_sources_made_before_the_binned_values_encode_what_the_group_sources_enc
     with pytest.raises(DataError, match=r"column 'colour': unknown category 'pink"):
         prepare_table(table, "label", unknown="error", **options)
     assert made[-1] == {"x.missing": np.uint8}  # "error" names the cell from the column
+
+
+def test_missing_indicators_read_as_one_byte_hold_the_same_zeros_and_ones():
+    table = _mixed_table(200)
+    recipe = Recipe.fit(table, "label", normalization="robust")
+    wide, _ = recipe.read_inputs(table, skip=False)
+    narrow, _ = recipe.read_inputs(table, skip=False, indicators=pl.UInt8)
+    assert wide["x.missing"].dtype == pl.Float64 and narrow["x.missing"].dtype == pl.UInt8
+    assert narrow["x.missing"].sum() == 12 and narrow["x.missing"].cast(pl.Float64).equals(
+        wide["x.missing"]
+    )
+    assert all(narrow[name].equals(wide[name]) for name in wide if name != "x.missing")

@@ -302,7 +302,9 @@ def _encoded_parts(
     Raises:
         DataError: under ``unknown="error"``, a category of the last part not seen in training.
     """
-    inputs, _ = recipe.read_inputs(typed.pop(), skip=False, typed=True)  # the caller's released
+    inputs, _ = recipe.read_inputs(  # the caller's table released; 1-byte indicators
+        typed.pop(), skip=False, typed=True, indicators=pl.UInt8
+    )
     expansion = InputExpansion.of(recipe.features)
     features = recipe.features if expansion is None else compact_features(recipe.features)
     width = sum(len(feature.output_names) for feature in features)
@@ -335,16 +337,17 @@ def _early_sources(
     """The encoder sources of the inputs that cannot fail, made before the binned values are
     gathered and their series dropped from ``inputs`` (polars' allocator hands the pages back
     while the binned values are gathered, before the compact rows are written): a missing
-    indicator's 0/1 as uint8 (one byte a row instead of eight; :func:`encoded_rows` computes in
-    float64 from it, the same values) and, under ``unknown="ignore"``, a category's indices and
-    unseen cells (:func:`encoder_sources`'; ``"error"`` keeps the text to name the cell)."""
+    indicator's 0/1 (read as uint8: one byte a row instead of eight; :func:`encoded_rows`
+    computes in float64 from it, the same values) and, under ``unknown="ignore"``, a
+    category's indices and unseen cells (:func:`encoder_sources`'; ``"error"`` keeps the text
+    to name the cell)."""
     ready: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for feature in features:
         column = inputs.get(feature.name)
         if column is None:
             continue
         if isinstance(feature, NumericFeature):
-            if feature.part != INDICATOR_PART or column.dtype != pl.Float64 or column.null_count():
+            if feature.part != INDICATOR_PART or column.dtype != pl.UInt8 or column.null_count():
                 continue
             ready[feature.name] = (column.to_numpy().astype(np.uint8), None)
         elif unknown == "error":
