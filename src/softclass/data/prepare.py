@@ -272,6 +272,7 @@ def _split_before_typing(
         train_rows, validation_rows = _drawn(rows, targets, split, table.height)
     except (DataError, ConfigError):
         return None
+    del raw, column, target_frame, target_column, labels, rows, targets  # before the rows
     return train_rows, validation_rows, warnings, table.rows(validation_rows.numpy())
 
 
