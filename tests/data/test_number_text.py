@@ -66,3 +66,14 @@ def test_a_bad_cell_among_decorated_numbers_reads_alike_in_slices(monkeypatch, b
         assert sliced == whole and "row 1502" in whole
     else:
         assert whole[0] == sliced[0] and sliced[1].equals(whole[1], check_names=True)
+
+
+@pytest.mark.parametrize("plain_every", [None, 5])
+def test_a_column_of_several_chunks_is_typed_into_one_chunk(monkeypatch, plain_every):
+    # as scatter's result always was: statistics summed per chunk keep their last bits
+    column = pl.concat([_money(700, plain_every), _money(800, plain_every)], rechunk=False)
+    assert column.n_chunks() == 2
+    for size in (1 << 30, 256):
+        monkeypatch.setattr(number_text, "SLICE", size)
+        typed = type_column(column)[1]
+        assert typed.n_chunks() == 1 and typed.len() == 1500

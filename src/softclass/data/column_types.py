@@ -421,9 +421,8 @@ def _three_decimals_note(
 
 def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Series] | None:
     """``(decimal mark, note, values)`` when every present cell of ``text`` is a number."""
-    present = text.drop_nulls()
     if decimal is not None:
-        if not all_match(present, decimal):
+        if not all_match(text, decimal, present=True):
             return None
         return decimal, "", parse_number_text(text, decimal)
     if _has_a_word(text.head(SAMPLE)):
@@ -433,15 +432,15 @@ def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Ser
     if not failed.any():
         return ".", _three_decimals_note(text, plain), plain
     every = plain.null_count() == plain.len()  # no plain number: the failed cells are present
-    failed_text = present if every else text.filter(failed)
-    if all_match(failed_text, "."):
-        if every:  # no copy of the failed cells to scatter (null where ``text`` is)
-            values = decorated_values(text, ".", True)
+    failed_text = text if every else text.filter(failed)
+    if all_match(failed_text, ".", present=every):
+        if every:  # no copy of the failed cells to scatter (null where ``text`` is); one
+            values = decorated_values(text, ".", True).rechunk()  # chunk, as scatter's
         else:
             values = plain.scatter(failed.arg_true(), decorated_values(failed_text, ".", True))
-        note = _ambiguity_note(present) if all_match(present, ",") else ""
+        note = _ambiguity_note(text.drop_nulls()) if all_match(text, ",", present=True) else ""
         return ".", note, values
-    if all_match(present, ","):
+    if all_match(text, ",", present=True):
         return ",", "", decorated_values(text, ",", True)
     return None
 

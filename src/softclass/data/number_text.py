@@ -59,11 +59,14 @@ def matches(text: pl.Series, decimal: str) -> pl.Series:
     return ascii_digits(text).str.contains(number_pattern(decimal)).fill_null(False)
 
 
-def all_match(values: pl.Series, decimal: str) -> bool:
-    """Every value is a number with ``decimal`` as the mark (a small sample is checked first)."""
-    if not bool(matches(values.head(SAMPLE), decimal).all()):
-        return False
-    return bool(matches(values, decimal).all())
+def all_match(values: pl.Series, decimal: str, present: bool = False) -> bool:
+    """Every value (``present``: every present value, without a copy of them) is a number
+    with ``decimal`` as the mark (a small sample is checked first)."""
+    for cells in (values.head(SAMPLE), values):
+        found = ascii_digits(cells).str.contains(number_pattern(decimal))
+        if not bool(found.fill_null(present).all()):
+            return False
+    return True
 
 
 def decorated_values(text: pl.Series, decimal: str, checked: bool = False) -> pl.Series:
