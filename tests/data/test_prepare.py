@@ -340,3 +340,35 @@ def test_missing_indicators_read_as_one_byte_hold_the_same_zeros_and_ones():
         wide["x.missing"]
     )
     assert all(narrow[name].equals(wide[name]) for name in wide if name != "x.missing")
+
+
+def test_malloc_is_trimmed_from_a_thread_while_a_csv_file_is_parsed(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import softclass.data.reading as reading_module
+
+    calls = []
+    monkeypatch.setattr(reading_module, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    with reading_module._trimming(0.001):
+        time.sleep(0.05)
+        assert any(thread.name == "softclass-trim" for thread in threading.enumerate())
+    done = len(calls)
+    assert done >= 3 and set(calls) == {0}
+    time.sleep(0.01)
+    assert len(calls) == done  # stopped with the block
+    assert not any(thread.name == "softclass-trim" for thread in threading.enumerate())
+    monkeypatch.setattr(reading_module, "_MALLOC_TRIM", None)  # no glibc: nothing to trim
+    with reading_module._trimming(0.001):
+        assert not any(thread.name == "softclass-trim" for thread in threading.enumerate())
+    monkeypatch.setattr(reading_module, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    monkeypatch.setattr(reading_module, "_TRIM_PERIOD", 0.001)
+    read_csv = reading_module.read_csv
+    monkeypatch.setattr(  # a parse long enough for the thread to trim
+        reading_module, "read_csv", lambda *arguments: time.sleep(0.05) or read_csv(*arguments)
+    )
+    path = tmp_path / "mixed.csv"
+    _mixed_table(30).write_csv(path)
+    calls.clear()
+    assert read_raw(path).get_column("x").len() == 30
+    assert len(calls) >= 3  # the parse's trims and hand_back's
