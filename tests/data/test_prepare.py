@@ -288,3 +288,87 @@ def test_a_parquet_file_read_raw_holds_the_cells_read_table_gives(tmp_path):
     assert raw.rows(positions).equals(expected[positions])
     assert raw.rows(positions).schema == expected.schema
     assert all(raw.get_column(name).equals(expected.get_column(name)) for name in table.columns)
+
+
+@pytest.mark.parametrize("bins", [0, 8])
+def test_sources_made_before_the_binned_values_encode_what_the_group_sources_encode(
+    monkeypatch, bins
+):
+    # missing indicators as uint8 and category indices (with unseen cells) made early
+    import softclass.data.prepare as prepare_module
+
+    table = _mixed_table(600).with_columns(
+        label=pl.when(pl.int_range(600) >= 590).then(pl.lit("d")).otherwise(pl.col("label")),
+        colour=pl.when(pl.int_range(600) >= 590)
+        .then(pl.format("pink{}", pl.int_range(600)))  # each once: some only in validation
+        .otherwise(pl.col("colour")),
+    )
+    options = {"normalization": "robust", "bins": bins, "validation_fraction": 0.5}
+    made = []
+    early = prepare_module._early_sources
+
+    def recorded(features, inputs, unknown):
+        ready = early(features, inputs, unknown)
+        made.append({name: values.dtype for name, (values, _) in ready.items()})
+        return ready
+
+    monkeypatch.setattr(prepare_module, "_early_sources", recorded)
+    ours = prepare_table(table, "label", **options)
+    assert made == [{"x.missing": np.uint8, "colour": np.int16}]
+    monkeypatch.setattr(prepare_module, "_early_sources", lambda *arguments: {})
+    theirs = prepare_table(table, "label", **options)
+    assert "'colour' 5" in " ".join(ours.warnings) and ours.warnings == theirs.warnings
+    for name in ("train_features", "validation_features"):
+        mine, reference = getattr(ours, name), getattr(theirs, name)
+        if bins:
+            assert torch.equal(mine.raw, reference.raw)
+            mine, reference = mine.compact, reference.compact
+        assert torch.equal(mine, reference)
+    monkeypatch.setattr(prepare_module, "_early_sources", recorded)
+    with pytest.raises(DataError, match=r"column 'colour': unknown category 'pink"):
+        prepare_table(table, "label", unknown="error", **options)
+    assert made[-1] == {"x.missing": np.uint8}  # "error" names the cell from the column
+
+
+def test_missing_indicators_read_as_one_byte_hold_the_same_zeros_and_ones():
+    table = _mixed_table(200)
+    recipe = Recipe.fit(table, "label", normalization="robust")
+    wide, _ = recipe.read_inputs(table, skip=False)
+    narrow, _ = recipe.read_inputs(table, skip=False, indicators=pl.UInt8)
+    assert wide["x.missing"].dtype == pl.Float64 and narrow["x.missing"].dtype == pl.UInt8
+    assert narrow["x.missing"].sum() == 12 and narrow["x.missing"].cast(pl.Float64).equals(
+        wide["x.missing"]
+    )
+    assert all(narrow[name].equals(wide[name]) for name in wide if name != "x.missing")
+
+
+def test_malloc_is_trimmed_from_a_thread_while_a_csv_file_is_parsed(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import softclass.data.reading as reading_module
+
+    calls = []
+    monkeypatch.setattr(reading_module, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    with reading_module._trimming(0.001):
+        time.sleep(0.05)
+        assert any(thread.name == "softclass-trim" for thread in threading.enumerate())
+    done = len(calls)
+    assert done >= 3 and set(calls) == {0}
+    time.sleep(0.01)
+    assert len(calls) == done  # stopped with the block
+    assert not any(thread.name == "softclass-trim" for thread in threading.enumerate())
+    monkeypatch.setattr(reading_module, "_MALLOC_TRIM", None)  # no glibc: nothing to trim
+    with reading_module._trimming(0.001):
+        assert not any(thread.name == "softclass-trim" for thread in threading.enumerate())
+    monkeypatch.setattr(reading_module, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    monkeypatch.setattr(reading_module, "_TRIM_PERIOD", 0.001)
+    read_csv = reading_module.read_csv
+    monkeypatch.setattr(  # a parse long enough for the thread to trim
+        reading_module, "read_csv", lambda *arguments: time.sleep(0.05) or read_csv(*arguments)
+    )
+    path = tmp_path / "mixed.csv"
+    _mixed_table(30).write_csv(path)
+    calls.clear()
+    assert read_raw(path).get_column("x").len() == 30
+    assert len(calls) >= 3  # the parse's trims and hand_back's

@@ -36,7 +36,6 @@ numbers take a single cast, decorated ones a regular-expression check and a rewr
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -45,6 +44,13 @@ import polars as pl
 
 from softclass.data.dates import date_format_of, parse_dates
 from softclass.data.messages import clip, row_number
+from softclass.data.number_text import (
+    SAMPLE,
+    all_match,
+    decorated_values,
+    matches,
+    number_pattern,
+)
 from softclass.errors import DataError
 
 MISSING_MARKERS = ("", "NA", "N/A", "null", "NULL", "?")
@@ -69,14 +75,7 @@ read as missing) when at least this share of its present cells are numbers; else
 FLOAT32_MAX = 3.4028234663852886e38
 """The largest finite float32: features are float32, so larger magnitudes cannot be used."""
 
-_CURRENCY_SYMBOLS = "$€£¥₹₩₽₺₪₫₱₴₦₿"
-_CURRENCY_CODES = "USD|EUR|GBP|JPY|CHF|CAD|AUD|NZD|CNY|INR|SEK|NOK|DKK|PLN|CZK|BRL|MXN|ZAR"
-_CURRENCY = rf"(?:[{_CURRENCY_SYMBOLS}]|(?:{_CURRENCY_CODES}))"
-_SPACES = "\u0020\u00a0\u2009\u202f"
-_THOUSANDS = {".": f",'’{_SPACES}", ",": f".'’{_SPACES}"}
-_NON_ASCII_DIGIT = r"[\p{Nd}--0-9]"
 _GROUPED_THOUSANDS = re.compile(r"^[+-]?[1-9][0-9]{0,2}\.[0-9]{3}$")
-_SAMPLE = 256  # cells checked first, so that a column of another kind costs little
 
 
 @dataclass(frozen=True)
@@ -346,80 +345,11 @@ def parse_number_text(text: pl.Series, decimal: str = ".") -> pl.Series:
         failed = text.is_not_null() & plain.is_null()
         if not failed.any():
             return plain
-        return plain.zip_with(~failed, _decorated_values(text, decimal))
-    return _decorated_values(text, decimal)
+        return plain.zip_with(~failed, decorated_values(text, decimal))
+    return decorated_values(text, decimal)
 
 
 # -- numbers -----------------------------------------------------------------------------------
-
-
-@cache
-def _number_pattern(decimal: str) -> str:
-    """An anchored regex for one decorated number with ``decimal`` as the decimal mark."""
-    separators = "".join("\\" + mark if mark in ".'" else mark for mark in _THOUSANDS[decimal])
-    escaped = "\\" + decimal if decimal == "." else decimal
-    integer = rf"(?:[0-9]{{1,3}}(?:[{separators}][0-9]{{3}})+|[0-9]+)"
-    mantissa = rf"(?:{integer}(?:{escaped}[0-9]*)?|{escaped}[0-9]+)"
-    blank = f"[{_SPACES}]?"
-    prefix = rf"(?:[+-]?{_CURRENCY}{blank}|{_CURRENCY}{blank}[+-]?|[+-]?)"
-    suffix = rf"(?:{blank}{_CURRENCY})?"
-    return rf"^{prefix}{mantissa}(?:[eE][+-]?[0-9]+)?{suffix}{blank}%?$"
-
-
-@cache
-def _digit_map() -> tuple[list[str], list[str]]:
-    """Every non-ASCII decimal digit and its ASCII digit, for ``str.replace_many``."""
-    digits = [chr(code) for code in range(128, 0x110000) if unicodedata.category(chr(code)) == "Nd"]
-    return digits, [str(unicodedata.digit(digit)) for digit in digits]
-
-
-def _ascii_digits(text: pl.Series) -> pl.Series:
-    """``text`` with digits of other scripts (``５``, ``٣``) as ASCII digits, NFKC-normalized."""
-    if not (text.str.len_bytes() != text.str.len_chars()).any():
-        return text  # pure ASCII: nothing to translate
-    if not text.str.contains(_NON_ASCII_DIGIT).any():
-        return text
-    source, target = _digit_map()
-    return text.str.normalize("NFKC").str.replace_many(source, target)
-
-
-def _matches(text: pl.Series, decimal: str) -> pl.Series:
-    """Boolean per cell: a number with ``decimal`` as the decimal mark (null cells: False)."""
-    return _ascii_digits(text).str.contains(_number_pattern(decimal)).fill_null(False)
-
-
-def _all_match(values: pl.Series, decimal: str) -> bool:
-    """Every value is a number with ``decimal`` as the mark (a small sample is checked first)."""
-    if not bool(_matches(values.head(_SAMPLE), decimal).all()):
-        return False
-    return bool(_matches(values, decimal).all())
-
-
-def _decorated_values(text: pl.Series, decimal: str, checked: bool = False) -> pl.Series:
-    """Values of decorated numbers; cells that are not such numbers become null.
-
-    ``checked``: every present cell is known to match the pattern (skips the check).
-    """
-    text = _ascii_digits(text)
-    decorations = _decorations(decimal)  # one literal pass: 4x a regular expression's speed
-    digits_only = text.str.replace_many(decorations, [""] * len(decorations))
-    if decimal == ",":
-        digits_only = digits_only.str.replace(",", ".", literal=True)
-    values = digits_only.cast(pl.Float64, strict=False)
-    percent = text.str.ends_with("%").fill_null(False)
-    if percent.any():
-        values = values.zip_with(~percent, values * 0.01)
-    if checked:
-        return values
-    valid = text.str.contains(_number_pattern(decimal)).fill_null(False)
-    return values.zip_with(valid, pl.Series([None], dtype=pl.Float64))
-
-
-@cache
-def _decorations(decimal: str) -> list[str]:
-    """What a decorated number with ``decimal`` as the mark holds beside its digits: currency
-    symbols and codes, thousands separators and ``%``."""
-    return [*_CURRENCY_SYMBOLS, *_CURRENCY_CODES.split("|"), *_THOUSANDS[decimal], "%"]
 
 
 def _plain_numbers(
@@ -436,7 +366,7 @@ def _plain_numbers(
     if decimal == "," or _has_number_marker(missing_markers):
         return None
     text = column if column.dtype == pl.String else column.cast(pl.String)
-    for cells in (text.head(_SAMPLE), text):  # a text column fails in its first cells
+    for cells in (text.head(SAMPLE), text):  # a text column fails in its first cells
         values = cells.cast(pl.Float64, strict=False)
         if values.null_count() != cells.null_count():
             failed = cells.filter(values.is_null() & cells.is_not_null())
@@ -469,7 +399,7 @@ def _three_decimals_note(
     if not all(_GROUPED_THOUSANDS.match(cell.strip()) for cell in first):
         return ""  # decided by the first cells, without a polars call per column
     text = text if markers is None else present_text(text, markers)
-    for cells, numbers in ((text.head(_SAMPLE), values.head(_SAMPLE)), (text, values)):
+    for cells, numbers in ((text.head(SAMPLE), values.head(SAMPLE)), (text, values)):
         text_cells = cells.cast(pl.String)
         magnitude = numbers.abs()
         looks_grouped = (
@@ -491,24 +421,27 @@ def _three_decimals_note(
 
 def _number_type(text: pl.Series, decimal: str | None) -> tuple[str, str, pl.Series] | None:
     """``(decimal mark, note, values)`` when every present cell of ``text`` is a number."""
-    present = text.drop_nulls()
     if decimal is not None:
-        if not _all_match(present, decimal):
+        if not all_match(text, decimal, present=True):
             return None
         return decimal, "", parse_number_text(text, decimal)
-    if _has_a_word(text.head(_SAMPLE)):
+    if _has_a_word(text.head(SAMPLE)):
         return None  # a text column: not every cell cast and matched (-1M cells)
     plain = text.cast(pl.Float64, strict=False)
     failed = text.is_not_null() & plain.is_null()
     if not failed.any():
         return ".", _three_decimals_note(text, plain), plain
-    failed_text = text.filter(failed)
-    if _all_match(failed_text, "."):
-        values = plain.scatter(failed.arg_true(), _decorated_values(failed_text, ".", True))
-        note = _ambiguity_note(present) if _all_match(present, ",") else ""
+    every = plain.null_count() == plain.len()  # no plain number: the failed cells are present
+    failed_text = text if every else text.filter(failed)
+    if all_match(failed_text, ".", present=every):
+        if every:  # no copy of the failed cells to scatter (null where ``text`` is); one
+            values = decorated_values(text, ".", True).rechunk()  # chunk, as scatter's
+        else:
+            values = plain.scatter(failed.arg_true(), decorated_values(failed_text, ".", True))
+        note = _ambiguity_note(text.drop_nulls()) if all_match(text, ",", present=True) else ""
         return ".", note, values
-    if _all_match(present, ","):
-        return ",", "", _decorated_values(text, ",", True)
+    if all_match(text, ",", present=True):
+        return ",", "", decorated_values(text, ",", True)
     return None
 
 
@@ -518,7 +451,7 @@ def _has_a_word(cells: pl.Series) -> bool:
     cells = cells.drop_nulls()
     cells = cells.filter(cells.cast(pl.Float64, strict=False).is_null())
     cells = cells.filter(cells.str.len_bytes() == cells.str.len_chars())
-    point, comma = (cells.str.contains(_number_pattern(mark)) for mark in DECIMAL_MARKS)
+    point, comma = (cells.str.contains(number_pattern(mark)) for mark in DECIMAL_MARKS)
     return bool((~point & ~comma).any())
 
 
@@ -537,9 +470,9 @@ def _ambiguity_note(present: pl.Series) -> str:
 def _number_cells(text: pl.Series, decimal: str | None) -> pl.Series:
     """Boolean per cell: a number (with ``decimal``, or either mark when None)."""
     marks = DECIMAL_MARKS if decimal is None else (decimal,)
-    is_number = _matches(text, marks[0])
+    is_number = matches(text, marks[0])
     for mark in marks[1:]:
-        is_number = is_number | _matches(text, mark)
+        is_number = is_number | matches(text, mark)
     return is_number
 
 
@@ -559,7 +492,7 @@ def _mixed_type(
     n_present = int(present.sum())
     n_numbers = int(number_cells.sum())
     if n_numbers == n_present:
-        point = _matches(text, ".")
+        point = matches(text, ".")
         index = int((present & ~point).arg_true()[0])
         raise DataError(
             f"{source}: column {text.name!r} writes numbers with '.' as decimal mark "

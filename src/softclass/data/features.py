@@ -224,9 +224,10 @@ def add_indicators(
     inputs: dict[str, pl.Series],
     origin: dict[str, tuple[str, str | None]],
     columns: Iterable[str],
+    dtype: pl.DataType = pl.Float64,
 ) -> tuple[dict[str, pl.Series], dict[str, tuple[str, str | None]]]:
-    """``inputs`` and ``origin`` with a 0/1 input ``col.missing`` after the inputs of each of
-    ``columns``: 1.0 where that column's cell is missing."""
+    """``inputs`` and ``origin`` with a 0/1 input ``col.missing`` (``dtype``) after the inputs
+    of each of ``columns``: 1 where that column's cell is missing."""
     wanted = set(columns)
     with_indicators: dict[str, pl.Series] = {}
     with_origin: dict[str, tuple[str, str | None]] = {}
@@ -237,7 +238,7 @@ def add_indicators(
         is_last = position + 1 == len(names) or origin[names[position + 1]][0] != column
         if column in wanted and is_last:
             indicator = f"{column}.{INDICATOR_PART}"
-            with_indicators[indicator] = inputs[name].is_null().cast(pl.Float64).alias(indicator)
+            with_indicators[indicator] = inputs[name].is_null().cast(dtype).alias(indicator)
             with_origin[indicator] = (column, INDICATOR_PART)
     return with_indicators, with_origin
 

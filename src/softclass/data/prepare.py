@@ -35,6 +35,7 @@ from softclass.data.features import (
     unusable_numbers,
 )
 from softclass.data.missing import (
+    INDICATOR_PART,
     check_labelled,
     complete_rows,
     dropped_rows_warning,
@@ -271,6 +272,7 @@ def _split_before_typing(
         train_rows, validation_rows = _drawn(rows, targets, split, table.height)
     except (DataError, ConfigError):
         return None
+    del raw, column, target_frame, target_column, labels, rows, targets  # before the rows
     return train_rows, validation_rows, warnings, table.rows(validation_rows.numpy())
 
 
@@ -301,17 +303,20 @@ def _encoded_parts(
     Raises:
         DataError: under ``unknown="error"``, a category of the last part not seen in training.
     """
-    inputs, _ = recipe.read_inputs(typed.pop(), skip=False, typed=True)  # the caller's released
+    inputs, _ = recipe.read_inputs(  # the caller's table released; 1-byte indicators
+        typed.pop(), skip=False, typed=True, indicators=pl.UInt8
+    )
     expansion = InputExpansion.of(recipe.features)
     features = recipe.features if expansion is None else compact_features(recipe.features)
     width = sum(len(feature.output_names) for feature in features)
+    ready = _early_sources(features, inputs, unknown)
     raws = _binned_first(recipe.features if expansion else (), inputs, parts)
     hand_back()  # malloc's free pages returned before the compact rows are written
     matrices = [torch.empty((len(part), width), dtype=torch.float32) for part in parts]
     counts: dict[str, int] = {}
     start = 0
     for group in _feature_groups(features):
-        sources, unseen = encoder_sources(group, inputs, None)
+        sources, unseen = _group_sources(group, inputs, ready)
         counts |= unknown_counts(group, inputs, unseen, parts[-1], None, unknown)
         stop = start + sum(len(feature.output_names) for feature in group)
         for matrix, part in zip(matrices, parts, strict=True):
@@ -325,6 +330,53 @@ def _encoded_parts(
         for matrix, raw in zip(matrices, raws, strict=True)
     ]
     return lazy, counts
+
+
+def _early_sources(
+    features: Sequence[Feature], inputs: dict[str, pl.Series], unknown: str
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """The encoder sources of the inputs that cannot fail, made before the binned values are
+    gathered and their series dropped from ``inputs`` (polars' allocator hands the pages back
+    while the binned values are gathered, before the compact rows are written): a missing
+    indicator's 0/1 (read as uint8: one byte a row instead of eight; :func:`encoded_rows`
+    computes in float64 from it, the same values) and, under ``unknown="ignore"``, a
+    category's indices and unseen cells (:func:`encoder_sources`'; ``"error"`` keeps the text
+    to name the cell)."""
+    ready: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    for feature in features:
+        column = inputs.get(feature.name)
+        if column is None:
+            continue
+        if isinstance(feature, NumericFeature):
+            if feature.part != INDICATOR_PART or column.dtype != pl.UInt8 or column.null_count():
+                continue
+            ready[feature.name] = (column.to_numpy().astype(np.uint8), None)
+        elif unknown == "error":
+            continue
+        else:
+            sources, unseen = encoder_sources((feature,), inputs, None)
+            ready[feature.name] = (sources[0][1], unseen.get(feature.name))
+        del inputs[feature.name]
+    return ready
+
+
+def _group_sources(
+    group: Sequence[Feature],
+    inputs: dict[str, pl.Series],
+    ready: dict[str, tuple[np.ndarray, np.ndarray | None]],
+) -> tuple[list[tuple[Feature, np.ndarray]], dict[str, np.ndarray]]:
+    """:func:`encoder_sources` of a group, taking (and dropping) the sources made early."""
+    rest = [feature for feature in group if feature.name not in ready]
+    made, unseen = encoder_sources(rest, inputs, None)
+    values = {feature.name: source for feature, source in made}
+    sources: list[tuple[Feature, np.ndarray]] = []
+    for feature in group:
+        if feature.name in ready:
+            values[feature.name], cells = ready.pop(feature.name)
+            if cells is not None:
+                unseen[feature.name] = cells
+        sources.append((feature, values[feature.name]))
+    return sources, unseen
 
 
 def _binned_first(

