@@ -260,6 +260,8 @@ def main() -> None:
     step_gemm = "none (no BLAS)" if loaded is None else f"OpenBLAS {loaded.core}"
     if loaded is not None and threads == 1 and _OWN_GEMM is not None:
         step_gemm = f"softclass's own (AVX-512); OpenBLAS runs {loaded.core} kernels"
+    if mlp_native.step_library() is None:  # e.g. a library older than its C sources
+        step_gemm = f"none: no compiled step ({mlp_native.step_unavailable_reason()})"
     print(f"machine: {where}; medians of {arguments.repeats}; the step's float32 gemm: {step_gemm}")
     print(
         "fastest products: "
