@@ -43,7 +43,6 @@ two rows (wall, CPU) to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import itertools
 import statistics
@@ -119,10 +118,7 @@ CANDIDATES = {
 }
 _OWN_GEMM = mlp_native.own_sgemm()
 if _OWN_GEMM is not None:
-    _OWN = ctypes.CFUNCTYPE(
-        None, *[ctypes.c_int] * 6, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
-    )(_OWN_GEMM)  # fmt: skip
+    _OWN = mlp_native.SGEMM(_OWN_GEMM)
 
     def _own(left: torch.Tensor, right: torch.Tensor, trans_a: bool, trans_b: bool):
         """op(left) @ op(right) through softclass's own gemm (row-major, as the step calls it)."""

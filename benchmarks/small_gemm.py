@@ -14,7 +14,6 @@ Prints microseconds per product and per step and the ratio (OpenBLAS ÷ own).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import itertools
 import time
 
@@ -24,10 +23,6 @@ from benchmarks._results import machine
 from softclass.training import blas, mlp_native
 
 BATCH, WIDTHS = 256, (50, 128, 128, 10)
-SIGNATURE = ctypes.CFUNCTYPE(
-    None, *[ctypes.c_int] * 6, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
-    ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
-)  # fmt: skip
 
 
 def products():
@@ -70,7 +65,7 @@ def main() -> None:
     if own is None or loaded is None:
         raise SystemExit("the own gemm or OpenBLAS is not available on this machine")
     loaded.set_threads(1)
-    functions = {"own": SIGNATURE(own), "openblas": SIGNATURE(loaded.sgemm)}
+    functions = {"own": mlp_native.SGEMM(own), "openblas": mlp_native.SGEMM(loaded.sgemm)}
     torch.set_num_threads(1)
     print(f"machine: {machine()}; OpenBLAS runs {loaded.core} kernels; one thread")
     totals = dict.fromkeys(functions, 0.0)

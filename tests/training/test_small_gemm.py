@@ -6,7 +6,6 @@ on one thread, the BLAS otherwise; a step run through it trains the weights of a
 BLAS.
 """
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -33,11 +32,7 @@ needs_own_gemm = pytest.mark.skipif(
 
 
 def _call(address, a, b, trans_a, trans_b, m, n, k, out, alpha=1.0, beta=0.0, order=101):
-    function = ctypes.CFUNCTYPE(
-        None, *[ctypes.c_int] * 6, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
-        ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int,
-    )(address)  # fmt: skip
-    function(
+    mlp_native.SGEMM(address)(
         order, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, m, n, k, alpha,
         a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), beta, out.data_ptr(), out.stride(0),
     )  # fmt: skip

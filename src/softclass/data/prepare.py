@@ -17,7 +17,7 @@ import polars as pl
 import torch
 
 from softclass.data.checks import check_has_columns
-from softclass.data.column_types import TEXT, ColumnType, TypingOptions, read_column, type_column
+from softclass.data.column_types import TEXT, ColumnType, TypingOptions, read_column
 from softclass.data.expansion import (
     FeatureRows,
     InputExpansion,
@@ -46,7 +46,7 @@ from softclass.data.reading import RawTable, hand_back, read_raw
 from softclass.data.recipe import Recipe, typed_table
 from softclass.data.split import stratified_split
 from softclass.data.target import as_target_type, class_indices, class_labels, sorted_classes
-from softclass.data.typing_table import left_out_columns, typed_candidates
+from softclass.data.typing_table import left_out_columns, type_target, typed_candidates
 from softclass.errors import ConfigError, DataError
 from softclass.limits import DEFAULT_LIMITS, ReadLimits
 
@@ -260,11 +260,7 @@ def _split_before_typing(
         return None
     typing = options["typing"] or TypingOptions()
     try:
-        raw = table.get_column(target)
-        column_type, column = type_column(raw, source, typing)
-        if as_target_type(column_type) != column_type:  # as typed_table types the target
-            column_type = as_target_type(column_type)
-            column = read_column(raw, column_type, typing.missing_markers)[0]
+        column_type, column = type_target(table.get_column(target), source, typing)
         target_frame = pl.DataFrame([column])
         target_column, labels = _labels(target_frame, (column_type,), target, options)
         check_labelled(labels)
@@ -272,7 +268,7 @@ def _split_before_typing(
         train_rows, validation_rows = _drawn(rows, targets, split, table.height)
     except (DataError, ConfigError):
         return None
-    del raw, column, target_frame, target_column, labels, rows, targets  # before the rows
+    del column, target_frame, target_column, labels, rows, targets  # before the rows
     return train_rows, validation_rows, warnings, table.rows(validation_rows.numpy())
 
 
@@ -510,7 +506,7 @@ def _rows_to_split(
 def _checked_inputs(
     typed: pl.DataFrame,
     types: tuple[ColumnType, ...],
-    target: str | None,
+    target: str,
     options: dict,
     labels: pl.Series,
 ) -> pl.Series | None:
@@ -521,7 +517,6 @@ def _checked_inputs(
         DataError: NaN, infinite or out-of-range numbers; a missing value under "error".
     """
     typing = options["typing"] or TypingOptions()
-    target = typed.columns[-1] if target is None and typed.width else target
     known = {column_type.name: column_type for column_type in types}
     skipped = {target, *options["drop"], *options["ids"]}
     candidates = [name for name in typed.columns if name not in skipped]

@@ -147,10 +147,10 @@ def typed_table(
         column = table.get_column(name)
         if name in skipped:
             return None, column
-        column_type, typed = type_column(column, source, typing)
-        if name == target and as_target_type(column_type) != column_type:
-            column_type = as_target_type(column_type)
-            typed = read_column(column, column_type, typing.missing_markers)[0]
+        if name == target:
+            column_type, typed = type_target(column, source, typing)
+        else:
+            column_type, typed = type_column(column, source, typing)
         return column_type, _in_own_pages(typed)
 
     # polars and pyarrow let go of the GIL: columns typed side by side (the first error in
@@ -159,6 +159,22 @@ def typed_table(
         typed = list(pool.map(typed_column, table.columns))
     types = tuple(column_type for column_type, _ in typed if column_type is not None)
     return pl.DataFrame([column for _, column in typed]), types
+
+
+def type_target(
+    column: pl.Series, source: str, typing: TypingOptions
+) -> tuple[ColumnType, pl.Series]:
+    """The target column's type and values: :func:`type_column`'s, read again as a target is
+    (:func:`as_target_type`: a number or text) where that type differs.
+
+    Raises:
+        DataError: as :func:`type_column`.
+    """
+    column_type, typed = type_column(column, source, typing)
+    if as_target_type(column_type) != column_type:
+        column_type = as_target_type(column_type)
+        typed = read_column(column, column_type, typing.missing_markers)[0]
+    return column_type, typed
 
 
 def _in_own_pages(column: pl.Series) -> pl.Series:

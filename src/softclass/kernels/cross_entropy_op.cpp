@@ -476,6 +476,32 @@ void spatial_forward_loops(const char *op, const SpatialLoops<T, R> &loops, cons
     if (!per_position) loops.finish(sums + 1, n_parts, mean, static_cast<T *>(loss.data_ptr()), sums);
 }
 
+// What spatial_forward_loops leaves besides the loss and the gradient: L per position (compute
+// dtype), the per-part sums (state[0]: the loss's denominator) and, when the gradient is written
+// under 'mean', the gradient's denominator.
+struct SpatialForward {
+    Tensor logsumexp, state, grad_denominator;
+};
+
+// The spatial loops' forward into `loss` (and `gradient` when defined), with the work space
+// they need allocated here.
+SpatialForward run_spatial_forward(const char *op, const Tensor &logits, const Tensor &target,
+                                   const std::optional<Tensor> &weight, int64_t ignore_index,
+                                   double label_smoothing, bool per_position, bool mean,
+                                   const Tensor &loss, const Tensor &gradient) {
+    const auto f64 = logits.options().dtype(at::kDouble);
+    SpatialForward done{
+        at::empty({target.numel()}, logits.options().dtype(compute_type(logits))),
+        at::empty({1 + 2 * spatial_parts(target.numel(), logits.size(1))}, f64),
+        gradient.defined() && mean ? at::empty({1}, f64) : Tensor()};
+    with_spatial_loops(logits, [&](const auto &loops) {
+        spatial_forward_loops(op, loops, logits, target, weight, ignore_index, label_smoothing,
+                              per_position, mean, loss, done.logsumexp, done.state, gradient,
+                              done.grad_denominator);
+    });
+    return done;
+}
+
 // softclass::spatial_cross_entropy's forward (see _forward_impl in
 // spatial_cross_entropy_cpu.py): (loss: 0-d, or (N, d1, ...) for 'none'; L (N·S,) in the compute
 // dtype; the 'mean' denominator (1,) fp64 (0 for 'none'); the gradient for grad_output 1 when
@@ -491,23 +517,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> spatial_forward_cpu(
                 reduction, "'");
     std::vector<int64_t> item_shape{logits.size(0)};
     for (int64_t d = 2; d < logits.dim(); ++d) item_shape.push_back(logits.size(d));
-    const auto f64 = logits.options().dtype(at::kDouble);
     Tensor loss = per_position ? at::empty(item_shape, logits.options())
                                : at::empty({}, logits.options());
-    Tensor logsumexp = at::empty({target.numel()}, logits.options().dtype(compute_type(logits)));
-    const int64_t n_parts = spatial_parts(target.numel(), logits.size(1));
-    Tensor state = at::empty({1 + 2 * n_parts}, f64);
     Tensor gradient = with_gradient ? at::empty(logits.sizes(), logits.options()) : Tensor();
-    Tensor grad_denominator = with_gradient && mean ? at::empty({1}, f64) : Tensor();
-    with_spatial_loops(logits, [&](const auto &loops) {
-        spatial_forward_loops("softclass_cpp::spatial_forward", loops, logits, target, weight,
-                              ignore_index, label_smoothing, per_position, mean, loss, logsumexp,
-                              state, gradient, grad_denominator);
-    });
-    Tensor denominator = grad_denominator.defined() ? grad_denominator
-                         : per_position             ? at::zeros({1}, f64)
-                                                    : state.narrow(0, 0, 1).clone();
-    return {loss, logsumexp, denominator,
+    const SpatialForward done =
+        run_spatial_forward("softclass_cpp::spatial_forward", logits, target, weight, ignore_index,
+                            label_smoothing, per_position, mean, loss, gradient);
+    Tensor denominator = done.grad_denominator.defined() ? done.grad_denominator
+                         : per_position ? at::zeros({1}, logits.options().dtype(at::kDouble))
+                                        : done.state.narrow(0, 0, 1).clone();
+    return {loss, done.logsumexp, denominator,
             with_gradient ? gradient : at::empty({0}, logits.options())};
 }
 
@@ -516,15 +535,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> spatial_forward_cpu(
 // grad_output 1, by the parts of spatial_forward.
 void spatial_forward_into(const Tensor &logits, const Tensor &target, int64_t ignore_index,
                           bool mean, const Tensor &loss, const Tensor &gradient) {
-    const auto f64 = logits.options().dtype(at::kDouble);
-    Tensor logsumexp = at::empty({target.numel()}, logits.options().dtype(compute_type(logits)));
-    Tensor state = at::empty({1 + 2 * spatial_parts(target.numel(), logits.size(1))}, f64);
-    Tensor grad_denominator = gradient.defined() && mean ? at::empty({1}, f64) : Tensor();
-    with_spatial_loops(logits, [&](const auto &loops) {
-        spatial_forward_loops("softclass_cpp::cross_entropy", loops, logits, target,
-                              std::nullopt, ignore_index, 0.0, false, mean, loss, logsumexp,
-                              state, gradient, grad_denominator);
-    });
+    run_spatial_forward("softclass_cpp::cross_entropy", logits, target, std::nullopt,
+                        ignore_index, 0.0, false, mean, loss, gradient);
 }
 
 // softclass::spatial_cross_entropy_backward's loops: ∂output/∂logits (the logits' shape) for

@@ -88,22 +88,13 @@ def _threaded_loops():
 
 
 def _threaded_forward(
-    operators,
-    logits: Tensor,
-    flat_target: Tensor,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    gradient_in_forward: bool,
+    operators, logits: Tensor, flat_target: Tensor, weight: Tensor | None, ignore_index: int, *rest
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`_forward_impl`'s outputs from the C++ ``spatial_forward`` (contiguous logits, flat
-    int64 target)."""
+    int64 target; ``rest``: reduction, label smoothing, gradient in forward)."""
+    weight = native_loops.real_weight(weight, logits.dtype)
     try:
-        return operators.spatial_forward(
-            *(logits, flat_target, native_loops.real_weight(weight, logits.dtype)),
-            *(ignore_index, reduction, label_smoothing, gradient_in_forward),
-        )
+        return operators.spatial_forward(logits, flat_target, weight, ignore_index, *rest)
     except IndexError as error:
         found = cross_entropy_op.out_of_bounds(error, flat_target, logits.shape[1], ignore_index)
         if found is None:

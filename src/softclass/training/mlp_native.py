@@ -117,6 +117,14 @@ class _RunBuffers(ctypes.Structure):
     ]
 
 
+# cblas_sgemm's C type (32-bit integers, pointers as addresses): the own gemm's and OpenBLAS's,
+# for calling either from Python (``SGEMM(address)(101, 111, 112, m, n, k, 1.0, a, lda, ...)``).
+SGEMM = ctypes.CFUNCTYPE(
+    None, *[ctypes.c_int] * 6, ctypes.c_float, _PTR, ctypes.c_int, _PTR, ctypes.c_int,
+    ctypes.c_float, _PTR, ctypes.c_int,
+)  # fmt: skip
+
+
 class _GemmFunctions(ctypes.Structure):
     """Mirror of ``GemmFunctions`` in mlp_step.c: the BLAS's gemm addresses."""
 

@@ -56,15 +56,18 @@ int small_sgemm_supported(void) {
            __builtin_cpu_supports("fma");
 }
 
+/* The lanes of a vector that hold columns when `columns` of them remain (any number). */
+SMALL_GEMM_INLINE __mmask16 small_gemm_lanes(int64_t columns) {
+    if (columns >= 16) return (__mmask16)0xFFFF;
+    return columns <= 0 ? (__mmask16)0 : (__mmask16)((1u << columns) - 1u);
+}
+
 /* Copy op(b)'s rows [k0, k0 + kc) and columns [j0, j0 + cols) into panel (kc, 32), zero beyond
  * cols. */
 SMALL_GEMM_INLINE void small_gemm_pack(int trans_b, const float *b, int64_t ldb, int64_t k0,
                                        int64_t kc, int64_t j0, int64_t cols, float *panel) {
     if (!trans_b) {
-        const __mmask16 low = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1u);
-        const __mmask16 high =
-            cols >= 32 ? (__mmask16)0xFFFF
-                       : (cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1u) : (__mmask16)0);
+        const __mmask16 low = small_gemm_lanes(cols), high = small_gemm_lanes(cols - 16);
         for (int64_t p = 0; p < kc; ++p) {
             const float *row = b + (k0 + p) * ldb + j0;
             _mm512_store_ps(panel + p * SMALL_GEMM_NR, _mm512_maskz_loadu_ps(low, row));
@@ -120,10 +123,7 @@ SMALL_GEMM_INLINE void small_gemm_tile(const int MR, const int WIDE, const float
 SMALL_GEMM_INLINE void small_gemm_rows(const int WIDE, const float *a, int64_t step_i,
                                        int64_t step_p, int64_t m, int64_t kc, const float *panel,
                                        float *c, int64_t ldc, int64_t cols, int accumulate) {
-    const __mmask16 low = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1u);
-    const __mmask16 high = cols >= 32 ? (__mmask16)0xFFFF
-                                      : (cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1u)
-                                                   : (__mmask16)0);
+    const __mmask16 low = small_gemm_lanes(cols), high = small_gemm_lanes(cols - 16);
     int64_t i = 0;
     for (; i + SMALL_GEMM_MR <= m; i += SMALL_GEMM_MR)
         small_gemm_tile(SMALL_GEMM_MR, WIDE, a + i * step_i, step_i, step_p, kc, panel, c + i * ldc,
